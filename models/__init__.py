@@ -1,0 +1,1 @@
+"""The sendgate domain: events, decisions, consent and burst rules. No Kafka, no asyncio."""

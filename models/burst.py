@@ -1,0 +1,209 @@
+"""Burst pacing: a sender's recent texts as clusters of near-identical sends.
+
+One `SenderState` row per (app, sender) holds the sender's profile, risk marks and at most
+`max_clusters` `BurstCluster`s. Windows are explicit event-time fields here (not Faust windowed
+tables), so expiry is a pure function of the log and survives rebalances and recovery.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+
+from .decisions import iso
+from .policy import Policy
+from .similarity import similarities
+
+DAY_MS = 86_400_000
+
+
+def recipient_hash(userkey: str) -> int:
+    """A fixed-size (64-bit) stand-in for a userkey, so cluster rows never hold personal data."""
+    return int.from_bytes(hashlib.blake2b(userkey.encode(), digest_size=8).digest(), "little")
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def pace_interval_ms(policy: Policy, paced: int, factor: float) -> int:
+    """The gap after the paced send number `paced` (0-based): 60 s, growing linearly by 60 s
+    every `pace_growth_sends` paced sends (60 s, 61.2 s, ... 120 s at the 50th, 180 s at the 100th),
+    times `factor` for risky senders."""
+    return int(policy.pace_interval_s * (1 + paced / policy.pace_growth_sends) * factor * 1000)
+
+
+@dataclass(slots=True)
+class BurstCluster:
+    cluster_id: str
+    window_start: int
+    last_ts: int
+    next_slot: int = 0
+    recipients: list[int] = field(default_factory=list)  # hashes of recipients counted as free
+    count: int = 0  # distinct recipients in the current window, free and paced
+    paced: int = 0  # paced sends in the current window
+
+    def to_list(self) -> list:
+        return [self.cluster_id, self.window_start, self.last_ts, self.next_slot, self.recipients,
+                self.count, self.paced]
+
+
+@dataclass(slots=True)
+class BurstVerdict:
+    outcome: str  # accepted | delayed | rejected
+    reason: str  # burst_free | burst_paced | burst_limit | junk_similar
+    detail: str
+    cluster_id: str
+    similarity: float
+    similar_recipients: int
+    deliver_at: int | None = None
+    retry_after_s: int | None = None
+
+
+@dataclass(slots=True)
+class JunkMatch:
+    similarity: float
+    reporters: int
+
+
+@dataclass(slots=True)
+class SenderState:
+    registered_ts: int | None = None
+    conversing: int = 0  # distinct userkeys that wrote to this sender (counted up to a cap)
+    suspicious_until: int = 0  # event time until which a junk report marks the sender as risky
+    seq: int = 0  # cluster ids are per sender: c1, c2, ...
+    clusters: list[BurstCluster] = field(default_factory=list)
+    sketches: np.ndarray | None = None  # row i is clusters[i]'s representative sketch
+
+    # --- transitions -------------------------------------------------------------------------
+    def set_profile(self, registered_ts: int) -> None:
+        self.registered_ts = registered_ts
+
+    def record_conversation(self) -> None:
+        self.conversing = min(self.conversing + 1, 1 << 30)
+
+    def mark_suspicious(self, until: int) -> None:
+        self.suspicious_until = max(self.suspicious_until, until)
+
+    def risk(self, ts: int, policy: Policy) -> str | None:
+        """Why this sender gets the stricter limits at `ts`, or None."""
+        if self.suspicious_until > ts:
+            return f"one of its texts was reported as junk (suspicious until {iso(self.suspicious_until)})"
+        if self.registered_ts is None:
+            return "it has no sender_profile, so it counts as young"
+        age_days = (ts - self.registered_ts) / DAY_MS
+        if age_days < policy.young_sender_days:
+            return f"it was registered {max(age_days, 0):.0f} days ago (younger than {policy.young_sender_days} days)"
+        if self.conversing < policy.min_conversations:
+            return (f"only {self.conversing} userkey(s) have written to it "
+                    f"(fewer than {policy.min_conversations})")
+        return None
+
+    def decide(self, ts: int, userkey: str, sketch: np.ndarray, policy: Policy,
+               junk: JunkMatch | None) -> BurstVerdict:
+        """Place one send in its cluster and say whether it goes now, later or not at all."""
+        self._expire(ts, policy)
+        cluster, similarity = self._join(ts, sketch, policy)
+        cluster.last_ts = max(cluster.last_ts, ts)
+        window_ms = policy.burst_window_s * 1000
+        if ts - cluster.window_start >= window_ms and ts >= cluster.next_slot:
+            cluster.window_start, cluster.recipients, cluster.count, cluster.paced = ts, [], 0, 0
+        risk = self.risk(ts, policy)
+        factor = policy.risky_interval_factor if (risk or junk) else 1.0
+        similar = round(similarity, 3)
+        window_min = policy.burst_window_s // 60
+
+        def verdict(outcome: str, reason: str, detail: str, **extra) -> BurstVerdict:
+            if risk:
+                detail += f"; stricter limits apply because {risk}"
+            return BurstVerdict(outcome, reason, detail, cluster.cluster_id, similar, cluster.count, **extra)
+
+        if junk is not None and junk.reporters >= policy.junk_reject_reporters:
+            return verdict("rejected", "junk_similar",
+                           f"text is {junk.similarity:.2f} similar to a text that {junk.reporters} recipients "
+                           f"reported as junk; such texts are not delivered")
+        who = recipient_hash(userkey)
+        if who in cluster.recipients:
+            return verdict("accepted", "burst_free",
+                           f"recipient already counted for this text in the current {window_min}-minute window")
+        allowance = 0 if junk else (policy.risky_free_recipients if risk else policy.free_recipients)
+        if cluster.count < allowance:
+            cluster.recipients.append(who)
+            cluster.count += 1
+            cluster.next_slot = max(cluster.next_slot, ts + pace_interval_ms(policy, cluster.paced, factor))
+            return verdict("accepted", "burst_free",
+                           f"{ordinal(cluster.count)} recipient of this text within {window_min} minutes; "
+                           f"up to {allowance} go out without pacing")
+        interval = pace_interval_ms(policy, cluster.paced, factor)
+        gap_s = pace_interval_ms(policy, max(cluster.paced - 1, 0), factor) / 1000  # since the previous slot
+        slot = max(cluster.next_slot, ts)
+        wait_ms = slot - ts
+        nth = ordinal(cluster.count + 1)
+        why = (f"text is {junk.similarity:.2f} similar to a text reported as junk ({junk.reporters} reporter(s)), "
+               f"so it is paced from its first recipient" if junk else
+               f"{nth} recipient of a near-identical text (similarity {similar:.2f}) within {window_min} minutes")
+        if wait_ms > policy.max_delay_s * 1000:
+            retry = math.ceil((wait_ms - policy.max_delay_s * 1000) / 1000)
+            return verdict("rejected", "junk_similar" if junk else "burst_limit",
+                           f"{why}; the next free slot {iso(slot)} is more than {policy.max_delay_s // 3600} h "
+                           f"away; retry in {retry} s", retry_after_s=retry)
+        cluster.count += 1
+        cluster.paced += 1
+        cluster.next_slot = slot + interval
+        reason = "junk_similar" if junk else "burst_paced"
+        if wait_ms == 0:
+            return verdict("accepted", reason,
+                           f"{why}; paced to one send per {gap_s:.0f} s and this slot is free now",
+                           deliver_at=slot)
+        return verdict("delayed", reason,
+                       f"{why}; paced to one send per {gap_s:.0f} s; deliver at {iso(slot)}",
+                       deliver_at=slot)
+
+    # --- cluster bookkeeping -----------------------------------------------------------------
+    def _expire(self, ts: int, policy: Policy) -> None:
+        idle_ms = policy.cluster_idle_s * 1000
+        keep = [i for i, c in enumerate(self.clusters) if ts - c.last_ts < idle_ms]
+        if len(keep) != len(self.clusters):
+            self.clusters = [self.clusters[i] for i in keep]
+            self.sketches = self.sketches[keep] if keep else None
+
+    def _join(self, ts: int, sketch: np.ndarray, policy: Policy) -> tuple[BurstCluster, float]:
+        if self.sketches is not None:
+            sims = similarities(sketch, self.sketches)
+            best = int(np.argmax(sims))
+            if sims[best] >= policy.similarity_threshold:
+                return self.clusters[best], float(sims[best])
+        if len(self.clusters) >= policy.max_clusters:
+            # Evict one-off texts before templates, least recently used first, so that a blast
+            # cannot be pushed out of memory by interleaving unrelated texts.
+            victim = min(range(len(self.clusters)),
+                         key=lambda i: (self.clusters[i].count > 1, self.clusters[i].last_ts))
+            del self.clusters[victim]
+            self.sketches = np.delete(self.sketches, victim, axis=0)
+        self.seq += 1
+        cluster = BurstCluster(cluster_id=f"c{self.seq}", window_start=ts, last_ts=ts)
+        self.clusters.append(cluster)
+        row = sketch.reshape(1, -1)
+        self.sketches = row if self.sketches is None else np.vstack([self.sketches, row])
+        return cluster, 1.0
+
+    # --- stored form ---------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        blob = "" if self.sketches is None else base64.b64encode(self.sketches.astype("<u4").tobytes()).decode()
+        return orjson.dumps([self.registered_ts, self.conversing, self.suspicious_until, self.seq,
+                             [c.to_list() for c in self.clusters], blob])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None, num_perm: int) -> "SenderState":
+        if raw is None:
+            return cls()
+        registered_ts, conversing, suspicious_until, seq, clusters, blob = orjson.loads(raw)
+        sketches = None
+        if blob:
+            sketches = np.frombuffer(base64.b64decode(blob), dtype="<u4").reshape(-1, num_perm).copy()
+        return cls(registered_ts, conversing, suspicious_until, seq, [BurstCluster(*c) for c in clusters], sketches)

@@ -1,0 +1,220 @@
+"""Input events of contract v1: decoding and validation, in one place.
+
+The worker, `sendgate publish` and the client all call `decode_event`, so a record the CLI accepts
+is a record the worker accepts. Errors name the field and what is wrong with it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Union
+
+import orjson
+
+MAX_ID_CHARS = 256
+MAX_TEXT_CHARS = 10_000
+MAX_RECORD_BYTES = 64 * 1024  # a valid event is far smaller; bounds the JSON parser's work
+NETWORK_RE = re.compile(r"[a-z0-9_-]{1,32}\Z")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+MAX_TS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+class InvalidEvent(ValueError):
+    """A record that is not a valid v1 event; the message is the dead-letter reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    event_id: str
+    app: str
+    sender: str
+    userkey: str
+    network: str
+    text: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OptIn:
+    event_id: str
+    app: str
+    userkey: str
+    source: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OptOut:
+    event_id: str
+    app: str
+    userkey: str
+    source: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    request_id: str
+    app: str
+    sender: str
+    userkey: str
+    network: str
+    text: str
+    reply_to: str | None
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppPolicy:
+    event_id: str
+    app: str
+    unrestricted: bool
+    reason: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class SenderProfile:
+    event_id: str
+    app: str
+    sender: str
+    registered_ts: int
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class JunkReport:
+    event_id: str
+    app: str
+    sender: str
+    userkey: str
+    request_id: str
+    text: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    app: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    request_id: str
+    app: str
+    ts: int
+
+
+Event = Union[Inbound, OptIn, OptOut, Send, AppPolicy, SenderProfile, JunkReport, Tick, Cancel]
+
+
+def _id(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidEvent(f"field '{name}' must be a string, got {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_ID_CHARS:
+        raise InvalidEvent(f"field '{name}' must be 1-{MAX_ID_CHARS} characters, got {len(value)}")
+    if _CONTROL_RE.search(value):
+        raise InvalidEvent(f"field '{name}' must not contain control characters")
+    return value
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidEvent(f"field '{name}' must be a string, got {type(value).__name__}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise InvalidEvent(f"field '{name}' is {len(value)} characters; the limit is {MAX_TEXT_CHARS}")
+    return value
+
+
+def _network(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not NETWORK_RE.match(value):
+        raise InvalidEvent(f"field '{name}' must match [a-z0-9_-]{{1,32}}, got {value!r:.60}")
+    return value
+
+
+def _ts(name: str, value: Any) -> int:
+    if type(value) is not int:  # bool is an int subclass; floats lose milliseconds silently
+        raise InvalidEvent(f"field '{name}' must be an integer of epoch milliseconds, got {type(value).__name__}")
+    if not 0 <= value <= MAX_TS:
+        raise InvalidEvent(f"field '{name}' must be epoch milliseconds between 0 and {MAX_TS}, got {value}")
+    return value
+
+
+def _bool(name: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise InvalidEvent(f"field '{name}' must be true or false, got {type(value).__name__}")
+    return value
+
+
+def _optional_id(name: str, value: Any) -> str | None:
+    return None if value is None else _id(name, value)
+
+
+Check = Callable[[str, Any], Any]
+# type -> (record class, required fields, optional fields); `ts` is handled for every type.
+_KINDS: dict[str, tuple[type, tuple[tuple[str, Check], ...], tuple[tuple[str, Check], ...]]] = {
+    "inbound": (Inbound, (("event_id", _id), ("app", _id), ("sender", _id), ("userkey", _id),
+                          ("network", _network), ("text", _text)), ()),
+    "opt_in": (OptIn, (("event_id", _id), ("app", _id), ("userkey", _id)), (("source", _text),)),
+    "opt_out": (OptOut, (("event_id", _id), ("app", _id), ("userkey", _id)), (("source", _text),)),
+    "send": (Send, (("request_id", _id), ("app", _id), ("sender", _id), ("userkey", _id),
+                    ("network", _network), ("text", _text)), (("reply_to", _optional_id),)),
+    "app_policy": (AppPolicy, (("event_id", _id), ("app", _id), ("unrestricted", _bool)), (("reason", _text),)),
+    "sender_profile": (SenderProfile, (("event_id", _id), ("app", _id), ("sender", _id),
+                                       ("registered_ts", _ts)), ()),
+    "junk_report": (JunkReport, (("event_id", _id), ("app", _id), ("sender", _id), ("userkey", _id),
+                                 ("text", _text)), (("request_id", _optional_id),)),
+    "tick": (Tick, (("app", _id),), ()),
+    "cancel": (Cancel, (("request_id", _id), ("app", _id)), ()),
+}
+_OPTIONAL_DEFAULTS = {"source": "", "reason": "", "reply_to": None, "request_id": ""}
+EVENT_TYPES = tuple(_KINDS)
+
+
+def validate(doc: Any, record_ts: int) -> Event:
+    """Turn a decoded JSON document into an event; `record_ts` (ms) is used when `ts` is absent."""
+    if not isinstance(doc, dict):
+        raise InvalidEvent(f"an event must be a JSON object, got {type(doc).__name__}")
+    kind = doc.get("type")
+    spec = _KINDS.get(kind) if isinstance(kind, str) else None
+    if spec is None:
+        raise InvalidEvent(f"field 'type' must be one of {', '.join(EVENT_TYPES)}, got {kind!r:.60}")
+    cls, required, optional = spec
+    values: dict[str, Any] = {}
+    for name, check in required:
+        if name not in doc:
+            raise InvalidEvent(f"{kind}: missing required field '{name}'")
+        values[name] = check(name, doc[name])
+    for name, check in optional:
+        value = doc.get(name)
+        values[name] = _OPTIONAL_DEFAULTS[name] if value is None else check(name, value)
+    ts = doc.get("ts")
+    values["ts"] = _ts("ts", record_ts if ts is None else ts)
+    return cls(**values)
+
+
+def decode_event(raw: bytes | None, record_ts: int) -> Event:
+    """Decode one record value (UTF-8 JSON) into a validated event, or raise InvalidEvent."""
+    if raw is None:
+        raise InvalidEvent("record has no value")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise InvalidEvent(f"record is {len(raw)} bytes; the limit is {MAX_RECORD_BYTES}")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not valid UTF-8 JSON: {exc}") from None
+    return validate(doc, record_ts)
+
+
+def event_type(event: Event) -> str:
+    return _TYPE_OF[type(event)]
+
+
+def encode_event(event: Event) -> bytes:
+    """The canonical JSON form of an event (what `publish` sends after validation)."""
+    doc = {"type": event_type(event), **asdict(event)}
+    return orjson.dumps(doc)
+
+
+_TYPE_OF = {spec[0]: kind for kind, spec in _KINDS.items()}

@@ -1,0 +1,265 @@
+"""The rule pipeline: one event in, the decisions and deliveries it causes out.
+
+`Gate.handle` is a pure function of the event and the rows it reads through a `Store`; the
+worker gives it Faust tables, unit tests give it a `MemoryStore`. Read this file to answer
+"why was this request rejected?".
+
+Per send request: release what is due -> consent (opt-out, reply, conversation, opt-in, grant)
+-> burst pacing (clusters of near-identical texts, junk index) -> decision (+ delivery or pending).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from . import events as ev
+from .burst import JunkMatch, SenderState, recipient_hash
+from .consent import AppGrant, Conversation, Userkey, keyword
+from .decisions import Decision, Delivery, iso
+from .junk import JunkIndex, JunkTemplate
+from .pending import MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
+from .policy import Policy
+from .similarity import Sketcher
+
+# Tables (name -> key): one small row per key, never one row per app holding all its userkeys.
+USERKEYS = "userkeys"            # (app, userkey)          -> Userkey
+CONVERSATIONS = "conversations"  # (app, sender, userkey)  -> Conversation
+GRANTS = "grants"                # app                     -> AppGrant
+SENDERS = "senders"              # (app, sender)           -> SenderState (profile, risk, clusters)
+PENDING = "pending"              # (app, request_id)       -> PendingRequest
+SCHEDULES = "schedules"          # app                     -> ReleaseSchedule
+DUE = "due"                      # (app, minute)           -> DueBucket
+JUNK = "junk"                    # template id (global)    -> JunkTemplate
+TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, PENDING, SCHEDULES, DUE)
+
+Record = Decision | Delivery
+
+
+def key(*parts: str) -> bytes:
+    # Ids cannot contain control characters (see events.py), so \x1f separates them unambiguously.
+    return "\x1f".join(parts).encode()
+
+
+class Store(Protocol):
+    junk: JunkIndex
+
+    def get(self, table: str, key: bytes) -> bytes | None: ...
+    def set(self, table: str, key: bytes, value: bytes) -> None: ...
+    def delete(self, table: str, key: bytes) -> None: ...
+
+
+class MemoryStore:
+    """A Store over plain dicts: for unit tests, in-process benchmarks and policy experiments."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[bytes, bytes]] = {name: {} for name in (*TABLES, JUNK)}
+        self.junk = JunkIndex()
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        return self.tables[table].get(key)
+
+    def set(self, table: str, key: bytes, value: bytes) -> None:
+        self.tables[table][key] = value
+
+    def delete(self, table: str, key: bytes) -> None:
+        self.tables[table].pop(key, None)
+
+
+class Gate:
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
+        self.sketcher = Sketcher(self.policy.num_perm, self.policy.shingle_size)
+        self._opt_out = frozenset(self.policy.opt_out_keywords)
+        self._opt_in = frozenset(self.policy.opt_in_keywords)
+
+    def handle(self, event: ev.Event, store: Store) -> list[Record]:
+        out = self._release_due(event.app, event.ts, store)
+        handler = self._HANDLERS[type(event)]
+        out.extend(handler(self, event, store) or ())
+        return out
+
+    # --- state-only events -------------------------------------------------------------------
+    def _inbound(self, e: ev.Inbound, store: Store) -> None:
+        conv_key = key(e.app, e.sender, e.userkey)
+        conv = Conversation.from_bytes(store.get(CONVERSATIONS, conv_key))
+        if not conv.exists:
+            sender = self._sender(store, e.app, e.sender)
+            sender.record_conversation()
+            store.set(SENDERS, key(e.app, e.sender), sender.to_bytes())
+        conv.record_inbound(e.event_id, e.ts)
+        store.set(CONVERSATIONS, conv_key, conv.to_bytes())
+        word = keyword(e.text)
+        if word in self._opt_out or word in self._opt_in:
+            user_key = key(e.app, e.userkey)
+            user = Userkey.from_bytes(store.get(USERKEYS, user_key))
+            (user.opt_out if word in self._opt_out else user.opt_in)(e.ts, f"keyword {word} to sender '{e.sender}'")
+            store.set(USERKEYS, user_key, user.to_bytes())
+
+    def _opt_change(self, e: ev.OptIn | ev.OptOut, store: Store) -> None:
+        user_key = key(e.app, e.userkey)
+        user = Userkey.from_bytes(store.get(USERKEYS, user_key))
+        how = f"{ev.event_type(e)} event" + (f" ({e.source})" if e.source else "")
+        (user.opt_in if isinstance(e, ev.OptIn) else user.opt_out)(e.ts, how)
+        store.set(USERKEYS, user_key, user.to_bytes())
+
+    def _app_policy(self, e: ev.AppPolicy, store: Store) -> None:
+        grant = AppGrant.from_bytes(store.get(GRANTS, key(e.app)))
+        grant.set(e.unrestricted, e.ts, e.reason)
+        store.set(GRANTS, key(e.app), grant.to_bytes())
+
+    def _sender_profile(self, e: ev.SenderProfile, store: Store) -> None:
+        sender = self._sender(store, e.app, e.sender)
+        sender.set_profile(e.registered_ts)
+        store.set(SENDERS, key(e.app, e.sender), sender.to_bytes())
+
+    def _junk_report(self, e: ev.JunkReport, store: Store) -> None:
+        p = self.policy
+        sketch = self.sketcher.sketch(e.text)
+        found = store.junk.match(sketch, p.similarity_threshold)
+        if found is None:
+            if len(store.junk) >= p.max_junk_templates:
+                oldest = store.junk.oldest()
+                store.junk.remove(oldest)
+                store.delete(JUNK, oldest.encode())
+            template_id, template = f"{e.app}\x1f{e.event_id}", JunkTemplate(sketch)
+        else:
+            template_id, template, _ = found
+        template.add_reporter(recipient_hash(f"{e.app}\x1f{e.userkey}"), e.ts, p.junk_reject_reporters)
+        store.junk.put(template_id, template)
+        store.set(JUNK, template_id.encode(), template.to_bytes())
+        sender = self._sender(store, e.app, e.sender)
+        sender.mark_suspicious(e.ts + p.junk_suspicion_s * 1000)
+        store.set(SENDERS, key(e.app, e.sender), sender.to_bytes())
+
+    def _tick(self, e: ev.Tick, store: Store) -> None:
+        """A tick only moves event time forward; `handle` has already released what it made due."""
+
+    # --- send requests -----------------------------------------------------------------------
+    def _send(self, e: ev.Send, store: Store) -> list[Record]:
+        p = self.policy
+
+        def decide(outcome: str, reason: str, detail: str, **extra) -> Decision:
+            return Decision(e.request_id, e.app, e.sender, e.userkey, e.network, outcome, reason, detail,
+                            e.ts, **extra)
+
+        user = Userkey.from_bytes(store.get(USERKEYS, key(e.app, e.userkey)))
+        if user.opted_out:
+            return [decide("rejected", "opted_out",
+                           f"userkey opted out at {iso(user.changed_ts)} ({user.how}); nothing may be sent "
+                           f"to it until it opts in again (opt_in event or a keyword such as START)")]
+        conv = Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, e.userkey)))
+        is_reply, why = conv.reply_check(e.reply_to, e.ts, p.reply_window_s * 1000)
+        if is_reply:
+            decision = decide("accepted", "reply", f"reply: {why}; replies are exempt from burst pacing",
+                              reply=True)
+            return [decision, self._delivery(e, decision)]
+        if conv.exists:
+            basis = "conversation"
+            because = f"userkey has written to sender '{e.sender}' (first at {iso(conv.first_ts)})"
+        elif user.opted_in:
+            basis, because = "opt_in", f"userkey opted in at {iso(user.changed_ts)} ({user.how})"
+        elif AppGrant.from_bytes(store.get(GRANTS, key(e.app))).allows(e.ts):
+            basis, because = "unrestricted", "the app holds an unrestricted-outbound grant"
+        else:
+            note = f" ({why})" if why else ""
+            return [decide("rejected", "no_conversation",
+                           f"userkey has not written to sender '{e.sender}' and has not opted in to app "
+                           f"'{e.app}'{note}; the user must message this sender first, or opt in "
+                           f"(opt_in event or a keyword such as START)")]
+        return self._burst(e, store, basis, because, decide)
+
+    def _burst(self, e: ev.Send, store: Store, basis: str, because: str, decide) -> list[Record]:
+        p = self.policy
+        sketch = self.sketcher.sketch(e.text)
+        found = store.junk.match(sketch, p.similarity_threshold)
+        junk = JunkMatch(found[2], len(found[1].reporters)) if found else None
+        sender = self._sender(store, e.app, e.sender)
+        v = sender.decide(e.ts, e.userkey, sketch, p, junk)
+        store.set(SENDERS, key(e.app, e.sender), sender.to_bytes())
+        burst = dict(similarity=v.similarity, similar_recipients=v.similar_recipients, cluster_id=v.cluster_id,
+                     deliver_at=v.deliver_at, retry_after_s=v.retry_after_s)
+        if v.outcome == "accepted" and v.reason == "burst_free":
+            decision = decide("accepted", basis, f"{because}; {v.detail}", **burst)
+        else:
+            decision = decide(v.outcome, v.reason, v.detail, **burst)
+        if v.outcome == "accepted":
+            return [decision, self._delivery(e, decision)]
+        if v.outcome == "delayed":
+            self._hold(e, v.deliver_at, v.cluster_id, store)
+        return [decision]
+
+    def _delivery(self, e: ev.Send, decision: Decision) -> Delivery:
+        return Delivery(e.request_id, e.app, e.sender, e.userkey, e.network, e.text, e.reply_to, decision.ts,
+                        decision.decision_id)
+
+    # --- delayed requests --------------------------------------------------------------------
+    def _hold(self, e: ev.Send, deliver_at: int, cluster_id: str, store: Store) -> None:
+        store.set(PENDING, key(e.app, e.request_id), PendingRequest(e, deliver_at, cluster_id).to_bytes())
+        schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(e.app)))
+        minute = schedule.add(deliver_at)
+        bucket_key = key(e.app, str(minute))
+        bucket = DueBucket.from_bytes(store.get(DUE, bucket_key))
+        bucket.entries.append([deliver_at, e.request_id])
+        store.set(DUE, bucket_key, bucket.to_bytes())
+        store.set(SCHEDULES, key(e.app), schedule.to_bytes())
+
+    def _release_due(self, app: str, ts: int, store: Store) -> list[Record]:
+        schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(app)))
+        if not schedule.is_due(ts):
+            return []
+        due: list[list] = []
+        waiting: list[list] = []
+        while schedule.minutes and schedule.minutes[0] <= ts // MINUTE_MS:
+            bucket_key = key(app, str(schedule.minutes[0]))
+            now, waiting = DueBucket.from_bytes(store.get(DUE, bucket_key)).split(ts)
+            due.extend(now)
+            if waiting:
+                store.set(DUE, bucket_key, DueBucket(waiting).to_bytes())
+                break
+            store.delete(DUE, bucket_key)
+            schedule.minutes.pop(0)
+        if not waiting and schedule.minutes:
+            waiting = DueBucket.from_bytes(store.get(DUE, key(app, str(schedule.minutes[0])))).entries
+        schedule.next_due = min(e[0] for e in waiting) if waiting else None
+        store.set(SCHEDULES, key(app), schedule.to_bytes())
+        out: list[Record] = []
+        for deliver_at, request_id in sorted(due):
+            pending_key = key(app, request_id)
+            raw = store.get(PENDING, pending_key)
+            if raw is None:  # cancelled meanwhile
+                continue
+            store.delete(PENDING, pending_key)
+            out.extend(self._release(PendingRequest.from_bytes(raw), ts, store))
+        return out
+
+    def _release(self, pending: PendingRequest, ts: int, store: Store) -> list[Record]:
+        s = pending.send
+        user = Userkey.from_bytes(store.get(USERKEYS, key(s.app, s.userkey)))
+        if user.opted_out:
+            return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "opted_out",
+                             f"userkey opted out at {iso(user.changed_ts)} ({user.how}) while the request waited "
+                             f"for its slot; it was not delivered", ts, cluster_id=pending.cluster_id)]
+        decision = Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "released", "slot_reached",
+                            f"paced slot {iso(pending.deliver_at)} reached; delivered", ts,
+                            deliver_at=pending.deliver_at, cluster_id=pending.cluster_id)
+        return [decision, self._delivery(s, decision)]
+
+    def _cancel(self, e: ev.Cancel, store: Store) -> list[Record]:
+        pending_key = key(e.app, e.request_id)
+        raw = store.get(PENDING, pending_key)
+        if raw is None:
+            return [Decision(e.request_id, e.app, "", "", "", "rejected", "not_pending",
+                             f"cancel of request '{e.request_id}': it is not pending (unknown, already released, "
+                             f"or already cancelled), so nothing was cancelled", e.ts)]
+        store.delete(PENDING, pending_key)  # its schedule entry is skipped when it comes due
+        s = PendingRequest.from_bytes(raw).send
+        return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "cancelled_by_app",
+                         "the app cancelled this pending request; it will not be delivered", e.ts)]
+
+    def _sender(self, store: Store, app: str, sender: str) -> SenderState:
+        return SenderState.from_bytes(store.get(SENDERS, key(app, sender)), self.policy.num_perm)
+
+    _HANDLERS = {
+        ev.Inbound: _inbound, ev.OptIn: _opt_change, ev.OptOut: _opt_change, ev.Send: _send,
+        ev.AppPolicy: _app_policy, ev.SenderProfile: _sender_profile, ev.JunkReport: _junk_report,
+        ev.Tick: _tick, ev.Cancel: _cancel,
+    }

@@ -1,0 +1,77 @@
+"""Delayed requests and the schedule that releases them as event time passes.
+
+A delayed send is one `PendingRequest` row per (app, request_id). To find what is due without
+scanning, an app's `ReleaseSchedule` row lists the minutes that hold due entries and the earliest
+`deliver_at`; each minute is a `DueBucket` row per (app, minute). Every pending request is due
+within `max_delay_s` of the event that delayed it, so the schedule lists at most
+max_delay_s / 60 + 1 minutes (361 by default) however many requests wait.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+import orjson
+
+from .events import Send
+
+MINUTE_MS = 60_000
+
+
+@dataclass(slots=True)
+class PendingRequest:
+    send: Send
+    deliver_at: int
+    cluster_id: str
+
+    def to_bytes(self) -> bytes:
+        s = self.send
+        return orjson.dumps([s.request_id, s.app, s.sender, s.userkey, s.network, s.text, s.reply_to, s.ts,
+                             self.deliver_at, self.cluster_id])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "PendingRequest":
+        *send, deliver_at, cluster_id = orjson.loads(raw)
+        return cls(Send(*send), deliver_at, cluster_id)
+
+
+@dataclass(slots=True)
+class DueBucket:
+    entries: list[list] = field(default_factory=list)  # [deliver_at, request_id]
+
+    def split(self, ts: int) -> tuple[list[list], list[list]]:
+        """(entries due at `ts`, entries still waiting)."""
+        due = [e for e in self.entries if e[0] <= ts]
+        return due, [e for e in self.entries if e[0] > ts]
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.entries)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> "DueBucket":
+        return cls() if raw is None else cls(orjson.loads(raw))
+
+
+@dataclass(slots=True)
+class ReleaseSchedule:
+    minutes: list[int] = field(default_factory=list)  # sorted minutes (deliver_at // 60000) with entries
+    next_due: int | None = None  # the earliest deliver_at of any entry
+
+    def add(self, deliver_at: int) -> int:
+        """Record an entry; returns the minute whose bucket must hold it."""
+        minute = deliver_at // MINUTE_MS
+        i = bisect.bisect_left(self.minutes, minute)
+        if i == len(self.minutes) or self.minutes[i] != minute:
+            self.minutes.insert(i, minute)
+        self.next_due = deliver_at if self.next_due is None else min(self.next_due, deliver_at)
+        return minute
+
+    def is_due(self, ts: int) -> bool:
+        return self.next_due is not None and ts >= self.next_due
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps([self.minutes, self.next_due])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> "ReleaseSchedule":
+        return cls() if raw is None else cls(*orjson.loads(raw))

@@ -1,0 +1,99 @@
+"""Every threshold of the consent and burst rules, in one frozen settings object."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+class PolicyError(ValueError):
+    """A policy file or mapping that cannot be used; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    # consent
+    opt_out_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT",
+                                         "OPTOUT", "REVOKE")
+    opt_in_keywords: tuple[str, ...] = ("START", "UNSTOP", "YES")
+    reply_window_s: int = 15 * 60
+    # similarity
+    shingle_size: int = 4
+    num_perm: int = 128
+    similarity_threshold: float = 0.6
+    # burst clusters
+    free_recipients: int = 10
+    burst_window_s: int = 10 * 60
+    pace_interval_s: float = 60.0
+    pace_growth_sends: float = 50.0  # the interval grows by pace_interval_s every this many paced sends
+    max_delay_s: int = 6 * 3600
+    cluster_idle_s: int = 24 * 3600
+    max_clusters: int = 32
+    # risky senders
+    young_sender_days: int = 90
+    min_conversations: int = 3
+    risky_free_recipients: int = 5
+    risky_interval_factor: float = 2.0
+    # junk
+    junk_reject_reporters: int = 3
+    junk_suspicion_s: int = 7 * 24 * 3600
+    max_junk_templates: int = 10_000
+
+    def __post_init__(self) -> None:
+        positive_ints = ("reply_window_s", "shingle_size", "num_perm", "burst_window_s", "max_delay_s",
+                         "cluster_idle_s", "max_clusters", "young_sender_days", "junk_reject_reporters",
+                         "junk_suspicion_s", "max_junk_templates")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if type(value) is not int or value <= 0:
+                raise PolicyError(f"policy '{name}' must be a positive integer, got {value!r}")
+        for name in ("free_recipients", "min_conversations", "risky_free_recipients"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise PolicyError(f"policy '{name}' must be a non-negative integer, got {value!r}")
+        for name in ("pace_interval_s", "pace_growth_sends", "risky_interval_factor"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise PolicyError(f"policy '{name}' must be a positive number, got {value!r}")
+        if not isinstance(self.similarity_threshold, (int, float)) or not 0 < self.similarity_threshold <= 1:
+            raise PolicyError(f"policy 'similarity_threshold' must be in (0, 1], got {self.similarity_threshold!r}")
+        for name in ("opt_out_keywords", "opt_in_keywords"):
+            words = getattr(self, name)
+            if not all(isinstance(w, str) and w.strip() for w in words):
+                raise PolicyError(f"policy '{name}' must be a list of non-empty strings")
+            object.__setattr__(self, name, tuple(w.strip().upper() for w in words))
+        if set(self.opt_out_keywords) & set(self.opt_in_keywords):
+            raise PolicyError("policy: a keyword cannot be both an opt-out and an opt-in keyword")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "Policy":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise PolicyError(f"policy: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    @classmethod
+    def from_toml(cls, path: str) -> "Policy":
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise PolicyError(f"policy file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyError(f"policy file {path}: not valid TOML: {exc}") from None
+        # Sections ([consent], [burst], ...) are only for readability: keys are flat and unique.
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, dict):
+                flat.update(value)
+            else:
+                flat[key] = value
+        try:
+            return cls.from_mapping(flat)
+        except PolicyError as exc:
+            raise PolicyError(f"policy file {path}: {exc}") from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -1,0 +1,1 @@
+"""Wiring: Faust app, topics, tables, agents, CLI, local broker, client."""
