@@ -67,6 +67,10 @@ class Delivery:
         doc.update({name: getattr(self, name) for name in self.__slots__})
         return orjson.dumps(doc)
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "Delivery":
+        return cls(**{name: doc.get(name) for name in cls.__slots__})
+
 
 def iso(ts_ms: int) -> str:
     """Event time as a readable UTC instant for detail sentences (e.g. 2026-11-22T14:03:20Z)."""

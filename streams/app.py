@@ -1,0 +1,210 @@
+"""The Faust application: topics, tables, the gate agent, the ticker and the junk-index refresh.
+
+`build_app` wires the pure `Gate` (sendgate.models.gate) to Kafka. It holds no rule of its own.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+
+from sendgate.models.decisions import Decision, Delivery
+from sendgate.models.events import InvalidEvent, decode_event
+from sendgate.models.gate import JUNK, SCHEDULES, TABLES, Gate
+from sendgate.models.junk import JunkIndex, JunkTemplate
+from sendgate.models.pending import ReleaseSchedule
+
+from .config import Settings
+
+log = logging.getLogger("sendgate.worker")
+
+RAW = dict(key_type=bytes, value_type=bytes)  # the app's default serializers are "raw"
+
+
+def faust_broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+class TableStore:
+    """The gate's `Store` over Faust tables; writes go to each table's changelog partition of
+    the event being processed, which keeps every row co-partitioned with its app's events."""
+
+    def __init__(self, tables: dict[str, Any], junk_table: Any) -> None:
+        self.tables = {**tables, JUNK: junk_table}
+        self.junk = JunkIndex()
+        self._junk_seen: dict[bytes, bytes] = {}
+        self._junk_loaded = False
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        return self.tables[table].get(key)
+
+    def set(self, table: str, key: bytes, value: bytes) -> None:
+        self.tables[table][key] = value
+        if table == JUNK:
+            self._junk_seen[key] = value
+
+    def delete(self, table: str, key: bytes) -> None:
+        self.tables[table].pop(key, None)
+        if table == JUNK:
+            self._junk_seen.pop(key, None)
+
+    def refresh_junk(self) -> None:
+        """Bring the in-memory junk index up to date with the global table (other workers' reports)."""
+        current = dict(self.tables[JUNK].items())
+        for key in set(self._junk_seen) - set(current):
+            self.junk.remove(key.decode())
+        for key, raw in current.items():
+            if self._junk_seen.get(key) != raw:
+                self.junk.put(key.decode(), JunkTemplate.from_bytes(raw))
+        self._junk_seen = current
+        self._junk_loaded = True
+
+    def ensure_junk_loaded(self) -> None:
+        if not self._junk_loaded:
+            self.refresh_junk()
+
+
+@dataclass
+class GateApp:
+    settings: Settings
+    app: faust.App
+    gate: Gate
+    store: TableStore
+    events: Any
+    decisions: Any
+    deadletter: Any
+    emit_deliveries: bool = True
+    emit_outputs: bool = True
+    counts: dict[str, int] = field(default_factory=lambda: {"events": 0, "decisions": 0, "deadlettered": 0})
+    _delivery_topics: dict[str, Any] = field(default_factory=dict)
+
+    async def process(self, message: Any, value: bytes | None) -> None:
+        """Decide one record of sendgate.events; never raises for bad input."""
+        self.counts["events"] += 1
+        record_ts = int(message.timestamp * 1000) if message.timestamp else 0
+        try:
+            event = decode_event(value, record_ts)
+            if message.key != event.app.encode():
+                shown = message.key.decode(errors="replace") if message.key is not None else None
+                raise InvalidEvent(f"record key {shown!r} must be the event's app {event.app!r}: events are keyed "
+                                   f"by app so that each app's log is totally ordered")
+            self.store.ensure_junk_loaded()
+            records = self.gate.handle(event, self.store)
+        except InvalidEvent as exc:
+            await self.dead_letter(message, value, str(exc))
+            return
+        except Exception as exc:  # a bug must not stop the stream: park the record with the reason
+            log.exception("internal error on %s[%s]@%s", message.topic, message.partition, message.offset)
+            await self.dead_letter(message, value, f"internal error: {type(exc).__name__}: {exc}")
+            return
+        if not self.emit_outputs:
+            return
+        for record in records:
+            if isinstance(record, Decision):
+                self.counts["decisions"] += 1
+                await self.decisions.send(key=record.app.encode(), value=record.to_json())
+            elif self.emit_deliveries:
+                topic = await self.delivery_topic(record.network)
+                await topic.send(key=record.app.encode(), value=record.to_json())
+
+    async def delivery_topic(self, network: str) -> Any:
+        topic = self._delivery_topics.get(network)
+        if topic is None:
+            # `network` is validated ([a-z0-9_-]{1,32}) so it cannot name an unexpected topic.
+            topic = self.app.topic(self.settings.topic(f"deliveries.{network}"),
+                                   partitions=self.settings.partitions, **RAW)
+            await topic.maybe_declare()
+            self._delivery_topics[network] = topic
+        return topic
+
+    async def dead_letter(self, message: Any, value: bytes | None, error: str) -> None:
+        self.counts["deadlettered"] += 1
+        doc: dict[str, Any] = {"error": error, "topic": message.topic, "partition": message.partition,
+                               "offset": message.offset, "key": _text_or_b64(message.key)}
+        raw = _text_or_b64(value)
+        doc["raw"] = raw
+        if value is not None and raw != value.decode("utf-8", errors="ignore"):
+            doc["raw_encoding"] = "base64"
+        log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
+        await self.deadletter.send(key=message.key, value=orjson.dumps(doc))
+
+
+def _text_or_b64(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode()
+
+
+def build_app(settings: Settings, *, decisions_topic: str | None = None, emit_deliveries: bool = True,
+              emit_outputs: bool = True, ticker: bool = True) -> GateApp:
+    policy = settings.policy()
+    os.makedirs(settings.data_dir, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=faust_broker_url(settings.bootstrap),
+        store=settings.store,
+        datadir=os.path.join(settings.data_dir, settings.app_id),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+    )
+    events = app.topic(settings.topic("events"), partitions=settings.partitions, **RAW)
+    decisions = app.topic(decisions_topic or settings.topic("decisions"), partitions=settings.partitions, **RAW)
+    deadletter = app.topic(settings.topic("deadletter"), partitions=settings.partitions, **RAW)
+    tables = {name: app.Table(name, default=None, partitions=settings.partitions, **RAW) for name in TABLES}
+    # The junk index crosses apps, so every worker holds all of it (a global table, one partition).
+    junk_table = app.GlobalTable(JUNK, default=None, partitions=1, recovery_buffer_size=1,
+                                 use_partitioner=True, **RAW)
+    gate_app = GateApp(settings, app, Gate(policy), TableStore(tables, junk_table), events, decisions, deadletter,
+                       emit_deliveries=emit_deliveries, emit_outputs=emit_outputs)
+
+    @app.agent(events, name="gate")
+    async def gate_agent(stream: Any) -> None:
+        async for event in stream.events():
+            await gate_app.process(event.message, event.value)
+
+    @app.task
+    async def declare_outputs() -> None:
+        # Subscribers may start before the first decision: create the output topics up front.
+        await decisions.maybe_declare()
+        await deadletter.maybe_declare()
+
+    @app.timer(interval=5.0)
+    async def refresh_junk() -> None:
+        gate_app.store.refresh_junk()
+
+    if ticker and settings.tick_interval_s > 0:
+        schedules = tables[SCHEDULES]
+
+        @app.timer(interval=settings.tick_interval_s)
+        async def tick() -> None:
+            # Wall-clock time enters the log only as tick events; decisions are made from them.
+            now = int(time.time() * 1000)
+            for app_key, raw in list(schedules.items()):
+                if ReleaseSchedule.from_bytes(raw).is_due(now):
+                    tick_event = {"type": "tick", "app": app_key.decode(), "ts": now}
+                    await events.send(key=app_key, value=orjson.dumps(tick_event))
+
+    return gate_app

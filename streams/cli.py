@@ -1,0 +1,165 @@
+"""The `sendgate` command line: broker, worker, publish, tail, demo."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+
+import orjson
+
+from sendgate.models.events import InvalidEvent
+from sendgate.models.policy import PolicyError
+
+from .broker import BrokerError, LocalKafka
+from .config import ConfigError, Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env().with_(
+        bootstrap=getattr(args, "bootstrap", None), partitions=getattr(args, "partitions", None),
+        policy_file=getattr(args, "policy", None), store=getattr(args, "store", None))
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    kafka = LocalKafka(port=args.port, data_dir=args.data_dir)
+    kafka.start()
+    print(f"Kafka {kafka.bootstrap} is up (data: {kafka.data_dir}, log: {kafka.log_file}); Ctrl-C stops it.",
+          flush=True)
+    print(f"export SENDGATE_BOOTSTRAP={kafka.bootstrap}", flush=True)
+    stop = {"now": False}
+
+    def on_signal(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not stop["now"] and kafka.process is not None and kafka.process.poll() is None:
+            time.sleep(0.5)
+    finally:
+        kafka.close()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from .app import build_app
+
+    settings = _settings(args)
+    gate_app = build_app(settings)
+    print(f"sendgate worker: {settings.topic('events')} ({settings.partitions} partitions) on {settings.bootstrap}, "
+          f"app id {settings.app_id}, store {settings.store}, policy {settings.policy_file or 'defaults'}",
+          flush=True)
+    worker = faust.Worker(gate_app.app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _read_lines(path: str):
+    stream = sys.stdin.buffer if path == "-" else open(path, "rb")
+    with stream:
+        for number, line in enumerate(stream, 1):
+            if line.strip():
+                yield number, line.rstrip(b"\r\n")
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    from .client import Publisher
+
+    settings = _settings(args)
+    tty = sys.stderr.isatty()
+    sent = invalid = 0
+    started = time.monotonic()
+    futures = []
+    async with Publisher(settings) as publisher:
+        for number, line in _read_lines(args.file):
+            try:
+                futures.append(await publisher.send(line))
+                sent += 1
+            except InvalidEvent as exc:
+                invalid += 1
+                print(f"line {number}: {exc} (not sent)", file=sys.stderr)
+            if tty and (sent + invalid) % 500 == 0:
+                print(f"\rpublished {sent}, invalid {invalid}", end="", file=sys.stderr, flush=True)
+        await publisher.flush()
+        for future in futures:
+            await future  # raises if the broker refused a record
+    if tty:
+        print("\r", end="", file=sys.stderr)
+    elapsed = time.monotonic() - started
+    print(f"published {sent} event(s) to {settings.topic('events')} in {elapsed:.1f} s; "
+          f"{invalid} invalid line(s) not sent", file=sys.stderr)
+    return 1 if invalid else 0
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    from .client import decisions
+
+    settings = _settings(args)
+    async for decision in decisions(settings, group_id=args.group, from_beginning=args.from_beginning,
+                                    app=args.app, outcome=args.outcome):
+        sys.stdout.buffer.write(orjson.dumps(decision.to_dict()) + b"\n")
+        sys.stdout.flush()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sendgate", description="Outbound-message gate on Kafka (see README.md).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("broker", help="run a local single-node Kafka (KRaft) on 127.0.0.1")
+    b.add_argument("--port", type=int, default=9092)
+    b.add_argument("--data-dir", help="keep the log here between runs (default: a temporary directory)")
+    b.set_defaults(func=cmd_broker)
+
+    w = sub.add_parser("worker", help="run the gate worker (Faust)")
+    w.add_argument("--bootstrap", help="Kafka host:port[,host:port] (env SENDGATE_BOOTSTRAP)")
+    w.add_argument("--partitions", type=int, help="partitions of the topics it creates (env SENDGATE_PARTITIONS)")
+    w.add_argument("--policy", help="policy TOML file (env SENDGATE_POLICY)")
+    w.add_argument("--store", choices=["rocksdb://", "memory://"], help="table store (env SENDGATE_STORE)")
+    w.set_defaults(func=cmd_worker)
+
+    pub = sub.add_parser("publish", help="validate JSON lines and publish them to <prefix>events")
+    pub.add_argument("file", help="a file of JSON lines, or - for standard input")
+    pub.add_argument("--bootstrap")
+    pub.set_defaults(func=lambda a: asyncio.run(_publish(a)))
+
+    t = sub.add_parser("tail", help="print decisions as JSON lines")
+    t.add_argument("--outcome", choices=["accepted", "delayed", "rejected", "released", "cancelled"])
+    t.add_argument("--app")
+    t.add_argument("--from-beginning", action="store_true")
+    t.add_argument("--group", help="consumer group (default: none, nothing committed)")
+    t.add_argument("--bootstrap")
+    t.set_defaults(func=lambda a: asyncio.run(_tail(a)))
+
+    d = sub.add_parser("demo", help="start Kafka and a worker, run a small scenario, print the decisions")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("SENDGATE_LOG_LEVEL", "warning").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (BrokerError, ConfigError, PolicyError, LookupError) as exc:
+        print(f"sendgate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

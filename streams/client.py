@@ -1,0 +1,140 @@
+"""The integrator's side: publish events, subscribe to decisions and deliveries.
+
+`Publisher` validates with the same code as the worker and keys every event by its app.
+`decisions()` and `deliveries()` are async iterators of typed records. The CLI's `publish`
+and `tail` are thin shells over these.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Callable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from sendgate.models.decisions import Decision, Delivery
+from sendgate.models.events import decode_event
+
+from .config import Settings
+
+
+async def ensure_topics(settings: Settings, names: list[str]) -> None:
+    """Create missing topics with the configured partition count (the broker does not auto-create)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    await admin.start()
+    try:
+        missing = set(names) - set(await admin.list_topics())
+        if missing:
+            try:
+                await admin.create_topics([NewTopic(name, settings.partitions, 1) for name in sorted(missing)])
+            except TopicAlreadyExistsError:  # another process won the race
+                pass
+    finally:
+        await admin.close()
+
+
+async def partitions_of(settings: Settings, topic: str, wait_s: float) -> list[int]:
+    """The partition ids of `topic`, waiting up to `wait_s` for a worker to create it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            for described in await admin.describe_topics([topic]):
+                if described.get("error_code") == 0 and described.get("partitions"):
+                    return [p["partition"] for p in described["partitions"]]
+            if time.monotonic() > deadline:
+                raise LookupError(f"topic {topic} does not exist on {settings.bootstrap}; is a worker running?")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+class Publisher:
+    """Async publisher of input events to `<prefix>events`.
+
+    >>> async with Publisher(Settings.from_env()) as pub:
+    ...     meta = await pub.publish({"type": "opt_in", "event_id": "e1", "app": "a", "userkey": "u"})
+    """
+
+    def __init__(self, settings: Settings | None = None, **producer_options: Any) -> None:
+        self.settings = settings or Settings.from_env()
+        self.topic = self.settings.topic("events")
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all",
+                                          linger_ms=5, enable_idempotence=True, **producer_options)
+
+    async def __aenter__(self) -> "Publisher":
+        await ensure_topics(self.settings, [self.topic])
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._producer.stop()
+
+    async def send(self, event: dict | bytes | str) -> Any:
+        """Validate and enqueue one event; returns a future of its record metadata.
+
+        Raises `InvalidEvent` (nothing is sent) when the worker would dead-letter it.
+        """
+        raw = event if isinstance(event, bytes) else event.encode() if isinstance(event, str) else orjson.dumps(event)
+        valid = decode_event(raw, int(time.time() * 1000))
+        return await self._producer.send(self.topic, value=raw, key=valid.app.encode())
+
+    async def publish(self, event: dict | bytes | str) -> Any:
+        """Validate, send and wait for the broker's acknowledgement; returns the record metadata."""
+        return await (await self.send(event))
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+
+
+async def _records(settings: Settings, topic: str, *, group_id: str | None, from_beginning: bool,
+                   keep: Callable[[dict], bool], wait_for_topic_s: float = 30.0) -> AsyncIterator[dict]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group_id,
+                                auto_offset_reset="earliest" if from_beginning else "latest",
+                                enable_auto_commit=group_id is not None, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        if group_id is not None:
+            consumer.subscribe([topic])
+        else:
+            partitions = await partitions_of(settings, topic, wait_for_topic_s)
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            if from_beginning:
+                await consumer.seek_to_beginning(*tps)
+            else:
+                await consumer.seek_to_end(*tps)
+        async for message in consumer:
+            doc = orjson.loads(message.value)
+            if keep(doc):
+                yield doc
+    finally:
+        await consumer.stop()
+
+
+def _filter(app: str | None, outcome: str | None) -> Callable[[dict], bool]:
+    return lambda doc: (app is None or doc.get("app") == app) and (outcome is None or doc.get("outcome") == outcome)
+
+
+async def decisions(settings: Settings | None = None, *, group_id: str | None = None, from_beginning: bool = False,
+                    app: str | None = None, outcome: str | None = None,
+                    topic: str | None = None) -> AsyncIterator[Decision]:
+    """Yield decisions as they arrive. Without `group_id` every partition is read and nothing is
+    committed; with one, partitions are shared with the group's other members and offsets committed."""
+    settings = settings or Settings.from_env()
+    async for doc in _records(settings, topic or settings.topic("decisions"), group_id=group_id,
+                              from_beginning=from_beginning, keep=_filter(app, outcome)):
+        yield Decision.from_dict(doc)
+
+
+async def deliveries(network: str, settings: Settings | None = None, *, group_id: str | None = None,
+                     from_beginning: bool = False, app: str | None = None) -> AsyncIterator[Delivery]:
+    """Yield the deliveries of one network as they arrive."""
+    settings = settings or Settings.from_env()
+    async for doc in _records(settings, settings.topic(f"deliveries.{network}"), group_id=group_id,
+                              from_beginning=from_beginning, keep=_filter(app, None)):
+        yield Delivery.from_dict(doc)

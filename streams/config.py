@@ -1,0 +1,121 @@
+"""Worker and client configuration: every knob comes from a SENDGATE_* environment variable.
+
+CLI flags override the environment for the command they are given to. Defaults suit one
+worker on a laptop; production values are noted in README.md.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+
+from sendgate.models.policy import Policy
+
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\.\Z")
+_APP_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\Z")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the variable."""
+
+
+def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: dict, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "sendgate."
+    app_id: str = "sendgate"
+    partitions: int = 8
+    store: str = "rocksdb://"
+    data_dir: str = "var/sendgate"
+    policy_file: str | None = None
+    tick_interval_s: float = 1.0  # 0 disables the wall-clock ticker (tests publish ticks themselves)
+    web_port: int = 6066
+    web_enabled: bool = True
+    session_timeout_s: float = 30.0
+    heartbeat_interval_s: float = 3.0
+    rebalance_timeout_s: float = 60.0
+    log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.match(self.topic_prefix):
+            raise ConfigError("SENDGATE_TOPIC_PREFIX must be letters, digits, '.', '_' or '-' and end with '.', "
+                              f"got {self.topic_prefix!r}")
+        if not _APP_ID_RE.match(self.app_id):
+            raise ConfigError(f"SENDGATE_APP_ID must be letters, digits, '.', '_' or '-', got {self.app_id!r}")
+        if self.store not in ("rocksdb://", "memory://"):
+            raise ConfigError(f"SENDGATE_STORE must be rocksdb:// or memory://, got {self.store!r}")
+        if not self.bootstrap:
+            raise ConfigError("SENDGATE_BOOTSTRAP must name at least one host:port")
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        d = cls()
+        return cls(
+            bootstrap=env.get("SENDGATE_BOOTSTRAP") or d.bootstrap,
+            topic_prefix=env.get("SENDGATE_TOPIC_PREFIX") or d.topic_prefix,
+            app_id=env.get("SENDGATE_APP_ID") or d.app_id,
+            partitions=_int(env, "SENDGATE_PARTITIONS", d.partitions, minimum=1),
+            store=env.get("SENDGATE_STORE") or d.store,
+            data_dir=env.get("SENDGATE_DATA_DIR") or d.data_dir,
+            policy_file=env.get("SENDGATE_POLICY") or None,
+            tick_interval_s=_float(env, "SENDGATE_TICK_INTERVAL_S", d.tick_interval_s),
+            web_port=_int(env, "SENDGATE_WEB_PORT", d.web_port, minimum=0),
+            web_enabled=(env.get("SENDGATE_WEB", "1") != "0"),
+            session_timeout_s=_float(env, "SENDGATE_SESSION_TIMEOUT_S", d.session_timeout_s),
+            heartbeat_interval_s=_float(env, "SENDGATE_HEARTBEAT_INTERVAL_S", d.heartbeat_interval_s),
+            rebalance_timeout_s=_float(env, "SENDGATE_REBALANCE_TIMEOUT_S", d.rebalance_timeout_s),
+            log_level=env.get("SENDGATE_LOG_LEVEL") or d.log_level,
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes `Settings.from_env` return these settings (for child processes)."""
+        env = {
+            "SENDGATE_BOOTSTRAP": self.bootstrap, "SENDGATE_TOPIC_PREFIX": self.topic_prefix,
+            "SENDGATE_APP_ID": self.app_id, "SENDGATE_PARTITIONS": str(self.partitions),
+            "SENDGATE_STORE": self.store, "SENDGATE_DATA_DIR": self.data_dir,
+            "SENDGATE_TICK_INTERVAL_S": str(self.tick_interval_s), "SENDGATE_WEB_PORT": str(self.web_port),
+            "SENDGATE_WEB": "1" if self.web_enabled else "0",
+            "SENDGATE_SESSION_TIMEOUT_S": str(self.session_timeout_s),
+            "SENDGATE_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
+            "SENDGATE_REBALANCE_TIMEOUT_S": str(self.rebalance_timeout_s),
+            "SENDGATE_LOG_LEVEL": self.log_level,
+        }
+        if self.policy_file:
+            env["SENDGATE_POLICY"] = self.policy_file
+        return env
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def policy(self) -> Policy:
+        return Policy.from_toml(self.policy_file) if self.policy_file else Policy()

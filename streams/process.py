@@ -1,0 +1,57 @@
+"""A worker as a child process: how the demo, the tests and the benchmarks run real workers."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from .config import Settings
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, log_path: str | os.PathLike, *args: str) -> None:
+        self.settings = settings
+        self.log_path = Path(log_path)
+        self.args = args
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        env = {**os.environ, **self.settings.to_env()}
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "sendgate.streams.cli", "worker", *self.args],
+                                        env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Graceful stop (SIGTERM: Faust commits offsets and flushes), then SIGKILL if it hangs."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                return proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+    def kill(self) -> None:
+        """Crash it: SIGKILL, no chance to commit or flush."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
