@@ -102,19 +102,28 @@ def server_properties(port: int, controller_port: int, log_dir: Path) -> str:
     ])
 
 
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
 async def wait_for_metadata(bootstrap: str, deadline: float) -> None:
+    """Wait until the broker answers a metadata request (a listening port is not enough)."""
     from aiokafka import AIOKafkaClient
 
+    host, port = bootstrap.rsplit(":", 1)
     last: Exception | None = None
     while time.monotonic() < deadline:
-        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
-        try:
-            await client.bootstrap()
-            return
-        except Exception as exc:  # not up yet
-            last = exc
-        finally:
-            await client.close()
+        if _port_open(host, int(port)):  # avoids aiokafka logging every refused connection
+            client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+            try:
+                await client.bootstrap()
+                return
+            except Exception as exc:  # listening, but not serving yet
+                last = exc
+            finally:
+                await client.close()
         await asyncio.sleep(0.2)
     raise BrokerError(f"Kafka at {bootstrap} did not answer metadata requests in time: {last}")
 
