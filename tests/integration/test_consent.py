@@ -1,0 +1,92 @@
+"""The consent gate on a real broker: scripted conversations, restarts, several partitions."""
+from __future__ import annotations
+
+from harness import MIN, T0, collect, decisions, ev, make_settings, outcomes, publish
+
+
+def inbound(event_id, userkey, text, ts, app="acme", sender="s1"):
+    return ev("inbound", event_id=event_id, app=app, sender=sender, userkey=userkey, network="sms", text=text, ts=ts)
+
+
+def send(request_id, userkey, text, ts, app="acme", sender="s1", **extra):
+    return ev("send", request_id=request_id, app=app, sender=sender, userkey=userkey, network="sms", text=text,
+              ts=ts, **extra)
+
+
+SCRIPT = [
+    inbound("i1", "u1", "hello, what are your opening hours?", T0),
+    send("r1", "u1", "We open at 9.", T0 + 30_000, reply_to="i1"),
+    send("r2", "u2", "Hi stranger", T0 + 31_000),
+    send("r3", "u1", "Our sale starts Monday", T0 + 20 * MIN),
+    inbound("i2", "u1", "  Stop ", T0 + 21 * MIN),
+    send("r4", "u1", "Sorry to see you go", T0 + 22 * MIN, reply_to="i2"),
+    inbound("i3", "u1", "start", T0 + 23 * MIN),
+    send("r5", "u1", "Welcome back!", T0 + 24 * MIN),
+    send("r6", "u1", "New arrivals this week", T0 + 60 * MIN),
+]
+EXPECTED = [
+    ("r1", "accepted", "reply"),
+    ("r2", "rejected", "no_conversation"),
+    ("r3", "accepted", "conversation"),
+    ("r4", "rejected", "opted_out"),
+    ("r5", "accepted", "reply"),
+    ("r6", "accepted", "conversation"),
+]
+
+
+def test_scripted_conversation_gives_the_exact_decisions(settings, worker):
+    publish(settings, SCRIPT)
+    got = decisions(settings, len(EXPECTED))
+    assert outcomes(got) == EXPECTED
+    assert "keyword STOP" in got[3]["detail"]
+    assert got[0]["reply"] is True and got[2]["reply"] is False
+
+
+def test_restart_keeps_consent_state_through_changelog_recovery(settings, workers, tmp_path):
+    first = workers.start(settings)
+    publish(settings, SCRIPT[:5] + [ev("opt_in", event_id="o1", app="acme", userkey="u9", source="web", ts=T0),
+                                    ev("app_policy", event_id="g1", app="acme", unrestricted=True, reason="t",
+                                       ts=T0 + 20 * MIN)])
+    assert outcomes(decisions(settings, 3)) == EXPECTED[:3]
+    # wait until the events after r3 (STOP, opt-in, grant) are processed: a marker decision after them
+    publish(settings, [send("m1", "u9", "marker", T0 + 21 * MIN)])
+    assert outcomes(decisions(settings, 4))[3] == ("m1", "accepted", "opt_in")
+    first.stop()
+    # A new worker with an empty local store must rebuild its tables from the changelogs.
+    restarted = settings.with_(data_dir=str(tmp_path / "fresh-store"))
+    workers.start(restarted)
+    publish(settings, [
+        send("r4", "u1", "Sorry to see you go", T0 + 22 * MIN),  # STOP before the restart still holds
+        send("r7", "u3", "Hello u3", T0 + 22 * MIN),  # the grant before the restart still holds
+        ev("app_policy", event_id="g2", app="acme", unrestricted=False, reason="t", ts=T0 + 23 * MIN),
+        send("r8", "u3", "Hello again u3", T0 + 24 * MIN),
+        send("r9", "u9", "Opted-in news", T0 + 24 * MIN),
+    ])
+    after = outcomes(decisions(settings, 8))[4:]
+    assert after == [("r4", "rejected", "opted_out"), ("r7", "accepted", "unrestricted"),
+                     ("r8", "rejected", "no_conversation"), ("r9", "accepted", "opt_in")]
+
+
+def test_state_rows_are_co_partitioned_with_their_app_events(bootstrap, workers, tmp_path):
+    settings = make_settings(bootstrap, tmp_path / "w", partitions=4)
+    workers.start(settings)
+    apps = [f"app-{i}" for i in range(8)]
+    script = []
+    for app in apps:
+        script += [inbound(f"{app}-i1", "u1", "hi", T0, app=app),
+                   inbound(f"{app}-i2", "u1", "STOP", T0 + MIN, app=app),
+                   send(f"{app}-r1", "u1", "hello", T0 + 2 * MIN, app=app),
+                   send(f"{app}-r2", "u2", "hello", T0 + 2 * MIN, app=app)]
+    publish(settings, script)
+    got = decisions(settings, 2 * len(apps))
+    assert sorted(outcomes(got)) == sorted(
+        [(f"{a}-r1", "rejected", "opted_out") for a in apps] + [(f"{a}-r2", "rejected", "no_conversation")
+                                                               for a in apps])
+    events = collect(settings, settings.topic("events"), lambda r: len(r) >= len(script), with_partition=True)
+    partition_of_app = {e["key"].decode(): e["partition"] for e in events}
+    assert len(set(partition_of_app.values())) > 1, "the apps should spread over several partitions"
+    changelog = collect(settings, f"{settings.app_id}-userkeys-changelog", lambda r: len(r) >= len(apps),
+                        with_partition=True)
+    for row in changelog:
+        app = row["key"].split(b"\x1f")[0].decode()
+        assert row["partition"] == partition_of_app[app], (app, row)
