@@ -123,6 +123,10 @@ class Harness:
         assert decisions, f"no decision for {doc}"
         return decisions[-1]
 
+    def sends(self, userkeys: list[str], at: int = 0, text: str = PARCEL, **fields: Any) -> list[Decision]:
+        """One send of `text` to each userkey at T + `at`; returns the decision on each send."""
+        return [self.decide(send(u, at=at, text=text, **fields)) for u in userkeys]
+
     @property
     def deliveries(self) -> list[Delivery]:
         return [r for r in self.records if isinstance(r, Delivery)]

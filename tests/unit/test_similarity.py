@@ -1,0 +1,120 @@
+"""similarity.py: normalisation, shingles and MinHash sketches of near-identical texts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import PARCEL, TEMPLATE, UNRELATED
+from sendgate.models.similarity import Sketcher, normalize, shingles, similarities
+
+VARIANTS = [
+    TEMPLATE.format(name="Christopher", num="7", url="http://t.co/xyz"),
+    TEMPLATE.format(name="Bo", num="1234567890", url="www.parcels.net/q?id=99"),
+    TEMPLATE.format(name="Maximilian", num="55", url="bit.ly/ab12CD"),
+]
+
+
+def jaccard(a: str, b: str, size: int = 4) -> float:
+    """Exact Jaccard similarity of the normalised texts' shingle sets (what MinHash estimates)."""
+    x, y = shingles(normalize(a), size), shingles(normalize(b), size)
+    return len(x & y) / len(x | y)
+
+
+@pytest.fixture(scope="module")
+def sketcher() -> Sketcher:
+    return Sketcher()
+
+
+def sim(sketcher: Sketcher, a: str, b: str) -> float:
+    return float(similarities(sketcher.sketch(a), sketcher.sketch(b).reshape(1, -1))[0])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Hello  BOB,\tcall 0800 123 today", "hello bob, call 0 0 today"),
+    ("  padded  ", "padded"),
+    ("mail A.B+x@Example.co.uk now", "mail e now"),
+    ("see https://x.co/a?b=1 and www.shop.com/x", "see u and u"),
+    ("visit bit.ly/xYz12 or shop.example.com/sale!", "visit u or u"),
+    ("code 12345, amount 9.99", "code 0, amount 0.0"),
+    ("Ünïcode ÄÖ", "ünïcode äö"),
+])
+def test_normalize_folds_per_recipient_variation(text, expected):
+    assert normalize(text) == expected
+
+
+def test_template_variants_normalise_to_the_same_text_except_the_name():
+    assert normalize(PARCEL).replace("anna", "X") == normalize(VARIANTS[0]).replace("christopher", "X")
+
+
+def test_shingles_are_byte_ngrams():
+    assert shingles("abcdef", 4) == {b"abcd", b"bcde", b"cdef"}
+    assert shingles("abcd", 4) == {b"abcd"}
+    assert shingles("ab", 4) == {b"ab"}
+    assert shingles("", 4) == {b""}
+    assert shingles("aaaaaa", 4) == {b"aaaa"}
+    assert shingles("é", 1) == {b"\xc3", b"\xa9"}
+
+
+def test_sketch_shape_and_type(sketcher):
+    s = sketcher.sketch(PARCEL)
+    assert s.shape == (128,)
+    assert s.dtype == np.uint64 or s.dtype == np.uint32
+    assert int(s.max()) < 2**32  # affine32 scheme: values fit the stored <u4 form
+
+
+def test_sketch_is_deterministic_across_sketchers(sketcher):
+    # Replays in another process must produce the same sketches: no salted hash, fixed seed.
+    assert np.array_equal(sketcher.sketch(PARCEL), Sketcher().sketch(PARCEL))
+
+
+def test_sketcher_reuse_does_not_leak_previous_text(sketcher):
+    first = sketcher.sketch(PARCEL)
+    sketcher.sketch(UNRELATED[0])
+    assert np.array_equal(sketcher.sketch(PARCEL), first)
+
+
+def test_texts_that_normalise_alike_have_identical_sketches(sketcher):
+    a = "Your code is 1234. Visit https://a.example.com/x or write to help@a.com"
+    b = "YOUR   code is 98. visit www.other.net/y or write to someone.else@b.org"
+    assert normalize(a) == normalize(b)
+    assert np.array_equal(sketcher.sketch(a), sketcher.sketch(b))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_template_variants_are_similar(sketcher, variant):
+    exact = jaccard(PARCEL, variant)
+    assert exact > 0.7
+    estimate = sim(sketcher, PARCEL, variant)
+    assert estimate >= 0.6
+    assert abs(estimate - exact) < 0.15
+
+
+@pytest.mark.parametrize("other", UNRELATED)
+def test_unrelated_texts_are_not_similar(sketcher, other):
+    assert jaccard(PARCEL, other) < 0.1
+    assert sim(sketcher, PARCEL, other) < 0.2
+
+
+def test_unrelated_texts_are_not_similar_to_each_other(sketcher):
+    for i, a in enumerate(UNRELATED):
+        for b in UNRELATED[i + 1:]:
+            assert sim(sketcher, a, b) < 0.2
+
+
+def test_similarities_against_several_rows(sketcher):
+    rows = np.stack([sketcher.sketch(t) for t in (UNRELATED[0], PARCEL, VARIANTS[0])])
+    sims = similarities(sketcher.sketch(PARCEL), rows)
+    assert sims.shape == (3,)
+    assert sims[1] == 1.0
+    assert sims[0] < 0.2 and sims[2] >= 0.6
+
+
+def test_similarities_with_no_rows_is_empty(sketcher):
+    assert similarities(sketcher.sketch(PARCEL), np.zeros((0, 128), dtype=np.uint32)).shape == (0,)
+
+
+def test_shingle_size_and_num_perm_are_honoured():
+    small = Sketcher(num_perm=16, shingle_size=2)
+    assert small.sketch("hello").shape == (16,)
+    # with 2-grams "abab" and "baba" share {ab, ba}: identical sets, identical sketches
+    assert np.array_equal(small.sketch("abab"), small.sketch("baba"))
