@@ -96,7 +96,7 @@ def loadavg() -> str:
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     def cell(v: object) -> str:
         return str(v).replace("|", "\\|")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 

@@ -71,6 +71,15 @@ class Gate:
         self._opt_out = frozenset(self.policy.opt_out_keywords)
         self._opt_in = frozenset(self.policy.opt_in_keywords)
 
+    def handle_record(self, key: bytes | None, value: bytes | None, record_ts: int, store: Store) -> list[Record]:
+        """Decode, validate and handle one record of the events topic; raises `InvalidEvent`."""
+        event = ev.decode_event(value, record_ts)
+        if key != event.app.encode():
+            shown = key.decode(errors="replace") if key is not None else None
+            raise ev.InvalidEvent(f"record key {shown!r} must be the event's app {event.app!r}: events are keyed "
+                                  f"by app so that each app's log is totally ordered")
+        return self.handle(event, store)
+
     def handle(self, event: ev.Event, store: Store) -> list[Record]:
         out = self._release_due(event.app, event.ts, store)
         handler = self._HANDLERS[type(event)]

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.tables.globaltable import GlobalTable
 import orjson
 
 from sendgate.models.decisions import Decision, Delivery
-from sendgate.models.events import InvalidEvent, decode_event
+from sendgate.models.events import InvalidEvent
 from sendgate.models.gate import JUNK, SCHEDULES, TABLES, Gate
 from sendgate.models.junk import JunkIndex, JunkTemplate
 from sendgate.models.pending import ReleaseSchedule
@@ -29,6 +30,18 @@ RAW = dict(key_type=bytes, value_type=bytes)  # the app's default serializers ar
 
 def faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+class JunkTable(GlobalTable):
+    """The junk index's global table: one changelog partition, written to partition 0.
+
+    Faust's `use_partitioner=True` would pick the partition from producer metadata that may not
+    list the changelog yet (TypeError on the first write), and the default writes to the
+    partition of the current event, which a one-partition changelog does not have.
+    """
+
+    def partition_for_key(self, key: Any) -> int:
+        return 0
 
 
 class TableStore:
@@ -81,21 +94,26 @@ class GateApp:
     deadletter: Any
     emit_deliveries: bool = True
     emit_outputs: bool = True
-    counts: dict[str, int] = field(default_factory=lambda: {"events": 0, "decisions": 0, "deadlettered": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {"events": 0, "decisions": 0, "deadlettered": 0,
+                                                              "redelivered": 0})
     _delivery_topics: dict[str, Any] = field(default_factory=dict)
+    _last_offset: dict[int, int] = field(default_factory=dict)
 
     async def process(self, message: Any, value: bytes | None) -> None:
         """Decide one record of sendgate.events; never raises for bad input."""
+        if message.offset <= self._last_offset.get(message.partition, -1):
+            # Faust occasionally hands the same record to the agent twice (seen right after a
+            # worker start); its effects are already in the tables, so deciding it again would
+            # emit a duplicate decision.
+            self.counts["redelivered"] += 1
+            log.warning("skipped redelivered record %s[%s]@%s", message.topic, message.partition, message.offset)
+            return
+        self._last_offset[message.partition] = message.offset
         self.counts["events"] += 1
-        record_ts = int(message.timestamp * 1000) if message.timestamp else 0
+        record_ts = round(message.timestamp * 1000) if message.timestamp else 0  # Faust gives float seconds
         try:
-            event = decode_event(value, record_ts)
-            if message.key != event.app.encode():
-                shown = message.key.decode(errors="replace") if message.key is not None else None
-                raise InvalidEvent(f"record key {shown!r} must be the event's app {event.app!r}: events are keyed "
-                                   f"by app so that each app's log is totally ordered")
             self.store.ensure_junk_loaded()
-            records = self.gate.handle(event, self.store)
+            records = self.gate.handle_record(message.key, value, record_ts, self.store)
         except InvalidEvent as exc:
             await self.dead_letter(message, value, str(exc))
             return
@@ -175,8 +193,9 @@ def build_app(settings: Settings, *, decisions_topic: str | None = None, emit_de
     deadletter = app.topic(settings.topic("deadletter"), partitions=settings.partitions, **RAW)
     tables = {name: app.Table(name, default=None, partitions=settings.partitions, **RAW) for name in TABLES}
     # The junk index crosses apps, so every worker holds all of it (a global table, one partition).
-    junk_table = app.GlobalTable(JUNK, default=None, partitions=1, recovery_buffer_size=1,
-                                 use_partitioner=True, **RAW)
+    # (Faust advises partitions=1 and recovery_buffer_size=1 for global tables with several workers.)
+    junk_table = app.tables.add(JunkTable(app, name=JUNK, default=None, beacon=app.tables.beacon, partitions=1,
+                                          standby_buffer_size=1, recovery_buffer_size=1, is_global=True, **RAW))
     gate_app = GateApp(settings, app, Gate(policy), TableStore(tables, junk_table), events, decisions, deadletter,
                        emit_deliveries=emit_deliveries, emit_outputs=emit_outputs)
 

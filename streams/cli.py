@@ -12,7 +12,7 @@ import time
 import orjson
 
 from sendgate.models.events import InvalidEvent
-from sendgate.models.policy import PolicyError
+from sendgate.models.policy import Policy, PolicyError
 
 from .broker import BrokerError, LocalKafka
 from .config import ConfigError, Settings
@@ -108,6 +108,44 @@ async def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _until(spec: str) -> dict[int, int] | None:
+    if spec == "now":
+        return None
+    try:
+        with open(spec, "rb") as fh:
+            return {int(p): int(o) for p, o in orjson.loads(fh.read()).items()}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"--until-offsets: {spec} must be 'now' or a JSON file of {{\"partition\": offset}}: {exc}")
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    from .replay import compare, read_decisions, replay
+
+    settings = _settings(args)
+    policy = Policy.from_toml(args.config) if args.config else settings.policy()
+    result = await replay(settings, args.name, policy, _until(args.until_offsets))
+    print(f"replay {args.name}: {result.events} events, {result.decisions} decisions, {result.deadlettered} invalid, "
+          f"{result.seconds:.1f} s ({result.rate:,.0f} events/s) -> {settings.topic(f'replay.{args.name}.decisions')}")
+    if args.compare:
+        live = await read_decisions(settings, settings.topic("decisions"))
+        replayed = await read_decisions(settings, settings.topic(f"replay.{args.name}.decisions"))
+        summary, changed = compare(live, replayed)
+        print(summary)
+        out = args.changed_out or f"replay-{args.name}-changed.jsonl"
+        with open(out, "wb") as fh:
+            fh.writelines(orjson.dumps(c) + b"\n" for c in changed)
+        print(f"{len(changed)} changed request(s) written to {out}")
+    return 0
+
+
+async def _rebuild(args: argparse.Namespace) -> int:
+    from .rebuild import rebuild
+
+    settings = _settings(args)
+    await rebuild(settings, settings.policy())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -142,6 +180,19 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--group", help="consumer group (default: none, nothing committed)")
     t.add_argument("--bootstrap")
     t.set_defaults(func=lambda a: asyncio.run(_tail(a)))
+
+    r = sub.add_parser("replay", help="decide the event log again into <prefix>replay.NAME.decisions")
+    r.add_argument("--name", required=True, help="names the output topic (letters, digits, _ and -)")
+    r.add_argument("--config", help="policy TOML to replay with (default: the live policy)")
+    r.add_argument("--until-offsets", default="now", help="'now' (end offsets at start) or a JSON file")
+    r.add_argument("--compare", action="store_true", help="compare with the live decisions by request_id")
+    r.add_argument("--changed-out", help="where --compare writes changed requests (JSON lines)")
+    r.add_argument("--bootstrap")
+    r.set_defaults(func=lambda a: asyncio.run(_replay(a)))
+
+    rb = sub.add_parser("rebuild", help="rebuild the live tables from the event log (workers stopped)")
+    rb.add_argument("--bootstrap")
+    rb.set_defaults(func=lambda a: asyncio.run(_rebuild(a)))
 
     d = sub.add_parser("demo", help="start Kafka and a worker, run a small scenario, print the decisions")
     d.set_defaults(func=cmd_demo)

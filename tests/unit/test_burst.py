@@ -1,0 +1,408 @@
+"""burst.py: clusters of near-identical sends, free allowance, pacing, risky senders and junk.
+
+Rules (default policy): per (app, sender), near-identical texts (MinHash similarity >= 0.6) form a
+cluster. 10 distinct recipients per 10-minute window go out free; beyond that each send gets the
+next free slot, the gap after paced send k being 60 s * (1 + k/50). A wait beyond 6 h is rejected
+(`burst_limit`, retry_after_s). Risky senders (no profile, younger than 90 days, fewer than 3
+conversing userkeys, junk-reported within 7 days) get 5 free recipients and gaps x2. Texts similar
+to reported junk are paced from the first recipient (gaps x2) and rejected after 3 reporters.
+Clusters expire after 24 h idle; at most max_clusters per sender, singletons evicted first.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import (DAY, HOUR, MINUTE, PARCEL, SECOND, T, TEMPLATE, UNRELATED, Harness, established,
+                      event, paced_slots, recipients, send)
+from sendgate.models.burst import (BurstCluster, SenderState, ordinal, pace_interval_ms, recipient_hash)
+from sendgate.models.policy import Policy
+from sendgate.models.similarity import Sketcher
+
+SIX_HOURS = 6 * HOUR
+NAMES = ["Anna", "Bo", "Christopher", "Dee", "Eleanor", "Farid", "Gus", "Hanna", "Ivo", "Jo", "Kasimir", "Lu"]
+
+
+def variant(i: int) -> str:
+    """The i-th recipient's copy of the parcel template: other name, number and URL."""
+    return TEMPLATE.format(name=NAMES[i % len(NAMES)], num=str(40_000 + 7 * i), url=f"https://t{i}.example.com/p/{i}")
+
+
+@pytest.fixture
+def established_gate() -> Harness:
+    """A non-risky sender S1 of app1 (old profile, 3 conversing userkeys) in an unrestricted app."""
+    h = Harness()
+    h.feed(*established())
+    return h
+
+
+def outcomes(decisions) -> list[tuple[str, str]]:
+    return [(d.outcome, d.reason) for d in decisions]
+
+
+# === pure functions ===========================================================================
+def test_pace_interval_starts_at_60_s_and_grows_by_60_s_every_50_paced_sends():
+    p = Policy()
+    assert pace_interval_ms(p, 0, 1.0) == 60_000
+    assert pace_interval_ms(p, 1, 1.0) == 61_200
+    assert pace_interval_ms(p, 2, 1.0) == 62_400
+    assert pace_interval_ms(p, 50, 1.0) == 120_000
+    assert pace_interval_ms(p, 100, 1.0) == 180_000
+    assert pace_interval_ms(p, 0, 2.0) == 120_000
+    assert pace_interval_ms(p, 1, 2.0) == 122_400
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: burst.py:36 pace_interval_ms truncates a float product with int(), so some gaps are 1 ms short "
+    "of the rule (e.g. paced=21: 85199 ms instead of 85200; 22: 86399 instead of 86400)"))
+def test_pace_interval_is_exact_for_every_paced_send():
+    p = Policy()
+    got = {k: pace_interval_ms(p, k, 1.0) for k in range(200)}
+    assert got == {k: 60_000 + 1_200 * k for k in range(200)}
+
+
+@pytest.mark.parametrize("n, text", [(1, "1st"), (2, "2nd"), (3, "3rd"), (4, "4th"), (10, "10th"), (11, "11th"),
+                                     (12, "12th"), (13, "13th"), (21, "21st"), (22, "22nd"), (101, "101st"),
+                                     (111, "111th"), (112, "112th")])
+def test_ordinal(n, text):
+    assert ordinal(n) == text
+
+
+def test_recipient_hash_is_stable_and_64_bit():
+    assert recipient_hash("u1") == recipient_hash("u1")
+    assert recipient_hash("u1") != recipient_hash("u2")
+    assert 0 <= recipient_hash("u1") < 2**64
+
+
+# === sender risk ==============================================================================
+class TestRisk:
+    P = Policy()
+
+    def state(self, registered_ts=T - 365 * DAY, conversing=3, suspicious_until=0) -> SenderState:
+        return SenderState(registered_ts=registered_ts, conversing=conversing, suspicious_until=suspicious_until)
+
+    def test_established_sender_is_not_risky(self):
+        assert self.state().risk(T, self.P) is None
+
+    def test_no_profile_is_risky(self):
+        assert "no sender_profile" in SenderState(conversing=10).risk(T, self.P)
+
+    @pytest.mark.parametrize("age, risky", [(90 * DAY - 1, True), (90 * DAY, False), (-DAY, True)])
+    def test_young_sender_edge(self, age, risky):
+        why = self.state(registered_ts=T - age).risk(T, self.P)
+        assert (why is not None) is risky
+        if risky:
+            assert "younger than 90 days" in why
+
+    @pytest.mark.parametrize("conversing, risky", [(0, True), (2, True), (3, False)])
+    def test_few_conversations(self, conversing, risky):
+        why = self.state(conversing=conversing).risk(T, self.P)
+        assert (why is not None) is risky
+
+    def test_junk_report_marks_risky_until_its_end(self):
+        s = self.state()
+        s.mark_suspicious(T + 7 * DAY)
+        s.mark_suspicious(T + DAY)  # an earlier end never shortens the mark
+        assert "reported as junk" in s.risk(T + 7 * DAY - 1, self.P)
+        assert s.risk(T + 7 * DAY, self.P) is None
+
+    def test_record_conversation_counts(self):
+        s = SenderState()
+        for _ in range(3):
+            s.record_conversation()
+        assert s.conversing == 3
+
+
+# === stored form ==============================================================================
+def test_sender_state_round_trip_with_clusters_and_sketches():
+    p, sk = Policy(), Sketcher()
+    s = SenderState(registered_ts=T - 100 * DAY, conversing=4, suspicious_until=T + 5)
+    for i, text in enumerate([PARCEL, variant(1), UNRELATED[0]]):
+        s.decide(T + i, f"u{i}", sk.sketch(text), p, None)
+    back = SenderState.from_bytes(s.to_bytes(), p.num_perm)
+    assert (back.registered_ts, back.conversing, back.suspicious_until, back.seq) == (T - 100 * DAY, 4, T + 5, 2)
+    assert back.clusters == s.clusters
+    assert [c.count for c in back.clusters] == [2, 1]
+    assert np.array_equal(back.sketches, s.sketches) and back.sketches.shape == (2, 128)
+
+
+def test_sender_state_round_trip_when_empty():
+    assert SenderState.from_bytes(None, 128) == SenderState()
+    back = SenderState.from_bytes(SenderState().to_bytes(), 128)
+    assert (back.registered_ts, back.clusters, back.sketches) == (None, [], None)
+
+
+def test_cluster_to_list_matches_constructor_order():
+    c = BurstCluster("c7", T, T + 1, T + 2, [recipient_hash("u")], 3, 1)
+    assert BurstCluster(*c.to_list()) == c
+
+
+# === the free allowance and pacing, through the gate =========================================
+def test_tenth_recipient_is_free_and_eleventh_is_delayed_one_interval(established_gate):
+    ds = established_gate.sends(recipients(11))
+    assert outcomes(ds[:10]) == [("accepted", "unrestricted")] * 10
+    assert [d.similar_recipients for d in ds] == list(range(1, 12))
+    assert all(d.deliver_at is None for d in ds[:10])
+    assert (ds[10].outcome, ds[10].reason, ds[10].deliver_at) == ("delayed", "burst_paced", T + MINUTE)
+    assert "11th recipient" in ds[10].detail
+    assert len({d.cluster_id for d in ds}) == 1
+    assert [x.userkey for x in established_gate.deliveries] == recipients(10)
+
+
+def test_paced_slots_grow_from_60_s(established_gate):
+    ds = established_gate.sends(recipients(16))
+    assert [d.deliver_at for d in ds[10:]] == paced_slots(T + MINUTE, 6)
+    assert [d.deliver_at for d in ds[10:]] == [T + 60_000, T + 120_000, T + 181_200, T + 243_600, T + 307_200,
+                                               T + 372_000]
+    assert all(d.outcome == "delayed" for d in ds[10:])
+
+
+def test_next_free_slot_counts_from_the_last_free_send(established_gate):
+    ds = [established_gate.decide(send(u, at=i * SECOND, text=PARCEL)) for i, u in enumerate(recipients(11))]
+    # the 10th went out at T+9 s; the first paced slot is one interval after it
+    assert (ds[10].outcome, ds[10].deliver_at) == ("delayed", T + 9 * SECOND + MINUTE)
+
+
+def test_a_free_slot_reached_while_the_window_lasts_goes_out_at_once(established_gate):
+    established_gate.sends(recipients(10))
+    d = established_gate.decide(send("u11", at=5 * MINUTE, text=PARCEL))
+    assert (d.outcome, d.reason, d.deliver_at) == ("accepted", "burst_paced", T + 5 * MINUTE)
+    assert [x.request_id for x in established_gate.last_deliveries] == [d.request_id]
+
+
+def test_same_recipient_twice_counts_once(established_gate):
+    ds = established_gate.sends(recipients(10))
+    again = established_gate.decide(send("u01", at=SECOND, text=variant(3)))
+    assert (again.outcome, again.reason, again.similar_recipients) == ("accepted", "unrestricted", 10)
+    assert again.cluster_id == ds[0].cluster_id
+    eleventh = established_gate.decide(send("u11", at=2 * SECOND, text=PARCEL))
+    assert (eleventh.outcome, eleventh.deliver_at, eleventh.similar_recipients) == ("delayed", T + MINUTE, 11)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: burst.py decide() only remembers free recipients (cluster.recipients); a paced recipient sent "
+    "the same text again is counted as a new recipient (count/similar_recipients 12, detail '12th "
+    "recipient') although BurstCluster.count is documented as distinct recipients"))
+def test_a_paced_recipient_twice_still_counts_once(established_gate):
+    established_gate.sends(recipients(11))
+    again = established_gate.decide(send("u11", at=SECOND, text=PARCEL))
+    assert again.similar_recipients == 11
+
+
+def test_template_variants_join_one_cluster_and_an_unrelated_text_starts_another(established_gate):
+    ds = [established_gate.decide(send(u, text=variant(i))) for i, u in enumerate(recipients(4))]
+    other = established_gate.decide(send("u05", text=UNRELATED[0]))
+    assert len({d.cluster_id for d in ds}) == 1
+    assert [d.similar_recipients for d in ds] == [1, 2, 3, 4]
+    assert ds[0].similarity == 1.0 and all(0.6 <= d.similarity < 1.0 for d in ds[1:])
+    assert other.cluster_id != ds[0].cluster_id
+    assert (other.similar_recipients, other.similarity) == (1, 1.0)
+
+
+def test_variants_are_paced_together(established_gate):
+    ds = [established_gate.decide(send(u, text=variant(i))) for i, u in enumerate(recipients(11))]
+    assert [d.outcome for d in ds] == ["accepted"] * 10 + ["delayed"]
+    assert ds[10].deliver_at == T + MINUTE
+
+
+def test_clusters_are_per_sender(established_gate):
+    established_gate.feed(*established(sender="S2", grant=False))
+    established_gate.sends(recipients(10), sender="S1")
+    d = established_gate.decide(send("u11", text=PARCEL, sender="S2"))
+    assert (d.outcome, d.reason, d.similar_recipients) == ("accepted", "unrestricted", 1)
+
+
+def test_window_restarts_after_10_minutes_once_the_slots_have_passed(established_gate):
+    first = established_gate.sends(recipients(11))
+    assert first[10].deliver_at == T + MINUTE
+    second = established_gate.sends(recipients(11, start=12), at=10 * MINUTE)
+    assert outcomes(second[:10]) == [("accepted", "unrestricted")] * 10
+    assert [d.similar_recipients for d in second[:10]] == list(range(1, 11))
+    assert (second[10].outcome, second[10].deliver_at) == ("delayed", T + 10 * MINUTE + MINUTE)
+
+
+def test_window_has_not_restarted_1_ms_before_10_minutes(established_gate):
+    established_gate.sends(recipients(10))
+    d = established_gate.decide(send("u11", at=10 * MINUTE - 1, text=PARCEL))
+    assert (d.reason, d.similar_recipients) == ("burst_paced", 11)
+
+
+# --- the 6-hour limit -------------------------------------------------------------------------
+def test_delay_beyond_6_hours_is_rejected_with_retry_after(established_gate):
+    slots = paced_slots(T + MINUTE, 160)
+    last_ok = max(i for i, s in enumerate(slots) if s - T <= SIX_HOURS)
+    ds = established_gate.sends(recipients(10 + last_ok + 3))
+    paced = ds[10:]
+    assert all(d.outcome == "delayed" for d in paced[:last_ok + 1])
+    retry = math.ceil((slots[last_ok + 1] - T - SIX_HOURS) / 1000)
+    for d in paced[last_ok + 1:]:  # a rejection does not take the slot, so the next one is rejected alike
+        assert (d.outcome, d.reason, d.retry_after_s, d.deliver_at) == ("rejected", "burst_limit", retry, None)
+        assert f"retry in {retry} s" in d.detail
+    assert (last_ok, retry) == (146, 158)  # from the rule: 60000*(n+1) + 600*n*(n-1) <= 6 h
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: see pace_interval_ms truncation (burst.py:36): late slots drift early")
+def test_late_paced_slots_follow_the_rule_exactly(established_gate):
+    ds = established_gate.sends(recipients(10 + 40))
+    assert [d.deliver_at for d in ds[10:]] == paced_slots(T + MINUTE, 40)
+
+
+@pytest.mark.parametrize("at, expected", [
+    (1_200, ("delayed", "burst_paced", T + 181_200, None)),  # wait exactly the limit: allowed
+    (1_199, ("rejected", "burst_limit", None, 1)),  # 1 ms more than the limit
+])
+def test_delay_limit_is_inclusive(at, expected):
+    h = Harness(Policy(max_delay_s=180))
+    h.feed(*established())
+    ds = h.sends(recipients(12))
+    assert [d.deliver_at for d in ds[10:]] == [T + 60_000, T + 120_000]
+    d = h.decide(send("u13", at=at, text=PARCEL))  # its slot would be T + 181.2 s
+    assert (d.outcome, d.reason, d.deliver_at, d.retry_after_s) == expected
+
+
+def test_retrying_after_retry_after_s_is_accepted_for_the_slot():
+    h = Harness(Policy(max_delay_s=180))
+    h.feed(*established())
+    h.sends(recipients(12))
+    rejected = h.decide(send("u13", text=PARCEL))
+    assert (rejected.outcome, rejected.retry_after_s) == ("rejected", 2)  # wait 181.2 s, limit 180 s
+    retry = h.decide(send("u13", at=2 * SECOND, text=PARCEL, request_id="r-u13-retry"))
+    assert (retry.outcome, retry.deliver_at) == ("delayed", T + 181_200)
+
+
+# --- risky senders ----------------------------------------------------------------------------
+def test_sender_without_profile_gets_5_free_and_double_intervals(gate: Harness):
+    gate.feed(event("app_policy", -DAY))
+    ds = gate.sends(recipients(8))
+    assert outcomes(ds[:5]) == [("accepted", "unrestricted")] * 5
+    assert [d.outcome for d in ds[5:]] == ["delayed"] * 3
+    assert [d.deliver_at for d in ds[5:]] == paced_slots(T + 2 * MINUTE, 3, factor=2)
+    assert [d.deliver_at for d in ds[5:]] == [T + 120_000, T + 240_000, T + 362_400]
+    assert all("no sender_profile" in d.detail for d in ds)
+
+
+@pytest.mark.parametrize("conversers, free", [(2, 5), (3, 10)])
+def test_fewer_than_3_conversing_userkeys_is_risky(conversers, free):
+    h = Harness()
+    h.feed(*established(conversers=conversers))
+    ds = h.sends(recipients(free + 1))
+    assert [d.outcome for d in ds] == ["accepted"] * free + ["delayed"]
+    assert ds[-1].deliver_at == T + (2 * MINUTE if free == 5 else MINUTE)
+
+
+def test_conversing_userkeys_are_counted_once_each():
+    h = Harness()
+    h.feed(*established(conversers=1),  # conv1 writes three times: still one conversing userkey
+           *[event("inbound", -DAY + i * MINUTE, userkey="conv1", text=f"msg {i}") for i in (1, 2)])
+    ds = h.sends(recipients(6))
+    assert [d.outcome for d in ds] == ["accepted"] * 5 + ["delayed"]
+    assert "only 1 userkey(s) have written to it" in ds[0].detail
+
+
+def test_young_sender_turning_old_between_two_sends():
+    h = Harness()
+    h.feed(*established(registered_ts=T - 90 * DAY + 5 * MINUTE))  # 90 days old at T + 5 min
+    young = h.sends(recipients(6))
+    assert [d.outcome for d in young] == ["accepted"] * 5 + ["delayed"]
+    assert young[5].deliver_at == T + 2 * MINUTE
+    assert all("younger than 90 days" in d.detail for d in young)
+    old = h.sends(recipients(11, start=11), at=10 * MINUTE)
+    assert [d.outcome for d in old] == ["accepted"] * 10 + ["delayed"]
+    assert old[10].deliver_at == T + 10 * MINUTE + MINUTE
+    assert not any("stricter limits" in d.detail for d in old)
+
+
+# --- junk -------------------------------------------------------------------------------------
+def junk_report(reporter: str, at: int = -HOUR, text: str = PARCEL, **fields) -> dict:
+    fields.setdefault("sender", "S9")  # another sender: S1 itself stays non-risky
+    return event("junk_report", at, userkey=reporter, text=text, **fields)
+
+
+def test_text_similar_to_reported_junk_is_paced_from_its_first_recipient(established_gate):
+    established_gate.feed(junk_report("v1"))
+    ds = [established_gate.decide(send(u, text=variant(i + 1))) for i, u in enumerate(recipients(3))]
+    assert outcomes(ds) == [("accepted", "junk_similar"), ("delayed", "junk_similar"), ("delayed", "junk_similar")]
+    assert [d.deliver_at for d in ds] == paced_slots(T, 3, factor=2)
+    assert [d.deliver_at for d in ds] == [T, T + 120_000, T + 242_400]
+    assert [x.userkey for x in established_gate.deliveries] == ["u01"]
+    assert "reported as junk" in ds[1].detail
+
+
+def test_unrelated_text_is_not_affected_by_a_junk_report_against_another_sender(established_gate):
+    established_gate.feed(junk_report("v1"))
+    d = established_gate.decide(send("u01", text=UNRELATED[0]))
+    assert (d.outcome, d.reason) == ("accepted", "unrestricted")
+
+
+@pytest.mark.parametrize("reporters, outcome", [
+    (["v1", "v2"], "accepted"),
+    (["v1", "v1", "v1"], "accepted"),  # one reporter three times is still one reporter
+    (["v1", "v2", "v3"], "rejected"),
+])
+def test_three_distinct_reporters_reject_similar_texts(established_gate, reporters, outcome):
+    established_gate.feed(*[junk_report(r, text=variant(i)) for i, r in enumerate(reporters)])
+    d = established_gate.decide(send("u01", text=variant(9)))
+    assert (d.outcome, d.reason) == (outcome, "junk_similar")
+    if outcome == "rejected":
+        assert (d.retry_after_s, d.deliver_at) == (None, None)
+        assert "3 recipients reported" in d.detail
+        assert established_gate.last_deliveries == []
+
+
+def test_junk_index_is_shared_by_every_app(established_gate):
+    established_gate.feed(*[junk_report(r, app="other-app", sender="X") for r in ("v1", "v2", "v3")])
+    d = established_gate.decide(send("u01", text=variant(2)))
+    assert (d.outcome, d.reason) == ("rejected", "junk_similar")
+
+
+@pytest.mark.parametrize("after, risky", [(7 * DAY - MINUTE, True), (7 * DAY + MINUTE, False)])
+def test_junk_reported_sender_is_risky_for_7_days(after, risky):
+    h = Harness()
+    h.feed(*established(), junk_report("v1", at=0, text=UNRELATED[3], sender="S1"))
+    ds = h.sends(recipients(11), at=after)  # PARCEL is not like the reported text
+    free = 5 if risky else 10
+    assert [d.outcome for d in ds[:free + 1]] == ["accepted"] * free + ["delayed"]
+    assert ds[free].deliver_at == T + after + (2 * MINUTE if risky else MINUTE)
+    assert ("reported as junk" in ds[0].detail) is risky
+
+
+# --- cluster expiry and eviction -------------------------------------------------------------
+@pytest.mark.parametrize("idle, same", [(24 * HOUR - 1, True), (24 * HOUR, False)])
+def test_cluster_expires_after_24_hours_idle(established_gate, idle, same):
+    first = established_gate.decide(send("u01", text=PARCEL))
+    later = established_gate.decide(send("u02", at=idle, text=variant(2)))
+    assert (later.cluster_id == first.cluster_id) is same
+    assert (later.outcome, later.similar_recipients) == ("accepted", 1)
+
+
+def test_activity_keeps_a_cluster_alive(established_gate):
+    ids = {established_gate.decide(send(f"u{i}", at=i * 20 * HOUR, text=variant(i))).cluster_id for i in range(4)}
+    assert len(ids) == 1
+
+
+def test_expired_cluster_starts_with_a_fresh_allowance(established_gate):
+    established_gate.sends(recipients(30))  # slots queued ~30 min ahead
+    ds = established_gate.sends(recipients(11, start=31), at=DAY + HOUR)
+    assert [d.outcome for d in ds] == ["accepted"] * 10 + ["delayed"]
+    assert ds[10].deliver_at == T + DAY + HOUR + MINUTE
+
+
+def test_at_most_max_clusters_and_singletons_are_evicted_before_templates():
+    h = Harness(Policy(max_clusters=3))
+    h.feed(*established())
+    template = h.sends(["u01", "u02"], at=0)  # c1: a template (2 recipients), least recently used
+    one_a = h.decide(send("u03", at=1 * SECOND, text=UNRELATED[0]))
+    one_b = h.decide(send("u04", at=2 * SECOND, text=UNRELATED[1]))
+    one_c = h.decide(send("u05", at=3 * SECOND, text=UNRELATED[2]))  # full: evicts one_a, not c1
+    assert len({template[0].cluster_id, one_a.cluster_id, one_b.cluster_id, one_c.cluster_id}) == 4
+    more = h.decide(send("u06", at=4 * SECOND, text=variant(6)))
+    assert (more.cluster_id, more.similar_recipients) == (template[0].cluster_id, 3)
+    again_a = h.decide(send("u07", at=5 * SECOND, text=UNRELATED[0]))  # evicted: a new cluster (evicts one_b)
+    assert again_a.cluster_id not in {one_a.cluster_id, one_b.cluster_id, one_c.cluster_id, template[0].cluster_id}
+    assert again_a.similar_recipients == 1
+    again_c = h.decide(send("u08", at=6 * SECOND, text=UNRELATED[2]))
+    assert (again_c.cluster_id, again_c.similar_recipients) == (one_c.cluster_id, 2)
+    stored = SenderState.from_bytes(h.store.get("senders", "app1\x1fS1".encode()), 128)
+    assert len(stored.clusters) == 3 and stored.sketches.shape == (3, 128)

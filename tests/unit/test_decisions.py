@@ -1,0 +1,66 @@
+"""decisions.py: the output records, their stable ids and their JSON forms."""
+from __future__ import annotations
+
+import orjson
+
+from conftest import T
+from sendgate.models.decisions import OUTCOMES, Decision, Delivery, iso
+
+
+def decision(**overrides) -> Decision:
+    fields = dict(request_id="r1", app="app1", sender="S1", userkey="u1", network="sms", outcome="delayed",
+                  reason="burst_paced", detail="11th recipient", ts=T, deliver_at=T + 60_000, similarity=0.82,
+                  similar_recipients=11, cluster_id="c1")
+    return Decision(**{**fields, **overrides})
+
+
+def test_decision_id_is_request_outcome_and_reason():
+    assert decision().decision_id == "r1:delayed:burst_paced"
+
+
+def test_decision_id_does_not_depend_on_time_or_wording():
+    a = decision()
+    b = decision(ts=T + 999, detail="other words", deliver_at=T + 5, similarity=0.7)
+    assert a.decision_id == b.decision_id
+
+
+def test_decision_id_differs_per_outcome():
+    ids = {decision(outcome=o, reason=r).decision_id for o, r in
+           [("delayed", "burst_paced"), ("released", "slot_reached"), ("cancelled", "opted_out")]}
+    assert len(ids) == 3
+
+
+def test_outcomes():
+    assert OUTCOMES == ("accepted", "delayed", "rejected", "released", "cancelled")
+
+
+def test_to_dict_has_type_and_id_and_omits_unset_fields():
+    d = decision(outcome="rejected", reason="no_conversation", deliver_at=None, similarity=None,
+                 similar_recipients=None, cluster_id=None)
+    assert d.to_dict() == {"type": "decision", "decision_id": "r1:rejected:no_conversation", "request_id": "r1",
+                           "app": "app1", "sender": "S1", "userkey": "u1", "network": "sms",
+                           "outcome": "rejected", "reason": "no_conversation", "detail": "11th recipient",
+                           "ts": T, "reply": False}
+
+
+def test_decision_json_round_trip():
+    for d in (decision(), decision(outcome="accepted", reason="reply", reply=True, deliver_at=None,
+                                   similarity=None, similar_recipients=None, cluster_id=None),
+              decision(outcome="rejected", reason="burst_limit", retry_after_s=158, deliver_at=None)):
+        doc = orjson.loads(d.to_json())
+        assert doc["decision_id"] == d.decision_id
+        assert Decision.from_dict(doc) == d
+
+
+def test_delivery_json_round_trip():
+    for reply_to in (None, "in-1"):
+        x = Delivery("r1", "app1", "S1", "u1", "sms", "Hi ✓", reply_to, T, "r1:accepted:reply")
+        doc = orjson.loads(x.to_json())
+        assert doc["type"] == "delivery"
+        assert Delivery.from_dict(doc) == x
+
+
+def test_iso_is_utc_to_the_second():
+    assert iso(0) == "1970-01-01T00:00:00Z"
+    assert iso(T) == "2023-11-14T22:13:20Z"
+    assert iso(T + 999) == "2023-11-14T22:13:20Z"
