@@ -35,7 +35,7 @@ def pace_interval_ms(policy: Policy, paced: int, factor: float) -> int:
     """The gap after the paced send number `paced` (0-based): 60 s, growing linearly by 60 s
     every `pace_growth_sends` paced sends (60 s, 61.2 s, ... 120 s at the 50th, 180 s at the 100th),
     times `factor` for risky senders."""
-    return int(policy.pace_interval_s * (1 + paced / policy.pace_growth_sends) * factor * 1000)
+    return round(policy.pace_interval_s * 1000 * (1 + paced / policy.pace_growth_sends) * factor)
 
 
 @dataclass(slots=True)
@@ -45,7 +45,9 @@ class BurstCluster:
     last_ts: int
     next_slot: int = 0
     recipients: list[int] = field(default_factory=list)  # hashes of recipients counted as free
-    count: int = 0  # distinct recipients in the current window, free and paced
+    # recipients in the current window: distinct among the free ones; a paced recipient sent the
+    # same text again is paced and counted again (only the free ones are remembered, bounding the row)
+    count: int = 0
     paced: int = 0  # paced sends in the current window
 
     def to_list(self) -> list:

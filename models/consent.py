@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-RECENT_INBOUNDS = 8  # inbound ids kept per conversation to recognise `reply_to`; bounds the row
+# Inbound ids kept per conversation to recognise `reply_to`: those inside the reply window, at most
+# this many (a user who sends more within one window has its oldest ones forgotten); bounds the row.
+RECENT_INBOUNDS = 32
 
 
 @dataclass(slots=True)
@@ -38,18 +40,21 @@ class Userkey:
 class Conversation:
     first_ts: int = 0
     last_ts: int = 0
-    # [event_id, ts] of the latest inbounds, newest last, at most RECENT_INBOUNDS
+    # [event_id, ts] of the latest inbounds, newest last: the newest, plus those within the reply
+    # window of it, at most RECENT_INBOUNDS
     recent: list[list] = field(default_factory=list)
 
     @property
     def exists(self) -> bool:
         return bool(self.recent)
 
-    def record_inbound(self, event_id: str, ts: int) -> None:
+    def record_inbound(self, event_id: str, ts: int, window_ms: int | None = None) -> None:
         if not self.recent:
             self.first_ts = ts
         self.last_ts = max(self.last_ts, ts)
         self.recent.append([event_id, ts])
+        if window_ms is not None:
+            self.recent = [r for r in self.recent[:-1] if self.last_ts - r[1] <= window_ms] + self.recent[-1:]
         del self.recent[:-RECENT_INBOUNDS]
 
     def reply_check(self, reply_to: str | None, ts: int, window_ms: int) -> tuple[bool, str]:

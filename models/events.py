@@ -88,7 +88,7 @@ class JunkReport:
     app: str
     sender: str
     userkey: str
-    request_id: str
+    request_id: str | None
     text: str
     ts: int
 
@@ -168,7 +168,7 @@ _KINDS: dict[str, tuple[type, tuple[tuple[str, Check], ...], tuple[tuple[str, Ch
     "tick": (Tick, (("app", _id),), ()),
     "cancel": (Cancel, (("request_id", _id), ("app", _id)), ()),
 }
-_OPTIONAL_DEFAULTS = {"source": "", "reason": "", "reply_to": None, "request_id": ""}
+_OPTIONAL_DEFAULTS = {"source": "", "reason": "", "reply_to": None, "request_id": None}
 EVENT_TYPES = tuple(_KINDS)
 
 

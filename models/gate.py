@@ -94,7 +94,7 @@ class Gate:
             sender = self._sender(store, e.app, e.sender)
             sender.record_conversation()
             store.set(SENDERS, key(e.app, e.sender), sender.to_bytes())
-        conv.record_inbound(e.event_id, e.ts)
+        conv.record_inbound(e.event_id, e.ts, self.policy.reply_window_s * 1000)
         store.set(CONVERSATIONS, conv_key, conv.to_bytes())
         word = keyword(e.text)
         if word in self._opt_out or word in self._opt_in:
@@ -150,6 +150,10 @@ class Gate:
             return Decision(e.request_id, e.app, e.sender, e.userkey, e.network, outcome, reason, detail,
                             e.ts, **extra)
 
+        held = store.get(PENDING, key(e.app, e.request_id))
+        if held is not None:
+            # The same request again (a producer retry, or a redelivery): same decision, no second slot.
+            return [Decision.from_dict(PendingRequest.from_bytes(held).decision)]
         user = Userkey.from_bytes(store.get(USERKEYS, key(e.app, e.userkey)))
         if user.opted_out:
             return [decide("rejected", "opted_out",
@@ -193,7 +197,7 @@ class Gate:
         if v.outcome == "accepted":
             return [decision, self._delivery(e, decision)]
         if v.outcome == "delayed":
-            self._hold(e, v.deliver_at, v.cluster_id, store)
+            self._hold(e, decision, store)
         return [decision]
 
     def _delivery(self, e: ev.Send, decision: Decision) -> Delivery:
@@ -201,8 +205,10 @@ class Gate:
                         decision.decision_id)
 
     # --- delayed requests --------------------------------------------------------------------
-    def _hold(self, e: ev.Send, deliver_at: int, cluster_id: str, store: Store) -> None:
-        store.set(PENDING, key(e.app, e.request_id), PendingRequest(e, deliver_at, cluster_id).to_bytes())
+    def _hold(self, e: ev.Send, decision: Decision, store: Store) -> None:
+        deliver_at = decision.deliver_at
+        held = PendingRequest(e, deliver_at, decision.cluster_id, decision.to_dict())
+        store.set(PENDING, key(e.app, e.request_id), held.to_bytes())
         schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(e.app)))
         minute = schedule.add(deliver_at)
         bucket_key = key(e.app, str(minute))

@@ -23,16 +23,17 @@ class PendingRequest:
     send: Send
     deliver_at: int
     cluster_id: str
+    decision: dict  # the `delayed` decision, repeated verbatim if the same request arrives again
 
     def to_bytes(self) -> bytes:
         s = self.send
         return orjson.dumps([s.request_id, s.app, s.sender, s.userkey, s.network, s.text, s.reply_to, s.ts,
-                             self.deliver_at, self.cluster_id])
+                             self.deliver_at, self.cluster_id, self.decision])
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "PendingRequest":
-        *send, deliver_at, cluster_id = orjson.loads(raw)
-        return cls(Send(*send), deliver_at, cluster_id)
+        *send, deliver_at, cluster_id, decision = orjson.loads(raw)
+        return cls(Send(*send), deliver_at, cluster_id, decision)
 
 
 @dataclass(slots=True)

@@ -56,11 +56,12 @@ class Policy:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise PolicyError(f"policy '{name}' must be a positive number, got {value!r}")
-        if not isinstance(self.similarity_threshold, (int, float)) or not 0 < self.similarity_threshold <= 1:
+        threshold = self.similarity_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
             raise PolicyError(f"policy 'similarity_threshold' must be in (0, 1], got {self.similarity_threshold!r}")
         for name in ("opt_out_keywords", "opt_in_keywords"):
             words = getattr(self, name)
-            if not all(isinstance(w, str) and w.strip() for w in words):
+            if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) and w.strip() for w in words):
                 raise PolicyError(f"policy '{name}' must be a list of non-empty strings")
             object.__setattr__(self, name, tuple(w.strip().upper() for w in words))
         if set(self.opt_out_keywords) & set(self.opt_in_keywords):

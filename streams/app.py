@@ -22,6 +22,7 @@ from sendgate.models.junk import JunkIndex, JunkTemplate
 from sendgate.models.pending import ReleaseSchedule
 
 from .config import Settings
+from .web import register_views
 
 log = logging.getLogger("sendgate.worker")
 
@@ -144,22 +145,23 @@ class GateApp:
     async def dead_letter(self, message: Any, value: bytes | None, error: str) -> None:
         self.counts["deadlettered"] += 1
         doc: dict[str, Any] = {"error": error, "topic": message.topic, "partition": message.partition,
-                               "offset": message.offset, "key": _text_or_b64(message.key)}
-        raw = _text_or_b64(value)
-        doc["raw"] = raw
-        if value is not None and raw != value.decode("utf-8", errors="ignore"):
-            doc["raw_encoding"] = "base64"
+                               "offset": message.offset}
+        for name, data in (("key", message.key), ("raw", value)):
+            text, is_base64 = _text_or_b64(data)
+            doc[name] = text
+            if is_base64:
+                doc[f"{name}_encoding"] = "base64"  # bytes that are not UTF-8 are kept, not mangled
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
         await self.deadletter.send(key=message.key, value=orjson.dumps(doc))
 
 
-def _text_or_b64(data: bytes | None) -> str | None:
+def _text_or_b64(data: bytes | None) -> tuple[str | None, bool]:
     if data is None:
-        return None
+        return None, False
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8"), False
     except UnicodeDecodeError:
-        return base64.b64encode(data).decode()
+        return base64.b64encode(data).decode(), True
 
 
 def build_app(settings: Settings, *, decisions_topic: str | None = None, emit_deliveries: bool = True,
@@ -185,8 +187,8 @@ def build_app(settings: Settings, *, decisions_topic: str | None = None, emit_de
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
+        web_bind=settings.web_bind,
+        web_host=settings.web_host,
     )
     events = app.topic(settings.topic("events"), partitions=settings.partitions, **RAW)
     decisions = app.topic(decisions_topic or settings.topic("decisions"), partitions=settings.partitions, **RAW)
@@ -198,6 +200,9 @@ def build_app(settings: Settings, *, decisions_topic: str | None = None, emit_de
                                           standby_buffer_size=1, recovery_buffer_size=1, is_global=True, **RAW))
     gate_app = GateApp(settings, app, Gate(policy), TableStore(tables, junk_table), events, decisions, deadletter,
                        emit_deliveries=emit_deliveries, emit_outputs=emit_outputs)
+
+    if settings.web_enabled:
+        register_views(app, gate_app.gate, tables)
 
     @app.agent(events, name="gate")
     async def gate_agent(stream: Any) -> None:

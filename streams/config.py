@@ -57,6 +57,8 @@ class Settings:
     tick_interval_s: float = 1.0  # 0 disables the wall-clock ticker (tests publish ticks themselves)
     web_port: int = 6066
     web_enabled: bool = True
+    web_bind: str = "127.0.0.1"
+    web_host: str = "127.0.0.1"  # how other workers reach this one (Faust routes requests by key)
     session_timeout_s: float = 30.0
     heartbeat_interval_s: float = 3.0
     rebalance_timeout_s: float = 60.0
@@ -88,6 +90,8 @@ class Settings:
             tick_interval_s=_float(env, "SENDGATE_TICK_INTERVAL_S", d.tick_interval_s),
             web_port=_int(env, "SENDGATE_WEB_PORT", d.web_port, minimum=0),
             web_enabled=(env.get("SENDGATE_WEB", "1") != "0"),
+            web_bind=env.get("SENDGATE_WEB_BIND") or d.web_bind,
+            web_host=env.get("SENDGATE_WEB_HOST") or d.web_host,
             session_timeout_s=_float(env, "SENDGATE_SESSION_TIMEOUT_S", d.session_timeout_s),
             heartbeat_interval_s=_float(env, "SENDGATE_HEARTBEAT_INTERVAL_S", d.heartbeat_interval_s),
             rebalance_timeout_s=_float(env, "SENDGATE_REBALANCE_TIMEOUT_S", d.rebalance_timeout_s),
@@ -102,6 +106,7 @@ class Settings:
             "SENDGATE_STORE": self.store, "SENDGATE_DATA_DIR": self.data_dir,
             "SENDGATE_TICK_INTERVAL_S": str(self.tick_interval_s), "SENDGATE_WEB_PORT": str(self.web_port),
             "SENDGATE_WEB": "1" if self.web_enabled else "0",
+            "SENDGATE_WEB_BIND": self.web_bind, "SENDGATE_WEB_HOST": self.web_host,
             "SENDGATE_SESSION_TIMEOUT_S": str(self.session_timeout_s),
             "SENDGATE_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
             "SENDGATE_REBALANCE_TIMEOUT_S": str(self.rebalance_timeout_s),

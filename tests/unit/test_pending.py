@@ -21,7 +21,9 @@ R11 = "r-u11-0"  # its request id
 # === aggregates ===============================================================================
 @pytest.mark.parametrize("reply_to", [None, "in-1"])
 def test_pending_request_round_trip(reply_to):
-    p = PendingRequest(Send("r1", "app1", "S1", "u1", "sms", "Hi é", reply_to, T), T + 5, "c3")
+    decision = {"type": "decision", "decision_id": "r1:delayed:burst_paced", "request_id": "r1", "ts": T,
+                "deliver_at": T + 5, "reply": False}
+    p = PendingRequest(Send("r1", "app1", "S1", "u1", "sms", "Hi é", reply_to, T), T + 5, "c3", decision)
     assert PendingRequest.from_bytes(p.to_bytes()) == p
 
 

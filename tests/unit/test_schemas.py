@@ -237,13 +237,7 @@ def test_the_table_is_large_enough():
     assert sum(ok for _, _, ok in cases) > 100 and sum(not ok for _, _, ok in cases) > 300
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param(kind, marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG (same as test_events.py): a junk_report without request_id validates with request_id '' "
-        "and encode_event writes \"request_id\": \"\", which the contract (and decode_event) rejects")))
-    if kind == "junk_report" else kind
-    for kind in KINDS
-])
+@pytest.mark.parametrize("kind", KINDS)
 def test_canonical_encoding_of_a_validated_event_conforms(kind):
     doc = event(kind)  # conftest defaults: optional fields absent
     assert python_accepts(doc)

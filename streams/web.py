@@ -1,0 +1,107 @@
+"""Read-only inspection for operators, on Faust's web server.
+
+    GET /sendgate/userkeys/{app}/{userkey}[?sender=S]   consent state, and why
+    GET /sendgate/senders/{app}/{sender}[?ts=MS]         profile, risk, clusters, pending requests
+
+Every row of an app lives on the partition of the app's events, so requests are routed by app to
+the worker that owns it (Faust's table routing). Answers are JSON; unknown keys give 404.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from sendgate.models.burst import SenderState
+from sendgate.models.consent import AppGrant, Conversation, Userkey
+from sendgate.models.gate import (CONVERSATIONS, DUE, GRANTS, PENDING, SCHEDULES, SENDERS, USERKEYS, Gate, key)
+from sendgate.models.pending import DueBucket, PendingRequest, ReleaseSchedule
+
+
+def register_views(app: faust.App, gate: Gate, tables: dict[str, Any]) -> None:
+    route = app.table_route(table=tables[USERKEYS], match_info="app_name")
+    changelog = tables[USERKEYS].changelog_topic.get_topic_name()
+
+    async def learn_partitions() -> None:
+        # Faust routes by the producer's metadata, which lists a topic only once the producer has
+        # asked for it; without this the first request fails with a TypeError inside Faust.
+        await app.producer._ensure_producer().partitions_for(changelog)
+
+    def error(view: View, status: int, message: str) -> Response:
+        return view.json({"error": message}, status=status)
+
+    @app.page("/sendgate/userkeys/{app_name}/{userkey}")
+    class UserkeyView(View):
+        async def get(self, request: Request, app_name: str, userkey: str) -> Response:
+            await learn_partitions()
+            return await self.routed(request, app_name=app_name, userkey=userkey)
+
+        @route
+        async def routed(self, request: Request, app_name: str, userkey: str) -> Response:
+            raw = tables[USERKEYS].get(key(app_name, userkey))
+            sender = request.query.get("sender")
+            conv_raw = tables[CONVERSATIONS].get(key(app_name, sender, userkey)) if sender else None
+            if raw is None and conv_raw is None:
+                return error(self, 404, f"no consent state for userkey {userkey!r} in app {app_name!r}"
+                                        + (f" and sender {sender!r}" if sender else ""))
+            user = Userkey.from_bytes(raw)
+            grant = AppGrant.from_bytes(tables[GRANTS].get(key(app_name)))
+            body: dict[str, Any] = {
+                "app": app_name, "userkey": userkey, "opted_out": user.opted_out, "opted_in": user.opted_in,
+                "changed_ts": user.changed_ts or None, "how": user.how or None,
+                "app_unrestricted": grant.unrestricted, "grant_since_ts": grant.since_ts or None,
+            }
+            if sender:
+                conv = Conversation.from_bytes(conv_raw)
+                body["conversation"] = {"sender": sender, "exists": conv.exists, "first_ts": conv.first_ts or None,
+                                        "last_ts": conv.last_ts or None,
+                                        "recent_inbound_ids": [event_id for event_id, _ in conv.recent]}
+            body["why"] = ("opted out: nothing may be sent" if user.opted_out else
+                           "opted in to the app" if user.opted_in else
+                           "no app-wide consent; a sender may message it only after it wrote to that sender"
+                           + (" (the app holds an unrestricted grant)" if grant.unrestricted else ""))
+            return self.json(body)
+
+    @app.page("/sendgate/senders/{app_name}/{sender}")
+    class SenderView(View):
+        async def get(self, request: Request, app_name: str, sender: str) -> Response:
+            await learn_partitions()
+            return await self.routed(request, app_name=app_name, sender=sender)
+
+        @route
+        async def routed(self, request: Request, app_name: str, sender: str) -> Response:
+            raw = tables[SENDERS].get(key(app_name, sender))
+            if raw is None:
+                return error(self, 404, f"no state for sender {sender!r} in app {app_name!r}")
+            try:
+                at = int(request.query.get("ts") or time.time() * 1000)
+            except ValueError:
+                return error(self, 400, "query parameter ts must be epoch milliseconds")
+            state = SenderState.from_bytes(raw, gate.policy.num_perm)
+            return self.json({
+                "app": app_name, "sender": sender, "registered_ts": state.registered_ts,
+                "conversing_userkeys": state.conversing, "suspicious_until": state.suspicious_until or None,
+                "risk_at": at, "risk": state.risk(at, gate.policy),
+                "clusters": [{"cluster_id": c.cluster_id, "recipients": c.count, "paced": c.paced,
+                              "window_start": c.window_start, "next_slot": c.next_slot, "last_ts": c.last_ts}
+                             for c in state.clusters],
+                "pending": _pending_of(tables, app_name, sender),
+            })
+
+
+def _pending_of(tables: dict[str, Any], app_name: str, sender: str) -> list[dict]:
+    """The sender's delayed requests, found through the app's release schedule (≤ 361 minutes)."""
+    schedule = ReleaseSchedule.from_bytes(tables[SCHEDULES].get(key(app_name)))
+    found = []
+    for minute in schedule.minutes:
+        for deliver_at, request_id in DueBucket.from_bytes(tables[DUE].get(key(app_name, str(minute)))).entries:
+            raw = tables[PENDING].get(key(app_name, request_id))
+            if raw is None:
+                continue
+            held = PendingRequest.from_bytes(raw)
+            if held.send.sender == sender:
+                found.append({"request_id": request_id, "userkey": held.send.userkey, "deliver_at": deliver_at,
+                              "cluster_id": held.cluster_id})
+    return found
