@@ -172,8 +172,13 @@ _OPTIONAL_DEFAULTS = {"source": "", "reason": "", "reply_to": None, "request_id"
 EVENT_TYPES = tuple(_KINDS)
 
 
-def validate(doc: Any, record_ts: int) -> Event:
-    """Turn a decoded JSON document into an event; `record_ts` (ms) is used when `ts` is absent."""
+def validate(doc: Any, record_ts: int, max_ahead_ms: int | None = None) -> Event:
+    """Turn a decoded JSON document into an event; `record_ts` (ms) is used when `ts` is absent.
+
+    With `max_ahead_ms`, an event time further than that ahead of the record's own timestamp is
+    refused: one such event would otherwise move its app's clock forward and release every
+    pending request at once.
+    """
     if not isinstance(doc, dict):
         raise InvalidEvent(f"an event must be a JSON object, got {type(doc).__name__}")
     kind = doc.get("type")
@@ -191,10 +196,13 @@ def validate(doc: Any, record_ts: int) -> Event:
         values[name] = _OPTIONAL_DEFAULTS[name] if value is None else check(name, value)
     ts = doc.get("ts")
     values["ts"] = _ts("ts", record_ts if ts is None else ts)
+    if max_ahead_ms is not None and values["ts"] - record_ts > max_ahead_ms:
+        raise InvalidEvent(f"field 'ts' is {(values['ts'] - record_ts) // 1000} s ahead of the record's timestamp; "
+                           f"the limit is {max_ahead_ms // 1000} s (max_ts_ahead_s)")
     return cls(**values)
 
 
-def decode_event(raw: bytes | None, record_ts: int) -> Event:
+def decode_event(raw: bytes | None, record_ts: int, max_ahead_ms: int | None = None) -> Event:
     """Decode one record value (UTF-8 JSON) into a validated event, or raise InvalidEvent."""
     if raw is None:
         raise InvalidEvent("record has no value")
@@ -204,7 +212,7 @@ def decode_event(raw: bytes | None, record_ts: int) -> Event:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(f"not valid UTF-8 JSON: {exc}") from None
-    return validate(doc, record_ts)
+    return validate(doc, record_ts, max_ahead_ms)
 
 
 def event_type(event: Event) -> str:

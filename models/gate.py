@@ -73,7 +73,7 @@ class Gate:
 
     def handle_record(self, key: bytes | None, value: bytes | None, record_ts: int, store: Store) -> list[Record]:
         """Decode, validate and handle one record of the events topic; raises `InvalidEvent`."""
-        event = ev.decode_event(value, record_ts)
+        event = ev.decode_event(value, record_ts, self.policy.max_ts_ahead_s * 1000)
         if key != event.app.encode():
             shown = key.decode(errors="replace") if key is not None else None
             raise ev.InvalidEvent(f"record key {shown!r} must be the event's app {event.app!r}: events are keyed "

@@ -63,6 +63,7 @@ class Publisher:
     def __init__(self, settings: Settings | None = None, **producer_options: Any) -> None:
         self.settings = settings or Settings.from_env()
         self.topic = self.settings.topic("events")
+        self._max_ahead_ms = self.settings.policy().max_ts_ahead_s * 1000
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all",
                                           linger_ms=5, enable_idempotence=True, **producer_options)
 
@@ -80,7 +81,7 @@ class Publisher:
         Raises `InvalidEvent` (nothing is sent) when the worker would dead-letter it.
         """
         raw = event if isinstance(event, bytes) else event.encode() if isinstance(event, str) else orjson.dumps(event)
-        valid = decode_event(raw, int(time.time() * 1000))
+        valid = decode_event(raw, int(time.time() * 1000), self._max_ahead_ms)
         return await self._producer.send(self.topic, value=raw, key=valid.app.encode())
 
     async def publish(self, event: dict | bytes | str) -> Any:
