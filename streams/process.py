@@ -30,8 +30,13 @@ class WorkerProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """Graceful stop (SIGTERM: Faust commits offsets and flushes), then SIGKILL if it hangs."""
+    def stop(self, timeout: float = 90.0) -> int | None:
+        """Graceful stop (SIGTERM: Faust flushes and commits offsets), then SIGKILL if it hangs.
+
+        Returns the exit code: 0 after a clean stop, -9 if it had to be killed. The flush can wait
+        for the producer's retries (e.g. a just-created topic without a leader yet), hence the
+        generous timeout.
+        """
         proc, self.process = self.process, None
         if proc is None:
             return None

@@ -51,7 +51,7 @@ def test_restart_keeps_consent_state_through_changelog_recovery(settings, worker
     # wait until the events after r3 (STOP, opt-in, grant) are processed: a marker decision after them
     publish(settings, [send("m1", "u9", "marker", T0 + 21 * MIN)])
     assert outcomes(decisions(settings, 4))[3] == ("m1", "accepted", "opt_in")
-    first.stop()
+    assert first.stop() == 0  # a clean stop commits: nothing may be decided twice
     # A new worker with an empty local store must rebuild its tables from the changelogs.
     restarted = settings.with_(data_dir=str(tmp_path / "fresh-store"))
     workers.start(restarted)
