@@ -63,6 +63,7 @@ class Settings:
     heartbeat_interval_s: float = 3.0
     rebalance_timeout_s: float = 60.0
     log_level: str = "warning"
+    processing_guarantee: str = "at_least_once"
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.match(self.topic_prefix):
@@ -72,6 +73,9 @@ class Settings:
             raise ConfigError(f"SENDGATE_APP_ID must be letters, digits, '.', '_' or '-', got {self.app_id!r}")
         if self.store not in ("rocksdb://", "memory://"):
             raise ConfigError(f"SENDGATE_STORE must be rocksdb:// or memory://, got {self.store!r}")
+        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
+            raise ConfigError("SENDGATE_PROCESSING_GUARANTEE must be at_least_once or exactly_once, "
+                              f"got {self.processing_guarantee!r}")
         if not self.bootstrap:
             raise ConfigError("SENDGATE_BOOTSTRAP must name at least one host:port")
 
@@ -96,6 +100,7 @@ class Settings:
             heartbeat_interval_s=_float(env, "SENDGATE_HEARTBEAT_INTERVAL_S", d.heartbeat_interval_s),
             rebalance_timeout_s=_float(env, "SENDGATE_REBALANCE_TIMEOUT_S", d.rebalance_timeout_s),
             log_level=env.get("SENDGATE_LOG_LEVEL") or d.log_level,
+            processing_guarantee=env.get("SENDGATE_PROCESSING_GUARANTEE") or d.processing_guarantee,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -111,6 +116,7 @@ class Settings:
             "SENDGATE_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
             "SENDGATE_REBALANCE_TIMEOUT_S": str(self.rebalance_timeout_s),
             "SENDGATE_LOG_LEVEL": self.log_level,
+            "SENDGATE_PROCESSING_GUARANTEE": self.processing_guarantee,
         }
         if self.policy_file:
             env["SENDGATE_POLICY"] = self.policy_file

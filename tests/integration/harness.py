@@ -28,7 +28,8 @@ def make_settings(bootstrap: str, data_dir: Path, **overrides) -> Settings:
     run = uuid.uuid4().hex[:8]
     base = Settings(bootstrap=bootstrap, topic_prefix=f"t{run}.", app_id=f"t{run}", partitions=4,
                     data_dir=str(data_dir), web_enabled=False, tick_interval_s=0, session_timeout_s=6.0,
-                    heartbeat_interval_s=1.0, rebalance_timeout_s=3.0, log_level="info")
+                    heartbeat_interval_s=1.0, rebalance_timeout_s=3.0, log_level="info",
+                    processing_guarantee=os.environ.get("SENDGATE_PROCESSING_GUARANTEE", "at_least_once"))
     return base.with_(**overrides)
 
 
