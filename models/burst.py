@@ -21,9 +21,11 @@ from .similarity import similarities
 DAY_MS = 86_400_000
 
 
-def recipient_hash(userkey: str) -> int:
-    """A fixed-size (64-bit) stand-in for a userkey, so cluster rows never hold personal data."""
-    return int.from_bytes(hashlib.blake2b(userkey.encode(), digest_size=8).digest(), "little")
+def recipient_hash(userkey: str, secret: bytes | None = None) -> int:
+    """A fixed-size (64-bit) stand-in for a userkey, so cluster rows hold no userkey. With a secret
+    the hash is keyed, so it cannot be reversed by hashing every phone number."""
+    digest = hashlib.blake2b(userkey.encode(), digest_size=8, key=(secret or b"")[:64]).digest()
+    return int.from_bytes(digest, "little")
 
 
 def ordinal(n: int) -> str:
@@ -106,7 +108,7 @@ class SenderState:
                     f"(fewer than {policy.min_conversations})")
         return None
 
-    def decide(self, ts: int, userkey: str, sketch: np.ndarray, policy: Policy,
+    def decide(self, ts: int, recipient: int, sketch: np.ndarray, policy: Policy,
                junk: JunkMatch | None) -> BurstVerdict:
         """Place one send in its cluster and say whether it goes now, later or not at all."""
         self._expire(ts, policy)
@@ -129,7 +131,7 @@ class SenderState:
             return verdict("rejected", "junk_similar",
                            f"text is {junk.similarity:.2f} similar to a text that {junk.reporters} recipients "
                            f"reported as junk; such texts are not delivered")
-        who = recipient_hash(userkey)
+        who = recipient
         if who in cluster.recipients:
             return verdict("accepted", "burst_free",
                            f"recipient already counted for this text in the current {window_min}-minute window")

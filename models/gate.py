@@ -9,6 +9,8 @@ Per send request: release what is due -> consent (opt-out, reply, conversation, 
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Protocol
 
 from . import events as ev
@@ -65,11 +67,20 @@ class MemoryStore:
 
 
 class Gate:
-    def __init__(self, policy: Policy | None = None) -> None:
+    def __init__(self, policy: Policy | None = None, userkey_secret: bytes | None = None) -> None:
         self.policy = policy or Policy()
+        # With a secret, tables key userkeys by HMAC-SHA-256 and clusters hold keyed hashes: the
+        # state holds no userkey except inside pending (delayed) requests, which must be delivered.
+        self._secret = userkey_secret
         self.sketcher = Sketcher(self.policy.num_perm, self.policy.shingle_size)
         self._opt_out = frozenset(self.policy.opt_out_keywords)
         self._opt_in = frozenset(self.policy.opt_in_keywords)
+
+    def stored_userkey(self, userkey: str) -> str:
+        """The userkey as tables key it: itself, or its HMAC-SHA-256 (hex) when a secret is set."""
+        if self._secret is None:
+            return userkey
+        return hmac.new(self._secret, userkey.encode(), hashlib.sha256).hexdigest()
 
     def handle_record(self, key: bytes | None, value: bytes | None, record_ts: int, store: Store) -> list[Record]:
         """Decode, validate and handle one record of the events topic; raises `InvalidEvent`."""
@@ -88,7 +99,7 @@ class Gate:
 
     # --- state-only events -------------------------------------------------------------------
     def _inbound(self, e: ev.Inbound, store: Store) -> None:
-        conv_key = key(e.app, e.sender, e.userkey)
+        conv_key = key(e.app, e.sender, self.stored_userkey(e.userkey))
         conv = Conversation.from_bytes(store.get(CONVERSATIONS, conv_key))
         if not conv.exists:
             sender = self._sender(store, e.app, e.sender)
@@ -98,13 +109,13 @@ class Gate:
         store.set(CONVERSATIONS, conv_key, conv.to_bytes())
         word = keyword(e.text)
         if word in self._opt_out or word in self._opt_in:
-            user_key = key(e.app, e.userkey)
+            user_key = key(e.app, self.stored_userkey(e.userkey))
             user = Userkey.from_bytes(store.get(USERKEYS, user_key))
             (user.opt_out if word in self._opt_out else user.opt_in)(e.ts, f"keyword {word} to sender '{e.sender}'")
             store.set(USERKEYS, user_key, user.to_bytes())
 
     def _opt_change(self, e: ev.OptIn | ev.OptOut, store: Store) -> None:
-        user_key = key(e.app, e.userkey)
+        user_key = key(e.app, self.stored_userkey(e.userkey))
         user = Userkey.from_bytes(store.get(USERKEYS, user_key))
         how = f"{ev.event_type(e)} event" + (f" ({e.source})" if e.source else "")
         (user.opt_in if isinstance(e, ev.OptIn) else user.opt_out)(e.ts, how)
@@ -132,7 +143,7 @@ class Gate:
             template_id, template = f"{e.app}\x1f{e.event_id}", JunkTemplate(sketch)
         else:
             template_id, template, _ = found
-        template.add_reporter(recipient_hash(f"{e.app}\x1f{e.userkey}"), e.ts, p.junk_reject_reporters)
+        template.add_reporter(recipient_hash(f"{e.app}\x1f{e.userkey}", self._secret), e.ts, p.junk_reject_reporters)
         store.junk.put(template_id, template)
         store.set(JUNK, template_id.encode(), template.to_bytes())
         sender = self._sender(store, e.app, e.sender)
@@ -154,12 +165,13 @@ class Gate:
         if held is not None:
             # The same request again (a producer retry, or a redelivery): same decision, no second slot.
             return [Decision.from_dict(PendingRequest.from_bytes(held).decision)]
-        user = Userkey.from_bytes(store.get(USERKEYS, key(e.app, e.userkey)))
+        user_id = self.stored_userkey(e.userkey)
+        user = Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id)))
         if user.opted_out:
             return [decide("rejected", "opted_out",
                            f"userkey opted out at {iso(user.changed_ts)} ({user.how}); nothing may be sent "
                            f"to it until it opts in again (opt_in event or a keyword such as START)")]
-        conv = Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, e.userkey)))
+        conv = Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id)))
         is_reply, why = conv.reply_check(e.reply_to, e.ts, p.reply_window_s * 1000)
         if is_reply:
             decision = decide("accepted", "reply", f"reply: {why}; replies are exempt from burst pacing",
@@ -186,7 +198,7 @@ class Gate:
         found = store.junk.match(sketch, p.similarity_threshold)
         junk = JunkMatch(found[2], len(found[1].reporters)) if found else None
         sender = self._sender(store, e.app, e.sender)
-        v = sender.decide(e.ts, e.userkey, sketch, p, junk)
+        v = sender.decide(e.ts, recipient_hash(e.userkey, self._secret), sketch, p, junk)
         store.set(SENDERS, key(e.app, e.sender), sender.to_bytes())
         burst = dict(similarity=v.similarity, similar_recipients=v.similar_recipients, cluster_id=v.cluster_id,
                      deliver_at=v.deliver_at, retry_after_s=v.retry_after_s)
@@ -248,7 +260,7 @@ class Gate:
 
     def _release(self, pending: PendingRequest, ts: int, store: Store) -> list[Record]:
         s = pending.send
-        user = Userkey.from_bytes(store.get(USERKEYS, key(s.app, s.userkey)))
+        user = Userkey.from_bytes(store.get(USERKEYS, key(s.app, self.stored_userkey(s.userkey))))
         if user.opted_out:
             return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "opted_out",
                              f"userkey opted out at {iso(user.changed_ts)} ({user.how}) while the request waited "

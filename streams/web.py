@@ -40,9 +40,10 @@ def register_views(app: faust.App, gate: Gate, tables: dict[str, Any]) -> None:
 
         @route
         async def routed(self, request: Request, app_name: str, userkey: str) -> Response:
-            raw = tables[USERKEYS].get(key(app_name, userkey))
+            stored = gate.stored_userkey(userkey)
+            raw = tables[USERKEYS].get(key(app_name, stored))
             sender = request.query.get("sender")
-            conv_raw = tables[CONVERSATIONS].get(key(app_name, sender, userkey)) if sender else None
+            conv_raw = tables[CONVERSATIONS].get(key(app_name, sender, stored)) if sender else None
             if raw is None and conv_raw is None:
                 return error(self, 404, f"no consent state for userkey {userkey!r} in app {app_name!r}"
                                         + (f" and sender {sender!r}" if sender else ""))

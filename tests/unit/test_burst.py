@@ -118,7 +118,7 @@ def test_sender_state_round_trip_with_clusters_and_sketches():
     p, sk = Policy(), Sketcher()
     s = SenderState(registered_ts=T - 100 * DAY, conversing=4, suspicious_until=T + 5)
     for i, text in enumerate([PARCEL, variant(1), UNRELATED[0]]):
-        s.decide(T + i, f"u{i}", sk.sketch(text), p, None)
+        s.decide(T + i, recipient_hash(f"u{i}"), sk.sketch(text), p, None)
     back = SenderState.from_bytes(s.to_bytes(), p.num_perm)
     assert (back.registered_ts, back.conversing, back.suspicious_until, back.seq) == (T - 100 * DAY, 4, T + 5, 2)
     assert back.clusters == s.clusters
