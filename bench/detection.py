@@ -320,7 +320,7 @@ def main() -> None:
         f"Breakdown at threshold {t}, num_perm {p}:",
         breakdown, ham_break, dense_break,
     ])
-    path = write_results(NAME, text)
+    path = write_results(NAME + (".quick" if args.quick else ""), text)
     print(text)
     print(f"\nwrote {path}")
 

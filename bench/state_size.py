@@ -271,7 +271,7 @@ def main() -> None:
                     "RSS growth MB", "RSS bytes/userkey", "payload bytes/userkey", "feed s", "note"], rss_rows))
     elapsed = time.perf_counter() - started
     text = (header(NAME, "sendgate: state size") + f"- wall time {elapsed:.0f} s\n\n" + "\n\n".join(sections))
-    path = write_results(NAME, text)
+    path = write_results(NAME + (".quick" if args.quick else ""), text)
     print(sections[-1])
     print(f"\nwrote {path}")
 

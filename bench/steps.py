@@ -23,7 +23,7 @@ import orjson
 from datasketch import MinHash
 
 from sendgate.models import events as ev
-from sendgate.models.burst import SenderState
+from sendgate.models.burst import SenderState, recipient_hash
 from sendgate.models.consent import Conversation, Userkey
 from sendgate.models.decisions import Decision
 from sendgate.models.events import decode_event, validate
@@ -227,7 +227,7 @@ def bench_sketch(corpus: list[tuple[str, str]], repeat: int, subset_step: int) -
 def sender_with_clusters(policy: Policy, sketches: list[np.ndarray], k: int) -> SenderState:
     st = SenderState(registered_ts=T0 - 365 * DAY, conversing=50)
     for j in range(k):
-        v = st.decide(T0 + j * SECOND, f"u{j}", sketches[j], policy, None)
+        v = st.decide(T0 + j * SECOND, recipient_hash(f"u{j}"), sketches[j], policy, None)
         assert v.cluster_id == f"c{j + 1}", "cluster texts must be mutually dissimilar"
     assert len(st.clusters) == k
     return st
@@ -253,8 +253,8 @@ def bench_clusters(texts: list[str], repeat: int, copies: int) -> list[list]:
         rows.append([k, "similarities() alone (k x num_perm compare)", fmt(median_us(sims, 5000, repeat), 2)])
 
         def counted(st=st, hit=hit, j=j):
-            st.decide(probe_ts, f"u{j}", hit, policy, None)
-        v = st.decide(probe_ts, f"u{j}", hit, policy, None)
+            st.decide(probe_ts, recipient_hash(f"u{j}"), hit, policy, None)
+        v = st.decide(probe_ts, recipient_hash(f"u{j}"), hit, policy, None)
         assert v.outcome == "accepted" and "already counted" in v.detail, v.detail
         rows.append([k, "decide: hit, recipient already counted (pure lookup)", fmt(median_us(counted, 2000, repeat), 2)])
 
@@ -266,23 +266,23 @@ def bench_clusters(texts: list[str], repeat: int, copies: int) -> list[list]:
 
         def new_recipient(pool=pool, hit=hit):
             for s in pool:
-                s.decide(probe_ts, "u-new", hit, policy, None)
+                s.decide(probe_ts, recipient_hash("u-new"), hit, policy, None)
 
         def miss_new_cluster(pool=pool):
             for s in pool:
-                s.decide(probe_ts, "u-new", miss, policy, None)
+                s.decide(probe_ts, recipient_hash("u-new"), miss, policy, None)
         rows.append([k, "decide: hit, new recipient (free)", fmt(median_us(new_recipient, 1, repeat, setup=fresh, per=copies), 2)])
         rows.append([k, "decide: miss -> new cluster" + (" (evicts one)" if k == policy.max_clusters else ""),
                      fmt(median_us(miss_new_cluster, 1, repeat, setup=fresh, per=copies), 2)])
         # paced: the hit cluster already holds its 10 free recipients
         st10 = sender_with_clusters(policy, sketches, k)
         for r in range(1, policy.free_recipients):
-            st10.decide(T0 + 35 * SECOND + r, f"f{r}", hit, policy, None)
+            st10.decide(T0 + 35 * SECOND + r, recipient_hash(f"f{r}"), hit, policy, None)
         raw10 = st10.to_bytes()
 
         def fresh10(pool=pool, raw10=raw10):
             pool[:] = [SenderState.from_bytes(raw10, policy.num_perm) for _ in range(copies)]
-        probe = SenderState.from_bytes(raw10, policy.num_perm).decide(probe_ts, "u-new", hit, policy, None)
+        probe = SenderState.from_bytes(raw10, policy.num_perm).decide(probe_ts, recipient_hash("u-new"), hit, policy, None)
         assert probe.reason == "burst_paced" and probe.outcome == "delayed", (probe.reason, probe.detail)
         rows.append([k, "decide: hit, paced (11th recipient, delayed)",
                      fmt(median_us(new_recipient, 1, repeat, setup=fresh10, per=copies), 2)])
@@ -476,7 +476,6 @@ def bench_mixed(corpus, repeat: int, n_events: int) -> tuple[list[list], list[li
             per_cat[cat].append(statistics.mean(xs) / 1000)
             per_cat[cat + "#median"].append(statistics.median(xs) / 1000)
             counts[cat] = len(xs)
-    cats = [["category", "events", "mean µs", "median µs"]]
     rows = [[cat, counts[cat], fmt(median(per_cat[cat]), 1), fmt(median(per_cat[cat + "#median"]), 1)]
             for cat in sorted(counts, key=lambda c: -counts[c])]
     return total, rows, (history, events)
@@ -600,7 +599,7 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     text = (header(NAME, "sendgate: µs per step (in-process)")
             + f"- repeats: {repeat} (median reported); wall time {elapsed:.0f} s\n\n" + "\n\n".join(sections))
-    path = write_results(NAME, text)
+    path = write_results(NAME + (".quick" if quick else ""), text)
     print(text)
     print(f"\nwrote {path}")
 

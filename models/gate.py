@@ -60,7 +60,9 @@ class MemoryStore:
         return self.tables[table].get(key)
 
     def set(self, table: str, key: bytes, value: bytes) -> None:
-        self.tables[table][key] = value
+        # An exact-size copy: orjson's output keeps a ~4 KB buffer however short the JSON, which
+        # made a million small rows cost 8 GB instead of 0.4 GB.
+        self.tables[table][key] = bytes(memoryview(value))
 
     def delete(self, table: str, key: bytes) -> None:
         self.tables[table].pop(key, None)

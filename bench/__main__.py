@@ -1,0 +1,659 @@
+"""sendgate benchmarks on a real Kafka broker, plus the in-process ones.
+
+    bench/run                 # full suite (10-20 min on 2 cores), writes bench/results/latest.md (+ PNGs)
+    bench/run --quick         # smoke version for CI, writes bench/results/quick.md
+    SENDGATE_BOOTSTRAP=host:port bench/run ...   # use a running broker instead of starting one
+
+Workloads (see throughput.py, latency.py, replay_speed.py for the method of each):
+  throughput  one worker process vs a raw aiokafka pass-through on the same generated log
+  replay      `sendgate replay` over the same log, next to the live worker's events/s
+  latency     fixed offered rates (1,000 and 3,000 requests/s): produce -> decision at a subscriber
+  profile     py-spy samples of the worker (saturated, and at 1,000/s), when py-spy is installed
+  inprocess   bench.steps, bench.state_size, bench.detection (subprocesses; skipped if absent)
+Benchmarks are not tests: a missed target is reported, not failed; a broken workload exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import importlib.metadata as md
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sendgate.streams.broker import KAFKA_VERSION, LocalKafka
+from sendgate.streams.config import Settings
+
+from . import latency as lat
+from . import replay_speed
+from . import throughput as tp
+from ._common import loadavg, md_table, nproc
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+INPROCESS = ("steps", "state_size", "detection")
+BROKER_KEYS = ("num.network.threads", "num.io.threads", "log.flush.interval.messages", "log.segment.bytes",
+               "message.max.bytes", "compression.type", "group.initial.rebalance.delay.ms",
+               "offsets.topic.num.partitions", "auto.create.topics.enable")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --- py-spy ------------------------------------------------------------------------------------
+
+
+def pyspy() -> str | None:
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+async def pyspy_record(pid: int, seconds: float, out: Path, rate: int = 100) -> "Profile | str":
+    exe = pyspy()
+    if exe is None:
+        return "py-spy is not installed (pip install py-spy)"
+    proc = await asyncio.create_subprocess_exec(exe, "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                                                "--rate", str(rate), "--format", "raw", "-o", str(out),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    text, _ = await proc.communicate()
+    if proc.returncode != 0 or not out.exists():
+        return f"py-spy failed ({proc.returncode}): {text.decode(errors='replace')[-500:]}"
+    return summarize(out, seconds, rate)
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", f"{ROOT}/", "python3.11/", "lib/python3"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+_FRAME = re.compile(r"^(?P<fn>.*?) \((?P<path>[^():]*)(?::\d+)?\)$")
+
+CATEGORIES = [  # first match over the whole stack wins
+    ("tables: Faust Table get/set, RocksDB, changelog", ("faust/tables/", "faust/stores/")),
+    ("gate: decode, consent, burst, sketches (sendgate.models)", ("models/",)),
+    ("outputs: topic.send -> aiokafka producer", ("faust/topics.py", "faust/channels.py", "faust/transport/producer",
+                                                  "aiokafka/producer/")),
+    ("input: aiokafka fetch and record parsing", ("aiokafka/consumer/", "aiokafka/record/", "aiokafka/conn.py",
+                                                  "aiokafka/client.py")),
+    ("Faust stream, agent, consumer and commit machinery", ("faust/",)),
+    ("mode services and timers", ("mode/",)),
+    ("sendgate.streams glue (GateApp.process)", ("streams/",)),
+]
+
+
+@dataclass
+class Profile:
+    samples: int
+    seconds: float
+    rate: int
+    self_top: list[tuple[str, int]]
+    incl_top: list[tuple[str, int]]
+    categories: list[tuple[str, int]]
+    path: Path
+
+
+def summarize(path: Path, seconds: float, rate: int) -> Profile:
+    self_c: Counter = Counter()
+    incl_c: Counter = Counter()
+    cats: Counter = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = []
+        for raw in stack.split(";"):
+            m = _FRAME.match(raw.strip())
+            frames.append((m.group("fn"), _short(m.group("path"))) if m else (raw.strip(), ""))
+        names = [f"{fn} ({p})" for fn, p in frames]
+        self_c[names[-1]] += n
+        for name in set(names):
+            incl_c[name] += n
+        paths = [p for _, p in frames]
+        for label, markers in CATEGORIES:
+            if any(p.startswith(mk) or f"/{mk}" in p for p in paths for mk in markers):
+                cats[label] += n
+                break
+        else:
+            cats["asyncio event loop, selectors, other stdlib"] += n
+    return Profile(total, seconds, rate, self_c.most_common(20), incl_c.most_common(25), cats.most_common(), path)
+
+
+def profile_md(p: Profile | str | None, title: str) -> str:
+    if p is None:
+        return f"### {title}\n\nnot run"
+    if isinstance(p, str):
+        return f"### {title}\n\n{p}"
+    pct = lambda n: f"{100 * n / p.samples:.1f} %"  # noqa: E731
+    return "\n\n".join([
+        f"### {title}",
+        f"py-spy {p.rate} Hz for {p.seconds:.0f} s, {p.samples:,} samples of CPU time (idle waits are not "
+        f"sampled; shares are of the samples). Raw collapsed stacks: `{p.path.name}` (load into speedscope "
+        "or flamegraph.pl).",
+        "Where the CPU goes (each sample counted once, first matching category over its whole stack):",
+        md_table(["category", "samples", "share"], [[c, n, pct(n)] for c, n in p.categories]),
+        "Top functions by own time:",
+        md_table(["function (file)", "samples", "share"], [[f, n, pct(n)] for f, n in p.self_top[:15]]),
+        "Top functions by inclusive time:",
+        md_table(["function (file)", "samples", "share"], [[f, n, pct(n)] for f, n in p.incl_top[:20]]),
+    ])
+
+
+# --- broker ------------------------------------------------------------------------------------
+
+
+async def broker_configs(bootstrap: str) -> dict[str, str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        meta = await admin.describe_cluster()
+        broker_id = str(meta["brokers"][0]["node_id"])
+        resp = await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, broker_id)])
+        entries = resp[0].to_object()["resources"][0]["config_entries"]
+        found = {e["config_names"]: e["config_value"] for e in entries}
+        return {k: str(found.get(k)) for k in BROKER_KEYS}
+    except Exception as exc:  # informative only
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, prefixes: list[str]) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if any(t.startswith(p) for p in prefixes)]
+        if names:
+            await admin.delete_topics(names)
+        return len(names)
+    finally:
+        await admin.close()
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    args: argparse.Namespace
+    started: str = ""
+    load_start: str = ""
+    broker: dict[str, str] = field(default_factory=dict)
+    faust: dict[str, str] = field(default_factory=dict)
+    worker: dict[str, str] = field(default_factory=dict)
+    log: Any = None
+    expected: Any = None
+    publish_s: float = 0.0
+    passthrough: list = field(default_factory=list)
+    worker_run: Any = None
+    replay: Any = None
+    latency: Any = None
+    profile_tp: Any = None
+    inprocess: list = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def fmt(x: float, d: int = 0) -> str:
+    return f"{x:,.{d}f}"
+
+
+def versions() -> str:
+    out = []
+    for pkg in ("faust-streaming", "aiokafka", "orjson", "datasketch", "numpy", "rocksdict", "matplotlib"):
+        try:
+            out.append(f"{pkg} {md.version(pkg)}")
+        except md.PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+def command(args: argparse.Namespace) -> str:
+    cmd = os.environ.get("SENDGATE_BENCH_COMMAND") or ("python -m bench " + " ".join(sys.argv[1:])).strip()
+    if os.environ.get("SENDGATE_BOOTSTRAP"):
+        cmd = f"SENDGATE_BOOTSTRAP={os.environ['SENDGATE_BOOTSTRAP']} {cmd}"
+    return cmd
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def summary_rows(r: Report) -> list[list[str]]:
+    rows = []
+    pt = [p for p in r.passthrough if p.records]
+    pt_rate = sum(p.rate for p in pt) / len(pt) if pt else 0.0
+    w = r.worker_run
+    if w is not None:
+        ratio = w.decisions.rate / pt_rate if pt_rate else 0.0
+        rows.append(["throughput: decisions/s, one worker process", fmt(w.decisions.rate),
+                     f"pass-through {fmt(pt_rate)} records/s (" + ", ".join(fmt(p.rate) for p in pt) + ")",
+                     f"{ratio:.2f}", ">= 0.40", verdict(ratio >= 0.40 if pt_rate else None)])
+        rows.append(["throughput: events/s (all types), one worker", fmt(w.events_rate),
+                     f"pass-through {fmt(pt_rate)} records/s", f"{w.events_rate / pt_rate:.2f}" if pt_rate else "",
+                     "", ""])
+    if r.expected is not None:
+        rows.append(["in-process ceiling: Gate.handle_record events/s (MemoryStore, no Kafka)",
+                     fmt(r.expected.rate), "", "", "", ""])
+    if r.latency is not None:
+        for res in r.latency.results:
+            if not len(res.lat_ms):
+                rows.append([f"latency at {res.rate:,}/s", "no decisions", "", "", "", ""])
+                continue
+            p99 = res.pct(res.lat_ms, 99)
+            target = "p99 <= 25 ms" if res.rate == 1000 else ""
+            rows.append([f"latency at {res.rate:,}/s offered ({fmt(res.achieved_rate)}/s achieved): p50 / p99 / max ms",
+                         f"{res.pct(res.lat_ms, 50):.1f} / {p99:.1f} / {res.lat_ms.max():.1f}", "", "", target,
+                         verdict(p99 <= 25.0) if res.rate == 1000 else ""])
+    if r.replay is not None and w is not None:
+        rr = r.replay.result.rate
+        rows.append(["replay: events/s of `sendgate replay` on the same log", fmt(rr),
+                     f"live worker {fmt(w.events_rate)} events/s", f"{rr / w.events_rate:.2f}" if w.events_rate else "",
+                     "", ""])
+    return rows
+
+
+def outcome_table(r: Report) -> str:
+    cols = [("in-process", r.expected.outcomes if r.expected else None),
+            ("live worker", r.worker_run.outcomes if r.worker_run else None),
+            ("replay", r.replay.outcomes if r.replay else None)]
+    cols = [(n, c) for n, c in cols if c is not None]
+    keys = sorted(set().union(*[set(c) for _, c in cols]), key=lambda k: -max(c.get(k, 0) for _, c in cols))
+    rows = [[k] + [fmt(c.get(k, 0)) for _, c in cols] for k in keys]
+    rows.append(["**total**"] + [fmt(sum(c.values())) for _, c in cols])
+    same = all(c == cols[0][1] for _, c in cols)
+    return (md_table(["outcome/reason"] + [n for n, _ in cols], rows)
+            + f"\n\nIdentical outcome counts across {', '.join(n for n, _ in cols)}: **{'yes' if same else 'NO'}**")
+
+
+def write_markdown(r: Report, path: Path) -> None:
+    a = r.args
+    pt = [p for p in r.passthrough if p.records]
+    parts = [
+        "# sendgate benchmarks: broker workloads" + (" (quick smoke run)" if a.quick else ""),
+        "",
+        f"- command: `{command(a)}` (from the project root)",
+        f"- date: {r.started}; wall time {r.wall_s / 60:.1f} min",
+        f"- nproc: {nproc()}; load average at start {r.load_start}, at end {loadavg()} — a shared machine: "
+        "the broker, the worker, the bench process and other jobs compete for the same cores, so absolute "
+        "figures are noisy; the side-by-side ratios are the figures to compare",
+        f"- Python {platform.python_version()}; {versions()}; Apache Kafka {KAFKA_VERSION}",
+        f"- machine: {platform.machine()}, {platform.system()} {platform.release()}",
+        "",
+        "## Summary",
+        "",
+        md_table(["figure", "sendgate", "baseline (same run)", "ratio", "target", ""], summary_rows(r)),
+    ]
+    if r.errors:
+        parts += ["", "## Errors", ""] + [f"```\n{e}\n```" for e in r.errors]
+    parts += ["", "## Settings", "",
+              "Broker: " + r.broker.get("_where", "?"), "",
+              md_table(["broker config", "value"], [[k, v] for k, v in r.broker.items() if not k.startswith("_")]),
+              "", "Worker (`sendgate worker` in a child process, `WorkerProcess`; as the integration tests run it):", "",
+              md_table(["sendgate setting", "value"], list(r.worker.items())), "",
+              "Faust settings in effect (read from the worker's `App.conf`; sendgate sets acks, guarantee, store "
+              "and group timings, the rest are Faust defaults):", "",
+              md_table(["Faust setting", "value"], list(r.faust.items())), "",
+              "Clients: log publisher aiokafka acks=all, linger 20 ms, batch 256 KiB; pass-through consumer "
+              "(group, manual commit) and producer acks=all, linger 0, batch 16 KiB (as Faust's producer); latency "
+              f"request producer {lat.PRODUCER} (no Publisher validation on the hot path), subscriber "
+              f"{lat.SUBSCRIBER}, no group, every partition, from the end."]
+    if r.log is not None:
+        parts += ["", "## Throughput", "", "Log: " + r.log.describe(),
+                  f"Published up front in {r.publish_s:.1f} s to one events topic of 8 partitions, keys = app.", "",
+                  "Expected decisions (in-process pass over the same log) = "
+                  f"{fmt(r.expected.decisions)} ({fmt(r.log.sends)} sends + releases and cancellations of paced "
+                  f"requests); in-process pass took {r.expected.seconds:.1f} s.", ""]
+        rows = []
+        for p in r.passthrough:
+            rows.append([p.label, fmt(p.records), f"{p.seconds:.1f}", fmt(p.rate), p.note])
+        if r.worker_run is not None:
+            w = r.worker_run
+            rows.append(["sendgate worker: decisions", fmt(w.decisions.records), f"{w.decisions.seconds:.1f}",
+                         fmt(w.decisions.rate), f"events/s over the same span: {fmt(w.events_rate)}; dead letters "
+                         f"{w.deadletters}; worker start to last decision {w.wall_s:.1f} s"
+                         + (f"; PROBLEM: {w.problem}" if w.problem else "")])
+        parts += [md_table(["run", "records", "span s (first to last)", "per second", "note"], rows), "",
+                  "Pass-through runs before (A) and after (B) the worker; the baseline is their mean. Span = first to "
+                  "last produce (pass-through: this process's clock at `send`; worker: decision record timestamps, "
+                  "i.e. the worker's produce times), so start-up and group joins are not counted. The worker's "
+                  "events/s counts every event of the log over the decisions' span (events before the first "
+                  "and after the last decision are few)."]
+        if r.expected is not None:
+            parts += ["", "Outcome counts (the live worker and replay must reproduce the in-process pass):", "",
+                      outcome_table(r)]
+    if r.replay is not None:
+        rr = r.replay.result
+        parts += ["", "## Replay", "",
+                  f"`sendgate.streams.replay.replay(settings, 'bench', policy)` (what `sendgate replay --name bench` "
+                  f"runs) over the same log: {fmt(rr.events)} events, {fmt(rr.decisions)} decisions, "
+                  f"{rr.deadlettered} invalid, {rr.seconds:.1f} s = **{fmt(rr.rate)} events/s** (includes reading "
+                  f"the log and producing the decisions to `{r.replay.topic}`, acks=all, linger 20 ms). "
+                  + (f"Live worker on the same log: {fmt(r.worker_run.events_rate)} events/s." if r.worker_run else "")]
+    if r.latency is not None:
+        rows = []
+        for res in r.latency.results:
+            if not len(res.lat_ms):
+                rows.append([f"{res.rate:,}", fmt(res.sent), "", "", "", "", "", "", "", "", "", res.note])
+                continue
+            q = res.pct
+            rows.append([f"{res.rate:,}", fmt(res.sent), fmt(res.achieved_rate), fmt(res.decided),
+                         f"{q(res.lat_ms, 50):.1f}", f"{q(res.lat_ms, 90):.1f}", f"{q(res.lat_ms, 99):.1f}",
+                         f"{q(res.lat_ms, 99.9):.1f}", f"{res.lat_ms.max():.1f}",
+                         f"{q(res.in_ms, 50):.1f} / {q(res.in_ms, 99):.1f}",
+                         f"{q(res.out_ms, 50):.1f} / {q(res.out_ms, 99):.1f}", res.note])
+        a_ = r.args
+        parts += ["", "## Latency", "",
+                  f"One worker (same settings, but the wall-clock ticker on at 1 s as in production) on a fresh "
+                  f"prefix; {r.latency.setup_events:,} setup events (sender profiles, inbounds, opt-ins) first. "
+                  f"Each rate: {a_.latency_warmup:g} s warm-up (not counted) + {a_.latency_seconds:g} s measured. "
+                  "Requests: 35 % replies (consent only), 65 % sends to opted-in userkeys (consent + burst step). "
+                  "in = decision produced (its record timestamp, ms resolution) - request sent; out = arrival at the "
+                  "subscriber - decision produced; same host clock.", "",
+                  md_table(["offered /s", "requests", "achieved /s", "decided", "p50 ms", "p90 ms", "p99 ms",
+                            "p99.9 ms", "max ms", "in p50 / p99 ms", "out p50 / p99 ms", "note"], rows)]
+        if r.latency.profile is not None:
+            prof, res = r.latency.profile
+            if len(res.lat_ms):
+                parts += ["", f"Profiled window (1,000/s for 10 s with py-spy attached, not part of the figures "
+                              f"above): p50 {res.pct(res.lat_ms, 50):.1f} ms, p99 {res.pct(res.lat_ms, 99):.1f} ms."]
+    parts += ["", "## Where the worker's time goes", ""]
+    parts += [profile_md(r.profile_tp, "Saturated (the throughput log, fresh prefix, py-spy attached)")]
+    if r.latency is not None and r.latency.profile is not None:
+        parts += ["", profile_md(r.latency.profile[0], "At 1,000 requests/s")]
+    if r.plots:
+        parts += ["", "## Plots", ""] + [f"![{p}]({p})" for p in r.plots]
+    if r.inprocess:
+        parts += ["", "## In-process benchmarks", ""]
+        for name, rc, secs, text in r.inprocess:
+            parts += [f"### bench.{name} (exit {rc}, {secs:.0f} s)", ""]
+            if text:
+                parts += [re.sub(r"^(#+)", r"\1##", text, flags=re.M).strip()]
+            parts += [""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts).rstrip() + "\n")
+
+
+def plots(r: Report, stem: str) -> list[str]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    made = []
+    if r.worker_run is not None or r.passthrough:
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        for p in r.passthrough:
+            if p.per_second:
+                ax.plot(range(len(p.per_second)), p.per_second, label=f"{p.label} (records/s)", alpha=0.8)
+        if r.worker_run is not None and r.worker_run.decisions.per_second:
+            s = r.worker_run.decisions.per_second
+            ax.plot(range(len(s)), s, label="sendgate worker (decisions/s)", color="black")
+        ax.set_xlabel("seconds since the first output record")
+        ax.set_ylabel("records per second (1 s bins)")
+        ax.set_yscale("log")
+        ax.set_title("Throughput over time, same events topic")
+        ax.legend()
+        ax.grid(True, which="both", alpha=0.3)
+        name = f"{stem}-throughput.png"
+        fig.tight_layout()
+        fig.savefig(RESULTS / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+    if r.latency is not None and any(len(x.lat_ms) for x in r.latency.results):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+        for res in r.latency.results:
+            if not len(res.lat_ms):
+                continue
+            xs = sorted(res.lat_ms)
+            axes[0].plot(xs, [100 * (i + 1) / len(xs) for i in range(len(xs))], label=f"{res.rate:,}/s")
+            bins = defaultdict(list)
+            for t, l in res.timeline:
+                bins[int(t)].append(l)
+            ts_ = sorted(bins)
+            import numpy as np
+            axes[1].plot(ts_, [np.percentile(bins[t], 99) for t in ts_], label=f"{res.rate:,}/s p99")
+            axes[1].plot(ts_, [np.percentile(bins[t], 50) for t in ts_], "--", label=f"{res.rate:,}/s p50")
+        axes[0].set_xscale("log")
+        axes[0].set_xlabel("latency ms (log)")
+        axes[0].set_ylabel("% of requests at or below")
+        axes[0].axvline(25, color="red", lw=0.8, label="25 ms target")
+        axes[0].legend()
+        axes[0].grid(True, which="both", alpha=0.3)
+        axes[1].set_yscale("log")
+        axes[1].set_xlabel("seconds into the measured window")
+        axes[1].set_ylabel("latency ms per 1 s bin (log)")
+        axes[1].legend(fontsize=8)
+        axes[1].grid(True, which="both", alpha=0.3)
+        fig.suptitle("Send request produce -> decision at a subscriber")
+        name = f"{stem}-latency.png"
+        fig.tight_layout()
+        fig.savefig(RESULTS / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+    return made
+
+
+# --- phases ------------------------------------------------------------------------------------
+
+
+async def phase_throughput(r: Report, bootstrap: str, work: Path, prefixes: list[str]) -> Settings:
+    a = r.args
+    log(f"generating {a.events:,} events (seed {a.seed}) ...")
+    r.log = tp.generate(a.events, a.seed)
+    log(r.log.describe())
+    r.expected = tp.expected(r.log)
+    log(f"in-process pass: {r.expected.decisions:,} decisions expected, {fmt(r.expected.rate)} events/s")
+    settings = tp.bench_settings(bootstrap, work, "tp")
+    prefixes.append(settings.app_id)
+    r.worker = tp.worker_settings_table(settings)
+    r.faust = tp.faust_settings(settings)
+    log(f"worker settings: {r.worker}")
+    log(f"Faust settings: {r.faust}")
+    r.publish_s = await tp.publish_records(settings, r.log.records)
+    log(f"published in {r.publish_s:.1f} s to {settings.topic('events')}")
+    n = len(r.log.records)
+    for label in ("A", "B"):
+        if label == "B":
+            log("sendgate worker ...")
+            r.worker_run = await tp.worker_pass(settings, work, r.expected.decisions, n)
+            w = r.worker_run
+            log(f"worker: {w.decisions.records:,} decisions in {w.decisions.seconds:.1f} s = "
+                f"{fmt(w.decisions.rate)} decisions/s, {fmt(w.events_rate)} events/s, dead letters {w.deadletters}"
+                + (f"; PROBLEM {w.problem}" if w.problem else ""))
+            if w.problem:
+                r.errors.append(f"throughput worker: {w.problem}")
+        log(f"pass-through {label} ...")
+        res = await tp.passthrough(settings, label, n)
+        r.passthrough.append(res)
+        log(f"pass-through {label}: {res.records:,} records in {res.seconds:.1f} s = {fmt(res.rate)} records/s")
+    return settings
+
+
+async def phase_profile_tp(r: Report, bootstrap: str, work: Path, prefixes: list[str]) -> None:
+    rate = r.worker_run.events_rate if r.worker_run and r.worker_run.events_rate else 1000.0
+    seconds = 20.0 if not r.args.quick else 5.0
+    n = min(len(r.log.records), int(rate * (seconds + 15)))
+    settings = tp.bench_settings(bootstrap, work, "prof")
+    prefixes.append(settings.app_id)
+    await tp.publish_records(settings, r.log.records[:n])
+    from sendgate.streams.process import WorkerProcess
+    worker = WorkerProcess(settings, work / f"worker-{settings.app_id}.log").start()
+    try:
+        got, problem = await tp.wait_for_count(settings, settings.topic("decisions"), 1, worker)
+        if problem:
+            r.profile_tp = f"profile run: {problem}"
+            return
+        log(f"py-spy on the worker (pid {worker.process.pid}) for {seconds:.0f} s ({n:,} events published) ...")
+        r.profile_tp = await pyspy_record(worker.process.pid, seconds, RESULTS / f"{r.args.stem}-profile-saturated.txt")
+    finally:
+        worker.stop()
+
+
+def run_inprocess(r: Report, work: Path) -> None:
+    for name in INPROCESS:
+        if not (ROOT / "bench" / f"{name}.py").exists():
+            log(f"bench.{name}: not present, skipped")
+            continue
+        cmd = [sys.executable, "-m", f"bench.{name}"] + (["--quick"] if r.args.quick else [])
+        log(f"{' '.join(cmd[1:])} ...")
+        started = time.monotonic()
+        out = work / f"inprocess-{name}.log"
+        try:
+            with open(out, "wb") as fh:
+                proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                      timeout=600 if r.args.quick else 3600)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            rc = -1
+        secs = time.monotonic() - started
+        results = RESULTS / f"{name}.md"
+        text = results.read_text() if rc == 0 and results.exists() else ""
+        if rc != 0:
+            tail = out.read_text(errors="replace")[-1500:]
+            r.errors.append(f"bench.{name} exited {rc}:\n{tail}")
+            text = f"failed (exit {rc}); output tail:\n\n```\n{tail}\n```"
+        else:
+            text = f"(from `bench/results/{name}.md`, written by this run)\n\n" + text
+        r.inprocess.append((name, rc, secs, text))
+        log(f"bench.{name}: exit {rc} in {secs:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="seconds-long smoke version (CI)")
+    ap.add_argument("--events", type=int, help="events in the throughput/replay log (default 200,000; quick 5,000)")
+    ap.add_argument("--rates", default="1000,3000", help="offered request rates per second (default 1000,3000)")
+    ap.add_argument("--latency-seconds", type=float, help="measured seconds per rate (default 20; quick 3)")
+    ap.add_argument("--latency-warmup", type=float, help="warm-up seconds per rate (default 2; quick 0.5)")
+    ap.add_argument("--seed", type=int, default=20240601)
+    ap.add_argument("--skip", default="", help="comma list of: throughput, replay, latency, profile, inprocess")
+    ap.add_argument("--profile", action="store_true", help="profile with py-spy also in --quick")
+    ap.add_argument("--out", help="results file (default bench/results/latest.md; quick: quick.md)")
+    ap.add_argument("--keep-topics", action="store_true", help="do not delete the bench topics from an external broker")
+    a = ap.parse_args(argv)
+    a.events = a.events or (5_000 if a.quick else 200_000)
+    a.latency_seconds = a.latency_seconds or (3.0 if a.quick else 20.0)
+    a.latency_warmup = a.latency_warmup if a.latency_warmup is not None else (0.5 if a.quick else 2.0)
+    a.rates = [int(x) for x in a.rates.split(",") if x.strip()]
+    skip = {s.strip() for s in a.skip.split(",") if s.strip()}
+    unknown = skip - {"throughput", "replay", "latency", "profile", "inprocess"}
+    if unknown:
+        ap.error(f"--skip: unknown workload(s) {', '.join(sorted(unknown))}")
+    if "throughput" in skip:
+        skip.add("replay")  # replay runs on the throughput log, next to the live worker
+    if a.quick and not a.profile:
+        skip.add("profile")
+    out = Path(a.out) if a.out else RESULTS / ("quick.md" if a.quick else "latest.md")
+    a.stem = out.stem
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    r = Report(a, started=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), load_start=loadavg())
+    t_start = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="sendgate-bench-"))
+    log(f"work dir {work}; results -> {out}")
+    kafka = None
+    external = os.environ.get("SENDGATE_BOOTSTRAP")
+    prefixes: list[str] = []
+    try:
+        if external:
+            bootstrap = external
+            r.broker["_where"] = f"external, SENDGATE_BOOTSTRAP={external} (its own settings; shared with whatever else uses it)"
+        else:
+            log(f"starting a local Kafka {KAFKA_VERSION} broker ...")
+            kafka = LocalKafka()
+            kafka.start()
+            bootstrap = kafka.bootstrap
+            r.broker["_where"] = (f"started by the bench: `sendgate.streams.broker.LocalKafka`, Apache Kafka "
+                                  f"{KAFKA_VERSION}, one KRaft broker+controller on {bootstrap}, -Xmx{kafka.heap}, "
+                                  "G1GC, data in a temporary directory, replication 1")
+        r.broker.update(asyncio.run(broker_configs(bootstrap)))
+        log(f"broker {bootstrap}: {r.broker}")
+
+        tp_settings = None
+        if "throughput" not in skip:
+            try:
+                tp_settings = asyncio.run(phase_throughput(r, bootstrap, work, prefixes))
+            except Exception:
+                r.errors.append("throughput: " + traceback.format_exc())
+                log(r.errors[-1])
+        if "replay" not in skip and tp_settings is not None:
+            log("replay ...")
+            try:
+                r.replay = asyncio.run(replay_speed.run(tp_settings))
+                log(f"replay: {r.replay.result.events:,} events in {r.replay.result.seconds:.1f} s = "
+                    f"{fmt(r.replay.result.rate)} events/s")
+            except Exception:
+                r.errors.append("replay: " + traceback.format_exc())
+                log(r.errors[-1])
+        if "latency" not in skip:
+            log(f"latency at {a.rates} requests/s ...")
+            try:
+                settings = tp.bench_settings(bootstrap, work, "lat", tick_interval_s=1.0)
+                prefixes.append(settings.app_id)
+                if not r.worker:
+                    r.worker = tp.worker_settings_table(settings)
+                    r.faust = tp.faust_settings(settings)
+                hook = None
+                if "profile" not in skip and pyspy():
+                    hook = lambda pid: pyspy_record(pid, 10, RESULTS / f"{a.stem}-profile-1000rps.txt")  # noqa: E731
+                r.latency = asyncio.run(lat.run(settings, work, a.rates, a.latency_seconds, a.latency_warmup, a.seed,
+                                                a.quick, hook))
+            except Exception:
+                r.errors.append("latency: " + traceback.format_exc())
+                log(r.errors[-1])
+        if "profile" not in skip and r.log is not None:
+            try:
+                asyncio.run(phase_profile_tp(r, bootstrap, work, prefixes))
+            except Exception:
+                r.errors.append("profile: " + traceback.format_exc())
+                log(r.errors[-1])
+        if external and not a.keep_topics and prefixes:
+            try:
+                n = asyncio.run(delete_topics(bootstrap, prefixes))
+                log(f"deleted {n} bench topic(s) from {bootstrap}")
+            except Exception as exc:
+                log(f"could not delete the bench topics: {exc}")
+    finally:
+        if kafka is not None:
+            kafka.close()
+    if "inprocess" not in skip:
+        run_inprocess(r, work)
+    r.wall_s = time.monotonic() - t_start
+    r.plots = plots(r, a.stem)
+    write_markdown(r, out)
+    log(f"wrote {out}" + (f" and {', '.join(r.plots)}" if r.plots else ""))
+    print(out.read_text().split("## Settings")[0])
+    if r.errors:
+        log(f"{len(r.errors)} error(s); worker logs and scratch kept in {work}")
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
