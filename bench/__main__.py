@@ -104,12 +104,14 @@ class Profile:
     incl_top: list[tuple[str, int]]
     categories: list[tuple[str, int]]
     path: Path
+    threads: list[tuple[str, int]] = field(default_factory=list)
 
 
 def summarize(path: Path, seconds: float, rate: int) -> Profile:
     self_c: Counter = Counter()
     incl_c: Counter = Counter()
     cats: Counter = Counter()
+    threads: Counter = Counter()
     total = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
@@ -122,6 +124,9 @@ def summarize(path: Path, seconds: float, rate: int) -> Profile:
             m = _FRAME.match(raw.strip())
             frames.append((m.group("fn"), _short(m.group("path"))) if m else (raw.strip(), ""))
         names = [f"{fn} ({p})" for fn, p in frames]
+        threads["other threads (Faust's aiokafka consumer thread, mode ServiceThread)"
+                if any(fn == "Thread._bootstrap" for fn, _ in frames) else "main thread (event loop: agent, producer, "
+                "tables, timers)"] += n
         self_c[names[-1]] += n
         for name in set(names):
             incl_c[name] += n
@@ -132,7 +137,8 @@ def summarize(path: Path, seconds: float, rate: int) -> Profile:
                 break
         else:
             cats["asyncio event loop, selectors, other stdlib"] += n
-    return Profile(total, seconds, rate, self_c.most_common(20), incl_c.most_common(25), cats.most_common(), path)
+    return Profile(total, seconds, rate, self_c.most_common(20), incl_c.most_common(25), cats.most_common(), path,
+                   threads.most_common())
 
 
 def profile_md(p: Profile | str | None, title: str) -> str:
@@ -146,7 +152,10 @@ def profile_md(p: Profile | str | None, title: str) -> str:
         f"py-spy {p.rate} Hz for {p.seconds:.0f} s, {p.samples:,} samples of CPU time (idle waits are not "
         f"sampled; shares are of the samples). Raw collapsed stacks: `{p.path.name}` (load into speedscope "
         "or flamegraph.pl).",
-        "Where the CPU goes (each sample counted once, first matching category over its whole stack):",
+        f"Samples per thread ({p.samples / (p.seconds * p.rate):.2f} threads busy on average):",
+        md_table(["thread", "samples", "share"], [[t, n, pct(n)] for t, n in p.threads]),
+        "Where the CPU goes (each sample counted once, first matching category over its whole stack; a table "
+        "write made by the gate counts as tables):",
         md_table(["category", "samples", "share"], [[c, n, pct(n)] for c, n in p.categories]),
         "Top functions by own time:",
         md_table(["function (file)", "samples", "share"], [[f, n, pct(n)] for f, n in p.self_top[:15]]),
@@ -313,6 +322,8 @@ def write_markdown(r: Report, path: Path) -> None:
               md_table(["broker config", "value"], [[k, v] for k, v in r.broker.items() if not k.startswith("_")]),
               "", "Worker (`sendgate worker` in a child process, `WorkerProcess`; as the integration tests run it):", "",
               md_table(["sendgate setting", "value"], list(r.worker.items())), "",
+              ("Worker environment overrides (`--worker-env`): " + ", ".join(f"`{e}`" for e in a.worker_env)
+               if a.worker_env else "No worker environment overrides (`--worker-env`)."), "",
               "Faust settings in effect (read from the worker's `App.conf`; sendgate sets acks, guarantee, store "
               "and group timings, the rest are Faust defaults):", "",
               md_table(["Faust setting", "value"], list(r.faust.items())), "",
@@ -396,7 +407,7 @@ def write_markdown(r: Report, path: Path) -> None:
     path.write_text("\n".join(parts).rstrip() + "\n")
 
 
-def plots(r: Report, stem: str) -> list[str]:
+def plots(r: Report, stem: str, where: Path) -> list[str]:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -420,7 +431,7 @@ def plots(r: Report, stem: str) -> list[str]:
         ax.grid(True, which="both", alpha=0.3)
         name = f"{stem}-throughput.png"
         fig.tight_layout()
-        fig.savefig(RESULTS / name, dpi=110)
+        fig.savefig(where / name, dpi=110)
         plt.close(fig)
         made.append(name)
     if r.latency is not None and any(len(x.lat_ms) for x in r.latency.results):
@@ -451,7 +462,7 @@ def plots(r: Report, stem: str) -> list[str]:
         fig.suptitle("Send request produce -> decision at a subscriber")
         name = f"{stem}-latency.png"
         fig.tight_layout()
-        fig.savefig(RESULTS / name, dpi=110)
+        fig.savefig(where / name, dpi=110)
         plt.close(fig)
         made.append(name)
     return made
@@ -508,7 +519,8 @@ async def phase_profile_tp(r: Report, bootstrap: str, work: Path, prefixes: list
             r.profile_tp = f"profile run: {problem}"
             return
         log(f"py-spy on the worker (pid {worker.process.pid}) for {seconds:.0f} s ({n:,} events published) ...")
-        r.profile_tp = await pyspy_record(worker.process.pid, seconds, RESULTS / f"{r.args.stem}-profile-saturated.txt")
+        r.profile_tp = await pyspy_record(worker.process.pid, seconds,
+                                          r.args.outdir / f"{r.args.stem}-profile-saturated.txt")
     finally:
         worker.stop()
 
@@ -547,19 +559,23 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="seconds-long smoke version (CI)")
     ap.add_argument("--events", type=int, help="events in the throughput/replay log (default 200,000; quick 5,000)")
-    ap.add_argument("--rates", default="1000,3000", help="offered request rates per second (default 1000,3000)")
+    ap.add_argument("--rates", help="offered request rates per second (default 100,1000,3000: 100/s shows the "
+                                    "latency without queueing; quick 1000,3000)")
     ap.add_argument("--latency-seconds", type=float, help="measured seconds per rate (default 20; quick 3)")
     ap.add_argument("--latency-warmup", type=float, help="warm-up seconds per rate (default 2; quick 0.5)")
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--skip", default="", help="comma list of: throughput, replay, latency, profile, inprocess")
     ap.add_argument("--profile", action="store_true", help="profile with py-spy also in --quick")
     ap.add_argument("--out", help="results file (default bench/results/latest.md; quick: quick.md)")
+    ap.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment for the worker processes, e.g. PRODUCER_LINGER=0.005 (Faust reads its "
+                         "settings from the environment); shown with the results")
     ap.add_argument("--keep-topics", action="store_true", help="do not delete the bench topics from an external broker")
     a = ap.parse_args(argv)
     a.events = a.events or (5_000 if a.quick else 200_000)
     a.latency_seconds = a.latency_seconds or (3.0 if a.quick else 20.0)
     a.latency_warmup = a.latency_warmup if a.latency_warmup is not None else (0.5 if a.quick else 2.0)
-    a.rates = [int(x) for x in a.rates.split(",") if x.strip()]
+    a.rates = [int(x) for x in (a.rates or ("1000,3000" if a.quick else "100,1000,3000")).split(",") if x.strip()]
     skip = {s.strip() for s in a.skip.split(",") if s.strip()}
     unknown = skip - {"throughput", "replay", "latency", "profile", "inprocess"}
     if unknown:
@@ -569,8 +585,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.quick and not a.profile:
         skip.add("profile")
     out = Path(a.out) if a.out else RESULTS / ("quick.md" if a.quick else "latest.md")
-    a.stem = out.stem
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    a.stem, a.outdir = out.stem, out.parent
+    a.outdir.mkdir(parents=True, exist_ok=True)
+    for item in a.worker_env:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            ap.error(f"--worker-env wants KEY=VALUE, got {item!r}")
+        os.environ[k] = v  # the worker processes inherit the environment; Faust reads its settings from it
 
     r = Report(a, started=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), load_start=loadavg())
     t_start = time.monotonic()
@@ -620,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
                     r.faust = tp.faust_settings(settings)
                 hook = None
                 if "profile" not in skip and pyspy():
-                    hook = lambda pid: pyspy_record(pid, 10, RESULTS / f"{a.stem}-profile-1000rps.txt")  # noqa: E731
+                    hook = lambda pid: pyspy_record(pid, 10, a.outdir / f"{a.stem}-profile-1000rps.txt")  # noqa: E731
                 r.latency = asyncio.run(lat.run(settings, work, a.rates, a.latency_seconds, a.latency_warmup, a.seed,
                                                 a.quick, hook))
             except Exception:
@@ -644,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     if "inprocess" not in skip:
         run_inprocess(r, work)
     r.wall_s = time.monotonic() - t_start
-    r.plots = plots(r, a.stem)
+    r.plots = plots(r, a.stem, out.parent)
     write_markdown(r, out)
     log(f"wrote {out}" + (f" and {', '.join(r.plots)}" if r.plots else ""))
     print(out.read_text().split("## Settings")[0])

@@ -116,7 +116,8 @@ async def run(args: argparse.Namespace) -> int:
         isolation_level="read_committed",  # never deliver a record of an aborted gate transaction
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
-        rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000))
+        rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
+        **settings.kafka_options())      # TLS / SASL from SENDGATE_SECURITY_PROTOCOL and friends
     delivered_ids, delivered = RecentIds(REMEMBER_IDS), 0
     await consumer.start()
     try:

@@ -171,6 +171,7 @@ def build_app(settings: Settings, *, decisions_topic: str | None = None, emit_de
     app = faust.App(
         settings.app_id,
         broker=faust_broker_url(settings.bootstrap),
+        broker_credentials=settings.broker_credentials(),  # Faust's producer, consumers and topic admin
         store=settings.store,
         datadir=os.path.join(settings.data_dir, settings.app_id),
         topic_partitions=settings.partitions,

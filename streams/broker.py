@@ -18,8 +18,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
+
+from .config import Settings
 
 KAFKA_VERSION = "4.1.1"
+SCRAM = "SCRAM-SHA-256"  # the mechanism of the optional SASL listener (`LocalKafka(scram=...)`)
 SLF4J_VERSION = "1.7.36"  # the slf4j line kafka 4.1 is built against
 CACHE = Path(os.environ.get("SENDGATE_CACHE", Path.home() / ".cache" / "sendgate"))
 
@@ -75,16 +79,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_properties(port: int, controller_port: int, log_dir: Path) -> str:
+def server_properties(port: int, controller_port: int, log_dir: Path, sasl_port: int | None = None) -> str:
+    # The SASL listener is an extra door for clients; the broker itself keeps talking PLAINTEXT.
+    sasl = f",SASL_PLAINTEXT://127.0.0.1:{sasl_port}" if sasl_port else ""
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{sasl}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}{sasl}",
         "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
         "inter.broker.listener.name=PLAINTEXT",
+        *([f"sasl.enabled.mechanisms={SCRAM}",
+           # the broker side of SCRAM needs no credentials of its own: they are checked against the metadata log
+           f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config="
+           "org.apache.kafka.common.security.scram.ScramLoginModule required;"] if sasl_port else []),
         f"log.dirs={log_dir}",
         # One node: internal topics cannot have more than one replica.
         "offsets.topic.replication.factor=1",
@@ -108,15 +118,17 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-async def wait_for_metadata(bootstrap: str, deadline: float) -> None:
-    """Wait until the broker answers a metadata request (a listening port is not enough)."""
+async def wait_for_metadata(bootstrap: str, deadline: float, **client_options: Any) -> None:
+    """Wait until the broker answers a metadata request (a listening port is not enough).
+
+    `client_options` are aiokafka's security arguments (`Settings.kafka_options()`)."""
     from aiokafka import AIOKafkaClient
 
     host, port = bootstrap.rsplit(":", 1)
     last: Exception | None = None
     while time.monotonic() < deadline:
         if _port_open(host, int(port)):  # avoids aiokafka logging every refused connection
-            client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+            client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000, **client_options)
             try:
                 await client.bootstrap()
                 return
@@ -129,11 +141,23 @@ async def wait_for_metadata(bootstrap: str, deadline: float) -> None:
 
 
 class LocalKafka:
-    """One KRaft broker+controller process on loopback. Use as a context manager or start()/stop()."""
+    """One KRaft broker+controller process on loopback. Use as a context manager or start()/stop().
+
+    With `scram=(user, password)` it also listens for SASL_PLAINTEXT clients with SCRAM-SHA-256 on
+    `sasl_bootstrap`, where that user can log in.
+    """
 
     def __init__(self, port: int | None = None, data_dir: str | os.PathLike | None = None,
-                 heap: str = "512m") -> None:
+                 heap: str = "512m", scram: tuple[str, str] | None = None, sasl_port: int | None = None) -> None:
+        if scram is not None:
+            user, password = scram
+            # Kafka's SCRAM syntax (`SCRAM-SHA-256=[name=U,password=P]`) has no quoting.
+            if not user or not password or any(c in user + password for c in ",[]") or "=" in user:
+                raise BrokerError("SCRAM user and password must be non-empty, without ',', '[' or ']' "
+                                  "(and no '=' in the user name)")
         self.port = port or free_port()
+        self.scram = scram
+        self.sasl_port = (sasl_port or free_port()) if scram else None
         self._tmp = None if data_dir else tempfile.mkdtemp(prefix="sendgate-kafka-")
         self.data_dir = Path(data_dir or self._tmp).resolve()
         self.heap = heap
@@ -142,6 +166,18 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str | None:
+        return f"127.0.0.1:{self.sasl_port}" if self.sasl_port else None
+
+    @property
+    def scram_settings(self) -> dict[str, str]:
+        """The `Settings` fields that log in on `sasl_bootstrap` (with `bootstrap=kafka.sasl_bootstrap`)."""
+        if not self.scram:
+            return {}
+        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": SCRAM,
+                "sasl_username": self.scram[0], "sasl_password": self.scram[1]}
 
     @property
     def log_file(self) -> Path:
@@ -153,14 +189,17 @@ class LocalKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
         controller_port = free_port()
-        props.write_text(server_properties(self.port, controller_port, self.data_dir / "logs"))
+        props.write_text(server_properties(self.port, controller_port, self.data_dir / "logs", self.sasl_port))
         classpath = f"{libs}/*"
         java = ["java", f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC",
                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", classpath]
-        if not (self.data_dir / "logs" / "meta.properties").exists():
+        formatted_now = not (self.data_dir / "logs" / "meta.properties").exists()
+        if formatted_now:
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            fmt = subprocess.run(java + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
-                                 capture_output=True, text=True)
+            # SCRAM credentials live in the metadata log; the first ones can be written with it.
+            scram = ["--add-scram", f"{SCRAM}=[name={self.scram[0]},password={self.scram[1]}]"] if self.scram else []
+            fmt = subprocess.run(java + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                                         *scram], capture_output=True, text=True)
             if fmt.returncode != 0:
                 raise BrokerError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
         log = open(self.log_file, "ab")
@@ -170,14 +209,29 @@ class LocalKafka:
         log.close()
         deadline = time.monotonic() + timeout
         try:
-            asyncio.run(self._wait(deadline))
+            asyncio.run(self._wait(self.bootstrap, deadline))
+            if self.scram:
+                if not formatted_now:  # a kept --data-dir: add or update the user on the running broker
+                    self._alter_scram(java)
+                # proves the listener and the credentials, not just that the port is open
+                login = Settings(bootstrap=self.sasl_bootstrap, **self.scram_settings).kafka_options()
+                asyncio.run(self._wait(self.sasl_bootstrap, deadline, **login))
         except BaseException:
             self.close()
             raise
         return self
 
-    async def _wait(self, deadline: float) -> None:
-        task = asyncio.ensure_future(wait_for_metadata(self.bootstrap, deadline))
+    def _alter_scram(self, java: list[str]) -> None:
+        user, password = self.scram
+        result = subprocess.run(java + ["kafka.admin.ConfigCommand", "--bootstrap-server", self.bootstrap, "--alter",
+                                        "--add-config", f"{SCRAM}=[password={password}]",
+                                        "--entity-type", "users", "--entity-name", user],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BrokerError(f"adding SCRAM user {user!r} failed:\n{result.stdout}{result.stderr}")
+
+    async def _wait(self, bootstrap: str, deadline: float, **client_options: Any) -> None:
+        task = asyncio.ensure_future(wait_for_metadata(bootstrap, deadline, **client_options))
         while not task.done():
             if self.process.poll() is not None:
                 task.cancel()

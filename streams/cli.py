@@ -25,11 +25,23 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    kafka = LocalKafka(port=args.port, data_dir=args.data_dir)
+    scram = None
+    if args.scram:
+        user, sep, password = args.scram.partition(":")
+        if not sep:
+            raise BrokerError("--scram takes USER:PASSWORD")
+        scram = (user, password)
+    kafka = LocalKafka(port=args.port, data_dir=args.data_dir, scram=scram, sasl_port=args.sasl_port)
     kafka.start()
     print(f"Kafka {kafka.bootstrap} is up (data: {kafka.data_dir}, log: {kafka.log_file}); Ctrl-C stops it.",
           flush=True)
     print(f"export SENDGATE_BOOTSTRAP={kafka.bootstrap}", flush=True)
+    if scram:
+        print(f"SASL_PLAINTEXT listener with SCRAM-SHA-256 for user {scram[0]!r} on {kafka.sasl_bootstrap}; "
+              f"clients log in with:", flush=True)
+        print(f"export SENDGATE_BOOTSTRAP={kafka.sasl_bootstrap} SENDGATE_SECURITY_PROTOCOL=SASL_PLAINTEXT "
+              f"SENDGATE_SASL_MECHANISM=SCRAM-SHA-256 SENDGATE_SASL_USERNAME={scram[0]} "
+              f"SENDGATE_SASL_PASSWORD=<the password>", flush=True)
     stop = {"now": False}
 
     def on_signal(*_: object) -> None:
@@ -159,6 +171,9 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("broker", help="run a local single-node Kafka (KRaft) on 127.0.0.1")
     b.add_argument("--port", type=int, default=9092)
     b.add_argument("--data-dir", help="keep the log here between runs (default: a temporary directory)")
+    b.add_argument("--scram", metavar="USER:PASSWORD",
+                   help="also listen for SASL_PLAINTEXT clients with SCRAM-SHA-256, as this user")
+    b.add_argument("--sasl-port", type=int, default=9093, help="port of the --scram listener (default 9093)")
     b.set_defaults(func=cmd_broker)
 
     w = sub.add_parser("worker", help="run the gate worker (Faust)")

@@ -13,18 +13,43 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (KafkaConnectionError, KafkaError, SaslAuthenticationFailed, TopicAlreadyExistsError,
+                             UnsupportedSaslMechanismError)
 
 from sendgate.models.decisions import Decision, Delivery
 from sendgate.models.events import decode_event
 
-from .config import Settings
+from .config import KafkaAuthError, Settings
+
+
+async def start_client(client: Any, settings: Settings) -> None:
+    """`client.start()` for a client that is the first to reach the broker. aiokafka reports a
+    refused SASL login as a bare "Unable to bootstrap" (the reason only goes to its log), so on
+    that error one direct connection finds out whether the credentials were the cause."""
+    try:
+        await client.start()
+    except KafkaConnectionError:
+        if settings.security_protocol.startswith("SASL_"):
+            for address in settings.bootstrap.split(","):
+                host, port = address.strip().rsplit(":", 1)
+                try:
+                    conn = await create_conn(host, int(port), request_timeout_ms=10_000, **settings.kafka_options())
+                except (SaslAuthenticationFailed, UnsupportedSaslMechanismError) as exc:
+                    raise KafkaAuthError(
+                        f"authentication failed at {host}:{port} for user {settings.sasl_username!r}: "
+                        f"{exc.args[0] if exc.args else exc} (check SENDGATE_SASL_MECHANISM, "
+                        f"SENDGATE_SASL_USERNAME and SENDGATE_SASL_PASSWORD)") from None
+                except (OSError, KafkaError, asyncio.TimeoutError):
+                    continue  # not a login problem: the original error stands
+                conn.close()
+        raise
 
 
 async def ensure_topics(settings: Settings, names: list[str]) -> None:
     """Create missing topics with the configured partition count (the broker does not auto-create)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
-    await admin.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
+    await start_client(admin, settings)
     try:
         missing = set(names) - set(await admin.list_topics())
         if missing:
@@ -38,8 +63,8 @@ async def ensure_topics(settings: Settings, names: list[str]) -> None:
 
 async def partitions_of(settings: Settings, topic: str, wait_s: float) -> list[int]:
     """The partition ids of `topic`, waiting up to `wait_s` for a worker to create it."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
-    await admin.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
+    await start_client(admin, settings)
     try:
         deadline = time.monotonic() + wait_s
         while True:
@@ -64,12 +89,17 @@ class Publisher:
         self.settings = settings or Settings.from_env()
         self.topic = self.settings.topic("events")
         self._max_ahead_ms = self.settings.policy().max_ts_ahead_s * 1000
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all",
-                                          linger_ms=5, enable_idempotence=True, **producer_options)
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all", linger_ms=5,
+                                          enable_idempotence=True,
+                                          **{**self.settings.kafka_options(), **producer_options})
 
     async def __aenter__(self) -> "Publisher":
-        await ensure_topics(self.settings, [self.topic])
-        await self._producer.start()
+        try:
+            await ensure_topics(self.settings, [self.topic])
+            await start_client(self._producer, self.settings)
+        except BaseException:
+            await self._producer.stop()  # else aiokafka logs "Unclosed AIOKafkaProducer" after the real error
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -96,8 +126,9 @@ async def _records(settings: Settings, topic: str, *, group_id: str | None, from
                    keep: Callable[[dict], bool], wait_for_topic_s: float = 30.0) -> AsyncIterator[dict]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group_id,
                                 auto_offset_reset="earliest" if from_beginning else "latest",
-                                enable_auto_commit=group_id is not None, isolation_level="read_committed")
-    await consumer.start()
+                                enable_auto_commit=group_id is not None, isolation_level="read_committed",
+                                **settings.kafka_options())
+    await start_client(consumer, settings)
     try:
         if group_id is not None:
             consumer.subscribe([topic])

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+import ssl
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sendgate.models.policy import Policy
 
@@ -15,8 +17,16 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\.\Z")
 _APP_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\Z")
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names the variable."""
+
+
+class KafkaAuthError(ConfigError):
+    """The broker refused the configured credentials (a ConfigError: the fix is in the settings)."""
 
 
 def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
@@ -64,6 +74,13 @@ class Settings:
     rebalance_timeout_s: float = 60.0
     log_level: str = "warning"
     processing_guarantee: str = "at_least_once"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)  # kept out of logs and test reports
+    ssl_cafile: str | None = None  # None with SSL: the system's CA store
+    ssl_certfile: str | None = None  # client certificate (mutual TLS), PEM
+    ssl_keyfile: str | None = None
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.match(self.topic_prefix):
@@ -78,6 +95,34 @@ class Settings:
                               f"got {self.processing_guarantee!r}")
         if not self.bootstrap:
             raise ConfigError("SENDGATE_BOOTSTRAP must name at least one host:port")
+        self._check_security()
+
+    def _check_security(self) -> None:
+        # A security setting the chosen protocol would ignore is refused rather than dropped
+        # silently: it almost always means the protocol is not the one intended.
+        protocol = self.security_protocol
+        if protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"SENDGATE_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                              f"got {protocol!r}")
+        sasl = {"SENDGATE_SASL_MECHANISM": self.sasl_mechanism, "SENDGATE_SASL_USERNAME": self.sasl_username,
+                "SENDGATE_SASL_PASSWORD": self.sasl_password}
+        if protocol.startswith("SASL_"):
+            missing = [name for name, value in sasl.items() if not value]
+            if missing:
+                raise ConfigError(f"SENDGATE_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)}")
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ConfigError(f"SENDGATE_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, "
+                                  f"got {self.sasl_mechanism!r}")
+        elif any(sasl.values()):
+            raise ConfigError(f"{', '.join(n for n, v in sasl.items() if v)} set, but SENDGATE_SECURITY_PROTOCOL="
+                              f"{protocol} does not use SASL (SASL_PLAINTEXT or SASL_SSL does)")
+        tls = {"SENDGATE_SSL_CAFILE": self.ssl_cafile, "SENDGATE_SSL_CERTFILE": self.ssl_certfile,
+               "SENDGATE_SSL_KEYFILE": self.ssl_keyfile}
+        if not protocol.endswith("SSL") and any(tls.values()):
+            raise ConfigError(f"{', '.join(n for n, v in tls.items() if v)} set, but SENDGATE_SECURITY_PROTOCOL="
+                              f"{protocol} does not use TLS (SSL or SASL_SSL does)")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ConfigError("SENDGATE_SSL_KEYFILE needs SENDGATE_SSL_CERTFILE (the client certificate)")
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -101,6 +146,13 @@ class Settings:
             rebalance_timeout_s=_float(env, "SENDGATE_REBALANCE_TIMEOUT_S", d.rebalance_timeout_s),
             log_level=env.get("SENDGATE_LOG_LEVEL") or d.log_level,
             processing_guarantee=env.get("SENDGATE_PROCESSING_GUARANTEE") or d.processing_guarantee,
+            security_protocol=env.get("SENDGATE_SECURITY_PROTOCOL") or d.security_protocol,
+            sasl_mechanism=env.get("SENDGATE_SASL_MECHANISM") or None,
+            sasl_username=env.get("SENDGATE_SASL_USERNAME") or None,
+            sasl_password=env.get("SENDGATE_SASL_PASSWORD") or None,
+            ssl_cafile=env.get("SENDGATE_SSL_CAFILE") or None,
+            ssl_certfile=env.get("SENDGATE_SSL_CERTFILE") or None,
+            ssl_keyfile=env.get("SENDGATE_SSL_KEYFILE") or None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -117,10 +169,51 @@ class Settings:
             "SENDGATE_REBALANCE_TIMEOUT_S": str(self.rebalance_timeout_s),
             "SENDGATE_LOG_LEVEL": self.log_level,
             "SENDGATE_PROCESSING_GUARANTEE": self.processing_guarantee,
+            "SENDGATE_SECURITY_PROTOCOL": self.security_protocol,
         }
         if self.policy_file:
             env["SENDGATE_POLICY"] = self.policy_file
+        for name, value in (("SENDGATE_SASL_MECHANISM", self.sasl_mechanism),
+                            ("SENDGATE_SASL_USERNAME", self.sasl_username),
+                            ("SENDGATE_SASL_PASSWORD", self.sasl_password), ("SENDGATE_SSL_CAFILE", self.ssl_cafile),
+                            ("SENDGATE_SSL_CERTFILE", self.ssl_certfile), ("SENDGATE_SSL_KEYFILE", self.ssl_keyfile)):
+            if value:
+                env[name] = value
         return env
+
+    def kafka_options(self) -> dict[str, Any]:
+        """The security keyword arguments of every aiokafka client (producer, consumer, admin, client)."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL_"):
+            # aiokafka names them sasl_plain_* for SCRAM too
+            options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                           sasl_plain_password=self.sasl_password)
+        if self.security_protocol.endswith("SSL"):
+            options["ssl_context"] = self._ssl_context()
+        return options
+
+    def broker_credentials(self) -> Any:
+        """The same settings for the Faust worker (`faust.App(broker_credentials=...)`); None for PLAINTEXT."""
+        import faust  # only the worker needs it; clients should not pay for importing Faust
+
+        options = self.kafka_options()
+        if self.security_protocol.startswith("SASL_"):
+            # with an ssl_context Faust speaks SASL_SSL, without one SASL_PLAINTEXT
+            return faust.SASLCredentials(username=self.sasl_username, password=self.sasl_password,
+                                         mechanism=self.sasl_mechanism, ssl_context=options.get("ssl_context"))
+        if self.security_protocol == "SSL":
+            return faust.SSLCredentials(options["ssl_context"])
+        return None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        from aiokafka.helpers import create_ssl_context
+
+        try:
+            # verifies the broker's certificate and host name; presents ours when one is configured
+            return create_ssl_context(cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile)
+        except OSError as exc:  # a missing file, or ssl.SSLError (bad PEM, a key that does not match)
+            raise ConfigError(f"cannot load TLS files (SENDGATE_SSL_CAFILE={self.ssl_cafile}, SENDGATE_SSL_CERTFILE="
+                              f"{self.ssl_certfile}, SENDGATE_SSL_KEYFILE={self.ssl_keyfile}): {exc}") from None
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -29,7 +29,8 @@ class LogRecord:
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """The current end (next offset to be written) of every partition of `topic`."""
     partitions = await partitions_of(settings, topic, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+                                **settings.kafka_options())
     await consumer.start()
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
@@ -41,7 +42,7 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 async def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
     """The offsets a consumer group has committed on `topic` (0 where it has none)."""
     partitions = await partitions_of(settings, topic, 0)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -56,7 +57,7 @@ async def read_log(settings: Settings, topic: str, until: dict[int, int],
     """Every record of `topic` from offset 0 up to (not including) `until[partition]`, each
     partition in order. Partitions interleave as they are fetched, as they do in a live worker."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_poll_records=2000)
+                                auto_offset_reset="earliest", max_poll_records=2000, **settings.kafka_options())
     await consumer.start()
     try:
         todo = {p: end for p, end in until.items() if end > 0}

@@ -46,7 +46,7 @@ def changelog_topic(settings: Settings, table: str) -> str:
 async def _recreate_changelogs(settings: Settings) -> None:
     names = {changelog_topic(settings, t): settings.partitions for t in TABLES}
     names[changelog_topic(settings, JUNK)] = 1
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
     await admin.start()
     try:
         groups = await admin.describe_consumer_groups([settings.app_id])
@@ -82,7 +82,7 @@ async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
         except InvalidEvent:
             continue  # dead-lettered by the live worker already; it changed no state
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
-                                enable_idempotence=True)
+                                enable_idempotence=True, **settings.kafka_options())
     await producer.start()
     written: dict[str, int] = {}
     try:

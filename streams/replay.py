@@ -57,7 +57,7 @@ async def replay(settings: Settings, name: str, policy: Policy, until: dict[int,
     await ensure_topics(settings, [out_topic])
     gate, store = Gate(policy), MemoryStore()
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
-                                enable_idempotence=True)
+                                enable_idempotence=True, **settings.kafka_options())
     await producer.start()
     started = time.monotonic()
     events = decisions = dead = 0

@@ -118,3 +118,338 @@ def outcomes(records: list[dict]) -> list[tuple[str, str, str]]:
 
 def ev(kind: str, **fields) -> dict:
     return {"type": kind, **fields}
+
+
+# --- fault tests: publishing with offsets, reading topics to their end, accounting --------------
+
+import base64  # noqa: E402  (imports of the helpers below, added after the original ones)
+import threading  # noqa: E402
+from collections import Counter  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A record the worker must dead-letter, written byte for byte (key defaults to the value's app)."""
+    value: bytes | None
+    key: bytes | None = None
+    note: str = ""
+
+
+@dataclass
+class Sent:
+    """One record as written to the events topic: the event (dict) or an `Invalid`, and where it went."""
+    item: dict | Invalid
+    partition: int
+    offset: int
+
+
+def send_events(settings: Settings, items: list[dict | Invalid | bytes]) -> list[Sent]:
+    """Write events in order with one idempotent producer (acks=all) and return their offsets.
+
+    Dicts are validated with the worker's own decoder first (a test bug must not become a dead
+    letter) and keyed by their app; `Invalid` records (or bare bytes) are written as they are.
+    Much faster than `publish` (no subprocess), so a test can publish in many chunks.
+    """
+    from sendgate.models.events import decode_event
+
+    records: list[tuple[dict | Invalid, bytes | None, bytes | None]] = []
+    for item in items:
+        if isinstance(item, bytes):
+            item = Invalid(item)
+        if isinstance(item, Invalid):
+            records.append((item, item.key, item.value))
+        else:
+            raw = orjson.dumps(item)
+            decode_event(raw, int(time.time() * 1000), settings.policy().max_ts_ahead_s * 1000)
+            records.append((item, item["app"].encode(), raw))
+
+    async def run() -> list[Sent]:
+        await ensure_topics(settings, [settings.topic("events")])
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True,
+                                    linger_ms=5)
+        await producer.start()
+        try:
+            futures = [await producer.send(settings.topic("events"), key=key, value=value)
+                       for _, key, value in records]
+            metas = [await f for f in futures]
+        finally:
+            await producer.stop()
+        return [Sent(item, m.partition, m.offset) for (item, _, _), m in zip(records, metas)]
+
+    return asyncio.run(run())
+
+
+def read_topic(settings: Settings, topic: str, with_partition: bool = False) -> list[dict]:
+    """Every record of `topic` up to its current end offsets, each partition in order (partitions
+    one after another, by number)."""
+    from sendgate.streams.log import end_offsets, read_log
+
+    async def run() -> list[dict]:
+        by_partition: dict[int, list[dict]] = {}
+        async for r in read_log(settings, topic, await end_offsets(settings, topic)):
+            doc = orjson.loads(r.value) if r.value is not None else None
+            if with_partition:
+                doc = {"partition": r.partition, "offset": r.offset, "key": r.key, "value": doc}
+            by_partition.setdefault(r.partition, []).append(doc)
+        return [doc for p in sorted(by_partition) for doc in by_partition[p]]
+
+    return asyncio.run(run())
+
+
+def consumer_lag(settings: Settings) -> dict[int, int]:
+    """Per partition of the events topic: end offset minus the worker group's committed offset."""
+    from sendgate.streams.log import committed_offsets, end_offsets
+
+    async def run() -> dict[int, int]:
+        topic = settings.topic("events")
+        ends = await end_offsets(settings, topic)
+        committed = await committed_offsets(settings, settings.app_id, topic)
+        return {p: end - committed.get(p, 0) for p, end in ends.items()}
+
+    return asyncio.run(run())
+
+
+def wait_consumed(settings: Settings, timeout: float = DEADLINE_S) -> dict[int, int]:
+    """Wait until the worker group has committed the end of every events partition (Faust commits
+    every few seconds, and flushes its producer first, so every output of those events is written).
+    Returns the lag seen at the first poll, for reports."""
+    deadline = time.monotonic() + timeout
+    first = lag = consumer_lag(settings)
+    while any(v > 0 for v in lag.values()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"deadline: worker group {settings.app_id} still lags on "
+                                 f"{settings.topic('events')}: {lag} (end - committed per partition)")
+        time.sleep(0.25)  # a poll interval, not a wait for a result: the loop checks the condition
+        lag = consumer_lag(settings)
+    return first
+
+
+def _dead_letter_raw(doc: dict) -> bytes | None:
+    raw = doc.get("raw")
+    if raw is None:
+        return None
+    return base64.b64decode(raw) if doc.get("raw_encoding") == "base64" else raw.encode()
+
+
+@dataclass
+class Accounting:
+    records: int        # records written to the events topic by the test
+    decided: int        # send/cancel requests with at least one decision
+    dead_lettered: int  # invalid records with their dead letter
+    applied: int        # state events (inbound, opt_in, ...) consumed, i.e. below the committed offsets
+    decisions: int      # decision records read (duplicates included)
+    duplicates: int     # decision records beyond the first with the same decision_id
+
+    def __str__(self) -> str:
+        return (f"records={self.records} decided={self.decided} dead_lettered={self.dead_lettered} "
+                f"applied={self.applied} decisions={self.decisions} duplicates={self.duplicates}")
+
+
+REQUEST_TYPES = ("send", "cancel")
+
+
+def account(settings: Settings, published: list[dict | bytes | Invalid | Sent], decisions: list[dict],
+            dead_letters: list[dict], timeout: float = DEADLINE_S) -> Accounting:
+    """Assert that every input record is accounted for, and return the counts.
+
+    - every `send`/`cancel` has at least one decision with its (app, request_id);
+    - every invalid record (bytes / `Invalid`) has a dead letter: matched by (partition, offset)
+      when it is a `Sent` (from `send_events`), else by its raw bytes (as many distinct dead-lettered
+      offsets as there are such records);
+    - no dead letter is left over (a valid event was never dead-lettered, e.g. an internal error);
+    - every state event was consumed: the worker group's committed offsets reach the end offsets of
+      the events topic (waited for up to `timeout`).
+    """
+    from sendgate.streams.log import committed_offsets, end_offsets
+
+    events_topic = settings.topic("events")
+    decided_keys = {(d["app"], d["request_id"]) for d in decisions}
+    requests: list[dict] = []
+    state: list[dict] = []
+    invalid_at: dict[tuple[int, int], bytes | None] = {}
+    invalid_raw: list[bytes | None] = []
+    for item in published:
+        where = None
+        if isinstance(item, Sent):
+            where, item = (item.partition, item.offset), item.item
+        if isinstance(item, bytes):
+            item = Invalid(item)
+        if isinstance(item, Invalid):
+            if where is not None:
+                invalid_at[where] = item.value
+            else:
+                invalid_raw.append(item.value)
+        elif item["type"] in REQUEST_TYPES:
+            requests.append(item)
+        else:
+            state.append(item)
+
+    undecided = [e for e in requests if (e["app"], e["request_id"]) not in decided_keys]
+    assert not undecided, f"{len(undecided)} request(s) without any decision: {undecided[:10]}"
+
+    dead = {}
+    for d in dead_letters:
+        assert d["topic"] == events_topic, d
+        dead[(d["partition"], d["offset"])] = d  # a dead letter seen twice (after a crash) counts once
+    missing = [(where, raw) for where, raw in invalid_at.items()
+               if where not in dead or _dead_letter_raw(dead[where]) != raw]
+    assert not missing, f"{len(missing)} invalid record(s) without their dead letter: {missing[:10]}"
+    by_raw: dict[bytes | None, int] = Counter(_dead_letter_raw(d) for w, d in dead.items() if w not in invalid_at)
+    wanted = Counter(invalid_raw)
+    short = {raw: n for raw, n in wanted.items() if by_raw.get(raw, 0) < n}
+    assert not short, f"invalid record(s) without their dead letter (raw -> count): {short}"
+    extra = {raw: n - wanted.get(raw, 0) for raw, n in by_raw.items() if n > wanted.get(raw, 0)}
+    assert not extra, ("dead letters that match no invalid record (a valid event was dead-lettered): "
+                       f"{[d for d in dead.values() if _dead_letter_raw(d) in extra][:5]}")
+
+    async def offsets() -> tuple[dict[int, int], dict[int, int]]:
+        return (await end_offsets(settings, events_topic),
+                await committed_offsets(settings, settings.app_id, events_topic))
+
+    deadline = time.monotonic() + timeout
+    ends, committed = asyncio.run(offsets())
+    while any(committed.get(p, 0) < end for p, end in ends.items()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"state events not all consumed: committed {committed}, end {ends}")
+        time.sleep(0.25)  # poll interval
+        ends, committed = asyncio.run(offsets())
+
+    ids = Counter(d["decision_id"] for d in decisions)
+    return Accounting(records=len(published), decided=len(requests) - len(undecided),
+                      dead_lettered=len(invalid_at) + len(invalid_raw), applied=len(state),
+                      decisions=len(decisions), duplicates=sum(n - 1 for n in ids.values()))
+
+
+def uninterrupted(events: list[dict | bytes | Invalid | Sent]) -> list[dict]:
+    """The decisions of one uninterrupted in-process run of the gate over the valid events, in
+    order (every event must carry an explicit `ts`; invalid records are skipped)."""
+    from sendgate.models.decisions import Decision
+    from sendgate.models.events import validate
+    from sendgate.models.gate import Gate, MemoryStore
+
+    gate, store = Gate(), MemoryStore()
+    out: list[dict] = []
+    for e in events:
+        if isinstance(e, Sent):
+            e = e.item
+        if isinstance(e, (bytes, Invalid)):
+            continue
+        assert "ts" in e, f"event without explicit ts: {e}"
+        out += [r.to_dict() for r in gate.handle(validate(e, 0), store) if isinstance(r, Decision)]
+    return out
+
+
+def ids_by_request(decisions: list[dict]) -> dict[tuple[str, str], set[str]]:
+    """(app, request_id) -> the set of its decision ids."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for d in decisions:
+        out.setdefault((d["app"], d["request_id"]), set()).add(d["decision_id"])
+    return out
+
+
+def duplicates(decisions: list[dict]) -> dict[str, int]:
+    """decision_id -> how many times it was seen, for those seen more than once."""
+    return {k: n for k, n in Counter(d["decision_id"] for d in decisions).items() if n > 1}
+
+
+class DecisionWatcher:
+    """Reads the decisions topic from the beginning in a background thread, as it is written.
+
+    `when(count, action)` runs `action()` in the watcher's thread as soon as `count` decision
+    records (duplicates included) have been read, and returns an event set once it has run: a
+    test can crash a worker at a precise point of its progress without sleeping.
+    """
+
+    def __init__(self, settings: Settings, timeout: float = DEADLINE_S) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self.records: list[dict] = []
+        self._lock = threading.Lock()
+        self._triggers: list[tuple[int, Callable[[], None], threading.Event]] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="decision-watcher", daemon=True)
+
+    def __enter__(self) -> "DecisionWatcher":
+        self._thread.start()
+        if not self._ready.wait(self.timeout):
+            raise AssertionError("decision watcher did not start")
+        self._raise()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise AssertionError(f"decision watcher failed: {self._error!r}") from self._error
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.records)
+
+    def snapshot(self) -> list[dict]:
+        with self._lock:
+            return list(self.records)
+
+    def when(self, count: int, action: Callable[[], None]) -> threading.Event:
+        done = threading.Event()
+        with self._lock:
+            self._triggers.append((count, action, done))
+        return done
+
+    def wait_until(self, pred: Callable[[list[dict]], bool], timeout: float | None = None) -> list[dict]:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            self._raise()
+            records = self.snapshot()
+            if pred(records):
+                return records
+            if time.monotonic() > deadline:
+                raise AssertionError(f"deadline: {len(records)} decision(s) read, condition not met; "
+                                     f"last: {records[-3:]}")
+            time.sleep(0.05)  # poll interval of a condition on data the watcher thread collects
+
+    def _fire(self) -> None:
+        with self._lock:
+            n = len(self.records)
+            due = [t for t in self._triggers if t[0] <= n]
+            self._triggers = [t for t in self._triggers if t[0] > n]
+        for _, action, done in due:
+            try:
+                action()
+            finally:
+                done.set()
+
+    def _main(self) -> None:
+        async def run() -> None:
+            topic = self.settings.topic("decisions")
+            partitions = await partitions_of(self.settings, topic, self.timeout)
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
+                                        fetch_max_wait_ms=50)
+            await consumer.start()
+            try:
+                tps = [TopicPartition(topic, p) for p in partitions]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                self._ready.set()
+                while not self._stop.is_set():
+                    batch = await consumer.getmany(timeout_ms=50)
+                    for tp, messages in batch.items():
+                        for m in messages:
+                            with self._lock:
+                                self.records.append(orjson.loads(m.value))
+                            self._fire()
+                    self._fire()
+            finally:
+                await consumer.stop()
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # reported to the test thread
+            self._error = exc
+            self._ready.set()
