@@ -73,16 +73,18 @@ def cli(settings, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def test_replay_reproduces_live_decisions_field_by_field_across_a_restart(settings, workers, tmp_path):
-    one, two = part_one(), part_two()
-    expected = expected_decisions(one + two)
+def run_part_one_and_stop(settings, workers) -> None:
     first = workers.start(settings)
-    publish(settings, one)
-    n_one = len(expected_decisions(one))
-    decisions(settings, n_one)
+    publish(settings, part_one())
+    decisions(settings, len(expected_decisions(part_one())))
     assert first.stop() == 0  # a clean stop commits: nothing may be decided twice
+
+
+def test_replay_reproduces_live_decisions_field_by_field_across_a_restart(settings, workers, tmp_path):
+    expected = expected_decisions(part_one() + part_two())
+    run_part_one_and_stop(settings, workers)
     workers.start(settings.with_(data_dir=str(tmp_path / "fresh-store")))
-    publish(settings, two)
+    publish(settings, part_two())
     live = decisions(settings, len(expected))
     # The log holds consent changes, a paced blast, ticks, releases, a cancel, an opt-out while waiting
     # and a junk report. It is one app, so one partition: its order is total. (A junk report made by
@@ -126,13 +128,8 @@ def snapshot(settings) -> dict[str, dict[bytes, tuple[int, bytes]]]:
 
 
 def test_rebuild_recomputes_the_tables_and_workers_resume_without_repeating(settings, workers):
-    one, two = part_one(), part_two()
-    expected = expected_decisions(one + two)
-    first = workers.start(settings)
-    publish(settings, one)
-    n_one = len(expected_decisions(one))
-    decisions(settings, n_one)
-    assert first.stop() == 0  # a clean stop commits: nothing may be decided twice
+    expected = expected_decisions(part_one() + part_two())
+    run_part_one_and_stop(settings, workers)
     before = snapshot(settings)
     assert before["pending"] and before["userkeys"] and before["senders"]
 
@@ -140,6 +137,6 @@ def test_rebuild_recomputes_the_tables_and_workers_resume_without_repeating(sett
     assert snapshot(settings) == before
 
     workers.start(settings)  # same data dir: rebuild removed the local store, so it recovers from changelogs
-    publish(settings, two)
+    publish(settings, part_two())
     live = collect(settings, settings.topic("decisions"), lambda r: any(d["request_id"] == "last" for d in r))
     assert live == expected  # nothing re-emitted, and every later decision as an uninterrupted run
