@@ -21,6 +21,7 @@ from sendgate.models.gate import JUNK, SCHEDULES, TABLES, Gate
 from sendgate.models.junk import JunkIndex, JunkTemplate
 from sendgate.models.pending import ReleaseSchedule
 
+from .client import partitions_of
 from .config import Settings
 from .web import register_views
 
@@ -139,6 +140,7 @@ class GateApp:
             topic = self.app.topic(self.settings.topic(f"deliveries.{network}"),
                                    partitions=self.settings.partitions, **RAW)
             await topic.maybe_declare()
+            await partitions_of(self.settings, topic.get_topic_name(), 60)
             self._delivery_topics[network] = topic
         return topic
 
@@ -207,14 +209,13 @@ def build_app(settings: Settings, *, decisions_topic: str | None = None, emit_de
 
     @app.agent(events, name="gate")
     async def gate_agent(stream: Any) -> None:
+        # Subscribers may start before the first decision, and a producer that sends to a topic
+        # whose partitions have no leader yet stalls in retries: create the outputs and wait first.
+        for topic in (decisions, deadletter):
+            await topic.maybe_declare()
+            await partitions_of(settings, topic.get_topic_name(), 60)
         async for event in stream.events():
             await gate_app.process(event.message, event.value)
-
-    @app.task
-    async def declare_outputs() -> None:
-        # Subscribers may start before the first decision: create the output topics up front.
-        await decisions.maybe_declare()
-        await deadletter.maybe_declare()
 
     @app.timer(interval=5.0)
     async def refresh_junk() -> None:

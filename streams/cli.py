@@ -61,8 +61,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
     from .app import build_app
+    from .client import ensure_topics, partitions_of
 
     settings = _settings(args)
+    events = settings.topic("events")
+
+    async def events_topic_ready() -> None:
+        # The consumer's first metadata must list the events topic: a topic that Faust creates
+        # while the group forms is left out of the assignment until the next metadata refresh
+        # (5 minutes), and the worker would sit idle until then.
+        await ensure_topics(settings, [events])
+        await partitions_of(settings, events, 60)
+
+    asyncio.run(events_topic_ready())
     gate_app = build_app(settings)
     print(f"sendgate worker: {settings.topic('events')} ({settings.partitions} partitions) on {settings.bootstrap}, "
           f"app id {settings.app_id}, store {settings.store}, policy {settings.policy_file or 'defaults'}",

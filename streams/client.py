@@ -62,15 +62,17 @@ async def ensure_topics(settings: Settings, names: list[str]) -> None:
 
 
 async def partitions_of(settings: Settings, topic: str, wait_s: float) -> list[int]:
-    """The partition ids of `topic`, waiting up to `wait_s` for a worker to create it."""
+    """The partition ids of `topic`, waiting up to `wait_s` until it exists and every partition has
+    a leader (right after creation it has none, and a producer sending then can stall in retries)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
     await start_client(admin, settings)
     try:
         deadline = time.monotonic() + wait_s
         while True:
             for described in await admin.describe_topics([topic]):
-                if described.get("error_code") == 0 and described.get("partitions"):
-                    return [p["partition"] for p in described["partitions"]]
+                partitions = described.get("partitions") or []
+                if described.get("error_code") == 0 and partitions and all(p["leader"] >= 0 for p in partitions):
+                    return [p["partition"] for p in partitions]
             if time.monotonic() > deadline:
                 raise LookupError(f"topic {topic} does not exist on {settings.bootstrap}; is a worker running?")
             await asyncio.sleep(0.2)

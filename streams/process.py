@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .config import Settings
@@ -24,6 +25,22 @@ class WorkerProcess:
                                         env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
         log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> "WorkerProcess":
+        """Wait until Faust reports the worker ready (needs log level info).
+
+        Records that arrive while a worker is still recovering can be dropped from Faust's
+        in-memory queues when recovery ends (faust-streaming #596): the partition then stalls
+        until the next rebalance. Publishing after this returns avoids that window.
+        """
+        deadline = time.monotonic() + timeout
+        while b"[^Worker]: Ready" not in self.log_path.read_bytes():
+            if not self.running:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
+            time.sleep(0.1)
         return self
 
     @property

@@ -41,9 +41,10 @@ class Workers:
         self.started: list[WorkerProcess] = []
 
     def start(self, settings: Settings) -> WorkerProcess:
+        """Start a worker and wait until it is ready (see WorkerProcess.wait_ready for why)."""
         worker = WorkerProcess(settings, self.tmp_path / f"worker-{len(self.started)}.log").start()
         self.started.append(worker)
-        return worker
+        return worker.wait_ready()
 
     def stop_all(self) -> None:
         for worker in self.started:
@@ -182,15 +183,22 @@ def send_events(settings: Settings, items: list[dict | Invalid | bytes]) -> list
 
 def read_topic(settings: Settings, topic: str, with_partition: bool = False) -> list[dict]:
     """Every record of `topic` up to its current end offsets, each partition in order (partitions
-    one after another, by number)."""
+    one after another, by number). `with_partition` wraps each as {partition, offset, key, value,
+    raw, timestamp} (value None when the record is not JSON)."""
     from sendgate.streams.log import end_offsets, read_log
 
     async def run() -> list[dict]:
         by_partition: dict[int, list[dict]] = {}
         async for r in read_log(settings, topic, await end_offsets(settings, topic)):
-            doc = orjson.loads(r.value) if r.value is not None else None
+            try:
+                doc = orjson.loads(r.value) if r.value is not None else None
+            except orjson.JSONDecodeError:
+                if not with_partition:
+                    raise
+                doc = None  # not JSON: the raw bytes are in "raw"
             if with_partition:
-                doc = {"partition": r.partition, "offset": r.offset, "key": r.key, "value": doc}
+                doc = {"partition": r.partition, "offset": r.offset, "key": r.key, "value": doc, "raw": r.value,
+                       "timestamp": r.timestamp}
             by_partition.setdefault(r.partition, []).append(doc)
         return [doc for p in sorted(by_partition) for doc in by_partition[p]]
 
@@ -453,3 +461,48 @@ class DecisionWatcher:
         except BaseException as exc:  # reported to the test thread
             self._error = exc
             self._ready.set()
+
+
+def create_events_topic(settings: Settings) -> None:
+    """Create `<prefix>events` before a worker starts: a worker that subscribes while it is missing
+    only notices it at its next metadata refresh (minutes), so its first events would wait."""
+    asyncio.run(ensure_topics(settings, [settings.topic("events")]))
+
+
+def group_assignment(settings: Settings) -> tuple[str, dict[str, list[int]]]:
+    """The worker group's state and, per member (client host and member id), the partitions of the
+    events topic the group leader assigned to it."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+    async def run() -> tuple[str, dict[str, list[int]]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        await admin.start()
+        try:
+            [response] = await admin.describe_consumer_groups([settings.app_id])
+        finally:
+            await admin.close()
+        [(_, _, state, _, _, members)] = [g[:6] for g in response.groups]
+        out: dict[str, list[int]] = {}
+        for member_id, _client_id, client_host, _metadata, assignment in members:
+            parts = []
+            if assignment:
+                decoded = ConsumerProtocolMemberAssignment.decode(assignment)
+                parts = sorted(p for topic, ps in decoded.assignment if topic == settings.topic("events") for p in ps)
+            out[f"{client_host}/{member_id}"] = parts
+        return state, out
+
+    return asyncio.run(run())
+
+
+def wait_for_group(settings: Settings, pred: Callable[[str, dict[str, list[int]]], bool],
+                   timeout: float = DEADLINE_S) -> dict[str, list[int]]:
+    """Poll the worker group's assignment until `pred(state, members)` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state, members = group_assignment(settings)
+        if pred(state, members):
+            return members
+        if time.monotonic() > deadline:
+            raise AssertionError(f"deadline: group {settings.app_id} is {state} with {members}")
+        time.sleep(0.25)  # poll interval
