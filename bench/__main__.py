@@ -82,18 +82,29 @@ def _short(path: str) -> str:
 
 _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<path>[^():]*)(?::\d+)?\)$")
 
-CATEGORIES = [  # first match over the whole stack wins
+CATEGORIES = [  # first match over the stack (without its root frames) wins
     ("tables: Faust Table get/set, RocksDB, changelog", ("faust/tables/", "faust/stores/")),
     ("gate: decode, consent, burst, sketches (sendgate.models)", ("models/",)),
-    ("outputs: topic.send -> aiokafka producer", ("faust/topics.py", "faust/channels.py", "faust/transport/producer",
-                                                  "aiokafka/producer/")),
-    ("input: aiokafka fetch and record parsing", ("aiokafka/consumer/", "aiokafka/record/", "aiokafka/conn.py",
-                                                  "aiokafka/client.py")),
-    ("Faust stream, agent, consumer and commit machinery", ("faust/",)),
-    ("mode services and timers", ("mode/",)),
-    ("sendgate.streams glue (GateApp.process)", ("streams/",)),
+    ("outputs: topic.send, producer buffer, aiokafka producer", ("faust/topics.py", "faust/channels.py",
+                                                                "faust/transport/producer", "aiokafka/producer/")),
+    ("input: aiokafka consumer, fetch, record parsing", ("aiokafka/consumer/", "aiokafka/record/")),
+    ("Faust stream, agent, event and commit machinery", ("faust/",)),
+    ("aiokafka client and connections (other)", ("aiokafka/",)),
+    ("sendgate.streams glue (GateApp.process itself)", ("streams/app.py",)),
+    ("mode services, threads and timers", ("mode/",)),
 ]
-
+CROSS_CUTTING = [  # shares that cut across the categories (a sample may be in several)
+    ("logging: LogRecords built for debug calls (Faust's worker sets the root logger to DEBUG for its spinner "
+     "when the level is warning or above)", lambda fn, fp: fp.startswith("logging/")),
+    ("socket writes (asyncio transport.write, i.e. send syscalls)", lambda fn, fp: fn == "_SelectorSocketTransport.write"),
+    ("Faust table changelog sends (ProducerBuffer)", lambda fn, fp: fn.startswith("ProducerBuffer.")),
+    ("decisions and deliveries: GateApp.process -> Topic.send", lambda fn, fp: fn == "Topic.send"),
+    ("Gate.handle_record (all of the pure gate, its table reads and writes included)",
+     lambda fn, fp: fn == "Gate.handle_record"),
+    ("sketching: Sketcher.sketch (normalise, shingles, MinHash)", lambda fn, fp: fn == "Sketcher.sketch"),
+]
+ROOT_FRAMES = ("mode/worker.py", "streams/cli.py", "<frozen runpy>")  # in every stack of the main thread
+GENERIC_FRAMES = ROOT_FRAMES + ("asyncio/base_events.py", "asyncio/events.py")
 
 @dataclass
 class Profile:
@@ -104,41 +115,58 @@ class Profile:
     incl_top: list[tuple[str, int]]
     categories: list[tuple[str, int]]
     path: Path
-    threads: list[tuple[str, int]] = field(default_factory=list)
+    threads: list[tuple[str, int, int]] = field(default_factory=list)  # (thread, busy, waiting)
+    idle: int = 0
+    cross: list[tuple[str, int]] = field(default_factory=list)
 
 
 def summarize(path: Path, seconds: float, rate: int) -> Profile:
+    """Aggregate py-spy's collapsed stacks. Samples whose leaf is the selector's epoll wait are the
+    event loop waiting for I/O (py-spy's idle detection does not catch them here): counted per
+    thread, then left out of every CPU share."""
     self_c: Counter = Counter()
     incl_c: Counter = Counter()
     cats: Counter = Counter()
     threads: Counter = Counter()
-    total = 0
+    cross: Counter = Counter()
+    total = idle = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        total += n
         frames = []
         for raw in stack.split(";"):
             m = _FRAME.match(raw.strip())
             frames.append((m.group("fn"), _short(m.group("path"))) if m else (raw.strip(), ""))
+        thread = ("other threads (Faust's aiokafka consumer thread)" if any(fn == "Thread._bootstrap" for fn, _ in frames)
+                  else "main thread (event loop: agent, producer, tables, timers)")
+        if frames[-1][1] == "selectors.py":
+            threads[(thread, "waiting in epoll")] += n
+            idle += n
+            continue
+        threads[(thread, "busy")] += n
+        total += n
         names = [f"{fn} ({p})" for fn, p in frames]
-        threads["other threads (Faust's aiokafka consumer thread, mode ServiceThread)"
-                if any(fn == "Thread._bootstrap" for fn, _ in frames) else "main thread (event loop: agent, producer, "
-                "tables, timers)"] += n
         self_c[names[-1]] += n
-        for name in set(names):
-            incl_c[name] += n
-        paths = [p for _, p in frames]
+        for name in {nm for nm, (_, fp) in zip(names, frames) if fp not in GENERIC_FRAMES}:
+            incl_c[name] += n  # inclusive: once per sample, without the frames every stack has
+        for label, test in CROSS_CUTTING:
+            if any(test(fn, fp) for fn, fp in frames):
+                cross[label] += n
+        paths = [p for _, p in frames if p not in ROOT_FRAMES]
         for label, markers in CATEGORIES:
             if any(p.startswith(mk) or f"/{mk}" in p for p in paths for mk in markers):
                 cats[label] += n
                 break
         else:
-            cats["asyncio event loop, selectors, other stdlib"] += n
+            cats["event loop: callbacks, other stdlib"] += n
+    rows = []
+    for thread in sorted({t for t, _ in threads}):
+        busy, wait = threads[(thread, "busy")], threads[(thread, "waiting in epoll")]
+        rows.append((thread, busy, wait))
     return Profile(total, seconds, rate, self_c.most_common(20), incl_c.most_common(25), cats.most_common(), path,
-                   threads.most_common())
+                   rows, idle, [(label, cross[label]) for label, _ in CROSS_CUTTING])
 
 
 def profile_md(p: Profile | str | None, title: str) -> str:
@@ -147,20 +175,23 @@ def profile_md(p: Profile | str | None, title: str) -> str:
     if isinstance(p, str):
         return f"### {title}\n\n{p}"
     pct = lambda n: f"{100 * n / p.samples:.1f} %"  # noqa: E731
+    ticks = p.seconds * p.rate
     return "\n\n".join([
         f"### {title}",
-        f"py-spy {p.rate} Hz for {p.seconds:.0f} s, {p.samples:,} samples of CPU time (idle waits are not "
-        f"sampled; shares are of the samples). Raw collapsed stacks: `{p.path.name}` (load into speedscope "
-        "or flamegraph.pl).",
-        f"Samples per thread ({p.samples / (p.seconds * p.rate):.2f} threads busy on average):",
-        md_table(["thread", "samples", "share"], [[t, n, pct(n)] for t, n in p.threads]),
-        "Where the CPU goes (each sample counted once, first matching category over its whole stack; a table "
-        "write made by the gate counts as tables):",
-        md_table(["category", "samples", "share"], [[c, n, pct(n)] for c, n in p.categories]),
+        f"py-spy {p.rate} Hz for {p.seconds:.0f} s: {p.samples:,} busy samples, {p.idle:,} waiting in epoll "
+        "(the event loop idle; left out of the shares below). Raw collapsed stacks: "
+        f"`{p.path.name}` (speedscope or flamegraph.pl read it).",
+        md_table(["thread", "busy samples", "waiting samples", "busy share of wall time"],
+                 [[t, b, w, f"{100 * b / ticks:.0f} %"] for t, b, w in p.threads]),
+        "Where the busy time goes (each sample counted once: the first category, in this order, with a frame "
+        "in the stack; a table write made by the gate counts as tables):",
+        md_table(["category", "samples", "share of busy"], [[c, n, pct(n)] for c, n in p.categories]),
+        "Across categories (a sample can count in several rows):",
+        md_table(["samples with a frame of", "samples", "share of busy"], [[c, n, pct(n)] for c, n in p.cross]),
         "Top functions by own time:",
-        md_table(["function (file)", "samples", "share"], [[f, n, pct(n)] for f, n in p.self_top[:15]]),
+        md_table(["function (file)", "samples", "share of busy"], [[f, n, pct(n)] for f, n in p.self_top[:15]]),
         "Top functions by inclusive time:",
-        md_table(["function (file)", "samples", "share"], [[f, n, pct(n)] for f, n in p.incl_top[:20]]),
+        md_table(["function (file)", "samples", "share of busy"], [[f, n, pct(n)] for f, n in p.incl_top[:20]]),
     ])
 
 
@@ -317,6 +348,9 @@ def write_markdown(r: Report, path: Path) -> None:
     ]
     if r.errors:
         parts += ["", "## Errors", ""] + [f"```\n{e}\n```" for e in r.errors]
+    if tp.STARTS:
+        parts += ["", "Worker restarts needed at start-up (a worker that had not joined and recovered in 45 s was "
+                  "stopped and started again; it had processed nothing): " + "; ".join(tp.STARTS)]
     parts += ["", "## Settings", "",
               "Broker: " + r.broker.get("_where", "?"), "",
               md_table(["broker config", "value"], [[k, v] for k, v in r.broker.items() if not k.startswith("_")]),
@@ -367,10 +401,10 @@ def write_markdown(r: Report, path: Path) -> None:
         rows = []
         for res in r.latency.results:
             if not len(res.lat_ms):
-                rows.append([f"{res.rate:,}", fmt(res.sent), "", "", "", "", "", "", "", "", "", res.note])
+                rows.append([f"{res.rate:,}", fmt(res.sent), "", "", "", "", "", "", "", "", "", "", res.note])
                 continue
             q = res.pct
-            rows.append([f"{res.rate:,}", fmt(res.sent), fmt(res.achieved_rate), fmt(res.decided),
+            rows.append([f"{res.rate:,}", fmt(res.sent), fmt(res.achieved_rate), fmt(res.decided), fmt(res.decided_rate),
                          f"{q(res.lat_ms, 50):.1f}", f"{q(res.lat_ms, 90):.1f}", f"{q(res.lat_ms, 99):.1f}",
                          f"{q(res.lat_ms, 99.9):.1f}", f"{res.lat_ms.max():.1f}",
                          f"{q(res.in_ms, 50):.1f} / {q(res.in_ms, 99):.1f}",
@@ -382,8 +416,9 @@ def write_markdown(r: Report, path: Path) -> None:
                   f"Each rate: {a_.latency_warmup:g} s warm-up (not counted) + {a_.latency_seconds:g} s measured. "
                   "Requests: 35 % replies (consent only), 65 % sends to opted-in userkeys (consent + burst step). "
                   "in = decision produced (its record timestamp, ms resolution) - request sent; out = arrival at the "
-                  "subscriber - decision produced; same host clock.", "",
-                  md_table(["offered /s", "requests", "achieved /s", "decided", "p50 ms", "p90 ms", "p99 ms",
+                  "subscriber - decision produced; same host clock. decided /s = decisions / (last arrival - first "
+                  "measured send): the worker's capacity when it cannot keep up.", "",
+                  md_table(["offered /s", "requests", "achieved /s", "decided", "decided /s", "p50 ms", "p90 ms", "p99 ms",
                             "p99.9 ms", "max ms", "in p50 / p99 ms", "out p50 / p99 ms", "note"], rows)]
         if r.latency.profile is not None:
             prof, res = r.latency.profile
@@ -419,10 +454,11 @@ def plots(r: Report, stem: str, where: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(9, 4.5))
         for p in r.passthrough:
             if p.per_second:
-                ax.plot(range(len(p.per_second)), p.per_second, label=f"{p.label} (records/s)", alpha=0.8)
+                ax.plot(range(len(p.per_second)), p.per_second, "o-", ms=3, label=f"{p.label} (records/s)", alpha=0.8)
         if r.worker_run is not None and r.worker_run.decisions.per_second:
             s = r.worker_run.decisions.per_second
-            ax.plot(range(len(s)), s, label="sendgate worker (decisions/s)", color="black")
+            ax.plot(range(len(s)), s, "o-" if len(s) < 30 else "-", ms=3, label="sendgate worker (decisions/s)",
+                    color="black")
         ax.set_xlabel("seconds since the first output record")
         ax.set_ylabel("records per second (1 s bins)")
         ax.set_yscale("log")
@@ -436,18 +472,19 @@ def plots(r: Report, stem: str, where: Path) -> list[str]:
         made.append(name)
     if r.latency is not None and any(len(x.lat_ms) for x in r.latency.results):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-        for res in r.latency.results:
+        for k, res in enumerate(r.latency.results):
             if not len(res.lat_ms):
                 continue
+            color = f"C{k}"
             xs = sorted(res.lat_ms)
-            axes[0].plot(xs, [100 * (i + 1) / len(xs) for i in range(len(xs))], label=f"{res.rate:,}/s")
+            axes[0].plot(xs, [100 * (i + 1) / len(xs) for i in range(len(xs))], color=color, label=f"{res.rate:,}/s")
             bins = defaultdict(list)
             for t, l in res.timeline:
                 bins[int(t)].append(l)
             ts_ = sorted(bins)
             import numpy as np
-            axes[1].plot(ts_, [np.percentile(bins[t], 99) for t in ts_], label=f"{res.rate:,}/s p99")
-            axes[1].plot(ts_, [np.percentile(bins[t], 50) for t in ts_], "--", label=f"{res.rate:,}/s p50")
+            axes[1].plot(ts_, [np.percentile(bins[t], 99) for t in ts_], color=color, label=f"{res.rate:,}/s p99")
+            axes[1].plot(ts_, [np.percentile(bins[t], 50) for t in ts_], "--", color=color, label=f"{res.rate:,}/s p50")
         axes[0].set_xscale("log")
         axes[0].set_xlabel("latency ms (log)")
         axes[0].set_ylabel("% of requests at or below")
@@ -511,13 +548,9 @@ async def phase_profile_tp(r: Report, bootstrap: str, work: Path, prefixes: list
     settings = tp.bench_settings(bootstrap, work, "prof")
     prefixes.append(settings.app_id)
     await tp.publish_records(settings, r.log.records[:n])
-    from sendgate.streams.process import WorkerProcess
-    worker = WorkerProcess(settings, work / f"worker-{settings.app_id}.log").start()
+    await tp.declare_outputs(settings)
+    worker = await tp.start_worker(settings, work / f"worker-{settings.app_id}.log", tp.first_decision(settings))
     try:
-        got, problem = await tp.wait_for_count(settings, settings.topic("decisions"), 1, worker)
-        if problem:
-            r.profile_tp = f"profile run: {problem}"
-            return
         log(f"py-spy on the worker (pid {worker.process.pid}) for {seconds:.0f} s ({n:,} events published) ...")
         r.profile_tp = await pyspy_record(worker.process.pid, seconds,
                                           r.args.outdir / f"{r.args.stem}-profile-saturated.txt")
@@ -532,7 +565,7 @@ def run_inprocess(r: Report, work: Path) -> None:
             continue
         cmd = [sys.executable, "-m", f"bench.{name}"] + (["--quick"] if r.args.quick else [])
         log(f"{' '.join(cmd[1:])} ...")
-        started = time.monotonic()
+        started, wall_started = time.monotonic(), time.time()
         out = work / f"inprocess-{name}.log"
         try:
             with open(out, "wb") as fh:
@@ -542,14 +575,18 @@ def run_inprocess(r: Report, work: Path) -> None:
         except subprocess.TimeoutExpired:
             rc = -1
         secs = time.monotonic() - started
-        results = RESULTS / f"{name}.md"
-        text = results.read_text() if rc == 0 and results.exists() else ""
+        # the file this run wrote (quick runs may write <name>.quick.md)
+        fresh = [f for f in (RESULTS / f"{name}.quick.md", RESULTS / f"{name}.md")
+                 if f.exists() and f.stat().st_mtime >= wall_started - 1]
+        results = fresh[0] if fresh else None
+        text = results.read_text() if rc == 0 and results is not None else ""
         if rc != 0:
             tail = out.read_text(errors="replace")[-1500:]
             r.errors.append(f"bench.{name} exited {rc}:\n{tail}")
             text = f"failed (exit {rc}); output tail:\n\n```\n{tail}\n```"
         else:
-            text = f"(from `bench/results/{name}.md`, written by this run)\n\n" + text
+            text = (f"(from `bench/results/{results.name}`, written by this run)\n\n" + text if results is not None
+                    else "exit 0, but no results file written by this run was found")
         r.inprocess.append((name, rc, secs, text))
         log(f"bench.{name}: exit {rc} in {secs:.0f} s")
 

@@ -26,11 +26,10 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from sendgate.streams.client import ensure_topics, partitions_of
+from sendgate.streams.client import partitions_of
 from sendgate.streams.config import Settings
-from sendgate.streams.process import WorkerProcess
-
 from ._common import load_corpus
+from .throughput import declare_outputs, start_worker
 
 DAY = 86_400_000
 
@@ -51,6 +50,7 @@ class LatencyResult:
     out_ms: np.ndarray
     timeline: list[tuple[float, float]] = field(default_factory=list)  # (s since start, latency ms)
     note: str = ""
+    decided_rate: float = 0.0  # decisions / (last arrival - first measured send): the capacity when saturated
 
     def pct(self, arr: np.ndarray, q: float) -> float:
         return float(np.percentile(arr, q)) if len(arr) else float("nan")
@@ -124,10 +124,12 @@ class Subscriber:
                     if rid in self.watch and rid not in self.seen:
                         self.seen[rid] = (arrival, m.timestamp / 1000)
 
-    async def wait_for(self, ids: list[str], timeout: float) -> bool:
+    async def wait_for(self, ids: list[str], timeout: float, alive=lambda: True) -> bool:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(i in self.seen for i in ids):
+        pending = [i for i in ids if i not in self.seen]
+        while time.monotonic() < deadline and alive():
+            pending = [i for i in pending if i not in self.seen]
+            if not pending:
                 return True
             if self._task is not None and self._task.done():
                 self._task.result()  # raises what killed it
@@ -157,7 +159,8 @@ def _request(setup: Setup, rng: random.Random, rid: str) -> tuple[bytes, bytes]:
 
 
 async def offer(producer: AIOKafkaProducer, sub: Subscriber, setup: Setup, rng: random.Random, topic: str,
-                rate: int, seconds: float, warmup_s: float, drain_s: float, tag: str) -> LatencyResult:
+                rate: int, seconds: float, warmup_s: float, drain_s: float, tag: str,
+                alive=lambda: True) -> LatencyResult:
     """Offer `rate` requests/s for warmup_s + seconds; wait for the decisions; compute the figures."""
     total = int(rate * (warmup_s + seconds))
     n_warm = int(rate * warmup_s)
@@ -179,7 +182,7 @@ async def offer(producer: AIOKafkaProducer, sub: Subscriber, setup: Setup, rng: 
         delay = next_at - time.perf_counter()
         await asyncio.sleep(delay if delay > 0 else 0)
     measured = ids[n_warm:]
-    ok = await sub.wait_for(measured, drain_s)
+    ok = await sub.wait_for(measured, drain_s, alive)
     lat, lin, lout, timeline = [], [], [], []
     start = sent_at[n_warm]
     for rid, sent in zip(measured, sent_at[n_warm:]):
@@ -193,9 +196,11 @@ async def offer(producer: AIOKafkaProducer, sub: Subscriber, setup: Setup, rng: 
         timeline.append((sent - start, (arrival - sent) * 1000))
     span = sent_at[-1] - sent_at[n_warm]
     decided = len(lat)
+    last_arrival = max((sub.seen[rid][0] for rid in measured if rid in sub.seen), default=start)
     note = "" if ok else f"{len(measured) - decided} decision(s) had not arrived {drain_s:.0f} s after the last send"
     return LatencyResult(rate, seconds, len(measured), (len(measured) - 1) / span if span > 0 else 0.0, decided,
-                         len(measured) - decided, np.array(lat), np.array(lin), np.array(lout), timeline, note)
+                         len(measured) - decided, np.array(lat), np.array(lin), np.array(lout), timeline, note,
+                         decided / (last_arrival - start) if last_arrival > start else 0.0)
 
 
 @dataclass
@@ -213,19 +218,23 @@ async def run(settings: Settings, log_dir: Path, rates: list[int], seconds: floa
     rng = random.Random(seed)
     setup, setup_records = make_setup(seed, quick)
     topic = settings.topic("events")
-    await ensure_topics(settings, [topic])
-    worker = WorkerProcess(settings, log_dir / f"worker-{settings.app_id}.log").start()
+    await declare_outputs(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, **PRODUCER)
     sub = Subscriber(settings)
     results: list[LatencyResult] = []
     profile = None
+    worker = None
     try:
         await producer.start()
         await sub.start()
+        first_app = next(iter(setup.senders))
+        sub.watch["probe-first"] = time.time()  # decided first: tells that the worker runs
+        await producer.send(topic, key=first_app.encode(), value=orjson.dumps(
+            {"type": "send", "request_id": "probe-first", "app": first_app, "sender": setup.senders[first_app][0],
+             "userkey": "+10000000000", "network": "sms", "text": "probe"}))
         for key, value in setup_records:
             await producer.send(topic, value=value, key=key)
-        await producer.flush()
-        # the worker is ready when one request per app has its decision
+        # the worker is ready when one request per app has its decision (sent before it starts)
         probes = []
         for app in setup.senders:
             rid = f"probe-{app}"
@@ -234,12 +243,15 @@ async def run(settings: Settings, log_dir: Path, rates: list[int], seconds: floa
             await producer.send(topic, key=app.encode(), value=orjson.dumps(
                 {"type": "send", "request_id": rid, "app": app, "sender": setup.senders[app][0],
                  "userkey": setup.replies[0][2], "network": "sms", "text": "probe"}))
-        if not await sub.wait_for(probes, 180.0):
-            raise RuntimeError(f"the latency worker did not decide the probes in 180 s:\n{worker.log_tail()}")
+        await producer.flush()
+        worker = await start_worker(settings, log_dir / f"worker-{settings.app_id}.log",
+                                    lambda timeout: sub.wait_for(["probe-first"], timeout))
+        if not await sub.wait_for(probes, 300.0, lambda: worker.running):
+            raise RuntimeError(f"the latency worker did not decide the setup in 300 s:\n{worker.log_tail()}")
         for rate in rates:
-            drain = max(30.0, rate * seconds / 300)
+            drain = max(60.0, rate * (seconds + warmup_s) / 100)  # generous: a saturated worker drains slowly
             results.append(await offer(producer, sub, setup, rng, topic, rate, seconds, warmup_s, drain,
-                                       f"lat{rate}"))
+                                       f"lat{rate}", alive=lambda: worker.running))
             print(f"  {rate:>5}/s: p50 {results[-1].pct(results[-1].lat_ms, 50):.1f} ms, "
                   f"p99 {results[-1].pct(results[-1].lat_ms, 99):.1f} ms, max {results[-1].lat_ms.max():.1f} ms"
                   if len(results[-1].lat_ms) else f"  {rate}/s: no decisions", flush=True)
@@ -248,12 +260,14 @@ async def run(settings: Settings, log_dir: Path, rates: list[int], seconds: floa
         if profile_hook is not None and worker.process is not None:
             profiled = asyncio.ensure_future(profile_hook(worker.process.pid))
             await asyncio.sleep(0.5)
-            prof_result = await offer(producer, sub, setup, rng, topic, 1000, 10.0, 0.5, 60.0, "latprof")
+            prof_result = await offer(producer, sub, setup, rng, topic, 1000, 10.0, 0.5, 300.0, "latprof",
+                                      alive=lambda: worker.running)
             profile = (await profiled, prof_result)
     finally:
         await sub.stop()
         await producer.stop()
-        worker.stop()
+        if worker is not None:
+            worker.stop()
     out = LatencyRun(results, len(setup_records), log_dir / f"worker-{settings.app_id}.log")
     out.profile = profile
     return out

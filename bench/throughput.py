@@ -368,6 +368,53 @@ def bins_per_second(timestamps_ms: list[int]) -> list[int]:
     return [counts.get(i, 0) for i in range(max(counts) + 1)]
 
 
+# --- starting a worker --------------------------------------------------------------------------
+
+STARTS: list[str] = []  # one line per worker start that needed a restart (reported with the results)
+
+
+async def start_worker(settings: Settings, log_path: Path, ready, ready_s: float = 45.0,
+                       attempts: int = 3) -> WorkerProcess:
+    """Start a worker and wait until `await ready(timeout_s)` says it is processing (a decision
+    has appeared). The caller publishes something to decide before calling this.
+
+    A worker that is not processing after `ready_s` is stopped and started again with the same
+    settings (it has decided nothing, so nothing is duplicated). Seen on fresh brokers: the group
+    leader assigns before its metadata lists the just-created `<app_id>-junk-changelog`
+    ("Ignoring missing topic"), the global table never gets its partition and the worker waits
+    for it forever; a restart finds the topic and proceeds. Each restart is recorded in STARTS.
+    """
+    for attempt in range(1, attempts + 1):
+        worker = WorkerProcess(settings, log_path).start()
+        if await ready(ready_s):
+            return worker
+        stuck = "Ignoring missing topic" in worker.log_tail(200_000)
+        worker.stop()
+        STARTS.append(f"{settings.app_id}: no decision {ready_s:.0f} s after the worker started (attempt {attempt}"
+                      + ("; its log says 'Ignoring missing topic'" if stuck else "") + "), restarted")
+        print(f"  {STARTS[-1]}", flush=True)
+    raise RuntimeError(f"{settings.app_id}: the worker did not start in {attempts} attempts; log tail:\n"
+                       f"{Path(log_path).read_text(errors='replace')[-3000:]}")
+
+
+def first_decision(settings: Settings):
+    """A `ready` for start_worker: the decisions topic holds at least one record."""
+    async def ready(timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await topic_total(settings, settings.topic("decisions")) > 0:
+                return True
+            await asyncio.sleep(0.5)
+        return False
+    return ready
+
+
+async def declare_outputs(settings: Settings) -> None:
+    """Create the worker's output topics up front (as the worker would: same partition count), so
+    that readers can start before the worker, whichever way the worker declares them."""
+    await ensure_topics(settings, [settings.topic(t) for t in ("events", "decisions", "deadletter")])
+
+
 # --- pass-through baseline ---------------------------------------------------------------------
 
 
@@ -445,7 +492,8 @@ async def worker_pass(settings: Settings, log_dir: Path, expected_decisions: int
                       stall_s: float = 120.0) -> WorkerRun:
     """Start one worker over the (already written) events topic; wait for every decision."""
     started = time.monotonic()
-    worker = WorkerProcess(settings, log_dir / f"worker-{settings.app_id}.log").start()
+    await declare_outputs(settings)
+    worker = await start_worker(settings, log_dir / f"worker-{settings.app_id}.log", first_decision(settings))
     try:
         total, problem = await wait_for_count(settings, settings.topic("decisions"), expected_decisions, worker,
                                               stall_s=stall_s)
