@@ -201,7 +201,7 @@ def build_app(settings: Settings, *, decisions_topic: str | None = None, emit_de
     # (Faust advises partitions=1 and recovery_buffer_size=1 for global tables with several workers.)
     junk_table = app.tables.add(JunkTable(app, name=JUNK, default=None, beacon=app.tables.beacon, partitions=1,
                                           standby_buffer_size=1, recovery_buffer_size=1, is_global=True, **RAW))
-    gate_app = GateApp(settings, app, Gate(policy), TableStore(tables, junk_table), events, decisions, deadletter,
+    gate_app = GateApp(settings, app, settings.gate(policy), TableStore(tables, junk_table), events, decisions, deadletter,
                        emit_deliveries=emit_deliveries, emit_outputs=emit_outputs)
 
     if settings.web_enabled:

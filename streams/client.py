@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from typing import Any, AsyncIterator, Callable
 
 import orjson
@@ -154,15 +155,36 @@ def _filter(app: str | None, outcome: str | None) -> Callable[[dict], bool]:
     return lambda doc: (app is None or doc.get("app") == app) and (outcome is None or doc.get("outcome") == outcome)
 
 
+class RecentIds:
+    """The last `size` ids seen: enough to drop the duplicates at-least-once processing repeats
+    (they follow their original within the events re-processed after a crash)."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, id_: str) -> bool:
+        if id_ in self._seen:
+            self._seen.move_to_end(id_)
+            return False
+        self._seen[id_] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return True
+
+
 async def decisions(settings: Settings | None = None, *, group_id: str | None = None, from_beginning: bool = False,
-                    app: str | None = None, outcome: str | None = None,
-                    topic: str | None = None) -> AsyncIterator[Decision]:
+                    app: str | None = None, outcome: str | None = None, topic: str | None = None,
+                    dedupe: bool = True) -> AsyncIterator[Decision]:
     """Yield decisions as they arrive. Without `group_id` every partition is read and nothing is
-    committed; with one, partitions are shared with the group's other members and offsets committed."""
+    committed; with one, partitions are shared with the group's other members and offsets committed.
+    With `dedupe` (the default) a decision whose `decision_id` was just seen is dropped."""
     settings = settings or Settings.from_env()
+    recent = RecentIds() if dedupe else None
     async for doc in _records(settings, topic or settings.topic("decisions"), group_id=group_id,
                               from_beginning=from_beginning, keep=_filter(app, outcome)):
-        yield Decision.from_dict(doc)
+        if recent is None or recent.first_time(doc["decision_id"]):
+            yield Decision.from_dict(doc)
 
 
 async def deliveries(network: str, settings: Settings | None = None, *, group_id: str | None = None,

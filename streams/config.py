@@ -11,6 +11,7 @@ import ssl
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sendgate.models.gate import Gate
 from sendgate.models.policy import Policy
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\.\Z")
@@ -78,6 +79,8 @@ class Settings:
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)  # kept out of logs and test reports
+    # With a secret, tables key userkeys by HMAC-SHA-256 (see README, "Personal data").
+    userkey_secret: str | None = field(default=None, repr=False)
     ssl_cafile: str | None = None  # None with SSL: the system's CA store
     ssl_certfile: str | None = None  # client certificate (mutual TLS), PEM
     ssl_keyfile: str | None = None
@@ -153,6 +156,7 @@ class Settings:
             ssl_cafile=env.get("SENDGATE_SSL_CAFILE") or None,
             ssl_certfile=env.get("SENDGATE_SSL_CERTFILE") or None,
             ssl_keyfile=env.get("SENDGATE_SSL_KEYFILE") or None,
+            userkey_secret=env.get("SENDGATE_USERKEY_SECRET") or None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -176,7 +180,8 @@ class Settings:
         for name, value in (("SENDGATE_SASL_MECHANISM", self.sasl_mechanism),
                             ("SENDGATE_SASL_USERNAME", self.sasl_username),
                             ("SENDGATE_SASL_PASSWORD", self.sasl_password), ("SENDGATE_SSL_CAFILE", self.ssl_cafile),
-                            ("SENDGATE_SSL_CERTFILE", self.ssl_certfile), ("SENDGATE_SSL_KEYFILE", self.ssl_keyfile)):
+                            ("SENDGATE_SSL_CERTFILE", self.ssl_certfile), ("SENDGATE_SSL_KEYFILE", self.ssl_keyfile),
+                            ("SENDGATE_USERKEY_SECRET", self.userkey_secret)):
             if value:
                 env[name] = value
         return env
@@ -223,3 +228,8 @@ class Settings:
 
     def policy(self) -> Policy:
         return Policy.from_toml(self.policy_file) if self.policy_file else Policy()
+
+    def gate(self, policy: Policy | None = None) -> Gate:
+        """The rule pipeline with these settings' policy (or `policy`) and userkey secret."""
+        secret = self.userkey_secret.encode() if self.userkey_secret else None
+        return Gate(policy or self.policy(), userkey_secret=secret)

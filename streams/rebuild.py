@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from sendgate.models.events import InvalidEvent
-from sendgate.models.gate import JUNK, TABLES, Gate, MemoryStore
+from sendgate.models.gate import JUNK, TABLES, MemoryStore
 from sendgate.models.policy import Policy
 
 from .config import ConfigError, Settings
@@ -74,7 +74,7 @@ async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
     until = await committed_offsets(settings, settings.app_id, events_topic)
     await _recreate_changelogs(settings)
     shutil.rmtree(Path(settings.data_dir) / settings.app_id, ignore_errors=True)
-    gate, store = Gate(policy), RowsByPartition()
+    gate, store = settings.gate(policy), RowsByPartition()
     async for record in read_log(settings, events_topic, until):
         store.partition = record.partition
         try:

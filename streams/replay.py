@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from sendgate.models.decisions import Decision
 from sendgate.models.events import InvalidEvent
-from sendgate.models.gate import Gate, MemoryStore
+from sendgate.models.gate import MemoryStore
 from sendgate.models.policy import Policy
 
 from .client import ensure_topics
@@ -55,7 +55,7 @@ async def replay(settings: Settings, name: str, policy: Policy, until: dict[int,
     events_topic = settings.topic("events")
     until = until if until is not None else await end_offsets(settings, events_topic)
     await ensure_topics(settings, [out_topic])
-    gate, store = Gate(policy), MemoryStore()
+    gate, store = settings.gate(policy), MemoryStore()
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
                                 enable_idempotence=True, **settings.kafka_options())
     await producer.start()

@@ -64,3 +64,11 @@ def test_iso_is_utc_to_the_second():
     assert iso(0) == "1970-01-01T00:00:00Z"
     assert iso(T) == "2023-11-14T22:13:20Z"
     assert iso(T + 999) == "2023-11-14T22:13:20Z"
+
+
+def test_recent_ids_drop_repeats_and_forget_the_oldest():
+    from sendgate.streams.client import RecentIds
+
+    recent = RecentIds(size=2)
+    # a, b | a again (now most recent) | c evicts b | b is new again and evicts a | a is new again
+    assert [recent.first_time(i) for i in ("a", "b", "a", "c", "b", "a")] == [True, True, False, True, True, True]

@@ -54,3 +54,12 @@ def test_the_stored_userkey_is_a_keyed_hash():
     a, b = Gate(userkey_secret=b"one"), Gate(userkey_secret=b"two")
     assert a.stored_userkey(PHONE) != b.stored_userkey(PHONE)
     assert len(a.stored_userkey(PHONE)) == 64 and Gate().stored_userkey(PHONE) == PHONE
+
+
+def test_the_worker_settings_pass_the_secret_to_the_gate():
+    from sendgate.streams.config import Settings
+
+    env = {"SENDGATE_USERKEY_SECRET": "s3cret"}
+    assert Settings.from_env(env).gate().stored_userkey(PHONE) == Gate(userkey_secret=b"s3cret").stored_userkey(PHONE)
+    assert Settings.from_env({}).gate().stored_userkey(PHONE) == PHONE
+    assert "s3cret" not in repr(Settings.from_env(env))
