@@ -165,8 +165,12 @@ class Gate:
 
         held = store.get(PENDING, key(e.app, e.request_id))
         if held is not None:
-            # The same request again (a producer retry, or a redelivery): same decision, no second slot.
-            return [Decision.from_dict(PendingRequest.from_bytes(held).decision)]
+            # The same request again (a producer retry, or a redelivery): same decision, no second
+            # slot. A crash can persist some rows of `_hold` and not others, so make sure it is
+            # scheduled.
+            pending = PendingRequest.from_bytes(held)
+            self._schedule(e.app, e.request_id, pending.deliver_at, store)
+            return [Decision.from_dict(pending.decision)]
         user_id = self.stored_userkey(e.userkey)
         user = Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id)))
         if user.opted_out:
@@ -220,16 +224,22 @@ class Gate:
 
     # --- delayed requests --------------------------------------------------------------------
     def _hold(self, e: ev.Send, decision: Decision, store: Store) -> None:
-        deliver_at = decision.deliver_at
-        held = PendingRequest(e, deliver_at, decision.cluster_id, decision.to_dict())
+        held = PendingRequest(e, decision.deliver_at, decision.cluster_id, decision.to_dict())
         store.set(PENDING, key(e.app, e.request_id), held.to_bytes())
-        schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(e.app)))
-        minute = schedule.add(deliver_at)
-        bucket_key = key(e.app, str(minute))
+        self._schedule(e.app, e.request_id, decision.deliver_at, store)
+
+    def _schedule(self, app: str, request_id: str, deliver_at: int, store: Store) -> None:
+        """Put a pending request in its app's release schedule; idempotent."""
+        raw = store.get(SCHEDULES, key(app))
+        schedule = ReleaseSchedule.from_bytes(raw)
+        minute = schedule.add(deliver_at)  # adds the minute only if missing
+        if schedule.to_bytes() != raw:
+            store.set(SCHEDULES, key(app), schedule.to_bytes())
+        bucket_key = key(app, str(minute))
         bucket = DueBucket.from_bytes(store.get(DUE, bucket_key))
-        bucket.entries.append([deliver_at, e.request_id])
-        store.set(DUE, bucket_key, bucket.to_bytes())
-        store.set(SCHEDULES, key(e.app), schedule.to_bytes())
+        if [deliver_at, request_id] not in bucket.entries:
+            bucket.entries.append([deliver_at, request_id])
+            store.set(DUE, bucket_key, bucket.to_bytes())
 
     def _release_due(self, app: str, ts: int, store: Store) -> list[Record]:
         schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(app)))

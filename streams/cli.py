@@ -5,9 +5,11 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 
 import orjson
 
@@ -60,26 +62,50 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
+    from sendgate.models.gate import JUNK, TABLES
+
     from .app import build_app
     from .client import ensure_topics, partitions_of
 
     settings = _settings(args)
     events = settings.topic("events")
 
-    async def events_topic_ready() -> None:
-        # The consumer's first metadata must list the events topic: a topic that Faust creates
-        # while the group forms is left out of the assignment until the next metadata refresh
-        # (5 minutes), and the worker would sit idle until then.
+    async def topics_ready() -> None:
+        # The consumer's first metadata must list every topic it subscribes to: a topic that Faust
+        # creates while the group forms is left out of the assignment until the next metadata
+        # refresh (5 minutes), so the worker would idle, or wait that long to recover a table.
+        changelogs = [settings.changelog_topic(t) for t in TABLES]
+        singles = [settings.changelog_topic(JUNK)]
         await ensure_topics(settings, [events])
-        await partitions_of(settings, events, 60)
+        await ensure_topics(settings, changelogs, compact=True)
+        await ensure_topics(settings, singles, partitions=1, compact=True)
+        await ensure_topics(settings, [f"{settings.app_id}-__assignor-__leader"], partitions=1)
+        for topic in [events, *changelogs, *singles]:
+            await partitions_of(settings, topic, 60)
 
-    asyncio.run(events_topic_ready())
+    asyncio.run(topics_ready())
     gate_app = build_app(settings)
     print(f"sendgate worker: {settings.topic('events')} ({settings.partitions} partitions) on {settings.bootstrap}, "
           f"app id {settings.app_id}, store {settings.store}, policy {settings.policy_file or 'defaults'}",
           flush=True)
+    # A worker killed mid-write leaves its local RocksDB ahead of the changelogs, and Faust would
+    # replay the changelogs over it into a state that never existed. The marker file tells the
+    # next start that the last stop was not clean, so the tables recover from the changelogs alone.
+    marker = Path(settings.data_dir) / f"{settings.app_id}.running"
+    if marker.exists():
+        shutil.rmtree(Path(settings.data_dir) / settings.app_id, ignore_errors=True)
+        print("sendgate worker: the last worker on this store did not stop cleanly; local store removed, "
+              "tables recover from the changelogs", flush=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     worker = faust.Worker(gate_app.app, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            marker.unlink(missing_ok=True)
+        raise
+    marker.unlink(missing_ok=True)
     return 0
 
 

@@ -47,15 +47,19 @@ async def start_client(client: Any, settings: Settings) -> None:
         raise
 
 
-async def ensure_topics(settings: Settings, names: list[str]) -> None:
-    """Create missing topics with the configured partition count (the broker does not auto-create)."""
+async def ensure_topics(settings: Settings, names: list[str], partitions: int | None = None,
+                        compact: bool = False) -> None:
+    """Create missing topics (the broker does not auto-create), with the configured partition count
+    unless `partitions` is given; `compact` for changelogs."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
     await start_client(admin, settings)
+    configs = {"cleanup.policy": "compact"} if compact else {}
     try:
         missing = set(names) - set(await admin.list_topics())
         if missing:
             try:
-                await admin.create_topics([NewTopic(name, settings.partitions, 1) for name in sorted(missing)])
+                await admin.create_topics([NewTopic(name, partitions or settings.partitions, 1, topic_configs=configs)
+                                           for name in sorted(missing)])
             except TopicAlreadyExistsError:  # another process won the race
                 pass
     finally:

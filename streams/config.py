@@ -226,6 +226,9 @@ class Settings:
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    def changelog_topic(self, table: str) -> str:
+        return f"{self.app_id}-{table}-changelog"  # Faust's naming
+
     def policy(self) -> Policy:
         return Policy.from_toml(self.policy_file) if self.policy_file else Policy()
 

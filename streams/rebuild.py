@@ -39,13 +39,9 @@ class RowsByPartition(MemoryStore):
         self.partition_of[(table, key)] = 0 if table == JUNK else self.partition
 
 
-def changelog_topic(settings: Settings, table: str) -> str:
-    return f"{settings.app_id}-{table}-changelog"  # Faust's naming
-
-
 async def _recreate_changelogs(settings: Settings) -> None:
-    names = {changelog_topic(settings, t): settings.partitions for t in TABLES}
-    names[changelog_topic(settings, JUNK)] = 1
+    names = {settings.changelog_topic(t): settings.partitions for t in TABLES}
+    names[settings.changelog_topic(JUNK)] = 1
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
     await admin.start()
     try:
@@ -87,7 +83,7 @@ async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
     written: dict[str, int] = {}
     try:
         for table, rows in store.tables.items():
-            topic = changelog_topic(settings, table)
+            topic = settings.changelog_topic(table)
             for key, value in rows.items():
                 await producer.send(topic, key=key, value=value, partition=store.partition_of[(table, key)])
             written[table] = len(rows)

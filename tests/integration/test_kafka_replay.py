@@ -13,7 +13,6 @@ from sendgate.models.events import validate
 from sendgate.models.gate import JUNK, TABLES, Gate, MemoryStore
 from sendgate.models.decisions import Decision
 from sendgate.streams.log import end_offsets, read_log
-from sendgate.streams.rebuild import changelog_topic
 
 T = T0 + 3 * 60 * MIN
 TEMPLATE = "Hi {}! Flash sale: code {} gives 30% off at http://shop.example/{} until midnight"
@@ -114,7 +113,7 @@ def snapshot(settings) -> dict[str, dict[bytes, tuple[int, bytes]]]:
     async def run() -> dict[str, dict[bytes, tuple[int, bytes]]]:
         tables = {}
         for table in (*TABLES, JUNK):
-            topic = changelog_topic(settings, table)
+            topic = settings.changelog_topic(table)
             rows: dict[bytes, tuple[int, bytes]] = {}
             async for r in read_log(settings, topic, await end_offsets(settings, topic)):
                 if r.value is None:
