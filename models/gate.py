@@ -165,12 +165,8 @@ class Gate:
 
         held = store.get(PENDING, key(e.app, e.request_id))
         if held is not None:
-            # The same request again (a producer retry, or a redelivery): same decision, no second
-            # slot. A crash can persist some rows of `_hold` and not others, so make sure it is
-            # scheduled.
-            pending = PendingRequest.from_bytes(held)
-            self._schedule(e.app, e.request_id, pending.deliver_at, store)
-            return [Decision.from_dict(pending.decision)]
+            # The same request again (a producer retry): same decision, no second slot.
+            return [Decision.from_dict(PendingRequest.from_bytes(held).decision)]
         user_id = self.stored_userkey(e.userkey)
         user = Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id)))
         if user.opted_out:
@@ -229,7 +225,7 @@ class Gate:
         self._schedule(e.app, e.request_id, decision.deliver_at, store)
 
     def _schedule(self, app: str, request_id: str, deliver_at: int, store: Store) -> None:
-        """Put a pending request in its app's release schedule; idempotent."""
+        """Put a pending request in its app's release schedule."""
         raw = store.get(SCHEDULES, key(app))
         schedule = ReleaseSchedule.from_bytes(raw)
         minute = schedule.add(deliver_at)  # adds the minute only if missing

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -12,17 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from faust.tables.globaltable import GlobalTable
 import orjson
+from faust.types import TP
 
-from sendgate.models.decisions import Decision, Delivery
+from sendgate.models.decisions import Decision
 from sendgate.models.events import InvalidEvent
-from sendgate.models.gate import JUNK, SCHEDULES, TABLES, Gate
-from sendgate.models.junk import JunkIndex, JunkTemplate
-from sendgate.models.pending import ReleaseSchedule
+from sendgate.models.gate import JUNK, Gate
 
 from .client import partitions_of
 from .config import Settings
+from .log import read_log
+from .state import STATE, CheckpointStore, JunkTable, StateTable
 from .web import register_views
 
 log = logging.getLogger("sendgate.worker")
@@ -34,55 +35,25 @@ def faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
-class JunkTable(GlobalTable):
-    """The junk index's global table: one changelog partition, written to partition 0.
+@dataclass(eq=False)  # hashed by identity, as Faust's consumer keeps messages in sets
+class LoggedMessage:
+    """The parts of a Faust message the worker reads, for records read from Kafka directly."""
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp: float  # seconds, as Faust gives it
+    acked: bool = False
 
-    Faust's `use_partitioner=True` would pick the partition from producer metadata that may not
-    list the changelog yet (TypeError on the first write), and the default writes to the
-    partition of the current event, which a one-partition changelog does not have.
-    """
-
-    def partition_for_key(self, key: Any) -> int:
-        return 0
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
 
 
-class TableStore:
-    """The gate's `Store` over Faust tables; writes go to each table's changelog partition of
-    the event being processed, which keeps every row co-partitioned with its app's events."""
-
-    def __init__(self, tables: dict[str, Any], junk_table: Any) -> None:
-        self.tables = {**tables, JUNK: junk_table}
-        self.junk = JunkIndex()
-        self._junk_seen: dict[bytes, bytes] = {}
-        self._junk_loaded = False
-
-    def get(self, table: str, key: bytes) -> bytes | None:
-        return self.tables[table].get(key)
-
-    def set(self, table: str, key: bytes, value: bytes) -> None:
-        self.tables[table][key] = value
-        if table == JUNK:
-            self._junk_seen[key] = value
-
-    def delete(self, table: str, key: bytes) -> None:
-        self.tables[table].pop(key, None)
-        if table == JUNK:
-            self._junk_seen.pop(key, None)
-
-    def refresh_junk(self) -> None:
-        """Bring the in-memory junk index up to date with the global table (other workers' reports)."""
-        current = dict(self.tables[JUNK].items())
-        for key in set(self._junk_seen) - set(current):
-            self.junk.remove(key.decode())
-        for key, raw in current.items():
-            if self._junk_seen.get(key) != raw:
-                self.junk.put(key.decode(), JunkTemplate.from_bytes(raw))
-        self._junk_seen = current
-        self._junk_loaded = True
-
-    def ensure_junk_loaded(self) -> None:
-        if not self._junk_loaded:
-            self.refresh_junk()
+@dataclass
+class LoggedEvent:
+    message: LoggedMessage
+    value: bytes | None
 
 
 @dataclass
@@ -90,48 +61,79 @@ class GateApp:
     settings: Settings
     app: faust.App
     gate: Gate
-    store: TableStore
+    store: CheckpointStore
     events: Any
     decisions: Any
     deadletter: Any
-    emit_deliveries: bool = True
-    emit_outputs: bool = True
     counts: dict[str, int] = field(default_factory=lambda: {"events": 0, "decisions": 0, "deadlettered": 0,
-                                                              "redelivered": 0})
+                                                              "skipped": 0, "hole_records": 0})
     _delivery_topics: dict[str, Any] = field(default_factory=dict)
-    _last_offset: dict[int, int] = field(default_factory=dict)
 
-    async def process(self, message: Any, value: bytes | None) -> None:
-        """Decide one record of sendgate.events; never raises for bad input."""
-        if message.offset <= self._last_offset.get(message.partition, -1):
-            # Faust occasionally hands the same record to the agent twice (seen right after a
-            # worker start); its effects are already in the tables, so deciding it again would
-            # emit a duplicate decision.
-            self.counts["redelivered"] += 1
-            log.warning("skipped redelivered record %s[%s]@%s", message.topic, message.partition, message.offset)
-            return
-        self._last_offset[message.partition] = message.offset
-        self.counts["events"] += 1
+    async def process_batch(self, batch: list[Any]) -> None:
+        """Decide a batch of records of sendgate.events; never raises for bad input.
+
+        Outputs first, state second (see streams/state.py): the batch's decisions, deliveries and
+        dead letters are acknowledged by the broker before its rows and commit records are written.
+        """
+        sent: list[Any] = []
+        filled: list[LoggedMessage] = []
+        for event in batch:
+            message = event.message
+            last = self.store.handled(message.partition)
+            if message.offset <= last:
+                # Decided before a crash or rebalance, and its rows committed: its outputs are out.
+                self.counts["skipped"] += 1
+                continue
+            if message.offset > last + 1:
+                filled += await self.fill_hole(message.topic, message.partition, last + 1, message.offset, sent)
+            self.counts["events"] += 1
+            sent += await self.process(event)
+        if sent:
+            await asyncio.gather(*sent)
+        self.store.checkpoint()
+        for message in filled:  # take_events acks the batch's own events; these Faust never had
+            self.app.consumer.ack(message)
+
+    async def fill_hole(self, topic: str, partition: int, start: int, end: int, sent: list[Any]) -> list[LoggedMessage]:
+        """Decide records [start, end) of a partition that the stream skipped, read from Kafka.
+
+        Faust can drop records it fetched while a worker recovered its tables (faust-streaming
+        #596); deciding the next one as if they had not existed would lose them and change the
+        decisions after them. Appends the futures of what it sends to `sent`.
+        """
+        found: list[LoggedMessage] = []
+        async for r in read_log(self.settings, topic, {partition: end}, start={partition: start}):
+            message = LoggedMessage(topic, r.partition, r.offset, r.key, r.timestamp / 1000)
+            found.append(message)
+            self.counts["events"] += 1
+            sent += await self.process(LoggedEvent(message, r.value))
+        log.warning("the stream skipped %s[%s] offsets %s..%s; decided %d record(s) read from Kafka",
+                    topic, partition, start, end - 1, len(found))
+        self.counts["hole_records"] += len(found)
+        return found
+
+    async def process(self, event: Any) -> list[Any]:
+        """Decide one record; returns the futures of the records it sent."""
+        message, value = event.message, event.value
         record_ts = round(message.timestamp * 1000) if message.timestamp else 0  # Faust gives float seconds
         try:
             self.store.ensure_junk_loaded()
-            records = self.gate.handle_record(message.key, value, record_ts, self.store)
+            with self.store.handling(event):
+                records = self.gate.handle_record(message.key, value, record_ts, self.store)
         except InvalidEvent as exc:
-            await self.dead_letter(message, value, str(exc))
-            return
+            return [await self.dead_letter(message, value, str(exc))]
         except Exception as exc:  # a bug must not stop the stream: park the record with the reason
             log.exception("internal error on %s[%s]@%s", message.topic, message.partition, message.offset)
-            await self.dead_letter(message, value, f"internal error: {type(exc).__name__}: {exc}")
-            return
-        if not self.emit_outputs:
-            return
+            return [await self.dead_letter(message, value, f"internal error: {type(exc).__name__}: {exc}")]
+        sent = []
         for record in records:
             if isinstance(record, Decision):
                 self.counts["decisions"] += 1
-                await self.decisions.send(key=record.app.encode(), value=record.to_json())
-            elif self.emit_deliveries:
+                topic = self.decisions
+            else:
                 topic = await self.delivery_topic(record.network)
-                await topic.send(key=record.app.encode(), value=record.to_json())
+            sent.append(await topic.send(key=record.app.encode(), value=record.to_json()))
+        return sent
 
     async def delivery_topic(self, network: str) -> Any:
         topic = self._delivery_topics.get(network)
@@ -144,7 +146,7 @@ class GateApp:
             self._delivery_topics[network] = topic
         return topic
 
-    async def dead_letter(self, message: Any, value: bytes | None, error: str) -> None:
+    async def dead_letter(self, message: Any, value: bytes | None, error: str) -> Any:
         self.counts["deadlettered"] += 1
         doc: dict[str, Any] = {"error": error, "topic": message.topic, "partition": message.partition,
                                "offset": message.offset}
@@ -154,7 +156,7 @@ class GateApp:
             if is_base64:
                 doc[f"{name}_encoding"] = "base64"  # bytes that are not UTF-8 are kept, not mangled
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
-        await self.deadletter.send(key=message.key, value=orjson.dumps(doc))
+        return await self.deadletter.send(key=message.key, value=orjson.dumps(doc))
 
 
 def _text_or_b64(data: bytes | None) -> tuple[str | None, bool]:
@@ -166,8 +168,7 @@ def _text_or_b64(data: bytes | None) -> tuple[str | None, bool]:
         return base64.b64encode(data).decode(), True
 
 
-def build_app(settings: Settings, *, decisions_topic: str | None = None, emit_deliveries: bool = True,
-              emit_outputs: bool = True, ticker: bool = True) -> GateApp:
+def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
     policy = settings.policy()
     os.makedirs(settings.data_dir, exist_ok=True)
     app = faust.App(
@@ -185,6 +186,7 @@ def build_app(settings: Settings, *, decisions_topic: str | None = None, emit_de
         consumer_auto_offset_reset="earliest",
         processing_guarantee=settings.processing_guarantee,
         producer_acks=-1,
+        producer_linger=settings.linger_ms / 1000,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
@@ -194,18 +196,19 @@ def build_app(settings: Settings, *, decisions_topic: str | None = None, emit_de
         web_host=settings.web_host,
     )
     events = app.topic(settings.topic("events"), partitions=settings.partitions, **RAW)
-    decisions = app.topic(decisions_topic or settings.topic("decisions"), partitions=settings.partitions, **RAW)
+    decisions = app.topic(settings.topic("decisions"), partitions=settings.partitions, **RAW)
     deadletter = app.topic(settings.topic("deadletter"), partitions=settings.partitions, **RAW)
-    tables = {name: app.Table(name, default=None, partitions=settings.partitions, **RAW) for name in TABLES}
+    state = app.tables.add(StateTable(app, name=STATE, default=None, beacon=app.tables.beacon,
+                                      partitions=settings.partitions, **RAW))
     # The junk index crosses apps, so every worker holds all of it (a global table, one partition).
     # (Faust advises partitions=1 and recovery_buffer_size=1 for global tables with several workers.)
     junk_table = app.tables.add(JunkTable(app, name=JUNK, default=None, beacon=app.tables.beacon, partitions=1,
                                           standby_buffer_size=1, recovery_buffer_size=1, is_global=True, **RAW))
-    gate_app = GateApp(settings, app, settings.gate(policy), TableStore(tables, junk_table), events, decisions, deadletter,
-                       emit_deliveries=emit_deliveries, emit_outputs=emit_outputs)
+    store = CheckpointStore(state, junk_table)
+    gate_app = GateApp(settings, app, settings.gate(policy), store, events, decisions, deadletter)
 
     if settings.web_enabled:
-        register_views(app, gate_app.gate, tables)
+        register_views(app, gate_app.gate, store)
 
     @app.agent(events, name="gate")
     async def gate_agent(stream: Any) -> None:
@@ -214,22 +217,21 @@ def build_app(settings: Settings, *, decisions_topic: str | None = None, emit_de
         for topic in (decisions, deadletter):
             await topic.maybe_declare()
             await partitions_of(settings, topic.get_topic_name(), 60)
-        async for event in stream.events():
-            await gate_app.process(event.message, event.value)
+        # take_events acks a batch only once the block has run: the checkpoint comes first.
+        async for batch in stream.take_events(settings.batch_max, within=settings.batch_wait_ms / 1000):
+            await gate_app.process_batch(batch)
 
     @app.timer(interval=5.0)
     async def refresh_junk() -> None:
-        gate_app.store.refresh_junk()
+        store.refresh_junk()
 
     if ticker and settings.tick_interval_s > 0:
-        schedules = tables[SCHEDULES]
-
         @app.timer(interval=settings.tick_interval_s)
         async def tick() -> None:
             # Wall-clock time enters the log only as tick events; decisions are made from them.
             now = int(time.time() * 1000)
-            for app_key, raw in list(schedules.items()):
-                if ReleaseSchedule.from_bytes(raw).is_due(now):
+            for app_key, next_due in list(store.due.items()):
+                if next_due <= now:
                     tick_event = {"type": "tick", "app": app_key.decode(), "ts": now}
                     await events.send(key=app_key, value=orjson.dumps(tick_event))
 

@@ -62,10 +62,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
-    from sendgate.models.gate import JUNK, TABLES
+    from sendgate.models.gate import JUNK
 
     from .app import build_app
     from .client import ensure_topics, partitions_of
+    from .state import STATE
 
     settings = _settings(args)
     events = settings.topic("events")
@@ -74,7 +75,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # The consumer's first metadata must list every topic it subscribes to: a topic that Faust
         # creates while the group forms is left out of the assignment until the next metadata
         # refresh (5 minutes), so the worker would idle, or wait that long to recover a table.
-        changelogs = [settings.changelog_topic(t) for t in TABLES]
+        changelogs = [settings.changelog_topic(STATE)]
         singles = [settings.changelog_topic(JUNK)]
         await ensure_topics(settings, [events])
         await ensure_topics(settings, changelogs, compact=True)

@@ -53,20 +53,27 @@ async def committed_offsets(settings: Settings, group: str, topic: str) -> dict[
 
 
 async def read_log(settings: Settings, topic: str, until: dict[int, int],
-                   progress: Callable[[int, int], None] | None = None) -> AsyncIterator[LogRecord]:
-    """Every record of `topic` from offset 0 up to (not including) `until[partition]`, each
-    partition in order. Partitions interleave as they are fetched, as they do in a live worker."""
+                   progress: Callable[[int, int], None] | None = None,
+                   start: dict[int, int] | None = None) -> AsyncIterator[LogRecord]:
+    """Every record of `topic` from offset `start[partition]` (default 0) up to (not including)
+    `until[partition]`, each partition in order. Partitions interleave as they are fetched, as they
+    do in a live worker."""
+    start = start or {}
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", max_poll_records=2000, **settings.kafka_options())
     await consumer.start()
     try:
-        todo = {p: end for p, end in until.items() if end > 0}
+        todo = {p: end for p, end in until.items() if end > start.get(p, 0)}
         tps = [TopicPartition(topic, p) for p in todo]
         if not tps:
             return
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        total, done, last_report = sum(todo.values()), 0, time.monotonic()
+        for tp in tps:
+            if start.get(tp.partition, 0) > 0:
+                consumer.seek(tp, start[tp.partition])
+            else:
+                await consumer.seek_to_beginning(tp)
+        total, done, last_report = sum(e - start.get(p, 0) for p, e in todo.items()), 0, time.monotonic()
         while todo:
             batch = await consumer.getmany(*[TopicPartition(topic, p) for p in todo], timeout_ms=500)
             for tp, messages in batch.items():

@@ -3,9 +3,9 @@
 With the workers stopped it drops the changelog topics and local stores of the live app id,
 runs the gate over `<prefix>events` up to the group's committed offsets with every output
 suppressed, and writes the resulting rows to fresh changelog topics, each row to the partition
-of the events that produced it (where Faust would have written it). The group's offsets are left
-as they were, so the workers resume where they stopped, recover the tables from the changelogs
-and emit no decision twice.
+of the events that produced it (where Faust would have written it), and then each partition's
+commit record (streams/state.py). The group's offsets are left as they were, so the workers
+resume where they stopped, recover the tables from the changelogs and emit no decision twice.
 """
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from sendgate.models.events import InvalidEvent
-from sendgate.models.gate import JUNK, TABLES, MemoryStore
+from sendgate.models.gate import JUNK, MemoryStore
 from sendgate.models.policy import Policy
 
 from .config import ConfigError, Settings
 from .log import committed_offsets, read_log
+from .state import PREFIX, STATE, commit_key
 
 
 class RowsByPartition(MemoryStore):
@@ -40,7 +41,7 @@ class RowsByPartition(MemoryStore):
 
 
 async def _recreate_changelogs(settings: Settings) -> None:
-    names = {settings.changelog_topic(t): settings.partitions for t in TABLES}
+    names = {settings.changelog_topic(STATE): settings.partitions}
     names[settings.changelog_topic(JUNK)] = 1
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
     await admin.start()
@@ -83,10 +84,17 @@ async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
     written: dict[str, int] = {}
     try:
         for table, rows in store.tables.items():
-            topic = settings.changelog_topic(table)
+            if table == JUNK:
+                topic, prefix = settings.changelog_topic(JUNK), b""
+            else:
+                topic, prefix = settings.changelog_topic(STATE), PREFIX[table]
             for key, value in rows.items():
-                await producer.send(topic, key=key, value=value, partition=store.partition_of[(table, key)])
+                await producer.send(topic, key=prefix + key, value=value, partition=store.partition_of[(table, key)])
             written[table] = len(rows)
+        for partition, end in until.items():  # after every row: the tables hold the log up to here
+            if end > 0:
+                await producer.send(settings.changelog_topic(STATE), key=commit_key(partition),
+                                    value=str(end - 1).encode(), partition=partition)
         await producer.flush()
     finally:
         await producer.stop()

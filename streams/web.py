@@ -9,6 +9,7 @@ the worker that owns it (Faust's table routing). Answers are JSON; unknown keys 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -19,10 +20,13 @@ from sendgate.models.consent import AppGrant, Conversation, Userkey
 from sendgate.models.gate import (CONVERSATIONS, DUE, GRANTS, PENDING, SCHEDULES, SENDERS, USERKEYS, Gate, key)
 from sendgate.models.pending import DueBucket, PendingRequest, ReleaseSchedule
 
+from .state import CheckpointStore
 
-def register_views(app: faust.App, gate: Gate, tables: dict[str, Any]) -> None:
-    route = app.table_route(table=tables[USERKEYS], match_info="app_name")
-    changelog = tables[USERKEYS].changelog_topic.get_topic_name()
+
+def register_views(app: faust.App, gate: Gate, store: CheckpointStore) -> None:
+    route = app.table_route(table=store.table, match_info="app_name")
+    changelog = store.table.changelog_topic.get_topic_name()
+    read = store.read
 
     async def learn_partitions() -> None:
         # Faust routes by the producer's metadata, which lists a topic only once the producer has
@@ -41,14 +45,14 @@ def register_views(app: faust.App, gate: Gate, tables: dict[str, Any]) -> None:
         @route
         async def routed(self, request: Request, app_name: str, userkey: str) -> Response:
             stored = gate.stored_userkey(userkey)
-            raw = tables[USERKEYS].get(key(app_name, stored))
+            raw = read(USERKEYS, key(app_name, stored))
             sender = request.query.get("sender")
-            conv_raw = tables[CONVERSATIONS].get(key(app_name, sender, stored)) if sender else None
+            conv_raw = read(CONVERSATIONS, key(app_name, sender, stored)) if sender else None
             if raw is None and conv_raw is None:
                 return error(self, 404, f"no consent state for userkey {userkey!r} in app {app_name!r}"
                                         + (f" and sender {sender!r}" if sender else ""))
             user = Userkey.from_bytes(raw)
-            grant = AppGrant.from_bytes(tables[GRANTS].get(key(app_name)))
+            grant = AppGrant.from_bytes(read(GRANTS, key(app_name)))
             body: dict[str, Any] = {
                 "app": app_name, "userkey": userkey, "opted_out": user.opted_out, "opted_in": user.opted_in,
                 "changed_ts": user.changed_ts or None, "how": user.how or None,
@@ -73,7 +77,7 @@ def register_views(app: faust.App, gate: Gate, tables: dict[str, Any]) -> None:
 
         @route
         async def routed(self, request: Request, app_name: str, sender: str) -> Response:
-            raw = tables[SENDERS].get(key(app_name, sender))
+            raw = read(SENDERS, key(app_name, sender))
             if raw is None:
                 return error(self, 404, f"no state for sender {sender!r} in app {app_name!r}")
             try:
@@ -88,17 +92,17 @@ def register_views(app: faust.App, gate: Gate, tables: dict[str, Any]) -> None:
                 "clusters": [{"cluster_id": c.cluster_id, "recipients": c.count, "paced": c.paced,
                               "window_start": c.window_start, "next_slot": c.next_slot, "last_ts": c.last_ts}
                              for c in state.clusters],
-                "pending": _pending_of(tables, app_name, sender),
+                "pending": _pending_of(read, app_name, sender),
             })
 
 
-def _pending_of(tables: dict[str, Any], app_name: str, sender: str) -> list[dict]:
+def _pending_of(read: Callable[[str, bytes], bytes | None], app_name: str, sender: str) -> list[dict]:
     """The sender's delayed requests, found through the app's release schedule (≤ 361 minutes)."""
-    schedule = ReleaseSchedule.from_bytes(tables[SCHEDULES].get(key(app_name)))
+    schedule = ReleaseSchedule.from_bytes(read(SCHEDULES, key(app_name)))
     found = []
     for minute in schedule.minutes:
-        for deliver_at, request_id in DueBucket.from_bytes(tables[DUE].get(key(app_name, str(minute)))).entries:
-            raw = tables[PENDING].get(key(app_name, request_id))
+        for deliver_at, request_id in DueBucket.from_bytes(read(DUE, key(app_name, str(minute)))).entries:
+            raw = read(PENDING, key(app_name, request_id))
             if raw is None:
                 continue
             held = PendingRequest.from_bytes(raw)

@@ -19,6 +19,7 @@ from harness import (DAY, MIN, T0, DecisionWatcher, Invalid, account, create_eve
                      wait_for_group)
 
 from sendgate.streams.broker import LocalKafka
+from sendgate.streams.state import PREFIX, STATE
 
 SEED = int(os.environ.get("SENDGATE_FAULT_SEED", "20240611"))
 T = T0 + 3 * 60 * MIN
@@ -216,11 +217,16 @@ def _clock(ms: int) -> str:
 
 
 def changelog_rows(settings, table: str, app: str) -> list[dict]:
-    """The changelog records of one table whose key belongs to `app`, in order."""
-
-    prefix = app.encode() + b"\x1f"
-    return [r for r in read_topic(settings, settings.changelog_topic(table), with_partition=True)
-            if r["key"] == app.encode() or (r["key"] or b"").startswith(prefix)]
+    """The state changelog's records of one kind of row whose key belongs to `app`, in order (keys
+    without the kind's prefix)."""
+    kind = PREFIX[table]
+    rows = []
+    for r in read_topic(settings, settings.changelog_topic(STATE), with_partition=True):
+        if r["key"].startswith(kind):
+            r["key"] = r["key"][len(kind):]
+            if r["key"] == app.encode() or r["key"].startswith(app.encode() + b"\x1f"):
+                rows.append(r)
+    return rows
 
 
 def explain(settings, lost: dict[tuple[str, str], set[str]], changed: dict[tuple[str, str], set[str]],

@@ -10,9 +10,10 @@ import sys
 from harness import DAY, MIN, T0, collect, decisions, ev, publish
 
 from sendgate.models.events import validate
-from sendgate.models.gate import JUNK, TABLES, Gate, MemoryStore
 from sendgate.models.decisions import Decision
+from sendgate.models.gate import JUNK, TABLES, Gate, MemoryStore
 from sendgate.streams.log import end_offsets, read_log
+from sendgate.streams.state import COMMIT, KIND, STATE
 
 T = T0 + 3 * 60 * MIN
 TEMPLATE = "Hi {}! Flash sale: code {} gives 30% off at http://shop.example/{} until midnight"
@@ -108,19 +109,22 @@ def test_replay_reproduces_live_decisions_field_by_field_across_a_restart(settin
 
 
 def snapshot(settings) -> dict[str, dict[bytes, tuple[int, bytes]]]:
-    """Every table as its changelog says: the last value per key, with its partition."""
-
+    """Every kind of row as the changelogs say (the last value per key, with its partition), and
+    the commit records under "commit"."""
     async def run() -> dict[str, dict[bytes, tuple[int, bytes]]]:
-        tables = {}
-        for table in (*TABLES, JUNK):
-            topic = settings.changelog_topic(table)
-            rows: dict[bytes, tuple[int, bytes]] = {}
+        tables: dict[str, dict[bytes, tuple[int, bytes]]] = {name: {} for name in (*TABLES, JUNK, "commit")}
+        for topic in (settings.changelog_topic(STATE), settings.changelog_topic(JUNK)):
             async for r in read_log(settings, topic, await end_offsets(settings, topic)):
-                if r.value is None:
-                    rows.pop(r.key, None)
+                if topic.endswith(f"-{JUNK}-changelog"):
+                    name, key = JUNK, r.key
+                elif r.key.startswith(COMMIT):
+                    name, key = "commit", r.key
                 else:
-                    rows[r.key] = (r.partition, r.value)
-            tables[table] = rows
+                    name, key = KIND[r.key[:2]], r.key[2:]
+                if r.value is None:
+                    tables[name].pop(key, None)
+                else:
+                    tables[name][key] = (r.partition, r.value)
         return tables
 
     return asyncio.run(run())

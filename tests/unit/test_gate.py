@@ -11,7 +11,7 @@ from conftest import (DAY, MINUTE, PARCEL, SECOND, T, UNRELATED, Harness, establ
                       run, send)
 from sendgate.models.decisions import Decision, Delivery
 from sendgate.models.events import validate
-from sendgate.models.gate import DUE, SCHEDULES, TABLES, Gate, MemoryStore, key
+from sendgate.models.gate import TABLES, Gate, MemoryStore, key
 from sendgate.models.policy import Policy
 
 
@@ -211,20 +211,6 @@ def test_a_redelivered_delayed_send_gets_the_same_decision_and_no_second_slot():
     assert h.decide(send("u12", text=PARCEL)).deliver_at == T + 120_000
     released = h.feed(event("tick", MINUTE))
     assert [(d.request_id, d.outcome, d.deliver_at) for d in released] == [("r-u11-0", "released", T + MINUTE)]
-
-
-def test_a_redelivered_delayed_send_repairs_a_schedule_torn_by_a_crash():
-    # A crash can persist the pending row of a delayed request but not its schedule rows; the
-    # redelivery that at-least-once processing then makes must put it back in the schedule.
-    h = Harness()
-    h.feed(*established())
-    first = h.sends(recipients(11))[-1]
-    h.store.tables[SCHEDULES].clear()
-    h.store.tables[DUE].clear()
-    assert h.feed(event("tick", MINUTE)) == []  # torn: nothing would ever release it
-    assert h.decide(send("u11", text=PARCEL)).to_dict() == first.to_dict()
-    released = h.feed(event("tick", MINUTE))
-    assert [(d.request_id, d.outcome) for d in released] == [("r-u11-0", "released")]
 
 
 @pytest.mark.xfail(strict=True, reason=(

@@ -1,0 +1,236 @@
+"""The gate's state in Faust: one table, written a checkpoint at a time, recovered whole checkpoints only.
+
+Why. Without transactions a crash can cut the stream of writes anywhere. If a row reached its
+changelog while the decision made with it did not, the restarted worker decides the event again
+over state that already holds its effects, and decides differently (a paced send accepted, a
+release lost). So the worker keeps three rules:
+
+1. One table (`state`), so every row of an app goes to one changelog partition, in write order.
+2. A batch of events is decided over an overlay; its decisions are sent and acknowledged first;
+   only then are its rows written, followed by a commit record (`COMMIT` + partition -> offset of
+   the last event applied). Recovery applies rows only up to the last commit record it reads
+   (`StateTable.apply_changelog_batch`): all of a checkpoint or none of it.
+3. An event at or below its partition's committed offset is skipped: its decisions are out. An
+   event above the next expected offset means Faust dropped records (faust-streaming #596):
+   `GateApp` reads the missing ones from Kafka and decides them first, in order.
+
+Rows written after the last commit record (a crash mid-checkpoint) are orphans. Recovery drops
+them, and the first checkpoint of that partition rewrites their keys with the committed values,
+so that log compaction can never leave an orphan as a key's last value.
+
+The junk index (a global table, one partition for all apps) is not covered: a junk report
+replayed after a crash is added again, which `JunkTemplate.add_reporter` makes harmless.
+"""
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import faust
+from faust.streams import _current_event  # Faust routes table writes by the event being processed
+from faust.tables.globaltable import GlobalTable
+from faust.types import TP, EventT
+
+from sendgate.models.gate import CONVERSATIONS, DUE, GRANTS, JUNK, PENDING, SCHEDULES, SENDERS, USERKEYS
+from sendgate.models.junk import JunkIndex, JunkTemplate
+from sendgate.models.pending import ReleaseSchedule
+
+log = logging.getLogger("sendgate.state")
+
+STATE = "state"  # the table's name: its changelog is <app id>-state-changelog
+# A short prefix per row kind keeps the kinds apart in one key space (2 bytes a row).
+PREFIX = {USERKEYS: b"u:", CONVERSATIONS: b"c:", GRANTS: b"g:", SENDERS: b"s:", PENDING: b"p:",
+          SCHEDULES: b"t:", DUE: b"d:"}
+KIND = {prefix: name for name, prefix in PREFIX.items()}
+COMMIT = b"\x00commit\x1f"  # + partition: the offset of the last event whose rows are all written
+
+
+def commit_key(partition: int) -> bytes:
+    return COMMIT + str(partition).encode()
+
+
+@contextmanager
+def _processing(event: EventT) -> Iterator[None]:
+    """Faust picks a row's changelog partition and RocksDB database from the current event."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class StateTable(faust.Table):
+    """A Faust table that recovers only committed checkpoints (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: dict[TP, list[EventT]] = {}
+        self.orphans: dict[int, set[bytes]] = {}  # partition -> keys to rewrite at its next checkpoint
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        ready: list[EventT] = []
+        for event in batch:
+            held = self._held.setdefault(event.message.tp, [])
+            held.append(event)
+            if event.message.key.startswith(COMMIT):
+                ready += held
+                held.clear()
+        if ready:
+            super().apply_changelog_batch(ready)
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        for tp in active_tps:
+            tail = self._held.pop(tp, [])
+            if tail:
+                keys = {e.message.key for e in tail}
+                self.orphans.setdefault(tp.partition, set()).update(keys)
+                log.warning("%s: dropped %d changelog record(s) after the last commit (an unfinished "
+                            "checkpoint); %d key(s) are rewritten at the next checkpoint", tp, len(tail), len(keys))
+        await super().on_recovery_completed(active_tps, standby_tps)
+
+
+class JunkTable(GlobalTable):
+    """The junk index's global table: one changelog partition, written to partition 0.
+
+    Faust's `use_partitioner=True` would pick the partition from producer metadata that may not
+    list the changelog yet (TypeError on the first write), and the default writes to the
+    partition of the current event, which a one-partition changelog does not have.
+    """
+
+    def partition_for_key(self, key: Any) -> int:
+        return 0
+
+
+class CheckpointStore:
+    """The gate's `Store` over the state table: reads see the batch's own writes; `checkpoint`
+    writes them after the batch's outputs are acknowledged."""
+
+    def __init__(self, table: StateTable, junk_table: Any) -> None:
+        self.table = table
+        self.junk_table = junk_table
+        self.junk = JunkIndex()
+        self._junk_seen: dict[bytes, bytes] = {}
+        self._junk_loaded = False
+        self._batch: dict[int, dict[bytes, bytes | None]] = {}  # partition -> row key -> value (None: delete)
+        self._event_rows: dict[bytes, bytes | None] = {}
+        self._junk_rows: dict[bytes, bytes | None] = {}
+        self._last: dict[int, EventT] = {}  # partition -> its last event in the batch
+        self._handled: dict[int, int] = {}
+        self._partition = -1
+        self.due: dict[bytes, int] = {}  # app -> earliest deliver_at: what the ticker looks at
+        table.on_recover(self._on_recover)
+
+    # --- the Store interface (models.gate) --------------------------------------------------
+    def get(self, table: str, key: bytes) -> bytes | None:
+        if table == JUNK:
+            return self._junk_rows[key] if key in self._junk_rows else self.junk_table.get(key)
+        row = PREFIX[table] + key
+        if row in self._event_rows:
+            return self._event_rows[row]
+        batch = self._batch.get(self._partition)
+        if batch is not None and row in batch:
+            return batch[row]
+        return self.table.get(row)
+
+    def set(self, table: str, key: bytes, value: bytes) -> None:
+        if table == JUNK:
+            self._junk_rows[key] = value
+        else:
+            self._event_rows[PREFIX[table] + key] = value
+
+    def delete(self, table: str, key: bytes) -> None:
+        if table == JUNK:
+            self._junk_rows[key] = None
+        else:
+            self._event_rows[PREFIX[table] + key] = None
+
+    def read(self, table: str, key: bytes) -> bytes | None:
+        """A committed row (for the inspection views)."""
+        return self.table.get(PREFIX[table] + key)
+
+    # --- one event at a time ----------------------------------------------------------------
+    def handled(self, partition: int) -> int:
+        """The offset of the last event of `partition` handled: committed, or in this batch (-1: none)."""
+        if partition not in self._handled:
+            raw = self.table.get(commit_key(partition))
+            self._handled[partition] = int(raw) if raw is not None else -1
+        return self._handled[partition]
+
+    @contextmanager
+    def handling(self, event: EventT) -> Iterator[None]:
+        """Handle one event: its writes join the batch if the block ends normally; if it raises,
+        none of them count (the event is dead-lettered, and changed nothing)."""
+        self._partition = event.message.partition
+        self._last[self._partition] = event
+        self._handled[self._partition] = event.message.offset
+        self._event_rows.clear()
+        with _processing(event):
+            yield
+        self._batch.setdefault(self._partition, {}).update(self._event_rows)
+
+    def checkpoint(self) -> None:
+        """Write the batch's rows, then each partition's commit record. Call only once every output
+        of the batch is acknowledged."""
+        event = None
+        for partition, event in self._last.items():
+            rows = self._batch.pop(partition, {})
+            with _processing(event):  # each row to the changelog partition of its app's events
+                for row in self.table.orphans.pop(partition, ()):
+                    if row not in rows and not row.startswith(COMMIT):
+                        rows[row] = self.table.get(row)  # the committed value (None: a tombstone)
+                for row, value in rows.items():
+                    if value is not None:
+                        self.table[row] = value
+                    elif row in self.table:
+                        del self.table[row]
+                    else:
+                        self.table.send_changelog(partition, row, None)
+                    if row.startswith(PREFIX[SCHEDULES]):
+                        self._index_schedule(row[len(PREFIX[SCHEDULES]):], value)
+                self.table[commit_key(partition)] = str(event.message.offset).encode()
+        self._last.clear()
+        if self._junk_rows and event is not None:
+            with _processing(event):  # a global table: any partition's context will do
+                for key, value in self._junk_rows.items():
+                    if value is None:
+                        self.junk_table.pop(key, None)
+                        self._junk_seen.pop(key, None)
+                    else:
+                        self.junk_table[key] = value
+                        self._junk_seen[key] = value
+        self._junk_rows.clear()
+
+    # --- after a rebalance ------------------------------------------------------------------
+    async def _on_recover(self) -> None:
+        # Partitions may have moved: forget what this worker knew of them, read the table again.
+        self._handled.clear()
+        self.due = {}
+        for row in list(self.table.keys()):  # once per rebalance; the ticker then reads `due` only
+            if row.startswith(PREFIX[SCHEDULES]):
+                self._index_schedule(row[len(PREFIX[SCHEDULES]):], self.table.get(row))
+
+    def _index_schedule(self, app: bytes, raw: bytes | None) -> None:
+        next_due = ReleaseSchedule.from_bytes(raw).next_due
+        if next_due is None:
+            self.due.pop(app, None)
+        else:
+            self.due[app] = next_due
+
+    # --- the junk index, shared by all apps ---------------------------------------------------
+    def refresh_junk(self) -> None:
+        """Bring the in-memory junk index up to date with the global table (other workers' reports)."""
+        current = dict(self.junk_table.items())
+        for key in set(self._junk_seen) - set(current):
+            self.junk.remove(key.decode())
+        for key, raw in current.items():
+            if self._junk_seen.get(key) != raw:
+                self.junk.put(key.decode(), JunkTemplate.from_bytes(raw))
+        self._junk_seen = current
+        self._junk_loaded = True
+
+    def ensure_junk_loaded(self) -> None:
+        if not self._junk_loaded:
+            self.refresh_junk()
