@@ -68,6 +68,7 @@ class GateApp:
     counts: dict[str, int] = field(default_factory=lambda: {"events": 0, "decisions": 0, "deadlettered": 0,
                                                               "skipped": 0, "hole_records": 0})
     _delivery_topics: dict[str, Any] = field(default_factory=dict)
+    _seen: dict[int, int] = field(default_factory=dict)  # partition -> last offset the stream delivered
 
     async def process_batch(self, batch: list[Any]) -> None:
         """Decide a batch of records of sendgate.events; never raises for bad input.
@@ -79,13 +80,18 @@ class GateApp:
         filled: list[LoggedMessage] = []
         for event in batch:
             message = event.message
-            last = self.store.handled(message.partition)
-            if message.offset <= last:
+            seen = self._seen.get(message.partition)
+            if seen is None:
+                # Faust's record of the group's committed offset: its commits wait until every
+                # offset from there on is acked.
+                seen = (self.app.consumer._committed_offset.get(message.tp) or 0) - 1
+            if message.offset > seen + 1:
+                filled += await self.fill_hole(message.tp, seen + 1, message.offset, sent)
+            self._seen[message.partition] = max(seen, message.offset)
+            if message.offset <= self.store.handled(message.partition):
                 # Decided before a crash or rebalance, and its rows committed: its outputs are out.
                 self.counts["skipped"] += 1
                 continue
-            if message.offset > last + 1:
-                filled += await self.fill_hole(message.topic, message.partition, last + 1, message.offset, sent)
             self.counts["events"] += 1
             sent += await self.process(event)
         if sent:
@@ -94,23 +100,30 @@ class GateApp:
         for message in filled:  # take_events acks the batch's own events; these Faust never had
             self.app.consumer.ack(message)
 
-    async def fill_hole(self, topic: str, partition: int, start: int, end: int, sent: list[Any]) -> list[LoggedMessage]:
-        """Decide records [start, end) of a partition that the stream skipped, read from Kafka.
+    async def fill_hole(self, tp: TP, start: int, end: int, sent: list[Any]) -> list[LoggedMessage]:
+        """Read records [start, end) of a partition that the stream skipped from Kafka, and decide
+        those not decided yet. Appends the futures of what it sends to `sent`.
 
         Faust can drop records it fetched while a worker recovered its tables (faust-streaming
         #596); deciding the next one as if they had not existed would lose them and change the
-        decisions after them. Appends the futures of what it sends to `sent`.
+        decisions after them, and Faust would never commit past them.
         """
         found: list[LoggedMessage] = []
-        async for r in read_log(self.settings, topic, {partition: end}, start={partition: start}):
-            message = LoggedMessage(topic, r.partition, r.offset, r.key, r.timestamp / 1000)
+        decided = 0
+        async for r in read_log(self.settings, tp.topic, {tp.partition: end}, start={tp.partition: start}):
+            message = LoggedMessage(tp.topic, r.partition, r.offset, r.key, r.timestamp / 1000)
             found.append(message)
-            self.counts["events"] += 1
-            sent += await self.process(LoggedEvent(message, r.value))
-        log.warning("the stream skipped %s[%s] offsets %s..%s; decided %d record(s) read from Kafka",
-                    topic, partition, start, end - 1, len(found))
-        self.counts["hole_records"] += len(found)
+            if r.offset > self.store.handled(r.partition):
+                decided += 1
+                self.counts["events"] += 1
+                sent += await self.process(LoggedEvent(message, r.value))
+        log.warning("the stream skipped %s[%s] offsets %s..%s; read %d record(s) from Kafka and decided %d",
+                    tp.topic, tp.partition, start, end - 1, len(found), decided)
+        self.counts["hole_records"] += decided
         return found
+
+    async def on_recover(self) -> None:
+        self._seen.clear()  # partitions may have moved; Faust starts each from the committed offset
 
     async def process(self, event: Any) -> list[Any]:
         """Decide one record; returns the futures of the records it sent."""
@@ -206,6 +219,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
                                           standby_buffer_size=1, recovery_buffer_size=1, is_global=True, **RAW))
     store = CheckpointStore(state, junk_table)
     gate_app = GateApp(settings, app, settings.gate(policy), store, events, decisions, deadletter)
+    state.on_recover(gate_app.on_recover)
 
     if settings.web_enabled:
         register_views(app, gate_app.gate, store)

@@ -195,7 +195,9 @@ class LocalKafka:
                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", classpath]
         formatted_now = not (self.data_dir / "logs" / "meta.properties").exists()
         if formatted_now:
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # as Kafka's own Uuid.randomUuid: "-..." reads as an option
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             # SCRAM credentials live in the metadata log; the first ones can be written with it.
             scram = ["--add-scram", f"{SCRAM}=[name={self.scram[0]},password={self.scram[1]}]"] if self.scram else []
             fmt = subprocess.run(java + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from harness import MIN, T0, collect, decisions, ev, make_settings, outcomes, publish
 
+from sendgate.models.gate import CONVERSATIONS, USERKEYS
+from sendgate.streams.state import COMMIT, PREFIX, STATE, commit_key
+
 
 def inbound(event_id, userkey, text, ts, app="acme", sender="s1"):
     return ev("inbound", event_id=event_id, app=app, sender=sender, userkey=userkey, network="sms", text=text, ts=ts)
@@ -85,8 +88,15 @@ def test_state_rows_are_co_partitioned_with_their_app_events(bootstrap, workers,
     events = collect(settings, settings.topic("events"), lambda r: len(r) >= len(script), with_partition=True)
     partition_of_app = {e["key"].decode(): e["partition"] for e in events}
     assert len(set(partition_of_app.values())) > 1, "the apps should spread over several partitions"
-    changelog = collect(settings, f"{settings.app_id}-userkeys-changelog", lambda r: len(r) >= len(apps),
+    changelog = collect(settings, settings.changelog_topic(STATE),
+                        lambda r: sum(x["key"].startswith(PREFIX[USERKEYS]) for x in r) >= len(apps),
                         with_partition=True)
+    kinds = set()
     for row in changelog:
-        app = row["key"].split(b"\x1f")[0].decode()
+        if row["key"].startswith(COMMIT):  # a commit record names its own partition
+            assert row["key"] == commit_key(row["partition"]), row
+            continue
+        kinds.add(row["key"][:2])
+        app = row["key"][2:].split(b"\x1f")[0].decode()
         assert row["partition"] == partition_of_app[app], (app, row)
+    assert {PREFIX[USERKEYS], PREFIX[CONVERSATIONS]} <= kinds
