@@ -23,6 +23,7 @@ from sendgate.models.gate import JUNK, Gate
 from .client import partitions_of
 from .config import Settings
 from .log import read_log
+from .outbox import Outbox
 from .state import STATE, CheckpointStore, JunkTable, StateTable
 from .web import register_views
 
@@ -69,6 +70,7 @@ class GateApp:
                                                               "skipped": 0, "hole_records": 0})
     _delivery_topics: dict[str, Any] = field(default_factory=dict)
     _seen: dict[int, int] = field(default_factory=dict)  # partition -> last offset the stream delivered
+    outbox: Outbox = field(default_factory=Outbox)
 
     async def process_batch(self, batch: list[Any]) -> None:
         """Decide a batch of records of sendgate.events; never raises for bad input.
@@ -94,6 +96,7 @@ class GateApp:
                 continue
             self.counts["events"] += 1
             sent += await self.process(event)
+        await self.outbox.send(self.app.producer._ensure_producer())  # Faust's started aiokafka producer
         if sent:
             await asyncio.gather(*sent)
         self.store.checkpoint()
@@ -126,7 +129,8 @@ class GateApp:
         self._seen.clear()  # partitions may have moved; Faust starts each from the committed offset
 
     async def process(self, event: Any) -> list[Any]:
-        """Decide one record; returns the futures of the records it sent."""
+        """Decide one record. Its outputs wait in the outbox (under exactly_once they are sent at
+        once, and their futures returned)."""
         message, value = event.message, event.value
         record_ts = round(message.timestamp * 1000) if message.timestamp else 0  # Faust gives float seconds
         try:
@@ -134,10 +138,10 @@ class GateApp:
             with self.store.handling(event):
                 records = self.gate.handle_record(message.key, value, record_ts, self.store)
         except InvalidEvent as exc:
-            return [await self.dead_letter(message, value, str(exc))]
+            return await self.dead_letter(message, value, str(exc))
         except Exception as exc:  # a bug must not stop the stream: park the record with the reason
             log.exception("internal error on %s[%s]@%s", message.topic, message.partition, message.offset)
-            return [await self.dead_letter(message, value, f"internal error: {type(exc).__name__}: {exc}")]
+            return await self.dead_letter(message, value, f"internal error: {type(exc).__name__}: {exc}")
         sent = []
         for record in records:
             if isinstance(record, Decision):
@@ -145,8 +149,16 @@ class GateApp:
                 topic = self.decisions
             else:
                 topic = await self.delivery_topic(record.network)
-            sent.append(await topic.send(key=record.app.encode(), value=record.to_json()))
+            sent += await self.send(topic, record.app.encode(), record.to_json())
         return sent
+
+    async def send(self, topic: Any, key: bytes | None, value: bytes) -> list[Any]:
+        """Queue one output record for the batch's outbox; under exactly_once, send it now through
+        Faust (Topic.send puts it in its partition's transaction) and return its future."""
+        if self.app.in_transaction:
+            return [await topic.send(key=key, value=value)]
+        self.outbox.add(topic.get_topic_name(), key, value)
+        return []
 
     async def delivery_topic(self, network: str) -> Any:
         topic = self._delivery_topics.get(network)
@@ -159,7 +171,7 @@ class GateApp:
             self._delivery_topics[network] = topic
         return topic
 
-    async def dead_letter(self, message: Any, value: bytes | None, error: str) -> Any:
+    async def dead_letter(self, message: Any, value: bytes | None, error: str) -> list[Any]:
         self.counts["deadlettered"] += 1
         doc: dict[str, Any] = {"error": error, "topic": message.topic, "partition": message.partition,
                                "offset": message.offset}
@@ -169,7 +181,7 @@ class GateApp:
             if is_base64:
                 doc[f"{name}_encoding"] = "base64"  # bytes that are not UTF-8 are kept, not mangled
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
-        return await self.deadletter.send(key=message.key, value=orjson.dumps(doc))
+        return await self.send(self.deadletter, message.key, orjson.dumps(doc))
 
 
 def _text_or_b64(data: bytes | None) -> tuple[str | None, bool]:

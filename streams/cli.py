@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 import orjson
@@ -93,13 +94,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # replay the changelogs over it into a state that never existed. The marker file tells the
     # next start that the last stop was not clean, so the tables recover from the changelogs alone.
     marker = Path(settings.data_dir) / f"{settings.app_id}.running"
+
+    class Worker(faust.Worker):  # the name shows in its log lines ("[^Worker]: Ready")
+        """No terminal spinner: for it Faust sets the root logger to DEBUG whatever the log level,
+        and every debug call of Faust and aiokafka then builds a LogRecord (profiled: 11 % of the
+        worker's busy time)."""
+
+        def on_setup_root_logger(self, logger: Any, level: int) -> None:
+            self.spinner = None
+            super().on_setup_root_logger(logger, level)
+
     if marker.exists():
         shutil.rmtree(Path(settings.data_dir) / settings.app_id, ignore_errors=True)
         print("sendgate worker: the last worker on this store did not stop cleanly; local store removed, "
               "tables recover from the changelogs", flush=True)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
-    worker = faust.Worker(gate_app.app, loglevel=settings.log_level, quiet=True)
+    worker = Worker(gate_app.app, loglevel=settings.log_level, quiet=True)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -1,0 +1,52 @@
+"""The output records of one batch, produced as one Kafka record batch per topic partition.
+
+Producing record by record through Faust (`Topic.send`) cost more of the worker's time than
+deciding (profiled with `bench/run --profile`): sensors, a future per record, the partitioner
+and the accumulator for every decision. A batch of events already waits for all its outputs
+before its state is written (streams/state.py), so its outputs can as well go out together:
+aiokafka's `create_batch`/`send_batch`, one future per topic partition.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+
+
+def partition_for(key: bytes | None, partitions: int) -> int:
+    """As aiokafka's (and Kafka's) default partitioner for keyed records; unkeyed ones to 0."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions if key is not None else 0
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self._records: dict[str, list[tuple[bytes | None, bytes]]] = defaultdict(list)
+
+    def __len__(self) -> int:
+        return sum(map(len, self._records.values()))
+
+    def add(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._records[topic].append((key, value))
+
+    async def send(self, producer: Any) -> None:
+        """Produce everything with `producer` (an AIOKafkaProducer) and wait until the broker has
+        acknowledged all of it; raises if it refused any of it (the batch is then decided again)."""
+        futures = []
+        records, self._records = self._records, defaultdict(list)
+        for topic, items in records.items():
+            partitions = len(await producer.partitions_for(topic))
+            by_partition: dict[int, list[tuple[bytes | None, bytes]]] = defaultdict(list)
+            for key, value in items:  # in order within a partition: an app's decisions stay ordered
+                by_partition[partition_for(key, partitions)].append((key, value))
+            for partition, pending in by_partition.items():
+                batch = producer.create_batch()
+                for key, value in pending:
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        futures.append(await producer.send_batch(batch, topic, partition=partition))
+                        batch = producer.create_batch()
+                        if batch.append(key=key, value=value, timestamp=None) is None:
+                            raise ValueError(f"a record of {len(value)} bytes does not fit a batch of {topic}")
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*futures)
