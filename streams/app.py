@@ -173,15 +173,20 @@ class GateApp:
 
     async def dead_letter(self, message: Any, value: bytes | None, error: str) -> list[Any]:
         self.counts["deadlettered"] += 1
-        doc: dict[str, Any] = {"error": error, "topic": message.topic, "partition": message.partition,
-                               "offset": message.offset}
-        for name, data in (("key", message.key), ("raw", value)):
-            text, is_base64 = _text_or_b64(data)
-            doc[name] = text
-            if is_base64:
-                doc[f"{name}_encoding"] = "base64"  # bytes that are not UTF-8 are kept, not mangled
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
-        return await self.send(self.deadletter, message.key, orjson.dumps(doc))
+        return await self.send(self.deadletter, message.key, dead_letter_record(message, value, error))
+
+
+def dead_letter_record(message: Any, value: bytes | None, error: str) -> bytes:
+    """The dead-letter topic's value for a record: the reason, where it was, and the record itself."""
+    doc: dict[str, Any] = {"error": error, "topic": message.topic, "partition": message.partition,
+                           "offset": message.offset}
+    for name, data in (("key", message.key), ("raw", value)):
+        text, is_base64 = _text_or_b64(data)
+        doc[name] = text
+        if is_base64:
+            doc[f"{name}_encoding"] = "base64"  # bytes that are not UTF-8 are kept, not mangled
+    return orjson.dumps(doc)
 
 
 def _text_or_b64(data: bytes | None) -> tuple[str | None, bool]:
