@@ -298,14 +298,18 @@ def summary_rows(r: Report) -> list[list[str]]:
         rows.append(["in-process ceiling: Gate.handle_record events/s (MemoryStore, no Kafka)",
                      fmt(r.expected.rate), "", "", "", ""])
     if r.latency is not None:
+        echo = {e.rate: e for e in r.latency.echo}
         for res in r.latency.results:
             if not len(res.lat_ms):
                 rows.append([f"latency at {res.rate:,}/s", "no decisions", "", "", "", ""])
                 continue
             p99 = res.pct(res.lat_ms, 99)
             target = "p99 <= 25 ms" if res.rate == 1000 else ""
+            e = echo.get(res.rate)
+            base = (f"raw aiokafka echo {e.pct(e.lat_ms, 50):.1f} / {e.pct(e.lat_ms, 99):.1f} / {e.lat_ms.max():.1f}"
+                    if e is not None and len(e.lat_ms) else "")
             rows.append([f"latency at {res.rate:,}/s offered ({fmt(res.achieved_rate)}/s achieved): p50 / p99 / max ms",
-                         f"{res.pct(res.lat_ms, 50):.1f} / {p99:.1f} / {res.lat_ms.max():.1f}", "", "", target,
+                         f"{res.pct(res.lat_ms, 50):.1f} / {p99:.1f} / {res.lat_ms.max():.1f}", base, "", target,
                          verdict(p99 <= 25.0) if res.rate == 1000 else ""])
     if r.replay is not None and w is not None:
         rr = r.replay.result.rate
@@ -399,12 +403,14 @@ def write_markdown(r: Report, path: Path) -> None:
                   + (f"Live worker on the same log: {fmt(r.worker_run.events_rate)} events/s." if r.worker_run else "")]
     if r.latency is not None:
         rows = []
-        for res in r.latency.results:
+        for who, res in ([("sendgate worker", x) for x in r.latency.results]
+                         + [("raw aiokafka echo", x) for x in r.latency.echo]):
             if not len(res.lat_ms):
-                rows.append([f"{res.rate:,}", fmt(res.sent), "", "", "", "", "", "", "", "", "", "", res.note])
+                rows.append([who, f"{res.rate:,}", fmt(res.sent), "", "", "", "", "", "", "", "", "", "", res.note])
                 continue
             q = res.pct
-            rows.append([f"{res.rate:,}", fmt(res.sent), fmt(res.achieved_rate), fmt(res.decided), fmt(res.decided_rate),
+            rows.append([who, f"{res.rate:,}", fmt(res.sent), fmt(res.achieved_rate), fmt(res.decided),
+                         fmt(res.decided_rate),
                          f"{q(res.lat_ms, 50):.1f}", f"{q(res.lat_ms, 90):.1f}", f"{q(res.lat_ms, 99):.1f}",
                          f"{q(res.lat_ms, 99.9):.1f}", f"{res.lat_ms.max():.1f}",
                          f"{q(res.in_ms, 50):.1f} / {q(res.in_ms, 99):.1f}",
@@ -417,8 +423,11 @@ def write_markdown(r: Report, path: Path) -> None:
                   "Requests: 35 % replies (consent only), 65 % sends to opted-in userkeys (consent + burst step). "
                   "in = decision produced (its record timestamp, ms resolution) - request sent; out = arrival at the "
                   "subscriber - decision produced; same host clock. decided /s = decisions / (last arrival - first "
-                  "measured send): the worker's capacity when it cannot keep up.", "",
-                  md_table(["offered /s", "requests", "achieved /s", "decided", "decided /s", "p50 ms", "p90 ms", "p99 ms",
+                  "measured send): the worker's capacity when it cannot keep up. Baseline, same rates and requests in "
+                  "the same run: a raw aiokafka echo process (`python -m bench.latency echo`: no group, reads every "
+                  "partition, orjson decode + re-encode, produce acks=all linger 0) between the same producer and "
+                  "the same kind of subscriber: what Kafka and one Python hop cost on this machine.", "",
+                  md_table(["path", "offered /s", "requests", "achieved /s", "decided", "decided /s", "p50 ms", "p90 ms", "p99 ms",
                             "p99.9 ms", "max ms", "in p50 / p99 ms", "out p50 / p99 ms", "note"], rows)]
         if r.latency.profile is not None:
             prof, res = r.latency.profile
@@ -485,6 +494,11 @@ def plots(r: Report, stem: str, where: Path) -> list[str]:
             import numpy as np
             axes[1].plot(ts_, [np.percentile(bins[t], 99) for t in ts_], color=color, label=f"{res.rate:,}/s p99")
             axes[1].plot(ts_, [np.percentile(bins[t], 50) for t in ts_], "--", color=color, label=f"{res.rate:,}/s p50")
+        for k, res in enumerate(r.latency.echo):
+            if len(res.lat_ms):
+                xs = sorted(res.lat_ms)
+                axes[0].plot(xs, [100 * (i + 1) / len(xs) for i in range(len(xs))], ":", color=f"C{k}",
+                             label=f"raw aiokafka echo {res.rate:,}/s")
         axes[0].set_xscale("log")
         axes[0].set_xlabel("latency ms (log)")
         axes[0].set_ylabel("% of requests at or below")
@@ -679,8 +693,15 @@ def main(argv: list[str] | None = None) -> int:
                 hook = None
                 if "profile" not in skip and pyspy():
                     hook = lambda pid: pyspy_record(pid, 10, a.outdir / f"{a.stem}-profile-1000rps.txt")  # noqa: E731
+                echo_settings = tp.bench_settings(bootstrap, work, "echo")
+                prefixes.append(echo_settings.app_id)
+                log("raw aiokafka echo baseline ...")
+                echo = asyncio.run(lat.run_echo(echo_settings, work, a.rates, a.latency_seconds, a.latency_warmup,
+                                                a.seed, a.quick))
+                log("sendgate worker ...")
                 r.latency = asyncio.run(lat.run(settings, work, a.rates, a.latency_seconds, a.latency_warmup, a.seed,
                                                 a.quick, hook))
+                r.latency.echo = echo
             except Exception:
                 r.errors.append("latency: " + traceback.format_exc())
                 log(r.errors[-1])
@@ -702,8 +723,19 @@ def main(argv: list[str] | None = None) -> int:
     if "inprocess" not in skip:
         run_inprocess(r, work)
     r.wall_s = time.monotonic() - t_start
-    r.plots = plots(r, a.stem, out.parent)
-    write_markdown(r, out)
+    try:
+        r.plots = plots(r, a.stem, out.parent)
+    except Exception:
+        r.errors.append("plots: " + traceback.format_exc())
+        log(r.errors[-1])
+    try:
+        write_markdown(r, out)
+    except Exception:  # keep the figures of a long run: dump the raw report next to the scratch files
+        import pickle
+        dump = work / "report.pickle"
+        dump.write_bytes(pickle.dumps(r))
+        log(f"writing {out} failed; raw report pickled to {dump}:\n{traceback.format_exc()}")
+        return 1
     log(f"wrote {out}" + (f" and {', '.join(r.plots)}" if r.plots else ""))
     print(out.read_text().split("## Settings")[0])
     if r.errors:

@@ -95,9 +95,9 @@ def make_setup(seed: int, quick: bool) -> tuple[Setup, list[tuple[bytes, bytes]]
 class Subscriber:
     """Reads every partition of the decisions topic from its end; notes each request's first decision."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, topic: str | None = None) -> None:
         self.settings = settings
-        self.topic = settings.topic("decisions")
+        self.topic = topic or settings.topic("decisions")
         self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
                                          **SUBSCRIBER)
         self.watch: dict[str, float] = {}  # request_id -> send time
@@ -209,6 +209,97 @@ class LatencyRun:
     setup_events: int
     worker_log: Path
     profile: Any = None  # filled by the caller when a profiled window ran
+    echo: list[LatencyResult] = field(default_factory=list)  # the raw aiokafka echo baseline, same rates
+
+
+# --- the baseline: a raw aiokafka echo process ---------------------------------------------------
+
+
+async def echo_main(bootstrap: str, in_topic: str, out_topic: str) -> None:
+    """The latency baseline, in its own process: read every partition of `in_topic` from its end
+    (no group), orjson decode + re-encode each value, produce it to `out_topic` (acks=all, linger
+    0, as Faust's producer). What Kafka and one Python hop cost, without Faust and the gate."""
+    settings = Settings(bootstrap=bootstrap)
+    partitions = await partitions_of(settings, in_topic, 60.0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    try:
+        tps = [TopicPartition(in_topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        while True:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                for m in messages:
+                    await producer.send(out_topic, value=orjson.dumps(orjson.loads(m.value)), key=m.key)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def run_echo(settings: Settings, log_dir: Path, rates: list[int], seconds: float, warmup_s: float, seed: int,
+                   quick: bool) -> list[LatencyResult]:
+    """The same offered load through the echo process: requests to `<prefix>events`, the echo's
+    output read from `<prefix>echo` by the same kind of subscriber."""
+    import subprocess
+    import sys
+
+    from sendgate.streams.client import ensure_topics
+
+    rng = random.Random(seed)
+    setup, _ = make_setup(seed, quick)
+    in_topic, out_topic = settings.topic("events"), settings.topic("echo")
+    await ensure_topics(settings, [in_topic, out_topic])
+    with open(log_dir / f"echo-{settings.app_id}.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.latency", "echo", settings.bootstrap, in_topic, out_topic],
+                                stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=Path(__file__).parents[1])
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, **PRODUCER)
+    sub = Subscriber(settings, out_topic)
+    results: list[LatencyResult] = []
+    try:
+        await producer.start()
+        await sub.start()
+        ok = False
+        for i in range(60):  # until the echo process is reading (it starts from the end)
+            rid = f"echo-probe-{i}"
+            sub.watch[rid] = time.time()
+            await producer.send(in_topic, key=b"probe", value=orjson.dumps({"request_id": rid}))
+            if await sub.wait_for([rid], 1.0, lambda: proc.poll() is None):
+                ok = True
+                break
+        if not ok:
+            raise RuntimeError("the echo process did not answer in 60 s")
+        for rate in rates:
+            drain = max(60.0, rate * (seconds + warmup_s) / 100)
+            results.append(await offer(producer, sub, setup, rng, in_topic, rate, seconds, warmup_s, drain,
+                                       f"echo{rate}", alive=lambda: proc.poll() is None))
+            r = results[-1]
+            print(f"  echo {rate:>5}/s: p50 {r.pct(r.lat_ms, 50):.1f} ms, p99 {r.pct(r.lat_ms, 99):.1f} ms"
+                  if len(r.lat_ms) else f"  echo {rate}/s: no answers", flush=True)
+    finally:
+        await sub.stop()
+        await producer.stop()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return results
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 5 and sys.argv[1] == "echo":
+        try:
+            asyncio.run(echo_main(*sys.argv[2:]))
+        except KeyboardInterrupt:
+            pass
+    else:
+        sys.exit("usage: python -m bench.latency echo BOOTSTRAP IN_TOPIC OUT_TOPIC (run by bench/__main__.py)")
 
 
 async def run(settings: Settings, log_dir: Path, rates: list[int], seconds: float, warmup_s: float, seed: int,
