@@ -123,6 +123,10 @@ class CheckpointStore:
         self.due: dict[bytes, int] = {}  # app -> earliest deliver_at: what the ticker looks at
         table.on_recover(self._on_recover)
 
+    def _committed(self, row: bytes) -> bytes | None:
+        # The store itself: Table.get looks a key up twice (__contains__, then __getitem__).
+        return self.table.data.get(row)
+
     # --- the Store interface (models.gate) --------------------------------------------------
     def get(self, table: str, key: bytes) -> bytes | None:
         if table == JUNK:
@@ -133,7 +137,7 @@ class CheckpointStore:
         batch = self._batch.get(self._partition)
         if batch is not None and row in batch:
             return batch[row]
-        return self.table.get(row)
+        return self._committed(row)
 
     def set(self, table: str, key: bytes, value: bytes) -> None:
         if table == JUNK:
@@ -149,13 +153,13 @@ class CheckpointStore:
 
     def read(self, table: str, key: bytes) -> bytes | None:
         """A committed row (for the inspection views)."""
-        return self.table.get(PREFIX[table] + key)
+        return self._committed(PREFIX[table] + key)
 
     # --- one event at a time ----------------------------------------------------------------
     def handled(self, partition: int) -> int:
         """The offset of the last event of `partition` handled: committed, or in this batch (-1: none)."""
         if partition not in self._handled:
-            raw = self.table.get(commit_key(partition))
+            raw = self._committed(commit_key(partition))
             self._handled[partition] = int(raw) if raw is not None else -1
         return self._handled[partition]
 
@@ -180,7 +184,7 @@ class CheckpointStore:
             with _processing(event):  # each row to the changelog partition of its app's events
                 for row in self.table.orphans.pop(partition, ()):
                     if row not in rows and not row.startswith(COMMIT):
-                        rows[row] = self.table.get(row)  # the committed value (None: a tombstone)
+                        rows[row] = self._committed(row)  # the committed value (None: a tombstone)
                 for row, value in rows.items():
                     if value is not None:
                         self.table[row] = value
@@ -210,7 +214,7 @@ class CheckpointStore:
         self.due = {}
         for row in list(self.table.keys()):  # once per rebalance; the ticker then reads `due` only
             if row.startswith(PREFIX[SCHEDULES]):
-                self._index_schedule(row[len(PREFIX[SCHEDULES]):], self.table.get(row))
+                self._index_schedule(row[len(PREFIX[SCHEDULES]):], self._committed(row))
 
     def _index_schedule(self, app: bytes, raw: bytes | None) -> None:
         next_due = ReleaseSchedule.from_bytes(raw).next_due
