@@ -9,6 +9,7 @@ Workloads (see throughput.py, latency.py, replay_speed.py for the method of each
   replay      `sendgate replay` over the same log, next to the live worker's events/s
   latency     fixed offered rates (1,000 and 3,000 requests/s): produce -> decision at a subscriber
   profile     py-spy samples of the worker (saturated, and at 1,000/s), when py-spy is installed
+  memory      worker RSS holding 100k and 1M userkeys, changelog bytes, RSS over a long run (worker_memory.py)
   inprocess   bench.steps, bench.state_size, bench.detection (subprocesses; skipped if absent)
 Benchmarks are not tests: a missed target is reported, not failed; a broken workload exits 1.
 """
@@ -38,6 +39,7 @@ from sendgate.streams.config import Settings
 from . import latency as lat
 from . import replay_speed
 from . import throughput as tp
+from . import worker_memory as mem
 from ._common import loadavg, md_table, nproc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,6 +252,8 @@ class Report:
     replay: Any = None
     latency: Any = None
     profile_tp: Any = None
+    held: list = field(default_factory=list)  # worker_memory.HeldState, by userkeys
+    long_run: Any = None
     inprocess: list = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
@@ -316,6 +320,14 @@ def summary_rows(r: Report) -> list[list[str]]:
         rows.append(["replay: events/s of `sendgate replay` on the same log", fmt(rr),
                      f"live worker {fmt(w.events_rate)} events/s", f"{rr / w.events_rate:.2f}" if w.events_rate else "",
                      "", ""])
+    base = next((h for h in r.held if h.userkeys == 0), None)
+    for h in r.held:
+        if h.userkeys and base is not None:
+            uk = sum(h.changelog.get(k, [0, 0])[1] for k in ("userkeys", "conversations"))
+            rows.append([f"memory: worker RSS holding {h.userkeys:,} userkeys (MB; bytes per userkey)",
+                         f"{h.rss_mb:.0f}; {(h.rss_mb - base.rss_mb) * 2**20 / h.userkeys:,.0f} B",
+                         f"worker holding none: {base.rss_mb:.0f} MB; changelog {uk / h.userkeys:.0f} B/userkey",
+                         "", "", ""])
     return rows
 
 
@@ -334,7 +346,6 @@ def outcome_table(r: Report) -> str:
 
 def write_markdown(r: Report, path: Path) -> None:
     a = r.args
-    pt = [p for p in r.passthrough if p.records]
     parts = [
         "# sendgate benchmarks: broker workloads" + (" (quick smoke run)" if a.quick else ""),
         "",
@@ -434,6 +445,8 @@ def write_markdown(r: Report, path: Path) -> None:
             if len(res.lat_ms):
                 parts += ["", f"Profiled window (1,000/s for 10 s with py-spy attached, not part of the figures "
                               f"above): p50 {res.pct(res.lat_ms, 50):.1f} ms, p99 {res.pct(res.lat_ms, 99):.1f} ms."]
+    if r.held or r.long_run is not None:
+        parts += memory_md(r)
     parts += ["", "## Where the worker's time goes", ""]
     parts += [profile_md(r.profile_tp, "Saturated (the throughput log, fresh prefix, py-spy attached)")]
     if r.latency is not None and r.latency.profile is not None:
@@ -516,6 +529,21 @@ def plots(r: Report, stem: str, where: Path) -> list[str]:
         fig.savefig(where / name, dpi=110)
         plt.close(fig)
         made.append(name)
+    lr = r.long_run
+    if lr is not None and lr.samples:
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        ax.plot([x[1] for x in lr.samples], [x[2] for x in lr.samples], "-", color="black")
+        ax.set_xlabel(f"decisions made (of {lr.decisions:,}; {lr.log.event_hours:g} h of event time, "
+                      "clusters expire after 24 h idle)")
+        ax.set_ylabel("worker VmRSS MB")
+        ax.set_ylim(bottom=0)
+        ax.set_title("Worker memory over a long run with cluster expiry")
+        ax.grid(True, alpha=0.3)
+        name = f"{stem}-memory.png"
+        fig.tight_layout()
+        fig.savefig(where / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
     return made
 
 
@@ -572,6 +600,56 @@ async def phase_profile_tp(r: Report, bootstrap: str, work: Path, prefixes: list
         worker.stop()
 
 
+async def phase_memory(r: Report, bootstrap: str, work: Path, prefixes: list[str]) -> None:
+    sizes = (0, 10_000) if r.args.quick else (0, 100_000, 1_000_000)
+    for n in sizes:
+        log(f"worker memory holding {n:,} userkeys (rebuild, then a worker recovers them) ...")
+        held = await mem.held_state(bootstrap, work, n)
+        prefixes.append(held.app_id)
+        r.held.append(held)
+        log(f"  {n:,} userkeys: RSS {held.rss_mb:.1f} MB; rebuild {held.rebuild_s:.0f} s, worker start to probe "
+            f"decided {held.recovered_s:.0f} s; changelog {held.changelog}")
+        if held.problem:
+            r.errors.append(f"memory {n:,} userkeys: {held.problem}")
+    hours, senders = (6, 4) if r.args.quick else (96, 40)
+    log(f"long run: {senders} senders, a blast each per hour over {hours} h of event time ...")
+    r.long_run = await mem.long_run(bootstrap, work, hours, senders, r.args.seed)
+    prefixes.append(r.long_run.app_id)
+    if r.long_run.problem:
+        r.errors.append(f"memory long run: {r.long_run.problem}")
+
+
+def memory_md(r: Report) -> list[str]:
+    parts = ["", "## Memory", "", mem.__doc__.split("Method:", 1)[1].strip(), ""]
+    base = next((h for h in r.held if h.userkeys == 0), None)
+    rows = []
+    for h in r.held:
+        uk = sum(h.changelog.get(k, [0, 0])[1] for k in ("userkeys", "conversations"))
+        per = (f"{(h.rss_mb - base.rss_mb) * 2**20 / h.userkeys:,.0f}" if base is not None and h.userkeys else "")
+        rows.append([fmt(h.userkeys), f"{h.rss_mb:.1f}", per,
+                     f"{uk / h.userkeys:.0f}" if h.userkeys else "",
+                     ", ".join(f"{k} {v[0]:,} rows / {v[1]:,} B" for k, v in sorted(h.changelog.items())),
+                     f"{h.store_bytes / 2**20:.1f}", f"{h.rebuild_s:.0f}", f"{h.recovered_s:.0f}"])
+    parts += [md_table(["userkeys", "worker RSS MB", "RSS bytes/userkey (vs 0)", "changelog bytes/userkey",
+                        "state changelog (last value per key)", "RocksDB dir MB", "rebuild s",
+                        "worker start to probe decided s"], rows)]
+    lr = r.long_run
+    if lr is not None and lr.samples:
+        rss = [x[2] for x in lr.samples]
+        done = [x for x in lr.samples if x[1] >= lr.decisions / 2]
+        second_half = (max(rss[-len(done):]) - done[0][2]) if done else 0.0
+        clusters = sorted(c for c, _ in lr.sender_rows)
+        sizes = [b for _, b in lr.sender_rows]
+        parts += ["", f"Long run: {lr.log.senders} senders in 4 apps, {len(lr.log.records):,} events "
+                      f"({', '.join(f'{t} {c:,}' for t, c in lr.log.types.most_common())}) over {lr.log.event_hours:g} h "
+                      f"of event time; {lr.decisions:,} decisions. Worker RSS: {rss[0]:.1f} MB at the first decision, "
+                      f"{max(rss):.1f} MB at most, {rss[-1]:.1f} MB at the end; change over the second half of the "
+                      f"decisions {second_half:+.1f} MB. Sender rows at the end (changelog): {len(sizes)} rows holding "
+                      f"{clusters[0] if clusters else 0}-{clusters[-1] if clusters else 0} clusters, "
+                      f"{sum(sizes) / len(sizes) if sizes else 0:,.0f} B a row on average. Plot: `{r.args.stem}-memory.png`."]
+    return parts
+
+
 def run_inprocess(r: Report, work: Path) -> None:
     for name in INPROCESS:
         if not (ROOT / "bench" / f"{name}.py").exists():
@@ -615,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-seconds", type=float, help="measured seconds per rate (default 20; quick 3)")
     ap.add_argument("--latency-warmup", type=float, help="warm-up seconds per rate (default 2; quick 0.5)")
     ap.add_argument("--seed", type=int, default=20240601)
-    ap.add_argument("--skip", default="", help="comma list of: throughput, replay, latency, profile, inprocess")
+    ap.add_argument("--skip", default="", help="comma list of: throughput, replay, latency, profile, memory, inprocess")
     ap.add_argument("--profile", action="store_true", help="profile with py-spy also in --quick")
     ap.add_argument("--out", help="results file (default bench/results/latest.md; quick: quick.md)")
     ap.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
@@ -628,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
     a.latency_warmup = a.latency_warmup if a.latency_warmup is not None else (0.5 if a.quick else 2.0)
     a.rates = [int(x) for x in (a.rates or ("1000,3000" if a.quick else "100,1000,3000")).split(",") if x.strip()]
     skip = {s.strip() for s in a.skip.split(",") if s.strip()}
-    unknown = skip - {"throughput", "replay", "latency", "profile", "inprocess"}
+    unknown = skip - {"throughput", "replay", "latency", "profile", "memory", "inprocess"}
     if unknown:
         ap.error(f"--skip: unknown workload(s) {', '.join(sorted(unknown))}")
     if "throughput" in skip:
@@ -710,6 +788,12 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(phase_profile_tp(r, bootstrap, work, prefixes))
             except Exception:
                 r.errors.append("profile: " + traceback.format_exc())
+                log(r.errors[-1])
+        if "memory" not in skip:
+            try:
+                asyncio.run(phase_memory(r, bootstrap, work, prefixes))
+            except Exception:
+                r.errors.append("memory: " + traceback.format_exc())
                 log(r.errors[-1])
         if external and not a.keep_topics and prefixes:
             try:

@@ -252,7 +252,6 @@ def main() -> None:
         n_variant, n_random = 747, 3000
     sc = build(corpus, args.seed, spam_limit, ham_limit)
     dense = build(corpus, args.seed + 1, spam_limit, ham_limit, ham_senders=30, with_blasts=False)
-    n_sends = len(sc.blast_index) + len(sc.ham_ids)
     print(f"scenario: {sc.n_blasts} blasts, {len(sc.blast_index):,} blast sends "
           f"(N {min(sc.blast_sizes)}-{max(sc.blast_sizes)}, mean {np.mean(sc.blast_sizes):.0f}), "
           f"{len(sc.ham_ids):,} ham sends, {len(sc.events):,} events", flush=True)

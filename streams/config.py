@@ -76,9 +76,8 @@ class Settings:
     log_level: str = "warning"
     processing_guarantee: str = "at_least_once"
     # A batch is decided, its outputs acknowledged, then its state written (streams/state.py):
-    # up to batch_max events, or what arrived within batch_wait_ms.
+    # the events that have arrived, up to batch_max.
     batch_max: int = 500
-    batch_wait_ms: float = 2.0
     linger_ms: float = 1.0  # the producer's; every batch waits for its outputs' acknowledgement
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -155,7 +154,6 @@ class Settings:
             log_level=env.get("SENDGATE_LOG_LEVEL") or d.log_level,
             processing_guarantee=env.get("SENDGATE_PROCESSING_GUARANTEE") or d.processing_guarantee,
             batch_max=_int(env, "SENDGATE_BATCH_MAX", d.batch_max, minimum=1),
-            batch_wait_ms=_float(env, "SENDGATE_BATCH_WAIT_MS", d.batch_wait_ms),
             linger_ms=_float(env, "SENDGATE_LINGER_MS", d.linger_ms),
             security_protocol=env.get("SENDGATE_SECURITY_PROTOCOL") or d.security_protocol,
             sasl_mechanism=env.get("SENDGATE_SASL_MECHANISM") or None,
@@ -181,7 +179,7 @@ class Settings:
             "SENDGATE_REBALANCE_TIMEOUT_S": str(self.rebalance_timeout_s),
             "SENDGATE_LOG_LEVEL": self.log_level,
             "SENDGATE_PROCESSING_GUARANTEE": self.processing_guarantee,
-            "SENDGATE_BATCH_MAX": str(self.batch_max), "SENDGATE_BATCH_WAIT_MS": str(self.batch_wait_ms),
+            "SENDGATE_BATCH_MAX": str(self.batch_max),
             "SENDGATE_LINGER_MS": str(self.linger_ms),
             "SENDGATE_SECURITY_PROTOCOL": self.security_protocol,
         }

@@ -59,14 +59,14 @@ async def read_log(settings: Settings, topic: str, until: dict[int, int],
     `until[partition]`, each partition in order. Partitions interleave as they are fetched, as they
     do in a live worker."""
     start = start or {}
+    todo = {p: end for p, end in until.items() if end > start.get(p, 0)}
+    if not todo:
+        return
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", max_poll_records=2000, **settings.kafka_options())
     await consumer.start()
     try:
-        todo = {p: end for p, end in until.items() if end > start.get(p, 0)}
         tps = [TopicPartition(topic, p) for p in todo]
-        if not tps:
-            return
         consumer.assign(tps)
         for tp in tps:
             if start.get(tp.partition, 0) > 0:

@@ -22,31 +22,39 @@ def partition_for(key: bytes | None, partitions: int) -> int:
 
 class Outbox:
     def __init__(self) -> None:
-        self._records: dict[str, list[tuple[bytes | None, bytes]]] = defaultdict(list)
+        # topic -> (key, value, partition: None to route by key)
+        self._records: dict[str, list[tuple[bytes | None, bytes | None, int | None]]] = defaultdict(list)
 
     def __len__(self) -> int:
         return sum(map(len, self._records.values()))
 
-    def add(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self._records[topic].append((key, value))
+    def clear(self) -> None:
+        self._records.clear()
 
-    async def send(self, producer: Any) -> None:
+    def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+        self._records[topic].append((key, value, partition))
+
+    async def send(self, producer: Any) -> dict[tuple[str, int], int]:
         """Produce everything with `producer` (an AIOKafkaProducer) and wait until the broker has
-        acknowledged all of it; raises if it refused any of it (the batch is then decided again)."""
-        futures = []
+        acknowledged all of it; raises if it refused any of it (the batch is then decided again).
+        Returns the offset of the last record written to each (topic, partition)."""
+        sent = []  # (topic, partition, future of a batch, records in it)
         records, self._records = self._records, defaultdict(list)
         for topic, items in records.items():
             partitions = len(await producer.partitions_for(topic))
-            by_partition: dict[int, list[tuple[bytes | None, bytes]]] = defaultdict(list)
-            for key, value in items:  # in order within a partition: an app's decisions stay ordered
-                by_partition[partition_for(key, partitions)].append((key, value))
+            by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
+            for key, value, partition in items:  # in order within a partition: an app's records stay ordered
+                by_partition[partition_for(key, partitions) if partition is None else partition].append((key, value))
             for partition, pending in by_partition.items():
-                batch = producer.create_batch()
+                batch, n = producer.create_batch(), 0
                 for key, value in pending:
                     if batch.append(key=key, value=value, timestamp=None) is None:
-                        futures.append(await producer.send_batch(batch, topic, partition=partition))
-                        batch = producer.create_batch()
+                        sent.append((topic, partition, await producer.send_batch(batch, topic, partition=partition), n))
+                        batch, n = producer.create_batch(), 0
                         if batch.append(key=key, value=value, timestamp=None) is None:
-                            raise ValueError(f"a record of {len(value)} bytes does not fit a batch of {topic}")
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*futures)
+                            raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch of {topic}")
+                    n += 1
+                sent.append((topic, partition, await producer.send_batch(batch, topic, partition=partition), n))
+        written = await asyncio.gather(*(future for _, _, future, _ in sent))
+        # a batch's metadata holds the offset of its first record; batches of a partition go out in order
+        return {(topic, partition): meta.offset + n - 1 for (topic, partition, _, n), meta in zip(sent, written)}

@@ -27,6 +27,7 @@ import logging
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -37,6 +38,8 @@ from faust.types import TP, EventT
 from sendgate.models.gate import CONVERSATIONS, DUE, GRANTS, JUNK, PENDING, SCHEDULES, SENDERS, USERKEYS
 from sendgate.models.junk import JunkIndex, JunkTemplate
 from sendgate.models.pending import ReleaseSchedule
+
+from .outbox import Outbox
 
 log = logging.getLogger("sendgate.state")
 
@@ -60,6 +63,26 @@ def _processing(event: EventT) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A changelog record the broker has acknowledged, as `Store.apply_changelog_batch` reads it
+    (an event and its message in one). `offset` is the partition's last offset of the checkpoint:
+    the store keeps the highest as its persisted offset, where recovery resumes."""
+    tp: TP
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes | None
+
+    @property
+    def message(self) -> "_Written":
+        return self
+
+
+def _same(x: Any) -> Any:
+    return x
 
 
 class StateTable(faust.Table):
@@ -175,26 +198,63 @@ class CheckpointStore:
             yield
         self._batch.setdefault(self._partition, {}).update(self._event_rows)
 
-    def checkpoint(self) -> None:
+    def abort(self) -> None:
+        """Drop the batch: its rows, and the offsets it handled (the committed ones are read again)."""
+        self._batch.clear()
+        self._event_rows.clear()
+        self._junk_rows.clear()
+        self._last.clear()
+        self._handled.clear()
+
+    async def checkpoint(self, producer: Any | None) -> None:
         """Write the batch's rows, then each partition's commit record. Call only once every output
-        of the batch is acknowledged."""
-        event = None
+        of the batch is acknowledged.
+
+        With `producer` (at_least_once) the records go to the changelog as one record batch per
+        partition, and reach the local store once the broker has them: Faust's per-row path (a
+        send, a future and a RocksDB write for every row) cost more than deciding. Without it
+        (exactly_once) they go through the table, into Faust's transaction.
+        """
+        if producer is None:
+            for partition, event, rows in self._checkpoints():
+                with _processing(event):  # each row to the changelog partition of its app's events
+                    for row, value in rows.items():
+                        if value is not None:
+                            self.table[row] = value
+                        elif row in self.table:
+                            del self.table[row]
+                        else:
+                            self.table.send_changelog(partition, row, None)
+        else:
+            changelog = self.table.changelog_topic.get_topic_name()
+            outbox, rows_of = Outbox(), {}
+            for partition, _, rows in self._checkpoints():
+                for row, value in rows.items():
+                    outbox.add(changelog, row, value, partition)
+                rows_of[partition] = rows
+            last = await outbox.send(producer)
+            self.table.data.apply_changelog_batch(  # the local store, and its persisted changelog offsets
+                [_Written(TP(changelog, p), p, last[changelog, p], row, value)
+                 for p, rows in rows_of.items() for row, value in rows.items()],
+                to_key=_same, to_value=_same)
+        self._write_junk()
+
+    def _checkpoints(self) -> Iterator[tuple[int, EventT, dict[bytes, bytes | None]]]:
+        """Each partition of the batch: its last event and its rows, the commit record last."""
         for partition, event in self._last.items():
             rows = self._batch.pop(partition, {})
-            with _processing(event):  # each row to the changelog partition of its app's events
+            with _processing(event):
                 for row in self.table.orphans.pop(partition, ()):
                     if row not in rows and not row.startswith(COMMIT):
                         rows[row] = self._committed(row)  # the committed value (None: a tombstone)
-                for row, value in rows.items():
-                    if value is not None:
-                        self.table[row] = value
-                    elif row in self.table:
-                        del self.table[row]
-                    else:
-                        self.table.send_changelog(partition, row, None)
-                    if row.startswith(PREFIX[SCHEDULES]):
-                        self._index_schedule(row[len(PREFIX[SCHEDULES]):], value)
-                self.table[commit_key(partition)] = str(event.message.offset).encode()
+            rows[commit_key(partition)] = str(event.message.offset).encode()
+            for row, value in rows.items():
+                if row.startswith(PREFIX[SCHEDULES]):
+                    self._index_schedule(row[len(PREFIX[SCHEDULES]):], value)
+            yield partition, event, rows
+
+    def _write_junk(self) -> None:
+        event = next(iter(self._last.values()), None)
         self._last.clear()
         if self._junk_rows and event is not None:
             with _processing(event):  # a global table: any partition's context will do

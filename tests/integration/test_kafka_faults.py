@@ -421,7 +421,7 @@ def test_rebalance_between_two_workers_keeps_per_app_order_and_state(settings, w
     sent = send_events(settings, parts[0])
     with DecisionWatcher(settings, timeout=120) as watcher:
         watcher.wait_until(lambda r: len(r) >= n[0])
-        b = workers.start(settings.with_(data_dir=str(tmp_path / "worker-b")))
+        workers.start(settings.with_(data_dir=str(tmp_path / "worker-b")))
         first, *rest = chunks(rng, parts[1], 4)
         sent += send_events(settings, first)  # traffic while B joins and the partitions move
         shared = wait_for_group(settings, lambda state, m: state == "Stable" and len(m) == 2 and all(m.values()))

@@ -1,0 +1,249 @@
+"""Worker memory on a real broker: RSS of a live worker holding N userkeys, changelog bytes per
+userkey and per burst cluster, and RSS over a long run with cluster expiry on.
+
+Run through `bench/run` (the `memory` workload), which starts the broker and writes the results.
+
+Method:
+
+1. Userkeys. N userkeys each write the keyword START to one of 100 apps x 10 senders (a Userkey
+   row and a Conversation row each). The log is published, the group's offsets are set to its
+   end, and `sendgate rebuild` (the real command) writes the state changelog from it. A worker
+   (`sendgate worker`, RocksDB store) then starts on that state; 1,000 new userkeys write and are
+   answered (2,000 events, 1,000 decisions), which proves recovery done. Its VmRSS is read from
+   /proc then. N = 0 is the baseline, with the same 2,000 events: bytes per userkey = (RSS at N -
+   RSS at 0) / N. Changelog bytes are the key + value bytes of the rows read back from the topic.
+   Building the state with rebuild instead of deciding N events live keeps 1M userkeys in
+   minutes; the worker's memory is that of a worker holding the state either way.
+2. Long run. Every hour of event time each sender sends a fresh spam template (personalised) to
+   15 opted-in recipients and answers 10 users who wrote to it, over days of event time: each
+   cluster is idle after its hour and expires after `cluster_idle_s` (24 h), so a sender row
+   holds about 24 clusters in the steady state (`max_clusters` is 32). One worker decides the whole
+   log; the bench samples its VmRSS and the decisions so far every second from the first decision.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from sendgate.models.burst import SenderState
+from sendgate.models.gate import SENDERS
+from sendgate.models.policy import Policy
+from sendgate.streams.config import Settings
+from sendgate.streams.log import read_log
+from sendgate.streams.process import WorkerProcess
+from sendgate.streams.rebuild import rebuild
+from sendgate.streams.state import COMMIT, KIND, PREFIX, STATE
+
+from ._common import load_corpus
+from .throughput import (NAMES, Log, bench_settings, declare_outputs, expected, publish_records, read_all,
+                         topic_total, wait_for_count)
+
+T0 = 1_700_000_000_000
+HOUR = 3_600_000
+PROBE_USERKEYS = 1_000
+
+
+def vmrss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def _inbound(app: str, sender: str, userkey: str, text: str, ts: int, event_id: str) -> tuple[bytes, bytes]:
+    return app.encode(), orjson.dumps({"type": "inbound", "event_id": event_id, "app": app, "sender": sender,
+                                       "userkey": userkey, "network": "sms", "text": text, "ts": ts})
+
+
+def userkeys_log(n: int, first: int = 0, ts: int = T0) -> list[tuple[bytes, bytes]]:
+    """Userkeys first..first+n-1 write START, spread over 100 apps x 10 senders."""
+    return [_inbound(f"app-{i % 100:03d}", f"sender-{i // 100 % 10}", f"+1555{i:08d}", "START", ts + i,
+                     f"uk-{i:08d}") for i in range(first, first + n)]
+
+
+def probe_log(first: int, ts: int) -> list[tuple[bytes, bytes]]:
+    """PROBE_USERKEYS new userkeys write, then each is answered: one decision per userkey."""
+    records = userkeys_log(PROBE_USERKEYS, first, ts)
+    for i in range(first, first + PROBE_USERKEYS):
+        app = f"app-{i % 100:03d}"
+        records.append((app.encode(), orjson.dumps({
+            "type": "send", "request_id": f"probe-{i:08d}", "app": app, "sender": f"sender-{i // 100 % 10}",
+            "userkey": f"+1555{i:08d}", "network": "sms", "text": f"Your code is {i % 997:03d}", "ts": ts + 10**6})))
+    return records
+
+
+async def commit_end(settings: Settings) -> dict[int, int]:
+    """Set the worker group's offsets on the events topic to its end (as after a worker decided it)."""
+    topic = settings.topic("events")
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.app_id,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        if any(ends.values()):
+            await consumer.commit({tp: end for tp, end in ends.items() if end > 0})
+        return {tp.partition: end for tp, end in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def changelog_rows(settings: Settings) -> dict[bytes, bytes]:
+    """The state changelog's last value per key (deleted keys left out)."""
+    topic = settings.changelog_topic(STATE)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(settings.partitions)])
+    finally:
+        await consumer.stop()
+    last: dict[bytes, bytes | None] = {}
+    async for r in read_log(settings, topic, {tp.partition: end for tp, end in ends.items()}):
+        last[r.key] = r.value
+    return {k: v for k, v in last.items() if v is not None}
+
+
+def changelog_bytes(rows: dict[bytes, bytes]) -> dict[str, list[int]]:
+    """Row kind -> [rows, key + value bytes]."""
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for k, v in rows.items():
+        kind = "commit records" if k.startswith(COMMIT) else KIND.get(k[:2], "?")
+        out[kind][0] += 1
+        out[kind][1] += len(k) + len(v)
+    return dict(out)
+
+
+@dataclass
+class HeldState:
+    app_id: str  # also the prefix of its topics
+    userkeys: int
+    rebuild_s: float
+    changelog: dict[str, list[int]]
+    recovered_s: float  # worker start to the probe's last decision
+    rss_mb: float
+    store_bytes: int  # the worker's RocksDB directory after the probe
+    problem: str | None = None
+
+
+async def held_state(bootstrap: str, work: Path, n: int) -> HeldState:
+    s = bench_settings(bootstrap, work, f"mem{n}", log_level="info")  # info: the worker logs "Ready"
+    await declare_outputs(s)
+    if n:
+        await publish_records(s, userkeys_log(n))
+    await commit_end(s)
+    started = time.monotonic()
+    await rebuild(s, Policy())
+    rebuild_s = time.monotonic() - started
+    changelog = changelog_bytes(await changelog_rows(s))
+    started = time.monotonic()
+    worker = WorkerProcess(s, work / f"worker-{s.app_id}.log").start()
+    try:
+        worker.wait_ready(600)
+        await publish_records(s, probe_log(n, T0 + n + 10))
+        total, problem = await wait_for_count(s, s.topic("decisions"), PROBE_USERKEYS, worker, stall_s=300)
+        recovered_s = time.monotonic() - started
+        rss = vmrss_mb(worker.process.pid)
+    finally:
+        worker.stop()
+    return HeldState(s.app_id, n, rebuild_s, changelog, recovered_s, rss, dir_bytes(Path(s.data_dir)), problem)
+
+
+def long_run_log(hours: int, senders: int, seed: int) -> Log:
+    """`senders` senders (4 apps), each with 60 opted-in recipients: every hour each sends a new
+    personalised spam template to 15 of them, and answers 10 others who wrote to it (replies: no
+    burst cluster). So a sender has one new cluster an hour and, with expiry, 24 at a time."""
+    rng = random.Random(seed)
+    corpus = load_corpus()
+    ham = [t for label, t in corpus if label == "ham" and len(t) > 20]
+    spam = [t for label, t in corpus if label == "spam"]
+    records: list[tuple[bytes, bytes]] = []
+    types: Counter = Counter()
+    ts, seq = T0, 0
+
+    def emit(doc: dict) -> None:
+        nonlocal seq
+        seq += 1
+        types[doc["type"]] += 1
+        records.append((doc["app"].encode(), orjson.dumps(doc)))
+
+    who = [(f"app-{j % 4}", f"sender-{j}") for j in range(senders)]
+    recipients = {w: [f"+1666{j:04d}{r:04d}" for r in range(60)] for j, w in enumerate(who)}
+    for (app, _), users in recipients.items():
+        for u in users:
+            ts += 10
+            emit({"type": "opt_in", "event_id": f"oi-{seq:08d}", "app": app, "userkey": u, "source": "web form",
+                  "ts": ts})
+    for hour in range(hours):
+        base = T0 + (hour + 1) * HOUR
+        acts = []
+        for j, w in enumerate(who):
+            text = spam[(hour * senders + j) % len(spam)]
+            users = rng.sample(recipients[w], 25)
+            acts += [("blast", w, u, f"{rng.choice(NAMES)}, {text} {rng.randint(100, 999)}") for u in users[:15]]
+            acts += [("talk", w, u, rng.choice(ham)) for u in users[15:]]
+        rng.shuffle(acts)
+        step = (HOUR // 2) // len(acts)
+        for k, (kind, (app, sender), user, text) in enumerate(acts):
+            at = base + k * step
+            send = {"type": "send", "request_id": f"req-{seq:08d}", "app": app, "sender": sender, "userkey": user,
+                    "network": "sms", "text": text, "ts": at}
+            if kind == "talk":
+                event_id = f"in-{seq:08d}"
+                emit({"type": "inbound", "event_id": event_id, "app": app, "sender": sender, "userkey": user,
+                      "network": "sms", "text": rng.choice(ham), "ts": at})
+                send.update(request_id=f"req-{seq:08d}", reply_to=event_id, ts=at + step // 2)
+            emit(send)
+    return Log(records, types, 4, senders, senders * 60, [], hours, seed)
+
+
+@dataclass
+class LongRun:
+    app_id: str
+    log: Log
+    decisions: int
+    samples: list[tuple[float, int, float]] = field(default_factory=list)  # (s since start, decisions, RSS MB)
+    sender_rows: list[tuple[int, int]] = field(default_factory=list)  # (clusters, bytes) of each sender row
+    problem: str | None = None
+
+
+async def long_run(bootstrap: str, work: Path, hours: int, senders: int, seed: int) -> LongRun:
+    log = long_run_log(hours, senders, seed)
+    want = expected(log).decisions
+    s = bench_settings(bootstrap, work, "memlong", log_level="info")
+    await declare_outputs(s)
+    await publish_records(s, log.records)
+    result = LongRun(s.app_id, log, want)
+    started = time.monotonic()
+    worker = WorkerProcess(s, work / f"worker-{s.app_id}.log").start()
+    try:
+        waiter = asyncio.ensure_future(wait_for_count(s, s.topic("decisions"), want, worker, stall_s=120))
+        while not waiter.done():
+            decided = await topic_total(s, s.topic("decisions"))
+            if decided:  # from the first decision on: start-up (imports, group join) is not the run
+                result.samples.append((time.monotonic() - started, decided, vmrss_mb(worker.process.pid)))
+            await asyncio.wait([waiter], timeout=1.0)
+        _, result.problem = waiter.result()
+        result.samples.append((time.monotonic() - started, await topic_total(s, s.topic("decisions")),
+                               vmrss_mb(worker.process.pid)))
+    finally:
+        worker.stop()
+    outcomes = Counter(d["outcome"] for _, d in await read_all(s, s.topic("decisions")))
+    if sum(outcomes.values()) != want:
+        result.problem = (result.problem or "") + f" decisions {sum(outcomes.values())} != expected {want}"
+    policy = Policy()
+    result.sender_rows = [(len(SenderState.from_bytes(v, policy.num_perm).clusters), len(k) + len(v))
+                          for k, v in (await changelog_rows(s)).items() if k.startswith(PREFIX[SENDERS])]
+    return result
