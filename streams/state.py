@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import faust
+from faust.stores.base import SerializedStore
 from faust.streams import _current_event  # Faust routes table writes by the event being processed
 from faust.tables.globaltable import GlobalTable
 from faust.types import TP, EventT
@@ -147,8 +149,14 @@ class CheckpointStore:
         table.on_recover(self._on_recover)
 
     def _committed(self, row: bytes) -> bytes | None:
-        # The store itself: Table.get looks a key up twice (__contains__, then __getitem__).
-        return self.table.data.get(row)
+        return self._read_store(row)
+
+    @cached_property
+    def _read_store(self) -> Callable[[bytes], bytes | None]:
+        # The store's raw read (the RocksDB database of the current event's partition): Table.get
+        # looks a key up twice, and Store.__getitem__ adds serializers and a KeyError per miss.
+        data = self.table.data
+        return data._get if isinstance(data, SerializedStore) else data.data.get
 
     # --- the Store interface (models.gate) --------------------------------------------------
     def get(self, table: str, key: bytes) -> bytes | None:
