@@ -198,16 +198,21 @@ class SenderState:
 
     # --- stored form ---------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        blob = "" if self.sketches is None else base64.b64encode(self.sketches.astype("<u4").tobytes()).decode()
-        return orjson.dumps([self.registered_ts, self.conversing, self.suspicious_until, self.seq,
-                             [c.to_list() for c in self.clusters], blob])
+        # A JSON head, a newline (JSON from orjson has none), then the sketches as raw uint32: in
+        # base64 they took a third more bytes, and decoding them took most of the row's read time.
+        head = orjson.dumps([self.registered_ts, self.conversing, self.suspicious_until, self.seq,
+                             [c.to_list() for c in self.clusters]])
+        return head if self.sketches is None else head + b"\n" + self.sketches.astype("<u4").tobytes()
 
     @classmethod
     def from_bytes(cls, raw: bytes | None, num_perm: int) -> "SenderState":
         if raw is None:
             return cls()
-        registered_ts, conversing, suspicious_until, seq, clusters, blob = orjson.loads(raw)
-        sketches = None
-        if blob:
-            sketches = np.frombuffer(base64.b64decode(blob), dtype="<u4").reshape(-1, num_perm).copy()
+        head, _, blob = raw.partition(b"\n")
+        fields = orjson.loads(head)
+        if len(fields) == 6:  # a row written before the binary form: sketches base64 in the JSON
+            *fields, text = fields
+            blob = base64.b64decode(text)
+        registered_ts, conversing, suspicious_until, seq, clusters = fields
+        sketches = np.frombuffer(blob, dtype="<u4").reshape(-1, num_perm).copy() if blob else None
         return cls(registered_ts, conversing, suspicious_until, seq, [BurstCluster(*c) for c in clusters], sketches)

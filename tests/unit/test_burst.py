@@ -126,6 +126,26 @@ def test_sender_state_round_trip_with_clusters_and_sketches():
     assert np.array_equal(back.sketches, s.sketches) and back.sketches.shape == (2, 128)
 
 
+def test_sender_state_sketches_are_stored_raw_and_old_base64_rows_still_read():
+    import base64
+
+    import orjson
+    p, sk = Policy(), Sketcher()
+    s = SenderState(conversing=1)
+    # texts whose sketches hold the byte 0x0a: the head ends at the first newline, not a later one
+    for i in range(40):
+        s.decide(T + i, recipient_hash("u"), sk.sketch(f"{UNRELATED[i % len(UNRELATED)]} {i}"), p, None)
+    raw = s.to_bytes()
+    assert len(raw) == raw.index(b"\n") + 1 + s.sketches.size * 4
+    assert b"\n" in raw[raw.index(b"\n") + 1:]
+    back = SenderState.from_bytes(raw, p.num_perm)
+    assert np.array_equal(back.sketches, s.sketches) and back.clusters == s.clusters
+    head = orjson.loads(raw[:raw.index(b"\n")])
+    old = orjson.dumps(head + [base64.b64encode(s.sketches.astype("<u4").tobytes()).decode()])
+    old_back = SenderState.from_bytes(old, p.num_perm)
+    assert np.array_equal(old_back.sketches, s.sketches) and old_back.clusters == s.clusters
+
+
 def test_sender_state_round_trip_when_empty():
     assert SenderState.from_bytes(None, 128) == SenderState()
     back = SenderState.from_bytes(SenderState().to_bytes(), 128)
