@@ -223,7 +223,7 @@ def main() -> None:
     rows, slopes = row_sizes(corpus)
     sections = ["## Bytes per stored row (value as written by Gate.handle; key listed separately)\n\n"
                 + md_table(["row", "table", "value bytes", "key bytes", "note"], rows),
-                "SenderState growth per cluster (num_perm 128: 512 sketch bytes, base64 -> 684, plus the "
+                "SenderState growth per cluster (num_perm 128: 512 raw sketch bytes after the JSON head, plus the "
                 "cluster's JSON list):\n\n"
                 + md_table(["clusters hold", "bytes/cluster (1->32)", "bytes/cluster (1->8)", "bytes at 0 clusters"],
                            slopes)]
