@@ -25,9 +25,6 @@ class Outbox:
         # topic -> (key, value, partition: None to route by key)
         self._records: dict[str, list[tuple[bytes | None, bytes | None, int | None]]] = defaultdict(list)
 
-    def __len__(self) -> int:
-        return sum(map(len, self._records.values()))
-
     def clear(self) -> None:
         self._records.clear()
 
