@@ -30,8 +30,9 @@ class Decision:
 
     @property
     def decision_id(self) -> str:
-        # Stable across replays and redeliveries, so subscribers can drop duplicates.
-        return f"{self.request_id}:{self.outcome}:{self.reason}"
+        # Stable across replays and redeliveries, so subscribers can drop duplicates; scoped by app,
+        # because a request_id is unique only within its app.
+        return f"{scoped_app(self.app)}:{self.request_id}:{self.outcome}:{self.reason}"
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"type": "decision", "decision_id": self.decision_id}
@@ -70,6 +71,12 @@ class Delivery:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> "Delivery":
         return cls(**{name: doc.get(name) for name in cls.__slots__})
+
+
+def scoped_app(app: str) -> str:
+    """The app as the first part of an id: with `%` and `:` escaped, the first `:` ends it, so two
+    apps can never form the same id (outcome and reason hold no `:`, so the id splits from both ends)."""
+    return app.replace("%", "%25").replace(":", "%3A")
 
 
 def iso(ts_ms: int) -> str:

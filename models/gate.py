@@ -9,12 +9,14 @@ Per send request: release what is due -> consent (opt-out, reply, conversation, 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 from typing import Protocol
 
 from . import events as ev
 from .burst import JunkMatch, SenderState, recipient_hash
+from .clock import AppClock
 from .consent import AppGrant, Conversation, Userkey, keyword
 from .decisions import Decision, Delivery, iso
 from .junk import JunkIndex, JunkTemplate
@@ -30,8 +32,9 @@ SENDERS = "senders"              # (app, sender)           -> SenderState (profi
 PENDING = "pending"              # (app, request_id)       -> PendingRequest
 SCHEDULES = "schedules"          # app                     -> ReleaseSchedule
 DUE = "due"                      # (app, minute)           -> DueBucket
+CLOCKS = "clocks"                # app                     -> AppClock
 JUNK = "junk"                    # template id (global)    -> JunkTemplate
-TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, PENDING, SCHEDULES, DUE)
+TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, PENDING, SCHEDULES, DUE, CLOCKS)
 
 Record = Decision | Delivery
 
@@ -85,18 +88,43 @@ class Gate:
         return hmac.new(self._secret, userkey.encode(), hashlib.sha256).hexdigest()
 
     def handle_record(self, key: bytes | None, value: bytes | None, record_ts: int, store: Store) -> list[Record]:
-        """Decode, validate and handle one record of the events topic; raises `InvalidEvent`."""
+        """Decode, validate and handle one record of the events topic; raises `InvalidEvent` for a
+        record the decoder refuses (any other exception is a fault, not bad input)."""
+        return self.handle(self.decode(key, value, record_ts), store, record_ts)
+
+    def decode(self, key: bytes | None, value: bytes | None, record_ts: int) -> ev.Event:
+        """The record's event, or `InvalidEvent` with the reason it is dead-lettered."""
         event = ev.decode_event(value, record_ts, self.policy.max_ts_ahead_s * 1000)
         if key != event.app.encode():
             shown = key.decode(errors="replace") if key is not None else None
             raise ev.InvalidEvent(f"record key {shown!r} must be the event's app {event.app!r}: events are keyed "
                                   f"by app so that each app's log is totally ordered")
-        return self.handle(event, store)
+        return event
 
-    def handle(self, event: ev.Event, store: Store) -> list[Record]:
-        out = self._release_due(event.app, event.ts, store)
+    def handle(self, event: ev.Event, store: Store, record_ts: int | None = None) -> list[Record]:
+        """Decide one event at its app's clock (models/clock.py); `record_ts` (ms), when given,
+        bounds how far the event's `ts` may trail its record's timestamp."""
+        clock_key = key(event.app)
+        raw = store.get(CLOCKS, clock_key)
+        clock = AppClock.from_bytes(raw)
+        floor = record_ts - self.policy.max_ts_behind_s * 1000 if record_ts else None
+        stamped, before = event.ts, clock.ts
+        at, skewed = clock.advance(stamped, floor)
+        if raw is None or at != before:
+            store.set(CLOCKS, clock_key, clock.to_bytes())
+        if at != stamped:
+            event = dataclasses.replace(event, ts=at)
+        out = self._release_due(event.app, at, store)
         handler = self._HANDLERS[type(event)]
-        out.extend(handler(self, event, store) or ())
+        decided = handler(self, event, store) or ()
+        if skewed:
+            note = (f"; event time: ts {iso(stamped)} trailed its record's timestamp by "
+                    f"{(record_ts - stamped) // 1000} s, more than max_ts_behind_s = {self.policy.max_ts_behind_s} s, "
+                    f"so it was decided at {iso(at)}")
+            for record in decided:
+                if isinstance(record, Decision):
+                    record.detail += note
+        out.extend(decided)
         return out
 
     # --- state-only events -------------------------------------------------------------------

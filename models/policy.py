@@ -39,13 +39,15 @@ class Policy:
     junk_reject_reporters: int = 3
     junk_suspicion_s: int = 7 * 24 * 3600
     max_junk_templates: int = 10_000
-    # input hygiene: how far an event's ts may run ahead of its record's broker timestamp
+    # event time (models/clock.py): how far an event's ts may run ahead of its record's timestamp
+    # (beyond: dead-lettered), and trail it (beyond: decided at the bounded time)
     max_ts_ahead_s: int = 600
+    max_ts_behind_s: int = 600
 
     def __post_init__(self) -> None:
         positive_ints = ("reply_window_s", "shingle_size", "num_perm", "burst_window_s", "max_delay_s",
                          "cluster_idle_s", "max_clusters", "young_sender_days", "junk_reject_reporters",
-                         "junk_suspicion_s", "max_junk_templates", "max_ts_ahead_s")
+                         "junk_suspicion_s", "max_junk_templates", "max_ts_ahead_s", "max_ts_behind_s")
         for name in positive_ints:
             value = getattr(self, name)
             if type(value) is not int or value <= 0:

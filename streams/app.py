@@ -8,12 +8,15 @@ import asyncio
 import base64
 import logging
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from sendgate.models.decisions import Decision
@@ -24,10 +27,15 @@ from .client import partitions_of
 from .config import Settings
 from .log import read_log
 from .outbox import Outbox
-from .state import STATE, CheckpointStore, JunkTable, StateTable
+from .faust_internals import channel_queue, committed_offset, inner_producer
+from .state import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
 from .web import register_views
 
 log = logging.getLogger("sendgate.worker")
+
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0  # backoff of a failing batch
+STALL_EXIT_CODE = 70  # EX_SOFTWARE: the worker stopped because a batch kept failing
+STALL_GRACE_S = 30.0  # how long the graceful stop may take before the process exits anyway
 
 RAW = dict(key_type=bytes, value_type=bytes)  # the app's default serializers are "raw"
 
@@ -71,6 +79,7 @@ class GateApp:
     _delivery_topics: dict[str, Any] = field(default_factory=dict)
     _seen: dict[int, int] = field(default_factory=dict)  # partition -> last offset the stream delivered
     outbox: Outbox = field(default_factory=Outbox)
+    stalled: bool = False  # set when a failing batch stopped the worker (exit code STALL_EXIT_CODE)
 
     async def process_batch(self, batch: list[Any]) -> None:
         """Decide a batch of records of sendgate.events; never raises for bad input.
@@ -86,7 +95,7 @@ class GateApp:
             if seen is None:
                 # Faust's record of the group's committed offset: its commits wait until every
                 # offset from there on is acked.
-                seen = (self.app.consumer._committed_offset.get(message.tp) or 0) - 1
+                seen = (committed_offset(self.app, message.tp) or 0) - 1
             if message.offset > seen + 1:
                 filled += await self.fill_hole(message.tp, seen + 1, message.offset, sent)
             self._seen[message.partition] = max(seen, message.offset)
@@ -96,7 +105,7 @@ class GateApp:
                 continue
             self.counts["events"] += 1
             sent += await self.process(event)
-        producer = self.app.producer._ensure_producer()  # Faust's started aiokafka producer
+        producer = inner_producer(self.app)
         await self.outbox.send(producer)
         if sent:
             await asyncio.gather(*sent)
@@ -129,26 +138,85 @@ class GateApp:
     async def on_recover(self) -> None:
         self._seen.clear()  # partitions may have moved; Faust starts each from the committed offset
 
-    def abort(self) -> None:
-        """Forget a batch that failed half-way: its writes, and how far the stream had got."""
+    def abort(self, seen: dict[int, int]) -> None:
+        """Forget a batch that failed half-way: its writes, and how far the stream had got (`seen`,
+        as it was before the batch), so that the same batch can be decided again."""
         self.store.abort()
         self.outbox.clear()
-        self._seen.clear()
+        self._seen = seen
+
+    async def run_batch(self, batch: list[Any]) -> None:
+        """Decide a batch until it succeeds, then ack it to Faust.
+
+        A batch fails when the broker refuses its outputs or rows (after the producer's own
+        retries) or something inside the worker fails. None of it then counts; it is decided again
+        from the same records, with backoff, without waiting for more records to arrive (a quiet
+        partition would wait for ever). If it still fails after `stall_exit_s`, the worker exits
+        non-zero (`stall_exit`): an orchestrator restarts it, and a human sees why.
+        """
+        delay, failing_since = RETRY_FIRST_S, None
+        while True:
+            seen = dict(self._seen)
+            try:
+                await self.process_batch(batch)
+                break
+            except Exception as exc:
+                self.abort(seen)
+                now = time.monotonic()
+                failing_since = failing_since or now
+                where = _where(batch)
+                if now - failing_since >= self.settings.stall_exit_s:
+                    log.critical("a batch of %s has failed for %.0f s (SENDGATE_STALL_EXIT_S); the worker stops: "
+                                 "%s: %s", where, now - failing_since, type(exc).__name__, exc)
+                    self.stall_exit()
+                    return
+                log.error("a batch of %s failed (%s: %s); deciding it again in %.1f s (the worker exits after "
+                          "%.0f s of failures)", where, type(exc).__name__, exc, delay, self.settings.stall_exit_s,
+                          exc_info=not isinstance(exc, KafkaError))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+        if failing_since is not None:
+            log.warning("the batch of %s succeeded after %.1f s of failures", _where(batch),
+                        time.monotonic() - failing_since)
+        for event in batch:  # Faust commits an offset once it and all before it are acked
+            event.ack()
+
+    def stall_exit(self) -> None:
+        """Stop the worker with a non-zero exit code: gracefully (SIGTERM: commit what was acked)
+        if it can, or at once after a grace period."""
+        self.stalled = True
+        os.kill(os.getpid(), signal.SIGTERM)
+        timer = threading.Timer(STALL_GRACE_S, os._exit, args=(STALL_EXIT_CODE,))
+        timer.daemon = True
+        timer.start()
 
     async def process(self, event: Any) -> list[Any]:
         """Decide one record. Its outputs wait in the outbox (under exactly_once they are sent at
-        once, and their futures returned)."""
+        once, and their futures returned).
+
+        Only a record the decoder refuses is dead-lettered. Any other exception (a bug, a corrupt
+        row, a store failure) is not the record's fault: it fails the batch, which is retried and,
+        if it keeps failing, stops the worker (`run_batch`), so a valid request is never parked.
+        """
         message, value = event.message, event.value
         record_ts = round(message.timestamp * 1000) if message.timestamp else 0  # Faust gives float seconds
         try:
-            self.store.ensure_junk_loaded()
-            with self.store.handling(event):
-                records = self.gate.handle_record(message.key, value, record_ts, self.store)
+            decoded = self.gate.decode(message.key, value, record_ts)
         except InvalidEvent as exc:
             return await self.dead_letter(message, value, str(exc))
-        except Exception as exc:  # a bug must not stop the stream: park the record with the reason
-            log.exception("internal error on %s[%s]@%s", message.topic, message.partition, message.offset)
-            return await self.dead_letter(message, value, f"internal error: {type(exc).__name__}: {exc}")
+        home = self.store.home(decoded.app, message.partition)
+        if home != message.partition:
+            log.error("app %r has events on partitions %d and %d of %s (this one at offset %d): its producers "
+                      "use different partitioners; the records on partition %d are dead-lettered",
+                      decoded.app, home, message.partition, message.topic, message.offset, message.partition)
+            return await self.dead_letter(message, value, (
+                f"app {decoded.app!r} lives on partition {home} of {message.topic}, but this record is on partition "
+                f"{message.partition}: a producer with another partitioner split the app over two partitions, "
+                f"which would break its order and split its state; publish every event of the app to partition "
+                f"{home} (Java's murmur2 partitioner, or that partition explicitly)"))
+        self.store.ensure_junk_loaded()
+        with self.store.handling(event):
+            records = self.gate.handle(decoded, self.store, record_ts)
         sent = []
         for record in records:
             if isinstance(record, Decision):
@@ -184,6 +252,18 @@ class GateApp:
         return await self.send(self.deadletter, message.key, dead_letter_record(message, value, error))
 
 
+def _where(batch: list[Any]) -> str:
+    """Where a batch's records are, for error messages: topic[partition]@first..last per partition."""
+    spans: dict[tuple[str, int], list[int]] = {}
+    for event in batch:
+        m = event.message
+        span = spans.setdefault((m.topic, m.partition), [m.offset, m.offset])
+        span[0], span[1] = min(span[0], m.offset), max(span[1], m.offset)
+    return f"{len(batch)} event(s) at " + ", ".join(
+        f"{topic}[{partition}]@{first}" + (f"..{last}" if last != first else "")
+        for (topic, partition), (first, last) in sorted(spans.items()))
+
+
 def dead_letter_record(message: Any, value: bytes | None, error: str) -> bytes:
     """The dead-letter topic's value for a record: the reason, where it was, and the record itself."""
     doc: dict[str, Any] = {"error": error, "topic": message.topic, "partition": message.partition,
@@ -215,7 +295,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         store=settings.store,
         datadir=os.path.join(settings.data_dir, settings.app_id),
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
         autodiscover=False,
         key_serializer="raw",
@@ -232,16 +312,19 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         web_bind=settings.web_bind,
         web_host=settings.web_host,
     )
-    events = app.topic(settings.topic("events"), partitions=settings.partitions, **RAW)
+    events = app.topic(settings.topic("events"), partitions=settings.partitions,
+                       config=settings.topic_configs(settings.topic("events")), **RAW)
     decisions = app.topic(settings.topic("decisions"), partitions=settings.partitions, **RAW)
     deadletter = app.topic(settings.topic("deadletter"), partitions=settings.partitions, **RAW)
     state = app.tables.add(StateTable(app, name=STATE, default=None, beacon=app.tables.beacon,
                                       partitions=settings.partitions, **RAW))
     # The junk index crosses apps, so every worker holds all of it (a global table, one partition).
     # (Faust advises partitions=1 and recovery_buffer_size=1 for global tables with several workers.)
-    junk_table = app.tables.add(JunkTable(app, name=JUNK, default=None, beacon=app.tables.beacon, partitions=1,
-                                          standby_buffer_size=1, recovery_buffer_size=1, is_global=True, **RAW))
-    store = CheckpointStore(state, junk_table)
+    junk_table, apps_table = (
+        app.tables.add(GlobalIndexTable(app, name=name, default=None, beacon=app.tables.beacon, partitions=1,
+                                        standby_buffer_size=1, recovery_buffer_size=1, is_global=True, **RAW))
+        for name in (JUNK, APPS))
+    store = CheckpointStore(state, junk_table, apps_table)
     gate_app = GateApp(settings, app, settings.gate(policy), store, events, decisions, deadletter)
     state.on_recover(gate_app.on_recover)
 
@@ -254,27 +337,17 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         # stream: a batch is whatever has arrived (up to batch_max), taken at once, with no timer.
         # Faust's per-event stream path cost more than the gate (bench/run --profile), and
         # take_events waits its `within` even when nothing more is coming.
-        queue = aiter(stream.channel).queue  # aiter: subscribes the worker to the events topic
+        queue = channel_queue(stream)
         # Subscribers may start before the first decision, and a producer that sends to a topic
         # whose partitions have no leader yet stalls in retries: create the outputs and wait first.
         for topic in (decisions, deadletter):
             await topic.maybe_declare()
             await partitions_of(settings, topic.get_topic_name(), 60)
-        while True:
+        while not gate_app.stalled:
             batch = [await queue.get()]
             while len(batch) < settings.batch_max and not queue.empty():
                 batch.append(queue.get_nowait())
-            try:
-                await gate_app.process_batch(batch)
-            except Exception:
-                # The broker refused outputs or rows (after the producer's retries): none of the
-                # batch counts. Unacked, its events come back as a hole from the committed offset.
-                log.exception("a batch of %d event(s) failed; it is decided again", len(batch))
-                gate_app.abort()
-                await asyncio.sleep(1.0)  # back off before the next attempt
-                continue
-            for event in batch:  # Faust commits an offset once it and all before it are acked
-                event.ack()
+            await gate_app.run_batch(batch)
 
     @app.timer(interval=5.0)
     async def refresh_junk() -> None:
@@ -284,10 +357,17 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         @app.timer(interval=settings.tick_interval_s)
         async def tick() -> None:
             # Wall-clock time enters the log only as tick events; decisions are made from them.
+            # A tick goes to the partition the app's events came from, whatever its producers'
+            # partitioner: computing it here from the key could pick another partition.
             now = int(time.time() * 1000)
             for app_key, next_due in list(store.due.items()):
                 if next_due <= now:
-                    tick_event = {"type": "tick", "app": app_key.decode(), "ts": now}
-                    await events.send(key=app_key, value=orjson.dumps(tick_event))
+                    app_name = app_key.decode()
+                    partition = store.home_of(app_name)
+                    if partition is None:
+                        log.error("app %r has requests due but no known partition; no tick sent", app_name)
+                        continue
+                    tick_event = {"type": "tick", "app": app_name, "ts": now}
+                    await events.send(key=app_key, value=orjson.dumps(tick_event), partition=partition)
 
     return gate_app

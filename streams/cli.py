@@ -65,9 +65,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from sendgate.models.gate import JUNK
 
-    from .app import build_app
+    from .app import STALL_EXIT_CODE, build_app
     from .client import ensure_topics, partitions_of
-    from .state import STATE
+    from .state import APPS, STATE
 
     settings = _settings(args)
     events = settings.topic("events")
@@ -77,7 +77,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # creates while the group forms is left out of the assignment until the next metadata
         # refresh (5 minutes), so the worker would idle, or wait that long to recover a table.
         changelogs = [settings.changelog_topic(STATE)]
-        singles = [settings.changelog_topic(JUNK)]
+        singles = [settings.changelog_topic(JUNK), settings.changelog_topic(APPS)]
         await ensure_topics(settings, [events])
         await ensure_topics(settings, changelogs, compact=True)
         await ensure_topics(settings, singles, partitions=1, compact=True)
@@ -115,10 +115,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker.execute_from_commandline()
     except SystemExit as exc:
         if exc.code in (0, None):
-            marker.unlink(missing_ok=True)
+            marker.unlink(missing_ok=True)  # a clean stop, also after a stall: the store is whole
+            if gate_app.stalled:
+                raise SystemExit(STALL_EXIT_CODE) from None
         raise
     marker.unlink(missing_ok=True)
-    return 0
+    return STALL_EXIT_CODE if gate_app.stalled else 0
 
 
 def _read_lines(path: str):

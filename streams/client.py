@@ -16,12 +16,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (KafkaConnectionError, KafkaError, SaslAuthenticationFailed, TopicAlreadyExistsError,
-                             UnsupportedSaslMechanismError)
+                             UnsupportedSaslMechanismError, for_code)
 
 from sendgate.models.decisions import Decision, Delivery
 from sendgate.models.events import decode_event
 
-from .config import KafkaAuthError, Settings
+from .config import ConfigError, KafkaAuthError, Settings
 
 
 async def start_client(client: Any, settings: Settings) -> None:
@@ -53,15 +53,24 @@ async def ensure_topics(settings: Settings, names: list[str], partitions: int | 
     unless `partitions` is given; `compact` for changelogs."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
     await start_client(admin, settings)
-    configs = {"cleanup.policy": "compact"} if compact else {}
+    compaction = {"cleanup.policy": "compact"} if compact else {}
     try:
         missing = set(names) - set(await admin.list_topics())
         if missing:
             try:
-                await admin.create_topics([NewTopic(name, partitions or settings.partitions, 1, topic_configs=configs)
-                                           for name in sorted(missing)])
+                response = await admin.create_topics([
+                    NewTopic(name, partitions or settings.partitions, settings.replication_factor,
+                             topic_configs={**compaction, **settings.topic_configs(name)})
+                    for name in sorted(missing)])
             except TopicAlreadyExistsError:  # another process won the race
-                pass
+                return
+            # the response holds an error per topic; one that exists already is another process's win
+            refused = [f"{name}: {message or for_code(code).__name__}" for name, code, *rest in response.topic_errors
+                       for message in [rest[0] if rest else None]
+                       if code not in (0, TopicAlreadyExistsError.errno)]
+            if refused:
+                raise ConfigError(f"the broker at {settings.bootstrap} refused to create {'; '.join(refused)} "
+                                  f"(SENDGATE_REPLICATION_FACTOR={settings.replication_factor})")
     finally:
         await admin.close()
 
@@ -119,7 +128,9 @@ class Publisher:
         """
         raw = event if isinstance(event, bytes) else event.encode() if isinstance(event, str) else orjson.dumps(event)
         valid = decode_event(raw, int(time.time() * 1000), self._max_ahead_ms)
-        return await self._producer.send(self.topic, value=raw, key=valid.app.encode())
+        # The record's timestamp is the event's time: history published with its own `ts` is an
+        # honest backfill (models/clock.py bounds how far `ts` may trail the record's timestamp).
+        return await self._producer.send(self.topic, value=raw, key=valid.app.encode(), timestamp_ms=valid.ts)
 
     async def publish(self, event: dict | bytes | str) -> Any:
         """Validate, send and wait for the broker's acknowledgement; returns the record metadata."""

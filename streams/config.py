@@ -20,6 +20,7 @@ _APP_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\Z")
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
 
 
 class ConfigError(ValueError):
@@ -79,6 +80,13 @@ class Settings:
     # the events that have arrived, up to batch_max.
     batch_max: int = 500
     linger_ms: float = 1.0  # the producer's; every batch waits for its outputs' acknowledgement
+    # A batch that keeps failing (the broker refusing writes, a corrupt row) is retried with
+    # backoff; after this long the worker exits non-zero so that an orchestrator restarts it.
+    stall_exit_s: float = 300.0
+    replication_factor: int = 1  # of every topic sendgate creates; 3 in production
+    # CreateTime: trust the producers' record timestamps; LogAppendTime: the broker stamps them
+    # (set on the events topic when sendgate creates it), for producers that are not trusted.
+    events_timestamp_type: str = "CreateTime"
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -102,6 +110,11 @@ class Settings:
                               f"got {self.processing_guarantee!r}")
         if not self.bootstrap:
             raise ConfigError("SENDGATE_BOOTSTRAP must name at least one host:port")
+        if self.events_timestamp_type not in TIMESTAMP_TYPES:
+            raise ConfigError(f"SENDGATE_EVENTS_TIMESTAMP_TYPE must be one of {', '.join(TIMESTAMP_TYPES)}, "
+                              f"got {self.events_timestamp_type!r}")
+        if type(self.replication_factor) is not int or self.replication_factor < 1:
+            raise ConfigError(f"SENDGATE_REPLICATION_FACTOR must be a positive integer, got {self.replication_factor!r}")
         self._check_security()
 
     def _check_security(self) -> None:
@@ -155,6 +168,9 @@ class Settings:
             processing_guarantee=env.get("SENDGATE_PROCESSING_GUARANTEE") or d.processing_guarantee,
             batch_max=_int(env, "SENDGATE_BATCH_MAX", d.batch_max, minimum=1),
             linger_ms=_float(env, "SENDGATE_LINGER_MS", d.linger_ms),
+            stall_exit_s=_float(env, "SENDGATE_STALL_EXIT_S", d.stall_exit_s),
+            replication_factor=_int(env, "SENDGATE_REPLICATION_FACTOR", d.replication_factor, minimum=1),
+            events_timestamp_type=env.get("SENDGATE_EVENTS_TIMESTAMP_TYPE") or d.events_timestamp_type,
             security_protocol=env.get("SENDGATE_SECURITY_PROTOCOL") or d.security_protocol,
             sasl_mechanism=env.get("SENDGATE_SASL_MECHANISM") or None,
             sasl_username=env.get("SENDGATE_SASL_USERNAME") or None,
@@ -181,6 +197,9 @@ class Settings:
             "SENDGATE_PROCESSING_GUARANTEE": self.processing_guarantee,
             "SENDGATE_BATCH_MAX": str(self.batch_max),
             "SENDGATE_LINGER_MS": str(self.linger_ms),
+            "SENDGATE_STALL_EXIT_S": str(self.stall_exit_s),
+            "SENDGATE_REPLICATION_FACTOR": str(self.replication_factor),
+            "SENDGATE_EVENTS_TIMESTAMP_TYPE": self.events_timestamp_type,
             "SENDGATE_SECURITY_PROTOCOL": self.security_protocol,
         }
         if self.policy_file:
@@ -233,6 +252,12 @@ class Settings:
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    def topic_configs(self, name: str) -> dict[str, str]:
+        """Topic configs sendgate sets when it creates `name` (beyond partitions and replicas)."""
+        if name == self.topic("events"):
+            return {"message.timestamp.type": self.events_timestamp_type}
+        return {}
 
     def changelog_topic(self, table: str) -> str:
         return f"{self.app_id}-{table}-changelog"  # Faust's naming

@@ -24,7 +24,7 @@ from sendgate.models.policy import Policy
 
 from .config import ConfigError, Settings
 from .log import committed_offsets, read_log
-from .state import PREFIX, STATE, commit_key
+from .state import APPS, PREFIX, STATE, commit_key
 
 
 class RowsByPartition(MemoryStore):
@@ -42,7 +42,7 @@ class RowsByPartition(MemoryStore):
 
 async def _recreate_changelogs(settings: Settings) -> None:
     names = {settings.changelog_topic(STATE): settings.partitions}
-    names[settings.changelog_topic(JUNK)] = 1
+    names[settings.changelog_topic(JUNK)] = names[settings.changelog_topic(APPS)] = 1
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
     await admin.start()
     try:
@@ -59,7 +59,8 @@ async def _recreate_changelogs(settings: Settings) -> None:
                 if time.monotonic() > deadline:
                     raise ConfigError(f"Kafka did not delete {sorted(existing)} within 60 s")
                 await asyncio.sleep(0.2)
-        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})
+        await admin.create_topics([NewTopic(name, partitions, settings.replication_factor,
+                                            topic_configs={"cleanup.policy": "compact"})
                                    for name, partitions in sorted(names.items())])
     finally:
         await admin.close()
@@ -72,12 +73,16 @@ async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
     await _recreate_changelogs(settings)
     shutil.rmtree(Path(settings.data_dir) / settings.app_id, ignore_errors=True)
     gate, store = settings.gate(policy), RowsByPartition()
+    homes: dict[str, int] = {}  # app -> the partition its log lives on (the apps table)
     async for record in read_log(settings, events_topic, until):
         store.partition = record.partition
         try:
-            gate.handle_record(record.key, record.value, record.timestamp, store)
+            event = gate.decode(record.key, record.value, record.timestamp)
         except InvalidEvent:
             continue  # dead-lettered by the live worker already; it changed no state
+        if homes.setdefault(event.app, record.partition) != record.partition:
+            continue  # on a second partition of its app: dead-lettered by the live worker too
+        gate.handle(event, store, record.timestamp)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
                                 enable_idempotence=True, **settings.kafka_options())
     await producer.start()
@@ -91,6 +96,10 @@ async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
             for key, value in rows.items():
                 await producer.send(topic, key=prefix + key, value=value, partition=store.partition_of[(table, key)])
             written[table] = len(rows)
+        for app, partition in homes.items():
+            await producer.send(settings.changelog_topic(APPS), key=app.encode(), value=str(partition).encode(),
+                                partition=0)
+        written[APPS] = len(homes)
         for partition, end in until.items():  # after every row: the tables hold the log up to here
             if end > 0:
                 await producer.send(settings.changelog_topic(STATE), key=commit_key(partition),

@@ -63,13 +63,18 @@ async def replay(settings: Settings, name: str, policy: Policy, until: dict[int,
     events = decisions = dead = 0
     progress = None if quiet else (lambda done, total: _progress(done, total, started))
     try:
+        homes: dict[str, int] = {}  # app -> the partition its log lives on, as the worker keeps it
         async for record in read_log(settings, events_topic, until, progress):
             events += 1
             try:
-                outputs = gate.handle_record(record.key, record.value, record.timestamp, store)
+                event = gate.decode(record.key, record.value, record.timestamp)
             except InvalidEvent:
                 dead += 1  # the live worker dead-lettered it too; replay writes no dead letters
                 continue
+            if homes.setdefault(event.app, record.partition) != record.partition:
+                dead += 1  # an app split over two partitions: the worker dead-letters the second one's
+                continue
+            outputs = gate.handle(event, store, record.timestamp)
             for output in outputs:
                 if isinstance(output, Decision):
                     decisions += 1
@@ -86,10 +91,10 @@ async def read_decisions(settings: Settings, topic: str) -> list[dict]:
     return [orjson.loads(r.value) async for r in read_log(settings, topic, await end_offsets(settings, topic))]
 
 
-def _by_request(decisions: list[dict]) -> dict[str, list[tuple[str, str]]]:
-    chains: dict[str, list[tuple[str, str]]] = {}
-    for d in decisions:
-        chains.setdefault(d["request_id"], []).append((d["outcome"], d["reason"]))
+def _by_request(decisions: list[dict]) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    chains: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for d in decisions:  # a request_id is unique only within its app
+        chains.setdefault((d["app"], d["request_id"]), []).append((d["outcome"], d["reason"]))
     return chains
 
 
@@ -107,10 +112,10 @@ def compare(live: list[dict], replayed: list[dict]) -> tuple[str, list[dict[str,
         lines.append(f"{key:<24} {counts_live[key]:>6} {counts_replay[key]:>8}")
     changed: list[dict[str, Any]] = []
     transitions: Counter = Counter()
-    for request_id in sorted(set(live_chains) | set(replay_chains)):
-        a, b = live_chains.get(request_id, []), replay_chains.get(request_id, [])
+    for app, request_id in sorted(set(live_chains) | set(replay_chains)):
+        a, b = live_chains.get((app, request_id), []), replay_chains.get((app, request_id), [])
         if a != b:
-            changed.append({"request_id": request_id, "live": a, "replay": b})
+            changed.append({"app": app, "request_id": request_id, "live": a, "replay": b})
             transitions[(_first(a), _first(b))] += 1
     lines.append(f"\nrequests: {len(live_chains)} live, {len(replay_chains)} replayed, {len(changed)} changed")
     if transitions:

@@ -24,7 +24,6 @@ replayed after a crash is added again, which `JunkTemplate.add_reporter` makes h
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,39 +31,29 @@ from functools import cached_property
 from typing import Any
 
 import faust
-from faust.stores.base import SerializedStore
-from faust.streams import _current_event  # Faust routes table writes by the event being processed
 from faust.tables.globaltable import GlobalTable
 from faust.types import TP, EventT
 
-from sendgate.models.gate import CONVERSATIONS, DUE, GRANTS, JUNK, PENDING, SCHEDULES, SENDERS, USERKEYS
+from sendgate.models.gate import CLOCKS, CONVERSATIONS, DUE, GRANTS, JUNK, PENDING, SCHEDULES, SENDERS, USERKEYS
 from sendgate.models.junk import JunkIndex, JunkTemplate
 from sendgate.models.pending import ReleaseSchedule
 
+from .faust_internals import processing, raw_reader
 from .outbox import Outbox
 
 log = logging.getLogger("sendgate.state")
 
 STATE = "state"  # the table's name: its changelog is <app id>-state-changelog
+APPS = "apps"  # the global table of app -> the events partition its log lives on
 # A short prefix per row kind keeps the kinds apart in one key space (2 bytes a row).
 PREFIX = {USERKEYS: b"u:", CONVERSATIONS: b"c:", GRANTS: b"g:", SENDERS: b"s:", PENDING: b"p:",
-          SCHEDULES: b"t:", DUE: b"d:"}
+          SCHEDULES: b"t:", DUE: b"d:", CLOCKS: b"k:"}
 KIND = {prefix: name for name, prefix in PREFIX.items()}
 COMMIT = b"\x00commit\x1f"  # + partition: the offset of the last event whose rows are all written
 
 
 def commit_key(partition: int) -> bytes:
     return COMMIT + str(partition).encode()
-
-
-@contextmanager
-def _processing(event: EventT) -> Iterator[None]:
-    """Faust picks a row's changelog partition and RocksDB database from the current event."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 @dataclass(frozen=True)
@@ -117,8 +106,8 @@ class StateTable(faust.Table):
         await super().on_recovery_completed(active_tps, standby_tps)
 
 
-class JunkTable(GlobalTable):
-    """The junk index's global table: one changelog partition, written to partition 0.
+class GlobalIndexTable(GlobalTable):
+    """A global table (the junk index, the app directory): one changelog partition, written to 0.
 
     Faust's `use_partitioner=True` would pick the partition from producer metadata that may not
     list the changelog yet (TypeError on the first write), and the default writes to the
@@ -133,9 +122,15 @@ class CheckpointStore:
     """The gate's `Store` over the state table: reads see the batch's own writes; `checkpoint`
     writes them after the batch's outputs are acknowledged."""
 
-    def __init__(self, table: StateTable, junk_table: Any) -> None:
+    def __init__(self, table: StateTable, junk_table: Any, apps_table: Any) -> None:
         self.table = table
         self.junk_table = junk_table
+        # app -> the events partition its log lives on (the first one it was seen on), from the
+        # global apps table: ticks and web requests go there, and a record of the app on another
+        # partition is refused. Never recomputed from the key: producers' partitioners differ.
+        self.apps_table = apps_table
+        self.homes: dict[str, int] = {}
+        self._new_homes: dict[str, int] = {}  # claimed in this batch, written at its checkpoint
         self.junk = JunkIndex()
         self._junk_seen: dict[bytes, bytes] = {}
         self._junk_loaded = False
@@ -153,10 +148,7 @@ class CheckpointStore:
 
     @cached_property
     def _read_store(self) -> Callable[[bytes], bytes | None]:
-        # The store's raw read (the RocksDB database of the current event's partition): Table.get
-        # looks a key up twice, and Store.__getitem__ adds serializers and a KeyError per miss.
-        data = self.table.data
-        return data._get if isinstance(data, SerializedStore) else data.data.get
+        return raw_reader(self.table)
 
     # --- the Store interface (models.gate) --------------------------------------------------
     def get(self, table: str, key: bytes) -> bytes | None:
@@ -186,6 +178,23 @@ class CheckpointStore:
         """A committed row (for the inspection views)."""
         return self._committed(PREFIX[table] + key)
 
+    # --- where apps live -------------------------------------------------------------------
+    def home(self, app: str, partition: int) -> int:
+        """The partition `app`'s log lives on; an app seen for the first time lives on `partition`."""
+        home = self.home_of(app)
+        if home is None:
+            home = self.homes[app] = self._new_homes[app] = partition
+        return home
+
+    def home_of(self, app: str) -> int | None:
+        """The partition `app`'s log lives on, or None for an app no worker has seen."""
+        home = self.homes.get(app)
+        if home is None:
+            raw = self.apps_table.get(app.encode())
+            if raw is not None:
+                home = self.homes[app] = int(raw)
+        return home
+
     # --- one event at a time ----------------------------------------------------------------
     def handled(self, partition: int) -> int:
         """The offset of the last event of `partition` handled: committed, or in this batch (-1: none)."""
@@ -202,7 +211,7 @@ class CheckpointStore:
         self._last[self._partition] = event
         self._handled[self._partition] = event.message.offset
         self._event_rows.clear()
-        with _processing(event):
+        with processing(event):
             yield
         self._batch.setdefault(self._partition, {}).update(self._event_rows)
 
@@ -213,6 +222,9 @@ class CheckpointStore:
         self._junk_rows.clear()
         self._last.clear()
         self._handled.clear()
+        for app in self._new_homes:
+            self.homes.pop(app, None)
+        self._new_homes.clear()
 
     async def checkpoint(self, producer: Any | None) -> None:
         """Write the batch's rows, then each partition's commit record. Call only once every output
@@ -225,7 +237,7 @@ class CheckpointStore:
         """
         if producer is None:
             for partition, event, rows in self._checkpoints():
-                with _processing(event):  # each row to the changelog partition of its app's events
+                with processing(event):  # each row to the changelog partition of its app's events
                     for row, value in rows.items():
                         if value is not None:
                             self.table[row] = value
@@ -251,7 +263,7 @@ class CheckpointStore:
         """Each partition of the batch: its last event and its rows, the commit record last."""
         for partition, event in self._last.items():
             rows = self._batch.pop(partition, {})
-            with _processing(event):
+            with processing(event):
                 for row in self.table.orphans.pop(partition, ()):
                     if row not in rows and not row.startswith(COMMIT):
                         rows[row] = self._committed(row)  # the committed value (None: a tombstone)
@@ -264,8 +276,13 @@ class CheckpointStore:
     def _write_junk(self) -> None:
         event = next(iter(self._last.values()), None)
         self._last.clear()
+        if self._new_homes and event is not None:
+            with processing(event):  # a global table: any partition's context will do
+                for app, partition in self._new_homes.items():
+                    self.apps_table[app.encode()] = str(partition).encode()
+        self._new_homes.clear()
         if self._junk_rows and event is not None:
-            with _processing(event):  # a global table: any partition's context will do
+            with processing(event):  # a global table: any partition's context will do
                 for key, value in self._junk_rows.items():
                     if value is None:
                         self.junk_table.pop(key, None)

@@ -3,8 +3,9 @@
     GET /sendgate/userkeys/{app}/{userkey}[?sender=S]   consent state, and why
     GET /sendgate/senders/{app}/{sender}[?ts=MS]         profile, risk, clusters, pending requests
 
-Every row of an app lives on the partition of the app's events, so requests are routed by app to
-the worker that owns it (Faust's table routing). Answers are JSON; unknown keys give 404.
+Every row of an app lives on the partition of the app's events, so a request is answered by the
+worker that holds that partition: the partition comes from state (the apps table), never from
+the key, because producers' partitioners differ. Answers are JSON; unknown keys give 404.
 """
 from __future__ import annotations
 
@@ -20,30 +21,31 @@ from sendgate.models.consent import AppGrant, Conversation, Userkey
 from sendgate.models.gate import (CONVERSATIONS, DUE, GRANTS, PENDING, SCHEDULES, SENDERS, USERKEYS, Gate, key)
 from sendgate.models.pending import DueBucket, PendingRequest, ReleaseSchedule
 
-from .state import CheckpointStore
+from .faust_internals import route_to_owner
+from .state import STATE, CheckpointStore
 
 
 def register_views(app: faust.App, gate: Gate, store: CheckpointStore) -> None:
-    route = app.table_route(table=store.table, match_info="app_name")
-    changelog = store.table.changelog_topic.get_topic_name()
     read = store.read
-
-    async def learn_partitions() -> None:
-        # Faust routes by the producer's metadata, which lists a topic only once the producer has
-        # asked for it; without this the first request fails with a TypeError inside Faust.
-        await app.producer._ensure_producer().partitions_for(changelog)
 
     def error(view: View, status: int, message: str) -> Response:
         return view.json({"error": message}, status=status)
 
+    async def owner_answer(view: View, request: Request, app_name: str) -> Response | None:
+        """The owner's answer when another worker holds the app, a 404 for an unknown app, or None:
+        answer here."""
+        partition = store.home_of(app_name)
+        if partition is None:
+            return error(view, 404, f"no state for app {app_name!r}: no event of it has been decided")
+        return await route_to_owner(app, STATE, partition, view.web, request)
+
     @app.page("/sendgate/userkeys/{app_name}/{userkey}")
     class UserkeyView(View):
         async def get(self, request: Request, app_name: str, userkey: str) -> Response:
-            await learn_partitions()
-            return await self.routed(request, app_name=app_name, userkey=userkey)
+            answer = await owner_answer(self, request, app_name)
+            return self.local(request, app_name, userkey) if answer is None else answer
 
-        @route
-        async def routed(self, request: Request, app_name: str, userkey: str) -> Response:
+        def local(self, request: Request, app_name: str, userkey: str) -> Response:
             stored = gate.stored_userkey(userkey)
             raw = read(USERKEYS, key(app_name, stored))
             sender = request.query.get("sender")
@@ -72,11 +74,10 @@ def register_views(app: faust.App, gate: Gate, store: CheckpointStore) -> None:
     @app.page("/sendgate/senders/{app_name}/{sender}")
     class SenderView(View):
         async def get(self, request: Request, app_name: str, sender: str) -> Response:
-            await learn_partitions()
-            return await self.routed(request, app_name=app_name, sender=sender)
+            answer = await owner_answer(self, request, app_name)
+            return self.local(request, app_name, sender) if answer is None else answer
 
-        @route
-        async def routed(self, request: Request, app_name: str, sender: str) -> Response:
+        def local(self, request: Request, app_name: str, sender: str) -> Response:
             raw = read(SENDERS, key(app_name, sender))
             if raw is None:
                 return error(self, 404, f"no state for sender {sender!r} in app {app_name!r}")

@@ -154,16 +154,16 @@ def send_events(settings: Settings, items: list[dict | Invalid | bytes]) -> list
     """
     from sendgate.models.events import decode_event
 
-    records: list[tuple[dict | Invalid, bytes | None, bytes | None]] = []
+    records: list[tuple[dict | Invalid, bytes | None, bytes | None, int | None]] = []
     for item in items:
         if isinstance(item, bytes):
             item = Invalid(item)
         if isinstance(item, Invalid):
-            records.append((item, item.key, item.value))
+            records.append((item, item.key, item.value, None))
         else:
             raw = orjson.dumps(item)
-            decode_event(raw, int(time.time() * 1000), settings.policy().max_ts_ahead_s * 1000)
-            records.append((item, item["app"].encode(), raw))
+            valid = decode_event(raw, int(time.time() * 1000), settings.policy().max_ts_ahead_s * 1000)
+            records.append((item, item["app"].encode(), raw, valid.ts))  # record time = ts, as Publisher does
 
     async def run() -> list[Sent]:
         await ensure_topics(settings, [settings.topic("events")])
@@ -171,12 +171,12 @@ def send_events(settings: Settings, items: list[dict | Invalid | bytes]) -> list
                                     linger_ms=5)
         await producer.start()
         try:
-            futures = [await producer.send(settings.topic("events"), key=key, value=value)
-                       for _, key, value in records]
+            futures = [await producer.send(settings.topic("events"), key=key, value=value, timestamp_ms=ts)
+                       for _, key, value, ts in records]
             metas = [await f for f in futures]
         finally:
             await producer.stop()
-        return [Sent(item, m.partition, m.offset) for (item, _, _), m in zip(records, metas)]
+        return [Sent(item, m.partition, m.offset) for (item, _, _, _), m in zip(records, metas)]
 
     return asyncio.run(run())
 

@@ -341,10 +341,10 @@ def test_sigkill_mid_stream_loses_nothing(settings, workers):
     # Consent state survived the crashes: opted out before the last restart, and after it.
     got_ids = by_id(live)
     for app in apps:
-        assert f"{app}-probe-u20:rejected:opted_out" in got_ids  # opt-out of segment 1, crashes since
-        assert f"{app}-probe-u7:rejected:opted_out" in got_ids   # opt-out of the last segment
-        assert f"{app}-probe-u3:accepted:conversation" in got_ids  # STOP then START
-        assert f"{app}-b20:cancelled:opted_out" in got_ids and f"{app}-b21:cancelled:cancelled_by_app" in got_ids
+        assert f"{app}:{app}-probe-u20:rejected:opted_out" in got_ids  # opt-out of segment 1, crashes since
+        assert f"{app}:{app}-probe-u7:rejected:opted_out" in got_ids   # opt-out of the last segment
+        assert f"{app}:{app}-probe-u3:accepted:conversation" in got_ids  # STOP then START
+        assert f"{app}:{app}-b20:cancelled:opted_out" in got_ids and f"{app}:{app}-b21:cancelled:cancelled_by_app" in got_ids
     assert len(kills) == 3 and out.counts.records == len(everything)
 
 
@@ -468,8 +468,8 @@ def test_rebalance_between_two_workers_keeps_per_app_order_and_state(settings, w
     # State followed the partitions: consent and pending requests decided after the moves.
     got = by_id(out.live)
     for app in apps:
-        assert f"{app}-probe-u20:rejected:opted_out" in got and f"{app}-probe-u3:accepted:conversation" in got
-        assert f"{app}-b20:cancelled:opted_out" in got and f"{app}-b21:cancelled:cancelled_by_app" in got
+        assert f"{app}:{app}-probe-u20:rejected:opted_out" in got and f"{app}:{app}-probe-u3:accepted:conversation" in got
+        assert f"{app}:{app}-b20:cancelled:opted_out" in got and f"{app}:{app}-b21:cancelled:cancelled_by_app" in got
         released_last = [d for d in expected if d["app"] == app and d["outcome"] == "released"
                          and d["ts"] == T + 90 * MIN]
         assert released_last and all(d["decision_id"] in got for d in released_last)

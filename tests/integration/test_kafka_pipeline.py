@@ -19,7 +19,7 @@ def test_published_send_comes_back_as_decision_and_delivery(settings, worker):
     ])
     [decision] = decisions(settings, 1)
     assert decision["request_id"] == "r1" and decision["outcome"] == "accepted"
-    assert decision["decision_id"] == "r1:accepted:reply" and decision["ts"] == T0 + 1000
+    assert decision["decision_id"] == "acme:r1:accepted:reply" and decision["ts"] == T0 + 1000
     [delivery] = collect(settings, settings.topic("deliveries.sms"), lambda r: len(r) >= 1)
     assert delivery["request_id"] == "r1" and delivery["text"] == "hello!"
     assert delivery["decision_id"] == decision["decision_id"]

@@ -173,10 +173,18 @@ def test_grant_is_per_app(gate: Harness):
     assert (d.outcome, d.reason) == ("rejected", "no_conversation")
 
 
-def test_grant_does_not_cover_a_send_whose_event_time_is_before_the_grant(gate: Harness):
+def test_a_send_stamped_before_the_grant_is_decided_at_the_apps_clock(gate: Harness):
+    # The log's order is the truth and an app's clock never moves back (models/clock.py): a send
+    # that arrives after the grant is decided after it, whatever its ts claims.
     gate.feed(event("app_policy", 10 * MINUTE))
-    d = gate.decide(send("u1", at=5 * MINUTE))  # arrives after the grant, happened before it
-    assert (d.outcome, d.reason) == ("rejected", "no_conversation")
+    d = gate.decide(send("u1", at=5 * MINUTE))
+    assert (d.outcome, d.reason, d.ts) == ("accepted", "unrestricted", T + 10 * MINUTE)
+
+
+def test_a_send_stamped_before_a_revocation_cannot_use_the_revoked_grant(gate: Harness):
+    gate.feed(event("app_policy", 0), event("app_policy", 10 * MINUTE, unrestricted=False))
+    d = gate.decide(send("u1", at=5 * MINUTE))
+    assert (d.outcome, d.reason, d.ts) == ("rejected", "no_conversation", T + 10 * MINUTE)
 
 
 # --- opt-out ----------------------------------------------------------------------------------

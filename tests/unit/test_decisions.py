@@ -15,7 +15,7 @@ def decision(**overrides) -> Decision:
 
 
 def test_decision_id_is_request_outcome_and_reason():
-    assert decision().decision_id == "r1:delayed:burst_paced"
+    assert decision().decision_id == "app1:r1:delayed:burst_paced"
 
 
 def test_decision_id_does_not_depend_on_time_or_wording():
@@ -37,7 +37,7 @@ def test_outcomes():
 def test_to_dict_has_type_and_id_and_omits_unset_fields():
     d = decision(outcome="rejected", reason="no_conversation", deliver_at=None, similarity=None,
                  similar_recipients=None, cluster_id=None)
-    assert d.to_dict() == {"type": "decision", "decision_id": "r1:rejected:no_conversation", "request_id": "r1",
+    assert d.to_dict() == {"type": "decision", "decision_id": "app1:r1:rejected:no_conversation", "request_id": "r1",
                            "app": "app1", "sender": "S1", "userkey": "u1", "network": "sms",
                            "outcome": "rejected", "reason": "no_conversation", "detail": "11th recipient",
                            "ts": T, "reply": False}
@@ -72,3 +72,11 @@ def test_recent_ids_drop_repeats_and_forget_the_oldest():
     recent = RecentIds(size=2)
     # a, b | a again (now most recent) | c evicts b | b is new again and evicts a | a is new again
     assert [recent.first_time(i) for i in ("a", "b", "a", "c", "b", "a")] == [True, True, False, True, True, True]
+
+
+def test_decision_id_is_scoped_by_app():
+    # request ids are unique only within an app: two apps' "order-1" must not share an id
+    assert decision(app="shop").decision_id != decision(app="bank").decision_id
+    assert decision(app="a:b", request_id="c").decision_id == "a%3Ab:c:delayed:burst_paced"
+    assert decision(app="a", request_id="b:c").decision_id == "a:b:c:delayed:burst_paced"
+    assert decision(app="50%", request_id="x").decision_id == "50%25:x:delayed:burst_paced"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import (DAY, MINUTE, PARCEL, SECOND, T, UNRELATED, Harness, established, event, recipients,
+from conftest import (APP, DAY, MINUTE, PARCEL, SECOND, T, UNRELATED, Harness, established, event, recipients,
                       run, send)
 from sendgate.models.decisions import Decision, Delivery
 from sendgate.models.events import validate
@@ -56,8 +56,8 @@ def test_replay_gives_identical_decisions_and_ids():
     second.feed(*scenario())
     assert [r.to_json() for r in first.records] == [r.to_json() for r in second.records]
     ids = [r.decision_id for r in first.records if isinstance(r, Decision)]
-    assert ids[10] == "r-u11-1000:delayed:burst_paced"
-    assert ids[-1] == "r-u11-1000:released:slot_reached"
+    assert ids[10] == f"{APP}:r-u11-1000:delayed:burst_paced"
+    assert ids[-1] == f"{APP}:r-u11-1000:released:slot_reached"
 
 
 def test_decision_ids_are_unique_within_a_run():

@@ -79,7 +79,7 @@ def test_tick_before_the_slot_releases_nothing_and_at_the_slot_releases(delayed)
         (R11, "released", "slot_reached", SLOT, SLOT)]
     assert ds[0].userkey == "u11" and ds[0].sender == "S1" and ds[0].cluster_id is not None
     [delivery] = delayed.last_deliveries
-    assert delivery == Delivery(R11, "app1", "S1", "u11", "sms", PARCEL, None, SLOT, f"{R11}:released:slot_reached")
+    assert delivery == Delivery(R11, "app1", "S1", "u11", "sms", PARCEL, None, SLOT, f"app1:{R11}:released:slot_reached")
 
 
 def test_release_happens_once(delayed):

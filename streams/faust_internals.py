@@ -1,0 +1,74 @@
+"""Every private faust-streaming internal the worker relies on, in one place.
+
+The worker goes around Faust where Faust's per-event paths cost more than the gate (profiled:
+bench/run --profile) and where Faust's routing assumes Java's partitioner. What it touches is
+not Faust's public API, so pyproject.toml pins the tested range (faust-streaming 0.15.x) and
+tests/unit/streams/test_faust_internals.py fails loudly when an upgrade changes one of them.
+"""
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from faust.exceptions import SameNode
+from faust.stores.base import SerializedStore
+from faust.streams import _current_event  # Faust routes table writes by the event being processed
+from faust.types import TP, EventT
+from yarl import URL
+
+TESTED = "0.15"  # the faust-streaming minor version these internals were read from
+
+
+def committed_offset(app: Any, tp: TP) -> int | None:
+    """Faust's record of the group's committed offset of `tp`: it commits only once every offset
+    from there on is acked."""
+    return app.consumer._committed_offset.get(tp)
+
+
+def inner_producer(app: Any) -> Any:
+    """Faust's started aiokafka producer (record batches go out through it, not Faust's Topic.send)."""
+    return app.producer._ensure_producer()
+
+
+def channel_queue(stream: Any) -> Any:
+    """The queue behind an agent's stream: the agent takes its batches from it itself.
+    (`aiter` subscribes the worker to the stream's topic.)"""
+    return aiter(stream.channel).queue
+
+
+@contextmanager
+def processing(event: EventT) -> Iterator[None]:
+    """Make `event` Faust's current event: a table write goes to the changelog partition, and a
+    RocksDB read to the database, of the current event's partition."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def raw_reader(table: Any) -> Callable[[bytes], bytes | None]:
+    """The store's raw read (the RocksDB database of the current event's partition): Table.get
+    looks a key up twice, and Store.__getitem__ adds serializers and a KeyError per miss."""
+    data = table.data
+    return data._get if isinstance(data, SerializedStore) else data.data.get
+
+
+async def route_to_owner(app: Any, table_name: str, partition: int, web: Any, request: Any) -> Any | None:
+    """Send a web request on to the worker that holds `partition` of a table, and return its
+    answer; None when that is this worker (or no assignment is known yet: answer locally).
+
+    Faust's own `table_route` computes the partition from the key with Java's partitioner; the
+    worker finds it from state instead (streams/state.py, AppHomes), so it asks the assignor's
+    table metadata which host holds that partition.
+    """
+    changelog = app.tables[table_name].changelog_topic.get_topic_name()
+    for host, topics in app.router.table_metadata(table_name).items():
+        if partition in topics.get(changelog, ()):
+            try:
+                return await app.router._route_req(URL(host), web, request)
+            except SameNode:
+                return None
+    return None
