@@ -12,15 +12,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
-from typing import Protocol
+from typing import Callable, Protocol
 
 from . import events as ev
 from .burst import JunkMatch, SenderState, recipient_hash
 from .clock import AppClock
 from .consent import AppGrant, Conversation, Userkey, keyword
 from .decisions import Decision, Delivery, iso
-from .junk import JunkIndex, JunkTemplate
-from .pending import MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
+from .junk import JunkIndex, JunkReport
+from .pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
 from .policy import Policy
 from .similarity import Sketcher
 
@@ -31,7 +31,7 @@ GRANTS = "grants"                # app                     -> AppGrant
 SENDERS = "senders"              # (app, sender)           -> SenderState (profile, risk, clusters)
 PENDING = "pending"              # (app, request_id)       -> PendingRequest
 SCHEDULES = "schedules"          # app                     -> ReleaseSchedule
-DUE = "due"                      # (app, minute)           -> DueBucket
+DUE = "due"                      # (app, minute[, chunk])  -> DueBucket (<= DUE_CHUNK entries)
 CLOCKS = "clocks"                # app                     -> AppClock
 JUNK = "junk"                    # template id (global)    -> JunkTemplate
 TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, PENDING, SCHEDULES, DUE, CLOCKS)
@@ -44,12 +44,27 @@ def key(*parts: str) -> bytes:
     return "\x1f".join(parts).encode()
 
 
+def due_key(app: str, minute: int, chunk: int) -> bytes:
+    """The DueBucket row of one chunk of a minute (chunk 0 keeps the key of one bucket a minute)."""
+    return key(app, str(minute)) if chunk == 0 else key(app, str(minute), str(chunk))
+
+
+def due_entries(get: Callable[[str, bytes], bytes | None], app: str, schedule: ReleaseSchedule,
+                minute: int) -> list[list]:
+    """Every [deliver_at, request_id] of a minute of the app's schedule; `get` reads a row."""
+    return [entry for chunk in range(schedule.chunk_count(minute))
+            for entry in DueBucket.from_bytes(get(DUE, due_key(app, minute, chunk))).entries]
+
+
 class Store(Protocol):
-    junk: JunkIndex
+    junk: JunkIndex  # the junk index sends are matched against
 
     def get(self, table: str, key: bytes) -> bytes | None: ...
     def set(self, table: str, key: bytes, value: bytes) -> None: ...
     def delete(self, table: str, key: bytes) -> None: ...
+    def report_junk(self, report: JunkReport, policy: Policy) -> None:
+        """Count a junk report in the index (shared by all apps: a worker sends it to the
+        index's single writer, and sees it at once in its own view)."""
 
 
 class MemoryStore:
@@ -69,6 +84,16 @@ class MemoryStore:
 
     def delete(self, table: str, key: bytes) -> None:
         self.tables[table].pop(key, None)
+
+    def report_junk(self, report: JunkReport, policy: Policy) -> None:
+        # one process holds the whole index: it is its only writer
+        changed = self.junk.apply(report, policy.similarity_threshold, policy.junk_reject_reporters,
+                                  policy.max_junk_templates)
+        for template_id, template in changed.items():
+            if template is None:
+                self.delete(JUNK, template_id.encode())
+            else:
+                self.set(JUNK, template_id.encode(), template.to_bytes())
 
 
 class Gate:
@@ -163,19 +188,8 @@ class Gate:
 
     def _junk_report(self, e: ev.JunkReport, store: Store) -> None:
         p = self.policy
-        sketch = self.sketcher.sketch(e.text)
-        found = store.junk.match(sketch, p.similarity_threshold)
-        if found is None:
-            if len(store.junk) >= p.max_junk_templates:
-                oldest = store.junk.oldest()
-                store.junk.remove(oldest)
-                store.delete(JUNK, oldest.encode())
-            template_id, template = f"{e.app}\x1f{e.event_id}", JunkTemplate(sketch)
-        else:
-            template_id, template, _ = found
-        template.add_reporter(recipient_hash(f"{e.app}\x1f{e.userkey}", self._secret), e.ts, p.junk_reject_reporters)
-        store.junk.put(template_id, template)
-        store.set(JUNK, template_id.encode(), template.to_bytes())
+        store.report_junk(JunkReport(f"{e.app}\x1f{e.event_id}", self.sketcher.sketch(e.text),
+                                     recipient_hash(f"{e.app}\x1f{e.userkey}", self._secret), e.ts), p)
         sender = self._sender(store, e.app, e.sender)
         sender.mark_suspicious(e.ts + p.junk_suspicion_s * 1000)
         store.set(SENDERS, key(e.app, e.sender), sender.to_bytes())
@@ -257,13 +271,16 @@ class Gate:
         raw = store.get(SCHEDULES, key(app))
         schedule = ReleaseSchedule.from_bytes(raw)
         minute = schedule.add(deliver_at)  # adds the minute only if missing
+        chunk = schedule.chunk_count(minute) - 1  # the minute's last bucket row takes new entries
+        bucket = DueBucket.from_bytes(store.get(DUE, due_key(app, minute, chunk)))
+        if [deliver_at, request_id] in bucket.entries:
+            return
+        if len(bucket.entries) >= DUE_CHUNK:
+            chunk, bucket = schedule.new_chunk(minute), DueBucket()
+        bucket.entries.append([deliver_at, request_id])
+        store.set(DUE, due_key(app, minute, chunk), bucket.to_bytes())
         if schedule.to_bytes() != raw:
             store.set(SCHEDULES, key(app), schedule.to_bytes())
-        bucket_key = key(app, str(minute))
-        bucket = DueBucket.from_bytes(store.get(DUE, bucket_key))
-        if [deliver_at, request_id] not in bucket.entries:
-            bucket.entries.append([deliver_at, request_id])
-            store.set(DUE, bucket_key, bucket.to_bytes())
 
     def _release_due(self, app: str, ts: int, store: Store) -> list[Record]:
         schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(app)))
@@ -272,16 +289,25 @@ class Gate:
         due: list[list] = []
         waiting: list[list] = []
         while schedule.minutes and schedule.minutes[0] <= ts // MINUTE_MS:
-            bucket_key = key(app, str(schedule.minutes[0]))
-            now, waiting = DueBucket.from_bytes(store.get(DUE, bucket_key)).split(ts)
-            due.extend(now)
+            minute = schedule.minutes[0]
+            for chunk in range(schedule.chunks[0]):
+                bucket_key = due_key(app, minute, chunk)
+                raw = store.get(DUE, bucket_key)
+                if raw is None:  # emptied by an earlier release; the minute keeps its numbering
+                    continue
+                now, later = DueBucket.from_bytes(raw).split(ts)
+                if now:
+                    due.extend(now)
+                    if later:
+                        store.set(DUE, bucket_key, DueBucket(later).to_bytes())
+                    else:
+                        store.delete(DUE, bucket_key)
+                waiting.extend(later)
             if waiting:
-                store.set(DUE, bucket_key, DueBucket(waiting).to_bytes())
                 break
-            store.delete(DUE, bucket_key)
-            schedule.minutes.pop(0)
+            schedule.pop_first()
         if not waiting and schedule.minutes:
-            waiting = DueBucket.from_bytes(store.get(DUE, key(app, str(schedule.minutes[0])))).entries
+            waiting = due_entries(store.get, app, schedule, schedule.minutes[0])
         schedule.next_due = min(e[0] for e in waiting) if waiting else None
         store.set(SCHEDULES, key(app), schedule.to_bytes())
         out: list[Record] = []

@@ -2,6 +2,9 @@
 
 Each reported template is one `JunkTemplate` row (sketch plus the hashed reporters, at most as
 many as it takes to reject). `JunkIndex` is the in-memory view a worker matches sends against.
+A `JunkReport` is one report as the index applies it (`JunkIndex.apply`): with several workers
+the reports go to one owner, which alone writes the rows (streams/junk.py), so that no two
+workers' read-modify-writes of one row can lose a reporter.
 """
 from __future__ import annotations
 
@@ -33,6 +36,25 @@ class JunkTemplate:
     def from_bytes(cls, raw: bytes) -> "JunkTemplate":
         blob, reporters, last_ts = orjson.loads(raw)
         return cls(np.frombuffer(base64.b64decode(blob), dtype="<u4").copy(), reporters, last_ts)
+
+
+@dataclass(frozen=True, slots=True)
+class JunkReport:
+    template_id: str  # the id a new template gets: the reporting app and event
+    sketch: np.ndarray
+    reporter: int  # the reporting recipient, hashed
+    ts: int
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps([1, self.template_id, base64.b64encode(self.sketch.astype("<u4").tobytes()).decode(),
+                             self.reporter, self.ts])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "JunkReport":
+        version, template_id, blob, reporter, ts = orjson.loads(raw)
+        if version != 1:
+            raise ValueError(f"JunkReport of version {version}; this build reads version 1")
+        return cls(template_id, np.frombuffer(base64.b64decode(blob), dtype="<u4").copy(), reporter, ts)
 
 
 class JunkIndex:
@@ -69,3 +91,23 @@ class JunkIndex:
 
     def oldest(self) -> str:
         return min(self._templates, key=lambda k: self._templates[k].last_ts)
+
+    def apply(self, report: JunkReport, threshold: float, reject_reporters: int,
+              max_templates: int) -> dict[str, JunkTemplate | None]:
+        """Count a report: on the most similar template, or on a new one (evicting the least
+        recently reported when the index is full). Returns the rows it changed (None: evicted).
+        Applying the same report again changes nothing but the row's rewrite."""
+        changed: dict[str, JunkTemplate | None] = {}
+        found = self.match(report.sketch, threshold)
+        if found is None:
+            if len(self) >= max_templates:
+                oldest = self.oldest()
+                self.remove(oldest)
+                changed[oldest] = None
+            template_id, template = report.template_id, JunkTemplate(report.sketch)
+        else:
+            template_id, template, _ = found
+        template.add_reporter(report.reporter, report.ts, reject_reporters)
+        self.put(template_id, template)
+        changed[template_id] = template
+        return changed

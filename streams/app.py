@@ -1,4 +1,4 @@
-"""The Faust application: topics, tables, the gate agent, the ticker and the junk-index refresh.
+"""The Faust application: topics, tables, the gate agent, the ticker, and the junk index's owner and refresh.
 
 `build_app` wires the pure `Gate` (sendgate.models.gate) to Kafka. It holds no rule of its own.
 """
@@ -22,12 +22,14 @@ from faust.types import TP
 from sendgate.models.decisions import Decision
 from sendgate.models.events import InvalidEvent
 from sendgate.models.gate import JUNK, Gate
+from sendgate.models.junk import JunkReport
 
 from .client import partitions_of
 from .config import Settings
 from .log import read_log
 from .outbox import Outbox
 from .faust_internals import channel_queue, committed_offset, inner_producer
+from .junk import JUNK_REPORTS, JunkOwner, JunkView
 from .state import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
 from .web import register_views
 
@@ -36,6 +38,7 @@ log = logging.getLogger("sendgate.worker")
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0  # backoff of a failing batch
 STALL_EXIT_CODE = 70  # EX_SOFTWARE: the worker stopped because a batch kept failing
 STALL_GRACE_S = 30.0  # how long the graceful stop may take before the process exits anyway
+JUNK_REFRESH_S = 2.0  # how often a worker loads the junk owner's writes into its view
 
 RAW = dict(key_type=bytes, value_type=bytes)  # the app's default serializers are "raw"
 
@@ -74,6 +77,7 @@ class GateApp:
     events: Any
     decisions: Any
     deadletter: Any
+    junk_reports: Any
     counts: dict[str, int] = field(default_factory=lambda: {"events": 0, "decisions": 0, "deadlettered": 0,
                                                               "skipped": 0, "hole_records": 0})
     _delivery_topics: dict[str, Any] = field(default_factory=dict)
@@ -105,6 +109,8 @@ class GateApp:
                 continue
             self.counts["events"] += 1
             sent += await self.process(event)
+        for report in self.store.take_junk_reports():  # to the junk index's single writer (streams/junk.py)
+            sent += await self.send(self.junk_reports, None, report.to_bytes())
         producer = inner_producer(self.app)
         await self.outbox.send(producer)
         if sent:
@@ -214,7 +220,7 @@ class GateApp:
                 f"{message.partition}: a producer with another partitioner split the app over two partitions, "
                 f"which would break its order and split its state; publish every event of the app to partition "
                 f"{home} (Java's murmur2 partitioner, or that partition explicitly)"))
-        self.store.ensure_junk_loaded()
+        self.store.junk_view.ensure_loaded()
         with self.store.handling(event):
             records = self.gate.handle(decoded, self.store, record_ts)
         sent = []
@@ -324,9 +330,15 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         app.tables.add(GlobalIndexTable(app, name=name, default=None, beacon=app.tables.beacon, partitions=1,
                                         standby_buffer_size=1, recovery_buffer_size=1, is_global=True, **RAW))
         for name in (JUNK, APPS))
-    store = CheckpointStore(state, junk_table, apps_table)
-    gate_app = GateApp(settings, app, settings.gate(policy), store, events, decisions, deadletter)
+    store = CheckpointStore(state, JunkView(junk_table, policy), apps_table)
+    junk_reports = app.topic(settings.topic(JUNK_REPORTS), partitions=1, **RAW)
+    owner = JunkOwner(junk_table, policy)
+    gate_app = GateApp(settings, app, settings.gate(policy), store, events, decisions, deadletter, junk_reports)
     state.on_recover(gate_app.on_recover)
+
+    @state.on_recover
+    async def _junk_owner_moved() -> None:
+        owner.reset()
 
     if settings.web_enabled:
         register_views(app, gate_app.gate, store)
@@ -340,7 +352,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         queue = channel_queue(stream)
         # Subscribers may start before the first decision, and a producer that sends to a topic
         # whose partitions have no leader yet stalls in retries: create the outputs and wait first.
-        for topic in (decisions, deadletter):
+        for topic in (decisions, deadletter, junk_reports):
             await topic.maybe_declare()
             await partitions_of(settings, topic.get_topic_name(), 60)
         while not gate_app.stalled:
@@ -349,9 +361,23 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
                 batch.append(queue.get_nowait())
             await gate_app.run_batch(batch)
 
-    @app.timer(interval=5.0)
+    @app.agent(junk_reports, name="junk-owner")
+    async def junk_owner(stream: Any) -> None:
+        # One partition: the one worker that owns it writes every junk row, in report order.
+        async for event in stream.events():
+            try:
+                report = JunkReport.from_bytes(event.value)
+            except (ValueError, TypeError) as exc:  # not written by a worker: park it, with the reason
+                log.error("junk-reports[%s]@%s is not a junk report: %s", event.message.partition,
+                          event.message.offset, exc)
+                await deadletter.send(key=event.message.key, value=dead_letter_record(
+                    event.message, event.value, f"not a junk report: {exc}"))
+                continue
+            owner.apply(report)
+
+    @app.timer(interval=JUNK_REFRESH_S)
     async def refresh_junk() -> None:
-        store.refresh_junk()
+        store.junk_view.refresh()
 
     if ticker and settings.tick_interval_s > 0:
         @app.timer(interval=settings.tick_interval_s)

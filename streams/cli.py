@@ -67,6 +67,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from .app import STALL_EXIT_CODE, build_app
     from .client import ensure_topics, partitions_of
+    from .junk import JUNK_REPORTS
     from .state import APPS, STATE
 
     settings = _settings(args)
@@ -78,11 +79,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # refresh (5 minutes), so the worker would idle, or wait that long to recover a table.
         changelogs = [settings.changelog_topic(STATE)]
         singles = [settings.changelog_topic(JUNK), settings.changelog_topic(APPS)]
+        junk_reports = settings.topic(JUNK_REPORTS)
         await ensure_topics(settings, [events])
         await ensure_topics(settings, changelogs, compact=True)
         await ensure_topics(settings, singles, partitions=1, compact=True)
-        await ensure_topics(settings, [f"{settings.app_id}-__assignor-__leader"], partitions=1)
-        for topic in [events, *changelogs, *singles]:
+        await ensure_topics(settings, [f"{settings.app_id}-__assignor-__leader", junk_reports], partitions=1)
+        for topic in [events, *changelogs, *singles, junk_reports]:
             await partitions_of(settings, topic, 60)
 
     asyncio.run(topics_ready())

@@ -256,7 +256,9 @@ class Settings:
     def topic_configs(self, name: str) -> dict[str, str]:
         """Topic configs sendgate sets when it creates `name` (beyond partitions and replicas)."""
         if name == self.topic("events"):
-            return {"message.timestamp.type": self.events_timestamp_type}
+            # The log is the truth that replay and rebuild decide from: it is kept for ever
+            # (time-based retention would also drop a backfill at once: its records carry old times).
+            return {"message.timestamp.type": self.events_timestamp_type, "retention.ms": "-1"}
         return {}
 
     def changelog_topic(self, table: str) -> str:

@@ -18,8 +18,9 @@ Rows written after the last commit record (a crash mid-checkpoint) are orphans. 
 them, and the first checkpoint of that partition rewrites their keys with the committed values,
 so that log compaction can never leave an orphan as a key's last value.
 
-The junk index (a global table, one partition for all apps) is not covered: a junk report
-replayed after a crash is added again, which `JunkTemplate.add_reporter` makes harmless.
+The junk index (a global table, one partition for all apps, written by one owner: streams/junk.py)
+is not covered: a junk report decided again after a crash is sent to the owner again, which
+`JunkTemplate.add_reporter` makes harmless.
 """
 from __future__ import annotations
 
@@ -34,11 +35,13 @@ import faust
 from faust.tables.globaltable import GlobalTable
 from faust.types import TP, EventT
 
-from sendgate.models.gate import CLOCKS, CONVERSATIONS, DUE, GRANTS, JUNK, PENDING, SCHEDULES, SENDERS, USERKEYS
-from sendgate.models.junk import JunkIndex, JunkTemplate
+from sendgate.models.gate import CLOCKS, CONVERSATIONS, DUE, GRANTS, PENDING, SCHEDULES, SENDERS, USERKEYS
+from sendgate.models.junk import JunkReport
+from sendgate.models.policy import Policy
 from sendgate.models.pending import ReleaseSchedule
 
 from .faust_internals import processing, raw_reader
+from .junk import JunkView
 from .outbox import Outbox
 
 log = logging.getLogger("sendgate.state")
@@ -122,21 +125,19 @@ class CheckpointStore:
     """The gate's `Store` over the state table: reads see the batch's own writes; `checkpoint`
     writes them after the batch's outputs are acknowledged."""
 
-    def __init__(self, table: StateTable, junk_table: Any, apps_table: Any) -> None:
+    def __init__(self, table: StateTable, junk_view: JunkView, apps_table: Any) -> None:
         self.table = table
-        self.junk_table = junk_table
+        self.junk_view = junk_view
+        self.junk = junk_view.index
         # app -> the events partition its log lives on (the first one it was seen on), from the
         # global apps table: ticks and web requests go there, and a record of the app on another
         # partition is refused. Never recomputed from the key: producers' partitioners differ.
         self.apps_table = apps_table
         self.homes: dict[str, int] = {}
         self._new_homes: dict[str, int] = {}  # claimed in this batch, written at its checkpoint
-        self.junk = JunkIndex()
-        self._junk_seen: dict[bytes, bytes] = {}
-        self._junk_loaded = False
         self._batch: dict[int, dict[bytes, bytes | None]] = {}  # partition -> row key -> value (None: delete)
         self._event_rows: dict[bytes, bytes | None] = {}
-        self._junk_rows: dict[bytes, bytes | None] = {}
+        self._junk_reports: list[JunkReport] = []  # sent to the junk index's owner with the batch's outputs
         self._last: dict[int, EventT] = {}  # partition -> its last event in the batch
         self._handled: dict[int, int] = {}
         self._partition = -1
@@ -152,8 +153,6 @@ class CheckpointStore:
 
     # --- the Store interface (models.gate) --------------------------------------------------
     def get(self, table: str, key: bytes) -> bytes | None:
-        if table == JUNK:
-            return self._junk_rows[key] if key in self._junk_rows else self.junk_table.get(key)
         row = PREFIX[table] + key
         if row in self._event_rows:
             return self._event_rows[row]
@@ -163,16 +162,19 @@ class CheckpointStore:
         return self._committed(row)
 
     def set(self, table: str, key: bytes, value: bytes) -> None:
-        if table == JUNK:
-            self._junk_rows[key] = value
-        else:
-            self._event_rows[PREFIX[table] + key] = value
+        self._event_rows[PREFIX[table] + key] = value
 
     def delete(self, table: str, key: bytes) -> None:
-        if table == JUNK:
-            self._junk_rows[key] = None
-        else:
-            self._event_rows[PREFIX[table] + key] = None
+        self._event_rows[PREFIX[table] + key] = None
+
+    def report_junk(self, report: JunkReport, policy: Policy) -> None:
+        self.junk_view.report(report)
+        self._junk_reports.append(report)
+
+    def take_junk_reports(self) -> list[JunkReport]:
+        """The batch's junk reports, for the owner of the junk index (streams/junk.py)."""
+        reports, self._junk_reports = self._junk_reports, []
+        return reports
 
     def read(self, table: str, key: bytes) -> bytes | None:
         """A committed row (for the inspection views)."""
@@ -219,7 +221,7 @@ class CheckpointStore:
         """Drop the batch: its rows, and the offsets it handled (the committed ones are read again)."""
         self._batch.clear()
         self._event_rows.clear()
-        self._junk_rows.clear()
+        self._junk_reports.clear()
         self._last.clear()
         self._handled.clear()
         for app in self._new_homes:
@@ -257,7 +259,7 @@ class CheckpointStore:
                 [_Written(TP(changelog, p), p, last[changelog, p], row, value)
                  for p, rows in rows_of.items() for row, value in rows.items()],
                 to_key=_same, to_value=_same)
-        self._write_junk()
+        self._write_homes()
 
     def _checkpoints(self) -> Iterator[tuple[int, EventT, dict[bytes, bytes | None]]]:
         """Each partition of the batch: its last event and its rows, the commit record last."""
@@ -273,7 +275,7 @@ class CheckpointStore:
                     self._index_schedule(row[len(PREFIX[SCHEDULES]):], value)
             yield partition, event, rows
 
-    def _write_junk(self) -> None:
+    def _write_homes(self) -> None:
         event = next(iter(self._last.values()), None)
         self._last.clear()
         if self._new_homes and event is not None:
@@ -281,16 +283,6 @@ class CheckpointStore:
                 for app, partition in self._new_homes.items():
                     self.apps_table[app.encode()] = str(partition).encode()
         self._new_homes.clear()
-        if self._junk_rows and event is not None:
-            with processing(event):  # a global table: any partition's context will do
-                for key, value in self._junk_rows.items():
-                    if value is None:
-                        self.junk_table.pop(key, None)
-                        self._junk_seen.pop(key, None)
-                    else:
-                        self.junk_table[key] = value
-                        self._junk_seen[key] = value
-        self._junk_rows.clear()
 
     # --- after a rebalance ------------------------------------------------------------------
     async def _on_recover(self) -> None:
@@ -307,19 +299,3 @@ class CheckpointStore:
             self.due.pop(app, None)
         else:
             self.due[app] = next_due
-
-    # --- the junk index, shared by all apps ---------------------------------------------------
-    def refresh_junk(self) -> None:
-        """Bring the in-memory junk index up to date with the global table (other workers' reports)."""
-        current = dict(self.junk_table.items())
-        for key in set(self._junk_seen) - set(current):
-            self.junk.remove(key.decode())
-        for key, raw in current.items():
-            if self._junk_seen.get(key) != raw:
-                self.junk.put(key.decode(), JunkTemplate.from_bytes(raw))
-        self._junk_seen = current
-        self._junk_loaded = True
-
-    def ensure_junk_loaded(self) -> None:
-        if not self._junk_loaded:
-            self.refresh_junk()

@@ -18,8 +18,9 @@ from faust.web import Request, Response, View
 
 from sendgate.models.burst import SenderState
 from sendgate.models.consent import AppGrant, Conversation, Userkey
-from sendgate.models.gate import (CONVERSATIONS, DUE, GRANTS, PENDING, SCHEDULES, SENDERS, USERKEYS, Gate, key)
-from sendgate.models.pending import DueBucket, PendingRequest, ReleaseSchedule
+from sendgate.models.gate import (CONVERSATIONS, GRANTS, PENDING, SCHEDULES, SENDERS, USERKEYS, Gate, due_entries,
+                                  key)
+from sendgate.models.pending import PendingRequest, ReleaseSchedule
 
 from .faust_internals import route_to_owner
 from .state import STATE, CheckpointStore
@@ -102,7 +103,7 @@ def _pending_of(read: Callable[[str, bytes], bytes | None], app_name: str, sende
     schedule = ReleaseSchedule.from_bytes(read(SCHEDULES, key(app_name)))
     found = []
     for minute in schedule.minutes:
-        for deliver_at, request_id in DueBucket.from_bytes(read(DUE, key(app_name, str(minute)))).entries:
+        for deliver_at, request_id in due_entries(read, app_name, schedule, minute):
             raw = read(PENDING, key(app_name, request_id))
             if raw is None:
                 continue

@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 
 from conftest import DAY, MINUTE, PARCEL, SECOND, T, UNRELATED, Harness, established, event, recipients, send
-from sendgate.models.decisions import Delivery
-from sendgate.models.events import Send
-from sendgate.models.pending import MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
+from sendgate.models.decisions import Decision, Delivery
+from sendgate.models.events import Send, Tick
+from sendgate.models.gate import DUE, PENDING, SCHEDULES, Gate, MemoryStore, key
+from sendgate.models.pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
 
 SLOT = T + MINUTE  # deliver_at of the 11th recipient when 11 sends arrive at T
 R11 = "r-u11-0"  # its request id
@@ -57,7 +58,44 @@ def test_schedule_round_trip():
     s.add(T + 3 * MINUTE)
     s.add(T)
     assert ReleaseSchedule.from_bytes(s.to_bytes()) == s
-    assert ReleaseSchedule.from_bytes(None) == ReleaseSchedule([], None)
+    assert ReleaseSchedule.from_bytes(None) == ReleaseSchedule([], None, [])
+
+
+def test_schedule_rows_of_version_1_are_read_as_one_bucket_a_minute():
+    m = T // MINUTE_MS
+    old = b'[[%d,%d],%d]' % (m, m + 2, T + 30)  # [minutes, next_due], as written before chunks
+    s = ReleaseSchedule.from_bytes(old)
+    assert (s.minutes, s.chunks, s.next_due) == ([m, m + 2], [1, 1], T + 30)
+    with pytest.raises(ValueError, match="version 3"):
+        ReleaseSchedule.from_bytes(b'[3,[],[],null]')
+
+
+def test_20000_requests_due_in_one_minute_of_one_app_keep_every_row_bounded():
+    gate, store = Gate(), MemoryStore()
+    minute_start = (T // MINUTE_MS + 1) * MINUTE_MS
+    n = 20_000
+    for i in range(n):
+        request_id = f"req-{i:05d}-" + "x" * 40  # long ids: ~60 bytes an entry
+        deliver_at = minute_start + (i * 7919) % MINUTE_MS  # spread over the minute, out of order
+        decision = {"type": "decision", "request_id": request_id, "outcome": "delayed"}
+        pending = PendingRequest(Send(request_id, "app1", "S1", f"u{i}", "sms", "hi", None, T), deliver_at, "c",
+                                 decision)
+        store.set(PENDING, key("app1", request_id), pending.to_bytes())
+        gate._schedule("app1", request_id, deliver_at, store)
+    rows = store.tables[DUE]
+    assert len(rows) == -(-n // DUE_CHUNK)  # the minute spans ceil(n / DUE_CHUNK) rows
+    assert max(map(len, rows.values())) <= DUE_CHUNK * 70  # 69-byte entries: ~18 KB, far below 1 MB
+    assert len(store.tables[SCHEDULES][key("app1")]) < 100
+    # half the minute: exactly the due half is released, in deliver_at order; the rest waits
+    first_half = sum((i * 7919) % MINUTE_MS < MINUTE_MS // 2 for i in range(n))
+    half = gate.handle(Tick("app1", minute_start + MINUTE_MS // 2 - 1), store)
+    assert len(half) == 2 * first_half  # a decision and a delivery each
+    slots = [d.deliver_at for d in half if isinstance(d, Decision)]
+    assert slots == sorted(slots) and slots[-1] < minute_start + MINUTE_MS // 2
+    rest = gate.handle(Tick("app1", minute_start + MINUTE_MS), store)
+    assert len(rest) == 2 * (n - first_half)
+    assert store.tables[DUE] == {} and store.tables[PENDING] == {}
+    assert ReleaseSchedule.from_bytes(store.tables[SCHEDULES][key("app1")]) == ReleaseSchedule([], None, [])
 
 
 # === release through the gate ================================================================

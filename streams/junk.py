@@ -1,0 +1,94 @@
+"""The junk index across workers: one writer, every worker's view converging on it.
+
+Reports of every app count on one shared index (a text reported as junk is suspicious on every
+sender). Two workers that each read a template row, add their reporter and write it back lose
+one of the reporters, so the rows have a single writer: a worker that decides a `junk_report`
+sends the report (`JunkReport`) to `<prefix>junk-reports`, a topic of one partition, and the
+worker that owns that partition (`JunkOwner`) applies the reports in order to its index and
+alone writes the global `junk` table. Every worker's `JunkView` loads the table's changes every
+few seconds; the reports it sent itself count in its view at once, and are applied again over
+each refresh until the owner's rows must have caught up with them (applying a report twice
+changes nothing).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from sendgate.models.junk import JunkIndex, JunkReport, JunkTemplate
+from sendgate.models.policy import Policy
+
+log = logging.getLogger("sendgate.junk")
+
+JUNK_REPORTS = "junk-reports"  # the topic name after the prefix: one partition, the owner's input
+OWN_REPORTS_S = 60.0  # how long this worker re-applies its own reports over refreshes of the table
+
+
+def apply(index: JunkIndex, report: JunkReport, policy: Policy) -> dict[str, JunkTemplate | None]:
+    return index.apply(report, policy.similarity_threshold, policy.junk_reject_reporters, policy.max_junk_templates)
+
+
+class JunkView:
+    """A worker's junk index: the global table's rows, plus the reports it sent and the owner may
+    not have written yet."""
+
+    def __init__(self, table: Any, policy: Policy) -> None:
+        self.table = table
+        self.policy = policy
+        self.index = JunkIndex()
+        self._seen: dict[bytes, bytes] = {}  # the table's rows as last loaded
+        self._own: deque[tuple[float, JunkReport]] = deque()
+        self._loaded = False
+
+    def report(self, report: JunkReport) -> None:
+        apply(self.index, report, self.policy)
+        self._own.append((time.monotonic(), report))
+
+    def ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Bring the index up to date with the global table (the owner's writes)."""
+        current = dict(self.table.items())
+        for key in set(self._seen) - set(current):
+            self.index.remove(key.decode())
+        for key, raw in current.items():
+            if self._seen.get(key) != raw:
+                self.index.put(key.decode(), JunkTemplate.from_bytes(raw))
+        known = {key.decode() for key in current}
+        horizon = time.monotonic() - OWN_REPORTS_S
+        while self._own and self._own[0][0] < horizon:
+            _, old = self._own.popleft()
+            if old.template_id not in known:  # the owner counted it on another template, or evicted it
+                self.index.remove(old.template_id)
+        for _, report in self._own:
+            apply(self.index, report, self.policy)
+        self._seen = current
+        self._loaded = True
+
+
+class JunkOwner:
+    """The single writer of the junk table: the worker that owns `<prefix>junk-reports`."""
+
+    def __init__(self, table: Any, policy: Policy) -> None:
+        self.table = table
+        self.policy = policy
+        self._index: JunkIndex | None = None
+
+    def reset(self) -> None:
+        """After a rebalance: the partition may have moved, read the table again before writing."""
+        self._index = None
+
+    def apply(self, report: JunkReport) -> None:
+        if self._index is None:
+            self._index = JunkIndex()
+            for key, raw in self.table.items():
+                self._index.put(key.decode(), JunkTemplate.from_bytes(raw))
+        for template_id, template in apply(self._index, report, self.policy).items():
+            if template is None:
+                self.table.pop(template_id.encode(), None)
+            else:
+                self.table[template_id.encode()] = template.to_bytes()
