@@ -1,0 +1,49 @@
+"""Settings a cluster needs: the replication factor reaches every topic sendgate creates."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import orjson
+from aiokafka.admin import AIOKafkaAdminClient
+
+from harness import T0, ev
+from sendgate.streams.config import Settings
+
+
+def replicas(settings: Settings, topic: str) -> list[int]:
+    async def run() -> list[int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        await admin.start()
+        try:
+            [described] = await admin.describe_topics([topic])
+            return [len(p["replicas"]) for p in described["partitions"]]
+        finally:
+            await admin.close()
+    return asyncio.run(run())
+
+
+def run_cli(settings: Settings, *args: str, stdin: bytes = b"", timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sendgate.streams.cli", *args], input=stdin,
+                          env={**os.environ, **settings.to_env()}, capture_output=True, timeout=timeout)
+
+
+def test_a_replication_factor_the_cluster_cannot_hold_is_refused_by_name(settings):
+    # One broker cannot hold 2 replicas: if the setting reached topic creation, the broker says so.
+    s = settings.with_(replication_factor=2)
+    line = orjson.dumps(ev("opt_in", event_id="o1", app="acme", userkey="u1", ts=T0)) + b"\n"
+    published = run_cli(s, "publish", "-", stdin=line)
+    assert published.returncode == 2, published.stderr.decode()
+    assert b"refused to create" in published.stderr and b"SENDGATE_REPLICATION_FACTOR=2" in published.stderr
+    worker = run_cli(s, "worker")  # the worker creates its topics before it joins the group
+    assert worker.returncode == 2, worker.stderr.decode()[-2000:]
+    assert b"SENDGATE_REPLICATION_FACTOR=2" in worker.stderr
+
+
+def test_the_worker_creates_its_new_topics_with_the_configured_replication_factor(settings, workers):
+    workers.start(settings)  # junk-reports and the apps changelog are new: they must exist before the group forms
+    for topic in (settings.topic("events"), settings.topic("decisions"), settings.topic("junk-reports"),
+                  settings.changelog_topic("state"), settings.changelog_topic("apps")):
+        assert set(replicas(settings, topic)) == {settings.replication_factor}, topic

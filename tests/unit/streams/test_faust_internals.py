@@ -1,0 +1,88 @@
+"""faust_internals.py: the private faust-streaming internals the worker relies on are still there,
+in the shape they were read (faust-streaming 0.15). A failure here means an upgrade changed one:
+read the new faust source before widening the pin in pyproject.toml."""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+
+import faust
+import pytest
+from faust.exceptions import SameNode
+from faust.stores.base import SerializedStore
+from faust.tables.globaltable import GlobalTable
+from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import Producer
+
+from sendgate.streams import faust_internals
+from sendgate.streams.faust_internals import TESTED
+
+
+def params(fn) -> list[str]:
+    return [p for p in inspect.signature(fn).parameters if p != "self"]
+
+
+def test_the_installed_faust_is_the_tested_minor_version():
+    assert faust.__version__.startswith(TESTED + "."), faust.__version__
+
+
+def test_the_current_event_is_a_context_variable_of_weak_references():
+    from faust.streams import _current_event, current_event
+    assert isinstance(_current_event, contextvars.ContextVar)
+    assert "_current_event.get" in inspect.getsource(current_event)
+
+
+def test_the_consumer_keeps_the_committed_offsets_by_tp():
+    assert "self._committed_offset" in inspect.getsource(Consumer.__init__)
+
+
+def test_the_producer_hands_out_its_aiokafka_producer():
+    assert params(Producer._ensure_producer) == []
+
+
+def test_stores_have_a_raw_read_and_a_batch_write_that_sets_offsets():
+    from faust.stores.rocksdb import Store as RocksStore
+    assert params(SerializedStore._get) == ["key"]
+    assert params(RocksStore._get) == ["key"]
+    assert params(RocksStore.apply_changelog_batch) == ["batch", "to_key", "to_value"]
+    source = inspect.getsource(RocksStore.apply_changelog_batch)
+    for attribute in ("event.message.tp", "event.message.offset", "msg.partition", "msg.key", "msg.value",
+                      "set_persisted_offset"):
+        assert attribute in source, attribute
+
+
+def test_tables_recover_through_the_hooks_the_state_table_overrides():
+    assert params(faust.Table.apply_changelog_batch) == ["batch"]
+    assert params(faust.Table.on_recovery_completed) == ["active_tps", "standby_tps"]
+    assert params(GlobalTable.partition_for_key) == ["key"]
+
+
+def test_the_router_proxies_to_a_url_and_raises_same_node_for_itself():
+    from faust.app.router import Router
+    assert params(Router._route_req) == ["dest_url", "web", "request"]
+    assert "raise SameNode()" in inspect.getsource(Router._route_req)
+    assert params(Router.table_metadata) == ["table_name"]
+    assert issubclass(SameNode, Exception)
+
+
+def test_an_agent_stream_exposes_its_channel_queue():
+    async def run() -> None:
+        app = faust.App("sendgate-internals-test", autodiscover=False, web_enabled=False)
+        stream = app.stream(app.channel())
+        queue = faust_internals.channel_queue(stream)
+        assert hasattr(queue, "get") and hasattr(queue, "get_nowait") and hasattr(queue, "empty")
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("name", ["committed_offset", "inner_producer", "channel_queue", "processing",
+                                  "raw_reader", "route_to_owner"])
+def test_the_module_offers_each_internal(name):
+    assert callable(getattr(faust_internals, name))
+
+
+def test_the_worker_sets_up_its_spinner_in_the_hook_cli_overrides():
+    # streams/cli.py drops the spinner there: with it Faust sets the root logger to DEBUG
+    assert params(faust.Worker.on_setup_root_logger) == ["logger", "level"]
+    assert "if self.spinner:" in inspect.getsource(faust.Worker._setup_spinner_handler)
