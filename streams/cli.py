@@ -66,7 +66,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from sendgate.models.gate import JUNK
 
     from .app import STALL_EXIT_CODE, build_app
-    from .client import ensure_topics, partitions_of
+    from .client import check_events_clock, ensure_topics, partitions_of
     from .junk import JUNK_REPORTS
     from .state import APPS, STATE
 
@@ -81,6 +81,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         singles = [settings.changelog_topic(JUNK), settings.changelog_topic(APPS)]
         junk_reports = settings.topic(JUNK_REPORTS)
         await ensure_topics(settings, [events])
+        await check_events_clock(settings)
         await ensure_topics(settings, changelogs, compact=True)
         await ensure_topics(settings, singles, partitions=1, compact=True)
         await ensure_topics(settings, [f"{settings.app_id}-__assignor-__leader", junk_reports], partitions=1)

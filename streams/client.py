@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import create_conn
 from aiokafka.errors import (KafkaConnectionError, KafkaError, SaslAuthenticationFailed, TopicAlreadyExistsError,
                              UnsupportedSaslMechanismError, for_code)
@@ -73,6 +74,28 @@ async def ensure_topics(settings: Settings, names: list[str], partitions: int | 
                                   f"(SENDGATE_REPLICATION_FACTOR={settings.replication_factor})")
     finally:
         await admin.close()
+
+
+async def check_events_clock(settings: Settings) -> None:
+    """Refuse to run with SENDGATE_EVENTS_TIMESTAMP_TYPE=LogAppendTime over an events topic that
+    keeps its producers' timestamps: the worker would trust clocks the operator said not to."""
+    if settings.events_timestamp_type != "LogAppendTime":
+        return
+    topic = settings.topic("events")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
+    await start_client(admin, settings)
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    values = {entry[0]: entry[1] for _, _, _, name, entries in response.resources if name == topic
+              for entry in entries}
+    actual = values.get("message.timestamp.type")
+    if actual != "LogAppendTime":
+        raise ConfigError(f"SENDGATE_EVENTS_TIMESTAMP_TYPE=LogAppendTime, but topic {topic} has "
+                          f"message.timestamp.type={actual}: its records keep the producers' timestamps. Set it "
+                          f"(kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config "
+                          f"message.timestamp.type=LogAppendTime) or unset the variable")
 
 
 async def partitions_of(settings: Settings, topic: str, wait_s: float) -> list[int]:

@@ -77,7 +77,7 @@ def test_inspection_endpoints_answer_from_the_owning_worker(settings, workers):
     port = free_port()
     workers.start(settings.with_(web_enabled=True, web_port=port))
     t = T0 + 3 * 60 * MIN
-    events = [ev("sender_profile", event_id="p", app="acme", sender="s1", registered_ts=t - 400 * DAY, ts=t - MIN)]
+    events = [ev("sender_profile", event_id="p", app="acme", sender="s1", registered_ts=t - 400 * DAY, ts=t - 61 * MIN)]
     events += [ev("inbound", event_id=f"i{i}", app="acme", sender="s1", userkey=f"u{i}", network="sms",
                   text="hi", ts=t - 60 * MIN) for i in range(12)]
     events += [ev("inbound", event_id="stop", app="acme", sender="s1", userkey="u0", network="sms", text="STOP",

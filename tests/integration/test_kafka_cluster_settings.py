@@ -10,6 +10,7 @@ import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
 from harness import T0, ev
+from sendgate.streams.client import ensure_topics
 from sendgate.streams.config import Settings
 
 
@@ -47,3 +48,10 @@ def test_the_worker_creates_its_new_topics_with_the_configured_replication_facto
     for topic in (settings.topic("events"), settings.topic("decisions"), settings.topic("junk-reports"),
                   settings.changelog_topic("state"), settings.changelog_topic("apps")):
         assert set(replicas(settings, topic)) == {settings.replication_factor}, topic
+
+
+def test_a_worker_told_to_trust_append_time_refuses_an_events_topic_with_producer_time(settings):
+    asyncio.run(ensure_topics(settings, [settings.topic("events")]))  # created as CreateTime
+    worker = run_cli(settings.with_(events_timestamp_type="LogAppendTime"), "worker")
+    assert worker.returncode == 2, worker.stderr.decode()[-2000:]
+    assert b"message.timestamp.type=CreateTime" in worker.stderr and b"kafka-configs.sh --alter" in worker.stderr
