@@ -13,6 +13,7 @@ import orjson
 # Inbound ids kept per conversation to recognise `reply_to`: those inside the reply window, at most
 # this many (a user who sends more within one window has its oldest ones forgotten); bounds the row.
 RECENT_INBOUNDS = 32
+HELP_MARK = "help"
 
 
 @dataclass(slots=True)
@@ -20,19 +21,39 @@ class Userkey:
     opted_out: bool = False
     opted_in: bool = False
     changed_ts: int = 0
-    how: str = ""  # what made the last change, e.g. "keyword STOP" or "opt_out event (web-form)"
+    how: str = ""  # what made the last change, e.g. "rule per_se ('stop') to sender 'S1'" or "opt_out event"
+    # The inbound that opted the user out (its event id), which one confirmation may answer, and
+    # whether it has (FCC 64.1200(a)(12): one confirmation, within 5 minutes, nothing after it).
+    opt_out_inbound: str = ""
+    confirmed: bool = False
 
-    def opt_out(self, ts: int, how: str) -> None:
+    def opt_out(self, ts: int, how: str, inbound: str = "") -> None:
         self.opted_out, self.opted_in, self.changed_ts, self.how = True, False, ts, how
+        self.opt_out_inbound, self.confirmed = inbound, False
 
     def opt_in(self, ts: int, how: str) -> None:
         self.opted_out, self.opted_in, self.changed_ts, self.how = False, True, ts, how
+        self.opt_out_inbound, self.confirmed = "", False
+
+    def confirmation_check(self, replied_inbound: str | None, ts: int, window_ms: int) -> tuple[bool, str]:
+        """May a send at `ts` answering `replied_inbound` confirm this user's opt-out? (why not)"""
+        if not self.opt_out_inbound or replied_inbound != self.opt_out_inbound:
+            return False, ""
+        if self.confirmed:
+            return False, "; the one confirmation of this opt-out was already sent"
+        if ts - self.changed_ts > window_ms:
+            return False, (f"; a confirmation must follow the opt-out within {window_ms // 1000} s, this one "
+                           f"came {(ts - self.changed_ts) // 1000} s after it")
+        return True, ""
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([self.opted_out, self.opted_in, self.changed_ts, self.how])
+        return orjson.dumps([self.opted_out, self.opted_in, self.changed_ts, self.how, self.opt_out_inbound,
+                             self.confirmed])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "Userkey":
+        # Positional, fields only ever appended: a row written before `opt_out_inbound` and
+        # `confirmed` existed (4 fields) reads with their defaults.
         return cls() if raw is None else cls(*orjson.loads(raw))
 
 
@@ -41,21 +62,42 @@ class Conversation:
     first_ts: int = 0
     last_ts: int = 0
     # [event_id, ts] of the latest inbounds, newest last: the newest, plus those within the reply
-    # window of it, at most RECENT_INBOUNDS
+    # window of it, at most RECENT_INBOUNDS; a HELP inbound is [event_id, ts, "help"], since a
+    # reply to it is always allowed
     recent: list[list] = field(default_factory=list)
+    # Whether the user wrote anything but HELP (which gives no consent). None in rows written
+    # before HELP was told apart: then every inbound counted.
+    conversed: bool | None = None
 
     @property
     def exists(self) -> bool:
-        return bool(self.recent)
+        """Has the user conversed with this sender (the consent a conversation gives)?"""
+        return bool(self.recent) if self.conversed is None else self.conversed
 
-    def record_inbound(self, event_id: str, ts: int, window_ms: int | None = None) -> None:
-        if not self.recent:
+    def record_inbound(self, event_id: str, ts: int, window_ms: int | None = None, asks_help: bool = False) -> None:
+        if not asks_help and not self.exists:
             self.first_ts = ts
+        self.conversed = self.exists or not asks_help
         self.last_ts = max(self.last_ts, ts)
-        self.recent.append([event_id, ts])
+        self.recent.append([event_id, ts, HELP_MARK] if asks_help else [event_id, ts])
         if window_ms is not None:
             self.recent = [r for r in self.recent[:-1] if self.last_ts - r[1] <= window_ms] + self.recent[-1:]
         del self.recent[:-RECENT_INBOUNDS]
+
+    def replied(self, reply_to: str | None, ts: int, window_ms: int) -> list | None:
+        """The inbound entry a send at `ts` answers within `window_ms` (`reply_to`, or without it
+        the user's last message), or None."""
+        if reply_to is None:
+            last = self.recent[-1] if self.recent else None
+            return last if last is not None and 0 <= ts - last[1] <= window_ms else None
+        for entry in reversed(self.recent):
+            if entry[0] == reply_to:
+                return entry if 0 <= ts - entry[1] <= window_ms else None
+        return None
+
+    @property
+    def inbound_ids(self) -> list[str]:
+        return [entry[0] for entry in self.recent]
 
     def reply_check(self, reply_to: str | None, ts: int, window_ms: int) -> tuple[bool, str]:
         """Is a send at `ts` a reply to this user's recent message? Returns (is_reply, why)."""
@@ -64,7 +106,7 @@ class Conversation:
             if self.recent and 0 <= ts - self.last_ts <= window_ms:
                 return True, f"the user's last message to this sender was {(ts - self.last_ts) // 1000} s ago"
             return False, ""
-        for event_id, inbound_ts in reversed(self.recent):
+        for event_id, inbound_ts, *_ in reversed(self.recent):
             if event_id == reply_to:
                 age = ts - inbound_ts
                 if 0 <= age <= window_ms:
@@ -75,7 +117,7 @@ class Conversation:
                        f"to this sender (unknown, or from another user), so it is not treated as a reply")
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([self.first_ts, self.last_ts, self.recent])
+        return orjson.dumps([self.first_ts, self.last_ts, self.recent, self.conversed])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "Conversation":
@@ -102,6 +144,3 @@ class AppGrant:
         return cls() if raw is None else cls(*orjson.loads(raw))
 
 
-def keyword(text: str) -> str:
-    """The whole message as a keyword candidate: case- and whitespace-insensitive."""
-    return " ".join(text.split()).upper()

@@ -73,6 +73,40 @@ class Delivery:
         return cls(**{name: doc.get(name) for name in cls.__slots__})
 
 
+@dataclass(slots=True)
+class ConsentRecord:
+    """One entry of the consent audit trail (`<prefix>consent`): a consent change, or an inbound
+    whose wording was ambiguous (an opt-out word negated or in another sense), for review."""
+    app: str
+    userkey: str  # as the tables key it: the HMAC-SHA-256 of the userkey when a secret is set
+    kind: str  # opt_out | opt_in | ambiguous
+    rule: str  # models/wording.py's rule, or "opt_out_event" / "opt_in_event"
+    source: str  # inbound | opt_out event | opt_in event
+    source_event_id: str
+    sender: str  # the sender an inbound was written to ("" for an event)
+    text: str  # the inbound as the rules read it, normalised ("" for an event)
+    matched: str  # the word or phrase the rule matched
+    ts: int
+    scope: str = "app"  # opt-in and opt-out hold for every sender of the app
+
+    @property
+    def record_id(self) -> str:
+        # stable across replays and redeliveries, unique across apps: subscribers deduplicate on it
+        return f"{scoped_app(self.app)}:{self.source_event_id}:{self.kind}"
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"type": "consent", "record_id": self.record_id}
+        doc.update({name: getattr(self, name) for name in self.__slots__})
+        return doc
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "ConsentRecord":
+        return cls(**{name: doc[name] for name in cls.__slots__ if name in doc})
+
+
 def scoped_app(app: str) -> str:
     """The app as the first part of an id: with `%` and `:` escaped, the first `:` ends it, so two
     apps can never form the same id (outcome and reason hold no `:`, so the id splits from both ends)."""

@@ -17,12 +17,13 @@ from typing import Callable, Protocol
 from . import events as ev
 from .burst import JunkMatch, SenderState, recipient_hash
 from .clock import AppClock
-from .consent import AppGrant, Conversation, Userkey, keyword
-from .decisions import Decision, Delivery, iso
+from .consent import HELP_MARK, AppGrant, Conversation, Userkey
+from .decisions import ConsentRecord, Decision, Delivery, iso
 from .junk import JunkIndex, JunkReport
 from .pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
 from .policy import Policy
 from .similarity import Sketcher
+from .wording import HELP, OPT_IN, OPT_OUT, ConsentClassifier
 
 # Tables (name -> key): one small row per key, never one row per app holding all its userkeys.
 USERKEYS = "userkeys"            # (app, userkey)          -> Userkey
@@ -36,7 +37,7 @@ CLOCKS = "clocks"                # app                     -> AppClock
 JUNK = "junk"                    # template id (global)    -> JunkTemplate
 TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, PENDING, SCHEDULES, DUE, CLOCKS)
 
-Record = Decision | Delivery
+Record = Decision | Delivery | ConsentRecord
 
 
 def key(*parts: str) -> bytes:
@@ -103,8 +104,8 @@ class Gate:
         # state holds no userkey except inside pending (delayed) requests, which must be delivered.
         self._secret = userkey_secret
         self.sketcher = Sketcher(self.policy.num_perm, self.policy.shingle_size)
-        self._opt_out = frozenset(self.policy.opt_out_keywords)
-        self._opt_in = frozenset(self.policy.opt_in_keywords)
+        p = self.policy
+        self.wording = ConsentClassifier(p.opt_out_keywords, p.opt_in_keywords, p.help_keywords, p.consent_locales)
 
     def stored_userkey(self, userkey: str) -> str:
         """The userkey as tables key it: itself, or its HMAC-SHA-256 (hex) when a secret is set."""
@@ -153,28 +154,44 @@ class Gate:
         return out
 
     # --- state-only events -------------------------------------------------------------------
-    def _inbound(self, e: ev.Inbound, store: Store) -> None:
-        conv_key = key(e.app, e.sender, self.stored_userkey(e.userkey))
+    def _inbound(self, e: ev.Inbound, store: Store) -> list[Record]:
+        said = self.wording.classify(e.text)  # models/wording.py: opt-out > opt-in > help > none
+        user_id = self.stored_userkey(e.userkey)
+        conv_key = key(e.app, e.sender, user_id)
         conv = Conversation.from_bytes(store.get(CONVERSATIONS, conv_key))
-        if not conv.exists:
+        asks_help = said.kind == HELP  # answered always, but no consent
+        if not conv.exists and not asks_help:
             sender = self._sender(store, e.app, e.sender)
             sender.record_conversation()
             store.set(SENDERS, key(e.app, e.sender), sender.to_bytes())
-        conv.record_inbound(e.event_id, e.ts, self.policy.reply_window_s * 1000)
+        conv.record_inbound(e.event_id, e.ts, self.policy.reply_window_s * 1000, asks_help)
         store.set(CONVERSATIONS, conv_key, conv.to_bytes())
-        word = keyword(e.text)
-        if word in self._opt_out or word in self._opt_in:
-            user_key = key(e.app, self.stored_userkey(e.userkey))
-            user = Userkey.from_bytes(store.get(USERKEYS, user_key))
-            (user.opt_out if word in self._opt_out else user.opt_in)(e.ts, f"keyword {word} to sender '{e.sender}'")
-            store.set(USERKEYS, user_key, user.to_bytes())
 
-    def _opt_change(self, e: ev.OptIn | ev.OptOut, store: Store) -> None:
-        user_key = key(e.app, self.stored_userkey(e.userkey))
+        def audit(kind: str) -> ConsentRecord:
+            return ConsentRecord(e.app, user_id, kind, said.rule, "inbound", e.event_id, e.sender, said.normalized,
+                                 said.matched, e.ts)
+
+        if said.kind in (OPT_OUT, OPT_IN):
+            user_key = key(e.app, user_id)
+            user = Userkey.from_bytes(store.get(USERKEYS, user_key))
+            how = f"inbound '{said.matched}' to sender '{e.sender}' (rule {said.rule})"
+            if said.kind == OPT_OUT:
+                user.opt_out(e.ts, how, e.event_id)
+            else:
+                user.opt_in(e.ts, how)
+            store.set(USERKEYS, user_key, user.to_bytes())
+            return [audit(said.kind)]
+        return [audit("ambiguous")] if said.ambiguous else []
+
+    def _opt_change(self, e: ev.OptIn | ev.OptOut, store: Store) -> list[Record]:
+        user_id = self.stored_userkey(e.userkey)
+        user_key = key(e.app, user_id)
         user = Userkey.from_bytes(store.get(USERKEYS, user_key))
-        how = f"{ev.event_type(e)} event" + (f" ({e.source})" if e.source else "")
+        kind = ev.event_type(e)
+        how = f"{kind} event" + (f" ({e.source})" if e.source else "")
         (user.opt_in if isinstance(e, ev.OptIn) else user.opt_out)(e.ts, how)
         store.set(USERKEYS, user_key, user.to_bytes())
+        return [ConsentRecord(e.app, user_id, kind, f"{kind}_event", how, e.event_id, "", "", "", e.ts)]
 
     def _app_policy(self, e: ev.AppPolicy, store: Store) -> None:
         grant = AppGrant.from_bytes(store.get(GRANTS, key(e.app)))
@@ -211,11 +228,29 @@ class Gate:
             return [Decision.from_dict(PendingRequest.from_bytes(held).decision)]
         user_id = self.stored_userkey(e.userkey)
         user = Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id)))
+        conv = Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id)))
+        answered = conv.replied(e.reply_to, e.ts, p.reply_window_s * 1000)
+        if answered is not None and answered[2:] == [HELP_MARK]:
+            # CTIA 5.1.3: HELP is answered whether or not the user is subscribed
+            decision = decide("accepted", "help_reply",
+                              f"answers the user's HELP message '{answered[0]}' from {(e.ts - answered[1]) // 1000} s "
+                              f"ago; a help reply is allowed even after an opt-out, is never paced and gives no "
+                              f"consent", reply=True)
+            return [decision, self._delivery(e, decision)]
         if user.opted_out:
+            confirms, why_not = user.confirmation_check(answered[0] if answered else None, e.ts,
+                                                        p.opt_out_confirmation_s * 1000)
+            if confirms:
+                user.confirmed = True
+                store.set(USERKEYS, key(e.app, user_id), user.to_bytes())
+                decision = decide("accepted", "opt_out_confirmation",
+                                  f"the one confirmation allowed after the opt-out at {iso(user.changed_ts)} "
+                                  f"({user.how}), within {p.opt_out_confirmation_s} s (FCC 47 CFR 64.1200(a)(12)); "
+                                  f"it must carry no marketing, and nothing may follow it", reply=True)
+                return [decision, self._delivery(e, decision)]
             return [decide("rejected", "opted_out",
                            f"userkey opted out at {iso(user.changed_ts)} ({user.how}); nothing may be sent "
-                           f"to it until it opts in again (opt_in event or a keyword such as START)")]
-        conv = Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id)))
+                           f"to it until it opts in again (opt_in event or a keyword such as START){why_not}")]
         is_reply, why = conv.reply_check(e.reply_to, e.ts, p.reply_window_s * 1000)
         if is_reply:
             decision = decide("accepted", "reply", f"reply: {why}; replies are exempt from burst pacing",

@@ -66,6 +66,9 @@ class JunkIndex:
     def __len__(self) -> int:
         return len(self._templates)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._templates
+
     def put(self, key: str, template: JunkTemplate) -> None:
         if key not in self._templates:
             self._matrix = None

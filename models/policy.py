@@ -6,6 +6,8 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .wording import LOCALES
+
 
 class PolicyError(ValueError):
     """A policy file or mapping that cannot be used; the message says which key and why."""
@@ -17,6 +19,9 @@ class Policy:
     opt_out_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT",
                                          "OPTOUT", "REVOKE")
     opt_in_keywords: tuple[str, ...] = ("START", "UNSTOP", "YES")
+    help_keywords: tuple[str, ...] = ("HELP", "INFO")
+    consent_locales: tuple[str, ...] = ("en",)  # word lists of models/wording.py: en, es, fr
+    opt_out_confirmation_s: int = 5 * 60  # one confirmation may answer an opt-out within this (FCC 64.1200(a)(12))
     reply_window_s: int = 15 * 60
     # similarity
     shingle_size: int = 4
@@ -45,7 +50,7 @@ class Policy:
     max_ts_behind_s: int = 600
 
     def __post_init__(self) -> None:
-        positive_ints = ("reply_window_s", "shingle_size", "num_perm", "burst_window_s", "max_delay_s",
+        positive_ints = ("reply_window_s", "opt_out_confirmation_s", "shingle_size", "num_perm", "burst_window_s", "max_delay_s",
                          "cluster_idle_s", "max_clusters", "young_sender_days", "junk_reject_reporters",
                          "junk_suspicion_s", "max_junk_templates", "max_ts_ahead_s", "max_ts_behind_s")
         for name in positive_ints:
@@ -63,13 +68,18 @@ class Policy:
         threshold = self.similarity_threshold
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
             raise PolicyError(f"policy 'similarity_threshold' must be in (0, 1], got {self.similarity_threshold!r}")
-        for name in ("opt_out_keywords", "opt_in_keywords"):
+        for name in ("opt_out_keywords", "opt_in_keywords", "help_keywords"):
             words = getattr(self, name)
             if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) and w.strip() for w in words):
                 raise PolicyError(f"policy '{name}' must be a list of non-empty strings")
             object.__setattr__(self, name, tuple(w.strip().upper() for w in words))
         if set(self.opt_out_keywords) & set(self.opt_in_keywords):
             raise PolicyError("policy: a keyword cannot be both an opt-out and an opt-in keyword")
+        locales = self.consent_locales
+        if not isinstance(locales, (list, tuple)) or not locales or any(l not in LOCALES for l in locales):
+            raise PolicyError(f"policy 'consent_locales' must be a non-empty list of {', '.join(sorted(LOCALES))}, "
+                              f"got {locales!r}")
+        object.__setattr__(self, "consent_locales", tuple(locales))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "Policy":

@@ -19,7 +19,7 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from sendgate.models.decisions import Decision
+from sendgate.models.decisions import ConsentRecord, Decision
 from sendgate.models.events import InvalidEvent
 from sendgate.models.gate import JUNK, Gate
 from sendgate.models.junk import JunkReport
@@ -78,6 +78,7 @@ class GateApp:
     decisions: Any
     deadletter: Any
     junk_reports: Any
+    consent: Any  # the consent audit trail
     counts: dict[str, int] = field(default_factory=lambda: {"events": 0, "decisions": 0, "deadlettered": 0,
                                                               "skipped": 0, "hole_records": 0})
     _delivery_topics: dict[str, Any] = field(default_factory=dict)
@@ -228,6 +229,8 @@ class GateApp:
             if isinstance(record, Decision):
                 self.counts["decisions"] += 1
                 topic = self.decisions
+            elif isinstance(record, ConsentRecord):
+                topic = self.consent
             else:
                 topic = await self.delivery_topic(record.network)
             sent += await self.send(topic, record.app.encode(), record.to_json())
@@ -322,6 +325,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
                        config=settings.topic_configs(settings.topic("events")), **RAW)
     decisions = app.topic(settings.topic("decisions"), partitions=settings.partitions, **RAW)
     deadletter = app.topic(settings.topic("deadletter"), partitions=settings.partitions, **RAW)
+    consent = app.topic(settings.topic("consent"), partitions=settings.partitions, **RAW)
     state = app.tables.add(StateTable(app, name=STATE, default=None, beacon=app.tables.beacon,
                                       partitions=settings.partitions, **RAW))
     # The junk index crosses apps, so every worker holds all of it (a global table, one partition).
@@ -333,7 +337,8 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
     store = CheckpointStore(state, JunkView(junk_table, policy), apps_table)
     junk_reports = app.topic(settings.topic(JUNK_REPORTS), partitions=1, **RAW)
     owner = JunkOwner(junk_table, policy)
-    gate_app = GateApp(settings, app, settings.gate(policy), store, events, decisions, deadletter, junk_reports)
+    gate_app = GateApp(settings, app, settings.gate(policy), store, events, decisions, deadletter, junk_reports,
+                       consent)
     state.on_recover(gate_app.on_recover)
 
     @state.on_recover
@@ -352,7 +357,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         queue = channel_queue(stream)
         # Subscribers may start before the first decision, and a producer that sends to a topic
         # whose partitions have no leader yet stalls in retries: create the outputs and wait first.
-        for topic in (decisions, deadletter, junk_reports):
+        for topic in (decisions, deadletter, junk_reports, consent):
             await topic.maybe_declare()
             await partitions_of(settings, topic.get_topic_name(), 60)
         while not gate_app.stalled:

@@ -7,8 +7,8 @@ sends the report (`JunkReport`) to `<prefix>junk-reports`, a topic of one partit
 worker that owns that partition (`JunkOwner`) applies the reports in order to its index and
 alone writes the global `junk` table. Every worker's `JunkView` loads the table's changes every
 few seconds; the reports it sent itself count in its view at once, and are applied again over
-each refresh until the owner's rows must have caught up with them (applying a report twice
-changes nothing).
+each refresh (on the owner's templates once it has written them) until the owner's rows must
+have caught up with them (applying a report twice changes nothing).
 """
 from __future__ import annotations
 
@@ -40,10 +40,11 @@ class JunkView:
         self.index = JunkIndex()
         self._seen: dict[bytes, bytes] = {}  # the table's rows as last loaded
         self._own: deque[tuple[float, JunkReport]] = deque()
+        self._local_only: set[str] = set()  # templates of the index that are not (yet) the owner's
         self._loaded = False
 
     def report(self, report: JunkReport) -> None:
-        apply(self.index, report, self.policy)
+        self._apply_own(report)
         self._own.append((time.monotonic(), report))
 
     def ensure_loaded(self) -> None:
@@ -51,23 +52,29 @@ class JunkView:
             self.refresh()
 
     def refresh(self) -> None:
-        """Bring the index up to date with the global table (the owner's writes)."""
+        """Bring the index up to date with the global table (the owner's writes), then count this
+        worker's recent reports over it again: on the owner's templates where it has them, so a
+        template this worker made up before the owner wrote its own does not outlive the refresh."""
         current = dict(self.table.items())
         for key in set(self._seen) - set(current):
             self.index.remove(key.decode())
+        for template_id in self._local_only:
+            self.index.remove(template_id)
         for key, raw in current.items():
-            if self._seen.get(key) != raw:
+            if self._seen.get(key) != raw or key.decode() not in self.index:
                 self.index.put(key.decode(), JunkTemplate.from_bytes(raw))
-        known = {key.decode() for key in current}
+        self._seen, self._local_only = current, set()
         horizon = time.monotonic() - OWN_REPORTS_S
         while self._own and self._own[0][0] < horizon:
-            _, old = self._own.popleft()
-            if old.template_id not in known:  # the owner counted it on another template, or evicted it
-                self.index.remove(old.template_id)
+            self._own.popleft()
         for _, report in self._own:
-            apply(self.index, report, self.policy)
-        self._seen = current
+            self._apply_own(report)
         self._loaded = True
+
+    def _apply_own(self, report: JunkReport) -> None:
+        for template_id in apply(self.index, report, self.policy):
+            if template_id.encode() not in self._seen:
+                self._local_only.add(template_id)
 
 
 class JunkOwner:

@@ -65,7 +65,7 @@ def register_views(app: faust.App, gate: Gate, store: CheckpointStore) -> None:
                 conv = Conversation.from_bytes(conv_raw)
                 body["conversation"] = {"sender": sender, "exists": conv.exists, "first_ts": conv.first_ts or None,
                                         "last_ts": conv.last_ts or None,
-                                        "recent_inbound_ids": [event_id for event_id, _ in conv.recent]}
+                                        "recent_inbound_ids": conv.inbound_ids}
             body["why"] = ("opted out: nothing may be sent" if user.opted_out else
                            "opted in to the app" if user.opted_in else
                            "no app-wide consent; a sender may message it only after it wrote to that sender"

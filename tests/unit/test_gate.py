@@ -23,7 +23,8 @@ def scenario() -> list[dict]:
         event("inbound", 0, event_id="in-2", userkey="quitter", text="STOP"),
         *[send(u, at=SECOND, text=PARCEL) for u in recipients(12)],
         send("fan", at=2 * SECOND, text="Tomorrow morning!", reply_to="in-1"),
-        send("quitter", at=2 * SECOND, text=PARCEL),
+        send("quitter", at=2 * SECOND, text="You are unsubscribed, no more messages."),
+        send("quitter", at=2 * SECOND + 1, text=PARCEL),
         event("junk_report", 3 * SECOND, sender="S9", userkey="v1", text=UNRELATED[1]),
         send("u20", at=4 * SECOND, text=UNRELATED[1]),
         event("cancel", 5 * SECOND, request_id="r-u12-1000"),
@@ -43,7 +44,8 @@ def test_scenario_decisions():
         ("r-u11-1000", "delayed", "burst_paced", T + SECOND + MINUTE),
         ("r-u12-1000", "delayed", "burst_paced", T + SECOND + 2 * MINUTE),
         ("r-fan-2000", "accepted", "reply", None),
-        ("r-quitter-2000", "rejected", "opted_out", None),
+        ("r-quitter-2000", "accepted", "opt_out_confirmation", None),  # the one confirmation allowed
+        ("r-quitter-2001", "rejected", "opted_out", None),
         ("r-u20-4000", "accepted", "junk_similar", T + 4 * SECOND),  # paced from its first recipient
         ("r-u12-1000", "cancelled", "cancelled_by_app", None),
         ("r-u11-1000", "released", "slot_reached", T + SECOND + MINUTE),
@@ -76,7 +78,8 @@ def test_every_accepted_or_released_decision_has_exactly_one_delivery_right_afte
             assert follows is delivered, r
             if delivered:
                 assert (recs[i + 1].request_id, recs[i + 1].decision_id) == (r.request_id, r.decision_id)
-    assert sum(isinstance(r, Delivery) for r in recs) == 13  # 10 free, the reply, the junk-paced, the released
+    # 10 free, the reply, the opt-out confirmation, the junk-paced, the released
+    assert sum(isinstance(r, Delivery) for r in recs) == 14
 
 
 def test_event_time_is_the_only_clock():

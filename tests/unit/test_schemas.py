@@ -20,14 +20,14 @@ from referencing import Registry, Resource
 
 from conftest import APP, DAY, MINUTE, SENDER, T, Harness, event
 from sendgate.models import events as ev
-from sendgate.models.decisions import Decision, Delivery
+from sendgate.models.decisions import ConsentRecord, Decision, Delivery
 from sendgate.models.events import InvalidEvent, decode_event, encode_event, validate
 from sendgate.models.policy import Policy
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "models" / "schemas"
 BASE = "https://sendgate.example/schemas/v1/"
 KINDS = ("inbound", "opt_in", "opt_out", "send", "app_policy", "sender_profile", "junk_report", "tick", "cancel")
-OUTPUTS = ("decision", "delivery", "deadletter")
+OUTPUTS = ("decision", "delivery", "deadletter", "consent")
 
 SCHEMAS: dict[str, dict[str, Any]] = {p.stem: json.loads(p.read_text("utf-8")) for p in SCHEMA_DIR.glob("*.json")}
 REGISTRY = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in SCHEMAS.values())
@@ -357,8 +357,10 @@ def test_every_record_of_a_gate_run_conforms():
             ("cancelled", "cancelled_by_app"), ("rejected", "not_pending"), ("rejected", "opted_out"),
             ("released", "slot_reached")} <= seen, seen
     assert len(h.deliveries) == 2
+    assert any(isinstance(r, ConsentRecord) for r in h.records)
     for record in h.records:
-        name = "decision" if isinstance(record, Decision) else "delivery"
+        name = ("decision" if isinstance(record, Decision) else "consent" if isinstance(record, ConsentRecord)
+                else "delivery")
         doc = orjson.loads(record.to_json())
         assert schema_accepts(name, doc), (name, doc, list(VALIDATORS[name].iter_errors(doc)))
 

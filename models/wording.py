@@ -1,0 +1,206 @@
+"""What an inbound message says about consent: opt-out, opt-in, help, or nothing, and by which rule.
+
+The law holds a sender to more than one exact keyword. FCC 47 CFR 64.1200(a)(10) (since
+11 Apr 2025): "stop", "quit", "end", "revoke", "opt out", "cancel" or "unsubscribe" revoke
+consent per se, and so do other words a reasonable person would understand as a request to
+revoke. CTIA's Messaging Principles (May 2023) 5.1.3: normal language ("please opt me out")
+is acted on, except where a word could cause an unintentional opt-out, and de minimis variances
+(case, punctuation) must not matter. So a message is normalised (`normalize`), then the rules
+are tried in this order, the first that matches deciding (`classify`):
+
+  opt-out   per_se            the whole message is an opt-out word ("STOP!", "Opt-Out", "ＳＴＯＰ")
+            phrase            a curated phrase without a keyword ("remove me", "no more texts")
+            unambiguous_word  a word with no other common sense ("how do I unsubscribe")
+            request           a word that needs context, used as a request about messages
+                              ("please stop texting me", "stop all messages", "stop please")
+  opt-in    per_se_opt_in     the whole message is an opt-in word ("START", "unstop")
+  help      help              the whole message is a help word ("HELP", "info?")
+  none      negated           an opt-out word under a negation ("please don't stop the reminders")
+            other_sense       an opt-out word in another sense ("I will stop by at noon")
+            none              nothing about consent
+
+`negated` and `other_sense` are reported as ambiguous, so that an operator can review them.
+Word lists are per locale: English ships on; Spanish ("es") and French ("fr") are switched on
+with the policy's `consent_locales`.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+OPT_OUT, OPT_IN, HELP, NONE = "opt_out", "opt_in", "help", "none"
+AMBIGUOUS_RULES = ("negated", "other_sense")
+
+# Every dash and apostrophe maps to ASCII before punctuation is dropped.
+_DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d\u2e3a\u2e3b"), "-")
+_APOSTROPHES = dict.fromkeys(map(ord, "\u2018\u2019\u201b\u02bc\u02b9\u2032\u0060\u00b4\uff07"), "'")
+_JOINED = ((re.compile(r"\bopt out\b"), "optout"), (re.compile(r"\bopt in\b"), "optin"),
+           (re.compile(r"\bstop all\b"), "stopall"), (re.compile(r"\bun subscribe\b"), "unsubscribe"))
+
+
+def normalize(text: str) -> str:
+    """NFKC and casefold; format characters and combining marks (zero-width characters, variation
+    selectors, accents) removed; dashes and apostrophes to ASCII; apostrophes dropped ("don't" ->
+    "dont"), other punctuation, symbols and emoji to spaces; one space between words; "opt out",
+    "opt-out" and "optout" (and "stop all" / "stopall") one form."""
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_DASHES).translate(_APOSTROPHES)
+    kept = []
+    for ch in unicodedata.normalize("NFKD", text):
+        category = unicodedata.category(ch)
+        if category in ("Cf", "Mn", "Me"):
+            continue
+        if ch == "'":
+            continue
+        kept.append(" " if category[0] in "PSZC" else ch)
+    text = " ".join("".join(kept).split())
+    for pattern, joined in _JOINED:
+        text = pattern.sub(joined, text)
+    return text
+
+
+@dataclass(frozen=True)
+class Wording:
+    """One locale's words (all normalised)."""
+    opt_out: frozenset[str]        # per se when they are the whole message
+    unambiguous: frozenset[str]    # opt-out words with no other common sense: a request wherever they stand
+    phrases: tuple[str, ...]       # curated opt-out phrases without a keyword
+    about_messages: frozenset[str]  # words that make an opt-out word a request about messages
+    fillers: frozenset[str]        # words that may surround a bare request ("stop please", "ok stop")
+    negations: frozenset[str]
+    opt_in: frozenset[str]
+    help: frozenset[str]
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+LOCALES: dict[str, Wording] = {
+    "en": Wording(
+        opt_out=_words("stop stopall unsubscribe cancel end quit optout revoke"),
+        unambiguous=_words("stopall unsubscribe optout revoke unsub"),
+        phrases=("remove me", "take me off", "no more texts", "no more messages", "no more text", "dont text me",
+                 "dont message me", "dont contact me", "do not text me", "do not message me", "do not contact me",
+                 "dont send me", "do not send me", "opt me out", "leave me alone", "delete my number",
+                 "lose my number"),
+        about_messages=_words("texting text texts txt txts texted messaging message messages msg msgs sms me us this "
+                              "these those it them sending send receiving getting contacting contact calling "
+                              "emailing notifications alerts reminders updates spam marketing promos promotions "
+                              "all subscription list"),
+        fillers=_words("please pls plz now ok okay just thanks thank you thx asap immediately i said so already "
+                       "right away"),
+        negations=_words("dont not never wont doesnt didnt cant cannot shouldnt wouldnt without"),
+        opt_in=_words("start unstop yes optin subscribe"),
+        help=_words("help info"),
+    ),
+    "es": Wording(
+        opt_out=_words("alto parar para baja cancelar detener basta"),
+        unambiguous=_words("baja desuscribir desuscribirme"),
+        phrases=("darme de baja", "dame de baja", "no me envien mas", "no me manden mas", "no mas mensajes",
+                 "no quiero recibir", "quitame de la lista", "eliminame"),
+        about_messages=_words("mensajes mensaje textos texto sms me mas enviar envien mandar todo todos"),
+        fillers=_words("por favor ya gracias ahora"),
+        negations=_words("no nunca"),
+        opt_in=_words("inicio comenzar alta"),
+        help=_words("ayuda"),
+    ),
+    "fr": Wording(
+        opt_out=_words("arret arreter stop desabonner desinscrire"),
+        unambiguous=_words("desabonner desinscrire desabonnement desinscription"),
+        phrases=("ne plus recevoir", "plus de messages", "plus de sms", "retirez moi", "desabonnez moi",
+                 "desinscrivez moi", "menvoyez plus", "menvoyez pas"),
+        about_messages=_words("messages message sms textos moi me envoyer envois envoi tout"),
+        fillers=_words("svp merci sil vous plait maintenant"),
+        negations=_words("ne pas jamais"),
+        opt_in=_words("commencer demarrer"),
+        help=_words("aide"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ConsentSignal:
+    kind: str        # opt_out | opt_in | help | none
+    rule: str        # the rule that decided it (see the module docstring)
+    matched: str     # the word or phrase that matched ("" for none)
+    normalized: str  # the message as the rules read it
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.rule in AMBIGUOUS_RULES
+
+
+class ConsentClassifier:
+    """The rules over the words of the enabled locales plus the policy's own keywords."""
+
+    def __init__(self, opt_out_keywords: tuple[str, ...] = (), opt_in_keywords: tuple[str, ...] = (),
+                 help_keywords: tuple[str, ...] = (), locales: tuple[str, ...] = ("en",)) -> None:
+        unknown = sorted(set(locales) - set(LOCALES))
+        if unknown:
+            raise ValueError(f"unknown consent locale(s) {', '.join(unknown)}; known: {', '.join(sorted(LOCALES))}")
+        chosen = [LOCALES[name] for name in locales]
+
+        def union(field: str, extra: tuple[str, ...] = ()) -> frozenset[str]:
+            return frozenset().union(*(getattr(w, field) for w in chosen), (normalize(k) for k in extra))
+
+        # The policy's keyword lists are the English per-se words (configurable); locales add theirs.
+        self.opt_out = union("opt_out", opt_out_keywords)
+        self.opt_in = union("opt_in", opt_in_keywords) - self.opt_out
+        self.help = union("help", help_keywords)
+        self.unambiguous = union("unambiguous")
+        self.about_messages = union("about_messages")
+        self.fillers = union("fillers")
+        self.negations = union("negations")
+        self.phrases = tuple(sorted({p for w in chosen for p in w.phrases}, key=len, reverse=True))
+
+    def classify(self, text: str) -> ConsentSignal:
+        norm = normalize(text)
+        words = norm.split()
+
+        def signal(kind: str, rule: str, matched: str = "") -> ConsentSignal:
+            return ConsentSignal(kind, rule, matched, norm)
+
+        if norm in self.opt_out:
+            return signal(OPT_OUT, "per_se", norm)
+        for phrase in self.phrases:
+            at = _find(words, phrase.split())
+            if at is not None and not self._negated(words, at):
+                return signal(OPT_OUT, "phrase", phrase)
+        keywords = [i for i, w in enumerate(words) if w in self.opt_out or w in self.unambiguous]
+        doubt = None
+        for i in keywords:
+            word = words[i]
+            if self._negated(words, i):
+                doubt = doubt or signal(NONE, "negated", word)
+                continue
+            if word in self.unambiguous:
+                return signal(OPT_OUT, "unambiguous_word", word)
+            if self._is_request(words, i):
+                return signal(OPT_OUT, "request", word)
+            doubt = doubt or signal(NONE, "other_sense", word)
+        if doubt is not None:
+            return doubt
+        if norm in self.opt_in:
+            return signal(OPT_IN, "per_se_opt_in", norm)
+        if norm in self.help:
+            return signal(HELP, "help", norm)
+        return signal(NONE, "none")
+
+    def _negated(self, words: list[str], i: int) -> bool:
+        return any(w in self.negations for w in words[max(0, i - 2):i])
+
+    def _is_request(self, words: list[str], i: int) -> bool:
+        """An opt-out word that needs context reads as a request about messages: a word about
+        messages follows it closely, or the message is only opt-out words and fillers."""
+        if any(w in self.about_messages for w in words[i + 1:i + 4]):
+            return True
+        return all(w in self.opt_out or w in self.fillers for w in words)
+
+
+def _find(words: list[str], phrase: list[str]) -> int | None:
+    n = len(phrase)
+    for i in range(len(words) - n + 1):
+        if words[i:i + n] == phrase:
+            return i
+    return None

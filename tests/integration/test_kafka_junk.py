@@ -1,0 +1,121 @@
+"""The junk index across workers: reports made at the same time on different workers all count.
+
+The junk index is the only state shared by all apps. If every worker updated the global junk row
+by read-modify-write of its own copy, reports processed at about the same time on two workers
+would each start or extend a stale copy, and reporters would be lost. The contract: junk reports
+are routed through one owner (a one-partition topic consumed by one worker, which alone writes
+the global junk table), and every worker's view converges within seconds.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from harness import DecisionWatcher, create_events_topic, ev, wait_for_group
+
+from sendgate.models.events import decode_event
+from sendgate.streams.client import ensure_topics
+
+REPORTERS = 6  # junk_reject_reporters in the test policy (default 3)
+JUNK = "WINNER!! You have been selected for a 1000 GBP cash prize. Call 09061701461 now to claim it, T&C apply"
+POLICY = f"""\
+[burst]
+junk_reject_reporters = {REPORTERS}
+"""
+DEADLINE_S = 60.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def produce_at(settings, records: list[tuple[int, dict]]) -> list[tuple[int, int]]:
+    """Write events keyed by their app to explicit partitions, in order, with one producer and
+    without waiting between them (all in flight at once). Returns (partition, offset) of each."""
+    for _, event in records:  # a test bug must not become a dead letter
+        decode_event(orjson.dumps(event), now_ms(), settings.policy().max_ts_ahead_s * 1000)
+
+    async def run() -> list[tuple[int, int]]:
+        await ensure_topics(settings, [settings.topic("events")])
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True,
+                                    linger_ms=5)
+        await producer.start()
+        try:
+            futures = [await producer.send(settings.topic("events"), key=event["app"].encode(),
+                                           value=orjson.dumps(event), partition=partition)
+                       for partition, event in records]
+            metas = [await f for f in futures]
+        finally:
+            await producer.stop()
+        return [(m.partition, m.offset) for m in metas]
+
+    return asyncio.run(run())
+
+
+def policy_file(tmp_path: Path) -> str:
+    path = tmp_path / "junk-policy.toml"
+    path.write_text(POLICY)
+    return str(path)
+
+
+def test_concurrent_junk_reports_on_two_workers_all_count(settings, workers, tmp_path):
+    settings = settings.with_(policy_file=policy_file(tmp_path))
+    create_events_topic(settings)
+    for i in range(2):
+        workers.start(settings.with_(data_dir=str(tmp_path / f"store-{i}")))
+    members = wait_for_group(settings, lambda state, m: state == "Stable" and len(m) == 2 and all(m.values()))
+    owned = list(members.values())
+
+    # 8 apps, two on each partition (explicit partitions: both workers hold some apps).
+    apps = {f"jk{i}": i // 2 for i in range(2 * settings.partitions)}
+    by_worker = [[app for app, part in apps.items() if part in parts] for parts in owned]
+    assert all(len(a) >= REPORTERS // 2 for a in by_worker), (members, apps)
+    # Six distinct reporters (app, userkey), half of them on each worker's partitions.
+    reporters = [app for group in by_worker for app in group[:REPORTERS // 2]]
+    t = now_ms()
+    reports = [(apps[app], ev("junk_report", event_id=f"{app}-j{k}", app=app, sender=f"{app}-s", userkey=f"victim{k}",
+                              text=JUNK, ts=t))
+               for k, app in enumerate(reporters)]
+    produce_at(settings, reports)
+
+    # Probe with the reported text every couple of seconds, alternately in an app of each worker,
+    # until a probe on each worker is rejected as junk (all six reporters counted there).
+    probe_apps = [group[-1] for group in by_worker]
+    rejected: dict[int, dict] = {}
+    probes: list[tuple[int, dict]] = []
+    deadline = time.monotonic() + DEADLINE_S
+    with DecisionWatcher(settings) as watcher:
+        n = 0
+        while len(rejected) < len(probe_apps):
+            worker_index = n % len(probe_apps)
+            if worker_index in rejected:
+                n += 1
+                continue
+            if time.monotonic() > deadline:
+                seen = [(w, d["app"], d["outcome"], d["reason"], d["detail"]) for w, d in probes[-4:]]
+                raise AssertionError(
+                    f"no probe of the reported text was rejected as junk_similar on worker(s) "
+                    f"{sorted(set(range(len(probe_apps))) - set(rejected))} within {DEADLINE_S:.0f} s, after "
+                    f"{REPORTERS} reports from distinct (app, userkey) pairs over both workers' partitions "
+                    f"{owned}; {len(probes)} probe(s), the last: {seen}")
+            app = probe_apps[worker_index]
+            rid = f"probe{n}"
+            ts = now_ms()
+            produce_at(settings, [(apps[app], ev("opt_in", event_id=f"{rid}-o", app=app, userkey=rid, ts=ts)),
+                                  (apps[app], ev("send", request_id=rid, app=app, sender="probe-sender", userkey=rid,
+                                                 network="sms", text=JUNK, ts=ts))])
+            [decision] = [d for d in watcher.wait_until(lambda r: any(d["request_id"] == rid for d in r), timeout=30)
+                          if d["request_id"] == rid][:1]
+            probes.append((worker_index, decision))
+            if (decision["outcome"], decision["reason"]) == ("rejected", "junk_similar"):
+                rejected[worker_index] = decision
+                continue
+            # not yet: the reports may still be on their way to the index; probe again shortly
+            time.sleep(2.0)  # the probing interval, not a wait for a result (the loop re-checks)
+            n += 1
+    for decision in rejected.values():
+        assert f"{REPORTERS} recipients reported" in decision["detail"], decision
