@@ -88,8 +88,8 @@ LOCALES: dict[str, Wording] = {
                               "these those it them sending send receiving getting contacting contact calling "
                               "emailing notifications alerts reminders updates spam marketing promos promotions "
                               "all subscription list"),
-        fillers=_words("please pls plz now ok okay just thanks thank you thx asap immediately i said so already "
-                       "right away"),
+        fillers=_words("please pls plz now ok okay no just thanks thank you thx asap immediately i said so "
+                       "already right away"),
         negations=_words("dont not never wont doesnt didnt cant cannot shouldnt wouldnt without"),
         opt_in=_words("start unstop yes optin subscribe"),
         help=_words("help info"),
@@ -163,12 +163,15 @@ class ConsentClassifier:
 
         if norm in self.opt_out:
             return signal(OPT_OUT, "per_se", norm)
+        doubt = None
         for phrase in self.phrases:
             at = _find(words, phrase.split())
-            if at is not None and not self._negated(words, at):
+            if at is None:
+                continue
+            if not self._negated(words, at):
                 return signal(OPT_OUT, "phrase", phrase)
+            doubt = doubt or signal(NONE, "negated", phrase)
         keywords = [i for i, w in enumerate(words) if w in self.opt_out or w in self.unambiguous]
-        doubt = None
         for i in keywords:
             word = words[i]
             if self._negated(words, i):

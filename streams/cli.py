@@ -164,12 +164,17 @@ async def _publish(args: argparse.Namespace) -> int:
 
 
 async def _tail(args: argparse.Namespace) -> int:
-    from .client import decisions
+    from .client import consent_records, decisions
 
     settings = _settings(args)
-    async for decision in decisions(settings, group_id=args.group, from_beginning=args.from_beginning,
-                                    app=args.app, outcome=args.outcome):
-        sys.stdout.buffer.write(orjson.dumps(decision.to_dict()) + b"\n")
+    if args.consent:
+        records = consent_records(settings, group_id=args.group, from_beginning=args.from_beginning, app=args.app,
+                                  kind=args.kind)
+    else:
+        records = decisions(settings, group_id=args.group, from_beginning=args.from_beginning, app=args.app,
+                            outcome=args.outcome)
+    async for record in records:
+        sys.stdout.buffer.write(orjson.dumps(record.to_dict()) + b"\n")
         sys.stdout.flush()
     return 0
 
@@ -242,8 +247,11 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("--bootstrap")
     pub.set_defaults(func=lambda a: asyncio.run(_publish(a)))
 
-    t = sub.add_parser("tail", help="print decisions as JSON lines")
+    t = sub.add_parser("tail", help="print decisions (or, with --consent, the consent audit trail) as JSON lines")
     t.add_argument("--outcome", choices=["accepted", "delayed", "rejected", "released", "cancelled"])
+    t.add_argument("--consent", action="store_true", help="follow <prefix>consent: consent changes and ambiguous "
+                                                          "inbounds")
+    t.add_argument("--kind", choices=["opt_out", "opt_in", "ambiguous"], help="with --consent: only this kind")
     t.add_argument("--app")
     t.add_argument("--from-beginning", action="store_true")
     t.add_argument("--group", help="consumer group (default: none, nothing committed)")

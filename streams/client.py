@@ -19,7 +19,7 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import (KafkaConnectionError, KafkaError, SaslAuthenticationFailed, TopicAlreadyExistsError,
                              UnsupportedSaslMechanismError, for_code)
 
-from sendgate.models.decisions import Decision, Delivery
+from sendgate.models.decisions import ConsentRecord, Decision, Delivery
 from sendgate.models.events import decode_event
 
 from .config import ConfigError, KafkaAuthError, Settings
@@ -189,8 +189,8 @@ async def _records(settings: Settings, topic: str, *, group_id: str | None, from
         await consumer.stop()
 
 
-def _filter(app: str | None, outcome: str | None) -> Callable[[dict], bool]:
-    return lambda doc: (app is None or doc.get("app") == app) and (outcome is None or doc.get("outcome") == outcome)
+def _filter(app: str | None, outcome: str | None, field: str = "outcome") -> Callable[[dict], bool]:
+    return lambda doc: (app is None or doc.get("app") == app) and (outcome is None or doc.get(field) == outcome)
 
 
 class RecentIds:
@@ -232,3 +232,17 @@ async def deliveries(network: str, settings: Settings | None = None, *, group_id
     async for doc in _records(settings, settings.topic(f"deliveries.{network}"), group_id=group_id,
                               from_beginning=from_beginning, keep=_filter(app, None)):
         yield Delivery.from_dict(doc)
+
+
+async def consent_records(settings: Settings | None = None, *, group_id: str | None = None,
+                          from_beginning: bool = False, app: str | None = None, kind: str | None = None,
+                          dedupe: bool = True) -> AsyncIterator[ConsentRecord]:
+    """Yield the consent audit trail (`<prefix>consent`): every opt-out and opt-in with the rule
+    and the event that made it, and every ambiguous inbound. With `dedupe`, a record whose
+    `record_id` was just seen is dropped."""
+    settings = settings or Settings.from_env()
+    recent = RecentIds() if dedupe else None
+    async for doc in _records(settings, settings.topic("consent"), group_id=group_id, from_beginning=from_beginning,
+                              keep=_filter(app, kind, "kind")):
+        if recent is None or recent.first_time(doc["record_id"]):
+            yield ConsentRecord.from_dict(doc)

@@ -89,7 +89,7 @@ def test_inspection_endpoints_answer_from_the_owning_worker(settings, workers):
     base = f"http://127.0.0.1:{port}/sendgate"
     deadline = time.monotonic() + 60
     status, body = get_json(f"{base}/userkeys/acme/u0?sender=s1", deadline)
-    assert status == 200 and body["opted_out"] is True and "keyword STOP" in body["how"]
+    assert status == 200 and body["opted_out"] is True and "rule per_se" in body["how"]
     assert body["conversation"]["recent_inbound_ids"] == ["stop"]  # i0 is older than the reply window
     status, body = get_json(f"{base}/senders/acme/s1?ts={t + 20}", deadline)
     assert status == 200 and body["risk"] is None and body["conversing_userkeys"] == 12

@@ -22,7 +22,8 @@ SCRIPT = [
     send("r2", "u2", "Hi stranger", T0 + 31_000),
     send("r3", "u1", "Our sale starts Monday", T0 + 20 * MIN),
     inbound("i2", "u1", "  Stop ", T0 + 21 * MIN),
-    send("r4", "u1", "Sorry to see you go", T0 + 22 * MIN, reply_to="i2"),
+    send("r4", "u1", "You are unsubscribed.", T0 + 22 * MIN, reply_to="i2"),
+    send("r4b", "u1", "Sorry to see you go", T0 + 22 * MIN + 1000, reply_to="i2"),
     inbound("i3", "u1", "start", T0 + 23 * MIN),
     send("r5", "u1", "Welcome back!", T0 + 24 * MIN),
     send("r6", "u1", "New arrivals this week", T0 + 60 * MIN),
@@ -31,7 +32,8 @@ EXPECTED = [
     ("r1", "accepted", "reply"),
     ("r2", "rejected", "no_conversation"),
     ("r3", "accepted", "conversation"),
-    ("r4", "rejected", "opted_out"),
+    ("r4", "accepted", "opt_out_confirmation"),  # one confirmation within 5 minutes of STOP
+    ("r4b", "rejected", "opted_out"),             # and nothing after it
     ("r5", "accepted", "reply"),
     ("r6", "accepted", "conversation"),
 ]
@@ -41,7 +43,7 @@ def test_scripted_conversation_gives_the_exact_decisions(settings, worker):
     publish(settings, SCRIPT)
     got = decisions(settings, len(EXPECTED))
     assert outcomes(got) == EXPECTED
-    assert "keyword STOP" in got[3]["detail"]
+    assert "rule per_se" in got[4]["detail"] and "already sent" in got[4]["detail"]
     assert got[0]["reply"] is True and got[2]["reply"] is False
 
 
@@ -59,7 +61,8 @@ def test_restart_keeps_consent_state_through_changelog_recovery(settings, worker
     restarted = settings.with_(data_dir=str(tmp_path / "fresh-store"))
     workers.start(restarted)
     publish(settings, [
-        send("r4", "u1", "Sorry to see you go", T0 + 22 * MIN),  # STOP before the restart still holds
+        # STOP before the restart still holds (answering an old inbound: no opt-out confirmation)
+        send("r4", "u1", "Sorry to see you go", T0 + 22 * MIN, reply_to="i1"),
         send("r7", "u3", "Hello u3", T0 + 22 * MIN),  # the grant before the restart still holds
         ev("app_policy", event_id="g2", app="acme", unrestricted=False, reason="t", ts=T0 + 23 * MIN),
         send("r8", "u3", "Hello again u3", T0 + 24 * MIN),
@@ -78,8 +81,8 @@ def test_state_rows_are_co_partitioned_with_their_app_events(bootstrap, workers,
     for app in apps:
         script += [inbound(f"{app}-i1", "u1", "hi", T0, app=app),
                    inbound(f"{app}-i2", "u1", "STOP", T0 + MIN, app=app),
-                   send(f"{app}-r1", "u1", "hello", T0 + 2 * MIN, app=app),
-                   send(f"{app}-r2", "u2", "hello", T0 + 2 * MIN, app=app)]
+                   send(f"{app}-r1", "u1", "hello", T0 + 7 * MIN, app=app),  # past the confirmation window
+                   send(f"{app}-r2", "u2", "hello", T0 + 7 * MIN, app=app)]
     publish(settings, script)
     got = decisions(settings, 2 * len(apps))
     assert sorted(outcomes(got)) == sorted(
@@ -100,3 +103,42 @@ def test_state_rows_are_co_partitioned_with_their_app_events(bootstrap, workers,
         app = row["key"][2:].split(b"\x1f")[0].decode()
         assert row["partition"] == partition_of_app[app], (app, row)
     assert {PREFIX[USERKEYS], PREFIX[CONVERSATIONS]} <= kinds
+
+
+def test_revocation_in_other_words_one_confirmation_help_and_the_audit_trail(settings, worker):
+    """On the broker: 'Please stop texting me' opts out; one confirmation goes, a second and a late
+    one do not; HELP is answered after the opt-out; every change and the ambiguous inbound reach
+    <prefix>consent, which the client reads typed."""
+    import asyncio
+
+    from sendgate.streams.client import consent_records
+
+    publish(settings, [
+        inbound("i1", "u1", "hi, is my order ready?", T0),
+        inbound("i2", "u1", "Please stop texting me!", T0 + MIN),
+        send("c1", "u1", "You won't get more messages. Reply START to rejoin.", T0 + MIN + 20_000, reply_to="i2"),
+        send("c2", "u1", "One more thing: 20% off!", T0 + MIN + 30_000, reply_to="i2"),
+        inbound("h1", "u1", "HELP", T0 + 2 * MIN),
+        send("h-r", "u1", "Acme alerts: reply STOP to end, START to rejoin.", T0 + 2 * MIN + 5_000, reply_to="h1"),
+        inbound("i3", "u2", "I'll stop by at noon", T0 + 3 * MIN),
+        send("a1", "u2", "See you then!", T0 + 3 * MIN + 5_000, reply_to="i3"),
+        inbound("i4", "u3", "STOP", T0 + 4 * MIN),
+        send("late", "u3", "You are unsubscribed.", T0 + 17 * MIN, reply_to="i4"),
+    ])
+    got = outcomes(decisions(settings, 5))
+    assert got == [("c1", "accepted", "opt_out_confirmation"), ("c2", "rejected", "opted_out"),
+                   ("h-r", "accepted", "help_reply"), ("a1", "accepted", "reply"), ("late", "rejected", "opted_out")]
+    deliveries = collect(settings, settings.topic("deliveries.sms"), lambda r: len(r) >= 3)
+    assert [d["request_id"] for d in deliveries] == ["c1", "h-r", "a1"]
+
+    async def read(n: int) -> list:
+        out = []
+        async for record in consent_records(settings, from_beginning=True):
+            out.append(record)
+            if len(out) >= n:
+                return out
+
+    trail = asyncio.run(asyncio.wait_for(read(3), 60))
+    assert [(r.userkey, r.kind, r.rule, r.source_event_id) for r in trail] == [
+        ("u1", "opt_out", "request", "i2"), ("u2", "ambiguous", "other_sense", "i3"), ("u3", "opt_out", "per_se", "i4")]
+    assert trail[0].text == "please stop texting me" and trail[0].record_id == "acme:i2:opt_out"

@@ -15,7 +15,6 @@ undoes as quickly. Contract:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import time
 
@@ -35,15 +34,6 @@ APP = "acme"
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-def with_stall_exit(settings: Settings, seconds: float) -> tuple[Settings, str]:
-    """`settings.with_(stall_exit_s=seconds)`, and a note for failure messages. `stall_exit_s` is a
-    new setting: while it does not exist the test runs without it, so that it fails on what the
-    worker does rather than on a TypeError (and says so)."""
-    if "stall_exit_s" in {f.name for f in dataclasses.fields(Settings)}:
-        return settings.with_(stall_exit_s=seconds), ""
-    return settings, " (Settings has no field stall_exit_s: the worker ran without it)"
-
 
 def create_topics(settings: Settings) -> None:
     """The worker's input and outputs, before it starts (so the test can configure them)."""
@@ -182,7 +172,7 @@ def test_a_refused_batch_is_decided_again_without_a_new_record(settings, workers
 # --- a batch that keeps failing ends the worker ----------------------------------------------------------
 
 def test_a_batch_failing_for_stall_exit_s_ends_the_worker_with_an_error(settings, workers):
-    settings, note = with_stall_exit(settings, STALL_EXIT_S)
+    settings = settings.with_(stall_exit_s=STALL_EXIT_S)
     create_topics(settings)
     worker = workers.start(settings)
     warm_up(settings)
@@ -194,7 +184,7 @@ def test_a_batch_failing_for_stall_exit_s_ends_the_worker_with_an_error(settings
     gone = wait_exit(worker, timeout=STALL_EXIT_S + 35)
     if gone is None:
         raise AssertionError(f"the worker still runs {time.monotonic() - published:.0f} s after its batch ({where}) "
-                             f"began to fail, with stall_exit_s={STALL_EXIT_S}{note}; log:\n"
+                             f"began to fail, with stall_exit_s={STALL_EXIT_S}; log:\n"
                              f"{log_since(worker, start)[-1500:]}")
     returncode = worker.process.returncode
     text = log_since(worker, start)
@@ -242,7 +232,7 @@ def test_an_internal_error_fails_the_batch_and_never_dead_letters_valid_records(
     row it cannot read). Contract: only records the decoder refuses are dead-lettered; the batch
     fails, is retried, and after stall_exit_s the worker exits non-zero. A corrupt row must never
     turn valid records into dead letters."""
-    settings, note = with_stall_exit(settings, STALL_EXIT_S)
+    settings = settings.with_(stall_exit_s=STALL_EXIT_S)
     create_topics(settings)
     write_corrupt_junk_row(settings)
     try:
@@ -274,5 +264,5 @@ def test_an_internal_error_fails_the_batch_and_never_dead_letters_valid_records(
     assert not dead, (f"{len(dead)} of {len(sent)} valid record(s) were dead-lettered because of a corrupt junk row: "
                       f"{[(d['partition'], d['offset'], d['error'][:120]) for d in dead[:3]]}")
     assert not worker.running, (f"the worker still runs {time.monotonic() - published:.0f} s after its batch began "
-                                f"to fail, with stall_exit_s={STALL_EXIT_S}{note}:\n{worker.log_tail(1500)}")
+                                f"to fail, with stall_exit_s={STALL_EXIT_S}:\n{worker.log_tail(1500)}")
     assert worker.process.returncode != 0, worker.log_tail(2000)

@@ -106,16 +106,19 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
         return 0, repr(exc).encode()
 
 
-def get_until_ok(port: int, path: str, timeout: float = 20.0) -> tuple[int, bytes, list[tuple[int, bytes]]]:
-    """GET `path` until it answers 200 or the deadline passes; returns the last answer and the
-    distinct answers seen (status, first bytes of the body), for the failure message."""
+def get_until_ok(port: int, path: str, timeout: float = 20.0,
+                 holds=lambda doc: True) -> tuple[int, bytes, list[tuple[int, bytes]]]:
+    """GET `path` until it answers 200 with a body for which `holds` (the state is written just
+    after the decision, so a view may lag it by a checkpoint), or the deadline passes; returns the
+    last answer and the distinct answers seen (status, first bytes of the body), for the failure
+    message."""
     deadline = time.monotonic() + timeout
     seen: list[tuple[int, bytes]] = []
     while True:
         status, body = http_get(port, path)
         if (status, body[:300]) not in seen:
             seen.append((status, body[:300]))
-        if status == 200 or time.monotonic() > deadline:
+        if status == 200 and holds(orjson.loads(body)) or time.monotonic() > deadline:
             return status, body, seen
         time.sleep(0.5)  # poll interval
 
@@ -216,7 +219,8 @@ def test_every_worker_answers_for_an_app_on_a_partition_murmur2_would_not_pick(s
     answers = {}
     for port in ports:
         for path in (f"/sendgate/senders/{APP}/{SENDER}", f"/sendgate/userkeys/{APP}/{users[1]}?sender={SENDER}"):
-            status, body, seen = get_until_ok(port, path, timeout=10)
+            status, body, seen = get_until_ok(port, path, timeout=10,
+                                              holds=lambda doc: doc.get("clusters", [None]) != [])
             answers[(port, path)] = (status, body, seen)
     bad = {k: v[2] for k, v in answers.items() if v[0] != 200}
     assert not bad, (f"app {APP!r} lives on partition {p} (members {members}; murmur2 says {murmur}); "
