@@ -314,8 +314,8 @@ class Gate:
             chunk, bucket = schedule.new_chunk(minute), DueBucket()
         bucket.entries.append([deliver_at, request_id])
         store.set(DUE, due_key(app, minute, chunk), bucket.to_bytes())
-        if schedule.to_bytes() != raw:
-            store.set(SCHEDULES, key(app), schedule.to_bytes())
+        schedule.held += 1
+        store.set(SCHEDULES, key(app), schedule.to_bytes())
 
     def _release_due(self, app: str, ts: int, store: Store) -> list[Record]:
         schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(app)))
@@ -344,7 +344,6 @@ class Gate:
         if not waiting and schedule.minutes:
             waiting = due_entries(store.get, app, schedule, schedule.minutes[0])
         schedule.next_due = min(e[0] for e in waiting) if waiting else None
-        store.set(SCHEDULES, key(app), schedule.to_bytes())
         out: list[Record] = []
         for deliver_at, request_id in sorted(due):
             pending_key = key(app, request_id)
@@ -352,7 +351,9 @@ class Gate:
             if raw is None:  # cancelled meanwhile
                 continue
             store.delete(PENDING, pending_key)
+            schedule.held = max(0, schedule.held - 1)
             out.extend(self._release(PendingRequest.from_bytes(raw), ts, store))
+        store.set(SCHEDULES, key(app), schedule.to_bytes())
         return out
 
     def _release(self, pending: PendingRequest, ts: int, store: Store) -> list[Record]:
@@ -375,6 +376,9 @@ class Gate:
                              f"cancel of request '{e.request_id}': it is not pending (unknown, already released, "
                              f"or already cancelled), so nothing was cancelled", e.ts)]
         store.delete(PENDING, pending_key)  # its schedule entry is skipped when it comes due
+        schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(e.app)))
+        schedule.held = max(0, schedule.held - 1)
+        store.set(SCHEDULES, key(e.app), schedule.to_bytes())
         s = PendingRequest.from_bytes(raw).send
         return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "cancelled_by_app",
                          "the app cancelled this pending request; it will not be delivered", e.ts)]

@@ -61,6 +61,7 @@ class ReleaseSchedule:
     minutes: list[int] = field(default_factory=list)  # sorted minutes (deliver_at // 60000) with entries
     next_due: int | None = None  # the earliest deliver_at of any entry
     chunks: list[int] = field(default_factory=list)  # per minute: its DueBucket rows (chunks 0..n-1)
+    held: int = 0  # pending requests of the app (cancelled ones leave their entries until they come due)
 
     def add(self, deliver_at: int) -> int:
         """Record an entry; returns the minute whose bucket must hold it (its last chunk, or a new
@@ -90,16 +91,16 @@ class ReleaseSchedule:
         return self.next_due is not None and ts >= self.next_due
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([2, self.minutes, self.chunks, self.next_due])
+        return orjson.dumps([2, self.minutes, self.chunks, self.next_due, self.held])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "ReleaseSchedule":
         if raw is None:
             return cls()
         doc = orjson.loads(raw)
-        if isinstance(doc[0], list):  # version 1: [minutes, next_due], one bucket row per minute
+        if isinstance(doc[0], list):  # version 1: [minutes, next_due], one bucket row per minute, no count
             return cls(doc[0], doc[1], [1] * len(doc[0]))
-        version, minutes, chunks, next_due = doc
-        if version != 2:
-            raise ValueError(f"ReleaseSchedule row of version {version}; this build reads versions 1 and 2")
-        return cls(minutes, next_due, chunks)
+        if doc[0] != 2:
+            raise ValueError(f"ReleaseSchedule row of version {doc[0]}; this build reads versions 1 and 2")
+        _, minutes, chunks, next_due, held = doc
+        return cls(minutes, next_due, chunks, held)

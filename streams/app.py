@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from sendgate.models.decisions import ConsentRecord, Decision
-from sendgate.models.events import InvalidEvent
+from sendgate.models.events import InvalidEvent, event_type
 from sendgate.models.gate import JUNK, Gate
 from sendgate.models.junk import JunkReport
 
@@ -28,9 +28,11 @@ from .client import partitions_of
 from .config import Settings
 from .log import read_log
 from .outbox import Outbox
-from .faust_internals import channel_queue, committed_offset, inner_producer
+from .faust_internals import assigned, channel_queue, committed_offset, highwater, inner_producer, recovery_state
 from .junk import JUNK_REPORTS, JunkOwner, JunkView
+from .metrics import BatchTally, GateMetrics
 from .state import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
+from .operations import register_operations
 from .web import register_views
 
 log = logging.getLogger("sendgate.worker")
@@ -85,6 +87,46 @@ class GateApp:
     _seen: dict[int, int] = field(default_factory=dict)  # partition -> last offset the stream delivered
     outbox: Outbox = field(default_factory=Outbox)
     stalled: bool = False  # set when a failing batch stopped the worker (exit code STALL_EXIT_CODE)
+    failing_since: float | None = None  # monotonic time the current batch began to fail
+    agent_running: bool = False
+    tally: BatchTally = field(default_factory=BatchTally)
+    metrics: GateMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = GateMetrics(self.settings.metrics_networks, self.status_now)
+
+    def not_ready(self) -> list[str]:
+        """Why the worker should not get traffic yet (empty: ready), for /readyz and the metrics."""
+        reasons = []
+        in_progress, remaining = recovery_state(self.app)
+        if in_progress:
+            reasons.append(f"recovering tables: {remaining} changelog row(s) left")
+        if self.app.rebalancing:
+            reasons.append("a rebalance is in progress")
+        if not self.agent_running:
+            reasons.append("the gate agent is not running")
+        if self.failing_since is not None:
+            reasons.append(f"a batch has been failing for {time.monotonic() - self.failing_since:.0f} s")
+        return reasons
+
+    def status_now(self) -> dict[str, Any]:
+        """What is read at scrape time: offsets and lag per assigned events partition, pending
+        requests, the earliest due release, recovery and readiness."""
+        events_topic = self.events.get_topic_name()
+        partitions = []
+        for tp in sorted(assigned(self.app)):
+            if tp.topic != events_topic:
+                continue
+            end = highwater(self.app, tp)
+            committed = committed_offset(self.app, tp) or 0
+            partitions.append({"partition": tp.partition, "end": end, "committed": committed,
+                               "lag": max(0, end - committed)})
+        next_due = min(self.store.due.values(), default=None)
+        in_progress, remaining = recovery_state(self.app)
+        return {"partitions": partitions, "pending": sum(self.store.held.values()), "next_due": next_due,
+                "overdue_s": max(0.0, time.time() - next_due / 1000) if next_due is not None else 0.0,
+                "recovering": in_progress, "recovery_remaining": remaining,
+                "rebalancing": bool(self.app.rebalancing), "reasons": self.not_ready()}
 
     async def process_batch(self, batch: list[Any]) -> None:
         """Decide a batch of records of sendgate.events; never raises for bad input.
@@ -94,6 +136,8 @@ class GateApp:
         """
         sent: list[Any] = []
         filled: list[LoggedMessage] = []
+        self.tally = tally = BatchTally()
+        started = time.perf_counter()
         for event in batch:
             message = event.message
             seen = self._seen.get(message.partition)
@@ -113,10 +157,14 @@ class GateApp:
         for report in self.store.take_junk_reports():  # to the junk index's single writer (streams/junk.py)
             sent += await self.send(self.junk_reports, None, report.to_bytes())
         producer = inner_producer(self.app)
+        decided = time.perf_counter()
         await self.outbox.send(producer)
         if sent:
             await asyncio.gather(*sent)
+        produced = time.perf_counter()
         await self.store.checkpoint(None if self.app.in_transaction else producer)
+        tally.durations_s = {"decide": decided - started, "produce": produced - decided,
+                             "checkpoint": time.perf_counter() - produced}
         for message in filled:  # the agent acks the batch's own events; these Faust never had
             self.app.consumer.ack(message)
 
@@ -169,8 +217,9 @@ class GateApp:
                 break
             except Exception as exc:
                 self.abort(seen)
+                self.metrics.batch_failed()
                 now = time.monotonic()
-                failing_since = failing_since or now
+                failing_since = self.failing_since = failing_since or now
                 where = _where(batch)
                 if now - failing_since >= self.settings.stall_exit_s:
                     log.critical("a batch of %s has failed for %.0f s (SENDGATE_STALL_EXIT_S); the worker stops: "
@@ -182,7 +231,9 @@ class GateApp:
                           exc_info=not isinstance(exc, KafkaError))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+        self.metrics.batch_done(self.tally, len(batch))
         if failing_since is not None:
+            self.failing_since = None
             log.warning("the batch of %s succeeded after %.1f s of failures", _where(batch),
                         time.monotonic() - failing_since)
         for event in batch:  # Faust commits an offset once it and all before it are acked
@@ -211,6 +262,7 @@ class GateApp:
             decoded = self.gate.decode(message.key, value, record_ts)
         except InvalidEvent as exc:
             return await self.dead_letter(message, value, str(exc))
+        self.tally.count(event_type(decoded), record_ts)
         home = self.store.home(decoded.app, message.partition)
         if home != message.partition:
             log.error("app %r has events on partitions %d and %d of %s (this one at offset %d): its producers "
@@ -226,6 +278,7 @@ class GateApp:
             records = self.gate.handle(decoded, self.store, record_ts)
         sent = []
         for record in records:
+            self.tally.output(record)
             if isinstance(record, Decision):
                 self.counts["decisions"] += 1
                 topic = self.decisions
@@ -257,6 +310,7 @@ class GateApp:
 
     async def dead_letter(self, message: Any, value: bytes | None, error: str) -> list[Any]:
         self.counts["deadlettered"] += 1
+        self.tally.dead_letter(error)
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
         return await self.send(self.deadletter, message.key, dead_letter_record(message, value, error))
 
@@ -318,6 +372,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
+        web_tables_enabled=False,  # Faust's /table view serves raw rows, and rows hold userkeys
         web_bind=settings.web_bind,
         web_host=settings.web_host,
     )
@@ -344,9 +399,11 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
     @state.on_recover
     async def _junk_owner_moved() -> None:
         owner.reset()
+        gate_app.metrics.rebalances.inc()
 
     if settings.web_enabled:
         register_views(app, gate_app.gate, store)
+        register_operations(app, gate_app)
 
     @app.agent(events, name="gate")
     async def gate_agent(stream: Any) -> None:
@@ -360,6 +417,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         for topic in (decisions, deadletter, junk_reports, consent):
             await topic.maybe_declare()
             await partitions_of(settings, topic.get_topic_name(), 60)
+        gate_app.agent_running = True
         while not gate_app.stalled:
             batch = [await queue.get()]
             while len(batch) < settings.batch_max and not queue.empty():

@@ -87,6 +87,8 @@ class Settings:
     # CreateTime: trust the producers' record timestamps; LogAppendTime: the broker stamps them
     # (set on the events topic when sendgate creates it), for producers that are not trusted.
     events_timestamp_type: str = "CreateTime"
+    # networks that keep their own label in the metrics (others count as "other": labels stay bounded)
+    metrics_networks: tuple[str, ...] = ("sms", "mms", "imessage", "rcs", "whatsapp", "telegram", "xmpp", "aim")
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -171,6 +173,8 @@ class Settings:
             stall_exit_s=_float(env, "SENDGATE_STALL_EXIT_S", d.stall_exit_s),
             replication_factor=_int(env, "SENDGATE_REPLICATION_FACTOR", d.replication_factor, minimum=1),
             events_timestamp_type=env.get("SENDGATE_EVENTS_TIMESTAMP_TYPE") or d.events_timestamp_type,
+            metrics_networks=tuple(n.strip() for n in env["SENDGATE_METRICS_NETWORKS"].split(",") if n.strip())
+            if env.get("SENDGATE_METRICS_NETWORKS") else d.metrics_networks,
             security_protocol=env.get("SENDGATE_SECURITY_PROTOCOL") or d.security_protocol,
             sasl_mechanism=env.get("SENDGATE_SASL_MECHANISM") or None,
             sasl_username=env.get("SENDGATE_SASL_USERNAME") or None,
@@ -200,6 +204,7 @@ class Settings:
             "SENDGATE_STALL_EXIT_S": str(self.stall_exit_s),
             "SENDGATE_REPLICATION_FACTOR": str(self.replication_factor),
             "SENDGATE_EVENTS_TIMESTAMP_TYPE": self.events_timestamp_type,
+            "SENDGATE_METRICS_NETWORKS": ",".join(self.metrics_networks),
             "SENDGATE_SECURITY_PROTOCOL": self.security_protocol,
         }
         if self.policy_file:

@@ -32,6 +32,22 @@ def inner_producer(app: Any) -> Any:
     return app.producer._ensure_producer()
 
 
+def assigned(app: Any) -> set[TP]:
+    """The topic partitions assigned to this worker (events, changelogs, junk reports)."""
+    return set(app.consumer.assignment())
+
+
+def highwater(app: Any, tp: TP) -> int:
+    """The end offset of `tp` as the consumer last fetched it (0 before its first fetch)."""
+    return app.consumer.highwater(tp) or 0
+
+
+def recovery_state(app: Any) -> tuple[bool, int]:
+    """(tables recovering, changelog rows left to recover)."""
+    recovery = app.tables.recovery
+    return not recovery.completed.is_set(), recovery.active_remaining_total()
+
+
 def channel_queue(stream: Any) -> Any:
     """The queue behind an agent's stream: the agent takes its batches from it itself.
     (`aiter` subscribes the worker to the stream's topic.)"""

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from .config import Settings
@@ -28,20 +29,30 @@ class WorkerProcess:
         return self
 
     def wait_ready(self, timeout: float = 120.0) -> "WorkerProcess":
-        """Wait until Faust reports the worker ready (needs log level info).
+        """Wait until the worker's /readyz answers 200 (recovered, not rebalancing, the gate agent
+        running); without its web server, until Faust logs it ready (needs log level info).
 
         Records that arrive while a worker is still recovering can be dropped from Faust's
         in-memory queues when recovery ends (faust-streaming #596): the partition then stalls
         until the next rebalance. Publishing after this returns avoids that window.
         """
         deadline = time.monotonic() + timeout
-        while b"[^Worker]: Ready" not in self.log_path.read_bytes():
+        while not self.ready():
             if not self.running:
                 raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll interval
         return self
+
+    def ready(self) -> bool:
+        if not self.settings.web_enabled:
+            return b"[^Worker]: Ready" in self.log_path.read_bytes()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.web_port}/readyz", timeout=2) as answer:
+                return answer.status == 200
+        except (OSError, ValueError):  # not listening yet, or 503 (HTTPError is an OSError)
+            return False
 
     @property
     def running(self) -> bool:

@@ -142,6 +142,7 @@ class CheckpointStore:
         self._handled: dict[int, int] = {}
         self._partition = -1
         self.due: dict[bytes, int] = {}  # app -> earliest deliver_at: what the ticker looks at
+        self.held: dict[bytes, int] = {}  # app -> its pending requests (for the metrics)
         table.on_recover(self._on_recover)
 
     def _committed(self, row: bytes) -> bytes | None:
@@ -288,14 +289,18 @@ class CheckpointStore:
     async def _on_recover(self) -> None:
         # Partitions may have moved: forget what this worker knew of them, read the table again.
         self._handled.clear()
-        self.due = {}
+        self.due, self.held = {}, {}
         for row in list(self.table.keys()):  # once per rebalance; the ticker then reads `due` only
             if row.startswith(PREFIX[SCHEDULES]):
                 self._index_schedule(row[len(PREFIX[SCHEDULES]):], self._committed(row))
 
     def _index_schedule(self, app: bytes, raw: bytes | None) -> None:
-        next_due = ReleaseSchedule.from_bytes(raw).next_due
-        if next_due is None:
+        schedule = ReleaseSchedule.from_bytes(raw)
+        if schedule.next_due is None:
             self.due.pop(app, None)
         else:
-            self.due[app] = next_due
+            self.due[app] = schedule.next_due
+        if schedule.held:
+            self.held[app] = schedule.held
+        else:
+            self.held.pop(app, None)

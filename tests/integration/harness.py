@@ -14,6 +14,7 @@ from typing import Callable
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from sendgate.streams.broker import free_port
 from sendgate.streams.client import ensure_topics, partitions_of
 from sendgate.streams.config import Settings
 from sendgate.streams.process import WorkerProcess
@@ -27,7 +28,8 @@ DEADLINE_S = 90.0
 def make_settings(bootstrap: str, data_dir: Path, **overrides) -> Settings:
     run = uuid.uuid4().hex[:8]
     base = Settings(bootstrap=bootstrap, topic_prefix=f"t{run}.", app_id=f"t{run}", partitions=4,
-                    data_dir=str(data_dir), web_enabled=False, tick_interval_s=0, session_timeout_s=6.0,
+                    data_dir=str(data_dir), web_enabled=True, web_port=free_port(), tick_interval_s=0,
+                    session_timeout_s=6.0,
                     heartbeat_interval_s=1.0, rebalance_timeout_s=3.0, log_level="info",
                     processing_guarantee=os.environ.get("SENDGATE_PROCESSING_GUARANTEE", "at_least_once"))
     return base.with_(**overrides)
@@ -41,7 +43,10 @@ class Workers:
         self.started: list[WorkerProcess] = []
 
     def start(self, settings: Settings) -> WorkerProcess:
-        """Start a worker and wait until it is ready (see WorkerProcess.wait_ready for why)."""
+        """Start a worker and wait until its /readyz answers 200 (see WorkerProcess.wait_ready for
+        why). A second worker of the same settings gets a web port of its own."""
+        if settings.web_enabled and any(w.running and w.settings.web_port == settings.web_port for w in self.started):
+            settings = settings.with_(web_port=free_port())
         worker = WorkerProcess(settings, self.tmp_path / f"worker-{len(self.started)}.log").start()
         self.started.append(worker)
         return worker.wait_ready()

@@ -1,0 +1,210 @@
+"""What a worker is doing, for operators: Prometheus metrics, readiness, and the dashboard's status.
+
+The agent reads its queue itself and produces through its own outbox, so Faust's sensors would
+see little. Instead each batch tallies what it decided in a `BatchTally` (plain counters, a few
+µs a batch), and `GateMetrics.batch_done` applies the tally to the metrics once per batch.
+Offsets and lag are read at scrape time. Names follow Prometheus' conventions: the `sendgate_`
+prefix, base units (seconds), counters ending in `_total`, and bounded labels only (never a
+userkey, sender or request id; networks outside `SENDGATE_METRICS_NETWORKS` count as `other`).
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+
+from sendgate.models.decisions import ConsentRecord, Decision, Delivery
+
+STAGES = ("decide", "produce", "checkpoint")
+LATEST = 50  # decisions the dashboard's tail shows
+HISTORY_S = 300  # seconds of per-second outcome counts the dashboard draws
+RISKY_SENDERS = 1000  # senders tracked for "riskiest", the least paced dropped beyond it
+
+disable_created_metrics()  # no `_created` series beside every counter: half the scrape, nothing an alert uses
+
+# Dead-letter reasons, by the decoder's wording, as bounded label values.
+_ERROR_CLASSES = (
+    ("not_json", re.compile(r"^not valid UTF-8 JSON|^an event must be a JSON object")),
+    ("no_value", re.compile(r"^record has no value")),
+    ("too_large", re.compile(r"^record is \d+ bytes")),
+    ("unknown_type", re.compile(r"^field 'type' must be")),
+    ("missing_field", re.compile(r": missing required field")),
+    ("wrong_key", re.compile(r"^record key ")),
+    ("ts_ahead", re.compile(r"^field 'ts' is \d+ s ahead")),
+    ("split_app", re.compile(r"^app .* lives on partition")),
+    ("invalid_field", re.compile(r"^field '")),
+)
+
+
+def error_class(error: str) -> str:
+    for name, pattern in _ERROR_CLASSES:
+        if pattern.search(error):
+            return name
+    return "other"
+
+
+@dataclass
+class BatchTally:
+    """What one batch decided, counted while it is decided, applied to the metrics once."""
+    events: Counter = field(default_factory=Counter)  # by type
+    decisions: Counter = field(default_factory=Counter)  # by (outcome, reason)
+    deliveries: Counter = field(default_factory=Counter)  # by network (raw; mapped when applied)
+    dead_letters: Counter = field(default_factory=Counter)  # by error class
+    consent: Counter = field(default_factory=Counter)  # by (kind, source)
+    delays_s: list[float] = field(default_factory=list)
+    lateness_s: list[float] = field(default_factory=list)
+    record_ts_ms: list[int] = field(default_factory=list)  # of the decided events: decision lag
+    latest: list[tuple] = field(default_factory=list)
+    paced: Counter = field(default_factory=Counter)  # by (app, sender): paced or refused by the burst step
+    durations_s: dict[str, float] = field(default_factory=dict)
+
+    def count(self, kind: str, record_ts_ms: int) -> None:
+        self.events[kind] += 1
+        self.record_ts_ms.append(record_ts_ms)
+
+    def output(self, record: Any) -> None:
+        if isinstance(record, Decision):
+            self.decisions[record.outcome, record.reason] += 1
+            if record.outcome == "delayed" and record.deliver_at is not None:
+                self.delays_s.append((record.deliver_at - record.ts) / 1000)
+            elif record.outcome == "released" and record.deliver_at is not None:
+                self.lateness_s.append((record.ts - record.deliver_at) / 1000)
+            if record.reason in ("burst_paced", "burst_limit", "junk_similar"):
+                self.paced[record.app, record.sender] += 1
+            self.latest.append((record.ts, record.app, record.sender, record.request_id, record.outcome,
+                                record.reason))
+        elif isinstance(record, Delivery):
+            self.deliveries[record.network] += 1
+        elif isinstance(record, ConsentRecord):
+            self.consent[record.kind, "inbound" if record.source == "inbound" else "event"] += 1
+
+    def dead_letter(self, error: str) -> None:
+        self.dead_letters[error_class(error)] += 1
+
+
+class GateMetrics:
+    """The worker's metrics (its own registry) and the in-process history the dashboard draws."""
+
+    def __init__(self, networks: tuple[str, ...], scrape: Callable[[], dict[str, Any]]) -> None:
+        self.registry = CollectorRegistry()
+        self.networks = frozenset(networks)
+        r = self.registry
+        self.events = PromCounter("sendgate_events", "Events decided, by type", ["type"], registry=r)
+        self.decisions = PromCounter("sendgate_decisions", "Decisions, by outcome and reason", ["outcome", "reason"],
+                                     registry=r)
+        self.deliveries = PromCounter("sendgate_deliveries", "Deliveries, by network", ["network"], registry=r)
+        self.dead_letters = PromCounter("sendgate_dead_letters", "Records dead-lettered, by error class", ["error"],
+                                        registry=r)
+        self.consent = PromCounter("sendgate_consent_changes", "Consent audit records, by kind and source",
+                                   ["kind", "source"], registry=r)
+        self.junk_reports = PromCounter("sendgate_junk_reports", "Junk reports decided", registry=r)
+        self.delay = Histogram("sendgate_delay_seconds", "Delay given to delayed requests (deliver_at - event time)",
+                               buckets=(60, 120, 300, 600, 1800, 3600, 7200, 21600), registry=r)
+        self.lateness = Histogram("sendgate_release_lateness_seconds",
+                                  "Release time - deliver_at of released requests (event time)",
+                                  buckets=(0.5, 1, 2, 5, 10, 30, 60, 300), registry=r)
+        self.batches = PromCounter("sendgate_batches", "Batches decided", registry=r)
+        self.failed_batches = PromCounter("sendgate_batch_failures", "Batch attempts that failed (retried)",
+                                          registry=r)
+        self.batch_size = Histogram("sendgate_batch_events", "Events in a batch",
+                                    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r)
+        self.batch_duration = Histogram("sendgate_batch_duration_seconds", "Time a batch spent in each stage",
+                                        ["stage"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                            0.25, 0.5, 1, 2.5), registry=r)
+        self.lag = Histogram("sendgate_decision_lag_seconds", "Wall clock at the batch's end - record timestamp",
+                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
+        self.last_decision = Gauge("sendgate_last_decision_timestamp_seconds", "Wall clock of the last decision",
+                                   registry=r)
+        self.rebalances = PromCounter("sendgate_rebalances", "Rebalances this worker went through", registry=r)
+        r.register(_ScrapeTime(scrape))
+        # history for the dashboard (in process: it works without Prometheus)
+        self.per_second: deque[tuple[int, Counter]] = deque(maxlen=HISTORY_S)
+        self.latest: deque[tuple] = deque(maxlen=LATEST)
+        self.timings: deque[dict[str, float]] = deque(maxlen=100)
+        self.totals: Counter = Counter()  # decisions by outcome
+        self.reasons: Counter = Counter()
+        self.consent_totals: Counter = Counter()  # by kind
+        self.risky: Counter = Counter()
+        self.batch_count = self.failed_count = 0
+
+    def batch_failed(self) -> None:
+        self.failed_batches.inc()
+        self.failed_count += 1
+
+    def network(self, name: str) -> str:
+        return name if name in self.networks else "other"
+
+    def batch_done(self, tally: BatchTally, size: int) -> None:
+        now = time.time()
+        self.batches.inc()
+        self.batch_count += 1
+        self.batch_size.observe(size)
+        for stage, seconds in tally.durations_s.items():
+            self.batch_duration.labels(stage).observe(seconds)
+        self.timings.append(tally.durations_s)
+        for kind, n in tally.events.items():
+            self.events.labels(kind).inc(n)
+            if kind == "junk_report":
+                self.junk_reports.inc(n)
+        for (outcome, reason), n in tally.decisions.items():
+            self.decisions.labels(outcome, reason).inc(n)
+            self.totals[outcome] += n
+            self.reasons[f"{outcome}/{reason}"] += n
+        for network, n in tally.deliveries.items():
+            self.deliveries.labels(self.network(network)).inc(n)
+        for error, n in tally.dead_letters.items():
+            self.dead_letters.labels(error).inc(n)
+        for (kind, source), n in tally.consent.items():
+            self.consent.labels(kind, source).inc(n)
+            self.consent_totals[kind] += n
+        for seconds in tally.delays_s:
+            self.delay.observe(seconds)
+        for seconds in tally.lateness_s:
+            self.lateness.observe(seconds)
+        for record_ts in tally.record_ts_ms:
+            if record_ts:
+                self.lag.observe(max(0.0, now - record_ts / 1000))
+        if tally.decisions:
+            self.last_decision.set(now)
+            second = int(now)
+            if not self.per_second or self.per_second[-1][0] != second:
+                self.per_second.append((second, Counter()))
+            bucket = self.per_second[-1][1]
+            for (outcome, _), n in tally.decisions.items():
+                bucket[outcome] += n
+        self.latest.extend(tally.latest[-LATEST:])
+        self.risky.update(tally.paced)
+        if len(self.risky) > RISKY_SENDERS:
+            self.risky = Counter(dict(self.risky.most_common(RISKY_SENDERS)))
+
+
+class _ScrapeTime:
+    """Metrics read when Prometheus scrapes: offsets and lag per partition, assignment, readiness."""
+
+    def __init__(self, scrape: Callable[[], dict[str, Any]]) -> None:
+        self.scrape = scrape
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self.scrape()
+        for name, doc, key in (("sendgate_events_end_offset", "End offset of an events partition", "end"),
+                               ("sendgate_events_committed_offset", "Committed offset of an events partition",
+                                "committed"),
+                               ("sendgate_events_lag", "End offset - committed offset of an events partition", "lag")):
+            family = GaugeMetricFamily(name, doc, labels=["partition"])
+            for p in now["partitions"]:
+                family.add_metric([str(p["partition"])], p[key])
+            yield family
+        for name, doc, value in (
+                ("sendgate_assigned_partitions", "Events partitions assigned to this worker", len(now["partitions"])),
+                ("sendgate_pending_requests", "Delayed requests held on this worker's partitions", now["pending"]),
+                ("sendgate_earliest_due_overdue_seconds", "Wall clock - the earliest deliver_at due, 0 if none is",
+                 now["overdue_s"]),
+                ("sendgate_recovery_in_progress", "1 while tables are recovering", int(now["recovering"])),
+                ("sendgate_recovery_rows_remaining", "Changelog rows left to recover", now["recovery_remaining"]),
+                ("sendgate_ready", "1 when /readyz would answer 200", int(not now["reasons"]))):
+            yield GaugeMetricFamily(name, doc, value=value)
