@@ -13,11 +13,13 @@ from typing import Any
 from pathlib import Path
 
 import orjson
+from aiokafka.errors import KafkaConnectionError
 
 from sendgate.models.events import InvalidEvent
 from sendgate.models.policy import Policy, PolicyError
 
 from .broker import BrokerError, LocalKafka
+from .client import unreachable
 from .config import ConfigError, Settings
 
 
@@ -280,10 +282,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("SENDGATE_LOG_LEVEL", "warning").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
+    if args.command != "worker":
+        # aiokafka logs every refused connection; a command says what is wrong in one line instead
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         return args.func(args)
     except (BrokerError, ConfigError, PolicyError, LookupError) as exc:
         print(f"sendgate: {exc}", file=sys.stderr)
+        return 2
+    except KafkaConnectionError:  # a client that met no broker after the first one did
+        print(f"sendgate: {unreachable(_settings(args))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -22,7 +22,7 @@ from aiokafka.errors import (KafkaConnectionError, KafkaError, SaslAuthenticatio
 from sendgate.models.decisions import ConsentRecord, Decision, Delivery
 from sendgate.models.events import decode_event
 
-from .config import ConfigError, KafkaAuthError, Settings
+from .config import BrokerUnreachable, ConfigError, KafkaAuthError, Settings
 
 
 async def start_client(client: Any, settings: Settings) -> None:
@@ -45,7 +45,13 @@ async def start_client(client: Any, settings: Settings) -> None:
                 except (OSError, KafkaError, asyncio.TimeoutError):
                     continue  # not a login problem: the original error stands
                 conn.close()
-        raise
+        raise BrokerUnreachable(unreachable(settings)) from None
+
+
+def unreachable(settings: Settings) -> str:
+    """The one line a user sees when no broker answers at the configured address."""
+    return (f"cannot reach Kafka at {settings.bootstrap}: start one with `sendgate broker`, or point "
+            f"SENDGATE_BOOTSTRAP (or --bootstrap) at a running broker")
 
 
 async def ensure_topics(settings: Settings, names: list[str], partitions: int | None = None,

@@ -31,6 +31,10 @@ class KafkaAuthError(ConfigError):
     """The broker refused the configured credentials (a ConfigError: the fix is in the settings)."""
 
 
+class BrokerUnreachable(ConfigError):
+    """No broker answers at SENDGATE_BOOTSTRAP (a ConfigError: the fix is a broker, or the setting)."""
+
+
 def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
