@@ -13,7 +13,8 @@ import orjson
 # Inbound ids kept per conversation to recognise `reply_to`: those inside the reply window, at most
 # this many (a user who sends more within one window has its oldest ones forgotten); bounds the row.
 RECENT_INBOUNDS = 32
-HELP_MARK = "help"
+HELP_MARK = "help"  # a HELP inbound: one reply to it is allowed, whatever the consent
+HELP_ANSWERED = "help_answered"
 
 
 @dataclass(slots=True)
@@ -102,11 +103,15 @@ class Conversation:
     def reply_check(self, reply_to: str | None, ts: int, window_ms: int) -> tuple[bool, str]:
         """Is a send at `ts` a reply to this user's recent message? Returns (is_reply, why)."""
         window_min = window_ms // 60000
+        # A HELP inbound asks for help, not a conversation: answering it is `help_reply`, once.
         if reply_to is None:
-            if self.recent and 0 <= ts - self.last_ts <= window_ms:
-                return True, f"the user's last message to this sender was {(ts - self.last_ts) // 1000} s ago"
+            last = next((entry for entry in reversed(self.recent) if len(entry) == 2), None)
+            if last is not None and 0 <= ts - last[1] <= window_ms:
+                return True, f"the user's last message to this sender was {(ts - last[1]) // 1000} s ago"
             return False, ""
-        for event_id, inbound_ts, *_ in reversed(self.recent):
+        for event_id, inbound_ts, *mark in reversed(self.recent):
+            if event_id == reply_to and mark:
+                return False, f"reply_to '{reply_to}' names a HELP message, which was answered already"
             if event_id == reply_to:
                 age = ts - inbound_ts
                 if 0 <= age <= window_ms:

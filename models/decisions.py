@@ -92,7 +92,8 @@ class ConsentRecord:
     @property
     def record_id(self) -> str:
         # stable across replays and redeliveries, unique across apps: subscribers deduplicate on it
-        return f"{scoped_app(self.app)}:{self.source_event_id}:{self.kind}"
+        origin = "inbound" if self.source == "inbound" else "event"  # an inbound and an event may share an id
+        return f"{scoped_app(self.app)}:{origin}:{self.source_event_id}:{self.kind}"
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"type": "consent", "record_id": self.record_id}

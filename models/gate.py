@@ -17,7 +17,7 @@ from typing import Callable, Protocol
 from . import events as ev
 from .burst import JunkMatch, SenderState, recipient_hash
 from .clock import AppClock
-from .consent import HELP_MARK, AppGrant, Conversation, Userkey
+from .consent import HELP_ANSWERED, HELP_MARK, AppGrant, Conversation, Userkey
 from .decisions import ConsentRecord, Decision, Delivery, iso
 from .junk import JunkIndex, JunkReport
 from .pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
@@ -148,7 +148,7 @@ class Gate:
                     f"{(record_ts - stamped) // 1000} s, more than max_ts_behind_s = {self.policy.max_ts_behind_s} s, "
                     f"so it was decided at {iso(at)}")
             for record in decided:
-                if isinstance(record, Decision):
+                if isinstance(record, Decision) and record.ts == at:  # not a repeated earlier decision
                     record.detail += note
         out.extend(decided)
         return out
@@ -160,7 +160,8 @@ class Gate:
         conv_key = key(e.app, e.sender, user_id)
         conv = Conversation.from_bytes(store.get(CONVERSATIONS, conv_key))
         asks_help = said.kind == HELP  # answered always, but no consent
-        if not conv.exists and not asks_help:
+        # HELP and STOP are no conversation a sender may count towards being an established one
+        if not conv.exists and said.kind not in (HELP, OPT_OUT):
             sender = self._sender(store, e.app, e.sender)
             sender.record_conversation()
             store.set(SENDERS, key(e.app, e.sender), sender.to_bytes())
@@ -234,8 +235,10 @@ class Gate:
             # CTIA 5.1.3: HELP is answered whether or not the user is subscribed
             decision = decide("accepted", "help_reply",
                               f"answers the user's HELP message '{answered[0]}' from {(e.ts - answered[1]) // 1000} s "
-                              f"ago; a help reply is allowed even after an opt-out, is never paced and gives no "
+                              f"ago; one help reply is allowed even after an opt-out, is never paced and gives no "
                               f"consent", reply=True)
+            answered[2] = HELP_ANSWERED  # one answer per HELP: later sends meet the other rules
+            store.set(CONVERSATIONS, key(e.app, e.sender, user_id), conv.to_bytes())
             return [decision, self._delivery(e, decision)]
         if user.opted_out:
             confirms, why_not = user.confirmation_check(answered[0] if answered else None, e.ts,

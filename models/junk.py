@@ -23,6 +23,9 @@ class JunkTemplate:
     reporters: list[int] = field(default_factory=list)
     last_ts: int = 0
 
+    def __copy__(self) -> "JunkTemplate":
+        return JunkTemplate(self.sketch, list(self.reporters), self.last_ts)
+
     def add_reporter(self, reporter: int, ts: int, cap: int) -> None:
         if reporter not in self.reporters and len(self.reporters) < cap:
             self.reporters.append(reporter)
@@ -68,6 +71,9 @@ class JunkIndex:
 
     def __contains__(self, key: str) -> bool:
         return key in self._templates
+
+    def get(self, key: str) -> JunkTemplate | None:
+        return self._templates.get(key)
 
     def put(self, key: str, template: JunkTemplate) -> None:
         if key not in self._templates:

@@ -9,10 +9,11 @@ is acted on, except where a word could cause an unintentional opt-out, and de mi
 are tried in this order, the first that matches deciding (`classify`):
 
   opt-out   per_se            the whole message is an opt-out word ("STOP!", "Opt-Out", "ＳＴＯＰ")
-            phrase            a curated phrase without a keyword ("remove me", "no more texts")
+            phrase            a curated phrase without a keyword ("no more texts"; "remove me" only
+                              alone or about a list)
             unambiguous_word  a word with no other common sense ("how do I unsubscribe")
             request           a word that needs context, used as a request about messages
-                              ("please stop texting me", "stop all messages", "stop please")
+                              ("please stop texting me", "stop please"), within one clause
   opt-in    per_se_opt_in     the whole message is an opt-in word ("START", "unstop")
   help      help              the whole message is a help word ("HELP", "info?")
   none      negated           an opt-out word under a negation ("please don't stop the reminders")
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 
 OPT_OUT, OPT_IN, HELP, NONE = "opt_out", "opt_in", "help", "none"
 AMBIGUOUS_RULES = ("negated", "other_sense")
+_CLAUSES = re.compile(r"[.,!?;:\n\u3002\uff01\uff1f]+")
+_SOFTENERS = frozenset("please pls just really ever".split())
 
 # Every dash and apostrophe maps to ASCII before punctuation is dropped.
 _DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d\u2e3a\u2e3b"), "-")
@@ -65,6 +68,8 @@ class Wording:
     opt_out: frozenset[str]        # per se when they are the whole message
     unambiguous: frozenset[str]    # opt-out words with no other common sense: a request wherever they stand
     phrases: tuple[str, ...]       # curated opt-out phrases without a keyword
+    list_phrases: tuple[str, ...]  # phrases that opt out only about a list ("remove me", not "remove me from the class")
+    list_words: frozenset[str]     # what such a phrase must be about, if anything follows it
     about_messages: frozenset[str]  # words that make an opt-out word a request about messages
     fillers: frozenset[str]        # words that may surround a bare request ("stop please", "ok stop")
     negations: frozenset[str]
@@ -80,26 +85,30 @@ LOCALES: dict[str, Wording] = {
     "en": Wording(
         opt_out=_words("stop stopall unsubscribe cancel end quit optout revoke"),
         unambiguous=_words("stopall unsubscribe optout revoke unsub"),
-        phrases=("remove me", "take me off", "no more texts", "no more messages", "no more text", "dont text me",
-                 "dont message me", "dont contact me", "do not text me", "do not message me", "do not contact me",
-                 "dont send me", "do not send me", "opt me out", "leave me alone", "delete my number",
-                 "lose my number"),
-        about_messages=_words("texting text texts txt txts texted messaging message messages msg msgs sms me us this "
-                              "these those it them sending send receiving getting contacting contact calling "
-                              "emailing notifications alerts reminders updates spam marketing promos promotions "
-                              "all subscription list"),
+        phrases=("no more texts", "no more messages", "no more text", "any more texts", "any more messages",
+                 "anymore texts", "anymore messages", "dont text me", "dont message me", "dont contact me",
+                 "do not text me", "do not message me", "do not contact me", "dont send me", "do not send me",
+                 "opt me out", "leave me alone", "delete my number", "lose my number"),
+        list_phrases=("remove me", "take me off", "unlist me"),
+        list_words=_words("list lists mailing texts messages sms this these your contacts database number numbers "
+                          "here it"),
+        about_messages=_words("texting text texts txt txts texted messaging message messages msg msgs sms sending "
+                              "send receiving getting contacting contact calling emailing notifications alerts "
+                              "reminders updates spam marketing promos promotions subscription"),
         fillers=_words("please pls plz now ok okay no just thanks thank you thx asap immediately i said so "
-                       "already right away"),
+                       "already right away it me this these them all that us"),
         negations=_words("dont not never wont doesnt didnt cant cannot shouldnt wouldnt without"),
         opt_in=_words("start unstop yes optin subscribe"),
         help=_words("help info"),
     ),
     "es": Wording(
-        opt_out=_words("alto parar para baja cancelar detener basta"),
-        unambiguous=_words("baja desuscribir desuscribirme"),
+        opt_out=_words("alto parar baja cancelar detener basta"),
+        unambiguous=_words("desuscribir desuscribirme"),
         phrases=("darme de baja", "dame de baja", "no me envien mas", "no me manden mas", "no mas mensajes",
-                 "no quiero recibir", "quitame de la lista", "eliminame"),
-        about_messages=_words("mensajes mensaje textos texto sms me mas enviar envien mandar todo todos"),
+                 "no quiero recibir", "quitame de la lista", "eliminame de la lista"),
+        list_phrases=(),
+        list_words=frozenset(),
+        about_messages=_words("mensajes mensaje textos texto sms enviar envien mandar"),
         fillers=_words("por favor ya gracias ahora"),
         negations=_words("no nunca"),
         opt_in=_words("inicio comenzar alta"),
@@ -108,11 +117,13 @@ LOCALES: dict[str, Wording] = {
     "fr": Wording(
         opt_out=_words("arret arreter stop desabonner desinscrire"),
         unambiguous=_words("desabonner desinscrire desabonnement desinscription"),
-        phrases=("ne plus recevoir", "plus de messages", "plus de sms", "retirez moi", "desabonnez moi",
-                 "desinscrivez moi", "menvoyez plus", "menvoyez pas"),
-        about_messages=_words("messages message sms textos moi me envoyer envois envoi tout"),
-        fillers=_words("svp merci sil vous plait maintenant"),
-        negations=_words("ne pas jamais"),
+        phrases=("plus recevoir", "plus de messages", "plus de sms", "desabonnez moi", "desinscrivez moi",
+                 "menvoyez plus", "menvoyez pas"),
+        list_phrases=("retirez moi",),
+        list_words=_words("liste listes messages sms"),
+        about_messages=_words("messages message sms textos envoyer envois envoi"),
+        fillers=_words("svp merci sil vous plait maintenant moi"),
+        negations=_words("pas jamais"),
         opt_in=_words("commencer demarrer"),
         help=_words("aide"),
     ),
@@ -153,35 +164,28 @@ class ConsentClassifier:
         self.fillers = union("fillers")
         self.negations = union("negations")
         self.phrases = tuple(sorted({p for w in chosen for p in w.phrases}, key=len, reverse=True))
+        self.list_phrases = tuple(sorted({p for w in chosen for p in w.list_phrases}, key=len, reverse=True))
+        self.list_words = union("list_words")
 
     def classify(self, text: str) -> ConsentSignal:
         norm = normalize(text)
-        words = norm.split()
 
         def signal(kind: str, rule: str, matched: str = "") -> ConsentSignal:
             return ConsentSignal(kind, rule, matched, norm)
 
         if norm in self.opt_out:
             return signal(OPT_OUT, "per_se", norm)
+        # The other opt-out rules read one clause at a time: "When does the sale end? Send me the
+        # link" is two requests, and neither is to stop.
         doubt = None
-        for phrase in self.phrases:
-            at = _find(words, phrase.split())
-            if at is None:
+        for clause in _CLAUSES.split(unicodedata.normalize("NFKC", text)):
+            found = self._clause(normalize(clause).split())
+            if found is None:
                 continue
-            if not self._negated(words, at):
-                return signal(OPT_OUT, "phrase", phrase)
-            doubt = doubt or signal(NONE, "negated", phrase)
-        keywords = [i for i, w in enumerate(words) if w in self.opt_out or w in self.unambiguous]
-        for i in keywords:
-            word = words[i]
-            if self._negated(words, i):
-                doubt = doubt or signal(NONE, "negated", word)
-                continue
-            if word in self.unambiguous:
-                return signal(OPT_OUT, "unambiguous_word", word)
-            if self._is_request(words, i):
-                return signal(OPT_OUT, "request", word)
-            doubt = doubt or signal(NONE, "other_sense", word)
+            kind, rule, matched = found
+            if kind == OPT_OUT:
+                return signal(kind, rule, matched)
+            doubt = doubt or signal(kind, rule, matched)
         if doubt is not None:
             return doubt
         if norm in self.opt_in:
@@ -190,12 +194,44 @@ class ConsentClassifier:
             return signal(HELP, "help", norm)
         return signal(NONE, "none")
 
+    def _clause(self, words: list[str]) -> tuple[str, str, str] | None:
+        """(kind, rule, matched) for one clause's words: an opt-out, a doubt, or None."""
+        doubt = None
+        for phrase in self.phrases + self.list_phrases:
+            at = _find(words, phrase.split())
+            if at is None:
+                continue
+            after = words[at + len(phrase.split()):]
+            if phrase in self.list_phrases and after and not any(w in self.list_words for w in after[:4]):
+                doubt = doubt or (NONE, "other_sense", phrase)  # "take me off the waitlist"
+            elif self._negated(words, at):
+                doubt = doubt or (NONE, "negated", phrase)
+            else:
+                return OPT_OUT, "phrase", phrase
+        for i, word in enumerate(words):
+            if word not in self.opt_out and word not in self.unambiguous:
+                continue
+            if self._negated(words, i):
+                doubt = doubt or (NONE, "negated", word)
+            elif word in self.unambiguous:
+                return OPT_OUT, "unambiguous_word", word
+            elif self._is_request(words, i):
+                return OPT_OUT, "request", word
+            else:
+                doubt = doubt or (NONE, "other_sense", word)
+        return doubt
+
     def _negated(self, words: list[str], i: int) -> bool:
-        return any(w in self.negations for w in words[max(0, i - 2):i])
+        """Is the nearest word before position i (past a "please" or "just") a negation? ("please
+        don't stop the reminders"; not "why won't you stop texting me", where it governs "you")."""
+        j = i - 1
+        while j >= 0 and words[j] in _SOFTENERS:
+            j -= 1
+        return j >= 0 and words[j] in self.negations
 
     def _is_request(self, words: list[str], i: int) -> bool:
         """An opt-out word that needs context reads as a request about messages: a word about
-        messages follows it closely, or the message is only opt-out words and fillers."""
+        messages follows it closely, or the clause is only opt-out words and fillers."""
         if any(w in self.about_messages for w in words[i + 1:i + 4]):
             return True
         return all(w in self.opt_out or w in self.fillers for w in words)

@@ -27,7 +27,7 @@ from sendgate.models.junk import JunkReport
 from .client import partitions_of
 from .config import Settings
 from .log import read_log
-from .outbox import Outbox
+from .outbox import Outbox, partition_for
 from .faust_internals import assigned, channel_queue, committed_offset, highwater, inner_producer, recovery_state
 from .junk import JUNK_REPORTS, JunkOwner, JunkView
 from .metrics import BatchTally, GateMetrics
@@ -218,6 +218,13 @@ class GateApp:
             except Exception as exc:
                 self.abort(seen)
                 self.metrics.batch_failed()
+                lost = {(e.message.topic, e.message.partition) for e in batch} - {(tp.topic, tp.partition)
+                                                                                   for tp in assigned(self.app)}
+                if lost:  # revoked meanwhile: the new owner decides these records; retrying would be a zombie
+                    log.warning("a failing batch of %s is dropped: partition(s) %s moved to another worker",
+                                _where(batch), sorted(p for _, p in lost))
+                    self.failing_since = None
+                    return
                 now = time.monotonic()
                 failing_since = self.failing_since = failing_since or now
                 where = _where(batch)
@@ -454,8 +461,9 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
                     app_name = app_key.decode()
                     partition = store.home_of(app_name)
                     if partition is None:
-                        log.error("app %r has requests due but no known partition; no tick sent", app_name)
-                        continue
+                        # An app with no home yet (state from before homes were kept): where Java's
+                        # partitioner puts it, as ticks always went; its next event records its home.
+                        partition = partition_for(app_key, settings.partitions)
                     tick_event = {"type": "tick", "app": app_name, "ts": now}
                     await events.send(key=app_key, value=orjson.dumps(tick_event), partition=partition)
 

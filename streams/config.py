@@ -116,6 +116,9 @@ class Settings:
                               f"got {self.processing_guarantee!r}")
         if not self.bootstrap:
             raise ConfigError("SENDGATE_BOOTSTRAP must name at least one host:port")
+        if self.stall_exit_s < 1:
+            raise ConfigError(f"SENDGATE_STALL_EXIT_S must be at least 1 (seconds of failures before the worker "
+                              f"exits), got {self.stall_exit_s}")
         if self.events_timestamp_type not in TIMESTAMP_TYPES:
             raise ConfigError(f"SENDGATE_EVENTS_TIMESTAMP_TYPE must be one of {', '.join(TIMESTAMP_TYPES)}, "
                               f"got {self.events_timestamp_type!r}")

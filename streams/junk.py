@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from copy import copy
 from typing import Any
 
 from sendgate.models.junk import JunkIndex, JunkReport, JunkTemplate
@@ -41,11 +42,45 @@ class JunkView:
         self._seen: dict[bytes, bytes] = {}  # the table's rows as last loaded
         self._own: deque[tuple[float, JunkReport]] = deque()
         self._local_only: set[str] = set()  # templates of the index that are not (yet) the owner's
+        self._undo: dict[str, JunkTemplate | None] = {}  # the batch's changes: template -> as it was
+        self._batch_reports = 0
         self._loaded = False
 
     def report(self, report: JunkReport) -> None:
+        """Count one of this worker's reports in its view at once (later sends of the batch see it);
+        `abort` takes the batch's reports back, `commit` keeps them."""
+        for template_id in self._touched(report):
+            if template_id not in self._undo:
+                old = self.index.get(template_id)
+                self._undo[template_id] = None if old is None else copy(old)
         self._apply_own(report)
         self._own.append((time.monotonic(), report))
+        self._batch_reports += 1
+
+    def commit(self) -> None:
+        self._undo.clear()
+        self._batch_reports = 0
+
+    def abort(self) -> None:
+        """Undo the failed batch's reports, so that deciding it again sees the view it first saw."""
+        for template_id, old in self._undo.items():
+            if old is None:
+                self.index.remove(template_id)
+                self._local_only.discard(template_id)
+            else:
+                self.index.put(template_id, old)
+        for _ in range(self._batch_reports):
+            self._own.pop()
+        self.commit()
+
+    def _touched(self, report: JunkReport) -> list[str]:
+        """The templates applying `report` may change: the one it matches (or its new one) and
+        the one it may evict."""
+        found = self.index.match(report.sketch, self.policy.similarity_threshold)
+        touched = [found[0] if found else report.template_id]
+        if found is None and len(self.index) >= self.policy.max_junk_templates:
+            touched.append(self.index.oldest())
+        return touched
 
     def ensure_loaded(self) -> None:
         if not self._loaded:

@@ -24,7 +24,7 @@ from sendgate.models.policy import Policy
 
 from .config import ConfigError, Settings
 from .log import committed_offsets, read_log
-from .state import APPS, PREFIX, STATE, commit_key
+from .state import APPS, HOME, PREFIX, STATE, commit_key
 
 
 class RowsByPartition(MemoryStore):
@@ -97,8 +97,10 @@ async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
                 await producer.send(topic, key=prefix + key, value=value, partition=store.partition_of[(table, key)])
             written[table] = len(rows)
         for app, partition in homes.items():
-            await producer.send(settings.changelog_topic(APPS), key=app.encode(), value=str(partition).encode(),
-                                partition=0)
+            home = str(partition).encode()
+            await producer.send(settings.changelog_topic(APPS), key=app.encode(), value=home, partition=0)
+            await producer.send(settings.changelog_topic(STATE), key=HOME + app.encode(), value=home,
+                                partition=partition)
         written[APPS] = len(homes)
         for partition, end in until.items():  # after every row: the tables hold the log up to here
             if end > 0:

@@ -52,6 +52,7 @@ APPS = "apps"  # the global table of app -> the events partition its log lives o
 PREFIX = {USERKEYS: b"u:", CONVERSATIONS: b"c:", GRANTS: b"g:", SENDERS: b"s:", PENDING: b"p:",
           SCHEDULES: b"t:", DUE: b"d:", CLOCKS: b"k:"}
 KIND = {prefix: name for name, prefix in PREFIX.items()}
+HOME = b"h:"  # + app: the events partition the app lives on (also in the global apps table)
 COMMIT = b"\x00commit\x1f"  # + partition: the offset of the last event whose rows are all written
 
 
@@ -141,6 +142,7 @@ class CheckpointStore:
         self._last: dict[int, EventT] = {}  # partition -> its last event in the batch
         self._handled: dict[int, int] = {}
         self._partition = -1
+        self._written: dict[int, dict[bytes, bytes | None]] = {}
         self.due: dict[bytes, int] = {}  # app -> earliest deliver_at: what the ticker looks at
         self.held: dict[bytes, int] = {}  # app -> its pending requests (for the metrics)
         table.on_recover(self._on_recover)
@@ -194,6 +196,8 @@ class CheckpointStore:
         home = self.homes.get(app)
         if home is None:
             raw = self.apps_table.get(app.encode())
+            if raw is None:
+                raw = self._committed(HOME + app.encode())  # written with the app's first checkpoint
             if raw is not None:
                 home = self.homes[app] = int(raw)
         return home
@@ -223,6 +227,7 @@ class CheckpointStore:
         self._batch.clear()
         self._event_rows.clear()
         self._junk_reports.clear()
+        self.junk_view.abort()
         self._last.clear()
         self._handled.clear()
         for app in self._new_homes:
@@ -260,20 +265,31 @@ class CheckpointStore:
                 [_Written(TP(changelog, p), p, last[changelog, p], row, value)
                  for p, rows in rows_of.items() for row, value in rows.items()],
                 to_key=_same, to_value=_same)
-        self._write_homes()
-
-    def _checkpoints(self) -> Iterator[tuple[int, EventT, dict[bytes, bytes | None]]]:
-        """Each partition of the batch: its last event and its rows, the commit record last."""
-        for partition, event in self._last.items():
-            rows = self._batch.pop(partition, {})
-            with processing(event):
-                for row in self.table.orphans.pop(partition, ()):
-                    if row not in rows and not row.startswith(COMMIT):
-                        rows[row] = self._committed(row)  # the committed value (None: a tombstone)
-            rows[commit_key(partition)] = str(event.message.offset).encode()
+        # Written: only now may the batch's schedules reach the ticker and its orphans be forgotten.
+        for partition, rows in self._written.items():
+            self.table.orphans.pop(partition, None)
             for row, value in rows.items():
                 if row.startswith(PREFIX[SCHEDULES]):
                     self._index_schedule(row[len(PREFIX[SCHEDULES]):], value)
+        self._written = {}
+        self.junk_view.commit()
+        self._write_homes()
+
+    def _checkpoints(self) -> Iterator[tuple[int, EventT, dict[bytes, bytes | None]]]:
+        """Each partition of the batch: its last event and its rows (with the home of an app seen
+        for the first time), the commit record last."""
+        self._written = {}
+        for partition, event in self._last.items():
+            rows = self._batch.pop(partition, {})
+            with processing(event):
+                for row in self.table.orphans.get(partition, ()):
+                    if row not in rows and not row.startswith(COMMIT):
+                        rows[row] = self._committed(row)  # the committed value (None: a tombstone)
+            for app, home in self._new_homes.items():
+                if home == partition:  # in the checkpoint: a crash cannot keep the rows and lose the home
+                    rows[HOME + app.encode()] = str(home).encode()
+            rows[commit_key(partition)] = str(event.message.offset).encode()
+            self._written[partition] = rows
             yield partition, event, rows
 
     def _write_homes(self) -> None:

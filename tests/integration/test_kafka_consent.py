@@ -141,4 +141,4 @@ def test_revocation_in_other_words_one_confirmation_help_and_the_audit_trail(set
     trail = asyncio.run(asyncio.wait_for(read(3), 60))
     assert [(r.userkey, r.kind, r.rule, r.source_event_id) for r in trail] == [
         ("u1", "opt_out", "request", "i2"), ("u2", "ambiguous", "other_sense", "i3"), ("u3", "opt_out", "per_se", "i4")]
-    assert trail[0].text == "please stop texting me" and trail[0].record_id == "acme:i2:opt_out"
+    assert trail[0].text == "please stop texting me" and trail[0].record_id == "acme:inbound:i2:opt_out"

@@ -45,6 +45,10 @@ OPT_OUT = [
     ("stop sending marketing", "request"), ("stop contacting me", "request"), ("no, stop", "request"),
     ("i don't know, just stop texting me", "request"), ("stop the spam", "request"),
     ("cancel alerts", "request"), ("stop notifications", "request"), ("Stop receiving these", "request"),
+    # found in review: the negation governs something else, or the request is its own sentence
+    ("Not interested, stop", "request"), ("Not interested. Stop texting me", "request"),
+    ("Why won't you stop texting me?", "request"), ("Why can't I unsubscribe?", "unambiguous_word"),
+    ("I don't want any more texts", "phrase"),
 ]
 
 NOT_OPT_OUT = [
@@ -54,11 +58,17 @@ NOT_OPT_OUT = [
     ("cancel my order", "other_sense"), ("the end", "other_sense"), ("I'll stop by later", "other_sense"),
     ("what time does the sale end", "other_sense"), ("can I cancel my appointment", "other_sense"),
     ("the bus stop is closed", "other_sense"), ("where do I stop the car", "other_sense"),
-    ("weekend plans: end of season sale?", "other_sense"),
+    ("weekend plans: end of season sale?", "other_sense"), ("I didn't say stop", "other_sense"),
+    # found in review: a pronoun, a question, a second sentence or a class list is no request to stop
+    ("Can you cancel it?", "other_sense"), ("Please cancel this appointment", "other_sense"),
+    ("cancel this order", "other_sense"), ("When does the sale end? Send me the link", "other_sense"),
+    ("end of this month works", "other_sense"), ("Is there a bus stop near me?", "other_sense"),
+    ("I'll stop by, text me when ready", "other_sense"), ("please remove me from the 3pm class", "other_sense"),
+    ("take me off the waitlist", "other_sense"),
     # negated
     ("please don't stop the reminders", "negated"), ("Please don't stop sending me these", "negated"),
     ("do not stop", "negated"), ("don't cancel my booking", "negated"), ("never stop", "negated"),
-    ("don't unsubscribe me", "negated"), ("I didn't say stop", "negated"), ("please don't remove me", "negated"),
+    ("don't unsubscribe me", "negated"), ("please don't remove me", "negated"),
     # nothing about consent
     ("stopped", "none"), ("weekend", "none"), ("STOPP", "none"), ("unstoppable", "none"), ("endless", "none"),
     ("hi", "none"), ("what is my balance?", "none"), ("thanks!", "none"), ("", "none"), ("🙂", "none"),
@@ -106,6 +116,10 @@ def test_there_are_over_a_hundred_phrasings():
     ("ARRÊT", "opt_out", "per_se"), ("Désabonner", "opt_out", "per_se"), ("je veux me désinscrire", "opt_out",
                                                                           "unambiguous_word"),
     ("ne plus recevoir de SMS", "opt_out", "phrase"), ("aide", "help", "help"),
+    ("Ne m'envoyez plus de messages", "opt_out", "phrase"), ("Je ne veux plus de messages", "opt_out", "phrase"),
+    ("Je ne veux plus recevoir de SMS", "opt_out", "phrase"), ("No, no me envíen más", "opt_out", "phrase"),
+    ("Estoy en la planta baja", "none", "other_sense"), ("¿Hay descuento para todos?", "none", "none"),
+    ("Lo necesito para mas tarde", "none", "none"),
 ])
 def test_spanish_and_french_when_switched_on(text, kind, rule):
     said = ALL.classify(text)

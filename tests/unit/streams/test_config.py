@@ -24,6 +24,7 @@ def test_cluster_settings_come_from_the_environment_and_reach_child_processes():
     ({"SENDGATE_REPLICATION_FACTOR": "three"}, "SENDGATE_REPLICATION_FACTOR must be an integer"),
     ({"SENDGATE_EVENTS_TIMESTAMP_TYPE": "BrokerTime"}, "SENDGATE_EVENTS_TIMESTAMP_TYPE must be one of"),
     ({"SENDGATE_STALL_EXIT_S": "-1"}, "SENDGATE_STALL_EXIT_S must not be negative"),
+    ({"SENDGATE_STALL_EXIT_S": "0"}, "SENDGATE_STALL_EXIT_S must be at least 1"),
 ])
 def test_bad_values_are_refused_with_the_variable_named(env, message):
     with pytest.raises(ConfigError, match=message):

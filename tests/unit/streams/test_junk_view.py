@@ -56,3 +56,31 @@ def test_applying_a_report_twice_changes_nothing():
     owner.reset()  # as after a rebalance: the owner reads the table again
     owner.apply(report)
     assert table == first
+
+
+def test_an_aborted_batch_takes_its_reports_back_so_the_retry_sees_the_view_it_first_saw():
+    table: dict[bytes, bytes] = {}
+    view, owner = JunkView(table, POLICY), JunkOwner(table, POLICY)
+    first, second = reports("app-a", range(2))
+    view.report(first)
+    view.commit()  # its batch was written
+    view.report(second)
+    assert reporters_seen(view) == 2
+    view.abort()  # the broker refused the batch: it is decided again from the same records
+    assert reporters_seen(view) == 1
+    view.report(second)
+    view.commit()
+    owner.apply(first)
+    owner.apply(second)
+    view.refresh()
+    assert reporters_seen(view) == 2 and len(view.index) == 1
+
+
+def test_an_aborted_report_that_made_a_template_leaves_none():
+    view = JunkView({}, POLICY)
+    [report] = reports("app-a", range(1))
+    view.report(report)
+    view.abort()
+    assert len(view.index) == 0
+    view.refresh()
+    assert len(view.index) == 0
