@@ -503,6 +503,40 @@ PROFILE_PARTS = (  # (file suffix, function name, label)
 )
 
 
+def bench_metrics(events: list[ev.Event], repeat: int, batch: int = 500) -> list[list]:
+    """The metrics' cost per batch (streams/metrics.py): tallying a batch's outputs while it is
+    decided and applying the tally once, next to deciding the same batch, in the same run."""
+    from sendgate.streams.metrics import BatchTally, GateMetrics
+
+    gate, store = Gate(), MemoryStore()
+    chunk = events[:batch]
+    outputs = [gate.handle(e, store) for e in chunk]
+    scrape = {"partitions": [], "pending": 0, "next_due": None, "overdue_s": 0.0, "recovering": False,
+              "recovery_remaining": 0, "rebalancing": False, "reasons": []}
+    metrics = GateMetrics(("sms",), lambda: scrape)
+
+    def tally_and_apply():
+        tally = BatchTally()
+        for e, out in zip(chunk, outputs):
+            tally.count(ev.event_type(e), e.ts)
+            for record in out:
+                tally.output(record)
+        tally.durations_s = {"decide": 0.01, "produce": 0.002, "checkpoint": 0.002}
+        metrics.batch_done(tally, len(chunk))
+
+    def decide():
+        g, st = Gate(), MemoryStore()
+        for e in chunk:
+            g.handle(e, st)
+
+    runs = side_by_side({"metrics": tally_and_apply, "decide": decide}, 1, repeat)
+    m_us, d_us = statistics.median(runs["metrics"]), statistics.median(runs["decide"])
+    ratios = [a / b for a, b in zip(runs["metrics"], runs["decide"])]
+    return [[f"tally + apply, a batch of {len(chunk)} events", fmt(m_us, 0), fmt(m_us / len(chunk), 2),
+             f"{statistics.median(ratios):.1%} of deciding it"],
+            [f"Gate.handle of the same {len(chunk)} events (fresh store)", fmt(d_us, 0), fmt(d_us / len(chunk), 2), ""]]
+
+
 def profile_sends(streams: tuple[list[ev.Event], list[ev.Event]], top: int = 22) -> tuple[str, list[list]]:
     """cProfile of Gate.handle over the live part of the mixed stream: the raw top list by own time,
     and a table of where the cumulative time goes."""
@@ -586,6 +620,11 @@ def main() -> None:
                     + md_table(["stream", "events", "µs/event", "events/s"], total)
                     + "\n\nBy category (instrumented passes; perf_counter_ns around each call):\n\n"
                     + md_table(["category", "events", "mean µs", "median µs"], cats))
+
+    print("metrics ...", flush=True)
+    mt = bench_metrics(events, repeat)
+    sections.append("## Metrics (per batch: tally while deciding, apply once)\n\n"
+                    + md_table(["step", "µs/batch", "µs/event", "share"], mt))
 
     if not quick:
         print("profile ...", flush=True)

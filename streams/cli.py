@@ -21,6 +21,7 @@ from sendgate.models.policy import Policy, PolicyError
 from .broker import BrokerError, LocalKafka
 from .client import unreachable
 from .config import ConfigError, Settings
+from .progress import Progress
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -129,40 +130,81 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _read_lines(path: str):
+    """(line number, bytes read so far, line) of every non-empty line."""
     stream = sys.stdin.buffer if path == "-" else open(path, "rb")
+    read = 0
     with stream:
         for number, line in enumerate(stream, 1):
+            read += len(line)
             if line.strip():
-                yield number, line.rstrip(b"\r\n")
+                yield number, read, line.rstrip(b"\r\n")
 
 
 async def _publish(args: argparse.Namespace) -> int:
     from .client import Publisher
 
     settings = _settings(args)
-    tty = sys.stderr.isatty()
     sent = invalid = 0
     started = time.monotonic()
     futures = []
+    size = None if args.file == "-" else os.path.getsize(args.file)
+    bar = Progress("publish", size, "bytes")
     async with Publisher(settings) as publisher:
-        for number, line in _read_lines(args.file):
+        for number, read, line in _read_lines(args.file):
             try:
                 futures.append(await publisher.send(line))
                 sent += 1
             except InvalidEvent as exc:
                 invalid += 1
-                print(f"line {number}: {exc} (not sent)", file=sys.stderr)
-            if tty and (sent + invalid) % 500 == 0:
-                print(f"\rpublished {sent}, invalid {invalid}", end="", file=sys.stderr, flush=True)
+                print(f"\rline {number}: {exc} (not sent)", file=sys.stderr)
+            if size is None:
+                bar.update(sent + invalid)
+            else:
+                bar.update(read, sent + invalid)  # the bar by bytes, the rate in lines
         await publisher.flush()
         for future in futures:
             await future  # raises if the broker refused a record
-    if tty:
-        print("\r", end="", file=sys.stderr)
+    bar.finish()
     elapsed = time.monotonic() - started
     print(f"published {sent} event(s) to {settings.topic('events')} in {elapsed:.1f} s; "
           f"{invalid} invalid line(s) not sent", file=sys.stderr)
     return 1 if invalid else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print a worker's state, rates, pending requests and lag, from its /sendgate/status."""
+    import urllib.error
+    import urllib.request
+
+    settings = _settings(args)
+    url = args.url or f"http://{settings.web_host}:{settings.web_port}"
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/sendgate/status", timeout=10) as answer:
+            doc = orjson.loads(answer.read())
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConfigError(f"no worker answers at {url} ({getattr(exc, 'reason', exc)}): is it running with its "
+                          f"web server on (SENDGATE_WEB, SENDGATE_WEB_PORT), or pass --url") from None
+    sys.stdout.write(format_status(doc))
+    return 0 if doc["state"]["ready"] else 1
+
+
+def format_status(doc: dict) -> str:
+    state = doc["state"]
+    lines = [f"worker: {'ready' if state['ready'] else 'NOT READY: ' + '; '.join(state['reasons'])}"]
+    recent = doc["history"][-60:]
+    per_s = {o: sum(h[o] for h in recent) / 60 for o in doc["totals"]}
+    lines.append("decisions: " + ", ".join(f"{o} {n:,}" for o, n in doc["totals"].items()))
+    lines.append("last minute: " + ", ".join(f"{o} {r:.1f}/s" for o, r in per_s.items()))
+    pending = doc["pending"]
+    nxt = pending["next_release_ts"]
+    lines.append(f"pending: {pending['held']:,} delayed request(s)"
+                 + (f", next release {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(nxt / 1000))}" if nxt else ""))
+    lines.append("consent: " + ", ".join(f"{k} {n:,}" for k, n in doc["consent"].items()))
+    lines.append("lag: " + (", ".join(f"p{p['partition']} {p['lag']:,}" for p in doc["partitions"]) or "no partitions"))
+    b = doc["batches"]
+    lines.append(f"batches: {b['count']:,}, failed attempts {b['failed']:,}; "
+                 + ", ".join(f"{stage} {t['last_ms']} ms" for stage, t in b["stages"].items() if t["last_ms"] is not None))
+    return "\n".join(lines) + "\n"
 
 
 async def _tail(args: argparse.Namespace) -> int:
@@ -259,6 +301,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--group", help="consumer group (default: none, nothing committed)")
     t.add_argument("--bootstrap")
     t.set_defaults(func=lambda a: asyncio.run(_tail(a)))
+
+    st = sub.add_parser("status", help="a worker's state, rates, pending requests and lag (from its web port)")
+    st.add_argument("--url", help="the worker's web address (default: http://SENDGATE_WEB_HOST:SENDGATE_WEB_PORT)")
+    st.set_defaults(func=cmd_status)
 
     r = sub.add_parser("replay", help="decide the event log again into <prefix>replay.NAME.decisions")
     r.add_argument("--name", required=True, help="names the output topic (letters, digits, _ and -)")

@@ -24,6 +24,7 @@ from sendgate.models.policy import Policy
 
 from .config import ConfigError, Settings
 from .log import committed_offsets, read_log
+from .progress import Progress
 from .state import APPS, HOME, PREFIX, STATE, commit_key
 
 
@@ -74,7 +75,8 @@ async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
     shutil.rmtree(Path(settings.data_dir) / settings.app_id, ignore_errors=True)
     gate, store = settings.gate(policy), RowsByPartition()
     homes: dict[str, int] = {}  # app -> the partition its log lives on (the apps table)
-    async for record in read_log(settings, events_topic, until):
+    bar = Progress("rebuild", sum(until.values()))
+    async for record in read_log(settings, events_topic, until, lambda done, total: bar.update(done)):
         store.partition = record.partition
         try:
             event = gate.decode(record.key, record.value, record.timestamp)
@@ -83,6 +85,7 @@ async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
         if homes.setdefault(event.app, record.partition) != record.partition:
             continue  # on a second partition of its app: dead-lettered by the live worker too
         gate.handle(event, store, record.timestamp)
+    bar.finish()
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
                                 enable_idempotence=True, **settings.kafka_options())
     await producer.start()

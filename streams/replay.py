@@ -3,7 +3,6 @@ write the decisions to `<prefix>replay.<name>.decisions` and compare them with t
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from sendgate.models.policy import Policy
 from .client import ensure_topics
 from .config import ConfigError, Settings
 from .log import end_offsets, read_log
+from .progress import Progress
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
@@ -42,12 +42,6 @@ class ReplayResult:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-def _progress(done: int, total: int, started: float) -> None:
-    rate = done / max(time.monotonic() - started, 1e-9)
-    print(f"\rreplay: {done}/{total} events, {rate:,.0f} events/s, lag {total - done}", end="", file=sys.stderr,
-          flush=True)
-
-
 async def replay(settings: Settings, name: str, policy: Policy, until: dict[int, int] | None = None,
                  quiet: bool = False) -> ReplayResult:
     """Decide every event of the log up to `until` (default: the end offsets now) with `policy`."""
@@ -61,7 +55,8 @@ async def replay(settings: Settings, name: str, policy: Policy, until: dict[int,
     await producer.start()
     started = time.monotonic()
     events = decisions = dead = 0
-    progress = None if quiet else (lambda done, total: _progress(done, total, started))
+    bar = Progress("replay", sum(until.values()))
+    progress = None if quiet else (lambda done, total: bar.update(done))
     try:
         homes: dict[str, int] = {}  # app -> the partition its log lives on, as the worker keeps it
         async for record in read_log(settings, events_topic, until, progress):
@@ -83,7 +78,7 @@ async def replay(settings: Settings, name: str, policy: Policy, until: dict[int,
     finally:
         await producer.stop()
     if progress:
-        print(file=sys.stderr)
+        bar.finish()
     return ReplayResult(events, decisions, dead, time.monotonic() - started)
 
 

@@ -143,3 +143,21 @@ def test_the_dashboard_in_a_browser_shows_what_metrics_report(settings, worker):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", page.by_id["pending-next"].strip())
     assert "delayed/burst_paced: 7" in page.by_id["reasons-list"]
     assert "shop" in page.by_id["senders"] and "b12" in page.by_id["latest"]
+
+
+def test_sendgate_status_prints_the_worker_state_for_a_terminal(settings, worker):
+    publish(settings, SCENARIO)
+    decisions(settings, 13)
+    deadline = time.monotonic() + 30
+    while total(samples(settings), "sendgate_decisions_total") < 13:
+        assert time.monotonic() < deadline, "metrics never counted the 13 decisions"
+        time.sleep(0.2)  # poll interval
+    import os
+    import sys
+    out = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", "status", "--url",
+                          f"http://127.0.0.1:{settings.web_port}"], capture_output=True, timeout=30,
+                         env={**os.environ, **settings.to_env()})
+    assert out.returncode == 0, out.stderr.decode()
+    text = out.stdout.decode()
+    assert "worker: ready" in text and "pending: 7 delayed request(s)" in text, text
+    assert "accepted 5" in text and "opt_out 1" in text and "lag: p0 " in text, text
