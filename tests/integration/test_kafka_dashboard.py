@@ -87,6 +87,16 @@ SCENARIO = [
 ]
 
 
+def published(settings) -> None:
+    """Publish the scenario and wait until the worker's metrics count its 13 decisions."""
+    publish(settings, SCENARIO)
+    decisions(settings, 13)
+    deadline = time.monotonic() + 30
+    while total(samples(settings), "sendgate_decisions_total") < 13:
+        assert time.monotonic() < deadline, "metrics never counted the 13 decisions"
+        time.sleep(0.2)  # poll interval
+
+
 def test_health_readiness_and_metrics(settings, worker):
     status, body, _ = get(settings, "/livez")
     assert status == 200 and orjson.loads(body) == {"status": "alive"}
@@ -123,12 +133,7 @@ def test_health_readiness_and_metrics(settings, worker):
 
 
 def test_the_dashboard_in_a_browser_shows_what_metrics_report(settings, worker):
-    publish(settings, SCENARIO)
-    decisions(settings, 13)
-    deadline = time.monotonic() + 30
-    while total(samples(settings), "sendgate_decisions_total") < 13:
-        assert time.monotonic() < deadline, "metrics never counted the 13 decisions"
-        time.sleep(0.2)  # poll interval
+    published(settings)
     m = samples(settings)
     page = render(settings)
     assert page.body.get("data-loaded") == "true", "the page's script never drew a status"
@@ -146,12 +151,7 @@ def test_the_dashboard_in_a_browser_shows_what_metrics_report(settings, worker):
 
 
 def test_sendgate_status_prints_the_worker_state_for_a_terminal(settings, worker):
-    publish(settings, SCENARIO)
-    decisions(settings, 13)
-    deadline = time.monotonic() + 30
-    while total(samples(settings), "sendgate_decisions_total") < 13:
-        assert time.monotonic() < deadline, "metrics never counted the 13 decisions"
-        time.sleep(0.2)  # poll interval
+    published(settings)
     import os
     import sys
     out = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", "status", "--url",

@@ -13,7 +13,7 @@ from sendgate.models.events import validate
 from sendgate.models.decisions import Decision
 from sendgate.models.gate import JUNK, TABLES, Gate, MemoryStore
 from sendgate.streams.log import end_offsets, read_log
-from sendgate.streams.state import COMMIT, KIND, STATE
+from sendgate.streams.state import APPS, COMMIT, HOME, KIND, STATE
 
 T = T0 + 3 * 60 * MIN
 TEMPLATE = "Hi {}! Flash sale: code {} gives 30% off at http://shop.example/{} until midnight"
@@ -112,11 +112,16 @@ def snapshot(settings) -> dict[str, dict[bytes, tuple[int, bytes]]]:
     """Every kind of row as the changelogs say (the last value per key, with its partition), and
     the commit records under "commit"."""
     async def run() -> dict[str, dict[bytes, tuple[int, bytes]]]:
-        tables: dict[str, dict[bytes, tuple[int, bytes]]] = {name: {} for name in (*TABLES, JUNK, "commit")}
-        for topic in (settings.changelog_topic(STATE), settings.changelog_topic(JUNK)):
+        tables: dict[str, dict[bytes, tuple[int, bytes]]] = {name: {} for name in (*TABLES, JUNK, APPS, "homes",
+                                                                                  "commit")}
+        for topic in (settings.changelog_topic(STATE), settings.changelog_topic(JUNK), settings.changelog_topic(APPS)):
             async for r in read_log(settings, topic, await end_offsets(settings, topic)):
                 if topic.endswith(f"-{JUNK}-changelog"):
                     name, key = JUNK, r.key
+                elif topic.endswith(f"-{APPS}-changelog"):
+                    name, key = APPS, r.key
+                elif r.key.startswith(HOME):
+                    name, key = "homes", r.key
                 elif r.key.startswith(COMMIT):
                     name, key = "commit", r.key
                 else:
