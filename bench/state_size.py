@@ -116,11 +116,12 @@ def row_sizes(corpus: list[tuple[str, str]]) -> tuple[list[list], list[list]]:
     assert len(text160) == 160
     ts = T0 + 30 * MINUTE
     req = None
+    for r in range(policy.free_recipients + 1):  # the users write first: an app's clock never moves back
+        gate.handle(ev.Inbound(uid(rng), APP, SENDER, f"+4477009{r:05d}", "sms", "hi", T0), store)
     for r in range(policy.free_recipients + 1):
-        u = f"+4477009{r:05d}"
-        gate.handle(ev.Inbound(uid(rng), APP, SENDER, u, "sms", "hi", T0), store)
         req = uid(rng)
-        out = gate.handle(ev.Send(req, APP, SENDER, u, "sms", text160, None, ts + r * SECOND), store)
+        out = gate.handle(ev.Send(req, APP, SENDER, f"+4477009{r:05d}", "sms", text160, None, ts + r * SECOND),
+                          store)
     assert out[0].outcome == "delayed", out[0].detail
     add("PendingRequest, 160-char text", PENDING, key(APP, req), store, "UUID request id, E.164 userkey")
     add("ReleaseSchedule, 1 minute listed", SCHEDULES, key(APP), store)
