@@ -46,8 +46,11 @@ class WorkerProcess:
         return self
 
     def ready(self) -> bool:
-        if not self.settings.web_enabled:
-            return b"[^Worker]: Ready" in self.log_path.read_bytes()
+        # Faust's own "Ready" (logged at level info) first: /readyz can answer 200 in the moment
+        # between a first, partial assignment and the rebalance that follows it.
+        logged = b"[^Worker]: Ready" in self.log_path.read_bytes()
+        if not self.settings.web_enabled or not logged:
+            return logged
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.web_port}/readyz", timeout=2) as answer:
                 return answer.status == 200
