@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sendgate.models.policy import Policy
-from sendgate.models.wording import ConsentClassifier, normalize
+import random
+
+from sendgate.models.wording import _ASCII, ConsentClassifier, _fold, normalize
 
 P = Policy()
 EN = ConsentClassifier(P.opt_out_keywords, P.opt_in_keywords, P.help_keywords)
@@ -138,3 +140,30 @@ def test_the_policy_keywords_stay_per_se_words():
 ])
 def test_normalisation(text, expected):
     assert normalize(text) == expected
+
+
+def test_the_ascii_shortcut_folds_every_ascii_character_as_the_unicode_path_does():
+    for code in range(128):
+        ch = chr(code)
+        assert " ".join(ch.translate(_ASCII).split()) == " ".join(_fold(ch).split()), repr(ch)
+
+
+def test_messages_without_a_trigger_word_skip_the_clause_rules_with_the_same_result():
+    # The pre-filter (no opt-out word, unambiguous word or phrase start in the message) must never
+    # hide a clause rule: compare with the clause rules run on every clause, over random messages.
+    rng = random.Random(11)
+    pieces = ("stop", "opt", "out", "in", "all", "un", "subscribe", "please", "don't", "no", "more", "texts",
+              "remove", "me", "from", "list", "off", "take", "\u2013", "\u2019", "\uff33\uff34\uff2f\uff30", ".", ",",
+              "?", "!", "end", "quit", "the", "sale", "ok", "texting", "leave", "alone", "\u00e9", "\u200b")
+    classifier = ConsentClassifier(locales=("en", "es", "fr"))
+    every_clause = ConsentClassifier(locales=("en", "es", "fr"))
+    every_clause._triggers = _Everything()
+    for _ in range(3000):
+        text = rng.choice(("", " ")).join(rng.choice(pieces) for _ in range(rng.randint(1, 7)))
+        assert classifier.classify(text) == every_clause.classify(text), text
+
+
+class _Everything(frozenset):
+    def isdisjoint(self, other) -> bool:  # noqa: ARG002 - every word is a trigger
+        return False
+
