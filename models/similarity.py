@@ -1,11 +1,11 @@
 """Near-duplicate detection: text normalisation, shingling and MinHash sketches.
 
-Sketches are datasketch `MinHash` values under the "affine32" scheme (uint32 hash values).
-The permutations are generated once per `Sketcher` and shared by every sketch: constructing a
-`MinHash` from scratch regenerates them, which costs more than sketching the text itself.
-The input hash is zlib.crc32 of the UTF-8 shingle: deterministic across processes (Python's
-`hash` is salted per process, which would break replay) and about ten times cheaper than the
-default SHA-1; datasketch mixes it with the MurmurHash3 finalizer before permuting.
+Sketches are datasketch `MinHash` values under the "affine32" scheme (uint32 hash values): the
+permutations are datasketch's (seed 1), and the input hash is zlib.crc32 of the UTF-8 shingle,
+deterministic across processes (Python's `hash` is salted per process, which would break replay).
+datasketch hashes shingle by shingle in Python; `Sketcher` computes the same values in a few
+numpy operations per text (bit-identical, tests/unit/test_similarity.py): the crc32 of a 4-byte
+string is affine in its bytes, so the crc32 of every 4-gram is four table lookups XORed.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from datasketch import MinHash
 _URL_RE = re.compile(r"(?:https?://|www\.)\S+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|co\.uk|uk|ly|io|biz|info)\b\S*")
 _EMAIL_RE = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _DIGITS_RE = re.compile(r"\d+")
-_SPACE_RE = re.compile(r"\s+")
 
 SEED = 1  # fixed: stored sketches are only comparable with sketches from the same permutations
 
@@ -30,10 +29,12 @@ def normalize(text: str) -> str:
     form ("e", "u" and "0"), so names of numbers, links and amounts do not hide a template.
     """
     text = text.lower()
-    text = _EMAIL_RE.sub("e", text)
-    text = _URL_RE.sub("u", text)
+    if "@" in text:  # the patterns cannot match without these: most texts skip both scans
+        text = _EMAIL_RE.sub("e", text)
+    if "." in text or "://" in text:
+        text = _URL_RE.sub("u", text)
     text = _DIGITS_RE.sub("0", text)
-    return _SPACE_RE.sub(" ", text).strip()
+    return " ".join(text.split())  # str.split and \s+ agree on what whitespace is
 
 
 def shingles(text: str, size: int) -> set[bytes]:
@@ -44,22 +45,53 @@ def shingles(text: str, size: int) -> set[bytes]:
     return {data[i:i + size] for i in range(len(data) - size + 1)}
 
 
-class Sketcher:
-    """Makes MinHash sketches of texts; one per process, shared by every request.
+def _crc32_tables(size: int) -> tuple[np.ndarray, int]:
+    """crc32 is affine over GF(2): crc32(m) = crc32(zeros) ^ XOR_i T[i][m_i] for strings m of
+    `size` bytes, with T[i][v] = crc32(v at position i, zeros elsewhere) ^ crc32(zeros)."""
+    zero = zlib.crc32(bytes(size))
+    tables = np.zeros((size, 256), dtype=np.uint32)
+    for i in range(size):
+        for v in range(256):
+            tables[i, v] = zlib.crc32(bytes(i) + bytes([v]) + bytes(size - i - 1)) ^ zero
+    return tables, zero
 
-    It keeps one `MinHash` and clears it per text: construction would cost as much as sketching.
-    """
+
+# datasketch's 32-bit MurmurHash3 finalizer, applied to each input hash before permuting
+_S16, _M1, _S13, _M2 = np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35)
+
+
+class Sketcher:
+    """Makes MinHash sketches of texts; one per process, shared by every request."""
 
     def __init__(self, num_perm: int = 128, shingle_size: int = 4) -> None:
         self.num_perm = num_perm
         self.shingle_size = shingle_size
-        self._minhash = MinHash(num_perm=num_perm, seed=SEED, hashfunc=zlib.crc32, scheme="affine32")
+        a, b = MinHash(num_perm=num_perm, seed=SEED, hashfunc=zlib.crc32, scheme="affine32").permutations
+        self._a, self._b = a.astype(np.uint32).reshape(1, -1), b.astype(np.uint32).reshape(1, -1)
+        self._tables, zero = _crc32_tables(shingle_size)
+        self._zero = np.uint32(zero)
 
     def sketch(self, text: str) -> np.ndarray:
-        """The sketch's hash values (uint32, length num_perm): what clusters store and compare."""
-        self._minhash.clear()
-        self._minhash.update_batch(shingles(normalize(text), self.shingle_size))
-        return self._minhash.hashvalues.copy()
+        """The sketch's hash values (uint32, length num_perm): what clusters store and compare.
+        Equal to datasketch's `MinHash.update_batch(shingles(normalize(text), shingle_size))`."""
+        data = normalize(text).encode()
+        n = len(data) - self.shingle_size + 1  # shingles, counted with repeats (the minimum ignores them)
+        if n <= 1:  # one shingle: the whole text
+            hv = np.array([zlib.crc32(data)], dtype=np.uint32)
+        else:
+            x = np.frombuffer(data, dtype=np.uint8)
+            hv = self._tables[0][x[:n]]
+            for i in range(1, self.shingle_size):
+                hv ^= self._tables[i][x[i:i + n]]
+            hv ^= self._zero
+        hv ^= hv >> _S16
+        hv *= _M1
+        hv ^= hv >> _S13
+        hv *= _M2
+        hv ^= hv >> _S16
+        permuted = hv.reshape(-1, 1) * self._a
+        permuted += self._b  # uint32 arithmetic wraps: datasketch's "mod 2^32"
+        return permuted.min(axis=0)
 
 
 def similarities(sketch: np.ndarray, others: np.ndarray) -> np.ndarray:

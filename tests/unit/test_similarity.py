@@ -118,3 +118,27 @@ def test_shingle_size_and_num_perm_are_honoured():
     assert small.sketch("hello").shape == (16,)
     # with 2-grams "abab" and "baba" share {ab, ba}: identical sets, identical sketches
     assert np.array_equal(small.sketch("abab"), small.sketch("baba"))
+
+
+def _datasketch_sketch(text: str, num_perm: int, size: int) -> np.ndarray:
+    """The reference: datasketch hashing shingle by shingle (what stored sketches were made with)."""
+    import zlib
+
+    from datasketch import MinHash
+    minhash = MinHash(num_perm=num_perm, seed=1, hashfunc=zlib.crc32, scheme="affine32")
+    minhash.update_batch(shingles(normalize(text), size))
+    return minhash.hashvalues
+
+
+@pytest.mark.parametrize("num_perm, size", [(128, 4), (64, 3), (256, 5)])
+def test_sketches_are_bit_identical_to_datasketch(num_perm, size):
+    import random
+    rng = random.Random(num_perm)
+    alphabet = "abcdefgh  0123.@/:ÄéΩ😀\t"
+    texts = ["", "a", "abc", "abcd", "abcde", "aaaaaaaaaa", "Ünïcode ÄÖ 😀😀", *VARIANTS, PARCEL, *UNRELATED]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120))) for _ in range(300)]
+    sketcher = Sketcher(num_perm, size)
+    for text in texts:
+        got = sketcher.sketch(text)
+        assert got.dtype == np.uint32 and got.shape == (num_perm,)
+        assert np.array_equal(got, _datasketch_sketch(text, num_perm, size)), repr(text)
