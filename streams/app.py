@@ -41,6 +41,7 @@ RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0  # backoff of a failing batch
 STALL_EXIT_CODE = 70  # EX_SOFTWARE: the worker stopped because a batch kept failing
 STALL_GRACE_S = 30.0  # how long the graceful stop may take before the process exits anyway
 JUNK_REFRESH_S = 2.0  # how often a worker loads the junk owner's writes into its view
+COMMIT_IDLE_S = 0.05  # how long a batch's commit records wait for the next batch before going alone
 
 RAW = dict(key_type=bytes, value_type=bytes)  # the app's default serializers are "raw"
 
@@ -91,6 +92,8 @@ class GateApp:
     agent_running: bool = False
     tally: BatchTally = field(default_factory=BatchTally)
     metrics: GateMetrics = field(init=False)
+    _unacked_events: list[Any] = field(default_factory=list)  # the last batch's: acked with its commit records
+    _unacked: list[Any] = field(default_factory=list)  # records read to fill a hole, acked with their batch
 
     def __post_init__(self) -> None:
         self.metrics = GateMetrics(self.settings.metrics_networks, self.status_now)
@@ -156,17 +159,20 @@ class GateApp:
             sent += await self.process(event)
         for report in self.store.take_junk_reports():  # to the junk index's single writer (streams/junk.py)
             sent += await self.send(self.junk_reports, None, report.to_bytes())
-        producer = inner_producer(self.app)
         decided = time.perf_counter()
-        await self.outbox.send(producer)
-        if sent:
+        if self.app.in_transaction:
             await asyncio.gather(*sent)
-        produced = time.perf_counter()
-        await self.store.checkpoint(None if self.app.in_transaction else producer)
+            produced = time.perf_counter()
+            await self.store.checkpoint()
+        else:
+            # One round trip: the outputs, the rows and the last batch's commit records together.
+            self.store.stage(self.outbox)
+            last = await self.outbox.send(inner_producer(self.app))
+            produced = time.perf_counter()
+            self.store.written(last)
         tally.durations_s = {"decide": decided - started, "produce": produced - decided,
                              "checkpoint": time.perf_counter() - produced}
-        for message in filled:  # the agent acks the batch's own events; these Faust never had
-            self.app.consumer.ack(message)
+        self._unacked.extend(filled)  # the agent acks the batch's own events; these Faust never had
 
     async def fill_hole(self, tp: TP, start: int, end: int, sent: list[Any]) -> list[LoggedMessage]:
         """Read records [start, end) of a partition that the stream skipped from Kafka, and decide
@@ -192,6 +198,8 @@ class GateApp:
 
     async def on_recover(self) -> None:
         self._seen.clear()  # partitions may have moved; Faust starts each from the committed offset
+        events_topic = self.events.get_topic_name()
+        self.store.keep_unsent_commits({tp.partition for tp in assigned(self.app) if tp.topic == events_topic})
 
     def abort(self, seen: dict[int, int]) -> None:
         """Forget a batch that failed half-way: its writes, and how far the stream had got (`seen`,
@@ -243,8 +251,35 @@ class GateApp:
             self.failing_since = None
             log.warning("the batch of %s succeeded after %.1f s of failures", _where(batch),
                         time.monotonic() - failing_since)
-        for event in batch:  # Faust commits an offset once it and all before it are acked
-            event.ack()
+        # Faust commits an offset once it and all before it are acked: a batch's events are acked
+        # once its commit records are written, which under at_least_once is with the next send.
+        acks, self._unacked = self._unacked, []
+        if self.app.in_transaction:
+            acks += batch
+        else:
+            self._unacked_events, acks = list(batch), acks + self._unacked_events
+        self.ack(acks)
+
+    def ack(self, events: list[Any]) -> None:
+        """Ack events (or messages read from Kafka directly) of partitions this worker still owns."""
+        owned = assigned(self.app)
+        for event in events:
+            message = getattr(event, "message", event)
+            if message.tp not in owned:
+                continue
+            if isinstance(message, LoggedMessage):
+                self.app.consumer.ack(message)
+            else:
+                event.ack()
+
+    @property
+    def commits_unsent(self) -> bool:
+        """The last batch's commit records are still to be written (`flush_commits`)."""
+        return self.store.commits_unsent
+
+    async def flush_commits(self) -> None:
+        """Write the last batch's commit records alone, when no batch followed it to carry them."""
+        await self.run_batch([])
 
     def stall_exit(self) -> None:
         """Stop the worker with a non-zero exit code: gracefully (SIGTERM: commit what was acked)
@@ -426,7 +461,15 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
             await partitions_of(settings, topic.get_topic_name(), 60)
         gate_app.agent_running = True
         while not gate_app.stalled:
-            batch = [await queue.get()]
+            if gate_app.commits_unsent:
+                try:  # a batch arriving soon carries the last one's commit records; else they go alone
+                    first = await asyncio.wait_for(queue.get(), COMMIT_IDLE_S)
+                except asyncio.TimeoutError:
+                    await gate_app.flush_commits()
+                    continue
+            else:
+                first = await queue.get()
+            batch = [first]
             while len(batch) < settings.batch_max and not queue.empty():
                 batch.append(queue.get_nowait())
             await gate_app.run_batch(batch)

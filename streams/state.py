@@ -6,10 +6,11 @@ over state that already holds its effects, and decides differently (a paced send
 release lost). So the worker keeps three rules:
 
 1. One table (`state`), so every row of an app goes to one changelog partition, in write order.
-2. A batch of events is decided over an overlay; its decisions are sent and acknowledged first;
-   only then are its rows written, followed by a commit record (`COMMIT` + partition -> offset of
-   the last event applied). Recovery applies rows only up to the last commit record it reads
-   (`StateTable.apply_changelog_batch`): all of a checkpoint or none of it.
+2. A batch of events is decided over an overlay. Its decisions and its rows are sent together
+   and acknowledged; only then is its commit record (`COMMIT` + partition -> offset of the last
+   event applied) written, with the next batch's send (`stage`). Recovery applies rows only up to
+   the last commit record it reads (`StateTable.apply_changelog_batch`): all of a checkpoint or
+   none of it, so rows whose decisions may not be out never count.
 3. An event at or below its partition's committed offset is skipped: its decisions are out. An
    event above the next expected offset means Faust dropped records (faust-streaming #596):
    `GateApp` reads the missing ones from Kafka and decides them first, in order.
@@ -145,6 +146,8 @@ class CheckpointStore:
         self._written: dict[int, dict[bytes, bytes | None]] = {}
         self.due: dict[bytes, int] = {}  # app -> earliest deliver_at: what the ticker looks at
         self.held: dict[bytes, int] = {}  # app -> its pending requests (for the metrics)
+        self._staged: list[tuple[int, dict[bytes, bytes | None], bytes]] = []  # partition, rows, commit record
+        self._unsent_commits: dict[int, bytes] = {}  # partition -> its commit record, written locally only
         table.on_recover(self._on_recover)
 
     def _committed(self, row: bytes) -> bytes | None:
@@ -226,6 +229,7 @@ class CheckpointStore:
         """Drop the batch: its rows, and the offsets it handled (the committed ones are read again)."""
         self._batch.clear()
         self._event_rows.clear()
+        self._staged = []
         self._junk_reports.clear()
         self.junk_view.abort()
         self._last.clear()
@@ -234,37 +238,74 @@ class CheckpointStore:
             self.homes.pop(app, None)
         self._new_homes.clear()
 
-    async def checkpoint(self, producer: Any | None) -> None:
-        """Write the batch's rows, then each partition's commit record. Call only once every output
-        of the batch is acknowledged.
-
-        With `producer` (at_least_once) the records go to the changelog as one record batch per
-        partition, and reach the local store once the broker has them: Faust's per-row path (a
-        send, a future and a RocksDB write for every row) cost more than deciding. Without it
-        (exactly_once) they go through the table, into Faust's transaction.
-        """
-        if producer is None:
-            for partition, event, rows in self._checkpoints():
-                with processing(event):  # each row to the changelog partition of its app's events
-                    for row, value in rows.items():
-                        if value is not None:
-                            self.table[row] = value
-                        elif row in self.table:
-                            del self.table[row]
-                        else:
-                            self.table.send_changelog(partition, row, None)
-        else:
-            changelog = self.table.changelog_topic.get_topic_name()
-            outbox, rows_of = Outbox(), {}
-            for partition, _, rows in self._checkpoints():
+    async def checkpoint(self) -> None:
+        """Under exactly_once: write the batch's rows and commit records through the table, into
+        Faust's transaction (the transaction makes outputs and rows one)."""
+        for partition, event, rows in self._checkpoints():
+            with processing(event):  # each row to the changelog partition of its app's events
                 for row, value in rows.items():
-                    outbox.add(changelog, row, value, partition)
-                rows_of[partition] = rows
-            last = await outbox.send(producer)
-            self.table.data.apply_changelog_batch(  # the local store, and its persisted changelog offsets
-                [_Written(TP(changelog, p), p, last[changelog, p], row, value)
-                 for p, rows in rows_of.items() for row, value in rows.items()],
-                to_key=_same, to_value=_same)
+                    if value is not None:
+                        self.table[row] = value
+                    elif row in self.table:
+                        del self.table[row]
+                    else:
+                        self.table.send_changelog(partition, row, None)
+        self._written_locally()
+
+    # --- at_least_once: one round trip a batch ---------------------------------------------------
+    def stage(self, outbox: Outbox) -> None:
+        """Add the batch's rows to `outbox`, which also holds its outputs, after the commit records
+        of the batch before (whose outputs and rows are acknowledged).
+
+        The rows may travel with the outputs because recovery applies rows only up to a commit
+        record: until the batch's own commit record is written (with the next batch, or by
+        `GateApp.flush_commits` when no batch follows), a crash leaves them orphans, dropped and
+        rewritten, and the batch is decided again over the state before it.
+        """
+        changelog = self.table.changelog_topic.get_topic_name()
+        for partition, value in self._unsent_commits.items():
+            outbox.add(changelog, commit_key(partition), value, partition)
+        self._staged = []
+        for partition, _, rows in self._checkpoints():
+            commit = rows.pop(commit_key(partition))
+            self._staged.append((partition, rows, commit))
+            for row, value in rows.items():
+                outbox.add(changelog, row, value, partition)
+
+    def written(self, last: dict[tuple[str, int], int]) -> None:
+        """The outbox of `stage` is acknowledged (`last`: its last offset per topic partition):
+        the rows reach the local store, with their commit records, whose copies in the changelog
+        wait for the next send."""
+        changelog = self.table.changelog_topic.get_topic_name()
+        sent, self._unsent_commits = self._unsent_commits, {}
+        local = [_Written(TP(changelog, p), p, last[changelog, p], commit_key(p), value) for p, value in sent.items()
+                 if (changelog, p) in last]
+        for partition, rows, commit in self._staged:
+            offset = last.get((changelog, partition))
+            if offset is None:  # nothing of this partition was sent: only its commit record waits
+                offset = self._persisted(partition)
+            local += [_Written(TP(changelog, partition), partition, offset, row, value) for row, value in rows.items()]
+            local.append(_Written(TP(changelog, partition), partition, offset, commit_key(partition), commit))
+            self._unsent_commits[partition] = commit
+        self._staged = []
+        if local:  # the local store, and its persisted changelog offsets
+            self.table.data.apply_changelog_batch(local, to_key=_same, to_value=_same)
+        self._written_locally()
+
+    @property
+    def commits_unsent(self) -> bool:
+        return bool(self._unsent_commits)
+
+    def keep_unsent_commits(self, partitions: set[int]) -> None:
+        """After a rebalance: the commit records of partitions that moved to another worker are its
+        to write (it decides their last batch again)."""
+        self._unsent_commits = {p: v for p, v in self._unsent_commits.items() if p in partitions}
+
+    def _persisted(self, partition: int) -> int:
+        offset = self.table.data.persisted_offset(TP(self.table.changelog_topic.get_topic_name(), partition))
+        return -1 if offset is None else offset
+
+    def _written_locally(self) -> None:
         # Written: only now may the batch's schedules reach the ticker and its orphans be forgotten.
         for partition, rows in self._written.items():
             self.table.orphans.pop(partition, None)
