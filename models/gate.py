@@ -38,6 +38,7 @@ JUNK = "junk"                    # template id (global)    -> JunkTemplate
 TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, PENDING, SCHEDULES, DUE, CLOCKS)
 
 Record = Decision | Delivery | ConsentRecord
+DECODED_SENDERS = 256  # sender rows kept decoded (`Gate._sender`): a few MB at 32 clusters a row
 
 
 def key(*parts: str) -> bytes:
@@ -106,6 +107,7 @@ class Gate:
         self.sketcher = Sketcher(self.policy.num_perm, self.policy.shingle_size)
         p = self.policy
         self.wording = ConsentClassifier(p.opt_out_keywords, p.opt_in_keywords, p.help_keywords, p.consent_locales)
+        self._decoded_senders: dict[bytes, tuple[bytes, SenderState]] = {}  # row key -> (row, its state)
 
     def stored_userkey(self, userkey: str) -> str:
         """The userkey as tables key it: itself, or its HMAC-SHA-256 (hex) when a secret is set."""
@@ -164,7 +166,7 @@ class Gate:
         if not conv.exists and said.kind not in (HELP, OPT_OUT):
             sender = self._sender(store, e.app, e.sender)
             sender.record_conversation()
-            store.set(SENDERS, key(e.app, e.sender), sender.to_bytes())
+            self._put_sender(store, e.app, e.sender, sender)
         conv.record_inbound(e.event_id, e.ts, self.policy.reply_window_s * 1000, asks_help)
         store.set(CONVERSATIONS, conv_key, conv.to_bytes())
 
@@ -202,7 +204,7 @@ class Gate:
     def _sender_profile(self, e: ev.SenderProfile, store: Store) -> None:
         sender = self._sender(store, e.app, e.sender)
         sender.set_profile(e.registered_ts)
-        store.set(SENDERS, key(e.app, e.sender), sender.to_bytes())
+        self._put_sender(store, e.app, e.sender, sender)
 
     def _junk_report(self, e: ev.JunkReport, store: Store) -> None:
         p = self.policy
@@ -210,7 +212,7 @@ class Gate:
                                      recipient_hash(f"{e.app}\x1f{e.userkey}", self._secret), e.ts), p)
         sender = self._sender(store, e.app, e.sender)
         sender.mark_suspicious(e.ts + p.junk_suspicion_s * 1000)
-        store.set(SENDERS, key(e.app, e.sender), sender.to_bytes())
+        self._put_sender(store, e.app, e.sender, sender)
 
     def _tick(self, e: ev.Tick, store: Store) -> None:
         """A tick only moves event time forward; `handle` has already released what it made due."""
@@ -281,7 +283,7 @@ class Gate:
         junk = JunkMatch(found[2], len(found[1].reporters)) if found else None
         sender = self._sender(store, e.app, e.sender)
         v = sender.decide(e.ts, recipient_hash(e.userkey, self._secret), sketch, p, junk)
-        store.set(SENDERS, key(e.app, e.sender), sender.to_bytes())
+        self._put_sender(store, e.app, e.sender, sender)
         burst = dict(similarity=v.similarity, similar_recipients=v.similar_recipients, cluster_id=v.cluster_id,
                      deliver_at=v.deliver_at, retry_after_s=v.retry_after_s)
         if v.outcome == "accepted" and v.reason == "burst_free":
@@ -387,7 +389,24 @@ class Gate:
                          "the app cancelled this pending request; it will not be delivered", e.ts)]
 
     def _sender(self, store: Store, app: str, sender: str) -> SenderState:
-        return SenderState.from_bytes(store.get(SENDERS, key(app, sender)), self.policy.num_perm)
+        """The sender's row, decoded. A busy sender's row (32 clusters, ~20 KB) cost more to decode
+        than the rest of its send, so the last rows written stay decoded: an entry is used only
+        if the stored row is still the bytes it was encoded to, and is taken out while in use, so
+        a transition that fails half-way (its row never written) leaves nothing stale behind."""
+        row_key = key(app, sender)
+        raw = store.get(SENDERS, row_key)
+        hit = self._decoded_senders.pop(row_key, None)
+        if hit is not None and raw is not None and hit[0] == raw:
+            return hit[1]
+        return SenderState.from_bytes(raw, self.policy.num_perm)
+
+    def _put_sender(self, store: Store, app: str, sender: str, state: SenderState) -> None:
+        row_key, raw = key(app, sender), state.to_bytes()
+        store.set(SENDERS, row_key, raw)
+        decoded = self._decoded_senders
+        decoded[row_key] = (raw, state)
+        if len(decoded) > DECODED_SENDERS:
+            del decoded[next(iter(decoded))]  # the least recently written
 
     _HANDLERS = {
         ev.Inbound: _inbound, ev.OptIn: _opt_change, ev.OptOut: _opt_change, ev.Send: _send,

@@ -227,3 +227,15 @@ def test_a_send_redelivered_after_its_release_takes_no_second_slot():
     h.feed(event("tick", MINUTE))  # releases r-u11-0
     h.feed(send("u11", text=PARCEL))  # the very same request again
     assert h.decide(send("u12", at=MINUTE, text=PARCEL)).deliver_at == T + 2 * MINUTE
+
+
+def test_a_sender_row_kept_decoded_is_not_used_once_the_stored_row_differs():
+    # The gate keeps the sender rows it wrote decoded. A store whose row is not those bytes (a
+    # batch aborted and its rows dropped) must be decided from what it holds.
+    h = Harness()
+    h.feed(*established())
+    snapshot = {table: dict(rows) for table, rows in h.store.tables.items()}
+    assert all(d.outcome == "accepted" for d in h.sends(recipients(10)))
+    assert h.sends(["u11"])[0].reason == "burst_paced"  # the 11th recipient of the text
+    h.store.tables = {table: dict(rows) for table, rows in snapshot.items()}  # the 11 sends undone
+    assert h.sends(["u11"])[0].reason == "unrestricted"  # the 1st recipient again, not the 12th
