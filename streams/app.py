@@ -28,7 +28,8 @@ from .client import partitions_of
 from .config import Settings
 from .log import read_log
 from .outbox import Outbox, partition_for
-from .faust_internals import assigned, channel_queue, committed_offset, highwater, inner_producer, recovery_state
+from .faust_internals import (assigned, channel_queue, committed_offset, dispatch_inline, highwater, inner_producer,
+                              recovery_state)
 from .junk import JUNK_REPORTS, JunkOwner, JunkView
 from .metrics import BatchTally, GateMetrics
 from .state import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
@@ -454,6 +455,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         # Faust's per-event stream path cost more than the gate (bench/run --profile), and
         # take_events waits its `within` even when nothing more is coming.
         queue = channel_queue(stream)
+        dispatch_inline(app)
         # Subscribers may start before the first decision, and a producer that sends to a topic
         # whose partitions have no leader yet stalls in retries: create the outputs and wait first.
         for topic in (decisions, deadletter, junk_reports, consent):

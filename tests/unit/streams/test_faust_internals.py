@@ -86,3 +86,65 @@ def test_the_worker_sets_up_its_spinner_in_the_hook_cli_overrides():
     # streams/cli.py drops the spinner there: with it Faust sets the root logger to DEBUG
     assert params(faust.Worker.on_setup_root_logger) == ["logger", "level"]
     assert "if self.spinner:" in inspect.getsource(faust.Worker._setup_spinner_handler)
+
+
+def test_the_drain_loop_races_each_record_against_the_flow_suspension_with_wait_first():
+    # dispatch_inline replaces exactly this call, recognised by its arguments
+    source = inspect.getsource(Consumer._drain_messages)
+    assert "await self.wait_first(\n" in source and "callback(message), self.suspend_flow.wait()" in source
+    assert "self.suspend_flow = Event()" in inspect.getsource(Consumer.__init__)
+    from faust.transport import consumer as consumer_module
+    assert consumer_module.Event is asyncio.Event
+    for name in ("flow_active", "should_stop"):
+        assert name in inspect.getsource(Consumer) or hasattr(Consumer, name), name
+    from faust.transport.conductor import Conductor
+    assert "self._topics = set()" in inspect.getsource(Conductor.__init__)
+    compiled = inspect.getsource(faust.transport.conductor.ConductorCompiler.build)
+    for step in ("await acquire_flow_control()", "await wait_until_producer_ebb()", "queue.put_nowait_enhanced(",
+                 "if queue.full():"):
+        assert step in compiled, step
+
+
+def test_dispatch_inline_awaits_the_record_inline_only_when_nothing_can_block():
+    class Channel:
+        def __init__(self) -> None:
+            self.queue = asyncio.Queue(maxsize=1)
+
+    class Topics:
+        _topics = {Channel()}
+
+    raced = []
+
+    class FakeConsumer:
+        flow_active, should_stop = True, False
+
+        def __init__(self) -> None:
+            self.suspend_flow = asyncio.Event()
+
+        async def wait_first(self, *coros, timeout=None):
+            raced.append(coros)
+            for coro in coros:
+                coro.close()
+
+    class App:
+        consumer, topics = FakeConsumer(), Topics()
+
+    async def handled(log: list) -> str:
+        log.append("ran")
+        return "done"
+
+    async def run() -> None:
+        faust_internals.dispatch_inline(App)
+        consumer, log = App.consumer, []
+        result = await consumer.wait_first(handled(log), consumer.suspend_flow.wait())
+        assert result.results == ["done"] and log == ["ran"] and not raced
+        next(iter(Topics._topics)).queue.put_nowait(1)  # a full queue: Faust's race decides
+        await consumer.wait_first(handled(log), consumer.suspend_flow.wait())
+        assert len(raced) == 1
+        next(iter(Topics._topics)).queue.get_nowait()
+        consumer.suspend_flow.set()  # a rebalance stopped the flow
+        await consumer.wait_first(handled(log), consumer.suspend_flow.wait())
+        assert len(raced) == 2 and log == ["ran"]
+
+    asyncio.run(run())
+
