@@ -644,9 +644,10 @@ def memory_md(r: Report) -> list[str]:
                       f"({', '.join(f'{t} {c:,}' for t, c in lr.log.types.most_common())}) over {lr.log.event_hours:g} h "
                       f"of event time; {lr.decisions:,} decisions. Worker RSS: {rss[0]:.1f} MB at the first decision, "
                       f"{max(rss):.1f} MB at most, {rss[-1]:.1f} MB at the end; change over the second half of the "
-                      f"decisions {second_half:+.1f} MB. Sender rows at the end (changelog): {len(sizes)} rows holding "
+                      f"decisions {second_half:+.1f} MB. Senders at the end (changelog): {len(sizes)} holding "
                       f"{clusters[0] if clusters else 0}-{clusters[-1] if clusters else 0} clusters, "
-                      f"{sum(sizes) / len(sizes) if sizes else 0:,.0f} B a row on average. Plot: `{r.args.stem}-memory.png`."]
+                      f"{sum(sizes) / len(sizes) if sizes else 0:,.0f} B a sender (its head, cluster and sketch rows) "
+                      f"on average. Plot: `{r.args.stem}-memory.png`."]
     return parts
 
 

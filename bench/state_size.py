@@ -21,8 +21,8 @@ import uuid
 
 from sendgate.models import events as ev
 from sendgate.models.burst import SenderState
-from sendgate.models.gate import (CONVERSATIONS, DUE, JUNK, PENDING, SCHEDULES, SENDERS, USERKEYS, Gate,
-                                  MemoryStore, key)
+from sendgate.models.gate import (CLUSTERS, CONVERSATIONS, DUE, JUNK, PENDING, SCHEDULES, SENDERS, SKETCHES, USERKEYS,
+                                  Gate, MemoryStore, key)
 from sendgate.models.pending import DueBucket, ReleaseSchedule
 from sendgate.models.policy import Policy
 from sendgate.models.similarity import Sketcher, similarities
@@ -101,10 +101,17 @@ def row_sizes(corpus: list[tuple[str, str]]) -> tuple[list[list], list[list]]:
                     out = gate.handle(ev.Send(uid(rng), APP, SENDER, f"+4477009{r:05d}", "sms", texts[j], None, ts), store)
                     assert out[0].outcome == "accepted", out[0].detail
                     ts += SECOND
-            st = SenderState.from_bytes(store.get(SENDERS, key(APP, SENDER)), policy.num_perm)
+            st = SenderState.from_rows(store.get(SENDERS, key(APP, SENDER)),
+                                       lambda cid: store.get(CLUSTERS, key(APP, SENDER, cid)),
+                                       lambda cid: store.get(SKETCHES, key(APP, SENDER, cid)), policy.num_perm)
             assert len(st.clusters) == k
-            sizes[k] = add(f"SenderState, {k} clusters x {per_cluster} recipient(s)", SENDERS,
-                           key(APP, SENDER), store)
+            name = f"SenderState, {k} clusters x {per_cluster} recipient(s)"
+            head = add(f"{name}: head row", SENDERS, key(APP, SENDER), store)
+            for table in (CLUSTERS, SKETCHES):
+                for cluster in st.clusters[-1:]:
+                    add(f"{name}: one {table} row", table, key(APP, SENDER, cluster.cluster_id), store)
+            sizes[k] = head + sum(len(store.get(table, key(APP, SENDER, c.cluster_id)))
+                                  for table in (CLUSTERS, SKETCHES) for c in st.clusters)
         slopes.append([f"{per_cluster} recipient(s) per cluster", fmt((sizes[32] - sizes[1]) / 31, 1),
                        fmt((sizes[8] - sizes[1]) / 7, 1), sizes[0]])
 
@@ -224,8 +231,8 @@ def main() -> None:
     rows, slopes = row_sizes(corpus)
     sections = ["## Bytes per stored row (value as written by Gate.handle; key listed separately)\n\n"
                 + md_table(["row", "table", "value bytes", "key bytes", "note"], rows),
-                "SenderState growth per cluster (num_perm 128: 512 raw sketch bytes after the JSON head, plus the "
-                "cluster's JSON list):\n\n"
+                "SenderState growth per cluster, all its rows (num_perm 128: a 512-byte sketch row and a cluster "
+                "row per cluster, plus the cluster's id in the head):\n\n"
                 + md_table(["clusters hold", "bytes/cluster (1->32)", "bytes/cluster (1->8)", "bytes at 0 clusters"],
                            slopes)]
     print(sections[0] + "\n\n" + sections[1], flush=True)

@@ -9,6 +9,7 @@ baseline are taken repeat by repeat, with both sides run alternately in the same
 from __future__ import annotations
 
 import argparse
+import copy
 import cProfile
 import io
 import pstats
@@ -252,7 +253,6 @@ def bench_clusters(texts: list[str], repeat: int, copies: int) -> list[list]:
     rows = []
     for k in (1, 8, 32):
         st = sender_with_clusters(policy, sketches, k)
-        raw = st.to_bytes()
         probe_ts = T0 + 40 * SECOND
         j = k - 1  # the most recent cluster: same argmax cost as any other row
         hit = sketches[j]
@@ -271,8 +271,8 @@ def bench_clusters(texts: list[str], repeat: int, copies: int) -> list[list]:
         # Paths that change the row: each call gets its own fresh copy, decoded outside the timing.
         pool: list[SenderState] = []
 
-        def fresh(pool=pool, raw=raw):
-            pool[:] = [SenderState.from_bytes(raw, policy.num_perm) for _ in range(copies)]
+        def fresh(pool=pool, st=st):
+            pool[:] = [copy.deepcopy(st) for _ in range(copies)]
 
         def new_recipient(pool=pool, hit=hit):
             for s in pool:
@@ -288,11 +288,10 @@ def bench_clusters(texts: list[str], repeat: int, copies: int) -> list[list]:
         st10 = sender_with_clusters(policy, sketches, k)
         for r in range(1, policy.free_recipients):
             st10.decide(T0 + 35 * SECOND + r, recipient_hash(f"f{r}"), hit, policy, None)
-        raw10 = st10.to_bytes()
 
-        def fresh10(pool=pool, raw10=raw10):
-            pool[:] = [SenderState.from_bytes(raw10, policy.num_perm) for _ in range(copies)]
-        probe = SenderState.from_bytes(raw10, policy.num_perm).decide(probe_ts, recipient_hash("u-new"), hit, policy, None)
+        def fresh10(pool=pool, st10=st10):
+            pool[:] = [copy.deepcopy(st10) for _ in range(copies)]
+        probe = copy.deepcopy(st10).decide(probe_ts, recipient_hash("u-new"), hit, policy, None)
         assert probe.reason == "burst_paced" and probe.outcome == "delayed", (probe.reason, probe.detail)
         rows.append([k, "decide: hit, paced (11th recipient, delayed)",
                      fmt(median_us(new_recipient, 1, repeat, setup=fresh10, per=copies), 2)])
@@ -326,10 +325,19 @@ def bench_rows(texts: list[str], repeat: int) -> list[list]:
     rows = []
     for k in (0, 1, 8, 32):
         st = sender_with_clusters(policy, sketches, k)
-        raw = st.to_bytes()
-        enc = median_us(st.to_bytes, 2000, repeat)
-        dec = median_us(lambda raw=raw: SenderState.from_bytes(raw, policy.num_perm), 2000, repeat)
-        rows.append([f"SenderState, {k} clusters", len(raw), fmt(enc, 2), fmt(dec, 2)])
+        head, clusters, sketch_rows = st.to_rows()  # the first write: every row
+        whole = len(head) + sum(map(len, clusters.values())) + sum(map(len, sketch_rows.values()))
+
+        def one_send(st=st):  # what a send to an existing cluster writes: the head and that cluster
+            if st.clusters:
+                st._changed.add(st.clusters[-1].cluster_id)
+            return st.to_rows()
+        written = one_send()
+        per_send = len(written[0]) + sum(len(v) for v in written[1].values() if v)
+        enc = median_us(one_send, 2000, repeat)
+        dec = median_us(lambda: SenderState.from_rows(head, clusters.get, sketch_rows.get, policy.num_perm), 2000, repeat)
+        rows.append([f"SenderState, {k} clusters (all rows; written by one send)", f"{whole:,}; {per_send:,}",
+                     fmt(enc, 2), fmt(dec, 2)])
     u = Userkey()
     u.opt_out(T0, "keyword STOP to sender 'sender-0001'")
     c = Conversation()
@@ -500,8 +508,8 @@ PROFILE_PARTS = (  # (file suffix, function name, label)
     ("similarity.py", "shingles", "        shingles"),
     ("minhash.py", "update_batch", "        MinHash.update_batch (crc32 per shingle + fmix + permute + min)"),
     ("junk.py", "match", "      JunkIndex.match"),
-    ("burst.py", "from_bytes", "      SenderState.from_bytes (all callers)"),
-    ("burst.py", "to_bytes", "      SenderState.to_bytes (all callers)"),
+    ("burst.py", "from_rows", "      SenderState.from_rows (all callers)"),
+    ("burst.py", "to_rows", "      SenderState.to_rows (all callers)"),
     ("burst.py", "decide", "      SenderState.decide"),
     ("burst.py", "_join", "        SenderState._join (similarities, argmax, new cluster)"),
     ("burst.py", "_expire", "        SenderState._expire"),
@@ -624,7 +632,7 @@ def main() -> None:
 
     print("row codecs ...", flush=True)
     rc = bench_rows(texts, repeat)
-    sections.append("## Row encode / decode\n\n" + md_table(["row", "bytes", "to_bytes µs", "from_bytes µs"], rc))
+    sections.append("## Row encode / decode\n\n" + md_table(["row", "bytes", "encode µs (to_bytes / to_rows)", "decode µs (from_bytes / from_rows)"], rc))
 
     print("mixed stream ...", flush=True)
     total, cats, events = bench_mixed(corpus, max(3, repeat - 2), 3000 if quick else 30_000)

@@ -33,7 +33,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sendgate.models.burst import SenderState
-from sendgate.models.gate import SENDERS
+from sendgate.models.gate import CLUSTERS, SENDERS, SKETCHES
 from sendgate.models.policy import Policy
 from sendgate.streams.config import Settings
 from sendgate.streams.log import read_log
@@ -215,7 +215,7 @@ class LongRun:
     log: Log
     decisions: int
     samples: list[tuple[float, int, float]] = field(default_factory=list)  # (s since start, decisions, RSS MB)
-    sender_rows: list[tuple[int, int]] = field(default_factory=list)  # (clusters, bytes) of each sender row
+    sender_rows: list[tuple[int, int]] = field(default_factory=list)  # (clusters, bytes of all its rows) per sender
     problem: str | None = None
 
 
@@ -244,6 +244,17 @@ async def long_run(bootstrap: str, work: Path, hours: int, senders: int, seed: i
     if sum(outcomes.values()) != want:
         result.problem = (result.problem or "") + f" decisions {sum(outcomes.values())} != expected {want}"
     policy = Policy()
-    result.sender_rows = [(len(SenderState.from_bytes(v, policy.num_perm).clusters), len(k) + len(v))
-                          for k, v in (await changelog_rows(s)).items() if k.startswith(PREFIX[SENDERS])]
+    rows = await changelog_rows(s)
+
+    def row(table: str, head_key: bytes, cid: str) -> bytes | None:  # a cluster's row, keyed after its head's key
+        return rows.get(PREFIX[table] + head_key[len(PREFIX[SENDERS]):] + b"\x1f" + cid.encode())
+
+    result.sender_rows = []
+    for k, v in rows.items():
+        if k.startswith(PREFIX[SENDERS]) and v is not None:
+            state = SenderState.from_rows(v, lambda cid, k=k: row(CLUSTERS, k, cid),
+                                          lambda cid, k=k: row(SKETCHES, k, cid), policy.num_perm)
+            size = len(k) + len(v) + sum(len(row(t, k, c.cluster_id)) + len(k) for t in (CLUSTERS, SKETCHES)
+                                         for c in state.clusters)
+            result.sender_rows.append((len(state.clusters), size))
     return result

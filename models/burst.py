@@ -1,14 +1,20 @@
 """Burst pacing: a sender's recent texts as clusters of near-identical sends.
 
-One `SenderState` row per (app, sender) holds the sender's profile, risk marks and at most
+A `SenderState` per (app, sender) holds the sender's profile, risk marks and at most
 `max_clusters` `BurstCluster`s. Windows are explicit event-time fields here (not Faust windowed
 tables), so expiry is a pure function of the log and survives rebalances and recovery.
+
+Stored form (`to_rows` / `from_rows`): a small head row (profile, risk, the cluster ids and a
+stamp), one row per cluster (~50-300 B) and one immutable row per cluster sketch (512 B). A send
+rewrites the head and its one cluster, not the sender's whole state (19-25 KB at 32 clusters in
+the single row of v1, which is still read).
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +25,7 @@ from .policy import Policy
 from .similarity import similarities
 
 DAY_MS = 86_400_000
+ROW_VERSION = 2  # the head row's first field; v1 rows (one row holding everything) are read too
 
 
 def recipient_hash(userkey: str, secret: bytes | None = None) -> int:
@@ -83,6 +90,13 @@ class SenderState:
     seq: int = 0  # cluster ids are per sender: c1, c2, ...
     clusters: list[BurstCluster] = field(default_factory=list)
     sketches: np.ndarray | None = None  # row i is clusters[i]'s representative sketch
+    # A digest chained over every write of the rows: two head rows with the same stamp come with
+    # the same cluster rows, so a head read is enough to know a decoded state is still current.
+    stamp: int = 0
+    # what changed since the rows were read or written: cluster ids changed, new, removed
+    _changed: set[str] = field(default_factory=set, compare=False, repr=False)
+    _new: set[str] = field(default_factory=set, compare=False, repr=False)
+    _removed: set[str] = field(default_factory=set, compare=False, repr=False)
 
     # --- transitions -------------------------------------------------------------------------
     def set_profile(self, registered_ts: int) -> None:
@@ -113,6 +127,7 @@ class SenderState:
         """Place one send in its cluster and say whether it goes now, later or not at all."""
         self._expire(ts, policy)
         cluster, similarity = self._join(ts, sketch, policy)
+        self._changed.add(cluster.cluster_id)
         cluster.last_ts = max(cluster.last_ts, ts)
         window_ms = policy.burst_window_s * 1000
         if ts - cluster.window_start >= window_ms and ts >= cluster.next_slot:
@@ -173,6 +188,8 @@ class SenderState:
         idle_ms = policy.cluster_idle_s * 1000
         keep = [i for i, c in enumerate(self.clusters) if ts - c.last_ts < idle_ms]
         if len(keep) != len(self.clusters):
+            kept = set(keep)
+            self._removed.update(c.cluster_id for i, c in enumerate(self.clusters) if i not in kept)
             self.clusters = [self.clusters[i] for i in keep]
             self.sketches = self.sketches[keep] if keep else None
 
@@ -187,32 +204,71 @@ class SenderState:
             # cannot be pushed out of memory by interleaving unrelated texts.
             victim = min(range(len(self.clusters)),
                          key=lambda i: (self.clusters[i].count > 1, self.clusters[i].last_ts))
+            self._removed.add(self.clusters[victim].cluster_id)
             del self.clusters[victim]
             self.sketches = np.delete(self.sketches, victim, axis=0)
         self.seq += 1
         cluster = BurstCluster(cluster_id=f"c{self.seq}", window_start=ts, last_ts=ts)
+        self._new.add(cluster.cluster_id)
         self.clusters.append(cluster)
         row = sketch.reshape(1, -1)
         self.sketches = row if self.sketches is None else np.vstack([self.sketches, row])
         return cluster, 1.0
 
     # --- stored form ---------------------------------------------------------------------------
-    def to_bytes(self) -> bytes:
-        # A JSON head, a newline (JSON from orjson has none), then the sketches as raw uint32: in
-        # base64 they took a third more bytes, and decoding them took most of the row's read time.
-        head = orjson.dumps([self.registered_ts, self.conversing, self.suspicious_until, self.seq,
-                             [c.to_list() for c in self.clusters]])
-        return head if self.sketches is None else head + b"\n" + self.sketches.astype("<u4").tobytes()
+    def to_rows(self) -> tuple[bytes, dict[str, bytes | None], dict[str, bytes | None]]:
+        """The head row, and the cluster rows and sketch rows (by cluster id) that changed since
+        the state was read (None: delete the row). Marks the state as written."""
+        ids = [c.cluster_id for c in self.clusters]
+        at = {cid: i for i, cid in enumerate(ids)}
+        clusters: dict[str, bytes | None] = {}
+        sketches: dict[str, bytes | None] = {}
+        for cid in self._removed - self._new:  # removed before their rows were ever written: nothing to delete
+            clusters[cid] = sketches[cid] = None
+        for cid in self._changed | self._new:
+            if cid in at:
+                clusters[cid] = orjson.dumps(self.clusters[at[cid]].to_list()[1:])
+        for cid in self._new:
+            if cid in at:
+                sketches[cid] = self.sketches[at[cid]].astype("<u4").tobytes()
+        digest = hashlib.blake2b(self.stamp.to_bytes(8, "little"), digest_size=8)
+        for cid in sorted(clusters):
+            digest.update(cid.encode() + b"\0" + (clusters[cid] or b"-") + (sketches.get(cid) or b""))
+        self.stamp = int.from_bytes(digest.digest(), "little")
+        self._changed, self._new, self._removed = set(), set(), set()
+        head = orjson.dumps([ROW_VERSION, self.registered_ts, self.conversing, self.suspicious_until, self.seq,
+                             self.stamp, ids])
+        return head, clusters, sketches
 
     @classmethod
-    def from_bytes(cls, raw: bytes | None, num_perm: int) -> "SenderState":
-        if raw is None:
+    def from_rows(cls, head: bytes | None, cluster_row: Callable[[str], bytes | None],
+                  sketch_row: Callable[[str], bytes | None], num_perm: int) -> "SenderState":
+        """The state from its head row and the rows it names (`cluster_row`, `sketch_row`: by
+        cluster id). A v1 row holds everything itself; its first write writes the v2 rows."""
+        if head is None:
             return cls()
-        head, _, blob = raw.partition(b"\n")
-        fields = orjson.loads(head)
-        if len(fields) == 6:  # a row written before the binary form: sketches base64 in the JSON
+        text, _, blob = head.partition(b"\n")
+        fields = orjson.loads(text)
+        if len(fields) != 7 or fields[0] != ROW_VERSION:
+            return cls._from_v1(fields, blob, num_perm)
+        _, registered_ts, conversing, suspicious_until, seq, stamp, ids = fields
+        clusters, sketches = [], []
+        for cid in ids:
+            raw, sketch = cluster_row(cid), sketch_row(cid)
+            if raw is None or sketch is None:
+                raise ValueError(f"sender state names cluster {cid!r}, whose rows are missing")
+            clusters.append(BurstCluster(cid, *orjson.loads(raw)))
+            sketches.append(np.frombuffer(sketch, dtype="<u4"))
+        matrix = np.vstack(sketches).astype(np.uint32) if sketches else None
+        return cls(registered_ts, conversing, suspicious_until, seq, clusters, matrix, stamp)
+
+    @classmethod
+    def _from_v1(cls, fields: list, blob: bytes, num_perm: int) -> "SenderState":
+        if len(fields) == 6:  # a v1 row from before the binary form: sketches base64 in the JSON
             *fields, text = fields
             blob = base64.b64decode(text)
         registered_ts, conversing, suspicious_until, seq, clusters = fields
         sketches = np.frombuffer(blob, dtype="<u4").reshape(-1, num_perm).copy() if blob else None
-        return cls(registered_ts, conversing, suspicious_until, seq, [BurstCluster(*c) for c in clusters], sketches)
+        state = cls(registered_ts, conversing, suspicious_until, seq, [BurstCluster(*c) for c in clusters], sketches)
+        state._new = {c.cluster_id for c in state.clusters}  # none of its v2 rows exists yet
+        return state

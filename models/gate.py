@@ -29,13 +29,15 @@ from .wording import HELP, OPT_IN, OPT_OUT, ConsentClassifier
 USERKEYS = "userkeys"            # (app, userkey)          -> Userkey
 CONVERSATIONS = "conversations"  # (app, sender, userkey)  -> Conversation
 GRANTS = "grants"                # app                     -> AppGrant
-SENDERS = "senders"              # (app, sender)           -> SenderState (profile, risk, clusters)
+SENDERS = "senders"              # (app, sender)           -> SenderState's head (profile, risk, cluster ids)
+CLUSTERS = "clusters"            # (app, sender, cluster)  -> one BurstCluster of the sender
+SKETCHES = "sketches"            # (app, sender, cluster)  -> the cluster's sketch (written once)
 PENDING = "pending"              # (app, request_id)       -> PendingRequest
 SCHEDULES = "schedules"          # app                     -> ReleaseSchedule
 DUE = "due"                      # (app, minute[, chunk])  -> DueBucket (<= DUE_CHUNK entries)
 CLOCKS = "clocks"                # app                     -> AppClock
 JUNK = "junk"                    # template id (global)    -> JunkTemplate
-TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, PENDING, SCHEDULES, DUE, CLOCKS)
+TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, CLUSTERS, SKETCHES, PENDING, SCHEDULES, DUE, CLOCKS)
 
 Record = Decision | Delivery | ConsentRecord
 DECODED_SENDERS = 256  # sender rows kept decoded (`Gate._sender`): a few MB at 32 clusters a row
@@ -389,22 +391,30 @@ class Gate:
                          "the app cancelled this pending request; it will not be delivered", e.ts)]
 
     def _sender(self, store: Store, app: str, sender: str) -> SenderState:
-        """The sender's row, decoded. A busy sender's row (32 clusters, ~20 KB) cost more to decode
-        than the rest of its send, so the last rows written stay decoded: an entry is used only
-        if the stored row is still the bytes it was encoded to, and is taken out while in use, so
-        a transition that fails half-way (its row never written) leaves nothing stale behind."""
+        """The sender's state, decoded. The last states written stay decoded: an entry is used
+        only while the stored head row is still the bytes it was written as (its stamp vouches
+        for the cluster rows), and is taken out while in use, so a transition that fails half-way
+        (its rows never written) leaves nothing stale behind."""
         row_key = key(app, sender)
         raw = store.get(SENDERS, row_key)
         hit = self._decoded_senders.pop(row_key, None)
         if hit is not None and raw is not None and hit[0] == raw:
             return hit[1]
-        return SenderState.from_bytes(raw, self.policy.num_perm)
+        return SenderState.from_rows(raw, lambda cid: store.get(CLUSTERS, key(app, sender, cid)),
+                                     lambda cid: store.get(SKETCHES, key(app, sender, cid)), self.policy.num_perm)
 
     def _put_sender(self, store: Store, app: str, sender: str, state: SenderState) -> None:
-        row_key, raw = key(app, sender), state.to_bytes()
-        store.set(SENDERS, row_key, raw)
+        row_key = key(app, sender)
+        head, clusters, sketches = state.to_rows()
+        for table, rows in ((CLUSTERS, clusters), (SKETCHES, sketches)):
+            for cid, raw in rows.items():
+                if raw is None:
+                    store.delete(table, key(app, sender, cid))
+                else:
+                    store.set(table, key(app, sender, cid), raw)
+        store.set(SENDERS, row_key, head)
         decoded = self._decoded_senders
-        decoded[row_key] = (raw, state)
+        decoded[row_key] = (head, state)
         if len(decoded) > DECODED_SENDERS:
             del decoded[next(iter(decoded))]  # the least recently written
 

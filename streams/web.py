@@ -18,7 +18,8 @@ from faust.web import Request, Response, View
 
 from sendgate.models.burst import SenderState
 from sendgate.models.consent import AppGrant, Conversation, Userkey
-from sendgate.models.gate import (CONVERSATIONS, GRANTS, PENDING, SCHEDULES, SENDERS, USERKEYS, Gate, due_entries,
+from sendgate.models.gate import (CLUSTERS, CONVERSATIONS, GRANTS, PENDING, SCHEDULES, SENDERS, SKETCHES, USERKEYS, Gate,
+                                  due_entries,
                                   key)
 from sendgate.models.pending import PendingRequest, ReleaseSchedule
 
@@ -86,7 +87,8 @@ def register_views(app: faust.App, gate: Gate, store: CheckpointStore) -> None:
                 at = int(request.query.get("ts") or time.time() * 1000)
             except ValueError:
                 return error(self, 400, "query parameter ts must be epoch milliseconds")
-            state = SenderState.from_bytes(raw, gate.policy.num_perm)
+            state = SenderState.from_rows(raw, lambda cid: read(CLUSTERS, key(app_name, sender, cid)),
+                                          lambda cid: read(SKETCHES, key(app_name, sender, cid)), gate.policy.num_perm)
             return self.json({
                 "app": app_name, "sender": sender, "registered_ts": state.registered_ts,
                 "conversing_userkeys": state.conversing, "suspicious_until": state.suspicious_until or None,

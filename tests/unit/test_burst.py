@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+import random
+
 import numpy as np
 import pytest
 
@@ -114,42 +116,115 @@ class TestRisk:
 
 
 # === stored form ==============================================================================
+class Rows:
+    """A sender's rows as a store holds them: the head, and the cluster and sketch rows by id."""
+
+    def __init__(self) -> None:
+        self.head: bytes | None = None
+        self.clusters: dict[str, bytes] = {}
+        self.sketches: dict[str, bytes] = {}
+        self.written: list[int] = []  # bytes of each write
+
+    def write(self, state: SenderState) -> None:
+        head, clusters, sketches = state.to_rows()
+        self.head = head
+        size = len(head)
+        for rows, changed in ((self.clusters, clusters), (self.sketches, sketches)):
+            for cid, raw in changed.items():
+                if raw is None:
+                    rows.pop(cid, None)
+                else:
+                    rows[cid] = raw
+                    size += len(raw)
+        self.written.append(size)
+
+    def read(self, num_perm: int = 128) -> SenderState:
+        return SenderState.from_rows(self.head, self.clusters.get, self.sketches.get, num_perm)
+
+
 def test_sender_state_round_trip_with_clusters_and_sketches():
     p, sk = Policy(), Sketcher()
     s = SenderState(registered_ts=T - 100 * DAY, conversing=4, suspicious_until=T + 5)
+    rows = Rows()
     for i, text in enumerate([PARCEL, variant(1), UNRELATED[0]]):
         s.decide(T + i, recipient_hash(f"u{i}"), sk.sketch(text), p, None)
-    back = SenderState.from_bytes(s.to_bytes(), p.num_perm)
+        rows.write(s)
+    back = rows.read()
     assert (back.registered_ts, back.conversing, back.suspicious_until, back.seq) == (T - 100 * DAY, 4, T + 5, 2)
-    assert back.clusters == s.clusters
+    assert back.clusters == s.clusters and back.stamp == s.stamp
     assert [c.count for c in back.clusters] == [2, 1]
     assert np.array_equal(back.sketches, s.sketches) and back.sketches.shape == (2, 128)
+    assert back.sketches.dtype == np.uint32
 
 
-def test_sender_state_sketches_are_stored_raw_and_old_base64_rows_still_read():
+def test_a_send_rewrites_the_head_and_its_cluster_not_the_whole_sender():
+    p, sk = Policy(), Sketcher()
+    s, rows = SenderState(registered_ts=T - 365 * DAY, conversing=50), Rows()
+    rng = random.Random(5)
+    texts = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz    ") for _ in range(90)) for _ in range(p.max_clusters)]
+    for i, text in enumerate(texts):  # a busy sender: 32 clusters
+        s.decide(T + i, recipient_hash("u"), sk.sketch(text), p, None)
+        rows.write(s)
+    assert len(rows.clusters) == len(rows.sketches) == len(s.clusters) == p.max_clusters
+    for j in range(5):  # five more recipients of one of its texts
+        s.decide(T + 100 + j, recipient_hash(f"v{j}"), sk.sketch(texts[0]), p, None)
+        rows.write(s)
+    assert max(rows.written[-5:]) < 1024, rows.written[-5:]
+    back = rows.read()
+    assert back.clusters == s.clusters and np.array_equal(back.sketches, s.sketches)
+
+
+def test_expired_and_evicted_clusters_lose_their_rows():
+    p, sk = Policy(max_clusters=3), Sketcher()
+    s, rows = SenderState(conversing=1), Rows()
+    for i, text in enumerate([*UNRELATED[:4], PARCEL]):  # 5 one-off texts through 3 places: 2 evicted
+        s.decide(T + i, recipient_hash("u"), sk.sketch(text), p, None)
+        rows.write(s)
+    assert sorted(rows.clusters) == sorted(c.cluster_id for c in s.clusters) and len(rows.clusters) == 3
+    s.decide(T + p.cluster_idle_s * 1000 + 3, recipient_hash("u"), sk.sketch(PARCEL), p, None)  # the others expire
+    rows.write(s)
+    assert list(rows.clusters) == list(rows.sketches) == [s.clusters[0].cluster_id]
+    assert rows.read().clusters == s.clusters
+
+
+def test_a_v1_row_holding_everything_is_read_and_its_first_write_writes_every_row():
     import base64
 
     import orjson
     p, sk = Policy(), Sketcher()
     s = SenderState(conversing=1)
-    # texts whose sketches hold the byte 0x0a: the head ends at the first newline, not a later one
-    for i in range(40):
-        s.decide(T + i, recipient_hash("u"), sk.sketch(f"{UNRELATED[i % len(UNRELATED)]} {i}"), p, None)
-    raw = s.to_bytes()
-    assert len(raw) == raw.index(b"\n") + 1 + s.sketches.size * 4
-    assert b"\n" in raw[raw.index(b"\n") + 1:]
-    back = SenderState.from_bytes(raw, p.num_perm)
-    assert np.array_equal(back.sketches, s.sketches) and back.clusters == s.clusters
-    head = orjson.loads(raw[:raw.index(b"\n")])
-    old = orjson.dumps(head + [base64.b64encode(s.sketches.astype("<u4").tobytes()).decode()])
-    old_back = SenderState.from_bytes(old, p.num_perm)
-    assert np.array_equal(old_back.sketches, s.sketches) and old_back.clusters == s.clusters
+    for i in range(4):
+        s.decide(T + i, recipient_hash("u"), sk.sketch(UNRELATED[i]), p, None)
+    head = orjson.dumps([s.registered_ts, s.conversing, s.suspicious_until, s.seq, [c.to_list() for c in s.clusters]])
+    v1 = head + b"\n" + s.sketches.astype("<u4").tobytes()  # sketches raw after the head
+    v1_base64 = orjson.dumps([*orjson.loads(head), base64.b64encode(s.sketches.astype("<u4").tobytes()).decode()])
+    for raw in (v1, v1_base64):
+        rows = Rows()
+        rows.head = raw
+        back = rows.read()
+        assert back.clusters == s.clusters and np.array_equal(back.sketches, s.sketches)
+        rows.write(back)
+        assert sorted(rows.clusters) == sorted(rows.sketches) == sorted(c.cluster_id for c in s.clusters)
+        again = rows.read()
+        assert again.clusters == s.clusters and np.array_equal(again.sketches, s.sketches)
 
 
 def test_sender_state_round_trip_when_empty():
-    assert SenderState.from_bytes(None, 128) == SenderState()
-    back = SenderState.from_bytes(SenderState().to_bytes(), 128)
+    rows = Rows()
+    assert rows.read() == SenderState()
+    rows.write(SenderState())
+    back = rows.read()
     assert (back.registered_ts, back.clusters, back.sketches) == (None, [], None)
+
+
+def test_a_head_naming_a_missing_cluster_row_is_an_error_not_an_empty_sender():
+    p, sk = Policy(), Sketcher()
+    s, rows = SenderState(), Rows()
+    s.decide(T, recipient_hash("u"), sk.sketch(PARCEL), p, None)
+    rows.write(s)
+    rows.clusters.clear()
+    with pytest.raises(ValueError, match="rows are missing"):
+        rows.read()
 
 
 def test_cluster_to_list_matches_constructor_order():
@@ -426,5 +501,5 @@ def test_at_most_max_clusters_and_singletons_are_evicted_before_templates():
     assert again_a.similar_recipients == 1
     again_c = h.decide(send("u08", at=6 * SECOND, text=UNRELATED[2]))
     assert (again_c.cluster_id, again_c.similar_recipients) == (one_c.cluster_id, 2)
-    stored = SenderState.from_bytes(h.store.get("senders", "app1\x1fS1".encode()), 128)
+    stored = h.gate._sender(h.store, "app1", "S1")
     assert len(stored.clusters) == 3 and stored.sketches.shape == (3, 128)
