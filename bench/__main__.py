@@ -608,7 +608,8 @@ async def phase_memory(r: Report, bootstrap: str, work: Path, prefixes: list[str
         prefixes.append(held.app_id)
         r.held.append(held)
         log(f"  {n:,} userkeys: RSS {held.rss_mb:.1f} MB; rebuild {held.rebuild_s:.0f} s, worker start to probe "
-            f"decided {held.recovered_s:.0f} s; changelog {held.changelog}")
+            f"decided {held.recovered_s:.1f} s (empty store), {fmt_s(held.after_kill_s)} s after kill -9, "
+            f"{fmt_s(held.after_stop_s)} s after SIGTERM; changelog {held.changelog}")
         if held.problem:
             r.errors.append(f"memory {n:,} userkeys: {held.problem}")
     hours, senders = (6, 4) if r.args.quick else (96, 40)
@@ -617,6 +618,10 @@ async def phase_memory(r: Report, bootstrap: str, work: Path, prefixes: list[str
     prefixes.append(r.long_run.app_id)
     if r.long_run.problem:
         r.errors.append(f"memory long run: {r.long_run.problem}")
+
+
+def fmt_s(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:.1f}"
 
 
 def memory_md(r: Report) -> list[str]:
@@ -629,10 +634,12 @@ def memory_md(r: Report) -> list[str]:
         rows.append([fmt(h.userkeys), f"{h.rss_mb:.1f}", per,
                      f"{uk / h.userkeys:.0f}" if h.userkeys else "",
                      ", ".join(f"{k} {v[0]:,} rows / {v[1]:,} B" for k, v in sorted(h.changelog.items())),
-                     f"{h.store_bytes / 2**20:.1f}", f"{h.rebuild_s:.0f}", f"{h.recovered_s:.0f}"])
+                     f"{h.store_bytes / 2**20:.1f}", f"{h.rebuild_s:.0f}", f"{h.recovered_s:.1f}",
+                     fmt_s(h.after_kill_s), fmt_s(h.after_stop_s)])
     parts += [md_table(["userkeys", "worker RSS MB", "RSS bytes/userkey (vs 0)", "changelog bytes/userkey",
                         "state changelog (last value per key)", "RocksDB dir MB", "rebuild s",
-                        "worker start to probe decided s"], rows)]
+                        "empty store: worker start to probe decided s", "after kill -9: restart to probe decided s",
+                        "after SIGTERM: restart to probe decided s"], rows)]
     lr = r.long_run
     if lr is not None and lr.samples:
         rss = [x[2] for x in lr.samples]

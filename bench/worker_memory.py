@@ -132,10 +132,12 @@ class HeldState:
     userkeys: int
     rebuild_s: float
     changelog: dict[str, list[int]]
-    recovered_s: float  # worker start to the probe's last decision
+    recovered_s: float  # worker start to the probe's last decision (an empty local store: a new machine)
     rss_mb: float
     store_bytes: int  # the worker's RocksDB directory after the probe
     problem: str | None = None
+    after_kill_s: float | None = None  # restart after kill -9 (same store) to the next probe's last decision
+    after_stop_s: float | None = None  # restart after a graceful stop (SIGTERM) to the next probe's last decision
 
 
 async def held_state(bootstrap: str, work: Path, n: int) -> HeldState:
@@ -148,17 +150,30 @@ async def held_state(bootstrap: str, work: Path, n: int) -> HeldState:
     await rebuild(s, Policy())
     rebuild_s = time.monotonic() - started
     changelog = changelog_bytes(await changelog_rows(s))
+    log_path = work / f"worker-{s.app_id}.log"
     started = time.monotonic()
-    worker = WorkerProcess(s, work / f"worker-{s.app_id}.log").start()
+    worker = WorkerProcess(s, log_path).start()
     try:
         worker.wait_ready(600)
         await publish_records(s, probe_log(n, T0 + n + 10))
         total, problem = await wait_for_count(s, s.topic("decisions"), PROBE_USERKEYS, worker, stall_s=300)
         recovered_s = time.monotonic() - started
         rss = vmrss_mb(worker.process.pid)
+        held = HeldState(s.app_id, n, rebuild_s, changelog, recovered_s, rss, dir_bytes(Path(s.data_dir)), problem)
+        # Restarts on the same machine: the probe is published first, so the figure is the time
+        # from the new process to its decisions (what a sender behind the gate waits).
+        for round_, how in enumerate(("kill", "stop"), start=2):
+            worker.kill() if how == "kill" else worker.stop()
+            await publish_records(s, probe_log(n + (round_ - 1) * PROBE_USERKEYS, T0 + n + 10 * round_))
+            started = time.monotonic()
+            worker = WorkerProcess(s, log_path).start()
+            total, problem = await wait_for_count(s, s.topic("decisions"), PROBE_USERKEYS * round_, worker,
+                                                  stall_s=300)
+            setattr(held, f"after_{how}_s", time.monotonic() - started)
+            held.problem = held.problem or problem
     finally:
         worker.stop()
-    return HeldState(s.app_id, n, rebuild_s, changelog, recovered_s, rss, dir_bytes(Path(s.data_dir)), problem)
+    return held
 
 
 def long_run_log(hours: int, senders: int, seed: int) -> Log:

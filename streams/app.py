@@ -44,6 +44,8 @@ STALL_GRACE_S = 30.0  # how long the graceful stop may take before the process e
 JUNK_REFRESH_S = 2.0  # how often a worker loads the junk owner's writes into its view
 COMMIT_IDLE_S = 0.05  # how long a batch's commit records wait for the next batch before going alone
 STOP_FLUSH_S = 5.0  # how long a stopping worker tries to write its last batch's commit records
+PRODUCE_TIMEOUT_S = 60.0  # a batch's send not acknowledged by then fails the batch (it is decided again)
+SLOW_BATCH_S = 30.0  # a batch deciding this long is logged with where the agent waits
 
 RAW = dict(key_type=bytes, value_type=bytes)  # the app's default serializers are "raw"
 
@@ -97,6 +99,9 @@ class GateApp:
     _unacked_events: list[Any] = field(default_factory=list)  # the last batch's: acked with its commit records
     _unacked: list[Any] = field(default_factory=list)  # records read to fill a hole, acked with their batch
     _deciding: dict[int, int] | None = None  # while a batch is decided: `_seen` as it was before it
+    deciding_since: float | None = None  # monotonic time the batch being decided began
+    _reported_slow: bool = False
+    agent_task: asyncio.Task | None = None
 
     def __post_init__(self) -> None:
         self.metrics = GateMetrics(self.settings.metrics_networks, self.status_now)
@@ -170,7 +175,7 @@ class GateApp:
         else:
             # One round trip: the outputs, the rows and the last batch's commit records together.
             self.store.stage(self.outbox)
-            last = await self.outbox.send(inner_producer(self.app))
+            last = await asyncio.wait_for(self.outbox.send(inner_producer(self.app)), PRODUCE_TIMEOUT_S)
             produced = time.perf_counter()
             self.store.written(last)
         tally.durations_s = {"decide": decided - started, "produce": produced - decided,
@@ -223,12 +228,13 @@ class GateApp:
         delay, failing_since = RETRY_FIRST_S, None
         while True:
             seen = self._deciding = dict(self._seen)
+            self.deciding_since, self._reported_slow = time.monotonic(), False
             try:
                 await self.process_batch(batch)
-                self._deciding = None
+                self._deciding = self.deciding_since = None
                 break
             except Exception as exc:
-                self._deciding = None
+                self._deciding = self.deciding_since = None
                 self.abort(seen)
                 self.metrics.batch_failed()
                 lost = {(e.message.topic, e.message.partition) for e in batch} - {(tp.topic, tp.partition)
@@ -265,6 +271,16 @@ class GateApp:
         else:
             self._unacked_events, acks = list(batch), acks + self._unacked_events
         self.ack(acks)
+
+    def report_slow_batch(self) -> None:
+        """Log a batch that has been deciding for SLOW_BATCH_S, with the awaits the agent is in: a
+        wait that never ends must not stall the worker in silence."""
+        since = self.deciding_since
+        if since is None or self._reported_slow or time.monotonic() - since < SLOW_BATCH_S:
+            return
+        self._reported_slow = True
+        log.warning("a batch has been deciding for %.0f s; the gate agent waits in:\n%s",
+                    time.monotonic() - since, awaiting(self.agent_task))
 
     def ack(self, events: list[Any]) -> None:
         """Ack events (or messages read from Kafka directly) of partitions this worker still owns."""
@@ -386,6 +402,19 @@ class GateApp:
         return await self.send(self.deadletter, message.key, dead_letter_record(message, value, error))
 
 
+def awaiting(task: asyncio.Task | None) -> str:
+    """The chain of awaits a task is suspended in, innermost last (Task.get_stack shows only the
+    outermost coroutine)."""
+    lines, coro = [], task.get_coro() if task is not None else None
+    while coro is not None and getattr(coro, "cr_frame", None) is not None:
+        frame = coro.cr_frame
+        lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        coro = coro.cr_await
+    if coro is not None:
+        lines.append(f"  on {coro!r}"[:300])
+    return "\n".join(lines) or "  (not suspended)"
+
+
 def _where(batch: list[Any]) -> str:
     """Where a batch's records are, for error messages: topic[partition]@first..last per partition."""
     spans: dict[tuple[str, int], list[int]] = {}
@@ -441,6 +470,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
+        consumer_group_instance_id=settings.group_instance_id,
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
         web_tables_enabled=False,  # Faust's /table view serves raw rows, and rows hold userkeys
@@ -484,6 +514,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         # take_events waits its `within` even when nothing more is coming.
         queue = channel_queue(stream)
         dispatch_inline(app)
+        gate_app.agent_task = asyncio.current_task()
         # Subscribers may start before the first decision, and a producer that sends to a topic
         # whose partitions have no leader yet stalls in retries: create the outputs and wait first.
         for topic in (decisions, deadletter, junk_reports, consent):
@@ -528,6 +559,10 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
     @app.timer(interval=JUNK_REFRESH_S)
     async def refresh_junk() -> None:
         store.junk_view.refresh()
+
+    @app.timer(interval=SLOW_BATCH_S / 3)
+    async def watch_batches() -> None:
+        gate_app.report_slow_batch()
 
     if ticker and settings.tick_interval_s > 0:
         @app.timer(interval=settings.tick_interval_s)

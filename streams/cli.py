@@ -5,7 +5,6 @@ import argparse
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
@@ -71,7 +70,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .app import STALL_EXIT_CODE, build_app
     from .client import check_events_clock, ensure_topics, partitions_of
     from .junk import JUNK_REPORTS
-    from .state import APPS, STATE
+    from .state import APPS, STATE, after_unclean_stop
 
     settings = _settings(args)
     events = settings.topic("events")
@@ -96,9 +95,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     print(f"sendgate worker: {settings.topic('events')} ({settings.partitions} partitions) on {settings.bootstrap}, "
           f"app id {settings.app_id}, store {settings.store}, policy {settings.policy_file or 'defaults'}",
           flush=True)
-    # A worker killed mid-write leaves its local RocksDB ahead of the changelogs, and Faust would
-    # replay the changelogs over it into a state that never existed. The marker file tells the
-    # next start that the last stop was not clean, so the tables recover from the changelogs alone.
+    # A worker killed mid-write can leave a local store ahead of its changelog (Faust's table path
+    # writes the store first), and Faust would replay the changelog over it into a state that
+    # never existed. The marker file tells the next start that the last stop was not clean: the
+    # `state` table's store is kept (it holds only what the broker acknowledged: streams/state.py),
+    # the others recover from their changelogs.
     marker = Path(settings.data_dir) / f"{settings.app_id}.running"
 
     class Worker(faust.Worker):  # the name shows in its log lines ("[^Worker]: Ready")
@@ -111,9 +112,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
             super().on_setup_root_logger(logger, level)
 
     if marker.exists():
-        shutil.rmtree(Path(settings.data_dir) / settings.app_id, ignore_errors=True)
-        print("sendgate worker: the last worker on this store did not stop cleanly; local store removed, "
-              "tables recover from the changelogs", flush=True)
+        keep = settings.processing_guarantee == "at_least_once"
+        removed = after_unclean_stop(Path(settings.data_dir) / settings.app_id, keep)
+        print("sendgate worker: the last worker on this store did not stop cleanly; "
+              + ("the state table's local store is kept, " if keep else "")
+              + f"{len(removed)} other local store(s) removed: they recover from their changelogs", flush=True)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
     worker = Worker(gate_app.app, loglevel=settings.log_level, quiet=True)

@@ -98,6 +98,10 @@ class Settings:
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)  # kept out of logs and test reports
     # With a secret, tables key userkeys by HMAC-SHA-256 (see README, "Personal data").
+    # Static membership (Kafka's group.instance.id): a worker that restarts within the session
+    # timeout gets its partitions back without a rebalance. Unique per worker and stable across
+    # its restarts (a pod name); unset: dynamic membership.
+    group_instance_id: str | None = None
     userkey_secret: str | None = field(default=None, repr=False)
     ssl_cafile: str | None = None  # None with SSL: the system's CA store
     ssl_certfile: str | None = None  # client certificate (mutual TLS), PEM
@@ -190,6 +194,7 @@ class Settings:
             ssl_certfile=env.get("SENDGATE_SSL_CERTFILE") or None,
             ssl_keyfile=env.get("SENDGATE_SSL_KEYFILE") or None,
             userkey_secret=env.get("SENDGATE_USERKEY_SECRET") or None,
+            group_instance_id=env.get("SENDGATE_GROUP_INSTANCE_ID") or None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -220,7 +225,8 @@ class Settings:
                             ("SENDGATE_SASL_USERNAME", self.sasl_username),
                             ("SENDGATE_SASL_PASSWORD", self.sasl_password), ("SENDGATE_SSL_CAFILE", self.ssl_cafile),
                             ("SENDGATE_SSL_CERTFILE", self.ssl_certfile), ("SENDGATE_SSL_KEYFILE", self.ssl_keyfile),
-                            ("SENDGATE_USERKEY_SECRET", self.userkey_secret)):
+                            ("SENDGATE_USERKEY_SECRET", self.userkey_secret),
+                            ("SENDGATE_GROUP_INSTANCE_ID", self.group_instance_id)):
             if value:
                 env[name] = value
         return env

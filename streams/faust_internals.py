@@ -118,3 +118,22 @@ def dispatch_inline(app: Any) -> None:
         return await race(*coros, timeout=timeout)
 
     consumer.wait_first = wait_first
+
+
+def rows_with_prefix(table: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The rows of `table` on this worker's active partitions whose key starts with `prefix`: in
+    RocksDB one seek per partition store (keys are sorted), not a scan of every row; in the
+    memory store (tests, a few rows) a scan."""
+    store = table.data
+    if getattr(store, "use_rocksdict", False):
+        for db in store._dbs_for_actives():
+            for key, value in db.items(from_key=prefix):
+                if not key.startswith(prefix):
+                    break
+                yield key, value
+        return
+    read = raw_reader(table)
+    for key in list(table.keys()):
+        if key.startswith(prefix):
+            yield key, read(key)
+

@@ -19,6 +19,13 @@ Rows written after the last commit record (a crash mid-checkpoint) are orphans. 
 them, and the first checkpoint of that partition rewrites their keys with the committed values,
 so that log compaction can never leave an orphan as a key's last value.
 
+After a crash (kill -9) the local store of `state` is kept (`after_unclean_stop`): rows enter it
+only once the broker has acknowledged them together with their batch's outputs, each batch in one
+RocksDB write batch with its commit record, so it holds whole batches whose decisions are out,
+and its persisted changelog offset never runs ahead of its rows (a crash between the two makes
+recovery read a few rows again). The global tables are written through Faust's own path (the
+local store first, the changelog later), so their local stores are removed and read again.
+
 The junk index (a global table, one partition for all apps, written by one owner: streams/junk.py)
 is not covered: a junk report decided again after a crash is sent to the owner again, which
 `JunkTemplate.add_reporter` makes harmless.
@@ -26,10 +33,12 @@ is not covered: a junk report decided again after a crash is sent to the owner a
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -42,7 +51,7 @@ from sendgate.models.junk import JunkReport
 from sendgate.models.policy import Policy
 from sendgate.models.pending import ReleaseSchedule
 
-from .faust_internals import processing, raw_reader
+from .faust_internals import processing, raw_reader, rows_with_prefix
 from .junk import JunkView
 from .outbox import Outbox
 
@@ -348,9 +357,9 @@ class CheckpointStore:
         # Partitions may have moved: forget what this worker knew of them, read the table again.
         self._handled.clear()
         self.due, self.held = {}, {}
-        for row in list(self.table.keys()):  # once per rebalance; the ticker then reads `due` only
-            if row.startswith(PREFIX[SCHEDULES]):
-                self._index_schedule(row[len(PREFIX[SCHEDULES]):], self._committed(row))
+        # once per rebalance, the schedule rows only; the ticker then reads `due` only
+        for row, value in list(rows_with_prefix(self.table, PREFIX[SCHEDULES])):
+            self._index_schedule(row[len(PREFIX[SCHEDULES]):], value)
 
     def _index_schedule(self, app: bytes, raw: bytes | None) -> None:
         schedule = ReleaseSchedule.from_bytes(raw)
@@ -362,3 +371,18 @@ class CheckpointStore:
             self.held[app] = schedule.held
         else:
             self.held.pop(app, None)
+
+
+def after_unclean_stop(store_dir: Path, keep_state: bool) -> list[str]:
+    """Make a worker's local stores safe to start on after it was killed: keep the `state`
+    table's (see the module docstring) when `keep_state` (at_least_once; under exactly_once the
+    table is written through Faust's transaction, local store first), remove the rest. Returns
+    the names removed."""
+    removed = []
+    for path in sorted(Path(store_dir).glob("v*/tables/*")):
+        if keep_state and path.name.startswith(f"{STATE}-") and path.suffix == ".db":
+            continue
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+

@@ -302,6 +302,7 @@ def test_sigkill_mid_stream_loses_nothing(settings, workers):
     create_events_topic(settings)
     worker = workers.start(settings)
     kills: list[dict] = []
+    restarted = []
     with DecisionWatcher(settings, timeout=120) as watcher:
         for k, segment in enumerate(segments):
             killed = None
@@ -321,6 +322,7 @@ def test_sigkill_mid_stream_loses_nothing(settings, workers):
             if killed is not None:
                 assert killed.wait(120), f"round {k + 1}: {watcher.count} decisions, kill point {at} never reached"
                 worker = workers.start(settings)  # same settings: same group, same local store
+                restarted.append(worker)
     out = Outcome(settings, sent)
     records, live = out.records, out.live
     print(f"\nseed {SEED}; kills: {kills}")
@@ -338,6 +340,9 @@ def test_sigkill_mid_stream_loses_nothing(settings, workers):
     assert not (out.problems or lost or changed or twice), "\n".join(
         out.problems + [explain(settings, lost, changed, records, expected, kills)] + twice)
     assert not divergent(live, expected), "\n".join(divergent(live, expected))
+    if settings.processing_guarantee == "at_least_once":  # each restart started on the killed worker's state
+        for w in restarted:
+            assert "the state table's local store is kept" in w.log_path.read_text(errors="replace"), w.log_tail()
     # Consent state survived the crashes: opted out before the last restart, and after it.
     got_ids = by_id(live)
     for app in apps:

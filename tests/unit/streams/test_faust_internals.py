@@ -148,3 +148,31 @@ def test_dispatch_inline_awaits_the_record_inline_only_when_nothing_can_block():
 
     asyncio.run(run())
 
+
+
+def test_rows_with_prefix_seeks_each_active_rocksdb_store(tmp_path):
+    import rocksdict
+    from faust.stores.rocksdb import Store as RocksStore
+    assert params(RocksStore._dbs_for_actives) == [] and "use_rocksdict" in inspect.getsource(RocksStore.__init__)
+    dbs = []
+    for p, keys in enumerate([[b"s:a", b"t:b", b"t:a", b"u:x"], [b"c:1", b"t:\xff", b"tt"]]):
+        db = rocksdict.Rdict(str(tmp_path / f"p{p}"), options=rocksdict.Options(raw_mode=True))
+        for k in keys:
+            db[k] = b"v" + k
+        dbs.append(db)
+
+    class Data:
+        use_rocksdict = True
+
+        def _dbs_for_actives(self):
+            return iter(dbs)
+
+    class Table:
+        data = Data()
+
+    try:
+        assert list(faust_internals.rows_with_prefix(Table, b"t:")) == [
+            (b"t:a", b"vt:a"), (b"t:b", b"vt:b"), (b"t:\xff", b"vt:\xff")]
+    finally:
+        for db in dbs:
+            db.close()
