@@ -601,8 +601,7 @@ async def phase_profile_tp(r: Report, bootstrap: str, work: Path, prefixes: list
 
 
 async def phase_memory(r: Report, bootstrap: str, work: Path, prefixes: list[str]) -> None:
-    sizes = (0, 10_000) if r.args.quick else (0, 100_000, 1_000_000)
-    for n in sizes:
+    for n in r.args.userkeys:
         log(f"worker memory holding {n:,} userkeys (rebuild, then a worker recovers them) ...")
         held = await mem.held_state(bootstrap, work, n)
         prefixes.append(held.app_id)
@@ -700,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "latency without queueing; quick 1000,3000)")
     ap.add_argument("--latency-seconds", type=float, help="measured seconds per rate (default 20; quick 3)")
     ap.add_argument("--latency-warmup", type=float, help="warm-up seconds per rate (default 2; quick 0.5)")
+    ap.add_argument("--userkeys", help="userkeys held in the memory workload (default 0,100000,1000000; quick 0,10000)")
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--skip", default="", help="comma list of: throughput, replay, latency, profile, memory, inprocess")
     ap.add_argument("--profile", action="store_true", help="profile with py-spy also in --quick")
@@ -713,6 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     a.latency_seconds = a.latency_seconds or (3.0 if a.quick else 20.0)
     a.latency_warmup = a.latency_warmup if a.latency_warmup is not None else (0.5 if a.quick else 2.0)
     a.rates = [int(x) for x in (a.rates or ("1000,3000" if a.quick else "100,1000,3000")).split(",") if x.strip()]
+    a.userkeys = [int(x) for x in (a.userkeys or ("0,10000" if a.quick else "0,100000,1000000")).split(",") if x.strip()]
     skip = {s.strip() for s in a.skip.split(",") if s.strip()}
     unknown = skip - {"throughput", "replay", "latency", "profile", "memory", "inprocess"}
     if unknown:

@@ -88,7 +88,12 @@ def test_inspection_endpoints_answer_from_the_owning_worker(settings, workers):
     decisions(settings, 11)
     base = f"http://127.0.0.1:{port}/sendgate"
     deadline = time.monotonic() + 60
+    # The rows reach the worker's store once the broker acknowledged the batch's send, which a
+    # subscriber may see its decisions a moment before: until then the userkey is unknown (404).
     status, body = get_json(f"{base}/userkeys/acme/u0?sender=s1", deadline)
+    while status == 404 and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling interval
+        status, body = get_json(f"{base}/userkeys/acme/u0?sender=s1", deadline)
     assert status == 200 and body["opted_out"] is True and "rule per_se" in body["how"]
     assert body["conversation"]["recent_inbound_ids"] == ["stop"]  # i0 is older than the reply window
     status, body = get_json(f"{base}/senders/acme/s1?ts={t + 20}", deadline)
