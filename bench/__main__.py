@@ -607,7 +607,8 @@ async def phase_memory(r: Report, bootstrap: str, work: Path, prefixes: list[str
         prefixes.append(held.app_id)
         r.held.append(held)
         log(f"  {n:,} userkeys: RSS {held.rss_mb:.1f} MB; rebuild {held.rebuild_s:.0f} s, worker start to probe "
-            f"decided {held.recovered_s:.1f} s (empty store), {fmt_s(held.after_kill_s)} s after kill -9, "
+            f"decided {held.recovered_s:.1f} s (empty store, Faust's restore), {fmt_s(held.disk_lost_s)} s (empty store, "
+            f"restore.py), {fmt_s(held.after_kill_s)} s after kill -9, "
             f"{fmt_s(held.after_stop_s)} s after SIGTERM; changelog {held.changelog}")
         if held.problem:
             r.errors.append(f"memory {n:,} userkeys: {held.problem}")
@@ -634,10 +635,12 @@ def memory_md(r: Report) -> list[str]:
                      f"{uk / h.userkeys:.0f}" if h.userkeys else "",
                      ", ".join(f"{k} {v[0]:,} rows / {v[1]:,} B" for k, v in sorted(h.changelog.items())),
                      f"{h.store_bytes / 2**20:.1f}", f"{h.rebuild_s:.0f}", f"{h.recovered_s:.1f}",
-                     fmt_s(h.after_kill_s), fmt_s(h.after_stop_s)])
+                     fmt_s(h.disk_lost_s), fmt_s(h.after_kill_s), fmt_s(h.after_stop_s)])
     parts += [md_table(["userkeys", "worker RSS MB", "RSS bytes/userkey (vs 0)", "changelog bytes/userkey",
                         "state changelog (last value per key)", "RocksDB dir MB", "rebuild s",
-                        "empty store: worker start to probe decided s", "after kill -9: restart to probe decided s",
+                        "empty store, Faust's restore (before): start to probe decided s",
+                        "empty store, streams/restore.py: start to probe decided s",
+                        "after kill -9: restart to probe decided s",
                         "after SIGTERM: restart to probe decided s"], rows)]
     lr = r.long_run
     if lr is not None and lr.samples:

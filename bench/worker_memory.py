@@ -13,7 +13,12 @@ Method:
    /proc then. N = 0 is the baseline, with the same 2,000 events: bytes per userkey = (RSS at N -
    RSS at 0) / N. Changelog bytes are the key + value bytes of the rows read back from the topic.
    Building the state with rebuild instead of deciding N events live keeps 1M userkeys in
-   minutes; the worker's memory is that of a worker holding the state either way.
+   minutes; the worker's memory is that of a worker holding the state either way. That first
+   start restores the state with Faust's own restore (SENDGATE_FAST_RESTORE=0, as before
+   streams/restore.py). Then, each time with a new probe published first and timed from the new
+   process to its decisions: the store is deleted and the worker starts again (a disk lost, with
+   streams/restore.py); the worker is killed (kill -9) and restarted on its store; it is stopped
+   (SIGTERM) and restarted.
 2. Long run. Every hour of event time each sender sends a fresh spam template (personalised) to
    15 opted-in recipients and answers 10 users who wrote to it, over days of event time: each
    cluster is idle after its hour and expires after `cluster_idle_s` (24 h), so a sender row
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -39,7 +45,7 @@ from sendgate.streams.config import Settings
 from sendgate.streams.log import read_log
 from sendgate.streams.process import WorkerProcess
 from sendgate.streams.rebuild import rebuild
-from sendgate.streams.state import COMMIT, KIND, PREFIX, STATE
+from sendgate.streams.state import COMMIT, HOME, KIND, PREFIX, STATE
 
 from ._common import load_corpus
 from .throughput import (NAMES, Log, bench_settings, declare_outputs, expected, publish_records, read_all,
@@ -120,7 +126,7 @@ def changelog_bytes(rows: dict[bytes, bytes]) -> dict[str, list[int]]:
     """Row kind -> [rows, key + value bytes]."""
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for k, v in rows.items():
-        kind = "commit records" if k.startswith(COMMIT) else KIND.get(k[:2], "?")
+        kind = "commit records" if k.startswith(COMMIT) else "homes" if k.startswith(HOME) else KIND.get(k[:2], "?")
         out[kind][0] += 1
         out[kind][1] += len(k) + len(v)
     return dict(out)
@@ -132,10 +138,11 @@ class HeldState:
     userkeys: int
     rebuild_s: float
     changelog: dict[str, list[int]]
-    recovered_s: float  # worker start to the probe's last decision (an empty local store: a new machine)
+    recovered_s: float  # worker start to the probe's last decision, empty store, Faust's own restore (before)
     rss_mb: float
     store_bytes: int  # the worker's RocksDB directory after the probe
     problem: str | None = None
+    disk_lost_s: float | None = None  # empty store again, restored by streams/restore.py, to the probe decided
     after_kill_s: float | None = None  # restart after kill -9 (same store) to the next probe's last decision
     after_stop_s: float | None = None  # restart after a graceful stop (SIGTERM) to the next probe's last decision
 
@@ -152,7 +159,7 @@ async def held_state(bootstrap: str, work: Path, n: int) -> HeldState:
     changelog = changelog_bytes(await changelog_rows(s))
     log_path = work / f"worker-{s.app_id}.log"
     started = time.monotonic()
-    worker = WorkerProcess(s, log_path).start()
+    worker = WorkerProcess(s.with_(fast_restore=False), log_path).start()  # the restore as it was
     try:
         worker.wait_ready(600)
         await publish_records(s, probe_log(n, T0 + n + 10))
@@ -162,14 +169,16 @@ async def held_state(bootstrap: str, work: Path, n: int) -> HeldState:
         held = HeldState(s.app_id, n, rebuild_s, changelog, recovered_s, rss, dir_bytes(Path(s.data_dir)), problem)
         # Restarts on the same machine: the probe is published first, so the figure is the time
         # from the new process to its decisions (what a sender behind the gate waits).
-        for round_, how in enumerate(("kill", "stop"), start=2):
-            worker.kill() if how == "kill" else worker.stop()
+        for round_, how in enumerate(("disk_lost", "after_kill", "after_stop"), start=2):
+            worker.kill() if how == "after_kill" else worker.stop()
+            if how == "disk_lost":  # a new machine: nothing local
+                shutil.rmtree(Path(s.data_dir) / s.app_id, ignore_errors=True)
             await publish_records(s, probe_log(n + (round_ - 1) * PROBE_USERKEYS, T0 + n + 10 * round_))
             started = time.monotonic()
             worker = WorkerProcess(s, log_path).start()
             total, problem = await wait_for_count(s, s.topic("decisions"), PROBE_USERKEYS * round_, worker,
                                                   stall_s=300)
-            setattr(held, f"after_{how}_s", time.monotonic() - started)
+            setattr(held, f"{how}_s", time.monotonic() - started)
             held.problem = held.problem or problem
     finally:
         worker.stop()

@@ -102,6 +102,9 @@ class Settings:
     # timeout gets its partitions back without a rebalance. Unique per worker and stable across
     # its restarts (a pod name); unset: dynamic membership.
     group_instance_id: str | None = None
+    # Restore the state table's stores from the changelog in write batches before joining the
+    # group (streams/restore.py); off: Faust's own restore, record by record.
+    fast_restore: bool = True
     userkey_secret: str | None = field(default=None, repr=False)
     ssl_cafile: str | None = None  # None with SSL: the system's CA store
     ssl_certfile: str | None = None  # client certificate (mutual TLS), PEM
@@ -195,6 +198,7 @@ class Settings:
             ssl_keyfile=env.get("SENDGATE_SSL_KEYFILE") or None,
             userkey_secret=env.get("SENDGATE_USERKEY_SECRET") or None,
             group_instance_id=env.get("SENDGATE_GROUP_INSTANCE_ID") or None,
+            fast_restore=(env.get("SENDGATE_FAST_RESTORE", "1") != "0"),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -205,6 +209,7 @@ class Settings:
             "SENDGATE_STORE": self.store, "SENDGATE_DATA_DIR": self.data_dir,
             "SENDGATE_TICK_INTERVAL_S": str(self.tick_interval_s), "SENDGATE_WEB_PORT": str(self.web_port),
             "SENDGATE_WEB": "1" if self.web_enabled else "0",
+            "SENDGATE_FAST_RESTORE": "1" if self.fast_restore else "0",
             "SENDGATE_WEB_BIND": self.web_bind, "SENDGATE_WEB_HOST": self.web_host,
             "SENDGATE_SESSION_TIMEOUT_S": str(self.session_timeout_s),
             "SENDGATE_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),

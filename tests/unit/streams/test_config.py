@@ -13,10 +13,11 @@ def test_defaults_suit_one_local_broker():
 
 def test_cluster_settings_come_from_the_environment_and_reach_child_processes():
     env = {"SENDGATE_REPLICATION_FACTOR": "3", "SENDGATE_EVENTS_TIMESTAMP_TYPE": "LogAppendTime",
-           "SENDGATE_STALL_EXIT_S": "45", "SENDGATE_GROUP_INSTANCE_ID": "gate-0"}
+           "SENDGATE_STALL_EXIT_S": "45", "SENDGATE_GROUP_INSTANCE_ID": "gate-0", "SENDGATE_FAST_RESTORE": "0"}
     s = Settings.from_env(env)
     assert (s.replication_factor, s.events_timestamp_type, s.stall_exit_s) == (3, "LogAppendTime", 45.0)
     assert s.group_instance_id == "gate-0" and Settings().group_instance_id is None
+    assert s.fast_restore is False and Settings().fast_restore is True
     assert Settings.from_env(s.to_env()) == s
 
 

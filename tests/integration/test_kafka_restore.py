@@ -1,0 +1,59 @@
+"""restore.py: a worker's state stores are restored from the changelog in write batches, whole
+checkpoints only (streams/state.py), before Faust reads the tail after the last commit record."""
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaProducer
+from faust.stores.rocksdb import RocksDBOptions, Store
+
+from sendgate.streams.client import ensure_topics
+from sendgate.streams.restore import restore_state, store_path
+from sendgate.streams.state import STATE, commit_key
+
+
+def write_changelog(settings, records: list[tuple[int, bytes, bytes | None]]) -> dict[int, list[int]]:
+    """Produce (partition, key, value) records to the state changelog; returns their offsets."""
+    async def run() -> dict[int, list[int]]:
+        topic = settings.changelog_topic(STATE)
+        await ensure_topics(settings, [topic], compact=True)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+        await producer.start()
+        offsets: dict[int, list[int]] = {}
+        try:
+            for partition, key, value in records:
+                meta = await producer.send_and_wait(topic, value, key=key, partition=partition)
+                offsets.setdefault(partition, []).append(meta.offset)
+        finally:
+            await producer.stop()
+        return offsets
+    return asyncio.run(run())
+
+
+def stored(settings, partition: int) -> dict[bytes, bytes]:
+    db = RocksDBOptions().open(store_path(settings, partition))
+    try:
+        return dict(db.items())
+    finally:
+        db.close()
+
+
+def test_whole_checkpoints_are_restored_with_their_offset_and_the_tail_is_left_to_faust(settings):
+    offsets = write_changelog(settings, [
+        (0, b"u:a\x1fu1", b"one"), (0, b"u:a\x1fu2", b"two"), (0, commit_key(0), b"10"),
+        (0, b"u:a\x1fu2", None), (0, b"c:a\x1fs\x1fu1", b"conv"), (0, commit_key(0), b"12"),
+        (0, b"u:a\x1fu3", b"orphan"),  # after the last commit record: an unfinished checkpoint
+        (1, b"u:b\x1fu9", b"orphan too"),  # a partition without any commit record
+    ])
+    applied, read, _ = asyncio.run(restore_state(settings))
+    assert (applied, read) == (6, 8)
+    rows = stored(settings, 0)
+    assert rows.pop(Store.offset_key) == str(offsets[0][5]).encode()  # the last commit record's offset
+    assert rows == {b"u:a\x1fu1": b"one", b"c:a\x1fs\x1fu1": b"conv", commit_key(0): b"12"}
+    assert stored(settings, 1) == {}  # nothing committed: Faust reads the partition from its start
+
+    # A second start reads only what follows the persisted offsets.
+    write_changelog(settings, [(0, b"u:a\x1fu3", b"three"), (0, commit_key(0), b"14")])
+    applied, read, _ = asyncio.run(restore_state(settings))
+    assert (applied, read) == (3, 4)  # u3's orphan, its rewrite and the commit record; partition 1 again
+    assert stored(settings, 0)[b"u:a\x1fu3"] == b"three"
