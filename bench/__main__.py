@@ -603,7 +603,7 @@ async def phase_profile_tp(r: Report, bootstrap: str, work: Path, prefixes: list
 async def phase_memory(r: Report, bootstrap: str, work: Path, prefixes: list[str]) -> None:
     for n in r.args.userkeys:
         log(f"worker memory holding {n:,} userkeys (rebuild, then a worker recovers them) ...")
-        held = await mem.held_state(bootstrap, work, n)
+        held = await mem.held_state(bootstrap, work, n, r.args.restarts)
         prefixes.append(held.app_id)
         r.held.append(held)
         log(f"  {n:,} userkeys: RSS {held.rss_mb:.1f} MB; rebuild {held.rebuild_s:.0f} s, worker start to probe "
@@ -703,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-seconds", type=float, help="measured seconds per rate (default 20; quick 3)")
     ap.add_argument("--latency-warmup", type=float, help="warm-up seconds per rate (default 2; quick 0.5)")
     ap.add_argument("--userkeys", help="userkeys held in the memory workload (default 0,100000,1000000; quick 0,10000)")
+    ap.add_argument("--no-restarts", dest="restarts", action="store_false",
+                    help="memory workload: time only the first start, not the disk-lost, kill -9 and SIGTERM restarts")
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--skip", default="", help="comma list of: throughput, replay, latency, profile, memory, inprocess")
     ap.add_argument("--profile", action="store_true", help="profile with py-spy also in --quick")

@@ -147,7 +147,7 @@ class HeldState:
     after_stop_s: float | None = None  # restart after a graceful stop (SIGTERM) to the next probe's last decision
 
 
-async def held_state(bootstrap: str, work: Path, n: int) -> HeldState:
+async def held_state(bootstrap: str, work: Path, n: int, restarts: bool = True) -> HeldState:
     s = bench_settings(bootstrap, work, f"mem{n}", log_level="info")  # info: the worker logs "Ready"
     await declare_outputs(s)
     if n:
@@ -169,7 +169,7 @@ async def held_state(bootstrap: str, work: Path, n: int) -> HeldState:
         held = HeldState(s.app_id, n, rebuild_s, changelog, recovered_s, rss, dir_bytes(Path(s.data_dir)), problem)
         # Restarts on the same machine: the probe is published first, so the figure is the time
         # from the new process to its decisions (what a sender behind the gate waits).
-        for round_, how in enumerate(("disk_lost", "after_kill", "after_stop"), start=2):
+        for round_, how in enumerate(("disk_lost", "after_kill", "after_stop") if restarts else (), start=2):
             worker.kill() if how == "after_kill" else worker.stop()
             if how == "disk_lost":  # a new machine: nothing local
                 shutil.rmtree(Path(s.data_dir) / s.app_id, ignore_errors=True)
