@@ -173,11 +173,15 @@ class GateApp:
             produced = time.perf_counter()
             await self.store.checkpoint()
         else:
-            # One round trip: the outputs, the rows and the last batch's commit records together.
+            # The outputs and the rows together; then the commit records, so that the batch is
+            # whole on the broker before its events are acked (a clean stop commits all of it).
+            producer = inner_producer(self.app)
             self.store.stage(self.outbox)
-            last = await asyncio.wait_for(self.outbox.send(inner_producer(self.app)), PRODUCE_TIMEOUT_S)
+            last = await asyncio.wait_for(self.outbox.send(producer), PRODUCE_TIMEOUT_S)
             produced = time.perf_counter()
             self.store.written(last)
+            self.store.stage(self.outbox)
+            self.store.written(await asyncio.wait_for(self.outbox.send(producer), PRODUCE_TIMEOUT_S))
         tally.durations_s = {"decide": decided - started, "produce": produced - decided,
                              "checkpoint": time.perf_counter() - produced}
         self._unacked.extend(filled)  # the agent acks the batch's own events; these Faust never had
@@ -265,11 +269,8 @@ class GateApp:
                         time.monotonic() - failing_since)
         # Faust commits an offset once it and all before it are acked: a batch's events are acked
         # once its commit records are written, which under at_least_once is with the next send.
-        acks, self._unacked = self._unacked, []
-        if self.app.in_transaction:
-            acks += batch
-        else:
-            self._unacked_events, acks = list(batch), acks + self._unacked_events
+        acks, self._unacked = self._unacked + self._unacked_events + list(batch), []
+        self._unacked_events = []
         self.ack(acks)
 
     def report_slow_batch(self) -> None:

@@ -8,7 +8,7 @@ release lost). So the worker keeps three rules:
 1. One table (`state`), so every row of an app goes to one changelog partition, in write order.
 2. A batch of events is decided over an overlay. Its decisions and its rows are sent together
    and acknowledged; only then is its commit record (`COMMIT` + partition -> offset of the last
-   event applied) written, with the next batch's send (`stage`). Recovery applies rows only up to
+   event applied) written, in a second send (`stage`), and the batch acked to Faust. Recovery applies rows only up to
    the last commit record it reads (`StateTable.apply_changelog_batch`): all of a checkpoint or
    none of it, so rows whose decisions may not be out never count.
 3. An event at or below its partition's committed offset is skipped: its decisions are out. An
