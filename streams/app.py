@@ -268,7 +268,7 @@ class GateApp:
             log.warning("the batch of %s succeeded after %.1f s of failures", _where(batch),
                         time.monotonic() - failing_since)
         # Faust commits an offset once it and all before it are acked: a batch's events are acked
-        # once its commit records are written, which under at_least_once is with the next send.
+        # once its commit records are written.
         acks, self._unacked = self._unacked + self._unacked_events + list(batch), []
         self._unacked_events = []
         self.ack(acks)

@@ -262,7 +262,7 @@ class CheckpointStore:
                         self.table.send_changelog(partition, row, None)
         self._written_locally()
 
-    # --- at_least_once: one round trip a batch ---------------------------------------------------
+    # --- at_least_once: rows with the outputs, then the commit records ---------------------------------------------------
     def stage(self, outbox: Outbox) -> None:
         """Add the batch's rows to `outbox`, which also holds its outputs, after the commit records
         of the batch before (whose outputs and rows are acknowledged).
