@@ -284,12 +284,11 @@ class GateApp:
                     time.monotonic() - since, awaiting(self.agent_task))
 
     def ack(self, events: list[Any]) -> None:
-        """Ack events (or messages read from Kafka directly) of partitions this worker still owns."""
-        owned = assigned(self.app)
+        """Ack events, or messages read from Kafka directly (Faust never had those). Unfiltered:
+        during a rebalance the consumer's assignment can be empty, and an ack dropped then is an
+        offset never committed."""
         for event in events:
             message = getattr(event, "message", event)
-            if message.tp not in owned:
-                continue
             if isinstance(message, LoggedMessage):
                 self.app.consumer.ack(message)
             else:
