@@ -42,8 +42,6 @@ RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0  # backoff of a failing batch
 STALL_EXIT_CODE = 70  # EX_SOFTWARE: the worker stopped because a batch kept failing
 STALL_GRACE_S = 30.0  # how long the graceful stop may take before the process exits anyway
 JUNK_REFRESH_S = 2.0  # how often a worker loads the junk owner's writes into its view
-COMMIT_IDLE_S = 0.05  # how long a batch's commit records wait for the next batch before going alone
-STOP_FLUSH_S = 5.0  # how long a stopping worker tries to write its last batch's commit records
 PRODUCE_TIMEOUT_S = 60.0  # a batch's send not acknowledged by then fails the batch (it is decided again)
 SLOW_BATCH_S = 30.0  # a batch deciding this long is logged with where the agent waits
 
@@ -96,7 +94,6 @@ class GateApp:
     agent_running: bool = False
     tally: BatchTally = field(default_factory=BatchTally)
     metrics: GateMetrics = field(init=False)
-    _unacked_events: list[Any] = field(default_factory=list)  # the last batch's: acked with its commit records
     _unacked: list[Any] = field(default_factory=list)  # records read to fill a hole, acked with their batch
     _deciding: dict[int, int] | None = None  # while a batch is decided: `_seen` as it was before it
     deciding_since: float | None = None  # monotonic time the batch being decided began
@@ -261,16 +258,14 @@ class GateApp:
                           exc_info=not isinstance(exc, KafkaError))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-        if batch:  # a flush of commit records alone is no batch of events
-            self.metrics.batch_done(self.tally, len(batch))
+        self.metrics.batch_done(self.tally, len(batch))
         if failing_since is not None:
             self.failing_since = None
             log.warning("the batch of %s succeeded after %.1f s of failures", _where(batch),
                         time.monotonic() - failing_since)
         # Faust commits an offset once it and all before it are acked: a batch's events are acked
         # once its commit records are written.
-        acks, self._unacked = self._unacked + self._unacked_events + list(batch), []
-        self._unacked_events = []
+        acks, self._unacked = self._unacked + list(batch), []
         self.ack(acks)
 
     def report_slow_batch(self) -> None:
@@ -293,38 +288,6 @@ class GateApp:
                 self.app.consumer.ack(message)
             else:
                 event.ack()
-
-    @property
-    def commits_unsent(self) -> bool:
-        """The last batch's commit records are still to be written (`flush_commits`)."""
-        return self.store.commits_unsent
-
-    async def flush_commits(self) -> None:
-        """Write the last batch's commit records alone, when no batch followed it to carry them."""
-        await self.run_batch([])
-
-    async def flush_at_stop(self) -> None:
-        """The worker stops: write the last batch's commit records and ack its events, so that
-        the next owner of its partitions need not decide it again. One try: if it fails, the next
-        owner does decide it again, with the same decisions."""
-        try:
-            await asyncio.wait_for(self.flush_commits_once(), STOP_FLUSH_S)
-        except Exception as exc:  # noqa: BLE001 - stopping: the batch is decided again elsewhere
-            log.warning("the last batch's commit records were not written at stop (%s: %s); its events are "
-                        "decided again by the next owner of their partitions", type(exc).__name__, exc)
-
-    async def flush_commits_once(self) -> None:
-        if self._deciding is not None:  # the stop cancelled a batch half-way: none of it counts
-            self.abort(self._deciding)
-            self._deciding = None
-        seen = dict(self._seen)
-        try:
-            await self.process_batch([])
-        except Exception:
-            self.abort(seen)
-            raise
-        acks, self._unacked, self._unacked_events = self._unacked_events + self._unacked, [], []
-        self.ack(acks)
 
     def stall_exit(self) -> None:
         """Stop the worker with a non-zero exit code: gracefully (SIGTERM: commit what was acked)
@@ -521,23 +484,8 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
             await topic.maybe_declare()
             await partitions_of(settings, topic.get_topic_name(), 60)
         gate_app.agent_running = True
-        try:
-            await gate_loop(queue)
-        finally:  # stopping (the agent is cancelled) or stalled
-            if gate_app.commits_unsent and not gate_app.stalled:
-                await gate_app.flush_at_stop()
-
-    async def gate_loop(queue: Any) -> None:
         while not gate_app.stalled:
-            if gate_app.commits_unsent:
-                try:  # a batch arriving soon carries the last one's commit records; else they go alone
-                    first = await asyncio.wait_for(queue.get(), COMMIT_IDLE_S)
-                except asyncio.TimeoutError:
-                    await gate_app.flush_commits()
-                    continue
-            else:
-                first = await queue.get()
-            batch = [first]
+            batch = [await queue.get()]
             while len(batch) < settings.batch_max and not queue.empty():
                 batch.append(queue.get_nowait())
             await gate_app.run_batch(batch)

@@ -264,13 +264,15 @@ class CheckpointStore:
 
     # --- at_least_once: rows with the outputs, then the commit records ---------------------------------------------------
     def stage(self, outbox: Outbox) -> None:
-        """Add the batch's rows to `outbox`, which also holds its outputs, after the commit records
-        of the batch before (whose outputs and rows are acknowledged).
+        """Add to `outbox` the commit records still unsent (`written`), then the batch's rows; the
+        outbox also holds the batch's outputs.
 
-        The rows may travel with the outputs because recovery applies rows only up to a commit
-        record: until the batch's own commit record is written (with the next batch, or by
-        `GateApp.flush_commits` when no batch follows), a crash leaves them orphans, dropped and
-        rewritten, and the batch is decided again over the state before it.
+        `GateApp.process_batch` calls stage, send, written twice: the first send carries the
+        outputs and rows, the second the commit records. The rows may travel with the outputs
+        because recovery applies rows only up to a commit record: until the batch's commit record
+        is in the changelog, a crash leaves them orphans, dropped and rewritten, and the batch is
+        decided again over the state before it. A commit record whose send failed stays unsent
+        and goes first in the batch's next attempt.
         """
         changelog = self.table.changelog_topic.get_topic_name()
         for partition, value in self._unsent_commits.items():
@@ -284,8 +286,8 @@ class CheckpointStore:
 
     def written(self, last: dict[tuple[str, int], int]) -> None:
         """The outbox of `stage` is acknowledged (`last`: its last offset per topic partition):
-        the rows reach the local store, with their commit records, whose copies in the changelog
-        wait for the next send."""
+        the rows reach the local store in one write batch with their commit records, whose copies
+        in the changelog wait for the next `stage`."""
         changelog = self.table.changelog_topic.get_topic_name()
         sent, self._unsent_commits = self._unsent_commits, {}
         local = [_Written(TP(changelog, p), p, last[changelog, p], commit_key(p), value) for p, value in sent.items()
@@ -301,10 +303,6 @@ class CheckpointStore:
         if local:  # the local store, and its persisted changelog offsets
             self.table.data.apply_changelog_batch(local, to_key=_same, to_value=_same)
         self._written_locally()
-
-    @property
-    def commits_unsent(self) -> bool:
-        return bool(self._unsent_commits)
 
     def keep_unsent_commits(self, partitions: set[int]) -> None:
         """After a rebalance: the commit records of partitions that moved to another worker are its
