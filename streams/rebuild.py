@@ -1,20 +1,29 @@
 """`sendgate rebuild`: recompute the live worker's tables from the event log alone.
 
-With the workers stopped it drops the changelog topics and local stores of the live app id,
-runs the gate over `<prefix>events` up to the group's committed offsets with every output
-suppressed, and writes the resulting rows to fresh changelog topics, each row to the partition
-of the events that produced it (where Faust would have written it), and then each partition's
-commit record (streams/state.py). The group's offsets are left as they were, so the workers
-resume where they stopped, recover the tables from the changelogs and emit no decision twice.
+With the workers stopped it runs the gate over `<prefix>events` up to the group's committed
+offsets with every output suppressed, keeping the rows it computes in a RocksDB store of its own
+(a scratch directory, removed after), not in memory. It then writes them over the existing
+changelogs, where the old rows stay valid until it is done:
+
+1. every computed row, to the partition of the events that produced it (where the worker writes it);
+2. a tombstone for every row of the old changelogs the new tables do not hold (in that partition);
+3. last, each partition's commit record (streams/state.py).
+
+Recovery applies rows only up to a commit record, so until (3) the old state is what every worker
+recovers: a rebuild that dies half-way changed nothing (its rows are orphans, dropped and rewritten
+by the next checkpoint; run it again). The changelogs are never deleted, so their offsets only
+grow: a worker anywhere, whatever local store it kept, reads the rebuilt rows and tombstones after
+its persisted offset and holds exactly the new tables. The group's offsets are left as they were,
+so the workers resume where they stopped and emit no decision twice.
 """
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sys
-import time
+import tempfile
 from pathlib import Path
 
+import rocksdict
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -23,27 +32,63 @@ from sendgate.models.gate import JUNK, MemoryStore
 from sendgate.models.policy import Policy
 
 from .config import ConfigError, Settings
-from .log import committed_offsets, read_log
+from .log import committed_offsets, end_offsets, read_log
 from .progress import Progress
-from .state import APPS, HOME, PREFIX, STATE, commit_key
+from .state import APPS, COMMIT, HOME, KIND, PREFIX, STATE, commit_key
 
 
-class RowsByPartition(MemoryStore):
-    """A MemoryStore that remembers which events partition last wrote each row."""
+class SpooledRows(MemoryStore):
+    """The gate's Store for a rebuild: rows in a RocksDB store on disk, each with the events
+    partition that last wrote it (the changelog partition it belongs to). Keyed as in the
+    changelogs: a state row by its kind's prefix, a junk row by its template id (the junk index's
+    templates, bounded by the policy, stay in memory as in MemoryStore)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path) -> None:
         super().__init__()
         self.partition = 0
-        self.partition_of: dict[tuple[str, bytes], int] = {}
+        self.rows = {STATE: _open(path / STATE), JUNK: _open(path / JUNK)}
+        self.removed = _open(path / "removed")  # the old rows `_remove_old_rows` has tombstoned
+
+    @staticmethod
+    def _where(table: str, key: bytes) -> tuple[str, bytes]:
+        return (JUNK, key) if table == JUNK else (STATE, PREFIX[table] + key)
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        changelog, row = self._where(table, key)
+        value = self.rows[changelog].get(row)
+        return None if value is None else value[2:]
 
     def set(self, table: str, key: bytes, value: bytes) -> None:
-        super().set(table, key, value)
-        self.partition_of[(table, key)] = 0 if table == JUNK else self.partition
+        changelog, row = self._where(table, key)
+        self.put(changelog, row, 0 if table == JUNK else self.partition, value)
+
+    def put(self, changelog: str, row: bytes, partition: int, value: bytes) -> None:
+        self.rows[changelog][row] = partition.to_bytes(2, "big") + value
+
+    def delete(self, table: str, key: bytes) -> None:
+        changelog, row = self._where(table, key)
+        self.rows[changelog].delete(row)
+
+    def partition_of(self, changelog: str, row: bytes) -> int | None:
+        """The changelog partition `row` belongs to, or None if the new tables do not hold it."""
+        value = self.rows[changelog].get(row)
+        return None if value is None else int.from_bytes(value[:2], "big")
+
+    def items(self, changelog: str):
+        for row, value in self.rows[changelog].items():
+            yield row, int.from_bytes(value[:2], "big"), value[2:]
+
+    def close(self) -> None:
+        for db in (*self.rows.values(), self.removed):
+            db.close()
 
 
-async def _recreate_changelogs(settings: Settings) -> None:
-    names = {settings.changelog_topic(STATE): settings.partitions}
-    names[settings.changelog_topic(JUNK)] = names[settings.changelog_topic(APPS)] = 1
+def _open(path: Path) -> rocksdict.Rdict:
+    return rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True))
+
+
+async def _check_stopped_and_declare(settings: Settings, partitions: dict[str, int]) -> None:
+    """Refuse while any worker is in the group; create a changelog that does not exist yet."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
     await admin.start()
     try:
@@ -52,29 +97,44 @@ async def _recreate_changelogs(settings: Settings) -> None:
         if members:
             raise ConfigError(f"consumer group {settings.app_id} has {len(members)} active member(s): "
                               f"stop every worker before rebuilding")
-        existing = set(await admin.list_topics()) & set(names)
-        if existing:
-            await admin.delete_topics(sorted(existing))
-            deadline = time.monotonic() + 60
-            while set(await admin.list_topics()) & existing:
-                if time.monotonic() > deadline:
-                    raise ConfigError(f"Kafka did not delete {sorted(existing)} within 60 s")
-                await asyncio.sleep(0.2)
-        await admin.create_topics([NewTopic(name, partitions, settings.replication_factor,
-                                            topic_configs={"cleanup.policy": "compact"})
-                                   for name, partitions in sorted(names.items())])
+        missing = set(partitions) - set(await admin.list_topics())
+        if missing:
+            await admin.create_topics([NewTopic(name, partitions[name], settings.replication_factor,
+                                                topic_configs={"cleanup.policy": "compact"})
+                                       for name in sorted(missing)])
     finally:
         await admin.close()
 
 
 async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
-    """Rebuild every table; returns the number of rows written per table."""
+    """Rebuild every table; returns the number of rows written per table, and of old rows removed
+    ("removed")."""
     events_topic = settings.topic("events")
+    changelogs = {STATE: settings.changelog_topic(STATE), JUNK: settings.changelog_topic(JUNK),
+                  APPS: settings.changelog_topic(APPS)}
+    await _check_stopped_and_declare(settings, {changelogs[STATE]: settings.partitions, changelogs[JUNK]: 1,
+                                                changelogs[APPS]: 1})
     until = await committed_offsets(settings, settings.app_id, events_topic)
-    await _recreate_changelogs(settings)
-    shutil.rmtree(Path(settings.data_dir) / settings.app_id, ignore_errors=True)
-    gate, store = settings.gate(policy), RowsByPartition()
-    homes: dict[str, int] = {}  # app -> the partition its log lives on (the apps table)
+    old_ends = {name: await end_offsets(settings, topic) for name, topic in changelogs.items()}
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="sendgate-rebuild-", dir=settings.data_dir))
+    store = SpooledRows(scratch)
+    try:
+        homes = await _decide(settings, policy, store, events_topic, until)
+        written = await _write(settings, store, homes, changelogs, old_ends, until)
+    finally:
+        store.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"rebuild: {sum(until.values())} events up to the committed offsets of group {settings.app_id}; "
+          f"rows: {written}", file=sys.stderr)
+    return written
+
+
+async def _decide(settings: Settings, policy: Policy, store: SpooledRows, events_topic: str,
+                  until: dict[int, int]) -> dict[str, int]:
+    """Run the gate over the log into `store`; returns the apps' homes (app -> events partition)."""
+    gate = settings.gate(policy)
+    homes: dict[str, int] = {}
     bar = Progress("rebuild", sum(until.values()))
     async for record in read_log(settings, events_topic, until, lambda done, total: bar.update(done)):
         store.partition = record.partition
@@ -86,32 +146,59 @@ async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
             continue  # on a second partition of its app: dead-lettered by the live worker too
         gate.handle(event, store, record.timestamp)
     bar.finish()
+    for app, partition in homes.items():  # a state row too: the home travels in the app's checkpoint
+        store.put(STATE, HOME + app.encode(), partition, str(partition).encode())
+    return homes
+
+
+async def _write(settings: Settings, store: SpooledRows, homes: dict[str, int], changelogs: dict[str, str],
+                 old_ends: dict[str, dict[int, int]], until: dict[int, int]) -> dict[str, int]:
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
                                 enable_idempotence=True, **settings.kafka_options())
     await producer.start()
     written: dict[str, int] = {}
+    touched = {p for p, end in until.items() if end > 0}  # state partitions that get a commit record
     try:
-        for table, rows in store.tables.items():
-            if table == JUNK:
-                topic, prefix = settings.changelog_topic(JUNK), b""
-            else:
-                topic, prefix = settings.changelog_topic(STATE), PREFIX[table]
-            for key, value in rows.items():
-                await producer.send(topic, key=prefix + key, value=value, partition=store.partition_of[(table, key)])
-            written[table] = len(rows)
+        for changelog in (STATE, JUNK):
+            for row, partition, value in store.items(changelog):
+                await producer.send(changelogs[changelog], key=row, value=value, partition=partition)
+                kind = JUNK if changelog == JUNK else KIND.get(row[:2], "homes")
+                written[kind] = written.get(kind, 0) + 1
         for app, partition in homes.items():
-            home = str(partition).encode()
-            await producer.send(settings.changelog_topic(APPS), key=app.encode(), value=home, partition=0)
-            await producer.send(settings.changelog_topic(STATE), key=HOME + app.encode(), value=home,
-                                partition=partition)
+            await producer.send(changelogs[APPS], key=app.encode(), value=str(partition).encode(), partition=0)
         written[APPS] = len(homes)
-        for partition, end in until.items():  # after every row: the tables hold the log up to here
-            if end > 0:
-                await producer.send(settings.changelog_topic(STATE), key=commit_key(partition),
-                                    value=str(end - 1).encode(), partition=partition)
+        removed = 0
+        async for topic, partition, key in _old_rows_to_remove(settings, store, homes, changelogs, old_ends):
+            await producer.send(topic, key=key, value=None, partition=partition)
+            if topic == changelogs[STATE]:
+                touched.add(partition)
+            removed += 1
+        written["removed"] = removed
+        await producer.flush()  # every row and tombstone is written before any commit record
+        for partition in sorted(touched):  # last: the tables now hold the log up to here
+            await producer.send(changelogs[STATE], key=commit_key(partition),
+                                value=str(until.get(partition, 0) - 1).encode(), partition=partition)
         await producer.flush()
     finally:
         await producer.stop()
-    print(f"rebuild: {sum(until.values())} events up to the committed offsets of group {settings.app_id}; "
-          f"rows: {written}", file=sys.stderr)
     return written
+
+
+async def _old_rows_to_remove(settings: Settings, store: SpooledRows, homes: dict[str, int],
+                              changelogs: dict[str, str], old_ends: dict[str, dict[int, int]]):
+    """(topic, partition, key) of each row of the old changelogs that the new tables do not hold
+    in that partition, once each. Reads the old changelogs as a stream."""
+    for name, topic in changelogs.items():
+        async for record in read_log(settings, topic, old_ends[name]):
+            key = record.key
+            if key is None or (name == STATE and key.startswith(COMMIT)):
+                continue
+            if name == APPS:
+                keep = key.decode(errors="replace") in homes
+            else:
+                keep = store.partition_of(name, key) == record.partition
+            mark = name.encode() + b"\x00" + record.partition.to_bytes(2, "big") + key
+            if keep or mark in store.removed:
+                continue
+            store.removed[mark] = b""
+            yield topic, record.partition, key

@@ -14,6 +14,7 @@ Under exactly_once the changelog holds transactional records Faust must filter, 
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -24,6 +25,8 @@ from faust.stores.rocksdb import RocksDBOptions, Store
 from .config import Settings
 from .log import end_offsets, read_log
 from .state import COMMIT, STATE
+
+log = logging.getLogger("sendgate.restore")
 
 
 def store_path(settings: Settings, partition: int) -> Path:
@@ -44,6 +47,16 @@ async def restore_state(settings: Settings) -> tuple[int, int, float]:
         db = dbs[partition] = RocksDBOptions().open(path)
         persisted = db.get(Store.offset_key)
         start[partition] = int(persisted) + 1 if persisted is not None else 0
+        if start[partition] > ends[partition]:
+            # Ahead of its changelog: the topic was deleted and created again since this store
+            # was written (never by sendgate), so the store is another log's. Start it afresh.
+            log.warning("the local store of %s[%d] has rows up to offset %d, but the changelog ends at %d: "
+                        "it was written from an older copy of the topic; it is removed and restored",
+                        topic, partition, start[partition] - 1, ends[partition])
+            db.close()
+            rocksdict.Rdict.destroy(str(path))
+            db = dbs[partition] = RocksDBOptions().open(path)
+            start[partition] = 0
     held: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
     applied = read = 0
     try:

@@ -9,11 +9,14 @@ import sys
 
 from harness import DAY, MIN, T0, collect, decisions, ev, publish
 
+from test_kafka_restore import write_changelog
+
+from sendgate.models.consent import Userkey
 from sendgate.models.events import validate
 from sendgate.models.decisions import Decision
-from sendgate.models.gate import JUNK, TABLES, Gate, MemoryStore
+from sendgate.models.gate import JUNK, TABLES, USERKEYS, Gate, MemoryStore, key
 from sendgate.streams.log import end_offsets, read_log
-from sendgate.streams.state import APPS, COMMIT, HOME, KIND, STATE
+from sendgate.streams.state import APPS, COMMIT, HOME, KIND, PREFIX, STATE, commit_key
 
 T = T0 + 3 * 60 * MIN
 TEMPLATE = "Hi {}! Flash sale: code {} gives 30% off at http://shop.example/{} until midnight"
@@ -144,7 +147,32 @@ def test_rebuild_recomputes_the_tables_and_workers_resume_without_repeating(sett
     cli(settings, "rebuild")
     assert snapshot(settings) == before
 
-    workers.start(settings)  # same data dir: rebuild removed the local store, so it recovers from changelogs
+    workers.start(settings)  # on its kept store: it reads the rebuilt rows after its persisted offsets
     publish(settings, part_two())
     live = collect(settings, settings.topic("decisions"), lambda r: any(d["request_id"] == "last" for d in r))
     assert live == expected  # nothing re-emitted, and every later decision as an uninterrupted run
+
+
+def test_rebuild_removes_a_wrong_row_even_from_the_store_a_worker_kept_on_another_machine(settings, workers, tmp_path):
+    expected = expected_decisions(part_one() + part_two())
+    run_part_one_and_stop(settings, workers)
+    before = snapshot(settings)
+    # The state goes wrong: a checkpoint says u5, who wrote to s1, opted out (part two replies to u5).
+    partition, _ = before["homes"][HOME + b"acme"]
+    _, committed = before["commit"][commit_key(partition)]
+    wrong = Userkey()
+    wrong.opt_out(T, "not in the log")
+    write_changelog(settings, [(partition, PREFIX[USERKEYS] + key("acme", "u5"), wrong.to_bytes()),
+                               (partition, commit_key(partition), committed)])
+    assert workers.start(settings).stop() == 0  # the worker's kept store now holds the wrong row
+
+    # The operator rebuilds from another machine: the worker's store is not there to be removed.
+    cli(settings.with_(data_dir=str(tmp_path / "operator")), "rebuild")
+    assert snapshot(settings) == before  # the wrong row is gone from the changelog, all else as computed
+    assert not list((tmp_path / "operator").glob("sendgate-rebuild-*"))  # its scratch store is removed
+
+    workers.start(settings)  # on its kept store, with the wrong row in it
+    publish(settings, part_two())
+    live = collect(settings, settings.topic("decisions"), lambda r: any(d["request_id"] == "last" for d in r))
+    assert [d for d in live if d["request_id"] == "r-u5"] == [d for d in expected if d["request_id"] == "r-u5"]
+    assert live == expected

@@ -3,8 +3,10 @@ checkpoints only (streams/state.py), before Faust reads the tail after the last 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from faust.stores.rocksdb import RocksDBOptions, Store
 
 from sendgate.streams.client import ensure_topics
@@ -57,3 +59,30 @@ def test_whole_checkpoints_are_restored_with_their_offset_and_the_tail_is_left_t
     applied, read, _ = asyncio.run(restore_state(settings))
     assert (applied, read) == (3, 4)  # u3's orphan, its rewrite and the commit record; partition 1 again
     assert stored(settings, 0)[b"u:a\x1fu3"] == b"three"
+
+
+def test_a_store_ahead_of_a_changelog_created_again_is_restored_afresh(settings):
+    write_changelog(settings, [(0, b"u:a\x1fu1", b"old"), (0, b"u:a\x1fu2", b"old"), (0, commit_key(0), b"10")])
+    asyncio.run(restore_state(settings))
+    assert stored(settings, 0)[b"u:a\x1fu2"] == b"old"
+
+    async def delete_changelog() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        await admin.start()
+        try:
+            topic = settings.changelog_topic(STATE)
+            await admin.delete_topics([topic])
+            deadline = time.monotonic() + 60
+            while topic in await admin.list_topics():
+                assert time.monotonic() < deadline, "Kafka did not delete the changelog in 60 s"
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+    asyncio.run(delete_changelog())
+    write_changelog(settings, [(0, b"u:a\x1fu1", b"new"), (0, commit_key(0), b"3")])  # ends at 2, the store at 3
+
+    applied, read, _ = asyncio.run(restore_state(settings))
+    assert (applied, read) == (2, 2)
+    rows = stored(settings, 0)
+    assert rows.pop(Store.offset_key) == b"1"
+    assert rows == {b"u:a\x1fu1": b"new", commit_key(0): b"3"}  # nothing of the old store is left
