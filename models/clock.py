@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import orjson
 
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(slots=True)
 class AppClock:
     ts: int = 0  # the latest event time decided in the app (epoch ms); 0: none yet
+    sweep_at: int = 0  # when the app's next lapsed conversations are removed (models/retention.py); 0: none
 
     def advance(self, ts: int, floor: int | None) -> tuple[int, bool]:
         """The time to decide an event stamped `ts` at, given `floor` = record timestamp - the
@@ -35,13 +36,15 @@ class AppClock:
         return at, skewed and at == floor
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([VERSION, self.ts])
+        return orjson.dumps([VERSION, self.ts, self.sweep_at])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "AppClock":
         if raw is None:
             return cls()
-        version, ts = orjson.loads(raw)
+        version, *fields = orjson.loads(raw)
+        if version == 1:  # [1, ts]: from before retention; the app's next inbound indexes its conversations
+            return cls(fields[0])
         if version != VERSION:
-            raise ValueError(f"AppClock row of version {version}; this build reads version {VERSION}")
-        return cls(ts)
+            raise ValueError(f"AppClock row of version {version}; this build reads versions 1 and {VERSION}")
+        return cls(*fields)

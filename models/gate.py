@@ -22,6 +22,7 @@ from .decisions import ConsentRecord, Decision, Delivery, iso
 from .junk import JunkIndex, JunkReport
 from .pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
 from .policy import Policy
+from .retention import DAY_MS, LapseBucket, LapseIndex, lapsed
 from .similarity import Sketcher
 from .wording import HELP, OPT_IN, OPT_OUT, ConsentClassifier
 
@@ -36,8 +37,11 @@ PENDING = "pending"              # (app, request_id)       -> PendingRequest
 SCHEDULES = "schedules"          # app                     -> ReleaseSchedule
 DUE = "due"                      # (app, minute[, chunk])  -> DueBucket (<= DUE_CHUNK entries)
 CLOCKS = "clocks"                # app                     -> AppClock
+LAPSE_DAYS = "lapse_days"        # app                     -> LapseIndex (models/retention.py)
+LAPSES = "lapses"                # (app, day, chunk)       -> LapseBucket (<= LAPSE_CHUNK conversations)
 JUNK = "junk"                    # template id (global)    -> JunkTemplate
-TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, CLUSTERS, SKETCHES, PENDING, SCHEDULES, DUE, CLOCKS)
+TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, CLUSTERS, SKETCHES, PENDING, SCHEDULES, DUE, CLOCKS, LAPSE_DAYS,
+          LAPSES)
 
 Record = Decision | Delivery | ConsentRecord
 DECODED_SENDERS = 256  # sender rows kept decoded (`Gate._sender`): a few MB at 32 clusters a row
@@ -140,7 +144,11 @@ class Gate:
         floor = record_ts - self.policy.max_ts_behind_s * 1000 if record_ts else None
         stamped, before = event.ts, clock.ts
         at, skewed = clock.advance(stamped, floor)
-        if raw is None or at != before:
+        horizon = self.policy.conversation_horizon_days * DAY_MS
+        sweeps = horizon > 0 and 0 < clock.sweep_at <= at
+        if sweeps:
+            clock.sweep_at = self._sweep_lapsed(event.app, at, horizon, store)
+        if raw is None or at != before or sweeps:
             store.set(CLOCKS, clock_key, clock.to_bytes())
         if at != stamped:
             event = dataclasses.replace(event, ts=at)
@@ -163,6 +171,10 @@ class Gate:
         user_id = self.stored_userkey(e.userkey)
         conv_key = key(e.app, e.sender, user_id)
         conv = Conversation.from_bytes(store.get(CONVERSATIONS, conv_key))
+        horizon = self.policy.conversation_horizon_days * DAY_MS
+        if lapsed(conv.last_ts, e.ts, horizon):
+            conv = Conversation()  # a lapsed conversation starts again
+        day = conv.last_ts // DAY_MS if conv.last_ts else None
         asks_help = said.kind == HELP  # answered always, but no consent
         # HELP and STOP are no conversation a sender may count towards being an established one
         if not conv.exists and said.kind not in (HELP, OPT_OUT):
@@ -171,6 +183,8 @@ class Gate:
             self._put_sender(store, e.app, e.sender, sender)
         conv.record_inbound(e.event_id, e.ts, self.policy.reply_window_s * 1000, asks_help)
         store.set(CONVERSATIONS, conv_key, conv.to_bytes())
+        if horizon and conv.last_ts // DAY_MS != day:
+            self._index_lapse(e.app, e.sender, user_id, conv.last_ts // DAY_MS, horizon, store)
 
         def audit(kind: str) -> ConsentRecord:
             return ConsentRecord(e.app, user_id, kind, said.rule, "inbound", e.event_id, e.sender, said.normalized,
@@ -234,6 +248,11 @@ class Gate:
         user_id = self.stored_userkey(e.userkey)
         user = Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id)))
         conv = Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id)))
+        lapse_note = ""
+        if lapsed(conv.last_ts, e.ts, p.conversation_horizon_days * DAY_MS):
+            lapse_note = (f"; its conversation with this sender lapsed: the user last wrote at {iso(conv.last_ts)}, "
+                          f"more than conversation_horizon_days = {p.conversation_horizon_days} days before")
+            conv = Conversation()
         answered = conv.replied(e.reply_to, e.ts, p.reply_window_s * 1000)
         if answered is not None and answered[2:] == [HELP_MARK]:
             # CTIA 5.1.3: HELP is answered whether or not the user is subscribed
@@ -274,9 +293,47 @@ class Gate:
             note = f" ({why})" if why else ""
             return [decide("rejected", "no_conversation",
                            f"userkey has not written to sender '{e.sender}' and has not opted in to app "
-                           f"'{e.app}'{note}; the user must message this sender first, or opt in "
+                           f"'{e.app}'{note}{lapse_note}; the user must message this sender first, or opt in "
                            f"(opt_in event or a keyword such as START)")]
         return self._burst(e, store, basis, because, decide)
+
+    # --- retention (models/retention.py) --------------------------------------------------------
+    def _index_lapse(self, app: str, sender: str, user_id: str, day: int, horizon: int, store: Store) -> None:
+        """List a conversation under the day of its last inbound, where the sweep will look."""
+        index = LapseIndex.from_bytes(store.get(LAPSE_DAYS, key(app)))
+        was_empty = not index.days
+        chunks = index.chunk_count(day)
+        bucket = LapseBucket.from_bytes(store.get(LAPSES, key(app, str(day), str(chunks - 1)))) if chunks else None
+        if bucket is None or bucket.full:
+            chunk, bucket = index.open_chunk(day), LapseBucket()
+            store.set(LAPSE_DAYS, key(app), index.to_bytes())
+        else:
+            chunk = chunks - 1
+        bucket.entries.append([sender, user_id])
+        store.set(LAPSES, key(app, str(day), str(chunk)), bucket.to_bytes())
+        if was_empty:  # days are listed in clock order: only a first one moves the next sweep
+            clock = AppClock.from_bytes(store.get(CLOCKS, key(app)))
+            clock.sweep_at = index.sweep_at(horizon)
+            store.set(CLOCKS, key(app), clock.to_bytes())
+
+    def _sweep_lapsed(self, app: str, ts: int, horizon: int, store: Store) -> int:
+        """Remove the lapsed conversations of one bucket row; returns when the next sweep is due."""
+        index = LapseIndex.from_bytes(store.get(LAPSE_DAYS, key(app)))
+        if not index.days or ts < index.sweep_at(horizon):  # (the horizon was raised since it was due)
+            return index.sweep_at(horizon)
+        day, chunk = index.take_last_chunk()
+        bucket_key = key(app, str(day), str(chunk))
+        for sender, user_id in LapseBucket.from_bytes(store.get(LAPSES, bucket_key)).entries:
+            conv_key = key(app, sender, user_id)
+            raw = store.get(CONVERSATIONS, conv_key)
+            if raw is not None and lapsed(Conversation.from_bytes(raw).last_ts, ts, horizon):
+                store.delete(CONVERSATIONS, conv_key)  # else it wrote again, and is listed under a later day
+        store.delete(LAPSES, bucket_key)
+        if index.days:
+            store.set(LAPSE_DAYS, key(app), index.to_bytes())
+        else:
+            store.delete(LAPSE_DAYS, key(app))
+        return index.sweep_at(horizon)
 
     def _burst(self, e: ev.Send, store: Store, basis: str, because: str, decide) -> list[Record]:
         p = self.policy

@@ -23,6 +23,9 @@ class Policy:
     consent_locales: tuple[str, ...] = ("en",)  # word lists of models/wording.py: en, es, fr
     opt_out_confirmation_s: int = 5 * 60  # one confirmation may answer an opt-out within this (FCC 64.1200(a)(12))
     reply_window_s: int = 15 * 60
+    # a conversation whose user has not written for this long gives no consent, and its row is
+    # removed (models/retention.py); 0: conversations never lapse. Opt-outs and opt-ins never do.
+    conversation_horizon_days: int = 400
     # similarity
     shingle_size: int = 4
     num_perm: int = 128
@@ -57,7 +60,7 @@ class Policy:
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
                 raise PolicyError(f"policy '{name}' must be a positive integer, got {value!r}")
-        for name in ("free_recipients", "min_conversations", "risky_free_recipients"):
+        for name in ("free_recipients", "min_conversations", "risky_free_recipients", "conversation_horizon_days"):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise PolicyError(f"policy '{name}' must be a non-negative integer, got {value!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from conftest import APP, HOUR, MINUTE, PARCEL, SECOND, T, event, send
+from conftest import APP, DAY, HOUR, MINUTE, PARCEL, SECOND, T, event, send
 from sendgate.models.clock import AppClock
 from sendgate.models.gate import CLOCKS, Gate, MemoryStore, key
 from sendgate.models.policy import Policy, PolicyError
@@ -27,11 +27,12 @@ def test_an_event_trailing_its_record_beyond_the_skew_is_decided_at_the_bound():
 
 
 def test_the_row_is_versioned_and_round_trips():
-    raw = AppClock(T).to_bytes()
-    assert orjson.loads(raw) == [1, T]
-    assert AppClock.from_bytes(raw) == AppClock(T) and AppClock.from_bytes(None) == AppClock()
-    with pytest.raises(ValueError, match="version 2"):
-        AppClock.from_bytes(orjson.dumps([2, T]))
+    raw = AppClock(T, T + DAY).to_bytes()
+    assert orjson.loads(raw) == [2, T, T + DAY]
+    assert AppClock.from_bytes(raw) == AppClock(T, T + DAY) and AppClock.from_bytes(None) == AppClock()
+    assert AppClock.from_bytes(orjson.dumps([1, T])) == AppClock(T, 0)  # written before retention
+    with pytest.raises(ValueError, match="version 3"):
+        AppClock.from_bytes(orjson.dumps([3, T, 0]))
 
 
 def test_max_ts_behind_s_is_a_positive_policy_setting():
@@ -76,5 +77,5 @@ def test_backfill_with_record_time_equal_to_ts_decides_as_before():
 def test_the_clock_is_a_row_of_the_app():
     gate, store = Gate(), MemoryStore()
     gate.handle_record(*_record(event("inbound", 0)), T, store)
-    assert AppClock.from_bytes(store.get(CLOCKS, key(APP))) == AppClock(T)
+    assert AppClock.from_bytes(store.get(CLOCKS, key(APP))).ts == T
     assert store.get(CLOCKS, key("other")) is None
