@@ -28,7 +28,8 @@ from sendgate.models.burst import SenderState, recipient_hash
 from sendgate.models.consent import Conversation, Userkey
 from sendgate.models.decisions import Decision
 from sendgate.models.events import decode_event, validate
-from sendgate.models.gate import Gate, MemoryStore
+from sendgate.models.gate import CLOCKS, CONVERSATIONS, Gate, MemoryStore, key
+from sendgate.models.clock import AppClock
 from sendgate.models.junk import JunkIndex, JunkTemplate
 from sendgate.models.policy import Policy
 from sendgate.models.similarity import SEED, Sketcher, normalize, shingles, similarities
@@ -350,6 +351,64 @@ def bench_rows(texts: list[str], repeat: int) -> list[list]:
     return rows
 
 
+# --- 5b. retention: lapsed conversations swept ---------------------------------------------------
+def bench_retention(n: int) -> list[list]:
+    """n userkeys write to one app on day 0; a tenth write again on day 300 and a twentieth opt
+    out. Past day 400 the app's events sweep the lapsed conversations: the rows left, what a sweep
+    costs per conversation removed, and what indexing costs the inbounds (horizon 400 vs 0 days,
+    the same inbounds, run alternately)."""
+    def inbounds(users: range, ts: int, text: str = "hello") -> list[ev.Event]:
+        return [validate({"type": "inbound", "event_id": f"in-{ts}-{u}", "app": "a", "sender": "s",
+                          "userkey": f"user-{u:07d}", "network": "sms", "text": text, "ts": ts}, 0) for u in users]
+
+    day0 = inbounds(range(n), T0)
+    renewed = inbounds(range(0, n, 10), T0 + 300 * DAY)
+    stops = inbounds(range(5, n, 20), T0 + 300 * DAY + MINUTE, "STOP")
+
+    def load(horizon_days: int) -> tuple[Gate, MemoryStore, float]:
+        gate, store = Gate(Policy(conversation_horizon_days=horizon_days)), MemoryStore()
+        started = time.perf_counter()
+        for e in day0:
+            gate.handle(e, store)
+        return gate, store, (time.perf_counter() - started) / len(day0) * 1e6
+
+    costs: dict[int, list[float]] = {400: [], 0: []}
+    for _ in range(3):
+        for horizon in costs:
+            costs[horizon].append(load(horizon)[2])
+    gate, store, _ = load(400)
+    for e in renewed + stops:
+        gate.handle(e, store)
+
+    def size() -> tuple[int, int]:
+        tables = store.tables.values()
+        return sum(map(len, tables)), sum(len(k) + len(v) for t in tables for k, v in t.items())
+
+    rows_before, bytes_before = size()
+    convs_before = len(store.tables[CONVERSATIONS])
+    tick = T0 + 401 * DAY
+    started, ticks = time.perf_counter(), 0
+    while AppClock.from_bytes(store.get(CLOCKS, key("a"))).sweep_at <= tick:  # until day 0 is swept
+        gate.handle(validate({"type": "tick", "app": "a", "ts": tick + ticks}, 0), store)
+        ticks += 1
+    swept_s = time.perf_counter() - started
+    rows_after, bytes_after = size()
+    removed = convs_before - len(store.tables[CONVERSATIONS])
+    ratio = [a / b for a, b in zip(costs[400], costs[0])]
+    return [
+        ["rows (all kinds) before the sweep; after", f"{rows_before:,}; {rows_after:,}",
+         f"{n:,} userkeys, {len(renewed):,} wrote again on day 300, {len(stops):,} opted out (kept)"],
+        ["bytes (key + value) before; after", f"{bytes_before:,}; {bytes_after:,}",
+         f"{1 - bytes_after / bytes_before:.0%} less to restore"],
+        ["conversations removed; events that swept them", f"{removed:,}; {ticks:,}",
+         "one bucket row (<= 256 conversations) per event of the app"],
+        ["sweep: µs per conversation removed", fmt(swept_s / max(1, removed) * 1e6, 2), "read, check, delete"],
+        ["inbound (first of the day) µs: horizon 400 d; 0 d (no index)",
+         f"{fmt(median(costs[400]), 1)}; {fmt(median(costs[0]), 1)}",
+         f"ratio {median(ratio):.2f} (alternate loads, 3 each)"],
+    ]
+
+
 # --- 6. the full Gate.handle on a mixed stream ------------------------------------------------
 def mixed_stream(corpus: list[tuple[str, str]], n_events: int,
                  seed: int = 42) -> tuple[list[ev.Event], list[ev.Event]]:
@@ -633,6 +692,11 @@ def main() -> None:
     print("row codecs ...", flush=True)
     rc = bench_rows(texts, repeat)
     sections.append("## Row encode / decode\n\n" + md_table(["row", "bytes", "encode µs (to_bytes / to_rows)", "decode µs (from_bytes / from_rows)"], rc))
+
+    print("retention ...", flush=True)
+    rt = bench_retention(5_000 if quick else 100_000)
+    sections.append("## Retention: lapsed conversations swept (models/retention.py)\n\n"
+                    + md_table(["figure", "value", "note"], rt))
 
     print("mixed stream ...", flush=True)
     total, cats, events = bench_mixed(corpus, max(3, repeat - 2), 3000 if quick else 30_000)

@@ -309,7 +309,7 @@ class Gate:
             store.set(LAPSE_DAYS, key(app), index.to_bytes())
         else:
             chunk = chunks - 1
-        bucket.entries.append([sender, user_id])
+        bucket.add(sender, user_id)
         store.set(LAPSES, key(app, str(day), str(chunk)), bucket.to_bytes())
         if was_empty:  # days are listed in clock order: only a first one moves the next sweep
             clock = AppClock.from_bytes(store.get(CLOCKS, key(app)))

@@ -79,20 +79,29 @@ class LapseIndex:
 
 @dataclass(slots=True)
 class LapseBucket:
-    entries: list[list[str]] = field(default_factory=list)  # [sender, stored userkey]
+    """Up to LAPSE_CHUNK conversations of one app and day, as (sender, userkey). Stored as its
+    version byte and one `\x1e sender \x1f userkey` entry each (ids hold no control characters),
+    so that an inbound appends to it without decoding it."""
+    raw: bytes = b"1"
 
     @property
     def full(self) -> bool:
-        return len(self.entries) >= LAPSE_CHUNK
+        return self.raw.count(b"\x1e") >= LAPSE_CHUNK
+
+    def add(self, sender: str, userkey: str) -> None:
+        self.raw += f"\x1e{sender}\x1f{userkey}".encode()
+
+    @property
+    def entries(self) -> list[tuple[str, str]]:
+        return [tuple(entry.decode().split("\x1f")) for entry in self.raw.split(b"\x1e")[1:]]
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([VERSION, self.entries])
+        return self.raw
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "LapseBucket":
         if raw is None:
             return cls()
-        version, entries = orjson.loads(raw)
-        if version != VERSION:
-            raise ValueError(f"LapseBucket row of version {version}; this build reads version {VERSION}")
-        return cls(entries)
+        if raw[:1] != b"1":
+            raise ValueError(f"LapseBucket row of version {raw[:1]!r}; this build reads version 1")
+        return cls(raw)
