@@ -44,6 +44,8 @@ STALL_GRACE_S = 30.0  # how long the graceful stop may take before the process e
 JUNK_REFRESH_S = 2.0  # how often a worker loads the junk owner's writes into its view
 PRODUCE_TIMEOUT_S = 60.0  # a batch's send not acknowledged by then fails the batch (it is decided again)
 SLOW_BATCH_S = 30.0  # a batch deciding this long is logged with where the agent waits
+QUIET_CHECK_S = 1.0  # how often the worker looks for partitions whose records Faust does not deliver
+QUIET_HOLE_S = 2.0  # records that long behind the partition's end, with the agent idle, are read from Kafka
 
 RAW = dict(key_type=bytes, value_type=bytes)  # the app's default serializers are "raw"
 
@@ -73,6 +75,13 @@ class LoggedEvent:
     value: bytes | None
 
 
+@dataclass(frozen=True)
+class QuietHoles:
+    """Put in the agent's queue by `GateApp.check_quiet_partitions`: events partitions whose
+    records after `_seen` Faust has not delivered, to be read from Kafka by the agent itself."""
+    partitions: tuple[TP, ...]
+
+
 @dataclass
 class GateApp:
     settings: Settings
@@ -99,6 +108,8 @@ class GateApp:
     deciding_since: float | None = None  # monotonic time the batch being decided began
     _reported_slow: bool = False
     agent_task: asyncio.Task | None = None
+    queue: Any = None  # the agent's queue (streams.faust_internals.channel_queue)
+    _quiet: dict[int, tuple[int, int, float]] = field(default_factory=dict)  # partition -> (seen, end, since)
 
     def __post_init__(self) -> None:
         self.metrics = GateMetrics(self.settings.metrics_networks, self.status_now)
@@ -136,8 +147,9 @@ class GateApp:
                 "recovering": in_progress, "recovery_remaining": remaining,
                 "rebalancing": bool(self.app.rebalancing), "reasons": self.not_ready()}
 
-    async def process_batch(self, batch: list[Any]) -> None:
-        """Decide a batch of records of sendgate.events; never raises for bad input.
+    async def process_batch(self, batch: list[Any], quiet: tuple[TP, ...] = ()) -> None:
+        """Decide a batch of records of sendgate.events; never raises for bad input. `quiet`:
+        partitions whose records up to their end are read from Kafka first (`QuietHoles`).
 
         Outputs first, state second (see streams/state.py): the batch's decisions, deliveries and
         dead letters are acknowledged by the broker before its rows and commit records are written.
@@ -146,6 +158,14 @@ class GateApp:
         filled: list[LoggedMessage] = []
         self.tally = tally = BatchTally()
         started = time.perf_counter()
+        for tp in quiet:
+            seen = self._seen.get(tp.partition, (committed_offset(self.app, tp) or 0) - 1)
+            end = highwater(self.app, tp)
+            if end > seen + 1:
+                found = await self.fill_hole(tp, seen + 1, end, sent)
+                filled += found
+                if found:
+                    self._seen[tp.partition] = max(seen, found[-1].offset)
         for event in batch:
             message = event.message
             seen = self._seen.get(message.partition)
@@ -217,7 +237,7 @@ class GateApp:
         self.outbox.clear()
         self._seen = seen
 
-    async def run_batch(self, batch: list[Any]) -> None:
+    async def run_batch(self, batch: list[Any], quiet: tuple[TP, ...] = ()) -> None:
         """Decide a batch until it succeeds, then ack it to Faust.
 
         A batch fails when the broker refuses its outputs or rows (after the producer's own
@@ -231,7 +251,7 @@ class GateApp:
             seen = self._deciding = dict(self._seen)
             self.deciding_since, self._reported_slow = time.monotonic(), False
             try:
-                await self.process_batch(batch)
+                await self.process_batch(batch, quiet)
                 self._deciding = self.deciding_since = None
                 break
             except Exception as exc:
@@ -267,6 +287,37 @@ class GateApp:
         # once its commit records are written.
         acks, self._unacked = self._unacked + list(batch), []
         self.ack(acks)
+
+    def check_quiet_partitions(self) -> None:
+        """Find events partitions with records Faust has not delivered while the agent is idle,
+        and have the agent read them from Kafka (`QuietHoles`).
+
+        `fill_hole` reads records Faust dropped (faust-streaming #596) when a later record shows
+        the gap. After a rebalance nothing later may come: a survivor then held the killed
+        worker's last records undecided until the app's next event (the bench's fail-over round
+        saw minutes). So a partition whose end has stayed past the last record seen for
+        QUIET_HOLE_S, with the agent idle and nothing queued, is read directly."""
+        if (not self.agent_running or self.deciding_since is not None or self.queue is None
+                or not self.queue.empty() or self.app.rebalancing or recovery_state(self.app)[0]):
+            self._quiet.clear()
+            return
+        now, events_topic, holes = time.monotonic(), self.events.get_topic_name(), []
+        for tp in assigned(self.app):
+            if tp.topic != events_topic:
+                continue
+            seen = self._seen.get(tp.partition, (committed_offset(self.app, tp) or 0) - 1)
+            end = highwater(self.app, tp)
+            if end <= seen + 1:
+                self._quiet.pop(tp.partition, None)
+                continue
+            was = self._quiet.get(tp.partition)
+            if was is None or was[:2] != (seen, end):
+                self._quiet[tp.partition] = (seen, end, now)
+            elif now - was[2] >= QUIET_HOLE_S:
+                holes.append(tp)
+                del self._quiet[tp.partition]
+        if holes:
+            self.queue.put_nowait(QuietHoles(tuple(sorted(holes))))
 
     def report_slow_batch(self) -> None:
         """Log a batch that has been deciding for SLOW_BATCH_S, with the awaits the agent is in: a
@@ -483,12 +534,15 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         for topic in (decisions, deadletter, junk_reports, consent):
             await topic.maybe_declare()
             await partitions_of(settings, topic.get_topic_name(), 60)
+        gate_app.queue = queue
         gate_app.agent_running = True
         while not gate_app.stalled:
-            batch = [await queue.get()]
-            while len(batch) < settings.batch_max and not queue.empty():
-                batch.append(queue.get_nowait())
-            await gate_app.run_batch(batch)
+            items = [await queue.get()]
+            while len(items) < settings.batch_max and not queue.empty():
+                items.append(queue.get_nowait())
+            quiet = tuple(tp for item in items if isinstance(item, QuietHoles) for tp in item.partitions)
+            await gate_app.run_batch([item for item in items if not isinstance(item, QuietHoles)] if quiet else items,
+                                     quiet)
 
     @app.agent(junk_reports, name="junk-owner")
     async def junk_owner(stream: Any) -> None:
@@ -511,6 +565,10 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
     @app.timer(interval=SLOW_BATCH_S / 3)
     async def watch_batches() -> None:
         gate_app.report_slow_batch()
+
+    @app.timer(interval=QUIET_CHECK_S)
+    async def watch_quiet_partitions() -> None:
+        gate_app.check_quiet_partitions()
 
     if ticker and settings.tick_interval_s > 0:
         @app.timer(interval=settings.tick_interval_s)
