@@ -485,6 +485,9 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         consumer_group_instance_id=settings.group_instance_id,
+        # A standby copy of every partition on another worker (Faust's default, relied on): a
+        # survivor of a kill takes the dead worker's partitions without reading their changelogs.
+        table_standby_replicas=1,
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
         web_tables_enabled=False,  # Faust's /table view serves raw rows, and rows hold userkeys

@@ -75,7 +75,7 @@ class Settings:
     web_enabled: bool = True
     web_bind: str = "127.0.0.1"
     web_host: str = "127.0.0.1"  # how other workers reach this one (Faust routes requests by key)
-    session_timeout_s: float = 30.0
+    session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 3.0
     rebalance_timeout_s: float = 60.0
     log_level: str = "warning"
