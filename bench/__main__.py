@@ -625,7 +625,8 @@ async def phase_memory(r: Report, bootstrap: str, work: Path, prefixes: list[str
         for f in held.failovers:
             log(f"  fail-over, session timeout {f.session_timeout_s:g} s: kill to first / last decision "
                 f"{fmt_s(f.first_s)} / {fmt_s(f.last_s)} s; survivor {f.marks}; moved {f.moved}, standbys "
-                f"{sorted(f.standbys)}, restored {f.restored}, written meanwhile {f.written}")
+                f"{sorted(f.standbys)}, restored {f.restored}, written meanwhile {f.written}, read again {f.reread}, "
+                f"decided {f.decided} of {f.probe}" + (f", lag {f.lag}" if f.lag else ""))
         if held.problem:
             r.errors.append(f"memory {n:,} userkeys: {held.problem}")
     hours, senders = (6, 4) if r.args.quick else (96, 40)
@@ -665,12 +666,13 @@ def memory_md(r: Report) -> list[str]:
                  fmt(f.probe) if f.decided == f.probe else f"**{fmt(f.decided)} of {fmt(f.probe)}** (lag {f.lag})",
                  fmt_s(f.first_s), fmt_s(f.last_s), *(fmt_s(f.marks.get(m)) for m in marks),
                  "yes" if set(f.moved) <= set(f.standbys) else f"no ({', '.join(map(str, sorted(f.standbys)))})",
-                 fmt(sum(f.written.values())), fmt(sum(f.restored.values()))] for h, f in failovers]
+                 fmt(sum(f.written.values())), fmt(sum(f.restored.values())), fmt(f.reread)] for h, f in failovers]
         parts += ["", "Fail-over (one of two workers killed; s after the kill):", "",
                   md_table(["userkeys", "session timeout s", "killed worker's partitions", "probe decisions",
                             "first decision", "last decision", *(f"survivor: {m}" for m in marks),
                             "survivor held them as standbys", "changelog records written to them since its standby "
-                            "offsets", "changelog records it restored after the kill"], rows)]
+                            "offsets", "changelog records it restored after the kill",
+                            "events it read again (its stream skipped them)"], rows)]
     lr = r.long_run
     if lr is not None and lr.samples:
         rss = [x[2] for x in lr.samples]

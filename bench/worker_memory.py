@@ -224,6 +224,7 @@ class FailOver:
     # offsets before the kill and the kill (what its standby read meanwhile, if it held one)
     written: dict[int, int] = field(default_factory=dict)
     lag: dict[int, int] = field(default_factory=dict)  # partition -> the survivor's lag (events) at the end, if any
+    reread: int = 0  # events the survivor read again from Kafka after the kill because its stream skipped them
     problem: str | None = None
 
 
@@ -234,6 +235,7 @@ FAILOVER_MARKS = {"heartbeat: rebalancing": re.compile(r"Heartbeat failed .* reb
                   "joined": re.compile(r"Joined group"),
                   "assigned": re.compile(r"Setting newly assigned partitions"),
                   "recovered": re.compile(r"Recovery complete")}
+_SKIPPED = re.compile(r"the stream skipped .* read (\d+) record\(s\) from Kafka")  # GateApp's gap fill
 _LOG_ENTRY = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[\w+\] ", re.M)
 
 
@@ -329,6 +331,7 @@ async def fail_over(s: Settings, work: Path, first: int, ts: int, session_timeou
         after = [(t, m) for t, m in log_entries(survivor.log_path) if t >= killed_at]
         for what, pattern in FAILOVER_MARKS.items():
             result.marks[what] = next((t - killed_at for t, m in after if pattern.search(m)), None)
+        result.reread = sum(int(m.group(1)) for _, line in after for m in [_SKIPPED.search(line)] if m)
         tables = {title: [log_table(m, changelog) for _, m in after if title in m.split("\n", 1)[0]]
                   for title in ("Highwater for active changelog partitions", "active offsets at start of reading")}
         highwaters, starts = (t[0] if t else {} for t in tables.values())  # the first recovery after the kill
