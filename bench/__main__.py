@@ -672,7 +672,12 @@ def memory_md(r: Report) -> list[str]:
                             "first decision", "last decision", *(f"survivor: {m}" for m in marks),
                             "survivor held them as standbys", "changelog records written to them since its standby "
                             "offsets", "changelog records it restored after the kill",
-                            "events it read again (its stream skipped them)"], rows)]
+                            "events it read again (its stream skipped them)"], rows), "",
+                  "The survivor learns of the death at its first heartbeat after the coordinator's session timeout "
+                  "(counted from the dead worker's last heartbeat), so `heartbeat: rebalancing` is the session "
+                  "timeout give or take one heartbeat interval (3 s); rejoin, assignment and recovery follow. The "
+                  "workers' group timings are those of the fail-over round (the Faust settings table above is that "
+                  "of the other workers); standby replicas are Faust's `table_standby_replicas`."]
     lr = r.long_run
     if lr is not None and lr.samples:
         rss = [x[2] for x in lr.samples]

@@ -223,7 +223,7 @@ class FailOver:
     # moved partition -> changelog records written to it between the survivor's last standby
     # offsets before the kill and the kill (what its standby read meanwhile, if it held one)
     written: dict[int, int] = field(default_factory=dict)
-    lag: dict[int, int] = field(default_factory=dict)  # partition -> the survivor's lag (events) at the end, if any
+    lag: dict[int, int] = field(default_factory=dict)  # partition -> the survivor's lag (events), when undecided
     reread: int = 0  # events the survivor read again from Kafka after the kill because its stream skipped them
     problem: str | None = None
 
@@ -322,9 +322,9 @@ async def fail_over(s: Settings, work: Path, first: int, ts: int, session_timeou
         if times:
             result.first_s, result.last_s = (min(times.values()) / 1000 - killed_at,
                                              max(times.values()) / 1000 - killed_at)
-        status = worker_status(survivor.settings.web_port)
-        result.lag = {p["partition"]: p["lag"] for p in (status or {}).get("partitions", []) if p["lag"]}
-        if result.decided < len(ids):
+        if result.decided < len(ids):  # the lag says where (Faust commits every few seconds: only now a sign)
+            status = worker_status(survivor.settings.web_port)
+            result.lag = {p["partition"]: p["lag"] for p in (status or {}).get("partitions", []) if p["lag"]}
             result.problem = (f"fail-over: {result.decided:,} of {len(ids):,} probe decisions after the kill "
                               f"({result.problem or 'the count was reached with decisions of other requests'}); "
                               f"the survivor's lag by partition {result.lag}, readiness {(status or {}).get('state')}")
