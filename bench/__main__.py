@@ -665,8 +665,10 @@ def memory_md(r: Report) -> list[str]:
         rows = [[fmt(h.userkeys), f"{f.session_timeout_s:g}", ", ".join(map(str, f.moved)),
                  fmt(f.probe) if f.decided == f.probe else f"**{fmt(f.decided)} of {fmt(f.probe)}** (lag {f.lag})",
                  fmt_s(f.first_s), fmt_s(f.last_s), *(fmt_s(f.marks.get(m)) for m in marks),
-                 "yes" if set(f.moved) <= set(f.standbys) else f"no ({', '.join(map(str, sorted(f.standbys)))})",
-                 fmt(sum(f.written.values())), fmt(sum(f.restored.values())), fmt(f.reread)] for h, f in failovers]
+                 "yes" if set(f.moved) <= set(f.standbys) else
+                 f"no ({', '.join(map(str, sorted(f.standbys)))})" if f.standbys else "no (none)",
+                 fmt(sum(f.written.values())) if f.written else "", fmt(sum(f.restored.values())), fmt(f.reread)]
+                for h, f in failovers]
         parts += ["", "Fail-over (one of two workers killed; s after the kill):", "",
                   md_table(["userkeys", "session timeout s", "killed worker's partitions", "probe decisions",
                             "first decision", "last decision", *(f"survivor: {m}" for m in marks),
