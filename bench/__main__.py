@@ -9,7 +9,8 @@ Workloads (see throughput.py, latency.py, replay_speed.py for the method of each
   replay      `sendgate replay` over the same log, next to the live worker's events/s
   latency     fixed offered rates (1,000 and 3,000 requests/s): produce -> decision at a subscriber
   profile     py-spy samples of the worker (saturated, and at 1,000/s), when py-spy is installed
-  memory      worker RSS holding 100k and 1M userkeys, changelog bytes, RSS over a long run (worker_memory.py)
+  memory      worker RSS holding 100k and 1M userkeys, changelog bytes, restarts and fail-over (one of two
+              workers killed), RSS over a long run (worker_memory.py)
   inprocess   bench.steps, bench.state_size, bench.detection (subprocesses; skipped if absent)
 Benchmarks are not tests: a missed target is reported, not failed; a broken workload exits 1.
 """
@@ -328,6 +329,15 @@ def summary_rows(r: Report) -> list[list[str]]:
                          f"{h.rss_mb:.0f}; {(h.rss_mb - base.rss_mb) * 2**20 / h.userkeys:,.0f} B",
                          f"worker holding none: {base.rss_mb:.0f} MB; changelog {uk / h.userkeys:.0f} B/userkey",
                          "", "", ""])
+    for h in r.held:
+        for f in h.failovers:
+            marks = f.marks.get("heartbeat: rebalancing")
+            rows.append([f"fail-over: one of two workers killed, {h.userkeys:,} userkeys, session timeout "
+                         f"{f.session_timeout_s:g} s: kill to the survivor's first / last decision s",
+                         f"{fmt_s(f.first_s)} / {fmt_s(f.last_s)}" + ("" if f.decided == f.probe else
+                                                                     f" ({f.decided:,} of {f.probe:,} decided)"),
+                         f"rebalance seen {fmt_s(marks)} s after the kill; {sum(f.restored.values()):,} changelog "
+                         "record(s) restored", "", "<= 30 s", verdict(f.last_s <= 30 and f.decided == f.probe if f.last_s is not None else None)])
     return rows
 
 
@@ -601,6 +611,8 @@ async def phase_profile_tp(r: Report, bootstrap: str, work: Path, prefixes: list
 
 
 async def phase_memory(r: Report, bootstrap: str, work: Path, prefixes: list[str]) -> None:
+    if not r.faust:  # the Faust settings in effect (standby replicas among them), when no other workload read them
+        r.faust = tp.faust_settings(tp.bench_settings(bootstrap, work, "mem"))
     for n in r.args.userkeys:
         log(f"worker memory holding {n:,} userkeys (rebuild, then a worker recovers them) ...")
         held = await mem.held_state(bootstrap, work, n, r.args.restarts)
@@ -610,6 +622,11 @@ async def phase_memory(r: Report, bootstrap: str, work: Path, prefixes: list[str
             f"decided {held.recovered_s:.1f} s (empty store, Faust's restore), {fmt_s(held.disk_lost_s)} s (empty store, "
             f"restore.py), {fmt_s(held.after_kill_s)} s after kill -9, "
             f"{fmt_s(held.after_stop_s)} s after SIGTERM; changelog {held.changelog}")
+        for f in held.failovers:
+            log(f"  fail-over, session timeout {f.session_timeout_s:g} s: kill to first / last decision "
+                f"{fmt_s(f.first_s)} / {fmt_s(f.last_s)} s; survivor {f.marks}; moved {f.moved}, standbys "
+                f"{sorted(f.standbys)}, restored {f.restored}, written meanwhile {f.written}, read again {f.reread}, "
+                f"decided {f.decided} of {f.probe}" + (f", lag {f.lag}" if f.lag else ""))
         if held.problem:
             r.errors.append(f"memory {n:,} userkeys: {held.problem}")
     hours, senders = (6, 4) if r.args.quick else (96, 40)
@@ -642,6 +659,27 @@ def memory_md(r: Report) -> list[str]:
                         "empty store, streams/restore.py: start to probe decided s",
                         "after kill -9: restart to probe decided s",
                         "after SIGTERM: restart to probe decided s"], rows)]
+    failovers = [(h, f) for h in r.held for f in h.failovers]
+    if failovers:
+        marks = list(mem.FAILOVER_MARKS)
+        rows = [[fmt(h.userkeys), f"{f.session_timeout_s:g}", ", ".join(map(str, f.moved)),
+                 fmt(f.probe) if f.decided == f.probe else f"**{fmt(f.decided)} of {fmt(f.probe)}** (lag {f.lag})",
+                 fmt_s(f.first_s), fmt_s(f.last_s), *(fmt_s(f.marks.get(m)) for m in marks),
+                 "yes" if set(f.moved) <= set(f.standbys) else
+                 f"no ({', '.join(map(str, sorted(f.standbys)))})" if f.standbys else "no (none)",
+                 fmt(sum(f.written.values())) if f.written else "", fmt(sum(f.restored.values())), fmt(f.reread)]
+                for h, f in failovers]
+        parts += ["", "Fail-over (one of two workers killed; s after the kill):", "",
+                  md_table(["userkeys", "session timeout s", "killed worker's partitions", "probe decisions",
+                            "first decision", "last decision", *(f"survivor: {m}" for m in marks),
+                            "survivor held them as standbys", "changelog records written to them since its standby "
+                            "offsets", "changelog records it restored after the kill",
+                            "events it read again (its stream skipped them)"], rows), "",
+                  "The survivor learns of the death at its first heartbeat after the coordinator's session timeout "
+                  "(counted from the dead worker's last heartbeat), so `heartbeat: rebalancing` is the session "
+                  "timeout give or take one heartbeat interval (3 s); rejoin, assignment and recovery follow. The "
+                  "workers' group timings are those of the fail-over round (the Faust settings table above is that "
+                  "of the other workers); standby replicas are Faust's `table_standby_replicas`."]
     lr = r.long_run
     if lr is not None and lr.samples:
         rss = [x[2] for x in lr.samples]
@@ -704,7 +742,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-warmup", type=float, help="warm-up seconds per rate (default 2; quick 0.5)")
     ap.add_argument("--userkeys", help="userkeys held in the memory workload (default 0,100000,1000000; quick 0,10000)")
     ap.add_argument("--no-restarts", dest="restarts", action="store_false",
-                    help="memory workload: time only the first start, not the disk-lost, kill -9 and SIGTERM restarts")
+                    help="memory workload: time only the first start, not the disk-lost, kill -9 and SIGTERM restarts "
+                         "nor the fail-over")
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--skip", default="", help="comma list of: throughput, replay, latency, profile, memory, inprocess")
     ap.add_argument("--profile", action="store_true", help="profile with py-spy also in --quick")

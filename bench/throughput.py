@@ -78,7 +78,7 @@ c = build_app(Settings.from_env()).app.conf
 names = ["processing_guarantee", "store", "producer_acks", "producer_linger", "producer_max_batch_size",
          "producer_compression_type", "broker_commit_every", "broker_commit_interval", "broker_max_poll_records",
          "consumer_max_fetch_size", "stream_buffer_maxsize", "stream_wait_empty", "broker_session_timeout",
-         "broker_heartbeat_interval", "broker_rebalance_timeout", "topic_partitions"]
+         "broker_heartbeat_interval", "broker_rebalance_timeout", "topic_partitions", "table_standby_replicas"]
 print(json.dumps({n: str(getattr(c, n)) for n in names}))
 """
 

@@ -19,7 +19,16 @@ Method:
    process to its decisions: the store is deleted and the worker starts again (a disk lost, with
    streams/restore.py); the worker is killed (kill -9) and restarted on its store; it is stopped
    (SIGTERM) and restarted.
-2. Long run. Every hour of event time each sender sends a fresh spam template (personalised) to
+2. Fail-over. Two workers (the production group timings: heartbeat 3 s, rebalance timeout 60 s;
+   their own stores and web ports, one group) start on that state, the second on a copy of the
+   first's store (a second machine that has been running as long). Once the group is stable and
+   both have decided a probe, one is killed (kill -9) and a probe is published for the apps on
+   the partitions it owned (each worker's /sendgate/status names its partitions). Timed from the
+   kill to the probe's first and last decision (their record timestamps); the survivor's log
+   (Faust, level info) shows when the group rebalanced and what it restored: the moved
+   partitions' changelog rows between its store's offset and the changelog's end, and whether it
+   held them as standbys. Once with the default session timeout (30 s), once with 10 s.
+3. Long run. Every hour of event time each sender sends a fresh spam template (personalised) to
    15 opted-in recipients and answers 10 users who wrote to it, over days of event time: each
    cluster is idle after its hour and expires after `cluster_idle_s` (24 h), so a sender row
    holds about 24 clusters in the steady state (`max_clusters` is 32). One worker decides the whole
@@ -28,9 +37,12 @@ Method:
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import random
+import re
 import shutil
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +53,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sendgate.models.burst import SenderState
 from sendgate.models.gate import CLUSTERS, SENDERS, SKETCHES
 from sendgate.models.policy import Policy
+from sendgate.streams.broker import free_port
 from sendgate.streams.config import Settings
 from sendgate.streams.log import read_log
+from sendgate.streams.outbox import partition_for
 from sendgate.streams.process import WorkerProcess
 from sendgate.streams.rebuild import rebuild
 from sendgate.streams.state import COMMIT, HOME, KIND, PREFIX, STATE
@@ -54,6 +68,7 @@ from .throughput import (NAMES, Log, bench_settings, declare_outputs, expected, 
 T0 = 1_700_000_000_000
 HOUR = 3_600_000
 PROBE_USERKEYS = 1_000
+FAILOVER_SESSION_TIMEOUTS = (30.0, 10.0)  # the default, and a shorter one
 
 
 def vmrss_mb(pid: int) -> float:
@@ -145,6 +160,7 @@ class HeldState:
     disk_lost_s: float | None = None  # empty store again, restored by streams/restore.py, to the probe decided
     after_kill_s: float | None = None  # restart after kill -9 (same store) to the next probe's last decision
     after_stop_s: float | None = None  # restart after a graceful stop (SIGTERM) to the next probe's last decision
+    failovers: list["FailOver"] = field(default_factory=list)  # one per session timeout
 
 
 async def held_state(bootstrap: str, work: Path, n: int, restarts: bool = True) -> HeldState:
@@ -180,9 +196,152 @@ async def held_state(bootstrap: str, work: Path, n: int, restarts: bool = True) 
                                                   stall_s=300)
             setattr(held, f"{how}_s", time.monotonic() - started)
             held.problem = held.problem or problem
+        if restarts:  # fail-over: two workers, the second on a copy of this one's store
+            worker.stop()
+            shutil.copytree(s.data_dir, f"{s.data_dir}-2")
+            for k, timeout in enumerate(FAILOVER_SESSION_TIMEOUTS):
+                round_ = 5 + 2 * k  # two probes a fail-over: before the kill, and after it
+                failover = await fail_over(s, work, n + (round_ - 1) * PROBE_USERKEYS, T0 + n + 10 * round_, timeout)
+                held.failovers.append(failover)
+                held.problem = held.problem or failover.problem
     finally:
         worker.stop()
     return held
+
+
+@dataclass
+class FailOver:
+    session_timeout_s: float
+    moved: list[int]  # the events partitions the killed worker owned
+    standbys: dict[int, int]  # state changelog partition -> the survivor's standby offset before the kill
+    probe: int  # decisions expected: the sends of the probe's apps on the moved partitions
+    decided: int = 0  # of them, decided (once the decisions stopped coming)
+    first_s: float | None = None  # kill to the probe's first decision (its record timestamp)
+    last_s: float | None = None  # kill to its last decision
+    marks: dict[str, float] = field(default_factory=dict)  # the survivor's log: what -> s after the kill (first)
+    restored: dict[int, int] = field(default_factory=dict)  # moved partition -> changelog records read after the kill
+    # moved partition -> changelog records written to it between the survivor's last standby
+    # offsets before the kill and the kill (what its standby read meanwhile, if it held one)
+    written: dict[int, int] = field(default_factory=dict)
+    lag: dict[int, int] = field(default_factory=dict)  # partition -> the survivor's lag (events), when undecided
+    reread: int = 0  # events the survivor read again from Kafka after the kill because its stream skipped them
+    problem: str | None = None
+
+
+# What the survivor logs after the kill (Faust and aiokafka at level info), first occurrence each:
+# the coordinator has dropped the dead member (the survivor's heartbeat answers "rebalancing"),
+# the survivor has rejoined, has its new partitions, has recovered their tables.
+FAILOVER_MARKS = {"heartbeat: rebalancing": re.compile(r"Heartbeat failed .* rebalancing"),
+                  "joined": re.compile(r"Joined group"),
+                  "assigned": re.compile(r"Setting newly assigned partitions"),
+                  "recovered": re.compile(r"Recovery complete")}
+_SKIPPED = re.compile(r"the stream skipped .* read (\d+) record\(s\) from Kafka")  # GateApp's gap fill
+_LOG_ENTRY = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[\w+\] ", re.M)
+
+
+def log_entries(path: Path) -> list[tuple[float, str]]:
+    """(wall time, message with its continuation lines) of each entry of a worker's log."""
+    text = path.read_text(errors="replace")
+    found = list(_LOG_ENTRY.finditer(text))
+    return [(_dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp(),
+             text[m.end():after.start() if after else len(text)].rstrip())
+            for m, after in zip(found, found[1:] + [None])]
+
+
+def log_table(message: str, topic: str) -> dict[int, int]:
+    """partition -> value of the rows of `topic` in one of Faust's recovery log tables (highwaters,
+    offsets at start of reading); a repeated topic name is written as a ditto mark."""
+    out: dict[int, int] = {}
+    current = None
+    for line in message.splitlines()[1:]:
+        cells = [c.strip() for c in re.split(r"[│┃|]", line) if c.strip()]
+        if len(cells) == 3 and cells[1].isdigit() and cells[2].lstrip("-").isdigit():
+            current = current if cells[0] == "〃" else cells[0]
+            if current == topic:
+                out[int(cells[1])] = int(cells[2])
+    return out
+
+
+def worker_status(port: int) -> dict | None:
+    """The worker's /sendgate/status (its partitions and readiness), None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/sendgate/status", timeout=2) as answer:
+            return orjson.loads(answer.read())
+    except (OSError, ValueError):
+        return None
+
+
+def wait_for_split(workers: list[WorkerProcess], partitions: int, timeout: float) -> list[list[int]]:
+    """Poll the workers' status until all are ready and each owns some of the events partitions,
+    together all of them once. Returns each one's partitions."""
+    deadline = time.monotonic() + timeout
+    while True:
+        docs = [worker_status(w.settings.web_port) for w in workers]
+        owned = [sorted(p["partition"] for p in doc["partitions"]) if doc else [] for doc in docs]
+        if (all(doc and doc["state"]["ready"] for doc in docs) and all(owned)
+                and sorted(p for ps in owned for p in ps) == list(range(partitions))):
+            return owned
+        for w in workers:
+            if not w.running:
+                raise RuntimeError(f"worker exited with {w.process.returncode}:\n{w.log_tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the workers own {owned} after {timeout:.0f} s")
+        time.sleep(0.25)  # poll interval
+
+
+async def fail_over(s: Settings, work: Path, first: int, ts: int, session_timeout_s: float) -> FailOver:
+    """Two workers on `s`'s state decide a probe (userkeys from `first`); the second is killed and a
+    probe for the apps on its partitions is timed from the kill to the survivor's decisions."""
+    d = Settings()  # the production group timings, but the session timeout
+    runs = [s.with_(web_enabled=True, web_port=free_port(), data_dir=s.data_dir + ("-2" if i else ""),
+                    session_timeout_s=session_timeout_s, heartbeat_interval_s=d.heartbeat_interval_s,
+                    rebalance_timeout_s=d.rebalance_timeout_s) for i in range(2)]
+    workers = [WorkerProcess(run, work / f"worker-{s.app_id}-failover{session_timeout_s:g}-{i}.log").start()
+               for i, run in enumerate(runs)]
+    survivor, victim = workers
+    changelog = s.changelog_topic(STATE)
+    try:
+        for w in workers:
+            w.wait_ready(600)
+        owned = wait_for_split(workers, s.partitions, 300)
+        decided = await topic_total(s, s.topic("decisions"))
+        await publish_records(s, probe_log(first, ts))
+        decided, problem = await wait_for_count(s, s.topic("decisions"), decided + PROBE_USERKEYS, survivor, stall_s=120)
+        standbys = [log_table(m, changelog) for _, m in log_entries(survivor.log_path)
+                    if "standby offsets at start of reading" in m.split("\n", 1)[0]]
+        moved = owned[1]
+        probe = [r for r in probe_log(first + PROBE_USERKEYS, ts + 5) if partition_for(r[0], s.partitions) in moved]
+        ids = {doc["request_id"] for doc in map(orjson.loads, (v for _, v in probe)) if doc["type"] == "send"}
+        result = FailOver(session_timeout_s, moved, standbys[-1] if standbys else {}, len(ids), problem=problem)
+        killed_at = time.time()
+        victim.kill()
+        await publish_records(s, probe)
+        _, result.problem = await wait_for_count(s, s.topic("decisions"), decided + len(ids), survivor, stall_s=120)
+        times = {doc["request_id"]: t for t, doc in await read_all(s, s.topic("decisions")) if doc["request_id"] in ids}
+        result.decided = len(times)
+        if times:
+            result.first_s, result.last_s = (min(times.values()) / 1000 - killed_at,
+                                             max(times.values()) / 1000 - killed_at)
+        if result.decided < len(ids):  # the lag says where (Faust commits every few seconds: only now a sign)
+            status = worker_status(survivor.settings.web_port)
+            result.lag = {p["partition"]: p["lag"] for p in (status or {}).get("partitions", []) if p["lag"]}
+            result.problem = (f"fail-over: {result.decided:,} of {len(ids):,} probe decisions after the kill "
+                              f"({result.problem or 'the count was reached with decisions of other requests'}); "
+                              f"the survivor's lag by partition {result.lag}, readiness {(status or {}).get('state')}")
+        after = [(t, m) for t, m in log_entries(survivor.log_path) if t >= killed_at]
+        for what, pattern in FAILOVER_MARKS.items():
+            result.marks[what] = next((t - killed_at for t, m in after if pattern.search(m)), None)
+        result.reread = sum(int(m.group(1)) for _, line in after for m in [_SKIPPED.search(line)] if m)
+        tables = {title: [log_table(m, changelog) for _, m in after if title in m.split("\n", 1)[0]]
+                  for title in ("Highwater for active changelog partitions", "active offsets at start of reading")}
+        highwaters, starts = (t[0] if t else {} for t in tables.values())  # the first recovery after the kill
+        result.restored = {p: highwaters[p] - starts[p] for p in moved if p in highwaters and p in starts}
+        result.written = {p: highwaters[p] - result.standbys[p] for p in moved
+                          if p in highwaters and p in result.standbys}
+        return result
+    finally:
+        for w in workers:
+            w.stop()
 
 
 def long_run_log(hours: int, senders: int, seed: int) -> Log:
