@@ -26,7 +26,7 @@ from sendgate.models.junk import JunkReport
 
 from .client import partitions_of
 from .config import Settings
-from .log import read_log
+from .log import committed_offsets, read_log
 from .outbox import Outbox, partition_for
 from .faust_internals import (assigned, channel_queue, committed_offset, dispatch_inline, highwater, inner_producer,
                               recovery_state)
@@ -159,7 +159,7 @@ class GateApp:
         self.tally = tally = BatchTally()
         started = time.perf_counter()
         for tp in quiet:
-            seen = self._seen.get(tp.partition, (committed_offset(self.app, tp) or 0) - 1)
+            seen = await self.seen_before(tp)
             end = highwater(self.app, tp)
             if end > seen + 1:
                 found = await self.fill_hole(tp, seen + 1, end, sent)
@@ -170,9 +170,7 @@ class GateApp:
             message = event.message
             seen = self._seen.get(message.partition)
             if seen is None:
-                # Faust's record of the group's committed offset: its commits wait until every
-                # offset from there on is acked.
-                seen = (committed_offset(self.app, message.tp) or 0) - 1
+                seen = await self.seen_before(message.tp)
             if message.offset > seen + 1:
                 filled += await self.fill_hole(message.tp, seen + 1, message.offset, sent)
             self._seen[message.partition] = max(seen, message.offset)
@@ -202,6 +200,20 @@ class GateApp:
         tally.durations_s = {"decide": decided - started, "produce": produced - decided,
                              "checkpoint": time.perf_counter() - produced}
         self._unacked.extend(filled)  # the agent acks the batch's own events; these Faust never had
+
+    async def seen_before(self, tp: TP) -> int:
+        """The last offset of `tp` the stream delivered; for a partition it has delivered nothing
+        of since the rebalance, the group's committed offset - 1, where Faust starts it (its commits
+        wait until every offset from there on is acked). Faust may not know the committed offset
+        of a partition it was just given: then the broker is asked, once (from 0, a fail-over
+        round read 15,400 decided records again)."""
+        seen = self._seen.get(tp.partition)
+        if seen is None:
+            committed = committed_offset(self.app, tp)
+            if committed is None:
+                committed = (await committed_offsets(self.settings, self.settings.app_id, tp.topic)).get(tp.partition, 0)
+            seen = self._seen[tp.partition] = committed - 1
+        return seen
 
     async def fill_hole(self, tp: TP, start: int, end: int, sent: list[Any]) -> list[LoggedMessage]:
         """Read records [start, end) of a partition that the stream skipped from Kafka, and decide
