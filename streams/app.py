@@ -46,6 +46,7 @@ PRODUCE_TIMEOUT_S = 60.0  # a batch's send not acknowledged by then fails the ba
 SLOW_BATCH_S = 30.0  # a batch deciding this long is logged with where the agent waits
 QUIET_CHECK_S = 1.0  # how often the worker looks for partitions whose records Faust does not deliver
 QUIET_HOLE_S = 2.0  # records that long behind the partition's end, with the agent idle, are read from Kafka
+QUIET_FILL_MAX = 10_000  # records read so at most in one batch (the rest at the next check)
 
 RAW = dict(key_type=bytes, value_type=bytes)  # the app's default serializers are "raw"
 
@@ -160,7 +161,7 @@ class GateApp:
         started = time.perf_counter()
         for tp in quiet:
             seen = await self.seen_before(tp)
-            end = highwater(self.app, tp)
+            end = min(highwater(self.app, tp), seen + 1 + QUIET_FILL_MAX)
             if end > seen + 1:
                 found = await self.fill_hole(tp, seen + 1, end, sent)
                 filled += found
