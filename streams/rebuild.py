@@ -47,7 +47,7 @@ class SpooledRows(MemoryStore):
         super().__init__()
         self.partition = 0
         self.rows = {STATE: _open(path / STATE), JUNK: _open(path / JUNK)}
-        self.removed = _open(path / "removed")  # the old rows `_remove_old_rows` has tombstoned
+        self.removed = _open(path / "removed")  # the old rows `_old_rows_to_remove` has tombstoned
 
     @staticmethod
     def _where(table: str, key: bytes) -> tuple[str, bytes]:
