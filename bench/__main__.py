@@ -329,6 +329,23 @@ def summary_rows(r: Report) -> list[list[str]]:
                          f"{h.rss_mb:.0f}; {(h.rss_mb - base.rss_mb) * 2**20 / h.userkeys:,.0f} B",
                          f"worker holding none: {base.rss_mb:.0f} MB; changelog {uk / h.userkeys:.0f} B/userkey",
                          "", "", ""])
+    for h in r.held:  # issue 14's targets, at every N but the baseline
+        if not h.userkeys:
+            continue
+        rows_held = sum(v[0] for v in h.changelog.values())
+        if h.disk_lost_s is not None:
+            rate, before = rows_held / h.disk_lost_s, rows_held / h.recovered_s if h.recovered_s else 0.0
+            rows.append([f"recovery: empty store (disk lost), {h.userkeys:,} userkeys, {rows_held:,} rows: new "
+                         "process to the probe decided s; rows/s (process start included)",
+                         f"{fmt_s(h.disk_lost_s)}; {fmt(rate)}",
+                         f"Faust's own restore (before): {fmt_s(h.recovered_s)} s; {fmt(before)} rows/s",
+                         f"{h.recovered_s / h.disk_lost_s:.1f}x" if h.disk_lost_s else "",
+                         "<= 60 s at 1M; >= 50,000 rows/s",
+                         verdict(rate >= 50_000 and (h.userkeys < 1_000_000 or h.disk_lost_s <= 60))])
+        for label, took, limit in (("after kill -9", h.after_kill_s, 30.0), ("after SIGTERM", h.after_stop_s, 15.0)):
+            if took is not None:
+                rows.append([f"recovery: restart {label}, {h.userkeys:,} userkeys: new process to the probe decided s",
+                             fmt_s(took), "", "", f"<= {limit:g} s", verdict(took <= limit)])
     for h in r.held:
         for f in h.failovers:
             marks = f.marks.get("heartbeat: rebalancing")
