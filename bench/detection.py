@@ -8,8 +8,10 @@ Scenario (seeded, deterministic; one time-ordered stream through Gate.handle and
 * blasts: every spam text is a template sent by its own sender (old sender_profile; its recipients
   are its conversing users, 20-200 of them, so never a "risky" sender) to N recipients, N seeded
   random in 20..200. Each recipient wrote to the sender 16-120 min before the blast starts, so no
-  send is a reply. Per recipient the text varies: a name is inserted, every digit is redrawn and
-  the link is changed (a template without a link gets one). Sends are 0.5-3 s apart.
+  send is a reply (none wrote "info": a HELP keyword since the consent wording rules, it gives
+  no consent: a quarter of the blasts' sends were refused before the burst step, so the
+  clusters counted fewer recipients and later sends passed as free). Per recipient the text varies: a name is inserted, every digit is redrawn and the
+  link is changed (a template without a link gets one). Sends are 0.5-3 s apart.
 * ham: every ham text is sent once, through one of 300 ordinary senders (old profile, 40 users
   who wrote to it 1-48 h before the run), to one of those users; about half are replies (the user
   wrote 5 s - 14 min before), the rest are not. Ham is spread over the same two hours as the blasts.
@@ -113,7 +115,7 @@ def build(corpus: list[tuple[str, str]], seed: int, spam_limit: int | None, ham_
             ts = start
             for j in range(n):
                 user = f"+44770{i:04d}{j:03d}"
-                add(ev.Inbound(f"bin-{i}-{j}", app, sender, user, "sms", rng.choice(("hi", "info", "yes please", "?")),
+                add(ev.Inbound(f"bin-{i}-{j}", app, sender, user, "sms", rng.choice(("hi", "thanks", "yes please", "?")),
                                start - rng.randint(16 * MINUTE, 120 * MINUTE)))
                 rid = f"blast-{i}-{j}"
                 add(ev.Send(rid, app, sender, user, "sms", variant(rng, template), None, ts))
