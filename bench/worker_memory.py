@@ -159,6 +159,7 @@ class HeldState:
     store_bytes: int  # the worker's RocksDB directory after the probe
     problem: str | None = None
     disk_lost_s: float | None = None  # empty store again, restored by streams/restore.py, to the probe decided
+    restore: tuple[int, float] | None = None  # that restore's rows applied and seconds, from the worker's log
     after_kill_s: float | None = None  # restart after kill -9 (same store) to the next probe's last decision
     after_stop_s: float | None = None  # restart after a graceful stop (SIGTERM) to the next probe's last decision
     failovers: list["FailOver"] = field(default_factory=list)  # one per session timeout
@@ -197,6 +198,8 @@ async def held_state(bootstrap: str, work: Path, n: int, restarts: bool = True) 
                                                   stall_s=300)
             setattr(held, f"{how}_s", time.monotonic() - started)
             held.problem = held.problem or problem
+            if how == "disk_lost":
+                held.restore = restore_logged(log_path.read_text(errors="replace"))
         if restarts:  # fail-over: two workers, the second on a copy of this one's store
             worker.stop()
             shutil.copytree(s.data_dir, f"{s.data_dir}-2")
@@ -208,6 +211,16 @@ async def held_state(bootstrap: str, work: Path, n: int, restarts: bool = True) 
     finally:
         worker.stop()
     return held
+
+
+RESTORE_LINE = re.compile(r"local state store up to its changelog's last commit records: ([\d,]+) row\(s\) applied "
+                          r"of [\d,]+ read in ([\d.]+) s")
+
+
+def restore_logged(log: str) -> tuple[int, float] | None:
+    """(rows applied, seconds) of the last restore a worker logged (streams/cli.py, restore.py)."""
+    found = RESTORE_LINE.findall(log)
+    return (int(found[-1][0].replace(",", "")), float(found[-1][1])) if found else None
 
 
 @dataclass
