@@ -159,7 +159,10 @@ class GateApp:
         filled: list[LoggedMessage] = []
         self.tally = tally = BatchTally()
         started = time.perf_counter()
+        owned = assigned(self.app) if quiet else set()
         for tp in quiet:
+            if tp not in owned:  # moved since it was found: its new owner reads it
+                continue
             seen = await self.seen_before(tp)
             end = min(highwater(self.app, tp), seen + 1 + QUIET_FILL_MAX)
             if end > seen + 1:

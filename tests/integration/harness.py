@@ -83,8 +83,9 @@ def produce_raw(settings: Settings, records: list[tuple[bytes | None, bytes | No
 
 
 def collect(settings: Settings, topic: str, until: Callable[[list[dict]], bool],
-            timeout: float = DEADLINE_S, with_partition: bool = False) -> list[dict]:
-    """Read `topic` from the beginning until `until(records)` holds; fail at the deadline."""
+            timeout: float = DEADLINE_S, with_partition: bool = False, json: bool = True) -> list[dict]:
+    """Read `topic` from the beginning until `until(records)` holds; fail at the deadline.
+    `json=False`: values stay bytes (a changelog holds binary rows: sketches, lapse buckets)."""
 
     async def run() -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -102,7 +103,7 @@ def collect(settings: Settings, topic: str, until: Callable[[list[dict]], bool],
                 batch = await consumer.getmany(timeout_ms=200)
                 for tp, messages in sorted(batch.items(), key=lambda kv: kv[0].partition):
                     for m in messages:
-                        doc = orjson.loads(m.value) if m.value is not None else None
+                        doc = orjson.loads(m.value) if json and m.value is not None else m.value
                         if with_partition:
                             doc = {"partition": m.partition, "key": m.key, "value": doc}
                         records.append(doc)

@@ -93,7 +93,7 @@ def test_state_rows_are_co_partitioned_with_their_app_events(bootstrap, workers,
     assert len(set(partition_of_app.values())) > 1, "the apps should spread over several partitions"
     changelog = collect(settings, settings.changelog_topic(STATE),
                         lambda r: sum(x["key"].startswith(PREFIX[USERKEYS]) for x in r) >= len(apps),
-                        with_partition=True)
+                        with_partition=True, json=False)
     kinds = set()
     for row in changelog:
         if row["key"].startswith(COMMIT):  # a commit record names its own partition
