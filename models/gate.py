@@ -114,6 +114,7 @@ class Gate:
         p = self.policy
         self.wording = ConsentClassifier(p.opt_out_keywords, p.opt_in_keywords, p.help_keywords, p.consent_locales)
         self._decoded_senders: dict[bytes, tuple[bytes, SenderState]] = {}  # row key -> (row, its state)
+        self._horizon = self.policy.conversation_horizon_days * DAY_MS  # models/retention.py; 0: never
 
     def stored_userkey(self, userkey: str) -> str:
         """The userkey as tables key it: itself, or its HMAC-SHA-256 (hex) when a secret is set."""
@@ -144,10 +145,9 @@ class Gate:
         floor = record_ts - self.policy.max_ts_behind_s * 1000 if record_ts else None
         stamped, before = event.ts, clock.ts
         at, skewed = clock.advance(stamped, floor)
-        horizon = self.policy.conversation_horizon_days * DAY_MS
-        sweeps = horizon > 0 and 0 < clock.sweep_at <= at
+        sweeps = self._horizon > 0 and 0 < clock.sweep_at <= at
         if sweeps:
-            clock.sweep_at = self._sweep_lapsed(event.app, at, horizon, store)
+            clock.sweep_at = self._sweep_lapsed(event.app, at, self._horizon, store)
         if raw is None or at != before or sweeps:
             store.set(CLOCKS, clock_key, clock.to_bytes())
         if at != stamped:
@@ -171,7 +171,7 @@ class Gate:
         user_id = self.stored_userkey(e.userkey)
         conv_key = key(e.app, e.sender, user_id)
         conv = Conversation.from_bytes(store.get(CONVERSATIONS, conv_key))
-        horizon = self.policy.conversation_horizon_days * DAY_MS
+        horizon = self._horizon
         if lapsed(conv.last_ts, e.ts, horizon):
             conv = Conversation()  # a lapsed conversation starts again
         day = conv.last_ts // DAY_MS if conv.last_ts else None
@@ -249,7 +249,7 @@ class Gate:
         user = Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id)))
         conv = Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id)))
         lapse_note = ""
-        if lapsed(conv.last_ts, e.ts, p.conversation_horizon_days * DAY_MS):
+        if lapsed(conv.last_ts, e.ts, self._horizon):
             lapse_note = (f"; its conversation with this sender lapsed: the user last wrote at {iso(conv.last_ts)}, "
                           f"more than conversation_horizon_days = {p.conversation_horizon_days} days before")
             conv = Conversation()
