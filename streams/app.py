@@ -28,8 +28,8 @@ from .client import partitions_of
 from .config import Settings
 from .log import committed_offsets, read_log
 from .outbox import Outbox, partition_for
-from .faust_internals import (assigned, channel_queue, committed_offset, dispatch_inline, highwater, inner_producer,
-                              recovery_state)
+from .faust_internals import (assigned, channel_queue, commit_at, committed_offset, dispatch_inline, highwater,
+                              inner_producer, recovery_state)
 from .junk import JUNK_REPORTS, JunkOwner, JunkView
 from .metrics import BatchTally, GateMetrics
 from .state import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
@@ -98,6 +98,7 @@ class GateApp:
                                                               "skipped": 0, "hole_records": 0})
     _delivery_topics: dict[str, Any] = field(default_factory=dict)
     _seen: dict[int, int] = field(default_factory=dict)  # partition -> last offset the stream delivered
+    next_offsets: dict[TP, int] = field(default_factory=dict)  # events partition -> offset to commit (commit_at)
     outbox: Outbox = field(default_factory=Outbox)
     stalled: bool = False  # set when a failing batch stopped the worker (exit code STALL_EXIT_CODE)
     failing_since: float | None = None  # monotonic time the current batch began to fail
@@ -243,6 +244,7 @@ class GateApp:
 
     async def on_recover(self) -> None:
         self._seen.clear()  # partitions may have moved; Faust starts each from the committed offset
+        self.next_offsets.clear()
         events_topic = self.events.get_topic_name()
         self.store.keep_unsent_commits({tp.partition for tp in assigned(self.app) if tp.topic == events_topic})
 
@@ -299,8 +301,14 @@ class GateApp:
             self.failing_since = None
             log.warning("the batch of %s succeeded after %.1f s of failures", _where(batch),
                         time.monotonic() - failing_since)
-        # Faust commits an offset once it and all before it are acked: a batch's events are acked
-        # once its commit records are written.
+        # Every offset up to `_seen` is now decided (or dead-lettered, or was decided before) and
+        # its commit records are written: the group may commit past it. The events are acked too,
+        # so that Faust's stream and its waits for a rebalance see them done.
+        events_topic, owned = self.events.get_topic_name(), assigned(self.app)
+        for partition, seen in self._seen.items():
+            tp = TP(events_topic, partition)
+            if tp in owned and seen + 1 > self.next_offsets.get(tp, 0):
+                self.next_offsets[tp] = seen + 1
         acks, self._unacked = self._unacked + list(batch), []
         self.ack(acks)
 
@@ -547,6 +555,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         # take_events waits its `within` even when nothing more is coming.
         queue = channel_queue(stream)
         dispatch_inline(app)
+        commit_at(app, gate_app.next_offsets)
         gate_app.agent_task = asyncio.current_task()
         # Subscribers may start before the first decision, and a producer that sends to a topic
         # whose partitions have no leader yet stalls in retries: create the outputs and wait first.

@@ -14,6 +14,7 @@ from faust.stores.base import SerializedStore
 from faust.tables.globaltable import GlobalTable
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import Producer
+from faust.types import TP
 
 from sendgate.streams import faust_internals
 from sendgate.streams.faust_internals import TESTED
@@ -35,6 +36,35 @@ def test_the_current_event_is_a_context_variable_of_weak_references():
 
 def test_the_consumer_keeps_the_committed_offsets_by_tp():
     assert "self._committed_offset" in inspect.getsource(Consumer.__init__)
+
+
+def test_the_consumer_commits_through_the_three_methods_commit_at_wraps():
+    # commit_at replaces them on the instance: Faust must still look them up on self, with these
+    # signatures, and still record a refused commit as committed (else the restore is moot)
+    assert "self._filter_tps_with_pending_acks(topics)" in inspect.getsource(Consumer.force_commit)
+    assert "self._new_offset(tp)" in inspect.getsource(Consumer._filter_committable_offsets)
+    assert "await self._commit_offsets(" in inspect.getsource(Consumer._commit_tps)
+    assert params(Consumer._new_offset) == ["tp"]
+    assert params(Consumer._commit_offsets) == ["offsets", "start_new_transaction"]
+    assert "self._committed_offset.update(committable_offsets)" in inspect.getsource(Consumer._commit_offsets)
+    assert "self._acked_index[tp].difference_update" in inspect.getsource(Consumer._new_offset)
+
+
+def test_commit_at_commits_the_given_offsets_past_a_head_hole_and_keeps_faust_s_rule_elsewhere():
+    app = faust.App("test-commit-at", broker="kafka://127.0.0.1:1")  # never started: no broker needed
+    consumer, events, other = app.consumer, TP("events", 0), TP("junk", 0)
+    next_offsets: dict = {}
+    faust_internals.commit_at(app, next_offsets)
+    consumer._committed_offset[events] = 2
+    for tp, offsets in ((events, [5, 6, 9]), (other, [3, 4])):
+        consumer._acked[tp], consumer._acked_index[tp] = list(offsets), set(offsets)
+    # Faust's own rule: offsets 3 and 4 of `events` were never acked, so it would never commit
+    assert consumer._filter_committable_offsets(list(consumer._filter_tps_with_pending_acks())) == {other: 5}
+    next_offsets.update({events: 7, TP("events", 1): 4})  # decided through 6 and 3
+    tps = list(consumer._filter_tps_with_pending_acks())
+    assert {events, TP("events", 1)} <= set(tps)  # a partition with no acks pending is committed too
+    assert consumer._filter_committable_offsets(tps) == {events: 7, TP("events", 1): 4}
+    assert consumer._acked[events] == [9] and consumer._acked_index[events] == {9}  # the covered acks go
 
 
 def test_the_producer_hands_out_its_aiokafka_producer():
@@ -76,7 +106,7 @@ def test_an_agent_stream_exposes_its_channel_queue():
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("name", ["committed_offset", "inner_producer", "channel_queue", "processing",
+@pytest.mark.parametrize("name", ["commit_at", "committed_offset", "inner_producer", "channel_queue", "processing",
                                   "raw_reader", "route_to_owner"])
 def test_the_module_offers_each_internal(name):
     assert callable(getattr(faust_internals, name))
