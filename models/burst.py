@@ -123,8 +123,9 @@ class SenderState:
         return None
 
     def decide(self, ts: int, recipient: int, sketch: np.ndarray, policy: Policy,
-               junk: JunkMatch | None) -> BurstVerdict:
-        """Place one send in its cluster and say whether it goes now, later or not at all."""
+               junk: JunkMatch | None, valid_until: int | None = None) -> BurstVerdict:
+        """Place one send in its cluster and say whether it goes now, later or not at all; a
+        request whose slot would come after `valid_until` is refused and takes no slot."""
         self._expire(ts, policy)
         cluster, similarity = self._join(ts, sketch, policy)
         self._changed.add(cluster.cluster_id)
@@ -166,6 +167,11 @@ class SenderState:
         why = (f"text is {junk.similarity:.2f} similar to a text reported as junk ({junk.reporters} reporter(s)), "
                f"so it is paced from its first recipient" if junk else
                f"{nth} recipient of a near-identical text (similarity {similar:.2f}) within {window_min} minutes")
+        if valid_until is not None and slot > valid_until:
+            return verdict("rejected", "expired_before_slot",
+                           f"{why}; its paced slot {iso(slot)} comes after the request stops being valid at "
+                           f"{iso(valid_until)} (valid_for_s), so it is not sent and takes no slot",
+                           deliver_at=slot)
         if wait_ms > policy.max_delay_s * 1000:
             retry = math.ceil((wait_ms - policy.max_delay_s * 1000) / 1000)
             return verdict("rejected", "junk_similar" if junk else "burst_limit",

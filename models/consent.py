@@ -69,6 +69,10 @@ class Conversation:
     # Whether the user wrote anything but HELP (which gives no consent). None in rows written
     # before HELP was told apart: then every inbound counted.
     conversed: bool | None = None
+    # The auto-reply loop guard (Policy.loop_*): the run of same-text inbound messages the user's
+    # latest belongs to: [digest] for a run of one (12 bytes a row), [digest, repeats, answered,
+    # since] once the text repeats (models/controls.py inbound_digest). None in older rows.
+    loop: list | None = None
 
     @property
     def exists(self) -> bool:
@@ -84,6 +88,33 @@ class Conversation:
         if window_ms is not None:
             self.recent = [r for r in self.recent[:-1] if self.last_ts - r[1] <= window_ms] + self.recent[-1:]
         del self.recent[:-RECENT_INBOUNDS]
+
+    def record_text(self, digest: int, ts: int, window_ms: int) -> None:
+        """Count an inbound text towards a loop, before `record_inbound`: the same text again within
+        `window_ms` of the run's first message repeats it; another text (or a late one) ends the run."""
+        run = self.loop
+        if run is None or run[0] != digest:
+            self.loop = [digest]
+        elif len(run) == 1:
+            since = self.recent[-1][1] if self.recent else ts  # the run's first message
+            self.loop = [digest, 2, 0, since] if ts - since <= window_ms else [digest]
+        elif ts - run[3] <= window_ms:
+            run[1] += 1
+        else:
+            self.loop = [digest]
+
+    def loop_answered(self) -> bool:
+        """A reply to this user was allowed or delayed; True when that changed the row (a text repeats)."""
+        if self.loop is None or len(self.loop) == 1:
+            return False
+        self.loop[2] += 1
+        return True
+
+    @property
+    def loop_counts(self) -> tuple[int, int]:
+        """(same-text inbound messages in the current run, replies the app sent during it)."""
+        run = self.loop
+        return (0, 0) if run is None else (1, 0) if len(run) == 1 else (run[1], run[2])
 
     def replied(self, reply_to: str | None, ts: int, window_ms: int) -> list | None:
         """The inbound entry a send at `ts` answers within `window_ms` (`reply_to`, or without it
@@ -122,7 +153,7 @@ class Conversation:
                        f"to this sender (unknown, or from another user), so it is not treated as a reply")
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([self.first_ts, self.last_ts, self.recent, self.conversed])
+        return orjson.dumps([self.first_ts, self.last_ts, self.recent, self.conversed, self.loop])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "Conversation":

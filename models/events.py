@@ -62,6 +62,7 @@ class Send:
     text: str
     reply_to: str | None
     ts: int
+    valid_for_s: int | None = None  # the request is worthless this long after `ts` (None: the policy's default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,18 @@ class JunkReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Contact:
+    """Whether the app's bot is on the userkey's contact list of `network` (networks that deliver
+    only to users who authorized the bot: the policy's `contact_list_networks`)."""
+    event_id: str
+    app: str
+    userkey: str
+    network: str
+    authorized: bool
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     app: str
     ts: int
@@ -106,7 +119,7 @@ class Cancel:
     ts: int
 
 
-Event = Union[Inbound, OptIn, OptOut, Send, AppPolicy, SenderProfile, JunkReport, Tick, Cancel]
+Event = Union[Inbound, OptIn, OptOut, Send, AppPolicy, SenderProfile, JunkReport, Contact, Tick, Cancel]
 
 
 def _id(name: str, value: Any) -> str:
@@ -151,6 +164,15 @@ def _optional_id(name: str, value: Any) -> str | None:
     return None if value is None else _id(name, value)
 
 
+MAX_VALID_FOR_S = 36_000  # Twilio's ValidityPeriod range, 1-36,000 s
+
+
+def _valid_for(name: str, value: Any) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_VALID_FOR_S:
+        raise InvalidEvent(f"field '{name}' must be an integer of seconds, 1-{MAX_VALID_FOR_S}, got {value!r:.60}")
+    return value
+
+
 Check = Callable[[str, Any], Any]
 # type -> (record class, required fields, optional fields); `ts` is handled for every type.
 _KINDS: dict[str, tuple[type, tuple[tuple[str, Check], ...], tuple[tuple[str, Check], ...]]] = {
@@ -159,16 +181,19 @@ _KINDS: dict[str, tuple[type, tuple[tuple[str, Check], ...], tuple[tuple[str, Ch
     "opt_in": (OptIn, (("event_id", _id), ("app", _id), ("userkey", _id)), (("source", _text),)),
     "opt_out": (OptOut, (("event_id", _id), ("app", _id), ("userkey", _id)), (("source", _text),)),
     "send": (Send, (("request_id", _id), ("app", _id), ("sender", _id), ("userkey", _id),
-                    ("network", _network), ("text", _text)), (("reply_to", _optional_id),)),
+                    ("network", _network), ("text", _text)), (("reply_to", _optional_id),
+                                                              ("valid_for_s", _valid_for))),
     "app_policy": (AppPolicy, (("event_id", _id), ("app", _id), ("unrestricted", _bool)), (("reason", _text),)),
     "sender_profile": (SenderProfile, (("event_id", _id), ("app", _id), ("sender", _id),
                                        ("registered_ts", _ts)), ()),
     "junk_report": (JunkReport, (("event_id", _id), ("app", _id), ("sender", _id), ("userkey", _id),
                                  ("text", _text)), (("request_id", _optional_id),)),
+    "contact": (Contact, (("event_id", _id), ("app", _id), ("userkey", _id), ("network", _network),
+                          ("authorized", _bool)), ()),
     "tick": (Tick, (("app", _id),), ()),
     "cancel": (Cancel, (("request_id", _id), ("app", _id)), ()),
 }
-_OPTIONAL_DEFAULTS = {"source": "", "reason": "", "reply_to": None, "request_id": None}
+_OPTIONAL_DEFAULTS = {"source": "", "reason": "", "reply_to": None, "request_id": None, "valid_for_s": None}
 EVENT_TYPES = tuple(_KINDS)
 
 

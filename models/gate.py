@@ -9,15 +9,18 @@ Per send request: release what is due -> consent (opt-out, reply, conversation, 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import hmac
+import math
 from typing import Callable, Protocol
 
 from . import events as ev
 from .burst import JunkMatch, SenderState, recipient_hash
 from .clock import AppClock
 from .consent import HELP_ANSWERED, HELP_MARK, AppGrant, Conversation, Userkey
+from .controls import RecipientSends, inbound_digest
 from .decisions import ConsentRecord, Decision, Delivery, iso
 from .junk import JunkIndex, JunkReport
 from .pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
@@ -39,9 +42,11 @@ DUE = "due"                      # (app, minute[, chunk])  -> DueBucket (<= DUE_
 CLOCKS = "clocks"                # app                     -> AppClock
 LAPSE_DAYS = "lapse_days"        # app                     -> LapseIndex (models/retention.py)
 LAPSES = "lapses"                # (app, day, chunk)       -> LapseBucket (<= LAPSE_CHUNK conversations)
+RECIPIENTS = "recipients"        # (app, userkey)          -> RecipientSends (only with recipient_limits)
+CONTACTS = "contacts"            # (app, userkey, network) -> b"1": the bot is on the user's contact list there
 JUNK = "junk"                    # template id (global)    -> JunkTemplate
 TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, CLUSTERS, SKETCHES, PENDING, SCHEDULES, DUE, CLOCKS, LAPSE_DAYS,
-          LAPSES)
+          LAPSES, RECIPIENTS, CONTACTS)
 
 Record = Decision | Delivery | ConsentRecord
 DECODED_SENDERS = 256  # sender rows kept decoded (`Gate._sender`): a few MB at 32 clusters a row
@@ -102,6 +107,32 @@ class MemoryStore:
                 self.delete(JUNK, template_id.encode())
             else:
                 self.set(JUNK, template_id.encode(), template.to_bytes())
+
+
+class OverlayStore:
+    """A Store that reads through to live state and keeps its own writes: a what-if question
+    (`Gate.check`) decides over it and leaves the live rows untouched."""
+
+    def __init__(self, read: Callable[[str, bytes], bytes | None], junk: JunkIndex) -> None:
+        self.read = read
+        self.junk = junk
+        self.rows: dict[tuple[str, bytes], bytes | None] = {}
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        row = (table, key)
+        return self.rows[row] if row in self.rows else self.read(table, key)
+
+    def set(self, table: str, key: bytes, value: bytes) -> None:
+        self.rows[(table, key)] = value
+
+    def delete(self, table: str, key: bytes) -> None:
+        self.rows[(table, key)] = None
+
+    def report_junk(self, report: JunkReport, policy: Policy) -> None:
+        """A check sends no junk reports."""
+
+
+CHECK_ID = "\x00check-"  # request ids of a check's sends: a control character, so no real id can match
 
 
 class Gate:
@@ -165,6 +196,21 @@ class Gate:
         out.extend(decided)
         return out
 
+    def check(self, app: str, sender: str, text: str, userkeys: list[str], ts: int, store: OverlayStore,
+              network: str = "sms", valid_for_s: int | None = None) -> list[Decision]:
+        """What sending `text` from `sender` to each of `userkeys`, in order, at `ts` would decide
+        now: the campaign pre-flight. The sends are decided exactly as the worker decides them,
+        over `store`, which keeps the writes (an OverlayStore), so nothing live changes. A copy of
+        the gate keeps the live gate's decoded rows out of it."""
+        what_if = copy.copy(self)
+        what_if._decoded_senders = {}
+        out = []
+        for i, userkey in enumerate(userkeys):
+            e = ev.Send(f"{CHECK_ID}{i}", app, sender, userkey, network, text, None, ts, valid_for_s)
+            decided = [r for r in what_if.handle(e, store) if isinstance(r, Decision) and r.request_id == e.request_id]
+            out.append(dataclasses.replace(decided[-1], request_id=""))
+        return out
+
     # --- state-only events -------------------------------------------------------------------
     def _inbound(self, e: ev.Inbound, store: Store) -> list[Record]:
         said = self.wording.classify(e.text)  # models/wording.py: opt-out > opt-in > help > none
@@ -181,6 +227,9 @@ class Gate:
             sender = self._sender(store, e.app, e.sender)
             sender.record_conversation()
             self._put_sender(store, e.app, e.sender, sender)
+        conv.record_text(inbound_digest(e.text), e.ts, self.policy.loop_window_s * 1000)
+        if e.network in self.policy.contact_list_networks:  # the platform accepted the user writing first
+            store.set(CONTACTS, key(e.app, user_id, e.network), b"1")
         conv.record_inbound(e.event_id, e.ts, self.policy.reply_window_s * 1000, asks_help)
         store.set(CONVERSATIONS, conv_key, conv.to_bytes())
         if horizon and conv.last_ts // DAY_MS != day:
@@ -230,10 +279,22 @@ class Gate:
         sender.mark_suspicious(e.ts + p.junk_suspicion_s * 1000)
         self._put_sender(store, e.app, e.sender, sender)
 
+    def _contact(self, e: ev.Contact, store: Store) -> None:
+        row = key(e.app, self.stored_userkey(e.userkey), e.network)
+        if e.authorized:
+            store.set(CONTACTS, row, b"1")
+        else:
+            store.delete(CONTACTS, row)
+
     def _tick(self, e: ev.Tick, store: Store) -> None:
         """A tick only moves event time forward; `handle` has already released what it made due."""
 
     # --- send requests -----------------------------------------------------------------------
+    def _valid_until(self, e: ev.Send) -> int | None:
+        """When a send stops being worth sending (`valid_for_s`, or the policy's default), or None."""
+        valid_for_s = e.valid_for_s or self.policy.default_valid_for_s
+        return e.ts + valid_for_s * 1000 if valid_for_s else None
+
     def _send(self, e: ev.Send, store: Store) -> list[Record]:
         p = self.policy
 
@@ -247,6 +308,13 @@ class Gate:
             return [Decision.from_dict(PendingRequest.from_bytes(held).decision)]
         user_id = self.stored_userkey(e.userkey)
         user = Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id)))
+        if (e.network in p.contact_list_networks and not user.opted_out
+                and store.get(CONTACTS, key(e.app, user_id, e.network)) is None):
+            return [decide("rejected", "not_in_contacts",
+                           f"network '{e.network}' delivers only to users who put the bot on their contact list "
+                           f"(policy contact_list_networks), and this userkey has not: it has not written on "
+                           f"{e.network} and no contact event authorizes it; ask the user to add the bot, then "
+                           f"publish a contact event with authorized: true (or wait for the user to write)")]
         conv = Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id)))
         lapse_note = ""
         if lapsed(conv.last_ts, e.ts, self._horizon):
@@ -279,9 +347,7 @@ class Gate:
                            f"to it until it opts in again (opt_in event or a keyword such as START){why_not}")]
         is_reply, why = conv.reply_check(e.reply_to, e.ts, p.reply_window_s * 1000)
         if is_reply:
-            decision = decide("accepted", "reply", f"reply: {why}; replies are exempt from burst pacing",
-                              reply=True)
-            return [decision, self._delivery(e, decision)]
+            return self._reply(e, store, user_id, conv, why, decide)
         if conv.exists:
             basis = "conversation"
             because = f"userkey has written to sender '{e.sender}' (first at {iso(conv.first_ts)})"
@@ -295,7 +361,46 @@ class Gate:
                            f"userkey has not written to sender '{e.sender}' and has not opted in to app "
                            f"'{e.app}'{note}{lapse_note}; the user must message this sender first, or opt in "
                            f"(opt_in event or a keyword such as START)")]
-        return self._burst(e, store, basis, because, decide)
+        return self._burst(e, store, user_id, basis, because, decide)
+
+    def _reply(self, e: ev.Send, store: Store, user_id: str, conv: Conversation, why: str, decide) -> list[Record]:
+        """A reply: never paced, and counted towards the recipient's limits, but held when the
+        user's messages look like another bot's auto-replies to the app's own (the loop guard)."""
+        p = self.policy
+        repeats, answered = conv.loop_counts
+        deliver_at = e.ts
+        # the app answered the repeats before this one (replies are counted from the second message on)
+        if repeats > p.loop_repeats and answered >= p.loop_repeats - 1:
+            counts = (f"the user sent the same text {repeats} times within {p.loop_window_s // 60} min and the app "
+                      f"replied to {answered} of the repeats")
+            if repeats >= p.loop_reject_repeats:
+                return [decide("rejected", "loop_suspected",
+                               f"{counts}: an auto-reply loop; from {p.loop_reject_repeats} repeats on replies to "
+                               f"this user are refused until it writes something else", reply=True)]
+            deliver_at = e.ts + p.loop_delay_s * 1000
+            valid_until = self._valid_until(e)
+            if valid_until is not None and deliver_at > valid_until:
+                return [decide("rejected", "expired_before_slot",
+                               f"{counts}, so replies wait {p.loop_delay_s} s; that slot {iso(deliver_at)} comes "
+                               f"after the request stops being valid at {iso(valid_until)} (valid_for_s)",
+                               reply=True, deliver_at=deliver_at)]
+            decision = decide("delayed", "loop_suspected",
+                              f"{counts}: a possible auto-reply loop, so the reply waits {p.loop_delay_s} s "
+                              f"(loop_delay_s); a different message from the user ends it", reply=True,
+                              deliver_at=deliver_at)
+        else:
+            decision = decide("accepted", "reply", f"reply: {why}; replies are exempt from burst pacing",
+                              reply=True)
+        if conv.loop_answered():
+            store.set(CONVERSATIONS, key(e.app, e.sender, user_id), conv.to_bytes())
+        if p.recipient_limits:
+            sends = RecipientSends.from_bytes(store.get(RECIPIENTS, key(e.app, user_id)))
+            sends.record(deliver_at, e.ts, p.recipient_limits)
+            store.set(RECIPIENTS, key(e.app, user_id), sends.to_bytes())
+        if decision.outcome == "delayed":
+            self._hold(e, decision, store)
+            return [decision]
+        return [decision, self._delivery(e, decision)]
 
     # --- retention (models/retention.py) --------------------------------------------------------
     def _index_lapse(self, app: str, sender: str, user_id: str, day: int, horizon: int, store: Store) -> None:
@@ -335,13 +440,21 @@ class Gate:
             store.delete(LAPSE_DAYS, key(app))
         return index.sweep_at(horizon)
 
-    def _burst(self, e: ev.Send, store: Store, basis: str, because: str, decide) -> list[Record]:
+    def _burst(self, e: ev.Send, store: Store, user_id: str, basis: str, because: str, decide) -> list[Record]:
         p = self.policy
+        valid_until = self._valid_until(e)
+        limits = p.recipient_limits
+        sends = RecipientSends.from_bytes(store.get(RECIPIENTS, key(e.app, user_id))) if limits else None
+        if sends is not None:  # refused by the recipient's limits alone: the text takes no burst slot
+            at, window = sends.slot(e.ts, limits)
+            refused = self._past_limits(e, at, window, valid_until, decide)
+            if refused is not None:
+                return [refused]
         sketch = self.sketcher.sketch(e.text)
         found = store.junk.match(sketch, p.similarity_threshold)
         junk = JunkMatch(found[2], len(found[1].reporters)) if found else None
         sender = self._sender(store, e.app, e.sender)
-        v = sender.decide(e.ts, recipient_hash(e.userkey, self._secret), sketch, p, junk)
+        v = sender.decide(e.ts, recipient_hash(e.userkey, self._secret), sketch, p, junk, valid_until)
         self._put_sender(store, e.app, e.sender, sender)
         burst = dict(similarity=v.similarity, similar_recipients=v.similar_recipients, cluster_id=v.cluster_id,
                      deliver_at=v.deliver_at, retry_after_s=v.retry_after_s)
@@ -349,11 +462,47 @@ class Gate:
             decision = decide("accepted", basis, f"{because}; {v.detail}", **burst)
         else:
             decision = decide(v.outcome, v.reason, v.detail, **burst)
-        if v.outcome == "accepted":
+        if sends is not None and v.outcome != "rejected":
+            base = v.deliver_at or e.ts
+            at, window = sends.slot(base, limits)
+            if window is not None:  # the text's own slot is free, the recipient's limits are not
+                refused = self._past_limits(e, at, window, valid_until, decide)
+                if refused is not None:
+                    return [refused]
+                decision = decide("delayed", "recipient_limit",
+                                  f"{self._limit_text(window)}: deliver at {iso(at)}; {decision.detail}",
+                                  **{**burst, "deliver_at": at})
+            sends.record(decision.deliver_at or e.ts, e.ts, limits)
+            store.set(RECIPIENTS, key(e.app, user_id), sends.to_bytes())
+        if decision.outcome == "accepted":
             return [decision, self._delivery(e, decision)]
         if v.outcome == "delayed":
             self._hold(e, decision, store)
         return [decision]
+
+    @staticmethod
+    def _limit_text(window: tuple[int, int]) -> str:
+        count, window_s = window
+        span = f"{window_s // 3600} h" if window_s % 3600 == 0 else f"{window_s // 60} min" if window_s % 60 == 0 \
+            else f"{window_s} s"
+        return f"at most {count} send(s) to this userkey in any {span} (policy recipient_limits)"
+
+    def _past_limits(self, e: ev.Send, at: int, window: tuple[int, int] | None, valid_until: int | None,
+                     decide) -> Decision | None:
+        """The refusal of a send whose recipient's limits put it at `at`, or None if it may wait."""
+        if window is None:
+            return None
+        wait_ms, max_ms = at - e.ts, self.policy.max_delay_s * 1000
+        if valid_until is not None and at > valid_until:
+            return decide("rejected", "expired_before_slot",
+                          f"{self._limit_text(window)}; its slot {iso(at)} comes after the request stops being "
+                          f"valid at {iso(valid_until)} (valid_for_s)", deliver_at=at)
+        if wait_ms > max_ms:
+            retry = math.ceil((wait_ms - max_ms) / 1000)
+            return decide("rejected", "recipient_limit",
+                          f"{self._limit_text(window)}; the next free slot {iso(at)} is more than "
+                          f"{self.policy.max_delay_s // 3600} h away; retry in {retry} s", retry_after_s=retry)
+        return None
 
     def _delivery(self, e: ev.Send, decision: Decision) -> Delivery:
         return Delivery(e.request_id, e.app, e.sender, e.userkey, e.network, e.text, e.reply_to, decision.ts,
@@ -422,6 +571,14 @@ class Gate:
 
     def _release(self, pending: PendingRequest, ts: int, store: Store) -> list[Record]:
         s = pending.send
+        valid_until = self._valid_until(s)
+        if valid_until is not None and ts > valid_until:
+            # (its slot was before valid_until: event time reached it late, e.g. after an outage)
+            return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "expired",
+                             f"the request stopped being valid at {iso(valid_until)} (valid_for_s) while it waited "
+                             f"for its slot {iso(pending.deliver_at)}; event time reached the slot only at "
+                             f"{iso(ts)}, so it was not delivered", ts, deliver_at=pending.deliver_at,
+                             cluster_id=pending.cluster_id)]
         user = Userkey.from_bytes(store.get(USERKEYS, key(s.app, self.stored_userkey(s.userkey))))
         if user.opted_out:
             return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "opted_out",
@@ -478,5 +635,5 @@ class Gate:
     _HANDLERS = {
         ev.Inbound: _inbound, ev.OptIn: _opt_change, ev.OptOut: _opt_change, ev.Send: _send,
         ev.AppPolicy: _app_policy, ev.SenderProfile: _sender_profile, ev.JunkReport: _junk_report,
-        ev.Tick: _tick, ev.Cancel: _cancel,
+        ev.Contact: _contact, ev.Tick: _tick, ev.Cancel: _cancel,
     }

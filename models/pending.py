@@ -30,8 +30,10 @@ class PendingRequest:
 
     def to_bytes(self) -> bytes:
         s = self.send
-        return orjson.dumps([s.request_id, s.app, s.sender, s.userkey, s.network, s.text, s.reply_to, s.ts,
-                             self.deliver_at, self.cluster_id, self.decision])
+        send = [s.request_id, s.app, s.sender, s.userkey, s.network, s.text, s.reply_to, s.ts]
+        if s.valid_for_s is not None:  # appended only when set: older rows and rows without it read alike
+            send.append(s.valid_for_s)
+        return orjson.dumps([*send, self.deliver_at, self.cluster_id, self.decision])
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "PendingRequest":

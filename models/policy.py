@@ -6,6 +6,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .events import MAX_VALID_FOR_S, NETWORK_RE
 from .wording import LOCALES
 
 
@@ -51,16 +52,34 @@ class Policy:
     # (beyond: dead-lettered), and trail it (beyond: decided at the bounded time)
     max_ts_ahead_s: int = 600
     max_ts_behind_s: int = 600
+    # request controls (models/controls.py)
+    # a send without `valid_for_s` is valid this long (s); 0: until it goes out
+    default_valid_for_s: int = 0
+    # per (app, userkey): at most `count` sends in any `window_s` seconds, as [[count, window_s], ...]
+    # (e.g. [[3, 3600], [10, 86400]]); replies count but are never held back. Empty: no limit.
+    recipient_limits: tuple[tuple[int, int], ...] = ()
+    # auto-reply loop guard: replies to a userkey whose last `loop_repeats` + 1 or more inbound
+    # messages were the same text within `loop_window_s` (and were answered) are delayed by
+    # `loop_delay_s`; from `loop_reject_repeats` repeats on they are rejected
+    loop_repeats: int = 3
+    loop_window_s: int = 3600
+    loop_delay_s: int = 300
+    loop_reject_repeats: int = 10
+    # networks that deliver only to users who put the bot on their contact list (`contact` events;
+    # an inbound on the network implies it), e.g. ["xmpp", "aim"]
+    contact_list_networks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         positive_ints = ("reply_window_s", "opt_out_confirmation_s", "shingle_size", "num_perm", "burst_window_s", "max_delay_s",
                          "cluster_idle_s", "max_clusters", "young_sender_days", "junk_reject_reporters",
-                         "junk_suspicion_s", "max_junk_templates", "max_ts_ahead_s", "max_ts_behind_s")
+                         "junk_suspicion_s", "max_junk_templates", "max_ts_ahead_s", "max_ts_behind_s",
+                         "loop_repeats", "loop_window_s", "loop_delay_s", "loop_reject_repeats")
         for name in positive_ints:
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
                 raise PolicyError(f"policy '{name}' must be a positive integer, got {value!r}")
-        for name in ("free_recipients", "min_conversations", "risky_free_recipients", "conversation_horizon_days"):
+        for name in ("free_recipients", "min_conversations", "risky_free_recipients", "conversation_horizon_days",
+                     "default_valid_for_s"):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise PolicyError(f"policy '{name}' must be a non-negative integer, got {value!r}")
@@ -83,6 +102,25 @@ class Policy:
             raise PolicyError(f"policy 'consent_locales' must be a non-empty list of {', '.join(sorted(LOCALES))}, "
                               f"got {locales!r}")
         object.__setattr__(self, "consent_locales", tuple(locales))
+        if self.default_valid_for_s > MAX_VALID_FOR_S:
+            raise PolicyError(f"policy 'default_valid_for_s' must be at most {MAX_VALID_FOR_S} (0: none), "
+                              f"got {self.default_valid_for_s}")
+        if self.loop_reject_repeats <= self.loop_repeats:
+            raise PolicyError(f"policy 'loop_reject_repeats' ({self.loop_reject_repeats}) must be more than "
+                              f"'loop_repeats' ({self.loop_repeats})")
+        limits = self.recipient_limits
+        if not isinstance(limits, (list, tuple)) or not all(
+                isinstance(w, (list, tuple)) and len(w) == 2 and all(type(n) is int and n > 0 for n in w)
+                for w in limits):
+            raise PolicyError(f"policy 'recipient_limits' must be a list of [count, window_s] pairs of positive "
+                              f"integers, got {limits!r:.80}")
+        object.__setattr__(self, "recipient_limits", tuple(sorted((c, w) for c, w in limits)))
+        networks = self.contact_list_networks
+        if not isinstance(networks, (list, tuple)) or not all(isinstance(n, str) and NETWORK_RE.match(n)
+                                                              for n in networks):
+            raise PolicyError(f"policy 'contact_list_networks' must be a list of network names ([a-z0-9_-]{{1,32}}), "
+                              f"got {networks!r:.80}")
+        object.__setattr__(self, "contact_list_networks", tuple(networks))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "Policy":

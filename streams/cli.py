@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 from aiokafka.errors import KafkaConnectionError
@@ -179,21 +180,70 @@ async def _publish(args: argparse.Namespace) -> int:
     return 1 if invalid else 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    """Print a worker's state, rates, pending requests and lag, from its /sendgate/status."""
+def _ask_worker(args: argparse.Namespace, path: str, body: dict | None = None) -> dict:
+    """A worker's JSON answer at `path` of its web server (POST with `body`); ConfigError says why not."""
     import urllib.error
     import urllib.request
 
     settings = _settings(args)
     url = args.url or f"http://{settings.web_host}:{settings.web_port}"
+    data = None if body is None else orjson.dumps(body)
+    request = urllib.request.Request(f"{url.rstrip('/')}{path}", data=data,
+                                     headers={"Content-Type": "application/json"} if data else {})
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/sendgate/status", timeout=10) as answer:
-            doc = orjson.loads(answer.read())
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return orjson.loads(answer.read())
+    except urllib.error.HTTPError as exc:  # the worker's own error message
+        raise ConfigError(orjson.loads(exc.read()).get("error", str(exc))) from None
     except (urllib.error.URLError, OSError) as exc:
         raise ConfigError(f"no worker answers at {url} ({getattr(exc, 'reason', exc)}): is it running with its "
                           f"web server on (SENDGATE_WEB, SENDGATE_WEB_PORT), or pass --url") from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print a worker's state, rates, pending requests and lag, from its /sendgate/status."""
+    doc = _ask_worker(args, "/sendgate/status")
     sys.stdout.write(format_status(doc))
     return 0 if doc["state"]["ready"] else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """A campaign pre-flight: what the gate would decide for each recipient now (writes nothing)."""
+    body: dict = {"sender": args.sender, "text": args.text, "network": args.network, "ts": args.at,
+                  "valid_for_s": args.valid_for}
+    if args.recipients:
+        try:
+            with (sys.stdin if args.recipients == "-" else open(args.recipients, encoding="utf-8")) as fh:
+                body["recipients"] = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
+        except OSError as exc:
+            raise ConfigError(f"--recipients {args.recipients}: {exc.strerror}") from None
+    else:
+        body["count"] = args.count
+    doc = _ask_worker(args, f"/sendgate/check/{quote(args.app, safe='')}", body)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(format_check(doc))
+    return 0
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def format_check(doc: dict) -> str:
+    s = doc["summary"]
+    lines = [f"{doc['app']} / {doc['sender']} on {doc['network']} at {_iso(doc['ts'])}: {s['now']} now, "
+             f"{s['paced']} paced" + (f" (the last at {_iso(s['last_slot'])})" if s["last_slot"] else "")
+             + f", {s['refused']} refused"
+             + (" (" + ", ".join(f"{r} {n}" for r, n in s["refused_by_reason"].items()) + ")" if s["refused"] else ""),
+             f"{'userkey':<24} {'outcome':<9} {'reason':<20} {'goes out':<20} detail"]
+    for r in doc["recipients"]:
+        when = (_iso(r["deliver_at"]) if r["outcome"] == "delayed" else "now" if r["outcome"] == "accepted" else
+                f"retry in {r['retry_after_s']} s" if r["retry_after_s"] else "-")
+        lines.append(f"{r['userkey'][:24]:<24} {r['outcome']:<9} {r['reason'][:20]:<20} {when:<20} "
+                     f"{r['detail'][:100]}")
+    return "\n".join(lines) + "\n"
 
 
 def format_status(doc: dict) -> str:
@@ -205,8 +255,7 @@ def format_status(doc: dict) -> str:
     lines.append("last minute: " + ", ".join(f"{o} {r:.1f}/s" for o, r in per_s.items()))
     pending = doc["pending"]
     nxt = pending["next_release_ts"]
-    lines.append(f"pending: {pending['held']:,} delayed request(s)"
-                 + (f", next release {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(nxt / 1000))}" if nxt else ""))
+    lines.append(f"pending: {pending['held']:,} delayed request(s)" + (f", next release {_iso(nxt)}" if nxt else ""))
     lines.append("consent: " + ", ".join(f"{k} {n:,}" for k, n in doc["consent"].items()))
     lines.append("lag: " + (", ".join(f"p{p['partition']} {p['lag']:,}" for p in doc["partitions"]) or "no partitions"))
     b = doc["batches"]
@@ -313,6 +362,20 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="a worker's state, rates, pending requests and lag (from its web port)")
     st.add_argument("--url", help="the worker's web address (default: http://SENDGATE_WEB_HOST:SENDGATE_WEB_PORT)")
     st.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("check", help="campaign pre-flight: what each recipient would get now (writes nothing)")
+    c.add_argument("--app", required=True)
+    c.add_argument("--sender", required=True)
+    c.add_argument("--text", required=True)
+    who = c.add_mutually_exclusive_group(required=True)
+    who.add_argument("--recipients", metavar="FILE", help="userkeys, one a line (- for standard input)")
+    who.add_argument("--count", type=int, help="this many recipients the app has never messaged")
+    c.add_argument("--network", default="sms")
+    c.add_argument("--valid-for", type=int, metavar="S", help="the sends' valid_for_s")
+    c.add_argument("--at", type=int, metavar="MS", help="event time of the sends (default: now)")
+    c.add_argument("--json", action="store_true", help="the worker's answer as JSON")
+    c.add_argument("--url", help="the worker's web address (default: http://SENDGATE_WEB_HOST:SENDGATE_WEB_PORT)")
+    c.set_defaults(func=cmd_check)
 
     r = sub.add_parser("replay", help="decide the event log again into <prefix>replay.NAME.decisions")
     r.add_argument("--name", required=True, help="names the output topic (letters, digits, _ and -)")

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from faust.exceptions import SameNode
 from faust.stores.base import SerializedStore
 from faust.streams import _current_event  # Faust routes table writes by the event being processed
 from faust.types import TP, EventT
@@ -80,15 +79,20 @@ async def route_to_owner(app: Any, table_name: str, partition: int, web: Any, re
 
     Faust's own `table_route` computes the partition from the key with Java's partitioner; the
     worker finds it from state instead (streams/state.py, AppHomes), so it asks the assignor's
-    table metadata which host holds that partition.
+    table metadata which host holds that partition. Faust's `Router._route_req` forwards no
+    body, so the request goes on here as Faust would send it, with its body (`/sendgate/check`).
     """
     changelog = app.tables[table_name].changelog_topic.get_topic_name()
-    for host, topics in app.router.table_metadata(table_name).items():
+    router = app.router
+    for host, topics in router.table_metadata(table_name).items():
         if partition in topics.get(changelog, ()):
-            try:
-                return await app.router._route_req(URL(host), web, request)
-            except SameNode:
+            dest = URL(host)
+            if router._urlident(dest) == router._urlident(app.conf.canonical_url):
                 return None
+            body = await request.read()
+            async with app.http_client.request(method=request.method, headers=request.headers, data=body or None,
+                                               url=request.url.with_host(dest.host).with_port(int(dest.port))) as answer:
+                return web.text(await answer.text(), content_type=answer.content_type, status=answer.status)
     return None
 
 

@@ -45,8 +45,8 @@ import faust
 from faust.tables.globaltable import GlobalTable
 from faust.types import TP, EventT
 
-from sendgate.models.gate import (CLOCKS, CLUSTERS, CONVERSATIONS, DUE, GRANTS, LAPSE_DAYS, LAPSES, PENDING, SCHEDULES,
-                                  SENDERS, SKETCHES, USERKEYS)
+from sendgate.models.gate import (CLOCKS, CLUSTERS, CONTACTS, CONVERSATIONS, DUE, GRANTS, LAPSE_DAYS, LAPSES, PENDING,
+                                  RECIPIENTS, SCHEDULES, SENDERS, SKETCHES, USERKEYS)
 from sendgate.models.junk import JunkReport
 from sendgate.models.policy import Policy
 from sendgate.models.pending import ReleaseSchedule
@@ -61,7 +61,8 @@ STATE = "state"  # the table's name: its changelog is <app id>-state-changelog
 APPS = "apps"  # the global table of app -> the events partition its log lives on
 # A short prefix per row kind keeps the kinds apart in one key space (2 bytes a row).
 PREFIX = {USERKEYS: b"u:", CONVERSATIONS: b"c:", GRANTS: b"g:", SENDERS: b"s:", CLUSTERS: b"b:", SKETCHES: b"m:",
-          PENDING: b"p:", SCHEDULES: b"t:", DUE: b"d:", CLOCKS: b"k:", LAPSE_DAYS: b"x:", LAPSES: b"l:"}
+          PENDING: b"p:", SCHEDULES: b"t:", DUE: b"d:", CLOCKS: b"k:", LAPSE_DAYS: b"x:", LAPSES: b"l:",
+          RECIPIENTS: b"r:", CONTACTS: b"a:"}
 KIND = {prefix: name for name, prefix in PREFIX.items()}
 HOME = b"h:"  # + app: the events partition the app lives on (also in the global apps table)
 COMMIT = b"\x00commit\x1f"  # + partition: the offset of the last event whose rows are all written

@@ -2,6 +2,7 @@
 
     GET /sendgate/userkeys/{app}/{userkey}[?sender=S]   consent state, and why
     GET /sendgate/senders/{app}/{sender}[?ts=MS]         profile, risk, clusters, pending requests
+    POST /sendgate/check/{app}                           a campaign pre-flight (`sendgate check`)
 
 Every row of an app lives on the partition of the app's events, so a request is answered by the
 worker that holds that partition: the partition comes from state (the apps table), never from
@@ -10,17 +11,19 @@ the key, because producers' partitioners differ. Answers are JSON; unknown keys 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import faust
+import orjson
 from faust.web import Request, Response, View
 
 from sendgate.models.burst import SenderState
 from sendgate.models.consent import AppGrant, Conversation, Userkey
-from sendgate.models.gate import (CLUSTERS, CONVERSATIONS, GRANTS, PENDING, SCHEDULES, SENDERS, SKETCHES, USERKEYS, Gate,
-                                  due_entries,
-                                  key)
+from sendgate.models.events import InvalidEvent, validate
+from sendgate.models.gate import (CLUSTERS, CONVERSATIONS, GRANTS, PENDING, SCHEDULES, SENDERS, SKETCHES, USERKEYS,
+                                  Gate, OverlayStore, due_entries, key)
 from sendgate.models.pending import PendingRequest, ReleaseSchedule
 
 from .faust_internals import route_to_owner
@@ -98,6 +101,58 @@ def register_views(app: faust.App, gate: Gate, store: CheckpointStore) -> None:
                              for c in state.clusters],
                 "pending": _pending_of(read, app_name, sender),
             })
+
+    @app.page("/sendgate/check/{app_name}")
+    class CheckView(View):
+        async def post(self, request: Request, app_name: str) -> Response:
+            partition = store.home_of(app_name)  # an app no worker has seen yet is answered here
+            answer = None if partition is None else await route_to_owner(app, STATE, partition, self.web, request)
+            if answer is not None:
+                return answer
+            try:
+                body = orjson.loads(await request.read())
+                return self.json(check_answer(gate, read, store.junk, app_name, body))
+            except (orjson.JSONDecodeError, ValueError) as exc:
+                return error(self, 400, f"check: {exc}")
+
+
+MAX_CHECK_RECIPIENTS = 5_000  # decided in the event loop, like a batch: ~0.1-0.5 ms a recipient
+
+
+def check_answer(gate: Gate, read: Callable[[str, bytes], bytes | None], junk: Any, app_name: str,
+                 body: Any) -> dict:
+    """The pre-flight of a campaign described by a /sendgate/check body; ValueError says what is
+    wrong with the body."""
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    userkeys = body.get("recipients")
+    if userkeys is None and type(body.get("count")) is int and body["count"] > 0:
+        userkeys = [f"new-recipient-{i}" for i in range(1, body["count"] + 1)]  # userkeys never seen
+    if not isinstance(userkeys, list) or not userkeys:
+        raise ValueError("give 'recipients' (a list of userkeys) or 'count' (a positive integer)")
+    if len(userkeys) > MAX_CHECK_RECIPIENTS:
+        raise ValueError(f"at most {MAX_CHECK_RECIPIENTS} recipients per check, got {len(userkeys)}")
+    ts = body.get("ts")
+    ts = int(time.time() * 1000) if ts is None else ts
+    doc = {"type": "send", "request_id": "check", "app": app_name, "sender": body.get("sender"),
+           "network": body.get("network", "sms"), "text": body.get("text"), "valid_for_s": body.get("valid_for_s"),
+           "ts": ts}
+    try:
+        sends = [validate({**doc, "userkey": userkey}, ts) for userkey in userkeys]
+    except InvalidEvent as exc:
+        raise ValueError(str(exc)) from None
+    first = sends[0]
+    decided = gate.check(app_name, first.sender, first.text, [s.userkey for s in sends], first.ts,
+                         OverlayStore(read, junk), first.network, first.valid_for_s)
+    rows = [{"userkey": d.userkey, "outcome": d.outcome, "reason": d.reason, "deliver_at": d.deliver_at,
+             "retry_after_s": d.retry_after_s, "detail": d.detail} for d in decided]
+    now = [d for d in decided if d.outcome == "accepted"]
+    paced = [d for d in decided if d.outcome == "delayed"]
+    refused = [d for d in decided if d.outcome == "rejected"]
+    return {"app": app_name, "sender": first.sender, "network": first.network, "ts": first.ts, "recipients": rows,
+            "summary": {"now": len(now), "paced": len(paced), "refused": len(refused),
+                        "last_slot": max((d.deliver_at for d in paced), default=None),
+                        "refused_by_reason": dict(Counter(d.reason for d in refused))}}
 
 
 def _pending_of(read: Callable[[str, bytes], bytes | None], app_name: str, sender: str) -> list[dict]:

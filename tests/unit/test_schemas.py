@@ -26,7 +26,8 @@ from sendgate.models.policy import Policy
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "models" / "schemas"
 BASE = "https://sendgate.example/schemas/v1/"
-KINDS = ("inbound", "opt_in", "opt_out", "send", "app_policy", "sender_profile", "junk_report", "tick", "cancel")
+KINDS = ("inbound", "opt_in", "opt_out", "send", "app_policy", "sender_profile", "junk_report", "contact", "tick",
+         "cancel")
 OUTPUTS = ("decision", "delivery", "deadletter", "consent")
 
 SCHEMAS: dict[str, dict[str, Any]] = {p.stem: json.loads(p.read_text("utf-8")) for p in SCHEMA_DIR.glob("*.json")}
@@ -95,20 +96,24 @@ FULL: dict[str, dict[str, Any]] = {
     "opt_out": {"type": "opt_out", "event_id": "oo-1", "app": APP, "userkey": "u1", "source": "support call",
                 "ts": T},
     "send": {"type": "send", "request_id": "r1", "app": APP, "sender": SENDER, "userkey": "u1",
-             "network": "whatsapp", "text": "Hi there", "reply_to": "in-1", "ts": T},
+             "network": "whatsapp", "text": "Hi there", "reply_to": "in-1", "valid_for_s": 600, "ts": T},
     "app_policy": {"type": "app_policy", "event_id": "ap-1", "app": APP, "unrestricted": True,
                    "reason": "contract signed", "ts": T},
     "sender_profile": {"type": "sender_profile", "event_id": "sp-1", "app": APP, "sender": SENDER,
                        "registered_ts": T - 365 * DAY, "ts": T},
     "junk_report": {"type": "junk_report", "event_id": "jr-1", "app": APP, "sender": SENDER, "userkey": "u1",
                     "request_id": "r1", "text": "win a prize now", "ts": T},
+    "contact": {"type": "contact", "event_id": "ct-1", "app": APP, "userkey": "u1", "network": "xmpp",
+                "authorized": True, "ts": T},
     "tick": {"type": "tick", "app": APP, "ts": T},
     "cancel": {"type": "cancel", "request_id": "r1", "app": APP, "ts": T},
 }
 FIELD_KIND = {"event_id": "id", "app": "id", "sender": "id", "userkey": "id", "request_id": "id",
               "network": "network", "text": "text", "unrestricted": "bool", "registered_ts": "epoch",
-              "source": "opt_text", "reason": "opt_text", "reply_to": "opt_id"}
-OPTIONAL = {"opt_in": ("source",), "opt_out": ("source",), "send": ("reply_to",), "app_policy": ("reason",),
+              "source": "opt_text", "reason": "opt_text", "reply_to": "opt_id", "authorized": "bool",
+              "valid_for_s": "valid_for"}
+OPTIONAL = {"opt_in": ("source",), "opt_out": ("source",), "send": ("reply_to", "valid_for_s"),
+            "app_policy": ("reason",),
             "junk_report": ("request_id",)}
 MAX_TS = 253_402_300_799_999
 
@@ -144,11 +149,15 @@ BOOL_VALUES = [
     ("true", True, True), ("false", False, True),
     ("int-1", 1, False), ("int-0", 0, False), ("string", "true", False), ("null", None, False),
 ]
+VALID_FOR_VALUES = [
+    ("null", None, True), ("one", 1, True), ("max", 36_000, True), ("zero", 0, False), ("above-max", 36_001, False),
+    ("negative", -5, False), ("float", 60.5, False), ("true", True, False), ("string", "60", False),
+]
 OPT_ID_VALUES = [("null", None, True)] + [v for v in ID_VALUES if v[0] != "null"]
 OPT_TEXT_VALUES = [("null", None, True)] + [v for v in TEXT_VALUES if v[0] != "null"]
 TS_VALUES = [("null", None, True)] + EPOCH_VALUES  # ts: null means "use the record timestamp"
 VALUES = {"id": ID_VALUES, "text": TEXT_VALUES, "network": NETWORK_VALUES, "epoch": EPOCH_VALUES,
-          "bool": BOOL_VALUES, "opt_id": OPT_ID_VALUES, "opt_text": OPT_TEXT_VALUES}
+          "bool": BOOL_VALUES, "opt_id": OPT_ID_VALUES, "opt_text": OPT_TEXT_VALUES, "valid_for": VALID_FOR_VALUES}
 
 
 # Every value list runs in full on the first field of its kind in each event type; other fields of

@@ -9,7 +9,6 @@ import inspect
 
 import faust
 import pytest
-from faust.exceptions import SameNode
 from faust.stores.base import SerializedStore
 from faust.tables.globaltable import GlobalTable
 from faust.transport.consumer import Consumer
@@ -88,12 +87,12 @@ def test_tables_recover_through_the_hooks_the_state_table_overrides():
     assert params(GlobalTable.partition_for_key) == ["key"]
 
 
-def test_the_router_proxies_to_a_url_and_raises_same_node_for_itself():
+def test_the_router_names_hosts_by_url_identity_and_lists_table_metadata():
     from faust.app.router import Router
-    assert params(Router._route_req) == ["dest_url", "web", "request"]
-    assert "raise SameNode()" in inspect.getsource(Router._route_req)
+    from yarl import URL
+    assert params(Router._urlident) == ["url"]
+    assert Router._urlident(None, URL("http://10.0.0.1:6066")) == ("10.0.0.1", 6066)
     assert params(Router.table_metadata) == ["table_name"]
-    assert issubclass(SameNode, Exception)
 
 
 def test_an_agent_stream_exposes_its_channel_queue():

@@ -1,0 +1,79 @@
+"""Request controls: how often one userkey may be messaged, and what an auto-reply loop looks like.
+
+`RecipientSends` is one row per (app, userkey) when the policy sets `recipient_limits`: the times
+the recent sends to it went (or, delayed, will go) out. It keeps only what a window can still
+need: the times within the longest window, at most 4 x the largest count (a few hundred bytes).
+The loop guard's state is part of the `Conversation` row (models/consent.py); `inbound_digest`
+is what it compares.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+from dataclasses import dataclass, field
+
+import orjson
+
+from .similarity import normalize
+
+ROW_VERSION = 1
+KEPT_PER_COUNT = 4  # times kept: 4 x the largest count (more only when replies exceed the limits)
+
+
+def inbound_digest(text: str) -> int:
+    """What two inbound messages share when they are the same text up to case, spacing, numbers,
+    links and addresses (a bot's counter or timestamp does not make a loop's messages differ).
+    32 bits: it only tells a user's consecutive messages apart."""
+    return int.from_bytes(hashlib.blake2b(normalize(text).encode(), digest_size=4).digest(), "big")
+
+
+@dataclass(slots=True)
+class RecipientSends:
+    times: list[int] = field(default_factory=list)  # epoch ms, sorted
+
+    def slot(self, base: int, limits: tuple[tuple[int, int], ...]) -> tuple[int, tuple[int, int] | None]:
+        """The earliest time from `base` at which one more send keeps every window within its
+        count (delayed sends are in `times` at their slots, so a send may go between them), and
+        the window that held it longest (None: `base` is free)."""
+        binding = self._binding(base, limits)
+        if binding is None:
+            return base, None
+        # the last time plus the longest window is always free, so the search ends there at the latest
+        for t in sorted({t + w * 1000 for t in self.times for _, w in limits if t + w * 1000 > base}):
+            held = self._binding(t, limits)
+            if held is None:
+                return t, binding
+            binding = held  # the window that holds the send longest is the one to name
+        raise AssertionError("unreachable: the last send plus the longest window is free")
+
+    def _binding(self, at: int, limits: tuple[tuple[int, int], ...]) -> tuple[int, int] | None:
+        """The first window that one more send at `at` would overfill: count + 1 sends within it."""
+        times = self.times
+        pos = bisect.bisect_right(times, at)
+        merged = times[:pos] + [at] + times[pos:]
+        for count, window_s in limits:
+            window = window_s * 1000
+            for j in range(max(0, pos - count), pos + 1):
+                if j + count < len(merged) and merged[j + count] - merged[j] < window:
+                    return count, window_s
+        return None
+
+    def record(self, at: int, now: int, limits: tuple[tuple[int, int], ...]) -> None:
+        """A send goes out at `at` (decided at `now`). Forgets what no window from `now` on can
+        see, and bounds the row when replies (counted, never held) pile up."""
+        bisect.insort(self.times, at)
+        longest = max(w for _, w in limits) * 1000
+        del self.times[:bisect.bisect_right(self.times, now - longest)]
+        del self.times[:-KEPT_PER_COUNT * max(c for c, _ in limits)]
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps([ROW_VERSION, self.times])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> "RecipientSends":
+        if raw is None:
+            return cls()
+        version, times = orjson.loads(raw)
+        if version != ROW_VERSION:
+            raise ValueError(f"RecipientSends row of version {version}; this build reads version {ROW_VERSION}")
+        return cls(times)
