@@ -18,7 +18,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from conftest import APP, DAY, MINUTE, SENDER, T, Harness, event
+from conftest import APP, DAY, MINUTE, SENDER, T, Harness, event, send
 from sendgate.models import events as ev
 from sendgate.models.decisions import ConsentRecord, Decision, Delivery
 from sendgate.models.events import InvalidEvent, decode_event, encode_event, validate
@@ -329,6 +329,25 @@ def test_decision_schema_rejects_malformed_records(change, drop):
     for name in drop:
         del doc[name]
     assert not schema_accepts("decision", doc)
+
+
+def test_the_request_controls_decisions_conform():
+    h = Harness(Policy(recipient_limits=[[1, 3600]], contact_list_networks=["xmpp"], max_delay_s=1800))
+    h.feed(event("app_policy", -DAY, unrestricted=True), event("sender_profile", -DAY, registered_ts=T - 400 * DAY))
+    h.feed(*[send(f"u{i}", text="Your parcel is out for delivery") for i in range(11)])
+    h.feed(send("u11", text="Your parcel is out for delivery", valid_for_s=30),  # its slot is 60 s away
+           send("u12", text="Your parcel is out for delivery", valid_for_s=1000),  # paced, but nothing comes in time
+           send("u0", at=1, text="A second text within the hour"),  # 1 an hour: beyond max_delay_s
+           send("u1", at=1, network="xmpp"))
+    for i in range(6):  # the user's bot repeats itself
+        h.feed(event("inbound", 30 * MINUTE + i, event_id=f"bot-{i}", userkey="bot", text="I am away (auto-reply)"),
+               send("bot", at=30 * MINUTE + i, text=f"ok {i}", reply_to=f"bot-{i}"))
+    h.feed(event("tick", 60 * MINUTE))
+    decisions = [r for r in h.records if isinstance(r, Decision)]
+    reasons = {(d.outcome, d.reason) for d in decisions}
+    assert {("rejected", "expired_before_slot"), ("cancelled", "expired"), ("rejected", "recipient_limit"),
+            ("rejected", "not_in_contacts"), ("delayed", "loop_suspected")} <= reasons, reasons
+    assert all(schema_accepts("decision", orjson.loads(d.to_json())) for d in decisions)
 
 
 def test_burst_limit_decision_requires_retry_after_s():
