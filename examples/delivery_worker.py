@@ -11,6 +11,10 @@ Upstream is at-least-once (the gate and this worker may both see a record again 
 or a rebalance), so each delivery carries its stable `decision_id`: this process skips ids it
 has already delivered, and sends the id as `Idempotency-Key` so that the API can drop the
 repeats that no single process can see (a crash between the 2xx and the commit).
+
+After the API answers, it tells the gate how the delivery went: a `delivery_status` event
+(delivered, failed or not_delivered: the answer's `status` field, else delivered) on
+`<prefix>events`, which moves the sender's reputation.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError
 
 from sendgate.models.decisions import Delivery
-from sendgate.streams.client import partitions_of
+from sendgate.models.events import DELIVERY_STATUSES
+from sendgate.streams.client import Publisher, partitions_of
 from sendgate.streams.config import Settings
 
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.1, 5.0
@@ -52,15 +57,16 @@ class RecentIds:
             self._ids.popitem(last=False)
 
 
-async def start_stub_api(fail_first: int) -> tuple[web.AppRunner, str]:
-    """A stand-in for the network's delivery API: 503 for the first `fail_first` requests, then 202."""
+async def start_stub_api(fail_first: int, status: str) -> tuple[web.AppRunner, str]:
+    """A stand-in for the network's delivery API: 503 for the first `fail_first` requests, then
+    202 with `status` (delivered, or what a platform reports for a text it refused)."""
     calls = itertools.count(1)
 
     async def deliver(request: web.Request) -> web.Response:
         doc = await request.json()
         if next(calls) <= fail_first:
             return web.json_response({"error": "temporarily unavailable (stub)"}, status=503)
-        return web.json_response({"id": doc["decision_id"], "status": "queued"}, status=202)
+        return web.json_response({"id": doc["decision_id"], "status": status}, status=202)
 
     app = web.Application()
     app.router.add_post("/deliveries", deliver)
@@ -73,8 +79,10 @@ async def start_stub_api(fail_first: int) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{sock.getsockname()[1]}/deliveries"
 
 
-async def post_until_accepted(http: aiohttp.ClientSession, url: str, delivery: Delivery, where: str) -> int:
-    """POST `delivery` until the API answers 2xx; returns the number of attempts."""
+async def post_until_accepted(http: aiohttp.ClientSession, url: str, delivery: Delivery,
+                              where: str) -> tuple[int, str]:
+    """POST `delivery` until the API answers 2xx; returns the number of attempts and the delivery
+    status the answer reports (its JSON `status`, when it is one the gate knows; else delivered)."""
     body = delivery.to_json()
     headers = {"Content-Type": "application/json", "Idempotency-Key": delivery.decision_id}
     delay, attempt = BACKOFF_FIRST_S, 0
@@ -83,7 +91,11 @@ async def post_until_accepted(http: aiohttp.ClientSession, url: str, delivery: D
         try:
             async with http.post(url, data=body, headers=headers) as response:
                 if 200 <= response.status < 300:
-                    return attempt
+                    try:
+                        reported = (await response.json(content_type=None) or {}).get("status")
+                    except (ValueError, AttributeError):  # an answer that is not a JSON object
+                        reported = None
+                    return attempt, reported if reported in DELIVERY_STATUSES else "delivered"
                 error = f"HTTP {response.status}"
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             error = f"{type(exc).__name__} {exc}".strip()
@@ -100,7 +112,7 @@ async def run(args: argparse.Namespace) -> int:
     group = args.group or f"{settings.app_id}-delivery-{args.network}"
     stub = None
     if args.stub:
-        stub, url = await start_stub_api(args.fail_first)
+        stub, url = await start_stub_api(args.fail_first, args.stub_status)
         print(f"stub API  {url} (fails the first {args.fail_first} request(s))", flush=True)
     else:
         url = args.api_url
@@ -121,7 +133,8 @@ async def run(args: argparse.Namespace) -> int:
     delivered_ids, delivered = RecentIds(REMEMBER_IDS), 0
     await consumer.start()
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, \
+                Publisher(settings) as gate_events:
             # One record at a time: a partition's deliveries go out in the gate's order (one app's
             # sends stay in sequence) and "committed" always means "everything before it was delivered".
             async for message in consumer:
@@ -132,11 +145,16 @@ async def run(args: argparse.Namespace) -> int:
                 if delivery.decision_id in delivered_ids:
                     line = f"duplicate {where}: already delivered by this process, not sent again"
                 else:
-                    attempts = await post_until_accepted(http, url, delivery, where)
+                    attempts, status = await post_until_accepted(http, url, delivery, where)
+                    # before the commit: a crash in between reports the status again, never loses it
+                    await gate_events.publish({"type": "delivery_status", "event_id": f"status-{delivery.decision_id}",
+                                               "app": delivery.app, "sender": delivery.sender,
+                                               "userkey": delivery.userkey, "request_id": delivery.request_id,
+                                               "status": status})
                     delivered_ids.add(delivery.decision_id)
                     delivered += 1
                     line = (f"delivered {delivery.request_id} app={delivery.app} sender={delivery.sender} "
-                            f"to={delivery.userkey} attempts={attempts} ({where})")
+                            f"to={delivery.userkey} attempts={attempts} status={status} ({where})")
                 try:
                     # offset + 1: the committed offset is the next record to read.
                     await consumer.commit({TopicPartition(message.topic, message.partition): message.offset + 1})
@@ -171,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--api-url", help="POST deliveries to this URL instead")
     parser.add_argument("--fail-first", type=int, default=0, metavar="N",
                         help="the stub answers 503 to its first N requests (shows the retries)")
+    parser.add_argument("--stub-status", choices=DELIVERY_STATUSES, default="delivered",
+                        help="the delivery status the stub reports (default delivered)")
     parser.add_argument("--max-messages", type=int, default=0, metavar="M",
                         help="exit after M deliveries (0: run until stopped)")
     parser.add_argument("--wait-topic", type=float, default=120.0, metavar="S",

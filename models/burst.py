@@ -22,10 +22,13 @@ import orjson
 
 from .decisions import iso
 from .policy import Policy
+from .reputation import Reputation
 from .similarity import similarities
 
 DAY_MS = 86_400_000
-ROW_VERSION = 2  # the head row's first field; v1 rows (one row holding everything) are read too
+ROW_VERSION = 3  # the head row's first field; v2 rows (a junk "suspicious until" instead of a reputation) and v1
+# rows (one row holding everything) are read too
+V2_SUSPICION_MS = 7 * 86_400_000  # a v2 row's suspicion began this long before it ended (the old default)
 
 
 def recipient_hash(userkey: str, secret: bytes | None = None) -> int:
@@ -86,7 +89,7 @@ class JunkMatch:
 class SenderState:
     registered_ts: int | None = None
     conversing: int = 0  # distinct userkeys that wrote to this sender (counted up to a cap)
-    suspicious_until: int = 0  # event time until which a junk report marks the sender as risky
+    reputation: Reputation = field(default_factory=Reputation)  # models/reputation.py
     seq: int = 0  # cluster ids are per sender: c1, c2, ...
     clusters: list[BurstCluster] = field(default_factory=list)
     sketches: np.ndarray | None = None  # row i is clusters[i]'s representative sketch
@@ -105,13 +108,12 @@ class SenderState:
     def record_conversation(self) -> None:
         self.conversing = min(self.conversing + 1, 1 << 30)
 
-    def mark_suspicious(self, until: int) -> None:
-        self.suspicious_until = max(self.suspicious_until, until)
+    def record_signal(self, signal: str, ts: int, policy: Policy) -> None:
+        """A junk report, a delivery result, a paced blast or a new conversation moves the reputation."""
+        self.reputation.record(signal, ts, policy)
 
     def risk(self, ts: int, policy: Policy) -> str | None:
-        """Why this sender gets the stricter limits at `ts`, or None."""
-        if self.suspicious_until > ts:
-            return f"one of its texts was reported as junk (suspicious until {iso(self.suspicious_until)})"
+        """Why this sender gets the stricter limits of a young sender at `ts`, or None."""
         if self.registered_ts is None:
             return "it has no sender_profile, so it counts as young"
         age_days = (ts - self.registered_ts) / DAY_MS
@@ -132,15 +134,20 @@ class SenderState:
         cluster.last_ts = max(cluster.last_ts, ts)
         window_ms = policy.burst_window_s * 1000
         if ts - cluster.window_start >= window_ms and ts >= cluster.next_slot:
+            self._blast_over(cluster, ts, policy)
             cluster.window_start, cluster.recipients, cluster.count, cluster.paced = ts, [], 0, 0
         risk = self.risk(ts, policy)
-        factor = policy.risky_interval_factor if (risk or junk) else 1.0
+        standing = self.reputation.effect(ts, policy)
+        factor = (policy.risky_interval_factor if (risk or junk) else 1.0) / standing
         similar = round(similarity, 3)
         window_min = policy.burst_window_s // 60
 
         def verdict(outcome: str, reason: str, detail: str, **extra) -> BurstVerdict:
             if risk:
                 detail += f"; stricter limits apply because {risk}"
+            if standing < 1.0:
+                detail += (f"; its reputation is {standing:.2f} ({self.reputation.reasons()}), so its free "
+                           f"allowance is scaled by {standing:.2f} and its pacing intervals by {1 / standing:.2f}")
             return BurstVerdict(outcome, reason, detail, cluster.cluster_id, similar, cluster.count, **extra)
 
         if junk is not None and junk.reporters >= policy.junk_reject_reporters:
@@ -151,7 +158,8 @@ class SenderState:
         if who in cluster.recipients:
             return verdict("accepted", "burst_free",
                            f"recipient already counted for this text in the current {window_min}-minute window")
-        allowance = 0 if junk else (policy.risky_free_recipients if risk else policy.free_recipients)
+        allowance = 0 if junk else math.floor((policy.risky_free_recipients if risk else policy.free_recipients)
+                                              * standing)
         if cluster.count < allowance:
             cluster.recipients.append(who)
             cluster.count += 1
@@ -190,11 +198,21 @@ class SenderState:
                        deliver_at=slot)
 
     # --- cluster bookkeeping -----------------------------------------------------------------
+    def _blast_over(self, cluster: BurstCluster, ts: int, policy: Policy) -> None:
+        """A cluster's window ends (a new one starts, or the cluster expires or is evicted): if it
+        was a paced blast, it costs reputation by its size, from now on (never in its own window,
+        whose slots are already promised)."""
+        if cluster.paced:
+            self.reputation.record("paced_blast", ts, policy, cluster.paced / max(policy.free_recipients, 1))
+
     def _expire(self, ts: int, policy: Policy) -> None:
         idle_ms = policy.cluster_idle_s * 1000
         keep = [i for i, c in enumerate(self.clusters) if ts - c.last_ts < idle_ms]
         if len(keep) != len(self.clusters):
             kept = set(keep)
+            for i, c in enumerate(self.clusters):
+                if i not in kept:
+                    self._blast_over(c, ts, policy)
             self._removed.update(c.cluster_id for i, c in enumerate(self.clusters) if i not in kept)
             self.clusters = [self.clusters[i] for i in keep]
             self.sketches = self.sketches[keep] if keep else None
@@ -211,6 +229,7 @@ class SenderState:
             victim = min(range(len(self.clusters)),
                          key=lambda i: (self.clusters[i].count > 1, self.clusters[i].last_ts))
             self._removed.add(self.clusters[victim].cluster_id)
+            self._blast_over(self.clusters[victim], ts, policy)
             del self.clusters[victim]
             self.sketches = np.delete(self.sketches, victim, axis=0)
         self.seq += 1
@@ -242,7 +261,7 @@ class SenderState:
             digest.update(cid.encode() + b"\0" + (clusters[cid] or b"-") + (sketches.get(cid) or b""))
         self.stamp = int.from_bytes(digest.digest(), "little")
         self._changed, self._new, self._removed = set(), set(), set()
-        head = orjson.dumps([ROW_VERSION, self.registered_ts, self.conversing, self.suspicious_until, self.seq,
+        head = orjson.dumps([ROW_VERSION, self.registered_ts, self.conversing, self.reputation.to_list(), self.seq,
                              self.stamp, ids])
         return head, clusters, sketches
 
@@ -255,9 +274,10 @@ class SenderState:
             return cls()
         text, _, blob = head.partition(b"\n")
         fields = orjson.loads(text)
-        if len(fields) != 7 or fields[0] != ROW_VERSION:
+        if len(fields) != 7 or fields[0] not in (2, ROW_VERSION):
             return cls._from_v1(fields, blob, num_perm)
-        _, registered_ts, conversing, suspicious_until, seq, stamp, ids = fields
+        version, registered_ts, conversing, standing, seq, stamp, ids = fields
+        reputation = Reputation.from_list(standing) if version == ROW_VERSION else _suspicion_v2(standing)
         clusters, sketches = [], []
         for cid in ids:
             raw, sketch = cluster_row(cid), sketch_row(cid)
@@ -266,7 +286,7 @@ class SenderState:
             clusters.append(BurstCluster(cid, *orjson.loads(raw)))
             sketches.append(np.frombuffer(sketch, dtype="<u4"))
         matrix = np.vstack(sketches).astype(np.uint32) if sketches else None
-        return cls(registered_ts, conversing, suspicious_until, seq, clusters, matrix, stamp)
+        return cls(registered_ts, conversing, reputation, seq, clusters, matrix, stamp)
 
     @classmethod
     def _from_v1(cls, fields: list, blob: bytes, num_perm: int) -> "SenderState":
@@ -274,7 +294,16 @@ class SenderState:
             *fields, text = fields
             blob = base64.b64decode(text)
         registered_ts, conversing, suspicious_until, seq, clusters = fields
+        reputation = _suspicion_v2(suspicious_until)
         sketches = np.frombuffer(blob, dtype="<u4").reshape(-1, num_perm).copy() if blob else None
-        state = cls(registered_ts, conversing, suspicious_until, seq, [BurstCluster(*c) for c in clusters], sketches)
+        state = cls(registered_ts, conversing, reputation, seq, [BurstCluster(*c) for c in clusters], sketches)
         state._new = {c.cluster_id for c in state.clusters}  # none of its v2 rows exists yet
         return state
+
+
+def _suspicion_v2(suspicious_until: int) -> Reputation:
+    """A v2 (or v1) row's junk suspicion as a reputation: one junk report when it began."""
+    reputation = Reputation()
+    if suspicious_until:
+        reputation.counts[0], reputation.score, reputation.at = 1, 0.5, suspicious_until - V2_SUSPICION_MS
+    return reputation

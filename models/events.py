@@ -95,6 +95,18 @@ class JunkReport:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryStatus:
+    """What the network API answered for a delivered request (examples/delivery_worker.py)."""
+    event_id: str
+    app: str
+    sender: str
+    userkey: str
+    request_id: str
+    status: str  # DELIVERY_STATUSES
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
 class Contact:
     """Whether the app's bot is on the userkey's contact list of `network` (networks that deliver
     only to users who authorized the bot: the policy's `contact_list_networks`)."""
@@ -119,7 +131,8 @@ class Cancel:
     ts: int
 
 
-Event = Union[Inbound, OptIn, OptOut, Send, AppPolicy, SenderProfile, JunkReport, Contact, Tick, Cancel]
+Event = Union[Inbound, OptIn, OptOut, Send, AppPolicy, SenderProfile, JunkReport, DeliveryStatus, Contact, Tick,
+              Cancel]
 
 
 def _id(name: str, value: Any) -> str:
@@ -164,6 +177,15 @@ def _optional_id(name: str, value: Any) -> str | None:
     return None if value is None else _id(name, value)
 
 
+DELIVERY_STATUSES = ("delivered", "failed", "not_delivered")
+
+
+def _status(name: str, value: Any) -> str:
+    if value not in DELIVERY_STATUSES:
+        raise InvalidEvent(f"field '{name}' must be one of {', '.join(DELIVERY_STATUSES)}, got {value!r:.60}")
+    return value
+
+
 MAX_VALID_FOR_S = 36_000  # Twilio's ValidityPeriod range, 1-36,000 s
 
 
@@ -188,6 +210,8 @@ _KINDS: dict[str, tuple[type, tuple[tuple[str, Check], ...], tuple[tuple[str, Ch
                                        ("registered_ts", _ts)), ()),
     "junk_report": (JunkReport, (("event_id", _id), ("app", _id), ("sender", _id), ("userkey", _id),
                                  ("text", _text)), (("request_id", _optional_id),)),
+    "delivery_status": (DeliveryStatus, (("event_id", _id), ("app", _id), ("sender", _id), ("userkey", _id),
+                                         ("request_id", _id), ("status", _status)), ()),
     "contact": (Contact, (("event_id", _id), ("app", _id), ("userkey", _id), ("network", _network),
                           ("authorized", _bool)), ()),
     "tick": (Tick, (("app", _id),), ()),

@@ -226,6 +226,7 @@ class Gate:
         if not conv.exists and said.kind not in (HELP, OPT_OUT):
             sender = self._sender(store, e.app, e.sender)
             sender.record_conversation()
+            sender.record_signal("conversation", e.ts, self.policy)
             self._put_sender(store, e.app, e.sender, sender)
         conv.record_text(inbound_digest(e.text), e.ts, self.policy.loop_window_s * 1000)
         if e.network in self.policy.contact_list_networks:  # the platform accepted the user writing first
@@ -276,7 +277,12 @@ class Gate:
         store.report_junk(JunkReport(f"{e.app}\x1f{e.event_id}", self.sketcher.sketch(e.text),
                                      recipient_hash(f"{e.app}\x1f{e.userkey}", self._secret), e.ts), p)
         sender = self._sender(store, e.app, e.sender)
-        sender.mark_suspicious(e.ts + p.junk_suspicion_s * 1000)
+        sender.record_signal("junk_report", e.ts, p)
+        self._put_sender(store, e.app, e.sender, sender)
+
+    def _delivery_status(self, e: ev.DeliveryStatus, store: Store) -> None:
+        sender = self._sender(store, e.app, e.sender)
+        sender.record_signal(e.status, e.ts, self.policy)
         self._put_sender(store, e.app, e.sender, sender)
 
     def _contact(self, e: ev.Contact, store: Store) -> None:
@@ -635,5 +641,5 @@ class Gate:
     _HANDLERS = {
         ev.Inbound: _inbound, ev.OptIn: _opt_change, ev.OptOut: _opt_change, ev.Send: _send,
         ev.AppPolicy: _app_policy, ev.SenderProfile: _sender_profile, ev.JunkReport: _junk_report,
-        ev.Contact: _contact, ev.Tick: _tick, ev.Cancel: _cancel,
+        ev.DeliveryStatus: _delivery_status, ev.Contact: _contact, ev.Tick: _tick, ev.Cancel: _cancel,
     }

@@ -46,8 +46,17 @@ class Policy:
     risky_interval_factor: float = 2.0
     # junk
     junk_reject_reporters: int = 3
-    junk_suspicion_s: int = 7 * 24 * 3600
     max_junk_templates: int = 10_000
+    # reputation (models/reputation.py): each signal multiplies a sender's score (0.05..1), the
+    # deficit halves every reputation_half_life_s; the score scales the free allowance, and the
+    # pacing intervals by its inverse
+    reputation_junk_report: float = 0.5
+    reputation_not_delivered: float = 0.9
+    reputation_failed: float = 0.95
+    reputation_paced_blast: float = 0.9  # per free_recipients paced sends of a blast's window
+    reputation_delivered: float = 1.02
+    reputation_conversation: float = 1.05
+    reputation_half_life_s: int = 24 * 3600
     # event time (models/clock.py): how far an event's ts may run ahead of its record's timestamp
     # (beyond: dead-lettered), and trail it (beyond: decided at the bounded time)
     max_ts_ahead_s: int = 600
@@ -72,7 +81,7 @@ class Policy:
     def __post_init__(self) -> None:
         positive_ints = ("reply_window_s", "opt_out_confirmation_s", "shingle_size", "num_perm", "burst_window_s", "max_delay_s",
                          "cluster_idle_s", "max_clusters", "young_sender_days", "junk_reject_reporters",
-                         "junk_suspicion_s", "max_junk_templates", "max_ts_ahead_s", "max_ts_behind_s",
+                         "reputation_half_life_s", "max_junk_templates", "max_ts_ahead_s", "max_ts_behind_s",
                          "loop_repeats", "loop_window_s", "loop_delay_s", "loop_reject_repeats")
         for name in positive_ints:
             value = getattr(self, name)
@@ -83,10 +92,18 @@ class Policy:
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise PolicyError(f"policy '{name}' must be a non-negative integer, got {value!r}")
-        for name in ("pace_interval_s", "pace_growth_sends", "risky_interval_factor"):
+        for name in ("pace_interval_s", "pace_growth_sends", "risky_interval_factor", "reputation_junk_report",
+                     "reputation_not_delivered", "reputation_failed", "reputation_paced_blast", "reputation_delivered",
+                     "reputation_conversation"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise PolicyError(f"policy '{name}' must be a positive number, got {value!r}")
+        for name in ("reputation_junk_report", "reputation_not_delivered", "reputation_failed", "reputation_paced_blast"):
+            if getattr(self, name) > 1:
+                raise PolicyError(f"policy '{name}' lowers a reputation: it must be in (0, 1], got {getattr(self, name)!r}")
+        for name in ("reputation_delivered", "reputation_conversation"):
+            if getattr(self, name) < 1:
+                raise PolicyError(f"policy '{name}' raises a reputation: it must be at least 1, got {getattr(self, name)!r}")
         threshold = self.similarity_threshold
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
             raise PolicyError(f"policy 'similarity_threshold' must be in (0, 1], got {self.similarity_threshold!r}")

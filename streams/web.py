@@ -25,6 +25,7 @@ from sendgate.models.events import InvalidEvent, validate
 from sendgate.models.gate import (CLUSTERS, CONVERSATIONS, GRANTS, PENDING, SCHEDULES, SENDERS, SKETCHES, USERKEYS,
                                   Gate, OverlayStore, due_entries, key)
 from sendgate.models.pending import PendingRequest, ReleaseSchedule
+from sendgate.models.reputation import SIGNALS
 
 from .faust_internals import route_to_owner
 from .state import STATE, CheckpointStore
@@ -94,8 +95,13 @@ def register_views(app: faust.App, gate: Gate, store: CheckpointStore) -> None:
                                           lambda cid: read(SKETCHES, key(app_name, sender, cid)), gate.policy.num_perm)
             return self.json({
                 "app": app_name, "sender": sender, "registered_ts": state.registered_ts,
-                "conversing_userkeys": state.conversing, "suspicious_until": state.suspicious_until or None,
+                "conversing_userkeys": state.conversing,
                 "risk_at": at, "risk": state.risk(at, gate.policy),
+                "reputation": {"score": state.reputation.effect(at, gate.policy),
+                               "exact": round(state.reputation.now(at, gate.policy), 4),
+                               "reasons": state.reputation.reasons(),
+                               "signals": dict(zip(SIGNALS, state.reputation.counts)),
+                               "last_signal_ts": state.reputation.at or None},
                 "clusters": [{"cluster_id": c.cluster_id, "recipients": c.count, "paced": c.paced,
                               "window_start": c.window_start, "next_slot": c.next_slot, "last_ts": c.last_ts}
                              for c in state.clusters],

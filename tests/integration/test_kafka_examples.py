@@ -5,6 +5,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -85,3 +86,30 @@ def test_delivery_worker_retries_deduplicates_and_commits_only_what_it_delivered
     assert delivered(lines) == ["reply-u4"]
     assert not any(rid in line for line in lines for rid in ("reply-u1", "reply-u2", "reply-u3"))
     assert not any(line.startswith(("retry ", "duplicate ")) for line in lines)
+
+
+def sender_view(settings, app: str, sender: str) -> dict:
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/sendgate/senders/{app}/{sender}",
+                                timeout=10) as answer:
+        return orjson.loads(answer.read())
+
+
+def test_the_delivery_worker_reports_each_delivery_and_a_refused_one_lowers_the_senders_reputation(settings,
+                                                                                                    worker):
+    publish(settings, [e for n, user in enumerate(("v1", "v2", "v3"), 1) for e in conversation(user, n)])
+    lines = run_delivery_worker(settings, "--stub-status", "not_delivered", "--max-messages", "3")
+    assert sorted(delivered(lines)) == ["reply-v1", "reply-v2", "reply-v3"]
+    assert all("status=not_delivered" in line for line in lines if line.startswith("delivered "))
+    reports = collect(settings, settings.topic("events"),
+                      lambda r: sum(e.get("type") == "delivery_status" for e in r) >= 3)
+    statuses = [e for e in reports if e.get("type") == "delivery_status"]
+    assert sorted((e["request_id"], e["status"], e["sender"]) for e in statuses) == \
+           [(f"reply-{u}", "not_delivered", "shop") for u in ("v1", "v2", "v3")]
+    # three conversations (x 1.05 each, capped at 1) then three refusals: 0.9 ** 3 = 0.729 -> 0.75
+    deadline = time.monotonic() + 60
+    view = sender_view(settings, "acme", "shop")
+    while view["reputation"]["signals"]["not_delivered"] < 3:  # the worker decides the statuses meanwhile
+        assert time.monotonic() < deadline, view
+        view = sender_view(settings, "acme", "shop")
+    assert view["reputation"]["score"] == 0.75 and "3 not-delivered result(s)" in view["reputation"]["reasons"]

@@ -44,13 +44,14 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "app_policy": {"app": APP, "unrestricted": True},
     "sender_profile": {"app": APP, "sender": SENDER, "registered_ts": T - 365 * DAY},
     "junk_report": {"app": APP, "sender": SENDER, "userkey": "u1", "text": "junk"},
+    "delivery_status": {"app": APP, "sender": SENDER, "userkey": "u1", "request_id": "r1", "status": "delivered"},
     "contact": {"app": APP, "userkey": "u1", "network": "xmpp", "authorized": True},
     "tick": {"app": APP},
     "cancel": {"app": APP, "request_id": "r1"},
 }
 _ID_FIELD = {"inbound": "event_id", "opt_in": "event_id", "opt_out": "event_id", "send": "request_id",
              "app_policy": "event_id", "sender_profile": "event_id", "junk_report": "event_id",
-             "contact": "event_id"}
+             "contact": "event_id", "delivery_status": "event_id"}
 _ids = itertools.count(1)
 
 

@@ -80,8 +80,8 @@ def test_recipient_hash_is_stable_and_64_bit():
 class TestRisk:
     P = Policy()
 
-    def state(self, registered_ts=T - 365 * DAY, conversing=3, suspicious_until=0) -> SenderState:
-        return SenderState(registered_ts=registered_ts, conversing=conversing, suspicious_until=suspicious_until)
+    def state(self, registered_ts=T - 365 * DAY, conversing=3) -> SenderState:
+        return SenderState(registered_ts=registered_ts, conversing=conversing)
 
     def test_established_sender_is_not_risky(self):
         assert self.state().risk(T, self.P) is None
@@ -101,12 +101,10 @@ class TestRisk:
         why = self.state(conversing=conversing).risk(T, self.P)
         assert (why is not None) is risky
 
-    def test_junk_report_marks_risky_until_its_end(self):
+    def test_a_junk_report_lowers_the_reputation_not_the_young_sender_rule(self):
         s = self.state()
-        s.mark_suspicious(T + 7 * DAY)
-        s.mark_suspicious(T + DAY)  # an earlier end never shortens the mark
-        assert "reported as junk" in s.risk(T + 7 * DAY - 1, self.P)
-        assert s.risk(T + 7 * DAY, self.P) is None
+        s.record_signal("junk_report", T, self.P)
+        assert s.risk(T, self.P) is None and s.reputation.effect(T, self.P) == 0.5
 
     def test_record_conversation_counts(self):
         s = SenderState()
@@ -144,13 +142,15 @@ class Rows:
 
 def test_sender_state_round_trip_with_clusters_and_sketches():
     p, sk = Policy(), Sketcher()
-    s = SenderState(registered_ts=T - 100 * DAY, conversing=4, suspicious_until=T + 5)
+    s = SenderState(registered_ts=T - 100 * DAY, conversing=4)
+    s.record_signal("not_delivered", T + 5, p)
     rows = Rows()
     for i, text in enumerate([PARCEL, variant(1), UNRELATED[0]]):
         s.decide(T + i, recipient_hash(f"u{i}"), sk.sketch(text), p, None)
         rows.write(s)
     back = rows.read()
-    assert (back.registered_ts, back.conversing, back.suspicious_until, back.seq) == (T - 100 * DAY, 4, T + 5, 2)
+    assert (back.registered_ts, back.conversing, back.reputation, back.seq) == (T - 100 * DAY, 4, s.reputation, 2)
+    assert back.reputation.counts[1] == 1 and back.reputation.at == T + 5
     assert back.clusters == s.clusters and back.stamp == s.stamp
     assert [c.count for c in back.clusters] == [2, 1]
     assert np.array_equal(back.sketches, s.sketches) and back.sketches.shape == (2, 128)
@@ -195,7 +195,7 @@ def test_a_v1_row_holding_everything_is_read_and_its_first_write_writes_every_ro
     s = SenderState(conversing=1)
     for i in range(4):
         s.decide(T + i, recipient_hash("u"), sk.sketch(UNRELATED[i]), p, None)
-    head = orjson.dumps([s.registered_ts, s.conversing, s.suspicious_until, s.seq, [c.to_list() for c in s.clusters]])
+    head = orjson.dumps([s.registered_ts, s.conversing, 0, s.seq, [c.to_list() for c in s.clusters]])
     v1 = head + b"\n" + s.sketches.astype("<u4").tobytes()  # sketches raw after the head
     v1_base64 = orjson.dumps([*orjson.loads(head), base64.b64encode(s.sketches.astype("<u4").tobytes()).decode()])
     for raw in (v1, v1_base64):
@@ -454,15 +454,29 @@ def test_junk_index_is_shared_by_every_app(established_gate):
     assert (d.outcome, d.reason) == ("rejected", "junk_similar")
 
 
-@pytest.mark.parametrize("after, risky", [(7 * DAY - MINUTE, True), (7 * DAY + MINUTE, False)])
-def test_junk_reported_sender_is_risky_for_7_days(after, risky):
+@pytest.mark.parametrize("after, free, interval", [
+    (MINUTE, 5, 2 * MINUTE),  # score 0.5: half the allowance, twice the interval
+    (DAY, 7, 80 * SECOND),  # the deficit halves in a day: 0.75
+    (7 * DAY, 10, MINUTE),  # 0.996: clean again (steps of 0.05)
+])
+def test_a_junk_reported_senders_limits_recover_as_its_reputation_does(after, free, interval):
     h = Harness()
     h.feed(*established(), junk_report("v1", at=0, text=UNRELATED[3], sender="S1"))
     ds = h.sends(recipients(11), at=after)  # PARCEL is not like the reported text
-    free = 5 if risky else 10
     assert [d.outcome for d in ds[:free + 1]] == ["accepted"] * free + ["delayed"]
-    assert ds[free].deliver_at == T + after + (2 * MINUTE if risky else MINUTE)
-    assert ("reported as junk" in ds[0].detail) is risky
+    assert ds[free].deliver_at == T + after + interval
+    assert ("1 junk report(s)" in ds[0].detail) is (free < 10)
+
+
+def test_a_paced_blast_costs_reputation_by_its_size_once_its_window_is_over():
+    h = Harness()
+    h.feed(*established())
+    h.sends(recipients(40))  # 30 paced: 0.9 ** 3 = 0.729
+    # the next send, a day later: the blast's cluster has been idle 24 h and expires; its 30 paced
+    # sends cost 0.9 ** 3 = 0.729 -> 0.75 (steps of 0.05): allowance 7, intervals 80 s
+    later = h.sends(recipients(11, start=100), at=DAY, text=UNRELATED[0])
+    assert [d.outcome for d in later[:8]] == ["accepted"] * 7 + ["delayed"]
+    assert "1 paced blast(s)" in later[7].detail and later[7].deliver_at == T + DAY + 80 * SECOND
 
 
 # --- cluster expiry and eviction -------------------------------------------------------------
@@ -480,10 +494,13 @@ def test_activity_keeps_a_cluster_alive(established_gate):
 
 
 def test_expired_cluster_starts_with_a_fresh_allowance(established_gate):
-    established_gate.sends(recipients(30))  # slots queued ~30 min ahead
+    first = established_gate.sends(recipients(30))  # slots queued ~30 min ahead
     ds = established_gate.sends(recipients(11, start=31), at=DAY + HOUR)
-    assert [d.outcome for d in ds] == ["accepted"] * 10 + ["delayed"]
-    assert ds[10].deliver_at == T + DAY + HOUR + MINUTE
+    assert ds[0].cluster_id != first[0].cluster_id and [d.similar_recipients for d in ds[:3]] == [1, 2, 3]
+    # fresh, but the expired cluster's 20 paced sends cost the sender 0.9 ** 2 = 0.81 -> 0.8:
+    # 8 free, intervals 75 s
+    assert [d.outcome for d in ds[:9]] == ["accepted"] * 8 + ["delayed"]
+    assert ds[8].deliver_at == T + DAY + HOUR + 75 * SECOND
 
 
 def test_at_most_max_clusters_and_singletons_are_evicted_before_templates():

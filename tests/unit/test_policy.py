@@ -39,7 +39,9 @@ def test_defaults_are_the_documented_rules():
     assert p.risky_free_recipients == 5
     assert p.risky_interval_factor == 2
     assert p.junk_reject_reporters == 3
-    assert p.junk_suspicion_s == 7 * 24 * 3600
+    assert (p.reputation_junk_report, p.reputation_not_delivered, p.reputation_failed) == (0.5, 0.9, 0.95)
+    assert (p.reputation_paced_blast, p.reputation_delivered, p.reputation_conversation) == (0.9, 1.02, 1.05)
+    assert p.reputation_half_life_s == 24 * 3600
 
 
 def test_policy_is_frozen():

@@ -26,7 +26,7 @@ from sendgate.models.policy import Policy
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "models" / "schemas"
 BASE = "https://sendgate.example/schemas/v1/"
-KINDS = ("inbound", "opt_in", "opt_out", "send", "app_policy", "sender_profile", "junk_report", "contact", "tick",
+KINDS = ("inbound", "opt_in", "opt_out", "send", "app_policy", "sender_profile", "junk_report", "delivery_status", "contact", "tick",
          "cancel")
 OUTPUTS = ("decision", "delivery", "deadletter", "consent")
 
@@ -103,6 +103,8 @@ FULL: dict[str, dict[str, Any]] = {
                        "registered_ts": T - 365 * DAY, "ts": T},
     "junk_report": {"type": "junk_report", "event_id": "jr-1", "app": APP, "sender": SENDER, "userkey": "u1",
                     "request_id": "r1", "text": "win a prize now", "ts": T},
+    "delivery_status": {"type": "delivery_status", "event_id": "ds-1", "app": APP, "sender": SENDER, "userkey": "u1",
+                        "request_id": "r1", "status": "not_delivered", "ts": T},
     "contact": {"type": "contact", "event_id": "ct-1", "app": APP, "userkey": "u1", "network": "xmpp",
                 "authorized": True, "ts": T},
     "tick": {"type": "tick", "app": APP, "ts": T},
@@ -111,7 +113,7 @@ FULL: dict[str, dict[str, Any]] = {
 FIELD_KIND = {"event_id": "id", "app": "id", "sender": "id", "userkey": "id", "request_id": "id",
               "network": "network", "text": "text", "unrestricted": "bool", "registered_ts": "epoch",
               "source": "opt_text", "reason": "opt_text", "reply_to": "opt_id", "authorized": "bool",
-              "valid_for_s": "valid_for"}
+              "valid_for_s": "valid_for", "status": "status"}
 OPTIONAL = {"opt_in": ("source",), "opt_out": ("source",), "send": ("reply_to", "valid_for_s"),
             "app_policy": ("reason",),
             "junk_report": ("request_id",)}
@@ -153,11 +155,17 @@ VALID_FOR_VALUES = [
     ("null", None, True), ("one", 1, True), ("max", 36_000, True), ("zero", 0, False), ("above-max", 36_001, False),
     ("negative", -5, False), ("float", 60.5, False), ("true", True, False), ("string", "60", False),
 ]
+STATUS_VALUES = [
+    ("delivered", "delivered", True), ("failed", "failed", True), ("not_delivered", "not_delivered", True),
+    ("upper", "DELIVERED", False), ("other", "read", False), ("empty", "", False), ("null", None, False),
+    ("int", 1, False),
+]
 OPT_ID_VALUES = [("null", None, True)] + [v for v in ID_VALUES if v[0] != "null"]
 OPT_TEXT_VALUES = [("null", None, True)] + [v for v in TEXT_VALUES if v[0] != "null"]
 TS_VALUES = [("null", None, True)] + EPOCH_VALUES  # ts: null means "use the record timestamp"
 VALUES = {"id": ID_VALUES, "text": TEXT_VALUES, "network": NETWORK_VALUES, "epoch": EPOCH_VALUES,
-          "bool": BOOL_VALUES, "opt_id": OPT_ID_VALUES, "opt_text": OPT_TEXT_VALUES, "valid_for": VALID_FOR_VALUES}
+          "bool": BOOL_VALUES, "opt_id": OPT_ID_VALUES, "opt_text": OPT_TEXT_VALUES, "valid_for": VALID_FOR_VALUES,
+          "status": STATUS_VALUES}
 
 
 # Every value list runs in full on the first field of its kind in each event type; other fields of
