@@ -96,6 +96,9 @@ class SenderState:
     # A digest chained over every write of the rows: two head rows with the same stamp come with
     # the same cluster rows, so a head read is enough to know a decoded state is still current.
     stamp: int = 0
+    # the app-wide counts of all its sender names (models/gate.py WHOLE_APP), not a sender: no
+    # young-sender rule and no reputation (each sender keeps its own); set when read, not stored
+    whole_app: bool = field(default=False, compare=False, repr=False)
     # what changed since the rows were read or written: cluster ids changed, new, removed
     _changed: set[str] = field(default_factory=set, compare=False, repr=False)
     _new: set[str] = field(default_factory=set, compare=False, repr=False)
@@ -136,8 +139,8 @@ class SenderState:
         if ts - cluster.window_start >= window_ms and ts >= cluster.next_slot:
             self._blast_over(cluster, ts, policy)
             cluster.window_start, cluster.recipients, cluster.count, cluster.paced = ts, [], 0, 0
-        risk = self.risk(ts, policy)
-        standing = self.reputation.effect(ts, policy)
+        risk = None if self.whole_app else self.risk(ts, policy)
+        standing = 1.0 if self.whole_app else self.reputation.effect(ts, policy)
         factor = (policy.risky_interval_factor if (risk or junk) else 1.0) / standing
         similar = round(similarity, 3)
         window_min = policy.burst_window_s // 60
@@ -202,7 +205,7 @@ class SenderState:
         """A cluster's window ends (a new one starts, or the cluster expires or is evicted): if it
         was a paced blast, it costs reputation by its size, from now on (never in its own window,
         whose slots are already promised)."""
-        if cluster.paced:
+        if cluster.paced and not self.whole_app:
             self.reputation.record("paced_blast", ts, policy, cluster.paced / max(policy.free_recipients, 1))
 
     def _expire(self, ts: int, policy: Policy) -> None:

@@ -160,20 +160,46 @@ class Conversation:
         return cls() if raw is None else cls(*orjson.loads(raw))
 
 
+WATCHED = ("junk_reports", "refused_blasts", "results", "not_delivered")
+
+
 @dataclass(slots=True)
 class AppGrant:
     unrestricted: bool = False
     since_ts: int = 0
     reason: str = ""
+    # While the grant holds: what may make sendgate revoke it (Policy.grant_revoke_*), as
+    # [window_start, junk_reports, refused_blasts, results, not_delivered, revoking]; None before
+    # the first signal (and in older rows). `revoking`: the revocation is on its way to the log.
+    watch: list | None = None
+    revoked_by_sendgate: bool = False
 
-    def set(self, unrestricted: bool, ts: int, reason: str) -> None:
+    def set(self, unrestricted: bool, ts: int, reason: str, by_sendgate: bool = False) -> None:
         self.unrestricted, self.since_ts, self.reason = unrestricted, ts, reason
+        self.watch, self.revoked_by_sendgate = None, by_sendgate and not unrestricted
 
     def allows(self, ts: int) -> bool:
         return self.unrestricted and ts >= self.since_ts
 
+    def count(self, signal: str, ts: int, window_ms: int) -> dict[str, int]:
+        """Count a signal against the grant (WATCHED), in windows of `window_ms`; the counts."""
+        watch = self.watch
+        if watch is None or ts - watch[0] >= window_ms:
+            watch = self.watch = [ts, 0, 0, 0, 0, watch[5] if watch else False]
+        watch[1 + WATCHED.index(signal)] += 1
+        return dict(zip(WATCHED, watch[1:5]))
+
+    @property
+    def revoking(self) -> bool:
+        return bool(self.watch and self.watch[5])
+
+    def mark_revoking(self) -> None:
+        self.watch[5] = True
+
     def to_bytes(self) -> bytes:
-        return orjson.dumps([self.unrestricted, self.since_ts, self.reason])
+        if self.watch is None and not self.revoked_by_sendgate:
+            return orjson.dumps([self.unrestricted, self.since_ts, self.reason])
+        return orjson.dumps([self.unrestricted, self.since_ts, self.reason, self.watch, self.revoked_by_sendgate])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "AppGrant":

@@ -108,6 +108,43 @@ class ConsentRecord:
         return cls(**{name: doc[name] for name in cls.__slots__ if name in doc})
 
 
+REVOCATION_ID = "sendgate-revoke:"  # the event_id prefix of the app_policy events sendgate appends
+
+
+@dataclass(slots=True)
+class GrantRevocation:
+    """sendgate revokes an app's unrestricted-outbound grant (models/consent.py GrantWatch). The
+    worker sends it to `<prefix>grants` for operators and appends it to the app's log as an
+    `app_policy` event (`policy_event`), which takes effect when it is decided: the log holds the
+    revocation, so replay reproduces it."""
+    app: str
+    reason: str  # what crossed which threshold, with the numbers
+    counts: dict[str, int]
+    ts: int
+
+    @property
+    def event_id(self) -> str:
+        return f"{REVOCATION_ID}{self.ts}"  # decided again after a crash: the same id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "grant_revocation", "revocation_id": f"{scoped_app(self.app)}:{self.event_id}",
+                "app": self.app, "reason": self.reason, "counts": self.counts, "ts": self.ts}
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    def policy_event(self) -> bytes:
+        return orjson.dumps({"type": "app_policy", "event_id": self.event_id, "app": self.app, "unrestricted": False,
+                             "reason": self.reason, "ts": self.ts})
+
+
+def revocation_made_at(event_id: str) -> int | None:
+    """When sendgate made the revocation an app_policy event carries (its event_id), or None for an
+    operator's event (an id that only looks like one counts as an operator's)."""
+    made_at = event_id[len(REVOCATION_ID):] if event_id.startswith(REVOCATION_ID) else ""
+    return int(made_at) if made_at.isascii() and made_at.isdigit() and len(made_at) <= 16 else None
+
+
 def scoped_app(app: str) -> str:
     """The app as the first part of an id: with `%` and `:` escaped, the first `:` ends it, so two
     apps can never form the same id (outcome and reason hold no `:`, so the id splits from both ends)."""

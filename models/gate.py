@@ -21,7 +21,7 @@ from .burst import JunkMatch, SenderState, recipient_hash
 from .clock import AppClock
 from .consent import HELP_ANSWERED, HELP_MARK, AppGrant, Conversation, Userkey
 from .controls import RecipientSends, inbound_digest
-from .decisions import ConsentRecord, Decision, Delivery, iso
+from .decisions import ConsentRecord, Decision, Delivery, GrantRevocation, iso, revocation_made_at
 from .junk import JunkIndex, JunkReport
 from .pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
 from .policy import Policy
@@ -48,7 +48,10 @@ JUNK = "junk"                    # template id (global)    -> JunkTemplate
 TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, CLUSTERS, SKETCHES, PENDING, SCHEDULES, DUE, CLOCKS, LAPSE_DAYS,
           LAPSES, RECIPIENTS, CONTACTS)
 
-Record = Decision | Delivery | ConsentRecord
+Record = Decision | Delivery | ConsentRecord | GrantRevocation
+# The sender name under which an app's near-identical texts are counted across all its sender
+# names (a blast spread over names is one blast to the platform); ids hold no control characters.
+WHOLE_APP = "\x00app"
 DECODED_SENDERS = 256  # sender rows kept decoded (`Gate._sender`): a few MB at 32 clusters a row
 
 
@@ -264,26 +267,59 @@ class Gate:
 
     def _app_policy(self, e: ev.AppPolicy, store: Store) -> None:
         grant = AppGrant.from_bytes(store.get(GRANTS, key(e.app)))
-        grant.set(e.unrestricted, e.ts, e.reason)
+        made_at = revocation_made_at(e.event_id)
+        if made_at is not None and grant.since_ts > made_at:
+            return  # an operator decided after the revocation was made (or this is a copy of it, decided again)
+        grant.set(e.unrestricted, e.ts, e.reason, made_at is not None)
         store.set(GRANTS, key(e.app), grant.to_bytes())
+
+    def _watch_grant(self, app: str, signals: tuple[str, ...], ts: int, store: Store) -> list[Record]:
+        """Count signals against the app's unrestricted grant (models/consent.py WATCHED); the
+        revocation, once, when they cross one of the policy's thresholds."""
+        raw = store.get(GRANTS, key(app))
+        if raw is None:
+            return []
+        grant = AppGrant.from_bytes(raw)
+        if not grant.allows(ts) or grant.revoking:
+            return []
+        p = self.policy
+        for signal in signals:
+            counts = grant.count(signal, ts, p.grant_revoke_window_s * 1000)
+        results, lost = counts["results"], counts["not_delivered"]
+        why = (f"{counts['junk_reports']} junk reports" if counts["junk_reports"] >= p.grant_revoke_junk_reports else
+               f"{counts['refused_blasts']} blast sends refused" if counts["refused_blasts"] >= p.grant_revoke_refused_blasts
+               else f"{lost} of {results} delivery results not delivered ({lost / results:.0%})"
+               if results >= p.grant_revoke_min_results and lost >= p.grant_revoke_not_delivered_rate * results
+               else None)
+        if why is not None:
+            grant.mark_revoking()
+        store.set(GRANTS, key(app), grant.to_bytes())
+        if why is None:
+            return []
+        return [GrantRevocation(app, f"sendgate revoked the unrestricted-outbound grant: {why} within "
+                                     f"{p.grant_revoke_window_s // 3600} h of event time (policy grant_revoke_*)",
+                                counts, ts)]
 
     def _sender_profile(self, e: ev.SenderProfile, store: Store) -> None:
         sender = self._sender(store, e.app, e.sender)
         sender.set_profile(e.registered_ts)
         self._put_sender(store, e.app, e.sender, sender)
 
-    def _junk_report(self, e: ev.JunkReport, store: Store) -> None:
+    def _junk_report(self, e: ev.JunkReport, store: Store) -> list[Record]:
         p = self.policy
         store.report_junk(JunkReport(f"{e.app}\x1f{e.event_id}", self.sketcher.sketch(e.text),
                                      recipient_hash(f"{e.app}\x1f{e.userkey}", self._secret), e.ts), p)
         sender = self._sender(store, e.app, e.sender)
         sender.record_signal("junk_report", e.ts, p)
         self._put_sender(store, e.app, e.sender, sender)
+        return self._watch_grant(e.app, ("junk_reports",), e.ts, store)
 
-    def _delivery_status(self, e: ev.DeliveryStatus, store: Store) -> None:
+    def _delivery_status(self, e: ev.DeliveryStatus, store: Store) -> list[Record]:
         sender = self._sender(store, e.app, e.sender)
         sender.record_signal(e.status, e.ts, self.policy)
         self._put_sender(store, e.app, e.sender, sender)
+        return self._watch_grant(e.app, ("results", "not_delivered") if e.status == "not_delivered" else ("results",),
+                                 e.ts, store)
 
     def _contact(self, e: ev.Contact, store: Store) -> None:
         row = key(e.app, self.stored_userkey(e.userkey), e.network)
@@ -359,10 +395,13 @@ class Gate:
             because = f"userkey has written to sender '{e.sender}' (first at {iso(conv.first_ts)})"
         elif user.opted_in:
             basis, because = "opt_in", f"userkey opted in at {iso(user.changed_ts)} ({user.how})"
-        elif AppGrant.from_bytes(store.get(GRANTS, key(e.app))).allows(e.ts):
+        elif (grant := AppGrant.from_bytes(store.get(GRANTS, key(e.app)))).allows(e.ts):
             basis, because = "unrestricted", "the app holds an unrestricted-outbound grant"
         else:
             note = f" ({why})" if why else ""
+            if grant.revoked_by_sendgate:
+                note += (f"; the app lost its unrestricted-outbound grant at {iso(grant.since_ts)}: {grant.reason}; "
+                         f"an operator's app_policy event restores it")
             return [decide("rejected", "no_conversation",
                            f"userkey has not written to sender '{e.sender}' and has not opted in to app "
                            f"'{e.app}'{note}{lapse_note}; the user must message this sender first, or opt in "
@@ -459,9 +498,18 @@ class Gate:
         sketch = self.sketcher.sketch(e.text)
         found = store.junk.match(sketch, p.similarity_threshold)
         junk = JunkMatch(found[2], len(found[1].reporters)) if found else None
+        recipient = recipient_hash(e.userkey, self._secret)
         sender = self._sender(store, e.app, e.sender)
-        v = sender.decide(e.ts, recipient_hash(e.userkey, self._secret), sketch, p, junk, valid_until)
+        v = sender.decide(e.ts, recipient, sketch, p, junk, valid_until)
         self._put_sender(store, e.app, e.sender, sender)
+        if v.outcome != "rejected":  # the same rules over all the app's sender names: the stricter holds
+            whole = self._sender(store, e.app, WHOLE_APP)
+            whole.whole_app = True
+            w = whole.decide(e.ts, recipient, sketch, p, junk, valid_until)
+            self._put_sender(store, e.app, WHOLE_APP, whole)
+            if w.outcome == "rejected" or (w.deliver_at or e.ts) > (v.deliver_at or e.ts):
+                v = dataclasses.replace(w, cluster_id=f"app-{w.cluster_id}",
+                                        detail=f"counted across all of the app's sender names: {w.detail}")
         burst = dict(similarity=v.similarity, similar_recipients=v.similar_recipients, cluster_id=v.cluster_id,
                      deliver_at=v.deliver_at, retry_after_s=v.retry_after_s)
         if v.outcome == "accepted" and v.reason == "burst_free":
@@ -482,7 +530,9 @@ class Gate:
             store.set(RECIPIENTS, key(e.app, user_id), sends.to_bytes())
         if decision.outcome == "accepted":
             return [decision, self._delivery(e, decision)]
-        if v.outcome == "delayed":
+        if decision.reason in ("burst_limit", "junk_similar") and decision.outcome == "rejected":
+            return [decision, *self._watch_grant(e.app, ("refused_blasts",), e.ts, store)]
+        if decision.outcome == "delayed":
             self._hold(e, decision, store)
         return [decision]
 

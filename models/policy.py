@@ -61,6 +61,15 @@ class Policy:
     # (beyond: dead-lettered), and trail it (beyond: decided at the bounded time)
     max_ts_ahead_s: int = 600
     max_ts_behind_s: int = 600
+    # an unrestricted app is restricted again by sendgate when, within grant_revoke_window_s, its
+    # senders get this many junk reports, or this many blast sends refused (burst_limit,
+    # junk_similar), or at least grant_revoke_min_results delivery results of which this share
+    # were not delivered
+    grant_revoke_window_s: int = 24 * 3600
+    grant_revoke_junk_reports: int = 5
+    grant_revoke_refused_blasts: int = 20
+    grant_revoke_min_results: int = 20
+    grant_revoke_not_delivered_rate: float = 0.5
     # request controls (models/controls.py)
     # a send without `valid_for_s` is valid this long (s); 0: until it goes out
     default_valid_for_s: int = 0
@@ -82,7 +91,9 @@ class Policy:
         positive_ints = ("reply_window_s", "opt_out_confirmation_s", "shingle_size", "num_perm", "burst_window_s", "max_delay_s",
                          "cluster_idle_s", "max_clusters", "young_sender_days", "junk_reject_reporters",
                          "reputation_half_life_s", "max_junk_templates", "max_ts_ahead_s", "max_ts_behind_s",
-                         "loop_repeats", "loop_window_s", "loop_delay_s", "loop_reject_repeats")
+                         "loop_repeats", "loop_window_s", "loop_delay_s", "loop_reject_repeats",
+                         "grant_revoke_window_s", "grant_revoke_junk_reports", "grant_revoke_refused_blasts",
+                         "grant_revoke_min_results")
         for name in positive_ints:
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
@@ -104,6 +115,9 @@ class Policy:
         for name in ("reputation_delivered", "reputation_conversation"):
             if getattr(self, name) < 1:
                 raise PolicyError(f"policy '{name}' raises a reputation: it must be at least 1, got {getattr(self, name)!r}")
+        rate = self.grant_revoke_not_delivered_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
+            raise PolicyError(f"policy 'grant_revoke_not_delivered_rate' must be in (0, 1], got {rate!r}")
         threshold = self.similarity_threshold
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
             raise PolicyError(f"policy 'similarity_threshold' must be in (0, 1], got {self.similarity_threshold!r}")

@@ -19,7 +19,7 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from sendgate.models.decisions import ConsentRecord, Decision
+from sendgate.models.decisions import ConsentRecord, Decision, GrantRevocation
 from sendgate.models.events import InvalidEvent, event_type
 from sendgate.models.gate import JUNK, Gate
 from sendgate.models.junk import JunkReport
@@ -94,6 +94,7 @@ class GateApp:
     deadletter: Any
     junk_reports: Any
     consent: Any  # the consent audit trail
+    grants: Any  # sendgate's revocations of unrestricted grants, for operators
     counts: dict[str, int] = field(default_factory=lambda: {"events": 0, "decisions": 0, "deadlettered": 0,
                                                               "skipped": 0, "hole_records": 0})
     _delivery_topics: dict[str, Any] = field(default_factory=dict)
@@ -409,17 +410,23 @@ class GateApp:
                 topic = self.decisions
             elif isinstance(record, ConsentRecord):
                 topic = self.consent
+            elif isinstance(record, GrantRevocation):
+                # into the app's own log (its home partition, where this event is), where it takes
+                # effect when it is decided; and to the operators' topic
+                sent += await self.send(self.events, record.app.encode(), record.policy_event(), message.partition)
+                topic = self.grants
             else:
                 topic = await self.delivery_topic(record.network)
             sent += await self.send(topic, record.app.encode(), record.to_json())
         return sent
 
-    async def send(self, topic: Any, key: bytes | None, value: bytes) -> list[Any]:
-        """Queue one output record for the batch's outbox; under exactly_once, send it now through
-        Faust (Topic.send puts it in its partition's transaction) and return its future."""
+    async def send(self, topic: Any, key: bytes | None, value: bytes, partition: int | None = None) -> list[Any]:
+        """Queue one output record for the batch's outbox (to `partition`, else by key); under
+        exactly_once, send it now through Faust (Topic.send puts it in its partition's
+        transaction) and return its future."""
         if self.app.in_transaction:
-            return [await topic.send(key=key, value=value)]
-        self.outbox.add(topic.get_topic_name(), key, value)
+            return [await topic.send(key=key, value=value, partition=partition)]
+        self.outbox.add(topic.get_topic_name(), key, value, partition)
         return []
 
     async def delivery_topic(self, network: str) -> Any:
@@ -523,6 +530,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
     decisions = app.topic(settings.topic("decisions"), partitions=settings.partitions, **RAW)
     deadletter = app.topic(settings.topic("deadletter"), partitions=settings.partitions, **RAW)
     consent = app.topic(settings.topic("consent"), partitions=settings.partitions, **RAW)
+    grants = app.topic(settings.topic("grants"), partitions=settings.partitions, **RAW)
     state = app.tables.add(StateTable(app, name=STATE, default=None, beacon=app.tables.beacon,
                                       partitions=settings.partitions, **RAW))
     # The junk index crosses apps, so every worker holds all of it (a global table, one partition).
@@ -535,7 +543,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
     junk_reports = app.topic(settings.topic(JUNK_REPORTS), partitions=1, **RAW)
     owner = JunkOwner(junk_table, policy)
     gate_app = GateApp(settings, app, settings.gate(policy), store, events, decisions, deadletter, junk_reports,
-                       consent)
+                       consent, grants)
     state.on_recover(gate_app.on_recover)
 
     @state.on_recover
@@ -559,7 +567,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         gate_app.agent_task = asyncio.current_task()
         # Subscribers may start before the first decision, and a producer that sends to a topic
         # whose partitions have no leader yet stalls in retries: create the outputs and wait first.
-        for topic in (decisions, deadletter, junk_reports, consent):
+        for topic in (decisions, deadletter, junk_reports, consent, grants):
             await topic.maybe_declare()
             await partitions_of(settings, topic.get_topic_name(), 60)
         gate_app.queue = queue

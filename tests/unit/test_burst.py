@@ -298,11 +298,36 @@ def test_variants_are_paced_together(established_gate):
     assert ds[10].deliver_at == T + MINUTE
 
 
-def test_clusters_are_per_sender(established_gate):
+def test_clusters_are_per_sender_and_the_app_counts_them_all(established_gate):
     established_gate.feed(*established(sender="S2", grant=False))
-    established_gate.sends(recipients(10), sender="S1")
-    d = established_gate.decide(send("u11", text=PARCEL, sender="S2"))
-    assert (d.outcome, d.reason, d.similar_recipients) == ("accepted", "unrestricted", 1)
+    established_gate.sends(recipients(9), sender="S1")
+    d = established_gate.decide(send("u10", text=PARCEL, sender="S2"))  # S2's first, the app's 10th
+    assert (d.outcome, d.reason, d.similar_recipients, d.cluster_id) == ("accepted", "unrestricted", 1, "c1")
+    d = established_gate.decide(send("u11", text=PARCEL, sender="S2"))  # the app's 11th: paced app-wide
+    assert (d.outcome, d.reason, d.similar_recipients, d.cluster_id) == ("delayed", "burst_paced", 11, "app-c1")
+    assert d.detail.startswith("counted across all of the app's sender names: 11th recipient")
+    assert d.deliver_at == T + MINUTE
+
+
+def test_a_blast_spread_over_six_sender_names_is_paced_as_one():
+    h = Harness()
+    names = [f"S{i}" for i in range(1, 7)]
+    h.feed(*[e for name in names for e in established(sender=name)])
+    # the seed's case: one template through 6 names, 8 recipients each, 48 texts in 2 minutes
+    out = [h.decide(send(f"{name}-u{j}", at=(i * 8 + j) * 2500, text=variant(i * 8 + j), sender=name))
+           for i, name in enumerate(names) for j in range(8)]
+    assert [d.outcome for d in out] == ["accepted"] * 10 + ["delayed"] * 38
+    assert all(d.cluster_id.startswith("app-") for d in out[10:])
+    slots = [d.deliver_at for d in out[10:]]
+    assert slots == sorted(slots) and slots[0] == T + 9 * 2500 + MINUTE
+
+
+def test_different_texts_through_many_names_are_not_paced():
+    h = Harness()
+    names = [f"S{i}" for i in range(1, 7)]
+    h.feed(*[e for name in names for e in established(sender=name)])
+    out = [h.decide(send(f"u{i}", at=i, text=text, sender=names[i % 6])) for i, text in enumerate(UNRELATED * 5)]
+    assert {d.outcome for d in out} == {"accepted"}
 
 
 def test_window_restarts_after_10_minutes_once_the_slots_have_passed(established_gate):
