@@ -476,7 +476,7 @@ class Gate:
             store.set(RECIPIENTS, key(e.app, user_id), sends.to_bytes())
         if decision.outcome == "accepted":
             return [decision, self._delivery(e, decision)]
-        if v.outcome == "delayed":
+        if decision.outcome == "delayed":
             self._hold(e, decision, store)
         return [decision]
 
