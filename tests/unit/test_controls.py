@@ -123,6 +123,16 @@ def test_sends_beyond_a_recipients_window_are_delayed_to_its_next_slot_and_repli
                                                                   (DAY - 30 * MINUTE - 6 * HOUR) // 1000)
 
 
+def test_a_send_delayed_by_the_recipients_limits_is_released_at_its_slot():
+    h = Harness(Policy(recipient_limits=[[1, 3600]]))
+    h.feed(*established())
+    h.decide(send("fan", text=UNRELATED[0]))
+    held = h.decide(send("fan", at=MINUTE, text=UNRELATED[1]))
+    assert (held.outcome, held.reason, held.deliver_at) == ("delayed", "recipient_limit", T + HOUR)
+    assert summary(h.feed(event("tick", HOUR))) == [(held.request_id, "released", "slot_reached", T + HOUR)]
+    assert [d.request_id for d in h.last_deliveries] == [held.request_id]
+
+
 def test_a_recipients_slot_beyond_max_delay_is_refused_with_retry_after():
     h = Harness(Policy(recipient_limits=[[1, 86400]], max_delay_s=3600))
     h.feed(*established())
