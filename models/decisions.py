@@ -133,6 +133,10 @@ class GrantRevocation:
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "GrantRevocation":
+        return cls(doc["app"], doc["reason"], doc["counts"], doc["ts"])
+
     def policy_event(self) -> bytes:
         return orjson.dumps({"type": "app_policy", "event_id": self.event_id, "app": self.app, "unrestricted": False,
                              "reason": self.reason, "ts": self.ts})

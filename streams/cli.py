@@ -265,10 +265,12 @@ def format_status(doc: dict) -> str:
 
 
 async def _tail(args: argparse.Namespace) -> int:
-    from .client import consent_records, decisions
+    from .client import consent_records, decisions, grant_revocations
 
     settings = _settings(args)
-    if args.consent:
+    if args.grants:
+        records = grant_revocations(settings, group_id=args.group, from_beginning=args.from_beginning, app=args.app)
+    elif args.consent:
         records = consent_records(settings, group_id=args.group, from_beginning=args.from_beginning, app=args.app,
                                   kind=args.kind)
     else:
@@ -353,6 +355,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--consent", action="store_true", help="follow <prefix>consent: consent changes and ambiguous "
                                                           "inbounds")
     t.add_argument("--kind", choices=["opt_out", "opt_in", "ambiguous"], help="with --consent: only this kind")
+    t.add_argument("--grants", action="store_true", help="follow <prefix>grants: unrestricted grants sendgate "
+                                                         "revoked, and why")
     t.add_argument("--app")
     t.add_argument("--from-beginning", action="store_true")
     t.add_argument("--group", help="consumer group (default: none, nothing committed)")

@@ -19,7 +19,7 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import (KafkaConnectionError, KafkaError, SaslAuthenticationFailed, TopicAlreadyExistsError,
                              UnsupportedSaslMechanismError, for_code)
 
-from sendgate.models.decisions import ConsentRecord, Decision, Delivery
+from sendgate.models.decisions import ConsentRecord, Decision, Delivery, GrantRevocation
 from sendgate.models.events import decode_event
 
 from .config import BrokerUnreachable, ConfigError, KafkaAuthError, Settings
@@ -252,3 +252,17 @@ async def consent_records(settings: Settings | None = None, *, group_id: str | N
                               keep=_filter(app, kind, "kind")):
         if recent is None or recent.first_time(doc["record_id"]):
             yield ConsentRecord.from_dict(doc)
+
+
+async def grant_revocations(settings: Settings | None = None, *, group_id: str | None = None,
+                            from_beginning: bool = False, app: str | None = None,
+                            dedupe: bool = True) -> AsyncIterator[GrantRevocation]:
+    """Yield sendgate's revocations of unrestricted grants (`<prefix>grants`), with the counts that
+    caused each; an operator restores a grant with an `app_policy` event. With `dedupe`, a record
+    whose `revocation_id` was just seen is dropped."""
+    settings = settings or Settings.from_env()
+    recent = RecentIds() if dedupe else None
+    async for doc in _records(settings, settings.topic("grants"), group_id=group_id, from_beginning=from_beginning,
+                              keep=_filter(app, None)):
+        if recent is None or recent.first_time(doc["revocation_id"]):
+            yield GrantRevocation.from_dict(doc)

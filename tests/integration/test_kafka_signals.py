@@ -2,12 +2,14 @@
 spread over sender names, and an abusive unrestricted app losing its grant through its own log."""
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.request
 
 import orjson
 
 from harness import DAY, MIN, T0, collect, decisions, ev, publish
+from sendgate.streams.client import grant_revocations
 
 TEMPLATE = "Hi {}! Your code {} gets 25% off today at http://shop.example/{}"
 
@@ -27,6 +29,13 @@ def sender_view(settings, app: str, sender: str) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/sendgate/senders/{app}/{sender}?ts={T0}",
                                 timeout=10) as answer:
         return orjson.loads(answer.read())
+
+
+async def first_revocation(settings):
+    async def first():
+        async for revocation in grant_revocations(settings, from_beginning=True, app="blaster"):
+            return revocation
+    return await asyncio.wait_for(first(), 60)
 
 
 def test_delivery_results_move_the_reputation_and_a_spread_blast_is_paced_app_wide(settings, worker):
@@ -71,6 +80,9 @@ def test_an_abusive_unrestricted_app_loses_its_grant_through_its_log_and_an_oper
                   text=f"WIN a free cruise {i}! call 0906 now", ts=t + MIN + i) for i in range(5)]
     publish(settings, events)
     [revocation] = collect(settings, settings.topic("grants"), lambda r: len(r) >= 1)
+    subscribed = asyncio.run(first_revocation(settings))  # what an operator's subscriber gets
+    assert (subscribed.app, subscribed.counts, subscribed.reason) == ("blaster", revocation["counts"],
+                                                                     revocation["reason"])
     assert revocation["type"] == "grant_revocation" and revocation["counts"]["junk_reports"] == 5
     assert "5 junk reports" in revocation["reason"]
     # the worker appended it to the app's log as an app_policy event, on the app's partition

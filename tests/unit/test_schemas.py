@@ -20,7 +20,7 @@ from referencing import Registry, Resource
 
 from conftest import APP, DAY, MINUTE, SENDER, T, Harness, event, send
 from sendgate.models import events as ev
-from sendgate.models.decisions import ConsentRecord, Decision, Delivery
+from sendgate.models.decisions import ConsentRecord, Decision, Delivery, GrantRevocation
 from sendgate.models.events import InvalidEvent, decode_event, encode_event, validate
 from sendgate.models.policy import Policy
 
@@ -28,7 +28,7 @@ SCHEMA_DIR = Path(__file__).resolve().parents[2] / "models" / "schemas"
 BASE = "https://sendgate.example/schemas/v1/"
 KINDS = ("inbound", "opt_in", "opt_out", "send", "app_policy", "sender_profile", "junk_report", "delivery_status", "contact", "tick",
          "cancel")
-OUTPUTS = ("decision", "delivery", "deadletter", "consent")
+OUTPUTS = ("decision", "delivery", "deadletter", "consent", "grant_revocation")
 
 SCHEMAS: dict[str, dict[str, Any]] = {p.stem: json.loads(p.read_text("utf-8")) for p in SCHEMA_DIR.glob("*.json")}
 REGISTRY = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in SCHEMAS.values())
@@ -399,6 +399,18 @@ def test_every_record_of_a_gate_run_conforms():
                 else "delivery")
         doc = orjson.loads(record.to_json())
         assert schema_accepts(name, doc), (name, doc, list(VALIDATORS[name].iter_errors(doc)))
+
+
+def test_a_grant_revocation_and_the_app_policy_event_it_appends_conform():
+    h = Harness()
+    h.feed(event("app_policy", -DAY, unrestricted=True))
+    h.feed(*[event("junk_report", i, sender=SENDER, userkey=f"v{i}", text=f"win {i}") for i in range(5)])
+    [revocation] = [r for r in h.records if isinstance(r, GrantRevocation)]
+    doc = orjson.loads(revocation.to_json())
+    assert schema_accepts("grant_revocation", doc), list(VALIDATORS["grant_revocation"].iter_errors(doc))
+    assert GrantRevocation.from_dict(doc) == revocation
+    assert schema_accepts("event", orjson.loads(revocation.policy_event())) and python_accepts(
+        orjson.loads(revocation.policy_event()))
 
 
 def _dead_letter(key: bytes | None, value: bytes | None, error: str) -> dict[str, Any]:
