@@ -570,6 +570,10 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         for topic in (decisions, deadletter, junk_reports, consent, grants):
             await topic.maybe_declare()
             await partitions_of(settings, topic.get_topic_name(), 60)
+        # Faust's own sends (ticks, the junk owner's dead letters) go through the same producer:
+        # have it track their topics too (streams/outbox.py says why a topic must be tracked)
+        for topic in (events, deadletter):
+            await inner_producer(app).client.add_topic(topic.get_topic_name())
         gate_app.queue = queue
         gate_app.agent_running = True
         while not gate_app.stalled:

@@ -38,6 +38,11 @@ class Outbox:
         sent = []  # (topic, partition, future of a batch, records in it)
         records, self._records = self._records, defaultdict(list)
         for topic, items in records.items():
+            # aiokafka refreshes only the topics its client tracks (once it tracks any), and
+            # partitions_for/send_batch track a topic only when it is missing from the cache: a
+            # batch for a topic known only from an earlier full refresh is stranded (leader None,
+            # the sender refreshing forever without it) when another cache miss narrows the refresh.
+            await producer.client.add_topic(topic)
             partitions = len(await producer.partitions_for(topic))
             by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
             for key, value, partition in items:  # in order within a partition: an app's records stay ordered

@@ -80,6 +80,9 @@ def run_part_one_and_stop(settings, workers) -> None:
     first = workers.start(settings)
     publish(settings, part_one())
     decisions(settings, len(expected_decisions(part_one())))
+    # the junk owner applies part one's junk report from its own topic, after the decisions: wait
+    # for its row, or a stop before it leaves the report to the next start (and the rows unequal)
+    collect(settings, settings.changelog_topic(JUNK), lambda r: len(r) >= 1, json=False)
     assert first.stop() == 0  # a clean stop commits: nothing may be decided twice
 
 
