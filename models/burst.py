@@ -226,7 +226,7 @@ class SenderState:
             best = int(np.argmax(sims))
             if sims[best] >= policy.similarity_threshold:
                 return self.clusters[best], float(sims[best])
-        if len(self.clusters) >= policy.max_clusters:
+        if len(self.clusters) >= (policy.app_max_clusters if self.whole_app else policy.max_clusters):
             # Evict one-off texts before templates, least recently used first, so that a blast
             # cannot be pushed out of memory by interleaving unrelated texts.
             victim = min(range(len(self.clusters)),

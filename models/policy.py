@@ -39,6 +39,9 @@ class Policy:
     max_delay_s: int = 6 * 3600
     cluster_idle_s: int = 24 * 3600
     max_clusters: int = 32
+    # clusters kept across all the app's sender names (models/gate.py WHOLE_APP): an app runs many
+    # senders' templates at once (bench.detection's spread blasts: recall 94.7 % at 32, 98.7 % at 128)
+    app_max_clusters: int = 128
     # risky senders
     young_sender_days: int = 90
     min_conversations: int = 3
@@ -89,7 +92,7 @@ class Policy:
 
     def __post_init__(self) -> None:
         positive_ints = ("reply_window_s", "opt_out_confirmation_s", "shingle_size", "num_perm", "burst_window_s", "max_delay_s",
-                         "cluster_idle_s", "max_clusters", "young_sender_days", "junk_reject_reporters",
+                         "cluster_idle_s", "max_clusters", "app_max_clusters", "young_sender_days", "junk_reject_reporters",
                          "reputation_half_life_s", "max_junk_templates", "max_ts_ahead_s", "max_ts_behind_s",
                          "loop_repeats", "loop_window_s", "loop_delay_s", "loop_reject_repeats",
                          "grant_revoke_window_s", "grant_revoke_junk_reports", "grant_revoke_refused_blasts",
