@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import itertools
 import signal
 import socket
@@ -77,6 +78,12 @@ async def start_stub_api(fail_first: int, status: str) -> tuple[web.AppRunner, s
     sock.bind(("127.0.0.1", 0))
     await web.SockSite(runner, sock).start()
     return runner, f"http://127.0.0.1:{sock.getsockname()[1]}/deliveries"
+
+
+def status_id(delivery: Delivery) -> str:
+    """The delivery_status event's id: one per delivery, short whatever the decision_id's length
+    (ids are at most 256 characters, a decision_id can be longer)."""
+    return "status-" + hashlib.blake2b(delivery.decision_id.encode(), digest_size=16).hexdigest()
 
 
 async def post_until_accepted(http: aiohttp.ClientSession, url: str, delivery: Delivery,
@@ -147,7 +154,7 @@ async def run(args: argparse.Namespace) -> int:
                 else:
                     attempts, status = await post_until_accepted(http, url, delivery, where)
                     # before the commit: a crash in between reports the status again, never loses it
-                    await gate_events.publish({"type": "delivery_status", "event_id": f"status-{delivery.decision_id}",
+                    await gate_events.publish({"type": "delivery_status", "event_id": status_id(delivery),
                                                "app": delivery.app, "sender": delivery.sender,
                                                "userkey": delivery.userkey, "request_id": delivery.request_id,
                                                "status": status})

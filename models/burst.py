@@ -99,6 +99,8 @@ class SenderState:
     # the app-wide counts of all its sender names (models/gate.py WHOLE_APP), not a sender: no
     # young-sender rule and no reputation (each sender keeps its own); set when read, not stored
     whole_app: bool = field(default=False, compare=False, repr=False)
+    # the last decide's cluster as it was before the send counted (`undo`)
+    _before: tuple | None = field(default=None, compare=False, repr=False)
     # what changed since the rows were read or written: cluster ids changed, new, removed
     _changed: set[str] = field(default_factory=set, compare=False, repr=False)
     _new: set[str] = field(default_factory=set, compare=False, repr=False)
@@ -139,6 +141,7 @@ class SenderState:
         if ts - cluster.window_start >= window_ms and ts >= cluster.next_slot:
             self._blast_over(cluster, ts, policy)
             cluster.window_start, cluster.recipients, cluster.count, cluster.paced = ts, [], 0, 0
+        self._before = (cluster, cluster.count, cluster.paced, cluster.next_slot, list(cluster.recipients))
         risk = None if self.whole_app else self.risk(ts, policy)
         standing = 1.0 if self.whole_app else self.reputation.effect(ts, policy)
         factor = (policy.risky_interval_factor if (risk or junk) else 1.0) / standing
@@ -199,6 +202,13 @@ class SenderState:
         return verdict("delayed", reason,
                        f"{why}; paced to one send per {gap_s:.0f} s; deliver at {iso(slot)}",
                        deliver_at=slot)
+
+    def undo(self) -> None:
+        """Take back the last `decide`'s count and slot: the send was refused after all (by the
+        app-wide count, the recipient's limits or its validity), and a refused send takes no slot."""
+        if self._before is not None:
+            cluster, cluster.count, cluster.paced, cluster.next_slot, cluster.recipients = self._before
+            self._before = None
 
     # --- cluster bookkeeping -----------------------------------------------------------------
     def _blast_over(self, cluster: BurstCluster, ts: int, policy: Policy) -> None:

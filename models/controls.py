@@ -2,7 +2,8 @@
 
 `RecipientSends` is one row per (app, userkey) when the policy sets `recipient_limits`: the times
 the recent sends to it went (or, delayed, will go) out. It keeps only what a window can still
-need: the times within the longest window, at most 4 x the largest count (a few hundred bytes).
+need: the times within the longest window, the past ones at most 4 x the largest count (a few
+hundred bytes), the delayed ones all (at most max_delay_s / window x count).
 The loop guard's state is part of the `Conversation` row (models/consent.py); `inbound_digest`
 is what it compares.
 """
@@ -17,7 +18,7 @@ import orjson
 from .similarity import normalize
 
 ROW_VERSION = 1
-KEPT_PER_COUNT = 4  # times kept: 4 x the largest count (more only when replies exceed the limits)
+KEPT_PER_COUNT = 4  # past times kept: 4 x the largest count (more only when replies exceed the limits)
 
 
 def inbound_digest(text: str) -> int:
@@ -60,11 +61,20 @@ class RecipientSends:
 
     def record(self, at: int, now: int, limits: tuple[tuple[int, int], ...]) -> None:
         """A send goes out at `at` (decided at `now`). Forgets what no window from `now` on can
-        see, and bounds the row when replies (counted, never held) pile up."""
+        see, and bounds the past when replies (counted, never held) pile up; slots still to come
+        are all kept (the windows hold them to max_delay_s / window x count)."""
         bisect.insort(self.times, at)
         longest = max(w for _, w in limits) * 1000
         del self.times[:bisect.bisect_right(self.times, now - longest)]
-        del self.times[:-KEPT_PER_COUNT * max(c for c, _ in limits)]
+        extra = bisect.bisect_right(self.times, now) - KEPT_PER_COUNT * max(c for c, _ in limits)
+        if extra > 0:
+            del self.times[:extra]
+
+    def forget(self, at: int) -> None:
+        """A send placed at `at` will not go out (cancelled, expired, opted out): it no longer counts."""
+        i = bisect.bisect_left(self.times, at)
+        if i < len(self.times) and self.times[i] == at:
+            del self.times[i]
 
     def to_bytes(self) -> bytes:
         return orjson.dumps([ROW_VERSION, self.times])

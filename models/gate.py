@@ -17,7 +17,7 @@ import math
 from typing import Callable, Protocol
 
 from . import events as ev
-from .burst import JunkMatch, SenderState, recipient_hash
+from .burst import BurstVerdict, JunkMatch, SenderState, recipient_hash
 from .clock import AppClock
 from .consent import HELP_ANSWERED, HELP_MARK, AppGrant, Conversation, Userkey
 from .controls import RecipientSends, inbound_digest
@@ -501,31 +501,21 @@ class Gate:
         recipient = recipient_hash(e.userkey, self._secret)
         sender = self._sender(store, e.app, e.sender)
         v = sender.decide(e.ts, recipient, sketch, p, junk, valid_until)
-        self._put_sender(store, e.app, e.sender, sender)
+        counted = [(e.sender, sender)]
         if v.outcome != "rejected":  # the same rules over all the app's sender names: the stricter holds
             whole = self._sender(store, e.app, WHOLE_APP)
             whole.whole_app = True
             w = whole.decide(e.ts, recipient, sketch, p, junk, valid_until)
-            self._put_sender(store, e.app, WHOLE_APP, whole)
+            counted.append((WHOLE_APP, whole))
             if w.outcome == "rejected" or (w.deliver_at or e.ts) > (v.deliver_at or e.ts):
                 v = dataclasses.replace(w, cluster_id=f"app-{w.cluster_id}",
                                         detail=f"counted across all of the app's sender names: {w.detail}")
-        burst = dict(similarity=v.similarity, similar_recipients=v.similar_recipients, cluster_id=v.cluster_id,
-                     deliver_at=v.deliver_at, retry_after_s=v.retry_after_s)
-        if v.outcome == "accepted" and v.reason == "burst_free":
-            decision = decide("accepted", basis, f"{because}; {v.detail}", **burst)
-        else:
-            decision = decide(v.outcome, v.reason, v.detail, **burst)
-        if sends is not None and v.outcome != "rejected":
-            base = v.deliver_at or e.ts
-            at, window = sends.slot(base, limits)
-            if window is not None:  # the text's own slot is free, the recipient's limits are not
-                refused = self._past_limits(e, at, window, valid_until, decide)
-                if refused is not None:
-                    return [refused]
-                decision = decide("delayed", "recipient_limit",
-                                  f"{self._limit_text(window)}: deliver at {iso(at)}; {decision.detail}",
-                                  **{**burst, "deliver_at": at})
+        decision = self._paced(e, v, sends, basis, because, valid_until, decide)
+        for name, state in counted:
+            if decision.outcome == "rejected":
+                state.undo()  # a refused send takes no slot in either count
+            self._put_sender(store, e.app, name, state)
+        if sends is not None and decision.outcome != "rejected":
             sends.record(decision.deliver_at or e.ts, e.ts, limits)
             store.set(RECIPIENTS, key(e.app, user_id), sends.to_bytes())
         if decision.outcome == "accepted":
@@ -535,6 +525,26 @@ class Gate:
         if decision.outcome == "delayed":
             self._hold(e, decision, store)
         return [decision]
+
+    def _paced(self, e: ev.Send, v: BurstVerdict, sends: RecipientSends | None, basis: str, because: str, valid_until: int | None,
+               decide) -> Decision:
+        """The decision from the burst verdict and, with recipient_limits, the recipient's windows."""
+        burst = dict(similarity=v.similarity, similar_recipients=v.similar_recipients, cluster_id=v.cluster_id,
+                     deliver_at=v.deliver_at, retry_after_s=v.retry_after_s)
+        if v.outcome == "accepted" and v.reason == "burst_free":
+            decision = decide("accepted", basis, f"{because}; {v.detail}", **burst)
+        else:
+            decision = decide(v.outcome, v.reason, v.detail, **burst)
+        if sends is not None and v.outcome != "rejected":
+            at, window = sends.slot(v.deliver_at or e.ts, self.policy.recipient_limits)
+            if window is not None:  # the text's own slot is free, the recipient's limits are not
+                refused = self._past_limits(e, at, window, valid_until, decide)
+                if refused is not None:
+                    return refused
+                decision = decide("delayed", "recipient_limit",
+                                  f"{self._limit_text(window)}: deliver at {iso(at)}; {decision.detail}",
+                                  **{**burst, "deliver_at": at})
+        return decision
 
     @staticmethod
     def _limit_text(window: tuple[int, int]) -> str:
@@ -566,6 +576,9 @@ class Gate:
 
     # --- delayed requests --------------------------------------------------------------------
     def _hold(self, e: ev.Send, decision: Decision, store: Store) -> None:
+        valid_until = self._valid_until(e)  # resolved now: a later policy change does not move it
+        if valid_until is not None and e.valid_for_s is None:
+            e = dataclasses.replace(e, valid_for_s=(valid_until - e.ts) // 1000)
         held = PendingRequest(e, decision.deliver_at, decision.cluster_id, decision.to_dict())
         store.set(PENDING, key(e.app, e.request_id), held.to_bytes())
         self._schedule(e.app, e.request_id, decision.deliver_at, store)
@@ -627,8 +640,9 @@ class Gate:
 
     def _release(self, pending: PendingRequest, ts: int, store: Store) -> list[Record]:
         s = pending.send
-        valid_until = self._valid_until(s)
+        valid_until = s.ts + s.valid_for_s * 1000 if s.valid_for_s else None  # as admitted (`_hold`)
         if valid_until is not None and ts > valid_until:
+            self._unschedule_recipient(s, pending.deliver_at, store)
             # (its slot was before valid_until: event time reached it late, e.g. after an outage)
             return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "expired",
                              f"the request stopped being valid at {iso(valid_until)} (valid_for_s) while it waited "
@@ -637,6 +651,7 @@ class Gate:
                              cluster_id=pending.cluster_id)]
         user = Userkey.from_bytes(store.get(USERKEYS, key(s.app, self.stored_userkey(s.userkey))))
         if user.opted_out:
+            self._unschedule_recipient(s, pending.deliver_at, store)
             return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "opted_out",
                              f"userkey opted out at {iso(user.changed_ts)} ({user.how}) while the request waited "
                              f"for its slot; it was not delivered", ts, cluster_id=pending.cluster_id)]
@@ -644,6 +659,17 @@ class Gate:
                             f"paced slot {iso(pending.deliver_at)} reached; delivered", ts,
                             deliver_at=pending.deliver_at, cluster_id=pending.cluster_id)
         return [decision, self._delivery(s, decision)]
+
+    def _unschedule_recipient(self, s: ev.Send, deliver_at: int, store: Store) -> None:
+        """A held send that will not go out stops counting against its recipient's limits."""
+        if not self.policy.recipient_limits:
+            return
+        row = key(s.app, self.stored_userkey(s.userkey))
+        raw = store.get(RECIPIENTS, row)
+        if raw is not None:
+            sends = RecipientSends.from_bytes(raw)
+            sends.forget(deliver_at)
+            store.set(RECIPIENTS, row, sends.to_bytes())
 
     def _cancel(self, e: ev.Cancel, store: Store) -> list[Record]:
         pending_key = key(e.app, e.request_id)
@@ -656,7 +682,9 @@ class Gate:
         schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(e.app)))
         schedule.held = max(0, schedule.held - 1)
         store.set(SCHEDULES, key(e.app), schedule.to_bytes())
-        s = PendingRequest.from_bytes(raw).send
+        held = PendingRequest.from_bytes(raw)
+        s = held.send
+        self._unschedule_recipient(s, held.deliver_at, store)
         return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "cancelled_by_app",
                          "the app cancelled this pending request; it will not be delivered", e.ts)]
 

@@ -413,20 +413,24 @@ class GateApp:
             elif isinstance(record, GrantRevocation):
                 # into the app's own log (its home partition, where this event is), where it takes
                 # effect when it is decided; and to the operators' topic
-                sent += await self.send(self.events, record.app.encode(), record.policy_event(), message.partition)
+                # (its record timestamp is its event time: the decoder bounds how far ts may run ahead of it)
+                sent += await self.send(self.events, record.app.encode(), record.policy_event(), message.partition,
+                                        record.ts)
                 topic = self.grants
             else:
                 topic = await self.delivery_topic(record.network)
             sent += await self.send(topic, record.app.encode(), record.to_json())
         return sent
 
-    async def send(self, topic: Any, key: bytes | None, value: bytes, partition: int | None = None) -> list[Any]:
-        """Queue one output record for the batch's outbox (to `partition`, else by key); under
-        exactly_once, send it now through Faust (Topic.send puts it in its partition's
-        transaction) and return its future."""
+    async def send(self, topic: Any, key: bytes | None, value: bytes, partition: int | None = None,
+                   timestamp_ms: int | None = None) -> list[Any]:
+        """Queue one output record for the batch's outbox (to `partition`, else by key; with the
+        producer's timestamp unless given); under exactly_once, send it now through Faust
+        (Topic.send puts it in its partition's transaction) and return its future."""
         if self.app.in_transaction:
-            return [await topic.send(key=key, value=value, partition=partition)]
-        self.outbox.add(topic.get_topic_name(), key, value, partition)
+            return [await topic.send(key=key, value=value, partition=partition,
+                                     timestamp=None if timestamp_ms is None else timestamp_ms / 1000)]
+        self.outbox.add(topic.get_topic_name(), key, value, partition, timestamp_ms)
         return []
 
     async def delivery_topic(self, network: str) -> Any:
@@ -545,6 +549,13 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
     gate_app = GateApp(settings, app, settings.gate(policy), store, events, decisions, deadletter, junk_reports,
                        consent, grants)
     state.on_recover(gate_app.on_recover)
+
+    @app.on_partitions_revoked.connect
+    async def _forget_decided_offsets(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        # after Faust's last commit of the revoked partitions (with these offsets); kept until the
+        # next recovery, a partition that comes back could have its group offset moved backwards
+        for tp in revoked:
+            gate_app.next_offsets.pop(tp, None)
 
     @state.on_recover
     async def _junk_owner_moved() -> None:

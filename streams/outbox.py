@@ -22,14 +22,15 @@ def partition_for(key: bytes | None, partitions: int) -> int:
 
 class Outbox:
     def __init__(self) -> None:
-        # topic -> (key, value, partition: None to route by key)
-        self._records: dict[str, list[tuple[bytes | None, bytes | None, int | None]]] = defaultdict(list)
+        # topic -> (key, value, partition: None to route by key, timestamp: None for the producer's)
+        self._records: dict[str, list[tuple[bytes | None, bytes | None, int | None, int | None]]] = defaultdict(list)
 
     def clear(self) -> None:
         self._records.clear()
 
-    def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
-        self._records[topic].append((key, value, partition))
+    def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+            timestamp_ms: int | None = None) -> None:
+        self._records[topic].append((key, value, partition, timestamp_ms))
 
     async def send(self, producer: Any) -> dict[tuple[str, int], int]:
         """Produce everything with `producer` (an AIOKafkaProducer) and wait until the broker has
@@ -44,16 +45,17 @@ class Outbox:
             # the sender refreshing forever without it) when another cache miss narrows the refresh.
             await producer.client.add_topic(topic)
             partitions = len(await producer.partitions_for(topic))
-            by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
-            for key, value, partition in items:  # in order within a partition: an app's records stay ordered
-                by_partition[partition_for(key, partitions) if partition is None else partition].append((key, value))
+            by_partition: dict[int, list[tuple[bytes | None, bytes | None, int | None]]] = defaultdict(list)
+            for key, value, partition, timestamp in items:  # in order within a partition: an app's records stay ordered
+                by_partition[partition_for(key, partitions) if partition is None else partition].append(
+                    (key, value, timestamp))
             for partition, pending in by_partition.items():
                 batch, n = producer.create_batch(), 0
-                for key, value in pending:
-                    if batch.append(key=key, value=value, timestamp=None) is None:
+                for key, value, timestamp in pending:
+                    if batch.append(key=key, value=value, timestamp=timestamp) is None:
                         sent.append((topic, partition, await producer.send_batch(batch, topic, partition=partition), n))
                         batch, n = producer.create_batch(), 0
-                        if batch.append(key=key, value=value, timestamp=None) is None:
+                        if batch.append(key=key, value=value, timestamp=timestamp) is None:
                             raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch of {topic}")
                     n += 1
                 sent.append((topic, partition, await producer.send_batch(batch, topic, partition=partition), n))

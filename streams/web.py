@@ -131,9 +131,11 @@ def check_answer(gate: Gate, read: Callable[[str, bytes], bytes | None], junk: A
     wrong with the body."""
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
-    userkeys = body.get("recipients")
-    if userkeys is None and type(body.get("count")) is int and body["count"] > 0:
-        userkeys = [f"new-recipient-{i}" for i in range(1, body["count"] + 1)]  # userkeys never seen
+    userkeys, count = body.get("recipients"), body.get("count")
+    if type(count) is int and count > MAX_CHECK_RECIPIENTS:  # before the list is built
+        raise ValueError(f"at most {MAX_CHECK_RECIPIENTS} recipients per check, got {count}")
+    if userkeys is None and type(count) is int and count > 0:
+        userkeys = [f"new-recipient-{i}" for i in range(1, count + 1)]  # userkeys never seen
     if not isinstance(userkeys, list) or not userkeys:
         raise ValueError("give 'recipients' (a list of userkeys) or 'count' (a positive integer)")
     if len(userkeys) > MAX_CHECK_RECIPIENTS:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from harness import DAY, MIN, T0, decisions, ev, publish
+from harness import DAY, MIN, T0, decisions, ev, publish, wait_consumed
 from sendgate.streams.log import end_offsets
 
 TEMPLATE = "Hi {}! Your code {} gets 25% off today at http://shop.example/{}"
@@ -102,6 +102,7 @@ def test_check_agrees_with_the_decisions_of_a_200_recipient_campaign_and_writes_
     text = "Our spring sale starts today: 20% off everything in store"
 
     changelog = f"{settings.app_id}-state-changelog"
+    wait_consumed(settings)  # the warm-up's commit records follow its decision: let them land first
     before = asyncio.run(end_offsets(settings, changelog))
     result = check(settings, "--app", "shop", "--sender", "promo", "--text", text, "--recipients", str(recipients),
                    "--at", str(t), "--json")

@@ -94,6 +94,17 @@ def test_recipient_sends_fit_a_send_between_delayed_ones_only_where_every_window
     assert sends.slot(30 * MINUTE, limits) == (HOUR, (2, 3600))
 
 
+def test_recipient_sends_never_forget_a_slot_still_to_come():
+    limits = ((1, 60),)
+    sends = RecipientSends()
+    slots = []
+    for _ in range(8):  # more delayed slots than the past is allowed to keep
+        at, _window = sends.slot(0, limits)
+        sends.record(at, 0, limits)
+        slots.append(at)
+    assert slots == [i * MINUTE for i in range(8)]
+
+
 def test_recipient_sends_forget_what_no_window_can_see():
     limits = ((2, 3600),)
     sends = RecipientSends()
@@ -280,3 +291,16 @@ def test_check_does_not_touch_the_live_gates_decoded_rows():
     h.gate.check(APP, SENDER, PARCEL, audience, T, OverlayStore(h.store.get, h.store.junk))
     assert h.gate._decoded_senders.keys() == cached.keys()
     assert all(h.gate._decoded_senders[k][0] == cached[k][0] for k in cached)
+
+
+def test_a_send_refused_after_the_burst_step_takes_no_slot_in_its_senders_count():
+    h = Harness()
+    h.feed(*established(), *established(sender="S2"))
+    h.sends(recipients(10))  # S1: the app's 10 free recipients of the text
+    refused = [h.decide(send(f"v{i}", text=PARCEL, sender="S2", valid_for_s=30)) for i in range(3)]
+    # S2's own count had room, the app-wide slot (60 s away) comes after the validity: refused
+    assert {(d.outcome, d.reason) for d in refused} == {("rejected", "expired_before_slot")}
+    s2 = h.gate._sender(h.store, APP, "S2")
+    assert [c.count for c in s2.clusters] == [0] and [c.paced for c in s2.clusters] == [0]
+    ok = h.decide(send("w1", text=PARCEL, sender="S2"))
+    assert (ok.outcome, ok.deliver_at) == ("delayed", T + MINUTE)  # the first free app-wide slot

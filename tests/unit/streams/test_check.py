@@ -30,6 +30,7 @@ def test_a_count_checks_never_seen_userkeys_and_the_summary_adds_up():
     ({"sender": SENDER, "text": "hi"}, "give 'recipients'"),
     ({"sender": SENDER, "text": "hi", "count": 0}, "give 'recipients'"),
     ({"sender": SENDER, "text": "hi", "count": MAX_CHECK_RECIPIENTS + 1}, "at most"),
+    ({"sender": SENDER, "text": "hi", "count": 10 ** 12}, "at most"),  # refused before a list is built
     ({"text": "hi", "recipients": ["u1"]}, "field 'sender' must be a string"),
     ({"sender": SENDER, "text": "hi", "recipients": ["u\n1"]}, "control characters"),
     ({"sender": SENDER, "text": "hi", "recipients": ["u1"], "valid_for_s": 0}, "valid_for_s"),
