@@ -118,12 +118,10 @@ class Policy:
         for name in ("reputation_delivered", "reputation_conversation"):
             if getattr(self, name) < 1:
                 raise PolicyError(f"policy '{name}' raises a reputation: it must be at least 1, got {getattr(self, name)!r}")
-        rate = self.grant_revoke_not_delivered_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
-            raise PolicyError(f"policy 'grant_revoke_not_delivered_rate' must be in (0, 1], got {rate!r}")
-        threshold = self.similarity_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-            raise PolicyError(f"policy 'similarity_threshold' must be in (0, 1], got {self.similarity_threshold!r}")
+        for name in ("similarity_threshold", "grant_revoke_not_delivered_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise PolicyError(f"policy '{name}' must be in (0, 1], got {value!r}")
         for name in ("opt_out_keywords", "opt_in_keywords", "help_keywords"):
             words = getattr(self, name)
             if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) and w.strip() for w in words):

@@ -170,7 +170,11 @@ class Publisher:
 
 
 async def _records(settings: Settings, topic: str, *, group_id: str | None, from_beginning: bool,
-                   keep: Callable[[dict], bool], wait_for_topic_s: float = 30.0) -> AsyncIterator[dict]:
+                   keep: Callable[[dict], bool], unique: str | None = None,
+                   wait_for_topic_s: float = 30.0) -> AsyncIterator[dict]:
+    """The topic's JSON records that `keep` accepts; with `unique` (an id field), a record whose id
+    was just seen (at-least-once upstream) is dropped."""
+    recent = RecentIds() if unique else None
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group_id,
                                 auto_offset_reset="earliest" if from_beginning else "latest",
                                 enable_auto_commit=group_id is not None, isolation_level="read_committed",
@@ -189,7 +193,7 @@ async def _records(settings: Settings, topic: str, *, group_id: str | None, from
                 await consumer.seek_to_end(*tps)
         async for message in consumer:
             doc = orjson.loads(message.value)
-            if keep(doc):
+            if keep(doc) and (recent is None or recent.first_time(doc[unique])):
                 yield doc
     finally:
         await consumer.stop()
@@ -224,11 +228,10 @@ async def decisions(settings: Settings | None = None, *, group_id: str | None = 
     committed; with one, partitions are shared with the group's other members and offsets committed.
     With `dedupe` (the default) a decision whose `decision_id` was just seen is dropped."""
     settings = settings or Settings.from_env()
-    recent = RecentIds() if dedupe else None
     async for doc in _records(settings, topic or settings.topic("decisions"), group_id=group_id,
-                              from_beginning=from_beginning, keep=_filter(app, outcome)):
-        if recent is None or recent.first_time(doc["decision_id"]):
-            yield Decision.from_dict(doc)
+                              from_beginning=from_beginning, keep=_filter(app, outcome),
+                              unique="decision_id" if dedupe else None):
+        yield Decision.from_dict(doc)
 
 
 async def deliveries(network: str, settings: Settings | None = None, *, group_id: str | None = None,
@@ -247,11 +250,9 @@ async def consent_records(settings: Settings | None = None, *, group_id: str | N
     and the event that made it, and every ambiguous inbound. With `dedupe`, a record whose
     `record_id` was just seen is dropped."""
     settings = settings or Settings.from_env()
-    recent = RecentIds() if dedupe else None
     async for doc in _records(settings, settings.topic("consent"), group_id=group_id, from_beginning=from_beginning,
-                              keep=_filter(app, kind, "kind")):
-        if recent is None or recent.first_time(doc["record_id"]):
-            yield ConsentRecord.from_dict(doc)
+                              keep=_filter(app, kind, "kind"), unique="record_id" if dedupe else None):
+        yield ConsentRecord.from_dict(doc)
 
 
 async def grant_revocations(settings: Settings | None = None, *, group_id: str | None = None,
@@ -261,8 +262,6 @@ async def grant_revocations(settings: Settings | None = None, *, group_id: str |
     caused each; an operator restores a grant with an `app_policy` event. With `dedupe`, a record
     whose `revocation_id` was just seen is dropped."""
     settings = settings or Settings.from_env()
-    recent = RecentIds() if dedupe else None
     async for doc in _records(settings, settings.topic("grants"), group_id=group_id, from_beginning=from_beginning,
-                              keep=_filter(app, None)):
-        if recent is None or recent.first_time(doc["revocation_id"]):
-            yield GrantRevocation.from_dict(doc)
+                              keep=_filter(app, None), unique="revocation_id" if dedupe else None):
+        yield GrantRevocation.from_dict(doc)
