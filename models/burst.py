@@ -16,6 +16,7 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
 import orjson
@@ -29,6 +30,8 @@ DAY_MS = 86_400_000
 ROW_VERSION = 3  # the head row's first field; v2 rows (a junk "suspicious until" instead of a reputation) and v1
 # rows (one row holding everything) are read too
 V2_SUSPICION_MS = 7 * 86_400_000  # a v2 row's suspicion began this long before it ended (the old default)
+_TEMPLATE = 1 << 62  # added to a template's last_ts when choosing a cluster to evict: one-offs go first
+_CLUSTER_ID = attrgetter("cluster_id")
 
 
 def recipient_hash(userkey: str, secret: bytes | None = None) -> int:
@@ -99,12 +102,22 @@ class SenderState:
     # the app-wide counts of all its sender names (models/gate.py WHOLE_APP), not a sender: no
     # young-sender rule and no reputation (each sender keeps its own); set when read, not stored
     whole_app: bool = field(default=False, compare=False, repr=False)
-    # the last decide's cluster as it was before the send counted (`undo`)
+    # the last decide's cluster (its index) as it was before the send counted (`undo`)
     _before: tuple | None = field(default=None, compare=False, repr=False)
-    # what changed since the rows were read or written: cluster ids changed, new, removed
-    _changed: set[str] = field(default_factory=set, compare=False, repr=False)
-    _new: set[str] = field(default_factory=set, compare=False, repr=False)
+    # what changed since the rows were read or written: clusters changed (by id), new (id -> its
+    # sketch row), ids removed
+    _changed: dict[str, BurstCluster] = field(default_factory=dict, compare=False, repr=False)
+    _new: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
     _removed: set[str] = field(default_factory=set, compare=False, repr=False)
+    # Per cluster, in numpy and parallel to `clusters`, what matching, expiry and eviction look at,
+    # so that a send costs no Python loop over a sender's clusters (128 at the app level). The
+    # arrays have room to grow at both ends: cluster i is at `_start + i` (evicting the oldest
+    # moves `_start`, no row); `sketches` is a view of `_rows`. Built on first use.
+    _rows: np.ndarray | None = field(default=None, compare=False, repr=False)
+    _last: np.ndarray | None = field(default=None, compare=False, repr=False)  # int64: last_ts
+    _rank: np.ndarray | None = field(default=None, compare=False, repr=False)  # int64: eviction order
+    _start: int = field(default=0, compare=False, repr=False)
+    _ids: list[str] = field(default_factory=list, compare=False, repr=False)  # cluster ids, in order
 
     # --- transitions -------------------------------------------------------------------------
     def set_profile(self, registered_ts: int) -> None:
@@ -133,15 +146,24 @@ class SenderState:
                junk: JunkMatch | None, valid_until: int | None = None) -> BurstVerdict:
         """Place one send in its cluster and say whether it goes now, later or not at all; a
         request whose slot would come after `valid_until` is refused and takes no slot."""
+        self._index(sketch.shape[0])
         self._expire(ts, policy)
-        cluster, similarity = self._join(ts, sketch, policy)
-        self._changed.add(cluster.cluster_id)
+        at, similarity = self._join(ts, sketch, policy)
+        cluster = self.clusters[at]
+        self._before = (at, cluster.count, cluster.paced, cluster.next_slot, list(cluster.recipients))
+        verdict = self._place(cluster, ts, recipient, similarity, policy, junk, valid_until)
+        self._mark(at)
+        return verdict
+
+    def _place(self, cluster: BurstCluster, ts: int, recipient: int, similarity: float, policy: Policy,
+               junk: JunkMatch | None, valid_until: int | None) -> BurstVerdict:
+        self._changed[cluster.cluster_id] = cluster
         cluster.last_ts = max(cluster.last_ts, ts)
         window_ms = policy.burst_window_s * 1000
         if ts - cluster.window_start >= window_ms and ts >= cluster.next_slot:
             self._blast_over(cluster, ts, policy)
             cluster.window_start, cluster.recipients, cluster.count, cluster.paced = ts, [], 0, 0
-        self._before = (cluster, cluster.count, cluster.paced, cluster.next_slot, list(cluster.recipients))
+            self._before = (*self._before[:1], 0, 0, cluster.next_slot, [])
         risk = None if self.whole_app else self.risk(ts, policy)
         standing = 1.0 if self.whole_app else self.reputation.effect(ts, policy)
         factor = (policy.risky_interval_factor if (risk or junk) else 1.0) / standing
@@ -207,7 +229,10 @@ class SenderState:
         """Take back the last `decide`'s count and slot: the send was refused after all (by the
         app-wide count, the recipient's limits or its validity), and a refused send takes no slot."""
         if self._before is not None:
-            cluster, cluster.count, cluster.paced, cluster.next_slot, cluster.recipients = self._before
+            at, *before = self._before
+            cluster = self.clusters[at]
+            cluster.count, cluster.paced, cluster.next_slot, cluster.recipients = before
+            self._mark(at)
             self._before = None
 
     # --- cluster bookkeeping -----------------------------------------------------------------
@@ -218,62 +243,112 @@ class SenderState:
         if cluster.paced and not self.whole_app:
             self.reputation.record("paced_blast", ts, policy, cluster.paced / max(policy.free_recipients, 1))
 
-    def _expire(self, ts: int, policy: Policy) -> None:
-        idle_ms = policy.cluster_idle_s * 1000
-        keep = [i for i, c in enumerate(self.clusters) if ts - c.last_ts < idle_ms]
-        if len(keep) != len(self.clusters):
-            kept = set(keep)
-            for i, c in enumerate(self.clusters):
-                if i not in kept:
-                    self._blast_over(c, ts, policy)
-            self._removed.update(c.cluster_id for i, c in enumerate(self.clusters) if i not in kept)
-            self.clusters = [self.clusters[i] for i in keep]
-            self.sketches = self.sketches[keep] if keep else None
+    def _index(self, num_perm: int) -> None:
+        """Build the per-cluster arrays of a state read from rows (or new)."""
+        if self._last is not None:
+            return
+        n = len(self.clusters)
+        self._rows = np.zeros((max(8, 2 * n), num_perm), dtype=np.uint32)
+        self._last = np.zeros(len(self._rows), dtype=np.int64)
+        self._rank = np.zeros(len(self._rows), dtype=np.int64)
+        self._start, self._ids = 0, list(map(_CLUSTER_ID, self.clusters))
+        if n:
+            self._rows[:n] = self.sketches
+        for i in range(n):
+            self._mark(i)
+        self._view()
 
-    def _join(self, ts: int, sketch: np.ndarray, policy: Policy) -> tuple[BurstCluster, float]:
-        if self.sketches is not None:
+    def _mark(self, i: int) -> None:
+        """Cluster i's last_ts or count changed."""
+        c, at = self.clusters[i], self._start + i
+        self._last[at], self._rank[at] = c.last_ts, c.last_ts + (_TEMPLATE if c.count > 1 else 0)
+
+    def _view(self) -> None:
+        n = len(self.clusters)
+        self.sketches = self._rows[self._start:self._start + n] if n else None
+
+    def _expire(self, ts: int, policy: Policy) -> None:
+        n, start = len(self.clusters), self._start
+        idle_ms = policy.cluster_idle_s * 1000
+        if not n or ts - int(np.minimum.reduce(self._last[start:start + n])) < idle_ms:  # the common case
+            return
+        keep = np.flatnonzero(ts - self._last[start:start + n] < idle_ms)
+        kept = set(keep.tolist())
+        for i, c in enumerate(self.clusters):
+            if i not in kept:
+                self._blast_over(c, ts, policy)
+                self._removed.add(c.cluster_id)
+        self.clusters = [self.clusters[i] for i in keep]
+        self._ids = [self._ids[i] for i in keep]
+        for array in (self._rows, self._last, self._rank):
+            array[:len(keep)] = array[start + keep]
+        self._start = 0
+        self._view()
+
+    def _join(self, ts: int, sketch: np.ndarray, policy: Policy) -> tuple[int, float]:
+        """The index of the cluster the text joins (a new one if none is similar enough), and its similarity."""
+        n = len(self.clusters)
+        if n:
             sims = similarities(sketch, self.sketches)
             best = int(np.argmax(sims))
             if sims[best] >= policy.similarity_threshold:
-                return self.clusters[best], float(sims[best])
-        if len(self.clusters) >= (policy.app_max_clusters if self.whole_app else policy.max_clusters):
-            # Evict one-off texts before templates, least recently used first, so that a blast
-            # cannot be pushed out of memory by interleaving unrelated texts.
-            victim = min(range(len(self.clusters)),
-                         key=lambda i: (self.clusters[i].count > 1, self.clusters[i].last_ts))
+                return best, float(sims[best])
+        if n >= (policy.app_max_clusters if self.whole_app else policy.max_clusters):
+            # Evict one-off texts before templates, least recently used first (the first such on a
+            # tie), so that a blast cannot be pushed out of memory by interleaving unrelated texts.
+            victim = int(np.argmin(self._rank[self._start:self._start + n]))
             self._removed.add(self.clusters[victim].cluster_id)
             self._blast_over(self.clusters[victim], ts, policy)
             del self.clusters[victim]
-            self.sketches = np.delete(self.sketches, victim, axis=0)
+            del self._ids[victim]
+            start = self._start
+            for array in (self._rows, self._last, self._rank):  # close the gap from the shorter side
+                if victim < n // 2:
+                    array[start + 1:start + victim + 1] = array[start:start + victim].copy()
+                else:
+                    array[start + victim:start + n - 1] = array[start + victim + 1:start + n].copy()
+            if victim < n // 2:
+                self._start += 1
+            n -= 1
+        if self._start + n == len(self._rows):  # no room after the last: move to the front, or grow
+            size = len(self._rows) if n < len(self._rows) // 2 else 2 * len(self._rows)
+            for name in ("_rows", "_last", "_rank"):
+                old = getattr(self, name)
+                moved = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
+                moved[:n] = old[self._start:self._start + n]
+                setattr(self, name, moved)
+            self._start = 0
         self.seq += 1
         cluster = BurstCluster(cluster_id=f"c{self.seq}", window_start=ts, last_ts=ts)
-        self._new.add(cluster.cluster_id)
+        self._new[cluster.cluster_id] = sketch.astype("<u4").tobytes()
         self.clusters.append(cluster)
-        row = sketch.reshape(1, -1)
-        self.sketches = row if self.sketches is None else np.vstack([self.sketches, row])
-        return cluster, 1.0
+        self._ids.append(cluster.cluster_id)
+        self._rows[self._start + n] = sketch
+        self._mark(n)
+        self._view()
+        return n, 1.0
 
     # --- stored form ---------------------------------------------------------------------------
     def to_rows(self) -> tuple[bytes, dict[str, bytes | None], dict[str, bytes | None]]:
         """The head row, and the cluster rows and sketch rows (by cluster id) that changed since
         the state was read (None: delete the row). Marks the state as written."""
-        ids = [c.cluster_id for c in self.clusters]
-        at = {cid: i for i, cid in enumerate(ids)}
+        ids = self._ids if self._last is not None else list(map(_CLUSTER_ID, self.clusters))
         clusters: dict[str, bytes | None] = {}
         sketches: dict[str, bytes | None] = {}
-        for cid in self._removed - self._new:  # removed before their rows were ever written: nothing to delete
+        removed = self._removed
+        for cid in removed - self._new.keys():  # removed before their rows were ever written: nothing to delete
             clusters[cid] = sketches[cid] = None
-        for cid in self._changed | self._new:
-            if cid in at:
-                clusters[cid] = orjson.dumps(self.clusters[at[cid]].to_list()[1:])
-        for cid in self._new:
-            if cid in at:
-                sketches[cid] = self.sketches[at[cid]].astype("<u4").tobytes()
+        for cid, cluster in self._changed.items():
+            if cid not in removed:
+                clusters[cid] = orjson.dumps(cluster.to_list()[1:])
+        for cid, sketch in self._new.items():
+            if cid not in removed:
+                sketches[cid] = sketch
         digest = hashlib.blake2b(self.stamp.to_bytes(8, "little"), digest_size=8)
         for cid in sorted(clusters):
             digest.update(cid.encode() + b"\0" + (clusters[cid] or b"-") + (sketches.get(cid) or b""))
         self.stamp = int.from_bytes(digest.digest(), "little")
-        self._changed, self._new, self._removed = set(), set(), set()
+        self._changed, self._new, self._removed = {}, {}, set()
         head = orjson.dumps([ROW_VERSION, self.registered_ts, self.conversing, self.reputation.to_list(), self.seq,
                              self.stamp, ids])
         return head, clusters, sketches
@@ -310,7 +385,10 @@ class SenderState:
         reputation = _suspicion_v2(suspicious_until)
         sketches = np.frombuffer(blob, dtype="<u4").reshape(-1, num_perm).copy() if blob else None
         state = cls(registered_ts, conversing, reputation, seq, [BurstCluster(*c) for c in clusters], sketches)
-        state._new = {c.cluster_id for c in state.clusters}  # none of its v2 rows exists yet
+        # none of its v2 rows exists yet
+        state._changed = {c.cluster_id: c for c in state.clusters}
+        state._new = {c.cluster_id: row.astype("<u4").tobytes() for c, row in zip(state.clusters, sketches)} \
+            if sketches is not None else {}
         return state
 
 

@@ -98,4 +98,5 @@ def similarities(sketch: np.ndarray, others: np.ndarray) -> np.ndarray:
     """Estimated Jaccard similarity of `sketch` with each row of `others` (shape k x num_perm)."""
     if len(others) == 0:
         return np.zeros(0)
-    return np.count_nonzero(others == sketch, axis=1) / sketch.shape[0]
+    # (a byte per comparison, summed in C: np.count_nonzero with an axis is several times slower)
+    return np.add.reduce((others == sketch).view(np.uint8), axis=1, dtype=np.uint16) / sketch.shape[0]
