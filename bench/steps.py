@@ -331,7 +331,8 @@ def bench_rows(texts: list[str], repeat: int) -> list[list]:
 
         def one_send(st=st):  # what a send to an existing cluster writes: the head and that cluster
             if st.clusters:
-                st._changed.add(st.clusters[-1].cluster_id)
+                last = st.clusters[-1]
+                st._changed[last.cluster_id] = last
             return st.to_rows()
         written = one_send()
         per_send = len(written[0]) + sum(len(v) for v in written[1].values() if v)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -157,4 +158,9 @@ def scoped_app(app: str) -> str:
 
 def iso(ts_ms: int) -> str:
     """Event time as a readable UTC instant for detail sentences (e.g. 2026-11-22T14:03:20Z)."""
-    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _iso_second(ts_ms // 1000)
+
+
+@lru_cache(maxsize=4096)  # a batch's details name a few seconds many times; strftime is ~2 µs
+def _iso_second(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -31,6 +31,7 @@ from sendgate.models.events import InvalidEvent
 from sendgate.models.gate import JUNK, MemoryStore
 from sendgate.models.policy import Policy
 
+from .client import partitions_of
 from .config import ConfigError, Settings
 from .log import committed_offsets, end_offsets, read_log
 from .progress import Progress
@@ -104,6 +105,8 @@ async def _check_stopped_and_declare(settings: Settings, partitions: dict[str, i
                                        for name in sorted(missing)])
     finally:
         await admin.close()
+    for name in sorted(missing):  # a new topic has no leader for a moment; its end offsets are read next
+        await partitions_of(settings, name, 30)
 
 
 async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:

@@ -65,6 +65,7 @@ PREFIX = {USERKEYS: b"u:", CONVERSATIONS: b"c:", GRANTS: b"g:", SENDERS: b"s:", 
           RECIPIENTS: b"r:", CONTACTS: b"a:"}
 KIND = {prefix: name for name, prefix in PREFIX.items()}
 HOME = b"h:"  # + app: the events partition the app lives on (also in the global apps table)
+COMMITTED_CACHE_ROWS = 100_000  # committed rows kept in memory (`CheckpointStore._committed`): ~20 MB
 COMMIT = b"\x00commit\x1f"  # + partition: the offset of the last event whose rows are all written
 
 
@@ -159,10 +160,29 @@ class CheckpointStore:
         self.held: dict[bytes, int] = {}  # app -> its pending requests (for the metrics)
         self._staged: list[tuple[int, dict[bytes, bytes | None], bytes]] = []  # partition, rows, commit record
         self._unsent_commits: dict[int, bytes] = {}  # partition -> its commit record, written locally only
+        # Committed rows as the local store holds them, the most recent first to stay: an app's
+        # clock, schedule and sender heads are read by every event, and a RocksDB read through
+        # rocksdict costs more than the dict. Written rows update it (`_remember`); a rebalance clears it.
+        self._cache: dict[bytes, bytes | None] = {}
         table.on_recover(self._on_recover)
 
     def _committed(self, row: bytes) -> bytes | None:
-        return self._read_store(row)
+        cache = self._cache
+        if row in cache:
+            return cache[row]
+        value = cache[row] = self._read_store(row)
+        if len(cache) > COMMITTED_CACHE_ROWS:
+            del cache[next(iter(cache))]  # the oldest read or written
+        return value
+
+    def _remember(self, rows: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Rows just written to the local store: what the cache answers from now on."""
+        cache = self._cache
+        for row, value in rows:
+            cache.pop(row, None)  # re-inserted last: the oldest go first
+            cache[row] = value
+        while len(cache) > COMMITTED_CACHE_ROWS:
+            del cache[next(iter(cache))]
 
     @cached_property
     def _read_store(self) -> Callable[[bytes], bytes | None]:
@@ -261,6 +281,7 @@ class CheckpointStore:
                         del self.table[row]
                     else:
                         self.table.send_changelog(partition, row, None)
+                self._remember(rows.items())
         self._written_locally()
 
     # --- at_least_once: rows with the outputs, then the commit records ---------------------------------------------------
@@ -303,6 +324,7 @@ class CheckpointStore:
         self._staged = []
         if local:  # the local store, and its persisted changelog offsets
             self.table.data.apply_changelog_batch(local, to_key=_same, to_value=_same)
+            self._remember((w.key, w.value) for w in local)
         self._written_locally()
 
     def keep_unsent_commits(self, partitions: set[int]) -> None:
@@ -355,6 +377,7 @@ class CheckpointStore:
     async def _on_recover(self) -> None:
         # Partitions may have moved: forget what this worker knew of them, read the table again.
         self._handled.clear()
+        self._cache.clear()
         self.due, self.held = {}, {}
         # once per rebalance, the schedule rows only; the ticker then reads `due` only
         for row, value in list(rows_with_prefix(self.table, PREFIX[SCHEDULES])):
