@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sendgate.streams.broker import KAFKA_VERSION, LocalKafka
+from sendgate.streams.local.broker import KAFKA_VERSION, LocalKafka
 from sendgate.streams.config import Settings
 
 from . import latency as lat
@@ -93,7 +93,7 @@ CATEGORIES = [  # first match over the stack (without its root frames) wins
     ("input: aiokafka consumer, fetch, record parsing", ("aiokafka/consumer/", "aiokafka/record/")),
     ("Faust stream, agent, event and commit machinery", ("faust/",)),
     ("aiokafka client and connections (other)", ("aiokafka/",)),
-    ("sendgate.streams glue (GateApp.process itself)", ("streams/app.py",)),
+    ("sendgate.streams glue (GateApp.process itself)", ("streams/worker/app.py",)),
     ("mode services, threads and timers", ("mode/",)),
 ]
 CROSS_CUTTING = [  # shares that cut across the categories (a sample may be in several)
@@ -436,7 +436,7 @@ def write_markdown(r: Report, path: Path) -> None:
     if r.replay is not None:
         rr = r.replay.result
         parts += ["", "## Replay", "",
-                  f"`sendgate.streams.replay.replay(settings, 'bench', policy)` (what `sendgate replay --name bench` "
+                  f"`sendgate.streams.ops.replay.replay(settings, 'bench', policy)` (what `sendgate replay --name bench` "
                   f"runs) over the same log: {fmt(rr.events)} events, {fmt(rr.decisions)} decisions, "
                   f"{rr.deadlettered} invalid, {rr.seconds:.1f} s = **{fmt(rr.rate)} events/s** (includes reading "
                   f"the log and producing the decisions to `{r.replay.topic}`, acks=all, linger 20 ms). "
@@ -675,7 +675,7 @@ def memory_md(r: Report) -> list[str]:
     parts += [md_table(["userkeys", "worker RSS MB", "RSS bytes/userkey (vs 0)", "changelog bytes/userkey",
                         "state changelog (last value per key)", "RocksDB dir MB", "rebuild s",
                         "empty store, Faust's restore (before): start to probe decided s",
-                        "empty store, streams/restore.py: start to probe decided s",
+                        "empty store, streams/worker/restore.py: start to probe decided s",
                         "after kill -9: restart to probe decided s",
                         "after SIGTERM: restart to probe decided s"], rows)]
     failovers = [(h, f) for h in r.held for f in h.failovers]
@@ -810,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
             kafka = LocalKafka()
             kafka.start()
             bootstrap = kafka.bootstrap
-            r.broker["_where"] = (f"started by the bench: `sendgate.streams.broker.LocalKafka`, Apache Kafka "
+            r.broker["_where"] = (f"started by the bench: `sendgate.streams.local.broker.LocalKafka`, Apache Kafka "
                                   f"{KAFKA_VERSION}, one KRaft broker+controller on {bootstrap}, -Xmx{kafka.heap}, "
                                   "G1GC, data in a temporary directory, replication 1")
         r.broker.update(asyncio.run(broker_configs(bootstrap)))

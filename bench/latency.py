@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from sendgate.streams.client import partitions_of
+from sendgate.streams.kafka import partitions_of
 from sendgate.streams.config import Settings
 from ._common import load_corpus
 from .throughput import declare_outputs, start_worker
@@ -246,7 +246,7 @@ async def run_echo(settings: Settings, log_dir: Path, rates: list[int], seconds:
     import subprocess
     import sys
 
-    from sendgate.streams.client import ensure_topics
+    from sendgate.streams.kafka import ensure_topics
 
     rng = random.Random(seed)
     setup, _ = make_setup(seed, quick)

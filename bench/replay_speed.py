@@ -1,6 +1,6 @@
 """Replay speed: `sendgate replay --name bench` over the throughput run's event log.
 
-The same function the CLI runs (`sendgate.streams.replay.replay`, default policy), in this
+The same function the CLI runs (`sendgate.streams.ops.replay.replay`, default policy), in this
 process, after the live worker has decided the same log: events/s of both side by side. The
 replayed decisions are read back and their outcome counts compared with the live ones and with
 the in-process expectation (replay must reproduce the live decisions: the log is the truth).
@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from sendgate.streams.config import Settings
-from sendgate.streams.replay import ReplayResult, replay, replay_topic
+from sendgate.streams.ops.replay import ReplayResult, replay, replay_topic
 
 from .throughput import read_all
 

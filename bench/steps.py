@@ -582,9 +582,9 @@ PROFILE_PARTS = (  # (file suffix, function name, label)
 
 
 def bench_metrics(history: list[ev.Event], events: list[ev.Event], repeat: int, batch: int = 500) -> list[list]:
-    """The metrics' cost per batch (streams/metrics.py): tallying a batch's outputs while it is
+    """The metrics' cost per batch (streams/worker/metrics.py): tallying a batch's outputs while it is
     decided and applying the tally once, next to deciding the same batch, in the same run."""
-    from sendgate.streams.metrics import BatchTally, GateMetrics
+    from sendgate.streams.worker.metrics import BatchTally, GateMetrics
 
     gate, store = Gate(), MemoryStore()
     for e in history:

@@ -46,10 +46,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sendgate.models.decisions import Decision
 from sendgate.models.events import InvalidEvent
 from sendgate.models.gate import Gate, MemoryStore
-from sendgate.streams.client import ensure_topics, partitions_of
+from sendgate.streams.kafka import ensure_topics, partitions_of
 from sendgate.streams.config import Settings
-from sendgate.streams.log import read_log
-from sendgate.streams.process import WorkerProcess
+from sendgate.streams.kafka import read_log
+from sendgate.streams.local.process import WorkerProcess
 
 from ._common import load_corpus
 
@@ -72,7 +72,7 @@ def bench_settings(bootstrap: str, data_dir: Path, tag: str, **overrides: Any) -
 
 _FAUST_CONF = """
 import json, sys
-from sendgate.streams.app import build_app
+from sendgate.streams.worker.app import build_app
 from sendgate.streams.config import Settings
 c = build_app(Settings.from_env()).app.conf
 names = ["processing_guarantee", "store", "producer_acks", "producer_linger", "producer_max_batch_size",

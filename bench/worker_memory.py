@@ -15,9 +15,9 @@ Method:
    Building the state with rebuild instead of deciding N events live keeps 1M userkeys in
    minutes; the worker's memory is that of a worker holding the state either way. That first
    start restores the state with Faust's own restore (SENDGATE_FAST_RESTORE=0, as before
-   streams/restore.py). Then, each time with a new probe published first and timed from the new
+   streams/worker/restore.py). Then, each time with a new probe published first and timed from the new
    process to its decisions: the store is deleted and the worker starts again (a disk lost, with
-   streams/restore.py); the worker is killed (kill -9) and restarted on its store; it is stopped
+   streams/worker/restore.py); the worker is killed (kill -9) and restarted on its store; it is stopped
    (SIGTERM) and restarted.
 2. Fail-over. Two workers (the production group timings: heartbeat 3 s, rebalance timeout 60 s;
    their own stores and web ports, one group) start on that state, the second on a copy of the
@@ -54,13 +54,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sendgate.models.burst import SenderState
 from sendgate.models.gate import CLUSTERS, SENDERS, SKETCHES
 from sendgate.models.policy import Policy
-from sendgate.streams.broker import free_port
+from sendgate.streams.local.broker import free_port
 from sendgate.streams.config import Settings
-from sendgate.streams.log import read_log
-from sendgate.streams.outbox import partition_for
-from sendgate.streams.process import WorkerProcess
-from sendgate.streams.rebuild import rebuild
-from sendgate.streams.state import COMMIT, HOME, KIND, PREFIX, STATE
+from sendgate.streams.kafka import read_log
+from sendgate.streams.worker.outbox import partition_for
+from sendgate.streams.local.process import WorkerProcess
+from sendgate.streams.ops.rebuild import rebuild
+from sendgate.streams.worker.state import COMMIT, HOME, KIND, PREFIX, STATE
 
 from ._common import load_corpus
 from .throughput import (NAMES, Log, bench_settings, declare_outputs, expected, publish_records, read_all,
@@ -158,7 +158,7 @@ class HeldState:
     rss_mb: float
     store_bytes: int  # the worker's RocksDB directory after the probe
     problem: str | None = None
-    disk_lost_s: float | None = None  # empty store again, restored by streams/restore.py, to the probe decided
+    disk_lost_s: float | None = None  # empty store again, restored by streams/worker/restore.py, to the probe decided
     restore: tuple[int, float] | None = None  # that restore's rows applied and seconds, from the worker's log
     after_kill_s: float | None = None  # restart after kill -9 (same store) to the next probe's last decision
     after_stop_s: float | None = None  # restart after a graceful stop (SIGTERM) to the next probe's last decision

@@ -35,7 +35,8 @@ from aiokafka.errors import CommitFailedError
 
 from sendgate.models.decisions import Delivery
 from sendgate.models.events import DELIVERY_STATUSES
-from sendgate.streams.client import Publisher, partitions_of
+from sendgate.streams.client import Publisher
+from sendgate.streams.kafka import partitions_of
 from sendgate.streams.config import Settings
 
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.1, 5.0

@@ -3,7 +3,7 @@
 Each reported template is one `JunkTemplate` row (sketch plus the hashed reporters, at most as
 many as it takes to reject). `JunkIndex` is the in-memory view a worker matches sends against.
 A `JunkReport` is one report as the index applies it (`JunkIndex.apply`): with several workers
-the reports go to one owner, which alone writes the rows (streams/junk.py), so that no two
+the reports go to one owner, which alone writes the rows (streams/worker/junk.py), so that no two
 workers' read-modify-writes of one row can lose a reporter.
 """
 from __future__ import annotations

@@ -18,8 +18,8 @@ from aiokafka.errors import KafkaConnectionError
 from sendgate.models.events import InvalidEvent
 from sendgate.models.policy import Policy, PolicyError
 
-from .broker import BrokerError, LocalKafka
-from .client import unreachable
+from .local.broker import BrokerError, LocalKafka
+from .kafka import unreachable
 from .config import ConfigError, Settings
 from .progress import Progress
 
@@ -68,11 +68,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from sendgate.models.gate import JUNK
 
-    from .app import STALL_EXIT_CODE, build_app
-    from .client import check_events_clock, ensure_topics, partitions_of
-    from .junk import JUNK_REPORTS
-    from .restore import restore_state
-    from .state import APPS, STATE, after_unclean_stop
+    from .worker.app import STALL_EXIT_CODE, build_app
+    from .kafka import check_events_clock, ensure_topics, partitions_of
+    from .worker.junk import JUNK_REPORTS
+    from .worker.restore import restore_state
+    from .worker.state import APPS, STATE, after_unclean_stop
 
     settings = _settings(args)
     events = settings.topic("events")
@@ -100,7 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # A worker killed mid-write can leave a local store ahead of its changelog (Faust's table path
     # writes the store first), and Faust would replay the changelog over it into a state that
     # never existed. The marker file tells the next start that the last stop was not clean: the
-    # `state` table's store is kept (it holds only what the broker acknowledged: streams/state.py),
+    # `state` table's store is kept (it holds only what the broker acknowledged: streams/worker/state.py),
     # the others recover from their changelogs.
     marker = Path(settings.data_dir) / f"{settings.app_id}.running"
 
@@ -120,7 +120,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
               + ("the state table's local store is kept, " if keep else "")
               + f"{len(removed)} other local store(s) removed: they recover from their changelogs", flush=True)
     if settings.fast_restore and settings.store.startswith("rocksdb") and settings.processing_guarantee == "at_least_once":
-        applied, read, seconds = asyncio.run(restore_state(settings))  # streams/restore.py
+        applied, read, seconds = asyncio.run(restore_state(settings))  # streams/worker/restore.py
         print(f"sendgate worker: local state store up to its changelog's last commit records: {applied:,} row(s) "
               f"applied of {read:,} read in {seconds:.1f} s", flush=True)
     marker.parent.mkdir(parents=True, exist_ok=True)
@@ -293,7 +293,7 @@ def _until(spec: str) -> dict[int, int] | None:
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    from .replay import compare, read_decisions, replay
+    from .ops.replay import compare, read_decisions, replay
 
     settings = _settings(args)
     policy = Policy.from_toml(args.config) if args.config else settings.policy()
@@ -313,7 +313,7 @@ async def _replay(args: argparse.Namespace) -> int:
 
 
 async def _rebuild(args: argparse.Namespace) -> int:
-    from .rebuild import rebuild
+    from .ops.rebuild import rebuild
 
     settings = _settings(args)
     await rebuild(settings, settings.policy())
@@ -321,7 +321,7 @@ async def _rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .local.demo import run_demo
 
     return run_demo()
 

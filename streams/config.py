@@ -80,7 +80,7 @@ class Settings:
     rebalance_timeout_s: float = 60.0
     log_level: str = "warning"
     processing_guarantee: str = "at_least_once"
-    # A batch is decided, its outputs acknowledged, then its state written (streams/state.py):
+    # A batch is decided, its outputs acknowledged, then its state written (streams/worker/state.py):
     # the events that have arrived, up to batch_max.
     batch_max: int = 500
     linger_ms: float = 1.0  # the producer's; every batch waits for its outputs' acknowledgement
@@ -103,7 +103,7 @@ class Settings:
     # its restarts (a pod name); unset: dynamic membership.
     group_instance_id: str | None = None
     # Restore the state table's stores from the changelog in write batches before joining the
-    # group (streams/restore.py); off: Faust's own restore, record by record.
+    # group (streams/worker/restore.py); off: Faust's own restore, record by record.
     fast_restore: bool = True
     userkey_secret: str | None = field(default=None, repr=False)
     ssl_cafile: str | None = None  # None with SSL: the system's CA store

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from harness import Workers, make_settings
-from sendgate.streams.broker import LocalKafka
+from sendgate.streams.local.broker import LocalKafka
 from sendgate.streams.config import Settings
 
 

@@ -14,10 +14,10 @@ from typing import Callable
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from sendgate.streams.broker import free_port
-from sendgate.streams.client import ensure_topics, partitions_of
+from sendgate.streams.local.broker import free_port
+from sendgate.streams.kafka import ensure_topics, partitions_of
 from sendgate.streams.config import Settings
-from sendgate.streams.process import WorkerProcess
+from sendgate.streams.local.process import WorkerProcess
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z: event time in tests is explicit, never the wall clock
 MIN = 60_000
@@ -191,7 +191,7 @@ def read_topic(settings: Settings, topic: str, with_partition: bool = False) -> 
     """Every record of `topic` up to its current end offsets, each partition in order (partitions
     one after another, by number). `with_partition` wraps each as {partition, offset, key, value,
     raw, timestamp} (value None when the record is not JSON)."""
-    from sendgate.streams.log import end_offsets, read_log
+    from sendgate.streams.kafka import end_offsets, read_log
 
     async def run() -> list[dict]:
         by_partition: dict[int, list[dict]] = {}
@@ -213,7 +213,7 @@ def read_topic(settings: Settings, topic: str, with_partition: bool = False) -> 
 
 def consumer_lag(settings: Settings) -> dict[int, int]:
     """Per partition of the events topic: end offset minus the worker group's committed offset."""
-    from sendgate.streams.log import committed_offsets, end_offsets
+    from sendgate.streams.kafka import committed_offsets, end_offsets
 
     async def run() -> dict[int, int]:
         topic = settings.topic("events")
@@ -275,7 +275,7 @@ def account(settings: Settings, published: list[dict | bytes | Invalid | Sent], 
     - every state event was consumed: the worker group's committed offsets reach the end offsets of
       the events topic (waited for up to `timeout`).
     """
-    from sendgate.streams.log import committed_offsets, end_offsets
+    from sendgate.streams.kafka import committed_offsets, end_offsets
 
     events_topic = settings.topic("events")
     decided_keys = {(d["app"], d["request_id"]) for d in decisions}

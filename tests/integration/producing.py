@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from sendgate.streams.client import ensure_topics, partitions_of
+from sendgate.streams.kafka import ensure_topics, partitions_of
 from sendgate.streams.config import Settings
 
 

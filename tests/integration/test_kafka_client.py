@@ -14,7 +14,7 @@ from harness import DAY, MIN, T0, decisions, ev, publish
 
 from sendgate.models.decisions import Decision, Delivery
 from sendgate.models.events import InvalidEvent
-from sendgate.streams.broker import free_port
+from sendgate.streams.local.broker import free_port
 from sendgate.streams.client import Publisher
 from sendgate.streams.client import decisions as subscribe
 from sendgate.streams.client import deliveries

@@ -10,7 +10,7 @@ import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
 from harness import T0, ev
-from sendgate.streams.client import ensure_topics
+from sendgate.streams.kafka import ensure_topics
 from sendgate.streams.config import Settings
 
 

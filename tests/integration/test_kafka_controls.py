@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 
 from harness import DAY, MIN, T0, decisions, ev, publish, wait_consumed
-from sendgate.streams.log import end_offsets
+from sendgate.streams.kafka import end_offsets
 
 TEMPLATE = "Hi {}! Your code {} gets 25% off today at http://shop.example/{}"
 

@@ -24,7 +24,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from harness import T0, collect, ev, read_topic, send_events
 
-from sendgate.streams.client import ensure_topics, partitions_of
+from sendgate.streams.kafka import ensure_topics, partitions_of
 from sendgate.streams.config import Settings
 
 REFUSING = "100"  # bytes: no decision fits

@@ -17,8 +17,8 @@ from harness import (DAY, MIN, T0, DecisionWatcher, Invalid, account, create_eve
                      ids_by_request, make_settings, read_topic, send_events, uninterrupted, wait_consumed,
                      wait_for_group)
 
-from sendgate.streams.broker import LocalKafka
-from sendgate.streams.state import PREFIX, STATE
+from sendgate.streams.local.broker import LocalKafka
+from sendgate.streams.worker.state import PREFIX, STATE
 
 SEED = int(os.environ.get("SENDGATE_FAULT_SEED", "20240611"))
 T = T0 + 3 * 60 * MIN

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from harness import DecisionWatcher, create_events_topic, ev, wait_for_group
 
 from sendgate.models.events import decode_event
-from sendgate.streams.client import ensure_topics
+from sendgate.streams.kafka import ensure_topics
 
 REPORTERS = 6  # junk_reject_reporters in the test policy (default 3)
 JUNK = "WINNER!! You have been selected for a 1000 GBP cash prize. Call 09061701461 now to claim it, T&C apply"

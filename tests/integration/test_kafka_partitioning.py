@@ -7,7 +7,7 @@ endpoints find the owner from state, and an app seen on two partitions is detect
 the second one is dead-lettered and the worker logs an error naming the app and both partitions).
 
 Every test writes the app's events with an explicit partition, chosen so that it is NOT the one
-murmur2 gives (`sendgate.streams.outbox.partition_for`).
+murmur2 gives (`sendgate.streams.worker.outbox.partition_for`).
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from aiokafka import AIOKafkaProducer
 from harness import collect, create_events_topic, ev, read_topic, wait_for_group
 
 from sendgate.models.events import decode_event
-from sendgate.streams.broker import free_port
-from sendgate.streams.client import ensure_topics
-from sendgate.streams.outbox import partition_for
+from sendgate.streams.local.broker import free_port
+from sendgate.streams.kafka import ensure_topics
+from sendgate.streams.worker.outbox import partition_for
 
 APP = "shop"
 SENDER = "shop-sms"

@@ -18,7 +18,7 @@ import pytest
 
 from harness import T0, ev, make_settings, publish
 
-from sendgate.streams.broker import LocalKafka
+from sendgate.streams.local.broker import LocalKafka
 from sendgate.streams.client import Publisher, decisions
 from sendgate.streams.config import ConfigError, KafkaAuthError, Settings
 

@@ -415,7 +415,7 @@ def test_a_grant_revocation_and_the_app_policy_event_it_appends_conform():
 
 def _dead_letter(key: bytes | None, value: bytes | None, error: str) -> dict[str, Any]:
     """The record value the worker's real dead-letter code builds."""
-    from sendgate.streams.app import dead_letter_record  # imports faust: only this test pays for it
+    from sendgate.streams.worker.app import dead_letter_record  # imports faust: only this test pays for it
 
     message = SimpleNamespace(topic="sendgate.events", partition=3, offset=1234, key=key)
     return orjson.loads(dead_letter_record(message, value, error))

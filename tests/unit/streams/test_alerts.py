@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from sendgate.streams.metrics import GateMetrics
+from sendgate.streams.worker.metrics import GateMetrics
 
 ALERTS = Path(__file__).resolve().parents[3] / "docker" / "prometheus" / "alerts.yml"
 SCRAPE = {"partitions": [{"partition": 0, "end": 5, "committed": 3, "lag": 2}], "pending": 1, "next_due": None,

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import APP, SENDER, T, Harness, established
 from sendgate.streams.cli import format_check
-from sendgate.streams.web import MAX_CHECK_RECIPIENTS, check_answer
+from sendgate.streams.worker.web import MAX_CHECK_RECIPIENTS, check_answer
 
 
 def answer(h: Harness, body: dict) -> dict:

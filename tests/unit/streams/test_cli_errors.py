@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sendgate.streams.broker import free_port
+from sendgate.streams.local.broker import free_port
 
 
 @pytest.mark.parametrize("command", [["publish", "-"], ["replay", "--name", "x"], ["rebuild"]])

@@ -15,8 +15,8 @@ from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import Producer
 from faust.types import TP
 
-from sendgate.streams import faust_internals
-from sendgate.streams.faust_internals import TESTED
+from sendgate.streams.worker import faust_internals
+from sendgate.streams.worker.faust_internals import TESTED
 
 
 def params(fn) -> list[str]:

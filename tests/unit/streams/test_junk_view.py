@@ -4,7 +4,7 @@ from __future__ import annotations
 from sendgate.models.junk import JunkReport
 from sendgate.models.policy import Policy
 from sendgate.models.similarity import Sketcher
-from sendgate.streams.junk import JunkOwner, JunkView
+from sendgate.streams.worker.junk import JunkOwner, JunkView
 
 POLICY = Policy(junk_reject_reporters=6)
 SKETCH = Sketcher().sketch("WINNER!! You have won a 1000 GBP prize, call 09061701461 to claim now")

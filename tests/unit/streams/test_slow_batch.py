@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sendgate.streams.app import awaiting
+from sendgate.streams.worker.app import awaiting
 
 
 async def _innermost(event: asyncio.Event) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sendgate.streams.state import after_unclean_stop
+from sendgate.streams.worker.state import after_unclean_stop
 
 
 def stores(root: Path) -> set[str]:

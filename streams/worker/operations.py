@@ -1,6 +1,6 @@
 """Operators' endpoints on the worker's web port: metrics, health, readiness, status and the dashboard.
 
-    GET /metrics           Prometheus text format (streams/metrics.py)
+    GET /metrics           Prometheus text format (streams/worker/metrics.py)
     GET /livez             200 while the process and its event loop answer
     GET /readyz            200 when recovery is done, no rebalance runs and the gate agent runs;
                            503 with the reasons otherwise
@@ -74,7 +74,7 @@ def register_operations(app: faust.App, gate_app: Any) -> None:
         async def get(self, request: Request) -> Response:
             return self.json(status(gate_app))
 
-    files = resources.files("sendgate.streams") / "dashboard"
+    files = resources.files("sendgate.streams.worker") / "dashboard"
 
     @app.page("/dashboard")
     class Dashboard(View):

@@ -11,8 +11,8 @@ import uuid
 from pathlib import Path
 
 from .broker import LocalKafka
-from .client import Publisher, decisions
-from .config import Settings
+from ..client import Publisher, decisions
+from ..config import Settings
 from .process import WorkerProcess
 
 DEMO_TIMEOUT_S = 120.0

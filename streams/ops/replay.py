@@ -16,10 +16,10 @@ from sendgate.models.events import InvalidEvent
 from sendgate.models.gate import MemoryStore
 from sendgate.models.policy import Policy
 
-from .client import ensure_topics
-from .config import ConfigError, Settings
-from .log import end_offsets, read_log
-from .progress import Progress
+from ..kafka import ensure_topics
+from ..config import ConfigError, Settings
+from ..kafka import end_offsets, read_log
+from ..progress import Progress
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 

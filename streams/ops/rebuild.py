@@ -7,7 +7,7 @@ changelogs, where the old rows stay valid until it is done:
 
 1. every computed row, to the partition of the events that produced it (where the worker writes it);
 2. a tombstone for every row of the old changelogs the new tables do not hold (in that partition);
-3. last, each partition's commit record (streams/state.py).
+3. last, each partition's commit record (streams/worker/state.py).
 
 Recovery applies rows only up to a commit record, so until (3) the old state is what every worker
 recovers: a rebuild that dies half-way changed nothing (its rows are orphans, dropped and rewritten
@@ -31,11 +31,11 @@ from sendgate.models.events import InvalidEvent
 from sendgate.models.gate import JUNK, MemoryStore
 from sendgate.models.policy import Policy
 
-from .client import partitions_of
-from .config import ConfigError, Settings
-from .log import committed_offsets, end_offsets, read_log
-from .progress import Progress
-from .state import APPS, COMMIT, HOME, KIND, PREFIX, STATE, commit_key
+from ..kafka import partitions_of
+from ..config import ConfigError, Settings
+from ..kafka import committed_offsets, end_offsets, read_log
+from ..progress import Progress
+from ..worker.state import APPS, COMMIT, HOME, KIND, PREFIX, STATE, commit_key
 
 
 class SpooledRows(MemoryStore):

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
+from ..config import Settings
 
 KAFKA_VERSION = "4.1.1"
 SCRAM = "SCRAM-SHA-256"  # the mechanism of the optional SASL listener (`LocalKafka(scram=...)`)

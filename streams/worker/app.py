@@ -24,9 +24,9 @@ from sendgate.models.events import InvalidEvent, event_type
 from sendgate.models.gate import JUNK, Gate
 from sendgate.models.junk import JunkReport
 
-from .client import partitions_of
-from .config import Settings
-from .log import committed_offsets, read_log
+from ..kafka import partitions_of
+from ..config import Settings
+from ..kafka import committed_offsets, read_log
 from .outbox import Outbox, partition_for
 from .faust_internals import (assigned, channel_queue, commit_at, committed_offset, dispatch_inline, highwater,
                               inner_producer, recovery_state)
@@ -154,7 +154,7 @@ class GateApp:
         """Decide a batch of records of sendgate.events; never raises for bad input. `quiet`:
         partitions whose records up to their end are read from Kafka first (`QuietHoles`).
 
-        Outputs first, state second (see streams/state.py): the batch's decisions, deliveries and
+        Outputs first, state second (see streams/worker/state.py): the batch's decisions, deliveries and
         dead letters are acknowledged by the broker before its rows and commit records are written.
         """
         sent: list[Any] = []
@@ -186,7 +186,7 @@ class GateApp:
                 continue
             self.counts["events"] += 1
             sent += await self.process(event)
-        for report in self.store.take_junk_reports():  # to the junk index's single writer (streams/junk.py)
+        for report in self.store.take_junk_reports():  # to the junk index's single writer (streams/worker/junk.py)
             sent += await self.send(self.junk_reports, None, report.to_bytes())
         decided = time.perf_counter()
         if self.app.in_transaction:
@@ -582,7 +582,7 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
             await topic.maybe_declare()
             await partitions_of(settings, topic.get_topic_name(), 60)
         # Faust's own sends (ticks, the junk owner's dead letters) go through the same producer:
-        # have it track their topics too (streams/outbox.py says why a topic must be tracked)
+        # have it track their topics too (streams/worker/outbox.py says why a topic must be tracked)
         for topic in (events, deadletter):
             await inner_producer(app).client.add_topic(topic.get_topic_name())
         gate_app.queue = queue

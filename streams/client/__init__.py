@@ -6,121 +6,18 @@ and `tail` are thin shells over these.
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from typing import Any, AsyncIterator, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.conn import create_conn
-from aiokafka.errors import (KafkaConnectionError, KafkaError, SaslAuthenticationFailed, TopicAlreadyExistsError,
-                             UnsupportedSaslMechanismError, for_code)
 
 from sendgate.models.decisions import ConsentRecord, Decision, Delivery, GrantRevocation
 from sendgate.models.events import decode_event
 
-from .config import BrokerUnreachable, ConfigError, KafkaAuthError, Settings
-
-
-async def start_client(client: Any, settings: Settings) -> None:
-    """`client.start()` for a client that is the first to reach the broker. aiokafka reports a
-    refused SASL login as a bare "Unable to bootstrap" (the reason only goes to its log), so on
-    that error one direct connection finds out whether the credentials were the cause."""
-    try:
-        await client.start()
-    except KafkaConnectionError:
-        if settings.security_protocol.startswith("SASL_"):
-            for address in settings.bootstrap.split(","):
-                host, port = address.strip().rsplit(":", 1)
-                try:
-                    conn = await create_conn(host, int(port), request_timeout_ms=10_000, **settings.kafka_options())
-                except (SaslAuthenticationFailed, UnsupportedSaslMechanismError) as exc:
-                    raise KafkaAuthError(
-                        f"authentication failed at {host}:{port} for user {settings.sasl_username!r}: "
-                        f"{exc.args[0] if exc.args else exc} (check SENDGATE_SASL_MECHANISM, "
-                        f"SENDGATE_SASL_USERNAME and SENDGATE_SASL_PASSWORD)") from None
-                except (OSError, KafkaError, asyncio.TimeoutError):
-                    continue  # not a login problem: the original error stands
-                conn.close()
-        raise BrokerUnreachable(unreachable(settings)) from None
-
-
-def unreachable(settings: Settings) -> str:
-    """The one line a user sees when no broker answers at the configured address."""
-    return (f"cannot reach Kafka at {settings.bootstrap}: start one with `sendgate broker`, or point "
-            f"SENDGATE_BOOTSTRAP (or --bootstrap) at a running broker")
-
-
-async def ensure_topics(settings: Settings, names: list[str], partitions: int | None = None,
-                        compact: bool = False) -> None:
-    """Create missing topics (the broker does not auto-create), with the configured partition count
-    unless `partitions` is given; `compact` for changelogs."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
-    await start_client(admin, settings)
-    compaction = {"cleanup.policy": "compact"} if compact else {}
-    try:
-        missing = set(names) - set(await admin.list_topics())
-        if missing:
-            try:
-                response = await admin.create_topics([
-                    NewTopic(name, partitions or settings.partitions, settings.replication_factor,
-                             topic_configs={**compaction, **settings.topic_configs(name)})
-                    for name in sorted(missing)])
-            except TopicAlreadyExistsError:  # another process won the race
-                return
-            # the response holds an error per topic; one that exists already is another process's win
-            refused = [f"{name}: {message or for_code(code).__name__}" for name, code, *rest in response.topic_errors
-                       for message in [rest[0] if rest else None]
-                       if code not in (0, TopicAlreadyExistsError.errno)]
-            if refused:
-                raise ConfigError(f"the broker at {settings.bootstrap} refused to create {'; '.join(refused)} "
-                                  f"(SENDGATE_REPLICATION_FACTOR={settings.replication_factor})")
-    finally:
-        await admin.close()
-
-
-async def check_events_clock(settings: Settings) -> None:
-    """Refuse to run with SENDGATE_EVENTS_TIMESTAMP_TYPE=LogAppendTime over an events topic that
-    keeps its producers' timestamps: the worker would trust clocks the operator said not to."""
-    if settings.events_timestamp_type != "LogAppendTime":
-        return
-    topic = settings.topic("events")
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
-    await start_client(admin, settings)
-    try:
-        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-    finally:
-        await admin.close()
-    values = {entry[0]: entry[1] for _, _, _, name, entries in response.resources if name == topic
-              for entry in entries}
-    actual = values.get("message.timestamp.type")
-    if actual != "LogAppendTime":
-        raise ConfigError(f"SENDGATE_EVENTS_TIMESTAMP_TYPE=LogAppendTime, but topic {topic} has "
-                          f"message.timestamp.type={actual}: its records keep the producers' timestamps. Set it "
-                          f"(kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config "
-                          f"message.timestamp.type=LogAppendTime) or unset the variable")
-
-
-async def partitions_of(settings: Settings, topic: str, wait_s: float) -> list[int]:
-    """The partition ids of `topic`, waiting up to `wait_s` until it exists and every partition has
-    a leader (right after creation it has none, and a producer sending then can stall in retries)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
-    await start_client(admin, settings)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            for described in await admin.describe_topics([topic]):
-                partitions = described.get("partitions") or []
-                if described.get("error_code") == 0 and partitions and all(p["leader"] >= 0 for p in partitions):
-                    return [p["partition"] for p in partitions]
-            if time.monotonic() > deadline:
-                raise LookupError(f"topic {topic} does not exist on {settings.bootstrap}; is a worker running?")
-            await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
+from ..config import Settings
+from ..kafka import ensure_topics, partitions_of, start_client
 
 
 class Publisher:

@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .config import Settings
+from ..config import Settings
 
 
 class WorkerProcess:

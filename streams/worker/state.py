@@ -26,7 +26,7 @@ and its persisted changelog offset never runs ahead of its rows (a crash between
 recovery read a few rows again). The global tables are written through Faust's own path (the
 local store first, the changelog later), so their local stores are removed and read again.
 
-The junk index (a global table, one partition for all apps, written by one owner: streams/junk.py)
+The junk index (a global table, one partition for all apps, written by one owner: streams/worker/junk.py)
 is not covered: a junk report decided again after a crash is sent to the owner again, which
 `JunkTemplate.add_reporter` makes harmless.
 """
@@ -209,7 +209,7 @@ class CheckpointStore:
         self._junk_reports.append(report)
 
     def take_junk_reports(self) -> list[JunkReport]:
-        """The batch's junk reports, for the owner of the junk index (streams/junk.py)."""
+        """The batch's junk reports, for the owner of the junk index (streams/worker/junk.py)."""
         reports, self._junk_reports = self._junk_reports, []
         return reports
 

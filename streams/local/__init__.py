@@ -1,0 +1,1 @@
+"""Local development: a Kafka broker from Maven Central, worker processes, the demo."""

@@ -1,0 +1,1 @@
+"""Operator commands over the log: replay a policy, rebuild the tables."""

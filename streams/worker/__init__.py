@@ -1,0 +1,1 @@
+"""The worker: the Faust app, its agents, tables, crash protocol and web views."""
