@@ -93,7 +93,7 @@ CATEGORIES = [  # first match over the stack (without its root frames) wins
     ("input: aiokafka consumer, fetch, record parsing", ("aiokafka/consumer/", "aiokafka/record/")),
     ("Faust stream, agent, event and commit machinery", ("faust/",)),
     ("aiokafka client and connections (other)", ("aiokafka/",)),
-    ("sendgate.streams glue (GateApp.process itself)", ("streams/worker/app.py",)),
+    ("sendgate.streams glue (GateWorker.process itself)", ("streams/worker/app.py",)),
     ("mode services, threads and timers", ("mode/",)),
 ]
 CROSS_CUTTING = [  # shares that cut across the categories (a sample may be in several)
@@ -101,7 +101,7 @@ CROSS_CUTTING = [  # shares that cut across the categories (a sample may be in s
      "when the level is warning or above)", lambda fn, fp: fp.startswith("logging/")),
     ("socket writes (asyncio transport.write, i.e. send syscalls)", lambda fn, fp: fn == "_SelectorSocketTransport.write"),
     ("Faust table changelog sends (ProducerBuffer)", lambda fn, fp: fn.startswith("ProducerBuffer.")),
-    ("decisions and deliveries: GateApp.process -> Topic.send", lambda fn, fp: fn == "Topic.send"),
+    ("decisions and deliveries: GateWorker.process -> Topic.send", lambda fn, fp: fn == "Topic.send"),
     ("Gate.handle_record (all of the pure gate, its table reads and writes included)",
      lambda fn, fp: fn == "Gate.handle_record"),
     ("sketching: Sketcher.sketch (normalise, shingles, MinHash)", lambda fn, fp: fn == "Sketcher.sketch"),
@@ -587,7 +587,7 @@ async def phase_throughput(r: Report, bootstrap: str, work: Path, prefixes: list
     r.expected = tp.expected(r.log)
     log(f"in-process pass: {r.expected.decisions:,} decisions expected, {fmt(r.expected.rate)} events/s")
     settings = tp.bench_settings(bootstrap, work, "tp")
-    prefixes.append(settings.app_id)
+    prefixes.append(settings.group_id)
     r.worker = tp.worker_settings_table(settings)
     r.faust = tp.faust_settings(settings)
     log(f"worker settings: {r.worker}")
@@ -617,10 +617,10 @@ async def phase_profile_tp(r: Report, bootstrap: str, work: Path, prefixes: list
     seconds = 20.0 if not r.args.quick else 5.0
     n = min(len(r.log.records), int(rate * (seconds + 15)))
     settings = tp.bench_settings(bootstrap, work, "prof")
-    prefixes.append(settings.app_id)
+    prefixes.append(settings.group_id)
     await tp.publish_records(settings, r.log.records[:n])
     await tp.declare_outputs(settings)
-    worker = await tp.start_worker(settings, work / f"worker-{settings.app_id}.log", tp.first_decision(settings))
+    worker = await tp.start_worker(settings, work / f"worker-{settings.group_id}.log", tp.first_decision(settings))
     try:
         log(f"py-spy on the worker (pid {worker.process.pid}) for {seconds:.0f} s ({n:,} events published) ...")
         r.profile_tp = await pyspy_record(worker.process.pid, seconds,
@@ -635,7 +635,7 @@ async def phase_memory(r: Report, bootstrap: str, work: Path, prefixes: list[str
     for n in r.args.userkeys:
         log(f"worker memory holding {n:,} userkeys (rebuild, then a worker recovers them) ...")
         held = await mem.held_state(bootstrap, work, n, r.args.restarts)
-        prefixes.append(held.app_id)
+        prefixes.append(held.group_id)
         r.held.append(held)
         log(f"  {n:,} userkeys: RSS {held.rss_mb:.1f} MB; rebuild {held.rebuild_s:.0f} s, worker start to probe "
             f"decided {held.recovered_s:.1f} s (empty store, Faust's restore), {fmt_s(held.disk_lost_s)} s (empty store, "
@@ -651,7 +651,7 @@ async def phase_memory(r: Report, bootstrap: str, work: Path, prefixes: list[str
     hours, senders = (6, 4) if r.args.quick else (96, 40)
     log(f"long run: {senders} senders, a blast each per hour over {hours} h of event time ...")
     r.long_run = await mem.long_run(bootstrap, work, hours, senders, r.args.seed)
-    prefixes.append(r.long_run.app_id)
+    prefixes.append(r.long_run.group_id)
     if r.long_run.problem:
         r.errors.append(f"memory long run: {r.long_run.problem}")
 
@@ -836,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"latency at {a.rates} requests/s ...")
             try:
                 settings = tp.bench_settings(bootstrap, work, "lat", tick_interval_s=1.0)
-                prefixes.append(settings.app_id)
+                prefixes.append(settings.group_id)
                 if not r.worker:
                     r.worker = tp.worker_settings_table(settings)
                     r.faust = tp.faust_settings(settings)
@@ -844,7 +844,7 @@ def main(argv: list[str] | None = None) -> int:
                 if "profile" not in skip and pyspy():
                     hook = lambda pid: pyspy_record(pid, 10, a.outdir / f"{a.stem}-profile-1000rps.txt")  # noqa: E731
                 echo_settings = tp.bench_settings(bootstrap, work, "echo")
-                prefixes.append(echo_settings.app_id)
+                prefixes.append(echo_settings.group_id)
                 log("raw aiokafka echo baseline ...")
                 echo = asyncio.run(lat.run_echo(echo_settings, work, a.rates, a.latency_seconds, a.latency_warmup,
                                                 a.seed, a.quick))

@@ -252,7 +252,7 @@ async def run_echo(settings: Settings, log_dir: Path, rates: list[int], seconds:
     setup, _ = make_setup(seed, quick)
     in_topic, out_topic = settings.topic("events"), settings.topic("echo")
     await ensure_topics(settings, [in_topic, out_topic])
-    with open(log_dir / f"echo-{settings.app_id}.log", "ab") as log:
+    with open(log_dir / f"echo-{settings.group_id}.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "bench.latency", "echo", settings.bootstrap, in_topic, out_topic],
                                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=Path(__file__).parents[1])
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, **PRODUCER)
@@ -335,7 +335,7 @@ async def run(settings: Settings, log_dir: Path, rates: list[int], seconds: floa
                 {"type": "send", "request_id": rid, "app": app, "sender": setup.senders[app][0],
                  "userkey": setup.replies[0][2], "network": "sms", "text": "probe"}))
         await producer.flush()
-        worker = await start_worker(settings, log_dir / f"worker-{settings.app_id}.log",
+        worker = await start_worker(settings, log_dir / f"worker-{settings.group_id}.log",
                                     lambda timeout: sub.wait_for(["probe-first"], timeout))
         if not await sub.wait_for(probes, 300.0, lambda: worker.running):
             raise RuntimeError(f"the latency worker did not decide the setup in 300 s:\n{worker.log_tail()}")
@@ -359,6 +359,6 @@ async def run(settings: Settings, log_dir: Path, rates: list[int], seconds: floa
         await producer.stop()
         if worker is not None:
             worker.stop()
-    out = LatencyRun(results, len(setup_records), log_dir / f"worker-{settings.app_id}.log")
+    out = LatencyRun(results, len(setup_records), log_dir / f"worker-{settings.group_id}.log")
     out.profile = profile
     return out

@@ -63,7 +63,7 @@ def bench_settings(bootstrap: str, data_dir: Path, tag: str, **overrides: Any) -
     """Worker settings as the integration tests use them (fast group joins on one broker, no web
     server, no ticker), 8 partitions, the default RocksDB store, its own prefix, group and store."""
     run = uuid.uuid4().hex[:6]
-    base = Settings(bootstrap=bootstrap, topic_prefix=f"bench-{tag}-{run}.", app_id=f"bench-{tag}-{run}",
+    base = Settings(bootstrap=bootstrap, topic_prefix=f"bench-{tag}-{run}.", group_id=f"bench-{tag}-{run}",
                     partitions=8, store="rocksdb://", data_dir=str(data_dir / f"{tag}-{run}"), web_enabled=False,
                     tick_interval_s=0, session_timeout_s=6.0, heartbeat_interval_s=1.0, rebalance_timeout_s=3.0,
                     log_level="warning")
@@ -72,9 +72,9 @@ def bench_settings(bootstrap: str, data_dir: Path, tag: str, **overrides: Any) -
 
 _FAUST_CONF = """
 import json, sys
-from sendgate.streams.worker.app import build_app
+from sendgate.streams.worker.app import build_worker
 from sendgate.streams.config import Settings
-c = build_app(Settings.from_env()).app.conf
+c = build_worker(Settings.from_env()).faust.conf
 names = ["processing_guarantee", "store", "producer_acks", "producer_linger", "producer_max_batch_size",
          "producer_compression_type", "broker_commit_every", "broker_commit_interval", "broker_max_poll_records",
          "consumer_max_fetch_size", "stream_buffer_maxsize", "stream_wait_empty", "broker_session_timeout",
@@ -386,7 +386,7 @@ async def start_worker(settings: Settings, log_path: Path, ready, ready_s: float
 
     A worker that is not processing after `ready_s` is stopped and started again with the same
     settings (it has decided nothing, so nothing is duplicated). Seen on fresh brokers: the group
-    leader assigns before its metadata lists the just-created `<app_id>-junk-changelog`
+    leader assigns before its metadata lists the just-created `<group_id>-junk-changelog`
     ("Ignoring missing topic"), the global table never gets its partition and the worker waits
     for it forever; a restart finds the topic and proceeds. Each restart is recorded in STARTS.
     """
@@ -396,10 +396,10 @@ async def start_worker(settings: Settings, log_path: Path, ready, ready_s: float
             return worker
         stuck = "Ignoring missing topic" in worker.log_tail(200_000)
         worker.stop()
-        STARTS.append(f"{settings.app_id}: no decision {ready_s:.0f} s after the worker started (attempt {attempt}"
+        STARTS.append(f"{settings.group_id}: no decision {ready_s:.0f} s after the worker started (attempt {attempt}"
                       + ("; its log says 'Ignoring missing topic'" if stuck else "") + "), restarted")
         print(f"  {STARTS[-1]}", flush=True)
-    raise RuntimeError(f"{settings.app_id}: the worker did not start in {attempts} attempts; log tail:\n"
+    raise RuntimeError(f"{settings.group_id}: the worker did not start in {attempts} attempts; log tail:\n"
                        f"{Path(log_path).read_text(errors='replace')[-3000:]}")
 
 
@@ -443,7 +443,7 @@ async def passthrough(settings: Settings, label: str, expected_records: int) -> 
     Faust's: acks=all, linger 0, max batch 16 KiB."""
     topic, out_topic = settings.topic("events"), settings.topic(f"passthrough.{label}")
     await ensure_topics(settings, [out_topic])
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, group_id=f"{settings.app_id}-pt-{label}",
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, group_id=f"{settings.group_id}-pt-{label}",
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=0,
                                 max_batch_size=16384)
@@ -499,7 +499,7 @@ async def worker_pass(settings: Settings, log_dir: Path, expected_decisions: int
     """Start one worker over the (already written) events topic; wait for every decision."""
     started = time.monotonic()
     await declare_outputs(settings)
-    worker = await start_worker(settings, log_dir / f"worker-{settings.app_id}.log", first_decision(settings))
+    worker = await start_worker(settings, log_dir / f"worker-{settings.group_id}.log", first_decision(settings))
     try:
         total, problem = await wait_for_count(settings, settings.topic("decisions"), expected_decisions, worker,
                                               stall_s=stall_s)

@@ -109,7 +109,7 @@ def probe_log(first: int, ts: int) -> list[tuple[bytes, bytes]]:
 async def commit_end(settings: Settings) -> dict[int, int]:
     """Set the worker group's offsets on the events topic to its end (as after a worker decided it)."""
     topic = settings.topic("events")
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.app_id,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.group_id,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
@@ -150,7 +150,7 @@ def changelog_bytes(rows: dict[bytes, bytes]) -> dict[str, list[int]]:
 
 @dataclass
 class HeldState:
-    app_id: str  # also the prefix of its topics
+    group_id: str  # also the prefix of its topics
     userkeys: int
     rebuild_s: float
     changelog: dict[str, list[int]]
@@ -175,7 +175,7 @@ async def held_state(bootstrap: str, work: Path, n: int, restarts: bool = True) 
     await rebuild(s, Policy())
     rebuild_s = time.monotonic() - started
     changelog = changelog_bytes(await changelog_rows(s))
-    log_path = work / f"worker-{s.app_id}.log"
+    log_path = work / f"worker-{s.group_id}.log"
     started = time.monotonic()
     worker = WorkerProcess(s.with_(fast_restore=False), log_path).start()  # the restore as it was
     try:
@@ -184,13 +184,13 @@ async def held_state(bootstrap: str, work: Path, n: int, restarts: bool = True) 
         total, problem = await wait_for_count(s, s.topic("decisions"), PROBE_USERKEYS, worker, stall_s=300)
         recovered_s = time.monotonic() - started
         rss = vmrss_mb(worker.process.pid)
-        held = HeldState(s.app_id, n, rebuild_s, changelog, recovered_s, rss, dir_bytes(Path(s.data_dir)), problem)
+        held = HeldState(s.group_id, n, rebuild_s, changelog, recovered_s, rss, dir_bytes(Path(s.data_dir)), problem)
         # Restarts on the same machine: the probe is published first, so the figure is the time
         # from the new process to its decisions (what a sender behind the gate waits).
         for round_, how in enumerate(("disk_lost", "after_kill", "after_stop") if restarts else (), start=2):
             worker.kill() if how == "after_kill" else worker.stop()
             if how == "disk_lost":  # a new machine: nothing local
-                shutil.rmtree(Path(s.data_dir) / s.app_id, ignore_errors=True)
+                shutil.rmtree(Path(s.data_dir) / s.group_id, ignore_errors=True)
             await publish_records(s, probe_log(n + (round_ - 1) * PROBE_USERKEYS, T0 + n + 10 * round_))
             started = time.monotonic()
             worker = WorkerProcess(s, log_path).start()
@@ -249,7 +249,7 @@ FAILOVER_MARKS = {"heartbeat: rebalancing": re.compile(r"Heartbeat failed .* reb
                   "joined": re.compile(r"Joined group"),
                   "assigned": re.compile(r"Setting newly assigned partitions"),
                   "recovered": re.compile(r"Recovery complete")}
-_SKIPPED = re.compile(r"the stream skipped .* read (\d+) record\(s\) from Kafka")  # GateApp's gap fill
+_SKIPPED = re.compile(r"the stream skipped .* read (\d+) record\(s\) from Kafka")  # GateWorker's gap fill
 _LOG_ENTRY = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[\w+\] ", re.M)
 
 
@@ -310,7 +310,7 @@ async def fail_over(s: Settings, work: Path, first: int, ts: int, session_timeou
     runs = [s.with_(web_enabled=True, web_port=free_port(), data_dir=s.data_dir + ("-2" if i else ""),
                     session_timeout_s=session_timeout_s, heartbeat_interval_s=d.heartbeat_interval_s,
                     rebalance_timeout_s=d.rebalance_timeout_s) for i in range(2)]
-    workers = [WorkerProcess(run, work / f"worker-{s.app_id}-failover{session_timeout_s:g}-{i}.log").start()
+    workers = [WorkerProcess(run, work / f"worker-{s.group_id}-failover{session_timeout_s:g}-{i}.log").start()
                for i, run in enumerate(runs)]
     survivor, victim = workers
     changelog = s.changelog_topic(STATE)
@@ -408,7 +408,7 @@ def long_run_log(hours: int, senders: int, seed: int) -> Log:
 
 @dataclass
 class LongRun:
-    app_id: str
+    group_id: str
     log: Log
     decisions: int
     samples: list[tuple[float, int, float]] = field(default_factory=list)  # (s since start, decisions, RSS MB)
@@ -422,9 +422,9 @@ async def long_run(bootstrap: str, work: Path, hours: int, senders: int, seed: i
     s = bench_settings(bootstrap, work, "memlong", log_level="info")
     await declare_outputs(s)
     await publish_records(s, log.records)
-    result = LongRun(s.app_id, log, want)
+    result = LongRun(s.group_id, log, want)
     started = time.monotonic()
-    worker = WorkerProcess(s, work / f"worker-{s.app_id}.log").start()
+    worker = WorkerProcess(s, work / f"worker-{s.group_id}.log").start()
     try:
         waiter = asyncio.ensure_future(wait_for_count(s, s.topic("decisions"), want, worker, stall_s=120))
         while not waiter.done():

@@ -117,7 +117,7 @@ async def post_until_accepted(http: aiohttp.ClientSession, url: str, delivery: D
 async def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     topic = settings.topic(f"deliveries.{args.network}")
-    group = args.group or f"{settings.app_id}-delivery-{args.network}"
+    group = args.group or f"{settings.group_id}-delivery-{args.network}"
     stub = None
     if args.stub:
         stub, url = await start_stub_api(args.fail_first, args.stub_status)
@@ -191,7 +191,7 @@ async def main_async(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--network", required=True, help="consume <prefix>deliveries.<network>")
-    parser.add_argument("--group", help="consumer group (default <SENDGATE_APP_ID>-delivery-<network>)")
+    parser.add_argument("--group", help="consumer group (default <SENDGATE_GROUP_ID>-delivery-<network>)")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--stub", action="store_true", help="start a stub delivery API on 127.0.0.1")
     target.add_argument("--api-url", help="POST deliveries to this URL instead")

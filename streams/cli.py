@@ -68,7 +68,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from sendgate.models.gate import JUNK
 
-    from .worker.app import STALL_EXIT_CODE, build_app
+    from .worker.app import STALL_EXIT_CODE, build_worker
     from .kafka import check_events_clock, ensure_topics, partitions_of
     from .worker.junk import JUNK_REPORTS
     from .worker.restore import restore_state
@@ -88,21 +88,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
         await check_events_clock(settings)
         await ensure_topics(settings, changelogs, compact=True)
         await ensure_topics(settings, singles, partitions=1, compact=True)
-        await ensure_topics(settings, [f"{settings.app_id}-__assignor-__leader", junk_reports], partitions=1)
+        await ensure_topics(settings, [f"{settings.group_id}-__assignor-__leader", junk_reports], partitions=1)
         for topic in [events, *changelogs, *singles, junk_reports]:
             await partitions_of(settings, topic, 60)
 
     asyncio.run(topics_ready())
-    gate_app = build_app(settings)
+    gate_worker = build_worker(settings)
     print(f"sendgate worker: {settings.topic('events')} ({settings.partitions} partitions) on {settings.bootstrap}, "
-          f"app id {settings.app_id}, store {settings.store}, policy {settings.policy_file or 'defaults'}",
+          f"app id {settings.group_id}, store {settings.store}, policy {settings.policy_file or 'defaults'}",
           flush=True)
     # A worker killed mid-write can leave a local store ahead of its changelog (Faust's table path
     # writes the store first), and Faust would replay the changelog over it into a state that
     # never existed. The marker file tells the next start that the last stop was not clean: the
     # `state` table's store is kept (it holds only what the broker acknowledged: streams/worker/state.py),
     # the others recover from their changelogs.
-    marker = Path(settings.data_dir) / f"{settings.app_id}.running"
+    marker = Path(settings.data_dir) / f"{settings.group_id}.running"
 
     class Worker(faust.Worker):  # the name shows in its log lines ("[^Worker]: Ready")
         """No terminal spinner: for it Faust sets the root logger to DEBUG whatever the log level,
@@ -115,7 +115,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     if marker.exists():
         keep = settings.processing_guarantee == "at_least_once"
-        removed = after_unclean_stop(Path(settings.data_dir) / settings.app_id, keep)
+        removed = after_unclean_stop(Path(settings.data_dir) / settings.group_id, keep)
         print("sendgate worker: the last worker on this store did not stop cleanly; "
               + ("the state table's local store is kept, " if keep else "")
               + f"{len(removed)} other local store(s) removed: they recover from their changelogs", flush=True)
@@ -125,17 +125,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
               f"applied of {read:,} read in {seconds:.1f} s", flush=True)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
-    worker = Worker(gate_app.app, loglevel=settings.log_level, quiet=True)
+    worker = Worker(gate_worker.faust, loglevel=settings.log_level, quiet=True)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         if exc.code in (0, None):
             marker.unlink(missing_ok=True)  # a clean stop, also after a stall: the store is whole
-            if gate_app.stalled:
+            if gate_worker.stalled:
                 raise SystemExit(STALL_EXIT_CODE) from None
         raise
     marker.unlink(missing_ok=True)
-    return STALL_EXIT_CODE if gate_app.stalled else 0
+    return STALL_EXIT_CODE if gate_worker.stalled else 0
 
 
 def _read_lines(path: str):

@@ -15,7 +15,7 @@ from sendgate.models.gate import Gate
 from sendgate.models.policy import Policy
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\.\Z")
-_APP_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\Z")
+_GROUP_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\Z")
 
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -65,7 +65,7 @@ def _float(env: dict, name: str, default: float) -> float:
 class Settings:
     bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = "sendgate."
-    app_id: str = "sendgate"
+    group_id: str = "sendgate"
     partitions: int = 8
     store: str = "rocksdb://"
     data_dir: str = "var/sendgate"
@@ -114,8 +114,8 @@ class Settings:
         if not _PREFIX_RE.match(self.topic_prefix):
             raise ConfigError("SENDGATE_TOPIC_PREFIX must be letters, digits, '.', '_' or '-' and end with '.', "
                               f"got {self.topic_prefix!r}")
-        if not _APP_ID_RE.match(self.app_id):
-            raise ConfigError(f"SENDGATE_APP_ID must be letters, digits, '.', '_' or '-', got {self.app_id!r}")
+        if not _GROUP_ID_RE.match(self.group_id):
+            raise ConfigError(f"SENDGATE_GROUP_ID must be letters, digits, '.', '_' or '-', got {self.group_id!r}")
         if self.store not in ("rocksdb://", "memory://"):
             raise ConfigError(f"SENDGATE_STORE must be rocksdb:// or memory://, got {self.store!r}")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
@@ -167,7 +167,7 @@ class Settings:
         return cls(
             bootstrap=env.get("SENDGATE_BOOTSTRAP") or d.bootstrap,
             topic_prefix=env.get("SENDGATE_TOPIC_PREFIX") or d.topic_prefix,
-            app_id=env.get("SENDGATE_APP_ID") or d.app_id,
+            group_id=env.get("SENDGATE_GROUP_ID") or env.get("SENDGATE_APP_ID") or d.group_id,  # APP_ID: its former name
             partitions=_int(env, "SENDGATE_PARTITIONS", d.partitions, minimum=1),
             store=env.get("SENDGATE_STORE") or d.store,
             data_dir=env.get("SENDGATE_DATA_DIR") or d.data_dir,
@@ -205,7 +205,7 @@ class Settings:
         """The environment that makes `Settings.from_env` return these settings (for child processes)."""
         env = {
             "SENDGATE_BOOTSTRAP": self.bootstrap, "SENDGATE_TOPIC_PREFIX": self.topic_prefix,
-            "SENDGATE_APP_ID": self.app_id, "SENDGATE_PARTITIONS": str(self.partitions),
+            "SENDGATE_GROUP_ID": self.group_id, "SENDGATE_PARTITIONS": str(self.partitions),
             "SENDGATE_STORE": self.store, "SENDGATE_DATA_DIR": self.data_dir,
             "SENDGATE_TICK_INTERVAL_S": str(self.tick_interval_s), "SENDGATE_WEB_PORT": str(self.web_port),
             "SENDGATE_WEB": "1" if self.web_enabled else "0",
@@ -285,7 +285,7 @@ class Settings:
         return {}
 
     def changelog_topic(self, table: str) -> str:
-        return f"{self.app_id}-{table}-changelog"  # Faust's naming
+        return f"{self.group_id}-{table}-changelog"  # Faust's naming
 
     def policy(self) -> Policy:
         return Policy.from_toml(self.policy_file) if self.policy_file else Policy()

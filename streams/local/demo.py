@@ -100,7 +100,7 @@ def run_demo() -> int:
         run_id = uuid.uuid4().hex[:8]
         # Own topics and group: the demo never writes into a real deployment's topics.
         settings = base.with_(bootstrap=kafka.bootstrap if kafka else base.bootstrap,
-                              topic_prefix=f"sendgate-demo-{run_id}.", app_id=f"sendgate-demo-{run_id}",
+                              topic_prefix=f"sendgate-demo-{run_id}.", group_id=f"sendgate-demo-{run_id}",
                               partitions=2, data_dir=str(workdir / "worker"), web_enabled=False,
                               tick_interval_s=1.0, session_timeout_s=6.0, heartbeat_interval_s=1.0,
                               rebalance_timeout_s=3.0)

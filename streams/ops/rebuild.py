@@ -93,10 +93,10 @@ async def _check_stopped_and_declare(settings: Settings, partitions: dict[str, i
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
     await admin.start()
     try:
-        groups = await admin.describe_consumer_groups([settings.app_id])
+        groups = await admin.describe_consumer_groups([settings.group_id])
         members = [m for g in groups for grp in g.groups for m in grp[5]] if groups else []
         if members:
-            raise ConfigError(f"consumer group {settings.app_id} has {len(members)} active member(s): "
+            raise ConfigError(f"consumer group {settings.group_id} has {len(members)} active member(s): "
                               f"stop every worker before rebuilding")
         missing = set(partitions) - set(await admin.list_topics())
         if missing:
@@ -117,7 +117,7 @@ async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
                   APPS: settings.changelog_topic(APPS)}
     await _check_stopped_and_declare(settings, {changelogs[STATE]: settings.partitions, changelogs[JUNK]: 1,
                                                 changelogs[APPS]: 1})
-    until = await committed_offsets(settings, settings.app_id, events_topic)
+    until = await committed_offsets(settings, settings.group_id, events_topic)
     old_ends = {name: await end_offsets(settings, topic) for name, topic in changelogs.items()}
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="sendgate-rebuild-", dir=settings.data_dir))
@@ -128,7 +128,7 @@ async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
     finally:
         store.close()
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"rebuild: {sum(until.values())} events up to the committed offsets of group {settings.app_id}; "
+    print(f"rebuild: {sum(until.values())} events up to the committed offsets of group {settings.group_id}; "
           f"rows: {written}", file=sys.stderr)
     return written
 

@@ -1,6 +1,6 @@
 """The Faust application: topics, tables, the gate agent, the ticker, and the junk index's owner and refresh.
 
-`build_app` wires the pure `Gate` (sendgate.models.gate) to Kafka. It holds no rule of its own.
+`build_worker` wires the pure `Gate` (sendgate.models.gate) to Kafka. It holds no rule of its own.
 """
 from __future__ import annotations
 
@@ -78,15 +78,15 @@ class LoggedEvent:
 
 @dataclass(frozen=True)
 class QuietHoles:
-    """Put in the agent's queue by `GateApp.check_quiet_partitions`: events partitions whose
+    """Put in the agent's queue by `GateWorker.check_quiet_partitions`: events partitions whose
     records after `_seen` Faust has not delivered, to be read from Kafka by the agent itself."""
     partitions: tuple[TP, ...]
 
 
 @dataclass
-class GateApp:
+class GateWorker:
     settings: Settings
-    app: faust.App
+    faust: faust.App  # the Faust application: group, tables, agents (not a tenant)
     gate: Gate
     store: CheckpointStore
     events: Any
@@ -120,10 +120,10 @@ class GateApp:
     def not_ready(self) -> list[str]:
         """Why the worker should not get traffic yet (empty: ready), for /readyz and the metrics."""
         reasons = []
-        in_progress, remaining = recovery_state(self.app)
+        in_progress, remaining = recovery_state(self.faust)
         if in_progress:
             reasons.append(f"recovering tables: {remaining} changelog row(s) left")
-        if self.app.rebalancing:
+        if self.faust.rebalancing:
             reasons.append("a rebalance is in progress")
         if not self.agent_running:
             reasons.append("the gate agent is not running")
@@ -136,19 +136,19 @@ class GateApp:
         requests, the earliest due release, recovery and readiness."""
         events_topic = self.events.get_topic_name()
         partitions = []
-        for tp in sorted(assigned(self.app)):
+        for tp in sorted(assigned(self.faust)):
             if tp.topic != events_topic:
                 continue
-            end = highwater(self.app, tp)
-            committed = committed_offset(self.app, tp) or 0
+            end = highwater(self.faust, tp)
+            committed = committed_offset(self.faust, tp) or 0
             partitions.append({"partition": tp.partition, "end": end, "committed": committed,
                                "lag": max(0, end - committed)})
         next_due = min(self.store.due.values(), default=None)
-        in_progress, remaining = recovery_state(self.app)
+        in_progress, remaining = recovery_state(self.faust)
         return {"partitions": partitions, "pending": sum(self.store.held.values()), "next_due": next_due,
                 "overdue_s": max(0.0, time.time() - next_due / 1000) if next_due is not None else 0.0,
                 "recovering": in_progress, "recovery_remaining": remaining,
-                "rebalancing": bool(self.app.rebalancing), "reasons": self.not_ready()}
+                "rebalancing": bool(self.faust.rebalancing), "reasons": self.not_ready()}
 
     async def process_batch(self, batch: list[Any], quiet: tuple[TP, ...] = ()) -> None:
         """Decide a batch of records of sendgate.events; never raises for bad input. `quiet`:
@@ -161,12 +161,12 @@ class GateApp:
         filled: list[LoggedMessage] = []
         self.tally = tally = BatchTally()
         started = time.perf_counter()
-        owned = assigned(self.app) if quiet else set()
+        owned = assigned(self.faust) if quiet else set()
         for tp in quiet:
             if tp not in owned:  # moved since it was found: its new owner reads it
                 continue
             seen = await self.seen_before(tp)
-            end = min(highwater(self.app, tp), seen + 1 + QUIET_FILL_MAX)
+            end = min(highwater(self.faust, tp), seen + 1 + QUIET_FILL_MAX)
             if end > seen + 1:
                 found = await self.fill_hole(tp, seen + 1, end, sent)
                 filled += found
@@ -189,14 +189,14 @@ class GateApp:
         for report in self.store.take_junk_reports():  # to the junk index's single writer (streams/worker/junk.py)
             sent += await self.send(self.junk_reports, None, report.to_bytes())
         decided = time.perf_counter()
-        if self.app.in_transaction:
+        if self.faust.in_transaction:
             await asyncio.gather(*sent)
             produced = time.perf_counter()
             await self.store.checkpoint()
         else:
             # The outputs and the rows together; then the commit records, so that the batch is
             # whole on the broker before its events are acked (a clean stop commits all of it).
-            producer = inner_producer(self.app)
+            producer = inner_producer(self.faust)
             self.store.stage(self.outbox)
             last = await asyncio.wait_for(self.outbox.send(producer), PRODUCE_TIMEOUT_S)
             produced = time.perf_counter()
@@ -215,9 +215,9 @@ class GateApp:
         round read 15,400 decided records again)."""
         seen = self._seen.get(tp.partition)
         if seen is None:
-            committed = committed_offset(self.app, tp)
+            committed = committed_offset(self.faust, tp)
             if committed is None:
-                committed = (await committed_offsets(self.settings, self.settings.app_id, tp.topic)).get(tp.partition, 0)
+                committed = (await committed_offsets(self.settings, self.settings.group_id, tp.topic)).get(tp.partition, 0)
             seen = self._seen[tp.partition] = committed - 1
         return seen
 
@@ -247,7 +247,7 @@ class GateApp:
         self._seen.clear()  # partitions may have moved; Faust starts each from the committed offset
         self.next_offsets.clear()
         events_topic = self.events.get_topic_name()
-        self.store.keep_unsent_commits({tp.partition for tp in assigned(self.app) if tp.topic == events_topic})
+        self.store.keep_unsent_commits({tp.partition for tp in assigned(self.faust) if tp.topic == events_topic})
 
     def abort(self, seen: dict[int, int]) -> None:
         """Forget a batch that failed half-way: its writes, and how far the stream had got (`seen`,
@@ -278,7 +278,7 @@ class GateApp:
                 self.abort(seen)
                 self.metrics.batch_failed()
                 lost = {(e.message.topic, e.message.partition) for e in batch} - {(tp.topic, tp.partition)
-                                                                                   for tp in assigned(self.app)}
+                                                                                   for tp in assigned(self.faust)}
                 if lost:  # revoked meanwhile: the new owner decides these records; retrying would be a zombie
                     log.warning("a failing batch of %s is dropped: partition(s) %s moved to another worker",
                                 _where(batch), sorted(p for _, p in lost))
@@ -305,7 +305,7 @@ class GateApp:
         # Every offset up to `_seen` is now decided (or dead-lettered, or was decided before) and
         # its commit records are written: the group may commit past it. The events are acked too,
         # so that Faust's stream and its waits for a rebalance see them done.
-        events_topic, owned = self.events.get_topic_name(), assigned(self.app)
+        events_topic, owned = self.events.get_topic_name(), assigned(self.faust)
         for partition, seen in self._seen.items():
             tp = TP(events_topic, partition)
             if tp in owned and seen + 1 > self.next_offsets.get(tp, 0):
@@ -323,15 +323,15 @@ class GateApp:
         saw minutes). So a partition whose end has stayed past the last record seen for
         QUIET_HOLE_S, with the agent idle and nothing queued, is read directly."""
         if (not self.agent_running or self.deciding_since is not None or self.queue is None
-                or not self.queue.empty() or self.app.rebalancing or recovery_state(self.app)[0]):
+                or not self.queue.empty() or self.faust.rebalancing or recovery_state(self.faust)[0]):
             self._quiet.clear()
             return
         now, events_topic, holes = time.monotonic(), self.events.get_topic_name(), []
-        for tp in assigned(self.app):
+        for tp in assigned(self.faust):
             if tp.topic != events_topic:
                 continue
-            seen = self._seen.get(tp.partition, (committed_offset(self.app, tp) or 0) - 1)
-            end = highwater(self.app, tp)
+            seen = self._seen.get(tp.partition, (committed_offset(self.faust, tp) or 0) - 1)
+            end = highwater(self.faust, tp)
             if end <= seen + 1:
                 self._quiet.pop(tp.partition, None)
                 continue
@@ -361,7 +361,7 @@ class GateApp:
         for event in events:
             message = getattr(event, "message", event)
             if isinstance(message, LoggedMessage):
-                self.app.consumer.ack(message)
+                self.faust.consumer.ack(message)
             else:
                 event.ack()
 
@@ -427,7 +427,7 @@ class GateApp:
         """Queue one output record for the batch's outbox (to `partition`, else by key; with the
         producer's timestamp unless given); under exactly_once, send it now through Faust
         (Topic.send puts it in its partition's transaction) and return its future."""
-        if self.app.in_transaction:
+        if self.faust.in_transaction:
             return [await topic.send(key=key, value=value, partition=partition,
                                      timestamp=None if timestamp_ms is None else timestamp_ms / 1000)]
         self.outbox.add(topic.get_topic_name(), key, value, partition, timestamp_ms)
@@ -437,7 +437,7 @@ class GateApp:
         topic = self._delivery_topics.get(network)
         if topic is None:
             # `network` is validated ([a-z0-9_-]{1,32}) so it cannot name an unexpected topic.
-            topic = self.app.topic(self.settings.topic(f"deliveries.{network}"),
+            topic = self.faust.topic(self.settings.topic(f"deliveries.{network}"),
                                    partitions=self.settings.partitions, **RAW)
             await topic.maybe_declare()
             await partitions_of(self.settings, topic.get_topic_name(), 60)
@@ -497,15 +497,15 @@ def _text_or_b64(data: bytes | None) -> tuple[str | None, bool]:
         return base64.b64encode(data).decode(), True
 
 
-def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
+def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
     policy = settings.policy()
     os.makedirs(settings.data_dir, exist_ok=True)
-    app = faust.App(
-        settings.app_id,
+    faust_app = faust.App(
+        settings.group_id,
         broker=faust_broker_url(settings.bootstrap),
         broker_credentials=settings.broker_credentials(),  # Faust's producer, consumers and topic admin
         store=settings.store,
-        datadir=os.path.join(settings.data_dir, settings.app_id),
+        datadir=os.path.join(settings.data_dir, settings.group_id),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
@@ -529,53 +529,53 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         web_bind=settings.web_bind,
         web_host=settings.web_host,
     )
-    events = app.topic(settings.topic("events"), partitions=settings.partitions,
+    events = faust_app.topic(settings.topic("events"), partitions=settings.partitions,
                        config=settings.topic_configs(settings.topic("events")), **RAW)
-    decisions = app.topic(settings.topic("decisions"), partitions=settings.partitions, **RAW)
-    deadletter = app.topic(settings.topic("deadletter"), partitions=settings.partitions, **RAW)
-    consent = app.topic(settings.topic("consent"), partitions=settings.partitions, **RAW)
-    grants = app.topic(settings.topic("grants"), partitions=settings.partitions, **RAW)
-    state = app.tables.add(StateTable(app, name=STATE, default=None, beacon=app.tables.beacon,
+    decisions = faust_app.topic(settings.topic("decisions"), partitions=settings.partitions, **RAW)
+    deadletter = faust_app.topic(settings.topic("deadletter"), partitions=settings.partitions, **RAW)
+    consent = faust_app.topic(settings.topic("consent"), partitions=settings.partitions, **RAW)
+    grants = faust_app.topic(settings.topic("grants"), partitions=settings.partitions, **RAW)
+    state = faust_app.tables.add(StateTable(faust_app, name=STATE, default=None, beacon=faust_app.tables.beacon,
                                       partitions=settings.partitions, **RAW))
     # The junk index crosses apps, so every worker holds all of it (a global table, one partition).
     # (Faust advises partitions=1 and recovery_buffer_size=1 for global tables with several workers.)
     junk_table, apps_table = (
-        app.tables.add(GlobalIndexTable(app, name=name, default=None, beacon=app.tables.beacon, partitions=1,
+        faust_app.tables.add(GlobalIndexTable(faust_app, name=name, default=None, beacon=faust_app.tables.beacon, partitions=1,
                                         standby_buffer_size=1, recovery_buffer_size=1, is_global=True, **RAW))
         for name in (JUNK, APPS))
     store = CheckpointStore(state, JunkView(junk_table, policy), apps_table)
-    junk_reports = app.topic(settings.topic(JUNK_REPORTS), partitions=1, **RAW)
+    junk_reports = faust_app.topic(settings.topic(JUNK_REPORTS), partitions=1, **RAW)
     owner = JunkOwner(junk_table, policy)
-    gate_app = GateApp(settings, app, settings.gate(policy), store, events, decisions, deadletter, junk_reports,
+    worker = GateWorker(settings, faust_app, settings.gate(policy), store, events, decisions, deadletter, junk_reports,
                        consent, grants)
-    state.on_recover(gate_app.on_recover)
+    state.on_recover(worker.on_recover)
 
-    @app.on_partitions_revoked.connect
+    @faust_app.on_partitions_revoked.connect
     async def _forget_decided_offsets(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         # after Faust's last commit of the revoked partitions (with these offsets); kept until the
         # next recovery, a partition that comes back could have its group offset moved backwards
         for tp in revoked:
-            gate_app.next_offsets.pop(tp, None)
+            worker.next_offsets.pop(tp, None)
 
     @state.on_recover
     async def _junk_owner_moved() -> None:
         owner.reset()
-        gate_app.metrics.rebalances.inc()
+        worker.metrics.rebalances.inc()
 
     if settings.web_enabled:
-        register_views(app, gate_app.gate, store)
-        register_operations(app, gate_app)
+        register_views(faust_app, worker.gate, store)
+        register_operations(faust_app, worker)
 
-    @app.agent(events, name="gate")
+    @faust_app.agent(events, name="gate")
     async def gate_agent(stream: Any) -> None:
         # The agent takes its batches from the channel's queue itself instead of iterating the
         # stream: a batch is whatever has arrived (up to batch_max), taken at once, with no timer.
         # Faust's per-event stream path cost more than the gate (bench/run --profile), and
         # take_events waits its `within` even when nothing more is coming.
         queue = channel_queue(stream)
-        dispatch_inline(app)
-        commit_at(app, gate_app.next_offsets)
-        gate_app.agent_task = asyncio.current_task()
+        dispatch_inline(faust_app)
+        commit_at(faust_app, worker.next_offsets)
+        worker.agent_task = asyncio.current_task()
         # Subscribers may start before the first decision, and a producer that sends to a topic
         # whose partitions have no leader yet stalls in retries: create the outputs and wait first.
         for topic in (decisions, deadletter, junk_reports, consent, grants):
@@ -584,18 +584,18 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
         # Faust's own sends (ticks, the junk owner's dead letters) go through the same producer:
         # have it track their topics too (streams/worker/outbox.py says why a topic must be tracked)
         for topic in (events, deadletter):
-            await inner_producer(app).client.add_topic(topic.get_topic_name())
-        gate_app.queue = queue
-        gate_app.agent_running = True
-        while not gate_app.stalled:
+            await inner_producer(faust_app).client.add_topic(topic.get_topic_name())
+        worker.queue = queue
+        worker.agent_running = True
+        while not worker.stalled:
             items = [await queue.get()]
             while len(items) < settings.batch_max and not queue.empty():
                 items.append(queue.get_nowait())
             quiet = tuple(tp for item in items if isinstance(item, QuietHoles) for tp in item.partitions)
-            await gate_app.run_batch([item for item in items if not isinstance(item, QuietHoles)] if quiet else items,
+            await worker.run_batch([item for item in items if not isinstance(item, QuietHoles)] if quiet else items,
                                      quiet)
 
-    @app.agent(junk_reports, name="junk-owner")
+    @faust_app.agent(junk_reports, name="junk-owner")
     async def junk_owner(stream: Any) -> None:
         # One partition: the one worker that owns it writes every junk row, in report order.
         async for event in stream.events():
@@ -609,20 +609,20 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
                 continue
             owner.apply(report)
 
-    @app.timer(interval=JUNK_REFRESH_S)
+    @faust_app.timer(interval=JUNK_REFRESH_S)
     async def refresh_junk() -> None:
         store.junk_view.refresh()
 
-    @app.timer(interval=SLOW_BATCH_S / 3)
+    @faust_app.timer(interval=SLOW_BATCH_S / 3)
     async def watch_batches() -> None:
-        gate_app.report_slow_batch()
+        worker.report_slow_batch()
 
-    @app.timer(interval=QUIET_CHECK_S)
+    @faust_app.timer(interval=QUIET_CHECK_S)
     async def watch_quiet_partitions() -> None:
-        gate_app.check_quiet_partitions()
+        worker.check_quiet_partitions()
 
     if ticker and settings.tick_interval_s > 0:
-        @app.timer(interval=settings.tick_interval_s)
+        @faust_app.timer(interval=settings.tick_interval_s)
         async def tick() -> None:
             # Wall-clock time enters the log only as tick events; decisions are made from them.
             # A tick goes to the partition the app's events came from, whatever its producers'
@@ -639,4 +639,4 @@ def build_app(settings: Settings, *, ticker: bool = True) -> GateApp:
                     tick_event = {"type": "tick", "app": app_name, "ts": now}
                     await events.send(key=app_key, value=orjson.dumps(tick_event), partition=partition)
 
-    return gate_app
+    return worker

@@ -23,10 +23,10 @@ RISKIEST = 10  # senders the dashboard lists
 STATIC = {"dashboard.html": "text/html", "dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 
 
-def status(gate_app: Any) -> dict[str, Any]:
+def status(worker: Any) -> dict[str, Any]:
     """What the dashboard polls: the in-process history of the metrics and the scrape-time state."""
-    m = gate_app.metrics
-    now = gate_app.status_now()
+    m = worker.metrics
+    now = worker.status_now()
     history = [{"t": second, **{o: counts.get(o, 0) for o in OUTCOMES}} for second, counts in m.per_second]
     timings = list(m.timings)
     stages = {stage: {"last_ms": round(1000 * timings[-1][stage], 2) if timings else None,
@@ -50,38 +50,38 @@ def status(gate_app: Any) -> dict[str, Any]:
     }
 
 
-def register_operations(app: faust.App, gate_app: Any) -> None:
-    metrics_handler = make_aiohttp_handler(gate_app.metrics.registry)
+def register_operations(faust_app: faust.App, worker: Any) -> None:
+    metrics_handler = make_aiohttp_handler(worker.metrics.registry)
 
-    @app.page("/metrics")
+    @faust_app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             return await metrics_handler(request)
 
-    @app.page("/livez")
+    @faust_app.page("/livez")
     class Live(View):
         async def get(self, request: Request) -> Response:
             return self.json({"status": "alive"})
 
-    @app.page("/readyz")
+    @faust_app.page("/readyz")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            reasons = gate_app.not_ready()
+            reasons = worker.not_ready()
             return self.json({"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200)
 
-    @app.page("/sendgate/status")
+    @faust_app.page("/sendgate/status")
     class Status(View):
         async def get(self, request: Request) -> Response:
-            return self.json(status(gate_app))
+            return self.json(status(worker))
 
     files = resources.files("sendgate.streams.worker") / "dashboard"
 
-    @app.page("/dashboard")
+    @faust_app.page("/dashboard")
     class Dashboard(View):
         async def get(self, request: Request) -> Response:
             return self.bytes((files / "dashboard.html").read_bytes(), content_type="text/html")
 
-    @app.page("/dashboard/{name}")
+    @faust_app.page("/dashboard/{name}")
     class DashboardFile(View):
         async def get(self, request: Request, name: str) -> Response:
             if name not in STATIC:

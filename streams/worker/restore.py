@@ -31,7 +31,7 @@ log = logging.getLogger("sendgate.restore")
 
 def store_path(settings: Settings, partition: int) -> Path:
     """Where Faust keeps the `state` table's store of `partition` (its tabledir, v1)."""
-    return Path(settings.data_dir) / settings.app_id / "v1" / "tables" / f"{STATE}-{partition}.db"
+    return Path(settings.data_dir) / settings.group_id / "v1" / "tables" / f"{STATE}-{partition}.db"
 
 
 async def restore_state(settings: Settings) -> tuple[int, int, float]:

@@ -13,7 +13,7 @@ release lost). So the worker keeps three rules:
    none of it, so rows whose decisions may not be out never count.
 3. An event at or below its partition's committed offset is skipped: its decisions are out. An
    event above the next expected offset means Faust dropped records (faust-streaming #596):
-   `GateApp` reads the missing ones from Kafka and decides them first, in order.
+   `GateWorker` reads the missing ones from Kafka and decides them first, in order.
 
 Rows written after the last commit record (a crash mid-checkpoint) are orphans. Recovery drops
 them, and the first checkpoint of that partition rewrites their keys with the committed values,
@@ -289,7 +289,7 @@ class CheckpointStore:
         """Add to `outbox` the commit records still unsent (`written`), then the batch's rows; the
         outbox also holds the batch's outputs.
 
-        `GateApp.process_batch` calls stage, send, written twice: the first send carries the
+        `GateWorker.process_batch` calls stage, send, written twice: the first send carries the
         outputs and rows, the second the commit records. The rows may travel with the outputs
         because recovery applies rows only up to a commit record: until the batch's commit record
         is in the changelog, a crash leaves them orphans, dropped and rewritten, and the batch is

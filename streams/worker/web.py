@@ -31,7 +31,7 @@ from .faust_internals import route_to_owner
 from .state import STATE, CheckpointStore
 
 
-def register_views(app: faust.App, gate: Gate, store: CheckpointStore) -> None:
+def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore) -> None:
     read = store.read
 
     def error(view: View, status: int, message: str) -> Response:
@@ -43,9 +43,9 @@ def register_views(app: faust.App, gate: Gate, store: CheckpointStore) -> None:
         partition = store.home_of(app_name)
         if partition is None:
             return error(view, 404, f"no state for app {app_name!r}: no event of it has been decided")
-        return await route_to_owner(app, STATE, partition, view.web, request)
+        return await route_to_owner(faust_app, STATE, partition, view.web, request)
 
-    @app.page("/sendgate/userkeys/{app_name}/{userkey}")
+    @faust_app.page("/sendgate/userkeys/{app_name}/{userkey}")
     class UserkeyView(View):
         async def get(self, request: Request, app_name: str, userkey: str) -> Response:
             answer = await owner_answer(self, request, app_name)
@@ -77,7 +77,7 @@ def register_views(app: faust.App, gate: Gate, store: CheckpointStore) -> None:
                            + (" (the app holds an unrestricted grant)" if grant.unrestricted else ""))
             return self.json(body)
 
-    @app.page("/sendgate/senders/{app_name}/{sender}")
+    @faust_app.page("/sendgate/senders/{app_name}/{sender}")
     class SenderView(View):
         async def get(self, request: Request, app_name: str, sender: str) -> Response:
             answer = await owner_answer(self, request, app_name)
@@ -108,11 +108,11 @@ def register_views(app: faust.App, gate: Gate, store: CheckpointStore) -> None:
                 "pending": _pending_of(read, app_name, sender),
             })
 
-    @app.page("/sendgate/check/{app_name}")
+    @faust_app.page("/sendgate/check/{app_name}")
     class CheckView(View):
         async def post(self, request: Request, app_name: str) -> Response:
             partition = store.home_of(app_name)  # an app no worker has seen yet is answered here
-            answer = None if partition is None else await route_to_owner(app, STATE, partition, self.web, request)
+            answer = None if partition is None else await route_to_owner(faust_app, STATE, partition, self.web, request)
             if answer is not None:
                 return answer
             try:

@@ -27,7 +27,7 @@ DEADLINE_S = 90.0
 
 def make_settings(bootstrap: str, data_dir: Path, **overrides) -> Settings:
     run = uuid.uuid4().hex[:8]
-    base = Settings(bootstrap=bootstrap, topic_prefix=f"t{run}.", app_id=f"t{run}", partitions=4,
+    base = Settings(bootstrap=bootstrap, topic_prefix=f"t{run}.", group_id=f"t{run}", partitions=4,
                     data_dir=str(data_dir), web_enabled=True, web_port=free_port(), tick_interval_s=0,
                     session_timeout_s=6.0,
                     heartbeat_interval_s=1.0, rebalance_timeout_s=3.0, log_level="info",
@@ -218,7 +218,7 @@ def consumer_lag(settings: Settings) -> dict[int, int]:
     async def run() -> dict[int, int]:
         topic = settings.topic("events")
         ends = await end_offsets(settings, topic)
-        committed = await committed_offsets(settings, settings.app_id, topic)
+        committed = await committed_offsets(settings, settings.group_id, topic)
         return {p: end - committed.get(p, 0) for p, end in ends.items()}
 
     return asyncio.run(run())
@@ -232,7 +232,7 @@ def wait_consumed(settings: Settings, timeout: float = DEADLINE_S) -> dict[int, 
     first = lag = consumer_lag(settings)
     while any(v > 0 for v in lag.values()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"deadline: worker group {settings.app_id} still lags on "
+            raise AssertionError(f"deadline: worker group {settings.group_id} still lags on "
                                  f"{settings.topic('events')}: {lag} (end - committed per partition)")
         time.sleep(0.25)  # a poll interval, not a wait for a result: the loop checks the condition
         lag = consumer_lag(settings)
@@ -319,7 +319,7 @@ def account(settings: Settings, published: list[dict | bytes | Invalid | Sent], 
 
     async def offsets() -> tuple[dict[int, int], dict[int, int]]:
         return (await end_offsets(settings, events_topic),
-                await committed_offsets(settings, settings.app_id, events_topic))
+                await committed_offsets(settings, settings.group_id, events_topic))
 
     deadline = time.monotonic() + timeout
     ends, committed = asyncio.run(offsets())
@@ -485,7 +485,7 @@ def group_assignment(settings: Settings) -> tuple[str, dict[str, list[int]]]:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
         await admin.start()
         try:
-            [response] = await admin.describe_consumer_groups([settings.app_id])
+            [response] = await admin.describe_consumer_groups([settings.group_id])
         finally:
             await admin.close()
         [(_, _, state, _, _, members)] = [g[:6] for g in response.groups]
@@ -510,5 +510,5 @@ def wait_for_group(settings: Settings, pred: Callable[[str, dict[str, list[int]]
         if pred(state, members):
             return members
         if time.monotonic() > deadline:
-            raise AssertionError(f"deadline: group {settings.app_id} is {state} with {members}")
+            raise AssertionError(f"deadline: group {settings.group_id} is {state} with {members}")
         time.sleep(0.25)  # poll interval

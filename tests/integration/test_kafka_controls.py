@@ -101,7 +101,7 @@ def test_check_agrees_with_the_decisions_of_a_200_recipient_campaign_and_writes_
     recipients.write_text("# the spring list\n" + "\n".join(audience) + "\n")
     text = "Our spring sale starts today: 20% off everything in store"
 
-    changelog = f"{settings.app_id}-state-changelog"
+    changelog = f"{settings.group_id}-state-changelog"
     wait_consumed(settings)  # the warm-up's commit records follow its decision: let them land first
     before = asyncio.run(end_offsets(settings, changelog))
     result = check(settings, "--app", "shop", "--sender", "promo", "--text", text, "--recipients", str(recipients),

@@ -47,7 +47,7 @@ def delivered(lines: list[str]) -> list[str]:
 
 
 def test_delivery_worker_retries_deduplicates_and_commits_only_what_it_delivered(settings, worker):
-    group = f"{settings.app_id}-couriers"
+    group = f"{settings.group_id}-couriers"
     topic = settings.topic("deliveries.sms")
 
     # u1's delivery, then a copy of it on the same partition (what an upstream redelivery looks

@@ -2,7 +2,7 @@
 
 Input events: on a table of valid and invalid documents, the schema (`event.json`, and the schema
 of the document's own kind) accepts exactly what `models.events.validate` accepts. Outputs: the
-records that `Decision`, `Delivery` and `GateApp.dead_letter` produce conform to `decision.json`,
+records that `Decision`, `Delivery` and `GateWorker.dead_letter` produce conform to `decision.json`,
 `delivery.json` and `deadletter.json`. The known differences are asserted as such (see
 `test_known_difference_*`), so a change on either side shows up here.
 """
