@@ -9,7 +9,7 @@ import os
 import re
 import ssl
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 from sendgate.models.gate import Gate
 from sendgate.models.policy import Policy
@@ -35,30 +35,26 @@ class BrokerUnreachable(ConfigError):
     """No broker answers at SENDGATE_BOOTSTRAP (a ConfigError: the fix is a broker, or the setting)."""
 
 
-def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
+def _number(env: dict, name: str, default: Any, parse: Callable[[str], Any], what: str, minimum: int) -> Any:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
     if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        raise ConfigError(f"{name} must " + (f"be at least {minimum}" if minimum else "not be negative")
+                          + f", got {value}")
     return value
+
+
+def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
+    return _number(env, name, default, int, "an integer", minimum)
 
 
 def _float(env: dict, name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {value}")
-    return value
+    return _number(env, name, default, float, "a number", 0)
 
 
 @dataclass(frozen=True)

@@ -45,12 +45,14 @@ def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore) -> 
             return error(view, 404, f"no state for app {app_name!r}: no event of it has been decided")
         return await route_to_owner(faust_app, STATE, partition, view.web, request)
 
-    @faust_app.page("/sendgate/userkeys/{app_name}/{userkey}")
-    class UserkeyView(View):
-        async def get(self, request: Request, app_name: str, userkey: str) -> Response:
+    class OwnedView(View):
+        """Answered by the worker that owns the app's partition (forwarded there if not this one)."""
+        async def get(self, request: Request, app_name: str, **path: str) -> Response:
             answer = await owner_answer(self, request, app_name)
-            return self.local(request, app_name, userkey) if answer is None else answer
+            return self.local(request, app_name, **path) if answer is None else answer
 
+    @faust_app.page("/sendgate/userkeys/{app_name}/{userkey}")
+    class UserkeyView(OwnedView):
         def local(self, request: Request, app_name: str, userkey: str) -> Response:
             stored = gate.stored_userkey(userkey)
             raw = read(USERKEYS, key(app_name, stored))
@@ -78,11 +80,7 @@ def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore) -> 
             return self.json(body)
 
     @faust_app.page("/sendgate/senders/{app_name}/{sender}")
-    class SenderView(View):
-        async def get(self, request: Request, app_name: str, sender: str) -> Response:
-            answer = await owner_answer(self, request, app_name)
-            return self.local(request, app_name, sender) if answer is None else answer
-
+    class SenderView(OwnedView):
         def local(self, request: Request, app_name: str, sender: str) -> Response:
             raw = read(SENDERS, key(app_name, sender))
             if raw is None:
