@@ -138,14 +138,20 @@ def wait_exit(worker, timeout: float) -> float | None:
 
 # --- a refused batch is retried by itself -------------------------------------------------------------
 
-def test_a_refused_batch_is_decided_again_without_a_new_record(settings, workers):
+def send_while_decisions_are_refused(settings, workers, rid: str):
+    """A warm worker, the decisions topic refusing every batch, then one send: (worker, where its log
+    stood before the send, the send's record metadata, its topic[partition]@offset)."""
     create_topics(settings)
     worker = workers.start(settings)
     warm_up(settings)
     set_max_message_bytes(settings, settings.topic("decisions"), REFUSING)
     start = worker.log_path.stat().st_size
-    [sent] = send_events(settings, [send("refused", T0 + 2)])
-    where = f"{settings.topic('events')}[{sent.partition}]@{sent.offset}"
+    [sent] = send_events(settings, [send(rid, T0 + 2)])
+    return worker, start, sent, f"{settings.topic('events')}[{sent.partition}]@{sent.offset}"
+
+
+def test_a_refused_batch_is_decided_again_without_a_new_record(settings, workers):
+    worker, start, sent, where = send_while_decisions_are_refused(settings, workers, "refused")
     wait_for_log(worker, start, FAILURE, timeout=30)  # the broker refused the batch's decision
     set_max_message_bytes(settings, settings.topic("decisions"), DEFAULT_MAX_MESSAGE_BYTES)
     restored = time.monotonic()
@@ -173,14 +179,8 @@ def test_a_refused_batch_is_decided_again_without_a_new_record(settings, workers
 
 def test_a_batch_failing_for_stall_exit_s_ends_the_worker_with_an_error(settings, workers):
     settings = settings.with_(stall_exit_s=STALL_EXIT_S)
-    create_topics(settings)
-    worker = workers.start(settings)
-    warm_up(settings)
-    set_max_message_bytes(settings, settings.topic("decisions"), REFUSING)
-    start = worker.log_path.stat().st_size
-    [sent] = send_events(settings, [send("stalled", T0 + 2)])
+    worker, start, sent, where = send_while_decisions_are_refused(settings, workers, "stalled")
     published = time.monotonic()
-    where = f"{settings.topic('events')}[{sent.partition}]@{sent.offset}"
     gone = wait_exit(worker, timeout=STALL_EXIT_S + 35)
     if gone is None:
         raise AssertionError(f"the worker still runs {time.monotonic() - published:.0f} s after its batch ({where}) "
