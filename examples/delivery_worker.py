@@ -25,7 +25,6 @@ import itertools
 import signal
 import socket
 import sys
-from collections import OrderedDict
 
 import aiohttp
 import orjson
@@ -35,28 +34,12 @@ from aiokafka.errors import CommitFailedError
 
 from sendgate.models.decisions import Delivery
 from sendgate.models.events import DELIVERY_STATUSES
-from sendgate.streams.client import Publisher
+from sendgate.streams.client import Publisher, RecentIds
 from sendgate.streams.kafka import partitions_of
 from sendgate.streams.config import Settings
 
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.1, 5.0
 REMEMBER_IDS = 100_000  # dedup memory: duplicates arrive close to the original, so a bounded window is enough
-
-
-class RecentIds:
-    """The decision_ids this process delivered, forgetting the oldest beyond `size` (bounded memory)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, decision_id: str) -> bool:
-        return decision_id in self._ids
-
-    def add(self, decision_id: str) -> None:
-        self._ids[decision_id] = None
-        if len(self._ids) > self.size:
-            self._ids.popitem(last=False)
 
 
 async def start_stub_api(fail_first: int, status: str) -> tuple[web.AppRunner, str]:
@@ -138,6 +121,7 @@ async def run(args: argparse.Namespace) -> int:
         heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
         rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
         **settings.kafka_options())      # TLS / SASL from SENDGATE_SECURITY_PROTOCOL and friends
+    # the SDK's window of recent ids (what `decisions()` drops repeats with)
     delivered_ids, delivered = RecentIds(REMEMBER_IDS), 0
     await consumer.start()
     try:
@@ -150,7 +134,9 @@ async def run(args: argparse.Namespace) -> int:
                 # being skipped silently.
                 delivery = Delivery.from_dict(orjson.loads(message.value))
                 where = f"{args.network} p{message.partition}@{message.offset}"
-                if delivery.decision_id in delivered_ids:
+                # Recorded as it is first seen, before it is delivered: a delivery that does not succeed
+                # ends this process (it is retried until it does), and the memory goes with it.
+                if not delivered_ids.first_time(delivery.decision_id):
                     line = f"duplicate {where}: already delivered by this process, not sent again"
                 else:
                     attempts, status = await post_until_accepted(http, url, delivery, where)
@@ -159,7 +145,6 @@ async def run(args: argparse.Namespace) -> int:
                                                "app": delivery.app, "sender": delivery.sender,
                                                "userkey": delivery.userkey, "request_id": delivery.request_id,
                                                "status": status})
-                    delivered_ids.add(delivery.decision_id)
                     delivered += 1
                     line = (f"delivered {delivery.request_id} app={delivery.app} sender={delivery.sender} "
                             f"to={delivery.userkey} attempts={attempts} status={status} ({where})")

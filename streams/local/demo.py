@@ -33,10 +33,11 @@ def scenario(now: int) -> tuple[list[dict], int]:
                 "network": "imessage", "text": f"Is order #{1000 + i} on its way?", "ts": now - 120 * minute}
                for i, c in enumerate(customers)]
     events += [
+        # dave's STOP is older than the one confirmation allowed after it (opt_out_confirmation_s)
+        {"type": "inbound", "event_id": "i-dave", "app": APP, "sender": SENDER, "userkey": "dave",
+         "network": "sms", "text": " stop ", "ts": now - 15 * minute},
         {"type": "inbound", "event_id": "i-alice", "app": APP, "sender": SENDER, "userkey": "alice",
          "network": "sms", "text": "Hi, do you have the blue one in size M?", "ts": now - 10 * minute},
-        {"type": "inbound", "event_id": "i-dave", "app": APP, "sender": SENDER, "userkey": "dave",
-         "network": "sms", "text": " stop ", "ts": now - 9 * minute},
         {"type": "send", "request_id": "reply-alice", "app": APP, "sender": SENDER, "userkey": "alice",
          "network": "sms", "text": "Yes, size M is in stock!", "reply_to": "i-alice", "ts": now - 9 * minute},
         {"type": "send", "request_id": "cold-bob", "app": APP, "sender": SENDER, "userkey": "bob",

@@ -3,7 +3,7 @@
 The worker goes around Faust where Faust's per-event paths cost more than the gate (profiled:
 bench/run --profile) and where Faust's routing assumes Java's partitioner. What it touches is
 not Faust's public API, so pyproject.toml pins the tested range (faust-streaming 0.15.x) and
-tests/unit/streams/test_faust_internals.py fails loudly when an upgrade changes one of them.
+tests/unit/streams/worker/test_faust_internals.py fails loudly when an upgrade changes one of them.
 """
 from __future__ import annotations
 

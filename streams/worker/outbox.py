@@ -52,11 +52,10 @@ class Outbox:
             for partition, pending in by_partition.items():
                 batch, n = producer.create_batch(), 0
                 for key, value, timestamp in pending:
-                    if batch.append(key=key, value=value, timestamp=timestamp) is None:
+                    if batch.append(key=key, value=value, timestamp=timestamp) is None:  # full
                         sent.append((topic, partition, await producer.send_batch(batch, topic, partition=partition), n))
                         batch, n = producer.create_batch(), 0
-                        if batch.append(key=key, value=value, timestamp=timestamp) is None:
-                            raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch of {topic}")
+                        batch.append(key=key, value=value, timestamp=timestamp)  # an empty batch takes any record
                     n += 1
                 sent.append((topic, partition, await producer.send_batch(batch, topic, partition=partition), n))
         written = await asyncio.gather(*(future for _, _, future, _ in sent))

@@ -1,16 +1,24 @@
-"""docker/prometheus/alerts.yml: every rule parses and names only metrics a worker exports."""
+"""metrics.py: a batch's tally applied to the Prometheus metrics and the dashboard's history, the
+scrape-time gauges, bounded label values; and docker/prometheus/alerts.yml: every rule parses and
+names only metrics a worker exports."""
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import orjson
+import pytest
 import yaml
 
-from sendgate.streams.worker.metrics import GateMetrics
+from sendgate.models.decisions import ConsentRecord, Decision, Delivery
+from sendgate.models.events import InvalidEvent
+from sendgate.models.gate import Gate
+from sendgate.streams.worker.metrics import LATEST, RISKY_SENDERS, BatchTally, GateMetrics, error_class
 
-ALERTS = Path(__file__).resolve().parents[3] / "docker" / "prometheus" / "alerts.yml"
+ALERTS = Path(__file__).resolve().parents[4] / "docker" / "prometheus" / "alerts.yml"
 SCRAPE = {"partitions": [{"partition": 0, "end": 5, "committed": 3, "lag": 2}], "pending": 1, "next_due": None,
           "overdue_s": 0.0, "recovering": False, "recovery_remaining": 0, "rebalancing": False, "reasons": []}
+T = 1_700_000_000_000
 
 
 def exported() -> set[str]:
@@ -39,3 +47,121 @@ def test_names_follow_prometheus_conventions():
     for name in exported():
         assert name.startswith("sendgate_"), name
         assert "_ms" not in name and "_total_total" not in name, name
+
+
+def decision(outcome: str, reason: str, *, sender: str = "S1", ts: int = T, deliver_at: int | None = None,
+             request_id: str = "r1") -> Decision:
+    return Decision(request_id, "app1", sender, "u1", "sms", outcome, reason, "", ts, deliver_at=deliver_at)
+
+
+def consent(kind: str, source: str) -> ConsentRecord:
+    return ConsentRecord("app1", "u1", kind, "rule", source, "e1", "S1", "", "", T)
+
+
+def sample(metrics: GateMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    (b"app1", b"{not json", "not_json"),
+    (b"app1", b"[1, 2]", "not_json"),
+    (b"app1", None, "no_value"),
+    (b"app1", b" " * (64 * 1024 + 1), "too_large"),
+    (b"app1", b'{"type": "shout"}', "unknown_type"),
+    (b"app1", b'{"type": "opt_in", "app": "app1"}', "missing_field"),
+    (b"other", b'{"type": "opt_in", "event_id": "e", "app": "app1", "userkey": "u"}', "wrong_key"),
+    (b"app1", orjson.dumps({"type": "opt_in", "event_id": "e", "app": "app1", "userkey": "u", "ts": T + 86_400_000}),
+     "ts_ahead"),
+    (b"app1", b'{"type": "opt_in", "event_id": 7, "app": "app1", "userkey": "u"}', "invalid_field"),
+])
+def test_each_reason_the_decoder_gives_has_its_own_bounded_class(key, value, expected):
+    with pytest.raises(InvalidEvent) as refused:
+        Gate().decode(key, value, T)
+    assert error_class(str(refused.value)) == expected, str(refused.value)
+
+
+def test_an_unknown_reason_is_other():
+    assert error_class("not a junk report: bad bytes") == "other"
+
+
+def test_a_batch_tally_reaches_the_counters_histograms_and_history():
+    metrics, tally = GateMetrics(("sms",), lambda: SCRAPE), BatchTally()
+    for kind in ("send", "send", "send", "junk_report"):
+        tally.count(kind, T)
+    tally.output(decision("accepted", "reply"))
+    tally.output(decision("delayed", "burst_paced", deliver_at=T + 120_000, request_id="r2"))
+    tally.output(decision("released", "due", ts=T + 1_500, deliver_at=T, request_id="r3"))
+    tally.output(Delivery("r1", "app1", "S1", "u1", "sms", "hi", None, T, "d1"))
+    tally.output(Delivery("r3", "app1", "S1", "u2", "carrier-pigeon", "hi", None, T, "d3"))
+    tally.output(consent("opt_out", "inbound"))
+    tally.output(consent("opt_in", "opt_in event"))
+    tally.dead_letter("record has no value")
+    tally.durations_s = {"decide": 0.002, "produce": 0.004, "checkpoint": 0.001}
+    metrics.batch_done(tally, 4)
+
+    assert sample(metrics, "sendgate_events_total", type="send") == 3
+    assert sample(metrics, "sendgate_junk_reports_total") == 1
+    assert sample(metrics, "sendgate_decisions_total", outcome="delayed", reason="burst_paced") == 1
+    assert sample(metrics, "sendgate_deliveries_total", network="sms") == 1
+    assert sample(metrics, "sendgate_deliveries_total", network="other") == 1  # not a label of its own
+    assert sample(metrics, "sendgate_deliveries_total", network="carrier-pigeon") is None
+    assert sample(metrics, "sendgate_dead_letters_total", error="no_value") == 1
+    assert sample(metrics, "sendgate_consent_changes_total", kind="opt_out", source="inbound") == 1
+    assert sample(metrics, "sendgate_consent_changes_total", kind="opt_in", source="event") == 1
+    assert sample(metrics, "sendgate_delay_seconds_sum") == 120.0
+    assert sample(metrics, "sendgate_release_lateness_seconds_sum") == 1.5
+    assert sample(metrics, "sendgate_batch_events_sum") == 4
+    assert sample(metrics, "sendgate_batch_duration_seconds_count", stage="produce") == 1
+    assert sample(metrics, "sendgate_decision_lag_seconds_count") == 4
+
+    assert metrics.totals == {"accepted": 1, "delayed": 1, "released": 1}
+    assert metrics.reasons["delayed/burst_paced"] == 1 and metrics.consent_totals == {"opt_out": 1, "opt_in": 1}
+    assert metrics.risky == {("app1", "S1"): 1}  # paced by the burst step; a reply or a release is not
+    [(_, per_second)] = metrics.per_second
+    assert per_second == {"accepted": 1, "delayed": 1, "released": 1}
+    assert [row[3] for row in metrics.latest] == ["r1", "r2", "r3"]
+    assert metrics.batch_count == 1 and list(metrics.timings) == [tally.durations_s]
+
+
+def test_a_batch_without_decisions_leaves_the_outcome_history_alone():
+    metrics, tally = GateMetrics(("sms",), lambda: SCRAPE), BatchTally()
+    tally.count("opt_in", T)
+    metrics.batch_done(tally, 1)
+    assert not metrics.per_second and sample(metrics, "sendgate_last_decision_timestamp_seconds") == 0
+    metrics.batch_failed()
+    assert metrics.failed_count == 1 and sample(metrics, "sendgate_batch_failures_total") == 1
+
+
+def test_the_dashboard_keeps_the_latest_decisions_and_the_most_paced_senders_only():
+    metrics = GateMetrics(("sms",), lambda: SCRAPE)
+    tally = BatchTally()
+    for i in range(LATEST + 5):
+        tally.output(decision("delayed", "burst_paced", sender=f"s{i}", request_id=f"r{i}"))
+    tally.output(decision("delayed", "burst_limit", sender="s0", request_id="again"))
+    metrics.batch_done(tally, 1)
+    assert len(metrics.latest) == LATEST and metrics.latest[-1][3] == "again" and metrics.latest[0][3] == "r6"
+    crowd = BatchTally()
+    for i in range(RISKY_SENDERS + 10):
+        crowd.output(decision("rejected", "junk_similar", sender=f"x{i}"))
+    metrics.batch_done(crowd, 1)
+    assert len(metrics.risky) == RISKY_SENDERS
+    assert metrics.risky.most_common(1) == [(("app1", "s0"), 2)]  # the sender paced twice stays
+
+
+def test_offsets_lag_and_readiness_are_read_when_prometheus_scrapes():
+    now = {**SCRAPE, "partitions": [{"partition": 0, "end": 5, "committed": 3, "lag": 2},
+                                    {"partition": 3, "end": 9, "committed": 9, "lag": 0}],
+           "pending": 7, "overdue_s": 4.5, "recovering": True, "recovery_remaining": 12,
+           "reasons": ["recovering tables: 12 changelog row(s) left"]}
+    metrics = GateMetrics(("sms",), lambda: now)
+    assert sample(metrics, "sendgate_events_lag", partition="0") == 2
+    assert sample(metrics, "sendgate_events_committed_offset", partition="3") == 9
+    assert sample(metrics, "sendgate_events_end_offset", partition="3") == 9
+    assert sample(metrics, "sendgate_assigned_partitions") == 2
+    assert sample(metrics, "sendgate_pending_requests") == 7
+    assert sample(metrics, "sendgate_earliest_due_overdue_seconds") == 4.5
+    assert sample(metrics, "sendgate_recovery_in_progress") == 1
+    assert sample(metrics, "sendgate_recovery_rows_remaining") == 12
+    assert sample(metrics, "sendgate_ready") == 0
+    now.update(SCRAPE)  # read again at the next scrape: recovered, ready
+    assert sample(metrics, "sendgate_ready") == 1 and sample(metrics, "sendgate_events_lag", partition="3") is None

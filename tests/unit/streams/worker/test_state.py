@@ -1,10 +1,230 @@
-"""state.after_unclean_stop: after kill -9, the state table's local stores are kept under
-at_least_once (they hold only acknowledged, whole batches), every other local store is removed."""
+"""state.py: row keys and commit records, the checkpoint store's overlay (an event's writes, its
+batch's, the committed rows), the checkpoint protocol under at_least_once (rows with the outputs,
+commit records in the next send), recovery of whole checkpoints only, the schedule index the
+ticker reads, and `after_unclean_stop`.
+
+The state table is a real `StateTable` of a Faust app that is never started, on the memory store:
+no broker. The protocol against a broker and kill -9: tests/integration/test_kafka_faults.py."""
 from __future__ import annotations
 
+import asyncio
+import itertools
 from pathlib import Path
 
-from sendgate.streams.worker.state import after_unclean_stop
+import faust
+from faust.types import TP
+
+from conftest import APP, MINUTE, PARCEL, T, established, event, recipients, send
+from sendgate.models.decisions import Decision
+from sendgate.models.events import validate
+from sendgate.models.gate import JUNK, SCHEDULES, TABLES, USERKEYS, Gate, MemoryStore, key
+from sendgate.models.pending import ReleaseSchedule
+from sendgate.models.policy import Policy
+from sendgate.streams.worker.app import LoggedEvent, LoggedMessage
+from sendgate.streams.worker.junk import JunkView
+from sendgate.streams.worker.outbox import Outbox
+from sendgate.streams.worker.state import (COMMIT, HOME, KIND, PREFIX, STATE, CheckpointStore, StateTable, _Written,
+                                           after_unclean_stop, commit_key)
+
+_apps = itertools.count()
+
+
+class Worker:
+    """A CheckpointStore over a real StateTable (memory store) and a dict as the apps table."""
+
+    def __init__(self) -> None:
+        self.faust = faust.App(f"unit-state-{next(_apps)}", broker="kafka://127.0.0.1:1", store="memory://",
+                               autodiscover=False, web_enabled=False)  # never started: no broker needed
+        self.table = self.faust.tables.add(StateTable(self.faust, name=STATE, default=None, partitions=4,
+                                                      key_type=bytes, value_type=bytes))
+        self.apps: dict[bytes, bytes] = {}
+        self.store = CheckpointStore(self.table, JunkView({}, Policy()), self.apps)
+        self.changelog = self.table.changelog_topic.get_topic_name()
+        self.offsets = itertools.count(100)  # the changelog's next offsets, across its partitions
+
+    @property
+    def rows(self) -> dict[bytes, bytes]:
+        """The local store: what the table holds once written."""
+        return dict(self.table.data.data)
+
+    def stage(self) -> list[tuple[bytes, bytes | None, int]]:
+        """(key, value, partition) of what `stage` puts in the outbox for the changelog, in order."""
+        outbox = Outbox()
+        self.store.stage(outbox)
+        records = outbox._records.pop(self.changelog, [])
+        assert not outbox._records, "stage writes the changelog only"
+        return [(k, v, p) for k, v, p, _ in records]
+
+    def checkpoint(self) -> list[tuple[bytes, bytes | None, int]]:
+        """One batch's two sends (`GateWorker.process_batch`), acknowledged; returns what was sent."""
+        sent = []
+        for _ in range(2):
+            staged = self.stage()
+            last = {(self.changelog, p): next(self.offsets) for _, _, p in staged}
+            self.store.written(last)
+            sent += staged
+        return sent
+
+    def recover(self, records: list[tuple[int, bytes, bytes | None]]) -> None:
+        """A rebalance: the changelog read back (partition, key, value), then recovery completes."""
+        self.table.apply_changelog_batch([_Written(TP(self.changelog, p), p, next(self.offsets), k, v)
+                                          for p, k, v in records])
+        partitions = {TP(self.changelog, p) for p in range(4)}
+        asyncio.run(self.table.on_recovery_completed(partitions, set()))
+
+
+def at(partition: int, offset: int) -> LoggedEvent:
+    return LoggedEvent(LoggedMessage("events", partition, offset, APP.encode(), T / 1000), b"{}")
+
+
+def test_each_kind_of_row_has_its_own_two_byte_prefix_and_commit_records_sort_first():
+    assert set(PREFIX) == set(TABLES) - {JUNK}  # the junk index is a global table of its own
+    assert len(set(PREFIX.values())) == len(PREFIX) and {len(p) for p in PREFIX.values()} == {2}
+    assert {KIND[p]: p for p in KIND} == PREFIX and HOME not in KIND
+    assert commit_key(0) == b"\x00commit\x1f0" and commit_key(12) == COMMIT + b"12"
+    rows = sorted([*(p + b"app" for p in PREFIX.values()), HOME + b"app", commit_key(3)])
+    assert rows[0] == commit_key(3)  # below every row: a commit record is never taken for one
+
+
+def test_an_events_writes_are_read_back_at_once_then_belong_to_its_batch_until_written():
+    w = Worker()
+    row = key(APP, "u1")
+    with w.store.handling(at(1, 5)):
+        w.store.set(USERKEYS, row, b"one")
+        assert w.store.get(USERKEYS, row) == b"one"
+    with w.store.handling(at(1, 6)):
+        assert w.store.get(USERKEYS, row) == b"one"  # the batch's own write
+        w.store.delete(USERKEYS, row)
+        assert w.store.get(USERKEYS, row) is None
+        w.store.set(USERKEYS, row, b"two")
+    assert w.store.read(USERKEYS, row) is None  # the inspection views read committed rows only
+    assert w.store.handled(1) == 6
+    w.checkpoint()
+    assert w.store.read(USERKEYS, row) == b"two" and w.rows[PREFIX[USERKEYS] + row] == b"two"
+
+
+def test_the_writes_of_an_event_that_raises_do_not_count():
+    w = Worker()
+    row = key(APP, "u1")
+    try:
+        with w.store.handling(at(0, 1)):
+            w.store.set(USERKEYS, row, b"half-done")
+            raise RuntimeError("a corrupt row")
+    except RuntimeError:
+        pass
+    with w.store.handling(at(0, 2)):
+        assert w.store.get(USERKEYS, row) is None
+    assert (PREFIX[USERKEYS] + row, b"half-done", 0) not in w.checkpoint()
+
+
+def test_rows_go_with_the_outputs_and_each_commit_record_in_the_next_send():
+    w = Worker()
+    for partition, offset, user in ((2, 7, "u1"), (3, 4, "u2"), (2, 8, "u3")):
+        with w.store.handling(at(partition, offset)):
+            w.store.set(USERKEYS, key(APP, user), user.encode())
+    assert w.store.home(APP, 2) == 2 and w.store.home(APP, 3) == 2  # the first partition seen is its home
+    first = w.stage()
+    assert sorted(first) == sorted([(PREFIX[USERKEYS] + key(APP, "u1"), b"u1", 2), (HOME + APP.encode(), b"2", 2),
+                                    (PREFIX[USERKEYS] + key(APP, "u3"), b"u3", 2),
+                                    (PREFIX[USERKEYS] + key(APP, "u2"), b"u2", 3)])
+    w.store.written({(w.changelog, 2): 40, (w.changelog, 3): 41})
+    # acknowledged: the local store holds the rows with their commit records, the apps table the home
+    assert w.rows[commit_key(2)] == b"8" and w.rows[commit_key(3)] == b"4" and w.apps == {APP.encode(): b"2"}
+    assert sorted(w.stage()) == [(commit_key(2), b"8", 2), (commit_key(3), b"4", 3)]
+    w.store.written({(w.changelog, 2): 42, (w.changelog, 3): 43})
+    assert w.stage() == []  # nothing left to send
+
+
+def test_a_commit_record_whose_send_failed_goes_first_in_the_next_batch():
+    w = Worker()
+    with w.store.handling(at(0, 3)):
+        w.store.set(USERKEYS, key(APP, "u1"), b"x")
+    w.store.stage(Outbox())
+    w.store.written({(w.changelog, 0): 10})
+    w.stage()  # the commit records' send is refused: abort, and the batch after it stages again
+    w.store.abort()
+    with w.store.handling(at(0, 4)):
+        w.store.set(USERKEYS, key(APP, "u2"), b"y")
+    staged = w.stage()
+    assert staged[0] == (commit_key(0), b"3", 0) and (PREFIX[USERKEYS] + key(APP, "u2"), b"y", 0) in staged
+
+
+def test_abort_forgets_the_batch_its_offsets_and_the_homes_it_claimed():
+    w = Worker()
+    with w.store.handling(at(1, 9)):
+        w.store.set(USERKEYS, key(APP, "u1"), b"x")
+    w.store.home("new-app", 1)
+    w.store.abort()
+    assert w.store.handled(1) == -1 and w.store.home_of("new-app") is None
+    assert w.stage() == [] and w.apps == {}
+
+
+def test_after_a_rebalance_only_the_commit_records_of_kept_partitions_are_sent():
+    w = Worker()
+    for partition in (0, 1):
+        with w.store.handling(at(partition, 5)):
+            w.store.set(USERKEYS, key(APP, f"u{partition}"), b"x")
+    w.store.stage(Outbox())
+    w.store.written({(w.changelog, 0): 1, (w.changelog, 1): 2})
+    w.store.keep_unsent_commits({1})  # partition 0 moved: its new owner decides its last batch again
+    assert w.stage() == [(commit_key(1), b"5", 1)]
+
+
+def test_recovery_applies_whole_checkpoints_and_the_next_checkpoint_rewrites_the_orphans():
+    w = Worker()
+    good, orphan, other = PREFIX[USERKEYS] + key(APP, "u1"), PREFIX[USERKEYS] + key(APP, "u2"), b"u:elsewhere"
+    w.recover([(0, good, b"kept"), (0, commit_key(0), b"20"),  # a whole checkpoint
+               (0, orphan, b"lost"),  # a crash before its commit record
+               (1, other, b"lost too")])  # a partition with no commit record at all
+    assert w.rows == {good: b"kept", commit_key(0): b"20"}
+    assert w.table.orphans == {0: {orphan}, 1: {other}}
+    assert w.store.handled(0) == 20 and w.store.handled(1) == -1
+    with w.store.handling(at(0, 21)):
+        pass
+    sent = w.checkpoint()
+    assert (orphan, None, 0) in sent  # its committed value: none, a tombstone over the orphan
+    assert w.table.orphans == {1: {other}}  # partition 1 has had no checkpoint yet
+
+
+def schedule(next_due: int | None, held: int) -> bytes:
+    return ReleaseSchedule([], next_due, [], held).to_bytes()
+
+
+def test_the_ticker_sees_a_schedule_once_its_rows_are_written_and_after_every_rebalance():
+    w = Worker()
+    with w.store.handling(at(0, 1)):
+        w.store.set(SCHEDULES, key("a1"), schedule(T + MINUTE, 3))
+        w.store.set(SCHEDULES, key("a2"), schedule(T + 2 * MINUTE, 1))
+    w.store.stage(Outbox())
+    assert w.store.due == {} and w.store.held == {}  # not written yet: a release must not run ahead of its rows
+    w.store.written({(w.changelog, 0): 10})
+    assert w.store.due == {b"a1": T + MINUTE, b"a2": T + 2 * MINUTE} and w.store.held == {b"a1": 3, b"a2": 1}
+    with w.store.handling(at(0, 2)):
+        w.store.set(SCHEDULES, key("a2"), schedule(None, 0))  # its last request released
+    w.checkpoint()
+    assert w.store.due == {b"a1": T + MINUTE} and w.store.held == {b"a1": 3}
+    w.recover([(1, PREFIX[SCHEDULES] + key("a3"), schedule(T + 5 * MINUTE, 2)), (1, commit_key(1), b"0")])
+    assert w.store.due == {b"a1": T + MINUTE, b"a3": T + 5 * MINUTE} and w.store.held == {b"a1": 3, b"a3": 2}
+
+
+def test_the_gate_over_checkpointed_batches_decides_as_over_one_dict():
+    docs = [*established(), *(send(u, at=i * 1_000, text=PARCEL) for i, u in enumerate(recipients(14))),
+            event("tick", 20 * MINUTE)]
+    reference, expected = Gate(), []
+    memory = MemoryStore()
+    for doc in docs:
+        expected += reference.handle(validate(doc, T), memory)
+    w, gate, got = Worker(), Gate(), []
+    for offset, doc in enumerate(docs):
+        with w.store.handling(at(0, offset)):
+            got += gate.handle(validate(doc, T), w.store)
+        if offset % 4 == 3:  # batches of four events
+            w.checkpoint()
+    w.checkpoint()
+    assert got == expected and any(isinstance(d, Decision) and d.outcome == "released" for d in got)
+    state_rows = {PREFIX[table] + k: v for table, rows in memory.tables.items() if table != JUNK
+                  for k, v in rows.items()}
+    assert {k: v for k, v in w.rows.items() if not k.startswith((COMMIT, HOME))} == state_rows
 
 
 def stores(root: Path) -> set[str]:

@@ -1,4 +1,5 @@
-"""junk.py: one writer of the junk table, and every worker's view converging on it."""
+"""worker/junk.py (tests/unit/test_junk.py is models/junk.py's): one writer of the junk table, and
+every worker's view converging on it."""
 from __future__ import annotations
 
 from sendgate.models.junk import JunkReport
