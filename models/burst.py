@@ -7,7 +7,7 @@ tables), so expiry is a pure function of the log and survives rebalances and rec
 Stored form (`to_rows` / `from_rows`): a small head row (profile, risk, the cluster ids and a
 stamp), one row per cluster (~50-300 B) and one immutable row per cluster sketch (512 B). A send
 rewrites the head and its one cluster, not the sender's whole state (19-25 KB at 32 clusters in
-the single row of v1, which is still read).
+the single row of v1, which is still read). Head and cluster rows are versioned (models/rows.py).
 """
 from __future__ import annotations
 
@@ -23,12 +23,11 @@ import orjson
 
 from .decisions import iso
 from .policy import Policy
-from .reputation import Reputation
+from .reputation import SIGNALS, Reputation
+from .rows import Row, by_field_count
 from .similarity import similarities
 
 DAY_MS = 86_400_000
-ROW_VERSION = 3  # the head row's first field; v2 rows (a junk "suspicious until" instead of a reputation) and v1
-# rows (one row holding everything) are read too
 V2_SUSPICION_MS = 7 * 86_400_000  # a v2 row's suspicion began this long before it ended (the old default)
 _TEMPLATE = 1 << 62  # added to a template's last_ts when choosing a cluster to evict: one-offs go first
 _CLUSTER_ID = attrgetter("cluster_id")
@@ -54,7 +53,7 @@ def pace_interval_ms(policy: Policy, paced: int, factor: float) -> int:
 
 
 @dataclass(slots=True)
-class BurstCluster:
+class BurstCluster(Row):
     cluster_id: str
     window_start: int
     last_ts: int
@@ -65,9 +64,15 @@ class BurstCluster:
     count: int = 0
     paced: int = 0  # paced sends in the current window
 
+    row_version = 1  # its fields but the id, which is in the row's key
+    untagged = by_field_count({6: 1})
+
     def to_list(self) -> list:
         return [self.cluster_id, self.window_start, self.last_ts, self.next_slot, self.recipients,
                 self.count, self.paced]
+
+    def to_bytes(self) -> bytes:
+        return self.pack(self.to_list()[1:])
 
 
 @dataclass(slots=True)
@@ -89,7 +94,7 @@ class JunkMatch:
 
 
 @dataclass(slots=True)
-class SenderState:
+class SenderState(Row):
     registered_ts: int | None = None
     conversing: int = 0  # distinct userkeys that wrote to this sender (counted up to a cap)
     reputation: Reputation = field(default_factory=Reputation)  # models/reputation.py
@@ -118,6 +123,40 @@ class SenderState:
     _rank: np.ndarray | None = field(default=None, compare=False, repr=False)  # int64: eviction order
     _start: int = field(default=0, compare=False, repr=False)
     _ids: list[str] = field(default_factory=list, compare=False, repr=False)  # cluster ids, in order
+
+    # The head row. v1: [registered_ts, conversing, suspicious_until, seq, clusters, sketches], one
+    # row holding everything; v2: [registered_ts, conversing, suspicious_until, seq, stamp, ids],
+    # the clusters and sketches in rows of their own; v3: a reputation instead of suspicious_until.
+    row_version = 3
+
+    @classmethod
+    def untagged(cls, raw: bytes) -> tuple[int, list]:
+        text, _, blob = raw.partition(b"\n")  # v1: the sketches as raw uint32 after a newline
+        fields = orjson.loads(text)
+        if len(fields) == 7:  # v2 and v3 wrote their version first
+            return fields[0], fields[1:]
+        if len(fields) == 6:  # a v1 row from before the raw sketches: in base64, last in the JSON
+            *fields, text = fields
+            blob = base64.b64decode(text)
+        if len(fields) != 5:
+            raise ValueError(f"SenderState head row of {len(fields)} fields from before versions; such rows had 5-7")
+        return 1, [*fields, blob]
+
+    @staticmethod
+    def upcast_v1_v2(fields: list) -> list:
+        """The v2 head, then the clusters and sketches a v1 row held itself: its first write puts
+        them in their own rows (`from_rows`)."""
+        registered_ts, conversing, suspicious_until, seq, clusters, sketches = fields
+        return [registered_ts, conversing, suspicious_until, seq, 0, [c[0] for c in clusters], clusters, sketches]
+
+    @staticmethod
+    def upcast_v2_v3(fields: list) -> list:
+        """A junk suspicion as a reputation: one junk report when it began."""
+        registered_ts, conversing, suspicious_until, *rest = fields
+        reputation = Reputation()
+        if suspicious_until:
+            reputation = Reputation(0.5, suspicious_until - V2_SUSPICION_MS, [1] + [0] * (len(SIGNALS) - 1))
+        return [registered_ts, conversing, reputation.to_list(), *rest]
 
     # --- transitions -------------------------------------------------------------------------
     def set_profile(self, registered_ts: int) -> None:
@@ -340,7 +379,7 @@ class SenderState:
             clusters[cid] = sketches[cid] = None
         for cid, cluster in self._changed.items():
             if cid not in removed:
-                clusters[cid] = orjson.dumps(cluster.to_list()[1:])
+                clusters[cid] = cluster.to_bytes()
         for cid, sketch in self._new.items():
             if cid not in removed:
                 sketches[cid] = sketch
@@ -349,52 +388,32 @@ class SenderState:
             digest.update(cid.encode() + b"\0" + (clusters[cid] or b"-") + (sketches.get(cid) or b""))
         self.stamp = int.from_bytes(digest.digest(), "little")
         self._changed, self._new, self._removed = {}, {}, set()
-        head = orjson.dumps([ROW_VERSION, self.registered_ts, self.conversing, self.reputation.to_list(), self.seq,
-                             self.stamp, ids])
+        head = self.pack([self.registered_ts, self.conversing, self.reputation.to_list(), self.seq, self.stamp, ids])
         return head, clusters, sketches
 
     @classmethod
     def from_rows(cls, head: bytes | None, cluster_row: Callable[[str], bytes | None],
                   sketch_row: Callable[[str], bytes | None], num_perm: int) -> "SenderState":
         """The state from its head row and the rows it names (`cluster_row`, `sketch_row`: by
-        cluster id). A v1 row holds everything itself; its first write writes the v2 rows."""
+        cluster id)."""
         if head is None:
             return cls()
-        text, _, blob = head.partition(b"\n")
-        fields = orjson.loads(text)
-        if len(fields) != 7 or fields[0] not in (2, ROW_VERSION):
-            return cls._from_v1(fields, blob, num_perm)
-        version, registered_ts, conversing, standing, seq, stamp, ids = fields
-        reputation = Reputation.from_list(standing) if version == ROW_VERSION else _suspicion_v2(standing)
+        registered_ts, conversing, standing, seq, stamp, ids, *carried = cls.unpack(head)
+        reputation = Reputation.from_list(standing)
+        if carried:  # a v1 row's clusters and sketches (upcast_v1_v2), whose own rows do not exist yet
+            rows, blob = carried
+            sketches = np.frombuffer(blob, dtype="<u4").reshape(-1, num_perm).copy() if blob else None
+            state = cls(registered_ts, conversing, reputation, seq, [BurstCluster(*c) for c in rows], sketches)
+            state._changed = {c.cluster_id: c for c in state.clusters}
+            state._new = {cid: sketch.tobytes() for cid, sketch in zip(ids, sketches)} if blob else {}
+            return state
         clusters, sketches = [], []
+        unpack = BurstCluster.unpack  # up to 128 rows: looked up once
         for cid in ids:
             raw, sketch = cluster_row(cid), sketch_row(cid)
             if raw is None or sketch is None:
                 raise ValueError(f"sender state names cluster {cid!r}, whose rows are missing")
-            clusters.append(BurstCluster(cid, *orjson.loads(raw)))
+            clusters.append(BurstCluster(cid, *unpack(raw)))
             sketches.append(np.frombuffer(sketch, dtype="<u4"))
         matrix = np.vstack(sketches).astype(np.uint32) if sketches else None
         return cls(registered_ts, conversing, reputation, seq, clusters, matrix, stamp)
-
-    @classmethod
-    def _from_v1(cls, fields: list, blob: bytes, num_perm: int) -> "SenderState":
-        if len(fields) == 6:  # a v1 row from before the binary form: sketches base64 in the JSON
-            *fields, text = fields
-            blob = base64.b64decode(text)
-        registered_ts, conversing, suspicious_until, seq, clusters = fields
-        reputation = _suspicion_v2(suspicious_until)
-        sketches = np.frombuffer(blob, dtype="<u4").reshape(-1, num_perm).copy() if blob else None
-        state = cls(registered_ts, conversing, reputation, seq, [BurstCluster(*c) for c in clusters], sketches)
-        # none of its v2 rows exists yet
-        state._changed = {c.cluster_id: c for c in state.clusters}
-        state._new = {c.cluster_id: row.astype("<u4").tobytes() for c, row in zip(state.clusters, sketches)} \
-            if sketches is not None else {}
-        return state
-
-
-def _suspicion_v2(suspicious_until: int) -> Reputation:
-    """A v2 (or v1) row's junk suspicion as a reputation: one junk report when it began."""
-    reputation = Reputation()
-    if suspicious_until:
-        reputation.counts[0], reputation.score, reputation.at = 1, 0.5, suspicious_until - V2_SUSPICION_MS
-    return reputation

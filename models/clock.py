@@ -15,15 +15,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
-
-VERSION = 2
+from .rows import Row, version_first
 
 
 @dataclass(slots=True)
-class AppClock:
+class AppClock(Row):
     ts: int = 0  # the latest event time decided in the app (epoch ms); 0: none yet
     sweep_at: int = 0  # when the app's next lapsed conversations are removed (models/retention.py); 0: none
+
+    # v1: [ts]; v2 appends sweep_at (models/rows.py)
+    row_version = 2
+    untagged = version_first
+
+    @staticmethod
+    def upcast_v1_v2(fields: list) -> list:
+        return [*fields, 0]  # from before retention: no sweep due; the app's next inbound indexes its conversations
 
     def advance(self, ts: int, floor: int | None) -> tuple[int, bool]:
         """The time to decide an event stamped `ts` at, given `floor` = record timestamp - the
@@ -36,15 +42,8 @@ class AppClock:
         return at, skewed and at == floor
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([VERSION, self.ts, self.sweep_at])
+        return self.pack([self.ts, self.sweep_at])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "AppClock":
-        if raw is None:
-            return cls()
-        version, *fields = orjson.loads(raw)
-        if version == 1:  # [1, ts]: from before retention; the app's next inbound indexes its conversations
-            return cls(fields[0])
-        if version != VERSION:
-            raise ValueError(f"AppClock row of version {version}; this build reads versions 1 and {VERSION}")
-        return cls(*fields)
+        return cls() if raw is None else cls(*cls.unpack(raw))

@@ -2,13 +2,14 @@
 
 Scope: opt-in and opt-out are per (app, userkey) -> `Userkey`; conversation is per
 (app, sender, userkey) -> `Conversation`; the unrestricted-outbound grant is per app -> `AppGrant`.
-Each is a small row with explicit transitions; `to_bytes`/`from_bytes` are its stored form.
+Each is a small row with explicit transitions; `to_bytes`/`from_bytes` are its stored form, versioned
+(models/rows.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import orjson
+from .rows import Row, by_field_count
 
 # Inbound ids kept per conversation to recognise `reply_to`: those inside the reply window, at most
 # this many (a user who sends more within one window has its oldest ones forgotten); bounds the row.
@@ -18,7 +19,7 @@ HELP_ANSWERED = "help_answered"
 
 
 @dataclass(slots=True)
-class Userkey:
+class Userkey(Row):
     opted_out: bool = False
     opted_in: bool = False
     changed_ts: int = 0
@@ -27,6 +28,14 @@ class Userkey:
     # whether it has (FCC 64.1200(a)(12): one confirmation, within 5 minutes, nothing after it).
     opt_out_inbound: str = ""
     confirmed: bool = False
+
+    # v1: [opted_out, opted_in, changed_ts, how]; v2 appends opt_out_inbound, confirmed
+    row_version = 2
+    untagged = by_field_count({4: 1, 6: 2})
+
+    @staticmethod
+    def upcast_v1_v2(fields: list) -> list:
+        return [*fields, "", False]  # from before confirmations: none to send
 
     def opt_out(self, ts: int, how: str, inbound: str = "") -> None:
         self.opted_out, self.opted_in, self.changed_ts, self.how = True, False, ts, how
@@ -48,18 +57,16 @@ class Userkey:
         return True, ""
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([self.opted_out, self.opted_in, self.changed_ts, self.how, self.opt_out_inbound,
-                             self.confirmed])
+        return self.pack([self.opted_out, self.opted_in, self.changed_ts, self.how, self.opt_out_inbound,
+                          self.confirmed])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "Userkey":
-        # Positional, fields only ever appended: a row written before `opt_out_inbound` and
-        # `confirmed` existed (4 fields) reads with their defaults.
-        return cls() if raw is None else cls(*orjson.loads(raw))
+        return cls() if raw is None else cls(*cls.unpack(raw))
 
 
 @dataclass(slots=True)
-class Conversation:
+class Conversation(Row):
     first_ts: int = 0
     last_ts: int = 0
     # [event_id, ts] of the latest inbounds, newest last: the newest, plus those within the reply
@@ -73,6 +80,18 @@ class Conversation:
     # latest belongs to: [digest] for a run of one (12 bytes a row), [digest, repeats, answered,
     # since] once the text repeats (models/controls.py inbound_digest). None in older rows.
     loop: list | None = None
+
+    # v1: [first_ts, last_ts, recent]; v2 appends conversed; v3 appends loop
+    row_version = 3
+    untagged = by_field_count({3: 1, 4: 2, 5: 3})
+
+    @staticmethod
+    def upcast_v1_v2(fields: list) -> list:
+        return [*fields, None]  # from before HELP was told apart: every inbound counted
+
+    @staticmethod
+    def upcast_v2_v3(fields: list) -> list:
+        return [*fields, None]  # from before the loop guard: no run yet
 
     @property
     def exists(self) -> bool:
@@ -153,18 +172,18 @@ class Conversation:
                        f"to this sender (unknown, or from another user), so it is not treated as a reply")
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([self.first_ts, self.last_ts, self.recent, self.conversed, self.loop])
+        return self.pack([self.first_ts, self.last_ts, self.recent, self.conversed, self.loop])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "Conversation":
-        return cls() if raw is None else cls(*orjson.loads(raw))
+        return cls() if raw is None else cls(*cls.unpack(raw))
 
 
 WATCHED = ("junk_reports", "refused_blasts", "results", "not_delivered")
 
 
 @dataclass(slots=True)
-class AppGrant:
+class AppGrant(Row):
     unrestricted: bool = False
     since_ts: int = 0
     reason: str = ""
@@ -173,6 +192,14 @@ class AppGrant:
     # the first signal (and in older rows). `revoking`: the revocation is on its way to the log.
     watch: list | None = None
     revoked_by_sendgate: bool = False
+
+    # v1: [unrestricted, since_ts, reason]; v2 appends watch, revoked_by_sendgate
+    row_version = 2
+    untagged = by_field_count({3: 1, 5: 2})
+
+    @staticmethod
+    def upcast_v1_v2(fields: list) -> list:
+        return [*fields, None, False]  # no signal counted yet, not revoked by sendgate
 
     def set(self, unrestricted: bool, ts: int, reason: str, by_sendgate: bool = False) -> None:
         self.unrestricted, self.since_ts, self.reason = unrestricted, ts, reason
@@ -197,12 +224,10 @@ class AppGrant:
         self.watch[5] = True
 
     def to_bytes(self) -> bytes:
-        if self.watch is None and not self.revoked_by_sendgate:
-            return orjson.dumps([self.unrestricted, self.since_ts, self.reason])
-        return orjson.dumps([self.unrestricted, self.since_ts, self.reason, self.watch, self.revoked_by_sendgate])
+        return self.pack([self.unrestricted, self.since_ts, self.reason, self.watch, self.revoked_by_sendgate])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "AppGrant":
-        return cls() if raw is None else cls(*orjson.loads(raw))
+        return cls() if raw is None else cls(*cls.unpack(raw))
 
 

@@ -13,11 +13,9 @@ import bisect
 import hashlib
 from dataclasses import dataclass, field
 
-import orjson
-
+from .rows import Row, version_first
 from .similarity import normalize
 
-ROW_VERSION = 1
 KEPT_PER_COUNT = 4  # past times kept: 4 x the largest count (more only when replies exceed the limits)
 
 
@@ -29,8 +27,11 @@ def inbound_digest(text: str) -> int:
 
 
 @dataclass(slots=True)
-class RecipientSends:
+class RecipientSends(Row):
     times: list[int] = field(default_factory=list)  # epoch ms, sorted
+
+    row_version = 1  # [times] (models/rows.py)
+    untagged = version_first
 
     def slot(self, base: int, limits: tuple[tuple[int, int], ...]) -> tuple[int, tuple[int, int] | None]:
         """The earliest time from `base` at which one more send keeps every window within its
@@ -77,13 +78,8 @@ class RecipientSends:
             del self.times[i]
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([ROW_VERSION, self.times])
+        return self.pack([self.times])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "RecipientSends":
-        if raw is None:
-            return cls()
-        version, times = orjson.loads(raw)
-        if version != ROW_VERSION:
-            raise ValueError(f"RecipientSends row of version {version}; this build reads version {ROW_VERSION}")
-        return cls(times)
+        return cls() if raw is None else cls(*cls.unpack(raw))

@@ -12,16 +12,19 @@ import base64
 from dataclasses import dataclass, field
 
 import numpy as np
-import orjson
 
+from .rows import Row, by_field_count, version_first
 from .similarity import similarities
 
 
 @dataclass(slots=True)
-class JunkTemplate:
+class JunkTemplate(Row):
     sketch: np.ndarray
     reporters: list[int] = field(default_factory=list)
     last_ts: int = 0
+
+    row_version = 1  # [sketch in base64, reporters, last_ts] (models/rows.py)
+    untagged = by_field_count({3: 1})
 
     def __copy__(self) -> "JunkTemplate":
         return JunkTemplate(self.sketch, list(self.reporters), self.last_ts)
@@ -32,31 +35,31 @@ class JunkTemplate:
         self.last_ts = max(self.last_ts, ts)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([base64.b64encode(self.sketch.astype("<u4").tobytes()).decode(),
-                             self.reporters, self.last_ts])
+        return self.pack([base64.b64encode(self.sketch.astype("<u4").tobytes()).decode(), self.reporters, self.last_ts])
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "JunkTemplate":
-        blob, reporters, last_ts = orjson.loads(raw)
+        blob, reporters, last_ts = cls.unpack(raw)
         return cls(np.frombuffer(base64.b64decode(blob), dtype="<u4").copy(), reporters, last_ts)
 
 
 @dataclass(frozen=True, slots=True)
-class JunkReport:
+class JunkReport(Row):
     template_id: str  # the id a new template gets: the reporting app and event
     sketch: np.ndarray
     reporter: int  # the reporting recipient, hashed
     ts: int
 
+    row_version = 1  # [template_id, sketch in base64, reporter, ts]: a message, versioned as a row is
+    untagged = version_first
+
     def to_bytes(self) -> bytes:
-        return orjson.dumps([1, self.template_id, base64.b64encode(self.sketch.astype("<u4").tobytes()).decode(),
-                             self.reporter, self.ts])
+        return self.pack([self.template_id, base64.b64encode(self.sketch.astype("<u4").tobytes()).decode(),
+                          self.reporter, self.ts])
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "JunkReport":
-        version, template_id, blob, reporter, ts = orjson.loads(raw)
-        if version != 1:
-            raise ValueError(f"JunkReport of version {version}; this build reads version 1")
+        template_id, blob, reporter, ts = cls.unpack(raw)
         return cls(template_id, np.frombuffer(base64.b64decode(blob), dtype="<u4").copy(), reporter, ts)
 
 

@@ -16,34 +16,48 @@ from dataclasses import dataclass, field
 import orjson
 
 from .events import Send
+from .rows import Row, by_field_count
 
 MINUTE_MS = 60_000
 DUE_CHUNK = 256  # entries per DueBucket row: ~25 KB at most with 256-character request ids
 
 
 @dataclass(slots=True)
-class PendingRequest:
+class PendingRequest(Row):
     send: Send
     deliver_at: int
     cluster_id: str
     decision: dict  # the `delayed` decision, repeated verbatim if the same request arrives again
 
+    # v1: the send's fields up to its ts, then deliver_at, cluster_id, decision; v2: the send's
+    # valid_for_s after its ts (rows from before versions have it only when it was set)
+    row_version = 2
+    untagged = by_field_count({11: 1, 12: 2})
+
+    @staticmethod
+    def upcast_v1_v2(fields: list) -> list:
+        return [*fields[:8], None, *fields[8:]]  # valid_for_s: the policy's default
+
     def to_bytes(self) -> bytes:
         s = self.send
-        send = [s.request_id, s.app, s.sender, s.userkey, s.network, s.text, s.reply_to, s.ts]
-        if s.valid_for_s is not None:  # appended only when set: older rows and rows without it read alike
-            send.append(s.valid_for_s)
-        return orjson.dumps([*send, self.deliver_at, self.cluster_id, self.decision])
+        return self.pack([s.request_id, s.app, s.sender, s.userkey, s.network, s.text, s.reply_to, s.ts,
+                          s.valid_for_s, self.deliver_at, self.cluster_id, self.decision])
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "PendingRequest":
-        *send, deliver_at, cluster_id, decision = orjson.loads(raw)
+        *send, deliver_at, cluster_id, decision = cls.unpack(raw)
         return cls(Send(*send), deliver_at, cluster_id, decision)
 
 
 @dataclass(slots=True)
-class DueBucket:
+class DueBucket(Row):
     entries: list[list] = field(default_factory=list)  # [deliver_at, request_id]
+
+    row_version = 1  # the entries are the fields (models/rows.py)
+
+    @classmethod
+    def untagged(cls, raw: bytes) -> tuple[int, list]:
+        return 1, orjson.loads(raw)
 
     def split(self, ts: int) -> tuple[list[list], list[list]]:
         """(entries due at `ts`, entries still waiting)."""
@@ -51,19 +65,32 @@ class DueBucket:
         return due, [e for e in self.entries if e[0] > ts]
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.entries)
+        return self.pack(self.entries)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "DueBucket":
-        return cls() if raw is None else cls(orjson.loads(raw))
+        return cls() if raw is None else cls(cls.unpack(raw))
 
 
 @dataclass(slots=True)
-class ReleaseSchedule:
+class ReleaseSchedule(Row):
     minutes: list[int] = field(default_factory=list)  # sorted minutes (deliver_at // 60000) with entries
     next_due: int | None = None  # the earliest deliver_at of any entry
     chunks: list[int] = field(default_factory=list)  # per minute: its DueBucket rows (chunks 0..n-1)
     held: int = 0  # pending requests of the app (cancelled ones leave their entries until they come due)
+
+    # v1: [minutes, next_due], one bucket row a minute; v2: [minutes, chunks, next_due, held]
+    row_version = 2
+
+    @classmethod
+    def untagged(cls, raw: bytes) -> tuple[int, list]:
+        doc = orjson.loads(raw)
+        return (1, doc) if isinstance(doc[0], list) else (doc[0], doc[1:])  # v2 wrote its version first
+
+    @staticmethod
+    def upcast_v1_v2(fields: list) -> list:
+        minutes, next_due = fields
+        return [minutes, [1] * len(minutes), next_due, 0]  # held: counted from the next request held
 
     def add(self, deliver_at: int) -> int:
         """Record an entry; returns the minute whose bucket must hold it (its last chunk, or a new
@@ -93,16 +120,11 @@ class ReleaseSchedule:
         return self.next_due is not None and ts >= self.next_due
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([2, self.minutes, self.chunks, self.next_due, self.held])
+        return self.pack([self.minutes, self.chunks, self.next_due, self.held])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "ReleaseSchedule":
         if raw is None:
             return cls()
-        doc = orjson.loads(raw)
-        if isinstance(doc[0], list):  # version 1: [minutes, next_due], one bucket row per minute, no count
-            return cls(doc[0], doc[1], [1] * len(doc[0]))
-        if doc[0] != 2:
-            raise ValueError(f"ReleaseSchedule row of version {doc[0]}; this build reads versions 1 and 2")
-        _, minutes, chunks, next_due, held = doc
+        minutes, chunks, next_due, held = cls.unpack(raw)
         return cls(minutes, next_due, chunks, held)

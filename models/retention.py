@@ -20,11 +20,10 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-import orjson
+from .rows import Row, version_first
 
 DAY_MS = 86_400_000
 LAPSE_CHUNK = 256  # entries per LapseBucket row (a few KB)
-VERSION = 1
 
 
 def lapsed(last_ts: int, ts: int, horizon_ms: int) -> bool:
@@ -34,9 +33,12 @@ def lapsed(last_ts: int, ts: int, horizon_ms: int) -> bool:
 
 
 @dataclass(slots=True)
-class LapseIndex:
+class LapseIndex(Row):
     days: list[int] = field(default_factory=list)  # sorted days (epoch ms // DAY_MS) with buckets
     chunks: list[int] = field(default_factory=list)  # per day: its LapseBucket rows (chunks 0..n-1)
+
+    row_version = 1  # [days, chunks] (models/rows.py)
+    untagged = version_first
 
     def chunk_count(self, day: int) -> int:
         i = bisect.bisect_left(self.days, day)
@@ -65,43 +67,37 @@ class LapseIndex:
         return day, chunk
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([VERSION, self.days, self.chunks])
+        return self.pack([self.days, self.chunks])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "LapseIndex":
-        if raw is None:
-            return cls()
-        version, days, chunks = orjson.loads(raw)
-        if version != VERSION:
-            raise ValueError(f"LapseIndex row of version {version}; this build reads version {VERSION}")
-        return cls(days, chunks)
+        return cls() if raw is None else cls(*cls.unpack(raw))
 
 
 @dataclass(slots=True)
-class LapseBucket:
+class LapseBucket(Row):
     """Up to LAPSE_CHUNK conversations of one app and day, as (sender, userkey). Stored as its
-    version byte and one `\x1e sender \x1f userkey` entry each (ids hold no control characters),
-    so that an inbound appends to it without decoding it."""
-    raw: bytes = b"1"
+    version and one `\x1e sender \x1f userkey` entry each (ids hold no control characters), so
+    that an inbound appends to it without decoding it."""
+    body: bytes = b""
+
+    row_version = 1  # the body is the fields (models/rows.py); every bucket was written with its version
+    dump = load = staticmethod(bytes)
 
     @property
     def full(self) -> bool:
-        return self.raw.count(b"\x1e") >= LAPSE_CHUNK
+        return self.body.count(b"\x1e") >= LAPSE_CHUNK
 
     def add(self, sender: str, userkey: str) -> None:
-        self.raw += f"\x1e{sender}\x1f{userkey}".encode()
+        self.body += f"\x1e{sender}\x1f{userkey}".encode()
 
     @property
     def entries(self) -> list[tuple[str, str]]:
-        return [tuple(entry.decode().split("\x1f")) for entry in self.raw.split(b"\x1e")[1:]]
+        return [tuple(entry.decode().split("\x1f")) for entry in self.body.split(b"\x1e")[1:]]
 
     def to_bytes(self) -> bytes:
-        return self.raw
+        return self.pack(self.body)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "LapseBucket":
-        if raw is None:
-            return cls()
-        if raw[:1] != b"1":
-            raise ValueError(f"LapseBucket row of version {raw[:1]!r}; this build reads version 1")
-        return cls(raw)
+        return cls() if raw is None else cls(cls.unpack(raw))

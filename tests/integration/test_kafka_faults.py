@@ -17,6 +17,7 @@ from harness import (DAY, MIN, T0, DecisionWatcher, Invalid, account, create_eve
                      ids_by_request, make_settings, read_topic, send_events, uninterrupted, wait_consumed,
                      wait_for_group)
 
+from sendgate.models.pending import ReleaseSchedule
 from sendgate.streams.local.broker import LocalKafka
 from sendgate.streams.worker.state import PREFIX, STATE
 
@@ -262,7 +263,7 @@ def explain(settings, lost: dict[tuple[str, str], set[str]], changed: dict[tuple
         lines += due or [f"    due       no changelog record for minute {minute}"]
         schedules = changelog_rows(settings, "schedules", app)
         listing = [f"p{r['partition']}@{r['offset']}" for r in schedules
-                   if r["raw"] and minute in orjson.loads(r["raw"])[0]]
+                   if r["raw"] and minute in ReleaseSchedule.from_bytes(r["raw"]).minutes]
         lines.append(f"    schedules rows listing minute {minute}: {listing or 'none ever'} "
                      f"(of {len(schedules)} rows of {app})")
     if changed:
