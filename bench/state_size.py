@@ -4,9 +4,8 @@
     python -m bench.state_size --quick   # rows + RSS at 10k and 30k userkeys (seconds)
 
 Rows are read back from a MemoryStore after feeding events through `Gate.handle`, so the sizes are
-exactly what the worker writes to its tables (value bytes; the key is listed separately). The RSS
-runs each happen in a fresh child process (`--rss-child`) so one run's heap does not count in
-another's. psutil is not needed: VmRSS comes from /proc/self/status.
+exactly what the worker writes to its tables (value bytes; the key is listed separately). Each RSS
+run happens in a fresh child process (`--rss-child`), so one run's heap does not count in another's.
 """
 from __future__ import annotations
 
@@ -25,10 +24,9 @@ from sendgate.models.gate import (CLUSTERS, CONVERSATIONS, DUE, JUNK, PENDING, S
                                   Gate, MemoryStore, key)
 from sendgate.models.pending import DueBucket, ReleaseSchedule
 from sendgate.models.policy import Policy
-from sendgate.models.similarity import Sketcher, similarities
 
-from ._common import (DAY, MINUTE, SECOND, T0, fmt, header, load_corpus, md_table, vmrss_kb,
-                      write_results)
+from ._common import (DAY, MINUTE, SECOND, T0, cli, distinct_texts, fmt, labelled, load_corpus, md_table, out_path,
+                      proc_kb, write_report)
 
 NAME = "state_size"
 APP, SENDER = "app-0042", "sender-0007"
@@ -40,26 +38,9 @@ def uid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def distinct_texts(texts: list[str], count: int) -> list[str]:
-    sk = Sketcher()
-    chosen, rows = [], []
-    for text in texts:
-        if len(text) < 40:
-            continue
-        s = sk.sketch(text)
-        if any(similarities(s, r.reshape(1, -1))[0] >= 0.3 for r in rows):
-            continue
-        chosen.append(text)
-        rows.append(s)
-        if len(chosen) == count:
-            return chosen
-    raise RuntimeError("not enough distinct texts")
-
-
 def row_sizes(corpus: list[tuple[str, str]]) -> tuple[list[list], list[list]]:
     rng = random.Random(5)
     policy = Policy()
-    ham = [t for lbl, t in corpus if lbl == "ham"]
     rows: list[list] = []
 
     def add(name: str, table: str, k: bytes, store: MemoryStore, note: str = "") -> int:
@@ -67,6 +48,14 @@ def row_sizes(corpus: list[tuple[str, str]]) -> tuple[list[list], list[list]]:
         assert raw is not None, name
         rows.append([name, table, len(raw), len(k), note])
         return len(raw)
+
+    def profiled() -> tuple[Gate, MemoryStore]:
+        gate, store = Gate(), MemoryStore()
+        gate.handle(ev.SenderProfile(uid(rng), APP, SENDER, T0 - 400 * DAY, T0), store)
+        return gate, store
+
+    def inbound(gate: Gate, store: MemoryStore, r: int, ts: int, text: str = "hi") -> None:
+        gate.handle(ev.Inbound(uid(rng), APP, SENDER, f"+4477009{r:05d}", "sms", text, ts), store)
 
     # Userkey: opted in by keyword, opted out by an opt_out event
     gate, store = Gate(), MemoryStore()
@@ -85,20 +74,20 @@ def row_sizes(corpus: list[tuple[str, str]]) -> tuple[list[list], list[list]]:
 
     # SenderState with 0, 1, 8, 32 clusters: one-off texts (1 recipient each) and templates that
     # already hold their 10 free recipients
-    texts = distinct_texts(ham, 32)
+    texts = distinct_texts(labelled(corpus, "ham"), 32)
     slopes = []
     for per_cluster in (1, policy.free_recipients):
         sizes = {}
         for k in (0, 1, 8, 32):
-            gate, store = Gate(), MemoryStore()
-            gate.handle(ev.SenderProfile(uid(rng), APP, SENDER, T0 - 400 * DAY, T0), store)
+            gate, store = profiled()
             ts = T0 + SECOND
             for r in range(max(per_cluster, 3)):  # recipients (and >= 3 conversing users)
-                gate.handle(ev.Inbound(uid(rng), APP, SENDER, f"+4477009{r:05d}", "sms", "hi", ts), store)
+                inbound(gate, store, r, ts)
             ts += 20 * MINUTE  # past the reply window: sends reach the burst step
             for j in range(k):
                 for r in range(per_cluster):
-                    out = gate.handle(ev.Send(uid(rng), APP, SENDER, f"+4477009{r:05d}", "sms", texts[j], None, ts), store)
+                    out = gate.handle(ev.Send(uid(rng), APP, SENDER, f"+4477009{r:05d}", "sms", texts[j], None, ts),
+                                      store)
                     assert out[0].outcome == "accepted", out[0].detail
                     ts += SECOND
             st = SenderState.from_rows(store.get(SENDERS, key(APP, SENDER)),
@@ -116,19 +105,15 @@ def row_sizes(corpus: list[tuple[str, str]]) -> tuple[list[list], list[list]]:
                        fmt((sizes[8] - sizes[1]) / 7, 1), sizes[0]])
 
     # PendingRequest with a 160-char text, and the schedule rows a delay writes
-    gate, store = Gate(), MemoryStore()
-    gate.handle(ev.SenderProfile(uid(rng), APP, SENDER, T0 - 400 * DAY, T0), store)
+    gate, store = profiled()
     text160 = ("Hi Anna, your parcel 48213 is out for delivery today. Track it at https://track.example.com/p/48213 "
                "or reply HELP for help. Reply STOP to opt out of these messages.").ljust(160, "!")[:160]
-    assert len(text160) == 160
     ts = T0 + 30 * MINUTE
-    req = None
     for r in range(policy.free_recipients + 1):  # the users write first: an app's clock never moves back
-        gate.handle(ev.Inbound(uid(rng), APP, SENDER, f"+4477009{r:05d}", "sms", "hi", T0), store)
+        inbound(gate, store, r, T0)
     for r in range(policy.free_recipients + 1):
         req = uid(rng)
-        out = gate.handle(ev.Send(req, APP, SENDER, f"+4477009{r:05d}", "sms", text160, None, ts + r * SECOND),
-                          store)
+        out = gate.handle(ev.Send(req, APP, SENDER, f"+4477009{r:05d}", "sms", text160, None, ts + r * SECOND), store)
     assert out[0].outcome == "delayed", out[0].detail
     add("PendingRequest, 160-char text", PENDING, key(APP, req), store, "UUID request id, E.164 userkey")
     add("ReleaseSchedule, 1 minute listed", SCHEDULES, key(APP), store)
@@ -155,7 +140,6 @@ def row_sizes(corpus: list[tuple[str, str]]) -> tuple[list[list], list[list]]:
     return rows, slopes
 
 
-# --- RSS of a store holding many userkeys -----------------------------------------------------
 class TrimStore(MemoryStore):
     """MemoryStore that keeps an exact-size copy of each value. orjson >= 3.12 returns bytes whose
     allocation is at least ~4 KB whatever their length (the buffer is not shrunk), so a dict of
@@ -163,14 +147,6 @@ class TrimStore(MemoryStore):
 
     def set(self, table: str, key: bytes, value: bytes) -> None:
         self.tables[table][key] = bytes(memoryview(value))
-
-
-def mem_available_kb() -> int:
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1])
-    return 0
 
 
 def rss_child(n: int, mode: str, store_kind: str) -> dict:
@@ -184,39 +160,33 @@ def rss_child(n: int, mode: str, store_kind: str) -> dict:
     for i in range(1000):
         gate.handle(ev.Inbound(f"w{i}", "warm", "s", f"w{i}", "sms", text, T0), store)
     gc.collect()
-    before = vmrss_kb()
+    before = proc_kb("VmRSS")
     t0 = time.perf_counter()
     for i in range(n):
-        app = f"app-{i % 100:03d}"
-        sender = f"sender-{(i // 100) % 10:02d}"
         user = f"+44{7_000_000_000 + i:010d}"  # E.164-like: 13 characters
-        gate.handle(ev.Inbound(f"in-{i:010d}", app, sender, user, "sms", text, T0 + i), store)
+        gate.handle(ev.Inbound(f"in-{i:010d}", f"app-{i % 100:03d}", f"sender-{(i // 100) % 10:02d}", user, "sms",
+                               text, T0 + i), store)
     elapsed = time.perf_counter() - t0
     gc.collect()
-    after = vmrss_kb()
     payload = sum(len(k) + len(v) for name in (USERKEYS, CONVERSATIONS)
                   for k, v in store.tables[name].items() if not k.startswith(b"warm"))
-    return {"n": n, "mode": mode, "store": store_kind, "rss_before_kb": before, "rss_after_kb": after, "seconds": elapsed,
-            "userkey_rows": len(store.tables[USERKEYS]) - (1000 if mode == "start" else 0),
+    return {"n": n, "mode": mode, "store": store_kind, "rss_before_kb": before, "rss_after_kb": proc_kb("VmRSS"),
+            "seconds": elapsed, "userkey_rows": len(store.tables[USERKEYS]) - (1000 if mode == "start" else 0),
             "conversation_rows": len(store.tables[CONVERSATIONS]) - 1000, "payload_bytes": payload}
 
 
-def run_child(n: int, mode: str, store_kind: str) -> dict:
+def rss_row(n: int, mode: str, store_kind: str, note: str = "") -> tuple[list, dict]:
+    """An RSS run in a fresh process, and its table row."""
     cmd = [sys.executable, "-m", "bench.state_size", "--rss-child", str(n), "--mode", mode, "--store", store_kind]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def rss_row(r: dict, note: str = "") -> list:
+    r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
     grown = (r["rss_after_kb"] - r["rss_before_kb"]) * 1024
     return [f"{r['n']:,}", r["mode"], r["store"], f"{r['userkey_rows']:,}", f"{r['conversation_rows']:,}",
-            fmt(r["rss_after_kb"] / 1024, 1), fmt(grown / 2**20, 1), fmt(grown / r["n"], 0),
-            fmt(r["payload_bytes"] / r["n"], 0), fmt(r["seconds"], 1), note]
+            fmt(r["rss_after_kb"] / 1024, 1), fmt(grown / 2**20, 1), fmt(grown / r["n"]),
+            fmt(r["payload_bytes"] / r["n"]), fmt(r["seconds"], 1), note], r
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="RSS at 10k and 30k userkeys only")
+    ap = cli(__doc__, "RSS at 10k and 30k userkeys only", NAME)
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="start", choices=("start", "plain"), help=argparse.SUPPRESS)
     ap.add_argument("--store", default="memory", choices=("memory", "trim"), help=argparse.SUPPRESS)
@@ -227,44 +197,39 @@ def main() -> None:
         print(json.dumps(rss_child(args.rss_child, args.mode, args.store)))
         return
     started = time.perf_counter()
-    corpus = load_corpus()
-    rows, slopes = row_sizes(corpus)
+    rows, slopes = row_sizes(load_corpus())
     sections = ["## Bytes per stored row (value as written by Gate.handle; key listed separately)\n\n"
                 + md_table(["row", "table", "value bytes", "key bytes", "note"], rows),
                 "SenderState growth per cluster, all its rows (num_perm 128: a 512-byte sketch row and a cluster "
                 "row per cluster, plus the cluster's id in the head):\n\n"
                 + md_table(["clusters hold", "bytes/cluster (1->32)", "bytes/cluster (1->8)", "bytes at 0 clusters"],
                            slopes)]
-    print(sections[0] + "\n\n" + sections[1], flush=True)
+    print("\n\n".join(sections), flush=True)
 
     sizes = (10_000, 30_000) if args.quick else (100_000, 300_000, 1_000_000)
     rss_rows = []
     for store_kind in ("memory", "trim"):
-        results: list[dict] = []
+        prev = None
         for n in sizes:
-            if n == sizes[-1] and results:
-                prev = results[-1]
+            if n == sizes[-1] and prev:
                 predicted_s = prev["seconds"] * n / prev["n"]
                 per = ((prev["rss_after_kb"] - prev["rss_before_kb"]) * 1024) / prev["n"]
-                predicted_b = per * n
-                why = None
-                if predicted_s > args.budget_s:
-                    why = f"{prev['n']:,} took {prev['seconds']:.0f} s, so {n:,} would exceed {args.budget_s:.0f} s"
-                elif predicted_b > 0.5 * mem_available_kb() * 1024:
-                    why = (f"predicted {predicted_b / 2**30:.1f} GiB is more than half of MemAvailable "
-                           f"({mem_available_kb() / 2**20:.1f} GiB) on this shared machine")
+                available = proc_kb("MemAvailable", "/proc/meminfo")
+                why = (f"{prev['n']:,} took {prev['seconds']:.0f} s, so {n:,} would exceed {args.budget_s:.0f} s"
+                       if predicted_s > args.budget_s else
+                       f"predicted {per * n / 2**30:.1f} GiB is more than half of MemAvailable "
+                       f"({available / 2**20:.1f} GiB) on this shared machine" if per * n > 0.5 * available * 1024
+                       else None)
                 if why:
-                    rss_rows.append([f"{n:,}", "start", store_kind, "", "", "",
-                                     fmt(predicted_b / 2**20, 1) + " (extrapolated)", fmt(per, 0), "",
-                                     fmt(predicted_s, 0) + " (predicted)",
+                    rss_rows.append([f"{n:,}", "start", store_kind, "", "", "", fmt(per * n / 2**20, 1)
+                                     + " (extrapolated)", fmt(per), "", fmt(predicted_s) + " (predicted)",
                                      f"not run: {why}; linear extrapolation from {prev['n']:,}"])
                     continue
             print(f"RSS run: {n:,} userkeys, {store_kind} store ...", flush=True)
-            r = run_child(n, "start", store_kind)
-            results.append(r)
-            rss_rows.append(rss_row(r))
+            row, prev = rss_row(n, "start", store_kind)
+            rss_rows.append(row)
     print(f"RSS run: {sizes[0]:,} userkeys, plain inbound ...", flush=True)
-    rss_rows.append(rss_row(run_child(sizes[0], "plain", "memory"), "Conversation rows only"))
+    rss_rows.append(rss_row(sizes[0], "plain", "memory", "Conversation rows only")[0])
     sections.append(
         "## Memory of a MemoryStore holding N userkeys (fresh process per run)\n\n"
         "Each userkey sends one inbound through Gate.handle; 100 apps x 10 senders; userkeys are 13-char "
@@ -277,11 +242,8 @@ def main() -> None:
         "(see ijl/orjson#483), and MemoryStore keeps those objects.\n\n"
         + md_table(["userkeys", "mode", "store", "Userkey rows", "Conversation rows", "RSS MB (process)",
                     "RSS growth MB", "RSS bytes/userkey", "payload bytes/userkey", "feed s", "note"], rss_rows))
-    elapsed = time.perf_counter() - started
-    text = (header(NAME, "sendgate: state size") + f"- wall time {elapsed:.0f} s\n\n" + "\n\n".join(sections))
-    path = write_results(NAME + (".quick" if args.quick else ""), text)
-    print(sections[-1])
-    print(f"\nwrote {path}")
+    write_report(out_path(args.out, args.quick, NAME), "sendgate: state size", "python -m bench.state_size",
+                 [f"wall time {time.perf_counter() - started:.0f} s"], sections)
 
 
 if __name__ == "__main__":

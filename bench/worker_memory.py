@@ -1,39 +1,31 @@
 """Worker memory on a real broker: RSS of a live worker holding N userkeys, changelog bytes per
-userkey and per burst cluster, and RSS over a long run with cluster expiry on.
-
-Run through `bench/run` (the `memory` workload), which starts the broker and writes the results.
+userkey and per burst cluster, restarts and fail-over, and RSS over a long run with cluster expiry on.
 
 Method:
 
-1. Userkeys. N userkeys each write the keyword START to one of 100 apps x 10 senders (a Userkey
-   row and a Conversation row each). The log is published, the group's offsets are set to its
-   end, and `sendgate rebuild` (the real command) writes the state changelog from it. A worker
-   (`sendgate worker`, RocksDB store) then starts on that state; 1,000 new userkeys write and are
-   answered (2,000 events, 1,000 decisions), which proves recovery done. Its VmRSS is read from
-   /proc then. N = 0 is the baseline, with the same 2,000 events: bytes per userkey = (RSS at N -
-   RSS at 0) / N. Changelog bytes are the key + value bytes of the rows read back from the topic.
-   Building the state with rebuild instead of deciding N events live keeps 1M userkeys in
-   minutes; the worker's memory is that of a worker holding the state either way. That first
-   start restores the state with Faust's own restore (SENDGATE_FAST_RESTORE=0, as before
-   streams/worker/restore.py). Then, each time with a new probe published first and timed from the new
-   process to its decisions: the store is deleted and the worker starts again (a disk lost, with
-   streams/worker/restore.py); the worker is killed (kill -9) and restarted on its store; it is stopped
+1. Userkeys. N userkeys each write the keyword START to one of 100 apps x 10 senders (a Userkey and
+   a Conversation row each). The log is published, the group's offsets set to its end, and
+   `sendgate rebuild` writes the state changelog from it (the same state a worker deciding them
+   live would hold, in minutes at 1M). A worker (`sendgate worker`, RocksDB store) starts on it with
+   Faust's own restore (SENDGATE_FAST_RESTORE=0, as before streams/worker/restore.py); 1,000 new
+   userkeys write and are answered, which proves recovery done, and its VmRSS is read from /proc.
+   N = 0 is the baseline: bytes per userkey = (RSS at N - RSS at 0) / N. Changelog bytes are the key
+   + value bytes of the rows read back from the topic. Then, each time with a new probe published
+   first and timed from the new process to its decisions: the store is deleted and the worker starts
+   again (a disk lost: restore.py); it is killed (kill -9) and restarted on its store; it is stopped
    (SIGTERM) and restarted.
-2. Fail-over. Two workers (the production group timings: heartbeat 3 s, rebalance timeout 60 s;
-   their own stores and web ports, one group) start on that state, the second on a copy of the
-   first's store (a second machine that has been running as long). Once the group is stable and
-   both have decided a probe, one is killed (kill -9) and a probe is published for the apps on
-   the partitions it owned (each worker's /sendgate/status names its partitions). Timed from the
-   kill to the probe's first and last decision (their record timestamps); the survivor's log
-   (Faust, level info) shows when the group rebalanced and what it restored: the moved
-   partitions' changelog rows between its store's offset and the changelog's end, and whether it
-   held them as standbys. Once with the default session timeout (10 s), once with 30 s (the default
-   before; Kafka's own default is 45 s).
-3. Long run. Every hour of event time each sender sends a fresh spam template (personalised) to
-   15 opted-in recipients and answers 10 users who wrote to it, over days of event time: each
-   cluster is idle after its hour and expires after `cluster_idle_s` (24 h), so a sender row
-   holds about 24 clusters in the steady state (`max_clusters` is 32). One worker decides the whole
-   log; the bench samples its VmRSS and the decisions so far every second from the first decision.
+2. Fail-over. Two workers (production group timings: heartbeat 3 s, rebalance timeout 60 s; own
+   stores and web ports, one group) start on that state, the second on a copy of the first's store.
+   Once both own partitions and have decided a probe, one is killed (kill -9) and a probe published
+   for the apps on its partitions (its /sendgate/status names them), timed from the kill to the
+   probe's first and last decision (record timestamps). The survivor's log (level info) shows when
+   the group rebalanced, what it restored (the moved partitions' changelog rows between its store's
+   offset and the changelog's end) and whether it held them as standbys. With the default session
+   timeout (10 s) and with 30 s (the default before; Kafka's own is 45 s).
+3. Long run. Every hour of event time each sender sends a fresh spam template (personalised) to 15
+   opted-in recipients and answers 10 users who wrote to it: each cluster expires after 24 h idle
+   (`cluster_idle_s`), so a sender holds about 24 (`max_clusters` is 32). One worker decides the
+   whole log; its VmRSS and the decisions so far are sampled every second from the first decision.
 """
 from __future__ import annotations
 
@@ -54,71 +46,59 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sendgate.models.burst import SenderState
 from sendgate.models.gate import CLUSTERS, SENDERS, SKETCHES
 from sendgate.models.policy import Policy
-from sendgate.streams.local.broker import free_port
 from sendgate.streams.config import Settings
-from sendgate.streams.kafka import read_log
-from sendgate.streams.worker.outbox import partition_for
+from sendgate.streams.kafka import end_offsets, read_log
+from sendgate.streams.local.broker import free_port
 from sendgate.streams.local.process import WorkerProcess
 from sendgate.streams.ops.rebuild import rebuild
+from sendgate.streams.worker.outbox import partition_for
 from sendgate.streams.worker.state import COMMIT, HOME, KIND, PREFIX, STATE
 
-from ._common import load_corpus
-from .throughput import (NAMES, Log, bench_settings, declare_outputs, expected, publish_records, read_all,
-                         topic_total, wait_for_count)
+from ._common import HOUR, T0, Log, labelled, load_corpus, proc_kb
+from .throughput import (NAMES, bench_settings, declare_outputs, expected, publish_records, read_all, topic_total,
+                         wait_for_count)
 
-T0 = 1_700_000_000_000
-HOUR = 3_600_000
 PROBE_USERKEYS = 1_000
 FAILOVER_SESSION_TIMEOUTS = (10.0, 30.0)  # the default, and the default before
 
 
 def vmrss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    return proc_kb("VmRSS", f"/proc/{pid}/status") / 1024
 
 
 def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
-def _inbound(app: str, sender: str, userkey: str, text: str, ts: int, event_id: str) -> tuple[bytes, bytes]:
-    return app.encode(), orjson.dumps({"type": "inbound", "event_id": event_id, "app": app, "sender": sender,
-                                       "userkey": userkey, "network": "sms", "text": text, "ts": ts})
-
-
-def userkeys_log(n: int, first: int = 0, ts: int = T0) -> list[tuple[bytes, bytes]]:
+def userkeys_log(n: int, first: int = 0, ts: int = T0) -> Log:
     """Userkeys first..first+n-1 write START, spread over 100 apps x 10 senders."""
-    return [_inbound(f"app-{i % 100:03d}", f"sender-{i // 100 % 10}", f"+1555{i:08d}", "START", ts + i,
-                     f"uk-{i:08d}") for i in range(first, first + n)]
+    log = Log()
+    for i in range(first, first + n):
+        log.emit("inbound", f"uk-{i:08d}", f"app-{i % 100:03d}", ts + i, sender=f"sender-{i // 100 % 10}",
+                 userkey=f"+1555{i:08d}", text="START")
+    return log
 
 
 def probe_log(first: int, ts: int) -> list[tuple[bytes, bytes]]:
     """PROBE_USERKEYS new userkeys write, then each is answered: one decision per userkey."""
-    records = userkeys_log(PROBE_USERKEYS, first, ts)
+    log = userkeys_log(PROBE_USERKEYS, first, ts)
     for i in range(first, first + PROBE_USERKEYS):
-        app = f"app-{i % 100:03d}"
-        records.append((app.encode(), orjson.dumps({
-            "type": "send", "request_id": f"probe-{i:08d}", "app": app, "sender": f"sender-{i // 100 % 10}",
-            "userkey": f"+1555{i:08d}", "network": "sms", "text": f"Your code is {i % 997:03d}", "ts": ts + 10**6})))
-    return records
+        log.emit("send", f"probe-{i:08d}", f"app-{i % 100:03d}", ts + 10**6, sender=f"sender-{i // 100 % 10}",
+                 userkey=f"+1555{i:08d}", text=f"Your code is {i % 997:03d}")
+    return log.records
 
 
-async def commit_end(settings: Settings) -> dict[int, int]:
+async def commit_end(settings: Settings) -> None:
     """Set the worker group's offsets on the events topic to its end (as after a worker decided it)."""
     topic = settings.topic("events")
+    ends = {TopicPartition(topic, p): end for p, end in (await end_offsets(settings, topic)).items()}
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.group_id,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
+        consumer.assign(list(ends))
         if any(ends.values()):
             await consumer.commit({tp: end for tp, end in ends.items() if end > 0})
-        return {tp.partition: end for tp, end in ends.items()}
     finally:
         await consumer.stop()
 
@@ -126,14 +106,8 @@ async def commit_end(settings: Settings) -> dict[int, int]:
 async def changelog_rows(settings: Settings) -> dict[bytes, bytes]:
     """The state changelog's last value per key (deleted keys left out)."""
     topic = settings.changelog_topic(STATE)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(settings.partitions)])
-    finally:
-        await consumer.stop()
     last: dict[bytes, bytes | None] = {}
-    async for r in read_log(settings, topic, {tp.partition: end for tp, end in ends.items()}):
+    async for r in read_log(settings, topic, await end_offsets(settings, topic)):
         last[r.key] = r.value
     return {k: v for k, v in last.items() if v is not None}
 
@@ -164,12 +138,16 @@ class HeldState:
     after_stop_s: float | None = None  # restart after a graceful stop (SIGTERM) to the next probe's last decision
     failovers: list["FailOver"] = field(default_factory=list)  # one per session timeout
 
+    @property
+    def userkey_bytes(self) -> int:
+        return sum(self.changelog.get(k, [0, 0])[1] for k in ("userkeys", "conversations"))
+
 
 async def held_state(bootstrap: str, work: Path, n: int, restarts: bool = True) -> HeldState:
     s = bench_settings(bootstrap, work, f"mem{n}", log_level="info")  # info: the worker logs "Ready"
     await declare_outputs(s)
     if n:
-        await publish_records(s, userkeys_log(n))
+        await publish_records(s, userkeys_log(n).records)
     await commit_end(s)
     started = time.monotonic()
     await rebuild(s, Policy())
@@ -181,10 +159,10 @@ async def held_state(bootstrap: str, work: Path, n: int, restarts: bool = True) 
     try:
         worker.wait_ready(600)
         await publish_records(s, probe_log(n, T0 + n + 10))
-        total, problem = await wait_for_count(s, s.topic("decisions"), PROBE_USERKEYS, worker, stall_s=300)
+        _, problem = await wait_for_count(s, s.topic("decisions"), PROBE_USERKEYS, worker, stall_s=300)
         recovered_s = time.monotonic() - started
-        rss = vmrss_mb(worker.process.pid)
-        held = HeldState(s.group_id, n, rebuild_s, changelog, recovered_s, rss, dir_bytes(Path(s.data_dir)), problem)
+        held = HeldState(s.group_id, n, rebuild_s, changelog, recovered_s, vmrss_mb(worker.process.pid),
+                         dir_bytes(Path(s.data_dir)), problem)
         # Restarts on the same machine: the probe is published first, so the figure is the time
         # from the new process to its decisions (what a sender behind the gate waits).
         for round_, how in enumerate(("disk_lost", "after_kill", "after_stop") if restarts else (), start=2):
@@ -194,8 +172,7 @@ async def held_state(bootstrap: str, work: Path, n: int, restarts: bool = True) 
             await publish_records(s, probe_log(n + (round_ - 1) * PROBE_USERKEYS, T0 + n + 10 * round_))
             started = time.monotonic()
             worker = WorkerProcess(s, log_path).start()
-            total, problem = await wait_for_count(s, s.topic("decisions"), PROBE_USERKEYS * round_, worker,
-                                                  stall_s=300)
+            _, problem = await wait_for_count(s, s.topic("decisions"), PROBE_USERKEYS * round_, worker, stall_s=300)
             setattr(held, f"{how}_s", time.monotonic() - started)
             held.problem = held.problem or problem
             if how == "disk_lost":
@@ -313,14 +290,14 @@ async def fail_over(s: Settings, work: Path, first: int, ts: int, session_timeou
     workers = [WorkerProcess(run, work / f"worker-{s.group_id}-failover{session_timeout_s:g}-{i}.log").start()
                for i, run in enumerate(runs)]
     survivor, victim = workers
-    changelog = s.changelog_topic(STATE)
+    changelog, decisions = s.changelog_topic(STATE), s.topic("decisions")
     try:
         for w in workers:
             w.wait_ready(600)
         owned = wait_for_split(workers, s.partitions, 300)
-        decided = await topic_total(s, s.topic("decisions"))
+        decided = await topic_total(s, decisions)
         await publish_records(s, probe_log(first, ts))
-        decided, problem = await wait_for_count(s, s.topic("decisions"), decided + PROBE_USERKEYS, survivor, stall_s=120)
+        decided, problem = await wait_for_count(s, decisions, decided + PROBE_USERKEYS, survivor, stall_s=120)
         standbys = [log_table(m, changelog) for _, m in log_entries(survivor.log_path)
                     if "standby offsets at start of reading" in m.split("\n", 1)[0]]
         moved = owned[1]
@@ -330,8 +307,8 @@ async def fail_over(s: Settings, work: Path, first: int, ts: int, session_timeou
         killed_at = time.time()
         victim.kill()
         await publish_records(s, probe)
-        _, result.problem = await wait_for_count(s, s.topic("decisions"), decided + len(ids), survivor, stall_s=120)
-        times = {doc["request_id"]: t for t, doc in await read_all(s, s.topic("decisions")) if doc["request_id"] in ids}
+        _, result.problem = await wait_for_count(s, decisions, decided + len(ids), survivor, stall_s=120)
+        times = {doc["request_id"]: t for t, doc in await read_all(s, decisions) if doc["request_id"] in ids}
         result.decided = len(times)
         if times:
             result.first_s, result.last_s = (min(times.values()) / 1000 - killed_at,
@@ -364,25 +341,15 @@ def long_run_log(hours: int, senders: int, seed: int) -> Log:
     burst cluster). So a sender has one new cluster an hour and, with expiry, 24 at a time."""
     rng = random.Random(seed)
     corpus = load_corpus()
-    ham = [t for label, t in corpus if label == "ham" and len(t) > 20]
-    spam = [t for label, t in corpus if label == "spam"]
-    records: list[tuple[bytes, bytes]] = []
-    types: Counter = Counter()
-    ts, seq = T0, 0
-
-    def emit(doc: dict) -> None:
-        nonlocal seq
-        seq += 1
-        types[doc["type"]] += 1
-        records.append((doc["app"].encode(), orjson.dumps(doc)))
-
+    ham, spam = [t for t in labelled(corpus, "ham") if len(t) > 20], labelled(corpus, "spam")
+    log = Log(seed, apps=4, senders=senders, userkeys=senders * 60, event_hours=hours)
     who = [(f"app-{j % 4}", f"sender-{j}") for j in range(senders)]
     recipients = {w: [f"+1666{j:04d}{r:04d}" for r in range(60)] for j, w in enumerate(who)}
+    ts = T0
     for (app, _), users in recipients.items():
         for u in users:
             ts += 10
-            emit({"type": "opt_in", "event_id": f"oi-{seq:08d}", "app": app, "userkey": u, "source": "web form",
-                  "ts": ts})
+            log.emit("opt_in", f"oi-{len(log.records):08d}", app, ts, userkey=u, source="web form")
     for hour in range(hours):
         base = T0 + (hour + 1) * HOUR
         acts = []
@@ -394,16 +361,14 @@ def long_run_log(hours: int, senders: int, seed: int) -> Log:
         rng.shuffle(acts)
         step = (HOUR // 2) // len(acts)
         for k, (kind, (app, sender), user, text) in enumerate(acts):
-            at = base + k * step
-            send = {"type": "send", "request_id": f"req-{seq:08d}", "app": app, "sender": sender, "userkey": user,
-                    "network": "sms", "text": text, "ts": at}
+            at, seq = base + k * step, len(log.records)
             if kind == "talk":
-                event_id = f"in-{seq:08d}"
-                emit({"type": "inbound", "event_id": event_id, "app": app, "sender": sender, "userkey": user,
-                      "network": "sms", "text": rng.choice(ham), "ts": at})
-                send.update(request_id=f"req-{seq:08d}", reply_to=event_id, ts=at + step // 2)
-            emit(send)
-    return Log(records, types, 4, senders, senders * 60, [], hours, seed)
+                log.emit("inbound", f"in-{seq:08d}", app, at, sender=sender, userkey=user, text=rng.choice(ham))
+                log.emit("send", f"req-{seq + 1:08d}", app, at + step // 2, sender=sender, userkey=user, text=text,
+                         reply_to=f"in-{seq:08d}")
+            else:
+                log.emit("send", f"req-{seq:08d}", app, at, sender=sender, userkey=user, text=text)
+    return log
 
 
 @dataclass
@@ -420,33 +385,33 @@ async def long_run(bootstrap: str, work: Path, hours: int, senders: int, seed: i
     log = long_run_log(hours, senders, seed)
     want = expected(log).decisions
     s = bench_settings(bootstrap, work, "memlong", log_level="info")
+    decisions = s.topic("decisions")
     await declare_outputs(s)
     await publish_records(s, log.records)
     result = LongRun(s.group_id, log, want)
     started = time.monotonic()
     worker = WorkerProcess(s, work / f"worker-{s.group_id}.log").start()
     try:
-        waiter = asyncio.ensure_future(wait_for_count(s, s.topic("decisions"), want, worker, stall_s=120))
+        waiter = asyncio.ensure_future(wait_for_count(s, decisions, want, worker, stall_s=120))
         while not waiter.done():
-            decided = await topic_total(s, s.topic("decisions"))
+            decided = await topic_total(s, decisions)
             if decided:  # from the first decision on: start-up (imports, group join) is not the run
                 result.samples.append((time.monotonic() - started, decided, vmrss_mb(worker.process.pid)))
             await asyncio.wait([waiter], timeout=1.0)
         _, result.problem = waiter.result()
-        result.samples.append((time.monotonic() - started, await topic_total(s, s.topic("decisions")),
+        result.samples.append((time.monotonic() - started, await topic_total(s, decisions),
                                vmrss_mb(worker.process.pid)))
     finally:
         worker.stop()
-    outcomes = Counter(d["outcome"] for _, d in await read_all(s, s.topic("decisions")))
-    if sum(outcomes.values()) != want:
-        result.problem = (result.problem or "") + f" decisions {sum(outcomes.values())} != expected {want}"
+    found = Counter(d["outcome"] for _, d in await read_all(s, decisions))
+    if sum(found.values()) != want:
+        result.problem = (result.problem or "") + f" decisions {sum(found.values())} != expected {want}"
     policy = Policy()
     rows = await changelog_rows(s)
 
     def row(table: str, head_key: bytes, cid: str) -> bytes | None:  # a cluster's row, keyed after its head's key
         return rows.get(PREFIX[table] + head_key[len(PREFIX[SENDERS]):] + b"\x1f" + cid.encode())
 
-    result.sender_rows = []
     for k, v in rows.items():
         if k.startswith(PREFIX[SENDERS]) and v is not None:
             state = SenderState.from_rows(v, lambda cid, k=k: row(CLUSTERS, k, cid),
