@@ -17,6 +17,7 @@ Benchmarks are not tests: a missed target is reported, not failed; a broken work
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -82,13 +83,11 @@ async def broker_configs(client: AIOKafkaAdminClient) -> dict[str, str]:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def delete_topics(prefixes: list[str]):
-    async def use(client: AIOKafkaAdminClient) -> int:
-        names = [t for t in await client.list_topics() if any(t.startswith(p) for p in prefixes)]
-        if names:
-            await client.delete_topics(names)
-        return len(names)
-    return use
+async def delete_topics(client: AIOKafkaAdminClient, prefixes: list[str]) -> int:
+    names = [t for t in await client.list_topics() if t.startswith(tuple(prefixes))]
+    if names:
+        await client.delete_topics(names)
+    return len(names)
 
 
 class Report:
@@ -176,13 +175,11 @@ async def phase_profile(r: Report) -> None:
     await tp.publish_records(settings, r.log.records[:n])
     await tp.declare_outputs(settings)
     worker = await tp.start_worker(settings, r.work / f"worker-{settings.group_id}.log", tp.first_decision(settings))
-    try:
+    with tp.stopping(worker):
         log(f"py-spy on the worker (pid {worker.process.pid}) for {seconds:.0f} s ({n:,} events published) ...")
         r.profile_tp = await pyspy.record(worker.process.pid, seconds,
                                           r.args.outdir / f"{r.args.stem}-profile-saturated.txt",
                                           "the saturated worker (the throughput log, fresh prefix)")
-    finally:
-        worker.stop()
 
 
 async def phase_memory(r: Report) -> None:
@@ -234,72 +231,69 @@ def run_inprocess(r: Report) -> None:
 
 
 def summary_rows(r: Report) -> list[list[str]]:
-    rows = []
+    rows: list[list[str]] = []
+
+    def row(*cells: str) -> None:  # figure, sendgate, baseline, ratio, target, verdict; missing ones empty
+        rows.append([*cells, *[""] * (6 - len(cells))])
+
     pt = [p for p in r.passthrough if p.records]
     pt_rate = sum(p.rate for p in pt) / len(pt) if pt else 0.0
     w = r.worker_run
     if w is not None:
         ratio = w.decisions.rate / pt_rate if pt_rate else 0.0
-        rows.append(["throughput: decisions/s, one worker process", fmt(w.decisions.rate),
-                     f"pass-through {fmt(pt_rate)} records/s (" + ", ".join(fmt(p.rate) for p in pt) + ")",
-                     f"{ratio:.2f}", ">= 0.40", verdict(ratio >= 0.40 if pt_rate else None)])
-        rows.append(["throughput: events/s (all types), one worker", fmt(w.events_rate),
-                     f"pass-through {fmt(pt_rate)} records/s", f"{w.events_rate / pt_rate:.2f}" if pt_rate else "",
-                     "", ""])
+        row("throughput: decisions/s, one worker process", fmt(w.decisions.rate),
+            f"pass-through {fmt(pt_rate)} records/s (" + ", ".join(fmt(p.rate) for p in pt) + ")",
+            f"{ratio:.2f}", ">= 0.40", verdict(ratio >= 0.40 if pt_rate else None))
+        row("throughput: events/s (all types), one worker", fmt(w.events_rate),
+            f"pass-through {fmt(pt_rate)} records/s", f"{w.events_rate / pt_rate:.2f}" if pt_rate else "")
     if r.expected is not None:
-        rows.append(["in-process ceiling: Gate.handle_record events/s (MemoryStore, no Kafka)",
-                     fmt(r.expected.rate), "", "", "", ""])
+        row("in-process ceiling: Gate.handle_record events/s (MemoryStore, no Kafka)", fmt(r.expected.rate))
     if r.latency is not None:
         echo = {e.rate: e for e in r.latency.echo}
         for res in r.latency.results:
             if not len(res.lat_ms):
-                rows.append([f"latency at {res.rate:,}/s", "no decisions", "", "", "", ""])
+                row(f"latency at {res.rate:,}/s", "no decisions")
                 continue
             e, target = echo.get(res.rate), res.rate == 1000
-            rows.append([f"latency at {res.rate:,}/s offered ({fmt(res.achieved_rate)}/s achieved): p50 / p99 / max ms",
-                         res.summary(), f"raw aiokafka echo {e.summary()}" if e is not None and len(e.lat_ms) else "",
-                         "", "p99 <= 25 ms" if target else "",
-                         verdict(res.pct(res.lat_ms, 99) <= 25.0) if target else ""])
+            row(f"latency at {res.rate:,}/s offered ({fmt(res.achieved_rate)}/s achieved): p50 / p99 / max ms",
+                res.summary(), f"raw aiokafka echo {e.summary()}" if e is not None and len(e.lat_ms) else "",
+                "", "p99 <= 25 ms" if target else "", verdict(res.pct(res.lat_ms, 99) <= 25.0) if target else "")
     if r.replay is not None and w is not None:
         rr = r.replay.result.rate
-        rows.append(["replay: events/s of `sendgate replay` on the same log", fmt(rr),
-                     f"live worker {fmt(w.events_rate)} events/s", f"{rr / w.events_rate:.2f}" if w.events_rate else "",
-                     "", ""])
+        row("replay: events/s of `sendgate replay` on the same log", fmt(rr),
+            f"live worker {fmt(w.events_rate)} events/s", f"{rr / w.events_rate:.2f}" if w.events_rate else "")
     base = next((h for h in r.held if h.userkeys == 0), None)
     for h in r.held:
         if h.userkeys and base is not None:
-            rows.append([f"memory: worker RSS holding {h.userkeys:,} userkeys (MB; bytes per userkey)",
-                         f"{h.rss_mb:.0f}; {(h.rss_mb - base.rss_mb) * 2**20 / h.userkeys:,.0f} B",
-                         f"worker holding none: {base.rss_mb:.0f} MB; changelog {h.userkey_bytes / h.userkeys:.0f} "
-                         "B/userkey", "", "", ""])
+            row(f"memory: worker RSS holding {h.userkeys:,} userkeys (MB; bytes per userkey)",
+                f"{h.rss_mb:.0f}; {(h.rss_mb - base.rss_mb) * 2**20 / h.userkeys:,.0f} B",
+                f"worker holding none: {base.rss_mb:.0f} MB; changelog {h.userkey_bytes / h.userkeys:.0f} B/userkey")
     for h in r.held:  # issue 14's targets, at every N but the baseline
         if not h.userkeys:
             continue
         if h.disk_lost_s is not None:
             restored, took = h.restore or (0, 0.0)
             rate = restored / took if took else 0.0
-            rows.append([f"recovery: empty store (disk lost), {h.userkeys:,} userkeys, "
-                         f"{sum(v[0] for v in h.changelog.values()):,} rows: new process to the probe decided s; "
-                         "rows/s of the restore (its own log line)",
-                         f"{fmt_s(h.disk_lost_s)}; {fmt(rate)} ({restored:,} rows in {took:.1f} s)",
-                         f"Faust's own restore (before): {fmt_s(h.recovered_s)} s to the probe decided",
-                         f"{h.recovered_s / h.disk_lost_s:.1f}x" if h.disk_lost_s else "",
-                         "<= 60 s at 1M; >= 50,000 rows/s",
-                         verdict(rate >= 50_000 and (h.userkeys < 1_000_000 or h.disk_lost_s <= 60))
-                         if h.restore else "n/a"])
+            row(f"recovery: empty store (disk lost), {h.userkeys:,} userkeys, "
+                f"{sum(v[0] for v in h.changelog.values()):,} rows: new process to the probe decided s; "
+                "rows/s of the restore (its own log line)",
+                f"{fmt_s(h.disk_lost_s)}; {fmt(rate)} ({restored:,} rows in {took:.1f} s)",
+                f"Faust's own restore (before): {fmt_s(h.recovered_s)} s to the probe decided",
+                f"{h.recovered_s / h.disk_lost_s:.1f}x" if h.disk_lost_s else "", "<= 60 s at 1M; >= 50,000 rows/s",
+                verdict(rate >= 50_000 and (h.userkeys < 1_000_000 or h.disk_lost_s <= 60)) if h.restore else "n/a")
         for label, took, limit in (("after kill -9", h.after_kill_s, 30.0), ("after SIGTERM", h.after_stop_s, 15.0)):
             if took is not None:
-                rows.append([f"recovery: restart {label}, {h.userkeys:,} userkeys: new process to the probe decided s",
-                             fmt_s(took), "", "", f"<= {limit:g} s", verdict(took <= limit)])
+                row(f"recovery: restart {label}, {h.userkeys:,} userkeys: new process to the probe decided s",
+                    fmt_s(took), "", "", f"<= {limit:g} s", verdict(took <= limit))
     for h in r.held:
         for f in h.failovers:
-            rows.append([f"fail-over: one of two workers killed, {h.userkeys:,} userkeys, session timeout "
-                         f"{f.session_timeout_s:g} s: kill to the survivor's first / last decision s",
-                         f"{fmt_s(f.first_s)} / {fmt_s(f.last_s)}"
-                         + ("" if f.decided == f.probe else f" ({f.decided:,} of {f.probe:,} decided)"),
-                         f"rebalance seen {fmt_s(f.marks.get('heartbeat: rebalancing'))} s after the kill; "
-                         f"{sum(f.restored.values()):,} changelog record(s) restored", "", "<= 30 s",
-                         verdict(f.last_s <= 30 and f.decided == f.probe if f.last_s is not None else None)])
+            row(f"fail-over: one of two workers killed, {h.userkeys:,} userkeys, session timeout "
+                f"{f.session_timeout_s:g} s: kill to the survivor's first / last decision s",
+                f"{fmt_s(f.first_s)} / {fmt_s(f.last_s)}"
+                + ("" if f.decided == f.probe else f" ({f.decided:,} of {f.probe:,} decided)"),
+                f"rebalance seen {fmt_s(f.marks.get('heartbeat: rebalancing'))} s after the kill; "
+                f"{sum(f.restored.values()):,} changelog record(s) restored", "", "<= 30 s",
+                verdict(f.last_s <= 30 and f.decided == f.probe if f.last_s is not None else None))
     return rows
 
 
@@ -554,20 +548,16 @@ def main(argv: list[str] | None = None) -> int:
     r = Report(a, Path(tempfile.mkdtemp(prefix="sendgate-bench-")))
     t_start = time.monotonic()
     log(f"work dir {r.work}; results -> {out}")
-    kafka, external = None, os.environ.get("SENDGATE_BOOTSTRAP")
-    try:
-        if external:
-            r.bootstrap = external
-            r.broker["_where"] = (f"external, SENDGATE_BOOTSTRAP={external} (its own settings; shared with whatever "
-                                  "else uses it)")
-        else:
-            log(f"starting a local Kafka {KAFKA_VERSION} broker ...")
-            kafka = LocalKafka()
-            kafka.start()
-            r.bootstrap = kafka.bootstrap
-            r.broker["_where"] = (f"started by the bench: `sendgate.streams.local.broker.LocalKafka`, Apache Kafka "
-                                  f"{KAFKA_VERSION}, one KRaft broker+controller on {r.bootstrap}, -Xmx{kafka.heap}, "
-                                  "G1GC, data in a temporary directory, replication 1")
+    external = os.environ.get("SENDGATE_BOOTSTRAP")
+    if not external:
+        log(f"starting a local Kafka {KAFKA_VERSION} broker ...")
+    with contextlib.nullcontext() if external else LocalKafka() as kafka:
+        r.bootstrap = external or kafka.bootstrap
+        r.broker["_where"] = (f"external, SENDGATE_BOOTSTRAP={external} (its own settings; shared with whatever else "
+                              "uses it)" if external else
+                              f"started by the bench: `sendgate.streams.local.broker.LocalKafka`, Apache Kafka "
+                              f"{KAFKA_VERSION}, one KRaft broker+controller on {r.bootstrap}, -Xmx{kafka.heap}, "
+                              "G1GC, data in a temporary directory, replication 1")
         r.broker.update(asyncio.run(admin(r.bootstrap, broker_configs)))
         log(f"broker {r.bootstrap}: {r.broker}")
         for name, phase in (("throughput", phase_throughput), ("replay", phase_replay), ("latency", phase_latency),
@@ -580,12 +570,9 @@ def main(argv: list[str] | None = None) -> int:
                     log(r.errors[-1])
         if external and r.prefixes:
             try:
-                log(f"deleted {asyncio.run(admin(r.bootstrap, delete_topics(r.prefixes)))} bench topic(s)")
+                log(f"deleted {asyncio.run(admin(r.bootstrap, lambda c: delete_topics(c, r.prefixes)))} bench topic(s)")
             except Exception as exc:
                 log(f"could not delete the bench topics: {exc}")
-    finally:
-        if kafka is not None:
-            kafka.close()
     if "inprocess" not in a.skip:
         run_inprocess(r)
     r.wall_s = time.monotonic() - t_start

@@ -1,8 +1,5 @@
 """Detection quality on a scenario built from the SMS Spam Collection, fully in-process.
 
-    python -m bench.detection           # full sweep (several minutes), writes bench/results/detection.md
-    python -m bench.detection --quick   # a few templates, a few configs (seconds)
-
 Scenario (seeded; one time-ordered stream through Gate.handle and a MemoryStore):
 
 * blasts: every spam text is a template sent by its own sender (old sender_profile; its recipients
@@ -233,13 +230,9 @@ def main() -> None:
     args = ap.parse_args()
     started = time.perf_counter()
     corpus = load_corpus()
-    if args.quick:
-        spam_limit, ham_limit, configs = 30, 400, [(0.5, 64), (0.6, 128), (0.8, 128), (0.6, 256)]
-        n_variant, n_random = 100, 300
-    else:
-        spam_limit, ham_limit = None, None
-        configs = [(t, p) for t in THRESHOLDS for p in NUM_PERMS]
-        n_variant, n_random = 747, 3000
+    spam_limit, ham_limit, n_variant, n_random = (30, 400, 100, 300) if args.quick else (None, None, 747, 3000)
+    configs = ([(0.5, 64), (0.6, 128), (0.8, 128), (0.6, 256)] if args.quick
+               else [(t, p) for t in THRESHOLDS for p in NUM_PERMS])
     sc = build(corpus, args.seed, spam_limit, ham_limit)
     dense = build(corpus, args.seed + 1, spam_limit, ham_limit, ham_senders=30, with_blasts=False)
     spread = build(corpus, args.seed + 2, spam_limit, None, with_blasts=False, with_ham=False, spread=True)

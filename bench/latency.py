@@ -31,7 +31,7 @@ from sendgate.streams.config import Settings
 from sendgate.streams.kafka import ensure_topics, partitions_of
 
 from ._common import DAY, ROOT, Log, doc, labelled, load_corpus
-from .throughput import declare_outputs, start_worker
+from .throughput import declare_outputs, start_worker, stopping
 
 PRODUCER = dict(acks="all", linger_ms=0)  # the request producer (aiokafka defaults otherwise)
 SUBSCRIBER = dict(fetch_max_wait_ms=500, fetch_min_bytes=1)  # aiokafka defaults, stated
@@ -140,14 +140,13 @@ class Subscriber:
 @contextlib.asynccontextmanager
 async def clients(settings: Settings, topic: str | None = None):
     """The request producer and a Subscriber on `topic` (default: the decisions)."""
-    producer, sub = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, **PRODUCER), Subscriber(settings, topic)
-    try:
-        await producer.start()
-        await sub.start()
-        yield producer, sub
-    finally:
-        await sub.stop()
-        await producer.stop()
+    sub = Subscriber(settings, topic)
+    async with AIOKafkaProducer(bootstrap_servers=settings.bootstrap, **PRODUCER) as producer:
+        try:
+            await sub.start()
+            yield producer, sub
+        finally:
+            await sub.stop()
 
 
 def _request(setup: Setup, rng: random.Random, rid: str) -> tuple[bytes, bytes]:
@@ -225,11 +224,8 @@ async def echo_main(bootstrap: str, in_topic: str, out_topic: str) -> None:
     """The baseline, in its own process: read every partition of `in_topic` from its end (no group),
     orjson decode + re-encode each value, produce it to `out_topic` (acks=all, linger 0, as Faust)."""
     partitions = await partitions_of(Settings(bootstrap=bootstrap), in_topic, 60.0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    await consumer.start()
-    await producer.start()
-    try:
+    async with (AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False) as consumer,
+                AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0) as producer):
         tps = [TopicPartition(in_topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
@@ -238,9 +234,6 @@ async def echo_main(bootstrap: str, in_topic: str, out_topic: str) -> None:
             for messages in batch.values():
                 for m in messages:
                     await producer.send(out_topic, value=orjson.dumps(orjson.loads(m.value)), key=m.key)
-    finally:
-        await producer.stop()
-        await consumer.stop()
 
 
 async def run_echo(settings: Settings, log_dir: Path, rates: list[int], seconds: float, warmup_s: float, seed: int,
@@ -280,36 +273,33 @@ async def run(settings: Settings, log_dir: Path, rates: list[int], seconds: floa
     window: `profile_hook(worker_pid)` returns an awaitable run while 1,000/s are offered)."""
     rng, setup, topic = random.Random(seed), make_setup(seed, quick), settings.topic("events")
     await declare_outputs(settings)
-    out, worker = LatencyRun([], len(setup.log.records)), None
+    out = LatencyRun([], len(setup.log.records))
 
     async def probe(rid: str, app: str, userkey: str) -> None:
         sub.watch[rid] = time.time()
         await producer.send(topic, key=app.encode(), value=orjson.dumps(doc(
             "send", rid, app, sender=setup.senders[app][0], userkey=userkey, text="probe")))
 
-    try:
-        async with clients(settings) as (producer, sub):
-            await probe("probe-first", next(iter(setup.senders)), "+10000000000")  # decided first: the worker runs
-            for key, value in setup.log.records:
-                await producer.send(topic, value=value, key=key)
-            for app in setup.senders:  # ready when one request per app, sent before it starts, is decided
-                await probe(f"probe-{app}", app, setup.replies[0][2])
-            await producer.flush()
-            worker = await start_worker(settings, log_dir / f"worker-{settings.group_id}.log",
-                                        lambda timeout: sub.wait_for(["probe-first"], timeout))
+    async with clients(settings) as (producer, sub):
+        await probe("probe-first", next(iter(setup.senders)), "+10000000000")  # decided first: the worker runs
+        for key, value in setup.log.records:
+            await producer.send(topic, value=value, key=key)
+        for app in setup.senders:  # ready when one request per app, sent before it starts, is decided
+            await probe(f"probe-{app}", app, setup.replies[0][2])
+        await producer.flush()
+        worker = await start_worker(settings, log_dir / f"worker-{settings.group_id}.log",
+                                    lambda timeout: sub.wait_for(["probe-first"], timeout))
+        with stopping(worker):
             if not await sub.wait_for([f"probe-{app}" for app in setup.senders], 300.0, lambda: worker.running):
                 raise RuntimeError(f"the latency worker did not decide the setup in 300 s:\n{worker.log_tail()}")
             out.results = await offer_rates(producer, sub, setup, rng, topic, rates, seconds, warmup_s, "lat",
                                             lambda: worker.running)
-            if profile_hook is not None and worker.process is not None:
+            if profile_hook is not None:
                 profiled = asyncio.ensure_future(profile_hook(worker.process.pid))
                 await asyncio.sleep(0.5)
                 window = await offer(producer, sub, setup, rng, topic, 1000, 10.0, 0.5, 300.0, "latprof",
                                      alive=lambda: worker.running)
                 out.profile = (await profiled, window)
-    finally:
-        if worker is not None:
-            worker.stop()
     return out
 
 

@@ -1,7 +1,4 @@
-"""Bytes per stored row, and the memory of a MemoryStore holding many userkeys.
-
-    python -m bench.state_size           # rows + RSS at 100k, 300k and 1M userkeys
-    python -m bench.state_size --quick   # rows + RSS at 10k and 30k userkeys (seconds)
+"""Bytes per stored row, and the memory of a MemoryStore holding many userkeys (100k, 300k, 1M).
 
 Rows are read back from a MemoryStore after feeding events through `Gate.handle`, so the sizes are
 exactly what the worker writes to its tables (value bytes; the key is listed separately). Each RSS

@@ -1,8 +1,5 @@
 """µs per message for each step of the gate, in-process (no Kafka).
 
-    python -m bench.steps            # full run (a few minutes), writes bench/results/steps.md
-    python -m bench.steps --quick    # seconds: smoke test for CI
-
 Every figure is the median of several timeit repeats. Ratios against the naive datasketch
 baseline are taken repeat by repeat, with both sides run alternately in the same process.
 """

@@ -17,6 +17,7 @@ function `sendgate replay --name bench` runs (default policy), in this process, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -240,19 +241,14 @@ async def publish_records(settings: Settings, records: list[tuple[bytes, bytes]]
     """Write records to the events topic as fast as aiokafka allows; returns seconds."""
     topic = settings.topic("events")
     await ensure_topics(settings, [topic])
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
-                                max_batch_size=256 * 1024)
-    await producer.start()
-    started = time.monotonic()
-    try:
-        last = None
+    started, last = time.monotonic(), None
+    async with AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
+                                max_batch_size=256 * 1024) as producer:
         for key, value in records:
             last = await producer.send(topic, value=value, key=key, timestamp_ms=record_time(value))
         await producer.flush()
         if last is not None:
             await last
-    finally:
-        await producer.stop()
     return time.monotonic() - started
 
 
@@ -337,6 +333,16 @@ def first_decision(settings: Settings):
     return ready
 
 
+@contextlib.contextmanager
+def stopping(*workers: WorkerProcess):
+    """Stop the workers however the block ends (stopping a stopped one does nothing)."""
+    try:
+        yield workers
+    finally:
+        for w in workers:
+            w.stop()
+
+
 async def declare_outputs(settings: Settings) -> None:
     """Create the worker's topics up front (same partition count), so readers can start before it."""
     await ensure_topics(settings, [settings.topic(t) for t in ("events", "decisions", "deadletter")])
@@ -363,14 +369,12 @@ async def passthrough(settings: Settings, label: str, expected_records: int) -> 
     Faust's: acks=all, linger 0, max batch 16 KiB."""
     topic, out_topic = settings.topic("events"), settings.topic(f"passthrough.{label}")
     await ensure_topics(settings, [out_topic])
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, group_id=f"{settings.group_id}-pt-{label}",
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=0, max_batch_size=16384)
-    await consumer.start()
-    await producer.start()
     done, sent_at = 0, []
     previous: tuple[list, dict] | None = None
-    try:
+    async with (AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+                                 group_id=f"{settings.group_id}-pt-{label}", auto_offset_reset="earliest") as consumer,
+                AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=0,
+                                 max_batch_size=16384) as producer):
         while done < expected_records:
             batch = await consumer.getmany(timeout_ms=1000)
             futures, offsets = [], {}
@@ -389,9 +393,6 @@ async def passthrough(settings: Settings, label: str, expected_records: int) -> 
         if previous is not None:
             await asyncio.gather(*previous[0])
             await consumer.commit(previous[1])
-    finally:
-        await producer.stop()
-        await consumer.stop()
     span = sent_at[-1] - sent_at[0] if sent_at else 0.0
     return RateResult(f"pass-through {label}", done, span, bins_per_second(sent_at))
 
@@ -412,13 +413,11 @@ async def worker_pass(settings: Settings, log_dir: Path, expected_decisions: int
     started = time.monotonic()
     await declare_outputs(settings)
     worker = await start_worker(settings, log_dir / f"worker-{settings.group_id}.log", first_decision(settings))
-    try:
+    with stopping(worker):
         _, problem = await wait_for_count(settings, settings.topic("decisions"), expected_decisions, worker,
                                           stall_s=stall_s)
         wall = time.monotonic() - started
         await asyncio.sleep(1.0)  # anything beyond the expected count (duplicates) would show now
-    finally:
-        worker.stop()
     records = await read_all(settings, settings.topic("decisions"))
     ts = [t for t, _ in records]
     span = (max(ts) - min(ts)) / 1000 if ts else 0.0

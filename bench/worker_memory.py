@@ -55,8 +55,8 @@ from sendgate.streams.worker.outbox import partition_for
 from sendgate.streams.worker.state import COMMIT, HOME, KIND, PREFIX, STATE
 
 from ._common import HOUR, T0, Log, labelled, load_corpus, proc_kb
-from .throughput import (NAMES, bench_settings, declare_outputs, expected, publish_records, read_all, topic_total,
-                         wait_for_count)
+from .throughput import (NAMES, bench_settings, declare_outputs, expected, publish_records, read_all, stopping,
+                         topic_total, wait_for_count)
 
 PROBE_USERKEYS = 1_000
 FAILOVER_SESSION_TIMEOUTS = (10.0, 30.0)  # the default, and the default before
@@ -92,15 +92,11 @@ async def commit_end(settings: Settings) -> None:
     """Set the worker group's offsets on the events topic to its end (as after a worker decided it)."""
     topic = settings.topic("events")
     ends = {TopicPartition(topic, p): end for p, end in (await end_offsets(settings, topic)).items()}
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.group_id,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
+    async with AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.group_id,
+                                enable_auto_commit=False) as consumer:
         consumer.assign(list(ends))
         if any(ends.values()):
             await consumer.commit({tp: end for tp, end in ends.items() if end > 0})
-    finally:
-        await consumer.stop()
 
 
 async def changelog_rows(settings: Settings) -> dict[bytes, bytes]:
@@ -163,8 +159,6 @@ async def held_state(bootstrap: str, work: Path, n: int, restarts: bool = True) 
         recovered_s = time.monotonic() - started
         held = HeldState(s.group_id, n, rebuild_s, changelog, recovered_s, vmrss_mb(worker.process.pid),
                          dir_bytes(Path(s.data_dir)), problem)
-        # Restarts on the same machine: the probe is published first, so the figure is the time
-        # from the new process to its decisions (what a sender behind the gate waits).
         for round_, how in enumerate(("disk_lost", "after_kill", "after_stop") if restarts else (), start=2):
             worker.kill() if how == "after_kill" else worker.stop()
             if how == "disk_lost":  # a new machine: nothing local
@@ -219,9 +213,7 @@ class FailOver:
     problem: str | None = None
 
 
-# What the survivor logs after the kill (Faust and aiokafka at level info), first occurrence each:
-# the coordinator has dropped the dead member (the survivor's heartbeat answers "rebalancing"),
-# the survivor has rejoined, has its new partitions, has recovered their tables.
+# What the survivor logs after the kill (Faust and aiokafka at level info), first occurrence each
 FAILOVER_MARKS = {"heartbeat: rebalancing": re.compile(r"Heartbeat failed .* rebalancing"),
                   "joined": re.compile(r"Joined group"),
                   "assigned": re.compile(r"Setting newly assigned partitions"),
@@ -281,8 +273,7 @@ def wait_for_split(workers: list[WorkerProcess], partitions: int, timeout: float
 
 
 async def fail_over(s: Settings, work: Path, first: int, ts: int, session_timeout_s: float) -> FailOver:
-    """Two workers on `s`'s state decide a probe (userkeys from `first`); the second is killed and a
-    probe for the apps on its partitions is timed from the kill to the survivor's decisions."""
+    """Fail-over (the module docstring, 2.): a probe of userkeys from `first`, then the kill."""
     d = Settings()  # the production group timings, but the session timeout
     runs = [s.with_(web_enabled=True, web_port=free_port(), data_dir=s.data_dir + ("-2" if i else ""),
                     session_timeout_s=session_timeout_s, heartbeat_interval_s=d.heartbeat_interval_s,
@@ -291,7 +282,7 @@ async def fail_over(s: Settings, work: Path, first: int, ts: int, session_timeou
                for i, run in enumerate(runs)]
     survivor, victim = workers
     changelog, decisions = s.changelog_topic(STATE), s.topic("decisions")
-    try:
+    with stopping(*workers):
         for w in workers:
             w.wait_ready(600)
         owned = wait_for_split(workers, s.partitions, 300)
@@ -330,15 +321,10 @@ async def fail_over(s: Settings, work: Path, first: int, ts: int, session_timeou
         result.written = {p: highwaters[p] - result.standbys[p] for p in moved
                           if p in highwaters and p in result.standbys}
         return result
-    finally:
-        for w in workers:
-            w.stop()
 
 
 def long_run_log(hours: int, senders: int, seed: int) -> Log:
-    """`senders` senders (4 apps), each with 60 opted-in recipients: every hour each sends a new
-    personalised spam template to 15 of them, and answers 10 others who wrote to it (replies: no
-    burst cluster). So a sender has one new cluster an hour and, with expiry, 24 at a time."""
+    """The long run's log (the module docstring, 3.): 4 apps, 60 opted-in recipients a sender."""
     rng = random.Random(seed)
     corpus = load_corpus()
     ham, spam = [t for t in labelled(corpus, "ham") if len(t) > 20], labelled(corpus, "spam")
@@ -391,7 +377,7 @@ async def long_run(bootstrap: str, work: Path, hours: int, senders: int, seed: i
     result = LongRun(s.group_id, log, want)
     started = time.monotonic()
     worker = WorkerProcess(s, work / f"worker-{s.group_id}.log").start()
-    try:
+    with stopping(worker):
         waiter = asyncio.ensure_future(wait_for_count(s, decisions, want, worker, stall_s=120))
         while not waiter.done():
             decided = await topic_total(s, decisions)
@@ -401,8 +387,6 @@ async def long_run(bootstrap: str, work: Path, hours: int, senders: int, seed: i
         _, result.problem = waiter.result()
         result.samples.append((time.monotonic() - started, await topic_total(s, decisions),
                                vmrss_mb(worker.process.pid)))
-    finally:
-        worker.stop()
     found = Counter(d["outcome"] for _, d in await read_all(s, decisions))
     if sum(found.values()) != want:
         result.problem = (result.problem or "") + f" decisions {sum(found.values())} != expected {want}"
