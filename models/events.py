@@ -35,7 +35,8 @@ class Inbound:
 
 
 @dataclass(frozen=True, slots=True)
-class OptIn:
+class ConsentChange:
+    """What opt_in and opt_out events carry; the gate tells them apart by their type."""
     event_id: str
     app: str
     userkey: str
@@ -44,12 +45,13 @@ class OptIn:
 
 
 @dataclass(frozen=True, slots=True)
-class OptOut:
-    event_id: str
-    app: str
-    userkey: str
-    source: str
-    ts: int
+class OptIn(ConsentChange):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class OptOut(ConsentChange):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
