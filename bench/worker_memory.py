@@ -52,7 +52,7 @@ from sendgate.streams.local.broker import free_port
 from sendgate.streams.local.process import WorkerProcess
 from sendgate.streams.ops.rebuild import rebuild
 from sendgate.streams.worker.outbox import partition_for
-from sendgate.streams.worker.state import COMMIT, HOME, KIND, PREFIX, STATE
+from sendgate.streams.worker.checkpoint import COMMIT, HOME, KIND, PREFIX, STATE
 
 from ._common import HOUR, T0, Log, labelled, load_corpus, proc_kb
 from .throughput import (NAMES, bench_settings, declare_outputs, expected, publish_records, read_all, stopping,

@@ -72,7 +72,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .kafka import check_events_clock, ensure_topics, partitions_of
     from .worker.junk import JUNK_REPORTS
     from .worker.restore import restore_state
-    from .worker.state import APPS, STATE, after_unclean_stop
+    from .worker.checkpoint import APPS, STATE, after_unclean_stop
 
     settings = _settings(args)
     events = settings.topic("events")
@@ -100,7 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # A worker killed mid-write can leave a local store ahead of its changelog (Faust's table path
     # writes the store first), and Faust would replay the changelog over it into a state that
     # never existed. The marker file tells the next start that the last stop was not clean: the
-    # `state` table's store is kept (it holds only what the broker acknowledged: streams/worker/state.py),
+    # `state` table's store is kept (it holds only what the broker acknowledged: streams/worker/checkpoint.py),
     # the others recover from their changelogs.
     marker = Path(settings.data_dir) / f"{settings.group_id}.running"
 

@@ -76,7 +76,7 @@ class Settings:
     rebalance_timeout_s: float = 60.0
     log_level: str = "warning"
     processing_guarantee: str = "at_least_once"
-    # A batch is decided, its outputs acknowledged, then its state written (streams/worker/state.py):
+    # A batch is decided, its outputs acknowledged, then its state written (streams/worker/checkpoint.py):
     # the events that have arrived, up to batch_max.
     batch_max: int = 500
     linger_ms: float = 1.0  # the producer's; every batch waits for its outputs' acknowledgement

@@ -7,7 +7,7 @@ changelogs, where the old rows stay valid until it is done:
 
 1. every computed row, to the partition of the events that produced it (where the worker writes it);
 2. a tombstone for every row of the old changelogs the new tables do not hold (in that partition);
-3. last, each partition's commit record (streams/worker/state.py).
+3. last, each partition's commit record (streams/worker/checkpoint.py).
 
 Recovery applies rows only up to a commit record, so until (3) the old state is what every worker
 recovers: a rebuild that dies half-way changed nothing (its rows are orphans, dropped and rewritten
@@ -35,7 +35,7 @@ from ..kafka import partitions_of
 from ..config import ConfigError, Settings
 from ..kafka import committed_offsets, end_offsets, read_log
 from ..progress import Progress
-from ..worker.state import APPS, COMMIT, HOME, KIND, PREFIX, STATE, commit_key
+from ..worker.checkpoint import APPS, COMMIT, HOME, KIND, PREFIX, STATE, commit_key
 
 
 class SpooledRows(MemoryStore):

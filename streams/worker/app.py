@@ -32,7 +32,7 @@ from .faust_internals import (assigned, channel_queue, commit_at, committed_offs
                               inner_producer, recovery_state)
 from .junk import JUNK_REPORTS, JunkOwner, JunkView
 from .metrics import BatchTally, GateMetrics
-from .state import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
+from .checkpoint import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
 from .operations import register_operations
 from .web import register_views
 
@@ -154,7 +154,7 @@ class GateWorker:
         """Decide a batch of records of sendgate.events; never raises for bad input. `quiet`:
         partitions whose records up to their end are read from Kafka first (`QuietHoles`).
 
-        Outputs first, state second (see streams/worker/state.py): the batch's decisions, deliveries and
+        Outputs first, state second (see streams/worker/checkpoint.py): the batch's decisions, deliveries and
         dead letters are acknowledged by the broker before its rows and commit records are written.
         """
         sent: list[Any] = []

@@ -3,7 +3,7 @@
 Producing record by record through Faust (`Topic.send`) cost more of the worker's time than
 deciding (profiled with `bench/run --profile`): sensors, a future per record, the partitioner
 and the accumulator for every decision. A batch of events already waits for all its outputs
-before its state is written (streams/worker/state.py), so its outputs can as well go out together:
+before its state is written (streams/worker/checkpoint.py), so its outputs can as well go out together:
 aiokafka's `create_batch`/`send_batch`, one future per topic partition.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Why. Faust restores a changelog record by record (a wait_for, debug formatting and offset
 bookkeeping each: ~4,000-8,000 rows/s), so a worker on an empty disk took minutes to decide again
 at a million userkeys. This reads every partition of the changelog in large fetches and writes
-RocksDB write batches, keeping the rule of streams/worker/state.py: rows are applied only up to a commit
+RocksDB write batches, keeping the rule of streams/worker/checkpoint.py: rows are applied only up to a commit
 record, each checkpoint in one write batch together with the store's persisted offset (the
 commit record's), so Faust itself then reads only what follows the last commit record, where an
 unfinished checkpoint's rows are dropped as orphans as before.
@@ -24,7 +24,7 @@ from faust.stores.rocksdb import RocksDBOptions, Store
 
 from ..config import Settings
 from ..kafka import end_offsets, read_log
-from .state import COMMIT, STATE
+from .checkpoint import COMMIT, STATE
 
 log = logging.getLogger("sendgate.restore")
 

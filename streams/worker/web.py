@@ -28,7 +28,7 @@ from sendgate.models.pending import PendingRequest, ReleaseSchedule
 from sendgate.models.reputation import SIGNALS
 
 from .faust_internals import route_to_owner
-from .state import STATE, CheckpointStore
+from .checkpoint import STATE, CheckpointStore
 
 
 def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore) -> None:

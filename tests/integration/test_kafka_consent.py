@@ -4,7 +4,7 @@ from __future__ import annotations
 from harness import MIN, T0, collect, decisions, ev, make_settings, outcomes, publish
 
 from sendgate.models.gate import CONVERSATIONS, USERKEYS
-from sendgate.streams.worker.state import COMMIT, PREFIX, STATE, commit_key
+from sendgate.streams.worker.checkpoint import COMMIT, PREFIX, STATE, commit_key
 
 
 def inbound(event_id, userkey, text, ts, app="acme", sender="s1"):

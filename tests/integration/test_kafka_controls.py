@@ -120,7 +120,7 @@ def test_check_agrees_with_the_decisions_of_a_200_recipient_campaign_and_writes_
     assert summary["refused_by_reason"] == {"opted_out": 10, "no_conversation": 40}
     assert summary["paced"] == 200 - 10 - 50
     lines = table.stdout.decode().splitlines()
-    assert lines[0].startswith(f"shop / promo on sms at ") and "10 now, 140 paced" in lines[0]
+    assert lines[0].startswith("shop / promo on sms at ") and "10 now, 140 paced" in lines[0]
     assert len(lines) == 2 + 200 and lines[2].split()[:3] == ["fan000", "rejected", "opted_out"]
 
     publish(settings, [ev("send", request_id=f"spring-{u}", app="shop", sender="promo", userkey=u, network="sms",

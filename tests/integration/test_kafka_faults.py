@@ -19,7 +19,7 @@ from harness import (DAY, MIN, T0, DecisionWatcher, Invalid, account, create_eve
 
 from sendgate.models.pending import ReleaseSchedule
 from sendgate.streams.local.broker import LocalKafka
-from sendgate.streams.worker.state import PREFIX, STATE
+from sendgate.streams.worker.checkpoint import PREFIX, STATE
 
 SEED = int(os.environ.get("SENDGATE_FAULT_SEED", "20240611"))
 T = T0 + 3 * 60 * MIN

@@ -16,7 +16,7 @@ from sendgate.models.events import validate
 from sendgate.models.decisions import Decision
 from sendgate.models.gate import JUNK, TABLES, USERKEYS, Gate, MemoryStore, key
 from sendgate.streams.kafka import end_offsets, read_log
-from sendgate.streams.worker.state import APPS, COMMIT, HOME, KIND, PREFIX, STATE, commit_key
+from sendgate.streams.worker.checkpoint import APPS, COMMIT, HOME, KIND, PREFIX, STATE, commit_key
 
 T = T0 + 3 * 60 * MIN
 TEMPLATE = "Hi {}! Flash sale: code {} gives 30% off at http://shop.example/{} until midnight"

@@ -1,5 +1,5 @@
 """restore.py: a worker's state stores are restored from the changelog in write batches, whole
-checkpoints only (streams/worker/state.py), before Faust reads the tail after the last commit record."""
+checkpoints only (streams/worker/checkpoint.py), before Faust reads the tail after the last commit record."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +11,7 @@ from faust.stores.rocksdb import RocksDBOptions, Store
 
 from sendgate.streams.kafka import ensure_topics
 from sendgate.streams.worker.restore import restore_state, store_path
-from sendgate.streams.worker.state import STATE, commit_key
+from sendgate.streams.worker.checkpoint import STATE, commit_key
 
 
 def write_changelog(settings, records: list[tuple[int, bytes, bytes | None]]) -> dict[int, list[int]]:

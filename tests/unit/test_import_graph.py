@@ -90,7 +90,7 @@ def test_the_graph_is_read_for_real():
     found = set(edges())
     assert ("sendgate.streams.worker.app", "sendgate.models.gate") in found
     assert ("sendgate.streams.client", "sendgate.streams.config") in found
-    assert ("sendgate.streams.ops.rebuild", "sendgate.streams.worker.state") in found
+    assert ("sendgate.streams.ops.rebuild", "sendgate.streams.worker.checkpoint") in found
 
 
 @pytest.mark.parametrize("module,target,allowed", [

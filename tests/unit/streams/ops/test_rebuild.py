@@ -6,7 +6,7 @@ from conftest import APP, PARCEL, T, established, event, recipients, send
 from sendgate.models.events import validate
 from sendgate.models.gate import JUNK, USERKEYS, Gate, MemoryStore, key
 from sendgate.streams.ops.rebuild import SpooledRows
-from sendgate.streams.worker.state import PREFIX, STATE
+from sendgate.streams.worker.checkpoint import PREFIX, STATE
 
 
 def test_rows_are_kept_under_their_kinds_prefix_with_the_partition_that_wrote_them_last(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 from sendgate.streams.config import Settings
 from sendgate.streams.worker.app import build_worker
 from sendgate.streams.worker.restore import store_path
-from sendgate.streams.worker.state import after_unclean_stop
+from sendgate.streams.worker.checkpoint import after_unclean_stop
 
 
 def test_the_restored_store_of_a_partition_is_the_one_faust_opens_and_survives_an_unclean_stop(tmp_path):

@@ -1,4 +1,4 @@
-"""state.py: row keys and commit records, the checkpoint store's overlay (an event's writes, its
+"""checkpoint.py: row keys and commit records, the checkpoint store's overlay (an event's writes, its
 batch's, the committed rows), the checkpoint protocol under at_least_once (rows with the outputs,
 commit records in the next send), recovery of whole checkpoints only, the schedule index the
 ticker reads, and `after_unclean_stop`.
@@ -23,7 +23,7 @@ from sendgate.models.policy import Policy
 from sendgate.streams.worker.app import LoggedEvent, LoggedMessage
 from sendgate.streams.worker.junk import JunkView
 from sendgate.streams.worker.outbox import Outbox
-from sendgate.streams.worker.state import (COMMIT, HOME, KIND, PREFIX, STATE, CheckpointStore, StateTable, _Written,
+from sendgate.streams.worker.checkpoint import (COMMIT, HOME, KIND, PREFIX, STATE, CheckpointStore, StateTable, _Written,
                                            after_unclean_stop, commit_key)
 
 _apps = itertools.count()
