@@ -165,16 +165,18 @@ async def offer(producer: AIOKafkaProducer, sub: Subscriber, setup: Setup, rng: 
     """Offer `rate` requests/s for warmup_s + seconds; wait for the decisions; compute the figures."""
     total, n_warm = int(rate * (warmup_s + seconds)), int(rate * warmup_s)
     ids = [f"{tag}-{i:07d}" for i in range(total)]
-    payloads = [_request(setup, rng, rid) for rid in ids]  # built before the clock runs
+    signer = settings.signing_key()
+    payloads = [(key, value, signer.headers(value) if signer else None)  # built and signed before the clock runs
+                for key, value in (_request(setup, rng, rid) for rid in ids)]
     sent_at: list[float] = [0.0] * total
     t0 = time.perf_counter()
     i = 0
     while i < total:
         due = min(total, int((time.perf_counter() - t0) * rate) + 1)
         while i < due:
-            key, value = payloads[i]
+            key, value, headers = payloads[i]
             sub.watch[ids[i]] = sent_at[i] = time.time()
-            await producer.send(topic, value=value, key=key)
+            await producer.send(topic, value=value, key=key, headers=headers)
             i += 1
         delay = t0 + i / rate - time.perf_counter()
         await asyncio.sleep(delay if delay > 0 else 0)
@@ -275,15 +277,20 @@ async def run(settings: Settings, log_dir: Path, rates: list[int], seconds: floa
     await declare_outputs(settings)
     out = LatencyRun([], len(setup.log.records))
 
+    signer = settings.signing_key()
+
+    def signed(value: bytes) -> list | None:
+        return signer.headers(value) if signer else None
+
     async def probe(rid: str, app: str, userkey: str) -> None:
         sub.watch[rid] = time.time()
-        await producer.send(topic, key=app.encode(), value=orjson.dumps(doc(
-            "send", rid, app, sender=setup.senders[app][0], userkey=userkey, text="probe")))
+        value = orjson.dumps(doc("send", rid, app, sender=setup.senders[app][0], userkey=userkey, text="probe"))
+        await producer.send(topic, key=app.encode(), value=value, headers=signed(value))
 
     async with clients(settings) as (producer, sub):
         await probe("probe-first", next(iter(setup.senders)), "+10000000000")  # decided first: the worker runs
         for key, value in setup.log.records:
-            await producer.send(topic, value=value, key=key)
+            await producer.send(topic, value=value, key=key, headers=signed(value))
         for app in setup.senders:  # ready when one request per app, sent before it starts, is decided
             await probe(f"probe-{app}", app, setup.replies[0][2])
         await producer.flush()

@@ -29,6 +29,7 @@ from sendgate.models.gate import CLOCKS, CONVERSATIONS, Gate, MemoryStore, key
 from sendgate.models.junk import JunkIndex, JunkTemplate
 from sendgate.models.policy import Policy
 from sendgate.models.similarity import SEED, Sketcher, normalize, shingles, similarities
+from sendgate.models.sources import APP as APP_ROLE, Keyring, SigningKey
 
 from ._common import (DAY, MINUTE, SECOND, T0, Timeline, campaign, cli, distinct_texts, doc, each_us, fmt, labelled,
                       load_corpus, md_table, median, median_us, out_path, side_by_side, variant, write_report)
@@ -43,10 +44,22 @@ def bench_decode(texts: list[str], repeat: int, n: int) -> list[list]:
                 sender=f"sender-{rng.randrange(1000):04d}", userkey=f"+4477009{rng.randrange(10**5):05d}",
                 text=texts[i % len(texts)], reply_to=None if rng.random() < 0.7 else f"in-{i:08d}") for i in range(n)]
     raws = [orjson.dumps(d) for d in docs]
+    # sources (models/sources.py): each record signed by an app key, verified by the gate's decoder
+    keyring = Keyring(SigningKey(f"key-{d['app']}", APP_ROLE, f"secret-of-{d['app']}-0123456789".encode(), d["app"])
+                      for d in {d["app"]: d for d in docs}.values())
+    records = [(d["app"].encode(), raw, keyring.keys[f"key-{d['app']}"].headers(raw)) for d, raw in zip(docs, raws)]
+    signed, unsigned, store = Gate(keyring=keyring), Gate(), MemoryStore()
     return [["decode_event (orjson.loads + validate) of a send", fmt(each_us(decode_event, raws, repeat, T0), 2),
              f"{len(raws)} distinct send JSONs, mean {sum(map(len, raws)) / len(raws):.0f} bytes"],
             ["  of which orjson.loads", fmt(each_us(orjson.loads, raws, repeat), 2), ""],
-            ["  of which validate (decoded dict -> Send)", fmt(each_us(validate, docs, repeat, T0), 2), ""]]
+            ["  of which validate (decoded dict -> Send)", fmt(each_us(validate, docs, repeat, T0), 2), ""],
+            ["Gate.decode of a signed send, keyring off", fmt(each_us(lambda r: unsigned.decode(*r[:2], T0), records,
+                                                                    repeat), 2), "SENDGATE_AUTH=off"],
+            ["Gate.decode of a signed send, verified", fmt(each_us(lambda r: signed.decode(r[0], r[1], T0, r[2], store),
+                                                                 records, repeat), 2),
+             f"HMAC-SHA-256 + rights + the app's clock; {len(keyring.keys)} app keys"],
+            ["  of which Keyring.verify (headers, HMAC, compare)", fmt(each_us(lambda r: keyring.verify(r[2], r[1]),
+                                                                            records, repeat), 2), ""]]
 
 
 def bench_consent(texts: list[str], repeat: int, n: int) -> tuple[list[list], list[list]]:

@@ -38,8 +38,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sendgate.models.decisions import Decision
 from sendgate.models.events import InvalidEvent
 from sendgate.models.gate import Gate, MemoryStore
+from sendgate.models.sources import OPERATOR
 from sendgate.streams.config import Settings
 from sendgate.streams.kafka import end_offsets, ensure_topics, partitions_of, read_log
+from sendgate.streams.local.keyring import LOCAL_KEYS, write_local_keyring
 from sendgate.streams.local.process import WorkerProcess
 from sendgate.streams.ops.replay import ReplayResult, replay, replay_topic
 
@@ -52,10 +54,12 @@ def bench_settings(bootstrap: str, data_dir: Path, tag: str, **overrides: Any) -
     """Worker settings as the integration tests use them (fast group joins on one broker, no web
     server, no ticker), 8 partitions, the default RocksDB store, its own prefix, group and store."""
     run = uuid.uuid4().hex[:6]
+    keyring = data_dir / f"{tag}-{run}-keyring.toml"  # records are signed and verified, as in production
+    write_local_keyring(keyring)
     return Settings(bootstrap=bootstrap, topic_prefix=f"bench-{tag}-{run}.", group_id=f"bench-{tag}-{run}",
                     partitions=8, store="rocksdb://", data_dir=str(data_dir / f"{tag}-{run}"), web_enabled=False,
                     tick_interval_s=0, session_timeout_s=6.0, heartbeat_interval_s=1.0, rebalance_timeout_s=3.0,
-                    log_level="warning").with_(**overrides)
+                    log_level="warning", keyring_file=str(keyring), key_id=LOCAL_KEYS[OPERATOR]).with_(**overrides)
 
 
 FAUST_SETTINGS = ("processing_guarantee", "store", "producer_acks", "producer_linger", "producer_max_batch_size",
@@ -244,8 +248,10 @@ async def publish_records(settings: Settings, records: list[tuple[bytes, bytes]]
     started, last = time.monotonic(), None
     async with AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
                                 max_batch_size=256 * 1024) as producer:
+        signer = settings.signing_key()
         for key, value in records:
-            last = await producer.send(topic, value=value, key=key, timestamp_ms=record_time(value))
+            last = await producer.send(topic, value=value, key=key, timestamp_ms=record_time(value),
+                                       headers=signer.headers(value) if signer else None)
         await producer.flush()
         if last is not None:
             await last

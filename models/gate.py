@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import hmac
 import math
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from . import events as ev
 from .burst import BurstVerdict, JunkMatch, SenderState, recipient_hash
@@ -27,6 +27,7 @@ from .pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSch
 from .policy import Policy
 from .retention import DAY_MS, LapseBucket, LapseIndex, lapsed
 from .similarity import Sketcher
+from .sources import Keyring
 from .wording import HELP, OPT_IN, OPT_OUT, ConsentClassifier
 
 # Tables (name -> key): one small row per key, never one row per app holding all its userkeys.
@@ -139,8 +140,12 @@ CHECK_ID = "\x00check-"  # request ids of a check's sends: a control character, 
 
 
 class Gate:
-    def __init__(self, policy: Policy | None = None, userkey_secret: bytes | None = None) -> None:
+    def __init__(self, policy: Policy | None = None, userkey_secret: bytes | None = None,
+                 keyring: Keyring | None = None) -> None:
         self.policy = policy or Policy()
+        # With a keyring, only a record signed by a key whose role may say it is decided
+        # (models/sources.py); None: every record is taken at its word (SENDGATE_AUTH=off).
+        self.keyring = keyring
         # With a secret, tables key userkeys by HMAC-SHA-256 and clusters hold keyed hashes: the
         # state holds no userkey except inside pending (delayed) requests, which must be delivered.
         self._secret = userkey_secret
@@ -156,18 +161,28 @@ class Gate:
             return userkey
         return hmac.new(self._secret, userkey.encode(), hashlib.sha256).hexdigest()
 
-    def handle_record(self, key: bytes | None, value: bytes | None, record_ts: int, store: Store) -> list[Record]:
-        """Decode, validate and handle one record of the events topic; raises `InvalidEvent` for a
-        record the decoder refuses (any other exception is a fault, not bad input)."""
-        return self.handle(self.decode(key, value, record_ts), store, record_ts)
+    def handle_record(self, key: bytes | None, value: bytes | None, record_ts: int, store: Store,
+                      headers: Iterable[tuple[str, bytes]] | None = None) -> list[Record]:
+        """Verify, decode, validate and handle one record of the events topic; raises `InvalidEvent`
+        for a record refused (any other exception is a fault, not bad input)."""
+        return self.handle(self.decode(key, value, record_ts, headers, store), store, record_ts)
 
-    def decode(self, key: bytes | None, value: bytes | None, record_ts: int) -> ev.Event:
-        """The record's event, or `InvalidEvent` with the reason it is dead-lettered."""
+    def decode(self, key: bytes | None, value: bytes | None, record_ts: int,
+               headers: Iterable[tuple[str, bytes]] | None = None, store: Store | None = None) -> ev.Event:
+        """The record's event, or `InvalidEvent` with the reason it is dead-lettered. With a keyring
+        the signature is checked before the value is parsed, and the key's rights after; `store`
+        gives the app's clock, the event time a key's validity is judged at (models/sources.py)."""
+        signer = self.keyring.verify(headers, value) if self.keyring is not None else None
         event = ev.decode_event(value, record_ts, self.policy.max_ts_ahead_s * 1000)
         if key != event.app.encode():
             shown = key.decode(errors="replace") if key is not None else None
             raise ev.InvalidEvent(f"record key {shown!r} must be the event's app {event.app!r}: events are keyed "
                                   f"by app so that each app's log is totally ordered")
+        if signer is not None:
+            at = max(record_ts, event.ts)
+            if store is not None:
+                at = max(at, AppClock.from_bytes(store.get(CLOCKS, key)).ts)
+            self.keyring.authorize(signer, event, at)
         return event
 
     def handle(self, event: ev.Event, store: Store, record_ts: int | None = None) -> list[Record]:

@@ -14,6 +14,17 @@ class PolicyError(ValueError):
     """A policy file or mapping that cannot be used; the message says which key and why."""
 
 
+def load_toml(path: str, what: str, error: type[ValueError]) -> dict[str, Any]:
+    """A TOML file's tables, or `error` naming `what` and the file (the policy, the keyring)."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise error(f"{what} {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} {path}: not valid TOML: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Policy:
     # consent
@@ -164,13 +175,7 @@ class Policy:
 
     @classmethod
     def from_toml(cls, path: str) -> "Policy":
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            raise PolicyError(f"policy file {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise PolicyError(f"policy file {path}: not valid TOML: {exc}") from None
+        data = load_toml(path, "policy file", PolicyError)
         # Sections ([consent], [burst], ...) are only for readability: keys are flat and unique.
         flat: dict[str, Any] = {}
         for key, value in data.items():

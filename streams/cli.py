@@ -69,6 +69,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from sendgate.models.gate import JUNK
 
     from .worker.app import STALL_EXIT_CODE, build_worker
+    from .identity import check_userkey_secret
     from .kafka import check_events_clock, ensure_topics, partitions_of
     from .worker.junk import JUNK_REPORTS
     from .worker.restore import restore_state
@@ -86,6 +87,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         junk_reports = settings.topic(JUNK_REPORTS)
         await ensure_topics(settings, [events])
         await check_events_clock(settings)
+        await check_userkey_secret(settings, "worker")
         await ensure_topics(settings, changelogs, compact=True)
         await ensure_topics(settings, singles, partitions=1, compact=True)
         await ensure_topics(settings, [f"{settings.group_id}-__assignor-__leader", junk_reports], partitions=1)
@@ -159,6 +161,9 @@ async def _publish(args: argparse.Namespace) -> int:
     size = None if args.file == "-" else os.path.getsize(args.file)
     bar = Progress("publish", size, "bytes")
     async with Publisher(settings) as publisher:
+        if publisher.key is None:
+            print("sendgate publish: SENDGATE_KEY_ID is not set, so the records are not signed; a worker with a "
+                  "keyring dead-letters them as unauthorized (README, Sources)", file=sys.stderr)
         for number, read, line in _read_lines(args.file):
             try:
                 futures.append(await publisher.send(line))
@@ -188,8 +193,10 @@ def _ask_worker(args: argparse.Namespace, path: str, body: dict | None = None) -
     settings = _settings(args)
     url = args.url or f"http://{settings.web_host}:{settings.web_port}"
     data = None if body is None else orjson.dumps(body)
-    request = urllib.request.Request(f"{url.rstrip('/')}{path}", data=data,
-                                     headers={"Content-Type": "application/json"} if data else {})
+    headers = {"Content-Type": "application/json"} if data else {}
+    if settings.operator_token:  # the inspection views and check answer the operator only
+        headers["Authorization"] = f"Bearer {settings.operator_token}"
+    request = urllib.request.Request(f"{url.rstrip('/')}{path}", data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:
             return orjson.loads(answer.read())
@@ -316,7 +323,21 @@ async def _rebuild(args: argparse.Namespace) -> int:
     from .ops.rebuild import rebuild
 
     settings = _settings(args)
-    await rebuild(settings, settings.policy())
+    await rebuild(settings, settings.policy(), args.new_userkey_secret)
+    return 0
+
+
+def cmd_keyring_init(args: argparse.Namespace) -> int:
+    """Write a keyring with a fresh key of each role (and one per --app) for a first set-up."""
+    from .local.keyring import LOCAL_KEYS, app_key_id, write_local_keyring
+
+    if os.path.exists(args.file) and not args.force:
+        raise ConfigError(f"{args.file} exists; pass --force to replace it (its keys stop working)")
+    keyring = write_local_keyring(args.file, args.app)
+    print(f"wrote {args.file} (mode 600) with keys: {', '.join(keyring.keys)}", file=sys.stderr)
+    print(f"export SENDGATE_KEYRING={os.path.abspath(args.file)}")
+    print(f"export SENDGATE_KEY_ID={LOCAL_KEYS['operator']}  # publish as the operator; an app publishes with "
+          + (app_key_id(args.app[0]) if args.app else "its own app key"))
     return 0
 
 
@@ -392,7 +413,18 @@ def parser() -> argparse.ArgumentParser:
 
     rb = sub.add_parser("rebuild", help="rebuild the live tables from the event log (workers stopped)")
     rb.add_argument("--bootstrap")
+    rb.add_argument("--new-userkey-secret", action="store_true",
+                    help="rebuild under this SENDGATE_USERKEY_SECRET, replacing the one that built the state")
     rb.set_defaults(func=lambda a: asyncio.run(_rebuild(a)))
+
+    k = sub.add_parser("keyring", help="keyring files: who may publish what (README, Sources)")
+    ksub = k.add_subparsers(dest="keyring_command", required=True)
+    ki = ksub.add_parser("init", help="write a keyring with a fresh key of each role (operator, worker, network, "
+                                      "gateway) and one per --app")
+    ki.add_argument("file")
+    ki.add_argument("--app", action="append", default=[], help="also a key for this app (repeatable)")
+    ki.add_argument("--force", action="store_true", help="replace an existing file")
+    ki.set_defaults(func=cmd_keyring_init)
 
     d = sub.add_parser("demo", help="start Kafka and a worker, run a small scenario, print the decisions")
     d.set_defaults(func=cmd_demo)

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from sendgate.models.gate import Gate
 from sendgate.models.policy import Policy
+from sendgate.models.sources import Keyring, KeyringError, SigningKey
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\.\Z")
 _GROUP_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\Z")
@@ -55,6 +56,18 @@ def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
 
 def _float(env: dict, name: str, default: float) -> float:
     return _number(env, name, default, float, "a number", 0)
+
+
+_ON, _OFF = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
+
+
+def _switch(env: dict, name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in _ON + _OFF:
+        raise ConfigError(f"{name} must be on or off, got {env[name]!r}")
+    return raw in _ON
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,16 @@ class Settings:
     ssl_cafile: str | None = None  # None with SSL: the system's CA store
     ssl_certfile: str | None = None  # client certificate (mutual TLS), PEM
     ssl_keyfile: str | None = None
+    # Sources (README, "Sources"): the keyring the worker verifies records with (TOML), and whether
+    # it must. Off, any producer may say anything for any app: for a closed test set-up only.
+    keyring_file: str | None = None
+    auth: bool = True
+    # The key this process signs what it publishes with: an id of the keyring, whose secret is
+    # SENDGATE_KEY_SECRET or, when that is unset, the keyring's entry.
+    key_id: str | None = None
+    key_secret: str | None = field(default=None, repr=False)
+    # Bearer token of the web port's inspection views (userkeys, senders, check, the dashboard's data).
+    operator_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.match(self.topic_prefix):
@@ -195,6 +218,11 @@ class Settings:
             userkey_secret=env.get("SENDGATE_USERKEY_SECRET") or None,
             group_instance_id=env.get("SENDGATE_GROUP_INSTANCE_ID") or None,
             fast_restore=(env.get("SENDGATE_FAST_RESTORE", "1") != "0"),
+            keyring_file=env.get("SENDGATE_KEYRING") or None,
+            auth=_switch(env, "SENDGATE_AUTH", True),
+            key_id=env.get("SENDGATE_KEY_ID") or None,
+            key_secret=env.get("SENDGATE_KEY_SECRET") or None,
+            operator_token=env.get("SENDGATE_OPERATOR_TOKEN") or None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -219,6 +247,7 @@ class Settings:
             "SENDGATE_EVENTS_TIMESTAMP_TYPE": self.events_timestamp_type,
             "SENDGATE_METRICS_NETWORKS": ",".join(self.metrics_networks),
             "SENDGATE_SECURITY_PROTOCOL": self.security_protocol,
+            "SENDGATE_AUTH": "on" if self.auth else "off",
         }
         if self.policy_file:
             env["SENDGATE_POLICY"] = self.policy_file
@@ -227,7 +256,10 @@ class Settings:
                             ("SENDGATE_SASL_PASSWORD", self.sasl_password), ("SENDGATE_SSL_CAFILE", self.ssl_cafile),
                             ("SENDGATE_SSL_CERTFILE", self.ssl_certfile), ("SENDGATE_SSL_KEYFILE", self.ssl_keyfile),
                             ("SENDGATE_USERKEY_SECRET", self.userkey_secret),
-                            ("SENDGATE_GROUP_INSTANCE_ID", self.group_instance_id)):
+                            ("SENDGATE_GROUP_INSTANCE_ID", self.group_instance_id),
+                            ("SENDGATE_KEYRING", self.keyring_file), ("SENDGATE_KEY_ID", self.key_id),
+                            ("SENDGATE_KEY_SECRET", self.key_secret),
+                            ("SENDGATE_OPERATOR_TOKEN", self.operator_token)):
             if value:
                 env[name] = value
         return env
@@ -286,7 +318,37 @@ class Settings:
     def policy(self) -> Policy:
         return Policy.from_toml(self.policy_file) if self.policy_file else Policy()
 
+    def keyring(self) -> Keyring | None:
+        """The keyring records are verified with; None when SENDGATE_AUTH=off. Secure by default:
+        with auth on and no keyring this refuses, rather than take every producer at its word."""
+        if not self.auth:
+            return None
+        if not self.keyring_file:
+            raise ConfigError("no keyring: set SENDGATE_KEYRING to the keyring file that says who may publish what "
+                              "(README, Sources), or SENDGATE_AUTH=off to take every producer at its word")
+        try:
+            return Keyring.from_toml(self.keyring_file)
+        except KeyringError as exc:
+            raise ConfigError(f"SENDGATE_KEYRING: {exc}") from None
+
+    def signing_key(self) -> SigningKey | None:
+        """The key this process signs its records with (SENDGATE_KEY_ID), or None: unsigned."""
+        if not self.key_id:
+            return None
+        if self.key_secret:
+            return SigningKey(self.key_id, "", self.key_secret.encode())
+        if not self.keyring_file:
+            raise ConfigError(f"SENDGATE_KEY_ID={self.key_id} needs its secret: SENDGATE_KEY_SECRET, or "
+                              f"SENDGATE_KEYRING with that key")
+        try:
+            key = Keyring.from_toml(self.keyring_file).keys.get(self.key_id)
+        except KeyringError as exc:
+            raise ConfigError(f"SENDGATE_KEYRING: {exc}") from None
+        if key is None:
+            raise ConfigError(f"SENDGATE_KEY_ID={self.key_id} is not a key of {self.keyring_file}")
+        return key
+
     def gate(self, policy: Policy | None = None) -> Gate:
-        """The rule pipeline with these settings' policy (or `policy`) and userkey secret."""
+        """The rule pipeline with these settings' policy (or `policy`), userkey secret and keyring."""
         secret = self.userkey_secret.encode() if self.userkey_secret else None
-        return Gate(policy or self.policy(), userkey_secret=secret)
+        return Gate(policy or self.policy(), userkey_secret=secret, keyring=self.keyring())

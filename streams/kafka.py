@@ -127,6 +127,7 @@ class LogRecord:
     key: bytes | None
     value: bytes | None
     timestamp: int  # ms
+    headers: tuple = ()  # (name, bytes) pairs, as aiokafka gives them
 
 
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
@@ -187,7 +188,7 @@ async def read_log(settings: Settings, topic: str, until: dict[int, int],
                     if m.offset >= end:
                         break
                     done += 1
-                    yield LogRecord(m.partition, m.offset, m.key, m.value, m.timestamp)
+                    yield LogRecord(m.partition, m.offset, m.key, m.value, m.timestamp, m.headers)
             for p in list(todo):
                 # the position, not the last record seen, so that gaps (markers, compaction) end too
                 if await consumer.position(TopicPartition(topic, p)) >= todo[p]:

@@ -15,20 +15,25 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sendgate.models.decisions import ConsentRecord, Decision, Delivery, GrantRevocation
 from sendgate.models.events import decode_event
+from sendgate.models.sources import SigningKey
 
 from ..config import Settings
 from ..kafka import ensure_topics, partitions_of, start_client
 
 
 class Publisher:
-    """Async publisher of input events to `<prefix>events`.
+    """Async publisher of input events to `<prefix>events`, each signed with the key of
+    SENDGATE_KEY_ID (or `key`): the worker decides only what a key of the right role says.
 
     >>> async with Publisher(Settings.from_env()) as pub:
-    ...     meta = await pub.publish({"type": "opt_in", "event_id": "e1", "app": "a", "userkey": "u"})
+    ...     meta = await pub.publish({"type": "opt_in", "event_id": "e1", "app": "a", "userkey": "u",
+    ...                               "source": "web form 2026-12"})
     """
 
-    def __init__(self, settings: Settings | None = None, **producer_options: Any) -> None:
+    def __init__(self, settings: Settings | None = None, key: SigningKey | None = None,
+                 **producer_options: Any) -> None:
         self.settings = settings or Settings.from_env()
+        self.key = key or self.settings.signing_key()  # None: unsigned (a worker with SENDGATE_AUTH=off)
         self.topic = self.settings.topic("events")
         self._max_ahead_ms = self.settings.policy().max_ts_ahead_s * 1000
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all", linger_ms=5,
@@ -47,20 +52,23 @@ class Publisher:
     async def __aexit__(self, *exc: object) -> None:
         await self._producer.stop()
 
-    async def send(self, event: dict | bytes | str) -> Any:
-        """Validate and enqueue one event; returns a future of its record metadata.
+    async def send(self, event: dict | bytes | str, key: SigningKey | None = None) -> Any:
+        """Validate and enqueue one event, signed with `key` (default: the publisher's); returns a
+        future of its record metadata.
 
         Raises `InvalidEvent` (nothing is sent) when the worker would dead-letter it.
         """
+        key = key or self.key
         raw = event if isinstance(event, bytes) else event.encode() if isinstance(event, str) else orjson.dumps(event)
         valid = decode_event(raw, int(time.time() * 1000), self._max_ahead_ms)
         # The record's timestamp is the event's time: history published with its own `ts` is an
         # honest backfill (models/clock.py bounds how far `ts` may trail the record's timestamp).
-        return await self._producer.send(self.topic, value=raw, key=valid.app.encode(), timestamp_ms=valid.ts)
+        return await self._producer.send(self.topic, value=raw, key=valid.app.encode(), timestamp_ms=valid.ts,
+                                         headers=key.headers(raw) if key else None)
 
-    async def publish(self, event: dict | bytes | str) -> Any:
+    async def publish(self, event: dict | bytes | str, key: SigningKey | None = None) -> Any:
         """Validate, send and wait for the broker's acknowledgement; returns the record metadata."""
-        return await (await self.send(event))
+        return await (await self.send(event, key))
 
     async def flush(self) -> None:
         await self._producer.flush()

@@ -10,9 +10,12 @@ import time
 import uuid
 from pathlib import Path
 
+from sendgate.models.sources import NETWORK, OPERATOR, Keyring
+
 from .broker import LocalKafka
 from ..client import Publisher, decisions
 from ..config import Settings
+from .keyring import LOCAL_KEYS, app_key_id, write_local_keyring
 from .process import WorkerProcess
 
 DEMO_TIMEOUT_S = 120.0
@@ -61,11 +64,14 @@ def _line(d) -> str:
     return f"{d.outcome:<9} {d.reason:<15} {d.request_id:<16} {d.userkey:<12}{when}  {d.detail}"
 
 
-async def _run(settings: Settings) -> int:
+async def _run(settings: Settings, keyring: Keyring) -> int:
     events, expected = scenario(int(time.time() * 1000))
+    # each event signed by the source that may say it (README, Sources): what users wrote by the
+    # network's connector, the sender's age by the operator, the rest by the app itself
+    by_type = {"inbound": LOCAL_KEYS[NETWORK], "sender_profile": LOCAL_KEYS[OPERATOR]}
     async with Publisher(settings) as publisher:
         for event in events:
-            await publisher.send(event)
+            await publisher.send(event, keyring.keys[by_type.get(event["type"], app_key_id(APP))])
         await publisher.flush()
     print(f"published {len(events)} events; waiting for {expected} decisions\n", flush=True)
     seen = 0
@@ -104,10 +110,11 @@ def run_demo() -> int:
                               topic_prefix=f"sendgate-demo-{run_id}.", group_id=f"sendgate-demo-{run_id}",
                               partitions=2, data_dir=str(workdir / "worker"), web_enabled=False,
                               tick_interval_s=1.0, session_timeout_s=6.0, heartbeat_interval_s=1.0,
-                              rebalance_timeout_s=3.0)
+                              rebalance_timeout_s=3.0, keyring_file=str(workdir / "keyring.toml"), auth=True)
+        keyring = write_local_keyring(settings.keyring_file, apps=[APP])
         print(f"starting a worker on {settings.bootstrap} (topics {settings.topic_prefix}*) ...", flush=True)
         worker = WorkerProcess(settings, workdir / "worker.log").start()
-        code = asyncio.run(_run(settings))
+        code = asyncio.run(_run(settings, keyring))
         if code and worker.log_tail():
             print(f"worker log (tail):\n{worker.log_tail()}", file=sys.stderr)
         return code

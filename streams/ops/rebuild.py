@@ -33,6 +33,7 @@ from sendgate.models.policy import Policy
 
 from ..kafka import partitions_of
 from ..config import ConfigError, Settings
+from ..identity import check_userkey_secret, write_fingerprint
 from ..kafka import committed_offsets, end_offsets, read_log
 from ..progress import Progress
 from ..worker.checkpoint import APPS, COMMIT, HOME, KIND, PREFIX, STATE, commit_key
@@ -109,9 +110,12 @@ async def _check_stopped_and_declare(settings: Settings, partitions: dict[str, i
         await partitions_of(settings, name, 30)
 
 
-async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
+async def rebuild(settings: Settings, policy: Policy, new_userkey_secret: bool = False) -> dict[str, int]:
     """Rebuild every table; returns the number of rows written per table, and of old rows removed
-    ("removed")."""
+    ("removed"). `new_userkey_secret`: the state is rebuilt under this SENDGATE_USERKEY_SECRET,
+    whatever secret built it (the way to change the secret); otherwise the two must agree."""
+    if not new_userkey_secret:
+        await check_userkey_secret(settings, "rebuild")
     events_topic = settings.topic("events")
     changelogs = {STATE: settings.changelog_topic(STATE), JUNK: settings.changelog_topic(JUNK),
                   APPS: settings.changelog_topic(APPS)}
@@ -128,6 +132,8 @@ async def rebuild(settings: Settings, policy: Policy) -> dict[str, int]:
     finally:
         store.close()
         shutil.rmtree(scratch, ignore_errors=True)
+    if new_userkey_secret:
+        await write_fingerprint(settings)
     print(f"rebuild: {sum(until.values())} events up to the committed offsets of group {settings.group_id}; "
           f"rows: {written}", file=sys.stderr)
     return written
@@ -142,7 +148,7 @@ async def _decide(settings: Settings, policy: Policy, store: SpooledRows, events
     async for record in read_log(settings, events_topic, until, lambda done, total: bar.update(done)):
         store.partition = record.partition
         try:
-            event = gate.decode(record.key, record.value, record.timestamp)
+            event = gate.decode(record.key, record.value, record.timestamp, record.headers, store)
         except InvalidEvent:
             continue  # dead-lettered by the live worker already; it changed no state
         if homes.setdefault(event.app, record.partition) != record.partition:

@@ -18,6 +18,7 @@ from sendgate.models.policy import Policy
 
 from ..kafka import ensure_topics
 from ..config import ConfigError, Settings
+from ..identity import check_userkey_secret
 from ..kafka import end_offsets, read_log
 from ..progress import Progress
 
@@ -45,6 +46,7 @@ class ReplayResult:
 async def replay(settings: Settings, name: str, policy: Policy, until: dict[int, int] | None = None,
                  quiet: bool = False) -> ReplayResult:
     """Decide every event of the log up to `until` (default: the end offsets now) with `policy`."""
+    await check_userkey_secret(settings, "replay", adopt=False)  # its consent records must match the live ones
     out_topic = replay_topic(settings, name)
     events_topic = settings.topic("events")
     until = until if until is not None else await end_offsets(settings, events_topic)
@@ -62,7 +64,7 @@ async def replay(settings: Settings, name: str, policy: Policy, until: dict[int,
         async for record in read_log(settings, events_topic, until, progress):
             events += 1
             try:
-                event = gate.decode(record.key, record.value, record.timestamp)
+                event = gate.decode(record.key, record.value, record.timestamp, record.headers, store)
             except InvalidEvent:
                 dead += 1  # the live worker dead-lettered it too; replay writes no dead letters
                 continue

@@ -22,19 +22,20 @@ from faust.types import TP
 from sendgate.models.decisions import ConsentRecord, Decision, GrantRevocation
 from sendgate.models.events import InvalidEvent, event_type
 from sendgate.models.gate import JUNK, Gate
+from sendgate.models.sources import WORKER, KeyringError
 from sendgate.models.junk import JunkReport
 
 from ..kafka import partitions_of
-from ..config import Settings
+from ..config import ConfigError, Settings
 from ..kafka import committed_offsets, read_log
-from .outbox import Outbox, partition_for
+from .outbox import Headers, Outbox, partition_for
 from .faust_internals import (assigned, channel_queue, commit_at, committed_offset, dispatch_inline, highwater,
                               inner_producer, recovery_state)
 from .junk import JUNK_REPORTS, JunkOwner, JunkView
 from .metrics import BatchTally, GateMetrics
 from .checkpoint import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
 from .operations import register_operations
-from .web import register_views
+from .web import OperatorDoor, register_views
 
 log = logging.getLogger("sendgate.worker")
 
@@ -63,6 +64,7 @@ class LoggedMessage:
     offset: int
     key: bytes | None
     timestamp: float  # seconds, as Faust gives it
+    headers: tuple = ()
     acked: bool = False
 
     @property
@@ -115,7 +117,7 @@ class GateWorker:
     _quiet: dict[int, tuple[int, int, float]] = field(default_factory=dict)  # partition -> (seen, end, since)
 
     def __post_init__(self) -> None:
-        self.metrics = GateMetrics(self.settings.metrics_networks, self.status_now)
+        self.metrics = GateMetrics(self.settings.metrics_networks, self.status_now, self.gate.keyring is not None)
 
     def not_ready(self) -> list[str]:
         """Why the worker should not get traffic yet (empty: ready), for /readyz and the metrics."""
@@ -232,7 +234,7 @@ class GateWorker:
         found: list[LoggedMessage] = []
         decided = 0
         async for r in read_log(self.settings, tp.topic, {tp.partition: end}, start={tp.partition: start}):
-            message = LoggedMessage(tp.topic, r.partition, r.offset, r.key, r.timestamp / 1000)
+            message = LoggedMessage(tp.topic, r.partition, r.offset, r.key, r.timestamp / 1000, r.headers)
             found.append(message)
             if r.offset > self.store.handled(r.partition):
                 decided += 1
@@ -385,9 +387,9 @@ class GateWorker:
         message, value = event.message, event.value
         record_ts = round(message.timestamp * 1000) if message.timestamp else 0  # Faust gives float seconds
         try:
-            decoded = self.gate.decode(message.key, value, record_ts)
+            decoded = self.gate.decode(message.key, value, record_ts, message.headers, self.store)
         except InvalidEvent as exc:
-            return await self.dead_letter(message, value, str(exc))
+            return await self.dead_letter(message, value, str(exc), getattr(exc, "rule", None))
         self.tally.count(event_type(decoded), record_ts)
         home = self.store.home(decoded.app, message.partition)
         if home != message.partition:
@@ -414,8 +416,9 @@ class GateWorker:
                 # into the app's own log (its home partition, where this event is), where it takes
                 # effect when it is decided; and to the operators' topic
                 # (its record timestamp is its event time: the decoder bounds how far ts may run ahead of it)
-                sent += await self.send(self.events, record.app.encode(), record.policy_event(), message.partition,
-                                        record.ts)
+                revoke = record.policy_event()
+                sent += await self.send(self.events, record.app.encode(), revoke, message.partition, record.ts,
+                                        self.signed(revoke, record.ts))
                 topic = self.grants
             else:
                 topic = await self.delivery_topic(record.network)
@@ -423,15 +426,21 @@ class GateWorker:
         return sent
 
     async def send(self, topic: Any, key: bytes | None, value: bytes, partition: int | None = None,
-                   timestamp_ms: int | None = None) -> list[Any]:
+                   timestamp_ms: int | None = None, headers: Headers = None) -> list[Any]:
         """Queue one output record for the batch's outbox (to `partition`, else by key; with the
         producer's timestamp unless given); under exactly_once, send it now through Faust
         (Topic.send puts it in its partition's transaction) and return its future."""
         if self.faust.in_transaction:
-            return [await topic.send(key=key, value=value, partition=partition,
+            return [await topic.send(key=key, value=value, partition=partition, headers=headers,
                                      timestamp=None if timestamp_ms is None else timestamp_ms / 1000)]
-        self.outbox.add(topic.get_topic_name(), key, value, partition, timestamp_ms)
+        self.outbox.add(topic.get_topic_name(), key, value, partition, timestamp_ms, headers)
         return []
+
+    def signed(self, value: bytes, at_ms: int) -> Headers:
+        """The headers that sign a record the worker appends to the events topic (a tick, a
+        revocation) with its keyring's worker key; none with SENDGATE_AUTH=off."""
+        keyring = self.gate.keyring
+        return None if keyring is None else keyring.signing_key(WORKER, at_ms).headers(value)
 
     async def delivery_topic(self, network: str) -> Any:
         topic = self._delivery_topics.get(network)
@@ -444,9 +453,9 @@ class GateWorker:
             self._delivery_topics[network] = topic
         return topic
 
-    async def dead_letter(self, message: Any, value: bytes | None, error: str) -> list[Any]:
+    async def dead_letter(self, message: Any, value: bytes | None, error: str, rule: str | None = None) -> list[Any]:
         self.counts["deadlettered"] += 1
-        self.tally.dead_letter(error)
+        self.tally.dead_letter(error, rule)
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
         return await self.send(self.deadletter, message.key, dead_letter_record(message, value, error))
 
@@ -499,6 +508,16 @@ def _text_or_b64(data: bytes | None) -> tuple[str | None, bool]:
 
 def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
     policy = settings.policy()
+    gate = settings.gate(policy)  # refuses to start without a keyring unless SENDGATE_AUTH=off
+    if gate.keyring is None:
+        log.warning("SENDGATE_AUTH=off: records are not verified; any producer that can write to %s may say "
+                    "anything for any app (README, Sources)", settings.topic("events"))
+    else:
+        try:  # the key the worker signs its ticks and revocations with
+            gate.keyring.signing_key(WORKER, int(time.time() * 1000))
+        except KeyringError as exc:
+            raise ConfigError(f"SENDGATE_KEYRING: {exc}; the worker signs its ticks and grant revocations with "
+                              f"a key of role worker") from None
     os.makedirs(settings.data_dir, exist_ok=True)
     faust_app = faust.App(
         settings.group_id,
@@ -546,7 +565,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
     store = CheckpointStore(state, JunkView(junk_table, policy), apps_table)
     junk_reports = faust_app.topic(settings.topic(JUNK_REPORTS), partitions=1, **RAW)
     owner = JunkOwner(junk_table, policy)
-    worker = GateWorker(settings, faust_app, settings.gate(policy), store, events, decisions, deadletter, junk_reports,
+    worker = GateWorker(settings, faust_app, gate, store, events, decisions, deadletter, junk_reports,
                        consent, grants)
     state.on_recover(worker.on_recover)
 
@@ -563,8 +582,9 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
         worker.metrics.rebalances.inc()
 
     if settings.web_enabled:
-        register_views(faust_app, worker.gate, store)
-        register_operations(faust_app, worker)
+        door = OperatorDoor(settings.operator_token, settings.web_bind)
+        register_views(faust_app, worker.gate, store, door)
+        register_operations(faust_app, worker, door)
 
     @faust_app.agent(events, name="gate")
     async def gate_agent(stream: Any) -> None:
@@ -636,7 +656,8 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
                         # An app with no home yet (state from before homes were kept): where Java's
                         # partitioner puts it, as ticks always went; its next event records its home.
                         partition = partition_for(app_key, settings.partitions)
-                    tick_event = {"type": "tick", "app": app_name, "ts": now}
-                    await events.send(key=app_key, value=orjson.dumps(tick_event), partition=partition)
+                    tick = orjson.dumps({"type": "tick", "app": app_name, "ts": now})
+                    await events.send(key=app_key, value=tick, partition=partition,
+                                      headers=worker.signed(tick, now))
 
     return worker

@@ -29,6 +29,7 @@ disable_created_metrics()  # no `_created` series beside every counter: half the
 
 # Dead-letter reasons, by the decoder's wording, as bounded label values.
 _ERROR_CLASSES = (
+    ("unauthorized", re.compile(r"^unauthorized: ")),
     ("not_json", re.compile(r"^not valid UTF-8 JSON|^an event must be a JSON object")),
     ("no_value", re.compile(r"^record has no value")),
     ("too_large", re.compile(r"^record is \d+ bytes")),
@@ -55,6 +56,7 @@ class BatchTally:
     decisions: Counter = field(default_factory=Counter)  # by (outcome, reason)
     deliveries: Counter = field(default_factory=Counter)  # by network (raw; mapped when applied)
     dead_letters: Counter = field(default_factory=Counter)  # by error class
+    unauthorized: Counter = field(default_factory=Counter)  # by the source rule broken (models/sources.py)
     consent: Counter = field(default_factory=Counter)  # by (kind, source)
     delays_s: list[float] = field(default_factory=list)
     lateness_s: list[float] = field(default_factory=list)
@@ -83,14 +85,16 @@ class BatchTally:
         elif isinstance(record, ConsentRecord):
             self.consent[record.kind, "inbound" if record.source == "inbound" else "event"] += 1
 
-    def dead_letter(self, error: str) -> None:
+    def dead_letter(self, error: str, rule: str | None = None) -> None:
         self.dead_letters[error_class(error)] += 1
+        if rule is not None:
+            self.unauthorized[rule] += 1
 
 
 class GateMetrics:
     """The worker's metrics (its own registry) and the in-process history the dashboard draws."""
 
-    def __init__(self, networks: tuple[str, ...], scrape: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, networks: tuple[str, ...], scrape: Callable[[], dict[str, Any]], auth: bool = True) -> None:
         self.registry = CollectorRegistry()
         self.networks = frozenset(networks)
         r = self.registry
@@ -103,6 +107,10 @@ class GateMetrics:
         self.consent = PromCounter("sendgate_consent_changes", "Consent audit records, by kind and source",
                                    ["kind", "source"], registry=r)
         self.junk_reports = PromCounter("sendgate_junk_reports", "Junk reports decided", registry=r)
+        self.unauthorized = PromCounter("sendgate_unauthorized_records", "Records refused for their source, by the "
+                                        "rule broken (models/sources.py)", ["rule"], registry=r)
+        Gauge("sendgate_auth_enabled", "1 when records are verified against the keyring, 0 with SENDGATE_AUTH=off",
+              registry=r).set(int(auth))
         self.delay = Histogram("sendgate_delay_seconds", "Delay given to delayed requests (deliver_at - event time)",
                                buckets=(60, 120, 300, 600, 1800, 3600, 7200, 21600), registry=r)
         self.lateness = Histogram("sendgate_release_lateness_seconds",
@@ -159,6 +167,8 @@ class GateMetrics:
             self.deliveries.labels(self.network(network)).inc(n)
         for error, n in tally.dead_letters.items():
             self.dead_letters.labels(error).inc(n)
+        for rule, n in tally.unauthorized.items():
+            self.unauthorized.labels(rule).inc(n)
         for (kind, source), n in tally.consent.items():
             self.consent.labels(kind, source).inc(n)
             self.consent_totals[kind] += n

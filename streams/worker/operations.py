@@ -19,12 +19,15 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from sendgate.models.decisions import OUTCOMES
 
+from .web import OperatorDoor
+
 RISKIEST = 10  # senders the dashboard lists
 STATIC = {"dashboard.html": "text/html", "dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 
 
-def status(worker: Any) -> dict[str, Any]:
-    """What the dashboard polls: the in-process history of the metrics and the scrape-time state."""
+def status(worker: Any, per_sender: bool = True) -> dict[str, Any]:
+    """What the dashboard polls: the in-process history of the metrics and the scrape-time state;
+    without `per_sender` (no operator token), no app, sender or request id."""
     m = worker.metrics
     now = worker.status_now()
     history = [{"t": second, **{o: counts.get(o, 0) for o in OUTCOMES}} for second, counts in m.per_second]
@@ -41,16 +44,19 @@ def status(worker: Any) -> dict[str, Any]:
         "top_reasons": [{"reason": r, "count": n} for r, n in m.reasons.most_common(8)],
         "consent": {k: m.consent_totals.get(k, 0) for k in ("opt_out", "opt_in", "ambiguous")},
         "pending": {"held": now["pending"], "next_release_ts": now["next_due"]},
-        "riskiest_senders": [{"app": a, "sender": s, "paced": n} for (a, s), n in m.risky.most_common(RISKIEST)],
+        "riskiest_senders": [{"app": a, "sender": s, "paced": n} for (a, s), n in m.risky.most_common(RISKIEST)]
+        if per_sender else [],
         "partitions": now["partitions"],
         "batches": {"count": m.batch_count, "failed": m.failed_count, "stages": stages},
         # no userkeys: the page is for operators, and the userkey view asks for one explicitly
         "latest": [{"ts": ts, "app": a, "sender": s, "request_id": r, "outcome": o, "reason": why}
-                   for ts, a, s, r, o, why in reversed(m.latest)],
+                   for ts, a, s, r, o, why in reversed(m.latest)] if per_sender else [],
+        "per_sender": per_sender,  # false: the operator token is needed for the senders and the latest decisions
+        "auth": worker.gate.keyring is not None,  # false: SENDGATE_AUTH=off, every producer taken at its word
     }
 
 
-def register_operations(faust_app: faust.App, worker: Any) -> None:
+def register_operations(faust_app: faust.App, worker: Any, door: OperatorDoor) -> None:
     metrics_handler = make_aiohttp_handler(worker.metrics.registry)
 
     @faust_app.page("/metrics")
@@ -67,12 +73,15 @@ def register_operations(faust_app: faust.App, worker: Any) -> None:
     class Ready(View):
         async def get(self, request: Request) -> Response:
             reasons = worker.not_ready()
-            return self.json({"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200)
+            details = {} if worker.gate.keyring is not None else {
+                "auth": "off: SENDGATE_AUTH=off, records are not verified; any producer may say anything for any app"}
+            return self.json({"ready": not reasons, "reasons": reasons, "details": details},
+                             status=503 if reasons else 200)
 
     @faust_app.page("/sendgate/status")
     class Status(View):
         async def get(self, request: Request) -> Response:
-            return self.json(status(worker))
+            return self.json(status(worker, door.allows(request)))
 
     files = resources.files("sendgate.streams.worker") / "dashboard"
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
+Headers = list[tuple[str, bytes]] | None  # aiokafka's batch builder takes a list (or None: no headers)
+
 
 def partition_for(key: bytes | None, partitions: int) -> int:
     """As aiokafka's (and Kafka's) default partitioner for keyed records; unkeyed ones to 0."""
@@ -22,15 +24,16 @@ def partition_for(key: bytes | None, partitions: int) -> int:
 
 class Outbox:
     def __init__(self) -> None:
-        # topic -> (key, value, partition: None to route by key, timestamp: None for the producer's)
-        self._records: dict[str, list[tuple[bytes | None, bytes | None, int | None, int | None]]] = defaultdict(list)
+        # topic -> (key, value, partition: None to route by key, timestamp: None for the producer's, headers)
+        self._records: dict[str, list[tuple[bytes | None, bytes | None, int | None, int | None, Headers]]] = \
+            defaultdict(list)
 
     def clear(self) -> None:
         self._records.clear()
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
-            timestamp_ms: int | None = None) -> None:
-        self._records[topic].append((key, value, partition, timestamp_ms))
+            timestamp_ms: int | None = None, headers: Headers = None) -> None:
+        self._records[topic].append((key, value, partition, timestamp_ms, headers))
 
     async def send(self, producer: Any) -> dict[tuple[str, int], int]:
         """Produce everything with `producer` (an AIOKafkaProducer) and wait until the broker has
@@ -45,17 +48,18 @@ class Outbox:
             # the sender refreshing forever without it) when another cache miss narrows the refresh.
             await producer.client.add_topic(topic)
             partitions = len(await producer.partitions_for(topic))
-            by_partition: dict[int, list[tuple[bytes | None, bytes | None, int | None]]] = defaultdict(list)
-            for key, value, partition, timestamp in items:  # in order within a partition: an app's records stay ordered
+            by_partition: dict[int, list[tuple[bytes | None, bytes | None, int | None, Headers]]] = defaultdict(list)
+            for key, value, partition, timestamp, headers in items:  # in order within a partition: an app's records stay ordered
                 by_partition[partition_for(key, partitions) if partition is None else partition].append(
-                    (key, value, timestamp))
+                    (key, value, timestamp, headers))
             for partition, pending in by_partition.items():
                 batch, n = producer.create_batch(), 0
-                for key, value, timestamp in pending:
-                    if batch.append(key=key, value=value, timestamp=timestamp) is None:  # full
+                for key, value, timestamp, headers in pending:
+                    if batch.append(key=key, value=value, timestamp=timestamp, headers=headers) is None:  # full
                         sent.append((topic, partition, await producer.send_batch(batch, topic, partition=partition), n))
                         batch, n = producer.create_batch(), 0
-                        batch.append(key=key, value=value, timestamp=timestamp)  # an empty batch takes any record
+                        # an empty batch takes any record
+                        batch.append(key=key, value=value, timestamp=timestamp, headers=headers)
                     n += 1
                 sent.append((topic, partition, await producer.send_batch(batch, topic, partition=partition), n))
         written = await asyncio.gather(*(future for _, _, future, _ in sent))

@@ -7,9 +7,15 @@
 Every row of an app lives on the partition of the app's events, so a request is answered by the
 worker that holds that partition: the partition comes from state (the apps table), never from
 the key, because producers' partitioners differ. Answers are JSON; unknown keys give 404.
+
+They show personal data (consent state, pending userkeys) and `check` decides up to 5,000 sends
+on the event loop, so they answer only an operator: `Authorization: Bearer <SENDGATE_OPERATOR_TOKEN>`.
+Without a token set they answer on a loopback address only (`OperatorDoor`).
 """
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,7 +37,41 @@ from .faust_internals import route_to_owner
 from .checkpoint import STATE, CheckpointStore
 
 
-def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore) -> None:
+class OperatorDoor:
+    """Who may use the inspection views: the bearer of the operator token; with no token set,
+    anyone, but only while the web port is bound to a loopback address."""
+
+    def __init__(self, token: str | None, bind: str) -> None:
+        self._expected = f"Bearer {token}".encode() if token else None
+        self.bind = bind
+        self.open_locally = token is None and _loopback(bind)
+
+    def refusal(self, request: Request) -> tuple[int, str] | None:
+        """(status, why) when `request` may not inspect, else None."""
+        if self._expected is None:
+            if self.open_locally:
+                return None
+            return 403, (f"inspection is off: the web port is bound to {self.bind}, a non-loopback address, and "
+                         f"SENDGATE_OPERATOR_TOKEN is not set; set it and send Authorization: Bearer <token>")
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, self._expected):
+            return 401, "this view needs the operator token: Authorization: Bearer <SENDGATE_OPERATOR_TOKEN>"
+        return None
+
+    def allows(self, request: Request) -> bool:
+        return self.refusal(request) is None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore, door: OperatorDoor) -> None:
     read = store.read
 
     def error(view: View, status: int, message: str) -> Response:
@@ -39,7 +79,10 @@ def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore) -> 
 
     async def owner_answer(view: View, request: Request, app_name: str) -> Response | None:
         """The owner's answer when another worker holds the app, a 404 for an unknown app, or None:
-        answer here."""
+        answer here (or a refusal: `door`)."""
+        refused = door.refusal(request)
+        if refused is not None:
+            return error(view, *refused)
         partition = store.home_of(app_name)
         if partition is None:
             return error(view, 404, f"no state for app {app_name!r}: no event of it has been decided")
@@ -109,6 +152,9 @@ def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore) -> 
     @faust_app.page("/sendgate/check/{app_name}")
     class CheckView(View):
         async def post(self, request: Request, app_name: str) -> Response:
+            refused = door.refusal(request)
+            if refused is not None:
+                return error(self, *refused)
             partition = store.home_of(app_name)  # an app no worker has seen yet is answered here
             answer = None if partition is None else await route_to_owner(faust_app, STATE, partition, self.web, request)
             if answer is not None:

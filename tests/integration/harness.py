@@ -14,7 +14,9 @@ from typing import Callable
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from sendgate.models.sources import OPERATOR
 from sendgate.streams.local.broker import free_port
+from sendgate.streams.local.keyring import LOCAL_KEYS, write_local_keyring
 from sendgate.streams.kafka import ensure_topics, partitions_of
 from sendgate.streams.config import Settings
 from sendgate.streams.local.process import WorkerProcess
@@ -26,8 +28,14 @@ DEADLINE_S = 90.0
 
 
 def make_settings(bootstrap: str, data_dir: Path, **overrides) -> Settings:
+    """Topics and group of their own, and a keyring of the test's own (beside `data_dir`) whose
+    operator key signs what the test publishes (an operator may say anything: README, Sources)."""
     run = uuid.uuid4().hex[:8]
+    keyring = Path(data_dir).parent / "keyring.toml"
+    if not keyring.exists():
+        write_local_keyring(keyring)
     base = Settings(bootstrap=bootstrap, topic_prefix=f"t{run}.", group_id=f"t{run}", partitions=4,
+                    keyring_file=str(keyring), key_id=LOCAL_KEYS[OPERATOR],
                     data_dir=str(data_dir), web_enabled=True, web_port=free_port(), tick_interval_s=0,
                     session_timeout_s=6.0,
                     heartbeat_interval_s=1.0, rebalance_timeout_s=3.0, log_level="info",
@@ -66,8 +74,14 @@ def publish(settings: Settings, events: list[dict | bytes], expect_rc: int = 0) 
     return result
 
 
+def signed(settings: Settings, value: bytes | None) -> list[tuple[str, bytes]]:
+    """The headers that sign `value` with the test's key (settings.key_id)."""
+    return settings.signing_key().headers(value)
+
+
 def produce_raw(settings: Settings, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    """Write records byte for byte to the events topic, bypassing validation (hostile producers)."""
+    """Write records byte for byte to the events topic, bypassing validation (hostile producers),
+    signed: the signature vouches for the bytes, whatever they are."""
 
     async def run() -> None:
         await ensure_topics(settings, [settings.topic("events")])
@@ -75,7 +89,8 @@ def produce_raw(settings: Settings, records: list[tuple[bytes | None, bytes | No
         await producer.start()
         try:
             for key, value in records:
-                await producer.send_and_wait(settings.topic("events"), value=value, key=key)
+                await producer.send_and_wait(settings.topic("events"), value=value, key=key,
+                                             headers=signed(settings, value))
         finally:
             await producer.stop()
 
@@ -177,7 +192,8 @@ def send_events(settings: Settings, items: list[dict | Invalid | bytes]) -> list
                                     linger_ms=5)
         await producer.start()
         try:
-            futures = [await producer.send(settings.topic("events"), key=key, value=value, timestamp_ms=ts)
+            futures = [await producer.send(settings.topic("events"), key=key, value=value, timestamp_ms=ts,
+                                           headers=signed(settings, value))
                        for _, key, value, ts in records]
             metas = [await f for f in futures]
         finally:

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from harness import signed
 from sendgate.streams.kafka import ensure_topics, partitions_of
 from sendgate.streams.config import Settings
 
@@ -58,7 +59,7 @@ def produce(settings: Settings, records: list[Rec | dict], create_topic: bool = 
         await producer.start()
         try:
             futures = [await producer.send(topic, value=raw, key=event["app"].encode(), partition=rec.partition,
-                                           timestamp_ms=rec.timestamp_ms)
+                                           timestamp_ms=rec.timestamp_ms, headers=signed(settings, raw))
                        for event, raw, rec in prepared]
             metas = [await f for f in futures]
         finally:

@@ -101,7 +101,7 @@ def test_health_readiness_and_metrics(settings, worker):
     status, body, _ = get(settings, "/livez")
     assert status == 200 and orjson.loads(body) == {"status": "alive"}
     status, body, _ = get(settings, "/readyz")
-    assert status == 200 and orjson.loads(body) == {"ready": True, "reasons": []}
+    assert status == 200 and orjson.loads(body) == {"ready": True, "reasons": [], "details": {}}
     status, body, _ = get(settings, "/table")
     assert status == 404  # Faust's raw table view (rows hold userkeys) is off
     publish(settings, SCENARIO)

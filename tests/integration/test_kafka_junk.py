@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from harness import DecisionWatcher, create_events_topic, ev, wait_for_group
+from harness import DecisionWatcher, create_events_topic, ev, signed, wait_for_group
 
 from sendgate.models.events import decode_event
 from sendgate.streams.kafka import ensure_topics
@@ -45,9 +45,9 @@ def produce_at(settings, records: list[tuple[int, dict]]) -> list[tuple[int, int
                                     linger_ms=5)
         await producer.start()
         try:
-            futures = [await producer.send(settings.topic("events"), key=event["app"].encode(),
-                                           value=orjson.dumps(event), partition=partition)
-                       for partition, event in records]
+            futures = [await producer.send(settings.topic("events"), key=event["app"].encode(), value=raw,
+                                           partition=partition, headers=signed(settings, raw))
+                       for partition, event in records for raw in [orjson.dumps(event)]]
             metas = [await f for f in futures]
         finally:
             await producer.stop()

@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from harness import collect, create_events_topic, ev, read_topic, wait_for_group
+from harness import collect, create_events_topic, ev, read_topic, signed, wait_for_group
 
 from sendgate.models.events import decode_event
 from sendgate.streams.local.broker import free_port
@@ -62,9 +62,9 @@ def produce_at(settings, records: list[tuple[int, dict, int | None]]) -> list[tu
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True)
         await producer.start()
         try:
-            futures = [await producer.send(settings.topic("events"), key=event["app"].encode(),
-                                           value=orjson.dumps(event), partition=partition, timestamp_ms=timestamp)
-                       for partition, event, timestamp in records]
+            futures = [await producer.send(settings.topic("events"), key=event["app"].encode(), value=raw,
+                                           partition=partition, timestamp_ms=timestamp, headers=signed(settings, raw))
+                       for partition, event, timestamp in records for raw in [orjson.dumps(event)]]
             metas = [await f for f in futures]
         finally:
             await producer.stop()

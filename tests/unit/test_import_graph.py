@@ -26,6 +26,7 @@ ALLOWED = {
                              "sendgate.streams.ops", "sendgate.streams.local"},
 }
 SHARED_MODULES = {"sendgate.streams.config", "sendgate.streams.kafka", "sendgate.streams.progress",
+                  "sendgate.streams.identity",
                   "sendgate.streams"}
 
 

@@ -59,7 +59,7 @@ def test_the_stored_userkey_is_a_keyed_hash():
 def test_the_worker_settings_pass_the_secret_to_the_gate():
     from sendgate.streams.config import Settings
 
-    env = {"SENDGATE_USERKEY_SECRET": "s3cret"}
+    env = {"SENDGATE_USERKEY_SECRET": "s3cret", "SENDGATE_AUTH": "off"}
     assert Settings.from_env(env).gate().stored_userkey(PHONE) == Gate(userkey_secret=b"s3cret").stored_userkey(PHONE)
-    assert Settings.from_env({}).gate().stored_userkey(PHONE) == PHONE
+    assert Settings.from_env({"SENDGATE_AUTH": "off"}).gate().stored_userkey(PHONE) == PHONE
     assert "s3cret" not in repr(Settings.from_env(env))

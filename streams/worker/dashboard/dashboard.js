@@ -56,9 +56,15 @@ function render(s) {
   document.body.dataset.loaded = "true";  // for tests: the first status has been drawn
 }
 
+// The operator token (SENDGATE_OPERATOR_TOKEN), given once as /dashboard#token=...: kept for this
+// tab only, sent with every request. Without it the page shows no sender or request.
+const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token") || sessionStorage.getItem("sendgate-token");
+if (TOKEN) sessionStorage.setItem("sendgate-token", TOKEN);
+const AUTH = TOKEN ? {Authorization: `Bearer ${TOKEN}`} : {};
+
 async function poll() {
   try {
-    const response = await fetch("/sendgate/status", {cache: "no-store"});
+    const response = await fetch("/sendgate/status", {cache: "no-store", headers: AUTH});
     render(await response.json());
   } catch (err) {
     text("reasons", "the worker does not answer: " + err);
@@ -73,7 +79,7 @@ document.getElementById("inspect").addEventListener("submit", async event => {
   const sender = f.get("sender"), userkey = f.get("userkey");
   const url = userkey ? `/sendgate/userkeys/${app}/${encodeURIComponent(userkey)}` + (sender ? `?sender=${encodeURIComponent(sender)}` : "")
                       : `/sendgate/senders/${app}/${encodeURIComponent(sender)}`;
-  const response = await fetch(url);
+  const response = await fetch(url, {headers: AUTH});
   document.getElementById("inspection").textContent = JSON.stringify(await response.json(), null, 2);
 });
 poll();

@@ -79,7 +79,9 @@ def test_every_setting_reaches_a_child_process():
                  replication_factor=3, events_timestamp_type="LogAppendTime", metrics_networks=("sms", "rcs"),
                  security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="gate",
                  sasl_password="pw", group_instance_id="gate-0", fast_restore=False, userkey_secret="s3cret",
-                 ssl_cafile="/etc/ca.pem", ssl_certfile="/etc/cert.pem", ssl_keyfile="/etc/key.pem")
+                 ssl_cafile="/etc/ca.pem", ssl_certfile="/etc/cert.pem", ssl_keyfile="/etc/key.pem",
+                 keyring_file="/etc/sendgate/keyring.toml", auth=False, key_id="acme-1", key_secret="k" * 32,
+                 operator_token="t0ken")
     unset = [f for f in s.__dataclass_fields__ if getattr(s, f) == getattr(Settings(), f)]
     assert unset == [], "set every field to a value other than its default"
     assert Settings.from_env(s.to_env()) == s

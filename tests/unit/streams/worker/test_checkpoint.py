@@ -53,7 +53,7 @@ class Worker:
         self.store.stage(outbox)
         records = outbox._records.pop(self.changelog, [])
         assert not outbox._records, "stage writes the changelog only"
-        return [(k, v, p) for k, v, p, _ in records]
+        return [(k, v, p) for k, v, p, _, _ in records]
 
     def checkpoint(self) -> list[tuple[bytes, bytes | None, int]]:
         """One batch's two sends (`GateWorker.process_batch`), acknowledged; returns what was sent."""

@@ -16,7 +16,7 @@ def worker_with(scrape: dict, *tallies: BatchTally) -> SimpleNamespace:
     metrics = GateMetrics(("sms",), lambda: scrape)
     for tally in tallies:
         metrics.batch_done(tally, 1)
-    return SimpleNamespace(metrics=metrics, status_now=lambda: scrape)
+    return SimpleNamespace(metrics=metrics, status_now=lambda: scrape, gate=SimpleNamespace(keyring=object()))
 
 
 def tally_of(*decided: tuple[str, str, str], durations: dict[str, float]) -> BatchTally:

@@ -25,11 +25,13 @@ class RecordedBatch:
     def __init__(self, size: int) -> None:
         self.builder = BatchBuilder(size, 0)
         self.records: list[tuple[bytes | None, bytes | None, int | None]] = []
+        self.headers: list = []
 
-    def append(self, *, key: bytes | None, value: bytes | None, timestamp: int | None) -> object:
-        meta = self.builder.append(key=key, value=value, timestamp=timestamp)
+    def append(self, *, key: bytes | None, value: bytes | None, timestamp: int | None, headers=None) -> object:
+        meta = self.builder.append(key=key, value=value, timestamp=timestamp, headers=headers)
         if meta is not None:
             self.records.append((key, value, timestamp))
+            self.headers.append(headers)
         return meta
 
 
@@ -43,6 +45,7 @@ class Producer:
         self.tracked: list[str] = []
         self.log: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, int | None]]] = defaultdict(list)
         self.batches: list[tuple[str, int, int]] = []  # (topic, partition, records)
+        self.headers: dict[tuple[str, int], list] = defaultdict(list)
         self.client = SimpleNamespace(add_topic=self._add_topic)
 
     async def _add_topic(self, topic: str) -> None:
@@ -63,6 +66,7 @@ class Producer:
         log = self.log[topic, partition]
         future.set_result(SimpleNamespace(offset=len(log)))  # a batch's metadata: its first record's offset
         log.extend(batch.records)
+        self.headers[topic, partition].extend(batch.headers)
         self.batches.append((topic, partition, len(batch.records)))
         return future
 
@@ -128,3 +132,15 @@ def test_a_refused_batch_fails_the_send_and_clear_drops_what_was_added():
     outbox.clear()  # the batch is decided again from its records: nothing of the failed attempt goes out
     assert send(outbox, producer) == {}
     assert producer.log["decisions", 0] == [(b"k", b"x", None)]
+
+
+def test_headers_go_with_their_record_into_the_batch():
+    # the worker signs what it appends to the events topic (models/sources.py): the headers must
+    # reach aiokafka's batch with the record they sign, and records without keep none
+    producer, outbox = Producer({"events": 1}), Outbox()
+    signed = [("sendgate-key", b"local-worker"), ("sendgate-sig", b"ab" * 32)]
+    outbox.add("events", b"a", b"tick", 0, 5, signed)
+    outbox.add("events", b"a", b"plain", 0, 6)
+    send(outbox, producer)
+    assert producer.log["events", 0] == [(b"a", b"tick", 5), (b"a", b"plain", 6)]
+    assert producer.headers["events", 0] == [signed, None]

@@ -11,7 +11,7 @@ from sendgate.streams.worker.checkpoint import after_unclean_stop
 
 
 def test_the_restored_store_of_a_partition_is_the_one_faust_opens_and_survives_an_unclean_stop(tmp_path):
-    settings = Settings(data_dir=str(tmp_path), group_id="gate-eu", web_enabled=False)
+    settings = Settings(data_dir=str(tmp_path), group_id="gate-eu", web_enabled=False, auth=False)
     worker = build_worker(settings, ticker=False)  # never started: no broker needed
     path = store_path(settings, 5)
     assert path == worker.store.table.data.partition_path(5)
