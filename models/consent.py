@@ -45,10 +45,14 @@ class Userkey(Row):
         self.opted_out, self.opted_in, self.changed_ts, self.how = False, True, ts, how
         self.opt_out_inbound, self.confirmed = "", False
 
-    def confirmation_check(self, replied_inbound: str | None, ts: int, window_ms: int) -> tuple[bool, str]:
-        """May a send at `ts` answering `replied_inbound` confirm this user's opt-out? (why not)"""
-        if not self.opt_out_inbound or replied_inbound != self.opt_out_inbound:
+    def confirmation_check(self, reply_to: str | None, recent: bool, ts: int, window_ms: int) -> tuple[bool, str]:
+        """May a send at `ts` whose `reply_to` names an inbound (`recent`: within the reply window)
+        confirm this user's opt-out? (why not)"""
+        if not self.opt_out_inbound:
             return False, ""
+        if reply_to != self.opt_out_inbound or not recent:
+            return False, (f"; only a send whose reply_to names the opt-out message ('{self.opt_out_inbound}') may "
+                           f"be its one confirmation" if reply_to is None else "")
         if self.confirmed:
             return False, "; the one confirmation of this opt-out was already sent"
         if ts - self.changed_ts > window_ms:

@@ -389,7 +389,9 @@ class Gate:
             store.set(CONVERSATIONS, key(e.app, e.sender, user_id), conv.to_bytes())
             return [decision, self._delivery(e, decision)]
         if user.opted_out:
-            confirms, why_not = user.confirmation_check(answered[0] if answered else None, e.ts,
+            # only a send that says it answers the opt-out may confirm it: the gate cannot read a
+            # text's intent, so it does not infer it from timing (an implicit reply)
+            confirms, why_not = user.confirmation_check(e.reply_to, answered is not None, e.ts,
                                                         p.opt_out_confirmation_s * 1000)
             if confirms:
                 user.confirmed = True

@@ -142,3 +142,18 @@ def test_revocation_in_other_words_one_confirmation_help_and_the_audit_trail(set
     assert [(r.userkey, r.kind, r.rule, r.source_event_id) for r in trail] == [
         ("u1", "opt_out", "request", "i2"), ("u2", "ambiguous", "other_sense", "i3"), ("u3", "opt_out", "per_se", "i4")]
     assert trail[0].text == "please stop texting me" and trail[0].record_id == "acme:inbound:i2:opt_out"
+
+
+def test_a_reminder_right_after_stop_is_refused_and_only_an_explicit_confirmation_goes(settings, worker):
+    # the app's scheduled reminder lands 2 s after "Stop.": without reply_to naming the STOP it is
+    # no confirmation (FCC 64.1200(a)(12) allows one text that confirms, and the gate cannot read intent)
+    publish(settings, [
+        inbound("i1", "u1", "when is my appointment?", T0),
+        send("r1", "u1", "Tomorrow at 10.", T0 + 10_000, reply_to="i1"),
+        inbound("i-stop", "u1", "Stop.", T0 + MIN),
+        send("reminder", "u1", "Reminder: your appointment is tomorrow at 10", T0 + MIN + 2_000),
+        send("confirm", "u1", "You're unsubscribed. Reply START to rejoin.", T0 + MIN + 3_000, reply_to="i-stop"),
+    ])
+    assert outcomes(decisions(settings, 3)) == [("r1", "accepted", "reply"), ("reminder", "rejected", "opted_out"),
+                                                ("confirm", "accepted", "opt_out_confirmation")]
+    assert len(collect(settings, settings.topic("deliveries.sms"), lambda r: len(r) >= 2)) == 2

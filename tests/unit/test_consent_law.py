@@ -25,10 +25,27 @@ def test_one_confirmation_answers_the_opt_out_and_nothing_after_it(gate: Harness
     assert "already sent" in second.detail
 
 
-def test_a_confirmation_without_reply_to_answers_the_last_inbound(gate: Harness):
-    gate.feed(event("inbound", 0, userkey="u1", text="STOP"))
-    d = gate.decide(send("u1", at=MINUTE))
-    assert (d.outcome, d.reason) == ("accepted", "opt_out_confirmation")
+STOP_WORDINGS = ("Stop.", "STOP", "stop", "Stop!", "unsubscribe", "Stop texting me", "please stop", "STOP ALL",
+                 "cancel", "end", "quit", "opt out", "Remove me")
+
+
+def test_a_send_that_does_not_name_the_stop_is_no_confirmation_however_soon():
+    # FCC 64.1200(a)(12) allows one text that confirms the opt-out; the gate cannot read intent,
+    # so only a send whose reply_to names the opt-out inbound may be it: not a scheduled reminder
+    # that happens to come 2 s after "Stop."
+    refused = []
+    for wording in STOP_WORDINGS:
+        h = Harness()
+        h.feed(event("inbound", 0, event_id="in-stop", userkey="u1", text=wording))
+        if not Userkey.from_bytes(h.store.get("userkeys", f"{APP}\x1fu1".encode())).opted_out:
+            continue  # not an opt-out in these words (models/wording.py decides that)
+        d = h.decide(send("u1", at=2 * SECOND, text="Reminder: your appointment is tomorrow at 10"))
+        assert (d.outcome, d.reason) == ("rejected", "opted_out"), wording
+        assert "reply_to names the opt-out" in d.detail
+        refused.append(wording)
+        confirmed = h.decide(send("u1", at=3 * SECOND, reply_to="in-stop", text="You're unsubscribed."))
+        assert (confirmed.outcome, confirmed.reason) == ("accepted", "opt_out_confirmation"), wording
+    assert len(refused) >= 10
 
 
 def test_a_confirmation_13_minutes_later_is_refused(gate: Harness):

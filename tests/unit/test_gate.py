@@ -23,7 +23,7 @@ def scenario() -> list[dict]:
         event("inbound", 0, event_id="in-2", userkey="quitter", text="STOP"),
         *[send(u, at=SECOND, text=PARCEL) for u in recipients(12)],
         send("fan", at=2 * SECOND, text="Tomorrow morning!", reply_to="in-1"),
-        send("quitter", at=2 * SECOND, text="You are unsubscribed, no more messages."),
+        send("quitter", at=2 * SECOND, text="You are unsubscribed, no more messages.", reply_to="in-2"),
         send("quitter", at=2 * SECOND + 1, text=PARCEL),
         event("junk_report", 3 * SECOND, sender="S9", userkey="v1", text=UNRELATED[1]),
         send("u20", at=4 * SECOND, text=UNRELATED[1]),
