@@ -50,14 +50,15 @@ class Userkey(Row):
         confirm this user's opt-out? (why not)"""
         if not self.opt_out_inbound:
             return False, ""
-        if reply_to != self.opt_out_inbound or not recent:
-            return False, (f"; only a send whose reply_to names the opt-out message ('{self.opt_out_inbound}') may "
-                           f"be its one confirmation" if reply_to is None else "")
+        names_it = reply_to == self.opt_out_inbound and recent
         if self.confirmed:
-            return False, "; the one confirmation of this opt-out was already sent"
+            return False, "; the one confirmation of this opt-out was already sent" if names_it else ""
         if ts - self.changed_ts > window_ms:
             return False, (f"; a confirmation must follow the opt-out within {window_ms // 1000} s, this one "
-                           f"came {(ts - self.changed_ts) // 1000} s after it")
+                           f"came {(ts - self.changed_ts) // 1000} s after it") if names_it else ""
+        if not names_it:
+            return False, (f"; only a send whose reply_to names the opt-out message ('{self.opt_out_inbound}') may "
+                           f"be its one confirmation") if reply_to is None else ""
         return True, ""
 
     def to_bytes(self) -> bytes:
