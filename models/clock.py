@@ -22,14 +22,19 @@ from .rows import Row, version_first
 class AppClock(Row):
     ts: int = 0  # the latest event time decided in the app (epoch ms); 0: none yet
     sweep_at: int = 0  # when the app's next lapsed conversations are removed (models/retention.py); 0: none
+    forget_at: int = 0  # when the app's next remembered requests are forgotten (models/memory.py); 0: none
 
-    # v1: [ts]; v2 appends sweep_at (models/rows.py)
-    row_version = 2
+    # v1: [ts]; v2 appends sweep_at, v3 forget_at (models/rows.py)
+    row_version = 3
     untagged = version_first
 
     @staticmethod
     def upcast_v1_v2(fields: list) -> list:
         return [*fields, 0]  # from before retention: no sweep due; the app's next inbound indexes its conversations
+
+    @staticmethod
+    def upcast_v2_v3(fields: list) -> list:
+        return [*fields, 0]  # from before the request memory: nothing remembered yet
 
     def advance(self, ts: int, floor: int | None) -> tuple[int, bool]:
         """The time to decide an event stamped `ts` at, given `floor` = record timestamp - the
@@ -42,7 +47,7 @@ class AppClock(Row):
         return at, skewed and at == floor
 
     def to_bytes(self) -> bytes:
-        return self.pack([self.ts, self.sweep_at])
+        return self.pack([self.ts, self.sweep_at, self.forget_at])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "AppClock":

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import hmac
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol
 
 from . import events as ev
@@ -23,6 +24,7 @@ from .consent import HELP_ANSWERED, HELP_MARK, AppGrant, Conversation, Userkey
 from .controls import RecipientSends, inbound_digest
 from .decisions import ConsentRecord, Decision, Delivery, GrantRevocation, iso, revocation_made_at
 from .junk import JunkIndex, JunkReport
+from .memory import EVENT, REQUEST, AnsweredRequest, SeenEvent, said_digest
 from .pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
 from .policy import Policy
 from .retention import DAY_MS, LapseBucket, LapseIndex, lapsed
@@ -45,15 +47,30 @@ LAPSE_DAYS = "lapse_days"        # app                     -> LapseIndex (models
 LAPSES = "lapses"                # (app, day, chunk)       -> LapseBucket (<= LAPSE_CHUNK conversations)
 RECIPIENTS = "recipients"        # (app, userkey)          -> RecipientSends (only with recipient_limits)
 CONTACTS = "contacts"            # (app, userkey, network) -> b"1": the bot is on the user's contact list there
+SEEN = "seen"                    # (app, kind, id)         -> AnsweredRequest | SeenEvent (models/memory.py)
+SEEN_DAYS = "seen_days"          # app                     -> LapseIndex of the days `seen` rows were written
+SEEN_LISTS = "seen_lists"        # (app, day, chunk)       -> LapseBucket of (kind, id)
 JUNK = "junk"                    # template id (global)    -> JunkTemplate
 TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, CLUSTERS, SKETCHES, PENDING, SCHEDULES, DUE, CLOCKS, LAPSE_DAYS,
-          LAPSES, RECIPIENTS, CONTACTS)
+          LAPSES, RECIPIENTS, CONTACTS, SEEN, SEEN_DAYS, SEEN_LISTS)
 
 Record = Decision | Delivery | ConsentRecord | GrantRevocation
 # The sender name under which an app's near-identical texts are counted across all its sender
 # names (a blast spread over names is one blast to the platform); ids hold no control characters.
 WHOLE_APP = "\x00app"
 DECODED_SENDERS = 256  # sender rows kept decoded (`Gate._sender`): a few MB at 32 clusters a row
+
+
+@dataclass(frozen=True)
+class DayLists:
+    """Rows listed by the UTC day they are due to go from, swept by the app's clock (models/retention.py)."""
+    index: str  # app -> LapseIndex
+    buckets: str  # (app, day, chunk) -> LapseBucket of two-part entries
+    clock_field: str  # the AppClock field that says when the next bucket is due
+
+
+LAPSES_BY_DAY = DayLists(LAPSE_DAYS, LAPSES, "sweep_at")  # conversations, by the day of their last inbound
+SEEN_BY_DAY = DayLists(SEEN_DAYS, SEEN_LISTS, "forget_at")  # remembered requests and events, by their day
 
 
 def key(*parts: str) -> bytes:
@@ -154,6 +171,7 @@ class Gate:
         self.wording = ConsentClassifier(p.opt_out_keywords, p.opt_in_keywords, p.help_keywords, p.consent_locales)
         self._decoded_senders: dict[bytes, tuple[bytes, SenderState]] = {}  # row key -> (row, its state)
         self._horizon = self.policy.conversation_horizon_days * DAY_MS  # models/retention.py; 0: never
+        self._memory = self.policy.request_memory_s * 1000  # models/memory.py; 0: nothing remembered
 
     def stored_userkey(self, userkey: str) -> str:
         """The userkey as tables key it: itself, or its HMAC-SHA-256 (hex) when a secret is set."""
@@ -197,13 +215,20 @@ class Gate:
         sweeps = self._horizon > 0 and 0 < clock.sweep_at <= at
         if sweeps:
             clock.sweep_at = self._sweep_lapsed(event.app, at, self._horizon, store)
-        if raw is None or at != before or sweeps:
+        forgets = self._memory > 0 and 0 < clock.forget_at <= at
+        if forgets:
+            clock.forget_at = self._forget_seen(event.app, at, store)
+        if raw is None or at != before or sweeps or forgets:
             store.set(CLOCKS, clock_key, clock.to_bytes())
         if at != stamped:
             event = dataclasses.replace(event, ts=at)
         out = self._release_due(event.app, at, store)
+        again = self._said_before(event, at, store)
+        if again is not None:  # a retry, or a repeated event: its first answer, nothing applied twice
+            out.extend(again)
+            return out
         handler = self._HANDLERS[type(event)]
-        decided = handler(self, event, store) or ()
+        decided = handler(self, event, store) or []
         if skewed:
             note = (f"; event time: ts {iso(stamped)} trailed its record's timestamp by "
                     f"{(record_ts - stamped) // 1000} s, more than max_ts_behind_s = {self.policy.max_ts_behind_s} s, "
@@ -211,6 +236,7 @@ class Gate:
             for record in decided:
                 if isinstance(record, Decision) and record.ts == at:  # not a repeated earlier decision
                     record.detail += note
+        self._remember(event, decided, at, store)
         out.extend(decided)
         return out
 
@@ -467,40 +493,115 @@ class Gate:
     # --- retention (models/retention.py) --------------------------------------------------------
     def _index_lapse(self, app: str, sender: str, user_id: str, day: int, horizon: int, store: Store) -> None:
         """List a conversation under the day of its last inbound, where the sweep will look."""
-        index = LapseIndex.from_bytes(store.get(LAPSE_DAYS, key(app)))
+        self._list_by_day(LAPSES_BY_DAY, app, (sender, user_id), day, horizon, store)
+
+    def _list_by_day(self, tables: "DayLists", app: str, entry: tuple[str, str], day: int, after_ms: int,
+                     store: Store) -> None:
+        """Append `entry` to the app's bucket of `day` in `tables`; the first day listed sets when
+        the app's clock next sweeps them (`after_ms` past the day's end)."""
+        index = LapseIndex.from_bytes(store.get(tables.index, key(app)))
         was_empty = not index.days
         chunks = index.chunk_count(day)
-        bucket = LapseBucket.from_bytes(store.get(LAPSES, key(app, str(day), str(chunks - 1)))) if chunks else None
+        bucket = LapseBucket.from_bytes(store.get(tables.buckets, key(app, str(day), str(chunks - 1)))) \
+            if chunks else None
         if bucket is None or bucket.full:
             chunk, bucket = index.open_chunk(day), LapseBucket()
-            store.set(LAPSE_DAYS, key(app), index.to_bytes())
+            store.set(tables.index, key(app), index.to_bytes())
         else:
             chunk = chunks - 1
-        bucket.add(sender, user_id)
-        store.set(LAPSES, key(app, str(day), str(chunk)), bucket.to_bytes())
+        bucket.add(*entry)
+        store.set(tables.buckets, key(app, str(day), str(chunk)), bucket.to_bytes())
         if was_empty:  # days are listed in clock order: only a first one moves the next sweep
             clock = AppClock.from_bytes(store.get(CLOCKS, key(app)))
-            clock.sweep_at = index.sweep_at(horizon)
+            setattr(clock, tables.clock_field, index.sweep_at(after_ms))
             store.set(CLOCKS, key(app), clock.to_bytes())
+
+    def _sweep_by_day(self, tables: "DayLists", app: str, ts: int, after_ms: int, store: Store,
+                      forget: Callable[[str, str], None]) -> int:
+        """Call `forget` on each entry of the app's oldest due bucket in `tables`, then drop the
+        bucket; returns when the next sweep is due (0: nothing listed)."""
+        index = LapseIndex.from_bytes(store.get(tables.index, key(app)))
+        if not index.days or ts < index.sweep_at(after_ms):  # (the setting was raised since it was due)
+            return index.sweep_at(after_ms)
+        day, chunk = index.take_last_chunk()
+        bucket_key = key(app, str(day), str(chunk))
+        for first, second in LapseBucket.from_bytes(store.get(tables.buckets, bucket_key)).entries:
+            forget(first, second)
+        store.delete(tables.buckets, bucket_key)
+        if index.days:
+            store.set(tables.index, key(app), index.to_bytes())
+        else:
+            store.delete(tables.index, key(app))
+        return index.sweep_at(after_ms)
 
     def _sweep_lapsed(self, app: str, ts: int, horizon: int, store: Store) -> int:
         """Remove the lapsed conversations of one bucket row; returns when the next sweep is due."""
-        index = LapseIndex.from_bytes(store.get(LAPSE_DAYS, key(app)))
-        if not index.days or ts < index.sweep_at(horizon):  # (the horizon was raised since it was due)
-            return index.sweep_at(horizon)
-        day, chunk = index.take_last_chunk()
-        bucket_key = key(app, str(day), str(chunk))
-        for sender, user_id in LapseBucket.from_bytes(store.get(LAPSES, bucket_key)).entries:
+        def forget(sender: str, user_id: str) -> None:
             conv_key = key(app, sender, user_id)
             raw = store.get(CONVERSATIONS, conv_key)
             if raw is not None and lapsed(Conversation.from_bytes(raw).last_ts, ts, horizon):
                 store.delete(CONVERSATIONS, conv_key)  # else it wrote again, and is listed under a later day
-        store.delete(LAPSES, bucket_key)
-        if index.days:
-            store.set(LAPSE_DAYS, key(app), index.to_bytes())
+        return self._sweep_by_day(LAPSES_BY_DAY, app, ts, horizon, store, forget)
+
+    # --- what the app said before (models/memory.py) ----------------------------------------------
+    def _said_before(self, e: ev.Event, at: int, store: Store) -> list[Record] | None:
+        """The answer to an event the app sent within request_memory_s: a send's first decision
+        again (or a refusal of its id reused for another request), nothing for a repeated inbound
+        or consent event; None for an event not seen within the memory."""
+        said = self._memory_key(e)
+        if said is None:
+            return None
+        kind, id_, digest = said
+        raw = store.get(SEEN, key(e.app, kind, id_))
+        if raw is None:
+            return None
+        if kind == EVENT:
+            seen = SeenEvent.from_bytes(raw)
+            # the same id with other content is another event (an id clash, or one made to suppress it)
+            return [] if at - seen.ts <= self._memory and seen.digest == digest else None
+        answered = AnsweredRequest.from_bytes(raw)
+        if at - answered.ts > self._memory:
+            return None
+        if answered.digest == digest:
+            return [answered.again(e.request_id, e.app, e.sender, e.userkey, e.network)]
+        return [Decision(e.request_id, e.app, e.sender, e.userkey, e.network, "rejected", "request_id_reused",
+                         f"request_id '{e.request_id}' was answered at {iso(answered.ts)} ({answered.answer[0]}/"
+                         f"{answered.answer[1]}) for another request (another sender, userkey, network, text or "
+                         f"reply_to); a retry repeats its request exactly, a new request needs a new request_id "
+                         f"(ids are remembered for request_memory_s = {self.policy.request_memory_s} s)", at)]
+
+    def _remember(self, e: ev.Event, decided: list[Record], at: int, store: Store) -> None:
+        said = self._memory_key(e)
+        if said is None:
+            return
+        kind, id_, digest = said
+        if kind == REQUEST:
+            first = next(r for r in decided if isinstance(r, Decision) and r.request_id == e.request_id)
+            row = AnsweredRequest.of(digest, first).to_bytes()
         else:
-            store.delete(LAPSE_DAYS, key(app))
-        return index.sweep_at(horizon)
+            row = SeenEvent(digest, at).to_bytes()
+        store.set(SEEN, key(e.app, kind, id_), row)
+        self._list_by_day(SEEN_BY_DAY, e.app, (kind, id_), at // DAY_MS, self._memory, store)
+
+    def _memory_key(self, e: ev.Event) -> tuple[str, str, str] | None:
+        """(kind, id, digest of what the event says) of an event the memory keeps; None otherwise."""
+        if not self._memory:
+            return None
+        if isinstance(e, ev.Send):
+            return REQUEST, e.request_id, said_digest(e.sender, self.stored_userkey(e.userkey), e.network, e.text,
+                                                       e.reply_to or "")
+        if isinstance(e, ev.Inbound):
+            return EVENT, e.event_id, said_digest("inbound", e.sender, self.stored_userkey(e.userkey), e.network,
+                                                  e.text)
+        if isinstance(e, ev.ConsentChange):
+            return EVENT, e.event_id, said_digest(ev.event_type(e), self.stored_userkey(e.userkey), e.source)
+        return None
+
+    def _forget_seen(self, app: str, ts: int, store: Store) -> int:
+        """Remove one bucket's remembered requests and events; returns when the next sweep is due."""
+        def forget(kind: str, id_: str) -> None:
+            store.delete(SEEN, key(app, kind, id_))
+        return self._sweep_by_day(SEEN_BY_DAY, app, ts, self._memory, store, forget)
 
     def _burst(self, e: ev.Send, store: Store, user_id: str, basis: str, because: str, decide) -> list[Record]:
         p = self.policy

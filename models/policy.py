@@ -97,6 +97,10 @@ class Policy:
     loop_window_s: int = 3600
     loop_delay_s: int = 300
     loop_reject_repeats: int = 10
+    # a send whose (app, request_id) was answered within this long gets that answer again (no slot,
+    # no delivery), and an inbound or consent event whose event_id was applied within it is not
+    # applied again (models/memory.py); 0: nothing remembered, every event decided as new
+    request_memory_s: int = 24 * 3600
     # networks that deliver only to users who put the bot on their contact list (`contact` events;
     # an inbound on the network implies it), e.g. ["xmpp", "aim"]
     contact_list_networks: tuple[str, ...] = ()
@@ -113,7 +117,7 @@ class Policy:
             if type(value) is not int or value <= 0:
                 raise PolicyError(f"policy '{name}' must be a positive integer, got {value!r}")
         for name in ("free_recipients", "min_conversations", "risky_free_recipients", "conversation_horizon_days",
-                     "default_valid_for_s"):
+                     "default_valid_for_s", "request_memory_s"):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise PolicyError(f"policy '{name}' must be a non-negative integer, got {value!r}")

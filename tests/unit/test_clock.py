@@ -28,11 +28,11 @@ def test_an_event_trailing_its_record_beyond_the_skew_is_decided_at_the_bound():
 
 def test_the_row_is_versioned_and_round_trips():
     raw = AppClock(T, T + DAY).to_bytes()
-    assert raw == b"2[%d,%d]" % (T, T + DAY)  # version 2, then the fields (models/rows.py)
+    assert raw == b"3[%d,%d,0]" % (T, T + DAY)  # version 3, then the fields (models/rows.py)
     assert AppClock.from_bytes(raw) == AppClock(T, T + DAY) and AppClock.from_bytes(None) == AppClock()
     assert AppClock.from_bytes(orjson.dumps([1, T])) == AppClock(T, 0)  # written before retention
-    with pytest.raises(ValueError, match="version 3"):
-        AppClock.from_bytes(orjson.dumps([3, T, 0]))
+    with pytest.raises(ValueError, match="version 4"):
+        AppClock.from_bytes(orjson.dumps([4, T, 0, 0]))
 
 
 def test_max_ts_behind_s_is_a_positive_policy_setting():

@@ -140,7 +140,7 @@ def test_conversation_is_per_app(gate: Harness):
 def test_opt_in_event_allows_sending_from_any_sender(gate: Harness):
     gate.feed(event("opt_in", 0, userkey="u1", source="signup"))
     for sender in ("S1", "S2"):
-        d = gate.decide(send("u1", at=MINUTE, sender=sender))
+        d = gate.decide(send("u1", at=MINUTE, sender=sender, request_id=f"r-{sender}"))
         assert (d.outcome, d.reason) == ("accepted", "opt_in")
 
 

@@ -216,16 +216,12 @@ def test_a_redelivered_delayed_send_gets_the_same_decision_and_no_second_slot():
     assert [(d.request_id, d.outcome, d.deliver_at) for d in released] == [("r-u11-0", "released", T + MINUTE)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "KNOWN LIMIT (README, Guarantees): duplicate request_ids are recognised only while the request is "
-    "pending; after its release (or a cancel) the same request is decided anew, takes another paced "
-    "slot and is delivered again; remembering every request would need one row per request"))
 def test_a_send_redelivered_after_its_release_takes_no_second_slot():
     h = Harness()
     h.feed(*established())
     h.sends(recipients(11))
     h.feed(event("tick", MINUTE))  # releases r-u11-0
-    h.feed(send("u11", text=PARCEL))  # the very same request again
+    h.feed(send("u11", text=PARCEL))  # the very same request again (models/memory.py)
     assert h.decide(send("u12", at=MINUTE, text=PARCEL)).deliver_at == T + 2 * MINUTE
 
 

@@ -18,6 +18,7 @@ from conftest import DAY, MINUTE, T
 from sendgate.models import rows
 from sendgate.models.burst import V2_SUSPICION_MS, BurstCluster, SenderState
 from sendgate.models.clock import AppClock
+from sendgate.models.memory import AnsweredRequest, SeenEvent
 from sendgate.models.consent import AppGrant, Conversation, Userkey
 from sendgate.models.controls import RecipientSends
 from sendgate.models.events import Send
@@ -73,8 +74,17 @@ FORMS = [
     (AppGrant, 2, b'[false,1700000000005,"sendgate revoked: 3 junk reports",[1699999999000,3,0,7,1,true],true]', "HEAD",
      dict(unrestricted=False, since_ts=T + 5, reason="sendgate revoked: 3 junk reports",
           watch=[T - 1000, 3, 0, 7, 1, True], revoked_by_sendgate=True)),
-    (AppClock, 1, b'[1,1700000000000]', "0baf3ae", dict(ts=T, sweep_at=0)),
-    (AppClock, 2, b'[2,1700000000000,1734646400000]', "HEAD", dict(ts=T, sweep_at=T + 401 * DAY)),
+    (AppClock, 1, b'[1,1700000000000]', "0baf3ae", dict(ts=T, sweep_at=0, forget_at=0)),
+    (AppClock, 2, b'[2,1700000000000,1734646400000]', "e0befaa (untagged, version first)",
+     dict(ts=T, sweep_at=T + 401 * DAY, forget_at=0)),
+    (AppClock, 2, b'2[1700000000000,1734646400000]', "e0befaa", dict(ts=T, sweep_at=T + 401 * DAY, forget_at=0)),
+    (AppClock, 3, b'3[1700000000000,1734646400000,1700172800000]', "HEAD",
+     dict(ts=T, sweep_at=T + 401 * DAY, forget_at=T + 2 * DAY)),
+    (AnsweredRequest, 1, b'1["5e0f3c2a9b1d7e44",["delayed","burst_paced","11th recipient",1700000000000,'
+                         b'1700000060000,null,0.93,11,"c1",false]]', "HEAD",
+     dict(digest="5e0f3c2a9b1d7e44", answer=["delayed", "burst_paced", "11th recipient", T, T + MINUTE, None, 0.93,
+                                              11, "c1", False])),
+    (SeenEvent, 1, b'1["0c9a2f1e33b4d5a6",1700000000000]', "HEAD", dict(digest="0c9a2f1e33b4d5a6", ts=T)),
     (RecipientSends, 1, b'[1,[1699996400000,1700000000000,1700000060000]]', "HEAD",
      dict(times=[T - 3_600_000, T, T + MINUTE])),
     (JunkTemplate, 1, b'["CwAAAAwAAAANAAAADgAAAA==",[7,8,9],1700000000000]', "HEAD",
@@ -171,7 +181,7 @@ def test_every_row_kind_has_a_stored_form_of_every_version():
 
 @pytest.mark.parametrize("kind", [Userkey, Conversation, AppGrant, AppClock, RecipientSends, JunkTemplate,
                                   JunkReport, PendingRequest, DueBucket, ReleaseSchedule, LapseIndex, LapseBucket,
-                                  BurstCluster, SenderState], ids=lambda kind: kind.__name__)
+                                  BurstCluster, SenderState, AnsweredRequest, SeenEvent], ids=lambda kind: kind.__name__)
 def test_a_row_of_a_newer_version_is_refused_naming_the_kind_and_both_versions(kind):
     newer = kind.row_version + 1
     with pytest.raises(NewerRow, match=f"^{kind.__name__} row of version {newer}, newer than this build's "
@@ -181,8 +191,8 @@ def test_a_row_of_a_newer_version_is_refused_naming_the_kind_and_both_versions(k
 
 
 def test_an_untagged_row_naming_a_newer_version_is_refused_too():
-    with pytest.raises(NewerRow, match="AppClock row of version 3"):
-        AppClock.from_bytes(b"[3,1700000000000,0,7]")
+    with pytest.raises(NewerRow, match="AppClock row of version 4"):
+        AppClock.from_bytes(b"[4,1700000000000,0,0,7]")
     with pytest.raises(NewerRow, match="SenderState row of version 4"):
         SenderState.from_rows(b'[4,null,0,[1.0,0,[0,0,0,0,0,0]],0,0,[]]', {}.get, {}.get, NUM_PERM)
 
@@ -254,6 +264,6 @@ def test_a_kind_missing_an_upcast_step_fails_when_it_is_defined_not_when_a_row_i
 
 def test_the_version_costs_one_byte():
     # one byte tells the version; kinds that wrote their version first in the array save a byte
-    assert len(AppClock(T, T).to_bytes()) == len(b"[2,1700000000000,1700000000000]") - 1
+    assert len(AppClock(T, T).to_bytes()) == len(b"[3,1700000000000,1700000000000,0]") - 1
     assert len(Userkey().to_bytes()) == len(b'[false,false,0,"","",false]') + 1
     assert rows.UNTAGGED - rows.ZERO == 43  # `[`: never a version
