@@ -309,7 +309,7 @@ async def _replay(args: argparse.Namespace) -> int:
           f"{result.seconds:.1f} s ({result.rate:,.0f} events/s) -> {settings.topic(f'replay.{args.name}.decisions')}")
     if args.compare:
         live = await read_decisions(settings, settings.topic("decisions"))
-        replayed = await read_decisions(settings, settings.topic(f"replay.{args.name}.decisions"))
+        replayed = await read_decisions(settings, settings.topic(f"replay.{args.name}.decisions"), result.start)
         summary, changed = compare(live, replayed)
         print(summary)
         out = args.changed_out or f"replay-{args.name}-changed.jsonl"

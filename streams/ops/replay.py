@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -37,6 +37,9 @@ class ReplayResult:
     decisions: int
     deadlettered: int
     seconds: float
+    # where this run's decisions begin in the output topic: an earlier run of the same name stays
+    # before them, and `read_decisions(..., start=...)` reads this run's alone
+    start: dict[int, int] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -51,6 +54,7 @@ async def replay(settings: Settings, name: str, policy: Policy, until: dict[int,
     events_topic = settings.topic("events")
     until = until if until is not None else await end_offsets(settings, events_topic)
     await ensure_topics(settings, [out_topic])
+    start = await end_offsets(settings, out_topic)
     gate, store = settings.gate(policy), MemoryStore()
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
                                 enable_idempotence=True, **settings.kafka_options())
@@ -81,16 +85,24 @@ async def replay(settings: Settings, name: str, policy: Policy, until: dict[int,
         await producer.stop()
     if progress:
         bar.finish()
-    return ReplayResult(events, decisions, dead, time.monotonic() - started)
+    return ReplayResult(events, decisions, dead, time.monotonic() - started, start)
 
 
-async def read_decisions(settings: Settings, topic: str) -> list[dict]:
-    return [orjson.loads(r.value) async for r in read_log(settings, topic, await end_offsets(settings, topic))]
+async def read_decisions(settings: Settings, topic: str, start: dict[int, int] | None = None) -> list[dict]:
+    """The decisions of `topic` up to its end now, from `start` (partition -> offset; default 0)."""
+    return [orjson.loads(r.value)
+            async for r in read_log(settings, topic, await end_offsets(settings, topic), start=start)]
 
 
 def _by_request(decisions: list[dict]) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """Each request's chain of decisions, each decision once: a decision repeated with its
+    decision_id (a batch decided again after a crash, a retry's first answer) is one decision."""
     chains: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    seen: set[str] = set()
     for d in decisions:  # a request_id is unique only within its app
+        if d["decision_id"] in seen:
+            continue
+        seen.add(d["decision_id"])
         chains.setdefault((d["app"], d["request_id"]), []).append((d["outcome"], d["reason"]))
     return chains
 

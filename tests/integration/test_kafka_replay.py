@@ -112,6 +112,9 @@ def test_replay_reproduces_live_decisions_field_by_field_across_a_restart(settin
     assert "0 changed" not in result.stdout
     changed = (tmp_path / "changed2.jsonl").read_text().splitlines()
     assert len(changed) >= 10  # b10..b19 are no longer paced
+    # the same name again, under the live policy: this run alone is compared, not the one before it
+    result = cli(settings, "replay", "--name", "whatif", "--compare", "--changed-out", str(tmp_path / "changed3.jsonl"))
+    assert ", 0 changed" in result.stdout
 
 
 def snapshot(settings) -> dict[str, dict[bytes, tuple[int, bytes]]]:

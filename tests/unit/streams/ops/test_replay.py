@@ -16,7 +16,8 @@ def test_a_replay_writes_to_a_topic_of_its_own_name():
 
 
 def d(app: str, request_id: str, outcome: str, reason: str) -> dict:
-    return {"app": app, "request_id": request_id, "outcome": outcome, "reason": reason}
+    return {"app": app, "request_id": request_id, "outcome": outcome, "reason": reason,
+            "decision_id": f"{app}:{request_id}:{outcome}:{reason}"}
 
 
 def test_requests_are_compared_by_their_chain_of_decisions_within_their_app():
@@ -46,3 +47,13 @@ def test_identical_runs_change_nothing_and_a_replay_of_nothing_has_no_rate():
     summary, changed = compare(live, list(live))
     assert changed == [] and summary.endswith("requests: 1 live, 1 replayed, 0 changed")
     assert ReplayResult(0, 0, 0, 0.0).rate == 0.0 and ReplayResult(500, 400, 1, 2.0).rate == 250.0
+
+
+def test_a_decision_repeated_with_its_decision_id_is_one_decision_on_either_side():
+    # a batch decided again after a crash writes its decisions twice; a retry gets its first
+    # answer again: neither is a change of the policy
+    live = [d("acme", "r1", "delayed", "burst_paced"), d("acme", "r1", "delayed", "burst_paced"),
+            d("acme", "r1", "released", "slot_reached"), d("acme", "r1", "delayed", "burst_paced")]
+    replayed = [d("acme", "r1", "delayed", "burst_paced"), d("acme", "r1", "released", "slot_reached")]
+    summary, changed = compare(live, replayed)
+    assert changed == [] and "1 live, 1 replayed, 0 changed" in summary
