@@ -50,7 +50,9 @@ def deployment(tmp_path_factory):
     kafka.start()
     pool = Workers(tmp)
     try:
-        base = make_settings(kafka.sasl_bootstrap, tmp / "worker")
+        # LogAppendTime: the broker stamps the records of producers it does not trust (and the
+        # worker checks that the topic does, with one more ACL)
+        base = make_settings(kafka.sasl_bootstrap, tmp / "worker", events_timestamp_type="LogAppendTime")
         kafka.add_acls(acls.producer(base, "User:app") + acls.worker(base, "User:worker")
                        + acls.subscriber(base, "User:auditor", AUDITORS))
         deployment = Deployment(kafka, base)
