@@ -16,10 +16,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 
-from harness import T0, Workers, ev, make_settings
+from harness import T0, Workers, ev, make_settings, wait_consumed
 
 from sendgate.models.gate import JUNK
-from sendgate.streams.client import Publisher, decisions
+from sendgate.streams.client import Publisher, decisions, deliveries
 from sendgate.streams.config import Settings
 from sendgate.streams.kafka import ensure_topics
 from sendgate.streams.local import acls
@@ -75,7 +75,9 @@ async def read(settings: Settings, topic: str) -> list:
                                 **settings.kafka_options())
     await consumer.start()
     try:
-        await consumer._client._wait_on_metadata(topic)  # raises TopicAuthorizationFailedError
+        # aiokafka's own: raises TopicAuthorizationFailedError (an assigned topic the metadata
+        # refuses would only be logged, and the fetch wait for ever)
+        await consumer._client._wait_on_metadata(topic)
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -107,6 +109,8 @@ async def write(settings: Settings, topic: str) -> None:
 
 
 def test_a_worker_decides_a_send_with_its_acls_alone(deployment):
+    """A producer publishes, the worker decides and checkpoints, a subscriber reads the decision
+    and the delivery in its own group."""
     async def scenario() -> list:
         async with Publisher(deployment.as_("app")) as pub:  # the producer principal
             await pub.publish(ev("inbound", event_id="i1", app="acme", sender="s", userkey="u1", network="sms",
@@ -120,6 +124,16 @@ def test_a_worker_decides_a_send_with_its_acls_alone(deployment):
 
     got = run(scenario())
     assert [(d.request_id, d.outcome, d.reason) for d in got] == [("r1", "accepted", "reply")]
+
+    async def delivered() -> list:
+        async for delivery in deliveries("sms", deployment.as_("auditor"), group_id=AUDITORS, from_beginning=True,
+                                         app="acme"):
+            return [delivery]
+
+    assert [d.request_id for d in run(delivered())] == ["r1"]
+    # The decision is out before the batch's rows reach the changelog; the group commits only
+    # after them: a refused changelog write shows here.
+    wait_consumed(deployment.as_("worker"), DEADLINE_S)
     # Faust only logs some refusals (a transactional producer it could not start, under exactly_once)
     refused = [line for line in deployment.worker_log.read_text().splitlines()
                if "AuthorizationFailed" in line or "Authorization failed" in line]
