@@ -18,9 +18,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..config import Settings
+from .acls import Acl
 
 KAFKA_VERSION = "4.1.1"
 SCRAM = "SCRAM-SHA-256"  # the mechanism of the optional SASL listener (`LocalKafka(scram=...)`)
@@ -79,7 +80,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_properties(port: int, controller_port: int, log_dir: Path, sasl_port: int | None = None) -> str:
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"  # KRaft's ACL authorizer
+
+
+def server_properties(port: int, controller_port: int, log_dir: Path, sasl_port: int | None = None,
+                      super_users: tuple[str, ...] = ()) -> str:
+    """With `super_users` (principals, `User:NAME`) the broker authorizes every request with ACLs."""
     # The SASL listener is an extra door for clients; the broker itself keeps talking PLAINTEXT.
     sasl = f",SASL_PLAINTEXT://127.0.0.1:{sasl_port}" if sasl_port else ""
     return "\n".join([
@@ -95,6 +101,8 @@ def server_properties(port: int, controller_port: int, log_dir: Path, sasl_port:
            # the broker side of SCRAM needs no credentials of its own: they are checked against the metadata log
            f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config="
            "org.apache.kafka.common.security.scram.ScramLoginModule required;"] if sasl_port else []),
+        *([f"authorizer.class.name={AUTHORIZER}", f"super.users={';'.join(super_users)}",
+           "allow.everyone.if.no.acl.found=false"] if super_users else []),
         f"log.dirs={log_dir}",
         # One node: internal topics cannot have more than one replica.
         "offsets.topic.replication.factor=1",
@@ -140,23 +148,56 @@ async def wait_for_metadata(bootstrap: str, deadline: float, **client_options: A
     raise BrokerError(f"Kafka at {bootstrap} did not answer metadata requests in time: {last}")
 
 
+def _check_scram_user(user: str, password: str) -> None:
+    # Kafka's SCRAM syntax (`SCRAM-SHA-256=[name=U,password=P]`) has no quoting.
+    if not user or not password or any(c in user + password for c in ",[]") or "=" in user:
+        raise BrokerError("SCRAM user and password must be non-empty, without ',', '[' or ']' "
+                          "(and no '=' in the user name)")
+
+
+async def create_acls(settings: Settings, acls: list[Acl]) -> None:
+    """Send each ACL binding in a CreateAcls request (aiokafka has no admin call for it)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import for_code
+    from aiokafka.protocol.admin import CreateAclsRequest
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
+    await admin.start()
+    try:
+        for acl in acls:
+            for binding in acl.bindings():
+                response = await admin._send_request(CreateAclsRequest(*binding))
+                [(code, message)] = response.creation_responses
+                if code:
+                    raise BrokerError(f"adding ACL {acl} failed: {for_code(code).__name__} {message or ''}")
+    finally:
+        await admin.close()
+
+
 class LocalKafka:
     """One KRaft broker+controller process on loopback. Use as a context manager or start()/stop().
 
     With `scram=(user, password)` it also listens for SASL_PLAINTEXT clients with SCRAM-SHA-256 on
-    `sasl_bootstrap`, where that user can log in.
+    `sasl_bootstrap`, where that user can log in; `users={name: password}` adds more SCRAM users
+    (`login(name)` gives the `Settings` fields of one).
+
+    With `authorizer=True` (needs `scram`) every request is authorized by KRaft's StandardAuthorizer
+    and its ACLs (`add_acls`), nothing is allowed without one, and the `scram` user is a super user:
+    the admin that adds the ACLs.
     """
 
     def __init__(self, port: int | None = None, data_dir: str | os.PathLike | None = None,
-                 heap: str = "512m", scram: tuple[str, str] | None = None, sasl_port: int | None = None) -> None:
-        if scram is not None:
-            user, password = scram
-            # Kafka's SCRAM syntax (`SCRAM-SHA-256=[name=U,password=P]`) has no quoting.
-            if not user or not password or any(c in user + password for c in ",[]") or "=" in user:
-                raise BrokerError("SCRAM user and password must be non-empty, without ',', '[' or ']' "
-                                  "(and no '=' in the user name)")
+                 heap: str = "512m", scram: tuple[str, str] | None = None, sasl_port: int | None = None,
+                 users: dict[str, str] | None = None, authorizer: bool = False) -> None:
+        if (users or authorizer) and scram is None:
+            raise BrokerError("SCRAM users and the authorizer need scram=(admin user, password): the SASL "
+                              "listener they log in on, and the super user that adds ACLs")
+        self.scram_users = {scram[0]: scram[1], **(users or {})} if scram else {}
+        for user, password in self.scram_users.items():
+            _check_scram_user(user, password)
         self.port = port or free_port()
         self.scram = scram
+        self.authorizer = authorizer
         self.sasl_port = (sasl_port or free_port()) if scram else None
         self._tmp = None if data_dir else tempfile.mkdtemp(prefix="sendgate-kafka-")
         self.data_dir = Path(data_dir or self._tmp).resolve()
@@ -172,12 +213,26 @@ class LocalKafka:
         return f"127.0.0.1:{self.sasl_port}" if self.sasl_port else None
 
     @property
+    def super_users(self) -> tuple[str, ...]:
+        """The principals the authorizer lets do anything (none without `authorizer`).
+
+        The broker talks to itself (controller, inter-broker) on PLAINTEXT listeners, as
+        `User:ANONYMOUS`, so that principal must be a super user: a separate listener would not
+        help, since every PLAINTEXT connection is ANONYMOUS. The PLAINTEXT client listener on
+        `bootstrap` is therefore a loopback door with every right (the tests' own checks and
+        tools use it); the clients under test are given `sasl_bootstrap` only, where each logs in
+        as its own user and gets exactly its ACLs."""
+        return ("User:ANONYMOUS", f"User:{self.scram[0]}") if self.authorizer else ()
+
+    @property
     def scram_settings(self) -> dict[str, str]:
         """The `Settings` fields that log in on `sasl_bootstrap` (with `bootstrap=kafka.sasl_bootstrap`)."""
-        if not self.scram:
-            return {}
+        return self.login(self.scram[0]) if self.scram else {}
+
+    def login(self, user: str) -> dict[str, str]:
+        """The `Settings` fields that log in on `sasl_bootstrap` as SCRAM user `user`."""
         return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": SCRAM,
-                "sasl_username": self.scram[0], "sasl_password": self.scram[1]}
+                "sasl_username": user, "sasl_password": self.scram_users[user]}
 
     @property
     def log_file(self) -> Path:
@@ -189,7 +244,8 @@ class LocalKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
         controller_port = free_port()
-        props.write_text(server_properties(self.port, controller_port, self.data_dir / "logs", self.sasl_port))
+        props.write_text(server_properties(self.port, controller_port, self.data_dir / "logs", self.sasl_port,
+                                           self.super_users))
         classpath = f"{libs}/*"
         java = ["java", f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC",
                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", classpath]
@@ -199,7 +255,8 @@ class LocalKafka:
             while cluster_id.startswith("-"):  # as Kafka's own Uuid.randomUuid: "-..." reads as an option
                 cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             # SCRAM credentials live in the metadata log; the first ones can be written with it.
-            scram = ["--add-scram", f"{SCRAM}=[name={self.scram[0]},password={self.scram[1]}]"] if self.scram else []
+            scram = [arg for user, password in self.scram_users.items()
+                     for arg in ("--add-scram", f"{SCRAM}=[name={user},password={password}]")]
             fmt = subprocess.run(java + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
                                          *scram], capture_output=True, text=True)
             if fmt.returncode != 0:
@@ -213,8 +270,9 @@ class LocalKafka:
         try:
             asyncio.run(self._wait(self.bootstrap, deadline))
             if self.scram:
-                if not formatted_now:  # a kept --data-dir: add or update the user on the running broker
-                    self._alter_scram(java)
+                if not formatted_now:  # a kept --data-dir: add or update the users on the running broker
+                    for user, password in self.scram_users.items():
+                        self._alter_scram(java, user, password)
                 # proves the listener and the credentials, not just that the port is open
                 login = Settings(bootstrap=self.sasl_bootstrap, **self.scram_settings).kafka_options()
                 asyncio.run(self._wait(self.sasl_bootstrap, deadline, **login))
@@ -223,14 +281,22 @@ class LocalKafka:
             raise
         return self
 
-    def _alter_scram(self, java: list[str]) -> None:
-        user, password = self.scram
+    def _alter_scram(self, java: list[str], user: str, password: str) -> None:
         result = subprocess.run(java + ["kafka.admin.ConfigCommand", "--bootstrap-server", self.bootstrap, "--alter",
                                         "--add-config", f"{SCRAM}=[password={password}]",
                                         "--entity-type", "users", "--entity-name", user],
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise BrokerError(f"adding SCRAM user {user!r} failed:\n{result.stdout}{result.stderr}")
+
+    def add_acls(self, acls: Iterable[Acl]) -> None:
+        """Add ACLs (streams/local/acls.py), logged in on `sasl_bootstrap` as the super user.
+
+        Kafka 4 moved `kafka-acls.sh` (AclCommand) into the kafka-tools jar, which the broker's
+        classpath does not hold, so the same bindings (`Acl.bindings`) go in CreateAcls requests."""
+        if not self.authorizer:
+            raise BrokerError("ACLs need LocalKafka(authorizer=True)")
+        asyncio.run(create_acls(Settings(bootstrap=self.sasl_bootstrap, **self.scram_settings), list(acls)))
 
     async def _wait(self, bootstrap: str, deadline: float, **client_options: Any) -> None:
         task = asyncio.ensure_future(wait_for_metadata(bootstrap, deadline, **client_options))
