@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import faust
 import orjson
@@ -30,7 +30,7 @@ from ..config import ConfigError, Settings
 from ..kafka import committed_offsets, read_log
 from .outbox import Headers, Outbox, partition_for
 from .faust_internals import (assigned, channel_queue, commit_at, committed_offset, dispatch_inline, highwater,
-                              inner_producer, recovery_state)
+                              inner_producer, member_alive_at, recovery_state)
 from .junk import JUNK_REPORTS, JunkOwner, JunkView
 from .metrics import BatchTally, GateMetrics
 from .checkpoint import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
@@ -85,6 +85,10 @@ class QuietHoles:
     partitions: tuple[TP, ...]
 
 
+class MembershipLapsed(Exception):
+    """The worker cannot be sure it still owns its partitions (`GateWorker.check_membership`)."""
+
+
 @dataclass
 class GateWorker:
     settings: Settings
@@ -115,6 +119,9 @@ class GateWorker:
     agent_task: asyncio.Task | None = None
     queue: Any = None  # the agent's queue (streams.faust_internals.channel_queue)
     _quiet: dict[int, tuple[int, int, float]] = field(default_factory=dict)  # partition -> (seen, end, since)
+    # when the group coordinator last confirmed this worker a member (faust_internals.member_alive_at)
+    alive_at: Callable[[], float | None] = lambda: None
+    revocations: int = 0  # rebalances that revoked this worker's partitions (a failing batch spanning one is dropped)
 
     def __post_init__(self) -> None:
         self.metrics = GateMetrics(self.settings.metrics_networks, self.status_now, self.gate.keyring is not None)
@@ -200,14 +207,31 @@ class GateWorker:
             # whole on the broker before its events are acked (a clean stop commits all of it).
             producer = inner_producer(self.faust)
             self.store.stage(self.outbox)
+            self.check_membership()
             last = await asyncio.wait_for(self.outbox.send(producer), PRODUCE_TIMEOUT_S)
             produced = time.perf_counter()
             self.store.written(last)
             self.store.stage(self.outbox)
+            self.check_membership()
             self.store.written(await asyncio.wait_for(self.outbox.send(producer), PRODUCE_TIMEOUT_S))
         tally.durations_s = {"decide": decided - started, "produce": produced - decided,
                              "checkpoint": time.perf_counter() - produced}
         self._unacked.extend(filled)  # the agent acks the batch's own events; these Faust never had
+
+    def check_membership(self) -> None:
+        """Write a batch only while the group surely counts this worker a member: its coordinator
+        confirmed it less than a session timeout (less a heartbeat interval) ago. A worker frozen
+        past its session (SIGSTOP, a stalled VM) may have lost its partitions to another worker
+        that already decides and writes them; its late outputs and rows would then be read as the
+        truth (README Guarantees, "Zombies"). Raises MembershipLapsed: the batch fails, is dropped
+        if its partitions moved, and is decided again (by whoever owns them) otherwise."""
+        alive_at = self.alive_at()
+        lease_s = self.settings.session_timeout_s - self.settings.heartbeat_interval_s
+        if alive_at is None or time.monotonic() - alive_at > lease_s:
+            since = "never" if alive_at is None else f"{time.monotonic() - alive_at:.1f} s ago"
+            raise MembershipLapsed(f"the group last confirmed this worker a member {since}, more than "
+                                   f"{lease_s:.1f} s (session timeout less a heartbeat interval): its partitions may "
+                                   f"have moved, so the batch is not written")
 
     async def seen_before(self, tp: TP) -> int:
         """The last offset of `tp` the stream delivered; for a partition it has delivered nothing
@@ -267,7 +291,7 @@ class GateWorker:
         partition would wait for ever). If it still fails after `stall_exit_s`, the worker exits
         non-zero (`stall_exit`): an orchestrator restarts it, and a human sees why.
         """
-        delay, failing_since = RETRY_FIRST_S, None
+        delay, failing_since, revocations = RETRY_FIRST_S, None, self.revocations
         while True:
             seen = self._deciding = dict(self._seen)
             self.deciding_since, self._reported_slow = time.monotonic(), False
@@ -286,6 +310,14 @@ class GateWorker:
                                 _where(batch), sorted(p for _, p in lost))
                     self.failing_since = None
                     return
+                if self.revocations != revocations:
+                    # Its partitions moved and came back (a worker frozen past its session): another
+                    # worker may have decided these records meanwhile, and the tables recover its
+                    # writes only now. Faust delivers the records again from the committed offsets.
+                    log.warning("a failing batch of %s is dropped: a rebalance since it began (its records are "
+                                "delivered again once the tables have recovered)", _where(batch))
+                    self.failing_since = None
+                    return
                 now = time.monotonic()
                 failing_since = self.failing_since = failing_since or now
                 where = _where(batch)
@@ -296,7 +328,7 @@ class GateWorker:
                     return
                 log.error("a batch of %s failed (%s: %s); deciding it again in %.1f s (the worker exits after "
                           "%.0f s of failures)", where, type(exc).__name__, exc, delay, self.settings.stall_exit_s,
-                          exc_info=not isinstance(exc, KafkaError))
+                          exc_info=not isinstance(exc, (KafkaError, MembershipLapsed)))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
         self.metrics.batch_done(self.tally, len(batch))
@@ -567,12 +599,14 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
     owner = JunkOwner(junk_table, policy)
     worker = GateWorker(settings, faust_app, gate, store, events, decisions, deadletter, junk_reports,
                        consent, grants)
+    worker.alive_at = member_alive_at(faust_app)
     state.on_recover(worker.on_recover)
 
     @faust_app.on_partitions_revoked.connect
     async def _forget_decided_offsets(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         # after Faust's last commit of the revoked partitions (with these offsets); kept until the
         # next recovery, a partition that comes back could have its group offset moved backwards
+        worker.revocations += 1
         for tp in revoked:
             worker.next_offsets.pop(tp, None)
 

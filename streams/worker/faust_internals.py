@@ -8,6 +8,7 @@ tests/unit/streams/worker/test_faust_internals.py fails loudly when an upgrade c
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -183,3 +184,36 @@ def rows_with_prefix(table: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]
         if key.startswith(prefix):
             yield key, read(key)
 
+
+
+_ALIVE_AT = "_sendgate_alive_at"
+
+
+def _record_alive(method: Callable[..., Any]) -> Callable[..., Any]:
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sent_at = time.monotonic()  # the broker received the request after this: its session runs from then
+        ok = await method(self, *args, **kwargs)
+        if ok:
+            setattr(self, _ALIVE_AT, sent_at)
+        return ok
+    wrapper.__wrapped__ = method  # type: ignore[attr-defined]
+    return wrapper
+
+
+def member_alive_at(app: Any) -> Callable[[], float | None]:
+    """A function giving when (time.monotonic()) the group coordinator last confirmed this worker a
+    member of its group: the send time of its last successful heartbeat or join (None before the
+    first). aiokafka keeps that time in a local variable of its heartbeat routine, so the
+    coordinator's `_do_heartbeat` and `_do_rejoin_group` are wrapped (once, for the class) to
+    record it. It runs on the consumer's thread; a float is read across threads safely."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    for name in ("_do_heartbeat", "_do_rejoin_group"):
+        method = getattr(GroupCoordinator, name)
+        if not hasattr(method, "__wrapped__"):
+            setattr(GroupCoordinator, name, _record_alive(method))
+
+    def alive_at() -> float | None:
+        consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
+        return getattr(getattr(consumer, "_coordinator", None), _ALIVE_AT, None)
+    return alive_at
