@@ -15,6 +15,8 @@ import zlib
 import numpy as np
 from datasketch import MinHash
 
+from .reading import as_seen
+
 _URL_RE = re.compile(r"(?:https?://|www\.)\S+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|co\.uk|uk|ly|io|biz|info)\b\S*")
 _EMAIL_RE = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _DIGITS_RE = re.compile(r"\d+")
@@ -25,10 +27,12 @@ SEED = 1  # fixed: stored sketches are only comparable with sketches from the sa
 def normalize(text: str) -> str:
     """Fold per-recipient variation so that a template's copies look alike.
 
-    Case, runs of whitespace, e-mail addresses, URLs and runs of digits each collapse to one
-    form ("e", "u" and "0"), so names of numbers, links and amounts do not hide a template.
+    The text as a reader sees it (models/reading.py: case, look-alike letters, invisible
+    characters, accents, emoji, spaced-out letters), then runs of whitespace, e-mail addresses,
+    URLs and runs of digits each collapse to one form ("e", "u" and "0"), so names of numbers,
+    links and amounts do not hide a template.
     """
-    text = text.lower()
+    text = as_seen(text)
     if "@" in text:  # the patterns cannot match without these: most texts skip both scans
         text = _EMAIL_RE.sub("e", text)
     if "." in text or "://" in text:

@@ -36,7 +36,7 @@ def sim(sketcher: Sketcher, a: str, b: str) -> float:
     ("see https://x.co/a?b=1 and www.shop.com/x", "see u and u"),
     ("visit bit.ly/xYz12 or shop.example.com/sale!", "visit u or u"),
     ("code 12345, amount 9.99", "code 0, amount 0.0"),
-    ("Ünïcode ÄÖ", "ünïcode äö"),
+    ("Ünïcode ÄÖ", "unicode ao"),  # accents are dropped (models/reading.py)
 ])
 def test_normalize_folds_per_recipient_variation(text, expected):
     assert normalize(text) == expected
