@@ -86,6 +86,11 @@ class Policy:
     loop_window_s: int = 3600
     loop_delay_s: int = 300
     loop_reject_repeats: int = 10
+    # a runaway job: at most `duplicate_text_limit` sends of the same text (as a reader sees it) to
+    # one userkey within `duplicate_text_window_s`; more are refused (CHT's duplicate_limit: 5 in
+    # ~30 min); replies are not counted (the loop guard watches them); 0: no limit
+    duplicate_text_limit: int = 5
+    duplicate_text_window_s: int = 1800
     # networks that deliver only to users who put the bot on their contact list (`contact` events;
     # an inbound on the network implies it), e.g. ["xmpp", "aim"]
     contact_list_networks: tuple[str, ...] = ()
@@ -96,13 +101,13 @@ class Policy:
                          "reputation_half_life_s", "max_junk_templates", "max_ts_ahead_s", "max_ts_behind_s",
                          "loop_repeats", "loop_window_s", "loop_delay_s", "loop_reject_repeats",
                          "grant_revoke_window_s", "grant_revoke_junk_reports", "grant_revoke_refused_blasts",
-                         "grant_revoke_min_results")
+                         "grant_revoke_min_results", "duplicate_text_window_s")
         for name in positive_ints:
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
                 raise PolicyError(f"policy '{name}' must be a positive integer, got {value!r}")
         for name in ("free_recipients", "min_conversations", "risky_free_recipients", "conversation_horizon_days",
-                     "default_valid_for_s"):
+                     "default_valid_for_s", "duplicate_text_limit"):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise PolicyError(f"policy '{name}' must be a non-negative integer, got {value!r}")
