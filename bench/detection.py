@@ -25,6 +25,7 @@ on the same shingles.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,6 +48,100 @@ N_APPS = 10
 DURATION = 2 * HOUR
 
 
+# --- disguises: each copy of a blast made to differ while it reads the same ----------------------------
+LOOKALIKES = {"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "i": "і", "s": "ѕ", "A": "Α", "B": "Β",
+              "E": "Ε", "H": "Η", "K": "Κ", "M": "Μ", "O": "Ο", "P": "Ρ", "T": "Τ"}
+INVISIBLE = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad")
+NOISE = ("!!", "...", "*", "~", "🔥", "🎉", "💰", "👉", "✅", "⭐", "😀", "!!!")
+
+
+def lookalikes(rng: random.Random, text: str) -> str:
+    """About a third of the letters that have a Cyrillic or Greek look-alike swapped for it, and
+    zero-width characters (or a soft hyphen) between about a third of the letters."""
+    out = []
+    for ch in text:
+        out.append(LOOKALIKES[ch] if ch in LOOKALIKES and rng.random() < 0.35 else ch)
+        if ch.isalpha() and rng.random() < 0.3:
+            out.append(rng.choice(INVISIBLE))
+    return "".join(out)
+
+
+def spaced(rng: random.Random, text: str) -> str:
+    """One to three words of four or more letters spaced out ("S.A.L.E", "f r e e", "W-I-N")."""
+    words = text.split(" ")
+    long = [i for i, w in enumerate(words) if len(w) >= 4 and w.isalpha()]
+    for i in rng.sample(long, min(len(long), rng.randint(1, 3))):
+        words[i] = rng.choice((".", " ", "-", "_", " . ")).join(words[i])
+    return " ".join(words)
+
+
+def spintax(rng: random.Random, text: str, vocabulary: list[str]) -> list[list[str]]:
+    """A campaign's spintax ({Hi|Hello|Hey} ...): about one word in four a slot of three choices,
+    the word itself and two other words of the corpus's spam."""
+    return [[w, rng.choice(vocabulary), rng.choice(vocabulary)] if rng.random() < 0.25 else [w]
+            for w in text.split(" ")]
+
+
+def spin(rng: random.Random, slots: list[list[str]]) -> str:
+    return " ".join(slot[0] if len(slot) == 1 else rng.choice(slot) for slot in slots)  # (no draw: same copies as before)
+
+
+def padded(rng: random.Random, text: str, vocabulary: list[str], ham: list[str]) -> str:
+    """A few random words, or a random sentence (the first of a ham text), appended to the copy."""
+    if rng.random() < 0.5:
+        return f"{text} {' '.join(rng.choice(vocabulary) for _ in range(rng.randint(3, 8)))}"
+    return f"{text} {SENTENCE_END.split(rng.choice(ham))[0]}"
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def shuffled(rng: random.Random, text: str) -> str:
+    """Its sentences in a random order (a text of one sentence stays as it is)."""
+    sentences = SENTENCE_END.split(text)
+    rng.shuffle(sentences)
+    return " ".join(sentences)
+
+
+def noisy(rng: random.Random, text: str) -> str:
+    """Emoji and punctuation runs after about one word in four."""
+    return " ".join(f"{w}{rng.choice(NOISE)}" if rng.random() < 0.25 else w for w in text.split(" "))
+
+
+FAMILIES = ("look-alikes + invisible characters", "letter spacing", "spintax", "padding", "sentence shuffle",
+            "emoji + punctuation noise", "all combined")
+TARGETS = {"look-alikes + invisible characters": 0.99, "letter spacing": 0.99, "spintax": 0.95, "padding": 0.95}
+
+
+@dataclass
+class Disguise:
+    """How each copy of a blast is disguised: `family` one of FAMILIES (None: not at all)."""
+    family: str | None
+    vocabulary: list[str]
+    ham: list[str]
+
+    def template(self, rng: random.Random, text: str) -> list[list[str]]:
+        if self.family in ("spintax", "all combined"):
+            return spintax(rng, text, self.vocabulary)
+        return [[text]]
+
+    def copy(self, rng: random.Random, template: list[list[str]]) -> str:
+        """One recipient's copy: the per-recipient variant (name, digits, link), then the disguise."""
+        text = variant(rng, spin(rng, template))
+        family, combined = self.family, self.family == "all combined"
+        if family == "sentence shuffle" or combined:
+            text = shuffled(rng, text)
+        if family == "padding" or combined:
+            text = padded(rng, text, self.vocabulary, self.ham)
+        if family == "letter spacing" or combined:
+            text = spaced(rng, text)
+        if family == "emoji + punctuation noise" or combined:
+            text = noisy(rng, text)
+        if family == "look-alikes + invisible characters" or combined:
+            text = lookalikes(rng, text)
+        return text
+
+
 @dataclass
 class Scenario:
     events: list[ev.Event]
@@ -62,9 +157,11 @@ BURST_REASONS = ("burst_paced", "burst_limit", "junk_similar")
 
 def build(corpus: list[tuple[str, str]], seed: int, spam_limit: int | None, ham_limit: int | None,
           ham_senders: int = 300, with_blasts: bool = True, with_ham: bool = True, spread: bool = False,
-          ham_apps: int = N_APPS) -> Scenario:
+          ham_apps: int = N_APPS, disguise: str | None = None) -> Scenario:
     rng = random.Random(seed)
     spam, ham = labelled(corpus, "spam")[:spam_limit], labelled(corpus, "ham")[:ham_limit]
+    vocabulary = sorted({w for t in labelled(corpus, "spam") for w in t.split() if w.isalpha()})
+    disguised = Disguise(disguise, vocabulary, labelled(corpus, "ham"))
     reply_ms = Policy().reply_window_s * SECOND
     timeline, sc = Timeline(), Scenario([])
     add = timeline.add
@@ -97,7 +194,7 @@ def build(corpus: list[tuple[str, str]], seed: int, spam_limit: int | None, ham_
             sc.blast_sizes.append(n)
             start = T0 + rng.randint(0, DURATION - 10 * MINUTE)
             profile(app, sender)
-            template = campaign(rng, text)
+            template = disguised.template(rng, campaign(rng, text))
             ts = start
             for j in range(n):
                 user = f"+44770{i:04d}{j:03d}"
@@ -105,7 +202,7 @@ def build(corpus: list[tuple[str, str]], seed: int, spam_limit: int | None, ham_
                                rng.choice(("hi", "thanks", "yes please", "?")),
                                start - rng.randint(16 * MINUTE, 120 * MINUTE)))
                 rid = f"blast-{i}-{j}"
-                add(ev.Send(rid, app, sender, user, "sms", variant(rng, template), None, ts))
+                add(ev.Send(rid, app, sender, user, "sms", disguised.copy(rng, template), None, ts))
                 sc.blast_index[rid] = j
                 ts += rng.randint(500, 3000)
         sc.n_blasts = len(spam)

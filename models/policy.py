@@ -31,6 +31,9 @@ class Policy:
     shingle_size: int = 4
     num_perm: int = 128
     similarity_threshold: float = 0.6
+    # how a send is compared with its sender's clusters: "containment" (the share of the shorter
+    # text's shingles in the longer: padding and spun words cannot dilute it) or "jaccard"
+    similarity_measure: str = "containment"
     # burst clusters
     free_recipients: int = 10
     burst_window_s: int = 10 * 60
@@ -145,6 +148,8 @@ class Policy:
         if self.loop_reject_repeats <= self.loop_repeats:
             raise PolicyError(f"policy 'loop_reject_repeats' ({self.loop_reject_repeats}) must be more than "
                               f"'loop_repeats' ({self.loop_repeats})")
+        if self.similarity_measure not in ("containment", "jaccard"):
+            raise PolicyError(f"policy 'similarity_measure' must be containment or jaccard, got {self.similarity_measure!r}")
         limits = self.recipient_limits
         if not isinstance(limits, (list, tuple)) or not all(
                 isinstance(w, (list, tuple)) and len(w) == 2 and all(type(n) is int and n > 0 for n in w)
