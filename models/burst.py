@@ -5,7 +5,8 @@ A `SenderState` per (app, sender) holds the sender's profile, risk marks and at 
 tables), so expiry is a pure function of the log and survives rebalances and recovery.
 
 Stored form (`to_rows` / `from_rows`): a small head row (profile, risk, the cluster ids and a
-stamp), one row per cluster (~50-300 B) and one immutable row per cluster sketch (512 B). A send
+stamp), one row per cluster (~50-300 B) and one row per cluster sketch (512 B: its first text's;
+1 KB once free copies have joined: then the union of their sketches follows, `_learn`). A send
 rewrites the head and its one cluster, not the sender's whole state (19-25 KB at 32 clusters in
 the single row of v1, which is still read). Head and cluster rows are versioned (models/rows.py).
 """
