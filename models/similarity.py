@@ -99,9 +99,13 @@ class Sketcher:
         return permuted.min(axis=0)
 
 
-# texts with fewer (estimated) shingles than this are compared by Jaccard alone: a few shingles
-# are contained in many texts ("ok thanks" in any reply that thanks)
+# Containment is used only between texts of comparable size: at least MIN_CONTAINED (estimated)
+# shingles each, the shorter at least CONTAINED_RATIO of the longer. Else Jaccard: a few shingles
+# are contained in many texts ("so when do you wanna gym" in a long spam union), and a copy padded
+# to 2.5 times its template is mostly padding (and costs the spammer message segments). (0.5:
+# padding recall 95.7 % on 150 blasts; 0.4: 96.5 %; no ham paced by the burst step at either.)
 MIN_CONTAINED = 20
+CONTAINED_RATIO = 0.4
 
 
 def sizes(sketches: np.ndarray) -> np.ndarray:
@@ -113,13 +117,14 @@ def sizes(sketches: np.ndarray) -> np.ndarray:
 def containments(sketch: np.ndarray, size: float, others: np.ndarray, other_sizes: np.ndarray) -> np.ndarray:
     """Estimated share of the shorter text's shingles found in the longer, |A & B| / min(|A|, |B|),
     for `sketch` with each row of `others`: |A & B| = J (|A| + |B|) / (1 + J). What a text shares
-    with its cluster's first text however much either was padded; Jaccard where either is short."""
+    with its cluster's first text when either was padded; Jaccard where either is short or the
+    two differ in size by more than 2.5 times."""
     jaccard = similarities(sketch, others)
     if len(others) == 0:
         return jaccard
-    smaller = np.minimum(other_sizes, size)
+    smaller, larger = np.minimum(other_sizes, size), np.maximum(other_sizes, size)
     contained = np.minimum(1.0, jaccard * (other_sizes + size) / ((1 + jaccard) * smaller))
-    return np.where(smaller >= MIN_CONTAINED, contained, jaccard)
+    return np.where((smaller >= MIN_CONTAINED) & (smaller >= CONTAINED_RATIO * larger), contained, jaccard)
 
 
 def similarities(sketch: np.ndarray, others: np.ndarray) -> np.ndarray:

@@ -219,6 +219,14 @@ def test_a_short_text_is_compared_by_jaccard_not_by_what_contains_it():
     assert s.decide(T + 1, recipient_hash("u1"), sk.sketch("ok thanks"), p, None).cluster_id == "c2"
 
 
+def test_a_text_inside_one_far_longer_is_compared_by_jaccard():
+    sk, p = Sketcher(), Policy()
+    s = SenderState(registered_ts=T - 100 * DAY, conversing=4)
+    short = "So when do you wanna go to the gym this week"
+    s.decide(T, recipient_hash("u0"), sk.sketch(f"{UNRELATED[1]}. {short}? {UNRELATED[2]}. {UNRELATED[3]}"), p, None)
+    assert s.decide(T + 1, recipient_hash("u1"), sk.sketch(short), p, None).cluster_id == "c2"
+
+
 def test_a_send_rewrites_the_head_and_its_cluster_not_the_whole_sender():
     p, sk = Policy(), Sketcher()
     s, rows = SenderState(registered_ts=T - 365 * DAY, conversing=50), Rows()
