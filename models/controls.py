@@ -28,9 +28,9 @@ def _digest(text: str) -> int:
 
 
 def inbound_digest(text: str) -> int:
-    """What two inbound messages share when they are the same text up to case, spacing, numbers,
-    links and addresses, and as a reader sees it (a bot's counter or timestamp does not make a
-    loop's messages differ)."""
+    """What two inbound messages share when they are the same text as a reader sees it, up to
+    spacing, punctuation, numbers, links and addresses (a bot's counter or timestamp does not make
+    a loop's messages differ)."""
     return _digest(normalize(text))
 
 
