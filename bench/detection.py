@@ -414,7 +414,7 @@ def main() -> None:
         "padding (3-8 random words, or a random sentence: the first of a ham text, appended); sentence shuffle; "
         "emoji + punctuation noise (an emoji or '!!', '...', '*', '~' after about one word in four); all combined "
         "(every one of these on each copy). Jaccard: the estimated Jaccard similarity with each cluster's first text "
-        "(the measure before); containment: the share of the shorter text's shingles in the longer, with the "
+        "(the measure before, here over the new normalisation); containment: the share of the shorter text's shingles in the longer, with the "
         "cluster's first text or with the union of its free copies, whichever is closer (the default).",
         md_table(["disguise family", "pacing recall, Jaccard", "pacing recall, containment (default)",
                   "missed / beyond allowance (containment)", "target", "met?"], families),
