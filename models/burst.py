@@ -202,7 +202,10 @@ class SenderState(Row):
         count = cluster.count
         self._before = (at, count, cluster.paced, cluster.next_slot, list(cluster.recipients), None)
         verdict = self._place(cluster, ts, recipient, similarity, policy, junk, valid_until)
-        if verdict.reason == "burst_free" and cluster.count > count and similarity < 1.0:
+        # a copy that holds all of its cluster (similarity 1.0: a new cluster, or the first text
+        # padded) has nothing to teach but padding; Jaccard compares first texts only
+        if (verdict.reason == "burst_free" and cluster.count > count and similarity < 1.0
+                and policy.similarity_measure == "containment"):
             self._learn(at, sketch)
         self._mark(at)
         return verdict
