@@ -15,8 +15,8 @@ import bisect
 import hashlib
 from dataclasses import dataclass, field
 
-from .rows import Row, version_first
 from .reading import as_seen
+from .rows import Row, version_first
 from .similarity import normalize
 
 KEPT_PER_COUNT = 4  # past times kept: 4 x the largest count (more only when replies exceed the limits)

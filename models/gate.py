@@ -5,7 +5,8 @@ worker gives it Faust tables, unit tests give it a `MemoryStore`. Read this file
 "why was this request rejected?".
 
 Per send request: release what is due -> consent (opt-out, reply, conversation, opt-in, grant)
--> burst pacing (clusters of near-identical texts, junk index) -> decision (+ delivery or pending).
+-> the same text repeated to the userkey (duplicate_text) -> burst pacing (clusters of
+near-identical texts, junk index) -> decision (+ delivery or pending).
 """
 from __future__ import annotations
 
