@@ -222,7 +222,7 @@ def write_report(path: Path, title: str, prog: str, facts: Sequence[str], sectio
         cmd = f"SENDGATE_BOOTSTRAP={os.environ['SENDGATE_BOOTSTRAP']} {cmd}"
     installed = {d.metadata["Name"].lower(): d.version for d in md.distributions()}
     versions = [f"{p} {installed[p]}" for p in ("faust-streaming", "aiokafka", "orjson", "datasketch", "numpy",
-                                                  "rocksdict", "matplotlib") if p in installed]
+                                                  "confusable-homoglyphs", "rocksdict", "matplotlib") if p in installed]
     head = [f"# {title}", "", f"- command: `{cmd}` (from the project root)",
             f"- date: {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S UTC}",
             f"- nproc: {len(os.sched_getaffinity(0))}; load average at start {_LOAD_AT_START}, at end {loadavg()}",

@@ -28,6 +28,7 @@ from sendgate.models.events import decode_event, validate
 from sendgate.models.gate import CLOCKS, CONVERSATIONS, Gate, MemoryStore, key
 from sendgate.models.junk import JunkIndex, JunkTemplate
 from sendgate.models.policy import Policy
+from sendgate.models.reading import as_seen
 from sendgate.models.similarity import SEED, Sketcher, normalize, shingles, similarities
 from sendgate.models.sources import APP as APP_ROLE, Keyring, SigningKey
 
@@ -102,6 +103,8 @@ def bench_sketch(corpus: list[tuple[str, str]], repeat: int, subset_step: int) -
               ""] for p in (64, 256)]
     rows.append(["  of which normalize + shingles",
                  fmt(each_us(lambda text: shingles(normalize(text), 4), all_texts, repeat), 1), ""])
+    rows.append(["  of which as_seen (the reader's view: look-alikes, invisible characters, spacing)",
+                 fmt(each_us(as_seen, all_texts, repeat), 1), "models/reading.py"])
 
     # Side by side against datasketch, on a subset (the naive path is slow).
     subset = all_texts[::subset_step]

@@ -4,6 +4,8 @@
 the recent sends to it went (or, delayed, will go) out. It keeps only what a window can still
 need: the times within the longest window, the past ones at most 4 x the largest count (a few
 hundred bytes), the delayed ones all (at most max_delay_s / window x count).
+`RecentTexts` is one row per (app, userkey): the digests of the texts sent to it lately, so that
+the same text sent again and again (a runaway job) is refused beyond `duplicate_text_limit`.
 The loop guard's state is part of the `Conversation` row (models/consent.py); `inbound_digest`
 is what it compares.
 """
@@ -13,17 +15,56 @@ import bisect
 import hashlib
 from dataclasses import dataclass, field
 
+from .reading import as_seen
 from .rows import Row, version_first
 from .similarity import normalize
 
 KEPT_PER_COUNT = 4  # past times kept: 4 x the largest count (more only when replies exceed the limits)
 
 
+def _digest(text: str) -> int:
+    # 32 bits: it only tells one user's recent messages apart
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
+
+
 def inbound_digest(text: str) -> int:
-    """What two inbound messages share when they are the same text up to case, spacing, numbers,
-    links and addresses (a bot's counter or timestamp does not make a loop's messages differ).
-    32 bits: it only tells a user's consecutive messages apart."""
-    return int.from_bytes(hashlib.blake2b(normalize(text).encode(), digest_size=4).digest(), "big")
+    """What two inbound messages share when they are the same text as a reader sees it, up to
+    spacing, punctuation, numbers, links and addresses (a bot's counter or timestamp does not make
+    a loop's messages differ)."""
+    return _digest(normalize(text))
+
+
+def text_digest(text: str) -> int:
+    """What two sends share when they are the same text as a reader sees it (models/reading.py)
+    up to spacing; numbers and links count: a new code or link is a new message."""
+    return _digest(" ".join(as_seen(text).split()))
+
+
+@dataclass(slots=True)
+class RecentTexts(Row):
+    """The texts recently sent to one (app, userkey): [digest, ts] pairs, oldest first, only those
+    within `duplicate_text_window_s`, at most KEPT_PER_COUNT x `duplicate_text_limit` of them (a
+    few hundred bytes), so that a runaway job repeating one text is seen."""
+    sent: list[list[int]] = field(default_factory=list)
+
+    row_version = 1  # [sent] (models/rows.py)
+
+    def repeats(self, digest: int, now: int, window_s: int) -> list[int]:
+        """When the text went to this userkey within the window before `now`, oldest first."""
+        since = now - window_s * 1000
+        return [ts for d, ts in self.sent if d == digest and ts > since]
+
+    def record(self, digest: int, now: int, window_s: int, limit: int) -> None:
+        since = now - window_s * 1000
+        self.sent = [entry for entry in self.sent if entry[1] > since][-(KEPT_PER_COUNT * limit - 1):]
+        self.sent.append([digest, now])
+
+    def to_bytes(self) -> bytes:
+        return self.pack([self.sent])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> "RecentTexts":
+        return cls() if raw is None else cls(*cls.unpack(raw))
 
 
 @dataclass(slots=True)

@@ -5,7 +5,8 @@ worker gives it Faust tables, unit tests give it a `MemoryStore`. Read this file
 "why was this request rejected?".
 
 Per send request: release what is due -> consent (opt-out, reply, conversation, opt-in, grant)
--> burst pacing (clusters of near-identical texts, junk index) -> decision (+ delivery or pending).
+-> the same text repeated to the userkey (duplicate_text) -> burst pacing (clusters of
+near-identical texts, junk index) -> decision (+ delivery or pending).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from . import events as ev
 from .burst import BurstVerdict, JunkMatch, SenderState, recipient_hash
 from .clock import AppClock
 from .consent import HELP_ANSWERED, HELP_MARK, AppGrant, Conversation, Userkey
-from .controls import RecipientSends, inbound_digest
+from .controls import RecentTexts, RecipientSends, inbound_digest, text_digest
 from .decisions import ConsentRecord, Decision, Delivery, GrantRevocation, iso, revocation_made_at
 from .junk import JunkIndex, JunkReport
 from .memory import EVENT, REQUEST, AnsweredRequest, SeenEvent, said_digest
@@ -50,9 +51,10 @@ CONTACTS = "contacts"            # (app, userkey, network) -> b"1": the bot is o
 SEEN = "seen"                    # (app, kind, id)         -> AnsweredRequest | SeenEvent (models/memory.py)
 SEEN_DAYS = "seen_days"          # app                     -> LapseIndex of the days `seen` rows were written
 SEEN_LISTS = "seen_lists"        # (app, day, chunk)       -> LapseBucket of (kind, id)
+TEXTS = "texts"                  # (app, userkey)          -> RecentTexts (the texts sent to it lately)
 JUNK = "junk"                    # template id (global)    -> JunkTemplate
 TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, CLUSTERS, SKETCHES, PENDING, SCHEDULES, DUE, CLOCKS, LAPSE_DAYS,
-          LAPSES, RECIPIENTS, CONTACTS, SEEN, SEEN_DAYS, SEEN_LISTS)
+          LAPSES, RECIPIENTS, CONTACTS, SEEN, SEEN_DAYS, SEEN_LISTS, TEXTS)
 
 Record = Decision | Delivery | ConsentRecord | GrantRevocation
 # The sender name under which an app's near-identical texts are counted across all its sender
@@ -605,6 +607,21 @@ class Gate:
 
     def _burst(self, e: ev.Send, store: Store, user_id: str, basis: str, because: str, decide) -> list[Record]:
         p = self.policy
+        recent = None
+        if p.duplicate_text_limit:  # a runaway job repeating itself: refused before it takes any slot
+            digest = text_digest(e.text)
+            recent = RecentTexts.from_bytes(store.get(TEXTS, key(e.app, user_id)))
+            times = recent.repeats(digest, e.ts, p.duplicate_text_window_s)
+            if len(times) >= p.duplicate_text_limit:
+                # when enough of the repeats have left the window for one more to fit
+                retry = math.ceil((times[len(times) - p.duplicate_text_limit] + p.duplicate_text_window_s * 1000
+                                   - e.ts) / 1000)
+                return [decide("rejected", "duplicate_text",
+                               f"the same text already went to this userkey {len(times)} times since "
+                               f"{iso(times[0])}; at most {p.duplicate_text_limit} in "
+                               f"{p.duplicate_text_window_s // 60} min (policy duplicate_text_limit), so this "
+                               f"looks like a job repeating itself; retry in {retry} s if it is meant",
+                               retry_after_s=retry)]
         valid_until = self._valid_until(e)
         limits = p.recipient_limits
         sends = RecipientSends.from_bytes(store.get(RECIPIENTS, key(e.app, user_id))) if limits else None
@@ -636,6 +653,9 @@ class Gate:
         if sends is not None and decision.outcome != "rejected":
             sends.record(decision.deliver_at or e.ts, e.ts, limits)
             store.set(RECIPIENTS, key(e.app, user_id), sends.to_bytes())
+        if recent is not None and decision.outcome != "rejected":
+            recent.record(digest, e.ts, p.duplicate_text_window_s, p.duplicate_text_limit)
+            store.set(TEXTS, key(e.app, user_id), recent.to_bytes())
         if decision.outcome == "accepted":
             return [decision, self._delivery(e, decision)]
         if decision.reason in ("burst_limit", "junk_similar") and decision.outcome == "rejected":

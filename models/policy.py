@@ -42,6 +42,9 @@ class Policy:
     shingle_size: int = 4
     num_perm: int = 128
     similarity_threshold: float = 0.6
+    # how a send is compared with its sender's clusters: "containment" (the share of the shorter
+    # text's shingles in the longer: padding and spun words cannot dilute it) or "jaccard"
+    similarity_measure: str = "containment"
     # burst clusters
     free_recipients: int = 10
     burst_window_s: int = 10 * 60
@@ -101,6 +104,11 @@ class Policy:
     # no delivery), and an inbound or consent event whose event_id was applied within it is not
     # applied again (models/memory.py); 0: nothing remembered, every event decided as new
     request_memory_s: int = 24 * 3600
+    # a runaway job: at most `duplicate_text_limit` sends of the same text (as a reader sees it) to
+    # one userkey within `duplicate_text_window_s`; more are refused (CHT's duplicate_limit: 5 in
+    # ~30 min); replies are not counted (the loop guard watches them); 0: no limit
+    duplicate_text_limit: int = 5
+    duplicate_text_window_s: int = 1800
     # networks that deliver only to users who put the bot on their contact list (`contact` events;
     # an inbound on the network implies it), e.g. ["xmpp", "aim"]
     contact_list_networks: tuple[str, ...] = ()
@@ -111,13 +119,13 @@ class Policy:
                          "reputation_half_life_s", "max_junk_templates", "max_ts_ahead_s", "max_ts_behind_s",
                          "loop_repeats", "loop_window_s", "loop_delay_s", "loop_reject_repeats",
                          "grant_revoke_window_s", "grant_revoke_junk_reports", "grant_revoke_refused_blasts",
-                         "grant_revoke_min_results")
+                         "grant_revoke_min_results", "duplicate_text_window_s")
         for name in positive_ints:
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
                 raise PolicyError(f"policy '{name}' must be a positive integer, got {value!r}")
         for name in ("free_recipients", "min_conversations", "risky_free_recipients", "conversation_horizon_days",
-                     "default_valid_for_s", "request_memory_s"):
+                     "default_valid_for_s", "request_memory_s", "duplicate_text_limit"):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise PolicyError(f"policy '{name}' must be a non-negative integer, got {value!r}")
@@ -155,6 +163,8 @@ class Policy:
         if self.loop_reject_repeats <= self.loop_repeats:
             raise PolicyError(f"policy 'loop_reject_repeats' ({self.loop_reject_repeats}) must be more than "
                               f"'loop_repeats' ({self.loop_repeats})")
+        if self.similarity_measure not in ("containment", "jaccard"):
+            raise PolicyError(f"policy 'similarity_measure' must be containment or jaccard, got {self.similarity_measure!r}")
         limits = self.recipient_limits
         if not isinstance(limits, (list, tuple)) or not all(
                 isinstance(w, (list, tuple)) and len(w) == 2 and all(type(n) is int and n > 0 for n in w)

@@ -15,9 +15,12 @@ import zlib
 import numpy as np
 from datasketch import MinHash
 
+from .reading import as_seen
+
 _URL_RE = re.compile(r"(?:https?://|www\.)\S+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|co\.uk|uk|ly|io|biz|info)\b\S*")
 _EMAIL_RE = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _DIGITS_RE = re.compile(r"\d+")
+_PUNCTUATION_RE = re.compile(r"[^\w\s]+|_+")  # noise a spammer sprinkles ("!!", "...", "*"); words remain
 
 SEED = 1  # fixed: stored sketches are only comparable with sketches from the same permutations
 
@@ -25,15 +28,17 @@ SEED = 1  # fixed: stored sketches are only comparable with sketches from the sa
 def normalize(text: str) -> str:
     """Fold per-recipient variation so that a template's copies look alike.
 
-    Case, runs of whitespace, e-mail addresses, URLs and runs of digits each collapse to one
-    form ("e", "u" and "0"), so names of numbers, links and amounts do not hide a template.
+    The text as a reader sees it (models/reading.py: case, look-alike letters, invisible
+    characters, accents, emoji, spaced-out letters), then runs of whitespace, e-mail addresses,
+    URLs and runs of digits each collapse to one form ("e", "u" and "0"), so names of numbers,
+    links and amounts do not hide a template.
     """
-    text = text.lower()
+    text = as_seen(text)
     if "@" in text:  # the patterns cannot match without these: most texts skip both scans
         text = _EMAIL_RE.sub("e", text)
     if "." in text or "://" in text:
         text = _URL_RE.sub("u", text)
-    text = _DIGITS_RE.sub("0", text)
+    text = _DIGITS_RE.sub("0", _PUNCTUATION_RE.sub(" ", text))
     return " ".join(text.split())  # str.split and \s+ agree on what whitespace is
 
 
@@ -92,6 +97,34 @@ class Sketcher:
         permuted = hv.reshape(-1, 1) * self._a
         permuted += self._b  # uint32 arithmetic wraps: datasketch's "mod 2^32"
         return permuted.min(axis=0)
+
+
+# Containment is used only between texts of comparable size: at least MIN_CONTAINED (estimated)
+# shingles each, the shorter at least CONTAINED_RATIO of the longer. Else Jaccard: a few shingles
+# are contained in many texts ("so when do you wanna gym" in a long spam union), and a copy padded
+# to 2.5 times its template is mostly padding (and costs the spammer message segments). (0.5:
+# padding recall 95.7 % on 150 blasts; 0.4: 96.5 %; no ham paced by the burst step at either.)
+MIN_CONTAINED = 20
+CONTAINED_RATIO = 0.4
+
+
+def sizes(sketches: np.ndarray) -> np.ndarray:
+    """Estimated distinct shingles of each sketch's text, from its minima alone (k minimum values of
+    uniform hashes sum to ~k/n: (k - 1) / sum is unbiased; ~9 % error at 128 permutations)."""
+    return (sketches.shape[-1] - 1) / (sketches.astype(np.float64) / 2.0 ** 32).sum(axis=-1)
+
+
+def containments(sketch: np.ndarray, size: float, others: np.ndarray, other_sizes: np.ndarray) -> np.ndarray:
+    """Estimated share of the shorter text's shingles found in the longer, |A & B| / min(|A|, |B|),
+    for `sketch` with each row of `others`: |A & B| = J (|A| + |B|) / (1 + J). What a text shares
+    with its cluster's first text when either was padded; Jaccard where either is short or the
+    two differ in size by more than 2.5 times."""
+    jaccard = similarities(sketch, others)
+    if len(others) == 0:
+        return jaccard
+    smaller, larger = np.minimum(other_sizes, size), np.maximum(other_sizes, size)
+    contained = np.minimum(1.0, jaccard * (other_sizes + size) / ((1 + jaccard) * smaller))
+    return np.where((smaller >= MIN_CONTAINED) & (smaller >= CONTAINED_RATIO * larger), contained, jaccard)
 
 
 def similarities(sketch: np.ndarray, others: np.ndarray) -> np.ndarray:

@@ -30,6 +30,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from .reading import as_seen
+
 OPT_OUT, OPT_IN, HELP, NONE = "opt_out", "opt_in", "help", "none"
 AMBIGUOUS_RULES = ("negated", "other_sense")
 _CLAUSES = re.compile(r"[.,!?;:\n\u3002\uff01\uff1f]+")
@@ -42,29 +44,23 @@ _JOINED = ((re.compile(r"\bopt out\b"), "optout"), (re.compile(r"\bopt in\b"), "
            (re.compile(r"\bstop all\b"), "stopall"), (re.compile(r"\bun subscribe\b"), "unsubscribe"))
 
 
-# ASCII text (most messages) needs none of the Unicode steps: NFKC, NFKD and casefold leave it as
-# it is (but for case), so one translate table does the rest, at a tenth of the cost.
-_ASCII = {i: (None if ch in "'`" else ch.lower() if ch.isalnum() else " ") for i, ch in
-          ((i, chr(i)) for i in range(128))}
+# ASCII text (most messages) needs none of the Unicode steps: one translate table does the rest.
+_ASCII = {i: (None if ch in "'`" else ch if ch.isalnum() else " ") for i, ch in ((i, chr(i)) for i in range(128))}
 
 
 def _fold(text: str) -> str:
-    """The Unicode steps of `normalize`, before whitespace is collapsed."""
-    text = unicodedata.normalize("NFKC", text).casefold().translate(_DASHES).translate(_APOSTROPHES)
-    kept = []
-    for ch in unicodedata.normalize("NFKD", text):
-        category = unicodedata.category(ch)
-        if category in ("Cf", "Mn", "Me") or ch == "'":
-            continue
-        kept.append(" " if category[0] in "PSZC" else ch)
-    return "".join(kept)
+    """Punctuation, symbols and separators of a text already as seen, before whitespace is collapsed."""
+    text = text.translate(_DASHES).translate(_APOSTROPHES)
+    return "".join(" " if unicodedata.category(ch)[0] in "PSZC" else ch for ch in text if ch != "'")
 
 
 def normalize(text: str) -> str:
-    """NFKC and casefold; format characters and combining marks (zero-width characters, variation
-    selectors, accents) removed; dashes and apostrophes to ASCII; apostrophes dropped ("don't" ->
-    "dont"), other punctuation, symbols and emoji to spaces; one space between words; "opt out",
-    "opt-out" and "optout" (and "stop all" / "stopall") one form."""
+    """The text as a reader sees it (models/reading.py: case, look-alike letters, zero-width
+    characters, variation selectors, accents, spaced-out letters); dashes and apostrophes to
+    ASCII; apostrophes dropped ("don't" -> "dont"), other punctuation, symbols and emoji to
+    spaces; one space between words; "opt out", "opt-out" and "optout" (and "stop all" /
+    "stopall") one form."""
+    text = as_seen(text)
     text = " ".join((text.translate(_ASCII) if text.isascii() else _fold(text)).split())
     if "opt " in text or " all" in text or "un " in text:  # only then can a joined form appear
         for pattern, joined in _JOINED:

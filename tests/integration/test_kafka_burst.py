@@ -1,6 +1,8 @@
 """The burst gate on a real broker: a paced blast, ticks, junk across apps, a restart."""
 from __future__ import annotations
 
+import random
+
 from harness import DAY, MIN, T0, collect, decisions, ev, outcomes, publish
 
 NAMES = ["Anna", "Ben", "Chloe", "Dmitri", "Eva", "Farid", "Grace", "Hugo", "Ines", "Jonas"]
@@ -91,3 +93,33 @@ def test_restart_loses_no_pending_request_and_releases_none_twice(settings, work
     released = [d["request_id"] for d in everything if d["outcome"] == "released"]
     assert sorted(released) == sorted(d["request_id"] for d in delayed)  # each exactly once
     assert len(everything) == 31 and everything[-1]["request_id"] == "after"
+
+
+LOOKALIKES = {"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "i": "і", "s": "ѕ", "A": "Α", "B": "Β",
+              "E": "Ε", "H": "Η", "K": "Κ", "M": "Μ", "O": "Ο", "P": "Ρ", "T": "Τ"}
+INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"]
+
+
+def disguised(text: str, seed: int) -> str:
+    """A copy that reads the same but differs in code points: about a third of the letters that
+    have a Cyrillic or Greek look-alike swapped for it, zero-width characters between letters."""
+    rng = random.Random(seed)
+    out = []
+    for ch in text:
+        out.append(LOOKALIKES[ch] if ch in LOOKALIKES and rng.random() < 0.35 else ch)
+        if ch.isalpha() and rng.random() < 0.3:
+            out.append(rng.choice(INVISIBLE))
+    return "".join(out)
+
+
+def test_a_blast_disguised_with_look_alikes_and_invisible_characters_is_paced(settings, worker):
+    t = T0 + 3 * 60 * MIN
+    text = "MEGA SALE at Ace Shop! Take 50% off every Pick of the Season: visit shop.example/sale today"
+    sends = [ev("send", request_id=f"d{i:02d}", app="sly", sender="s1", userkey=f"user{i}", network="sms",
+                text=disguised(text, i), ts=t + i * 1000) for i in range(40)]
+    assert len({s["text"] for s in sends}) == 40  # to the gate of before, 40 different texts
+    publish(settings, audience("sly", "s1", 40, t) + sends)
+    got = {d["request_id"]: d for d in decisions(settings, 40)}
+    decided = [got[s["request_id"]] for s in sends]
+    assert [d["outcome"] for d in decided] == ["accepted"] * 10 + ["delayed"] * 30
+    assert {d["cluster_id"] for d in decided} == {"c1"}

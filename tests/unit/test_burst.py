@@ -157,6 +157,76 @@ def test_sender_state_round_trip_with_clusters_and_sketches():
     assert back.sketches.dtype == np.uint32
 
 
+def test_a_clusters_sketch_row_holds_its_first_text_then_the_union_of_its_free_copies():
+    p, sk = Policy(), Sketcher()
+    s, rows = SenderState(registered_ts=T - 100 * DAY, conversing=4), Rows()
+    first, second = sk.sketch(PARCEL), sk.sketch(variant(1))
+    s.decide(T, recipient_hash("u0"), first, p, None)
+    rows.write(s)
+    assert len(rows.sketches["c1"]) == 128 * 4  # a new cluster: its first text only
+    s.decide(T + 1, recipient_hash("u1"), second, p, None)
+    rows.write(s)
+    assert len(rows.sketches["c1"]) == 2 * 128 * 4
+    back = rows.read()
+    assert np.array_equal(back.sketches[0], first) and np.array_equal(back.unions[0], np.minimum(first, second))
+    # a row written before unions (one sketch) reads with its union the same sketch
+    rows.sketches["c1"] = first.astype("<u4").tobytes()
+    assert np.array_equal(rows.read().unions[0], first)
+
+
+def test_a_refused_send_does_not_join_the_union():
+    p, sk = Policy(), Sketcher()
+    s = SenderState(registered_ts=T - 100 * DAY, conversing=4)
+    s.decide(T, recipient_hash("u0"), sk.sketch(PARCEL), p, None)
+    s.to_rows()
+    before = s.unions.copy()
+    s.decide(T + 1, recipient_hash("u1"), sk.sketch(variant(1)), p, None)
+    s.undo()
+    assert np.array_equal(s.unions, before)
+    assert s.to_rows()[2] == {}  # nor is its sketch row rewritten
+
+
+PADDED = [f"{PARCEL} {pad}" for pad in (
+    "ok see you at the station around six then, bring the umbrella please",
+    "lovely weather today isnt it, shall we walk the dog later this afternoon",
+    "remember grandma is visiting on sunday so tidy up your room before lunch")]
+SPUN = [TEMPLATE.format(name=name, num=num, url="https://t.example/x").replace("out for delivery", out)
+        .replace("Track it", track).replace("for help", end)
+        for name, num, out, track, end in (
+            ("Anna", 1, "on its way", "Follow it", "for assistance"), ("Ben", 2, "dispatched", "Trace it", "for support"),
+            ("Cleo", 3, "out for delivery", "Follow it", "for support"), ("Dan", 4, "dispatched", "Track it", "for assistance"),
+            ("Eve", 5, "on its way", "Trace it", "for help"))]
+
+
+@pytest.mark.parametrize("copies", [PADDED, SPUN], ids=["padding", "spintax"])
+def test_padded_and_spun_copies_join_one_cluster_by_containment_not_by_jaccard(copies):
+    sk = Sketcher()
+    for measure, joined in (("containment", {"c1"}), ("jaccard", None)):
+        p = Policy(similarity_measure=measure)
+        s = SenderState(registered_ts=T - 100 * DAY, conversing=4)
+        ids = {s.decide(T + i, recipient_hash(f"u{i}"), sk.sketch(text), p, None).cluster_id
+               for i, text in enumerate(copies)}
+        if joined:
+            assert ids == joined
+        else:
+            assert len(ids) > 1
+
+
+def test_a_short_text_is_compared_by_jaccard_not_by_what_contains_it():
+    sk, p = Sketcher(), Policy()
+    s = SenderState(registered_ts=T - 100 * DAY, conversing=4)
+    s.decide(T, recipient_hash("u0"), sk.sketch("ok thanks, see you at the station around six then"), p, None)
+    assert s.decide(T + 1, recipient_hash("u1"), sk.sketch("ok thanks"), p, None).cluster_id == "c2"
+
+
+def test_a_text_inside_one_far_longer_is_compared_by_jaccard():
+    sk, p = Sketcher(), Policy()
+    s = SenderState(registered_ts=T - 100 * DAY, conversing=4)
+    short = "So when do you wanna go to the gym this week"
+    s.decide(T, recipient_hash("u0"), sk.sketch(f"{UNRELATED[1]}. {short}? {UNRELATED[2]}. {UNRELATED[3]}"), p, None)
+    assert s.decide(T + 1, recipient_hash("u1"), sk.sketch(short), p, None).cluster_id == "c2"
+
+
 def test_a_send_rewrites_the_head_and_its_cluster_not_the_whole_sender():
     p, sk = Policy(), Sketcher()
     s, rows = SenderState(registered_ts=T - 365 * DAY, conversing=50), Rows()

@@ -10,8 +10,8 @@ import pytest
 from conftest import APP, DAY, HOUR, MINUTE, PARCEL, SECOND, SENDER, T, UNRELATED, Harness, established, event, \
     recipients, send
 from sendgate.models.consent import Conversation
-from sendgate.models.controls import RecipientSends, inbound_digest
-from sendgate.models.gate import CONTACTS, RECIPIENTS, OverlayStore, key
+from sendgate.models.controls import RecentTexts, RecipientSends, inbound_digest
+from sendgate.models.gate import CONTACTS, RECIPIENTS, TEXTS, OverlayStore, key
 from sendgate.models.policy import Policy, PolicyError
 
 
@@ -245,6 +245,65 @@ def test_an_opt_out_still_wins_on_a_contact_list_network():
     assert h.decide(send("u1", at=1, network="xmpp")).reason == "opted_out"
 
 
+# --- 4b. the same text again and again (a runaway job) ---------------------------------------------------
+REMINDER = "Reminder: your appointment is tomorrow at 10:00. Reply C to confirm"
+
+
+def test_the_same_text_to_one_userkey_beyond_the_limit_is_refused_saying_how_often_and_since_when():
+    h = Harness()  # duplicate_text_limit 5 in duplicate_text_window_s 1800
+    h.feed(*established())
+    out = [h.decide(send("u1", at=i * MINUTE, text=REMINDER, request_id=f"again-{i}")) for i in range(7)]
+    assert [d.outcome for d in out] == ["accepted"] * 5 + ["rejected"] * 2
+    refused = out[5]
+    assert refused.reason == "duplicate_text" and not refused.reply
+    assert "5 times since 2023-11-14T22:13:20" in refused.detail and "duplicate_text_limit" in refused.detail
+    # one more fits when the first of the five leaves the 30-minute window: at T + 30 min
+    assert refused.retry_after_s == 30 * 60 - 5 * 60
+    assert [d.request_id for d in h.last_deliveries] == []
+    later = h.decide(send("u1", at=30 * MINUTE + 1, text=REMINDER, request_id="later"))
+    assert later.outcome == "accepted"
+
+
+def test_the_same_text_disguised_counts_as_the_same_and_other_texts_or_userkeys_do_not():
+    h = Harness(Policy(duplicate_text_limit=2))
+    h.feed(*established())
+    assert h.decide(send("u1", at=0, text=REMINDER)).outcome == "accepted"
+    assert h.decide(send("u1", at=1, text="Rеmіndеr:\u200b your appointment is tomorrow at 10:00. "
+                                          "Reply C to confirm")).outcome == "accepted"  # look-alikes
+    assert h.decide(send("u2", at=2, text=REMINDER)).outcome == "accepted"  # another userkey
+    assert h.decide(send("u1", at=3, text=REMINDER.replace("10:00", "11:00"))).outcome == "accepted"  # new time
+    assert h.decide(send("u1", at=4, text=REMINDER.upper())).reason == "duplicate_text"
+
+
+def test_replies_are_not_counted_and_a_refused_duplicate_takes_no_burst_slot():
+    h = Harness(Policy(duplicate_text_limit=1))
+    h.feed(*established())
+    for i in range(3):  # the loop guard, not this rule, watches replies
+        h.feed(event("inbound", i, event_id=f"q{i}", userkey="u1", text=f"question {i}"))
+        assert h.decide(send("u1", at=i, text=REMINDER, reply_to=f"q{i}")).reason == "reply"
+    assert h.decide(send("u2", at=5, text=PARCEL)).outcome == "accepted"
+    assert h.decide(send("u2", at=6, text=PARCEL)).reason == "duplicate_text"
+    # u2 was counted once for the text's cluster: nine more recipients still go at once
+    assert [d.outcome for d in h.sends(recipients(9, start=10), at=7)] == ["accepted"] * 9
+    assert h.decide(send("u99", at=8, text=PARCEL)).outcome == "delayed"
+
+
+def test_no_limit_when_the_policy_sets_none():
+    h = Harness(Policy(duplicate_text_limit=0))
+    h.feed(*established())
+    assert {h.decide(send("u1", at=i, text=REMINDER)).outcome for i in range(8)} == {"accepted"}
+    assert not h.store.tables[TEXTS]
+
+
+def test_the_recent_texts_row_stays_small():
+    h = Harness()
+    h.feed(*established())
+    for i in range(200):  # a busy userkey: two hundred different texts in 30 minutes
+        h.decide(send("u1", at=i * 5 * SECOND, text=f"{UNRELATED[i % 4]} #{chr(0x41 + i % 26)}{i}"))
+    row = h.store.tables[TEXTS][key("app1", "u1")]
+    assert len(RecentTexts.from_bytes(row).sent) == 4 * 5 and len(row) < 600
+
+
 # --- the policy settings ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("values, message", [
     ({"recipient_limits": [[3]]}, "recipient_limits"),
@@ -252,6 +311,8 @@ def test_an_opt_out_still_wins_on_a_contact_list_network():
     ({"contact_list_networks": ["XMPP"]}, "contact_list_networks"),
     ({"default_valid_for_s": 36_001}, "default_valid_for_s"),
     ({"loop_repeats": 5, "loop_reject_repeats": 5}, "loop_reject_repeats"),
+    ({"duplicate_text_limit": -1}, "duplicate_text_limit"),
+    ({"duplicate_text_window_s": 0}, "duplicate_text_window_s"),
 ])
 def test_bad_control_settings_are_refused_with_the_key(values, message):
     with pytest.raises(PolicyError, match=message):

@@ -122,6 +122,7 @@ def test_toml_unknown_key_names_file_and_key(tmp_path):
     ("similarity_threshold = 0", "policy 'similarity_threshold' must be in (0, 1], got 0"),
     ("similarity_threshold = 1.5", "policy 'similarity_threshold' must be in (0, 1], got 1.5"),
     ("similarity_threshold = '0.6'", "policy 'similarity_threshold' must be in (0, 1], got '0.6'"),
+    ("similarity_measure = 'cosine'", "policy 'similarity_measure' must be containment or jaccard, got 'cosine'"),
     ("opt_out_keywords = ['STOP', '']", "policy 'opt_out_keywords' must be a list of non-empty strings"),
     ("opt_in_keywords = [1, 2]", "policy 'opt_in_keywords' must be a list of non-empty strings"),
     ("opt_in_keywords = ['START', 'STOP']", "policy: a keyword cannot be both an opt-out and an opt-in keyword"),

@@ -20,7 +20,7 @@ from sendgate.models.burst import V2_SUSPICION_MS, BurstCluster, SenderState
 from sendgate.models.clock import AppClock
 from sendgate.models.memory import AnsweredRequest, SeenEvent
 from sendgate.models.consent import AppGrant, Conversation, Userkey
-from sendgate.models.controls import RecipientSends
+from sendgate.models.controls import RecentTexts, RecipientSends
 from sendgate.models.events import Send
 from sendgate.models.junk import JunkReport, JunkTemplate
 from sendgate.models.pending import DueBucket, PendingRequest, ReleaseSchedule
@@ -87,6 +87,8 @@ FORMS = [
     (SeenEvent, 1, b'1["0c9a2f1e33b4d5a6",1700000000000]', "HEAD", dict(digest="0c9a2f1e33b4d5a6", ts=T)),
     (RecipientSends, 1, b'[1,[1699996400000,1700000000000,1700000060000]]', "HEAD",
      dict(times=[T - 3_600_000, T, T + MINUTE])),
+    (RecentTexts, 1, b'1[[[3735928559,1699999000000],[42,1700000000000]]]', "HEAD",
+     dict(sent=[[3735928559, T - 1_000_000], [42, T]])),
     (JunkTemplate, 1, b'["CwAAAAwAAAANAAAADgAAAA==",[7,8,9],1700000000000]', "HEAD",
      dict(sketch=SKETCH_1, reporters=[7, 8, 9], last_ts=T)),
     (JunkReport, 1, b'[1,"acme\\u001fev-1","FQAAABYAAAAXAAAAGAAAAA==",42,1700000000000]', "HEAD",
@@ -179,7 +181,7 @@ def test_every_row_kind_has_a_stored_form_of_every_version():
     assert covered == {name: set(range(1, cls.row_version + 1)) for name, cls in kinds.items()}
 
 
-@pytest.mark.parametrize("kind", [Userkey, Conversation, AppGrant, AppClock, RecipientSends, JunkTemplate,
+@pytest.mark.parametrize("kind", [Userkey, Conversation, AppGrant, AppClock, RecipientSends, RecentTexts, JunkTemplate,
                                   JunkReport, PendingRequest, DueBucket, ReleaseSchedule, LapseIndex, LapseBucket,
                                   BurstCluster, SenderState, AnsweredRequest, SeenEvent], ids=lambda kind: kind.__name__)
 def test_a_row_of_a_newer_version_is_refused_naming_the_kind_and_both_versions(kind):

@@ -30,13 +30,14 @@ def sim(sketcher: Sketcher, a: str, b: str) -> float:
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("Hello  BOB,\tcall 0800 123 today", "hello bob, call 0 0 today"),
+    ("Hello  BOB,\tcall 0800 123 today", "hello bob call 0 0 today"),
     ("  padded  ", "padded"),
     ("mail A.B+x@Example.co.uk now", "mail e now"),
     ("see https://x.co/a?b=1 and www.shop.com/x", "see u and u"),
     ("visit bit.ly/xYz12 or shop.example.com/sale!", "visit u or u"),
-    ("code 12345, amount 9.99", "code 0, amount 0.0"),
-    ("Ünïcode ÄÖ", "ünïcode äö"),
+    ("code 12345, amount 9.99", "code 0 amount 0 0"),  # punctuation reads as a space
+    ("WIN!!! a *prize*... now~", "win a prize now"),
+    ("Ünïcode ÄÖ", "unicode ao"),  # accents are dropped (models/reading.py)
 ])
 def test_normalize_folds_per_recipient_variation(text, expected):
     assert normalize(text) == expected
