@@ -45,14 +45,15 @@ class Problem(Exception):
     """An RFC 9457 problem: the answer to a request that did not go through, saying what to do."""
 
     def __init__(self, status: int, kind: str, title: str, detail: str, headers: dict | None = None,
-                 **extra: Any) -> None:
+                 extra: dict | None = None) -> None:
         super().__init__(detail)
         self.status, self.kind, self.title, self.detail = status, kind, title, detail
-        self.headers, self.extra = headers or {}, extra
+        self.headers, self.extra = headers or {}, extra or {}
 
     def response(self) -> JSONResponse:
-        body = {"type": f"urn:sendgate:problem:{self.kind}", "title": self.title, "status": self.status,
-                "detail": self.detail, **self.extra}
+        # the problem's own members win: a decision's `detail` is already part of the problem's
+        body = {**self.extra, "type": f"urn:sendgate:problem:{self.kind}", "title": self.title, "status": self.status,
+                "detail": self.detail}
         return JSONResponse(body, self.status, headers=self.headers, media_type=PROBLEM)
 
 
@@ -120,12 +121,12 @@ def _rejected(d: Decision, status_url: str) -> Problem:
     doc = {**_answer(d), "status_url": status_url}
     if d.retry_after_s is not None:
         return Problem(429, d.reason, "Rejected for now: retry later", f"{d.detail} Retry after {d.retry_after_s} s "
-                       f"(Retry-After) with a new Idempotency-Key.", {"Retry-After": str(d.retry_after_s)}, **doc)
+                       f"(Retry-After) with a new Idempotency-Key.", {"Retry-After": str(d.retry_after_s)}, doc)
     if d.reason == "request_id_reused":
         return Problem(409, d.reason, "Idempotency-Key already used for another message",
-                       f"{d.detail} Use a new Idempotency-Key for a new message.", **doc)
+                       f"{d.detail} Use a new Idempotency-Key for a new message.", extra=doc)
     return Problem(403, d.reason, "Rejected by the gate's policy", f"{d.detail} Sending it again will get the same "
-                   f"answer until that changes.", **doc)
+                   f"answer until that changes.", extra=doc)
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -189,7 +190,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             seconds = math.ceil(wait)
             raise Problem(429, "rate_limited", "Too many requests", f"this API key may make {settings.api_rate:g} "
                           f"requests a second ({settings.api_burst} at once); retry after {seconds} s",
-                          {"Retry-After": str(seconds)}, retry_after_s=seconds)
+                          {"Retry-After": str(seconds)}, {"retry_after_s": seconds})
         return app_id
 
     async def body(request: Request, fields: tuple[str, ...]) -> dict:
@@ -214,7 +215,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         if extra:
             raise Problem(422, "invalid", "Invalid body", f"field(s) {', '.join(map(repr, extra))} not accepted "
                           f"here: the fields are {', '.join(fields)} (the app is your API key's, the request_id the "
-                          f"Idempotency-Key header, the time the API's)", field=extra[0])
+                          f"Idempotency-Key header, the time the API's)", extra={"field": extra[0]})
         return doc
 
     def request_id(request: Request) -> str:
@@ -283,7 +284,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         seen = [d for d in history(request, app_id, request_id) if d.reason != NOT_PENDING]
         if seen and seen[-1].outcome in FINAL:
             raise Problem(409, "not_pending", "Not pending", f"request {request_id!r} is {seen[-1].outcome}; only a "
-                          f"delayed request can be cancelled", **_answer(seen[-1]))
+                          f"delayed request can be cancelled", extra=_answer(seen[-1]))
         state = request.app.state
         cancel = {"type": "cancel", "request_id": request_id, "app": app_id}
         d = await state.book.ask(lambda: state.publisher.publish(cancel), app_id, request_id, answers_cancel,
@@ -292,7 +293,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"request_id": request_id, "outcome": "undecided",
                                  "status_url": f"/v1/messages/{request_id}"}, 202)
         if d.outcome != "cancelled":
-            raise Problem(409, "not_pending", "Not pending", d.detail, **_answer(d))
+            raise Problem(409, "not_pending", "Not pending", d.detail, extra=_answer(d))
         return JSONResponse(_answer(d))
 
     async def consent(request: Request, kind: str) -> JSONResponse:
@@ -300,7 +301,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         fields = await body(request, CONSENT_FIELDS)
         if kind == "opt_in" and not fields.get("source"):  # the worker would dead-letter it (no_consent_evidence)
             raise Problem(422, "invalid", "Invalid body", "field 'source' is required: say where the user gave "
-                          "consent (a web form, a date), so that it can be proved", field="source")
+                          "consent (a web form, a date), so that it can be proved", extra={"field": "source"})
         event = {"type": kind, "event_id": request_id(request), "app": app_id, **fields}
         try:
             await request.app.state.publisher.publish(event)
