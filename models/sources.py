@@ -101,6 +101,10 @@ class ApiKey:
     leaked keyring file does not hand out the keys themselves."""
     app: str
     sha256: str  # lowercase hex of SHA-256 over the key's UTF-8 bytes
+    # where the app's later outcomes (released, cancelled, expired) are POSTed, signed with the
+    # secret in this environment variable (the keyring holds no webhook secret either)
+    webhook_url: str | None = None
+    webhook_secret_env: str | None = None
 
 
 def api_key_digest(key: str) -> str:
@@ -240,16 +244,24 @@ def _api_key(entry: Any, i: int, path: str) -> ApiKey:
     where = f"keyring {path}, api_keys[{i}]"
     if not isinstance(entry, dict):
         raise KeyringError(f"{where} must be a table")
-    unknown = set(entry) - {"app", "sha256"}
+    unknown = set(entry) - {"app", "sha256", "webhook_url", "webhook_secret_env"}
     if unknown:
-        raise KeyringError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} (expected app, sha256)")
+        raise KeyringError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} "
+                           f"(expected app, sha256, webhook_url, webhook_secret_env)")
     app, digest = entry.get("app"), entry.get("sha256")
     if not isinstance(app, str) or not 1 <= len(app) <= ev.MAX_ID_CHARS:
         raise KeyringError(f"{where}: 'app' must be the app's id (a string of 1-{ev.MAX_ID_CHARS} characters)")
     if not isinstance(digest, str) or not _SHA256_RE.match(digest):
         raise KeyringError(f"{where}: 'sha256' must be the lowercase hex SHA-256 of the API key (64 characters); "
                            f"the key itself is never stored (`sendgate keys add-api-key APP` writes the entry)")
-    return ApiKey(app, digest)
+    url, secret_env = entry.get("webhook_url"), entry.get("webhook_secret_env")
+    if (url is None) != (secret_env is None):
+        raise KeyringError(f"{where}: give webhook_url and webhook_secret_env together (a webhook is always signed)")
+    if url is not None and (not isinstance(url, str) or not url.startswith(("https://", "http://"))):
+        raise KeyringError(f"{where}: 'webhook_url' must be an http(s) URL, got {url!r:.80}")
+    if secret_env is not None and (not isinstance(secret_env, str) or not secret_env):
+        raise KeyringError(f"{where}: 'webhook_secret_env' must name an environment variable")
+    return ApiKey(app, digest, url, secret_env)
 
 
 def _instant(value: Any, name: str, where: str) -> int | None:

@@ -360,7 +360,7 @@ def cmd_add_api_key(args: argparse.Namespace) -> int:
     path = args.keyring or os.environ.get("SENDGATE_KEYRING")
     if not path:
         raise ConfigError("name the keyring: --keyring FILE or SENDGATE_KEYRING")
-    key = add_api_key(path, args.app)
+    key = add_api_key(path, args.app, args.webhook_url, args.webhook_secret_env)
     print(f"added an API key of app {args.app!r} to {path} (only its SHA-256 is kept there); the key, shown "
           f"this once:", file=sys.stderr)
     print(key)
@@ -463,6 +463,9 @@ def parser() -> argparse.ArgumentParser:
     ka = kssub.add_parser("add-api-key", help="append a new API key of APP to the keyring and print it once")
     ka.add_argument("app")
     ka.add_argument("--keyring", help="the keyring file (default: SENDGATE_KEYRING)")
+    ka.add_argument("--webhook-url", help="POST the app's later outcomes (released, cancelled, expired) here")
+    ka.add_argument("--webhook-secret-env", metavar="NAME", help="the environment variable holding the secret "
+                                                                  "the webhook's requests are signed with")
     ka.set_defaults(func=cmd_add_api_key)
 
     d = sub.add_parser("demo", help="start Kafka and a worker, run a small scenario, print the decisions")

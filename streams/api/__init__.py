@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from importlib import resources
 from typing import Any, AsyncIterator
 
@@ -32,6 +32,7 @@ from sendgate.models.sources import GATEWAY, KeyringError
 from ..client import Publisher
 from ..client.book import NOT_PENDING, DecisionBook, answers_cancel, answers_send
 from ..config import ConfigError, Settings
+from .webhooks import WebhookDispatcher, hooks_of
 
 log = logging.getLogger("sendgate.api")
 
@@ -115,18 +116,22 @@ def _answer(d: Decision) -> dict:
     return doc
 
 
+def _then(detail: str, advice: str) -> str:
+    return f"{detail.rstrip()}{'' if detail.rstrip().endswith('.') else '.'} {advice}"
+
+
 def _rejected(d: Decision, status_url: str) -> Problem:
     """A rejected send as a problem: 429 when retrying later can succeed (pacing), 409 for an id
     reused for another request, 403 when the policy refuses it (consent), each saying what to do."""
     doc = {**_answer(d), "status_url": status_url}
     if d.retry_after_s is not None:
-        return Problem(429, d.reason, "Rejected for now: retry later", f"{d.detail} Retry after {d.retry_after_s} s "
-                       f"(Retry-After) with a new Idempotency-Key.", {"Retry-After": str(d.retry_after_s)}, doc)
+        return Problem(429, d.reason, "Rejected for now: retry later", _then(d.detail, f"Retry after {d.retry_after_s} s "
+                       f"(Retry-After) with a new Idempotency-Key."), {"Retry-After": str(d.retry_after_s)}, doc)
     if d.reason == "request_id_reused":
         return Problem(409, d.reason, "Idempotency-Key already used for another message",
-                       f"{d.detail} Use a new Idempotency-Key for a new message.", extra=doc)
-    return Problem(403, d.reason, "Rejected by the gate's policy", f"{d.detail} Sending it again will get the same "
-                   f"answer until that changes.", extra=doc)
+                       _then(d.detail, "Use a new Idempotency-Key for a new message."), extra=doc)
+    return Problem(403, d.reason, "Rejected by the gate's policy", _then(d.detail, "Sending it again will get the same "
+                   "answer until that changes."), extra=doc)
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -143,11 +148,15 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     except KeyringError as exc:
         raise ConfigError(f"SENDGATE_KEYRING: {exc} (the API signs what apps say with it)") from None
     buckets = TokenBuckets(settings.api_rate, settings.api_burst)
+    hooks = hooks_of(keyring)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Publisher(settings, key=gateway) as publisher, DecisionBook(settings, settings.api_memory) as book:
-            app.state.publisher, app.state.book = publisher, book
+        async with AsyncExitStack() as stack:
+            app.state.publisher = await stack.enter_async_context(Publisher(settings, key=gateway))
+            app.state.book = await stack.enter_async_context(DecisionBook(settings, settings.api_memory))
+            app.state.webhooks = (await stack.enter_async_context(WebhookDispatcher(settings, hooks))
+                                  if hooks else None)
             yield
 
     app = FastAPI(title="sendgate", version="1", lifespan=lifespan,
@@ -228,7 +237,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> JSONResponse:
-        ready = request.app.state.book.healthy
+        state = request.app.state
+        ready = state.book.healthy and (state.webhooks is None or state.webhooks.ready)
         return JSONResponse({"ready": ready}, 200 if ready else 503)
 
     @app.post("/v1/messages", status_code=201, openapi_extra=_body_doc("send", ("type", "app", "request_id", "ts")),

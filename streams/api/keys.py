@@ -10,9 +10,10 @@ from sendgate.models.sources import Keyring, KeyringError, api_key_digest
 from ..config import ConfigError
 
 
-def add_api_key(path: str, app: str) -> str:
+def add_api_key(path: str, app: str, webhook_url: str | None = None, webhook_secret_env: str | None = None) -> str:
     """Append an `[[api_keys]]` entry for `app` to the keyring at `path` and return the new key
-    (the file keeps its digest: whoever loses the key needs a new one)."""
+    (the file keeps its digest: whoever loses the key needs a new one). With a webhook, the
+    app's later outcomes are POSTed there, signed with the secret in `webhook_secret_env`."""
     try:
         validate({"type": "tick", "app": app}, 0)  # an app id as every event carries it
     except InvalidEvent as exc:
@@ -21,6 +22,9 @@ def add_api_key(path: str, app: str) -> str:
         raise ConfigError(f"keyring {path} does not exist (`sendgate keyring init {path}` writes one)")
     key = "sg_" + secrets.token_urlsafe(32)
     entry = f'\n[[api_keys]]\napp = {_toml_string(app)}\nsha256 = "{api_key_digest(key)}"\n'
+    if webhook_url is not None or webhook_secret_env is not None:
+        entry += (f"webhook_url = {_toml_string(webhook_url or '')}\n"
+                  f"webhook_secret_env = {_toml_string(webhook_secret_env or '')}\n")
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(entry)
     try:

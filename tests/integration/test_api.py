@@ -3,8 +3,11 @@ outcome's status and body, an Idempotency-Key retry answered with its first deci
 delivered once, cancel and release seen by GET, `undecided` and then GET, rate limiting."""
 from __future__ import annotations
 
+import hmac
+import threading
 import time
 import urllib.error
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import urllib.request
 from pathlib import Path
 
@@ -186,3 +189,54 @@ def test_each_key_is_rate_limited(settings, apis):
     assert (status, head["content-type"], doc["type"]) == (429, PROBLEM, "urn:sendgate:problem:rate_limited"), doc
     assert int(head["retry-after"]) == doc["retry_after_s"] >= 1
     assert http("GET", "/v1/messages/r1", key=other)[0] == 404  # each key its own bucket
+
+
+class Receiver:
+    """An app's webhook endpoint: records every POST; answers 500 to the first (a retry must follow)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict, bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.calls.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(500 if len(receiver.calls) == 1 else 200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_webhook_receives_the_release_signed(settings, workers, apis, tmp_path, monkeypatch):
+    settings = settings.with_(policy_file=policy(tmp_path))
+    receiver = Receiver()
+    monkeypatch.setenv("SHOP_HOOK_SECRET", "whsec-0123456789abcdef")  # the API process inherits it
+    key = add_api_key(settings.keyring_file, "shop", receiver.url, "SHOP_HOOK_SECRET")
+    workers.start(settings)
+    http = Http(apis(settings).url, key)
+    publish(settings, [ev("app_policy", event_id="grant", app="shop", unrestricted=True, ts=now_ms())])
+    assert http("POST", "/v1/messages", send("u1"))[0] == 201
+    status, _, held = http("POST", "/v1/messages", send("u2"), headers={"Idempotency-Key": "k2"})
+    assert (status, held["outcome"]) == (202, "delayed"), held
+    assert receiver.calls == []  # first answers are not pushed: the POST returned them
+    publish(settings, [ev("tick", app="shop", ts=held["deliver_at"] + 1000)])
+    deadline = time.monotonic() + DEADLINE_S
+    while len(receiver.calls) < 2:  # the first attempt fails (500): the release comes again
+        assert time.monotonic() < deadline, receiver.calls
+        time.sleep(0.1)  # poll interval
+    try:
+        for headers, body in receiver.calls[:2]:
+            doc = orjson.loads(body)
+            assert (doc["request_id"], doc["outcome"]) == ("k2", "released"), doc
+            assert headers["sendgate-decision-id"] == doc["decision_id"]
+            t, v1 = (part.split("=", 1)[1] for part in headers["sendgate-signature"].split(","))
+            expected = hmac.digest(b"whsec-0123456789abcdef", t.encode() + b"." + body, "sha256").hex()
+            assert hmac.compare_digest(v1, expected) and abs(int(t) - time.time()) < 300
+    finally:
+        receiver.server.shutdown()

@@ -181,6 +181,10 @@ def test_rights_name_only_event_types():
     ('[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\nkey = "plain"', "unknown field(s) key"),
     ('[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\n[[api_keys]]\napp = "rival"\nsha256 = "'
      + "a" * 64 + '"', "appears twice"),
+    ('[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\nwebhook_url = "https://shop.example/hook"',
+     "give webhook_url and webhook_secret_env together"),
+    ('[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\nwebhook_url = "ftp://x"\nwebhook_secret_env = "S"',
+     "'webhook_url' must be an http(s) URL"),
     ('[[keys]\n', "not valid TOML"),
 ])
 def test_a_keyring_that_cannot_be_used_says_where(tmp_path, text, error):
