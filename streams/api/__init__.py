@@ -280,11 +280,13 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/messages/{request_id}", responses={401: {}, 404: {}, 429: {}})
     async def get_message(request_id: str, request: Request) -> JSONResponse:
-        """Everything decided for the request so far: its answer, then released, cancelled or expired."""
+        """Everything decided for the request so far: its answer, then released, cancelled or expired
+        (`undecided` with no decisions: asked through this process, not decided yet)."""
         app_id = caller(request)
         seen = history(request, app_id, request_id)
         current = [d for d in seen if d.reason != NOT_PENDING][-1:] or seen[-1:]
-        return JSONResponse({"request_id": request_id, "outcome": current[0].outcome,
+        # asked through this process and not decided yet: undecided, not unknown
+        return JSONResponse({"request_id": request_id, "outcome": current[0].outcome if current else "undecided",
                              "decisions": [_answer(d) for d in seen]})
 
     @app.delete("/v1/messages/{request_id}", responses={401: {}, 404: {}, 409: {}, 429: {}})

@@ -88,23 +88,29 @@ class DecisionBook:
                 for m in messages:
                     self._add(Decision.from_dict(orjson.loads(m.value)))
 
-    def _add(self, d: Decision) -> None:
-        key = (d.app, d.request_id)
+    def _entry(self, key: tuple[str, str]) -> list[Decision]:
+        """The request's decisions, the most recent request last; the oldest beyond `size` forgotten."""
         seen = self._requests.setdefault(key, [])
         self._requests.move_to_end(key)
+        while len(self._requests) > self.size:
+            self._requests.popitem(last=False)
+        return seen
+
+    def _add(self, d: Decision) -> None:
+        key = (d.app, d.request_id)
+        seen = self._entry(key)
         # a repeat (a retry's first answer again, or at-least-once) is kept once, but still answers a waiter
         if all(x.decision_id != d.decision_id for x in seen):
             seen.append(d)
-        while len(self._requests) > self.size:
-            self._requests.popitem(last=False)
         for match, future in self._waiters.get(key, ()):
             if not future.done() and match(d):
                 future.set_result(d)
 
     def history(self, app: str, request_id: str) -> list[Decision] | None:
-        """Every decision of the request read so far (None: none, or forgotten)."""
+        """Every decision of the request read so far: [] for one asked here and not decided yet,
+        None for one this book never saw (or has forgotten)."""
         seen = self._requests.get((app, request_id))
-        return list(seen) if seen else None
+        return None if seen is None else list(seen)
 
     async def ask(self, publish: Callable[[], object], app: str, request_id: str, match: Match,
                   timeout: float) -> Decision | None:
@@ -114,6 +120,7 @@ class DecisionBook:
             raise RuntimeError(f"the decisions reader of {self.topic} has stopped: "
                                f"{self._task.exception() if self._task and self._task.done() else 'not started'}")
         key = (app, request_id)
+        self._entry(key)  # asked: known here from now on, decided or not
         future = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append((match, future))
         try:

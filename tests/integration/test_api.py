@@ -175,8 +175,10 @@ def test_undecided_then_get(settings, workers, apis):
     status, head, doc = http("POST", "/v1/messages", send("u1"), headers={"Idempotency-Key": "late"})
     assert (status, doc["outcome"], doc["status_url"], head["location"]) == (202, "undecided", "/v1/messages/late",
                                                                             "/v1/messages/late"), doc
+    status, _, doc = http("GET", "/v1/messages/late")
+    assert (status, doc["outcome"], doc["decisions"]) == (200, "undecided", []), doc
     workers.start(settings)
-    doc = http.until("/v1/messages/late", lambda s, d: s == 200)
+    doc = http.until("/v1/messages/late", lambda s, d: s == 200 and d["decisions"])
     assert [(d["outcome"], d["reason"]) for d in doc["decisions"]] == [("rejected", "no_conversation")]
 
 
