@@ -28,7 +28,7 @@ from sendgate.models.decisions import Decision
 from sendgate.models.sources import Keyring
 
 from ..config import ConfigError, Settings
-from ..kafka import ensure_topics, start_client
+from ..kafka import ensure_topics, start_client, stop_reader
 
 log = logging.getLogger("sendgate.api.webhooks")
 LATER = ("released", "cancelled")  # what comes after the first answer (expired is cancelled/expired)
@@ -88,18 +88,19 @@ class WebhookDispatcher:
         return self._joined.event.is_set() and self._task is not None and not self._task.done()
 
     async def __aenter__(self) -> "WebhookDispatcher":
-        await ensure_topics(self.settings, [self.topic])
-        await start_client(self._consumer, self.settings)
+        try:
+            await ensure_topics(self.settings, [self.topic])
+            await start_client(self._consumer, self.settings)
+        except BaseException:
+            await self._consumer.stop()
+            raise
         self._consumer.subscribe([self.topic], listener=self._joined)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self._task = asyncio.create_task(self._run(), name="webhooks")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
+        await stop_reader(self._task, self._consumer)
         if self._http is not None:
             await self._http.close()
 

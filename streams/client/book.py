@@ -25,7 +25,7 @@ from sendgate.models.decisions import Decision
 from sendgate.models.sources import SigningKey
 
 from ..config import Settings
-from ..kafka import ensure_topics, partitions_of, start_client
+from ..kafka import ensure_topics, partitions_of, start_client, stop_reader
 
 NOT_PENDING = "not_pending"  # the reason of the answer to a cancel of a request that is not pending
 Match = Callable[[Decision], bool]
@@ -72,10 +72,7 @@ class DecisionBook:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
+        await stop_reader(self._task, self._consumer)
 
     @property
     def healthy(self) -> bool:
