@@ -112,7 +112,8 @@ def main() -> None:
 def write(rows: list[dict], args: argparse.Namespace) -> None:
     lines = ["# HTTP API latency (bench/api.py)", "",
              f"`python -m bench.api --rates {args.rates} --seconds {args.seconds}` on {platform.node()} "
-             f"({os.cpu_count()} cores, shared), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: one local "
+             f"({os.cpu_count()} cores, shared; load average {os.getloadavg()[0]:.1f} at the end), "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: one local "
              f"broker, one worker, one API process, and hey, all on this machine. HTTP = hey's send -> answer; "
              f"worker = decision record time - the send's event time (stamped by the API as it publishes).", "",
              "| offered req/s | achieved req/s | HTTP p50 ms | HTTP p90 ms | HTTP p99 ms | worker p50 ms | worker p99 ms "

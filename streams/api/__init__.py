@@ -153,7 +153,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            app.state.publisher = await stack.enter_async_context(Publisher(settings, key=gateway))
+            # each send waits for its ack before its answer can come: linger as short as the worker's
+            app.state.publisher = await stack.enter_async_context(Publisher(settings, key=gateway,
+                                                                            linger_ms=settings.linger_ms))
             app.state.book = await stack.enter_async_context(DecisionBook(settings, settings.api_memory))
             app.state.webhooks = (await stack.enter_async_context(WebhookDispatcher(settings, hooks))
                                   if hooks else None)
