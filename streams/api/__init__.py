@@ -78,6 +78,31 @@ class TokenBuckets:
         return (1 - tokens) / self.rate if self.rate > 0 else math.inf
 
 
+class Contained:
+    """ASGI middleware: a failure is answered with a 500 problem, and logged with the path and the
+    exception's type only (Starlette's own handler logs the traceback, whose last line is the
+    exception's message: it could carry a userkey or a text)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        started = False
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            log.error("%s %s failed: %s", scope.get("method"), scope.get("path"), type(exc).__name__)
+            if scope["type"] == "http" and not started:
+                await Problem(500, "internal", "Internal error", "the API could not handle this request; it is "
+                              "safe to retry it with the same Idempotency-Key").response()(scope, receive, send)
+
+
 def _inlined(name: str, drop: tuple[str, ...]) -> dict:
     """The contract's JSON Schema of an event (models/schemas/), its references inlined (OpenAPI
     keeps no sibling files), without the fields the API sets itself."""
@@ -178,13 +203,6 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         return Problem(422, "invalid", "Invalid request", "; ".join(errors)).response()
-
-    @app.exception_handler(Exception)
-    async def failure(request: Request, exc: Exception) -> JSONResponse:
-        # the path and the exception's type only: a message or traceback could carry a userkey or text
-        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
-        return Problem(500, "internal", "Internal error", "the API could not handle this request; it is safe to "
-                       "retry it with the same Idempotency-Key").response()
 
     def caller(request: Request) -> str:
         """The app of the request's API key; a key over its rate gets 429."""
@@ -338,4 +356,5 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         """Record an opt-out the app heard of (a support call, a web form): nothing more goes to that user."""
         return await consent(request, "opt_out")
 
+    app.add_middleware(Contained)
     return app
