@@ -5,7 +5,7 @@ so each partition's outcomes are delivered by one process at a time. A partition
 committed only after each of its outcomes was answered 2xx: at least once (after a crash, or a
 rebalance, one may come again), so the receiver drops repeats by `decision_id`. A failing webhook
 is retried with exponential backoff (0.5 s doubling to 60 s) until it answers; meanwhile the
-outcomes behind it on that partition wait (order is kept).
+outcomes of this process's other partitions wait too (one at a time, in order).
 
 Each POST is signed like Stripe's: header `Sendgate-Signature: t=<unix seconds>,v1=<hex
 HMAC-SHA-256 of "<t>.<body>" under the app's webhook secret>`; the receiver recomputes it and

@@ -125,6 +125,10 @@ def test_each_outcome_over_http(settings, workers, apis, tmp_path):
     assert (again[0], again[2]["decision_id"]) == (201, first[2]["decision_id"]), again
     deliveries = [d for d in read_topic(settings, settings.topic("deliveries.sms")) if d["request_id"] == "k1"]
     assert len(deliveries) == 1, deliveries
+    # the same key for another message: refused, 409
+    status, head, doc = http("POST", "/v1/messages", send("u1", text="Another message"),
+                             headers={"Idempotency-Key": "k1"})
+    assert (status, head["content-type"], doc["reason"]) == (409, PROBLEM, "request_id_reused"), doc
 
     # the same text to a second user: delayed, 202 with deliver_at; a third: past the pacing limit, 429
     status, head, delayed = http("POST", "/v1/messages", send("u2"), headers={"Idempotency-Key": "k2"})
@@ -242,3 +246,15 @@ def test_a_webhook_receives_the_release_signed(settings, workers, apis, tmp_path
             assert hmac.compare_digest(v1, expected) and abs(int(t) - time.time()) < 300
     finally:
         receiver.server.shutdown()
+
+
+def test_api_processes_side_by_side_share_nothing(settings, workers, apis):
+    """A send posted to one API process is answered there, and another process's GET has it too:
+    each reads every decision itself."""
+    key = add_api_key(settings.keyring_file, "shop")
+    workers.start(settings)
+    one, two = Http(apis(settings).url, key), Http(apis(settings).url, key)
+    status, _, doc = one("POST", "/v1/messages", send("u1"), headers={"Idempotency-Key": "both"})
+    assert (status, doc["reason"]) == (403, "no_conversation"), doc
+    doc = two.until("/v1/messages/both", lambda s, d: s == 200)  # the other reads it in its own time
+    assert [d["decision_id"] for d in doc["decisions"]] == ["shop:both:rejected:no_conversation"]
