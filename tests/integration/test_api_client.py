@@ -3,6 +3,7 @@ is positioned when it returns, so a decision published right after is not missed
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from sendgate.streams.client import Publisher
 from sendgate.streams.client.book import DecisionBook, answers_send, submit
@@ -24,3 +25,34 @@ def test_submit_returns_the_decision_and_a_book_misses_none(settings, worker):
     answers, kept = asyncio.run(many())
     assert [(d.request_id, d.outcome) for d in answers] == [(f"m{i}", "rejected") for i in range(5)]
     assert sum(kept) == 2
+
+
+def test_a_book_is_positioned_when_it_returns(settings):
+    """A decision written the moment the book is entered is read: positions are resolved before
+    `async with` returns, not at the first fetch (which would start after it, at the end). The
+    record is written from another thread while this event loop is blocked, so the book's reader
+    cannot run before it is written."""
+    from aiokafka import AIOKafkaProducer
+
+    from sendgate.models.decisions import Decision
+
+    decision = Decision("r1", "shop", "s", "u1", "sms", "accepted", "reply", "a reply", 1)
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.topic("decisions"), decision.to_json(), key=b"shop")
+        finally:
+            await producer.stop()
+
+    async def write_now() -> None:
+        writer = threading.Thread(target=lambda: asyncio.run(produce()))
+        writer.start()
+        writer.join()  # blocks the loop: nothing of the book runs meanwhile
+
+    async def run() -> Decision | None:
+        async with DecisionBook(settings) as book:
+            return await book.ask(write_now, "shop", "r1", answers_send, 10)
+
+    assert asyncio.run(run()) == decision
