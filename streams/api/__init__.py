@@ -87,6 +87,9 @@ class Contained:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # the lifespan's failure (no broker) is uvicorn's to report, and stop on
+            await self.app(scope, receive, send)
+            return
         started = False
 
         async def tracked(message: dict) -> None:
@@ -98,7 +101,7 @@ class Contained:
             await self.app(scope, receive, tracked)
         except Exception as exc:
             log.error("%s %s failed: %s", scope.get("method"), scope.get("path"), type(exc).__name__)
-            if scope["type"] == "http" and not started:
+            if not started:
                 await Problem(500, "internal", "Internal error", "the API could not handle this request; it is "
                               "safe to retry it with the same Idempotency-Key").response()(scope, receive, send)
 
