@@ -153,13 +153,15 @@ def _rejected(d: Decision, status_url: str) -> Problem:
     reused for another request, 403 when the policy refuses it (consent), each saying what to do."""
     doc = {**_answer(d), "status_url": status_url}
     if d.retry_after_s is not None:
-        return Problem(429, d.reason, "Rejected for now: retry later", _then(d.detail, f"Retry after {d.retry_after_s} s "
-                       f"(Retry-After) with a new Idempotency-Key."), {"Retry-After": str(d.retry_after_s)}, doc)
+        # the same Idempotency-Key would get this first answer again (the worker's request memory)
+        advice = f"Retry after {d.retry_after_s} s (Retry-After) with a new Idempotency-Key."
+        return Problem(429, d.reason, "Rejected for now: retry later", _then(d.detail, advice),
+                       {"Retry-After": str(d.retry_after_s)}, doc)
     if d.reason == "request_id_reused":
         return Problem(409, d.reason, "Idempotency-Key already used for another message",
                        _then(d.detail, "Use a new Idempotency-Key for a new message."), extra=doc)
-    return Problem(403, d.reason, "Rejected by the gate's policy", _then(d.detail, "Sending it again will get the same "
-                   "answer until that changes."), extra=doc)
+    return Problem(403, d.reason, "Rejected by the gate's policy",
+                   _then(d.detail, "Sending it again will get the same answer until that changes."), extra=doc)
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:

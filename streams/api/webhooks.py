@@ -75,9 +75,10 @@ class WebhookDispatcher:
         self.settings, self.hooks = settings, hooks
         self.topic = settings.topic("decisions")
         # a new group starts at the end: outcomes decided before the first API ran are not pushed
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=f"{settings.group_id}-webhooks",
-                                          enable_auto_commit=False, auto_offset_reset="latest",
-                                          isolation_level="read_committed", **settings.kafka_options())
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap,
+                                          group_id=f"{settings.group_id}-webhooks", enable_auto_commit=False,
+                                          auto_offset_reset="latest", isolation_level="read_committed",
+                                          **settings.kafka_options())
         self._joined = _Joined()
         self._task: asyncio.Task | None = None
         self._http: aiohttp.ClientSession | None = None
