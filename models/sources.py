@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import hmac
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -94,22 +95,51 @@ class KeyringError(ValueError):
     """A keyring file that cannot be used; the message names the entry and field."""
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An app's key to the HTTP API (`sendgate api`): the keyring keeps its SHA-256 only, so a
+    leaked keyring file does not hand out the keys themselves."""
+    app: str
+    sha256: str  # lowercase hex of SHA-256 over the key's UTF-8 bytes
+    # where the app's later outcomes (released, cancelled, expired) are POSTed, signed with the
+    # secret in this environment variable (the keyring holds no webhook secret either)
+    webhook_url: str | None = None
+    webhook_secret_env: str | None = None
+
+
+def api_key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 class Keyring:
-    def __init__(self, keys: Iterable[SigningKey]) -> None:
+    def __init__(self, keys: Iterable[SigningKey], api_keys: Iterable[ApiKey] = ()) -> None:
         self.keys: dict[str, SigningKey] = {}
         for k in keys:
             if k.id in self.keys:
                 raise KeyringError(f"key id {k.id!r} appears twice")
             self.keys[k.id] = k
+        self.api_keys: dict[str, ApiKey] = {}
+        for a in api_keys:
+            if a.sha256 in self.api_keys:
+                raise KeyringError(f"api key sha256 {a.sha256[:12]}... appears twice")
+            self.api_keys[a.sha256] = a
+
+    def api_app(self, key: str) -> str | None:
+        """The app an API key belongs to, or None. The lookup is by the key's digest, so its time
+        does not depend on how much of a guess matches a stored key."""
+        entry = self.api_keys.get(api_key_digest(key))
+        return entry.app if entry else None
 
     @classmethod
     def from_toml(cls, path: str, env: dict | None = None) -> "Keyring":
         doc = load_toml(path, "keyring", KeyringError)
-        unknown = set(doc) - {"keys"}
+        unknown = set(doc) - {"keys", "api_keys"}
         if unknown:
-            raise KeyringError(f"keyring {path}: unknown table(s) {', '.join(sorted(unknown))} (expected [[keys]])")
+            raise KeyringError(f"keyring {path}: unknown table(s) {', '.join(sorted(unknown))} "
+                               f"(expected [[keys]] and [[api_keys]])")
         env = os.environ if env is None else env
-        return cls(_key(entry, i, env, path) for i, entry in enumerate(doc.get("keys", [])))
+        return cls((_key(entry, i, env, path) for i, entry in enumerate(doc.get("keys", []))),
+                   (_api_key(entry, i, path) for i, entry in enumerate(doc.get("api_keys", []))))
 
     def verify(self, headers: Iterable[tuple[str, bytes]] | None, value: bytes | None) -> SigningKey:
         """The key that signed `value`, or `Unauthorized`. Checked before the value is parsed."""
@@ -205,6 +235,33 @@ def _key(entry: Any, i: int, env: Any, path: str) -> SigningKey:
     if not_before is not None and not_after is not None and not_after < not_before:
         raise KeyringError(f"{where}: not_after is before not_before")
     return SigningKey(key_id, role, secret, app, not_before, not_after)
+
+
+_SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def _api_key(entry: Any, i: int, path: str) -> ApiKey:
+    where = f"keyring {path}, api_keys[{i}]"
+    if not isinstance(entry, dict):
+        raise KeyringError(f"{where} must be a table")
+    unknown = set(entry) - {"app", "sha256", "webhook_url", "webhook_secret_env"}
+    if unknown:
+        raise KeyringError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} "
+                           f"(expected app, sha256, webhook_url, webhook_secret_env)")
+    app, digest = entry.get("app"), entry.get("sha256")
+    if not isinstance(app, str) or not 1 <= len(app) <= ev.MAX_ID_CHARS:
+        raise KeyringError(f"{where}: 'app' must be the app's id (a string of 1-{ev.MAX_ID_CHARS} characters)")
+    if not isinstance(digest, str) or not _SHA256_RE.match(digest):
+        raise KeyringError(f"{where}: 'sha256' must be the lowercase hex SHA-256 of the API key (64 characters); "
+                           f"the key itself is never stored (`sendgate keys add-api-key APP` writes the entry)")
+    url, secret_env = entry.get("webhook_url"), entry.get("webhook_secret_env")
+    if (url is None) != (secret_env is None):
+        raise KeyringError(f"{where}: give webhook_url and webhook_secret_env together (a webhook is always signed)")
+    if url is not None and (not isinstance(url, str) or not url.startswith(("https://", "http://"))):
+        raise KeyringError(f"{where}: 'webhook_url' must be an http(s) URL, got {url!r:.80}")
+    if secret_env is not None and (not isinstance(secret_env, str) or not secret_env):
+        raise KeyringError(f"{where}: 'webhook_secret_env' must name an environment variable")
+    return ApiKey(app, digest, url, secret_env)
 
 
 def _instant(value: Any, name: str, where: str) -> int | None:

@@ -341,6 +341,32 @@ def cmd_keyring_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .api import build_app
+
+    settings = _settings(args)
+    app = build_app(settings)
+    print(f"sendgate api: http://{args.host}:{args.port} (OpenAPI at /openapi.json, docs at /docs), decisions of "
+          f"{settings.topic('decisions')} on {settings.bootstrap}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level, server_header=False)
+    return 0
+
+
+def cmd_add_api_key(args: argparse.Namespace) -> int:
+    from .api.keys import add_api_key
+
+    path = args.keyring or os.environ.get("SENDGATE_KEYRING")
+    if not path:
+        raise ConfigError("name the keyring: --keyring FILE or SENDGATE_KEYRING")
+    key = add_api_key(path, args.app, args.webhook_url, args.webhook_secret_env)
+    print(f"added an API key of app {args.app!r} to {path} (only its SHA-256 is kept there); the key, shown "
+          f"this once:", file=sys.stderr)
+    print(key)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .local.demo import run_demo
 
@@ -425,6 +451,22 @@ def parser() -> argparse.ArgumentParser:
     ki.add_argument("--app", action="append", default=[], help="also a key for this app (repeatable)")
     ki.add_argument("--force", action="store_true", help="replace an existing file")
     ki.set_defaults(func=cmd_keyring_init)
+
+    a = sub.add_parser("api", help="serve the HTTP API: apps POST a message and get its decision (README, HTTP API)")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=8080)
+    a.add_argument("--bootstrap")
+    a.set_defaults(func=cmd_api)
+
+    ks = sub.add_parser("keys", help="API keys of apps (README, HTTP API)")
+    kssub = ks.add_subparsers(dest="keys_command", required=True)
+    ka = kssub.add_parser("add-api-key", help="append a new API key of APP to the keyring and print it once")
+    ka.add_argument("app")
+    ka.add_argument("--keyring", help="the keyring file (default: SENDGATE_KEYRING)")
+    ka.add_argument("--webhook-url", help="POST the app's later outcomes (released, cancelled, expired) here")
+    ka.add_argument("--webhook-secret-env", metavar="NAME", help="the environment variable holding the secret "
+                                                                  "the webhook's requests are signed with")
+    ka.set_defaults(func=cmd_add_api_key)
 
     d = sub.add_parser("demo", help="start Kafka and a worker, run a small scenario, print the decisions")
     d.set_defaults(func=cmd_demo)

@@ -128,6 +128,15 @@ class Settings:
     key_secret: str | None = field(default=None, repr=False)
     # Bearer token of the web port's inspection views (userkeys, senders, check, the dashboard's data).
     operator_token: str | None = field(default=None, repr=False)
+    # The HTTP API (`sendgate api`, streams/api/): how long a POST waits for its decision before it
+    # answers `undecided`, each API key's token bucket (requests a second, and the burst it may
+    # spend at once), the largest request body, and how many requests' decisions each API process
+    # keeps for GET (its memory is bounded; older ones are answered by a retried POST).
+    api_wait_s: float = 2.0
+    api_rate: float = 50.0
+    api_burst: int = 100
+    api_max_body: int = 65_536
+    api_memory: int = 50_000
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.match(self.topic_prefix):
@@ -223,6 +232,11 @@ class Settings:
             key_id=env.get("SENDGATE_KEY_ID") or None,
             key_secret=env.get("SENDGATE_KEY_SECRET") or None,
             operator_token=env.get("SENDGATE_OPERATOR_TOKEN") or None,
+            api_wait_s=_float(env, "SENDGATE_API_WAIT_S", d.api_wait_s),
+            api_rate=_float(env, "SENDGATE_API_RATE", d.api_rate),
+            api_burst=_int(env, "SENDGATE_API_BURST", d.api_burst, minimum=1),
+            api_max_body=_int(env, "SENDGATE_API_MAX_BODY", d.api_max_body, minimum=1024),
+            api_memory=_int(env, "SENDGATE_API_MEMORY", d.api_memory, minimum=1),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -248,6 +262,9 @@ class Settings:
             "SENDGATE_METRICS_NETWORKS": ",".join(self.metrics_networks),
             "SENDGATE_SECURITY_PROTOCOL": self.security_protocol,
             "SENDGATE_AUTH": "on" if self.auth else "off",
+            "SENDGATE_API_WAIT_S": str(self.api_wait_s), "SENDGATE_API_RATE": str(self.api_rate),
+            "SENDGATE_API_BURST": str(self.api_burst), "SENDGATE_API_MAX_BODY": str(self.api_max_body),
+            "SENDGATE_API_MEMORY": str(self.api_memory),
         }
         if self.policy_file:
             env["SENDGATE_POLICY"] = self.policy_file

@@ -204,3 +204,12 @@ async def read_log(settings: Settings, topic: str, until: dict[int, int],
             progress(done, total)
     finally:
         await consumer.stop()
+
+
+async def stop_reader(task: asyncio.Task | None, consumer: AIOKafkaConsumer) -> None:
+    """Cancel a task that reads from `consumer` in the background, then stop the consumer (in that
+    order: a fetch in flight on a stopped consumer raises instead of ending)."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await consumer.stop()

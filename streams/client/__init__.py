@@ -36,9 +36,10 @@ class Publisher:
         self.key = key or self.settings.signing_key()  # None: unsigned (a worker with SENDGATE_AUTH=off)
         self.topic = self.settings.topic("events")
         self._max_ahead_ms = self.settings.policy().max_ts_ahead_s * 1000
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all", linger_ms=5,
-                                          enable_idempotence=True,
-                                          **{**self.settings.kafka_options(), **producer_options})
+        # producer_options override these defaults (the API lingers less: it waits for each ack)
+        self._producer = AIOKafkaProducer(**{"bootstrap_servers": self.settings.bootstrap, "acks": "all",
+                                             "linger_ms": 5, "enable_idempotence": True,
+                                             **self.settings.kafka_options(), **producer_options})
 
     async def __aenter__(self) -> "Publisher":
         try:

@@ -1,4 +1,4 @@
-"""A worker as a child process: how the demo, the tests and the benchmarks run real workers."""
+"""A worker (or an API server) as a child process: how the demo, the tests and the benchmarks run them."""
 from __future__ import annotations
 
 import os
@@ -13,6 +13,8 @@ from ..config import Settings
 
 
 class WorkerProcess:
+    command = "worker"  # the `sendgate` subcommand it runs
+
     def __init__(self, settings: Settings, log_path: str | os.PathLike, *args: str) -> None:
         self.settings = settings
         self.log_path = Path(log_path)
@@ -22,7 +24,7 @@ class WorkerProcess:
     def start(self) -> "WorkerProcess":
         env = {**os.environ, **self.settings.to_env()}
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "sendgate.streams.cli", "worker", *self.args],
+        self.process = subprocess.Popen([sys.executable, "-m", "sendgate.streams.cli", self.command, *self.args],
                                         env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
         log.close()
@@ -39,9 +41,9 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while not self.ready():
             if not self.running:
-                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.command} exited with {self.process.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
+                raise TimeoutError(f"{self.command} not ready after {timeout:.0f} s:\n{self.log_tail()}")
             time.sleep(0.1)  # poll interval
         return self
 
@@ -91,3 +93,20 @@ class WorkerProcess:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
+
+
+class ApiProcess(WorkerProcess):
+    """`sendgate api` on 127.0.0.1:`port`; ready once its /readyz answers 200 (its decisions
+    reader positioned: a send posted then cannot miss its decision)."""
+    command = "api"
+
+    def __init__(self, settings: Settings, log_path: str | os.PathLike, port: int) -> None:
+        super().__init__(settings, log_path, "--port", str(port))
+        self.url = f"http://127.0.0.1:{port}"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as answer:
+                return answer.status == 200
+        except (OSError, ValueError):
+            return False

@@ -22,8 +22,9 @@ ALLOWED = {
     "sendgate.streams.worker": {"sendgate.models", SHARED},
     "sendgate.streams.ops": {"sendgate.models", SHARED, "sendgate.streams.worker"},
     "sendgate.streams.local": {"sendgate.models", SHARED, "sendgate.streams.client"},
+    "sendgate.streams.api": {"sendgate.models", SHARED, "sendgate.streams.client"},
     "sendgate.streams.cli": {"sendgate.models", SHARED, "sendgate.streams.client", "sendgate.streams.worker",
-                             "sendgate.streams.ops", "sendgate.streams.local"},
+                             "sendgate.streams.ops", "sendgate.streams.local", "sendgate.streams.api"},
 }
 SHARED_MODULES = {"sendgate.streams.config", "sendgate.streams.kafka", "sendgate.streams.progress",
                   "sendgate.streams.identity",

@@ -10,7 +10,7 @@ import pytest
 
 from sendgate.models import events as ev
 from sendgate.models.gate import Gate, MemoryStore
-from sendgate.models.sources import (KEY_HEADER, RIGHTS, SIG_HEADER, Keyring, KeyringError, SigningKey, Unauthorized,
+from sendgate.models.sources import (KEY_HEADER, RIGHTS, SIG_HEADER, Keyring, KeyringError, api_key_digest, SigningKey, Unauthorized,
                                      signature)
 
 T = 1_700_000_000_000
@@ -176,6 +176,15 @@ def test_rights_name_only_event_types():
     ('[[keys]]\nid = "a"\nrole = "network"\nsecret = "' + SECRET + '"\n[[keys]]\nid = "a"\nrole = "operator"\n'
      'secret = "' + SECRET + '"', "appears twice"),
     ('[key]\nid = "a"', "unknown table(s) key"),
+    ('[[api_keys]]\napp = "shop"\nsha256 = "abc"', "'sha256' must be the lowercase hex SHA-256"),
+    ('[[api_keys]]\nsha256 = "' + "a" * 64 + '"', "'app' must be the app's id"),
+    ('[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\nkey = "plain"', "unknown field(s) key"),
+    ('[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\n[[api_keys]]\napp = "rival"\nsha256 = "'
+     + "a" * 64 + '"', "appears twice"),
+    ('[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\nwebhook_url = "https://shop.example/hook"',
+     "give webhook_url and webhook_secret_env together"),
+    ('[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\nwebhook_url = "ftp://x"\nwebhook_secret_env = "S"',
+     "'webhook_url' must be an http(s) URL"),
     ('[[keys]\n', "not valid TOML"),
 ])
 def test_a_keyring_that_cannot_be_used_says_where(tmp_path, text, error):
@@ -184,6 +193,16 @@ def test_a_keyring_that_cannot_be_used_says_where(tmp_path, text, error):
     with pytest.raises(KeyringError) as refused:
         Keyring.from_toml(str(path), env={})
     assert error in str(refused.value)
+
+
+def test_an_api_key_names_its_app_by_its_digest_alone(tmp_path):
+    key = "sg_live_0123456789abcdef"
+    (tmp_path / "k.toml").write_text(f'[[api_keys]]\napp = "shop"\nsha256 = "{api_key_digest(key)}"\n')
+    ring = Keyring.from_toml(str(tmp_path / "k.toml"), env={})
+    assert api_key_digest(key) == hashlib.sha256(key.encode()).hexdigest()
+    assert ring.api_app(key) == "shop"
+    assert ring.api_app(key + "x") is None and ring.api_app("") is None
+    assert key not in (tmp_path / "k.toml").read_text()
 
 
 def test_a_secret_file_is_read_and_stripped(tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sendgate.streams.cli import _ask_worker, _read_lines, _settings, _until, format_check, format_status, parser
+from sendgate.streams.cli import _ask_worker, _read_lines, _settings, _until, format_check, format_status, main, parser
 from sendgate.streams.config import ConfigError
 from sendgate.streams.local.broker import free_port
 
@@ -130,3 +130,18 @@ def test_arguments_the_commands_cannot_use_are_refused_before_anything_runs(argv
     with pytest.raises(SystemExit) as exited:
         parser().parse_args(argv)
     assert exited.value.code == 2 and "usage: sendgate" in capsys.readouterr().err
+
+
+def test_add_api_key_prints_the_key_once_and_the_keyring_keeps_its_digest(tmp_path, capsys, monkeypatch):
+    from sendgate.models.sources import Keyring
+    from sendgate.streams.local.keyring import write_local_keyring
+
+    path = tmp_path / "keyring.toml"
+    write_local_keyring(path)
+    monkeypatch.setenv("SENDGATE_KEYRING", str(path))
+    assert main(["keys", "add-api-key", "shop"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert Keyring.from_toml(str(path)).api_app(key) == "shop" and key not in path.read_text()
+    monkeypatch.delenv("SENDGATE_KEYRING")
+    assert main(["keys", "add-api-key", "shop"]) == 2
+    assert "--keyring FILE or SENDGATE_KEYRING" in capsys.readouterr().err

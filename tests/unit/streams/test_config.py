@@ -81,7 +81,8 @@ def test_every_setting_reaches_a_child_process():
                  sasl_password="pw", group_instance_id="gate-0", fast_restore=False, userkey_secret="s3cret",
                  ssl_cafile="/etc/ca.pem", ssl_certfile="/etc/cert.pem", ssl_keyfile="/etc/key.pem",
                  keyring_file="/etc/sendgate/keyring.toml", auth=False, key_id="acme-1", key_secret="k" * 32,
-                 operator_token="t0ken")
+                 operator_token="t0ken", api_wait_s=0.5, api_rate=5.0, api_burst=7, api_max_body=4096,
+                 api_memory=10)
     unset = [f for f in s.__dataclass_fields__ if getattr(s, f) == getattr(Settings(), f)]
     assert unset == [], "set every field to a value other than its default"
     assert Settings.from_env(s.to_env()) == s
