@@ -165,7 +165,7 @@ async def offer(producer: AIOKafkaProducer, sub: Subscriber, setup: Setup, rng: 
     """Offer `rate` requests/s for warmup_s + seconds; wait for the decisions; compute the figures."""
     total, n_warm = int(rate * (warmup_s + seconds)), int(rate * warmup_s)
     ids = [f"{tag}-{i:07d}" for i in range(total)]
-    signer = settings.signing_key()
+    signer = sub.settings.signing_key()  # the echo baseline moves the same signed records
     payloads = [(key, value, signer.headers(value) if signer else None)  # built and signed before the clock runs
                 for key, value in (_request(setup, rng, rid) for rid in ids)]
     sent_at: list[float] = [0.0] * total
