@@ -30,7 +30,7 @@ from ..config import ConfigError, Settings
 from ..kafka import committed_offsets, read_log
 from .outbox import Headers, Outbox, partition_for
 from .faust_internals import (assigned, channel_queue, commit_at, committed_offset, dispatch_inline, highwater,
-                              inner_producer, member_alive_at, recovery_state)
+                              inner_producer, keep_recovery_end, member_alive_at, recovery_state)
 from .junk import JUNK_REPORTS, JunkOwner, JunkView
 from .metrics import BatchTally, GateMetrics
 from .checkpoint import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
@@ -601,6 +601,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
                        consent, grants)
     worker.alive_at = member_alive_at(faust_app)
     state.on_recover(worker.on_recover)
+    keep_recovery_end(faust_app)  # a recovery that caught up before Faust waited for it would never end
 
     @faust_app.on_partitions_revoked.connect
     async def _forget_decided_offsets(sender: Any, revoked: set[TP], **kwargs: Any) -> None:

@@ -125,6 +125,36 @@ def dispatch_inline(app: Any) -> None:
     consumer.wait_first = wait_first
 
 
+def keep_recovery_end(app: Any) -> None:
+    """Keep the end of a table recovery signalled until the next recovery starts.
+
+    Faust's recovery task resumes the changelog partitions, starts the fetcher and only then waits
+    for `signal_recovery_end`; its changelog reader sets that signal at the record that catches
+    the tables up, ends the recovery (`in_recovery` False) and clears the signal at the top of its
+    next loop. When the records arrive before the recovery task waits (they are prefetched; the
+    first start of the fetcher yields; a loaded machine resumes the task late), the signal is set
+    and cleared unseen, and never set again: the worker waits for ever in "Restoring state from
+    changelog topics", deciding nothing, with nothing more in its log. A worker whose local
+    stores were lost (an empty disk, or removed after kill -9) must read the global tables'
+    changelogs, so each such start risked it (the bench's restart after a graceful stop on an
+    empty store once decided nothing for 300 s).
+
+    So the reader's clear does nothing, and the signal is cleared where a recovery starts
+    (`_set_recovery_started`: at the top of each recovery, and again after its highwaters are
+    read, before the changelogs are resumed): a set then belongs to the recovery that waits.
+    """
+    recovery = app.tables.recovery
+    end = recovery.signal_recovery_end
+    clear, started = end.clear, recovery._set_recovery_started
+
+    def _set_recovery_started() -> None:
+        clear()
+        started()
+
+    end.clear = lambda: None
+    recovery._set_recovery_started = _set_recovery_started
+
+
 def commit_at(app: Any, next_offsets: Mapping[TP, int]) -> None:
     """Have Faust commit each partition of `next_offsets` at the offset given there (the first
     record not yet decided and written), not at the first gap in its own acks.

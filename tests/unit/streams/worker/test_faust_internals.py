@@ -105,7 +105,58 @@ def test_an_agent_stream_exposes_its_channel_queue():
     asyncio.run(run())
 
 
+def test_keep_recovery_end_keeps_an_end_signalled_before_the_recovery_waits_for_it():
+    """Faust's changelog reader (`_slurp_changelogs`, run here as it is) reads the record that
+    catches the tables up before the recovery task waits: Faust alone sets the end and clears it
+    at its next loop, and the recovery would wait for ever; kept, the wait returns at once. A
+    recovery that starts after it clears it."""
+    from faust.tables.recovery import Recovery
+
+    class Table:
+        recovery_buffer_size = 1
+
+        def __init__(self) -> None:
+            self.applied: list[int] = []
+
+        async def on_changelog_event(self, event) -> None:
+            pass
+
+        def apply_changelog_batch(self, batch) -> None:
+            self.applied += [e.message.offset for e in batch]
+
+    class Message:
+        tp, offset = TP("t-state-changelog", 0), 0
+
+    class Event:
+        message = Message()
+
+    async def ended_when_the_reader_went_round(keep: bool) -> tuple[bool, bool, bool]:
+        app = faust.App(f"test-recovery-end-{keep}", broker="kafka://127.0.0.1:1", store="memory://")
+        recovery = app.tables.recovery
+        if keep:
+            faust_internals.keep_recovery_end(app)
+        table = Table()
+        recovery.active_tps.add(Message.tp)
+        recovery.tp_to_table[Message.tp] = table
+        recovery.active_highwaters[Message.tp], recovery.active_offsets[Message.tp] = 0, -1
+        recovery._set_recovery_started()  # the recovery task, before it resumes the changelogs
+        app.tables.changelog_queue.put_nowait(Event())
+        reader = asyncio.ensure_future(Recovery._slurp_changelogs(recovery))
+        for _ in range(1000):  # the reader's own steps, no time: it waits on its queue once done
+            await asyncio.sleep(0)
+            if table.applied and not recovery.in_recovery:
+                break
+        ended = recovery.signal_recovery_end.is_set()  # what the recovery task's wait now finds
+        recovery._set_recovery_started()  # the next recovery
+        reader.cancel()
+        return table.applied == [0], ended, recovery.signal_recovery_end.is_set()
+
+    assert asyncio.run(ended_when_the_reader_went_round(False))[:2] == (True, False)  # lost: Faust alone
+    assert asyncio.run(ended_when_the_reader_went_round(True)) == (True, True, False)
+
+
 @pytest.mark.parametrize("name", ["commit_at", "committed_offset", "inner_producer", "channel_queue", "processing",
+                                  "keep_recovery_end",
                                   "raw_reader", "route_to_owner"])
 def test_the_module_offers_each_internal(name):
     assert callable(getattr(faust_internals, name))
