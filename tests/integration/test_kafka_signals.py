@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.error
 import urllib.request
 
 import orjson
@@ -25,10 +26,19 @@ def established(app: str, sender: str, ts: int, grant: bool = False) -> list[dic
     return events
 
 
-def sender_view(settings, app: str, sender: str) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/sendgate/senders/{app}/{sender}?ts={T0}",
-                                timeout=10) as answer:
-        return orjson.loads(answer.read())
+def sender_view(settings, app: str, sender: str, timeout: float = 30.0) -> dict:
+    """The sender's inspection view, once its rows are there: a batch's decisions are out before
+    its rows enter the worker's store (the crash protocol), so a 404 just after them is expected."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/sendgate/senders/{app}/{sender}"
+                                        f"?ts={T0}", timeout=10) as answer:
+                return orjson.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)  # poll interval
 
 
 async def first_revocation(settings):
