@@ -27,6 +27,7 @@ from .policy import Policy
 from .reputation import SIGNALS, Reputation
 from .rows import Row, by_field_count
 from .similarity import containments, similarities, sizes
+from .slots import slot_refusal
 
 DAY_MS = 86_400_000
 V2_SUSPICION_MS = 7 * 86_400_000  # a v2 row's suspicion began this long before it ended (the old default)
@@ -111,7 +112,7 @@ class SenderState(Row):
     stamp: int = 0
     # row i is the union of clusters[i]'s free copies (`_learn`); None: the representatives
     unions: np.ndarray | None = field(default=None, compare=False, repr=False)
-    # the app-wide counts of all its sender names (models/gate.py WHOLE_APP), not a sender: no
+    # the app-wide counts of all its sender names (models/gate/burst.py WHOLE_APP), not a sender: no
     # young-sender rule and no reputation (each sender keeps its own); set when read, not stored
     whole_app: bool = field(default=False, compare=False, repr=False)
     # the last decide's cluster (its index) as it was before the send counted (`undo`)
@@ -276,16 +277,12 @@ class SenderState(Row):
         why = (f"text is {junk.similarity:.2f} similar to a text reported as junk ({junk.reporters} reporter(s)), "
                f"so it is paced from its first recipient" if junk else
                f"{nth} recipient of a near-identical text (similarity {similar:.2f}) within {window_min} minutes")
-        if valid_until is not None and slot > valid_until:
-            return verdict("rejected", "expired_before_slot",
-                           f"{why}; its paced slot {iso(slot)} comes after the request stops being valid at "
-                           f"{iso(valid_until)} (valid_for_s), so it is not sent and takes no slot",
-                           deliver_at=slot)
-        if wait_ms > policy.max_delay_s * 1000:
-            retry = math.ceil((wait_ms - policy.max_delay_s * 1000) / 1000)
-            return verdict("rejected", "junk_similar" if junk else "burst_limit",
-                           f"{why}; the next free slot {iso(slot)} is more than {policy.max_delay_s // 3600} h "
-                           f"away; retry in {retry} s", retry_after_s=retry)
+        too_far = "junk_similar" if junk else "burst_limit"
+        refused = slot_refusal(why, slot, ts, valid_until, policy.max_delay_s, too_far, "its paced slot",
+                               ", so it is not sent and takes no slot")
+        if refused is not None:
+            return verdict("rejected", refused.reason, refused.detail, deliver_at=refused.deliver_at,
+                           retry_after_s=refused.retry_after_s)
         cluster.count += 1
         cluster.paced += 1
         cluster.next_slot = slot + interval

@@ -143,6 +143,10 @@ class GrantRevocation:
                              "reason": self.reason, "ts": self.ts})
 
 
+# every record the gate outputs (models/gate/)
+Record = Decision | Delivery | ConsentRecord | GrantRevocation
+
+
 def revocation_made_at(event_id: str) -> int | None:
     """When sendgate made the revocation an app_policy event carries (its event_id), or None for an
     operator's event (an id that only looks like one counts as an operator's)."""

@@ -53,7 +53,7 @@ class Policy:
     max_delay_s: int = 6 * 3600
     cluster_idle_s: int = 24 * 3600
     max_clusters: int = 32
-    # clusters kept across all the app's sender names (models/gate.py WHOLE_APP): an app runs many
+    # clusters kept across all the app's sender names (models/gate/burst.py WHOLE_APP): an app runs many
     # senders' templates at once (bench.detection's spread blasts: recall 94.7 % at 32, 98.7 % at 128)
     app_max_clusters: int = 128
     # risky senders

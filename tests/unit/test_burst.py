@@ -613,5 +613,5 @@ def test_at_most_max_clusters_and_singletons_are_evicted_before_templates():
     assert again_a.similar_recipients == 1
     again_c = h.decide(send("u08", at=6 * SECOND, text=UNRELATED[2]))
     assert (again_c.cluster_id, again_c.similar_recipients) == (one_c.cluster_id, 2)
-    stored = h.gate._sender(h.store, "app1", "S1")
+    stored = h.gate.sender(h.store, "app1", "S1")
     assert len(stored.clusters) == 3 and stored.sketches.shape == (3, 128)

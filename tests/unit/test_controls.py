@@ -1,4 +1,4 @@
-"""Request controls (models/controls.py and their place in models/gate.py): request validity,
+"""Request controls (models/controls.py and their place in models/gate/): request validity,
 per-recipient limits over several windows, the auto-reply loop guard and contact lists.
 
 Expected slots are computed from the rules stated in each test, not copied from the output.
@@ -152,7 +152,7 @@ def test_a_recipients_slot_beyond_max_delay_is_refused_with_retry_after():
     assert (refused.outcome, refused.reason) == ("rejected", "recipient_limit")
     assert refused.retry_after_s == (DAY - MINUTE - HOUR) // 1000
     # refused: counted nowhere; its text took no burst slot (no cluster for it)
-    assert h.store.tables[RECIPIENTS][key(APP, "fan")] and len(h.gate._sender(h.store, APP, SENDER).clusters) == 1
+    assert h.store.tables[RECIPIENTS][key(APP, "fan")] and len(h.gate.sender(h.store, APP, SENDER).clusters) == 1
 
 
 def test_without_recipient_limits_no_row_is_written():
@@ -361,7 +361,7 @@ def test_a_send_refused_after_the_burst_step_takes_no_slot_in_its_senders_count(
     refused = [h.decide(send(f"v{i}", text=PARCEL, sender="S2", valid_for_s=30)) for i in range(3)]
     # S2's own count had room, the app-wide slot (60 s away) comes after the validity: refused
     assert {(d.outcome, d.reason) for d in refused} == {("rejected", "expired_before_slot")}
-    s2 = h.gate._sender(h.store, APP, "S2")
+    s2 = h.gate.sender(h.store, APP, "S2")
     assert [c.count for c in s2.clusters] == [0] and [c.paced for c in s2.clusters] == [0]
     ok = h.decide(send("w1", text=PARCEL, sender="S2"))
     assert (ok.outcome, ok.deliver_at) == ("delayed", T + MINUTE)  # the first free app-wide slot

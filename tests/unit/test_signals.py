@@ -1,4 +1,4 @@
-"""Platform signals (models/reputation.py, models/consent.py GrantWatch, models/gate.py): delivery
+"""Platform signals (models/reputation.py, models/consent.py GrantWatch, models/gate/): delivery
 results move a sender's reputation, and an abusive unrestricted app loses its grant.
 
 Expected numbers follow from the policy's factors, stated in each test.

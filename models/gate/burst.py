@@ -1,0 +1,51 @@
+"""Burst pacing: near-identical texts to many recipients (the rules are models/burst.py's).
+
+Send steps: `pace` (the sender's clusters, and the same rules over all of the app's sender
+names: the stricter verdict holds) and `count` (a refused send takes no slot in either count).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..burst import JunkMatch, recipient_hash
+from ..decisions import Record
+from .context import SendContext
+
+# The sender name under which an app's near-identical texts are counted across all its sender
+# names (a blast spread over names is one blast to the platform); ids hold no control characters.
+WHOLE_APP = "\x00app"
+
+
+def pace(c: SendContext) -> list[Record] | None:
+    e, p, gate, store = c.e, c.policy, c.gate, c.store
+    sketch = gate.sketcher.sketch(e.text)
+    found = store.junk.match(sketch, p.similarity_threshold)
+    junk = JunkMatch(found[2], len(found[1].reporters)) if found else None
+    recipient = recipient_hash(e.userkey, gate.secret)
+    sender = gate.sender(store, e.app, e.sender)
+    v = sender.decide(e.ts, recipient, sketch, p, junk, c.valid_until)
+    c.counted = [(e.sender, sender)]
+    if v.outcome != "rejected":  # the same rules over all the app's sender names: the stricter holds
+        whole = gate.sender(store, e.app, WHOLE_APP)
+        whole.whole_app = True
+        w = whole.decide(e.ts, recipient, sketch, p, junk, c.valid_until)
+        c.counted.append((WHOLE_APP, whole))
+        if w.outcome == "rejected" or (w.deliver_at or e.ts) > (v.deliver_at or e.ts):
+            v = dataclasses.replace(w, cluster_id=f"app-{w.cluster_id}",
+                                    detail=f"counted across all of the app's sender names: {w.detail}")
+    burst = dict(similarity=v.similarity, similar_recipients=v.similar_recipients, cluster_id=v.cluster_id,
+                 deliver_at=v.deliver_at, retry_after_s=v.retry_after_s)
+    if v.outcome == "accepted" and v.reason == "burst_free":  # free of pacing: it goes on its consent
+        c.decision = c.decide("accepted", c.basis, f"{c.because}; {v.detail}", **burst)
+    else:
+        c.decision = c.decide(v.outcome, v.reason, v.detail, **burst)
+    return None
+
+
+def count(c: SendContext) -> list[Record] | None:
+    refused = c.decision is not None and c.decision.outcome == "rejected"
+    for name, state in c.counted:
+        if refused:
+            state.undo()  # a refused send takes no slot in either count
+        c.gate.put_sender(c.store, c.e.app, name, state)
+    return None

@@ -1,0 +1,119 @@
+"""Consent: what an inbound or a consent event changes, and the consent a send goes on.
+
+Send steps: `opted_out` (an opted-out userkey gets nothing but the one confirmation of its
+opt-out) and `basis` (a send that is no reply needs a conversation, an opt-in or the app's
+unrestricted grant).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .. import events as ev
+from ..consent import AppGrant, Conversation, Userkey
+from ..controls import inbound_digest
+from ..decisions import ConsentRecord, Record, iso
+from ..retention import DAY_MS, lapsed
+from ..wording import HELP, OPT_IN, OPT_OUT
+from . import retention
+from .context import SendContext
+from .tables import CONTACTS, CONVERSATIONS, GRANTS, USERKEYS, Store, key
+
+if TYPE_CHECKING:
+    from .gate import Gate
+
+
+def inbound(gate: Gate, e: ev.Inbound, store: Store) -> list[Record]:
+    said = gate.wording.classify(e.text)  # models/wording.py: opt-out > opt-in > help > none
+    user_id = gate.stored_userkey(e.userkey)
+    conv_key = key(e.app, e.sender, user_id)
+    conv = Conversation.from_bytes(store.get(CONVERSATIONS, conv_key))
+    horizon = gate.horizon_ms
+    if lapsed(conv.last_ts, e.ts, horizon):
+        conv = Conversation()  # a lapsed conversation starts again
+    day = conv.last_ts // DAY_MS if conv.last_ts else None
+    asks_help = said.kind == HELP  # answered always, but no consent
+    # HELP and STOP are no conversation a sender may count towards being an established one
+    if not conv.exists and said.kind not in (HELP, OPT_OUT):
+        sender = gate.sender(store, e.app, e.sender)
+        sender.record_conversation()
+        sender.record_signal("conversation", e.ts, gate.policy)
+        gate.put_sender(store, e.app, e.sender, sender)
+    conv.record_text(inbound_digest(e.text), e.ts, gate.policy.loop_window_s * 1000)
+    if e.network in gate.policy.contact_list_networks:  # the platform accepted the user writing first
+        store.set(CONTACTS, key(e.app, user_id, e.network), b"1")
+    conv.record_inbound(e.event_id, e.ts, gate.policy.reply_window_s * 1000, asks_help)
+    store.set(CONVERSATIONS, conv_key, conv.to_bytes())
+    if horizon and conv.last_ts // DAY_MS != day:
+        retention.index_lapse(e.app, e.sender, user_id, conv.last_ts // DAY_MS, horizon, store)
+
+    def audit(kind: str) -> ConsentRecord:
+        return ConsentRecord(e.app, user_id, kind, said.rule, "inbound", e.event_id, e.sender, said.normalized,
+                             said.matched, e.ts)
+
+    if said.kind in (OPT_OUT, OPT_IN):
+        user_key = key(e.app, user_id)
+        user = Userkey.from_bytes(store.get(USERKEYS, user_key))
+        how = f"inbound '{said.matched}' to sender '{e.sender}' (rule {said.rule})"
+        if said.kind == OPT_OUT:
+            user.opt_out(e.ts, how, e.event_id)
+        else:
+            user.opt_in(e.ts, how)
+        store.set(USERKEYS, user_key, user.to_bytes())
+        return [audit(said.kind)]
+    return [audit("ambiguous")] if said.ambiguous else []
+
+
+def opt_change(gate: Gate, e: ev.OptIn | ev.OptOut, store: Store) -> list[Record]:
+    user_id = gate.stored_userkey(e.userkey)
+    user_key = key(e.app, user_id)
+    user = Userkey.from_bytes(store.get(USERKEYS, user_key))
+    kind = ev.event_type(e)
+    how = f"{kind} event" + (f" ({e.source})" if e.source else "")
+    (user.opt_in if isinstance(e, ev.OptIn) else user.opt_out)(e.ts, how)
+    store.set(USERKEYS, user_key, user.to_bytes())
+    return [ConsentRecord(e.app, user_id, kind, f"{kind}_event", how, e.event_id, "", "", "", e.ts)]
+
+
+def opted_out(c: SendContext) -> list[Record] | None:
+    """Nothing goes to an opted-out userkey but the one confirmation of its opt-out."""
+    e, p, user = c.e, c.policy, c.user
+    if not user.opted_out:
+        return None
+    # only a send that says it answers the opt-out may confirm it: the gate cannot read a
+    # text's intent, so it does not infer it from timing (an implicit reply)
+    confirms, why_not = user.confirmation_check(e.reply_to, c.answered is not None, e.ts,
+                                                p.opt_out_confirmation_s * 1000)
+    if confirms:
+        user.confirmed = True
+        c.store.set(USERKEYS, key(e.app, c.user_id), user.to_bytes())
+        decision = c.decide("accepted", "opt_out_confirmation",
+                            f"the one confirmation allowed after the opt-out at {iso(user.changed_ts)} "
+                            f"({user.how}), within {p.opt_out_confirmation_s} s (FCC 47 CFR 64.1200(a)(12)); "
+                            f"it must carry no marketing, and nothing may follow it", reply=True)
+        return [decision, c.gate.delivery(e, decision)]
+    return [c.decide("rejected", "opted_out",
+                     f"userkey opted out at {iso(user.changed_ts)} ({user.how}); nothing may be sent "
+                     f"to it until it opts in again (opt_in event or a keyword such as START){why_not}")]
+
+
+def basis(c: SendContext) -> list[Record] | None:
+    """A send that is no reply goes on a conversation with the sender, an opt-in to the app, or
+    the app's unrestricted-outbound grant (models/consent.py), in that order."""
+    e, user, conv = c.e, c.user, c.conv
+    if conv.exists:
+        c.basis = "conversation"
+        c.because = f"userkey has written to sender '{e.sender}' (first at {iso(conv.first_ts)})"
+    elif user.opted_in:
+        c.basis, c.because = "opt_in", f"userkey opted in at {iso(user.changed_ts)} ({user.how})"
+    elif (grant := AppGrant.from_bytes(c.store.get(GRANTS, key(e.app)))).allows(e.ts):
+        c.basis, c.because = "unrestricted", "the app holds an unrestricted-outbound grant"
+    else:
+        note = f" ({c.reply_why})" if c.reply_why else ""
+        if grant.revoked_by_sendgate:
+            note += (f"; the app lost its unrestricted-outbound grant at {iso(grant.since_ts)}: {grant.reason}; "
+                     f"an operator's app_policy event restores it")
+        return [c.decide("rejected", "no_conversation",
+                         f"userkey has not written to sender '{e.sender}' and has not opted in to app "
+                         f"'{e.app}'{note}{c.lapse_note}; the user must message this sender first, or opt in "
+                         f"(opt_in event or a keyword such as START)")]
+    return None

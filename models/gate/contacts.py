@@ -1,0 +1,36 @@
+"""Contact lists: networks that deliver only to users who put the bot on their contact list
+(the policy's `contact_list_networks`).
+
+Send step: `contact_list` (refused where the userkey has not authorized the bot).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .. import events as ev
+from ..decisions import Record
+from .context import SendContext
+from .tables import CONTACTS, Store, key
+
+if TYPE_CHECKING:
+    from .gate import Gate
+
+
+def contact(gate: Gate, e: ev.Contact, store: Store) -> None:
+    row = key(e.app, gate.stored_userkey(e.userkey), e.network)
+    if e.authorized:
+        store.set(CONTACTS, row, b"1")
+    else:
+        store.delete(CONTACTS, row)
+
+
+def contact_list(c: SendContext) -> list[Record] | None:
+    e = c.e
+    if (e.network not in c.policy.contact_list_networks or c.user.opted_out
+            or c.store.get(CONTACTS, key(e.app, c.user_id, e.network)) is not None):
+        return None
+    return [c.decide("rejected", "not_in_contacts",
+                     f"network '{e.network}' delivers only to users who put the bot on their contact list "
+                     f"(policy contact_list_networks), and this userkey has not: it has not written on "
+                     f"{e.network} and no contact event authorizes it; ask the user to add the bot, then "
+                     f"publish a contact event with authorized: true (or wait for the user to write)")]

@@ -1,0 +1,54 @@
+"""What the steps of one send request share: the request, its rows, and what earlier steps found."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .. import events as ev
+from ..burst import SenderState
+from ..consent import Conversation, Userkey
+from ..controls import RecentTexts, RecipientSends
+from ..decisions import Decision
+from ..policy import Policy
+from ..slots import SlotRefusal
+from .tables import CONVERSATIONS, USERKEYS, Store, key
+
+if TYPE_CHECKING:
+    from .gate import Gate
+
+
+@dataclass(slots=True)
+class SendContext:
+    gate: Gate
+    store: Store
+    e: ev.Send
+    policy: Policy
+    user_id: str  # the userkey as tables key it (Gate.stored_userkey)
+    user: Userkey
+    conv: Conversation  # with this sender; a fresh one once it lapsed (retention)
+    valid_until: int | None  # when the request stops being worth sending (Gate.valid_until)
+    lapse_note: str = ""  # says that the conversation lapsed, for a refusal (retention)
+    answered: list | None = None  # the inbound the send answers, if it does (replies)
+    reply_why: str = ""  # why the send is, or is not, a reply (replies)
+    basis: str = ""  # the consent a send that is no reply goes on: conversation | opt_in | unrestricted
+    because: str = ""  # ... in words
+    recent: RecentTexts | None = None  # the texts sent to the userkey lately (with duplicate_text_limit)
+    digest: str = ""  # ... and this text's digest among them
+    sends: RecipientSends | None = None  # the userkey's send slots (with recipient_limits)
+    counted: list[tuple[str, SenderState]] = field(default_factory=list)  # the burst counts the send took
+    decision: Decision | None = None  # once burst pacing has decided
+
+    @classmethod
+    def of(cls, gate: Gate, e: ev.Send, store: Store) -> SendContext:
+        user_id = gate.stored_userkey(e.userkey)
+        return cls(gate, store, e, gate.policy, user_id, Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id))),
+                   Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id))),
+                   gate.valid_until(e))
+
+    def decide(self, outcome: str, reason: str, detail: str, **extra: Any) -> Decision:
+        e = self.e
+        return Decision(e.request_id, e.app, e.sender, e.userkey, e.network, outcome, reason, detail, e.ts, **extra)
+
+    def refuse(self, refusal: SlotRefusal, **extra: Any) -> Decision:
+        return self.decide("rejected", refusal.reason, refusal.detail, deliver_at=refusal.deliver_at,
+                           retry_after_s=refusal.retry_after_s, **extra)

@@ -1,0 +1,174 @@
+"""The gate: one event in, the decisions and deliveries it causes out (see the package docstring).
+
+`Gate.handle` decides an event at its app's clock: what has come due is released, an event the
+app said before gets its first answer again, and any other goes to its handler (`HANDLERS`), a
+small function in the module of its concept.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import hmac
+from typing import Callable, Iterable
+
+from .. import events as ev
+from ..burst import SenderState
+from ..clock import AppClock
+from ..decisions import Decision, Delivery, Record, iso
+from ..policy import Policy
+from ..retention import DAY_MS
+from ..similarity import Sketcher
+from ..sources import Keyring
+from ..wording import ConsentClassifier
+from . import consent, contacts, grants, memory, pending, retention, send, signals
+from .tables import CLOCKS, CLUSTERS, SENDERS, SKETCHES, OverlayStore, Store, key
+
+DECODED_SENDERS = 256  # sender rows kept decoded (`Gate.sender`): a few MB at 32 clusters a row
+CHECK_ID = "\x00check-"  # request ids of a check's sends: a control character, so no real id can match
+
+
+class Gate:
+    def __init__(self, policy: Policy | None = None, userkey_secret: bytes | None = None,
+                 keyring: Keyring | None = None) -> None:
+        self.policy = policy or Policy()
+        # With a keyring, only a record signed by a key whose role may say it is decided
+        # (models/sources.py); None: every record is taken at its word (SENDGATE_AUTH=off).
+        self.keyring = keyring
+        # With a secret, tables key userkeys by HMAC-SHA-256 and clusters hold keyed hashes: the
+        # state holds no userkey except inside pending (delayed) requests, which must be delivered.
+        self.secret = userkey_secret
+        self.sketcher = Sketcher(self.policy.num_perm, self.policy.shingle_size)
+        p = self.policy
+        self.wording = ConsentClassifier(p.opt_out_keywords, p.opt_in_keywords, p.help_keywords, p.consent_locales)
+        self._decoded_senders: dict[bytes, tuple[bytes, SenderState]] = {}  # row key -> (row, its state)
+        self.horizon_ms = self.policy.conversation_horizon_days * DAY_MS  # models/retention.py; 0: never
+        self.memory_ms = self.policy.request_memory_s * 1000  # models/memory.py; 0: nothing remembered
+
+    def stored_userkey(self, userkey: str) -> str:
+        """The userkey as tables key it: itself, or its HMAC-SHA-256 (hex) when a secret is set."""
+        if self.secret is None:
+            return userkey
+        return hmac.new(self.secret, userkey.encode(), hashlib.sha256).hexdigest()
+
+    def valid_until(self, e: ev.Send) -> int | None:
+        """When a send stops being worth sending (`valid_for_s`, or the policy's default), or None."""
+        valid_for_s = e.valid_for_s or self.policy.default_valid_for_s
+        return e.ts + valid_for_s * 1000 if valid_for_s else None
+
+    @staticmethod
+    def delivery(e: ev.Send, decision: Decision) -> Delivery:
+        return Delivery(e.request_id, e.app, e.sender, e.userkey, e.network, e.text, e.reply_to, decision.ts,
+                        decision.decision_id)
+
+    def handle_record(self, key: bytes | None, value: bytes | None, record_ts: int, store: Store,
+                      headers: Iterable[tuple[str, bytes]] | None = None) -> list[Record]:
+        """Verify, decode, validate and handle one record of the events topic; raises `InvalidEvent`
+        for a record refused (any other exception is a fault, not bad input)."""
+        return self.handle(self.decode(key, value, record_ts, headers, store), store, record_ts)
+
+    def decode(self, key: bytes | None, value: bytes | None, record_ts: int,
+               headers: Iterable[tuple[str, bytes]] | None = None, store: Store | None = None) -> ev.Event:
+        """The record's event, or `InvalidEvent` with the reason it is dead-lettered. With a keyring
+        the signature is checked before the value is parsed, and the key's rights after; `store`
+        gives the app's clock, the event time a key's validity is judged at (models/sources.py)."""
+        signer = self.keyring.verify(headers, value) if self.keyring is not None else None
+        event = ev.decode_event(value, record_ts, self.policy.max_ts_ahead_s * 1000)
+        if key != event.app.encode():
+            shown = key.decode(errors="replace") if key is not None else None
+            raise ev.InvalidEvent(f"record key {shown!r} must be the event's app {event.app!r}: events are keyed "
+                                  f"by app so that each app's log is totally ordered")
+        if signer is not None:
+            at = max(record_ts, event.ts)
+            if store is not None:
+                at = max(at, AppClock.from_bytes(store.get(CLOCKS, key)).ts)
+            self.keyring.authorize(signer, event, at)
+        return event
+
+    def handle(self, event: ev.Event, store: Store, record_ts: int | None = None) -> list[Record]:
+        """Decide one event at its app's clock (models/clock.py); `record_ts` (ms), when given,
+        bounds how far the event's `ts` may trail its record's timestamp."""
+        clock_key = key(event.app)
+        raw = store.get(CLOCKS, clock_key)
+        clock = AppClock.from_bytes(raw)
+        floor = record_ts - self.policy.max_ts_behind_s * 1000 if record_ts else None
+        stamped, before = event.ts, clock.ts
+        at, skewed = clock.advance(stamped, floor)
+        sweeps = self.horizon_ms > 0 and 0 < clock.sweep_at <= at
+        if sweeps:
+            clock.sweep_at = retention.sweep_lapsed(event.app, at, self.horizon_ms, store)
+        forgets = self.memory_ms > 0 and 0 < clock.forget_at <= at
+        if forgets:
+            clock.forget_at = memory.forget_seen(self, event.app, at, store)
+        if raw is None or at != before or sweeps or forgets:
+            store.set(CLOCKS, clock_key, clock.to_bytes())
+        if at != stamped:
+            event = dataclasses.replace(event, ts=at)
+        out = pending.release_due(self, event.app, at, store)
+        again = memory.said_before(self, event, at, store)
+        if again is not None:  # a retry, or a repeated event: its first answer, nothing applied twice
+            out.extend(again)
+            return out
+        decided = HANDLERS[type(event)](self, event, store) or []
+        if skewed:
+            note = (f"; event time: ts {iso(stamped)} trailed its record's timestamp by "
+                    f"{(record_ts - stamped) // 1000} s, more than max_ts_behind_s = {self.policy.max_ts_behind_s} s, "
+                    f"so it was decided at {iso(at)}")
+            for record in decided:
+                if isinstance(record, Decision) and record.ts == at:  # not a repeated earlier decision
+                    record.detail += note
+        memory.remember(self, event, decided, at, store)
+        out.extend(decided)
+        return out
+
+    def check(self, app: str, sender: str, text: str, userkeys: list[str], ts: int, store: OverlayStore,
+              network: str = "sms", valid_for_s: int | None = None) -> list[Decision]:
+        """What sending `text` from `sender` to each of `userkeys`, in order, at `ts` would decide
+        now: the campaign pre-flight. The sends are decided exactly as the worker decides them,
+        over `store`, which keeps the writes (an OverlayStore), so nothing live changes. A copy of
+        the gate keeps the live gate's decoded rows out of it."""
+        what_if = copy.copy(self)
+        what_if._decoded_senders = {}
+        out = []
+        for i, userkey in enumerate(userkeys):
+            e = ev.Send(f"{CHECK_ID}{i}", app, sender, userkey, network, text, None, ts, valid_for_s)
+            decided = [r for r in what_if.handle(e, store) if isinstance(r, Decision) and r.request_id == e.request_id]
+            out.append(dataclasses.replace(decided[-1], request_id=""))
+        return out
+
+    def sender(self, store: Store, app: str, sender: str) -> SenderState:
+        """The sender's state, decoded. The last states written stay decoded: an entry is used
+        only while the stored head row is still the bytes it was written as (its stamp vouches
+        for the cluster rows), and is taken out while in use, so a transition that fails half-way
+        (its rows never written) leaves nothing stale behind."""
+        row_key = key(app, sender)
+        raw = store.get(SENDERS, row_key)
+        hit = self._decoded_senders.pop(row_key, None)
+        if hit is not None and raw is not None and hit[0] == raw:
+            return hit[1]
+        return SenderState.from_rows(raw, lambda cid: store.get(CLUSTERS, key(app, sender, cid)),
+                                     lambda cid: store.get(SKETCHES, key(app, sender, cid)), self.policy.num_perm)
+
+    def put_sender(self, store: Store, app: str, sender: str, state: SenderState) -> None:
+        row_key = key(app, sender)
+        head, clusters, sketches = state.to_rows()
+        for table, rows in ((CLUSTERS, clusters), (SKETCHES, sketches)):
+            for cid, raw in rows.items():
+                if raw is None:
+                    store.delete(table, key(app, sender, cid))
+                else:
+                    store.set(table, key(app, sender, cid), raw)
+        store.set(SENDERS, row_key, head)
+        decoded = self._decoded_senders
+        decoded[row_key] = (head, state)
+        if len(decoded) > DECODED_SENDERS:
+            del decoded[next(iter(decoded))]  # the least recently written
+
+
+# each event type's handler: (gate, event, store) -> the records it decides (None: none)
+HANDLERS: dict[type, Callable[..., list[Record] | None]] = {
+    ev.Inbound: consent.inbound, ev.OptIn: consent.opt_change, ev.OptOut: consent.opt_change, ev.Send: send.send,
+    ev.AppPolicy: grants.app_policy, ev.SenderProfile: signals.sender_profile, ev.JunkReport: signals.junk_report,
+    ev.DeliveryStatus: signals.delivery_status, ev.Contact: contacts.contact, ev.Tick: pending.tick,
+    ev.Cancel: pending.cancel,
+}

@@ -1,0 +1,79 @@
+"""What the app said before (models/memory.py): a retried request gets its first answer again,
+and a repeated event changes nothing, for `request_memory_s`."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .. import events as ev
+from ..decisions import Decision, Record, iso
+from ..memory import EVENT, REQUEST, AnsweredRequest, SeenEvent, said_digest
+from ..retention import DAY_MS
+from . import retention
+from .tables import SEEN, SEEN_BY_DAY, Store, key
+
+if TYPE_CHECKING:
+    from .gate import Gate
+
+
+def said_before(gate: Gate, e: ev.Event, at: int, store: Store) -> list[Record] | None:
+    """The answer to an event the app sent within request_memory_s: a send's first decision
+    again (or a refusal of its id reused for another request), nothing for a repeated inbound
+    or consent event; None for an event not seen within the memory."""
+    said = memory_key(gate, e)
+    if said is None:
+        return None
+    kind, id_, digest = said
+    raw = store.get(SEEN, key(e.app, kind, id_))
+    if raw is None:
+        return None
+    if kind == EVENT:
+        seen = SeenEvent.from_bytes(raw)
+        # the same id with other content is another event (an id clash, or one made to suppress it)
+        return [] if at - seen.ts <= gate.memory_ms and seen.digest == digest else None
+    answered = AnsweredRequest.from_bytes(raw)
+    if at - answered.ts > gate.memory_ms:
+        return None
+    if answered.digest == digest:
+        return [answered.again(e.request_id, e.app, e.sender, e.userkey, e.network)]
+    return [Decision(e.request_id, e.app, e.sender, e.userkey, e.network, "rejected", "request_id_reused",
+                     f"request_id '{e.request_id}' was answered at {iso(answered.ts)} ({answered.answer[0]}/"
+                     f"{answered.answer[1]}) for another request (another sender, userkey, network, text or "
+                     f"reply_to); a retry repeats its request exactly, a new request needs a new request_id "
+                     f"(ids are remembered for request_memory_s = {gate.policy.request_memory_s} s)", at)]
+
+
+def remember(gate: Gate, e: ev.Event, decided: list[Record], at: int, store: Store) -> None:
+    said = memory_key(gate, e)
+    if said is None:
+        return
+    kind, id_, digest = said
+    if kind == REQUEST:
+        first = next(r for r in decided if isinstance(r, Decision) and r.request_id == e.request_id)
+        row = AnsweredRequest.of(digest, first).to_bytes()
+    else:
+        row = SeenEvent(digest, at).to_bytes()
+    store.set(SEEN, key(e.app, kind, id_), row)
+    retention.list_by_day(SEEN_BY_DAY, e.app, (kind, id_), at // DAY_MS, gate.memory_ms, store)
+
+
+def memory_key(gate: Gate, e: ev.Event) -> tuple[str, str, str] | None:
+    """(kind, id, digest of what the event says) of an event the memory keeps; None otherwise."""
+    if not gate.memory_ms:
+        return None
+    if isinstance(e, ev.Send):
+        return REQUEST, e.request_id, said_digest(e.sender, gate.stored_userkey(e.userkey), e.network, e.text,
+                                                   e.reply_to or "")
+    if isinstance(e, ev.Inbound):
+        return EVENT, e.event_id, said_digest("inbound", e.sender, gate.stored_userkey(e.userkey), e.network,
+                                              e.text)
+    if isinstance(e, ev.ConsentChange):
+        return EVENT, e.event_id, said_digest(ev.event_type(e), gate.stored_userkey(e.userkey), e.source)
+    return None
+
+
+def forget_seen(gate: Gate, app: str, ts: int, store: Store) -> int:
+    """Remove one bucket's remembered requests and events; returns when the next sweep is due."""
+    def forget(kind: str, id_: str) -> None:
+        store.delete(SEEN, key(app, kind, id_))
+    return retention.sweep_by_day(SEEN_BY_DAY, app, ts, gate.memory_ms, store, forget)
+

@@ -1,0 +1,141 @@
+"""Pending requests: a delayed send is held until its slot, then released (or cancelled).
+
+Send step: `repeated_request` (the same request again while it is held gets its decision again,
+no second slot). The handlers of `cancel` and `tick` events are here, and `release_due`, which
+`Gate.handle` runs before every event.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from .. import events as ev
+from ..consent import Userkey
+from ..decisions import Decision, Record, iso
+from ..pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
+from . import recipients
+from .context import SendContext
+from .tables import DUE, PENDING, SCHEDULES, USERKEYS, Store, due_entries, due_key, key
+
+if TYPE_CHECKING:
+    from .gate import Gate
+
+
+def repeated_request(c: SendContext) -> list[Record] | None:
+    held = c.store.get(PENDING, key(c.e.app, c.e.request_id))
+    if held is None:
+        return None
+    # The same request again (a producer retry): same decision, no second slot.
+    return [Decision.from_dict(PendingRequest.from_bytes(held).decision)]
+
+
+def hold(gate: Gate, e: ev.Send, decision: Decision, store: Store) -> None:
+    valid_until = gate.valid_until(e)  # resolved now: a later policy change does not move it
+    if valid_until is not None and e.valid_for_s is None:
+        e = dataclasses.replace(e, valid_for_s=(valid_until - e.ts) // 1000)
+    held = PendingRequest(e, decision.deliver_at, decision.cluster_id, decision.to_dict())
+    store.set(PENDING, key(e.app, e.request_id), held.to_bytes())
+    put_in_schedule(gate, e.app, e.request_id, decision.deliver_at, store)
+
+
+def put_in_schedule(gate: Gate, app: str, request_id: str, deliver_at: int, store: Store) -> None:
+    """Put a pending request in its app's release schedule."""
+    raw = store.get(SCHEDULES, key(app))
+    schedule = ReleaseSchedule.from_bytes(raw)
+    minute = schedule.add(deliver_at)  # adds the minute only if missing
+    chunk = schedule.chunk_count(minute) - 1  # the minute's last bucket row takes new entries
+    bucket = DueBucket.from_bytes(store.get(DUE, due_key(app, minute, chunk)))
+    if [deliver_at, request_id] in bucket.entries:
+        return
+    if len(bucket.entries) >= DUE_CHUNK:
+        chunk, bucket = schedule.new_chunk(minute), DueBucket()
+    bucket.entries.append([deliver_at, request_id])
+    store.set(DUE, due_key(app, minute, chunk), bucket.to_bytes())
+    schedule.held += 1
+    store.set(SCHEDULES, key(app), schedule.to_bytes())
+
+
+def release_due(gate: Gate, app: str, ts: int, store: Store) -> list[Record]:
+    schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(app)))
+    if not schedule.is_due(ts):
+        return []
+    due: list[list] = []
+    waiting: list[list] = []
+    while schedule.minutes and schedule.minutes[0] <= ts // MINUTE_MS:
+        minute = schedule.minutes[0]
+        for chunk in range(schedule.chunks[0]):
+            bucket_key = due_key(app, minute, chunk)
+            raw = store.get(DUE, bucket_key)
+            if raw is None:  # emptied by an earlier release; the minute keeps its numbering
+                continue
+            now, later = DueBucket.from_bytes(raw).split(ts)
+            if now:
+                due.extend(now)
+                if later:
+                    store.set(DUE, bucket_key, DueBucket(later).to_bytes())
+                else:
+                    store.delete(DUE, bucket_key)
+            waiting.extend(later)
+        if waiting:
+            break
+        schedule.pop_first()
+    if not waiting and schedule.minutes:
+        waiting = due_entries(store.get, app, schedule, schedule.minutes[0])
+    schedule.next_due = min(e[0] for e in waiting) if waiting else None
+    out: list[Record] = []
+    for deliver_at, request_id in sorted(due):
+        pending_key = key(app, request_id)
+        raw = store.get(PENDING, pending_key)
+        if raw is None:  # cancelled meanwhile
+            continue
+        store.delete(PENDING, pending_key)
+        schedule.held = max(0, schedule.held - 1)
+        out.extend(release(gate, PendingRequest.from_bytes(raw), ts, store))
+    store.set(SCHEDULES, key(app), schedule.to_bytes())
+    return out
+
+
+def release(gate: Gate, pending: PendingRequest, ts: int, store: Store) -> list[Record]:
+    s = pending.send
+    valid_until = s.ts + s.valid_for_s * 1000 if s.valid_for_s else None  # as admitted (`hold`)
+    if valid_until is not None and ts > valid_until:
+        recipients.forget_slot(gate, s, pending.deliver_at, store)
+        # (its slot was before valid_until: event time reached it late, e.g. after an outage)
+        return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "expired",
+                         f"the request stopped being valid at {iso(valid_until)} (valid_for_s) while it waited "
+                         f"for its slot {iso(pending.deliver_at)}; event time reached the slot only at "
+                         f"{iso(ts)}, so it was not delivered", ts, deliver_at=pending.deliver_at,
+                         cluster_id=pending.cluster_id)]
+    user = Userkey.from_bytes(store.get(USERKEYS, key(s.app, gate.stored_userkey(s.userkey))))
+    if user.opted_out:
+        recipients.forget_slot(gate, s, pending.deliver_at, store)
+        return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "opted_out",
+                         f"userkey opted out at {iso(user.changed_ts)} ({user.how}) while the request waited "
+                         f"for its slot; it was not delivered", ts, cluster_id=pending.cluster_id)]
+    decision = Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "released", "slot_reached",
+                        f"paced slot {iso(pending.deliver_at)} reached; delivered", ts,
+                        deliver_at=pending.deliver_at, cluster_id=pending.cluster_id)
+    return [decision, gate.delivery(s, decision)]
+
+
+def cancel(gate: Gate, e: ev.Cancel, store: Store) -> list[Record]:
+    pending_key = key(e.app, e.request_id)
+    raw = store.get(PENDING, pending_key)
+    if raw is None:
+        return [Decision(e.request_id, e.app, "", "", "", "rejected", "not_pending",
+                         f"cancel of request '{e.request_id}': it is not pending (unknown, already released, "
+                         f"or already cancelled), so nothing was cancelled", e.ts)]
+    store.delete(PENDING, pending_key)  # its schedule entry is skipped when it comes due
+    schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(e.app)))
+    schedule.held = max(0, schedule.held - 1)
+    store.set(SCHEDULES, key(e.app), schedule.to_bytes())
+    held = PendingRequest.from_bytes(raw)
+    s = held.send
+    recipients.forget_slot(gate, s, held.deliver_at, store)
+    return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "cancelled_by_app",
+                     "the app cancelled this pending request; it will not be delivered", e.ts)]
+
+
+def tick(gate: Gate, e: ev.Tick, store: Store) -> None:
+    """A tick only moves event time forward; `handle` has already released what it made due."""
+

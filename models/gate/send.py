@@ -1,0 +1,59 @@
+"""A send request's steps, in the order they apply (the table is in the package docstring).
+
+Each step reads the `SendContext` and either answers (the records the send decides: the chain
+ends there) or adds what it found and passes (None). From `burst.pace` on, a decision exists and
+the later steps refine it, count it, and answer.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from .. import events as ev
+from ..decisions import Record
+from . import burst, consent, contacts, grants, pending, recipients, replies, retention
+from .context import SendContext
+from .tables import Store
+
+if TYPE_CHECKING:
+    from .gate import Gate
+
+
+def answer(c: SendContext) -> list[Record] | None:
+    """The decision, with its delivery, the blast refusal counted against the app's grant, or the
+    request held until its slot."""
+    decision = c.decision
+    assert decision is not None, "burst.pace decides every send that reaches it"
+    if decision.outcome == "accepted":
+        return [decision, c.gate.delivery(c.e, decision)]
+    if decision.reason in ("burst_limit", "junk_similar") and decision.outcome == "rejected":
+        return [decision, *grants.watch(c.gate, c.e.app, ("refused_blasts",), c.e.ts, c.store)]
+    if decision.outcome == "delayed":
+        pending.hold(c.gate, c.e, decision, c.store)
+    return [decision]
+
+
+SEND_STEPS: tuple[Callable[[SendContext], list[Record] | None], ...] = (
+    pending.repeated_request,
+    contacts.contact_list,
+    retention.lapsed_conversation,
+    replies.help_reply,
+    consent.opted_out,
+    replies.reply,
+    consent.basis,
+    recipients.duplicate_text,
+    recipients.recipient_limits,
+    burst.pace,
+    recipients.recipient_slot,
+    burst.count,
+    recipients.count,
+    answer,
+)
+
+
+def send(gate: Gate, e: ev.Send, store: Store) -> list[Record]:
+    c = SendContext.of(gate, e, store)
+    for step in SEND_STEPS:
+        out = step(c)
+        if out is not None:
+            return out
+    raise AssertionError("the last step answers every send")

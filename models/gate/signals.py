@@ -1,0 +1,40 @@
+"""Platform signals: what the platform said about a sender (its profile, junk reports, delivery
+results), counted in the sender's reputation (models/reputation.py) and against the app's grant."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .. import events as ev
+from ..burst import recipient_hash
+from ..decisions import Record
+from ..junk import JunkReport
+from . import grants
+from .tables import Store
+
+if TYPE_CHECKING:
+    from .gate import Gate
+
+
+def sender_profile(gate: Gate, e: ev.SenderProfile, store: Store) -> None:
+    sender = gate.sender(store, e.app, e.sender)
+    sender.set_profile(e.registered_ts)
+    gate.put_sender(store, e.app, e.sender, sender)
+
+
+def junk_report(gate: Gate, e: ev.JunkReport, store: Store) -> list[Record]:
+    p = gate.policy
+    store.report_junk(JunkReport(f"{e.app}\x1f{e.event_id}", gate.sketcher.sketch(e.text),
+                                 recipient_hash(f"{e.app}\x1f{e.userkey}", gate.secret), e.ts), p)
+    sender = gate.sender(store, e.app, e.sender)
+    sender.record_signal("junk_report", e.ts, p)
+    gate.put_sender(store, e.app, e.sender, sender)
+    return grants.watch(gate, e.app, ("junk_reports",), e.ts, store)
+
+
+def delivery_status(gate: Gate, e: ev.DeliveryStatus, store: Store) -> list[Record]:
+    sender = gate.sender(store, e.app, e.sender)
+    sender.record_signal(e.status, e.ts, gate.policy)
+    gate.put_sender(store, e.app, e.sender, sender)
+    signals = ("results", "not_delivered") if e.status == "not_delivered" else ("results",)
+    return grants.watch(gate, e.app, signals, e.ts, store)
+
