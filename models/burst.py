@@ -22,7 +22,7 @@ from operator import attrgetter
 import numpy as np
 import orjson
 
-from .decisions import iso
+from .decisions import Outcome, Reason, iso
 from .policy import Policy
 from .reputation import SIGNALS, Reputation
 from .rows import Row, by_field_count
@@ -81,10 +81,14 @@ class BurstCluster(Row):
         return self.pack(self.to_list()[1:])
 
 
+# a verdict's reason for a send within the free allowance: it goes out on its consent (models/gate/burst.py)
+BURST_FREE = "burst_free"
+
+
 @dataclass(slots=True)
 class BurstVerdict:
-    outcome: str  # accepted | delayed | rejected
-    reason: str  # burst_free | burst_paced | burst_limit | junk_similar
+    outcome: Outcome  # accepted | delayed | rejected
+    reason: Reason | str  # BURST_FREE, burst_paced, burst_limit, junk_similar, expired_before_slot
     detail: str
     cluster_id: str
     similarity: float
@@ -205,7 +209,7 @@ class SenderState(Row):
         verdict = self._place(cluster, ts, recipient, similarity, policy, junk, valid_until)
         # a copy that holds all of its cluster (similarity 1.0: a new cluster, or the first text
         # padded) has nothing to teach but padding; Jaccard compares first texts only
-        if (verdict.reason == "burst_free" and cluster.count > count and similarity < 1.0
+        if (verdict.reason == BURST_FREE and cluster.count > count and similarity < 1.0
                 and policy.similarity_measure == "containment"):
             self._learn(at, sketch)
         self._mark(at)
@@ -253,12 +257,12 @@ class SenderState(Row):
             return BurstVerdict(outcome, reason, detail, cluster.cluster_id, similar, cluster.count, **extra)
 
         if junk is not None and junk.reporters >= policy.junk_reject_reporters:
-            return verdict("rejected", "junk_similar",
+            return verdict(Outcome.REJECTED, Reason.JUNK_SIMILAR,
                            f"text is {junk.similarity:.2f} similar to a text that {junk.reporters} recipients "
                            f"reported as junk; such texts are not delivered")
         who = recipient
         if who in cluster.recipients:
-            return verdict("accepted", "burst_free",
+            return verdict(Outcome.ACCEPTED, BURST_FREE,
                            f"recipient already counted for this text in the current {window_min}-minute window")
         allowance = 0 if junk else math.floor((policy.risky_free_recipients if risk else policy.free_recipients)
                                               * standing)
@@ -266,7 +270,7 @@ class SenderState(Row):
             cluster.recipients.append(who)
             cluster.count += 1
             cluster.next_slot = max(cluster.next_slot, ts + pace_interval_ms(policy, cluster.paced, factor))
-            return verdict("accepted", "burst_free",
+            return verdict(Outcome.ACCEPTED, BURST_FREE,
                            f"{ordinal(cluster.count)} recipient of this text within {window_min} minutes; "
                            f"up to {allowance} go out without pacing")
         interval = pace_interval_ms(policy, cluster.paced, factor)
@@ -277,21 +281,21 @@ class SenderState(Row):
         why = (f"text is {junk.similarity:.2f} similar to a text reported as junk ({junk.reporters} reporter(s)), "
                f"so it is paced from its first recipient" if junk else
                f"{nth} recipient of a near-identical text (similarity {similar:.2f}) within {window_min} minutes")
-        too_far = "junk_similar" if junk else "burst_limit"
+        too_far = Reason.JUNK_SIMILAR if junk else Reason.BURST_LIMIT
         refused = slot_refusal(why, slot, ts, valid_until, policy.max_delay_s, too_far, "its paced slot",
                                ", so it is not sent and takes no slot")
         if refused is not None:
-            return verdict("rejected", refused.reason, refused.detail, deliver_at=refused.deliver_at,
+            return verdict(Outcome.REJECTED, refused.reason, refused.detail, deliver_at=refused.deliver_at,
                            retry_after_s=refused.retry_after_s)
         cluster.count += 1
         cluster.paced += 1
         cluster.next_slot = slot + interval
-        reason = "junk_similar" if junk else "burst_paced"
+        reason = Reason.JUNK_SIMILAR if junk else Reason.BURST_PACED
         if wait_ms == 0:
-            return verdict("accepted", reason,
+            return verdict(Outcome.ACCEPTED, reason,
                            f"{why}; paced to one send per {gap_s:.0f} s and this slot is free now",
                            deliver_at=slot)
-        return verdict("delayed", reason,
+        return verdict(Outcome.DELAYED, reason,
                        f"{why}; paced to one send per {gap_s:.0f} s; deliver at {iso(slot)}",
                        deliver_at=slot)
 

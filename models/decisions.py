@@ -3,23 +3,62 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
 import orjson
 
-OUTCOMES = ("accepted", "delayed", "rejected", "released", "cancelled")
+
+class Outcome(StrEnum):
+    """What is done with a send request (str-valued: the JSON says the value)."""
+    ACCEPTED = "accepted"  # delivered now
+    DELAYED = "delayed"  # held until deliver_at
+    REJECTED = "rejected"  # not delivered (a cancel that found nothing to cancel is rejected too)
+    RELEASED = "released"  # a delayed request delivered at its slot
+    CANCELLED = "cancelled"  # a delayed request that will not be delivered
 
 
-@dataclass(slots=True)
+OUTCOMES = tuple(Outcome)
+
+
+class Reason(StrEnum):
+    """Why: the machine-readable reason of a decision (models/schemas/decision.json lists the same).
+    Each is decided in one module of models/gate/ (its docstring's table), burst pacing's in
+    models/burst.py, `expired_before_slot` by models/slots.py."""
+    # accepted within the free allowance, named after the consent basis
+    REPLY = "reply"  # answers the user's own recent message (never paced)
+    CONVERSATION = "conversation"  # the userkey has written to the sender
+    OPT_IN = "opt_in"  # the userkey opted in to the app
+    UNRESTRICTED = "unrestricted"  # the app holds an unrestricted-outbound grant
+    HELP_REPLY = "help_reply"  # answers a HELP inbound, even after an opt-out
+    OPT_OUT_CONFIRMATION = "opt_out_confirmation"  # the one confirmation after an opt-out
+    BURST_PACED = "burst_paced"  # paced near-identical text: accepted at a free slot, or delayed
+    JUNK_SIMILAR = "junk_similar"  # like a text reported as junk: paced from its first recipient, or rejected
+    BURST_LIMIT = "burst_limit"  # rejected: the next paced slot is more than max_delay_s away
+    RECIPIENT_LIMIT = "recipient_limit"  # delayed, or rejected: the userkey's recipient_limits
+    LOOP_SUSPECTED = "loop_suspected"  # a reply held or refused by the auto-reply loop guard
+    DUPLICATE_TEXT = "duplicate_text"  # rejected: the same text went to the userkey too often lately
+    EXPIRED_BEFORE_SLOT = "expired_before_slot"  # rejected: the slot comes after valid_for_s
+    NOT_IN_CONTACTS = "not_in_contacts"  # rejected: the bot is not on the user's contact list of that network
+    OPTED_OUT = "opted_out"  # rejected; or cancelled: the userkey opted out while the request waited
+    NO_CONVERSATION = "no_conversation"  # rejected: no conversation, opt-in or grant
+    SLOT_REACHED = "slot_reached"  # released
+    CANCELLED_BY_APP = "cancelled_by_app"  # cancelled
+    EXPIRED = "expired"  # cancelled: event time reached the slot after valid_for_s
+    NOT_PENDING = "not_pending"  # rejected cancel: nothing pending under that request_id
+    REQUEST_ID_REUSED = "request_id_reused"  # rejected: the request_id was answered for another request
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     request_id: str
     app: str
     sender: str
     userkey: str
     network: str
-    outcome: str
-    reason: str
+    outcome: Outcome | str  # str once read back from JSON (a StrEnum equals its value)
+    reason: Reason | str
     detail: str
     ts: int
     deliver_at: int | None = None
@@ -28,6 +67,12 @@ class Decision:
     similar_recipients: int | None = None
     cluster_id: str | None = None
     reply: bool = False  # exempt from burst pacing because it answers the user's own recent message
+
+    @classmethod
+    def on(cls, request: Any, outcome: Outcome, reason: Reason, detail: str, ts: int, **extra: Any) -> Decision:
+        """The decision on `request`, a send request (its request_id, app, sender, userkey, network)."""
+        return cls(request.request_id, request.app, request.sender, request.userkey, request.network, outcome, reason,
+                   detail, ts, **extra)
 
     @property
     def decision_id(self) -> str:
@@ -163,6 +208,13 @@ def scoped_app(app: str) -> str:
 def iso(ts_ms: int) -> str:
     """Event time as a readable UTC instant for detail sentences (e.g. 2026-11-22T14:03:20Z)."""
     return _iso_second(ts_ms // 1000)
+
+
+def duration(seconds: int) -> str:
+    """A policy's span for detail sentences, in the largest unit that says it exactly: 6 h, 30 min, 90 s."""
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
 
 
 @lru_cache(maxsize=4096)  # a batch's details name a few seconds many times; strftime is ~2 µs

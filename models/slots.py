@@ -9,27 +9,27 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .decisions import iso
+from .decisions import Reason, duration, iso
 
 
 @dataclass(frozen=True, slots=True)
 class SlotRefusal:
-    reason: str
+    reason: Reason
     detail: str
     deliver_at: int | None = None  # the slot that came too late (expired_before_slot)
     retry_after_s: int | None = None  # when the slot is within max_delay_s again
 
 
 def slot_refusal(why: str, slot: int, ts: int, valid_until: int | None, max_delay_s: int | None = None,
-                 too_far: str = "", slot_name: str = "its slot", tail: str = "") -> SlotRefusal | None:
+                 too_far: Reason | None = None, slot_name: str = "its slot", tail: str = "") -> SlotRefusal | None:
     """The refusal of a send decided at `ts` whose slot is `slot`, or None if it may wait for it;
     `why` says why it waits, `too_far` is the reason when the wait is beyond `max_delay_s`."""
     if valid_until is not None and slot > valid_until:
-        return SlotRefusal("expired_before_slot",
+        return SlotRefusal(Reason.EXPIRED_BEFORE_SLOT,
                            f"{why}; {slot_name} {iso(slot)} comes after the request stops being valid at "
                            f"{iso(valid_until)} (valid_for_s){tail}", deliver_at=slot)
-    if max_delay_s is not None and slot - ts > max_delay_s * 1000:
+    if too_far is not None and max_delay_s is not None and slot - ts > max_delay_s * 1000:
         retry = math.ceil((slot - ts - max_delay_s * 1000) / 1000)
-        return SlotRefusal(too_far, f"{why}; the next free slot {iso(slot)} is more than {max_delay_s // 3600} h "
+        return SlotRefusal(too_far, f"{why}; the next free slot {iso(slot)} is more than {duration(max_delay_s)} "
                                     f"away; retry in {retry} s", retry_after_s=retry)
     return None

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..burst import JunkMatch, recipient_hash
-from ..decisions import Record
+from ..burst import BURST_FREE, JunkMatch, recipient_hash
+from ..decisions import Outcome, Record
 from .context import SendContext
 
 # The sender name under which an app's near-identical texts are counted across all its sender
@@ -25,25 +25,25 @@ def pace(c: SendContext) -> list[Record] | None:
     sender = gate.sender(store, e.app, e.sender)
     v = sender.decide(e.ts, recipient, sketch, p, junk, c.valid_until)
     c.counted = [(e.sender, sender)]
-    if v.outcome != "rejected":  # the same rules over all the app's sender names: the stricter holds
+    if v.outcome != Outcome.REJECTED:  # the same rules over all the app's sender names: the stricter holds
         whole = gate.sender(store, e.app, WHOLE_APP)
         whole.whole_app = True
         w = whole.decide(e.ts, recipient, sketch, p, junk, c.valid_until)
         c.counted.append((WHOLE_APP, whole))
-        if w.outcome == "rejected" or (w.deliver_at or e.ts) > (v.deliver_at or e.ts):
+        if w.outcome == Outcome.REJECTED or (w.deliver_at or e.ts) > (v.deliver_at or e.ts):
             v = dataclasses.replace(w, cluster_id=f"app-{w.cluster_id}",
                                     detail=f"counted across all of the app's sender names: {w.detail}")
     burst = dict(similarity=v.similarity, similar_recipients=v.similar_recipients, cluster_id=v.cluster_id,
                  deliver_at=v.deliver_at, retry_after_s=v.retry_after_s)
-    if v.outcome == "accepted" and v.reason == "burst_free":  # free of pacing: it goes on its consent
-        c.decision = c.decide("accepted", c.basis, f"{c.because}; {v.detail}", **burst)
+    if v.outcome == Outcome.ACCEPTED and v.reason == BURST_FREE:  # free of pacing: it goes on its consent
+        c.decision = c.decide(Outcome.ACCEPTED, c.basis, f"{c.because}; {v.detail}", **burst)
     else:
         c.decision = c.decide(v.outcome, v.reason, v.detail, **burst)
     return None
 
 
 def count(c: SendContext) -> list[Record] | None:
-    refused = c.decision is not None and c.decision.outcome == "rejected"
+    refused = c.decision is not None and c.decision.outcome == Outcome.REJECTED
     for name, state in c.counted:
         if refused:
             state.undo()  # a refused send takes no slot in either count

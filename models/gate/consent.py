@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from .. import events as ev
 from ..consent import AppGrant, Conversation, Userkey
 from ..controls import inbound_digest
-from ..decisions import ConsentRecord, Record, iso
+from ..decisions import ConsentRecord, Outcome, Reason, Record, iso
 from ..retention import DAY_MS, lapsed
 from ..wording import HELP, OPT_IN, OPT_OUT
 from . import retention
@@ -71,7 +71,8 @@ def opt_change(gate: Gate, e: ev.OptIn | ev.OptOut, store: Store) -> list[Record
     how = f"{kind} event" + (f" ({e.source})" if e.source else "")
     (user.opt_in if isinstance(e, ev.OptIn) else user.opt_out)(e.ts, how)
     store.set(USERKEYS, user_key, user.to_bytes())
-    return [ConsentRecord(e.app, user_id, kind, f"{kind}_event", how, e.event_id, "", "", "", e.ts)]
+    return [ConsentRecord(app=e.app, userkey=user_id, kind=kind, rule=f"{kind}_event", source=how,
+                          source_event_id=e.event_id, sender="", text="", matched="", ts=e.ts)]
 
 
 def opted_out(c: SendContext) -> list[Record] | None:
@@ -86,12 +87,12 @@ def opted_out(c: SendContext) -> list[Record] | None:
     if confirms:
         user.confirmed = True
         c.store.set(USERKEYS, key(e.app, c.user_id), user.to_bytes())
-        decision = c.decide("accepted", "opt_out_confirmation",
+        decision = c.decide(Outcome.ACCEPTED, Reason.OPT_OUT_CONFIRMATION,
                             f"the one confirmation allowed after the opt-out at {iso(user.changed_ts)} "
                             f"({user.how}), within {p.opt_out_confirmation_s} s (FCC 47 CFR 64.1200(a)(12)); "
                             f"it must carry no marketing, and nothing may follow it", reply=True)
         return [decision, c.gate.delivery(e, decision)]
-    return [c.decide("rejected", "opted_out",
+    return [c.decide(Outcome.REJECTED, Reason.OPTED_OUT,
                      f"userkey opted out at {iso(user.changed_ts)} ({user.how}); nothing may be sent "
                      f"to it until it opts in again (opt_in event or a keyword such as START){why_not}")]
 
@@ -101,18 +102,18 @@ def basis(c: SendContext) -> list[Record] | None:
     the app's unrestricted-outbound grant (models/consent.py), in that order."""
     e, user, conv = c.e, c.user, c.conv
     if conv.exists:
-        c.basis = "conversation"
+        c.basis = Reason.CONVERSATION
         c.because = f"userkey has written to sender '{e.sender}' (first at {iso(conv.first_ts)})"
     elif user.opted_in:
-        c.basis, c.because = "opt_in", f"userkey opted in at {iso(user.changed_ts)} ({user.how})"
+        c.basis, c.because = Reason.OPT_IN, f"userkey opted in at {iso(user.changed_ts)} ({user.how})"
     elif (grant := AppGrant.from_bytes(c.store.get(GRANTS, key(e.app)))).allows(e.ts):
-        c.basis, c.because = "unrestricted", "the app holds an unrestricted-outbound grant"
+        c.basis, c.because = Reason.UNRESTRICTED, "the app holds an unrestricted-outbound grant"
     else:
         note = f" ({c.reply_why})" if c.reply_why else ""
         if grant.revoked_by_sendgate:
             note += (f"; the app lost its unrestricted-outbound grant at {iso(grant.since_ts)}: {grant.reason}; "
                      f"an operator's app_policy event restores it")
-        return [c.decide("rejected", "no_conversation",
+        return [c.decide(Outcome.REJECTED, Reason.NO_CONVERSATION,
                          f"userkey has not written to sender '{e.sender}' and has not opted in to app "
                          f"'{e.app}'{note}{c.lapse_note}; the user must message this sender first, or opt in "
                          f"(opt_in event or a keyword such as START)")]

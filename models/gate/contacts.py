@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import events as ev
-from ..decisions import Record
+from ..decisions import Outcome, Reason, Record
 from .context import SendContext
 from .tables import CONTACTS, Store, key
 
@@ -29,7 +29,7 @@ def contact_list(c: SendContext) -> list[Record] | None:
     if (e.network not in c.policy.contact_list_networks or c.user.opted_out
             or c.store.get(CONTACTS, key(e.app, c.user_id, e.network)) is not None):
         return None
-    return [c.decide("rejected", "not_in_contacts",
+    return [c.decide(Outcome.REJECTED, Reason.NOT_IN_CONTACTS,
                      f"network '{e.network}' delivers only to users who put the bot on their contact list "
                      f"(policy contact_list_networks), and this userkey has not: it has not written on "
                      f"{e.network} and no contact event authorizes it; ask the user to add the bot, then "

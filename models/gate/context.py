@@ -8,7 +8,7 @@ from .. import events as ev
 from ..burst import SenderState
 from ..consent import Conversation, Userkey
 from ..controls import RecentTexts, RecipientSends
-from ..decisions import Decision
+from ..decisions import Decision, Outcome
 from ..policy import Policy
 from ..slots import SlotRefusal
 from .tables import CONVERSATIONS, USERKEYS, Store, key
@@ -46,9 +46,8 @@ class SendContext:
                    gate.valid_until(e))
 
     def decide(self, outcome: str, reason: str, detail: str, **extra: Any) -> Decision:
-        e = self.e
-        return Decision(e.request_id, e.app, e.sender, e.userkey, e.network, outcome, reason, detail, e.ts, **extra)
+        return Decision.on(self.e, outcome, reason, detail, self.e.ts, **extra)
 
     def refuse(self, refusal: SlotRefusal, **extra: Any) -> Decision:
-        return self.decide("rejected", refusal.reason, refusal.detail, deliver_at=refusal.deliver_at,
+        return self.decide(Outcome.REJECTED, refusal.reason, refusal.detail, deliver_at=refusal.deliver_at,
                            retry_after_s=refusal.retry_after_s, **extra)

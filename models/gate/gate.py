@@ -114,9 +114,9 @@ class Gate:
             note = (f"; event time: ts {iso(stamped)} trailed its record's timestamp by "
                     f"{(record_ts - stamped) // 1000} s, more than max_ts_behind_s = {self.policy.max_ts_behind_s} s, "
                     f"so it was decided at {iso(at)}")
-            for record in decided:
-                if isinstance(record, Decision) and record.ts == at:  # not a repeated earlier decision
-                    record.detail += note
+            # (a repeated earlier decision keeps its own time, and its detail)
+            decided = [dataclasses.replace(r, detail=r.detail + note) if isinstance(r, Decision) and r.ts == at else r
+                       for r in decided]
         memory.remember(self, event, decided, at, store)
         out.extend(decided)
         return out

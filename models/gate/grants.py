@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from .. import events as ev
 from ..consent import AppGrant
-from ..decisions import GrantRevocation, Record, revocation_made_at
+from ..decisions import GrantRevocation, Record, duration, revocation_made_at
 from .tables import GRANTS, Store, key
 
 if TYPE_CHECKING:
@@ -47,6 +47,6 @@ def watch(gate: Gate, app: str, signals: tuple[str, ...], ts: int, store: Store)
     if why is None:
         return []
     return [GrantRevocation(app, f"sendgate revoked the unrestricted-outbound grant: {why} within "
-                                 f"{p.grant_revoke_window_s // 3600} h of event time (policy grant_revoke_*)",
+                                 f"{duration(p.grant_revoke_window_s)} of event time (policy grant_revoke_*)",
                             counts, ts)]
 

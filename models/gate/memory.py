@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import events as ev
-from ..decisions import Decision, Record, iso
+from ..decisions import Decision, Outcome, Reason, Record, iso
 from ..memory import EVENT, REQUEST, AnsweredRequest, SeenEvent, said_digest
 from ..retention import DAY_MS
 from . import retention
@@ -35,11 +35,11 @@ def said_before(gate: Gate, e: ev.Event, at: int, store: Store) -> list[Record] 
         return None
     if answered.digest == digest:
         return [answered.again(e.request_id, e.app, e.sender, e.userkey, e.network)]
-    return [Decision(e.request_id, e.app, e.sender, e.userkey, e.network, "rejected", "request_id_reused",
-                     f"request_id '{e.request_id}' was answered at {iso(answered.ts)} ({answered.answer[0]}/"
-                     f"{answered.answer[1]}) for another request (another sender, userkey, network, text or "
-                     f"reply_to); a retry repeats its request exactly, a new request needs a new request_id "
-                     f"(ids are remembered for request_memory_s = {gate.policy.request_memory_s} s)", at)]
+    return [Decision.on(e, Outcome.REJECTED, Reason.REQUEST_ID_REUSED,
+                        f"request_id '{e.request_id}' was answered at {iso(answered.ts)} ({answered.answer[0]}/"
+                        f"{answered.answer[1]}) for another request (another sender, userkey, network, text or "
+                        f"reply_to); a retry repeats its request exactly, a new request needs a new request_id "
+                        f"(ids are remembered for request_memory_s = {gate.policy.request_memory_s} s)", at)]
 
 
 def remember(gate: Gate, e: ev.Event, decided: list[Record], at: int, store: Store) -> None:

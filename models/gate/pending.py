@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .. import events as ev
 from ..consent import Userkey
-from ..decisions import Decision, Record, iso
+from ..decisions import Decision, Outcome, Reason, Record, iso
 from ..pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
 from . import recipients
 from .context import SendContext
@@ -101,20 +101,20 @@ def release(gate: Gate, pending: PendingRequest, ts: int, store: Store) -> list[
     if valid_until is not None and ts > valid_until:
         recipients.forget_slot(gate, s, pending.deliver_at, store)
         # (its slot was before valid_until: event time reached it late, e.g. after an outage)
-        return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "expired",
-                         f"the request stopped being valid at {iso(valid_until)} (valid_for_s) while it waited "
-                         f"for its slot {iso(pending.deliver_at)}; event time reached the slot only at "
-                         f"{iso(ts)}, so it was not delivered", ts, deliver_at=pending.deliver_at,
-                         cluster_id=pending.cluster_id)]
+        return [Decision.on(s, Outcome.CANCELLED, Reason.EXPIRED,
+                            f"the request stopped being valid at {iso(valid_until)} (valid_for_s) while it waited "
+                            f"for its slot {iso(pending.deliver_at)}; event time reached the slot only at "
+                            f"{iso(ts)}, so it was not delivered", ts, deliver_at=pending.deliver_at,
+                            cluster_id=pending.cluster_id)]
     user = Userkey.from_bytes(store.get(USERKEYS, key(s.app, gate.stored_userkey(s.userkey))))
     if user.opted_out:
         recipients.forget_slot(gate, s, pending.deliver_at, store)
-        return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "opted_out",
-                         f"userkey opted out at {iso(user.changed_ts)} ({user.how}) while the request waited "
-                         f"for its slot; it was not delivered", ts, cluster_id=pending.cluster_id)]
-    decision = Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "released", "slot_reached",
-                        f"paced slot {iso(pending.deliver_at)} reached; delivered", ts,
-                        deliver_at=pending.deliver_at, cluster_id=pending.cluster_id)
+        return [Decision.on(s, Outcome.CANCELLED, Reason.OPTED_OUT,
+                            f"userkey opted out at {iso(user.changed_ts)} ({user.how}) while the request waited "
+                            f"for its slot; it was not delivered", ts, cluster_id=pending.cluster_id)]
+    decision = Decision.on(s, Outcome.RELEASED, Reason.SLOT_REACHED,
+                           f"paced slot {iso(pending.deliver_at)} reached; delivered", ts,
+                           deliver_at=pending.deliver_at, cluster_id=pending.cluster_id)
     return [decision, gate.delivery(s, decision)]
 
 
@@ -122,9 +122,10 @@ def cancel(gate: Gate, e: ev.Cancel, store: Store) -> list[Record]:
     pending_key = key(e.app, e.request_id)
     raw = store.get(PENDING, pending_key)
     if raw is None:
-        return [Decision(e.request_id, e.app, "", "", "", "rejected", "not_pending",
-                         f"cancel of request '{e.request_id}': it is not pending (unknown, already released, "
-                         f"or already cancelled), so nothing was cancelled", e.ts)]
+        return [Decision(request_id=e.request_id, app=e.app, sender="", userkey="", network="",
+                         outcome=Outcome.REJECTED, reason=Reason.NOT_PENDING,
+                         detail=f"cancel of request '{e.request_id}': it is not pending (unknown, already released, "
+                                f"or already cancelled), so nothing was cancelled", ts=e.ts)]
     store.delete(PENDING, pending_key)  # its schedule entry is skipped when it comes due
     schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(e.app)))
     schedule.held = max(0, schedule.held - 1)
@@ -132,8 +133,8 @@ def cancel(gate: Gate, e: ev.Cancel, store: Store) -> list[Record]:
     held = PendingRequest.from_bytes(raw)
     s = held.send
     recipients.forget_slot(gate, s, held.deliver_at, store)
-    return [Decision(s.request_id, s.app, s.sender, s.userkey, s.network, "cancelled", "cancelled_by_app",
-                     "the app cancelled this pending request; it will not be delivered", e.ts)]
+    return [Decision.on(s, Outcome.CANCELLED, Reason.CANCELLED_BY_APP,
+                        "the app cancelled this pending request; it will not be delivered", e.ts)]
 
 
 def tick(gate: Gate, e: ev.Tick, store: Store) -> None:

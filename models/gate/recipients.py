@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from .. import events as ev
 from ..controls import RecentTexts, RecipientSends, text_digest
-from ..decisions import Decision, Record, iso
+from ..decisions import Decision, Outcome, Reason, Record, duration, iso
 from ..slots import slot_refusal
 from .context import SendContext
 from .tables import RECIPIENTS, TEXTS, Store, key
@@ -33,7 +33,7 @@ def duplicate_text(c: SendContext) -> list[Record] | None:
         return None
     # when enough of the repeats have left the window for one more to fit
     retry = math.ceil((times[len(times) - p.duplicate_text_limit] + p.duplicate_text_window_s * 1000 - e.ts) / 1000)
-    return [c.decide("rejected", "duplicate_text",
+    return [c.decide(Outcome.REJECTED, Reason.DUPLICATE_TEXT,
                      f"the same text already went to this userkey {len(times)} times since "
                      f"{iso(times[0])}; at most {p.duplicate_text_limit} in "
                      f"{p.duplicate_text_window_s // 60} min (policy duplicate_text_limit), so this "
@@ -55,13 +55,13 @@ def recipient_limits(c: SendContext) -> list[Record] | None:
 def recipient_slot(c: SendContext) -> list[Record] | None:
     """A send burst pacing lets go (now or later) waits for the recipient's next free slot."""
     decision = c.decision
-    if c.sends is None or decision is None or decision.outcome == "rejected":
+    if c.sends is None or decision is None or decision.outcome == Outcome.REJECTED:
         return None
     at, window = c.sends.slot(decision.deliver_at or c.e.ts, c.policy.recipient_limits)
     if window is not None:  # the text's own slot is free, the recipient's limits are not
         refused = past_limits(c, at, window)
         c.decision = refused or c.decide(
-            "delayed", "recipient_limit", f"{limit_text(window)}: deliver at {iso(at)}; {decision.detail}",
+            Outcome.DELAYED, Reason.RECIPIENT_LIMIT, f"{limit_text(window)}: deliver at {iso(at)}; {decision.detail}",
             similarity=decision.similarity, similar_recipients=decision.similar_recipients,
             cluster_id=decision.cluster_id, deliver_at=at, retry_after_s=decision.retry_after_s)
     return None
@@ -70,7 +70,7 @@ def recipient_slot(c: SendContext) -> list[Record] | None:
 def count(c: SendContext) -> list[Record] | None:
     """A send that goes (now or later) counts against its recipient's limits and recent texts."""
     e, p, decision = c.e, c.policy, c.decision
-    if decision is None or decision.outcome == "rejected":
+    if decision is None or decision.outcome == Outcome.REJECTED:
         return None
     if c.sends is not None:
         take_slot(c, decision.deliver_at or e.ts)
@@ -102,14 +102,12 @@ def forget_slot(gate: Gate, s: ev.Send, deliver_at: int, store: Store) -> None:
 
 def limit_text(window: tuple[int, int]) -> str:
     most, window_s = window
-    span = f"{window_s // 3600} h" if window_s % 3600 == 0 else f"{window_s // 60} min" if window_s % 60 == 0 \
-        else f"{window_s} s"
-    return f"at most {most} send(s) to this userkey in any {span} (policy recipient_limits)"
+    return f"at most {most} send(s) to this userkey in any {duration(window_s)} (policy recipient_limits)"
 
 
 def past_limits(c: SendContext, at: int, window: tuple[int, int] | None) -> Decision | None:
     """The refusal of a send whose recipient's limits put it at `at`, or None if it may wait."""
     if window is None:
         return None
-    refused = slot_refusal(limit_text(window), at, c.e.ts, c.valid_until, c.policy.max_delay_s, "recipient_limit")
+    refused = slot_refusal(limit_text(window), at, c.e.ts, c.valid_until, c.policy.max_delay_s, Reason.RECIPIENT_LIMIT)
     return None if refused is None else c.refuse(refused)

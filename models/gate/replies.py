@@ -7,7 +7,7 @@ bot's auto-replies to the app's own: the loop guard).
 from __future__ import annotations
 
 from ..consent import HELP_ANSWERED, HELP_MARK
-from ..decisions import Record
+from ..decisions import Outcome, Reason, Record
 from ..slots import slot_refusal
 from . import pending, recipients
 from .context import SendContext
@@ -20,7 +20,7 @@ def help_reply(c: SendContext) -> list[Record] | None:
     if answered is None or answered[2:] != [HELP_MARK]:
         return None
     # CTIA 5.1.3: HELP is answered whether or not the user is subscribed
-    decision = c.decide("accepted", "help_reply",
+    decision = c.decide(Outcome.ACCEPTED, Reason.HELP_REPLY,
                         f"answers the user's HELP message '{answered[0]}' from {(e.ts - answered[1]) // 1000} s "
                         f"ago; one help reply is allowed even after an opt-out, is never paced and gives no "
                         f"consent", reply=True)
@@ -43,7 +43,7 @@ def reply(c: SendContext) -> list[Record] | None:
         counts = (f"the user sent the same text {repeats} times within {p.loop_window_s // 60} min and the app "
                   f"replied to {answered} of the repeats")
         if repeats >= p.loop_reject_repeats:
-            return [c.decide("rejected", "loop_suspected",
+            return [c.decide(Outcome.REJECTED, Reason.LOOP_SUSPECTED,
                              f"{counts}: an auto-reply loop; from {p.loop_reject_repeats} repeats on replies to "
                              f"this user are refused until it writes something else", reply=True)]
         deliver_at = e.ts + p.loop_delay_s * 1000
@@ -51,18 +51,18 @@ def reply(c: SendContext) -> list[Record] | None:
                                slot_name="that slot")
         if refused is not None:
             return [c.refuse(refused, reply=True)]
-        decision = c.decide("delayed", "loop_suspected",
+        decision = c.decide(Outcome.DELAYED, Reason.LOOP_SUSPECTED,
                             f"{counts}: a possible auto-reply loop, so the reply waits {p.loop_delay_s} s "
                             f"(loop_delay_s); a different message from the user ends it", reply=True,
                             deliver_at=deliver_at)
     else:
-        decision = c.decide("accepted", "reply", f"reply: {c.reply_why}; replies are exempt from burst pacing",
-                            reply=True)
+        decision = c.decide(Outcome.ACCEPTED, Reason.REPLY,
+                            f"reply: {c.reply_why}; replies are exempt from burst pacing", reply=True)
     if conv.loop_answered():
         c.store.set(CONVERSATIONS, key(e.app, e.sender, c.user_id), conv.to_bytes())
     if p.recipient_limits:
         recipients.take_slot(c, deliver_at)
-    if decision.outcome == "delayed":
+    if decision.outcome == Outcome.DELAYED:
         pending.hold(c.gate, e, decision, c.store)
         return [decision]
     return [decision, c.gate.delivery(e, decision)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from .. import events as ev
-from ..decisions import Record
+from ..decisions import Outcome, Reason, Record
 from . import burst, consent, contacts, grants, pending, recipients, replies, retention
 from .context import SendContext
 from .tables import Store
@@ -23,11 +23,11 @@ def answer(c: SendContext) -> list[Record] | None:
     request held until its slot."""
     decision = c.decision
     assert decision is not None, "burst.pace decides every send that reaches it"
-    if decision.outcome == "accepted":
+    if decision.outcome == Outcome.ACCEPTED:
         return [decision, c.gate.delivery(c.e, decision)]
-    if decision.reason in ("burst_limit", "junk_similar") and decision.outcome == "rejected":
+    if decision.reason in (Reason.BURST_LIMIT, Reason.JUNK_SIMILAR) and decision.outcome == Outcome.REJECTED:
         return [decision, *grants.watch(c.gate, c.e.app, ("refused_blasts",), c.e.ts, c.store)]
-    if decision.outcome == "delayed":
+    if decision.outcome == Outcome.DELAYED:
         pending.hold(c.gate, c.e, decision, c.store)
     return [decision]
 

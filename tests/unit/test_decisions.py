@@ -1,10 +1,14 @@
 """decisions.py: the output records, their stable ids and their JSON forms."""
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
+import pytest
 
 from conftest import T
-from sendgate.models.decisions import OUTCOMES, Decision, Delivery, iso
+from sendgate.models.decisions import OUTCOMES, Decision, Delivery, Outcome, Reason, duration, iso
+from sendgate.models.slots import slot_refusal
 
 
 def decision(**overrides) -> Decision:
@@ -80,3 +84,24 @@ def test_decision_id_is_scoped_by_app():
     assert decision(app="a:b", request_id="c").decision_id == "a%3Ab:c:delayed:burst_paced"
     assert decision(app="a", request_id="b:c").decision_id == "a:b:c:delayed:burst_paced"
     assert decision(app="50%", request_id="x").decision_id == "50%25:x:delayed:burst_paced"
+
+
+def test_a_decision_is_built_whole_and_its_json_says_the_enums_values():
+    d = decision(outcome=Outcome.DELAYED, reason=Reason.BURST_PACED)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.detail += "; a note"  # type: ignore[misc]
+    assert orjson.loads(d.to_json())["outcome"] == "delayed" and d.decision_id.endswith(":delayed:burst_paced")
+    assert d == decision()  # the enum equals its value, as read back from JSON
+
+
+def test_durations_are_said_in_the_largest_exact_unit():
+    assert [duration(s) for s in (21_600, 86_400, 1_800, 5_400, 90)] == ["6 h", "24 h", "30 min", "90 min", "90 s"]
+
+
+def test_a_slot_too_far_away_says_how_far_even_under_an_hour():
+    # max_delay_s = 1800 once read "more than 0 h away"
+    refused = slot_refusal("paced", T + 3_600_000, T, None, 1_800, Reason.BURST_LIMIT)
+    assert refused.reason == Reason.BURST_LIMIT and "more than 30 min away; retry in 1800 s" in refused.detail
+    late = slot_refusal("paced", T + 60_000, T, T + 30_000, 1_800, Reason.BURST_LIMIT)
+    assert late.reason == Reason.EXPIRED_BEFORE_SLOT and late.deliver_at == T + 60_000
+    assert slot_refusal("paced", T + 60_000, T, None, 1_800, Reason.BURST_LIMIT) is None
