@@ -18,6 +18,59 @@ HELP_MARK = "help"  # a HELP inbound: one reply to it is allowed, whatever the c
 HELP_ANSWERED = "help_answered"
 
 
+class Stored:
+    """A part of a row kept in the row as a JSON array (its stored form, `to_list`): it equals
+    that form too, so that a row compares with the fields it was read from."""
+    __slots__ = ()
+
+    def to_list(self) -> list:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Stored):
+            return type(other) is type(self) and other.to_list() == self.to_list()
+        return isinstance(other, list) and other == self.to_list()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+
+@dataclass(slots=True, eq=False)
+class RecentInbound(Stored):
+    """One of a conversation's latest inbound messages: [event_id, ts], or [event_id, ts, mark]
+    for a HELP (one reply to it is allowed, whatever the consent)."""
+    event_id: str
+    ts: int
+    mark: str = ""  # "" | HELP_MARK: a HELP not answered yet | HELP_ANSWERED
+
+    @property
+    def asks_help(self) -> bool:
+        return self.mark == HELP_MARK
+
+    def answer_help(self) -> None:
+        self.mark = HELP_ANSWERED  # one answer per HELP: later sends meet the other rules
+
+    def to_list(self) -> list:
+        return [self.event_id, self.ts, self.mark] if self.mark else [self.event_id, self.ts]
+
+
+@dataclass(slots=True, eq=False)
+class LoopRun(Stored):
+    """The run of same-text inbound messages the user's latest belongs to (the auto-reply loop
+    guard, Policy.loop_*): [digest] for a run of one (12 bytes a row), [digest, repeats, answered,
+    since] once the text repeats (models/controls.py inbound_digest)."""
+    digest: int
+    repeats: int = 1  # same-text messages in the run
+    answered: int = 0  # replies the app sent during it
+    since: int = 0  # when the run's first message came (once it repeats)
+
+    def to_list(self) -> list:
+        return [self.digest] if self.repeats == 1 else [self.digest, self.repeats, self.answered, self.since]
+
+    @classmethod
+    def of(cls, stored: list | None) -> "LoopRun | None":
+        return None if stored is None else cls(*stored)
+
+
 @dataclass(slots=True)
 class Userkey(Row):
     opted_out: bool = False
@@ -74,17 +127,14 @@ class Userkey(Row):
 class Conversation(Row):
     first_ts: int = 0
     last_ts: int = 0
-    # [event_id, ts] of the latest inbounds, newest last: the newest, plus those within the reply
-    # window of it, at most RECENT_INBOUNDS; a HELP inbound is [event_id, ts, "help"], since a
-    # reply to it is always allowed
-    recent: list[list] = field(default_factory=list)
+    # the latest inbounds, newest last: the newest, plus those within the reply window of it, at
+    # most RECENT_INBOUNDS
+    recent: list[RecentInbound] = field(default_factory=list)
     # Whether the user wrote anything but HELP (which gives no consent). None in rows written
     # before HELP was told apart: then every inbound counted.
     conversed: bool | None = None
-    # The auto-reply loop guard (Policy.loop_*): the run of same-text inbound messages the user's
-    # latest belongs to: [digest] for a run of one (12 bytes a row), [digest, repeats, answered,
-    # since] once the text repeats (models/controls.py inbound_digest). None in older rows.
-    loop: list | None = None
+    # The auto-reply loop guard's run (LoopRun). None in older rows.
+    loop: LoopRun | None = None
 
     # v1: [first_ts, last_ts, recent]; v2 appends conversed; v3 appends loop
     row_version = 3
@@ -108,67 +158,67 @@ class Conversation(Row):
             self.first_ts = ts
         self.conversed = self.exists or not asks_help
         self.last_ts = max(self.last_ts, ts)
-        self.recent.append([event_id, ts, HELP_MARK] if asks_help else [event_id, ts])
+        self.recent.append(RecentInbound(event_id, ts, HELP_MARK if asks_help else ""))
         if window_ms is not None:
-            self.recent = [r for r in self.recent[:-1] if self.last_ts - r[1] <= window_ms] + self.recent[-1:]
+            self.recent = [r for r in self.recent[:-1] if self.last_ts - r.ts <= window_ms] + self.recent[-1:]
         del self.recent[:-RECENT_INBOUNDS]
 
     def record_text(self, digest: int, ts: int, window_ms: int) -> None:
         """Count an inbound text towards a loop, before `record_inbound`: the same text again within
         `window_ms` of the run's first message repeats it; another text (or a late one) ends the run."""
         run = self.loop
-        if run is None or run[0] != digest:
-            self.loop = [digest]
-        elif len(run) == 1:
-            since = self.recent[-1][1] if self.recent else ts  # the run's first message
-            self.loop = [digest, 2, 0, since] if ts - since <= window_ms else [digest]
-        elif ts - run[3] <= window_ms:
-            run[1] += 1
+        if run is None or run.digest != digest:
+            self.loop = LoopRun(digest)
+        elif run.repeats == 1:
+            since = self.recent[-1].ts if self.recent else ts  # the run's first message
+            self.loop = LoopRun(digest, 2, 0, since) if ts - since <= window_ms else LoopRun(digest)
+        elif ts - run.since <= window_ms:
+            run.repeats += 1
         else:
-            self.loop = [digest]
+            self.loop = LoopRun(digest)
 
     def loop_answered(self) -> bool:
         """A reply to this user was allowed or delayed; True when that changed the row (a text repeats)."""
-        if self.loop is None or len(self.loop) == 1:
+        if self.loop is None or self.loop.repeats == 1:
             return False
-        self.loop[2] += 1
+        self.loop.answered += 1
         return True
 
     @property
     def loop_counts(self) -> tuple[int, int]:
         """(same-text inbound messages in the current run, replies the app sent during it)."""
         run = self.loop
-        return (0, 0) if run is None else (1, 0) if len(run) == 1 else (run[1], run[2])
+        return (0, 0) if run is None else (run.repeats, run.answered)
 
-    def replied(self, reply_to: str | None, ts: int, window_ms: int) -> list | None:
+    def replied(self, reply_to: str | None, ts: int, window_ms: int) -> RecentInbound | None:
         """The inbound entry a send at `ts` answers within `window_ms` (`reply_to`, or without it
         the user's last message), or None."""
         if reply_to is None:
             last = self.recent[-1] if self.recent else None
-            return last if last is not None and 0 <= ts - last[1] <= window_ms else None
+            return last if last is not None and 0 <= ts - last.ts <= window_ms else None
         for entry in reversed(self.recent):
-            if entry[0] == reply_to:
-                return entry if 0 <= ts - entry[1] <= window_ms else None
+            if entry.event_id == reply_to:
+                return entry if 0 <= ts - entry.ts <= window_ms else None
         return None
 
     @property
     def inbound_ids(self) -> list[str]:
-        return [entry[0] for entry in self.recent]
+        return [entry.event_id for entry in self.recent]
 
     def reply_check(self, reply_to: str | None, ts: int, window_ms: int) -> tuple[bool, str]:
         """Is a send at `ts` a reply to this user's recent message? Returns (is_reply, why)."""
         window_min = window_ms // 60000
         # A HELP inbound asks for help, not a conversation: answering it is `help_reply`, once.
         if reply_to is None:
-            last = next((entry for entry in reversed(self.recent) if len(entry) == 2), None)
-            if last is not None and 0 <= ts - last[1] <= window_ms:
-                return True, f"the user's last message to this sender was {(ts - last[1]) // 1000} s ago"
+            last = next((entry for entry in reversed(self.recent) if not entry.mark), None)
+            if last is not None and 0 <= ts - last.ts <= window_ms:
+                return True, f"the user's last message to this sender was {(ts - last.ts) // 1000} s ago"
             return False, ""
-        for event_id, inbound_ts, *mark in reversed(self.recent):
-            if event_id == reply_to and mark:
+        for entry in reversed(self.recent):
+            if entry.event_id == reply_to and entry.mark:
                 return False, f"reply_to '{reply_to}' names a HELP message, which was answered already"
-            if event_id == reply_to:
-                age = ts - inbound_ts
+            if entry.event_id == reply_to:
+                age = ts - entry.ts
                 if 0 <= age <= window_ms:
                     return True, f"answers inbound '{reply_to}' from {age // 1000} s ago"
                 return False, (f"reply_to '{reply_to}' is {age // 1000} s old, outside the "
@@ -177,14 +227,43 @@ class Conversation(Row):
                        f"to this sender (unknown, or from another user), so it is not treated as a reply")
 
     def to_bytes(self) -> bytes:
-        return self.pack([self.first_ts, self.last_ts, self.recent, self.conversed, self.loop])
+        return self.pack([self.first_ts, self.last_ts, [entry.to_list() for entry in self.recent], self.conversed,
+                          None if self.loop is None else self.loop.to_list()])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "Conversation":
-        return cls() if raw is None else cls(*cls.unpack(raw))
+        if raw is None:
+            return cls()
+        first_ts, last_ts, recent, conversed, loop = cls.unpack(raw)
+        return cls(first_ts, last_ts, [RecentInbound(*entry) for entry in recent], conversed, LoopRun.of(loop))
 
 
 WATCHED = ("junk_reports", "refused_blasts", "results", "not_delivered")
+
+
+@dataclass(slots=True, eq=False)
+class GrantWatch(Stored):
+    """What may make sendgate revoke an app's grant (Policy.grant_revoke_*): the signals counted
+    in the current window, stored as [window_start, junk_reports, refused_blasts, results,
+    not_delivered, revoking]."""
+    window_start: int
+    junk_reports: int = 0
+    refused_blasts: int = 0
+    results: int = 0
+    not_delivered: int = 0
+    revoking: bool = False  # the revocation is on its way to the log
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {signal: getattr(self, signal) for signal in WATCHED}
+
+    def to_list(self) -> list:
+        return [self.window_start, self.junk_reports, self.refused_blasts, self.results, self.not_delivered,
+                self.revoking]
+
+    @classmethod
+    def of(cls, stored: list | None) -> "GrantWatch | None":
+        return None if stored is None else cls(*stored)
 
 
 @dataclass(slots=True)
@@ -192,10 +271,9 @@ class AppGrant(Row):
     unrestricted: bool = False
     since_ts: int = 0
     reason: str = ""
-    # While the grant holds: what may make sendgate revoke it (Policy.grant_revoke_*), as
-    # [window_start, junk_reports, refused_blasts, results, not_delivered, revoking]; None before
-    # the first signal (and in older rows). `revoking`: the revocation is on its way to the log.
-    watch: list | None = None
+    # While the grant holds: what may make sendgate revoke it; None before the first signal (and
+    # in older rows)
+    watch: GrantWatch | None = None
     revoked_by_sendgate: bool = False
 
     # v1: [unrestricted, since_ts, reason]; v2 appends watch, revoked_by_sendgate
@@ -216,23 +294,28 @@ class AppGrant(Row):
     def count(self, signal: str, ts: int, window_ms: int) -> dict[str, int]:
         """Count a signal against the grant (WATCHED), in windows of `window_ms`; the counts."""
         watch = self.watch
-        if watch is None or ts - watch[0] >= window_ms:
-            watch = self.watch = [ts, 0, 0, 0, 0, watch[5] if watch else False]
-        watch[1 + WATCHED.index(signal)] += 1
-        return dict(zip(WATCHED, watch[1:5]))
+        if watch is None or ts - watch.window_start >= window_ms:
+            watch = self.watch = GrantWatch(ts, revoking=watch.revoking if watch else False)
+        setattr(watch, signal, getattr(watch, signal) + 1)
+        return watch.counts
 
     @property
     def revoking(self) -> bool:
-        return bool(self.watch and self.watch[5])
+        return bool(self.watch and self.watch.revoking)
 
     def mark_revoking(self) -> None:
-        self.watch[5] = True
+        assert self.watch is not None, "a revocation follows a counted signal"
+        self.watch.revoking = True
 
     def to_bytes(self) -> bytes:
-        return self.pack([self.unrestricted, self.since_ts, self.reason, self.watch, self.revoked_by_sendgate])
+        return self.pack([self.unrestricted, self.since_ts, self.reason,
+                          None if self.watch is None else self.watch.to_list(), self.revoked_by_sendgate])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "AppGrant":
-        return cls() if raw is None else cls(*cls.unpack(raw))
+        if raw is None:
+            return cls()
+        unrestricted, since_ts, reason, watch, by_sendgate = cls.unpack(raw)
+        return cls(unrestricted, since_ts, reason, GrantWatch.of(watch), by_sendgate)
 
 

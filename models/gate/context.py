@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import events as ev
 from ..burst import SenderState
-from ..consent import Conversation, Userkey
+from ..consent import Conversation, RecentInbound, Userkey
 from ..controls import RecentTexts, RecipientSends
 from ..decisions import Decision, Outcome
 from ..policy import Policy
@@ -28,7 +28,7 @@ class SendContext:
     conv: Conversation  # with this sender; a fresh one once it lapsed (retention)
     valid_until: int | None  # when the request stops being worth sending (Gate.valid_until)
     lapse_note: str = ""  # says that the conversation lapsed, for a refusal (retention)
-    answered: list | None = None  # the inbound the send answers, if it does (replies)
+    answered: RecentInbound | None = None  # the inbound the send answers, if it does (replies)
     reply_why: str = ""  # why the send is, or is not, a reply (replies)
     basis: str = ""  # the consent a send that is no reply goes on: conversation | opt_in | unrestricted
     because: str = ""  # ... in words

@@ -6,7 +6,6 @@ bot's auto-replies to the app's own: the loop guard).
 """
 from __future__ import annotations
 
-from ..consent import HELP_ANSWERED, HELP_MARK
 from ..decisions import Outcome, Reason, Record
 from ..slots import slot_refusal
 from . import pending, recipients
@@ -17,14 +16,14 @@ from .tables import CONVERSATIONS, key
 def help_reply(c: SendContext) -> list[Record] | None:
     e, p = c.e, c.policy
     c.answered = answered = c.conv.replied(e.reply_to, e.ts, p.reply_window_s * 1000)
-    if answered is None or answered[2:] != [HELP_MARK]:
+    if answered is None or not answered.asks_help:
         return None
     # CTIA 5.1.3: HELP is answered whether or not the user is subscribed
     decision = c.decide(Outcome.ACCEPTED, Reason.HELP_REPLY,
-                        f"answers the user's HELP message '{answered[0]}' from {(e.ts - answered[1]) // 1000} s "
+                        f"answers the user's HELP message '{answered.event_id}' from {(e.ts - answered.ts) // 1000} s "
                         f"ago; one help reply is allowed even after an opt-out, is never paced and gives no "
                         f"consent", reply=True)
-    answered[2] = HELP_ANSWERED  # one answer per HELP: later sends meet the other rules
+    answered.answer_help()
     c.store.set(CONVERSATIONS, key(e.app, e.sender, c.user_id), c.conv.to_bytes())
     return [decision, c.gate.delivery(e, decision)]
 
