@@ -16,6 +16,7 @@ import base64
 import hashlib
 import math
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -248,7 +249,7 @@ class SenderState(Row):
         similar = round(similarity, 3)
         window_min = policy.burst_window_s // 60
 
-        def verdict(outcome: str, reason: str, detail: str, **extra) -> BurstVerdict:
+        def verdict(outcome: Outcome, reason: Reason | str, detail: str, **extra: Any) -> BurstVerdict:
             if risk:
                 detail += f"; stricter limits apply because {risk}"
             if standing < 1.0:
@@ -459,10 +460,10 @@ class SenderState(Row):
         reputation = Reputation.from_list(standing)
         if carried:  # a v1 row's clusters and sketches (upcast_v1_v2), whose own rows do not exist yet
             rows, blob = carried
-            sketches = np.frombuffer(blob, dtype="<u4").reshape(-1, num_perm).copy() if blob else None
-            state = cls(registered_ts, conversing, reputation, seq, [BurstCluster(*c) for c in rows], sketches)
+            held = np.frombuffer(blob, dtype="<u4").reshape(-1, num_perm).copy() if blob else None
+            state = cls(registered_ts, conversing, reputation, seq, [BurstCluster(*c) for c in rows], held)
             state._changed = {c.cluster_id: c for c in state.clusters}
-            state._new = {cid: sketch.tobytes() for cid, sketch in zip(ids, sketches)} if blob else {}
+            state._new = {cid: sketch.tobytes() for cid, sketch in zip(ids, held)} if held is not None else {}
             return state
         clusters, sketches, unions = [], [], []
         unpack = BurstCluster.unpack  # up to 128 rows: looked up once

@@ -40,7 +40,7 @@ class AppClock(Row):
         """The time to decide an event stamped `ts` at, given `floor` = record timestamp - the
         allowed skew (None: no record timestamp). Returns (time, whether the skew bound moved it)."""
         skewed = floor is not None and ts < floor
-        at = max(ts, floor) if skewed else ts
+        at = floor if floor is not None and skewed else ts
         if at < self.ts:
             at = self.ts
         self.ts = at

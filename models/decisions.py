@@ -69,7 +69,7 @@ class Decision:
     reply: bool = False  # exempt from burst pacing because it answers the user's own recent message
 
     @classmethod
-    def on(cls, request: Any, outcome: Outcome, reason: Reason, detail: str, ts: int, **extra: Any) -> Decision:
+    def on(cls, request: Any, outcome: Outcome, reason: Reason | str, detail: str, ts: int, **extra: Any) -> Decision:
         """The decision on `request`, a send request (its request_id, app, sender, userkey, network)."""
         return cls(request.request_id, request.app, request.sender, request.userkey, request.network, outcome, reason,
                    detail, ts, **extra)
@@ -116,7 +116,8 @@ class Delivery:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> "Delivery":
-        return cls(**{name: doc.get(name) for name in cls.__slots__})
+        fields: dict[str, Any] = {name: doc.get(name) for name in cls.__slots__}
+        return cls(**fields)
 
 
 @dataclass(slots=True)

@@ -26,7 +26,7 @@ DUE_CHUNK = 256  # entries per DueBucket row: ~25 KB at most with 256-character 
 class PendingRequest(Row):
     send: Send
     deliver_at: int
-    cluster_id: str
+    cluster_id: str | None  # None: a reply held by the loop guard
     decision: dict  # the `delayed` decision, repeated verbatim if the same request arrives again
 
     # v1: the send's fields up to its ts, then deliver_at, cluster_id, decision; v2: the send's

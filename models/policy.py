@@ -153,7 +153,7 @@ class Policy:
         if set(self.opt_out_keywords) & set(self.opt_in_keywords):
             raise PolicyError("policy: a keyword cannot be both an opt-out and an opt-in keyword")
         locales = self.consent_locales
-        if not isinstance(locales, (list, tuple)) or not locales or any(l not in LOCALES for l in locales):
+        if not isinstance(locales, (list, tuple)) or not locales or any(code not in LOCALES for code in locales):
             raise PolicyError(f"policy 'consent_locales' must be a non-empty list of {', '.join(sorted(LOCALES))}, "
                               f"got {locales!r}")
         object.__setattr__(self, "consent_locales", tuple(locales))
@@ -185,7 +185,8 @@ class Policy:
         unknown = sorted(set(values) - known)
         if unknown:
             raise PolicyError(f"policy: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**fields)
 
     @classmethod
     def from_toml(cls, path: str) -> "Policy":

@@ -82,7 +82,7 @@ class LapseBucket(Row):
     body: bytes = b""
 
     row_version = 1  # the body is the fields (models/rows.py); every bucket was written with its version
-    dump = load = staticmethod(bytes)
+    dump = load = staticmethod(bytes)  # type: ignore[assignment]
 
     @property
     def full(self) -> bool:
@@ -93,7 +93,8 @@ class LapseBucket(Row):
 
     @property
     def entries(self) -> list[tuple[str, str]]:
-        return [tuple(entry.decode().split("\x1f")) for entry in self.body.split(b"\x1e")[1:]]
+        return [(sender, userkey) for entry in self.body.split(b"\x1e")[1:]
+                for sender, userkey in [entry.decode().split("\x1f")]]
 
     def to_bytes(self) -> bytes:
         return self.pack(self.body)

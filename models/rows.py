@@ -119,7 +119,7 @@ def by_field_count(versions: dict[int, int]) -> classmethod:
     return classmethod(untagged)
 
 
-@classmethod
+@classmethod  # type: ignore[misc]  # a classmethod object for kinds to assign (`untagged = version_first`)
 def version_first(cls: type[Row], raw: bytes) -> tuple[int, list]:
     """`untagged` for a kind whose rows already began with their version: `[version, *fields]`."""
     version, *fields = orjson.loads(raw)

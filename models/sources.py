@@ -19,7 +19,7 @@ import hmac
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from . import events as ev
 from .decisions import iso
@@ -131,7 +131,7 @@ class Keyring:
         return entry.app if entry else None
 
     @classmethod
-    def from_toml(cls, path: str, env: dict | None = None) -> "Keyring":
+    def from_toml(cls, path: str, env: Mapping[str, str] | None = None) -> "Keyring":
         doc = load_toml(path, "keyring", KeyringError)
         unknown = set(doc) - {"keys", "api_keys"}
         if unknown:

@@ -194,9 +194,8 @@ class ConsentClassifier:
         # The other opt-out rules read one clause at a time: "When does the sale end? Send me the
         # link" is two requests, and neither is to stop.
         doubt = None
-        if self._triggers.isdisjoint(norm.split()):
-            clauses = ()
-        else:
+        clauses: list[str] = []
+        if not self._triggers.isdisjoint(norm.split()):
             clauses = _CLAUSES.split(text if text.isascii() else unicodedata.normalize("NFKC", text))
         for clause in clauses:
             found = self._clause(normalize(clause).split())

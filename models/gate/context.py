@@ -8,7 +8,7 @@ from .. import events as ev
 from ..burst import SenderState
 from ..consent import Conversation, RecentInbound, Userkey
 from ..controls import RecentTexts, RecipientSends
-from ..decisions import Decision, Outcome
+from ..decisions import Decision, Outcome, Reason
 from ..policy import Policy
 from ..slots import SlotRefusal
 from .tables import CONVERSATIONS, USERKEYS, Store, key
@@ -30,10 +30,10 @@ class SendContext:
     lapse_note: str = ""  # says that the conversation lapsed, for a refusal (retention)
     answered: RecentInbound | None = None  # the inbound the send answers, if it does (replies)
     reply_why: str = ""  # why the send is, or is not, a reply (replies)
-    basis: str = ""  # the consent a send that is no reply goes on: conversation | opt_in | unrestricted
+    basis: Reason | str = ""  # the consent a send that is no reply goes on: conversation | opt_in | unrestricted
     because: str = ""  # ... in words
     recent: RecentTexts | None = None  # the texts sent to the userkey lately (with duplicate_text_limit)
-    digest: str = ""  # ... and this text's digest among them
+    digest: int = 0  # ... and this text's digest among them
     sends: RecipientSends | None = None  # the userkey's send slots (with recipient_limits)
     counted: list[tuple[str, SenderState]] = field(default_factory=list)  # the burst counts the send took
     decision: Decision | None = None  # once burst pacing has decided
@@ -45,7 +45,7 @@ class SendContext:
                    Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id))),
                    gate.valid_until(e))
 
-    def decide(self, outcome: str, reason: str, detail: str, **extra: Any) -> Decision:
+    def decide(self, outcome: Outcome, reason: Reason | str, detail: str, **extra: Any) -> Decision:
         return Decision.on(self.e, outcome, reason, detail, self.e.ts, **extra)
 
     def refuse(self, refusal: SlotRefusal, **extra: Any) -> Decision:

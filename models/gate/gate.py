@@ -72,17 +72,18 @@ class Gate:
         """The record's event, or `InvalidEvent` with the reason it is dead-lettered. With a keyring
         the signature is checked before the value is parsed, and the key's rights after; `store`
         gives the app's clock, the event time a key's validity is judged at (models/sources.py)."""
-        signer = self.keyring.verify(headers, value) if self.keyring is not None else None
+        keyring = self.keyring
+        signer = keyring.verify(headers, value) if keyring is not None else None
         event = ev.decode_event(value, record_ts, self.policy.max_ts_ahead_s * 1000)
         if key != event.app.encode():
             shown = key.decode(errors="replace") if key is not None else None
             raise ev.InvalidEvent(f"record key {shown!r} must be the event's app {event.app!r}: events are keyed "
                                   f"by app so that each app's log is totally ordered")
-        if signer is not None:
+        if keyring is not None and signer is not None:
             at = max(record_ts, event.ts)
             if store is not None:
                 at = max(at, AppClock.from_bytes(store.get(CLOCKS, key)).ts)
-            self.keyring.authorize(signer, event, at)
+            keyring.authorize(signer, event, at)
         return event
 
     def handle(self, event: ev.Event, store: Store, record_ts: int | None = None) -> list[Record]:
@@ -111,6 +112,7 @@ class Gate:
             return out
         decided = HANDLERS[type(event)](self, event, store) or []
         if skewed:
+            assert record_ts is not None, "only a record's timestamp bounds the skew"
             note = (f"; event time: ts {iso(stamped)} trailed its record's timestamp by "
                     f"{(record_ts - stamped) // 1000} s, more than max_ts_behind_s = {self.policy.max_ts_behind_s} s, "
                     f"so it was decided at {iso(at)}")

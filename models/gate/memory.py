@@ -26,7 +26,7 @@ def said_before(gate: Gate, e: ev.Event, at: int, store: Store) -> list[Record] 
     raw = store.get(SEEN, key(e.app, kind, id_))
     if raw is None:
         return None
-    if kind == EVENT:
+    if not isinstance(e, ev.Send):  # an inbound or consent event (EVENT)
         seen = SeenEvent.from_bytes(raw)
         # the same id with other content is another event (an id clash, or one made to suppress it)
         return [] if at - seen.ts <= gate.memory_ms and seen.digest == digest else None
@@ -47,7 +47,7 @@ def remember(gate: Gate, e: ev.Event, decided: list[Record], at: int, store: Sto
     if said is None:
         return
     kind, id_, digest = said
-    if kind == REQUEST:
+    if isinstance(e, ev.Send):  # (REQUEST)
         first = next(r for r in decided if isinstance(r, Decision) and r.request_id == e.request_id)
         row = AnsweredRequest.of(digest, first).to_bytes()
     else:

@@ -30,6 +30,7 @@ def repeated_request(c: SendContext) -> list[Record] | None:
 
 
 def hold(gate: Gate, e: ev.Send, decision: Decision, store: Store) -> None:
+    assert decision.deliver_at is not None, "a delayed decision says when"
     valid_until = gate.valid_until(e)  # resolved now: a later policy change does not move it
     if valid_until is not None and e.valid_for_s is None:
         e = dataclasses.replace(e, valid_for_s=(valid_until - e.ts) // 1000)
