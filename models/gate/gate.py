@@ -106,7 +106,8 @@ class Gate:
         if at != stamped:
             event = dataclasses.replace(event, ts=at)
         out = pending.release_due(self, event.app, at, store)
-        again = memory.said_before(self, event, at, store)
+        said = memory.memory_key(self, event)
+        again = memory.said_before(self, event, said, at, store)
         if again is not None:  # a retry, or a repeated event: its first answer, nothing applied twice
             out.extend(again)
             return out
@@ -119,7 +120,7 @@ class Gate:
             # (a repeated earlier decision keeps its own time, and its detail)
             decided = [dataclasses.replace(r, detail=r.detail + note) if isinstance(r, Decision) and r.ts == at else r
                        for r in decided]
-        memory.remember(self, event, decided, at, store)
+        memory.remember(self, event, said, decided, at, store)
         out.extend(decided)
         return out
 

@@ -15,11 +15,13 @@ if TYPE_CHECKING:
     from .gate import Gate
 
 
-def said_before(gate: Gate, e: ev.Event, at: int, store: Store) -> list[Record] | None:
+Said = tuple[str, str, str]  # (kind, id, digest of what the event says): `memory_key`
+
+
+def said_before(gate: Gate, e: ev.Event, said: Said | None, at: int, store: Store) -> list[Record] | None:
     """The answer to an event the app sent within request_memory_s: a send's first decision
     again (or a refusal of its id reused for another request), nothing for a repeated inbound
     or consent event; None for an event not seen within the memory."""
-    said = memory_key(gate, e)
     if said is None:
         return None
     kind, id_, digest = said
@@ -42,8 +44,7 @@ def said_before(gate: Gate, e: ev.Event, at: int, store: Store) -> list[Record] 
                         f"(ids are remembered for request_memory_s = {gate.policy.request_memory_s} s)", at)]
 
 
-def remember(gate: Gate, e: ev.Event, decided: list[Record], at: int, store: Store) -> None:
-    said = memory_key(gate, e)
+def remember(gate: Gate, e: ev.Event, said: Said | None, decided: list[Record], at: int, store: Store) -> None:
     if said is None:
         return
     kind, id_, digest = said
@@ -56,8 +57,8 @@ def remember(gate: Gate, e: ev.Event, decided: list[Record], at: int, store: Sto
     retention.list_by_day(SEEN_BY_DAY, e.app, (kind, id_), at // DAY_MS, gate.memory_ms, store)
 
 
-def memory_key(gate: Gate, e: ev.Event) -> tuple[str, str, str] | None:
-    """(kind, id, digest of what the event says) of an event the memory keeps; None otherwise."""
+def memory_key(gate: Gate, e: ev.Event) -> Said | None:
+    """What the memory keeps of an event (once per event: `Gate.handle`); None for one it does not keep."""
     if not gate.memory_ms:
         return None
     if isinstance(e, ev.Send):
