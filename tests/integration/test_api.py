@@ -3,6 +3,7 @@ outcome's status and body, an Idempotency-Key retry answered with its first deci
 delivered once, cancel and release seen by GET, `undecided` and then GET, rate limiting."""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 from harness import DEADLINE_S, ev, publish, read_topic
 
 from sendgate.streams.api.keys import add_api_key
+from sendgate.streams.kafka import ensure_topics
 from sendgate.streams.local.broker import free_port
 from sendgate.streams.local.process import ApiProcess
 
@@ -175,6 +177,8 @@ def test_undecided_then_get(settings, workers, apis):
     """No worker yet: the POST answers `undecided` with where to ask; once a worker decides, GET has it."""
     settings = settings.with_(api_wait_s=0.5)
     key = add_api_key(settings.keyring_file, "shop")
+    # the topics a worker made before it stopped (the API, a producer, creates none)
+    asyncio.run(ensure_topics(settings, [settings.topic("events"), settings.topic("decisions")]))
     http = Http(apis(settings).url, key)
     status, head, doc = http("POST", "/v1/messages", send("u1"), headers={"Idempotency-Key": "late"})
     assert (status, doc["outcome"], doc["status_url"], head["location"]) == (202, "undecided", "/v1/messages/late",
