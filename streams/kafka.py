@@ -47,7 +47,7 @@ async def start_client(client: Any, settings: Settings) -> None:
 def unreachable(settings: Settings) -> str:
     """The one line a user sees when no broker answers at the configured address."""
     return (f"cannot reach Kafka at {settings.bootstrap}: start one with `sendgate broker`, or point "
-            f"SENDGATE_BOOTSTRAP (or --bootstrap) at a running broker")
+            f"SENDGATE_BOOTSTRAP (or -b/--bootstrap-server) at a running broker")
 
 
 async def ensure_topics(settings: Settings, names: list[str], partitions: int | None = None,

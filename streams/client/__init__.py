@@ -120,11 +120,16 @@ class Publisher:
         await self.producer.flush()
 
 
-async def _records(settings: Settings, topic: str, *, group_id: str | None, from_beginning: bool,
-                   keep: Callable[[dict], bool], unique: str | None = None,
-                   wait_for_topic_s: float = 30.0) -> AsyncIterator[dict]:
-    """The topic's JSON records that `keep` accepts; with `unique` (an id field), a record whose id
-    was just seen (at-least-once upstream) is dropped."""
+async def records(settings: Settings, topic: str, *, group_id: str | None = None, from_beginning: bool = False,
+                  keep: Callable[[dict], bool] | None = None, unique: str | None = None,
+                  wait_for_topic_s: float = 30.0, to_end: bool = False,
+                  idle_timeout_s: float | None = None) -> AsyncIterator[dict]:
+    """The topic's JSON records that `keep` accepts, as they arrive; with `unique` (an id field), a
+    record whose id was just seen (at-least-once upstream) is dropped. With `to_end` (no group) it
+    ends at the end offsets it found on starting; with `idle_timeout_s` when no record came for
+    that long. Fails with `MissingTopic` when the topic does not exist after `wait_for_topic_s`."""
+    if to_end and group_id is not None:
+        raise ValueError("to_end reads every partition, without a consumer group")
     recent = RecentIds() if unique else None
     partitions = await require_topic(settings, topic, wait_for_topic_s)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group_id,
@@ -133,6 +138,7 @@ async def _records(settings: Settings, topic: str, *, group_id: str | None, from
                                 **settings.kafka_options())
     try:
         await start_client(consumer, settings)
+        ends: dict[TopicPartition, int] | None = None
         if group_id is not None:
             consumer.subscribe([topic])
         else:
@@ -142,10 +148,24 @@ async def _records(settings: Settings, topic: str, *, group_id: str | None, from
                 await consumer.seek_to_beginning(*tps)
             else:
                 await consumer.seek_to_end(*tps)
-        async for message in consumer:
-            doc = orjson.loads(message.value)
-            if keep(doc) and (recent is None or recent.first_time(doc[unique])):
-                yield doc
+            if to_end:
+                ends = await consumer.end_offsets(tps)
+        last = time.monotonic()
+        while True:
+            if ends is not None and all([await consumer.position(tp) >= end for tp, end in ends.items()]):
+                return
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, messages in batch.items():
+                for message in messages:
+                    if ends is not None and message.offset >= ends[tp]:
+                        continue
+                    doc = orjson.loads(message.value)
+                    if (keep is None or keep(doc)) and (recent is None or recent.first_time(doc[unique])):
+                        yield doc
+            if batch:
+                last = time.monotonic()
+            elif idle_timeout_s is not None and time.monotonic() - last >= idle_timeout_s:
+                return
     finally:
         await consumer.stop()
 
@@ -179,7 +199,7 @@ async def decisions(settings: Settings | None = None, *, group_id: str | None = 
     committed; with one, partitions are shared with the group's other members and offsets committed.
     With `dedupe` (the default) a decision whose `decision_id` was just seen is dropped."""
     settings = settings or Settings.from_env()
-    async for doc in _records(settings, topic or settings.topic("decisions"), group_id=group_id,
+    async for doc in records(settings, topic or settings.topic("decisions"), group_id=group_id,
                               from_beginning=from_beginning, keep=_filter(app, outcome),
                               unique="decision_id" if dedupe else None):
         yield Decision.from_dict(doc)
@@ -189,7 +209,7 @@ async def deliveries(network: str, settings: Settings | None = None, *, group_id
                      from_beginning: bool = False, app: str | None = None) -> AsyncIterator[Delivery]:
     """Yield the deliveries of one network as they arrive."""
     settings = settings or Settings.from_env()
-    async for doc in _records(settings, settings.topic(f"deliveries.{network}"), group_id=group_id,
+    async for doc in records(settings, settings.topic(f"deliveries.{network}"), group_id=group_id,
                               from_beginning=from_beginning, keep=_filter(app, None)):
         yield Delivery.from_dict(doc)
 
@@ -201,7 +221,7 @@ async def consent_records(settings: Settings | None = None, *, group_id: str | N
     and the event that made it, and every ambiguous inbound. With `dedupe`, a record whose
     `record_id` was just seen is dropped."""
     settings = settings or Settings.from_env()
-    async for doc in _records(settings, settings.topic("consent"), group_id=group_id, from_beginning=from_beginning,
+    async for doc in records(settings, settings.topic("consent"), group_id=group_id, from_beginning=from_beginning,
                               keep=_filter(app, kind, "kind"), unique="record_id" if dedupe else None):
         yield ConsentRecord.from_dict(doc)
 
@@ -213,6 +233,6 @@ async def grant_revocations(settings: Settings | None = None, *, group_id: str |
     caused each; an operator restores a grant with an `app_policy` event. With `dedupe`, a record
     whose `revocation_id` was just seen is dropped."""
     settings = settings or Settings.from_env()
-    async for doc in _records(settings, settings.topic("grants"), group_id=group_id, from_beginning=from_beginning,
+    async for doc in records(settings, settings.topic("grants"), group_id=group_id, from_beginning=from_beginning,
                               keep=_filter(app, None), unique="revocation_id" if dedupe else None):
         yield GrantRevocation.from_dict(doc)

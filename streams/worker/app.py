@@ -489,7 +489,9 @@ class GateWorker:
         self.counts["deadlettered"] += 1
         self.tally.dead_letter(error, rule)
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
-        return await self.send(self.deadletter, message.key, dead_letter_record(message, value, error))
+        # with the record's own headers (its signature): `sendgate deadletter republish` sends it back as it came
+        return await self.send(self.deadletter, message.key, dead_letter_record(message, value, error),
+                               headers=list(message.headers or ()) or None)
 
 
 def awaiting(task: asyncio.Task | None) -> str:
