@@ -594,7 +594,8 @@ def _kafka(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The flag every command that talks to Kafka takes, spelt as Kafka's own tools and kcat spell it."""
     p.add_argument("-b", "--bootstrap-server", dest="bootstrap", metavar="HOST:PORT[,...]",
                    help="Kafka bootstrap servers (default: SENDGATE_BOOTSTRAP, else 127.0.0.1:9092)")
-    p.add_argument("--bootstrap", dest="bootstrap", action=Deprecated, replacement="--bootstrap-server")
+    p.add_argument("--bootstrap", dest="bootstrap", metavar="HOST:PORT[,...]", action=Deprecated,
+                   replacement="--bootstrap-server")
     return p
 
 

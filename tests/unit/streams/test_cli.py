@@ -328,3 +328,13 @@ def test_policy_check_says_what_a_valid_policy_changes_and_why_a_bad_one_is_refu
     assert only_line(capsys).startswith(f"sendgate: policy file {tmp_path / 'bad.toml'}: ")
     assert main(["policy", "check", str(tmp_path / "none.toml")]) == 1
     assert only_line(capsys) == f"sendgate: policy file {tmp_path / 'none.toml'}: No such file or directory"
+
+
+def test_the_command_line_page_names_every_command_and_flag():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[3] / "docs" / "command-line.md").read_text()
+    unnamed = sorted({path for path, _ in every_action(parser()) if path != "sendgate" and f"`{path}" not in page}
+                     | {f"{path} {flag}" for path, action in every_action(parser())
+                        for flag in action.option_strings if f"`{flag}" not in page})
+    assert unnamed == []
