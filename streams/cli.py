@@ -556,8 +556,16 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from .api import build_app
 
+    from .client import require_topic
+
     settings = _settings(args)
     app = build_app(settings)
+
+    async def topics_ready() -> None:  # in one line here, rather than as a traceback from the server's start-up
+        for name in ("events", "decisions"):
+            await require_topic(settings, settings.topic(name), 30)
+
+    asyncio.run(topics_ready())
     print(f"sendgate api: http://{args.host}:{args.port} (OpenAPI at /openapi.json, docs at /docs), decisions of "
           f"{settings.topic('decisions')} on {settings.bootstrap}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level, server_header=False)

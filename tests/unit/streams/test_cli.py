@@ -17,13 +17,21 @@ T = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
 
 @pytest.mark.parametrize("command", [["publish", "-"], ["replay", "--name", "x"], ["rebuild"], ["tail"],
-                                     ["tail", "--deadletter", "--exit"], ["worker"], ["deadletter", "list"]])
+                                     ["tail", "--deadletter", "--exit"], ["worker"], ["deadletter", "list"],
+                                     ["api", "--port", "0"]])
 def test_an_unreachable_broker_is_one_line_and_exit_2(command, tmp_path):
+    from sendgate.streams.local.keyring import write_local_keyring
+
     nobody = f"127.0.0.1:{free_port()}"  # a free port: nothing listens there
+    from sendgate.streams.api.keys import add_api_key
+
+    write_local_keyring(tmp_path / "keyring.toml")  # the API needs one, with an API key, whatever SENDGATE_AUTH says
+    add_api_key(str(tmp_path / "keyring.toml"), "shop")
     out = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", *command],
                          input=b'{"type":"opt_in","event_id":"o","app":"a","userkey":"u"}\n', capture_output=True,
-                         timeout=120, env={**os.environ, "SENDGATE_BOOTSTRAP": nobody, "SENDGATE_AUTH": "off",
-                                           "SENDGATE_DATA_DIR": str(tmp_path)})
+                         timeout=120, env={**os.environ, "SENDGATE_BOOTSTRAP": nobody, "SENDGATE_DATA_DIR": str(tmp_path),
+                                           "SENDGATE_AUTH": "on" if command[0] == "api" else "off",
+                                           "SENDGATE_KEYRING": str(tmp_path / "keyring.toml")})
     assert out.returncode == 2, out.stderr.decode()
     assert out.stderr.decode().strip().splitlines() == [
         f"sendgate: cannot reach Kafka at {nobody}: start one with `sendgate broker`, or point SENDGATE_BOOTSTRAP "
