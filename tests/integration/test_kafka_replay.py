@@ -108,7 +108,7 @@ def test_replay_reproduces_live_decisions_field_by_field_across_a_restart(settin
 
     what_if = tmp_path / "what-if.toml"
     what_if.write_text("[burst]\nfree_recipients = 20\n")
-    result = cli(settings, "replay", "--name", "whatif", "--config", str(what_if), "--compare",
+    result = cli(settings, "replay", "--name", "whatif", "--policy", str(what_if), "--compare",
                  "--changed-out", str(tmp_path / "changed2.jsonl"))
     assert "0 changed" not in result.stdout
     changed = (tmp_path / "changed2.jsonl").read_text().splitlines()
