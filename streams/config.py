@@ -88,6 +88,7 @@ class Settings:
     heartbeat_interval_s: float = 3.0
     rebalance_timeout_s: float = 60.0
     log_level: str = "warning"
+    log_format: str = "text"  # or "json": one JSON object per log line (streams/logs.py)
     processing_guarantee: str = "at_least_once"
     # A batch is decided, its outputs acknowledged, then its state written (streams/worker/checkpoint.py):
     # the events that have arrived, up to batch_max.
@@ -146,6 +147,8 @@ class Settings:
             raise ConfigError(f"SENDGATE_GROUP_ID must be letters, digits, '.', '_' or '-', got {self.group_id!r}")
         if self.store not in ("rocksdb://", "memory://"):
             raise ConfigError(f"SENDGATE_STORE must be rocksdb:// or memory://, got {self.store!r}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"SENDGATE_LOG_FORMAT must be text or json, got {self.log_format!r}")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise ConfigError("SENDGATE_PROCESSING_GUARANTEE must be at_least_once or exactly_once, "
                               f"got {self.processing_guarantee!r}")
@@ -209,6 +212,7 @@ class Settings:
             heartbeat_interval_s=_float(env, "SENDGATE_HEARTBEAT_INTERVAL_S", d.heartbeat_interval_s),
             rebalance_timeout_s=_float(env, "SENDGATE_REBALANCE_TIMEOUT_S", d.rebalance_timeout_s),
             log_level=env.get("SENDGATE_LOG_LEVEL") or d.log_level,
+            log_format=(env.get("SENDGATE_LOG_FORMAT") or d.log_format).strip().lower(),
             processing_guarantee=env.get("SENDGATE_PROCESSING_GUARANTEE") or d.processing_guarantee,
             batch_max=_int(env, "SENDGATE_BATCH_MAX", d.batch_max, minimum=1),
             linger_ms=_float(env, "SENDGATE_LINGER_MS", d.linger_ms),
@@ -252,7 +256,7 @@ class Settings:
             "SENDGATE_SESSION_TIMEOUT_S": str(self.session_timeout_s),
             "SENDGATE_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
             "SENDGATE_REBALANCE_TIMEOUT_S": str(self.rebalance_timeout_s),
-            "SENDGATE_LOG_LEVEL": self.log_level,
+            "SENDGATE_LOG_LEVEL": self.log_level, "SENDGATE_LOG_FORMAT": self.log_format,
             "SENDGATE_PROCESSING_GUARANTEE": self.processing_guarantee,
             "SENDGATE_BATCH_MAX": str(self.batch_max),
             "SENDGATE_LINGER_MS": str(self.linger_ms),
