@@ -27,6 +27,7 @@ from sendgate.models.junk import JunkReport
 
 from ..kafka import partitions_of
 from ..config import ConfigError, Settings
+from ..logs import faust_logging_config
 from ..kafka import committed_offsets, read_log
 from .outbox import Headers, Outbox, partition_for
 from .faust_internals import (assigned, channel_queue, commit_at, committed_offset, dispatch_inline, highwater,
@@ -579,6 +580,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
         web_tables_enabled=False,  # Faust's /table view serves raw rows, and rows hold userkeys
         web_bind=settings.web_bind,
         web_host=settings.web_host,
+        logging_config=faust_logging_config(settings.log_format),  # SENDGATE_LOG_FORMAT=json: JSON lines
     )
     events = faust_app.topic(settings.topic("events"), partitions=settings.partitions,
                        config=settings.topic_configs(settings.topic("events")), **RAW)
