@@ -22,13 +22,18 @@ def _restore_root_logging():
     root.setLevel(level)
 
 
-def line(record_args: dict) -> dict:
+def json_logger(name: str) -> tuple[logging.Logger, io.StringIO]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
-    log = logging.getLogger("sendgate.test.json")
+    log = logging.getLogger(name)
     log.handlers[:] = [handler]
     log.propagate = False
+    return log, stream
+
+
+def line(record_args: dict) -> dict:
+    log, stream = json_logger("sendgate.test.json")
     log.warning(*record_args.pop("args"), **record_args)
     text = stream.getvalue()
     assert text.count("\n") == 1, text
@@ -51,12 +56,7 @@ def test_extra_fields_with_personal_data_are_dropped_and_bounded_ones_kept():
 
 
 def test_a_traceback_stays_inside_its_line():
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    log = logging.getLogger("sendgate.test.exc")
-    log.handlers[:] = [handler]
-    log.propagate = False
+    log, stream = json_logger("sendgate.test.exc")
     try:
         raise RuntimeError("store failed")
     except RuntimeError:
