@@ -29,7 +29,7 @@ def env_rows() -> list[tuple[str, str | None, str]]:
 
 @pytest.mark.parametrize("page", sorted(generate.PAGES))
 def test_the_generated_pages_are_up_to_date(page):
-    assert (DOCS / page).read_text() == generate.PAGES[page](), f"run: python docs/generate.py ({page})"
+    assert (DOCS / page).read_text() == generate.PAGES[page](), f"run: .venv/bin/python docs/generate.py ({page})"
 
 
 def test_every_settings_field_has_its_variable_on_the_configuration_page():
