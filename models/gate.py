@@ -23,7 +23,7 @@ from .burst import BurstVerdict, JunkMatch, SenderState, recipient_hash
 from .clock import AppClock
 from .consent import HELP_ANSWERED, HELP_MARK, AppGrant, Conversation, Userkey
 from .controls import RecentTexts, RecipientSends, inbound_digest, text_digest
-from .decisions import ConsentRecord, Decision, Delivery, GrantRevocation, iso, revocation_made_at
+from .decisions import ConsentRecord, Decision, Delivery, GrantRevocation, JunkShare, iso, revocation_made_at
 from .junk import JunkIndex, JunkReport
 from .memory import EVENT, REQUEST, AnsweredRequest, SeenEvent, said_digest
 from .pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
@@ -52,11 +52,11 @@ SEEN = "seen"                    # (app, kind, id)         -> AnsweredRequest | 
 SEEN_DAYS = "seen_days"          # app                     -> LapseIndex of the days `seen` rows were written
 SEEN_LISTS = "seen_lists"        # (app, day, chunk)       -> LapseBucket of (kind, id)
 TEXTS = "texts"                  # (app, userkey)          -> RecentTexts (the texts sent to it lately)
-JUNK = "junk"                    # template id (global)    -> JunkTemplate
+JUNK = "junk"                    # template id             -> JunkTemplate (each partition's own index)
 TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, CLUSTERS, SKETCHES, PENDING, SCHEDULES, DUE, CLOCKS, LAPSE_DAYS,
-          LAPSES, RECIPIENTS, CONTACTS, SEEN, SEEN_DAYS, SEEN_LISTS, TEXTS)
+          LAPSES, RECIPIENTS, CONTACTS, SEEN, SEEN_DAYS, SEEN_LISTS, TEXTS, JUNK)
 
-Record = Decision | Delivery | ConsentRecord | GrantRevocation
+Record = Decision | Delivery | ConsentRecord | GrantRevocation | JunkShare
 # The sender name under which an app's near-identical texts are counted across all its sender
 # names (a blast spread over names is one blast to the platform); ids hold no control characters.
 WHOLE_APP = "\x00app"
@@ -93,22 +93,34 @@ def due_entries(get: Callable[[str, bytes], bytes | None], app: str, schedule: R
 
 
 class Store(Protocol):
-    junk: JunkIndex  # the junk index sends are matched against
+    # The junk index of the partition being decided: built by the `junk_shared` events of that
+    # partition's log alone (models/junk.py), so that a replay reading the partitions in another
+    # order matches each send against the same index.
+    junk: JunkIndex
 
     def get(self, table: str, key: bytes) -> bytes | None: ...
     def set(self, table: str, key: bytes, value: bytes) -> None: ...
     def delete(self, table: str, key: bytes) -> None: ...
     def report_junk(self, report: JunkReport, policy: Policy) -> None:
-        """Count a junk report in the index (shared by all apps: a worker sends it to the
-        index's single writer, and sees it at once in its own view)."""
+        """Count a shared junk report in this partition's index, and write the rows it changed."""
 
 
 class MemoryStore:
-    """A Store over plain dicts: for unit tests, in-process benchmarks and policy experiments."""
+    """A Store over plain dicts: for unit tests, in-process benchmarks, replay and policy
+    experiments. `partition` is the partition of the log being decided (replay sets it per record):
+    each has its own junk index, as in the worker."""
 
     def __init__(self) -> None:
-        self.tables: dict[str, dict[bytes, bytes]] = {name: {} for name in (*TABLES, JUNK)}
-        self.junk = JunkIndex()
+        self.tables: dict[str, dict[bytes, bytes]] = {name: {} for name in TABLES}
+        self.partition = 0
+        self._junk: dict[int, JunkIndex] = {}
+
+    @property
+    def junk(self) -> JunkIndex:
+        index = self._junk.get(self.partition)
+        if index is None:
+            index = self._junk[self.partition] = JunkIndex()
+        return index
 
     def get(self, table: str, key: bytes) -> bytes | None:
         return self.tables[table].get(key)
@@ -122,14 +134,14 @@ class MemoryStore:
         self.tables[table].pop(key, None)
 
     def report_junk(self, report: JunkReport, policy: Policy) -> None:
-        # one process holds the whole index: it is its only writer
         changed = self.junk.apply(report, policy.similarity_threshold, policy.junk_reject_reporters,
                                   policy.max_junk_templates)
         for template_id, template in changed.items():
+            row = key(str(self.partition), template_id)
             if template is None:
-                self.delete(JUNK, template_id.encode())
+                self.delete(JUNK, row)
             else:
-                self.set(JUNK, template_id.encode(), template.to_bytes())
+                self.set(JUNK, row, template.to_bytes())
 
 
 class OverlayStore:
@@ -152,7 +164,7 @@ class OverlayStore:
         self.rows[(table, key)] = None
 
     def report_junk(self, report: JunkReport, policy: Policy) -> None:
-        """A check sends no junk reports."""
+        """A check decides sends only."""
 
 
 CHECK_ID = "\x00check-"  # request ids of a check's sends: a control character, so no real id can match
@@ -208,6 +220,9 @@ class Gate:
     def handle(self, event: ev.Event, store: Store, record_ts: int | None = None) -> list[Record]:
         """Decide one event at its app's clock (models/clock.py); `record_ts` (ms), when given,
         bounds how far the event's `ts` may trail its record's timestamp."""
+        if type(event) is ev.JunkShared:  # on every partition, of any app: it touches no app's rows
+            self._junk_shared(event, store)
+            return []
         clock_key = key(event.app)
         raw = store.get(CLOCKS, clock_key)
         clock = AppClock.from_bytes(raw)
@@ -349,13 +364,27 @@ class Gate:
         self._put_sender(store, e.app, e.sender, sender)
 
     def _junk_report(self, e: ev.JunkReport, store: Store) -> list[Record]:
+        """The reported text joins the junk index of every partition through the log (`JunkShare`),
+        not here: a send on another partition must see it where its own log shows it."""
         p = self.policy
-        store.report_junk(JunkReport(f"{e.app}\x1f{e.event_id}", self.sketcher.sketch(e.text),
-                                     recipient_hash(f"{e.app}\x1f{e.userkey}", self._secret), e.ts), p)
+        share = JunkShare(e.event_id, e.app, recipient_hash(f"{e.app}\x1f{e.userkey}", self._secret), e.text, e.ts)
         sender = self._sender(store, e.app, e.sender)
         sender.record_signal("junk_report", e.ts, p)
         self._put_sender(store, e.app, e.sender, sender)
-        return self._watch_grant(e.app, ("junk_reports",), e.ts, store)
+        return [share, *self._watch_grant(e.app, ("junk_reports",), e.ts, store)]
+
+    def _junk_shared(self, e: ev.JunkShared, store: Store) -> None:
+        store.report_junk(JunkReport(f"{e.app}\x1f{e.event_id}", self.sketcher.sketch(e.text), e.reporter, e.ts),
+                          self.policy)
+
+    def handle_in_one_log(self, event: ev.Event, store: Store, record_ts: int | None = None) -> list[Record]:
+        """`handle` for a log of one partition simulated in one process (unit tests, benchmarks):
+        a junk report's `junk_shared` event is appended right after it, and decided."""
+        out = self.handle(event, store, record_ts)
+        for record in out:
+            if isinstance(record, JunkShare):
+                self.handle(ev.decode_event(record.to_json(), record.ts), store, record_ts)
+        return out
 
     def _delivery_status(self, e: ev.DeliveryStatus, store: Store) -> list[Record]:
         sender = self._sender(store, e.app, e.sender)

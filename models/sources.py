@@ -46,9 +46,10 @@ RIGHTS: dict[str, frozenset[str]] = {
     # The platform operator grants unrestricted outbound at its own discretion (seed 000), vouches
     # for a sender's age, and may say anything else (a correction, a tick).
     OPERATOR: frozenset(ev.EVENT_TYPES),
-    # The worker appends its clock ticks and its automatic revocations of grants: it may take a
-    # grant away, never give one.
-    WORKER: frozenset({"tick", "app_policy"}),
+    # The worker appends its clock ticks, its automatic revocations of grants (it may take a
+    # grant away, never give one) and the junk reports it shares with every partition (a
+    # network's junk_report, decided first; an app cannot say them, or it could blacklist a rival's text).
+    WORKER: frozenset({"tick", "app_policy", "junk_shared"}),
 }
 ROLES = tuple(RIGHTS)
 

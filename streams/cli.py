@@ -66,12 +66,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
-    from sendgate.models.gate import JUNK
-
     from .worker.app import STALL_EXIT_CODE, build_worker
     from .identity import check_userkey_secret
     from .kafka import check_events_clock, ensure_topics, partitions_of
-    from .worker.junk import JUNK_REPORTS
     from .worker.restore import restore_state
     from .worker.checkpoint import APPS, STATE, after_unclean_stop
 
@@ -83,15 +80,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # creates while the group forms is left out of the assignment until the next metadata
         # refresh (5 minutes), so the worker would idle, or wait that long to recover a table.
         changelogs = [settings.changelog_topic(STATE)]
-        singles = [settings.changelog_topic(JUNK), settings.changelog_topic(APPS)]
-        junk_reports = settings.topic(JUNK_REPORTS)
+        singles = [settings.changelog_topic(APPS)]
         await ensure_topics(settings, [events])
         await check_events_clock(settings)
         await check_userkey_secret(settings, "worker")
         await ensure_topics(settings, changelogs, compact=True)
         await ensure_topics(settings, singles, partitions=1, compact=True)
-        await ensure_topics(settings, [f"{settings.group_id}-__assignor-__leader", junk_reports], partitions=1)
-        for topic in [events, *changelogs, *singles, junk_reports]:
+        await ensure_topics(settings, [f"{settings.group_id}-__assignor-__leader"], partitions=1)
+        for topic in [events, *changelogs, *singles]:
             await partitions_of(settings, topic, 60)
 
     asyncio.run(topics_ready())

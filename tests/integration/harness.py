@@ -353,7 +353,8 @@ def account(settings: Settings, published: list[dict | bytes | Invalid | Sent], 
 
 def uninterrupted(events: list[dict | bytes | Invalid | Sent]) -> list[dict]:
     """The decisions of one uninterrupted in-process run of the gate over the valid events, in
-    order (every event must carry an explicit `ts`; invalid records are skipped)."""
+    order (every event must carry an explicit `ts`; invalid records are skipped); a junk report's
+    share comes right after it."""
     from sendgate.models.decisions import Decision
     from sendgate.models.events import validate
     from sendgate.models.gate import Gate, MemoryStore
@@ -366,7 +367,7 @@ def uninterrupted(events: list[dict | bytes | Invalid | Sent]) -> list[dict]:
         if isinstance(e, (bytes, Invalid)):
             continue
         assert "ts" in e, f"event without explicit ts: {e}"
-        out += [r.to_dict() for r in gate.handle(validate(e, 0), store) if isinstance(r, Decision)]
+        out += [r.to_dict() for r in gate.handle_in_one_log(validate(e, 0), store) if isinstance(r, Decision)]
     return out
 
 
