@@ -32,7 +32,7 @@ ENV_SECTIONS: list[tuple[str, list[Env]]] = [
          "deliveries, tables); size it for the apps: an app lives on one partition, so partitions bound the "
          "workers that can share the load ([deployment](deployment.md))"),
         ("SENDGATE_REPLICATION_FACTOR", "replication_factor", "replicas of every topic sendgate creates (events, "
-         "outputs, changelogs, `junk-reports`, replay topics); **3 in production**. A factor the cluster cannot "
+         "outputs, changelogs, replay topics); **3 in production**. A factor the cluster cannot "
          "hold is refused at once, naming the topics and the variable"),
         ("SENDGATE_EVENTS_TIMESTAMP_TYPE", "events_timestamp_type", "`message.timestamp.type` of the events topic "
          "when sendgate creates it: `LogAppendTime` when producers are not trusted (see [Which clock to trust]"
