@@ -94,3 +94,15 @@ def test_kustomization_lists_every_manifest():
 def test_ci_runs_the_deploy_checks():
     run = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^\.ci/check-deploy$", run, re.M)
+
+
+def test_the_keyring_is_readable_by_the_user_each_pod_runs_as():
+    # a Secret's files are root's with the pod's fsGroup: a non-root process reads them through the group bit
+    for (kind, name), doc in manifests().items():
+        if kind not in ("StatefulSet", "Deployment"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsUser"] != 0 and pod["securityContext"]["fsGroup"] == 65534, name
+        for volume in pod["volumes"]:
+            for item in volume.get("secret", {}).get("items", []):
+                assert item["mode"] & 0o040, (name, item)
