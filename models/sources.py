@@ -152,7 +152,7 @@ class Keyring:
                 sig = data
         if key_id is None or sig is None:
             raise Unauthorized("unsigned", f"the record has no {KEY_HEADER} and {SIG_HEADER} headers; sign its value "
-                                           f"with HMAC-SHA-256 under a key of the keyring (README, Sources)")
+                                           f"with HMAC-SHA-256 under a key of the keyring (docs/security-and-privacy.md, Sources)")
         shown = key_id.decode(errors="replace")[:64]
         key = self.keys.get(shown)
         if key is None:

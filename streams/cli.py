@@ -30,7 +30,8 @@ from sendgate.models.policy import Policy, PolicyError
 
 from .local.broker import BrokerError, LocalKafka
 from .kafka import unreachable
-from .config import ConfigError, Settings, log_level
+from .config import ConfigError, Settings, log_format, log_level
+from .logs import configure as configure_logs
 from .progress import Progress
 
 OK, NOT_ALL_RIGHT, USER_ERROR, INTERRUPTED = 0, 1, 2, 130
@@ -760,7 +761,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        logging.basicConfig(level=log_level().upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logs(log_level(), log_format())
         if args.command != "worker":
             # aiokafka logs every refused connection; a command says what is wrong in one line instead
             logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

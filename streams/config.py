@@ -87,6 +87,14 @@ def log_level(env: dict | None = None) -> str:
     return raw.lower()
 
 
+def log_format(env: dict | None = None) -> str:
+    """SENDGATE_LOG_FORMAT, lower case: text or json (streams/logs.py); ConfigError for anything else."""
+    value = ((os.environ if env is None else env).get("SENDGATE_LOG_FORMAT") or "text").strip().lower()
+    if value not in ("text", "json"):
+        raise ConfigError(f"SENDGATE_LOG_FORMAT must be text or json, got {value!r}")
+    return value
+
+
 def _check_log_level(level: str) -> None:
     if level.lower() not in LOG_LEVELS:
         raise ConfigError(f"SENDGATE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
@@ -132,7 +140,7 @@ VARIABLES: tuple[tuple[str, str], ...] = tuple((f"SENDGATE_{name.upper()}", fiel
     ("web", "web_enabled"), ("web_port", "web_port"), ("web_bind", "web_bind"), ("web_host", "web_host"),
     ("session_timeout_s", "session_timeout_s"), ("heartbeat_interval_s", "heartbeat_interval_s"),
     ("rebalance_timeout_s", "rebalance_timeout_s"), ("group_instance_id", "group_instance_id"),
-    ("log_level", "log_level"), ("processing_guarantee", "processing_guarantee"), ("batch_max", "batch_max"),
+    ("log_level", "log_level"), ("log_format", "log_format"), ("processing_guarantee", "processing_guarantee"), ("batch_max", "batch_max"),
     ("linger_ms", "linger_ms"), ("stall_exit_s", "stall_exit_s"), ("fast_restore", "fast_restore"),
     ("events_timestamp_type", "events_timestamp_type"), ("metrics_networks", "metrics_networks"),
     ("security_protocol", "security_protocol"), ("sasl_mechanism", "sasl_mechanism"),
@@ -162,6 +170,7 @@ class Settings:
     heartbeat_interval_s: float = 3.0
     rebalance_timeout_s: float = 60.0
     log_level: str = "warning"
+    log_format: str = "text"  # or "json": one JSON object per log line (streams/logs.py)
     processing_guarantee: str = "at_least_once"
     # A batch is decided, its outputs acknowledged, then its state written (streams/worker/checkpoint.py):
     # the events that have arrived, up to batch_max.
@@ -220,6 +229,8 @@ class Settings:
             raise ConfigError(f"SENDGATE_GROUP_ID must be letters, digits, '.', '_' or '-', got {self.group_id!r}")
         if self.store not in ("rocksdb://", "memory://"):
             raise ConfigError(f"SENDGATE_STORE must be rocksdb:// or memory://, got {self.store!r}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"SENDGATE_LOG_FORMAT must be text or json, got {self.log_format!r}")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise ConfigError("SENDGATE_PROCESSING_GUARANTEE must be at_least_once or exactly_once, "
                               f"got {self.processing_guarantee!r}")
@@ -303,6 +314,7 @@ class Settings:
             heartbeat_interval_s=_float(env, "SENDGATE_HEARTBEAT_INTERVAL_S", d.heartbeat_interval_s),
             rebalance_timeout_s=_float(env, "SENDGATE_REBALANCE_TIMEOUT_S", d.rebalance_timeout_s),
             log_level=log_level(env),
+            log_format=log_format(env),
             processing_guarantee=env.get("SENDGATE_PROCESSING_GUARANTEE") or d.processing_guarantee,
             batch_max=_int(env, "SENDGATE_BATCH_MAX", d.batch_max, minimum=1),
             linger_ms=_float(env, "SENDGATE_LINGER_MS", d.linger_ms),

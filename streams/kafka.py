@@ -91,7 +91,7 @@ async def check_events_clock(settings: Settings) -> None:
     finally:
         await admin.close()
     refused = [for_code(code).__name__ for code, _, _, name, _ in response.resources if name == topic and code]
-    if refused:  # e.g. TopicAuthorizationFailedError: no DescribeConfigs ACL (README, "Kafka ACLs per role")
+    if refused:  # e.g. TopicAuthorizationFailedError: no DescribeConfigs ACL (docs/security-and-privacy.md, "Kafka ACLs per role")
         raise ConfigError(f"SENDGATE_EVENTS_TIMESTAMP_TYPE=LogAppendTime, but the configs of topic {topic} "
                           f"cannot be read at {settings.bootstrap}: {refused[0]}")
     values = {entry[0]: entry[1] for _, _, _, name, entries in response.resources if name == topic

@@ -2,7 +2,7 @@
 
 `producer`, `worker` and `subscriber` give the ACLs of one principal for the given settings (topic
 prefix, group id, processing guarantee); `Acl.command()` prints each as a `kafka-acls.sh` line
-(README, "Kafka ACLs per role") and `LocalKafka.add_acls` adds the same bindings
+(docs/security-and-privacy.md, "Kafka ACLs per role") and `LocalKafka.add_acls` adds the same bindings
 (tests/integration/test_kafka_acls.py). Anything not granted is denied: the broker runs with
 `allow.everyone.if.no.acl.found=false`. Read and Write imply Describe in Kafka; it is listed
 anyway where a client asks for the topic's metadata, so that the table says what is used.

@@ -26,6 +26,7 @@ from sendgate.models.sources import WORKER, KeyringError
 
 from ..kafka import partitions_of
 from ..config import ConfigError, Settings
+from ..logs import faust_logging_config
 from ..kafka import committed_offsets, read_log
 from .outbox import Headers, Outbox, partition_for
 from .faust_internals import (assigned, channel_queue, commit_at, committed_offset, dispatch_inline, highwater,
@@ -121,7 +122,8 @@ class GateWorker:
     events_partitions: list[int] = field(default_factory=list)  # every partition of the events topic (junk shares go to each)
 
     def __post_init__(self) -> None:
-        self.metrics = GateMetrics(self.settings.metrics_networks, self.status_now, self.gate.keyring is not None)
+        self.metrics = GateMetrics(self.settings.metrics_networks, self.status_now, self.gate.keyring is not None,
+                                   topic_partitions=self.settings.partitions)
 
     def not_ready(self) -> list[str]:
         """Why the worker should not get traffic yet (empty: ready), for /readyz and the metrics."""
@@ -218,7 +220,7 @@ class GateWorker:
         confirmed it less than a session timeout (less a heartbeat interval) ago. A worker frozen
         past its session (SIGSTOP, a stalled VM) may have lost its partitions to another worker
         that already decides and writes them; its late outputs and rows would then be read as the
-        truth (README Guarantees, "Zombies"). Raises MembershipLapsed: the batch fails, is dropped
+        truth (docs/guarantees.md, "Zombies"). Raises MembershipLapsed: the batch fails, is dropped
         if its partitions moved, and is decided again (by whoever owns them) otherwise."""
         alive_at = self.alive_at()
         lease_s = self.settings.session_timeout_s - self.settings.heartbeat_interval_s
@@ -547,7 +549,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
     gate = settings.gate(policy)  # refuses to start without a keyring unless SENDGATE_AUTH=off
     if gate.keyring is None:
         log.warning("SENDGATE_AUTH=off: records are not verified; any producer that can write to %s may say "
-                    "anything for any app (README, Sources)", settings.topic("events"))
+                    "anything for any app (docs/security-and-privacy.md, Sources)", settings.topic("events"))
     else:
         try:  # the key the worker signs its ticks and revocations with
             gate.keyring.signing_key(WORKER, int(time.time() * 1000))
@@ -583,6 +585,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
         web_tables_enabled=False,  # Faust's /table view serves raw rows, and rows hold userkeys
         web_bind=settings.web_bind,
         web_host=settings.web_host,
+        logging_config=faust_logging_config(settings.log_format),  # SENDGATE_LOG_FORMAT=json: JSON lines
     )
     events = faust_app.topic(settings.topic("events"), partitions=settings.partitions,
                        config=settings.topic_configs(settings.topic("events")), **RAW)

@@ -29,7 +29,7 @@ DEADLINE_S = 90.0
 
 def make_settings(bootstrap: str, data_dir: Path, **overrides) -> Settings:
     """Topics and group of their own, and a keyring of the test's own (beside `data_dir`) whose
-    operator key signs what the test publishes (an operator may say anything: README, Sources)."""
+    operator key signs what the test publishes (an operator may say anything: docs/security-and-privacy.md, Sources)."""
     run = uuid.uuid4().hex[:8]
     keyring = Path(data_dir).parent / "keyring.toml"
     if not keyring.exists():

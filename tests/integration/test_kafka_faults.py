@@ -279,7 +279,7 @@ def test_sigkill_mid_stream_loses_nothing(settings, workers):
     """Three SIGKILLs at seeded random points while a worker works through a mixed stream of four
     apps, a new worker with the same settings (same store, same group) after each.
 
-    Asserted (README, Guarantees): every record accounted for; per request, exactly the decision
+    Asserted (docs/guarantees.md): every record accounted for; per request, exactly the decision
     ids of an uninterrupted run, none missing ([LOST]) and none different ([CHANGED]); no delayed
     request released twice with different decisions; consent intact. Repeats of the same decision
     (same decision_id, same fields) are allowed and counted.

@@ -78,7 +78,7 @@ def test_every_setting_reaches_a_child_process():
     s = Settings(bootstrap="k1:9092,k2:9092", topic_prefix="acme.", group_id="gate-eu", partitions=12,
                  store="memory://", data_dir="/srv/gate", policy_file="/etc/policy.toml", tick_interval_s=0.5,
                  web_port=0, web_enabled=False, web_bind="0.0.0.0", web_host="gate-0.internal",
-                 session_timeout_s=12.5, heartbeat_interval_s=2.0, rebalance_timeout_s=30.0, log_level="info",
+                 session_timeout_s=12.5, heartbeat_interval_s=2.0, rebalance_timeout_s=30.0, log_level="info", log_format="json",
                  processing_guarantee="exactly_once", batch_max=50, linger_ms=0.0, stall_exit_s=60.0,
                  replication_factor=3, events_timestamp_type="LogAppendTime", metrics_networks=("sms", "rcs"),
                  security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="gate",
