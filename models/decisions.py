@@ -189,8 +189,24 @@ class GrantRevocation:
                              "reason": self.reason, "ts": self.ts})
 
 
+@dataclass(frozen=True, slots=True)
+class JunkShare:
+    """A junk report to append to every partition of the events log, as a `junk_shared` event
+    (`to_json`): each partition counts it in its own junk index where its log shows it, so the
+    index a send is matched against is a function of that partition's log alone (models/junk.py)."""
+    event_id: str
+    app: str
+    reporter: int
+    text: str
+    ts: int
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"type": "junk_shared", "event_id": self.event_id, "app": self.app,
+                             "reporter": self.reporter, "text": self.text, "ts": self.ts})
+
+
 # every record the gate outputs (models/gate/)
-Record = Decision | Delivery | ConsentRecord | GrantRevocation
+Record = Decision | Delivery | ConsentRecord | GrantRevocation | JunkShare
 
 
 def revocation_made_at(event_id: str) -> int | None:

@@ -127,6 +127,18 @@ class Tick:
 
 
 @dataclass(frozen=True, slots=True)
+class JunkShared:
+    """A junk report as every partition's log carries it (models/decisions.py JunkShare): the
+    junk index a send is matched against is the one its own partition's log has built, so that
+    replay decides as live did, whichever partition it reads first."""
+    event_id: str  # the report's
+    app: str  # the reporting app's
+    reporter: int  # the reporting recipient, hashed (models/burst.py recipient_hash)
+    text: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel:
     request_id: str
     app: str
@@ -134,7 +146,7 @@ class Cancel:
 
 
 Event = Union[Inbound, OptIn, OptOut, Send, AppPolicy, SenderProfile, JunkReport, DeliveryStatus, Contact, Tick,
-              Cancel]
+              Cancel, JunkShared]
 
 
 def _id(name: str, value: Any) -> str:
@@ -188,6 +200,12 @@ def _status(name: str, value: Any) -> str:
     return value
 
 
+def _reporter(name: str, value: Any) -> int:
+    if type(value) is not int or not 0 <= value < 2 ** 64:
+        raise InvalidEvent(f"field '{name}' must be an integer 0..2^64-1 (a hashed recipient), got {value!r:.60}")
+    return value
+
+
 MAX_VALID_FOR_S = 36_000  # Twilio's ValidityPeriod range, 1-36,000 s
 
 
@@ -218,6 +236,7 @@ _KINDS: dict[str, tuple[type, tuple[tuple[str, Check], ...], tuple[tuple[str, Ch
                           ("authorized", _bool)), ()),
     "tick": (Tick, (("app", _id),), ()),
     "cancel": (Cancel, (("request_id", _id), ("app", _id)), ()),
+    "junk_shared": (JunkShared, (("event_id", _id), ("app", _id), ("reporter", _reporter), ("text", _text)), ()),
 }
 _OPTIONAL_DEFAULTS = {"source": "", "reason": "", "reply_to": None, "request_id": None, "valid_for_s": None}
 EVENT_TYPES = tuple(_KINDS)

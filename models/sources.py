@@ -46,9 +46,10 @@ RIGHTS: dict[str, frozenset[str]] = {
     # The platform operator grants unrestricted outbound at its own discretion (seed 000), vouches
     # for a sender's age, and may say anything else (a correction, a tick).
     OPERATOR: frozenset(ev.EVENT_TYPES),
-    # The worker appends its clock ticks and its automatic revocations of grants: it may take a
-    # grant away, never give one.
-    WORKER: frozenset({"tick", "app_policy"}),
+    # The worker appends its clock ticks, its automatic revocations of grants (it may take a
+    # grant away, never give one) and the junk reports it shares with every partition (a
+    # network's junk_report, decided first; an app cannot say them, or it could blacklist a rival's text).
+    WORKER: frozenset({"tick", "app_policy", "junk_shared"}),
 }
 ROLES = tuple(RIGHTS)
 
@@ -151,7 +152,7 @@ class Keyring:
                 sig = data
         if key_id is None or sig is None:
             raise Unauthorized("unsigned", f"the record has no {KEY_HEADER} and {SIG_HEADER} headers; sign its value "
-                                           f"with HMAC-SHA-256 under a key of the keyring (README, Sources)")
+                                           f"with HMAC-SHA-256 under a key of the keyring (docs/security-and-privacy.md, Sources)")
         shown = key_id.decode(errors="replace")[:64]
         key = self.keys.get(shown)
         if key is None:

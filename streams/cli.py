@@ -1,14 +1,24 @@
-"""The `sendgate` command line: broker, worker, publish, tail, demo."""
+"""The `sendgate` command line: broker, worker, publish, tail, status, check, replay, rebuild,
+deadletter, config, policy, keyring, api, keys, demo (docs/command-line.md).
+
+Exit codes (docs/command-line.md has the table): 0 done; 1 done, but the input or the worker was
+not all right (invalid lines not published, an invalid policy, a worker not ready, dead letters
+that cannot be republished), or an unexpected error with its traceback (a bug, or Kafka failing
+mid-run); 2 nothing done: a usage error, a setting, a file or a worker or broker that cannot be
+reached, said in one line; 70 a worker stalled (STALL_EXIT_CODE); 130 interrupted (Ctrl-C).
+"""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
-from typing import Any
+from importlib.metadata import PackageNotFoundError, version
+from typing import IO, Any, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,8 +30,24 @@ from sendgate.models.policy import Policy, PolicyError
 
 from .local.broker import BrokerError, LocalKafka
 from .kafka import unreachable
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, log_format, log_level
+from .logs import configure as configure_logs
 from .progress import Progress
+
+OK, NOT_ALL_RIGHT, USER_ERROR, INTERRUPTED = 0, 1, 2, 130
+
+
+class Deprecated(argparse.Action):
+    """A flag's former spelling: still accepted, with a warning naming the new one."""
+
+    def __init__(self, option_strings: list[str], dest: str, replacement: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, help=f"deprecated spelling of {replacement}", **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"sendgate: {option_string} is deprecated and will go; use {self.replacement}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -37,7 +63,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
         if not sep:
             raise BrokerError("--scram takes USER:PASSWORD")
         scram = (user, password)
-    kafka = LocalKafka(port=args.port, data_dir=args.data_dir, scram=scram, sasl_port=args.sasl_port)
+    elif args.sasl_port is not None:  # warned, not refused: scripts that pass it always keep working
+        print("sendgate: --sasl-port has no effect without --scram (no SASL listener is started)", file=sys.stderr)
+    kafka = LocalKafka(port=args.port, data_dir=args.data_dir, scram=scram, sasl_port=args.sasl_port or 9093)
     kafka.start()
     print(f"Kafka {kafka.bootstrap} is up (data: {kafka.data_dir}, log: {kafka.log_file}); Ctrl-C stops it.",
           flush=True)
@@ -66,35 +94,36 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
-    from sendgate.models.gate import JUNK
-
     from .worker.app import STALL_EXIT_CODE, build_worker
     from .identity import check_userkey_secret
     from .kafka import check_events_clock, ensure_topics, partitions_of
-    from .worker.junk import JUNK_REPORTS
     from .worker.restore import restore_state
     from .worker.checkpoint import APPS, STATE, after_unclean_stop
 
     settings = _settings(args)
     events = settings.topic("events")
+    # what can be checked without Kafka is checked first: a bad policy or keyring, or a web address
+    # other workers cannot use, is reported at once and not after the broker answered
+    settings.check_web_addresses()
+    settings.gate()  # loads and checks the policy and the keyring
 
     async def topics_ready() -> None:
         # The consumer's first metadata must list every topic it subscribes to: a topic that Faust
         # creates while the group forms is left out of the assignment until the next metadata
         # refresh (5 minutes), so the worker would idle, or wait that long to recover a table.
         changelogs = [settings.changelog_topic(STATE)]
-        singles = [settings.changelog_topic(JUNK), settings.changelog_topic(APPS)]
-        junk_reports = settings.topic(JUNK_REPORTS)
+        singles = [settings.changelog_topic(APPS)]
         await ensure_topics(settings, [events])
         await check_events_clock(settings)
         await check_userkey_secret(settings, "worker")
         await ensure_topics(settings, changelogs, compact=True)
         await ensure_topics(settings, singles, partitions=1, compact=True)
-        await ensure_topics(settings, [f"{settings.group_id}-__assignor-__leader", junk_reports], partitions=1)
-        for topic in [events, *changelogs, *singles, junk_reports]:
+        await ensure_topics(settings, [f"{settings.group_id}-__assignor-__leader"], partitions=1)
+        for topic in [events, *changelogs, *singles]:
             await partitions_of(settings, topic, 60)
 
-    asyncio.run(topics_ready())
+    with _quiet("aiokafka"):  # it logs every refused connection; the command says what is wrong in one line
+        asyncio.run(topics_ready())
     gate_worker = build_worker(settings)
     print(f"sendgate worker: {settings.topic('events')} ({settings.partitions} partitions) on {settings.bootstrap}, "
           f"app id {settings.group_id}, store {settings.store}, policy {settings.policy_file or 'defaults'}",
@@ -140,9 +169,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return STALL_EXIT_CODE if gate_worker.stalled else 0
 
 
-def _read_lines(path: str):
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """The logger says nothing below CRITICAL meanwhile."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _open_input(path: str) -> IO[bytes]:
+    """The file (or - for standard input) opened for reading; ConfigError, in one line, if it cannot be."""
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _read_lines(stream: IO[bytes]):
     """(line number, bytes read so far, line) of every non-empty line."""
-    stream = sys.stdin.buffer if path == "-" else open(path, "rb")
     read = 0
     with stream:
         for number, line in enumerate(stream, 1):
@@ -155,34 +205,38 @@ async def _publish(args: argparse.Namespace) -> int:
     from .client import Publisher
 
     settings = _settings(args)
+    stream = _open_input(args.file)
     sent = invalid = 0
     started = time.monotonic()
     futures = []
-    size = None if args.file == "-" else os.path.getsize(args.file)
+    size = None if args.file == "-" else os.fstat(stream.fileno()).st_size
     bar = Progress("publish", size, "bytes")
-    async with Publisher(settings) as publisher:
-        if publisher.key is None:
-            print("sendgate publish: SENDGATE_KEY_ID is not set, so the records are not signed; a worker with a "
-                  "keyring dead-letters them as unauthorized (README, Sources)", file=sys.stderr)
-        for number, read, line in _read_lines(args.file):
-            try:
-                futures.append(await publisher.send(line))
-                sent += 1
-            except InvalidEvent as exc:
-                invalid += 1
-                print(f"\rline {number}: {exc} (not sent)", file=sys.stderr)
-            if size is None:
-                bar.update(sent + invalid)
-            else:
-                bar.update(read, sent + invalid)  # the bar by bytes, the rate in lines
-        await publisher.flush()
-        for future in futures:
-            await future  # raises if the broker refused a record
+    try:
+        async with Publisher(settings, wait_for_topic_s=10) as publisher:
+            if publisher.key is None:
+                print("sendgate publish: SENDGATE_KEY_ID is not set, so the records are not signed; a worker with a "
+                      "keyring dead-letters them as unauthorized (README, Sources)", file=sys.stderr)
+            for number, read, line in _read_lines(stream):
+                try:
+                    futures.append(await publisher.send(line))
+                    sent += 1
+                except InvalidEvent as exc:
+                    invalid += 1
+                    print(f"\rline {number}: {exc} (not sent)", file=sys.stderr)
+                if size is None:
+                    bar.update(sent + invalid)
+                else:
+                    bar.update(read, sent + invalid)  # the bar by bytes, the rate in lines
+            await publisher.flush()
+            for future in futures:
+                await future  # raises if the broker refused a record
+    finally:
+        stream.close()
     bar.finish()
     elapsed = time.monotonic() - started
     print(f"published {sent} event(s) to {settings.topic('events')} in {elapsed:.1f} s; "
           f"{invalid} invalid line(s) not sent", file=sys.stderr)
-    return 1 if invalid else 0
+    return NOT_ALL_RIGHT if invalid else OK
 
 
 def _ask_worker(args: argparse.Namespace, path: str, body: dict | None = None) -> dict:
@@ -199,19 +253,33 @@ def _ask_worker(args: argparse.Namespace, path: str, body: dict | None = None) -
     request = urllib.request.Request(f"{url.rstrip('/')}{path}", data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:
-            return orjson.loads(answer.read())
+            return _json_answer(url, answer.status, answer.read())
     except urllib.error.HTTPError as exc:  # the worker's own error message
-        raise ConfigError(orjson.loads(exc.read()).get("error", str(exc))) from None
+        raise ConfigError(_json_answer(url, exc.code, exc.read()).get("error", str(exc))) from None
     except (urllib.error.URLError, OSError) as exc:
         raise ConfigError(f"no worker answers at {url} ({getattr(exc, 'reason', exc)}): is it running with its "
                           f"web server on (SENDGATE_WEB, SENDGATE_WEB_PORT), or pass --url") from None
+
+
+def _json_answer(url: str, status: int, body: bytes) -> dict:
+    """A worker's answer is a JSON object; anything else (a proxy's error page) is said in one line."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict):
+        text = " ".join(body.decode("utf-8", "replace").split())[:120]
+        raise ConfigError(f"{url} answered HTTP {status} with something other than a sendgate worker's JSON "
+                          f"({text!r}): is --url (or SENDGATE_WEB_HOST:SENDGATE_WEB_PORT) the worker's web "
+                          f"address, and not a proxy in trouble?")
+    return doc
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print a worker's state, rates, pending requests and lag, from its /sendgate/status."""
     doc = _ask_worker(args, "/sendgate/status")
     sys.stdout.write(format_status(doc))
-    return 0 if doc["state"]["ready"] else 1
+    return OK if doc["state"]["ready"] else NOT_ALL_RIGHT
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -271,22 +339,69 @@ def format_status(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _tail(args: argparse.Namespace) -> int:
-    from .client import consent_records, decisions, grant_revocations
+# what `tail` follows: topic (under the prefix), the id that drops repeats, the typed record
+TAIL = {"decisions": ("decisions", "decision_id"), "consent": ("consent", "record_id"),
+        "grants": ("grants", "revocation_id"), "deadletter": ("deadletter", None)}
+# tail's filters: flag -> (the record field it matches, the topics it applies to)
+TAIL_FILTERS = {"app": ("app", tuple(TAIL)), "outcome": ("outcome", ("decisions",)),
+                "kind": ("kind", ("consent",)), "request_id": ("request_id", ("decisions",)),
+                "sender": ("sender", ("decisions", "consent"))}
 
+
+def _tail_source(args: argparse.Namespace) -> str:
+    return next((name for name in ("consent", "grants", "deadletter") if getattr(args, name)), "decisions")
+
+
+def _check_tail(args: argparse.Namespace) -> None:
+    """Refuse the flags that do not apply to what is followed (a usage error, exit 2)."""
+    source = _tail_source(args)
+    for flag, (_, applies) in TAIL_FILTERS.items():
+        if getattr(args, flag) is not None and source not in applies:
+            args.parser.error(f"--{flag.replace('_', '-')} filters " + " and ".join(
+                "decisions" if a == "decisions" else f"--{a}" for a in applies)
+                + f", not {'decisions' if source == 'decisions' else '--' + source}")
+    if args.exit and args.group:
+        args.parser.error("--exit reads every partition to its end without a group; drop --group")
+    if args.max_messages is not None and args.max_messages < 1:
+        args.parser.error("--max-messages must be at least 1")
+    if args.timeout is not None and args.timeout <= 0:
+        args.parser.error("--timeout must be a positive number of seconds")
+
+
+def tail_filter(args: argparse.Namespace) -> Any:
+    """The record filter of tail's flags; a dead letter's app is its key (events are keyed by app)."""
+    source = _tail_source(args)
+    wanted = {("key" if source == "deadletter" and flag == "app" else field): getattr(args, flag)
+              for flag, (field, _) in TAIL_FILTERS.items() if getattr(args, flag) is not None}
+    return lambda doc: all(doc.get(field) == value for field, value in wanted.items())
+
+
+def _typed(source: str, doc: dict) -> dict:
+    """The record as the client's typed record gives it (a dead letter as it is)."""
+    from sendgate.models.decisions import ConsentRecord, Decision, GrantRevocation
+
+    cls = {"decisions": Decision, "consent": ConsentRecord, "grants": GrantRevocation}.get(source)
+    return doc if cls is None else cls.from_dict(doc).to_dict()
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    from .client import records
+
+    _check_tail(args)
     settings = _settings(args)
-    if args.grants:
-        records = grant_revocations(settings, group_id=args.group, from_beginning=args.from_beginning, app=args.app)
-    elif args.consent:
-        records = consent_records(settings, group_id=args.group, from_beginning=args.from_beginning, app=args.app,
-                                  kind=args.kind)
-    else:
-        records = decisions(settings, group_id=args.group, from_beginning=args.from_beginning, app=args.app,
-                            outcome=args.outcome)
-    async for record in records:
-        sys.stdout.buffer.write(orjson.dumps(record.to_dict()) + b"\n")
-        sys.stdout.flush()
-    return 0
+    source = _tail_source(args)
+    topic, unique = TAIL[source]
+    printed = 0
+    reader = records(settings, settings.topic(topic), group_id=args.group, from_beginning=args.from_beginning,
+                     keep=tail_filter(args), unique=unique, to_end=args.exit, idle_timeout_s=args.timeout)
+    async with contextlib.aclosing(reader) as docs:
+        async for doc in docs:
+            sys.stdout.buffer.write(orjson.dumps(_typed(source, doc)) + b"\n")
+            sys.stdout.flush()
+            printed += 1
+            if printed == args.max_messages:
+                break
+    return OK
 
 
 def _until(spec: str) -> dict[int, int] | None:
@@ -302,8 +417,10 @@ def _until(spec: str) -> dict[int, int] | None:
 async def _replay(args: argparse.Namespace) -> int:
     from .ops.replay import compare, read_decisions, replay
 
+    if args.changed_out and not args.compare:
+        args.parser.error("--changed-out is where --compare writes; add --compare")
     settings = _settings(args)
-    policy = Policy.from_toml(args.config) if args.config else settings.policy()
+    policy = Policy.from_toml(args.replay_policy) if args.replay_policy else settings.policy()
     result = await replay(settings, args.name, policy, _until(args.until_offsets))
     print(f"replay {args.name}: {result.events} events, {result.decisions} decisions, {result.deadlettered} invalid, "
           f"{result.seconds:.1f} s ({result.rate:,.0f} events/s) -> {settings.topic(f'replay.{args.name}.decisions')}")
@@ -327,6 +444,96 @@ async def _rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the effective settings: every variable, its value (secrets masked) and where it came from."""
+    settings = _settings(args)
+    settings.policy()  # a policy file that does not load is an error here too
+    flags = {name: flag for name, flag, value in (
+        ("SENDGATE_BOOTSTRAP", "--bootstrap-server", args.bootstrap), ("SENDGATE_PARTITIONS", "--partitions",
+                                                                        args.partitions),
+        ("SENDGATE_POLICY", "--policy", args.policy), ("SENDGATE_STORE", "--store", args.store)) if value is not None}
+    rows = settings.describe(os.environ, flags)
+    if args.json:
+        doc = {name: {"value": value, "source": source} for name, value, source in rows}
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        width = max(len(name) for name, _, _ in rows)
+        sys.stdout.write("".join(f"{name:<{width}}  {value}  ({source})\n" for name, value, source in rows))
+    return OK
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    """Load a policy file as the worker would: exit 0 and what differs from the defaults, or 1 and why not."""
+    try:
+        policy = Policy.from_toml(args.file)
+    except PolicyError as exc:
+        print(f"sendgate: {exc}", file=sys.stderr)
+        return NOT_ALL_RIGHT
+    defaults = Policy().as_dict()
+    changed = {k: v for k, v in policy.as_dict().items() if v != defaults[k]}
+    print(f"{args.file}: a valid policy; " + (f"{len(changed)} setting(s) differ from the defaults: "
+                                             + ", ".join(f"{k} = {v!r}" for k, v in changed.items())
+                                             if changed else "every setting is the default"))
+    return OK
+
+
+def _place(spec: str) -> tuple[int, int]:
+    partition, sep, offset = spec.partition("@")
+    try:
+        return int(partition), int(offset)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{spec!r} is not PARTITION@OFFSET (as `deadletter list` shows it, "
+                                         f"e.g. 0@12)") from None
+
+
+async def _deadletter_list(args: argparse.Namespace) -> int:
+    from .ops.deadletter import dead_letters, select
+
+    settings = _settings(args)
+    letters = select(await dead_letters(settings), error=args.error, app=args.app)
+    for d in letters:
+        if args.json:
+            sys.stdout.buffer.write(orjson.dumps(d.to_dict()) + b"\n")
+        else:
+            print(f"{d.partition}@{d.offset}  {d.source}  key {_text(d.key)}  "
+                  f"{'signed by ' + d.signed_by if d.signed_by else 'unsigned'}  {d.error[:200]}")
+    print(f"{len(letters)} dead letter(s) in {settings.topic('deadletter')}"
+          + (" match" if args.error or args.app else ""), file=sys.stderr)
+    return OK
+
+
+def _text(data: bytes | None) -> str:
+    return "(none)" if data is None else repr(data.decode("utf-8", "replace"))
+
+
+async def _deadletter_republish(args: argparse.Namespace) -> int:
+    from .ops.deadletter import dead_letters, refusal, republish, select
+
+    if not (args.all or args.at or args.error or args.app):
+        args.parser.error("say which dead letters: --at PARTITION@OFFSET, --error TEXT, --app APP, or --all")
+    settings = _settings(args)
+    chosen = select(await dead_letters(settings), at=args.at, error=args.error, app=args.app)
+    missing = sorted(set(args.at or ()) - {(d.partition, d.offset) for d in chosen})
+    refused = [(d, why) for d in chosen for why in [refusal(settings, d)] if why]
+    good = [d for d in chosen if not refusal(settings, d)]
+    for place in missing:
+        print(f"no dead letter at {place[0]}@{place[1]} (with these filters)", file=sys.stderr)
+    for d, why in refused:
+        print(f"not republished: {d.where}: {why}", file=sys.stderr)
+    if args.dry_run:
+        for d in good:
+            print(f"would republish {d.where} ({d.source}, key {_text(d.key)}, "
+                  f"{'signed by ' + d.signed_by if d.signed_by else 'unsigned'}) to {d.topic}")
+    else:
+        for d, meta in zip(good, await republish(settings, good)):
+            print(f"republished {d.where} ({d.source}, key {_text(d.key)}, "
+                  f"{'signed by ' + d.signed_by if d.signed_by else 'unsigned'}) -> "
+                  f"{meta.topic}[{meta.partition}]@{meta.offset}")
+    print(f"{'would republish' if args.dry_run else 'republished'} {len(good)} of {len(chosen)} selected dead "
+          f"letter(s); {settings.topic('deadletter')} keeps them all (it is a log)", file=sys.stderr)
+    return NOT_ALL_RIGHT if refused or missing else OK
+
+
 def cmd_keyring_init(args: argparse.Namespace) -> int:
     """Write a keyring with a fresh key of each role (and one per --app) for a first set-up."""
     from .local.keyring import LOCAL_KEYS, app_key_id, write_local_keyring
@@ -346,8 +553,16 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from .api import build_app
 
+    from .client import require_topic
+
     settings = _settings(args)
     app = build_app(settings)
+
+    async def topics_ready() -> None:  # in one line here, rather than as a traceback from the server's start-up
+        for name in ("events", "decisions"):
+            await require_topic(settings, settings.topic(name), 30)
+
+    asyncio.run(topics_ready())
     print(f"sendgate api: http://{args.host}:{args.port} (OpenAPI at /openapi.json, docs at /docs), decisions of "
           f"{settings.topic('decisions')} on {settings.bootstrap}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level, server_header=False)
@@ -373,123 +588,192 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sendgate", description="Outbound-message gate on Kafka (see README.md).")
-    sub = p.add_subparsers(dest="command", required=True)
+def _version() -> str:
+    try:
+        return version("sendgate")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
-    b = sub.add_parser("broker", help="run a local single-node Kafka (KRaft) on 127.0.0.1")
-    b.add_argument("--port", type=int, default=9092)
+
+def _kafka(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flag every command that talks to Kafka takes, spelt as Kafka's own tools and kcat spell it."""
+    p.add_argument("-b", "--bootstrap-server", dest="bootstrap", metavar="HOST:PORT[,...]",
+                   help="Kafka bootstrap servers (default: SENDGATE_BOOTSTRAP, else 127.0.0.1:9092)")
+    p.add_argument("--bootstrap", dest="bootstrap", metavar="HOST:PORT[,...]", action=Deprecated,
+                   replacement="--bootstrap-server")
+    return p
+
+
+def _worker_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--partitions", type=int, help="partitions of the topics it creates (env SENDGATE_PARTITIONS)")
+    p.add_argument("--policy", metavar="FILE", help="policy TOML file (env SENDGATE_POLICY)")
+    p.add_argument("--store", choices=["rocksdb://", "memory://"], help="table store (env SENDGATE_STORE)")
+
+
+def _url(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="the worker's web address (default: http://SENDGATE_WEB_HOST:SENDGATE_WEB_PORT)")
+
+
+def _run(coroutine_function: Any) -> Any:
+    return lambda args: asyncio.run(coroutine_function(args))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sendgate", description="Outbound-message gate on Kafka (docs/command-line.md; "
+                                "exit codes: 0 done, 1 done but not all right, 2 nothing done: usage, settings or "
+                                "no broker, 70 a worker stalled, 130 interrupted).")
+    p.add_argument("--version", action="version", version=f"sendgate {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        c.set_defaults(func=func, parser=c)
+        return c
+
+    b = command("broker", "run a local single-node Kafka (KRaft) on 127.0.0.1", cmd_broker)
+    b.add_argument("--port", type=int, default=9092, help="port of the PLAINTEXT listener (default 9092)")
     b.add_argument("--data-dir", help="keep the log here between runs (default: a temporary directory)")
     b.add_argument("--scram", metavar="USER:PASSWORD",
                    help="also listen for SASL_PLAINTEXT clients with SCRAM-SHA-256, as this user")
-    b.add_argument("--sasl-port", type=int, default=9093, help="port of the --scram listener (default 9093)")
-    b.set_defaults(func=cmd_broker)
+    b.add_argument("--sasl-port", type=int, help="port of the --scram listener (default 9093)")
 
-    w = sub.add_parser("worker", help="run the gate worker (Faust)")
-    w.add_argument("--bootstrap", help="Kafka host:port[,host:port] (env SENDGATE_BOOTSTRAP)")
-    w.add_argument("--partitions", type=int, help="partitions of the topics it creates (env SENDGATE_PARTITIONS)")
-    w.add_argument("--policy", help="policy TOML file (env SENDGATE_POLICY)")
-    w.add_argument("--store", choices=["rocksdb://", "memory://"], help="table store (env SENDGATE_STORE)")
-    w.set_defaults(func=cmd_worker)
+    w = _kafka(command("worker", "run the gate worker (Faust)", cmd_worker))
+    _worker_flags(w)
 
-    pub = sub.add_parser("publish", help="validate JSON lines and publish them to <prefix>events")
+    pub = _kafka(command("publish", "validate JSON lines, sign them and publish them to <prefix>events",
+                         _run(_publish)))
     pub.add_argument("file", help="a file of JSON lines, or - for standard input")
-    pub.add_argument("--bootstrap")
-    pub.set_defaults(func=lambda a: asyncio.run(_publish(a)))
 
-    t = sub.add_parser("tail", help="print decisions (or, with --consent, the consent audit trail) as JSON lines")
-    t.add_argument("--outcome", choices=["accepted", "delayed", "rejected", "released", "cancelled"])
-    t.add_argument("--consent", action="store_true", help="follow <prefix>consent: consent changes and ambiguous "
-                                                          "inbounds")
+    t = _kafka(command("tail", "print decisions (or the consent trail, grant revocations or dead letters) as JSON "
+                               "lines", _run(_tail)))
+    source = t.add_mutually_exclusive_group()
+    source.add_argument("--consent", action="store_true", help="follow <prefix>consent: consent changes and "
+                                                               "ambiguous inbounds")
+    source.add_argument("--grants", action="store_true", help="follow <prefix>grants: unrestricted grants "
+                                                              "sendgate revoked, and why")
+    source.add_argument("--deadletter", action="store_true", help="follow <prefix>deadletter: records the worker "
+                                                                  "could not decide, and why")
+    t.add_argument("--app", help="only this app's records (a dead letter's: its key)")
+    t.add_argument("--outcome", choices=["accepted", "delayed", "rejected", "released", "cancelled"],
+                   help="decisions: only this outcome")
+    t.add_argument("--request-id", help="decisions: only this request's")
+    t.add_argument("--sender", help="decisions and --consent: only this sender's")
     t.add_argument("--kind", choices=["opt_out", "opt_in", "ambiguous"], help="with --consent: only this kind")
-    t.add_argument("--grants", action="store_true", help="follow <prefix>grants: unrestricted grants sendgate "
-                                                         "revoked, and why")
-    t.add_argument("--app")
-    t.add_argument("--from-beginning", action="store_true")
-    t.add_argument("--group", help="consumer group (default: none, nothing committed)")
-    t.add_argument("--bootstrap")
-    t.set_defaults(func=lambda a: asyncio.run(_tail(a)))
+    t.add_argument("--from-beginning", action="store_true", help="start at the oldest record (default: new ones only)")
+    t.add_argument("--group", help="consumer group: share partitions with its members, commit offsets (default: "
+                                   "none, every partition, nothing committed)")
+    t.add_argument("--max-messages", type=int, metavar="N", help="stop after printing N records")
+    t.add_argument("--exit", action="store_true", help="stop at the end: the last record there was on starting")
+    t.add_argument("--timeout", type=float, metavar="S", help="stop when no record came for S seconds")
 
-    st = sub.add_parser("status", help="a worker's state, rates, pending requests and lag (from its web port)")
-    st.add_argument("--url", help="the worker's web address (default: http://SENDGATE_WEB_HOST:SENDGATE_WEB_PORT)")
-    st.set_defaults(func=cmd_status)
+    st = command("status", "a worker's state, rates, pending requests and lag (from its web port)", cmd_status)
+    _url(st)
 
-    c = sub.add_parser("check", help="campaign pre-flight: what each recipient would get now (writes nothing)")
-    c.add_argument("--app", required=True)
-    c.add_argument("--sender", required=True)
-    c.add_argument("--text", required=True)
+    c = command("check", "campaign pre-flight: what each recipient would get now (writes nothing)", cmd_check)
+    c.add_argument("--app", required=True, help="the app that would send")
+    c.add_argument("--sender", required=True, help="the sender (the app's sending identity) it would use")
+    c.add_argument("--text", required=True, help="the message text")
     who = c.add_mutually_exclusive_group(required=True)
     who.add_argument("--recipients", metavar="FILE", help="userkeys, one a line (- for standard input)")
     who.add_argument("--count", type=int, help="this many recipients the app has never messaged")
-    c.add_argument("--network", default="sms")
+    c.add_argument("--network", default="sms", help="the network of the sends (default sms)")
     c.add_argument("--valid-for", type=int, metavar="S", help="the sends' valid_for_s")
     c.add_argument("--at", type=int, metavar="MS", help="event time of the sends (default: now)")
     c.add_argument("--json", action="store_true", help="the worker's answer as JSON")
-    c.add_argument("--url", help="the worker's web address (default: http://SENDGATE_WEB_HOST:SENDGATE_WEB_PORT)")
-    c.set_defaults(func=cmd_check)
+    _url(c)
 
-    r = sub.add_parser("replay", help="decide the event log again into <prefix>replay.NAME.decisions")
+    r = _kafka(command("replay", "decide the event log again into <prefix>replay.NAME.decisions", _run(_replay)))
     r.add_argument("--name", required=True, help="names the output topic (letters, digits, _ and -)")
-    r.add_argument("--config", help="policy TOML to replay with (default: the live policy)")
+    r.add_argument("--policy", dest="replay_policy", metavar="FILE",
+                   help="policy TOML to replay with (default: the live policy, SENDGATE_POLICY)")
+    r.add_argument("--config", dest="replay_policy", metavar="FILE", action=Deprecated, replacement="--policy")
     r.add_argument("--until-offsets", default="now", help="'now' (end offsets at start) or a JSON file")
     r.add_argument("--compare", action="store_true", help="compare with the live decisions by request_id")
-    r.add_argument("--changed-out", help="where --compare writes changed requests (JSON lines)")
-    r.add_argument("--bootstrap")
-    r.set_defaults(func=lambda a: asyncio.run(_replay(a)))
+    r.add_argument("--changed-out", help="with --compare: where it writes the changed requests (JSON lines; "
+                                         "default replay-NAME-changed.jsonl)")
 
-    rb = sub.add_parser("rebuild", help="rebuild the live tables from the event log (workers stopped)")
-    rb.add_argument("--bootstrap")
+    rb = _kafka(command("rebuild", "rebuild the live tables from the event log (workers stopped)", _run(_rebuild)))
     rb.add_argument("--new-userkey-secret", action="store_true",
                     help="rebuild under this SENDGATE_USERKEY_SECRET, replacing the one that built the state")
-    rb.set_defaults(func=lambda a: asyncio.run(_rebuild(a)))
 
-    k = sub.add_parser("keyring", help="keyring files: who may publish what (README, Sources)")
-    ksub = k.add_subparsers(dest="keyring_command", required=True)
+    dl = command("deadletter", "the records the worker could not decide: list them, republish chosen ones",
+                 lambda a: a.parser.error("say what: list or republish"))
+    dlsub = dl.add_subparsers(dest="deadletter_command", required=True, metavar="{list,republish}")
+    dll = _kafka(dlsub.add_parser("list", help="print every dead letter: where it is, where it came from, why",
+                                  description="Print every dead letter: where it is, where it came from, why."))
+    dll.set_defaults(func=_run(_deadletter_list), parser=dll)
+    dlr = _kafka(dlsub.add_parser("republish", help="send chosen dead letters back to <prefix>events with their "
+                                                    "key, value and signing headers",
+                                  description="Send chosen dead letters back to <prefix>events with their key, "
+                                              "value and signing headers; the dead-letter topic keeps them."))
+    dlr.set_defaults(func=_run(_deadletter_republish), parser=dlr)
+    for d in (dll, dlr):
+        d.add_argument("--error", metavar="TEXT", help="only dead letters whose error contains TEXT")
+        d.add_argument("--app", help="only dead letters keyed by this app")
+    dll.add_argument("--json", action="store_true", help="one JSON object a line, with the record")
+    dlr.add_argument("--at", type=_place, action="append", metavar="PARTITION@OFFSET",
+                     help="the dead letter at this place of the dead-letter topic (repeatable)")
+    dlr.add_argument("--all", action="store_true", help="every dead letter the other flags select")
+    dlr.add_argument("--dry-run", action="store_true", help="say what would be republished, send nothing")
+
+    cf = _kafka(command("config", "print the effective settings (secrets masked) and where each came from",
+                        cmd_config))
+    _worker_flags(cf)
+    cf.add_argument("--json", action="store_true", help="as a JSON object")
+
+    pol = command("policy", "policy files", lambda a: a.parser.error("say what: check"))
+    polsub = pol.add_subparsers(dest="policy_command", required=True, metavar="{check}")
+    pc = polsub.add_parser("check", help="load a policy file as the worker would, and say what it changes",
+                           description="Load a policy file as the worker would, and say what it changes; "
+                                       "exit 1 if it is invalid.")
+    pc.add_argument("file", help="the policy TOML file")
+    pc.set_defaults(func=cmd_policy_check, parser=pc)
+
+    k = command("keyring", "keyring files: who may publish what (README, Sources)",
+                lambda a: a.parser.error("say what: init"))
+    ksub = k.add_subparsers(dest="keyring_command", required=True, metavar="{init}")
     ki = ksub.add_parser("init", help="write a keyring with a fresh key of each role (operator, worker, network, "
                                       "gateway) and one per --app")
-    ki.add_argument("file")
+    ki.add_argument("file", help="the keyring file to write (mode 600)")
     ki.add_argument("--app", action="append", default=[], help="also a key for this app (repeatable)")
     ki.add_argument("--force", action="store_true", help="replace an existing file")
-    ki.set_defaults(func=cmd_keyring_init)
+    ki.set_defaults(func=cmd_keyring_init, parser=ki)
 
-    a = sub.add_parser("api", help="serve the HTTP API: apps POST a message and get its decision (README, HTTP API)")
-    a.add_argument("--host", default="127.0.0.1")
-    a.add_argument("--port", type=int, default=8080)
-    a.add_argument("--bootstrap")
-    a.set_defaults(func=cmd_api)
+    a = _kafka(command("api", "serve the HTTP API: apps POST a message and get its decision (README, HTTP API)",
+                       cmd_api))
+    a.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    a.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
 
-    ks = sub.add_parser("keys", help="API keys of apps (README, HTTP API)")
-    kssub = ks.add_subparsers(dest="keys_command", required=True)
+    ks = command("keys", "API keys of apps (README, HTTP API)", lambda a: a.parser.error("say what: add-api-key"))
+    kssub = ks.add_subparsers(dest="keys_command", required=True, metavar="{add-api-key}")
     ka = kssub.add_parser("add-api-key", help="append a new API key of APP to the keyring and print it once")
-    ka.add_argument("app")
+    ka.add_argument("app", help="the app the key speaks for")
     ka.add_argument("--keyring", help="the keyring file (default: SENDGATE_KEYRING)")
     ka.add_argument("--webhook-url", help="POST the app's later outcomes (released, cancelled, expired) here")
     ka.add_argument("--webhook-secret-env", metavar="NAME", help="the environment variable holding the secret "
                                                                   "the webhook's requests are signed with")
-    ka.set_defaults(func=cmd_add_api_key)
+    ka.set_defaults(func=cmd_add_api_key, parser=ka)
 
-    d = sub.add_parser("demo", help="start Kafka and a worker, run a small scenario, print the decisions")
-    d.set_defaults(func=cmd_demo)
+    command("demo", "start Kafka and a worker, run a small scenario, print the decisions", cmd_demo)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("SENDGATE_LOG_LEVEL", "warning").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
-    if args.command != "worker":
-        # aiokafka logs every refused connection; a command says what is wrong in one line instead
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
+        configure_logs(log_level(), log_format())
+        if args.command != "worker":
+            # aiokafka logs every refused connection; a command says what is wrong in one line instead
+            logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         return args.func(args)
     except (BrokerError, ConfigError, PolicyError, LookupError) as exc:
         print(f"sendgate: {exc}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     except KafkaConnectionError:  # a client that met no broker after the first one did
         print(f"sendgate: {unreachable(_settings(args))}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ worker on a laptop; production values are noted in README.md.
 """
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import re
 import ssl
@@ -36,7 +38,8 @@ class BrokerUnreachable(ConfigError):
     """No broker answers at SENDGATE_BOOTSTRAP (a ConfigError: the fix is a broker, or the setting)."""
 
 
-def _number(env: dict, name: str, default: Any, parse: Callable[[str], Any], what: str, minimum: int) -> Any:
+def _number(env: dict, name: str, default: Any, parse: Callable[[str], Any], what: str, minimum: float,
+            maximum: float | None = None) -> Any:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -44,14 +47,18 @@ def _number(env: dict, name: str, default: Any, parse: Callable[[str], Any], wha
         value = parse(raw)
     except ValueError:
         raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    if maximum is not None and not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
     if value < minimum:
         raise ConfigError(f"{name} must " + (f"be at least {minimum}" if minimum else "not be negative")
                           + f", got {value}")
     return value
 
 
-def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
-    return _number(env, name, default, int, "an integer", minimum)
+def _int(env: dict, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+    return _number(env, name, default, int, "an integer", minimum, maximum)
 
 
 def _float(env: dict, name: str, default: float) -> float:
@@ -66,8 +73,83 @@ def _switch(env: dict, name: str, default: bool) -> bool:
     if not raw:
         return default
     if raw not in _ON + _OFF:
-        raise ConfigError(f"{name} must be on or off, got {env[name]!r}")
+        raise ConfigError(f"{name} must be on or off (also true/false, yes/no, 1/0), got {env[name]!r}")
     return raw in _ON
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def log_level(env: dict | None = None) -> str:
+    """SENDGATE_LOG_LEVEL, lower case; ConfigError for a level that is not one of LOG_LEVELS."""
+    raw = (os.environ if env is None else env).get("SENDGATE_LOG_LEVEL") or "warning"
+    _check_log_level(raw)
+    return raw.lower()
+
+
+def log_format(env: dict | None = None) -> str:
+    """SENDGATE_LOG_FORMAT, lower case: text or json (streams/logs.py); ConfigError for anything else."""
+    value = ((os.environ if env is None else env).get("SENDGATE_LOG_FORMAT") or "text").strip().lower()
+    if value not in ("text", "json"):
+        raise ConfigError(f"SENDGATE_LOG_FORMAT must be text or json, got {value!r}")
+    return value
+
+
+def _check_log_level(level: str) -> None:
+    if level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"SENDGATE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+
+
+# Secrets can also come from a file (NAME_FILE): a mounted Kubernetes or Docker secret keeps the
+# value out of the process environment, which `ps e` and crash reports show.
+SECRETS = ("SENDGATE_SASL_PASSWORD", "SENDGATE_USERKEY_SECRET", "SENDGATE_KEY_SECRET", "SENDGATE_OPERATOR_TOKEN")
+
+
+def _secret(env: dict, name: str) -> str | None:
+    path = env.get(f"{name}_FILE")
+    if not path:
+        return env.get(name) or None
+    if env.get(name):
+        raise ConfigError(f"both {name} and {name}_FILE are set: unset one of them")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}_FILE: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not value:
+        raise ConfigError(f"{name}_FILE: {path} is empty")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or a name) is this machine only: 127.0.0.0/8, ::1 or localhost."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve anywhere
+
+
+# Every setting's variable and the Settings field it fills, in the order `sendgate config` shows them.
+VARIABLES: tuple[tuple[str, str], ...] = tuple((f"SENDGATE_{name.upper()}", field) for name, field in (
+    ("bootstrap", "bootstrap"), ("topic_prefix", "topic_prefix"), ("group_id", "group_id"),
+    ("partitions", "partitions"), ("replication_factor", "replication_factor"), ("store", "store"),
+    ("data_dir", "data_dir"), ("policy", "policy_file"), ("tick_interval_s", "tick_interval_s"),
+    ("web", "web_enabled"), ("web_port", "web_port"), ("web_bind", "web_bind"), ("web_host", "web_host"),
+    ("session_timeout_s", "session_timeout_s"), ("heartbeat_interval_s", "heartbeat_interval_s"),
+    ("rebalance_timeout_s", "rebalance_timeout_s"), ("group_instance_id", "group_instance_id"),
+    ("log_level", "log_level"), ("log_format", "log_format"), ("processing_guarantee", "processing_guarantee"), ("batch_max", "batch_max"),
+    ("linger_ms", "linger_ms"), ("stall_exit_s", "stall_exit_s"), ("fast_restore", "fast_restore"),
+    ("events_timestamp_type", "events_timestamp_type"), ("metrics_networks", "metrics_networks"),
+    ("security_protocol", "security_protocol"), ("sasl_mechanism", "sasl_mechanism"),
+    ("sasl_username", "sasl_username"), ("sasl_password", "sasl_password"), ("ssl_cafile", "ssl_cafile"),
+    ("ssl_certfile", "ssl_certfile"), ("ssl_keyfile", "ssl_keyfile"), ("keyring", "keyring_file"),
+    ("auth", "auth"), ("key_id", "key_id"), ("key_secret", "key_secret"), ("operator_token", "operator_token"),
+    ("userkey_secret", "userkey_secret"), ("api_wait_s", "api_wait_s"), ("api_rate", "api_rate"),
+    ("api_burst", "api_burst"), ("api_max_body", "api_max_body"), ("api_memory", "api_memory"),
+))
 
 
 @dataclass(frozen=True)
@@ -88,6 +170,7 @@ class Settings:
     heartbeat_interval_s: float = 3.0
     rebalance_timeout_s: float = 60.0
     log_level: str = "warning"
+    log_format: str = "text"  # or "json": one JSON object per log line (streams/logs.py)
     processing_guarantee: str = "at_least_once"
     # A batch is decided, its outputs acknowledged, then its state written (streams/worker/checkpoint.py):
     # the events that have arrived, up to batch_max.
@@ -146,11 +229,19 @@ class Settings:
             raise ConfigError(f"SENDGATE_GROUP_ID must be letters, digits, '.', '_' or '-', got {self.group_id!r}")
         if self.store not in ("rocksdb://", "memory://"):
             raise ConfigError(f"SENDGATE_STORE must be rocksdb:// or memory://, got {self.store!r}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"SENDGATE_LOG_FORMAT must be text or json, got {self.log_format!r}")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise ConfigError("SENDGATE_PROCESSING_GUARANTEE must be at_least_once or exactly_once, "
                               f"got {self.processing_guarantee!r}")
         if not self.bootstrap:
             raise ConfigError("SENDGATE_BOOTSTRAP must name at least one host:port")
+        for name, value in self._numbers():
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number, not negative, got {value!r}")
+        if not 0 <= self.web_port <= 65535:
+            raise ConfigError(f"SENDGATE_WEB_PORT must be between 0 and 65535, got {self.web_port}")
+        _check_log_level(self.log_level)
         if self.stall_exit_s < 1:
             raise ConfigError(f"SENDGATE_STALL_EXIT_S must be at least 1 (seconds of failures before the worker "
                               f"exits), got {self.stall_exit_s}")
@@ -160,6 +251,20 @@ class Settings:
         if type(self.replication_factor) is not int or self.replication_factor < 1:
             raise ConfigError(f"SENDGATE_REPLICATION_FACTOR must be a positive integer, got {self.replication_factor!r}")
         self._check_security()
+
+    def _numbers(self) -> list[tuple[str, float]]:
+        return [(f"SENDGATE_{name.upper()}", getattr(self, name)) for name in (
+            "tick_interval_s", "session_timeout_s", "heartbeat_interval_s", "rebalance_timeout_s", "linger_ms",
+            "stall_exit_s", "api_wait_s", "api_rate")]
+
+    def check_web_addresses(self) -> None:
+        """Refuse a worker whose web server other machines can reach while it tells the other
+        workers to reach it on loopback: each would then forward a key's request to itself."""
+        if self.web_enabled and not is_loopback(self.web_bind) and is_loopback(self.web_host):
+            raise ConfigError(f"SENDGATE_WEB_BIND={self.web_bind} serves other machines, but SENDGATE_WEB_HOST="
+                              f"{self.web_host} (the address other workers are told to reach this one at) is "
+                              f"loopback: set SENDGATE_WEB_HOST to this machine's address (a pod's IP), or bind "
+                              f"127.0.0.1")
 
     def _check_security(self) -> None:
         # A security setting the chosen protocol would ignore is refused rather than dropped
@@ -201,14 +306,15 @@ class Settings:
             data_dir=env.get("SENDGATE_DATA_DIR") or d.data_dir,
             policy_file=env.get("SENDGATE_POLICY") or None,
             tick_interval_s=_float(env, "SENDGATE_TICK_INTERVAL_S", d.tick_interval_s),
-            web_port=_int(env, "SENDGATE_WEB_PORT", d.web_port, minimum=0),
-            web_enabled=(env.get("SENDGATE_WEB", "1") != "0"),
+            web_port=_int(env, "SENDGATE_WEB_PORT", d.web_port, minimum=0, maximum=65535),
+            web_enabled=_switch(env, "SENDGATE_WEB", d.web_enabled),
             web_bind=env.get("SENDGATE_WEB_BIND") or d.web_bind,
             web_host=env.get("SENDGATE_WEB_HOST") or d.web_host,
             session_timeout_s=_float(env, "SENDGATE_SESSION_TIMEOUT_S", d.session_timeout_s),
             heartbeat_interval_s=_float(env, "SENDGATE_HEARTBEAT_INTERVAL_S", d.heartbeat_interval_s),
             rebalance_timeout_s=_float(env, "SENDGATE_REBALANCE_TIMEOUT_S", d.rebalance_timeout_s),
-            log_level=env.get("SENDGATE_LOG_LEVEL") or d.log_level,
+            log_level=log_level(env),
+            log_format=log_format(env),
             processing_guarantee=env.get("SENDGATE_PROCESSING_GUARANTEE") or d.processing_guarantee,
             batch_max=_int(env, "SENDGATE_BATCH_MAX", d.batch_max, minimum=1),
             linger_ms=_float(env, "SENDGATE_LINGER_MS", d.linger_ms),
@@ -220,18 +326,18 @@ class Settings:
             security_protocol=env.get("SENDGATE_SECURITY_PROTOCOL") or d.security_protocol,
             sasl_mechanism=env.get("SENDGATE_SASL_MECHANISM") or None,
             sasl_username=env.get("SENDGATE_SASL_USERNAME") or None,
-            sasl_password=env.get("SENDGATE_SASL_PASSWORD") or None,
+            sasl_password=_secret(env, "SENDGATE_SASL_PASSWORD"),
             ssl_cafile=env.get("SENDGATE_SSL_CAFILE") or None,
             ssl_certfile=env.get("SENDGATE_SSL_CERTFILE") or None,
             ssl_keyfile=env.get("SENDGATE_SSL_KEYFILE") or None,
-            userkey_secret=env.get("SENDGATE_USERKEY_SECRET") or None,
+            userkey_secret=_secret(env, "SENDGATE_USERKEY_SECRET"),
             group_instance_id=env.get("SENDGATE_GROUP_INSTANCE_ID") or None,
-            fast_restore=(env.get("SENDGATE_FAST_RESTORE", "1") != "0"),
+            fast_restore=_switch(env, "SENDGATE_FAST_RESTORE", d.fast_restore),
             keyring_file=env.get("SENDGATE_KEYRING") or None,
             auth=_switch(env, "SENDGATE_AUTH", True),
             key_id=env.get("SENDGATE_KEY_ID") or None,
-            key_secret=env.get("SENDGATE_KEY_SECRET") or None,
-            operator_token=env.get("SENDGATE_OPERATOR_TOKEN") or None,
+            key_secret=_secret(env, "SENDGATE_KEY_SECRET"),
+            operator_token=_secret(env, "SENDGATE_OPERATOR_TOKEN"),
             api_wait_s=_float(env, "SENDGATE_API_WAIT_S", d.api_wait_s),
             api_rate=_float(env, "SENDGATE_API_RATE", d.api_rate),
             api_burst=_int(env, "SENDGATE_API_BURST", d.api_burst, minimum=1),
@@ -241,45 +347,41 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes `Settings.from_env` return these settings (for child processes)."""
-        env = {
-            "SENDGATE_BOOTSTRAP": self.bootstrap, "SENDGATE_TOPIC_PREFIX": self.topic_prefix,
-            "SENDGATE_GROUP_ID": self.group_id, "SENDGATE_PARTITIONS": str(self.partitions),
-            "SENDGATE_STORE": self.store, "SENDGATE_DATA_DIR": self.data_dir,
-            "SENDGATE_TICK_INTERVAL_S": str(self.tick_interval_s), "SENDGATE_WEB_PORT": str(self.web_port),
-            "SENDGATE_WEB": "1" if self.web_enabled else "0",
-            "SENDGATE_FAST_RESTORE": "1" if self.fast_restore else "0",
-            "SENDGATE_WEB_BIND": self.web_bind, "SENDGATE_WEB_HOST": self.web_host,
-            "SENDGATE_SESSION_TIMEOUT_S": str(self.session_timeout_s),
-            "SENDGATE_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
-            "SENDGATE_REBALANCE_TIMEOUT_S": str(self.rebalance_timeout_s),
-            "SENDGATE_LOG_LEVEL": self.log_level,
-            "SENDGATE_PROCESSING_GUARANTEE": self.processing_guarantee,
-            "SENDGATE_BATCH_MAX": str(self.batch_max),
-            "SENDGATE_LINGER_MS": str(self.linger_ms),
-            "SENDGATE_STALL_EXIT_S": str(self.stall_exit_s),
-            "SENDGATE_REPLICATION_FACTOR": str(self.replication_factor),
-            "SENDGATE_EVENTS_TIMESTAMP_TYPE": self.events_timestamp_type,
-            "SENDGATE_METRICS_NETWORKS": ",".join(self.metrics_networks),
-            "SENDGATE_SECURITY_PROTOCOL": self.security_protocol,
-            "SENDGATE_AUTH": "on" if self.auth else "off",
-            "SENDGATE_API_WAIT_S": str(self.api_wait_s), "SENDGATE_API_RATE": str(self.api_rate),
-            "SENDGATE_API_BURST": str(self.api_burst), "SENDGATE_API_MAX_BODY": str(self.api_max_body),
-            "SENDGATE_API_MEMORY": str(self.api_memory),
-        }
-        if self.policy_file:
-            env["SENDGATE_POLICY"] = self.policy_file
-        for name, value in (("SENDGATE_SASL_MECHANISM", self.sasl_mechanism),
-                            ("SENDGATE_SASL_USERNAME", self.sasl_username),
-                            ("SENDGATE_SASL_PASSWORD", self.sasl_password), ("SENDGATE_SSL_CAFILE", self.ssl_cafile),
-                            ("SENDGATE_SSL_CERTFILE", self.ssl_certfile), ("SENDGATE_SSL_KEYFILE", self.ssl_keyfile),
-                            ("SENDGATE_USERKEY_SECRET", self.userkey_secret),
-                            ("SENDGATE_GROUP_INSTANCE_ID", self.group_instance_id),
-                            ("SENDGATE_KEYRING", self.keyring_file), ("SENDGATE_KEY_ID", self.key_id),
-                            ("SENDGATE_KEY_SECRET", self.key_secret),
-                            ("SENDGATE_OPERATOR_TOKEN", self.operator_token)):
-            if value:
-                env[name] = value
-        return env
+        return {name: value for name, value in ((name, self._env_value(field)) for name, field in VARIABLES)
+                if value is not None}
+
+    def _env_value(self, field: str) -> str | None:
+        value = getattr(self, field)
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, tuple):
+            return ",".join(value)
+        return str(value)
+
+    def describe(self, env: dict | None = None, flags: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+        """(variable, value, where it came from) of every setting, for `sendgate config`: secrets
+        are masked; `flags` maps a variable to the command-line flag that set it."""
+        env = dict(os.environ if env is None else env)
+        flags = flags or {}
+        rows = []
+        for name, field in VARIABLES:
+            value = self._env_value(field)
+            if name in SECRETS and value is not None:
+                value = "******** (set)"
+            if name in flags:
+                source = f"flag {flags[name]}"
+            elif env.get(f"{name}_FILE") and name in SECRETS:
+                source = f"file {env[f'{name}_FILE']} ({name}_FILE)"
+            elif env.get(name):
+                source = "environment"
+            elif name == "SENDGATE_GROUP_ID" and env.get("SENDGATE_APP_ID"):
+                source = "environment (SENDGATE_APP_ID, its former name)"
+            else:
+                source = "default"
+            rows.append((name, "(unset)" if value is None else value, source))
+        return rows
 
     def kafka_options(self) -> dict[str, Any]:
         """The security keyword arguments of every aiokafka client (producer, consumer, admin, client)."""

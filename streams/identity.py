@@ -27,7 +27,7 @@ def identity_topic(settings: Settings) -> str:
 
 def fingerprint(secret: str | None) -> str:
     """What is stored of a secret: enough to tell two apart, useless to recover one (for a secret of
-    at least 128 random bits, as the README asks)."""
+    at least 128 random bits, as docs/security-and-privacy.md asks)."""
     if not secret:
         return "none"
     return hmac.new(secret.encode(), _LABEL, hashlib.sha256).hexdigest()[:32]

@@ -47,7 +47,7 @@ async def start_client(client: Any, settings: Settings) -> None:
 def unreachable(settings: Settings) -> str:
     """The one line a user sees when no broker answers at the configured address."""
     return (f"cannot reach Kafka at {settings.bootstrap}: start one with `sendgate broker`, or point "
-            f"SENDGATE_BOOTSTRAP (or --bootstrap) at a running broker")
+            f"SENDGATE_BOOTSTRAP (or -b/--bootstrap-server) at a running broker")
 
 
 async def ensure_topics(settings: Settings, names: list[str], partitions: int | None = None,
@@ -91,7 +91,7 @@ async def check_events_clock(settings: Settings) -> None:
     finally:
         await admin.close()
     refused = [for_code(code).__name__ for code, _, _, name, _ in response.resources if name == topic and code]
-    if refused:  # e.g. TopicAuthorizationFailedError: no DescribeConfigs ACL (README, "Kafka ACLs per role")
+    if refused:  # e.g. TopicAuthorizationFailedError: no DescribeConfigs ACL (docs/security-and-privacy.md, "Kafka ACLs per role")
         raise ConfigError(f"SENDGATE_EVENTS_TIMESTAMP_TYPE=LogAppendTime, but the configs of topic {topic} "
                           f"cannot be read at {settings.bootstrap}: {refused[0]}")
     values = {entry[0]: entry[1] for _, _, _, name, entries in response.resources if name == topic

@@ -3,7 +3,8 @@
 `Gate.handle` (gate.py) is a pure function of the event and the rows it reads through a `Store`
 (tables.py); the worker gives it Faust tables, unit tests give it a `MemoryStore`. Each event
 type has a handler in the module of its concept; before any of them, what has come due is
-released (pending.py) and an event the app said before gets its first answer (memory.py).
+released (pending.py) and an event the app said before gets its first answer (memory.py). A
+`junk_shared` event touches no app's rows: it goes to the partition's junk index (signals.py).
 
 A send request goes through `SEND_STEPS` (send.py) in order; the first step that answers ends
 it. "Why was this request rejected?": find its reason below (a test checks this table against

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 from .. import events as ev
 from ..burst import SenderState
 from ..clock import AppClock
-from ..decisions import Decision, Delivery, Record, iso
+from ..decisions import Decision, Delivery, JunkShare, Record, iso
 from ..policy import Policy
 from ..retention import DAY_MS
 from ..similarity import Sketcher
@@ -89,6 +89,9 @@ class Gate:
     def handle(self, event: ev.Event, store: Store, record_ts: int | None = None) -> list[Record]:
         """Decide one event at its app's clock (models/clock.py); `record_ts` (ms), when given,
         bounds how far the event's `ts` may trail its record's timestamp."""
+        if type(event) is ev.JunkShared:  # on every partition, of any app: it touches no app's rows
+            signals.junk_shared(self, event, store)
+            return []
         clock_key = key(event.app)
         raw = store.get(CLOCKS, clock_key)
         clock = AppClock.from_bytes(raw)
@@ -122,6 +125,15 @@ class Gate:
                        for r in decided]
         memory.remember(self, event, said, decided, at, store)
         out.extend(decided)
+        return out
+
+    def handle_in_one_log(self, event: ev.Event, store: Store, record_ts: int | None = None) -> list[Record]:
+        """`handle` for a log of one partition simulated in one process (unit tests, benchmarks):
+        a junk report's `junk_shared` event is appended right after it, and decided."""
+        out = self.handle(event, store, record_ts)
+        for record in out:
+            if isinstance(record, JunkShare):
+                self.handle(ev.decode_event(record.to_json(), record.ts), store, record_ts)
         return out
 
     def check(self, app: str, sender: str, text: str, userkeys: list[str], ts: int, store: OverlayStore,

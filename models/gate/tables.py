@@ -32,9 +32,9 @@ SEEN = "seen"                    # (app, kind, id)         -> AnsweredRequest | 
 SEEN_DAYS = "seen_days"          # app                     -> LapseIndex of the days `seen` rows were written
 SEEN_LISTS = "seen_lists"        # (app, day, chunk)       -> LapseBucket of (kind, id)
 TEXTS = "texts"                  # (app, userkey)          -> RecentTexts (the texts sent to it lately)
-JUNK = "junk"                    # template id (global)    -> JunkTemplate
+JUNK = "junk"                    # template id             -> JunkTemplate (each partition's own index)
 TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, CLUSTERS, SKETCHES, PENDING, SCHEDULES, DUE, CLOCKS, LAPSE_DAYS,
-          LAPSES, RECIPIENTS, CONTACTS, SEEN, SEEN_DAYS, SEEN_LISTS, TEXTS)
+          LAPSES, RECIPIENTS, CONTACTS, SEEN, SEEN_DAYS, SEEN_LISTS, TEXTS, JUNK)
 
 
 @dataclass(frozen=True)
@@ -67,22 +67,34 @@ def due_entries(get: Callable[[str, bytes], bytes | None], app: str, schedule: R
 
 
 class Store(Protocol):
-    junk: JunkIndex  # the junk index sends are matched against
+    # The junk index of the partition being decided: built by the `junk_shared` events of that
+    # partition's log alone (models/junk.py), so that a replay reading the partitions in another
+    # order matches each send against the same index.
+    junk: JunkIndex
 
     def get(self, table: str, key: bytes) -> bytes | None: ...
     def set(self, table: str, key: bytes, value: bytes) -> None: ...
     def delete(self, table: str, key: bytes) -> None: ...
     def report_junk(self, report: JunkReport, policy: Policy) -> None:
-        """Count a junk report in the index (shared by all apps: a worker sends it to the
-        index's single writer, and sees it at once in its own view)."""
+        """Count a shared junk report in this partition's index, and write the rows it changed."""
 
 
 class MemoryStore:
-    """A Store over plain dicts: for unit tests, in-process benchmarks and policy experiments."""
+    """A Store over plain dicts: for unit tests, in-process benchmarks, replay and policy
+    experiments. `partition` is the partition of the log being decided (replay sets it per record):
+    each has its own junk index, as in the worker."""
 
     def __init__(self) -> None:
-        self.tables: dict[str, dict[bytes, bytes]] = {name: {} for name in (*TABLES, JUNK)}
-        self.junk = JunkIndex()
+        self.tables: dict[str, dict[bytes, bytes]] = {name: {} for name in TABLES}
+        self.partition = 0
+        self._junk: dict[int, JunkIndex] = {}
+
+    @property
+    def junk(self) -> JunkIndex:
+        index = self._junk.get(self.partition)
+        if index is None:
+            index = self._junk[self.partition] = JunkIndex()
+        return index
 
     def get(self, table: str, key: bytes) -> bytes | None:
         return self.tables[table].get(key)
@@ -96,14 +108,14 @@ class MemoryStore:
         self.tables[table].pop(key, None)
 
     def report_junk(self, report: JunkReport, policy: Policy) -> None:
-        # one process holds the whole index: it is its only writer
         changed = self.junk.apply(report, policy.similarity_threshold, policy.junk_reject_reporters,
                                   policy.max_junk_templates)
         for template_id, template in changed.items():
+            row = key(str(self.partition), template_id)
             if template is None:
-                self.delete(JUNK, template_id.encode())
+                self.delete(JUNK, row)
             else:
-                self.set(JUNK, template_id.encode(), template.to_bytes())
+                self.set(JUNK, row, template.to_bytes())
 
 
 class OverlayStore:
@@ -126,4 +138,4 @@ class OverlayStore:
         self.rows[(table, key)] = None
 
     def report_junk(self, report: JunkReport, policy: Policy) -> None:
-        """A check sends no junk reports."""
+        """A check decides sends only."""

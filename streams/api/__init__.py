@@ -1,8 +1,8 @@
-"""The app's front door: an HTTP API that answers each send with its decision (README, HTTP API).
+"""The app's front door: an HTTP API that answers each send with its decision (docs/client.md, HTTP API).
 
 An app holds an API key (`[[api_keys]]` of the keyring, by its SHA-256) instead of Kafka
 credentials and a signing key. The API publishes what the app says signed with the keyring's
-`gateway` key (a front door that authenticates apps itself: README, Sources) and waits for the
+`gateway` key (a front door that authenticates apps itself: docs/security-and-privacy.md, Sources) and waits for the
 decision on its `DecisionBook`, positioned before the server accepts a request. Each API process
 reads every decision on its own, so any number may run side by side without shared state; what
 one process does not hold (a request older than its start or its memory) a retried POST with the
@@ -60,7 +60,7 @@ class Problem(Exception):
 
 class TokenBuckets:
     """Each API key's token bucket: `rate` requests a second, `burst` at once. In process: N API
-    processes behind a balancer allow up to N times the rate (documented in README)."""
+    processes behind a balancer allow up to N times the rate (documented in docs/client.md)."""
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate, self.burst = rate, burst
@@ -192,7 +192,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             yield
 
     app = FastAPI(title="sendgate", version="1", lifespan=lifespan,
-                  description="Ask to send a message and get the gate's decision (README, HTTP API). "
+                  description="Ask to send a message and get the gate's decision (docs/client.md, HTTP API). "
                               "Authorization: Bearer <API key>.")
 
     @app.exception_handler(Problem)

@@ -28,7 +28,8 @@ from sendgate.models.decisions import Decision
 from sendgate.models.sources import Keyring
 
 from ..config import ConfigError, Settings
-from ..kafka import ensure_topics, start_client, stop_reader
+from ..client import require_topic
+from ..kafka import start_client, stop_reader
 
 log = logging.getLogger("sendgate.api.webhooks")
 LATER = ("released", "cancelled")  # what comes after the first answer (expired is cancelled/expired)
@@ -90,7 +91,7 @@ class WebhookDispatcher:
 
     async def __aenter__(self) -> "WebhookDispatcher":
         try:
-            await ensure_topics(self.settings, [self.topic])
+            await require_topic(self.settings, self.topic, 30)  # the workers make it: the API creates none
             await start_client(self._consumer, self.settings)
         except BaseException:
             await self._consumer.stop()

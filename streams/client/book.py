@@ -25,7 +25,8 @@ from sendgate.models.decisions import Decision
 from sendgate.models.sources import SigningKey
 
 from ..config import Settings
-from ..kafka import ensure_topics, partitions_of, start_client, stop_reader
+from ..kafka import start_client, stop_reader
+from . import require_topic
 
 NOT_PENDING = "not_pending"  # the reason of the answer to a cancel of a request that is not pending
 Match = Callable[[Decision], bool]
@@ -43,23 +44,26 @@ def answers_cancel(d: Decision) -> bool:
 class DecisionBook:
     """The decisions of recent requests, read as they arrive; `expect` before publishing."""
 
-    def __init__(self, settings: Settings | None = None, size: int = 50_000) -> None:
+    def __init__(self, settings: Settings | None = None, size: int = 50_000, *,
+                 wait_for_topic_s: float = 30.0) -> None:
         self.settings = settings or Settings.from_env()
         self.size = size
         self.topic = self.settings.topic("decisions")
         self.since_ms = 0  # when it was positioned: decisions before are not in it
         self._requests: OrderedDict[tuple[str, str], list[Decision]] = OrderedDict()
         self._waiters: dict[tuple[str, str], list[tuple[Match, asyncio.Future]]] = {}
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
-                                          isolation_level="read_committed", fetch_max_wait_ms=100,
-                                          **self.settings.kafka_options())
+        self.wait_for_topic_s = wait_for_topic_s
+        self._consumer: AIOKafkaConsumer | None = None  # made in __aenter__: aiokafka needs a running loop
         self._task: asyncio.Task | None = None
 
     async def __aenter__(self) -> "DecisionBook":
+        partitions = await require_topic(self.settings, self.topic, self.wait_for_topic_s)  # the workers make it
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
+                                          isolation_level="read_committed", fetch_max_wait_ms=100,
+                                          **self.settings.kafka_options())
         try:
-            await ensure_topics(self.settings, [self.topic])
             await start_client(self._consumer, self.settings)
-            tps = [TopicPartition(self.topic, p) for p in await partitions_of(self.settings, self.topic, 30)]
+            tps = [TopicPartition(self.topic, p) for p in partitions]
             self._consumer.assign(tps)
             await self._consumer.seek_to_end(*tps)
             for tp in tps:  # resolved now, not at the first fetch: a decision written after this is read
@@ -72,13 +76,15 @@ class DecisionBook:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await stop_reader(self._task, self._consumer)
+        if self._consumer is not None:
+            await stop_reader(self._task, self._consumer)
 
     @property
     def healthy(self) -> bool:
         return self._task is not None and not self._task.done()
 
     async def _read(self) -> None:
+        assert self._consumer is not None  # started in __aenter__, before this task
         while True:
             batch = await self._consumer.getmany(timeout_ms=1000)
             for messages in batch.values():

@@ -2,7 +2,7 @@
 
 `producer`, `worker` and `subscriber` give the ACLs of one principal for the given settings (topic
 prefix, group id, processing guarantee); `Acl.command()` prints each as a `kafka-acls.sh` line
-(README, "Kafka ACLs per role") and `LocalKafka.add_acls` adds the same bindings
+(docs/security-and-privacy.md, "Kafka ACLs per role") and `LocalKafka.add_acls` adds the same bindings
 (tests/integration/test_kafka_acls.py). Anything not granted is denied: the broker runs with
 `allow.everyone.if.no.acl.found=false`. Read and Write imply Describe in Kafka; it is listed
 anyway where a client asks for the topic's metadata, so that the table says what is used.
@@ -58,14 +58,14 @@ def producer(settings: Settings, principal: str) -> list[Acl]:
 
 
 def worker(settings: Settings, principal: str) -> list[Acl]:
-    """The Faust worker: its topics (it reads events and junk reports, writes every output and
-    ticks, and creates them all, `deliveries.<network>` on first use), Faust's changelogs and
+    """The Faust worker: its topics (it reads events, writes every output and appends ticks,
+    revocations and junk shares to events, and creates them all, `deliveries.<network>` on first use), Faust's changelogs and
     leader topic (`<group_id>-...`), its consumer group, and its transactions under exactly_once."""
     prefix, group = settings.topic_prefix, settings.group_id
     both = ("Read", "Write", "Create", "Describe")
     acls = [Acl(principal, both, "topic", (prefix,), "prefixed",
-                why="read events and junk-reports; write decisions, deliveries, consent, grants, deadletter, "
-                    "junk-reports and events (ticks); create them"),
+                why="read events; write decisions, deliveries, consent, grants, deadletter and events (ticks, "
+                    "revocations, junk shares); create them"),
             Acl(principal, both, "topic", (f"{group}-",), "prefixed",
                 why="Faust's changelogs and its assignor's leader topic: restore, write, create"),
             Acl(principal, ("Read",), "group", (group,), why="join the workers' consumer group, commit offsets")]

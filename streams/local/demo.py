@@ -66,10 +66,10 @@ def _line(d) -> str:
 
 async def _run(settings: Settings, keyring: Keyring) -> int:
     events, expected = scenario(int(time.time() * 1000))
-    # each event signed by the source that may say it (README, Sources): what users wrote by the
+    # each event signed by the source that may say it (docs/security-and-privacy.md, Sources): what users wrote by the
     # network's connector, the sender's age by the operator, the rest by the app itself
     by_type = {"inbound": LOCAL_KEYS[NETWORK], "sender_profile": LOCAL_KEYS[OPERATOR]}
-    async with Publisher(settings) as publisher:
+    async with Publisher(settings, wait_for_topic_s=120) as publisher:  # the worker is creating the topics
         for event in events:
             await publisher.send(event, keyring.keys[by_type.get(event["type"], app_key_id(APP))])
         await publisher.flush()

@@ -20,7 +20,7 @@ def app_key_id(app: str) -> str:
 
 def write_local_keyring(path: str | os.PathLike, apps: Iterable[str] = ()) -> Keyring:
     """Write a keyring file (readable by its owner only) and return it as the worker will read it."""
-    lines = ["# sendgate keyring: who may publish what (README, Sources). Secrets: keep this file private.\n"]
+    lines = ["# sendgate keyring: who may publish what (docs/security-and-privacy.md, Sources). Secrets: keep this file private.\n"]
     entries = [(key_id, role, None) for role, key_id in LOCAL_KEYS.items()]
     entries += [(app_key_id(app), APP, app) for app in apps]
     for key_id, role, app in entries:

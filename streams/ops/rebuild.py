@@ -27,8 +27,8 @@ import rocksdict
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from sendgate.models.events import InvalidEvent
-from sendgate.models.gate import JUNK, MemoryStore
+from sendgate.models.events import InvalidEvent, JunkShared
+from sendgate.models.gate import MemoryStore
 from sendgate.models.policy import Policy
 
 from ..kafka import partitions_of
@@ -41,19 +41,18 @@ from ..worker.checkpoint import APPS, COMMIT, HOME, KIND, PREFIX, STATE, commit_
 
 class SpooledRows(MemoryStore):
     """The gate's Store for a rebuild: rows in a RocksDB store on disk, each with the events
-    partition that last wrote it (the changelog partition it belongs to). Keyed as in the
-    changelogs: a state row by its kind's prefix, a junk row by its template id (the junk index's
-    templates, bounded by the policy, stay in memory as in MemoryStore)."""
+    partition that last wrote it (the changelog partition it belongs to), keyed as in the
+    changelog: by its kind's prefix. (Each partition's junk index, bounded by the policy, is also
+    kept decoded in memory, as in MemoryStore.)"""
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        self.partition = 0
-        self.rows = {STATE: _open(path / STATE), JUNK: _open(path / JUNK)}
+        self.rows = {STATE: _open(path / STATE)}
         self.removed = _open(path / "removed")  # the old rows `_old_rows_to_remove` has tombstoned
 
     @staticmethod
     def _where(table: str, key: bytes) -> tuple[str, bytes]:
-        return (JUNK, key) if table == JUNK else (STATE, PREFIX[table] + key)
+        return STATE, PREFIX[table] + key
 
     def get(self, table: str, key: bytes) -> bytes | None:
         changelog, row = self._where(table, key)
@@ -62,7 +61,7 @@ class SpooledRows(MemoryStore):
 
     def set(self, table: str, key: bytes, value: bytes) -> None:
         changelog, row = self._where(table, key)
-        self.put(changelog, row, 0 if table == JUNK else self.partition, value)
+        self.put(changelog, row, self.partition, value)
 
     def put(self, changelog: str, row: bytes, partition: int, value: bytes) -> None:
         self.rows[changelog][row] = partition.to_bytes(2, "big") + value
@@ -117,10 +116,8 @@ async def rebuild(settings: Settings, policy: Policy, new_userkey_secret: bool =
     if not new_userkey_secret:
         await check_userkey_secret(settings, "rebuild")
     events_topic = settings.topic("events")
-    changelogs = {STATE: settings.changelog_topic(STATE), JUNK: settings.changelog_topic(JUNK),
-                  APPS: settings.changelog_topic(APPS)}
-    await _check_stopped_and_declare(settings, {changelogs[STATE]: settings.partitions, changelogs[JUNK]: 1,
-                                                changelogs[APPS]: 1})
+    changelogs = {STATE: settings.changelog_topic(STATE), APPS: settings.changelog_topic(APPS)}
+    await _check_stopped_and_declare(settings, {changelogs[STATE]: settings.partitions, changelogs[APPS]: 1})
     until = await committed_offsets(settings, settings.group_id, events_topic)
     old_ends = {name: await end_offsets(settings, topic) for name, topic in changelogs.items()}
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
@@ -151,7 +148,7 @@ async def _decide(settings: Settings, policy: Policy, store: SpooledRows, events
             event = gate.decode(record.key, record.value, record.timestamp, record.headers, store)
         except InvalidEvent:
             continue  # dead-lettered by the live worker already; it changed no state
-        if homes.setdefault(event.app, record.partition) != record.partition:
+        if type(event) is not JunkShared and homes.setdefault(event.app, record.partition) != record.partition:
             continue  # on a second partition of its app: dead-lettered by the live worker too
         gate.handle(event, store, record.timestamp)
     bar.finish()
@@ -168,11 +165,10 @@ async def _write(settings: Settings, store: SpooledRows, homes: dict[str, int], 
     written: dict[str, int] = {}
     touched = {p for p, end in until.items() if end > 0}  # state partitions that get a commit record
     try:
-        for changelog in (STATE, JUNK):
-            for row, partition, value in store.items(changelog):
-                await producer.send(changelogs[changelog], key=row, value=value, partition=partition)
-                kind = JUNK if changelog == JUNK else KIND.get(row[:2], "homes")
-                written[kind] = written.get(kind, 0) + 1
+        for row, partition, value in store.items(STATE):
+            await producer.send(changelogs[STATE], key=row, value=value, partition=partition)
+            kind = KIND.get(row[:2], "homes")
+            written[kind] = written.get(kind, 0) + 1
         for app, partition in homes.items():
             await producer.send(changelogs[APPS], key=app.encode(), value=str(partition).encode(), partition=0)
         written[APPS] = len(homes)

@@ -12,7 +12,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from sendgate.models.decisions import Decision
-from sendgate.models.events import InvalidEvent
+from sendgate.models.events import InvalidEvent, JunkShared
 from sendgate.models.gate import MemoryStore
 from sendgate.models.policy import Policy
 
@@ -67,12 +67,13 @@ async def replay(settings: Settings, name: str, policy: Policy, until: dict[int,
         homes: dict[str, int] = {}  # app -> the partition its log lives on, as the worker keeps it
         async for record in read_log(settings, events_topic, until, progress):
             events += 1
+            store.partition = record.partition  # each partition's junk index is its own, as in the worker
             try:
                 event = gate.decode(record.key, record.value, record.timestamp, record.headers, store)
             except InvalidEvent:
                 dead += 1  # the live worker dead-lettered it too; replay writes no dead letters
                 continue
-            if homes.setdefault(event.app, record.partition) != record.partition:
+            if type(event) is not JunkShared and homes.setdefault(event.app, record.partition) != record.partition:
                 dead += 1  # an app split over two partitions: the worker dead-letters the second one's
                 continue
             outputs = gate.handle(event, store, record.timestamp)

@@ -1,4 +1,4 @@
-"""The Faust application: topics, tables, the gate agent, the ticker, and the junk index's owner and refresh.
+"""The Faust application: topics, tables, the gate agent and the ticker.
 
 `build_worker` wires the pure `Gate` (sendgate.models.gate) to Kafka. It holds no rule of its own.
 """
@@ -19,19 +19,18 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from sendgate.models.decisions import ConsentRecord, Decision, GrantRevocation
-from sendgate.models.events import InvalidEvent, event_type
-from sendgate.models.gate import JUNK, Gate
+from sendgate.models.decisions import ConsentRecord, Decision, GrantRevocation, JunkShare
+from sendgate.models.events import InvalidEvent, JunkShared, event_type
+from sendgate.models.gate import Gate
 from sendgate.models.sources import WORKER, KeyringError
-from sendgate.models.junk import JunkReport
 
 from ..kafka import partitions_of
 from ..config import ConfigError, Settings
+from ..logs import faust_logging_config
 from ..kafka import committed_offsets, read_log
 from .outbox import Headers, Outbox, partition_for
 from .faust_internals import (assigned, channel_queue, commit_at, committed_offset, dispatch_inline, highwater,
                               inner_producer, keep_recovery_end, member_alive_at, recovery_state)
-from .junk import JUNK_REPORTS, JunkOwner, JunkView
 from .metrics import BatchTally, GateMetrics
 from .checkpoint import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
 from .operations import register_operations
@@ -42,7 +41,6 @@ log = logging.getLogger("sendgate.worker")
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0  # backoff of a failing batch
 STALL_EXIT_CODE = 70  # EX_SOFTWARE: the worker stopped because a batch kept failing
 STALL_GRACE_S = 30.0  # how long the graceful stop may take before the process exits anyway
-JUNK_REFRESH_S = 2.0  # how often a worker loads the junk owner's writes into its view
 PRODUCE_TIMEOUT_S = 60.0  # a batch's send not acknowledged by then fails the batch (it is decided again)
 SLOW_BATCH_S = 30.0  # a batch deciding this long is logged with where the agent waits
 QUIET_CHECK_S = 1.0  # how often the worker looks for partitions whose records Faust does not deliver
@@ -98,7 +96,6 @@ class GateWorker:
     events: Any
     decisions: Any
     deadletter: Any
-    junk_reports: Any
     consent: Any  # the consent audit trail
     grants: Any  # sendgate's revocations of unrestricted grants, for operators
     counts: dict[str, int] = field(default_factory=lambda: {"events": 0, "decisions": 0, "deadlettered": 0,
@@ -122,9 +119,11 @@ class GateWorker:
     # when the group coordinator last confirmed this worker a member (faust_internals.member_alive_at)
     alive_at: Callable[[], float | None] = lambda: None
     revocations: int = 0  # rebalances that revoked this worker's partitions (a failing batch spanning one is dropped)
+    events_partitions: list[int] = field(default_factory=list)  # every partition of the events topic (junk shares go to each)
 
     def __post_init__(self) -> None:
-        self.metrics = GateMetrics(self.settings.metrics_networks, self.status_now, self.gate.keyring is not None)
+        self.metrics = GateMetrics(self.settings.metrics_networks, self.status_now, self.gate.keyring is not None,
+                                   topic_partitions=self.settings.partitions)
 
     def not_ready(self) -> list[str]:
         """Why the worker should not get traffic yet (empty: ready), for /readyz and the metrics."""
@@ -195,8 +194,6 @@ class GateWorker:
                 continue
             self.counts["events"] += 1
             sent += await self.process(event)
-        for report in self.store.take_junk_reports():  # to the junk index's single writer (streams/worker/junk.py)
-            sent += await self.send(self.junk_reports, None, report.to_bytes())
         decided = time.perf_counter()
         if self.faust.in_transaction:
             await asyncio.gather(*sent)
@@ -223,7 +220,7 @@ class GateWorker:
         confirmed it less than a session timeout (less a heartbeat interval) ago. A worker frozen
         past its session (SIGSTOP, a stalled VM) may have lost its partitions to another worker
         that already decides and writes them; its late outputs and rows would then be read as the
-        truth (README Guarantees, "Zombies"). Raises MembershipLapsed: the batch fails, is dropped
+        truth (docs/guarantees.md, "Zombies"). Raises MembershipLapsed: the batch fails, is dropped
         if its partitions moved, and is decided again (by whoever owns them) otherwise."""
         alive_at = self.alive_at()
         lease_s = self.settings.session_timeout_s - self.settings.heartbeat_interval_s
@@ -423,7 +420,8 @@ class GateWorker:
         except InvalidEvent as exc:
             return await self.dead_letter(message, value, str(exc), getattr(exc, "rule", None))
         self.tally.count(event_type(decoded), record_ts)
-        home = self.store.home(decoded.app, message.partition)
+        # a junk report shared with every partition lives on no partition of its app's
+        home = message.partition if type(decoded) is JunkShared else self.store.home(decoded.app, message.partition)
         if home != message.partition:
             log.error("app %r has events on partitions %d and %d of %s (this one at offset %d): its producers "
                       "use different partitioners; the records on partition %d are dead-lettered",
@@ -433,7 +431,6 @@ class GateWorker:
                 f"{message.partition}: a producer with another partitioner split the app over two partitions, "
                 f"which would break its order and split its state; publish every event of the app to partition "
                 f"{home} (Java's murmur2 partitioner, or that partition explicitly)"))
-        self.store.junk_view.ensure_loaded()
         with self.store.handling(event):
             records = self.gate.handle(decoded, self.store, record_ts)
         sent = []
@@ -452,6 +449,13 @@ class GateWorker:
                 sent += await self.send(self.events, record.app.encode(), revoke, message.partition, record.ts,
                                         self.signed(revoke, record.ts))
                 topic = self.grants
+            elif isinstance(record, JunkShare):
+                # into every partition's log, where each partition's junk index counts it (models/junk.py)
+                share = record.to_json()
+                headers = self.signed(share, record.ts)
+                for partition in self.events_partitions:
+                    sent += await self.send(self.events, record.app.encode(), share, partition, record.ts, headers)
+                continue
             else:
                 topic = await self.delivery_topic(record.network)
             sent += await self.send(topic, record.app.encode(), record.to_json())
@@ -489,7 +493,9 @@ class GateWorker:
         self.counts["deadlettered"] += 1
         self.tally.dead_letter(error, rule)
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
-        return await self.send(self.deadletter, message.key, dead_letter_record(message, value, error))
+        # with the record's own headers (its signature): `sendgate deadletter republish` sends it back as it came
+        return await self.send(self.deadletter, message.key, dead_letter_record(message, value, error),
+                               headers=list(message.headers or ()) or None)
 
 
 def awaiting(task: asyncio.Task | None) -> str:
@@ -543,7 +549,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
     gate = settings.gate(policy)  # refuses to start without a keyring unless SENDGATE_AUTH=off
     if gate.keyring is None:
         log.warning("SENDGATE_AUTH=off: records are not verified; any producer that can write to %s may say "
-                    "anything for any app (README, Sources)", settings.topic("events"))
+                    "anything for any app (docs/security-and-privacy.md, Sources)", settings.topic("events"))
     else:
         try:  # the key the worker signs its ticks and revocations with
             gate.keyring.signing_key(WORKER, int(time.time() * 1000))
@@ -579,6 +585,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
         web_tables_enabled=False,  # Faust's /table view serves raw rows, and rows hold userkeys
         web_bind=settings.web_bind,
         web_host=settings.web_host,
+        logging_config=faust_logging_config(settings.log_format),  # SENDGATE_LOG_FORMAT=json: JSON lines
     )
     events = faust_app.topic(settings.topic("events"), partitions=settings.partitions,
                        config=settings.topic_configs(settings.topic("events")), **RAW)
@@ -588,17 +595,13 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
     grants = faust_app.topic(settings.topic("grants"), partitions=settings.partitions, **RAW)
     state = faust_app.tables.add(StateTable(faust_app, name=STATE, default=None, beacon=faust_app.tables.beacon,
                                       partitions=settings.partitions, **RAW))
-    # The junk index crosses apps, so every worker holds all of it (a global table, one partition).
-    # (Faust advises partitions=1 and recovery_buffer_size=1 for global tables with several workers.)
-    junk_table, apps_table = (
-        faust_app.tables.add(GlobalIndexTable(faust_app, name=name, default=None, beacon=faust_app.tables.beacon, partitions=1,
-                                        standby_buffer_size=1, recovery_buffer_size=1, is_global=True, **RAW))
-        for name in (JUNK, APPS))
-    store = CheckpointStore(state, JunkView(junk_table, policy), apps_table)
-    junk_reports = faust_app.topic(settings.topic(JUNK_REPORTS), partitions=1, **RAW)
-    owner = JunkOwner(junk_table, policy)
-    worker = GateWorker(settings, faust_app, gate, store, events, decisions, deadletter, junk_reports,
-                       consent, grants)
+    # Where each app lives crosses partitions, so every worker holds all of it (a global table, one
+    # partition; Faust advises partitions=1 and recovery_buffer_size=1 for global tables with several workers).
+    apps_table = faust_app.tables.add(GlobalIndexTable(
+        faust_app, name=APPS, default=None, beacon=faust_app.tables.beacon, partitions=1, standby_buffer_size=1,
+        recovery_buffer_size=1, is_global=True, **RAW))
+    store = CheckpointStore(state, apps_table)
+    worker = GateWorker(settings, faust_app, gate, store, events, decisions, deadletter, consent, grants)
     worker.alive_at = member_alive_at(faust_app)
     state.on_recover(worker.on_recover)
     keep_recovery_end(faust_app)  # a recovery that caught up before Faust waited for it would never end
@@ -612,8 +615,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
             worker.next_offsets.pop(tp, None)
 
     @state.on_recover
-    async def _junk_owner_moved() -> None:
-        owner.reset()
+    async def _count_rebalance() -> None:
         worker.metrics.rebalances.inc()
 
     if settings.web_enabled:
@@ -633,10 +635,11 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
         worker.agent_task = asyncio.current_task()
         # Subscribers may start before the first decision, and a producer that sends to a topic
         # whose partitions have no leader yet stalls in retries: create the outputs and wait first.
-        for topic in (decisions, deadletter, junk_reports, consent, grants):
+        for topic in (decisions, deadletter, consent, grants):
             await topic.maybe_declare()
             await partitions_of(settings, topic.get_topic_name(), 60)
-        # Faust's own sends (ticks, the junk owner's dead letters) go through the same producer:
+        worker.events_partitions = sorted(await partitions_of(settings, events.get_topic_name(), 60))
+        # Faust's own sends (ticks) go through the same producer:
         # have it track their topics too (streams/worker/outbox.py says why a topic must be tracked)
         for topic in (events, deadletter):
             await inner_producer(faust_app).client.add_topic(topic.get_topic_name())
@@ -649,24 +652,6 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
             quiet = tuple(tp for item in items if isinstance(item, QuietHoles) for tp in item.partitions)
             await worker.run_batch([item for item in items if not isinstance(item, QuietHoles)] if quiet else items,
                                      quiet)
-
-    @faust_app.agent(junk_reports, name="junk-owner")
-    async def junk_owner(stream: Any) -> None:
-        # One partition: the one worker that owns it writes every junk row, in report order.
-        async for event in stream.events():
-            try:
-                report = JunkReport.from_bytes(event.value)
-            except (ValueError, TypeError) as exc:  # not written by a worker: park it, with the reason
-                log.error("junk-reports[%s]@%s is not a junk report: %s", event.message.partition,
-                          event.message.offset, exc)
-                await deadletter.send(key=event.message.key, value=dead_letter_record(
-                    event.message, event.value, f"not a junk report: {exc}"))
-                continue
-            owner.apply(report)
-
-    @faust_app.timer(interval=JUNK_REFRESH_S)
-    async def refresh_junk() -> None:
-        store.junk_view.refresh()
 
     @faust_app.timer(interval=SLOW_BATCH_S / 3)
     async def watch_batches() -> None:

@@ -26,9 +26,9 @@ and its persisted changelog offset never runs ahead of its rows (a crash between
 recovery read a few rows again). The global tables are written through Faust's own path (the
 local store first, the changelog later), so their local stores are removed and read again.
 
-The junk index (a global table, one partition for all apps, written by one owner: streams/worker/junk.py)
-is not covered: a junk report decided again after a crash is sent to the owner again, which
-`JunkTemplate.add_reporter` makes harmless.
+Each partition's junk index is rows of that partition like any other (`j:` + partition + template),
+built by the `junk_shared` events of its own log, so it is covered too; the worker keeps it decoded
+in memory (`junk_index`) and decodes it again from the rows when a batch or an event fails.
 """
 from __future__ import annotations
 
@@ -45,15 +45,14 @@ import faust
 from faust.tables.globaltable import GlobalTable
 from faust.types import TP, EventT
 
-from sendgate.models.gate import (CLOCKS, CLUSTERS, CONTACTS, CONVERSATIONS, DUE, GRANTS, LAPSE_DAYS, LAPSES, PENDING,
-                                  RECIPIENTS, SCHEDULES, SEEN, SEEN_DAYS, SEEN_LISTS, SENDERS, SKETCHES, TEXTS,
-                                  USERKEYS)
-from sendgate.models.junk import JunkReport
+from sendgate.models.gate import (CLOCKS, CLUSTERS, CONTACTS, CONVERSATIONS, DUE, GRANTS, JUNK, LAPSE_DAYS, LAPSES,
+                                  PENDING, RECIPIENTS, SCHEDULES, SEEN, SEEN_DAYS, SEEN_LISTS, SENDERS, SKETCHES, TEXTS,
+                                  USERKEYS, key)
+from sendgate.models.junk import JunkIndex, JunkReport, JunkTemplate
 from sendgate.models.policy import Policy
 from sendgate.models.pending import ReleaseSchedule
 
 from .faust_internals import processing, raw_reader, rows_with_prefix
-from .junk import JunkView
 from .outbox import Outbox
 
 log = logging.getLogger("sendgate.state")
@@ -63,7 +62,8 @@ APPS = "apps"  # the global table of app -> the events partition its log lives o
 # A short prefix per row kind keeps the kinds apart in one key space (2 bytes a row).
 PREFIX = {USERKEYS: b"u:", CONVERSATIONS: b"c:", GRANTS: b"g:", SENDERS: b"s:", CLUSTERS: b"b:", SKETCHES: b"m:",
           PENDING: b"p:", SCHEDULES: b"t:", DUE: b"d:", CLOCKS: b"k:", LAPSE_DAYS: b"x:", LAPSES: b"l:",
-          RECIPIENTS: b"r:", CONTACTS: b"a:", SEEN: b"n:", SEEN_DAYS: b"y:", SEEN_LISTS: b"z:", TEXTS: b"w:"}
+          RECIPIENTS: b"r:", CONTACTS: b"a:", SEEN: b"n:", SEEN_DAYS: b"y:", SEEN_LISTS: b"z:", TEXTS: b"w:",
+          JUNK: b"j:"}
 KIND = {prefix: name for name, prefix in PREFIX.items()}
 HOME = b"h:"  # + app: the events partition the app lives on (also in the global apps table)
 COMMITTED_CACHE_ROWS = 100_000  # committed rows kept in memory (`CheckpointStore._committed`): ~20 MB
@@ -125,7 +125,7 @@ class StateTable(faust.Table):
 
 
 class GlobalIndexTable(GlobalTable):
-    """A global table (the junk index, the app directory): one changelog partition, written to 0.
+    """A global table (the app directory): one changelog partition, written to 0.
 
     Faust's `use_partitioner=True` would pick the partition from producer metadata that may not
     list the changelog yet (TypeError on the first write), and the default writes to the
@@ -140,10 +140,10 @@ class CheckpointStore:
     """The gate's `Store` over the state table: reads see the batch's own writes; `checkpoint`
     writes them after the batch's outputs are acknowledged."""
 
-    def __init__(self, table: StateTable, junk_view: JunkView, apps_table: Any) -> None:
+    def __init__(self, table: StateTable, apps_table: Any) -> None:
         self.table = table
-        self.junk_view = junk_view
-        self.junk = junk_view.index
+        self._junk: dict[int, JunkIndex] = {}  # partition -> its junk index, decoded from its `j:` rows
+        self._junk_changed: set[int] = set()  # partitions whose index the batch changed
         # app -> the events partition its log lives on (the first one it was seen on), from the
         # global apps table: ticks and web requests go there, and a record of the app on another
         # partition is refused. Never recomputed from the key: producers' partitioners differ.
@@ -152,7 +152,6 @@ class CheckpointStore:
         self._new_homes: dict[str, int] = {}  # claimed in this batch, written at its checkpoint
         self._batch: dict[int, dict[bytes, bytes | None]] = {}  # partition -> row key -> value (None: delete)
         self._event_rows: dict[bytes, bytes | None] = {}
-        self._junk_reports: list[JunkReport] = []  # sent to the junk index's owner with the batch's outputs
         self._last: dict[int, EventT] = {}  # partition -> its last event in the batch
         self._handled: dict[int, int] = {}
         self._partition = -1
@@ -205,14 +204,43 @@ class CheckpointStore:
     def delete(self, table: str, key: bytes) -> None:
         self._event_rows[PREFIX[table] + key] = None
 
-    def report_junk(self, report: JunkReport, policy: Policy) -> None:
-        self.junk_view.report(report)
-        self._junk_reports.append(report)
+    @property
+    def junk(self) -> JunkIndex:
+        return self.junk_index(self._partition)
 
-    def take_junk_reports(self) -> list[JunkReport]:
-        """The batch's junk reports, for the owner of the junk index (streams/worker/junk.py)."""
-        reports, self._junk_reports = self._junk_reports, []
-        return reports
+    def report_junk(self, report: JunkReport, policy: Policy) -> None:
+        partition = self._partition
+        changed = self.junk.apply(report, policy.similarity_threshold, policy.junk_reject_reporters,
+                                  policy.max_junk_templates)
+        self._junk_changed.add(partition)
+        for template_id, template in changed.items():
+            row = key(str(partition), template_id)
+            if template is None:
+                self.delete(JUNK, row)
+            else:
+                self.set(JUNK, row, template.to_bytes())
+
+    def junk_of(self, app: str) -> JunkIndex:
+        """The junk index a send of `app` is matched against: its home partition's. For an app no
+        worker has seen, the partition this worker decided last (every partition's index holds the
+        same reports, each from its own point in its log on)."""
+        home = self.home_of(app)
+        return self.junk_index(home if home is not None else max(self._partition, 0))
+
+    def junk_index(self, partition: int) -> JunkIndex:
+        """The junk index of `partition` as its rows hold it (with the batch's own writes)."""
+        index = self._junk.get(partition)
+        if index is None:
+            index = self._junk[partition] = JunkIndex()
+            prefix = PREFIX[JUNK] + key(str(partition), "")
+            rows = dict(rows_with_prefix(self.table, prefix))
+            rows.update((row, value) for row, value in self._batch.get(partition, {}).items() if row.startswith(prefix))
+            if partition == self._partition:
+                rows.update((row, value) for row, value in self._event_rows.items() if row.startswith(prefix))
+            for row, value in rows.items():
+                if value is not None:
+                    index.put(row[len(prefix):].decode(), JunkTemplate.from_bytes(value))
+        return index
 
     def read(self, table: str, key: bytes) -> bytes | None:
         """A committed row (for the inspection views)."""
@@ -253,8 +281,14 @@ class CheckpointStore:
         self._last[self._partition] = event
         self._handled[self._partition] = event.message.offset
         self._event_rows.clear()
-        with processing(event):
-            yield
+        try:
+            with processing(event):
+                yield
+        except BaseException:
+            self._event_rows.clear()
+            if self._partition in self._junk_changed:  # its index may hold the event's changes
+                self._junk.pop(self._partition, None)
+            raise
         self._batch.setdefault(self._partition, {}).update(self._event_rows)
 
     def abort(self) -> None:
@@ -262,8 +296,9 @@ class CheckpointStore:
         self._batch.clear()
         self._event_rows.clear()
         self._staged = []
-        self._junk_reports.clear()
-        self.junk_view.abort()
+        for partition in self._junk_changed:  # decoded again from the committed rows when next used
+            self._junk.pop(partition, None)
+        self._junk_changed.clear()
         self._last.clear()
         self._handled.clear()
         for app in self._new_homes:
@@ -345,7 +380,7 @@ class CheckpointStore:
                 if row.startswith(PREFIX[SCHEDULES]):
                     self._index_schedule(row[len(PREFIX[SCHEDULES]):], value)
         self._written = {}
-        self.junk_view.commit()
+        self._junk_changed.clear()
         self._write_homes()
 
     def _checkpoints(self) -> Iterator[tuple[int, EventT, dict[bytes, bytes | None]]]:
@@ -379,6 +414,7 @@ class CheckpointStore:
         # Partitions may have moved: forget what this worker knew of them, read the table again.
         self._handled.clear()
         self._cache.clear()
+        self._junk.clear()
         self.due, self.held = {}, {}
         # once per rebalance, the schedule rows only; the ticker then reads `due` only
         for row, value in list(rows_with_prefix(self.table, PREFIX[SCHEDULES])):

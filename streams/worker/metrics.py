@@ -15,7 +15,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge, Histogram, disable_created_metrics
+from importlib.metadata import PackageNotFoundError, version as dist_version
+
+from prometheus_client import (CollectorRegistry, Counter as PromCounter, Gauge, GCCollector, Histogram,
+                               ProcessCollector, disable_created_metrics)
 from prometheus_client.core import GaugeMetricFamily
 
 from sendgate.models.decisions import ConsentRecord, Decision, Delivery
@@ -40,6 +43,13 @@ _ERROR_CLASSES = (
     ("split_app", re.compile(r"^app .* lives on partition")),
     ("invalid_field", re.compile(r"^field '")),
 )
+
+
+def build_version() -> str:
+    try:
+        return dist_version("sendgate")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def error_class(error: str) -> str:
@@ -94,10 +104,19 @@ class BatchTally:
 class GateMetrics:
     """The worker's metrics (its own registry) and the in-process history the dashboard draws."""
 
-    def __init__(self, networks: tuple[str, ...], scrape: Callable[[], dict[str, Any]], auth: bool = True) -> None:
+    def __init__(self, networks: tuple[str, ...], scrape: Callable[[], dict[str, Any]], auth: bool = True,
+                 topic_partitions: int = 0) -> None:
         self.registry = CollectorRegistry()
         self.networks = frozenset(networks)
         r = self.registry
+        # the standard process_* (RSS, CPU, open files) and python_gc_* series, under their usual names
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        Gauge("sendgate_build_info", "Always 1; the sendgate version this worker runs", ["version"],
+              registry=r).labels(version=build_version()).set(1)
+        # what the topic has, so an alert can see partitions that no worker holds (SENDGATE_PARTITIONS)
+        Gauge("sendgate_events_topic_partitions", "Partitions of the events topic the workers declare",
+              registry=r).set(topic_partitions)
         self.events = PromCounter("sendgate_events", "Events decided, by type", ["type"], registry=r)
         self.decisions = PromCounter("sendgate_decisions", "Decisions, by outcome and reason", ["outcome", "reason"],
                                      registry=r)

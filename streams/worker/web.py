@@ -161,7 +161,7 @@ def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore, doo
                 return answer
             try:
                 body = orjson.loads(await request.read())
-                return self.json(check_answer(gate, read, store.junk, app_name, body))
+                return self.json(check_answer(gate, read, store.junk_of(app_name), app_name, body))
             except (orjson.JSONDecodeError, ValueError) as exc:
                 return error(self, 400, f"check: {exc}")
 

@@ -29,7 +29,7 @@ DEADLINE_S = 90.0
 
 def make_settings(bootstrap: str, data_dir: Path, **overrides) -> Settings:
     """Topics and group of their own, and a keyring of the test's own (beside `data_dir`) whose
-    operator key signs what the test publishes (an operator may say anything: README, Sources)."""
+    operator key signs what the test publishes (an operator may say anything: docs/security-and-privacy.md, Sources)."""
     run = uuid.uuid4().hex[:8]
     keyring = Path(data_dir).parent / "keyring.toml"
     if not keyring.exists():
@@ -353,7 +353,8 @@ def account(settings: Settings, published: list[dict | bytes | Invalid | Sent], 
 
 def uninterrupted(events: list[dict | bytes | Invalid | Sent]) -> list[dict]:
     """The decisions of one uninterrupted in-process run of the gate over the valid events, in
-    order (every event must carry an explicit `ts`; invalid records are skipped)."""
+    order (every event must carry an explicit `ts`; invalid records are skipped); a junk report's
+    share comes right after it."""
     from sendgate.models.decisions import Decision
     from sendgate.models.events import validate
     from sendgate.models.gate import Gate, MemoryStore
@@ -366,7 +367,7 @@ def uninterrupted(events: list[dict | bytes | Invalid | Sent]) -> list[dict]:
         if isinstance(e, (bytes, Invalid)):
             continue
         assert "ts" in e, f"event without explicit ts: {e}"
-        out += [r.to_dict() for r in gate.handle(validate(e, 0), store) if isinstance(r, Decision)]
+        out += [r.to_dict() for r in gate.handle_in_one_log(validate(e, 0), store) if isinstance(r, Decision)]
     return out
 
 

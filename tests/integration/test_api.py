@@ -3,6 +3,7 @@ outcome's status and body, an Idempotency-Key retry answered with its first deci
 delivered once, cancel and release seen by GET, `undecided` and then GET, rate limiting."""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 from harness import DEADLINE_S, ev, publish, read_topic
 
 from sendgate.streams.api.keys import add_api_key
+from sendgate.streams.kafka import ensure_topics
 from sendgate.streams.local.broker import free_port
 from sendgate.streams.local.process import ApiProcess
 
@@ -66,6 +68,11 @@ def apis(tmp_path):
     for api in started:
         api.stop()
         print(f"--- {api.log_path.name} (tail) ---\n{api.log_tail(3000)}")
+
+
+def topics_of_a_worker(settings) -> None:
+    """The topics a worker made before it stopped: the API, a producer, creates none."""
+    asyncio.run(ensure_topics(settings, [settings.topic("events"), settings.topic("decisions")]))
 
 
 def policy(tmp_path: Path) -> str:
@@ -175,6 +182,7 @@ def test_undecided_then_get(settings, workers, apis):
     """No worker yet: the POST answers `undecided` with where to ask; once a worker decides, GET has it."""
     settings = settings.with_(api_wait_s=0.5)
     key = add_api_key(settings.keyring_file, "shop")
+    topics_of_a_worker(settings)
     http = Http(apis(settings).url, key)
     status, head, doc = http("POST", "/v1/messages", send("u1"), headers={"Idempotency-Key": "late"})
     assert (status, doc["outcome"], doc["status_url"], head["location"]) == (202, "undecided", "/v1/messages/late",
@@ -189,6 +197,7 @@ def test_undecided_then_get(settings, workers, apis):
 def test_each_key_is_rate_limited(settings, apis):
     settings = settings.with_(api_rate=0.2, api_burst=3)
     key, other = add_api_key(settings.keyring_file, "shop"), add_api_key(settings.keyring_file, "rival")
+    topics_of_a_worker(settings)
     http = Http(apis(settings).url, key)
     assert [http("GET", "/v1/messages/r1")[0] for _ in range(3)] == [404, 404, 404]
     status, head, doc = http("GET", "/v1/messages/r1")

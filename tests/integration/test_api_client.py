@@ -35,6 +35,7 @@ def test_a_book_is_positioned_when_it_returns(settings):
     from aiokafka import AIOKafkaProducer
 
     from sendgate.models.decisions import Decision
+    from sendgate.streams.kafka import ensure_topics
 
     decision = Decision("r1", "shop", "s", "u1", "sms", "accepted", "reply", "a reply", 1)
 
@@ -52,6 +53,7 @@ def test_a_book_is_positioned_when_it_returns(settings):
         writer.join()  # blocks the loop: nothing of the book runs meanwhile
 
     async def run() -> Decision | None:
+        await ensure_topics(settings, [settings.topic("decisions")])  # as a worker does: clients create none
         async with DecisionBook(settings) as book:
             return await book.ask(write_now, "shop", "r1", answers_send, 10)
 

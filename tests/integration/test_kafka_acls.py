@@ -18,7 +18,6 @@ from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFai
 
 from harness import T0, Workers, ev, make_settings, wait_consumed
 
-from sendgate.models.gate import JUNK
 from sendgate.streams.client import Publisher, decisions, deliveries
 from sendgate.streams.config import Settings
 from sendgate.streams.kafka import ensure_topics
@@ -142,7 +141,7 @@ def test_a_worker_decides_a_send_with_its_acls_alone(deployment):
 
 # what the worker writes and the producers must not read (the worker reads all of them)
 PRIVATE = {"events": lambda s: s.topic("events"), "state-changelog": lambda s: s.changelog_topic(STATE),
-           "junk-changelog": lambda s: s.changelog_topic(JUNK), "decisions": lambda s: s.topic("decisions"),
+           "decisions": lambda s: s.topic("decisions"),
            "consent": lambda s: s.topic("consent"), "grants": lambda s: s.topic("grants"),
            "deadletter": lambda s: s.topic("deadletter"), "deliveries": lambda s: s.topic("deliveries.sms")}
 

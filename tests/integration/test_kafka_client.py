@@ -106,3 +106,25 @@ def test_inspection_endpoints_answer_from_the_owning_worker(settings, workers):
     odd = urllib.parse.quote("<script>x</script>", safe="")
     status, body = get_json(f"{base}/userkeys/acme/{odd}", deadline)
     assert status == 404 and "<script>x</script>" in body["error"]  # echoed only inside JSON
+
+
+def test_a_publisher_on_a_topic_nobody_made_fails_clearly_and_creates_nothing(settings):
+    """A typo in the prefix must not create a new unbounded events topic (and producers hold no CREATE)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from sendgate.streams.client import MissingTopic
+
+    typo = settings.with_(topic_prefix="x" + settings.topic_prefix)
+
+    async def run() -> list[str]:
+        with pytest.raises(MissingTopic, match=f"topic {typo.topic('events')} does not exist"):
+            async with Publisher(typo, wait_for_topic_s=0):
+                pass
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        await admin.start()
+        try:
+            return await admin.list_topics()
+        finally:
+            await admin.close()
+
+    assert typo.topic("events") not in asyncio.run(run())

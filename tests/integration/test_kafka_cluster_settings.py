@@ -44,8 +44,8 @@ def test_a_replication_factor_the_cluster_cannot_hold_is_refused_by_name(setting
 
 
 def test_the_worker_creates_its_new_topics_with_the_configured_replication_factor(settings, workers):
-    workers.start(settings)  # junk-reports and the apps changelog are new: they must exist before the group forms
-    for topic in (settings.topic("events"), settings.topic("decisions"), settings.topic("junk-reports"),
+    workers.start(settings)  # the apps changelog must exist before the group forms
+    for topic in (settings.topic("events"), settings.topic("decisions"),
                   settings.changelog_topic("state"), settings.changelog_topic("apps")):
         assert set(replicas(settings, topic)) == {settings.replication_factor}, topic
 

@@ -38,7 +38,7 @@ NAMES = ["Anna", "Ben", "Chloe", "Dmitri", "Eva", "Farid", "Grace", "Hugo", "Ine
 TEMPLATE = "Hi {name}, our summer sale ends tonight: 30% off everything at shop.example/sale"
 COUNT = 40
 # The sender has no sender_profile, so it counts as young, hence risky: 5 free recipients, then paced
-# (README, "Burst pacing"). 35 paced sends at 120-240 s intervals fit well within the 6 h limit.
+# (docs/rules.md, "Burst pacing"). 35 paced sends at 120-240 s intervals fit well within the 6 h limit.
 PACED = Counter({("accepted", "conversation"): 5, ("delayed", "burst_paced"): 35})
 
 

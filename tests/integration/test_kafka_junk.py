@@ -1,10 +1,10 @@
-"""The junk index across workers: reports made at the same time on different workers all count.
+"""The junk index across workers and partitions: reports made at the same time on different
+workers all count, and replay matches each send against the index live did.
 
-The junk index is the only state shared by all apps. If every worker updated the global junk row
-by read-modify-write of its own copy, reports processed at about the same time on two workers
-would each start or extend a stale copy, and reporters would be lost. The contract: junk reports
-are routed through one owner (a one-partition topic consumed by one worker, which alone writes
-the global junk table), and every worker's view converges within seconds.
+The junk index is the only state shared by all apps. A worker that decides a junk_report appends
+it as a `junk_shared` event to every partition of the events log; each partition's index counts
+it where that partition's log shows it (so no two workers write one row, and the index a send
+sees is a function of its own partition's log).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from harness import DecisionWatcher, create_events_topic, ev, signed, wait_for_group
+from harness import DecisionWatcher, collect, create_events_topic, ev, signed, wait_for_group
 
 from sendgate.models.events import decode_event
 from sendgate.streams.kafka import ensure_topics
@@ -119,3 +119,32 @@ def test_concurrent_junk_reports_on_two_workers_all_count(settings, workers, tmp
             n += 1
     for decision in rejected.values():
         assert f"{REPORTERS} recipients reported" in decision["detail"], decision
+
+
+def test_replay_matches_each_send_against_the_junk_index_its_own_partition_showed_live(settings, workers, tmp_path):
+    """Reports of one app (partition 1) and a blast of another (partition 0) under load: a send is
+    matched against the reports its own partition's log holds before it, so replay, which reads the
+    two partitions in whatever order they are fetched, decides every send as live did."""
+    from test_kafka_replay import cli
+
+    create_events_topic(settings)
+    workers.start(settings)
+    wait_for_group(settings, lambda state, m: state == "Stable" and len(m) == 1 and all(m.values()))
+    t = now_ms() - 60_000
+    blaster, reporter, n = "blaster", "reporter", 240
+    consent = [(0, ev("opt_in", event_id=f"o{i}", app=blaster, userkey=f"u{i}", source="web", ts=t)) for i in range(n)]
+    blast = [(0, ev("send", request_id=f"b{i}", app=blaster, sender="s", userkey=f"u{i}", network="sms",
+                    text=JUNK.replace("1000", str(1000 + i)), ts=t + 1 + i)) for i in range(n)]
+    reports = [(1, ev("junk_report", event_id=f"j{k}", app=reporter, sender="r", userkey=f"victim{k}", text=JUNK,
+                      ts=t)) for k in range(3)]
+    # the reports in flight with the first half of the blast; the second half once partition 0 shows them
+    produce_at(settings, consent + blast[:n // 2] + reports)
+    collect(settings, settings.topic("events"), lambda r: sum(x["type"] == "junk_shared" for x in r) >= 2 * 3)
+    produce_at(settings, blast[n // 2:])
+    live = collect(settings, settings.topic("decisions"), lambda r: {d["request_id"] for d in r} >= {b["request_id"]
+                                                                                                   for _, b in blast})
+    reasons = {d["reason"] for d in live if d["request_id"] in {f"b{i}" for i in range(n // 2, n)}}
+    assert reasons == {"junk_similar"}, reasons  # the second half came after the reports in partition 0's log
+    for run in range(2):  # the issue saw 2 runs of 3 differ
+        result = cli(settings, "replay", "--name", f"junk{run}", "--compare")
+        assert f"requests: {n} live, {n} replayed, 0 changed" in result.stdout, result.stdout

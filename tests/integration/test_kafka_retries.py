@@ -1,6 +1,6 @@
 """Delivered once, on the real broker: producers retry (the same request published again, with the
 record timestamp of the retry), and each retried request gets its first answer, field for field,
-with no second delivery (models/memory.py, README Guarantees)."""
+with no second delivery (models/memory.py, docs/guarantees.md)."""
 from __future__ import annotations
 
 from harness import MIN, T0, decisions, ev, publish, read_topic, wait_consumed

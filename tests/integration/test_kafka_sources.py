@@ -1,4 +1,4 @@
-"""Only the right source can say each thing (README, Sources), on the real broker: forged records of
+"""Only the right source can say each thing (docs/security-and-privacy.md, Sources), on the real broker: forged records of
 each kind are dead-lettered as `unauthorized:` and change nothing, a key speaks for its own app
 only and not past its `not_after` (replay agrees), the worker needs a keyring, inspection needs the
 operator token, and a worker whose userkey secret differs from the state's refuses to start."""

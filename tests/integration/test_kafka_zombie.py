@@ -1,8 +1,8 @@
 """A worker frozen (SIGSTOP) past its session timeout under load, while the other worker of the
 group takes its partitions, then resumed (SIGCONT): a zombie. Whatever it was doing when it froze,
-it must cause no conflicting decision and no second delivery (README Guarantees, "Zombies").
+it must cause no conflicting decision and no second delivery (docs/guarantees.md, "Zombies").
 
-Not asserted, because it does not hold yet (README Guarantees, "Zombies"): that the changelog then
+Not asserted, because it does not hold yet (docs/guarantees.md, "Zombies"): that the changelog then
 holds what a rebuild from the log writes. A worker frozen inside the send of a batch's commit
 records lands them after the new owner's writes, and a rebuild differs from the changelog in that
 batch's rows (seen with this seed at 15 s: pending, due and cluster rows of one app)."""

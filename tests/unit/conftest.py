@@ -48,10 +48,11 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "contact": {"app": APP, "userkey": "u1", "network": "xmpp", "authorized": True},
     "tick": {"app": APP},
     "cancel": {"app": APP, "request_id": "r1"},
+    "junk_shared": {"app": APP, "reporter": 1, "text": "junk"},
 }
 _ID_FIELD = {"inbound": "event_id", "opt_in": "event_id", "opt_out": "event_id", "send": "request_id",
              "app_policy": "event_id", "sender_profile": "event_id", "junk_report": "event_id",
-             "contact": "event_id", "delivery_status": "event_id"}
+             "contact": "event_id", "delivery_status": "event_id", "junk_shared": "event_id"}
 _ids = itertools.count(1)
 
 
@@ -104,7 +105,8 @@ def paced_slots(first_slot: int, n: int, factor: int = 1) -> list[int]:
 
 
 class Harness:
-    """Feeds event dicts through `Gate.handle(validate(doc, record_ts), store)` on one MemoryStore."""
+    """Feeds event dicts through `Gate.handle_in_one_log(validate(doc, record_ts), store)` on one
+    MemoryStore: a log of one partition, where a junk report's share comes right after it."""
 
     def __init__(self, policy: Policy | None = None) -> None:
         self.gate = Gate(policy)
@@ -116,7 +118,7 @@ class Harness:
         """Handle the documents in order; returns the Decision records they caused."""
         self.last = []
         for doc in docs:
-            self.last.extend(self.gate.handle(validate(doc, record_ts), self.store))
+            self.last.extend(self.gate.handle_in_one_log(validate(doc, record_ts), self.store))
         self.records.extend(self.last)
         return [r for r in self.last if isinstance(r, Decision)]
 

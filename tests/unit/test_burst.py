@@ -19,6 +19,10 @@ import pytest
 
 from conftest import (DAY, HOUR, MINUTE, PARCEL, SECOND, T, TEMPLATE, UNRELATED, Harness, established,
                       event, paced_slots, recipients, send)
+from sendgate.models import events as ev
+from sendgate.models.decisions import Decision, JunkShare
+from sendgate.models.events import validate
+from sendgate.models.gate import Gate, MemoryStore
 from sendgate.models.burst import (BurstCluster, SenderState, ordinal, pace_interval_ms, recipient_hash)
 from sendgate.models.policy import Policy
 from sendgate.models.similarity import Sketcher
@@ -547,6 +551,30 @@ def test_junk_index_is_shared_by_every_app(established_gate):
     established_gate.feed(*[junk_report(r, app="other-app", sender="X") for r in ("v1", "v2", "v3")])
     d = established_gate.decide(send("u01", text=variant(2)))
     assert (d.outcome, d.reason) == ("rejected", "junk_similar")
+
+
+def test_a_report_on_another_partition_counts_where_the_senders_partition_shows_it_whichever_is_read_first():
+    """Live, a report decided on partition 1 is shared into partition 0's log after two of the
+    sends there; replay reads the two partitions in whatever order they are fetched. Each send must
+    see the index its own partition's log built, so both orders decide alike."""
+    gate = Gate()
+    reports = [validate(junk_report(r, app="other-app", sender="X", event_id=f"jr-{r}"), T) for r in ("v1", "v2", "v3")]
+    shares = [ev.decode_event(out.to_json(), T) for report in reports
+              for out in gate.handle(report, MemoryStore()) if isinstance(out, JunkShare)]
+    sends = [validate(send(u, at=i * SECOND, text=variant(i)), T) for i, u in enumerate(recipients(4))]
+    logs = {0: [*(validate(doc, T) for doc in established()), *sends[:2], *shares, *sends[2:]], 1: reports}
+
+    def decide(first: int) -> list[tuple[str, str, str]]:
+        gate, store, decided = Gate(), MemoryStore(), []
+        for partition in (first, 1 - first):
+            store.partition = partition
+            for e in logs[partition]:
+                decided += [(d.request_id, d.outcome, d.reason) for d in gate.handle(e, store) if isinstance(d, Decision)]
+        return sorted(decided)
+
+    assert decide(0) == decide(1)
+    assert [(o, r) for rid, o, r in decide(1) if rid.startswith("r-u")] == [
+        ("accepted", "unrestricted"), ("accepted", "unrestricted"), ("rejected", "junk_similar"), ("rejected", "junk_similar")]
 
 
 @pytest.mark.parametrize("after, free, interval", [

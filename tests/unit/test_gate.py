@@ -25,7 +25,7 @@ def scenario() -> list[dict]:
         send("fan", at=2 * SECOND, text="Tomorrow morning!", reply_to="in-1"),
         send("quitter", at=2 * SECOND, text="You are unsubscribed, no more messages.", reply_to="in-2"),
         send("quitter", at=2 * SECOND + 1, text=PARCEL),
-        event("junk_report", 3 * SECOND, sender="S9", userkey="v1", text=UNRELATED[1]),
+        event("junk_report", 3 * SECOND, event_id="jr-1", sender="S9", userkey="v1", text=UNRELATED[1]),
         send("u20", at=4 * SECOND, text=UNRELATED[1]),
         event("cancel", 5 * SECOND, request_id="r-u12-1000"),
         event("tick", 2 * MINUTE),

@@ -27,7 +27,7 @@ ALLOWED = {
                              "sendgate.streams.ops", "sendgate.streams.local", "sendgate.streams.api"},
 }
 SHARED_MODULES = {"sendgate.streams.config", "sendgate.streams.kafka", "sendgate.streams.progress",
-                  "sendgate.streams.identity",
+                  "sendgate.streams.identity", "sendgate.streams.logs",
                   "sendgate.streams"}
 
 

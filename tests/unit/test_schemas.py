@@ -27,7 +27,7 @@ from sendgate.models.policy import Policy
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "models" / "schemas"
 BASE = "https://sendgate.example/schemas/v1/"
 KINDS = ("inbound", "opt_in", "opt_out", "send", "app_policy", "sender_profile", "junk_report", "delivery_status", "contact", "tick",
-         "cancel")
+         "cancel", "junk_shared")
 OUTPUTS = ("decision", "delivery", "deadletter", "consent", "grant_revocation")
 
 SCHEMAS: dict[str, dict[str, Any]] = {p.stem: json.loads(p.read_text("utf-8")) for p in SCHEMA_DIR.glob("*.json")}
@@ -109,11 +109,13 @@ FULL: dict[str, dict[str, Any]] = {
                 "authorized": True, "ts": T},
     "tick": {"type": "tick", "app": APP, "ts": T},
     "cancel": {"type": "cancel", "request_id": "r1", "app": APP, "ts": T},
+    "junk_shared": {"type": "junk_shared", "event_id": "jr-1", "app": APP, "reporter": 2 ** 64 - 1,
+                    "text": "win a prize now", "ts": T},
 }
 FIELD_KIND = {"event_id": "id", "app": "id", "sender": "id", "userkey": "id", "request_id": "id",
               "network": "network", "text": "text", "unrestricted": "bool", "registered_ts": "epoch",
               "source": "opt_text", "reason": "opt_text", "reply_to": "opt_id", "authorized": "bool",
-              "valid_for_s": "valid_for", "status": "status"}
+              "valid_for_s": "valid_for", "status": "status", "reporter": "reporter"}
 OPTIONAL = {"opt_in": ("source",), "opt_out": ("source",), "send": ("reply_to", "valid_for_s"),
             "app_policy": ("reason",),
             "junk_report": ("request_id",)}
@@ -163,7 +165,11 @@ STATUS_VALUES = [
 OPT_ID_VALUES = [("null", None, True)] + [v for v in ID_VALUES if v[0] != "null"]
 OPT_TEXT_VALUES = [("null", None, True)] + [v for v in TEXT_VALUES if v[0] != "null"]
 TS_VALUES = [("null", None, True)] + EPOCH_VALUES  # ts: null means "use the record timestamp"
-VALUES = {"id": ID_VALUES, "text": TEXT_VALUES, "network": NETWORK_VALUES, "epoch": EPOCH_VALUES,
+REPORTER_VALUES = [
+    ("zero", 0, True), ("max", 2 ** 64 - 1, True), ("2^64", 2 ** 64, False), ("negative", -1, False),
+    ("float", 1.5, False), ("string", "1", False), ("bool", True, False), ("null", None, False),
+]
+VALUES = {"reporter": REPORTER_VALUES, "id": ID_VALUES, "text": TEXT_VALUES, "network": NETWORK_VALUES, "epoch": EPOCH_VALUES,
           "bool": BOOL_VALUES, "opt_id": OPT_ID_VALUES, "opt_text": OPT_TEXT_VALUES, "valid_for": VALID_FOR_VALUES,
           "status": STATUS_VALUES}
 

@@ -100,6 +100,10 @@ def test_each_role_says_what_it_may(keyring):
     assert decode(keyring, GRANT, "ops").unrestricted is True
     assert decode(keyring, {**GRANT, "unrestricted": False}, "worker-1").unrestricted is False
     assert decode(keyring, {"type": "tick", "app": "acme", "ts": T}, "worker-1").ts == T
+    assert decode(keyring, SHARED, "worker-1").reporter == 7
+
+
+SHARED = {"type": "junk_shared", "event_id": "j", "app": "acme", "reporter": 7, "text": "x", "ts": T}
 
 
 @pytest.mark.parametrize("event,key_id,rule", [
@@ -113,6 +117,8 @@ def test_each_role_says_what_it_may(keyring):
     ({"type": "delivery_status", "event_id": "d", "app": "acme", "sender": "s", "userkey": "u", "request_id": "r",
       "status": "delivered", "ts": T}, "acme-app", "role"),
     (SEND, "net", "role"),  # a network connector does not send for an app
+    (SHARED, "acme-app", "role"),  # an app blacklisting a rival's text in every partition's index
+    (SHARED, "net", "role"),  # a network reports junk_report, which the worker decides and shares
     ({**SEND, "app": "rival"}, "acme-app", "other_app"),
     ({"type": "opt_in", "event_id": "o", "app": "rival", "userkey": "u", "source": "form", "ts": T}, "acme-app",
      "other_app"),

@@ -9,8 +9,14 @@ import time
 import orjson
 import pytest
 
-from sendgate.models.events import InvalidEvent
-from sendgate.streams.client import Publisher, RecentIds, _filter
+import typing
+
+from aiokafka.structs import RecordMetadata
+
+from sendgate.models.events import InvalidEvent, OptIn, Send, encode_event
+from sendgate.streams import client
+from sendgate.streams.client import MissingTopic, Publisher, RecentIds, _filter
+from sendgate.streams.client.book import DecisionBook
 from sendgate.streams.config import Settings
 
 
@@ -33,8 +39,7 @@ def publish_each(settings: Settings, events: list) -> tuple[list, list[dict]]:
 
     async def run() -> tuple[list, list[dict]]:
         publisher = Publisher(settings)
-        await publisher._producer.stop()  # the real producer never starts: no broker
-        publisher._producer = producer = Producer()
+        publisher._producer = producer = Producer()  # as if entered: no broker
         results = []
         for event in events:
             try:
@@ -90,3 +95,52 @@ def test_recent_ids_are_bounded(size):
     for i in range(size + 1):
         assert recent.first_time(f"id-{i}")
     assert recent.first_time(f"id-{size}") is False and recent.first_time("id-0") is True
+
+
+def test_publisher_and_decision_book_are_built_without_an_event_loop():
+    publisher, book = Publisher(Settings()), DecisionBook(Settings())  # no running loop here
+    assert publisher.topic == "sendgate.events" and book.topic == "sendgate.decisions"
+    with pytest.raises(RuntimeError, match="not open: use it in `async with"):
+        asyncio.run(publisher.flush())
+
+
+def test_a_publisher_sends_typed_event_records_as_their_canonical_json():
+    now = int(time.time() * 1000)
+    opt_in = OptIn(event_id="e1", app="acme", userkey="u1", ts=now, source="web form")
+    send = Send(request_id="r1", app="acme", sender="s", userkey="u1", network="sms", text="hi", ts=now,
+                reply_to=None, valid_for_s=None)
+    results, sent = publish_each(Settings(), [opt_in, send])
+    assert [r["value"] for r in sent] == [encode_event(opt_in), encode_event(send)]
+    assert [r["key"] for r in sent] == [b"acme", b"acme"] and sent[0]["timestamp_ms"] == now
+    with pytest.raises(TypeError, match="an event is an event record of sendgate.models.events"):
+        Publisher(Settings()).encode(object())
+
+
+def test_the_client_returns_typed_values():
+    assert typing.get_type_hints(Publisher.publish)["return"] is RecordMetadata
+    assert typing.get_type_hints(Publisher.send)["return"] == asyncio.Future[RecordMetadata]
+
+
+@pytest.mark.parametrize("enter", [lambda s: Publisher(s), lambda s: DecisionBook(s)], ids=["publisher", "book"])
+def test_a_missing_topic_is_an_error_and_no_client_creates_one(enter, monkeypatch):
+    """The topic is looked up (the admin's describe) and never created: no producer needs CREATE."""
+    asked = []
+
+    async def no_such_topic(settings, topic, wait_s):
+        asked.append(topic)
+        raise LookupError(topic)
+
+    async def create(*args, **kwargs):
+        raise AssertionError("a client created a topic")
+
+    monkeypatch.setattr(client, "partitions_of", no_such_topic)
+    monkeypatch.setattr("sendgate.streams.kafka.ensure_topics", create)
+
+    async def run() -> None:
+        async with enter(Settings(topic_prefix="sendgtae.")):
+            pass
+
+    with pytest.raises(MissingTopic, match=r"^topic sendgtae\.(events|decisions) does not exist at 127.0.0.1:9092: "
+                                           r"the workers create it .*check SENDGATE_TOPIC_PREFIX='sendgtae.'"):
+        asyncio.run(run())
+    assert len(asked) == 1

@@ -1,4 +1,4 @@
-"""local/acls.py: the ACLs per role as data, and the README's commands are exactly these (the
+"""local/acls.py: the ACLs per role as data, and the commands of docs/security-and-privacy.md are exactly these (the
 integration test tests/integration/test_kafka_acls.py grants them on a broker that denies the rest)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from sendgate.streams.config import Settings
 from sendgate.streams.local import acls
 
-README = Path(__file__).resolve().parents[4] / "README.md"
+README = Path(__file__).resolve().parents[4] / "docs" / "security-and-privacy.md"  # "Kafka ACLs per role"
 S = Settings(topic_prefix="p.", group_id="g")
 
 

@@ -12,6 +12,7 @@ import itertools
 from pathlib import Path
 
 import faust
+import pytest
 from faust.types import TP
 
 from conftest import APP, MINUTE, PARCEL, T, established, event, recipients, send
@@ -21,7 +22,6 @@ from sendgate.models.gate import JUNK, SCHEDULES, TABLES, USERKEYS, Gate, Memory
 from sendgate.models.pending import ReleaseSchedule
 from sendgate.models.policy import Policy
 from sendgate.streams.worker.app import LoggedEvent, LoggedMessage
-from sendgate.streams.worker.junk import JunkView
 from sendgate.streams.worker.outbox import Outbox
 from sendgate.streams.worker.checkpoint import (COMMIT, HOME, KIND, PREFIX, STATE, CheckpointStore, StateTable, _Written,
                                            after_unclean_stop, commit_key)
@@ -38,7 +38,7 @@ class Worker:
         self.table = self.faust.tables.add(StateTable(self.faust, name=STATE, default=None, partitions=4,
                                                       key_type=bytes, value_type=bytes))
         self.apps: dict[bytes, bytes] = {}
-        self.store = CheckpointStore(self.table, JunkView({}, Policy()), self.apps)
+        self.store = CheckpointStore(self.table, self.apps)
         self.changelog = self.table.changelog_topic.get_topic_name()
         self.offsets = itertools.count(100)  # the changelog's next offsets, across its partitions
 
@@ -78,7 +78,7 @@ def at(partition: int, offset: int) -> LoggedEvent:
 
 
 def test_each_kind_of_row_has_its_own_two_byte_prefix_and_commit_records_sort_first():
-    assert set(PREFIX) == set(TABLES) - {JUNK}  # the junk index is a global table of its own
+    assert set(PREFIX) == set(TABLES)
     assert len(set(PREFIX.values())) == len(PREFIX) and {len(p) for p in PREFIX.values()} == {2}
     assert {KIND[p]: p for p in KIND} == PREFIX and HOME not in KIND
     assert commit_key(0) == b"\x00commit\x1f0" and commit_key(12) == COMMIT + b"12"
@@ -222,9 +222,37 @@ def test_the_gate_over_checkpointed_batches_decides_as_over_one_dict():
             w.checkpoint()
     w.checkpoint()
     assert got == expected and any(isinstance(d, Decision) and d.outcome == "released" for d in got)
-    state_rows = {PREFIX[table] + k: v for table, rows in memory.tables.items() if table != JUNK
-                  for k, v in rows.items()}
+    state_rows = {PREFIX[table] + k: v for table, rows in memory.tables.items() for k, v in rows.items()}
     assert {k: v for k, v in w.rows.items() if not k.startswith((COMMIT, HOME))} == state_rows
+
+
+def reporters(index) -> list[int]:
+    found = index.match(Gate().sketcher.sketch(PARCEL), Policy().similarity_threshold)
+    return sorted(found[1].reporters) if found else []
+
+
+def test_each_partition_has_its_own_junk_index_held_in_its_rows_and_a_failed_batch_or_event_leaves_it_as_committed():
+    gate, w = Gate(), Worker()
+    shared = [validate(event("junk_shared", 0, reporter=r, text=PARCEL), T) for r in (1, 2, 3)]
+    with w.store.handling(at(2, 0)):
+        gate.handle(shared[0], w.store)
+    w.checkpoint()
+    assert reporters(w.store.junk_index(2)) == [1] and reporters(w.store.junk_index(1)) == []
+    assert [k for k in w.rows if k.startswith(PREFIX[JUNK])] == [PREFIX[JUNK] + key("2", f"{APP}\x1f{shared[0].event_id}")]
+    with w.store.handling(at(2, 1)):  # a batch that fails: its report must not count when it is decided again
+        gate.handle(shared[1], w.store)
+    w.store.abort()
+    assert reporters(w.store.junk_index(2)) == [1]
+    with pytest.raises(RuntimeError), w.store.handling(at(2, 1)):  # an event that fails half-way
+        gate.handle(shared[1], w.store)
+        raise RuntimeError("a fault after the index changed")
+    assert reporters(w.store.junk_index(2)) == [1]
+    with w.store.handling(at(2, 1)):
+        gate.handle(shared[2], w.store)
+    w.checkpoint()
+    assert reporters(w.store.junk_index(2)) == [1, 3]
+    w.recover([])  # a rebalance: the index is decoded again from the partition's rows
+    assert reporters(w.store.junk_index(2)) == [1, 3] and reporters(w.store.junk_index(0)) == []
 
 
 def stores(root: Path) -> set[str]:

@@ -1,8 +1,11 @@
 """metrics.py: a batch's tally applied to the Prometheus metrics and the dashboard's history, the
-scrape-time gauges, bounded label values; and docker/prometheus/alerts.yml: every rule parses and
-names only metrics a worker exports."""
+scrape-time gauges, bounded label values, the process and GC collectors and the build info; and
+deploy/prometheus/alerts.yml: every rule parses, names only metrics a worker exports and links its
+runbook in docs/operations.md."""
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import re
 from pathlib import Path
 
@@ -15,7 +18,9 @@ from sendgate.models.events import InvalidEvent
 from sendgate.models.gate import Gate
 from sendgate.streams.worker.metrics import LATEST, RISKY_SENDERS, BatchTally, GateMetrics, error_class
 
-ALERTS = Path(__file__).resolve().parents[4] / "docker" / "prometheus" / "alerts.yml"
+ROOT = Path(__file__).resolve().parents[4]
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+STANDARD = ("process_", "python_gc_")  # prometheus_client's process and GC collectors, under their usual names
 SCRAPE = {"partitions": [{"partition": 0, "end": 5, "committed": 3, "lag": 2}], "pending": 1, "next_due": None,
           "overdue_s": 0.0, "recovering": False, "recovery_remaining": 0, "rebalancing": False, "reasons": []}
 T = 1_700_000_000_000
@@ -28,25 +33,65 @@ def exported() -> set[str]:
         names.add(family.name)
         if family.type == "counter":  # a labelled counter has no samples until first counted
             names.add(family.name + "_total")
+        if family.type == "histogram":  # nor a labelled histogram until first observed
+            names.update(family.name + suffix for suffix in ("_bucket", "_sum", "_count"))
         names.update(sample.name for sample in family.samples)
     return names
 
 
+def rules() -> list[dict]:
+    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+
+
 def test_every_rule_parses_and_uses_exported_metrics():
-    rules = [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
-    assert {r["alert"] for r in rules} >= {"SendgateConsumerStalled", "SendgateFallingBehind", "SendgateBatchesFailing",
-                                           "SendgateDeadLetters", "SendgateReleaseOverdue", "SendgateRecoveryStuck"}
+    assert {r["alert"] for r in rules()} >= {
+        "SendgateNoWorkerUp", "SendgateWorkerDown", "SendgatePartitionsUnassigned", "SendgateConsumerStalled",
+        "SendgateFallingBehind", "SendgateBatchesFailing", "SendgateDeadLetters", "SendgateReleaseOverdue",
+        "SendgateRecoveryStuck"}
     names = exported()
-    for rule in rules:
+    for rule in rules():
         used = set(re.findall(r"\bsendgate_[a-z_]+", rule["expr"]))
-        assert used and used <= names, (rule["alert"], used - names)
+        assert used <= names, (rule["alert"], used - names)
+        assert used or re.search(r"\bup\{job=\"sendgate\"\}", rule["expr"]), rule["alert"]
         assert rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"]
+
+
+def test_a_total_outage_and_unheld_partitions_fire():
+    by_name = {r["alert"]: r for r in rules()}
+    assert "absent(up{job=\"sendgate\"} == 1)" in by_name["SendgateNoWorkerUp"]["expr"]  # no series at all
+    assert by_name["SendgateWorkerDown"]["expr"] == "up{job=\"sendgate\"} == 0"
+    unheld = by_name["SendgatePartitionsUnassigned"]["expr"]
+    assert "sendgate_assigned_partitions" in unheld and "sendgate_events_topic_partitions" in unheld
+    assert by_name["SendgateBatchesFailing"].get("for"), "one failed attempt is retried: alert on failures that last"
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_rule_links_its_runbook_in_the_operations_page():
+    page = ROOT / "docs" / "operations.md"
+    anchors = {slug(line.lstrip("#")) for line in page.read_text().splitlines() if line.startswith("#")}
+    for rule in rules():
+        url = rule["annotations"]["runbook_url"]
+        path, _, anchor = url.partition("#")
+        assert path == "docs/operations.md" and anchor in anchors, (rule["alert"], url)
 
 
 def test_names_follow_prometheus_conventions():
     for name in exported():
-        assert name.startswith("sendgate_"), name
+        assert name.startswith(("sendgate_",) + STANDARD), name
         assert "_ms" not in name and "_total_total" not in name, name
+
+
+def test_rss_gc_and_the_version_are_exported():
+    metrics = GateMetrics(("sms",), lambda: SCRAPE, topic_partitions=12)
+    assert sample(metrics, "process_resident_memory_bytes") > 0  # what the bench measures
+    assert sample(metrics, "python_gc_collections_total", generation="0") is not None
+    assert sample(metrics, "sendgate_events_topic_partitions") == 12
+    (build,) = [s for f in metrics.registry.collect() if f.name == "sendgate_build_info" for s in f.samples]
+    assert build.value == 1 and build.labels["version"] == importlib.metadata.version("sendgate")
 
 
 def decision(outcome: str, reason: str, *, sender: str = "S1", ts: int = T, deliver_at: int | None = None,
@@ -165,3 +210,53 @@ def test_offsets_lag_and_readiness_are_read_when_prometheus_scrapes():
     assert sample(metrics, "sendgate_ready") == 0
     now.update(SCRAPE)  # read again at the next scrape: recovered, ready
     assert sample(metrics, "sendgate_ready") == 1 and sample(metrics, "sendgate_events_lag", partition="3") is None
+
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "sendgate.json"
+
+
+def dashboard_queries() -> list[str]:
+    board = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in board["panels"] for target in panel["targets"]]
+
+
+def test_the_grafana_dashboard_is_valid_and_queries_only_exported_metrics():
+    board = json.loads(DASHBOARD.read_text())
+    assert board["uid"] == "sendgate-fleet" and board["title"]
+    ids = [panel["id"] for panel in board["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    variables = {v["name"] for v in board["templating"]["list"]}
+    names = exported() | {"up"}
+    for panel in board["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}" and "datasource" in variables, panel["title"]
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"]) and panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"), expr
+            selected = set(re.findall(r"\b([a-z_][a-z0-9_]*)\{", expr))
+            anywhere = set(re.findall(r"\b((?:sendgate|process|python_gc)_[a-z0-9_]+)\b", expr))
+            assert anywhere <= selected, f"every metric is selected with job=\"$job\": {expr}"
+            assert all('job="$job"' in part for part in re.findall(r"\{[^}]*\}", expr)), expr
+            assert selected <= names, (panel["title"], selected - names)
+
+
+def test_the_dashboard_shows_the_fleet():
+    queries = "\n".join(dashboard_queries())
+    for needed in ("sum by (outcome) (rate(sendgate_decisions_total", "sendgate_events_lag",
+                   "sendgate_batch_failures_total", "process_resident_memory_bytes",
+                   "histogram_quantile(0.99, sum by (le) (rate(sendgate_decision_lag_seconds_bucket",
+                   "sendgate_assigned_partitions", "sendgate_events_topic_partitions"):
+        assert needed in queries, needed
+
+
+def test_compose_provisions_prometheus_with_the_rules_and_grafana_with_the_dashboard():
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]
+    assert "../deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in compose["prometheus"]["volumes"]
+    mounts = compose["grafana"]["volumes"]
+    assert "../deploy/grafana:/var/lib/grafana/dashboards:ro" in mounts
+    provisioning = ROOT / "docker" / "grafana" / "provisioning"
+    sources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert sources[0]["uid"] == "prometheus" and sources[0]["url"] == "http://prometheus:9090"
+    providers = yaml.safe_load((provisioning / "dashboards" / "sendgate.yml").read_text())["providers"]
+    assert providers[0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert all(service.get("restart") == "unless-stopped" for service in compose.values())
