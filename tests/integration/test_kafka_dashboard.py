@@ -127,9 +127,13 @@ def test_health_readiness_and_metrics(settings, worker):
     assert total(m, "sendgate_ready") == 1 and total(m, "sendgate_assigned_partitions") == settings.partitions
     assert total(m, "sendgate_events_lag") == 0 or total(m, "sendgate_events_end_offset") > 0
     assert total(m, "sendgate_batches_total") >= 1 and total(m, "sendgate_batch_duration_seconds_count") >= 3
+    assert total(m, "process_resident_memory_bytes") > 0 and total(m, "sendgate_build_info") == 1
     for (name, labels), _ in m.items():
+        if name.startswith(("process_", "python_")):  # prometheus-client's process, GC and platform collectors
+            continue
         assert name.startswith("sendgate_") and all(k in ("outcome", "reason", "network", "type", "error", "kind",
-                                                          "source", "stage", "partition", "le") for k, _ in labels)
+                                                          "source", "stage", "partition", "le", "version")
+                                                     for k, _ in labels), (name, labels)
 
 
 def test_the_dashboard_in_a_browser_shows_what_metrics_report(settings, worker):

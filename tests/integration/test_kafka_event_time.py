@@ -226,21 +226,18 @@ def test_on_a_log_append_time_topic_back_dated_sends_are_decided_at_broker_time(
     log_append_time_attack(settings)
 
 
-def test_publish_creates_the_events_topic_with_the_configured_timestamp_type(settings):
-    """`sendgate publish` creates the events topic when it is missing: with
-    SENDGATE_EVENTS_TIMESTAMP_TYPE=LogAppendTime it has message.timestamp.type=LogAppendTime, and
-    without it CreateTime (the default)."""
+def test_the_worker_creates_the_events_topic_with_the_configured_timestamp_type(settings, workers):
+    """The worker creates the events topic when it is missing (no client does: `publish` names the
+    missing topic): with SENDGATE_EVENTS_TIMESTAMP_TYPE=LogAppendTime it has
+    message.timestamp.type=LogAppendTime, and without it CreateTime (the default)."""
     event = orjson.dumps(ev("opt_in", event_id="o1", app=APP, userkey="+15550001")) + b"\n"
-    for prefix_tag, env_value, expected in (("lat", "LogAppendTime", "LogAppendTime"), ("ct", None, "CreateTime")):
-        s = settings.with_(topic_prefix=f"{settings.topic_prefix}{prefix_tag}.")
-        env = {**os.environ, **s.to_env()}
-        env.pop("SENDGATE_EVENTS_TIMESTAMP_TYPE", None)
-        if env_value:
-            env["SENDGATE_EVENTS_TIMESTAMP_TYPE"] = env_value
-        result = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", "publish", "-"], input=event, env=env,
-                                capture_output=True, timeout=60)
-        assert result.returncode == 0, result.stderr.decode()
+    for prefix_tag, env_value, expected in (("lat", "LogAppendTime", "LogAppendTime"), ("ct", "CreateTime", "CreateTime")):
+        s = settings.with_(topic_prefix=f"{settings.topic_prefix}{prefix_tag}.", events_timestamp_type=env_value)
+        result = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", "publish", "-"], input=event,
+                                env={**os.environ, **s.to_env()}, capture_output=True, timeout=60)
+        assert result.returncode == 2 and b"does not exist" in result.stderr, result.stderr.decode()
+        workers.start(s).stop()
         configs = topic_configs(s, s.topic("events"))
         assert configs.get("message.timestamp.type") == expected, (
-            f"SENDGATE_EVENTS_TIMESTAMP_TYPE={env_value}: `publish` created {s.topic('events')} with "
+            f"SENDGATE_EVENTS_TIMESTAMP_TYPE={env_value}: the worker created {s.topic('events')} with "
             f"message.timestamp.type={configs.get('message.timestamp.type')}, expected {expected}")

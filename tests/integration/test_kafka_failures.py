@@ -18,13 +18,12 @@ import asyncio
 import re
 import time
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from harness import T0, collect, ev, read_topic, send_events
 
-from sendgate.streams.kafka import ensure_topics, partitions_of
+from sendgate.streams.kafka import ensure_topics
 from sendgate.streams.config import Settings
 
 REFUSING = "100"  # bytes: no decision fits
@@ -209,32 +208,31 @@ def decided_now(settings: Settings, request_id: str) -> list[dict]:
 
 # --- an internal error is not bad input -------------------------------------------------------------------
 
-def write_corrupt_junk_row(settings: Settings) -> None:
-    """A row of the junk global table that its reader cannot decode (a bug, or a row of another
-    format): written to the table's changelog before the worker starts, so the worker recovers it."""
-    changelog = settings.changelog_topic("junk")
+def write_corrupt_clock_rows(settings: Settings, apps: tuple[str, ...]) -> None:
+    """A clock row of each app that its reader cannot decode (a bug, or a row of another format),
+    committed in the state changelog partition the app's events go to (Java's partitioner), before
+    the worker starts: the worker recovers it and reads it at the app's first event."""
+    from test_kafka_restore import write_changelog
 
-    async def run() -> None:
-        await ensure_topics(settings, [changelog], partitions=1, compact=True)
-        await partitions_of(settings, changelog, 30)  # a leader, before the producer asks for it
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
-        await producer.start()
-        try:
-            await producer.send_and_wait(changelog, key=b"x", value=b"not json", partition=0)
-        finally:
-            await producer.stop()
+    from sendgate.models.gate import CLOCKS, key
+    from sendgate.streams.worker.checkpoint import PREFIX, commit_key
+    from sendgate.streams.worker.outbox import partition_for
 
-    asyncio.run(run())
+    rows = []
+    for app in apps:
+        partition = partition_for(app.encode(), settings.partitions)
+        rows += [(partition, PREFIX[CLOCKS] + key(app), b"not json"), (partition, commit_key(partition), b"-1")]
+    write_changelog(settings, rows)
 
 
 def test_an_internal_error_fails_the_batch_and_never_dead_letters_valid_records(settings, workers):
-    """Today every record is dead-lettered as "internal error: ..." when the gate raises (here: a junk
+    """Today every record is dead-lettered as "internal error: ..." when the gate raises (here: a clock
     row it cannot read). Contract: only records the decoder refuses are dead-lettered; the batch
     fails, is retried, and after stall_exit_s the worker exits non-zero. A corrupt row must never
     turn valid records into dead letters."""
     settings = settings.with_(stall_exit_s=STALL_EXIT_S)
     create_topics(settings)
-    write_corrupt_junk_row(settings)
+    write_corrupt_clock_rows(settings, ("acme", "bolt", "cargo"))
     try:
         worker = workers.start(settings)
     except RuntimeError:  # it exited before it was ready: refusing a table it cannot read decides nothing
@@ -261,7 +259,7 @@ def test_an_internal_error_fails_the_batch_and_never_dead_letters_valid_records(
         time.sleep(0.5)  # poll interval
         dead = dead_letters_of_valid()
     dead = dead or dead_letters_of_valid()  # the worker may have exited just after writing some
-    assert not dead, (f"{len(dead)} of {len(sent)} valid record(s) were dead-lettered because of a corrupt junk row: "
+    assert not dead, (f"{len(dead)} of {len(sent)} valid record(s) were dead-lettered because of a corrupt row: "
                       f"{[(d['partition'], d['offset'], d['error'][:120]) for d in dead[:3]]}")
     assert not worker.running, (f"the worker still runs {time.monotonic() - published:.0f} s after its batch began "
                                 f"to fail, with stall_exit_s={STALL_EXIT_S}:\n{worker.log_tail(1500)}")
