@@ -488,9 +488,9 @@ def bench_metrics(history: list[ev.Event], events: list[ev.Event], repeat: int, 
 
 
 PROFILE_PARTS = (  # (file suffix, function name, label)
-    ("gate.py", "handle", "Gate.handle (total)"),
-    ("gate.py", "_send", "  Gate._send (sends)"),
-    ("gate.py", "_burst", "    Gate._burst (sends that reach the burst step)"),
+    ("gate/gate.py", "handle", "Gate.handle (total)"),
+    ("gate/send.py", "send", "  send: the SEND_STEPS (sends)"),
+    ("gate/burst.py", "pace", "    burst.pace (sends that reach the burst step)"),
     ("similarity.py", "sketch", "      Sketcher.sketch"),
     ("similarity.py", "normalize", "        normalize (4 regex passes)"),
     ("similarity.py", "shingles", "        shingles"),
@@ -501,9 +501,9 @@ PROFILE_PARTS = (  # (file suffix, function name, label)
     ("burst.py", "decide", "      SenderState.decide"),
     ("burst.py", "_join", "        SenderState._join (similarities, argmax, new cluster)"),
     ("burst.py", "_expire", "        SenderState._expire"),
-    ("gate.py", "_hold", "      Gate._hold (pending + schedule + due rows)"),
-    ("gate.py", "_inbound", "  Gate._inbound (inbound events)"),
-    ("gate.py", "_release_due", "  Gate._release_due (every event)"),
+    ("gate/pending.py", "hold", "      pending.hold (pending + schedule + due rows)"),
+    ("gate/consent.py", "inbound", "  consent.inbound (inbound events)"),
+    ("gate/pending.py", "release_due", "  pending.release_due (every event)"),
     ("decisions.py", "iso", "  iso() timestamps in detail strings (all callers)"),
     ("consent.py", "from_bytes", "  Userkey/Conversation/AppGrant.from_bytes"),
 )
@@ -530,7 +530,7 @@ def profile_sends(history: list[ev.Event], events: list[ev.Event], top: int = 22
             if filename.endswith(suffix) and func == name:
                 calls, t = cum.get((suffix, name), (0, 0.0))
                 cum[(suffix, name)] = (calls + ncalls, t + ct)
-    total = cum[("gate.py", "handle")][1]
+    total = cum[("gate/gate.py", "handle")][1]
     table = []
     for suffix, name, label in PROFILE_PARTS:
         calls, t = cum.get((suffix, name), (0, 0.0))

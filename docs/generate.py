@@ -12,9 +12,7 @@ anywhere under streams/, or a Policy field without a line here fails tests/unit/
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any

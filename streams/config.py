@@ -347,7 +347,7 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes `Settings.from_env` return these settings (for child processes)."""
-        return {name: value for name, value in ((name, self._env_value(field)) for name, field in VARIABLES)
+        return {name: value for name, value in ((name, self._env_value(attribute)) for name, attribute in VARIABLES)
                 if value is not None}
 
     def _env_value(self, field: str) -> str | None:
@@ -366,8 +366,8 @@ class Settings:
         env = dict(os.environ if env is None else env)
         flags = flags or {}
         rows = []
-        for name, field in VARIABLES:
-            value = self._env_value(field)
+        for name, attribute in VARIABLES:
+            value = self._env_value(attribute)
             if name in SECRETS and value is not None:
                 value = "******** (set)"
             if name in flags:

@@ -14,8 +14,6 @@ import urllib.error
 import urllib.request
 
 import orjson
-import pytest
-from aiokafka import AIOKafkaProducer
 
 from harness import DAY, T0, collect, decisions, ev, outcomes
 
