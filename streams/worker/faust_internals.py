@@ -155,6 +155,42 @@ def keep_recovery_end(app: Any) -> None:
     recovery._set_recovery_started = _set_recovery_started
 
 
+def keep_fetched_changelog(app: Any) -> None:
+    """Keep the changelog records already fetched when Faust resumes its flow.
+
+    `app.flow_control.resume()` clears every queue made with `clear_on_resume`, the table
+    manager's changelog queue among them. The recovery resumes the standby partitions first and
+    resumes the flow again at its end (`Recovery.on_recovery_completed`, after awaiting the
+    tables' callbacks and a committed-offset lookup per partition): the standby records fetched
+    meanwhile are cleared unread. Nothing fetches them again (the consumer's position is past
+    them), and the changelog reader, which only refuses offsets it has seen, takes the next one:
+    the standby store never gets those rows while its persisted offset moves past them with the
+    next commit record. The fault soak lost the first ~170 records after each standby start
+    (bench/results/soak-findings.md), and a worker that later owned those partitions decided
+    from the gap.
+
+    Records of the current assignment are all the changelog queue can hold at a resume: the
+    records of a rebalanced assignment are cleared when the partitions are revoked
+    (`flow_control.clear()` in `App._on_partitions_revoked`), which still clears this queue,
+    and each recovery seeks its changelog partitions itself. So only the resume leaves it alone.
+    """
+    flow = app.flow_control
+    resume = flow.resume
+
+    def resume_keeping_changelog() -> None:
+        queue = app.tables.changelog_queue
+        managed = flow._queues
+        kept = queue in managed
+        managed.discard(queue)
+        try:
+            resume()
+        finally:
+            if kept:
+                managed.add(queue)
+
+    flow.resume = resume_keeping_changelog
+
+
 def commit_at(app: Any, next_offsets: Mapping[TP, int]) -> None:
     """Have Faust commit each partition of `next_offsets` at the offset given there (the first
     record not yet decided and written), not at the first gap in its own acks.

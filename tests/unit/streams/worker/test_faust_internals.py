@@ -155,8 +155,34 @@ def test_keep_recovery_end_keeps_an_end_signalled_before_the_recovery_waits_for_
     assert asyncio.run(ended_when_the_reader_went_round(True)) == (True, True, False)
 
 
+def test_keep_fetched_changelog_keeps_the_changelog_queue_on_a_resume_and_clears_it_on_a_revocation():
+    """Faust alone: resuming the flow (as `Recovery.on_recovery_completed` does after the standby
+    partitions were resumed) clears the changelog queue, records fetched and never read. Kept:
+    the resume leaves them, still clears the streams' queues, and a revocation's clear clears
+    the changelog queue too."""
+    from faust.tables.recovery import Recovery
+
+    assert "self.app.flow_control.resume()" in inspect.getsource(Recovery.on_recovery_completed)
+
+    def after(keep: bool) -> tuple[int, int, int]:
+        app = faust.App(f"test-keep-changelog-{keep}", broker="kafka://127.0.0.1:1", store="memory://",
+                        autodiscover=False, web_enabled=False)
+        if keep:
+            faust_internals.keep_fetched_changelog(app)
+        changelog, stream = app.tables.changelog_queue, faust_internals.channel_queue(app.stream(app.channel()))
+        changelog.put_nowait("fetched")
+        stream.put_nowait("fetched")
+        app.flow_control.resume()
+        resumed = (changelog.qsize(), stream.qsize())
+        app.flow_control.clear()  # App._on_partitions_revoked
+        return (*resumed, changelog.qsize())
+
+    assert after(False) == (0, 0, 0)  # Faust alone: the changelog records are gone at the resume
+    assert after(True) == (1, 0, 0)
+
+
 @pytest.mark.parametrize("name", ["commit_at", "committed_offset", "inner_producer", "channel_queue", "processing",
-                                  "keep_recovery_end",
+                                  "keep_recovery_end", "keep_fetched_changelog",
                                   "raw_reader", "route_to_owner"])
 def test_the_module_offers_each_internal(name):
     assert callable(getattr(faust_internals, name))
