@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.stores.memory import Store as MemoryStore
 from faust.tables.globaltable import GlobalTable
 from faust.types import TP, EventT
 
@@ -397,6 +398,8 @@ class CheckpointStore:
         persisted = self._persisted(partition)
         if last is None:  # nothing of this partition was sent: only its commit record waits
             return persisted
+        if isinstance(self.table.data, MemoryStore):  # memory://: no persisted offsets, nothing to hold
+            return last
         known = max(persisted, self.table.read_to.get(TP(self.table.changelog_topic.get_topic_name(), partition), -1))
         if last - records == known:
             return last

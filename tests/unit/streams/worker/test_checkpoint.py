@@ -171,6 +171,15 @@ def test_after_a_rebalance_only_the_commit_records_of_kept_partitions_are_sent()
     assert w.stage() == [(commit_key(1), b"5", 1)]
 
 
+def test_the_memory_store_keeps_no_offsets_so_a_checkpoint_after_other_records_warns_of_nothing(caplog):
+    w = Worker()  # its changelog offsets start at 100: records this worker never read come first
+    with w.store.handling(at(0, 5)):
+        w.store.set(USERKEYS, b"k", b"v")
+    w.checkpoint()
+    assert w.rows[PREFIX[USERKEYS] + b"k"] == b"v"
+    assert "did not get" not in caplog.text
+
+
 def test_recovery_applies_whole_checkpoints_and_the_next_checkpoint_rewrites_the_orphans():
     w = Worker()
     good, orphan, other = PREFIX[USERKEYS] + key(APP, "u1"), PREFIX[USERKEYS] + key(APP, "u2"), b"u:elsewhere"
