@@ -156,39 +156,39 @@ def keep_recovery_end(app: Any) -> None:
 
 
 def keep_fetched_changelog(app: Any) -> None:
-    """Keep the changelog records already fetched when Faust resumes its flow.
+    """Keep the standby changelog records already fetched when Faust resumes its flow.
 
     `app.flow_control.resume()` clears every queue made with `clear_on_resume`, the table
     manager's changelog queue among them. The recovery resumes the standby partitions first and
     resumes the flow again at its end (`Recovery.on_recovery_completed`, after awaiting the
     tables' callbacks and a committed-offset lookup per partition): the standby records fetched
-    meanwhile are cleared unread. Nothing fetches them again (the consumer's position is past
+    meanwhile were cleared unread. Nothing fetches them again (the consumer's position is past
     them), and the changelog reader, which only refuses offsets it has seen, takes the next one:
-    the standby store never gets those rows while its persisted offset moves past them with the
+    the standby store never got those rows while its persisted offset moved past them with the
     next commit record. The fault soak lost the first ~170 records after each standby start
-    (bench/results/soak-findings.md), and a worker that later owned those partitions decided
-    from the gap.
+    (issue 27), and a worker that later owned those partitions decided from the gap.
 
-    Records of the current assignment are all the changelog queue can hold at a resume: the
-    records of a rebalanced assignment are cleared when the partitions are revoked
-    (`flow_control.clear()` in `App._on_partitions_revoked`), which still clears this queue,
-    and each recovery seeks its changelog partitions itself. So only the resume leaves it alone.
+    So a resume keeps the queued records of the recovery's standby partitions, in their order.
+    The rest goes as before: records of active changelog partitions fetched past the recovery's
+    end (this worker writes those partitions now; they were paused once caught up), and records
+    of a revoked assignment (also cleared at the revocation, `flow_control.clear()` in
+    `App._on_partitions_revoked`, which this leaves alone; each recovery then seeks its
+    changelog partitions itself).
     """
     flow = app.flow_control
     resume = flow.resume
 
-    def resume_keeping_changelog() -> None:
+    def resume_keeping_standby_records() -> None:
         queue = app.tables.changelog_queue
-        managed = flow._queues
-        kept = queue in managed
-        managed.discard(queue)
-        try:
+        if queue not in flow._queues:  # not cleared on resume: nothing to keep
             resume()
-        finally:
-            if kept:
-                managed.add(queue)
+            return
+        standby = app.tables.recovery.standby_tps
+        kept = [event for event in queue._queue if event.message.tp in standby]
+        resume()
+        queue._queue.extend(kept)  # as mode's own clear: the deque only, the queue's counters untouched
 
-    flow.resume = resume_keeping_changelog
+    flow.resume = resume_keeping_standby_records
 
 
 def commit_at(app: Any, next_offsets: Mapping[TP, int]) -> None:
