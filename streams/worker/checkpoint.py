@@ -23,8 +23,10 @@ After a crash (kill -9) the local store of `state` is kept (`after_unclean_stop`
 only once the broker has acknowledged them together with their batch's outputs, each batch in one
 RocksDB write batch with its commit record, so it holds whole batches whose decisions are out,
 and its persisted changelog offset never runs ahead of its rows (a crash between the two makes
-recovery read a few rows again). The global tables are written through Faust's own path (the
-local store first, the changelog later), so their local stores are removed and read again.
+recovery read a few rows again), nor past records another worker wrote before the batch landed
+(a zombie's late send, `CheckpointStore._held_to`): recovery then reads those too. The global
+tables are written through Faust's own path (the local store first, the changelog later), so
+their local stores are removed and read again.
 
 Each partition's junk index is rows of that partition like any other (`j:` + partition + template),
 built by the `junk_shared` events of its own log, so it is covered too; the worker keeps it decoded
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.stores.memory import Store as MemoryStore
 from faust.tables.globaltable import GlobalTable
 from faust.types import TP, EventT
 
@@ -101,11 +104,18 @@ class StateTable(faust.Table):
         super().__init__(*args, **kwargs)
         self._held: dict[TP, list[EventT]] = {}
         self.orphans: dict[int, set[bytes]] = {}  # partition -> keys to rewrite at its next checkpoint
+        # the last changelog offset recovery handed over per partition, applied, held or dropped
+        # later as an orphan: a checkpoint written right after it follows everything the store knows
+        self.read_to: dict[TP, int] = {}
 
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
         ready: list[EventT] = []
+        read_to = self.read_to
         for event in batch:
-            held = self._held.setdefault(event.message.tp, [])
+            tp = event.message.tp
+            if event.message.offset > read_to.get(tp, -1):
+                read_to[tp] = event.message.offset
+            held = self._held.setdefault(tp, [])
             held.append(event)
             if event.message.key.startswith(COMMIT):
                 ready += held
@@ -160,6 +170,7 @@ class CheckpointStore:
         self.held: dict[bytes, int] = {}  # app -> its pending requests (for the metrics)
         self._staged: list[tuple[int, dict[bytes, bytes | None], bytes]] = []  # partition, rows, commit record
         self._unsent_commits: dict[int, bytes] = {}  # partition -> its commit record, written locally only
+        self._behind: set[int] = set()  # partitions whose store missed another writer's records (logged once)
         # Committed rows as the local store holds them, the most recent first to stay: an app's
         # clock, schedule and sender heads are read by every event, and a RocksDB read through
         # rocksdict costs more than the dict. Written rows update it (`_remember`); a rebalance clears it.
@@ -348,12 +359,13 @@ class CheckpointStore:
         in the changelog wait for the next `stage`."""
         changelog = self.table.changelog_topic.get_topic_name()
         sent, self._unsent_commits = self._unsent_commits, {}
-        local = [_Written(TP(changelog, p), p, last[changelog, p], commit_key(p), value) for p, value in sent.items()
+        rows_of = {partition: rows for partition, rows, _ in self._staged}
+        upto = {p: self._held_to(p, last.get((changelog, p)), (p in sent) + len(rows_of.get(p, ())))
+                for p in sent.keys() | rows_of.keys()}
+        local = [_Written(TP(changelog, p), p, upto[p], commit_key(p), value) for p, value in sent.items()
                  if (changelog, p) in last]
         for partition, rows, commit in self._staged:
-            offset = last.get((changelog, partition))
-            if offset is None:  # nothing of this partition was sent: only its commit record waits
-                offset = self._persisted(partition)
+            offset = upto[partition]
             local += [_Written(TP(changelog, partition), partition, offset, row, value) for row, value in rows.items()]
             local.append(_Written(TP(changelog, partition), partition, offset, commit_key(partition), commit))
             self._unsent_commits[partition] = commit
@@ -371,6 +383,33 @@ class CheckpointStore:
     def _persisted(self, partition: int) -> int:
         offset = self.table.data.persisted_offset(TP(self.table.changelog_topic.get_topic_name(), partition))
         return -1 if offset is None else offset
+
+    def _held_to(self, partition: int, last: int | None, records: int) -> int:
+        """The offset the local store holds `partition`'s changelog up to once this send's
+        `records` (acknowledged, the last at `last`) are written into it: `last` when they follow
+        right after what the store already holds or recovery read, else where it was.
+
+        Records in between were written by another worker: the partition moved while this one
+        was frozen in the middle of a batch (a zombie, docs/guarantees.md), and its send landed
+        after the new owner's records. Recording `last` would make the next recovery start past
+        rows the store never got (the fault soak: a standby copy missing the new owner's rows,
+        decided from once it owned the partition again). Kept where it was, the next recovery
+        reads them all, these rows again among them, in the changelog's order."""
+        persisted = self._persisted(partition)
+        if last is None:  # nothing of this partition was sent: only its commit record waits
+            return persisted
+        if isinstance(self.table.data, MemoryStore):  # memory://: no persisted offsets, nothing to hold
+            return last
+        known = max(persisted, self.table.read_to.get(TP(self.table.changelog_topic.get_topic_name(), partition), -1))
+        if last - records == known:
+            return last
+        if partition not in self._behind:
+            self._behind.add(partition)
+            log.warning("changelog partition %d holds %d record(s) its local store did not get before this worker's "
+                        "batch at offset %d (another worker's, or a failed send's): the store keeps offset %d, and the "
+                        "next recovery reads from there",
+                        partition, last - records - known, last, persisted)
+        return persisted
 
     def _written_locally(self) -> None:
         # Written: only now may the batch's schedules reach the ticker and its orphans be forgotten.
@@ -415,6 +454,7 @@ class CheckpointStore:
         self._handled.clear()
         self._cache.clear()
         self._junk.clear()
+        self._behind.clear()
         self.due, self.held = {}, {}
         # once per rebalance, the schedule rows only; the ticker then reads `due` only
         for row, value in list(rows_with_prefix(self.table, PREFIX[SCHEDULES])):

@@ -155,6 +155,42 @@ def keep_recovery_end(app: Any) -> None:
     recovery._set_recovery_started = _set_recovery_started
 
 
+def keep_fetched_changelog(app: Any) -> None:
+    """Keep the standby changelog records already fetched when Faust resumes its flow.
+
+    `app.flow_control.resume()` clears every queue made with `clear_on_resume`, the table
+    manager's changelog queue among them. The recovery resumes the standby partitions first and
+    resumes the flow again at its end (`Recovery.on_recovery_completed`, after awaiting the
+    tables' callbacks and a committed-offset lookup per partition): the standby records fetched
+    meanwhile were cleared unread. Nothing fetches them again (the consumer's position is past
+    them), and the changelog reader, which only refuses offsets it has seen, takes the next one:
+    the standby store never got those rows while its persisted offset moved past them with the
+    next commit record. The fault soak lost the first ~170 records after each standby start
+    (issue 27), and a worker that later owned those partitions decided from the gap.
+
+    So a resume keeps the queued records of the recovery's standby partitions, in their order.
+    The rest goes as before: records of active changelog partitions fetched past the recovery's
+    end (this worker writes those partitions now; they were paused once caught up), and records
+    of a revoked assignment (also cleared at the revocation, `flow_control.clear()` in
+    `App._on_partitions_revoked`, which this leaves alone; each recovery then seeks its
+    changelog partitions itself).
+    """
+    flow = app.flow_control
+    resume = flow.resume
+
+    def resume_keeping_standby_records() -> None:
+        queue = app.tables.changelog_queue
+        if queue not in flow._queues:  # not cleared on resume: nothing to keep
+            resume()
+            return
+        standby = app.tables.recovery.standby_tps
+        kept = [event for event in queue._queue if event.message.tp in standby]
+        resume()
+        queue._queue.extend(kept)  # as mode's own clear: the deque only, the queue's counters untouched
+
+    flow.resume = resume_keeping_standby_records
+
+
 def commit_at(app: Any, next_offsets: Mapping[TP, int]) -> None:
     """Have Faust commit each partition of `next_offsets` at the offset given there (the first
     record not yet decided and written), not at the first gap in its own acks.

@@ -22,6 +22,7 @@ from sendgate.models.gate import JUNK, SCHEDULES, TABLES, USERKEYS, Gate, Memory
 from sendgate.models.pending import ReleaseSchedule
 from sendgate.models.policy import Policy
 from sendgate.streams.worker.app import LoggedEvent, LoggedMessage
+from sendgate.streams.worker.faust_internals import processing
 from sendgate.streams.worker.outbox import Outbox
 from sendgate.streams.worker.checkpoint import (COMMIT, HOME, KIND, PREFIX, STATE, CheckpointStore, StateTable, _Written,
                                            after_unclean_stop, commit_key)
@@ -170,6 +171,15 @@ def test_after_a_rebalance_only_the_commit_records_of_kept_partitions_are_sent()
     assert w.stage() == [(commit_key(1), b"5", 1)]
 
 
+def test_the_memory_store_keeps_no_offsets_so_a_checkpoint_after_other_records_warns_of_nothing(caplog):
+    w = Worker()  # its changelog offsets start at 100: records this worker never read come first
+    with w.store.handling(at(0, 5)):
+        w.store.set(USERKEYS, b"k", b"v")
+    w.checkpoint()
+    assert w.rows[PREFIX[USERKEYS] + b"k"] == b"v"
+    assert "did not get" not in caplog.text
+
+
 def test_recovery_applies_whole_checkpoints_and_the_next_checkpoint_rewrites_the_orphans():
     w = Worker()
     good, orphan, other = PREFIX[USERKEYS] + key(APP, "u1"), PREFIX[USERKEYS] + key(APP, "u2"), b"u:elsewhere"
@@ -282,3 +292,104 @@ def test_exactly_once_removes_every_store(tmp_path):
 
 def test_a_store_directory_that_does_not_exist_is_nothing_to_do(tmp_path):
     assert after_unclean_stop(tmp_path / "missing", keep_state=True) == []
+
+
+def test_a_standby_store_holds_every_row_up_to_its_persisted_offset_when_a_recovery_ends_while_it_reads(tmp_path):
+    """The fault soak's store gap (bench/results/soak-findings.md): Faust's recovery resumes the
+    standby partitions, then ends by resuming the flow (`Recovery.on_recovery_completed`), which
+    clears the changelog queue. The worker as built, on a real rocksdb:// store, its standby
+    records read by Faust's own changelog reader: the records queued at that resume must still
+    reach the store, or its persisted offset passes rows it never got (the soak lost the first
+    ~170 records after each standby start, and a worker that later owned the partition decided
+    from the gap)."""
+    from faust.tables.recovery import Recovery
+
+    from sendgate.streams.config import Settings
+    from sendgate.streams.worker.app import build_worker
+
+    settings = Settings(data_dir=str(tmp_path), group_id="gate-standby", web_enabled=False, auth=False)
+    worker = build_worker(settings, ticker=False)  # never started: no broker needed
+    app, table = worker.faust, worker.store.table
+    assert table.data.partition_path(6).is_relative_to(tmp_path)  # the rocksdb:// store
+    recovery, queue = app.tables.recovery, app.tables.changelog_queue
+    tp = TP(table.changelog_topic.get_topic_name(), 6)
+    recovery.standby_tps.add(tp)  # a standby partition read from its start, as Recovery.on_rebalance sets it
+    recovery.standbys_for_table[table].add(tp)
+    recovery.tp_to_table[tp] = table
+    recovery.standby_offsets[tp] = -1
+    log: list[_Written] = []
+
+    def checkpoint(n: int) -> None:
+        """A checkpoint of partition 6 as the changelog holds it: two rows, then its commit record."""
+        for row, value in ((f"c:app-{n}".encode(), b"conversation"), (f"n:app-{n}".encode(), b"seen"),
+                           (commit_key(6), str(n).encode())):
+            log.append(_Written(tp, 6, len(log), row, value))
+            queue.put_nowait(log[-1])  # fetched: the conductor hands it to the changelog queue
+
+    async def read_up_to(offset: int) -> None:
+        for _ in range(10_000):  # the reader's own steps, no time: it waits on its queue once done
+            if recovery.standby_offsets[tp] == offset:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"the reader got to {recovery.standby_offsets[tp]}, not {offset}")
+
+    async def read() -> None:
+        reader = asyncio.ensure_future(Recovery._slurp_changelogs(recovery))
+        try:
+            checkpoint(0)
+            await read_up_to(2)
+            checkpoint(1)
+            app.flow_control.resume()  # the end of the recovery, while the standby partition is read
+            checkpoint(2)
+            await read_up_to(8)
+            recovery.flush_buffers()  # as Faust does when partitions are revoked or it stops
+        finally:
+            reader.cancel()
+
+    asyncio.run(read())
+    persisted = table.data.persisted_offset(tp)
+    want = {w.key: w.value for w in log if w.offset <= persisted}
+    with processing(_Written(tp, 6, persisted, b"", None)):  # reads go to partition 6's store
+        have = {row: table.data._get(row) for row in want}
+    assert persisted == len(log) - 1
+    assert have == want
+
+
+def test_a_batch_written_after_records_this_worker_never_read_leaves_the_store_s_offset_before_them(tmp_path):
+    """A zombie's batch (the fault soak: frozen past its session in the middle of a send, resumed
+    after another worker took the partition and wrote to its changelog) is acknowledged at an
+    offset past the new owner's records. Its rows may enter the local store, but its persisted
+    offset must stay before records the store never got, or the recovery that makes it a standby
+    of that partition starts past them, and the store misses them for good."""
+    from sendgate.streams.config import Settings
+    from sendgate.streams.worker.app import build_worker
+
+    settings = Settings(data_dir=str(tmp_path), group_id="gate-zombie", web_enabled=False, auth=False)
+    worker = build_worker(settings, ticker=False)  # never started: no broker needed
+    store, table = worker.store, worker.store.table
+    changelog = table.changelog_topic.get_topic_name()
+    end = -1  # the changelog partition's last offset
+
+    def batch(offset: int, row: bytes) -> None:
+        nonlocal end
+        with store.handling(at(4, offset)):
+            store.set(USERKEYS, row, b"v")
+        for _ in range(2):  # the rows, then the commit record
+            outbox = Outbox()
+            store.stage(outbox)
+            end += len(outbox._records.pop(changelog, []))
+            store.written({(changelog, 4): end})
+
+    batch(10, b"mine")
+    assert table.data.persisted_offset(TP(changelog, 4)) == end == 1  # the store holds 0..1: its own records
+    owned_up_to = end
+    end += 5  # the new owner's records, which this worker never reads
+    batch(11, b"late")
+    tp = TP(changelog, 4)
+    assert table.data.persisted_offset(tp) == owned_up_to
+    # the next recovery reads from there: the new owner's records, then the late batch's own
+    table.apply_changelog_batch([_Written(tp, 4, o, commit_key(4) if o == end else b"u:o%d" % o, b"1")
+                                 for o in range(owned_up_to + 1, end + 1)])
+    assert table.data.persisted_offset(tp) == end
+    batch(12, b"next")  # right after what recovery read: the store holds all of it again
+    assert table.data.persisted_offset(tp) == end

@@ -155,8 +155,45 @@ def test_keep_recovery_end_keeps_an_end_signalled_before_the_recovery_waits_for_
     assert asyncio.run(ended_when_the_reader_went_round(True)) == (True, True, False)
 
 
+def test_keep_fetched_changelog_keeps_the_standby_records_on_a_resume_and_clears_them_on_a_revocation():
+    """Faust alone: resuming the flow (as `Recovery.on_recovery_completed` does after the standby
+    partitions were resumed) clears the changelog queue, records fetched and never read. Kept:
+    the resume leaves the standby partitions' records, in order, and still clears the active
+    ones and the streams' queues; a revocation's clear clears them all."""
+    from faust.tables.recovery import Recovery
+
+    assert "self.app.flow_control.resume()" in inspect.getsource(Recovery.on_recovery_completed)
+    standby, active = TP("t-state-changelog", 1), TP("t-state-changelog", 0)
+
+    class Message:
+        def __init__(self, tp: TP, offset: int) -> None:
+            self.tp, self.offset = tp, offset
+
+    class Event:
+        def __init__(self, tp: TP, offset: int) -> None:
+            self.message = Message(tp, offset)
+
+    def after(keep: bool) -> tuple[list[tuple[int, int]], int, int]:
+        app = faust.App(f"test-keep-changelog-{keep}", broker="kafka://127.0.0.1:1", store="memory://",
+                        autodiscover=False, web_enabled=False)
+        if keep:
+            faust_internals.keep_fetched_changelog(app)
+        app.tables.recovery.standby_tps.add(standby)
+        changelog, stream = app.tables.changelog_queue, faust_internals.channel_queue(app.stream(app.channel()))
+        for tp, offset in ((standby, 5), (active, 7), (standby, 6)):
+            changelog.put_nowait(Event(tp, offset))
+        stream.put_nowait("fetched")
+        app.flow_control.resume()
+        resumed = [(e.message.tp.partition, e.message.offset) for e in list(changelog._queue)]
+        app.flow_control.clear()  # App._on_partitions_revoked
+        return resumed, stream.qsize(), changelog.qsize()
+
+    assert after(False) == ([], 0, 0)  # Faust alone: the standby records are gone at the resume
+    assert after(True) == ([(1, 5), (1, 6)], 0, 0)
+
+
 @pytest.mark.parametrize("name", ["commit_at", "committed_offset", "inner_producer", "channel_queue", "processing",
-                                  "keep_recovery_end",
+                                  "keep_recovery_end", "keep_fetched_changelog",
                                   "raw_reader", "route_to_owner"])
 def test_the_module_offers_each_internal(name):
     assert callable(getattr(faust_internals, name))
