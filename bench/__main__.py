@@ -236,6 +236,7 @@ def run_inprocess(r: Report) -> None:
 def run_soak(r: Report) -> None:
     a = soak.defaults(soak.parser().parse_args(["--quick"] if r.args.quick else []))
     a.out = str(r.args.outdir / ("soak.quick.md" if r.args.quick else "soak.md"))
+    a.prog = "bench/run"
     log(f"soak ({a.minutes:g} min at {a.rate:,}/s, a fault every {a.fault_every_s:g} s) -> {a.out} ...")
     r.soak, problems = soak.run(a)
     r.errors += [f"soak: {p} (see {r.soak})" for p in problems]

@@ -1,7 +1,7 @@
 """A fault soak on a real broker: two workers deciding a fixed open-loop rate of send requests while
 a fault strikes every few minutes; then the counts (issue 27, part 5).
 
-    python -m bench.soak                      # 30 minutes at 900 requests/s, a fault every 4 minutes
+    python -m bench.soak                      # 30 minutes at 910 requests/s, a fault every 4 minutes
     python -m bench.soak --quick              # about 5 minutes: one kill -9, one SIGSTOP, one broker kill -9
     bench/run --only soak [--quick]           # the same, as a workload of the suite (CI: bench/run --quick)
 
@@ -44,6 +44,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,6 +157,7 @@ class Soak:
         self.tmpfs: str | None = None  # the mount point, or None with the reason in tmpfs_note
         self.tmpfs_note = ""
         self.problems: list[str] = []
+        self.divergence: dict[str, list[list[str]]] = {}  # worker -> store_divergence rows
         self.setup_s = self.drain_s = self.replay_s = 0.0
         self.calm_p99, self.caught_up_ms = 0.0, CAUGHT_UP_MS
 
@@ -167,8 +169,8 @@ class Soak:
 
     def mount_tmpfs(self, where: Path) -> None:
         where.mkdir(parents=True, exist_ok=True)
-        if self.a.quick:
-            self.tmpfs_note = "the short version has no full-disk fault: worker B's store on the work dir's disk"
+        if DISK not in self.a.rotation:
+            self.tmpfs_note = "no full-disk fault in the rotation: worker B's store on the work dir's disk"
             return
         if self.a.no_tmpfs:
             self.tmpfs_note = "--no-tmpfs: worker B's store on the work dir's disk, no full-disk fault"
@@ -328,9 +330,9 @@ class Soak:
         return f
 
     async def faults_run(self) -> None:
-        rotation = [k for k in (QUICK_ROTATION if self.a.quick else ROTATION) if k != DISK or self.tmpfs]
+        rotation = [k for k in self.a.rotation if k != DISK or self.tmpfs]
         at, k = self.a.first_fault_s, 0
-        while at < self.a.minutes * 60 - 30 and (not self.a.quick or k < len(rotation)):
+        while rotation and at < self.a.minutes * 60 - 30 and (not self.a.quick or k < len(rotation)):
             await asyncio.sleep(max(0.0, self.t0 + at - time.time()))  # the schedule, not a wait for a result
             await self.fault(rotation[k % len(rotation)])
             k += 1
@@ -388,7 +390,7 @@ class Soak:
     async def drain(self, sub: asyncio.Task) -> None:
         """Until every acknowledged request is decided, or nothing changed for 240 s (the workers'
         graceful stop then commits what they consumed)."""
-        last, changed = -1, time.monotonic()
+        last, changed, deadline = -1, time.monotonic(), time.monotonic() + self.a.drain_s
         while True:
             if sub.done():
                 sub.result()
@@ -397,8 +399,10 @@ class Soak:
                 return
             if undecided != last:
                 last, changed = undecided, time.monotonic()
-            elif time.monotonic() - changed > 240:
-                log(f"drain: {undecided:,} acknowledged request(s) still without a decision after 240 s")
+            elif time.monotonic() - changed > 240 or time.monotonic() > deadline:
+                log(f"drain: {undecided:,} acknowledged request(s) still without a decision ("
+                    + ("none decided for 240 s)" if time.monotonic() - changed > 240 else
+                       f"the drain's limit of {self.a.drain_s:g} s)"))
                 return
             await asyncio.sleep(0.5)  # poll interval
 
@@ -421,11 +425,18 @@ class Soak:
 
     def replay(self, c: Counts) -> None:
         started = time.monotonic()
+        try:
+            self._replay(c)
+        except subprocess.TimeoutExpired:
+            c.replay = f"not finished in {self.a.replay_timeout_s:g} s (--replay-timeout): no figure"
+            self.problems.append(f"sendgate replay --compare: {c.replay}")
+        self.replay_s = time.monotonic() - started
+
+    def _replay(self, c: Counts) -> None:
         out = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", "replay", "--name", "soak", "--compare",
                               "--changed-out", str(self.work / "replay-soak-changed.jsonl")],
                              env={**os.environ, **self.settings.to_env()}, capture_output=True, text=True,
-                             cwd=self.work, timeout=3600)
-        self.replay_s = time.monotonic() - started
+                             cwd=self.work, timeout=self.a.replay_timeout_s)
         c.replay = (out.stdout.strip() or out.stderr.strip()[-2000:])
         m = re.search(r"requests: \d+ live, \d+ replayed, (\d+) changed", out.stdout)
         c.replay_changed = int(m.group(1)) if m else None
@@ -490,6 +501,67 @@ class Soak:
         c.lost_by_partition = {p: (len(ix), self.intended[ix[0]], self.intended[ix[-1]])
                                for p, ix in sorted(by_partition.items())}
         return c
+
+
+OFFSET_KEY = b"__faust\0offset__"  # where Faust's RocksDB store keeps a partition's persisted offset
+
+
+async def store_divergence(settings: Settings, tables: Path) -> list[list[str]]:
+    """Each partition's local `state` store (`tables`/state-N.db, read from a copy) against the state
+    changelog up to the offset the store says it holds: rows the changelog has that the store lacks
+    or holds otherwise, and rows the store has that the changelog deleted or never wrote, by kind."""
+    import rocksdict
+
+    from sendgate.streams.worker.checkpoint import KIND, STATE
+
+    topic = settings.changelog_topic(STATE)
+    ends = await end_offsets(settings, topic)
+    rows: list[list[str]] = []
+    for p in sorted(ends):
+        path = tables / f"state-{p}.db"
+        if not path.exists():
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / "db"
+            shutil.copytree(path, copy)
+            (copy / "LOCK").unlink(missing_ok=True)
+            db = rocksdict.Rdict(str(copy), options=rocksdict.Options(raw_mode=True))
+            try:
+                raw = db.get(OFFSET_KEY)
+                have = {k: v for k, v in db.items() if k != OFFSET_KEY}
+            finally:
+                db.close()
+        held = int(raw) if raw is not None else -1
+        want: dict[bytes, bytes | None] = {}
+        async for r in read_log(settings, topic, {p: min(ends[p], held + 1)}):
+            want[r.key] = r.value
+        missing, differ, extra = Counter(), Counter(), Counter()
+
+        def kind(k: bytes) -> str:
+            return KIND.get(k[:2], k[:2].decode(errors="replace"))
+
+        for k, v in want.items():
+            if v is None:
+                if k in have:
+                    extra[kind(k)] += 1
+            elif k not in have:
+                missing[kind(k)] += 1
+            elif have[k] != v:
+                differ[kind(k)] += 1
+        extra.update(kind(k) for k in have if k not in want)
+        if missing or differ or extra:
+            rows.append([str(p), fmt(held), fmt(len(have)), *(", ".join(f"{k} {n}" for k, n in c.most_common()) or "0"
+                                                            for c in (missing, differ, extra))])
+    return rows
+
+
+def check_stores(settings: Settings, work: Path) -> dict[str, list[list[str]]]:
+    out = {}
+    for label in ("A", "B"):
+        tables = work / f"store-{label.lower()}" / settings.group_id / "v1" / "tables"
+        out[label] = asyncio.run(store_divergence(settings, tables)) if tables.exists() else []
+        log(f"worker {label}'s store: {len(out[label])} partition(s) differ from the changelog")
+    return out
 
 
 def fill(path: Path) -> int:
@@ -616,6 +688,7 @@ def markdown(s: Soak, c: Counts, baseline: tuple[float, int], plot: str | None, 
             problems.append(f"{name} ({len(items)}), the first 20:\n```\n" + "\n".join(items[:20]) + "\n```")
     if problems or s.problems:
         parts += ["## Problems"] + problems + [f"```\n{p}\n```" for p in s.problems]
+    parts.append(divergence_md(s.divergence))
     parts += ["## Outcomes (distinct decisions)",
               md_table(["outcome/reason", "decisions"], [[k, fmt(v)] for k, v in c.outcomes.most_common()]),
               "## Replay against live", f"```\n{c.replay}\n```",
@@ -634,11 +707,27 @@ def markdown(s: Soak, c: Counts, baseline: tuple[float, int], plot: str | None, 
                            "(bench/results/latest.md, latency at 3,000/s offered: decided /s), so at least half "
                            "of it" if s.a.rate >= 903 else f"{s.a.rate:,} requests/s"],
                   ["faults", f"every {s.a.fault_every_s:g} s from {s.a.first_fault_s:g} s, in rotation: "
-                             + ", ".join(QUICK_ROTATION if s.a.quick else ROTATION)],
+                             + ", ".join(s.a.rotation)],
                   ["phases", f"set-up {s.setup_s:.0f} s, drain {s.drain_s:.0f} s, replay {s.replay_s:.0f} s; "
                              f"wall time {wall_s / 60:.1f} min"],
               ])]
     return parts
+
+
+def divergence_md(divergence: dict[str, list[list[str]]]) -> str:
+    if not divergence:
+        return ""
+    parts = ["## Local stores against the changelog",
+             "After the run (workers stopped), each worker's local `state` store, partition by partition, against "
+             "the state changelog read up to the offset the store says it holds (Faust's persisted offset): a "
+             "store that a worker decides from must hold exactly those rows. Rows by kind (models/gate.py tables; "
+             "`h:` an app's home)."]
+    for label, rows in divergence.items():
+        parts.append(f"Worker {label}:\n\n" + ("every partition's store holds the changelog's rows." if not rows else
+                                            md_table(["partition", "persisted offset", "store rows",
+                                                      "missing (the changelog has them)",
+                                                      "other value", "extra (deleted or never written)"], rows)))
+    return "\n\n".join(parts)
 
 
 def plot(s: Soak, path: Path) -> str | None:
@@ -718,6 +807,7 @@ def run(a: argparse.Namespace) -> tuple[Path, list[str]]:
                 f"twice; replay ...")
             s.replay(c)
             baseline = s.gaps()
+            s.divergence = check_stores(s.settings, work)
     except Exception:
         s.problems.append(traceback.format_exc())
         log(s.problems[-1])
@@ -729,11 +819,13 @@ def run(a: argparse.Namespace) -> tuple[Path, list[str]]:
     svg = None
     if s.t0:
         try:
+            out.parent.mkdir(parents=True, exist_ok=True)
             svg = plot(s, out.with_suffix(".svg"))
         except Exception:
             s.problems.append("plot: " + traceback.format_exc())
     wall = time.monotonic() - started
-    write_report(out, "sendgate fault soak" + (" (short version)" if a.quick else ""), "python -m bench.soak",
+    write_report(out, "sendgate fault soak" + (" (short version)" if a.quick else ""),
+                 getattr(a, "prog", "python -m bench.soak"),
                  [f"work dir {work} (worker logs)", "a shared machine (2 cores; the broker, two workers, the load "
                   "generator and other engineers' jobs compete for them): latencies and recovery times are those of "
                   "a loaded host"], markdown(s, c, baseline, svg, wall) if s.t0 else
@@ -747,13 +839,19 @@ def parser(ap: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser
     from ._common import cli
     ap = ap or cli(__doc__, "the short version (about 5 minutes, 3 faults), for CI", "soak")
     ap.add_argument("--minutes", type=float, help="load duration (default 30; quick 3.5)")
-    ap.add_argument("--rate", type=int, help="requests per second (default 900; quick 300)")
+    ap.add_argument("--rate", type=int, help="requests per second (default 910: half of one worker's 1,806/s; quick 300)")
     ap.add_argument("--fault-every", dest="fault_every_s", type=float, help="seconds between faults (default 240; "
                                                                            "quick 55)")
     ap.add_argument("--first-fault", dest="first_fault_s", type=float, help="seconds (default 150; quick 40)")
     ap.add_argument("--broker-port", type=int, help="the soak broker's port (default: a free one)")
     ap.add_argument("--tmpfs-mb", type=int, default=2048, help="size of worker B's store tmpfs")
     ap.add_argument("--no-tmpfs", action="store_true", help="no tmpfs, no full-disk fault")
+    ap.add_argument("--faults", help="the rotation, a comma list of: kill (kill -9 worker A), stop (SIGSTOP worker "
+                                      "B), broker (kill -9), disk (B's store full) (default kill,stop,broker,disk; "
+                                      "quick kill,stop,broker)")
+    ap.add_argument("--drain", dest="drain_s", type=float, help="at most this long for the last decisions after the "
+                                                               "load (default 600 s; quick 240 s)")
+    ap.add_argument("--replay-timeout", dest="replay_timeout_s", type=float, default=1500.0)
     ap.add_argument("--seed", type=int, default=20240601)
     return ap
 
@@ -761,15 +859,36 @@ def parser(ap: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser
 def defaults(a: argparse.Namespace) -> argparse.Namespace:
     q = a.quick
     a.minutes = a.minutes or (3.5 if q else 30.0)
-    a.rate = a.rate or (300 if q else 900)
+    a.rate = a.rate or (300 if q else 910)
     a.fault_every_s = a.fault_every_s or (55.0 if q else 240.0)
     a.first_fault_s = a.first_fault_s or (40.0 if q else 150.0)
     a.broker_port = a.broker_port or free_port()
+    a.drain_s = a.drain_s or (240.0 if q else 600.0)
+    names = {"kill": KILL, "stop": STOP, "broker": BROKER, "disk": DISK}
+    a.rotation = [names[f.strip()] for f in a.faults.split(",")] if a.faults else list(QUICK_ROTATION if q else ROTATION)
     return a
 
 
+def check_kept(work: Path) -> int:
+    """--check-stores: the local stores of a kept work dir against its changelog (its broker started
+    again on its data dir, on a free port)."""
+    group = next((d.name for d in (work / "store-a").iterdir() if d.is_dir()), None)
+    if group is None:
+        sys.exit(f"{work}/store-a holds no store")
+    with LocalKafka(data_dir=work / "kafka") as kafka:
+        print(divergence_md(check_stores(Settings(bootstrap=kafka.bootstrap, group_id=group), work)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    a = defaults(parser().parse_args(argv))
+    ap = parser()
+    ap.add_argument("--check-stores", metavar="WORK_DIR", help="only compare the local stores of a kept work dir "
+                                                               "with its changelog (markdown on stdout)")
+    a = ap.parse_args(argv)
+    if a.check_stores:
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        return check_kept(Path(a.check_stores))
+    a = defaults(a)
     out, problems = run(a)
     if problems:
         log(f"FAILED ({out}): " + "; ".join(problems))
