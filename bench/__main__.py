@@ -576,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"starting a local Kafka {KAFKA_VERSION} broker ...")
     with contextlib.nullcontext() if external or not on_broker else LocalKafka() as kafka:
         r.bootstrap = external or (kafka.bootstrap if kafka else "")
-        r.broker["_where"] = "" if not on_broker else (f"external, SENDGATE_BOOTSTRAP={external} (its own settings; shared with whatever else "
+        r.broker["_where"] = "" if not on_broker else (
+                              f"external, SENDGATE_BOOTSTRAP={external} (its own settings; shared with whatever else "
                               "uses it)" if external else
                               f"started by the bench: `sendgate.streams.local.broker.LocalKafka`, Apache Kafka "
                               f"{KAFKA_VERSION}, one KRaft broker+controller on {r.bootstrap}, -Xmx{kafka.heap}, "
