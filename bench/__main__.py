@@ -14,7 +14,8 @@ Workloads (the method of each: throughput.py, latency.py, worker_memory.py):
   inprocess   bench.steps, bench.state_size, bench.detection (subprocesses)
   soak        bench.soak: two workers at a fixed open-loop rate, a fault every few minutes (its own broker,
               killed too), then the counts: 30 min into soak.md and soak.svg (quick: about 5 min, 3 faults);
-              lost, conflicting or delivered-twice requests fail the run. Only it: bench/run --only soak
+              lost, conflicting, delivered-twice or replay-changed requests fail the run. Only it:
+              bench/run --only soak
 Benchmarks are not tests: a missed target is reported, not failed; a broken workload exits 1.
 """
 from __future__ import annotations
