@@ -12,6 +12,10 @@ Workloads (the method of each: throughput.py, latency.py, worker_memory.py):
   memory      worker RSS holding 100k and 1M userkeys, changelog bytes, restarts and fail-over (one of two
               workers killed), RSS over a long run
   inprocess   bench.steps, bench.state_size, bench.detection (subprocesses)
+  soak        bench.soak: two workers at a fixed open-loop rate, a fault every few minutes (its own broker,
+              killed too), then the counts: 30 min into soak.md and soak.svg (quick: about 5 min, 3 faults);
+              lost, conflicting, delivered-twice or replay-changed requests fail the run. Only it:
+              bench/run --only soak
 Benchmarks are not tests: a missed target is reported, not failed; a broken workload exits 1.
 """
 from __future__ import annotations
@@ -36,12 +40,14 @@ from sendgate.streams.local.broker import KAFKA_VERSION, LocalKafka
 
 from . import latency as lat
 from . import pyspy
+from . import soak
 from . import throughput as tp
 from . import worker_memory as mem
 from ._common import ROOT, cli, fmt, md_table, out_path, write_report
 
 INPROCESS = ("steps", "state_size", "detection")
-WORKLOADS = ("throughput", "replay", "latency", "profile", "memory", "inprocess")
+BROKER_WORKLOADS = ("throughput", "replay", "latency", "profile", "memory")  # on the suite's broker
+WORKLOADS = (*BROKER_WORKLOADS, "inprocess", "soak")
 BROKER_KEYS = ("num.network.threads", "num.io.threads", "log.flush.interval.messages", "log.segment.bytes",
                "message.max.bytes", "compression.type", "group.initial.rebalance.delay.ms",
                "offsets.topic.num.partitions", "auto.create.topics.enable")
@@ -101,6 +107,7 @@ class Report:
         self.profile_tp = self.long_run = None
         self.publish_s, self.wall_s = 0.0, 0.0
         self.passthrough, self.held, self.inprocess, self.errors, self.plots = [], [], [], [], []
+        self.soak: Path | None = None  # the soak's results file
 
     def settings(self, tag: str, **overrides):
         s = tp.bench_settings(self.bootstrap, self.work, tag, **overrides)
@@ -225,6 +232,15 @@ def run_inprocess(r: Report) -> None:
             text = f"exit 0, but it wrote no {out}"
         r.inprocess.append((name, rc, time.monotonic() - started, text))
         log(f"bench.{name}: exit {rc} in {r.inprocess[-1][2]:.0f} s")
+
+
+def run_soak(r: Report) -> None:
+    a = soak.defaults(soak.parser().parse_args(["--quick"] if r.args.quick else []))
+    a.out = str(r.args.outdir / ("soak.quick.md" if r.args.quick else "soak.md"))
+    a.prog = "bench/run"
+    log(f"soak ({a.minutes:g} min at {a.rate:,}/s, a fault every {a.fault_every_s:g} s) -> {a.out} ...")
+    r.soak, problems = soak.run(a)
+    r.errors += [f"soak: {p} (see {r.soak})" for p in problems]
 
 
 # --- the results ---------------------------------------------------------------------------------
@@ -439,6 +455,8 @@ def write_markdown(r: Report, path: Path) -> str:
         sections += ["### At 1,000 requests/s", pyspy.profile_md(r.latency.profile[0])]
     if r.plots:
         sections += ["## Plots"] + [f"![{p}]({p})" for p in r.plots]
+    if r.soak is not None:
+        sections += ["## Fault soak", f"Counts, per-fault recovery and RSS: `{r.soak.name}` (written by this run)."]
     if r.inprocess:
         sections.append("## In-process benchmarks")
         for name, rc, secs, text in r.inprocess:
@@ -528,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
                          "nor the fail-over")
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--skip", default="", help=f"comma list of: {', '.join(WORKLOADS)}")
+    ap.add_argument("--only", default="", help="comma list of the workloads to run (the others skipped)")
     ap.add_argument("--profile", action="store_true", help="profile with py-spy also in --quick")
     a = ap.parse_args(argv)
     a.events = a.events or (5_000 if a.quick else 200_000)
@@ -537,6 +556,10 @@ def main(argv: list[str] | None = None) -> int:
     a.userkeys = [int(x) for x in (a.userkeys or ("0,10000" if a.quick else "0,100000,1000000")).split(",")
                   if x.strip()]
     a.skip = {s.strip() for s in a.skip.split(",") if s.strip()}
+    if only := {s.strip() for s in a.only.split(",") if s.strip()}:
+        if unknown := only - set(WORKLOADS):
+            ap.error(f"--only: unknown workload(s) {', '.join(sorted(unknown))}")
+        a.skip |= set(WORKLOADS) - only
     if unknown := a.skip - set(WORKLOADS):
         ap.error(f"--skip: unknown workload(s) {', '.join(sorted(unknown))}")
     if a.quick and not a.profile:
@@ -549,17 +572,21 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     log(f"work dir {r.work}; results -> {out}")
     external = os.environ.get("SENDGATE_BOOTSTRAP")
-    if not external:
+    on_broker = set(BROKER_WORKLOADS) - a.skip
+    if on_broker and not external:
         log(f"starting a local Kafka {KAFKA_VERSION} broker ...")
-    with contextlib.nullcontext() if external else LocalKafka() as kafka:
-        r.bootstrap = external or kafka.bootstrap
-        r.broker["_where"] = (f"external, SENDGATE_BOOTSTRAP={external} (its own settings; shared with whatever else "
+    with contextlib.nullcontext() if external or not on_broker else LocalKafka() as kafka:
+        r.bootstrap = external or (kafka.bootstrap if kafka else "")
+        r.broker["_where"] = "" if not on_broker else (
+                              f"external, SENDGATE_BOOTSTRAP={external} (its own settings; shared with whatever else "
                               "uses it)" if external else
                               f"started by the bench: `sendgate.streams.local.broker.LocalKafka`, Apache Kafka "
                               f"{KAFKA_VERSION}, one KRaft broker+controller on {r.bootstrap}, -Xmx{kafka.heap}, "
                               "G1GC, data in a temporary directory, replication 1")
-        r.broker.update(asyncio.run(admin(r.bootstrap, broker_configs)))
-        log(f"broker {r.bootstrap}: {r.broker}")
+        if on_broker:
+            r.broker.update(asyncio.run(admin(r.bootstrap, broker_configs)))
+        if on_broker:
+            log(f"broker {r.bootstrap}: {r.broker}")
         for name, phase in (("throughput", phase_throughput), ("replay", phase_replay), ("latency", phase_latency),
                             ("profile", phase_profile), ("memory", phase_memory)):
             if name not in a.skip:
@@ -575,7 +602,17 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"could not delete the bench topics: {exc}")
     if "inprocess" not in a.skip:
         run_inprocess(r)
+    if "soak" not in a.skip:
+        try:
+            run_soak(r)
+        except Exception:
+            r.errors.append("soak: " + traceback.format_exc())
+            log(r.errors[-1])
     r.wall_s = time.monotonic() - t_start
+    if a.skip >= set(WORKLOADS) - {"soak"}:  # the soak alone wrote its own results: the suite's stay as they are
+        for e in r.errors:
+            log(e)
+        return 1 if r.errors else 0
     try:
         r.plots = plots(r, a.stem, a.outdir)
     except Exception:
