@@ -32,9 +32,10 @@ counted apart); replay changed = requests whose chain of decisions the replay de
 Per fault: the longest time any decisions partition went without a new decision, from the fault's
 start to the next fault (the same figure before the first fault is the baseline), and the time
 until the requests due after the fault are decided within 1 s again. RSS (VmRSS) of each worker
-process every 5 s. lost, conflicting, delivered twice or replay changed above 0 fail the run (exit 1);
-the other targets (recovery times, memory) are reported. Last, each worker's local `state` store is
-compared with the changelog up to the offset it says it holds.
+process every 5 s. Last, each worker's local `state` store is compared with the changelog, as the
+recovery at its next start would make it. lost, conflicting, delivered twice or replay changed above
+0, or a store that differs, fail the run (exit 1); the other targets (recovery times, memory) are
+reported.
 """
 from __future__ import annotations
 
@@ -515,11 +516,16 @@ OFFSET_KEY = b"__faust\0offset__"  # where Faust's RocksDB store keeps a partiti
 
 async def store_divergence(settings: Settings, tables: Path) -> list[list[str]]:
     """Each partition's local `state` store (`tables`/state-N.db, read from a copy) against the state
-    changelog up to the offset the store says it holds: rows the changelog has that the store lacks
-    or holds otherwise, and rows the store has that the changelog deleted or never wrote, by kind."""
+    changelog, as the store would be after the recovery it runs at its next start: its rows, with
+    the changelog applied from the offset the store says it holds up to the last commit record,
+    against the changelog's committed view. A store may hold rows past its persisted offset (a
+    checkpoint written after records it never read keeps the offset before them, and recovery
+    reads them again in changelog order); keys written after the last commit record (an unfinished
+    checkpoint, dropped by recovery) are left out. Rows it would lack or hold otherwise, and rows
+    it would hold that the changelog deleted or never committed, by kind."""
     import rocksdict
 
-    from sendgate.streams.worker.checkpoint import KIND, STATE
+    from sendgate.streams.worker.checkpoint import COMMIT, KIND, STATE
 
     topic = settings.changelog_topic(STATE)
     ends = await end_offsets(settings, topic)
@@ -539,23 +545,34 @@ async def store_divergence(settings: Settings, tables: Path) -> list[list[str]]:
             finally:
                 db.close()
         held = int(raw) if raw is not None else -1
+        log_records = [(r.offset, r.key, r.value) async for r in read_log(settings, topic, {p: ends[p]})]
+        last_commit = max((o for o, k, _ in log_records if k is not None and k.startswith(COMMIT)), default=-1)
         want: dict[bytes, bytes | None] = {}
-        async for r in read_log(settings, topic, {p: min(ends[p], held + 1)}):
-            want[r.key] = r.value
+        recovered: dict[bytes, bytes | None] = dict(have)
+        for offset, k, v in log_records:
+            if offset > last_commit:
+                break
+            want[k] = v
+            if offset > held:  # what recovery applies over the store
+                recovered[k] = v
+        uncommitted = {k for o, k, _ in log_records if o > last_commit}
         missing, differ, extra = Counter(), Counter(), Counter()
 
         def kind(k: bytes) -> str:
             return KIND.get(k[:2], k[:2].decode(errors="replace"))
 
         for k, v in want.items():
+            if k in uncommitted:
+                continue
+            got = recovered.get(k)
             if v is None:
-                if k in have:
+                if got is not None:
                     extra[kind(k)] += 1
-            elif k not in have:
+            elif got is None:
                 missing[kind(k)] += 1
-            elif have[k] != v:
+            elif got != v:
                 differ[kind(k)] += 1
-        extra.update(kind(k) for k in have if k not in want)
+        extra.update(kind(k) for k, v in recovered.items() if v is not None and k not in want and k not in uncommitted)
         if missing or differ or extra:
             rows.append([str(p), fmt(held), fmt(len(have)), *(", ".join(f"{k} {n}" for k, n in c.most_common()) or "0"
                                                             for c in (missing, differ, extra))])
@@ -725,10 +742,11 @@ def divergence_md(divergence: dict[str, list[list[str]]]) -> str:
     if not divergence:
         return ""
     parts = ["## Local stores against the changelog",
-             "After the run (workers stopped), each worker's local `state` store, partition by partition, against "
-             "the state changelog read up to the offset the store says it holds (Faust's persisted offset): a "
-             "store that a worker decides from must hold exactly those rows. Rows by kind (models/gate.py tables; "
-             "`h:` an app's home)."]
+             "After the run (workers stopped), each worker's local `state` store, partition by partition, as the "
+             "recovery at its next start makes it (the changelog applied from the offset the store says it holds, "
+             "Faust's persisted offset, up to the last commit record), against the changelog's committed rows: a "
+             "store that a worker decides from must hold exactly those rows, and a difference fails the run. Rows "
+             "by kind (models/gate/tables.py; `h:` an app's home)."]
     for label, rows in divergence.items():
         parts.append(f"Worker {label}:\n\n" + ("every partition's store holds the changelog's rows." if not rows else
                                             md_table(["partition", "persisted offset", "store rows",
@@ -839,6 +857,8 @@ def run(a: argparse.Namespace) -> tuple[Path, list[str]]:
                  ["## Problems"] + [f"```\n{p}\n```" for p in s.problems])
     problems = c.correctness + ([] if s.t0 else ["the soak did not start: " + "; ".join(s.problems)[-2000:]])
     problems += [p for p in s.problems if p.startswith("the run")]
+    problems += [f"worker {label}'s local store differs from the changelog in {len(rows)} partition(s)"
+                 for label, rows in s.divergence.items() if rows]
     return out, problems
 
 
