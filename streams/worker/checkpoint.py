@@ -121,7 +121,19 @@ class StateTable(faust.Table):
                 ready += held
                 held.clear()
         if ready:
-            super().apply_changelog_batch(ready)
+            try:
+                super().apply_changelog_batch(ready)
+            except BaseException:
+                # Not written (a full disk): hold them again, in front of what came after them. Faust's
+                # recovery only logs the error and keeps its buffer, which it hands over again with
+                # the next one; the records of earlier buffers are only here, and dropping them would
+                # leave the store without rows its persisted offset later claims (the fault soak).
+                returned: dict[TP, list[EventT]] = {}
+                for event in ready:
+                    returned.setdefault(event.message.tp, []).append(event)
+                for tp, events in returned.items():
+                    self._held[tp] = events + self._held.get(tp, [])
+                raise
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         for tp in active_tps:

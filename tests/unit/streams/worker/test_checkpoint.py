@@ -393,3 +393,26 @@ def test_a_batch_written_after_records_this_worker_never_read_leaves_the_store_s
     assert table.data.persisted_offset(tp) == end
     batch(12, b"next")  # right after what recovery read: the store holds all of it again
     assert table.data.persisted_offset(tp) == end
+
+
+def test_changelog_records_whose_write_failed_are_applied_when_recovery_hands_them_over_again():
+    """A standby write that fails (a full disk: Faust's recovery only logs it and keeps its buffer)
+    must not lose the records held from the buffers before it: they go with the next attempt."""
+    w = Worker()
+    tp = TP(w.changelog, 2)
+
+    def records(*rows: tuple[int, bytes, bytes | None]) -> list[_Written]:
+        return [_Written(tp, 2, offset, k, v) for offset, k, v in rows]
+
+    earlier = records((10, PREFIX[USERKEYS] + key(APP, "u1"), b"kept"), (11, PREFIX[USERKEYS] + key(APP, "u2"), None))
+    buffer = records((12, PREFIX[USERKEYS] + key(APP, "u3"), b"three"), (13, commit_key(2), b"7"))
+    w.table.data.data[PREFIX[USERKEYS] + key(APP, "u2")] = b"deleted by offset 11"
+    w.table.apply_changelog_batch(earlier)  # held: no commit record yet
+    write = w.table.data.apply_changelog_batch
+    w.table.data.apply_changelog_batch = lambda *a, **kw: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+    with pytest.raises(OSError):
+        w.table.apply_changelog_batch(buffer)
+    w.table.data.apply_changelog_batch = write
+    w.table.apply_changelog_batch(buffer)  # the same buffer again, as Faust's recovery hands it over
+    assert w.rows[PREFIX[USERKEYS] + key(APP, "u1")] == b"kept" and w.rows[PREFIX[USERKEYS] + key(APP, "u3")] == b"three"
+    assert PREFIX[USERKEYS] + key(APP, "u2") not in w.rows and w.rows[commit_key(2)] == b"7"
