@@ -188,6 +188,13 @@ POLICY: list[tuple[str, str, str]] = [
      "[Guarantees](guarantees.md))"),
     ("controls", "duplicate_text_limit", "the same text to one userkey at most this many times ... (0: no limit)"),
     ("controls", "duplicate_text_window_s", "... within this long"),
+    ("compliance", "default_category", "the kind of a send without `category`: conversational, informational or "
+     "promotional ([rules](rules.md#kinds-of-message-and-quiet-hours))"),
+    ("compliance", "quiet_hours_categories", "the kinds held outside the recipient's quiet-hours window"),
+    ("compliance", "quiet_hours_windows", "windows that override or extend the defaults, as `[[region, window], ...]`, "
+     "e.g. `[[\"GB\", \"08:00-21:00\"], [\"US-TX\", \"Mon-Sat 09:00-21:00; Sun 12:00-21:00\"]]`"),
+    ("compliance", "subject_limit", "at most this many promotional sends on one subject to one userkey ... (0: no limit)"),
+    ("compliance", "subject_window_s", "... within this long"),
 ]
 
 

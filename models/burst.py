@@ -198,16 +198,17 @@ class SenderState(Row):
         return None
 
     def decide(self, ts: int, recipient: int, sketch: np.ndarray, policy: Policy,
-               junk: JunkMatch | None, valid_until: int | None = None) -> BurstVerdict:
+               junk: JunkMatch | None, valid_until: int | None = None, not_before: int | None = None) -> BurstVerdict:
         """Place one send in its cluster and say whether it goes now, later or not at all; a
-        request whose slot would come after `valid_until` is refused and takes no slot."""
+        request whose slot would come after `valid_until` is refused and takes no slot. A send
+        that may not go before `not_before` (quiet hours) is paced from then."""
         self._index(sketch.shape[0])
         self._expire(ts, policy)
         at, similarity = self._join(ts, sketch, policy)
         cluster = self.clusters[at]
         count = cluster.count
         self._before = (at, count, cluster.paced, cluster.next_slot, list(cluster.recipients), None)
-        verdict = self._place(cluster, ts, recipient, similarity, policy, junk, valid_until)
+        verdict = self._place(cluster, ts, recipient, similarity, policy, junk, valid_until, not_before or ts)
         # a copy that holds all of its cluster (similarity 1.0: a new cluster, or the first text
         # padded) has nothing to teach but padding; Jaccard compares first texts only
         if (verdict.reason == BURST_FREE and cluster.count > count and similarity < 1.0
@@ -235,7 +236,7 @@ class SenderState(Row):
         self._new[cid] = self._rows[i].astype("<u4").tobytes() + merged.astype("<u4").tobytes()
 
     def _place(self, cluster: BurstCluster, ts: int, recipient: int, similarity: float, policy: Policy,
-               junk: JunkMatch | None, valid_until: int | None) -> BurstVerdict:
+               junk: JunkMatch | None, valid_until: int | None, start: int) -> BurstVerdict:
         self._changed[cluster.cluster_id] = cluster
         cluster.last_ts = max(cluster.last_ts, ts)
         window_ms = policy.burst_window_s * 1000
@@ -270,20 +271,20 @@ class SenderState(Row):
         if cluster.count < allowance:
             cluster.recipients.append(who)
             cluster.count += 1
-            cluster.next_slot = max(cluster.next_slot, ts + pace_interval_ms(policy, cluster.paced, factor))
+            cluster.next_slot = max(cluster.next_slot, start + pace_interval_ms(policy, cluster.paced, factor))
             return verdict(Outcome.ACCEPTED, BURST_FREE,
                            f"{ordinal(cluster.count)} recipient of this text within {window_min} minutes; "
                            f"up to {allowance} go out without pacing")
         interval = pace_interval_ms(policy, cluster.paced, factor)
         gap_s = pace_interval_ms(policy, max(cluster.paced - 1, 0), factor) / 1000  # since the previous slot
-        slot = max(cluster.next_slot, ts)
+        slot = max(cluster.next_slot, start)
         wait_ms = slot - ts
         nth = ordinal(cluster.count + 1)
         why = (f"text is {junk.similarity:.2f} similar to a text reported as junk ({junk.reporters} reporter(s)), "
                f"so it is paced from its first recipient" if junk else
                f"{nth} recipient of a near-identical text (similarity {similar:.2f}) within {window_min} minutes")
         too_far = Reason.JUNK_SIMILAR if junk else Reason.BURST_LIMIT
-        refused = slot_refusal(why, slot, ts, valid_until, policy.max_delay_s, too_far, "its paced slot",
+        refused = slot_refusal(why, slot, start, valid_until, policy.max_delay_s, too_far, "its paced slot",
                                ", so it is not sent and takes no slot")
         if refused is not None:
             return verdict(Outcome.REJECTED, refused.reason, refused.detail, deliver_at=refused.deliver_at,

@@ -43,6 +43,9 @@ class Reason(StrEnum):
     NOT_IN_CONTACTS = "not_in_contacts"  # rejected: the bot is not on the user's contact list of that network
     OPTED_OUT = "opted_out"  # rejected; or cancelled: the userkey opted out while the request waited
     NO_CONVERSATION = "no_conversation"  # rejected: no conversation, opt-in or grant
+    NO_CONSENT_FOR_CATEGORY = "no_consent_for_category"  # rejected: the consent held does not cover the send's kind
+    QUIET_HOURS = "quiet_hours"  # delayed to the recipient's window, or rejected: its validity ends first
+    SUBJECT_LIMIT = "subject_limit"  # rejected: too many promotional sends on one subject to the userkey
     SLOT_REACHED = "slot_reached"  # released
     CANCELLED_BY_APP = "cancelled_by_app"  # cancelled
     EXPIRED = "expired"  # cancelled: event time reached the slot after valid_for_s
@@ -135,6 +138,8 @@ class ConsentRecord:
     matched: str  # the word or phrase the rule matched
     ts: int
     scope: str = "app"  # opt-in and opt-out hold for every sender of the app
+    categories: list[str] | None = None  # the kinds of message an opt-in covers (models/categories.py)
+    evidence: dict[str, str] | None = None  # how, where and to what words an opt_in event's consent was given
 
     @property
     def record_id(self) -> str:

@@ -11,6 +11,9 @@ from typing import Any, Callable, Union
 
 import orjson
 
+from .categories import CATEGORIES
+from .quiet_hours import is_zone
+
 MAX_ID_CHARS = 256
 MAX_TEXT_CHARS = 10_000
 MAX_RECORD_BYTES = 64 * 1024  # a valid event is far smaller; bounds the JSON parser's work
@@ -46,7 +49,13 @@ class ConsentChange:
 
 @dataclass(frozen=True, slots=True)
 class OptIn(ConsentChange):
-    pass
+    # the kinds of message the user consented to (models/categories.py; None: all), and the
+    # evidence of that consent for the audit trail (GDPR Art. 7(1): the sender must prove it)
+    categories: tuple[str, ...] | None = None
+    method: str = ""  # how it was given, e.g. web_form, keyword, paper
+    consent_text: str = ""  # the words the user agreed to ...
+    consent_version: str = ""  # ... or their version
+    location: str = ""  # where it was given, e.g. the form's URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,7 @@ class Send:
     reply_to: str | None
     ts: int
     valid_for_s: int | None = None  # the request is worthless this long after `ts` (None: the policy's default)
+    category: str | None = None  # conversational | informational | promotional (None: the policy's default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +131,18 @@ class Contact:
 
 
 @dataclass(frozen=True, slots=True)
+class RecipientProfile:
+    """Where a userkey is, said by the platform: the zone and region its quiet hours are read in
+    (models/quiet_hours.py). Without one, an E.164 userkey is placed by its number."""
+    event_id: str
+    app: str
+    userkey: str
+    timezone: str  # an IANA zone name
+    region: str | None  # ISO 3166-2 such as US-FL, or a country such as GB
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     app: str
     ts: int
@@ -146,7 +168,7 @@ class Cancel:
 
 
 Event = Union[Inbound, OptIn, OptOut, Send, AppPolicy, SenderProfile, JunkReport, DeliveryStatus, Contact, Tick,
-              Cancel, JunkShared]
+              Cancel, JunkShared, RecipientProfile]
 
 
 def _id(name: str, value: Any) -> str:
@@ -159,11 +181,11 @@ def _id(name: str, value: Any) -> str:
     return value
 
 
-def _text(name: str, value: Any) -> str:
+def _text(name: str, value: Any, limit: int = MAX_TEXT_CHARS) -> str:
     if not isinstance(value, str):
         raise InvalidEvent(f"field '{name}' must be a string, got {type(value).__name__}")
-    if len(value) > MAX_TEXT_CHARS:
-        raise InvalidEvent(f"field '{name}' is {len(value)} characters; the limit is {MAX_TEXT_CHARS}")
+    if len(value) > limit:
+        raise InvalidEvent(f"field '{name}' is {len(value)} characters; the limit is {limit}")
     return value
 
 
@@ -215,16 +237,53 @@ def _valid_for(name: str, value: Any) -> int:
     return value
 
 
+MAX_EVIDENCE_CHARS = 2_000
+_REGION_RE = re.compile(r"[A-Z]{2}(?:-[A-Z0-9]{1,3})?\Z")
+
+
+def _category(name: str, value: Any) -> str:
+    if value not in CATEGORIES:
+        raise InvalidEvent(f"field '{name}' must be one of {', '.join(CATEGORIES)}, got {value!r:.60}")
+    return value
+
+
+def _categories(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise InvalidEvent(f"field '{name}' must be a non-empty list of {', '.join(CATEGORIES)}")
+    return tuple(sorted({_category(name, v) for v in value}, key=CATEGORIES.index))
+
+
+def _evidence(name: str, value: Any) -> str:
+    return _text(name, value, MAX_EVIDENCE_CHARS)
+
+
+def _zone(name: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 64 or not is_zone(value):
+        raise InvalidEvent(f"field '{name}' must be an IANA time zone name such as America/New_York (tzdata), "
+                           f"got {value!r:.60}")
+    return value
+
+
+def _region(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not _REGION_RE.match(value):
+        raise InvalidEvent(f"field '{name}' must be a country (ISO 3166-1, e.g. GB) or region (ISO 3166-2, "
+                           f"e.g. US-FL), got {value!r:.60}")
+    return value
+
+
 Check = Callable[[str, Any], Any]
 # type -> (record class, required fields, optional fields); `ts` is handled for every type.
 _KINDS: dict[str, tuple[type, tuple[tuple[str, Check], ...], tuple[tuple[str, Check], ...]]] = {
     "inbound": (Inbound, (("event_id", _id), ("app", _id), ("sender", _id), ("userkey", _id),
                           ("network", _network), ("text", _text)), ()),
-    "opt_in": (OptIn, (("event_id", _id), ("app", _id), ("userkey", _id)), (("source", _text),)),
+    "opt_in": (OptIn, (("event_id", _id), ("app", _id), ("userkey", _id)),
+               (("source", _text), ("categories", _categories), ("method", _evidence), ("consent_text", _evidence),
+                ("consent_version", _evidence), ("location", _evidence))),
     "opt_out": (OptOut, (("event_id", _id), ("app", _id), ("userkey", _id)), (("source", _text),)),
     "send": (Send, (("request_id", _id), ("app", _id), ("sender", _id), ("userkey", _id),
                     ("network", _network), ("text", _text)), (("reply_to", _optional_id),
-                                                              ("valid_for_s", _valid_for))),
+                                                              ("valid_for_s", _valid_for),
+                                                              ("category", _category))),
     "app_policy": (AppPolicy, (("event_id", _id), ("app", _id), ("unrestricted", _bool)), (("reason", _text),)),
     "sender_profile": (SenderProfile, (("event_id", _id), ("app", _id), ("sender", _id),
                                        ("registered_ts", _ts)), ()),
@@ -237,8 +296,12 @@ _KINDS: dict[str, tuple[type, tuple[tuple[str, Check], ...], tuple[tuple[str, Ch
     "tick": (Tick, (("app", _id),), ()),
     "cancel": (Cancel, (("request_id", _id), ("app", _id)), ()),
     "junk_shared": (JunkShared, (("event_id", _id), ("app", _id), ("reporter", _reporter), ("text", _text)), ()),
+    "recipient_profile": (RecipientProfile, (("event_id", _id), ("app", _id), ("userkey", _id),
+                                             ("timezone", _zone)), (("region", _region),)),
 }
-_OPTIONAL_DEFAULTS = {"source": "", "reason": "", "reply_to": None, "request_id": None, "valid_for_s": None}
+_OPTIONAL_DEFAULTS = {"source": "", "reason": "", "reply_to": None, "request_id": None, "valid_for_s": None,
+                      "category": None, "categories": None, "method": "", "consent_text": "", "consent_version": "",
+                      "location": "", "region": None}
 EVENT_TYPES = tuple(_KINDS)
 
 

@@ -6,7 +6,9 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .categories import CATEGORIES
 from .events import MAX_VALID_FOR_S, NETWORK_RE
+from .quiet_hours import QuietHours, QuietHoursError
 from .wording import LOCALES
 
 
@@ -112,6 +114,17 @@ class Policy:
     # networks that deliver only to users who put the bot on their contact list (`contact` events;
     # an inbound on the network implies it), e.g. ["xmpp", "aim"]
     contact_list_networks: tuple[str, ...] = ()
+    # compliance by kind of message (models/categories.py): a send without `category` is this kind
+    default_category: str = "informational"
+    # quiet hours (models/quiet_hours.py): sends of these kinds reach a recipient only inside its
+    # region's window, in its local time; `quiet_hours_windows` overrides and extends the default
+    # windows, as [[region, window], ...], e.g. [["GB", "08:00-21:00"], ["US-TX", "Mon-Sat 09:00-21:00"]]
+    quiet_hours_categories: tuple[str, ...] = ("promotional",)
+    quiet_hours_windows: tuple[tuple[str, str], ...] = ()
+    # at most this many promotional sends on one subject (a burst cluster of near-identical texts)
+    # to one userkey within subject_window_s (Florida, Oklahoma, Maryland: 3 in 24 h); 0: no limit
+    subject_limit: int = 3
+    subject_window_s: int = 24 * 3600
 
     def __post_init__(self) -> None:
         positive_ints = ("reply_window_s", "opt_out_confirmation_s", "shingle_size", "num_perm", "burst_window_s", "max_delay_s",
@@ -119,13 +132,13 @@ class Policy:
                          "reputation_half_life_s", "max_junk_templates", "max_ts_ahead_s", "max_ts_behind_s",
                          "loop_repeats", "loop_window_s", "loop_delay_s", "loop_reject_repeats",
                          "grant_revoke_window_s", "grant_revoke_junk_reports", "grant_revoke_refused_blasts",
-                         "grant_revoke_min_results", "duplicate_text_window_s")
+                         "grant_revoke_min_results", "duplicate_text_window_s", "subject_window_s")
         for name in positive_ints:
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
                 raise PolicyError(f"policy '{name}' must be a positive integer, got {value!r}")
         for name in ("free_recipients", "min_conversations", "risky_free_recipients", "conversation_horizon_days",
-                     "default_valid_for_s", "request_memory_s", "duplicate_text_limit"):
+                     "default_valid_for_s", "request_memory_s", "duplicate_text_limit", "subject_limit"):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise PolicyError(f"policy '{name}' must be a non-negative integer, got {value!r}")
@@ -178,6 +191,24 @@ class Policy:
             raise PolicyError(f"policy 'contact_list_networks' must be a list of network names ([a-z0-9_-]{{1,32}}), "
                               f"got {networks!r:.80}")
         object.__setattr__(self, "contact_list_networks", tuple(networks))
+        if self.default_category not in CATEGORIES:
+            raise PolicyError(f"policy 'default_category' must be one of {', '.join(CATEGORIES)}, "
+                              f"got {self.default_category!r:.60}")
+        kinds = self.quiet_hours_categories
+        if not isinstance(kinds, (list, tuple)) or any(k not in CATEGORIES for k in kinds):
+            raise PolicyError(f"policy 'quiet_hours_categories' must be a list of {', '.join(CATEGORIES)}, "
+                              f"got {kinds!r:.80}")
+        object.__setattr__(self, "quiet_hours_categories", tuple(kinds))
+        windows = self.quiet_hours_windows
+        if not isinstance(windows, (list, tuple)) or not all(
+                isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(x, str) for x in w) for w in windows):
+            raise PolicyError(f"policy 'quiet_hours_windows' must be a list of [region, window] pairs such as "
+                              f"[\"US-FL\", \"08:00-20:00\"], got {windows!r:.80}")
+        object.__setattr__(self, "quiet_hours_windows", tuple((r, w) for r, w in windows))
+        try:
+            QuietHours(self.quiet_hours_windows)
+        except QuietHoursError as exc:
+            raise PolicyError(f"policy 'quiet_hours_windows': {exc}") from None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "Policy":

@@ -41,8 +41,10 @@ RIGHTS: dict[str, frozenset[str]] = {
     # A trusted front door that authenticates apps itself: what any app may say, for any app.
     GATEWAY: _APP_SAYS,
     # The messaging networks' connectors see what users write, what was delivered, contact lists
-    # and the junk button: the facts consent, reputation and the junk index are built from.
-    NETWORK: frozenset({"inbound", "delivery_status", "contact", "junk_report"}),
+    # and the junk button: the facts consent, reputation and the junk index are built from; and
+    # where a user is (recipient_profile): an app that could say it could move its recipients out
+    # of their quiet hours.
+    NETWORK: frozenset({"inbound", "delivery_status", "contact", "junk_report", "recipient_profile"}),
     # The platform operator grants unrestricted outbound at its own discretion (seed 000), vouches
     # for a sender's age, and may say anything else (a correction, a tick).
     OPERATOR: frozenset(ev.EVENT_TYPES),

@@ -17,14 +17,18 @@ it. "Why was this request rejected?": find its reason below (a test checks this 
 | lapsed_conversation | (no consent from a lapsed conversation) | retention |
 | help_reply | help_reply | replies |
 | opted_out | opt_out_confirmation, opted_out | consent |
+| category | no_consent_for_category | consent |
 | reply | reply, loop_suspected, expired_before_slot | replies |
 | basis | no_conversation (else the basis: conversation, opt_in, unrestricted) | consent |
+| quiet_hours | quiet_hours (refused; a held send is placed from the window's opening) | quiet |
 | duplicate_text | duplicate_text | recipients |
 | recipient_limits | recipient_limit, expired_before_slot | recipients |
-| pace | burst_paced, burst_limit, junk_similar, expired_before_slot (free of pacing: the basis) | burst |
+| pace | burst_paced, burst_limit, junk_similar, expired_before_slot, quiet_hours (free of pacing: the basis) | burst |
+| subject_limit | subject_limit | subjects |
 | recipient_slot | recipient_limit, expired_before_slot | recipients |
 | count | (a refused send takes no burst slot) | burst |
 | count | (what the send took is counted) | recipients |
+| count | (a promotional send that goes is counted by subject) | subjects |
 | answer | (delivery, grant signal or pending hold) | send |
 
 `pace` decides by models/burst.py's rules; a send free of pacing goes out on its consent basis.
@@ -36,11 +40,12 @@ from .burst import WHOLE_APP
 from .gate import CHECK_ID, DECODED_SENDERS, HANDLERS, Gate
 from .send import SEND_STEPS
 from .tables import (CLOCKS, CLUSTERS, CONTACTS, CONVERSATIONS, DUE, GRANTS, JUNK, LAPSE_DAYS, LAPSES, LAPSES_BY_DAY,
-                     PENDING, RECIPIENTS, SCHEDULES, SEEN, SEEN_BY_DAY, SEEN_DAYS, SEEN_LISTS, SENDERS, SKETCHES,
-                     TABLES, TEXTS, USERKEYS, DayLists, MemoryStore, OverlayStore, Store, due_entries, due_key, key)
+                     PENDING, PLACES, RECIPIENTS, SCHEDULES, SEEN, SEEN_BY_DAY, SEEN_DAYS, SEEN_LISTS, SENDERS, SKETCHES,
+                     SUBJECTS, TABLES, TEXTS, USERKEYS, DayLists, MemoryStore, OverlayStore, Store, due_entries, due_key,
+                     key)
 
 __all__ = ["CHECK_ID", "CLOCKS", "CLUSTERS", "CONTACTS", "CONVERSATIONS", "DECODED_SENDERS", "DUE", "GRANTS",
-           "HANDLERS", "JUNK", "LAPSE_DAYS", "LAPSES", "LAPSES_BY_DAY", "PENDING", "RECIPIENTS", "SCHEDULES", "SEEN",
-           "SEEN_BY_DAY", "SEEN_DAYS", "SEEN_LISTS", "SEND_STEPS", "SENDERS", "SKETCHES", "TABLES", "TEXTS",
+           "HANDLERS", "JUNK", "LAPSE_DAYS", "LAPSES", "LAPSES_BY_DAY", "PENDING", "PLACES", "RECIPIENTS", "SCHEDULES", "SEEN",
+           "SEEN_BY_DAY", "SEEN_DAYS", "SEEN_LISTS", "SEND_STEPS", "SENDERS", "SKETCHES", "SUBJECTS", "TABLES", "TEXTS",
            "USERKEYS", "WHOLE_APP", "DayLists", "Gate", "MemoryStore", "OverlayStore", "Record", "Store",
            "due_entries", "due_key", "key"]

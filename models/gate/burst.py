@@ -9,6 +9,7 @@ import dataclasses
 
 from ..burst import BURST_FREE, JunkMatch, recipient_hash
 from ..decisions import Outcome, Record
+from . import quiet
 from .context import SendContext
 
 # The sender name under which an app's near-identical texts are counted across all its sender
@@ -23,22 +24,27 @@ def pace(c: SendContext) -> list[Record] | None:
     junk = JunkMatch(found[2], len(found[1].reporters)) if found else None
     recipient = recipient_hash(e.userkey, gate.secret)
     sender = gate.sender(store, e.app, e.sender)
-    v = sender.decide(e.ts, recipient, sketch, p, junk, c.valid_until)
+    v = sender.decide(e.ts, recipient, sketch, p, junk, c.valid_until, c.not_before)
     c.counted = [(e.sender, sender)]
     if v.outcome != Outcome.REJECTED:  # the same rules over all the app's sender names: the stricter holds
         whole = gate.sender(store, e.app, WHOLE_APP)
         whole.whole_app = True
-        w = whole.decide(e.ts, recipient, sketch, p, junk, c.valid_until)
+        w = whole.decide(e.ts, recipient, sketch, p, junk, c.valid_until, c.not_before)
         c.counted.append((WHOLE_APP, whole))
+        c.subject = f"app-{w.cluster_id}"  # the text's subject across the app's sender names (subjects)
         if w.outcome == Outcome.REJECTED or (w.deliver_at or e.ts) > (v.deliver_at or e.ts):
             v = dataclasses.replace(w, cluster_id=f"app-{w.cluster_id}",
                                     detail=f"counted across all of the app's sender names: {w.detail}")
     burst = dict(similarity=v.similarity, similar_recipients=v.similar_recipients, cluster_id=v.cluster_id,
                  deliver_at=v.deliver_at, retry_after_s=v.retry_after_s)
     if v.outcome == Outcome.ACCEPTED and v.reason == BURST_FREE:  # free of pacing: it goes on its consent
-        c.decision = c.decide(Outcome.ACCEPTED, c.basis, f"{c.because}; {v.detail}", **burst)
+        if c.not_before:  # ... when the recipient's window opens
+            c.decision = quiet.held(c, f"{c.because}; {v.detail}", **burst)
+        else:
+            c.decision = c.decide(Outcome.ACCEPTED, c.basis, f"{c.because}; {v.detail}", **burst)
     else:
-        c.decision = c.decide(v.outcome, v.reason, v.detail, **burst)
+        paced = v.detail if v.outcome == Outcome.REJECTED else quiet.note(c) + v.detail
+        c.decision = c.decide(v.outcome, v.reason, paced, **burst)
     return None
 
 

@@ -1,14 +1,15 @@
 """Consent: what an inbound or a consent event changes, and the consent a send goes on.
 
 Send steps: `opted_out` (an opted-out userkey gets nothing but the one confirmation of its
-opt-out) and `basis` (a send that is no reply needs a conversation, an opt-in or the app's
-unrestricted grant).
+opt-out), `category` (the consent held must cover the send's kind of message) and `basis` (a
+send that is no reply needs a conversation, an opt-in or the app's unrestricted grant).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from .. import events as ev
+from ..categories import CONVERSED, GRANTED, Category, Covered
 from ..consent import AppGrant, Conversation, Userkey
 from ..controls import inbound_digest
 from ..decisions import ConsentRecord, Outcome, Reason, Record, iso
@@ -48,7 +49,7 @@ def inbound(gate: Gate, e: ev.Inbound, store: Store) -> list[Record]:
 
     def audit(kind: str) -> ConsentRecord:
         return ConsentRecord(e.app, user_id, kind, said.rule, "inbound", e.event_id, e.sender, said.normalized,
-                             said.matched, e.ts)
+                             said.matched, e.ts, categories=Covered.ALL.names() if kind == OPT_IN else None)
 
     if said.kind in (OPT_OUT, OPT_IN):
         user_key = key(e.app, user_id)
@@ -69,10 +70,21 @@ def opt_change(gate: Gate, e: ev.OptIn | ev.OptOut, store: Store) -> list[Record
     user = Userkey.from_bytes(store.get(USERKEYS, user_key))
     kind = ev.event_type(e)
     how = f"{kind} event" + (f" ({e.source})" if e.source else "")
-    (user.opt_in if isinstance(e, ev.OptIn) else user.opt_out)(e.ts, how)
+    categories, evidence = None, None
+    if isinstance(e, ev.OptIn):
+        covered = Covered.of(e.categories)
+        user.opt_in(e.ts, how, covered)
+        categories = covered.names()
+        evidence = {name: value for name in EVIDENCE if (value := getattr(e, name))} or None
+    else:
+        user.opt_out(e.ts, how)
     store.set(USERKEYS, user_key, user.to_bytes())
     return [ConsentRecord(app=e.app, userkey=user_id, kind=kind, rule=f"{kind}_event", source=how,
-                          source_event_id=e.event_id, sender="", text="", matched="", ts=e.ts)]
+                          source_event_id=e.event_id, sender="", text="", matched="", ts=e.ts,
+                          categories=categories, evidence=evidence)]
+
+
+EVIDENCE = ("method", "consent_text", "consent_version", "location")  # an opt_in event's, for the audit trail
 
 
 def opted_out(c: SendContext) -> list[Record] | None:
@@ -97,11 +109,50 @@ def opted_out(c: SendContext) -> list[Record] | None:
                      f"to it until it opts in again (opt_in event or a keyword such as START){why_not}")]
 
 
+# the consent each kind of message needs, in words (models/categories.py)
+NEEDS = {Category.INFORMATIONAL: "the user to have written to the sender, an opt-in, or the app's grant",
+         Category.PROMOTIONAL: "express consent to marketing: an opt-in that names promotional messages "
+                               "(an opt_in event with categories including promotional, or a keyword such as START)"}
+
+
+def category(c: SendContext) -> list[Record] | None:
+    """A send's kind must be covered by the consent it goes on: a promotional one needs an opt-in
+    that names it; the user writing, or the app's grant, covers informational ones at most. A
+    send with no consent at all is left to `basis` (or is a reply)."""
+    e, user, conv = c.e, c.user, c.conv
+    c.category = kind = Category(e.category or c.policy.default_category)
+    if kind == Category.CONVERSATIONAL:
+        return None
+    covered, held = Covered(0), []
+    if conv.exists:
+        covered |= CONVERSED
+        held.append(f"has written to sender '{e.sender}', which covers {' and '.join(CONVERSED.names())} messages")
+    if user.opted_in:
+        covered |= user.covered
+        held.append(f"opted in to {', '.join(Covered(user.covered).names())} messages at {iso(user.changed_ts)} "
+                    f"({user.how})")
+    if covered.covers(kind):
+        return None
+    if AppGrant.from_bytes(c.store.get(GRANTS, key(e.app))).allows(e.ts):
+        covered |= GRANTED
+        held.append(f"the app holds an unrestricted-outbound grant, which covers {' and '.join(GRANTED.names())} "
+                    f"messages")
+        if covered.covers(kind):
+            return None
+    if not held and kind != Category.PROMOTIONAL:
+        return None
+    has = "; the userkey " + "; ".join(held) if held else "; the userkey has given no consent"
+    return [c.decide(Outcome.REJECTED, Reason.NO_CONSENT_FOR_CATEGORY,
+                     f"a {kind} message needs {NEEDS[kind]}{has}" + (
+                         f" (the send's category: {e.category})" if e.category else
+                         f" (the policy's default_category: {kind})"))]
+
+
 def basis(c: SendContext) -> list[Record] | None:
     """A send that is no reply goes on a conversation with the sender, an opt-in to the app, or
     the app's unrestricted-outbound grant (models/consent.py), in that order."""
     e, user, conv = c.e, c.user, c.conv
-    if conv.exists:
+    if conv.exists and c.category != Category.PROMOTIONAL:  # (a promotion goes on its opt-in: `category`)
         c.basis = Reason.CONVERSATION
         c.because = f"userkey has written to sender '{e.sender}' (first at {iso(conv.first_ts)})"
     elif user.opted_in:

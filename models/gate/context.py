@@ -6,11 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import events as ev
 from ..burst import SenderState
+from ..categories import Category
 from ..consent import Conversation, RecentInbound, Userkey
 from ..controls import RecentTexts, RecipientSends
 from ..decisions import Decision, Outcome, Reason
 from ..policy import Policy
+from ..quiet_hours import Opening
 from ..slots import SlotRefusal
+from ..subjects import SubjectSends
 from .tables import CONVERSATIONS, USERKEYS, Store, key
 
 if TYPE_CHECKING:
@@ -37,6 +40,11 @@ class SendContext:
     sends: RecipientSends | None = None  # the userkey's send slots (with recipient_limits)
     counted: list[tuple[str, SenderState]] = field(default_factory=list)  # the burst counts the send took
     decision: Decision | None = None  # once burst pacing has decided
+    category: Category = Category.INFORMATIONAL  # the send's kind, or the policy's default (consent.category)
+    not_before: int | None = None  # the recipient's quiet hours hold the send until then (quiet)
+    opening: Opening | None = None  # ... the window that does, in words
+    subject: str = ""  # the app-wide cluster of near-identical texts the send joined (burst.pace)
+    subjects: SubjectSends | None = None  # the userkey's promotional sends by subject (with subject_limit)
 
     @classmethod
     def of(cls, gate: Gate, e: ev.Send, store: Store) -> SendContext:

@@ -17,11 +17,12 @@ from ..burst import SenderState
 from ..clock import AppClock
 from ..decisions import Decision, Delivery, JunkShare, Record, iso
 from ..policy import Policy
+from ..quiet_hours import QuietHours
 from ..retention import DAY_MS
 from ..similarity import Sketcher
 from ..sources import Keyring
 from ..wording import ConsentClassifier
-from . import consent, contacts, grants, memory, pending, retention, send, signals
+from . import consent, contacts, grants, memory, pending, quiet, retention, send, signals
 from .tables import CLOCKS, CLUSTERS, SENDERS, SKETCHES, OverlayStore, Store, key
 
 DECODED_SENDERS = 256  # sender rows kept decoded (`Gate.sender`): a few MB at 32 clusters a row
@@ -44,6 +45,7 @@ class Gate:
         self._decoded_senders: dict[bytes, tuple[bytes, SenderState]] = {}  # row key -> (row, its state)
         self.horizon_ms = self.policy.conversation_horizon_days * DAY_MS  # models/retention.py; 0: never
         self.memory_ms = self.policy.request_memory_s * 1000  # models/memory.py; 0: nothing remembered
+        self.quiet_hours = QuietHours(p.quiet_hours_windows)  # models/quiet_hours.py
 
     def stored_userkey(self, userkey: str) -> str:
         """The userkey as tables key it: itself, or its HMAC-SHA-256 (hex) when a secret is set."""
@@ -137,7 +139,7 @@ class Gate:
         return out
 
     def check(self, app: str, sender: str, text: str, userkeys: list[str], ts: int, store: OverlayStore,
-              network: str = "sms", valid_for_s: int | None = None) -> list[Decision]:
+              network: str = "sms", valid_for_s: int | None = None, category: str | None = None) -> list[Decision]:
         """What sending `text` from `sender` to each of `userkeys`, in order, at `ts` would decide
         now: the campaign pre-flight. The sends are decided exactly as the worker decides them,
         over `store`, which keeps the writes (an OverlayStore), so nothing live changes. A copy of
@@ -146,7 +148,7 @@ class Gate:
         what_if._decoded_senders = {}
         out = []
         for i, userkey in enumerate(userkeys):
-            e = ev.Send(f"{CHECK_ID}{i}", app, sender, userkey, network, text, None, ts, valid_for_s)
+            e = ev.Send(f"{CHECK_ID}{i}", app, sender, userkey, network, text, None, ts, valid_for_s, category)
             decided = [r for r in what_if.handle(e, store) if isinstance(r, Decision) and r.request_id == e.request_id]
             out.append(dataclasses.replace(decided[-1], request_id=""))
         return out
@@ -185,5 +187,5 @@ HANDLERS: dict[type, Callable[..., list[Record] | None]] = {
     ev.Inbound: consent.inbound, ev.OptIn: consent.opt_change, ev.OptOut: consent.opt_change, ev.Send: send.send,
     ev.AppPolicy: grants.app_policy, ev.SenderProfile: signals.sender_profile, ev.JunkReport: signals.junk_report,
     ev.DeliveryStatus: signals.delivery_status, ev.Contact: contacts.contact, ev.Tick: pending.tick,
-    ev.Cancel: pending.cancel,
+    ev.Cancel: pending.cancel, ev.RecipientProfile: quiet.recipient_profile,
 }

@@ -62,8 +62,9 @@ def memory_key(gate: Gate, e: ev.Event) -> Said | None:
     if not gate.memory_ms:
         return None
     if isinstance(e, ev.Send):
+        category = () if e.category is None else (e.category,)  # (digests of sends without one are unchanged)
         return REQUEST, e.request_id, said_digest(e.sender, gate.stored_userkey(e.userkey), e.network, e.text,
-                                                   e.reply_to or "")
+                                                   e.reply_to or "", *category)
     if isinstance(e, ev.Inbound):
         return EVENT, e.event_id, said_digest("inbound", e.sender, gate.stored_userkey(e.userkey), e.network,
                                               e.text)

@@ -47,7 +47,7 @@ def recipient_limits(c: SendContext) -> list[Record] | None:
     if not limits:
         return None
     c.sends = RecipientSends.from_bytes(c.store.get(RECIPIENTS, key(e.app, c.user_id)))
-    at, window = c.sends.slot(e.ts, limits)
+    at, window = c.sends.slot(c.not_before or e.ts, limits)
     refused = past_limits(c, at, window)
     return None if refused is None else [refused]
 

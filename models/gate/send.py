@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .. import events as ev
 from ..decisions import Outcome, Reason, Record
-from . import burst, consent, contacts, grants, pending, recipients, replies, retention
+from . import burst, consent, contacts, grants, pending, quiet, recipients, replies, retention, subjects
 from .context import SendContext
 from .tables import Store
 
@@ -38,14 +38,18 @@ SEND_STEPS: tuple[Callable[[SendContext], list[Record] | None], ...] = (
     retention.lapsed_conversation,
     replies.help_reply,
     consent.opted_out,
+    consent.category,
     replies.reply,
     consent.basis,
+    quiet.quiet_hours,
     recipients.duplicate_text,
     recipients.recipient_limits,
     burst.pace,
+    subjects.subject_limit,
     recipients.recipient_slot,
     burst.count,
     recipients.count,
+    subjects.count,
     answer,
 )
 

@@ -33,8 +33,10 @@ SEEN_DAYS = "seen_days"          # app                     -> LapseIndex of the 
 SEEN_LISTS = "seen_lists"        # (app, day, chunk)       -> LapseBucket of (kind, id)
 TEXTS = "texts"                  # (app, userkey)          -> RecentTexts (the texts sent to it lately)
 JUNK = "junk"                    # template id             -> JunkTemplate (each partition's own index)
+PLACES = "places"                # (app, userkey)          -> RecipientPlace (a recipient_profile event's)
+SUBJECTS = "subjects"            # (app, userkey)          -> SubjectSends (promotional sends by subject)
 TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, CLUSTERS, SKETCHES, PENDING, SCHEDULES, DUE, CLOCKS, LAPSE_DAYS,
-          LAPSES, RECIPIENTS, CONTACTS, SEEN, SEEN_DAYS, SEEN_LISTS, TEXTS, JUNK)
+          LAPSES, RECIPIENTS, CONTACTS, SEEN, SEEN_DAYS, SEEN_LISTS, TEXTS, JUNK, PLACES, SUBJECTS)
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,9 @@ from .webhooks import WebhookDispatcher, hooks_of
 
 log = logging.getLogger("sendgate.api")
 
-SEND_FIELDS = ("sender", "userkey", "network", "text", "reply_to", "valid_for_s")
-CONSENT_FIELDS = ("userkey", "source")
+SEND_FIELDS = ("sender", "userkey", "network", "text", "reply_to", "valid_for_s", "category")
+CONSENT_FIELDS = {"opt_out": ("userkey", "source"),
+                  "opt_in": ("userkey", "source", "categories", "method", "consent_text", "consent_version", "location")}
 PROBLEM = "application/problem+json"
 FINAL = ("accepted", "rejected", "released", "cancelled")  # nothing can be cancelled after these
 
@@ -335,7 +336,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     async def consent(request: Request, kind: str) -> JSONResponse:
         app_id = caller(request)
-        fields = await body(request, CONSENT_FIELDS)
+        fields = await body(request, CONSENT_FIELDS[kind])
         if kind == "opt_in" and not fields.get("source"):  # the worker would dead-letter it (no_consent_evidence)
             raise Problem(422, "invalid", "Invalid body", "field 'source' is required: say where the user gave "
                           "consent (a web form, a date), so that it can be proved", extra={"field": "source"})

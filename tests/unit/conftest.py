@@ -49,10 +49,12 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "tick": {"app": APP},
     "cancel": {"app": APP, "request_id": "r1"},
     "junk_shared": {"app": APP, "reporter": 1, "text": "junk"},
+    "recipient_profile": {"app": APP, "userkey": "u1", "timezone": "America/New_York", "region": "US-NY"},
 }
 _ID_FIELD = {"inbound": "event_id", "opt_in": "event_id", "opt_out": "event_id", "send": "request_id",
              "app_policy": "event_id", "sender_profile": "event_id", "junk_report": "event_id",
-             "contact": "event_id", "delivery_status": "event_id", "junk_shared": "event_id"}
+             "contact": "event_id", "delivery_status": "event_id", "junk_shared": "event_id",
+             "recipient_profile": "event_id"}
 _ids = itertools.count(1)
 
 

@@ -9,7 +9,7 @@ from sendgate.models import events as ev
 from sendgate.models.events import InvalidEvent, decode_event, encode_event, validate
 
 ALL_KINDS = ("inbound", "opt_in", "opt_out", "send", "app_policy", "sender_profile", "junk_report", "delivery_status", "contact", "tick",
-             "cancel", "junk_shared")
+             "cancel", "junk_shared", "recipient_profile")
 
 
 def invalid(doc, record_ts: int = T) -> str:
@@ -185,7 +185,7 @@ def test_unknown_fields_are_ignored():
 def test_unknown_type_lists_the_known_types():
     msg = invalid({**event("tick"), "type": "unsubscribe"})
     assert msg == ("field 'type' must be one of inbound, opt_in, opt_out, send, app_policy, sender_profile, "
-                   "junk_report, delivery_status, contact, tick, cancel, junk_shared, got 'unsubscribe'")
+                   "junk_report, delivery_status, contact, tick, cancel, junk_shared, recipient_profile, got 'unsubscribe'")
 
 
 @pytest.mark.parametrize("kind", [None, 3, ["send"]])

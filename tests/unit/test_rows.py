@@ -24,9 +24,11 @@ from sendgate.models.controls import RecentTexts, RecipientSends
 from sendgate.models.events import Send
 from sendgate.models.junk import JunkReport, JunkTemplate
 from sendgate.models.pending import DueBucket, PendingRequest, ReleaseSchedule
+from sendgate.models.quiet_hours import RecipientPlace
 from sendgate.models.reputation import Reputation
 from sendgate.models.retention import LapseBucket, LapseIndex
 from sendgate.models.rows import NewerRow, Row, by_field_count
+from sendgate.models.subjects import SubjectSends
 
 NUM_PERM = 4
 SKETCH_1, SKETCH_3 = [11, 12, 13, 14], [21, 22, 23, 24]
@@ -54,10 +56,16 @@ def fields_of(obj) -> dict:
 FORMS = [
     (Userkey, 1, b'[true,false,1700000000000,"keyword STOP to sender \'S1\'"]', "0bf00a2",
      dict(opted_out=True, opted_in=False, changed_ts=T, how="keyword STOP to sender 'S1'", opt_out_inbound="",
-          confirmed=False)),
+          confirmed=False, covered=7)),
     (Userkey, 2, b'[true,false,1700000000000,"inbound \'stop\' to sender \'S1\' (rule per_se)","in-9",true]', "HEAD",
      dict(opted_out=True, opted_in=False, changed_ts=T, how="inbound 'stop' to sender 'S1' (rule per_se)",
-          opt_out_inbound="in-9", confirmed=True)),
+          opt_out_inbound="in-9", confirmed=True, covered=7)),
+    (Userkey, 2, b'2[false,true,1700000000000,"opt_in event (web form)","",false]', "e7ab275",
+     dict(opted_out=False, opted_in=True, changed_ts=T, how="opt_in event (web form)", opt_out_inbound="",
+          confirmed=False, covered=7)),
+    (Userkey, 3, b'3[false,true,1700000000000,"opt_in event (web form)","",false,3]', "HEAD",
+     dict(opted_out=False, opted_in=True, changed_ts=T, how="opt_in event (web form)", opt_out_inbound="",
+          confirmed=False, covered=3)),
     (Conversation, 1, b'[1699999940000,1700000000000,[["in-1",1699999940000],["in-2",1700000000000]]]', "0bf00a2",
      dict(first_ts=T - MINUTE, last_ts=T, recent=[["in-1", T - MINUTE], ["in-2", T]], conversed=None, loop=None)),
     (Conversation, 2,
@@ -85,6 +93,10 @@ FORMS = [
      dict(digest="5e0f3c2a9b1d7e44", answer=["delayed", "burst_paced", "11th recipient", T, T + MINUTE, None, 0.93,
                                               11, "c1", False])),
     (SeenEvent, 1, b'1["0c9a2f1e33b4d5a6",1700000000000]', "HEAD", dict(digest="0c9a2f1e33b4d5a6", ts=T)),
+    (SubjectSends, 1, b'1[[["app-c3",1700000000000],["app-c7",1700000060000]]]', "HEAD",
+     dict(sent=[["app-c3", T], ["app-c7", T + MINUTE]])),
+    (RecipientPlace, 1, b'1["America/New_York","US-FL",1700000000000]', "HEAD",
+     dict(timezone="America/New_York", region="US-FL", ts=T)),
     (RecipientSends, 1, b'[1,[1699996400000,1700000000000,1700000060000]]', "HEAD",
      dict(times=[T - 3_600_000, T, T + MINUTE])),
     (RecentTexts, 1, b'1[[[3735928559,1699999000000],[42,1700000000000]]]', "HEAD",
@@ -183,7 +195,8 @@ def test_every_row_kind_has_a_stored_form_of_every_version():
 
 @pytest.mark.parametrize("kind", [Userkey, Conversation, AppGrant, AppClock, RecipientSends, RecentTexts, JunkTemplate,
                                   JunkReport, PendingRequest, DueBucket, ReleaseSchedule, LapseIndex, LapseBucket,
-                                  BurstCluster, SenderState, AnsweredRequest, SeenEvent], ids=lambda kind: kind.__name__)
+                                  BurstCluster, SenderState, AnsweredRequest, SeenEvent, SubjectSends, RecipientPlace],
+                         ids=lambda kind: kind.__name__)
 def test_a_row_of_a_newer_version_is_refused_naming_the_kind_and_both_versions(kind):
     newer = kind.row_version + 1
     with pytest.raises(NewerRow, match=f"^{kind.__name__} row of version {newer}, newer than this build's "
@@ -267,5 +280,5 @@ def test_a_kind_missing_an_upcast_step_fails_when_it_is_defined_not_when_a_row_i
 def test_the_version_costs_one_byte():
     # one byte tells the version; kinds that wrote their version first in the array save a byte
     assert len(AppClock(T, T).to_bytes()) == len(b"[3,1700000000000,1700000000000,0]") - 1
-    assert len(Userkey().to_bytes()) == len(b'[false,false,0,"","",false]') + 1
+    assert len(Userkey().to_bytes()) == len(b'[false,false,0,"","",false,7]') + 1
     assert rows.UNTAGGED - rows.ZERO == 43  # `[`: never a version

@@ -25,7 +25,7 @@ def test_a_token_bucket_spends_its_burst_then_refills_at_its_rate():
 
 def test_the_body_schema_is_the_contracts_without_what_the_api_sets():
     schema = _inlined("send", ("type", "app", "request_id", "ts"))
-    assert set(schema["properties"]) == {"sender", "userkey", "network", "text", "reply_to", "valid_for_s"}
+    assert set(schema["properties"]) == {"sender", "userkey", "network", "text", "reply_to", "valid_for_s", "category"}
     assert schema["required"] == ["sender", "userkey", "network", "text"]
     assert schema["properties"]["text"]["maxLength"] == 10_000  # from common.json, inlined
     assert "$ref" not in repr(schema) and schema["additionalProperties"] is False
