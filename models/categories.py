@@ -4,10 +4,13 @@ A send says its `category` (else the policy's `default_category`). The kinds are
 consent they need: a conversational message answers what the user started; an informational one
 needs the user to have written or given their number for it; a promotional one needs express
 consent to marketing (an opt-in that names it). Consent to a kind covers the kinds below it.
+
+What a consent covers is a small int of one bit per kind (as a Userkey row stores an opt-in's):
+a plain int, because the check runs on every send.
 """
 from __future__ import annotations
 
-from enum import IntFlag, StrEnum
+from enum import StrEnum
 
 
 class Category(StrEnum):
@@ -17,35 +20,23 @@ class Category(StrEnum):
 
 
 CATEGORIES = tuple(c.value for c in Category)
-_RANK = {c: i for i, c in enumerate(Category)}
-
-
-class Covered(IntFlag):
-    """The kinds an opt-in names, as stored in a Userkey row (a small int)."""
-    CONVERSATIONAL = 1
-    INFORMATIONAL = 2
-    PROMOTIONAL = 4
-    ALL = 7
-
-    @classmethod
-    def of(cls, categories: tuple[str, ...] | None) -> "Covered":
-        """The flags of an opt-in's `categories` (None: all of them)."""
-        if categories is None:
-            return cls.ALL
-        flags = cls(0)
-        for name in categories:
-            flags |= cls[name.upper()]
-        return flags
-
-    def names(self) -> list[str]:
-        return [c.value for c in Category if self & Covered[c.name]]
-
-    def covers(self, category: Category) -> bool:
-        """Consent to a kind covers the kinds that need less."""
-        return any(_RANK[named] >= _RANK[category] for named in Category if self & Covered[named.name])
-
-
+BIT = {c: 1 << i for i, c in enumerate(Category)}
+ALL = (1 << len(BIT)) - 1
+# the bits any one of which covers a kind: consent to it or to a kind that needs more
+COVERING = {c: ALL & ~(BIT[c] - 1) for c in Category}
 # what each other basis of a send covers: the user wrote (a conversation, a reply), or the
 # platform lifted the conversation rule for the app (its grant); neither is consent to marketing
-CONVERSED = Covered.CONVERSATIONAL | Covered.INFORMATIONAL
-GRANTED = Covered.CONVERSATIONAL | Covered.INFORMATIONAL
+CONVERSED = GRANTED = BIT[Category.CONVERSATIONAL] | BIT[Category.INFORMATIONAL]
+
+
+def covered_by(categories: tuple[str, ...] | None) -> int:
+    """The bits of an opt-in's `categories` (None: all of them)."""
+    return ALL if categories is None else sum(BIT[Category(name)] for name in set(categories))
+
+
+def covers(covered: int, category: Category) -> bool:
+    return bool(covered & COVERING[category])
+
+
+def names(covered: int) -> list[str]:
+    return [c.value for c in Category if covered & BIT[c]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .categories import Covered
+from .categories import ALL
 from .rows import Row, by_field_count
 
 # Inbound ids kept per conversation to recognise `reply_to`: those inside the reply window, at most
@@ -82,7 +82,7 @@ class Userkey(Row):
     # whether it has (FCC 64.1200(a)(12): one confirmation, within 5 minutes, nothing after it).
     opt_out_inbound: str = ""
     confirmed: bool = False
-    covered: int = Covered.ALL  # the kinds of message the opt-in names (models/categories.py)
+    covered: int = ALL  # the kinds of message the opt-in names, a bit each (models/categories.py)
 
     # v1: [opted_out, opted_in, changed_ts, how]; v2 appends opt_out_inbound, confirmed; v3 covered
     row_version = 3
@@ -94,15 +94,15 @@ class Userkey(Row):
 
     @staticmethod
     def upcast_v2_v3(fields: list) -> list:
-        return [*fields, int(Covered.ALL)]  # from before kinds of message: an opt-in covered them all
+        return [*fields, ALL]  # from before kinds of message: an opt-in covered them all
 
     def opt_out(self, ts: int, how: str, inbound: str = "") -> None:
         self.opted_out, self.opted_in, self.changed_ts, self.how = True, False, ts, how
         self.opt_out_inbound, self.confirmed = inbound, False
 
-    def opt_in(self, ts: int, how: str, covered: Covered = Covered.ALL) -> None:
+    def opt_in(self, ts: int, how: str, covered: int = ALL) -> None:
         self.opted_out, self.opted_in, self.changed_ts, self.how = False, True, ts, how
-        self.opt_out_inbound, self.confirmed, self.covered = "", False, int(covered)
+        self.opt_out_inbound, self.confirmed, self.covered = "", False, covered
 
     def confirmation_check(self, reply_to: str | None, recent: bool, ts: int, window_ms: int) -> tuple[bool, str]:
         """May a send at `ts` whose `reply_to` names an inbound (`recent`: within the reply window)

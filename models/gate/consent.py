@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import events as ev
-from ..categories import CONVERSED, GRANTED, Category, Covered
-from ..consent import AppGrant, Conversation, Userkey
+from ..categories import ALL, CONVERSED, GRANTED, Category, covered_by, covers, names
+from ..consent import Conversation, Userkey
 from ..controls import inbound_digest
 from ..decisions import ConsentRecord, Outcome, Reason, Record, iso
 from ..retention import DAY_MS, lapsed
 from ..wording import HELP, OPT_IN, OPT_OUT
 from . import retention
 from .context import SendContext
-from .tables import CONTACTS, CONVERSATIONS, GRANTS, USERKEYS, Store, key
+from .tables import CONTACTS, CONVERSATIONS, USERKEYS, Store, key
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -49,7 +49,7 @@ def inbound(gate: Gate, e: ev.Inbound, store: Store) -> list[Record]:
 
     def audit(kind: str) -> ConsentRecord:
         return ConsentRecord(e.app, user_id, kind, said.rule, "inbound", e.event_id, e.sender, said.normalized,
-                             said.matched, e.ts, categories=Covered.ALL.names() if kind == OPT_IN else None)
+                             said.matched, e.ts, categories=names(ALL) if kind == OPT_IN else None)
 
     if said.kind in (OPT_OUT, OPT_IN):
         user_key = key(e.app, user_id)
@@ -72,9 +72,9 @@ def opt_change(gate: Gate, e: ev.OptIn | ev.OptOut, store: Store) -> list[Record
     how = f"{kind} event" + (f" ({e.source})" if e.source else "")
     categories, evidence = None, None
     if isinstance(e, ev.OptIn):
-        covered = Covered.of(e.categories)
+        covered = covered_by(e.categories)
         user.opt_in(e.ts, how, covered)
-        categories = covered.names()
+        categories = names(covered)
         evidence = {name: value for name in EVIDENCE if (value := getattr(e, name))} or None
     else:
         user.opt_out(e.ts, how)
@@ -120,24 +120,23 @@ def category(c: SendContext) -> list[Record] | None:
     that names it; the user writing, or the app's grant, covers informational ones at most. A
     send with no consent at all is left to `basis` (or is a reply)."""
     e, user, conv = c.e, c.user, c.conv
-    c.category = kind = Category(e.category or c.policy.default_category)
-    if kind == Category.CONVERSATIONAL:
+    c.category = kind = Category(e.category) if e.category else c.gate.default_category
+    if kind is Category.CONVERSATIONAL or (kind is Category.INFORMATIONAL and conv.exists):  # the common case
         return None
-    covered, held = Covered(0), []
+    covered, held = 0, []
     if conv.exists:
         covered |= CONVERSED
-        held.append(f"has written to sender '{e.sender}', which covers {' and '.join(CONVERSED.names())} messages")
+        held.append(f"has written to sender '{e.sender}', which covers {' and '.join(names(CONVERSED))} messages")
     if user.opted_in:
         covered |= user.covered
-        held.append(f"opted in to {', '.join(Covered(user.covered).names())} messages at {iso(user.changed_ts)} "
-                    f"({user.how})")
-    if covered.covers(kind):
+        held.append(f"opted in to {', '.join(names(user.covered))} messages at {iso(user.changed_ts)} ({user.how})")
+    if covers(covered, kind):
         return None
-    if AppGrant.from_bytes(c.store.get(GRANTS, key(e.app))).allows(e.ts):
+    if c.grant().allows(e.ts):
         covered |= GRANTED
-        held.append(f"the app holds an unrestricted-outbound grant, which covers {' and '.join(GRANTED.names())} "
+        held.append(f"the app holds an unrestricted-outbound grant, which covers {' and '.join(names(GRANTED))} "
                     f"messages")
-        if covered.covers(kind):
+        if covers(covered, kind):
             return None
     if not held and kind != Category.PROMOTIONAL:
         return None
@@ -157,7 +156,7 @@ def basis(c: SendContext) -> list[Record] | None:
         c.because = f"userkey has written to sender '{e.sender}' (first at {iso(conv.first_ts)})"
     elif user.opted_in:
         c.basis, c.because = Reason.OPT_IN, f"userkey opted in at {iso(user.changed_ts)} ({user.how})"
-    elif (grant := AppGrant.from_bytes(c.store.get(GRANTS, key(e.app)))).allows(e.ts):
+    elif (grant := c.grant()).allows(e.ts):
         c.basis, c.because = Reason.UNRESTRICTED, "the app holds an unrestricted-outbound grant"
     else:
         note = f" ({c.reply_why})" if c.reply_why else ""

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 from .. import events as ev
 from ..burst import SenderState
 from ..categories import Category
-from ..consent import Conversation, RecentInbound, Userkey
+from ..consent import AppGrant, Conversation, RecentInbound, Userkey
 from ..controls import RecentTexts, RecipientSends
 from ..decisions import Decision, Outcome, Reason
 from ..policy import Policy
 from ..quiet_hours import Opening
 from ..slots import SlotRefusal
 from ..subjects import SubjectSends
-from .tables import CONVERSATIONS, USERKEYS, Store, key
+from .tables import CONVERSATIONS, GRANTS, USERKEYS, Store, key
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -45,6 +45,7 @@ class SendContext:
     opening: Opening | None = None  # ... the window that does, in words
     subject: str = ""  # the app-wide cluster of near-identical texts the send joined (burst.pace)
     subjects: SubjectSends | None = None  # the userkey's promotional sends by subject (with subject_limit)
+    read_grant: AppGrant | None = None  # the app's grant row, once read (`grant`)
 
     @classmethod
     def of(cls, gate: Gate, e: ev.Send, store: Store) -> SendContext:
@@ -52,6 +53,12 @@ class SendContext:
         return cls(gate, store, e, gate.policy, user_id, Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id))),
                    Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id))),
                    gate.valid_until(e))
+
+    def grant(self) -> AppGrant:
+        """The app's unrestricted-outbound grant, read once per send (consent.category and basis)."""
+        if self.read_grant is None:
+            self.read_grant = AppGrant.from_bytes(self.store.get(GRANTS, key(self.e.app)))
+        return self.read_grant
 
     def decide(self, outcome: Outcome, reason: Reason | str, detail: str, **extra: Any) -> Decision:
         return Decision.on(self.e, outcome, reason, detail, self.e.ts, **extra)

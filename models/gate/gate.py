@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 
 from .. import events as ev
 from ..burst import SenderState
+from ..categories import Category
 from ..clock import AppClock
 from ..decisions import Decision, Delivery, JunkShare, Record, iso
 from ..policy import Policy
@@ -46,6 +47,7 @@ class Gate:
         self.horizon_ms = self.policy.conversation_horizon_days * DAY_MS  # models/retention.py; 0: never
         self.memory_ms = self.policy.request_memory_s * 1000  # models/memory.py; 0: nothing remembered
         self.quiet_hours = QuietHours(p.quiet_hours_windows)  # models/quiet_hours.py
+        self.default_category = Category(p.default_category)  # models/categories.py
 
     def stored_userkey(self, userkey: str) -> str:
         """The userkey as tables key it: itself, or its HMAC-SHA-256 (hex) when a secret is set."""

@@ -101,9 +101,12 @@ def test_each_role_says_what_it_may(keyring):
     assert decode(keyring, {**GRANT, "unrestricted": False}, "worker-1").unrestricted is False
     assert decode(keyring, {"type": "tick", "app": "acme", "ts": T}, "worker-1").ts == T
     assert decode(keyring, SHARED, "worker-1").reporter == 7
+    assert decode(keyring, PROFILE, "net").timezone == "Pacific/Kiritimati"
 
 
 SHARED = {"type": "junk_shared", "event_id": "j", "app": "acme", "reporter": 7, "text": "x", "ts": T}
+PROFILE = {"type": "recipient_profile", "event_id": "rp", "app": "acme", "userkey": "u",
+           "timezone": "Pacific/Kiritimati", "region": "KI", "ts": T}
 
 
 @pytest.mark.parametrize("event,key_id,rule", [
@@ -119,6 +122,8 @@ SHARED = {"type": "junk_shared", "event_id": "j", "app": "acme", "reporter": 7, 
     (SEND, "net", "role"),  # a network connector does not send for an app
     (SHARED, "acme-app", "role"),  # an app blacklisting a rival's text in every partition's index
     (SHARED, "net", "role"),  # a network reports junk_report, which the worker decides and shares
+    (PROFILE, "acme-app", "role"),  # an app moving its recipients out of their quiet hours
+    (PROFILE, "front", "role"),
     ({**SEND, "app": "rival"}, "acme-app", "other_app"),
     ({"type": "opt_in", "event_id": "o", "app": "rival", "userkey": "u", "source": "form", "ts": T}, "acme-app",
      "other_app"),
