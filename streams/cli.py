@@ -25,6 +25,7 @@ from urllib.parse import quote
 import orjson
 from aiokafka.errors import KafkaConnectionError
 
+from sendgate.models.categories import CATEGORIES
 from sendgate.models.events import InvalidEvent
 from sendgate.models.policy import Policy, PolicyError
 
@@ -285,7 +286,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """A campaign pre-flight: what the gate would decide for each recipient now (writes nothing)."""
     body: dict = {"sender": args.sender, "text": args.text, "network": args.network, "ts": args.at,
-                  "valid_for_s": args.valid_for}
+                  "valid_for_s": args.valid_for, "category": args.category}
     if args.recipients:
         try:
             with (sys.stdin if args.recipients == "-" else open(args.recipients, encoding="utf-8")) as fh:
@@ -678,6 +679,7 @@ def parser() -> argparse.ArgumentParser:
     who.add_argument("--count", type=int, help="this many recipients the app has never messaged")
     c.add_argument("--network", default="sms", help="the network of the sends (default sms)")
     c.add_argument("--valid-for", type=int, metavar="S", help="the sends' valid_for_s")
+    c.add_argument("--category", choices=CATEGORIES, help="the sends' kind (default: the policy's default_category)")
     c.add_argument("--at", type=int, metavar="MS", help="event time of the sends (default: now)")
     c.add_argument("--json", action="store_true", help="the worker's answer as JSON")
     _url(c)

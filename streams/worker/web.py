@@ -188,14 +188,14 @@ def check_answer(gate: Gate, read: Callable[[str, bytes], bytes | None], junk: A
     ts = int(time.time() * 1000) if ts is None else ts
     doc = {"type": "send", "request_id": "check", "app": app_name, "sender": body.get("sender"),
            "network": body.get("network", "sms"), "text": body.get("text"), "valid_for_s": body.get("valid_for_s"),
-           "ts": ts}
+           "category": body.get("category"), "ts": ts}
     try:
         sends = [validate({**doc, "userkey": userkey}, ts) for userkey in userkeys]
     except InvalidEvent as exc:
         raise ValueError(str(exc)) from None
     first = sends[0]
     decided = gate.check(app_name, first.sender, first.text, [s.userkey for s in sends], first.ts,
-                         OverlayStore(read, junk), first.network, first.valid_for_s)
+                         OverlayStore(read, junk), first.network, first.valid_for_s, first.category)
     rows = [{"userkey": d.userkey, "outcome": d.outcome, "reason": d.reason, "deliver_at": d.deliver_at,
              "retry_after_s": d.retry_after_s, "detail": d.detail} for d in decided]
     now = [d for d in decided if d.outcome == "accepted"]

@@ -7,6 +7,7 @@ from datetime import datetime
 import pytest
 
 from conftest import APP, DAY, HOUR, MINUTE, PARCEL, SENDER, T, Harness, established, event, paced_slots, send
+from sendgate.models.gate import OverlayStore
 from sendgate.models.policy import Policy, PolicyError
 from sendgate.models.quiet_hours import zone
 from sendgate.models.subjects import MAX_SUBJECT_SENDS, SubjectSends
@@ -232,3 +233,13 @@ def test_the_subject_row_is_bounded():
                                                                  T + 3 * MAX_SUBJECT_SENDS - 1]
     row.record("app-c0", T + 2 * DAY, T + 2 * DAY, 86_400)  # a day later the others have left the window
     assert row.sent == [["app-c0", T + 2 * DAY]]
+
+
+def test_the_pre_flight_check_decides_the_kind_of_message_as_the_worker_does():
+    g = Gate()
+    g.feed(*established(grant=False), event("inbound", -DAY, userkey="talker", text="hi"), opted_in("fan", -DAY))
+    decided = g.gate.check(APP, SENDER, OFFER, ["talker", "fan"], T, OverlayStore(g.store.get, g.store.junk),
+                           category="promotional")
+    assert [d.reason for d in decided] == ["no_consent_for_category", "opt_in"]
+    assert [d.reason for d in g.gate.check(APP, SENDER, OFFER, ["talker"], T,
+                                           OverlayStore(g.store.get, g.store.junk))] == ["conversation"]
