@@ -37,7 +37,7 @@ def consented(app: str, user: str, ts: int, tz: str | None = None, region: str |
     return out
 
 
-def test_kinds_quiet_hours_and_subjects_are_decided_live_and_in_a_replay(settings, workers):
+def test_kinds_quiet_hours_and_subjects_are_decided_live_and_in_a_replay(settings, workers, tmp_path):
     workers.start(settings)
     monday = ms("2026-11-30 12:00", NY)
     events = [  # 1. a promotion to a user who only wrote; the same user may get an informational text
@@ -80,7 +80,7 @@ def test_kinds_quiet_hours_and_subjects_are_decided_live_and_in_a_replay(setting
         ("nyc", "late", ms("2026-12-01 08:00", NY)), ("tex", "sunday", ms("2026-11-29 12:00", CHICAGO))]
 
     result = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", "replay", "--name", "compliance",
-                             "--compare"], capture_output=True, text=True, env={**os.environ, **settings.to_env()},
+                             "--compare", "--changed-out", str(tmp_path / "changed.jsonl")], capture_output=True, text=True, env={**os.environ, **settings.to_env()},
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "requests: 9 live, 9 replayed, 0 changed" in result.stdout, result.stdout
