@@ -190,6 +190,8 @@ POLICY: list[tuple[str, str, str]] = [
     ("controls", "duplicate_text_window_s", "... within this long"),
     ("compliance", "default_category", "the kind of a send without `category`: conversational, informational or "
      "promotional ([rules](rules.md#kinds-of-message-and-quiet-hours))"),
+    ("compliance", "opt_out_scope", "what a STOP stops: `all`, or `category` (the kind of the message it answers, and "
+     "the kinds that need more consent; \"stop all\" stops all)"),
     ("compliance", "quiet_hours_categories", "the kinds held outside the recipient's quiet-hours window"),
     ("compliance", "quiet_hours_windows", "windows that override or extend the defaults, as `[[region, window], ...]`, "
      "e.g. `[[\"GB\", \"08:00-21:00\"], [\"US-TX\", \"Mon-Sat 09:00-21:00; Sun 12:00-21:00\"]]`"),

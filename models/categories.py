@@ -10,7 +10,10 @@ a plain int, because the check runs on every send.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
+
+from .rows import Row
 
 
 class Category(StrEnum):
@@ -40,3 +43,20 @@ def covers(covered: int, category: Category) -> bool:
 
 def names(covered: int) -> list[str]:
     return [c.value for c in Category if covered & BIT[c]]
+
+
+@dataclass(slots=True)
+class LastSent(Row):
+    """The kind of the last message that went (or goes) to a userkey: what a STOP answers, under
+    Policy.opt_out_scope "category". [category, ts]."""
+    category: str = ""
+    ts: int = 0
+
+    row_version = 1  # [category, ts] (models/rows.py)
+
+    def to_bytes(self) -> bytes:
+        return self.pack([self.category, self.ts])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> "LastSent | None":
+        return None if raw is None else cls(*cls.unpack(raw))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .categories import ALL
+from .categories import ALL, BIT, Category
 from .rows import Row, by_field_count
 
 # Inbound ids kept per conversation to recognise `reply_to`: those inside the reply window, at most
@@ -83,8 +83,12 @@ class Userkey(Row):
     opt_out_inbound: str = ""
     confirmed: bool = False
     covered: int = ALL  # the kinds of message the opt-in names, a bit each (models/categories.py)
+    # While opted out: the kinds the opt-out stopped (all, or with Policy.opt_out_scope "category"
+    # the kind of the message the STOP answered and those that need more consent)
+    stopped: int = ALL
 
-    # v1: [opted_out, opted_in, changed_ts, how]; v2 appends opt_out_inbound, confirmed; v3 covered
+    # v1: [opted_out, opted_in, changed_ts, how]; v2 appends opt_out_inbound, confirmed; v3 covered,
+    # stopped
     row_version = 3
     untagged = by_field_count({4: 1, 6: 2})
 
@@ -94,15 +98,22 @@ class Userkey(Row):
 
     @staticmethod
     def upcast_v2_v3(fields: list) -> list:
-        return [*fields, ALL]  # from before kinds of message: an opt-in covered them all
+        return [*fields, ALL, ALL]  # from before kinds of message: an opt-in covered them all, an opt-out stopped them
 
-    def opt_out(self, ts: int, how: str, inbound: str = "") -> None:
-        self.opted_out, self.opted_in, self.changed_ts, self.how = True, False, ts, how
+    def opt_out(self, ts: int, how: str, inbound: str = "", stopped: int = ALL) -> None:
+        """Stop the kinds of message in `stopped`: all of them (the consent is revoked), or some,
+        when the other kinds keep the consent they had."""
+        self.opted_out, self.changed_ts, self.how, self.stopped = True, ts, how, stopped
+        self.opted_in = self.opted_in and stopped != ALL
         self.opt_out_inbound, self.confirmed = inbound, False
+
+    def stops(self, category: Category) -> bool:
+        """Does an opt-out stop a message of this kind?"""
+        return self.opted_out and bool(self.stopped & BIT[category])
 
     def opt_in(self, ts: int, how: str, covered: int = ALL) -> None:
         self.opted_out, self.opted_in, self.changed_ts, self.how = False, True, ts, how
-        self.opt_out_inbound, self.confirmed, self.covered = "", False, covered
+        self.opt_out_inbound, self.confirmed, self.covered, self.stopped = "", False, covered, ALL
 
     def confirmation_check(self, reply_to: str | None, recent: bool, ts: int, window_ms: int) -> tuple[bool, str]:
         """May a send at `ts` whose `reply_to` names an inbound (`recent`: within the reply window)
@@ -122,7 +133,7 @@ class Userkey(Row):
 
     def to_bytes(self) -> bytes:
         return self.pack([self.opted_out, self.opted_in, self.changed_ts, self.how, self.opt_out_inbound,
-                          self.confirmed, self.covered])
+                          self.confirmed, self.covered, self.stopped])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "Userkey":

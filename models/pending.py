@@ -30,18 +30,23 @@ class PendingRequest(Row):
     decision: dict  # the `delayed` decision, repeated verbatim if the same request arrives again
 
     # v1: the send's fields up to its ts, then deliver_at, cluster_id, decision; v2: the send's
-    # valid_for_s after its ts (rows from before versions have it only when it was set)
-    row_version = 2
+    # valid_for_s after its ts (rows from before versions have it only when it was set); v3: its
+    # category after that
+    row_version = 3
     untagged = by_field_count({11: 1, 12: 2})
 
     @staticmethod
     def upcast_v1_v2(fields: list) -> list:
         return [*fields[:8], None, *fields[8:]]  # valid_for_s: the policy's default
 
+    @staticmethod
+    def upcast_v2_v3(fields: list) -> list:
+        return [*fields[:9], None, *fields[9:]]  # category: the policy's default
+
     def to_bytes(self) -> bytes:
         s = self.send
         return self.pack([s.request_id, s.app, s.sender, s.userkey, s.network, s.text, s.reply_to, s.ts,
-                          s.valid_for_s, self.deliver_at, self.cluster_id, self.decision])
+                          s.valid_for_s, s.category, self.deliver_at, self.cluster_id, self.decision])
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "PendingRequest":

@@ -116,6 +116,10 @@ class Policy:
     contact_list_networks: tuple[str, ...] = ()
     # compliance by kind of message (models/categories.py): a send without `category` is this kind
     default_category: str = "informational"
+    # what a STOP stops: "all" (every kind but the one confirmation and HELP answers) or "category"
+    # (the kind of the message it answers and those that need more consent; "stop all", or a STOP
+    # answering no known message, stops all; CTIA and WhatsApp scope opt-outs so)
+    opt_out_scope: str = "all"
     # quiet hours (models/quiet_hours.py): sends of these kinds reach a recipient only inside its
     # region's window, in its local time; `quiet_hours_windows` overrides and extends the default
     # windows, as [[region, window], ...], e.g. [["GB", "08:00-21:00"], ["US-TX", "Mon-Sat 09:00-21:00"]]
@@ -194,6 +198,8 @@ class Policy:
         if self.default_category not in CATEGORIES:
             raise PolicyError(f"policy 'default_category' must be one of {', '.join(CATEGORIES)}, "
                               f"got {self.default_category!r:.60}")
+        if self.opt_out_scope not in ("all", "category"):
+            raise PolicyError(f"policy 'opt_out_scope' must be all or category, got {self.opt_out_scope!r:.60}")
         kinds = self.quiet_hours_categories
         if not isinstance(kinds, (list, tuple)) or any(k not in CATEGORIES for k in kinds):
             raise PolicyError(f"policy 'quiet_hours_categories' must be a list of {', '.join(CATEGORIES)}, "

@@ -39,13 +39,13 @@ from ..decisions import Record
 from .burst import WHOLE_APP
 from .gate import CHECK_ID, DECODED_SENDERS, HANDLERS, Gate
 from .send import SEND_STEPS
-from .tables import (CLOCKS, CLUSTERS, CONTACTS, CONVERSATIONS, DUE, GRANTS, JUNK, LAPSE_DAYS, LAPSES, LAPSES_BY_DAY,
+from .tables import (CLOCKS, CLUSTERS, CONTACTS, CONVERSATIONS, DUE, GRANTS, JUNK, LAPSE_DAYS, LAPSES, LAPSES_BY_DAY, LAST_SENT,
                      PENDING, PLACES, RECIPIENTS, SCHEDULES, SEEN, SEEN_BY_DAY, SEEN_DAYS, SEEN_LISTS, SENDERS, SKETCHES,
                      SUBJECTS, TABLES, TEXTS, USERKEYS, DayLists, MemoryStore, OverlayStore, Store, due_entries, due_key,
                      key)
 
 __all__ = ["CHECK_ID", "CLOCKS", "CLUSTERS", "CONTACTS", "CONVERSATIONS", "DECODED_SENDERS", "DUE", "GRANTS",
-           "HANDLERS", "JUNK", "LAPSE_DAYS", "LAPSES", "LAPSES_BY_DAY", "PENDING", "PLACES", "RECIPIENTS", "SCHEDULES", "SEEN",
+           "HANDLERS", "JUNK", "LAPSE_DAYS", "LAPSES", "LAPSES_BY_DAY", "LAST_SENT", "PENDING", "PLACES", "RECIPIENTS", "SCHEDULES", "SEEN",
            "SEEN_BY_DAY", "SEEN_DAYS", "SEEN_LISTS", "SEND_STEPS", "SENDERS", "SKETCHES", "SUBJECTS", "TABLES", "TEXTS",
            "USERKEYS", "WHOLE_APP", "DayLists", "Gate", "MemoryStore", "OverlayStore", "Record", "Store",
            "due_entries", "due_key", "key"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import events as ev
-from ..categories import ALL, CONVERSED, GRANTED, Category, covered_by, covers, names
+from ..categories import ALL, CONVERSED, COVERING, GRANTED, Category, LastSent, covered_by, covers, names
 from ..consent import Conversation, Userkey
 from ..controls import inbound_digest
 from ..decisions import ConsentRecord, Outcome, Reason, Record, iso
@@ -17,7 +17,7 @@ from ..retention import DAY_MS, lapsed
 from ..wording import HELP, OPT_IN, OPT_OUT
 from . import retention
 from .context import SendContext
-from .tables import CONTACTS, CONVERSATIONS, USERKEYS, Store, key
+from .tables import CONTACTS, CONVERSATIONS, LAST_SENT, USERKEYS, Store, key
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -47,21 +47,37 @@ def inbound(gate: Gate, e: ev.Inbound, store: Store) -> list[Record]:
     if horizon and conv.last_ts // DAY_MS != day:
         retention.index_lapse(e.app, e.sender, user_id, conv.last_ts // DAY_MS, horizon, store)
 
-    def audit(kind: str) -> ConsentRecord:
+    def audit(kind: str, categories: int | None = None) -> ConsentRecord:
         return ConsentRecord(e.app, user_id, kind, said.rule, "inbound", e.event_id, e.sender, said.normalized,
-                             said.matched, e.ts, categories=names(ALL) if kind == OPT_IN else None)
+                             said.matched, e.ts, categories=None if categories is None else names(categories))
 
     if said.kind in (OPT_OUT, OPT_IN):
         user_key = key(e.app, user_id)
         user = Userkey.from_bytes(store.get(USERKEYS, user_key))
         how = f"inbound '{said.matched}' to sender '{e.sender}' (rule {said.rule})"
         if said.kind == OPT_OUT:
-            user.opt_out(e.ts, how, e.event_id)
+            stopped, answered = stopped_by(gate, said.matched, key(e.app, user_id), store)
+            user.opt_out(e.ts, how + answered, e.event_id, stopped)
         else:
             user.opt_in(e.ts, how)
         store.set(USERKEYS, user_key, user.to_bytes())
-        return [audit(said.kind)]
+        return [audit(said.kind, user.stopped if said.kind == OPT_OUT else user.covered)]
     return [audit("ambiguous")] if said.ambiguous else []
+
+
+def stopped_by(gate: Gate, matched: str, user_row: bytes, store: Store) -> tuple[int, str]:
+    """What an opt-out inbound stops (Policy.opt_out_scope), and the message it answered in words."""
+    last = LastSent.from_bytes(store.get(LAST_SENT, user_row)) if gate.policy.opt_out_scope == "category" else None
+    if last is None or matched == "stopall":  # "stop all", or no message known to answer: everything
+        return ALL, ""
+    return COVERING[Category(last.category)], f", answering a {last.category} message of {iso(last.ts)}"
+
+
+def remember_sent(gate: Gate, app: str, user_id: str, category: Category, ts: int, store: Store) -> None:
+    """The kind of a message that goes out to the userkey now (accepted, or released), what a STOP
+    answers under opt_out_scope "category" (a held one the user has not seen yet)."""
+    if gate.policy.opt_out_scope == "category":
+        store.set(LAST_SENT, key(app, user_id), LastSent(category.value, ts).to_bytes())
 
 
 def opt_change(gate: Gate, e: ev.OptIn | ev.OptOut, store: Store) -> list[Record]:
@@ -78,6 +94,7 @@ def opt_change(gate: Gate, e: ev.OptIn | ev.OptOut, store: Store) -> list[Record
         evidence = {name: value for name in EVIDENCE if (value := getattr(e, name))} or None
     else:
         user.opt_out(e.ts, how)
+        categories = names(user.stopped)
     store.set(USERKEYS, user_key, user.to_bytes())
     return [ConsentRecord(app=e.app, userkey=user_id, kind=kind, rule=f"{kind}_event", source=how,
                           source_event_id=e.event_id, sender="", text="", matched="", ts=e.ts,
@@ -90,7 +107,7 @@ EVIDENCE = ("method", "consent_text", "consent_version", "location")  # an opt_i
 def opted_out(c: SendContext) -> list[Record] | None:
     """Nothing goes to an opted-out userkey but the one confirmation of its opt-out."""
     e, p, user = c.e, c.policy, c.user
-    if not user.opted_out:
+    if not user.stops(c.category):
         return None
     # only a send that says it answers the opt-out may confirm it: the gate cannot read a
     # text's intent, so it does not infer it from timing (an implicit reply)
@@ -104,9 +121,11 @@ def opted_out(c: SendContext) -> list[Record] | None:
                             f"({user.how}), within {p.opt_out_confirmation_s} s (FCC 47 CFR 64.1200(a)(12)); "
                             f"it must carry no marketing, and nothing may follow it", reply=True)
         return [decision, c.gate.delivery(e, decision)]
+    stopped = ("nothing may be sent to it" if user.stopped == ALL else
+               f"no {' or '.join(names(user.stopped))} message may be sent to it (policy opt_out_scope: category)")
     return [c.decide(Outcome.REJECTED, Reason.OPTED_OUT,
-                     f"userkey opted out at {iso(user.changed_ts)} ({user.how}); nothing may be sent "
-                     f"to it until it opts in again (opt_in event or a keyword such as START){why_not}")]
+                     f"userkey opted out at {iso(user.changed_ts)} ({user.how}); {stopped} until it opts in "
+                     f"again (opt_in event or a keyword such as START){why_not}")]
 
 
 # the consent each kind of message needs, in words (models/categories.py)
@@ -120,7 +139,7 @@ def category(c: SendContext) -> list[Record] | None:
     that names it; the user writing, or the app's grant, covers informational ones at most. A
     send with no consent at all is left to `basis` (or is a reply)."""
     e, user, conv = c.e, c.user, c.conv
-    c.category = kind = Category(e.category) if e.category else c.gate.default_category
+    kind = c.category
     if kind is Category.CONVERSATIONAL or (kind is Category.INFORMATIONAL and conv.exists):  # the common case
         return None
     covered, held = 0, []

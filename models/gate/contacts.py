@@ -26,7 +26,7 @@ def contact(gate: Gate, e: ev.Contact, store: Store) -> None:
 
 def contact_list(c: SendContext) -> list[Record] | None:
     e = c.e
-    if (e.network not in c.policy.contact_list_networks or c.user.opted_out
+    if (e.network not in c.policy.contact_list_networks or c.user.stops(c.category)
             or c.store.get(CONTACTS, key(e.app, c.user_id, e.network)) is not None):
         return None
     return [c.decide(Outcome.REJECTED, Reason.NOT_IN_CONTACTS,

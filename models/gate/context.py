@@ -30,6 +30,7 @@ class SendContext:
     user: Userkey
     conv: Conversation  # with this sender; a fresh one once it lapsed (retention)
     valid_until: int | None  # when the request stops being worth sending (Gate.valid_until)
+    category: Category  # the send's kind, or the policy's default (models/categories.py)
     lapse_note: str = ""  # says that the conversation lapsed, for a refusal (retention)
     answered: RecentInbound | None = None  # the inbound the send answers, if it does (replies)
     reply_why: str = ""  # why the send is, or is not, a reply (replies)
@@ -40,7 +41,6 @@ class SendContext:
     sends: RecipientSends | None = None  # the userkey's send slots (with recipient_limits)
     counted: list[tuple[str, SenderState]] = field(default_factory=list)  # the burst counts the send took
     decision: Decision | None = None  # once burst pacing has decided
-    category: Category = Category.INFORMATIONAL  # the send's kind, or the policy's default (consent.category)
     not_before: int | None = None  # the recipient's quiet hours hold the send until then (quiet)
     opening: Opening | None = None  # ... the window that does, in words
     subject: str = ""  # the app-wide cluster of near-identical texts the send joined (burst.pace)
@@ -52,7 +52,7 @@ class SendContext:
         user_id = gate.stored_userkey(e.userkey)
         return cls(gate, store, e, gate.policy, user_id, Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id))),
                    Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id))),
-                   gate.valid_until(e))
+                   gate.valid_until(e), gate.category_of(e))
 
     def grant(self) -> AppGrant:
         """The app's unrestricted-outbound grant, read once per send (consent.category and basis)."""

@@ -60,6 +60,10 @@ class Gate:
         valid_for_s = e.valid_for_s or self.policy.default_valid_for_s
         return e.ts + valid_for_s * 1000 if valid_for_s else None
 
+    def category_of(self, e: ev.Send) -> Category:
+        """The send's kind of message: its own, or the policy's default."""
+        return Category(e.category) if e.category else self.default_category
+
     @staticmethod
     def delivery(e: ev.Send, decision: Decision) -> Delivery:
         return Delivery(e.request_id, e.app, e.sender, e.userkey, e.network, e.text, e.reply_to, decision.ts,

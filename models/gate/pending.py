@@ -13,7 +13,7 @@ from .. import events as ev
 from ..consent import Userkey
 from ..decisions import Decision, Outcome, Reason, Record, iso
 from ..pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
-from . import recipients
+from . import consent, recipients
 from .context import SendContext
 from .tables import DUE, PENDING, SCHEDULES, USERKEYS, Store, due_entries, due_key, key
 
@@ -107,8 +107,9 @@ def release(gate: Gate, pending: PendingRequest, ts: int, store: Store) -> list[
                             f"for its slot {iso(pending.deliver_at)}; event time reached the slot only at "
                             f"{iso(ts)}, so it was not delivered", ts, deliver_at=pending.deliver_at,
                             cluster_id=pending.cluster_id)]
-    user = Userkey.from_bytes(store.get(USERKEYS, key(s.app, gate.stored_userkey(s.userkey))))
-    if user.opted_out:
+    user_id, category = gate.stored_userkey(s.userkey), gate.category_of(s)
+    user = Userkey.from_bytes(store.get(USERKEYS, key(s.app, user_id)))
+    if user.stops(category):
         recipients.forget_slot(gate, s, pending.deliver_at, store)
         return [Decision.on(s, Outcome.CANCELLED, Reason.OPTED_OUT,
                             f"userkey opted out at {iso(user.changed_ts)} ({user.how}) while the request waited "
@@ -116,6 +117,7 @@ def release(gate: Gate, pending: PendingRequest, ts: int, store: Store) -> list[
     decision = Decision.on(s, Outcome.RELEASED, Reason.SLOT_REACHED,
                            f"paced slot {iso(pending.deliver_at)} reached; delivered", ts,
                            deliver_at=pending.deliver_at, cluster_id=pending.cluster_id)
+    consent.remember_sent(gate, s.app, user_id, category, ts, store)
     return [decision, gate.delivery(s, decision)]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..decisions import Outcome, Reason, Record
 from ..slots import slot_refusal
-from . import pending, recipients
+from . import consent, pending, recipients
 from .context import SendContext
 from .tables import CONVERSATIONS, key
 
@@ -25,6 +25,7 @@ def help_reply(c: SendContext) -> list[Record] | None:
                         f"consent", reply=True)
     answered.answer_help()
     c.store.set(CONVERSATIONS, key(e.app, e.sender, c.user_id), c.conv.to_bytes())
+    consent.remember_sent(c.gate, e.app, c.user_id, c.category, e.ts, c.store)
     return [decision, c.gate.delivery(e, decision)]
 
 

@@ -24,6 +24,7 @@ def answer(c: SendContext) -> list[Record] | None:
     decision = c.decision
     assert decision is not None, "burst.pace decides every send that reaches it"
     if decision.outcome == Outcome.ACCEPTED:
+        consent.remember_sent(c.gate, c.e.app, c.user_id, c.category, c.e.ts, c.store)
         return [decision, c.gate.delivery(c.e, decision)]
     if decision.reason in (Reason.BURST_LIMIT, Reason.JUNK_SIMILAR) and decision.outcome == Outcome.REJECTED:
         return [decision, *grants.watch(c.gate, c.e.app, ("refused_blasts",), c.e.ts, c.store)]

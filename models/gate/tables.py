@@ -35,8 +35,9 @@ TEXTS = "texts"                  # (app, userkey)          -> RecentTexts (the t
 JUNK = "junk"                    # template id             -> JunkTemplate (each partition's own index)
 PLACES = "places"                # (app, userkey)          -> RecipientPlace (a recipient_profile event's)
 SUBJECTS = "subjects"            # (app, userkey)          -> SubjectSends (promotional sends by subject)
+LAST_SENT = "last_sent"          # (app, userkey)          -> LastSent (with opt_out_scope "category")
 TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, CLUSTERS, SKETCHES, PENDING, SCHEDULES, DUE, CLOCKS, LAPSE_DAYS,
-          LAPSES, RECIPIENTS, CONTACTS, SEEN, SEEN_DAYS, SEEN_LISTS, TEXTS, JUNK, PLACES, SUBJECTS)
+          LAPSES, RECIPIENTS, CONTACTS, SEEN, SEEN_DAYS, SEEN_LISTS, TEXTS, JUNK, PLACES, SUBJECTS, LAST_SENT)
 
 
 @dataclass(frozen=True)

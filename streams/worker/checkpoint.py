@@ -48,7 +48,7 @@ from faust.stores.memory import Store as MemoryStore
 from faust.tables.globaltable import GlobalTable
 from faust.types import TP, EventT
 
-from sendgate.models.gate import (CLOCKS, CLUSTERS, CONTACTS, CONVERSATIONS, DUE, GRANTS, JUNK, LAPSE_DAYS, LAPSES,
+from sendgate.models.gate import (CLOCKS, CLUSTERS, CONTACTS, CONVERSATIONS, DUE, GRANTS, JUNK, LAPSE_DAYS, LAPSES, LAST_SENT,
                                   PENDING, PLACES, RECIPIENTS, SCHEDULES, SEEN, SEEN_DAYS, SEEN_LISTS, SENDERS, SKETCHES,
                                   SUBJECTS, TEXTS, USERKEYS, key)
 from sendgate.models.junk import JunkIndex, JunkReport, JunkTemplate
@@ -66,7 +66,7 @@ APPS = "apps"  # the global table of app -> the events partition its log lives o
 PREFIX = {USERKEYS: b"u:", CONVERSATIONS: b"c:", GRANTS: b"g:", SENDERS: b"s:", CLUSTERS: b"b:", SKETCHES: b"m:",
           PENDING: b"p:", SCHEDULES: b"t:", DUE: b"d:", CLOCKS: b"k:", LAPSE_DAYS: b"x:", LAPSES: b"l:",
           RECIPIENTS: b"r:", CONTACTS: b"a:", SEEN: b"n:", SEEN_DAYS: b"y:", SEEN_LISTS: b"z:", TEXTS: b"w:",
-          JUNK: b"j:", PLACES: b"o:", SUBJECTS: b"v:"}
+          JUNK: b"j:", PLACES: b"o:", SUBJECTS: b"v:", LAST_SENT: b"q:"}
 KIND = {prefix: name for name, prefix in PREFIX.items()}
 HOME = b"h:"  # + app: the events partition the app lives on (also in the global apps table)
 COMMITTED_CACHE_ROWS = 100_000  # committed rows kept in memory (`CheckpointStore._committed`): ~20 MB

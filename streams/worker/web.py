@@ -26,6 +26,7 @@ import orjson
 from faust.web import Request, Response, View
 
 from sendgate.models.burst import SenderState
+from sendgate.models.categories import ALL, names
 from sendgate.models.consent import AppGrant, Conversation, Userkey
 from sendgate.models.events import InvalidEvent, validate
 from sendgate.models.gate import (CLUSTERS, CONVERSATIONS, GRANTS, PENDING, SCHEDULES, SENDERS, SKETCHES, USERKEYS,
@@ -116,7 +117,8 @@ def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore, doo
                 body["conversation"] = {"sender": sender, "exists": conv.exists, "first_ts": conv.first_ts or None,
                                         "last_ts": conv.last_ts or None,
                                         "recent_inbound_ids": conv.inbound_ids}
-            body["why"] = ("opted out: nothing may be sent" if user.opted_out else
+            stopped = "nothing may be sent" if user.stopped == ALL else f"no {' or '.join(names(user.stopped))} message"
+            body["why"] = (f"opted out: {stopped}" if user.opted_out else
                            "opted in to the app" if user.opted_in else
                            "no app-wide consent; a sender may message it only after it wrote to that sender"
                            + (" (the app holds an unrestricted grant)" if grant.unrestricted else ""))

@@ -9,6 +9,8 @@ import sys
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from harness import decisions, ev, publish
 
 NY, CHICAGO = ZoneInfo("America/New_York"), ZoneInfo("America/Chicago")
@@ -79,8 +81,40 @@ def test_kinds_quiet_hours_and_subjects_are_decided_live_and_in_a_replay(setting
     assert sorted((d["app"], d["request_id"], d["ts"]) for d in released) == [
         ("nyc", "late", ms("2026-12-01 08:00", NY)), ("tex", "sunday", ms("2026-11-29 12:00", CHICAGO))]
 
+    assert_replay_decides_as_live(settings, tmp_path, 9)
+
+
+def assert_replay_decides_as_live(settings, tmp_path, requests: int) -> None:
     result = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", "replay", "--name", "compliance",
-                             "--compare", "--changed-out", str(tmp_path / "changed.jsonl")], capture_output=True, text=True, env={**os.environ, **settings.to_env()},
-                            timeout=120)
+                             "--compare", "--changed-out", str(tmp_path / "changed.jsonl")], capture_output=True,
+                            text=True, env={**os.environ, **settings.to_env()}, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "requests: 9 live, 9 replayed, 0 changed" in result.stdout, result.stdout
+    assert f"requests: {requests} live, {requests} replayed, 0 changed" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("scope", ["all", "category"])
+def test_both_opt_out_scopes_on_the_broker(settings, workers, tmp_path, scope):
+    """`all` (the default) stops every kind; `category` the kind of the message the STOP answered
+    (and those needing more consent), and "stop all" everything."""
+    if scope == "category":
+        policy = tmp_path / "scope.toml"
+        policy.write_text('[compliance]\nopt_out_scope = "category"\n')
+        settings = settings.with_(policy_file=str(policy))
+    workers.start(settings)
+    t, app = ms("2026-11-30 12:00", NY), "scope"
+    events = [*consented(app, "u1", t - 3_600_000), *consented(app, "u2", t - 3_600_000),
+              promotion(app, "promo-1", "u1", t), promotion(app, "promo-2", "u2", t, 31),
+              ev("inbound", event_id="stop-1", app=app, sender="s1", userkey="u1", network="sms", text="Stop.",
+                 ts=t + 60_000),
+              ev("inbound", event_id="stop-2", app=app, sender="s1", userkey="u2", network="sms", text="STOP ALL",
+                 ts=t + 60_000),
+              promotion(app, "promo-3", "u1", t + 120_000, 40)]
+    events += [ev("send", request_id=f"info-{u}", app=app, sender="s1", userkey=u, network="sms",
+                  text="Your order 48213 has shipped", ts=t + 180_000) for u in ("u1", "u2")]
+    publish(settings, events)
+    got = {d["request_id"]: d for d in decisions(settings, 5)}
+    assert [got[r]["outcome"] for r in ("promo-1", "promo-2")] == ["accepted"] * 2
+    assert (got["promo-3"]["outcome"], got["promo-3"]["reason"]) == ("rejected", "opted_out")
+    assert got["info-u2"]["reason"] == "opted_out"  # "stop all" stops everything under both scopes
+    assert got["info-u1"]["outcome"] == ("rejected" if scope == "all" else "accepted"), got["info-u1"]
+    assert_replay_decides_as_live(settings, tmp_path, 5)

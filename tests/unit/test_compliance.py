@@ -243,3 +243,61 @@ def test_the_pre_flight_check_decides_the_kind_of_message_as_the_worker_does():
     assert [d.reason for d in decided] == ["no_consent_for_category", "opt_in"]
     assert [d.reason for d in g.gate.check(APP, SENDER, OFFER, ["talker"], T,
                                            OverlayStore(g.store.get, g.store.junk))] == ["conversation"]
+
+
+# --- 2. opt-out scope ------------------------------------------------------------------------
+def stop(user: str, when: int, text: str = "Stop.") -> dict:
+    return event("inbound", when, userkey=user, text=text, event_id=f"stop-{user}-{when}")
+
+
+def test_with_the_default_scope_a_stop_stops_every_kind_of_message():
+    g = Gate()
+    g.feed(*established(grant=False), opted_in("u1", -HOUR))
+    assert g.decide(send("u1", text=OFFER, category="promotional")).outcome == "accepted"
+    g.feed(stop("u1", MINUTE))
+    for at, category in ((2 * MINUTE, "informational"), (3 * MINUTE, "conversational")):
+        d = g.decide(send("u1", at=at, text=f"Your order shipped ({at})", category=category))
+        assert (d.outcome, d.reason) == ("rejected", "opted_out") and "nothing may be sent" in d.detail
+    opt_out = [r for r in g.records if type(r).__name__ == "ConsentRecord"][-1]
+    assert opt_out.kind == "opt_out" and opt_out.categories == ["conversational", "informational", "promotional"]
+
+
+def test_with_scope_category_a_stop_stops_the_kind_of_the_message_it_answers_and_those_needing_more():
+    g = Gate(Policy(opt_out_scope="category"))
+    g.feed(*established(grant=False), *[opted_in(u, -HOUR) for u in ("promo", "info", "all", "none")])
+    assert g.decide(send("promo", text=OFFER, category="promotional")).outcome == "accepted"
+    assert g.decide(send("info", text="Your order 48213 has shipped")).outcome == "accepted"
+    assert g.decide(send("all", text=OFFER, category="promotional")).outcome == "accepted"
+    g.feed(stop("promo", MINUTE), stop("info", MINUTE), stop("all", MINUTE, "stop all"), stop("none", MINUTE))
+    trail = {r.userkey: r.categories for r in g.records if type(r).__name__ == "ConsentRecord" and r.kind == "opt_out"}
+    assert trail == {"promo": ["promotional"], "info": ["informational", "promotional"],
+                     "all": ["conversational", "informational", "promotional"],
+                     "none": ["conversational", "informational", "promotional"]}  # it answered nothing known
+
+    def outcome(user: str, at: int, category: str) -> str:
+        return g.decide(send(user, at=at, text=f"A message for you, {at}", category=category)).outcome
+
+    assert outcome("promo", 2 * MINUTE, "promotional") == "rejected"
+    assert outcome("promo", 3 * MINUTE, "informational") == "accepted"
+    assert outcome("info", 4 * MINUTE, "informational") == "rejected"
+    assert outcome("info", 5 * MINUTE, "promotional") == "rejected"
+    assert outcome("info", 6 * MINUTE, "conversational") == "accepted"
+    assert outcome("all", 7 * MINUTE, "conversational") == "rejected"
+    assert outcome("none", 8 * MINUTE, "conversational") == "rejected"
+    refused = g.decide(send("promo", at=9 * MINUTE, text=OFFER.replace("30", "20"), category="promotional"))
+    assert "no promotional message may be sent" in refused.detail and "answering a promotional message" in \
+        refused.detail
+    # START restores every kind
+    g.feed(event("inbound", 10 * MINUTE, userkey="promo", text="START"))
+    assert outcome("promo", 11 * MINUTE, "promotional") == "accepted"
+
+
+def test_with_scope_category_a_held_request_of_a_kind_the_stop_spared_still_goes():
+    g = Gate(Policy(opt_out_scope="category", recipient_limits=((1, 3600),)))
+    g.feed(*established(grant=False), opted_in("u1", -HOUR))
+    assert g.decide(send("u1", text=OFFER, category="promotional")).outcome == "accepted"
+    held = g.decide(send("u1", at=MINUTE, text="Your order 48213 has shipped"))  # waits for the hourly limit
+    assert (held.outcome, held.reason) == ("delayed", "recipient_limit")
+    g.feed(stop("u1", 2 * MINUTE))  # answers the promotion (the last that went), not the held one
+    released = g.feed(event("tick", HOUR + MINUTE))
+    assert [(d.request_id, d.outcome) for d in released] == [(held.request_id, "released")]

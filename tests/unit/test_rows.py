@@ -17,6 +17,7 @@ import pytest
 from conftest import DAY, MINUTE, T
 from sendgate.models import rows
 from sendgate.models.burst import V2_SUSPICION_MS, BurstCluster, SenderState
+from sendgate.models.categories import LastSent
 from sendgate.models.clock import AppClock
 from sendgate.models.memory import AnsweredRequest, SeenEvent
 from sendgate.models.consent import AppGrant, Conversation, Userkey
@@ -56,16 +57,16 @@ def fields_of(obj) -> dict:
 FORMS = [
     (Userkey, 1, b'[true,false,1700000000000,"keyword STOP to sender \'S1\'"]', "0bf00a2",
      dict(opted_out=True, opted_in=False, changed_ts=T, how="keyword STOP to sender 'S1'", opt_out_inbound="",
-          confirmed=False, covered=7)),
+          confirmed=False, covered=7, stopped=7)),
     (Userkey, 2, b'[true,false,1700000000000,"inbound \'stop\' to sender \'S1\' (rule per_se)","in-9",true]', "HEAD",
      dict(opted_out=True, opted_in=False, changed_ts=T, how="inbound 'stop' to sender 'S1' (rule per_se)",
-          opt_out_inbound="in-9", confirmed=True, covered=7)),
+          opt_out_inbound="in-9", confirmed=True, covered=7, stopped=7)),
     (Userkey, 2, b'2[false,true,1700000000000,"opt_in event (web form)","",false]', "e7ab275",
      dict(opted_out=False, opted_in=True, changed_ts=T, how="opt_in event (web form)", opt_out_inbound="",
-          confirmed=False, covered=7)),
-    (Userkey, 3, b'3[false,true,1700000000000,"opt_in event (web form)","",false,3]', "HEAD",
-     dict(opted_out=False, opted_in=True, changed_ts=T, how="opt_in event (web form)", opt_out_inbound="",
-          confirmed=False, covered=3)),
+          confirmed=False, covered=7, stopped=7)),
+    (Userkey, 3, b'3[true,true,1700000000000,"inbound \'stop\' to sender \'S1\' (rule per_se)","in-9",false,3,4]',
+     "HEAD", dict(opted_out=True, opted_in=True, changed_ts=T, how="inbound 'stop' to sender 'S1' (rule per_se)",
+                  opt_out_inbound="in-9", confirmed=False, covered=3, stopped=4)),
     (Conversation, 1, b'[1699999940000,1700000000000,[["in-1",1699999940000],["in-2",1700000000000]]]', "0bf00a2",
      dict(first_ts=T - MINUTE, last_ts=T, recent=[["in-1", T - MINUTE], ["in-2", T]], conversed=None, loop=None)),
     (Conversation, 2,
@@ -116,6 +117,18 @@ FORMS = [
      b'"request_id":"r2","outcome":"delayed","reason":"burst_paced","deliver_at":1700000120000}]', "HEAD",
      dict(send=Send("r2", "acme", "S1", "u2", "sms", "Sale today", "in-3", T, 3600), deliver_at=T + 2 * MINUTE,
           cluster_id="c1", decision={**DELAYED, "request_id": "r2", "deliver_at": T + 2 * MINUTE})),
+    (PendingRequest, 2,
+     b'2["r2","acme","S1","u2","sms","Sale today","in-3",1700000000000,3600,1700000120000,"c1",{"type":"decision",'
+     b'"request_id":"r2","outcome":"delayed","reason":"burst_paced","deliver_at":1700000120000}]', "e7ab275",
+     dict(send=Send("r2", "acme", "S1", "u2", "sms", "Sale today", "in-3", T, 3600), deliver_at=T + 2 * MINUTE,
+          cluster_id="c1", decision={**DELAYED, "request_id": "r2", "deliver_at": T + 2 * MINUTE})),
+    (PendingRequest, 3,
+     b'3["r3","acme","S1","u3","sms","Sale today",null,1700000000000,null,"promotional",1700000120000,"app-c1",'
+     b'{"type":"decision","request_id":"r3","outcome":"delayed","reason":"quiet_hours","deliver_at":1700000120000}]',
+     "HEAD", dict(send=Send("r3", "acme", "S1", "u3", "sms", "Sale today", None, T, None, "promotional"),
+                  deliver_at=T + 2 * MINUTE, cluster_id="app-c1",
+                  decision={**DELAYED, "request_id": "r3", "reason": "quiet_hours", "deliver_at": T + 2 * MINUTE})),
+    (LastSent, 1, b'1["promotional",1700000000000]', "HEAD", dict(category="promotional", ts=T)),
     (DueBucket, 1, b'[[1700000060000,"r1"],[1700000120000,"r2"]]', "HEAD",
      dict(entries=[[T + MINUTE, "r1"], [T + 2 * MINUTE, "r2"]])),
     (ReleaseSchedule, 1, b'[[28333333,28333335],1700000000030]', "0baf3ae",
@@ -195,7 +208,7 @@ def test_every_row_kind_has_a_stored_form_of_every_version():
 
 @pytest.mark.parametrize("kind", [Userkey, Conversation, AppGrant, AppClock, RecipientSends, RecentTexts, JunkTemplate,
                                   JunkReport, PendingRequest, DueBucket, ReleaseSchedule, LapseIndex, LapseBucket,
-                                  BurstCluster, SenderState, AnsweredRequest, SeenEvent, SubjectSends, RecipientPlace],
+                                  BurstCluster, SenderState, AnsweredRequest, SeenEvent, SubjectSends, RecipientPlace, LastSent],
                          ids=lambda kind: kind.__name__)
 def test_a_row_of_a_newer_version_is_refused_naming_the_kind_and_both_versions(kind):
     newer = kind.row_version + 1
@@ -280,5 +293,5 @@ def test_a_kind_missing_an_upcast_step_fails_when_it_is_defined_not_when_a_row_i
 def test_the_version_costs_one_byte():
     # one byte tells the version; kinds that wrote their version first in the array save a byte
     assert len(AppClock(T, T).to_bytes()) == len(b"[3,1700000000000,1700000000000,0]") - 1
-    assert len(Userkey().to_bytes()) == len(b'[false,false,0,"","",false,7]') + 1
+    assert len(Userkey().to_bytes()) == len(b'[false,false,0,"","",false,7,7]') + 1
     assert rows.UNTAGGED - rows.ZERO == 43  # `[`: never a version
