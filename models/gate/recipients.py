@@ -109,5 +109,7 @@ def past_limits(c: SendContext, at: int, window: tuple[int, int] | None) -> Deci
     """The refusal of a send whose recipient's limits put it at `at`, or None if it may wait."""
     if window is None:
         return None
-    refused = slot_refusal(limit_text(window), at, c.e.ts, c.valid_until, c.policy.max_delay_s, Reason.RECIPIENT_LIMIT)
+    # (a send quiet hours hold waits from the window's opening, as burst pacing measures it)
+    refused = slot_refusal(limit_text(window), at, c.not_before or c.e.ts, c.valid_until, c.policy.max_delay_s,
+                           Reason.RECIPIENT_LIMIT)
     return None if refused is None else c.refuse(refused)

@@ -163,6 +163,21 @@ def test_a_nights_blast_is_paced_from_the_windows_opening_not_released_at_once()
     assert all(d.outcome == "delayed" and "quiet hours of US:" in d.detail for d in decided)
 
 
+def test_the_recipients_limits_place_a_held_send_from_the_windows_opening():
+    g = Gate(Policy(recipient_limits=((1, 3600),)))
+    t = at("2026-12-07 22:30", NY)
+    g.feed(*[dict(e, ts=e["ts"] + t) for e in established(grant=False)], opted_in("u1", t - 2 * HOUR),
+           profiled("u1", NY, "US-NY", t - 2 * HOUR))
+    assert g.decide(send("u1", at=t - 2 * HOUR, text="Your order shipped")).outcome == "accepted"  # 20:30
+    first = g.decide(send("u1", at=t, text=OFFER, category="promotional"))
+    second = g.decide(send("u1", at=t + 1, text="Weekend menu: 2 for 1 on pasta", category="promotional"))
+    opening = at("2026-12-08 08:00", NY) + T
+    assert (first.reason, first.deliver_at) == ("quiet_hours", opening)
+    # the limit's next slot is an hour after the opening: 10.5 h after the send, yet within
+    # max_delay_s (6 h) of the opening, so it waits rather than being refused
+    assert (second.outcome, second.reason, second.deliver_at) == ("delayed", "recipient_limit", opening + HOUR)
+
+
 def test_a_reply_is_not_held_by_quiet_hours():
     g = Gate()
     t = at("2026-12-07 23:30", NY)
