@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any, Callable, Union
 
 import orjson
@@ -22,8 +23,27 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_TS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
+class Refusal(StrEnum):
+    """Why a record is dead-lettered, as a bounded code (metrics count by it, the dead letter says
+    it); the message says the rest."""
+    NOT_JSON = "not_json"  # not UTF-8 JSON, or not an object
+    NO_VALUE = "no_value"
+    TOO_LARGE = "too_large"  # over MAX_RECORD_BYTES
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"  # a field of the wrong type, length or form
+    TS_AHEAD = "ts_ahead"  # event time too far ahead of the record's timestamp
+    WRONG_KEY = "wrong_key"  # the record's key is not the event's app
+    SPLIT_APP = "split_app"  # the app's events on two partitions
+    UNAUTHORIZED = "unauthorized"  # models/sources.py: its signer may not say it
+
+
 class InvalidEvent(ValueError):
-    """A record that is not a valid v1 event; the message is the dead-letter reason."""
+    """A record that is not a valid v1 event; the message is the dead-letter reason, `code` its kind."""
+
+    def __init__(self, message: str, code: Refusal = Refusal.INVALID_FIELD) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,16 +333,17 @@ def validate(doc: Any, record_ts: int, max_ahead_ms: int | None = None) -> Event
     pending request at once.
     """
     if not isinstance(doc, dict):
-        raise InvalidEvent(f"an event must be a JSON object, got {type(doc).__name__}")
+        raise InvalidEvent(f"an event must be a JSON object, got {type(doc).__name__}", Refusal.NOT_JSON)
     kind = doc.get("type")
     spec = _KINDS.get(kind) if isinstance(kind, str) else None
     if spec is None:
-        raise InvalidEvent(f"field 'type' must be one of {', '.join(EVENT_TYPES)}, got {kind!r:.60}")
+        raise InvalidEvent(f"field 'type' must be one of {', '.join(EVENT_TYPES)}, got {kind!r:.60}",
+                           Refusal.UNKNOWN_TYPE)
     cls, required, optional = spec
     values: dict[str, Any] = {}
     for name, check in required:
         if name not in doc:
-            raise InvalidEvent(f"{kind}: missing required field '{name}'")
+            raise InvalidEvent(f"{kind}: missing required field '{name}'", Refusal.MISSING_FIELD)
         values[name] = check(name, doc[name])
     for name, check in optional:
         value = doc.get(name)
@@ -331,20 +352,20 @@ def validate(doc: Any, record_ts: int, max_ahead_ms: int | None = None) -> Event
     values["ts"] = _ts("ts", record_ts if ts is None else ts)
     if max_ahead_ms is not None and values["ts"] - record_ts > max_ahead_ms:
         raise InvalidEvent(f"field 'ts' is {(values['ts'] - record_ts) // 1000} s ahead of the record's timestamp; "
-                           f"the limit is {max_ahead_ms // 1000} s (max_ts_ahead_s)")
+                           f"the limit is {max_ahead_ms // 1000} s (max_ts_ahead_s)", Refusal.TS_AHEAD)
     return cls(**values)
 
 
 def decode_event(raw: bytes | None, record_ts: int, max_ahead_ms: int | None = None) -> Event:
     """Decode one record value (UTF-8 JSON) into a validated event, or raise InvalidEvent."""
     if raw is None:
-        raise InvalidEvent("record has no value")
+        raise InvalidEvent("record has no value", Refusal.NO_VALUE)
     if len(raw) > MAX_RECORD_BYTES:
-        raise InvalidEvent(f"record is {len(raw)} bytes; the limit is {MAX_RECORD_BYTES}")
+        raise InvalidEvent(f"record is {len(raw)} bytes; the limit is {MAX_RECORD_BYTES}", Refusal.TOO_LARGE)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f"not valid UTF-8 JSON: {exc}") from None
+        raise InvalidEvent(f"not valid UTF-8 JSON: {exc}", Refusal.NOT_JSON) from None
     return validate(doc, record_ts, max_ahead_ms)
 
 

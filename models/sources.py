@@ -60,7 +60,7 @@ class Unauthorized(ev.InvalidEvent):
     """A record whose source may not say it; dead-lettered as `unauthorized: <rule>: ...`."""
 
     def __init__(self, rule: str, message: str) -> None:
-        super().__init__(f"unauthorized: {rule}: {message}")
+        super().__init__(f"unauthorized: {rule}: {message}", ev.Refusal.UNAUTHORIZED)
         self.rule = rule
 
 

@@ -86,7 +86,7 @@ class Gate:
         if key != event.app.encode():
             shown = key.decode(errors="replace") if key is not None else None
             raise ev.InvalidEvent(f"record key {shown!r} must be the event's app {event.app!r}: events are keyed "
-                                  f"by app so that each app's log is totally ordered")
+                                  f"by app so that each app's log is totally ordered", ev.Refusal.WRONG_KEY)
         if keyring is not None and signer is not None:
             at = max(record_ts, event.ts)
             if store is not None:

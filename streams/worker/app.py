@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from sendgate.models.decisions import ConsentRecord, Decision, GrantRevocation, JunkShare
-from sendgate.models.events import InvalidEvent, JunkShared, event_type
+from sendgate.models.events import InvalidEvent, JunkShared, Refusal, event_type
 from sendgate.models.gate import Gate
 from sendgate.models.sources import WORKER, KeyringError
 
@@ -419,7 +419,7 @@ class GateWorker:
         try:
             decoded = self.gate.decode(message.key, value, record_ts, message.headers, self.store)
         except InvalidEvent as exc:
-            return await self.dead_letter(message, value, str(exc), getattr(exc, "rule", None))
+            return await self.dead_letter(message, value, str(exc), exc.code, getattr(exc, "rule", None))
         self.tally.count(event_type(decoded), record_ts)
         # a junk report shared with every partition lives on no partition of its app's
         home = message.partition if type(decoded) is JunkShared else self.store.home(decoded.app, message.partition)
@@ -431,7 +431,7 @@ class GateWorker:
                 f"app {decoded.app!r} lives on partition {home} of {message.topic}, but this record is on partition "
                 f"{message.partition}: a producer with another partitioner split the app over two partitions, "
                 f"which would break its order and split its state; publish every event of the app to partition "
-                f"{home} (Java's murmur2 partitioner, or that partition explicitly)"))
+                f"{home} (Java's murmur2 partitioner, or that partition explicitly)"), Refusal.SPLIT_APP)
         with self.store.handling(event):
             records = self.gate.handle(decoded, self.store, record_ts)
         sent = []
@@ -490,12 +490,13 @@ class GateWorker:
             self._delivery_topics[network] = topic
         return topic
 
-    async def dead_letter(self, message: Any, value: bytes | None, error: str, rule: str | None = None) -> list[Any]:
+    async def dead_letter(self, message: Any, value: bytes | None, error: str, code: Refusal,
+                          rule: str | None = None) -> list[Any]:
         self.counts["deadlettered"] += 1
-        self.tally.dead_letter(error, rule)
+        self.tally.dead_letter(code, rule)
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
         # with the record's own headers (its signature): `sendgate deadletter republish` sends it back as it came
-        return await self.send(self.deadletter, message.key, dead_letter_record(message, value, error),
+        return await self.send(self.deadletter, message.key, dead_letter_record(message, value, error, code),
                                headers=list(message.headers or ()) or None)
 
 
@@ -524,9 +525,9 @@ def _where(batch: list[Any]) -> str:
         for (topic, partition), (first, last) in sorted(spans.items()))
 
 
-def dead_letter_record(message: Any, value: bytes | None, error: str) -> bytes:
-    """The dead-letter topic's value for a record: the reason, where it was, and the record itself."""
-    doc: dict[str, Any] = {"error": error, "topic": message.topic, "partition": message.partition,
+def dead_letter_record(message: Any, value: bytes | None, error: str, code: Refusal) -> bytes:
+    """The dead-letter topic's value for a record: the reason, its code, where it was, and the record itself."""
+    doc: dict[str, Any] = {"error": error, "code": code, "topic": message.topic, "partition": message.partition,
                            "offset": message.offset}
     for name, data in (("key", message.key), ("raw", value)):
         text, is_base64 = _text_or_b64(data)

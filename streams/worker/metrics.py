@@ -9,7 +9,6 @@ userkey, sender or request id; networks outside `SENDGATE_METRICS_NETWORKS` coun
 """
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from prometheus_client import (CollectorRegistry, Counter as PromCounter, Gauge,
 from prometheus_client.core import GaugeMetricFamily
 
 from sendgate.models.decisions import ConsentRecord, Decision, Delivery
+from sendgate.models.events import Refusal
 
 STAGES = ("decide", "produce", "checkpoint")
 LATEST = 50  # decisions the dashboard's tail shows
@@ -30,33 +30,11 @@ RISKY_SENDERS = 1000  # senders tracked for "riskiest", the least paced dropped 
 
 disable_created_metrics()  # no `_created` series beside every counter: half the scrape, nothing an alert uses
 
-# Dead-letter reasons, by the decoder's wording, as bounded label values.
-_ERROR_CLASSES = (
-    ("unauthorized", re.compile(r"^unauthorized: ")),
-    ("not_json", re.compile(r"^not valid UTF-8 JSON|^an event must be a JSON object")),
-    ("no_value", re.compile(r"^record has no value")),
-    ("too_large", re.compile(r"^record is \d+ bytes")),
-    ("unknown_type", re.compile(r"^field 'type' must be")),
-    ("missing_field", re.compile(r": missing required field")),
-    ("wrong_key", re.compile(r"^record key ")),
-    ("ts_ahead", re.compile(r"^field 'ts' is \d+ s ahead")),
-    ("split_app", re.compile(r"^app .* lives on partition")),
-    ("invalid_field", re.compile(r"^field '")),
-)
-
-
 def build_version() -> str:
     try:
         return dist_version("sendgate")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
-
-
-def error_class(error: str) -> str:
-    for name, pattern in _ERROR_CLASSES:
-        if pattern.search(error):
-            return name
-    return "other"
 
 
 @dataclass
@@ -65,7 +43,7 @@ class BatchTally:
     events: Counter = field(default_factory=Counter)  # by type
     decisions: Counter = field(default_factory=Counter)  # by (outcome, reason)
     deliveries: Counter = field(default_factory=Counter)  # by network (raw; mapped when applied)
-    dead_letters: Counter = field(default_factory=Counter)  # by error class
+    dead_letters: Counter = field(default_factory=Counter)  # by models/events.py Refusal
     unauthorized: Counter = field(default_factory=Counter)  # by the source rule broken (models/sources.py)
     consent: Counter = field(default_factory=Counter)  # by (kind, source)
     delays_s: list[float] = field(default_factory=list)
@@ -95,8 +73,8 @@ class BatchTally:
         elif isinstance(record, ConsentRecord):
             self.consent[record.kind, "inbound" if record.source == "inbound" else "event"] += 1
 
-    def dead_letter(self, error: str, rule: str | None = None) -> None:
-        self.dead_letters[error_class(error)] += 1
+    def dead_letter(self, code: Refusal, rule: str | None = None) -> None:
+        self.dead_letters[code] += 1
         if rule is not None:
             self.unauthorized[rule] += 1
 
@@ -121,7 +99,7 @@ class GateMetrics:
         self.decisions = PromCounter("sendgate_decisions", "Decisions, by outcome and reason", ["outcome", "reason"],
                                      registry=r)
         self.deliveries = PromCounter("sendgate_deliveries", "Deliveries, by network", ["network"], registry=r)
-        self.dead_letters = PromCounter("sendgate_dead_letters", "Records dead-lettered, by error class", ["error"],
+        self.dead_letters = PromCounter("sendgate_dead_letters", "Records dead-lettered, by kind of refusal (models/events.py Refusal)", ["error"],
                                         registry=r)
         self.consent = PromCounter("sendgate_consent_changes", "Consent audit records, by kind and source",
                                    ["kind", "source"], registry=r)

@@ -463,12 +463,17 @@ def test_a_grant_revocation_and_the_app_policy_event_it_appends_conform():
         orjson.loads(revocation.policy_event()))
 
 
-def _dead_letter(key: bytes | None, value: bytes | None, error: str) -> dict[str, Any]:
+def _dead_letter(key: bytes | None, value: bytes | None, error: str,
+                 code: ev.Refusal = ev.Refusal.INVALID_FIELD) -> dict[str, Any]:
     """The record value the worker's real dead-letter code builds."""
     from sendgate.streams.worker.app import dead_letter_record  # imports faust: only this test pays for it
 
     message = SimpleNamespace(topic="sendgate.events", partition=3, offset=1234, key=key)
-    return orjson.loads(dead_letter_record(message, value, error))
+    return orjson.loads(dead_letter_record(message, value, error, code))
+
+
+def test_the_dead_letter_codes_are_the_decoders():
+    assert SCHEMAS["deadletter"]["properties"]["code"]["enum"] == [code.value for code in ev.Refusal]
 
 
 def test_dead_letter_records_conform():

@@ -16,7 +16,8 @@ import yaml
 from sendgate.models.decisions import ConsentRecord, Decision, Delivery
 from sendgate.models.events import InvalidEvent
 from sendgate.models.gate import Gate
-from sendgate.streams.worker.metrics import LATEST, RISKY_SENDERS, BatchTally, GateMetrics, error_class
+from sendgate.models.events import Refusal
+from sendgate.streams.worker.metrics import LATEST, RISKY_SENDERS, BatchTally, GateMetrics
 
 ROOT = Path(__file__).resolve().parents[4]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -119,14 +120,10 @@ def sample(metrics: GateMetrics, name: str, **labels: str) -> float | None:
      "ts_ahead"),
     (b"app1", b'{"type": "opt_in", "event_id": 7, "app": "app1", "userkey": "u"}', "invalid_field"),
 ])
-def test_each_reason_the_decoder_gives_has_its_own_bounded_class(key, value, expected):
+def test_each_reason_the_decoder_gives_has_its_own_bounded_code(key, value, expected):
     with pytest.raises(InvalidEvent) as refused:
         Gate().decode(key, value, T)
-    assert error_class(str(refused.value)) == expected, str(refused.value)
-
-
-def test_an_unknown_reason_is_other():
-    assert error_class("not a junk report: bad bytes") == "other"
+    assert refused.value.code == expected, str(refused.value)
 
 
 def test_a_batch_tally_reaches_the_counters_histograms_and_history():
@@ -140,7 +137,7 @@ def test_a_batch_tally_reaches_the_counters_histograms_and_history():
     tally.output(Delivery("r3", "app1", "S1", "u2", "carrier-pigeon", "hi", None, T, "d3"))
     tally.output(consent("opt_out", "inbound"))
     tally.output(consent("opt_in", "opt_in event"))
-    tally.dead_letter("record has no value")
+    tally.dead_letter(Refusal.NO_VALUE)
     tally.durations_s = {"decide": 0.002, "produce": 0.004, "checkpoint": 0.001}
     metrics.batch_done(tally, 4)
 
