@@ -94,6 +94,25 @@ class Gate:
             keyring.authorize(signer, event, at)
         return event
 
+    def admit(self, key: bytes | None, value: bytes | None, record_ts: int, partition: int,
+              home: Callable[[str, int], int], headers: Iterable[tuple[str, bytes]] | None = None,
+              store: Store | None = None) -> ev.Event:
+        """A record of the events log as every reader of the log takes it (the worker, replay,
+        rebuild): its event, or `InvalidEvent`, refused by `decode` or read on another partition
+        than its app's home. `home(app, partition)` says where the app lives (the first partition
+        it was seen on): an app split over two partitions would lose its order and split its state."""
+        event = self.decode(key, value, record_ts, headers, store)
+        if type(event) is ev.JunkShared:  # shared with every partition: on none of its app's
+            return event
+        lives_on = home(event.app, partition)
+        if lives_on != partition:
+            raise ev.InvalidEvent(
+                f"app {event.app!r} lives on partition {lives_on} of the events topic, but this record is on partition "
+                f"{partition}: a producer with another partitioner split the app over two partitions, which would "
+                f"break its order and split its state; publish every event of the app to partition {lives_on} "
+                f"(Java's murmur2 partitioner, or that partition explicitly)", ev.Refusal.SPLIT_APP)
+        return event
+
     def handle(self, event: ev.Event, store: Store, record_ts: int | None = None) -> list[Record]:
         """Decide one event at its app's clock (models/clock.py); `record_ts` (ms), when given,
         bounds how far the event's `ts` may trail its record's timestamp."""

@@ -27,7 +27,7 @@ import rocksdict
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from sendgate.models.events import InvalidEvent, JunkShared
+from sendgate.models.events import InvalidEvent
 from sendgate.models.gate import MemoryStore
 from sendgate.models.policy import Policy
 
@@ -145,11 +145,10 @@ async def _decide(settings: Settings, policy: Policy, store: SpooledRows, events
     async for record in read_log(settings, events_topic, until, lambda done, total: bar.update(done)):
         store.partition = record.partition
         try:
-            event = gate.decode(record.key, record.value, record.timestamp, record.headers, store)
+            event = gate.admit(record.key, record.value, record.timestamp, record.partition, homes.setdefault,
+                               record.headers, store)
         except InvalidEvent:
             continue  # dead-lettered by the live worker already; it changed no state
-        if type(event) is not JunkShared and homes.setdefault(event.app, record.partition) != record.partition:
-            continue  # on a second partition of its app: dead-lettered by the live worker too
         gate.handle(event, store, record.timestamp)
     bar.finish()
     for app, partition in homes.items():  # a state row too: the home travels in the app's checkpoint

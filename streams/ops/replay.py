@@ -12,7 +12,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from sendgate.models.decisions import Decision
-from sendgate.models.events import InvalidEvent, JunkShared
+from sendgate.models.events import InvalidEvent
 from sendgate.models.gate import MemoryStore
 from sendgate.models.policy import Policy
 
@@ -69,12 +69,10 @@ async def replay(settings: Settings, name: str, policy: Policy, until: dict[int,
             events += 1
             store.partition = record.partition  # each partition's junk index is its own, as in the worker
             try:
-                event = gate.decode(record.key, record.value, record.timestamp, record.headers, store)
+                event = gate.admit(record.key, record.value, record.timestamp, record.partition, homes.setdefault,
+                                   record.headers, store)
             except InvalidEvent:
                 dead += 1  # the live worker dead-lettered it too; replay writes no dead letters
-                continue
-            if type(event) is not JunkShared and homes.setdefault(event.app, record.partition) != record.partition:
-                dead += 1  # an app split over two partitions: the worker dead-letters the second one's
                 continue
             outputs = gate.handle(event, store, record.timestamp)
             for output in outputs:

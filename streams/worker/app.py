@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from sendgate.models.decisions import ConsentRecord, Decision, GrantRevocation, JunkShare
-from sendgate.models.events import InvalidEvent, JunkShared, Refusal, event_type
+from sendgate.models.events import InvalidEvent, Refusal, event_type
 from sendgate.models.gate import Gate
 from sendgate.models.sources import WORKER, KeyringError
 
@@ -417,21 +417,13 @@ class GateWorker:
         message, value = event.message, event.value
         record_ts = round(message.timestamp * 1000) if message.timestamp else 0  # Faust gives float seconds
         try:
-            decoded = self.gate.decode(message.key, value, record_ts, message.headers, self.store)
+            decoded = self.gate.admit(message.key, value, record_ts, message.partition, self.store.home,
+                                      message.headers, self.store)
         except InvalidEvent as exc:
+            if exc.code == Refusal.SPLIT_APP:  # its producers' fault, and the operator's to fix
+                log.error("%s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
             return await self.dead_letter(message, value, str(exc), exc.code, getattr(exc, "rule", None))
         self.tally.count(event_type(decoded), record_ts)
-        # a junk report shared with every partition lives on no partition of its app's
-        home = message.partition if type(decoded) is JunkShared else self.store.home(decoded.app, message.partition)
-        if home != message.partition:
-            log.error("app %r has events on partitions %d and %d of %s (this one at offset %d): its producers "
-                      "use different partitioners; the records on partition %d are dead-lettered",
-                      decoded.app, home, message.partition, message.topic, message.offset, message.partition)
-            return await self.dead_letter(message, value, (
-                f"app {decoded.app!r} lives on partition {home} of {message.topic}, but this record is on partition "
-                f"{message.partition}: a producer with another partitioner split the app over two partitions, "
-                f"which would break its order and split its state; publish every event of the app to partition "
-                f"{home} (Java's murmur2 partitioner, or that partition explicitly)"), Refusal.SPLIT_APP)
         with self.store.handling(event):
             records = self.gate.handle(decoded, self.store, record_ts)
         sent = []

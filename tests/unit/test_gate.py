@@ -5,12 +5,13 @@ Order per send: release what is due -> consent -> burst pacing (replies skip it)
 """
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from conftest import (APP, DAY, MINUTE, PARCEL, SECOND, T, UNRELATED, Harness, established, event, recipients,
                       run, send)
 from sendgate.models.decisions import Decision, Delivery
-from sendgate.models.events import validate
+from sendgate.models.events import InvalidEvent, Refusal, validate
 from sendgate.models.gate import TABLES, Gate, MemoryStore, key
 from sendgate.models.policy import Policy
 
@@ -235,3 +236,14 @@ def test_a_sender_row_kept_decoded_is_not_used_once_the_stored_row_differs():
     assert h.sends(["u11"])[0].reason == "burst_paced"  # the 11th recipient of the text
     h.store.tables = {table: dict(rows) for table, rows in snapshot.items()}  # the 11 sends undone
     assert h.sends(["u11"])[0].reason == "unrestricted"  # the 1st recipient again, not the 12th
+
+
+def test_every_reader_of_the_log_refuses_an_app_split_over_two_partitions_but_not_a_shared_junk_report():
+    gate, homes = Gate(), {}
+    opt_in = orjson.dumps({"type": "opt_in", "event_id": "o1", "app": "shop", "userkey": "u", "ts": T})
+    assert gate.admit(b"shop", opt_in, T, 2, homes.setdefault).app == "shop" and homes == {"shop": 2}
+    with pytest.raises(InvalidEvent, match="app 'shop' lives on partition 2 .* this record is on partition 5") as info:
+        gate.admit(b"shop", opt_in, T, 5, homes.setdefault)
+    assert info.value.code == Refusal.SPLIT_APP
+    shared = orjson.dumps({"type": "junk_shared", "event_id": "j1", "app": "shop", "reporter": 1, "text": "x", "ts": T})
+    assert gate.admit(b"shop", shared, T, 5, homes.setdefault).app == "shop"  # on every partition
