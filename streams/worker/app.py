@@ -285,10 +285,23 @@ class GateWorker:
         retries) or something inside the worker fails. None of it then counts; it is decided again
         from the same records, with backoff, without waiting for more records to arrive (a quiet
         partition would wait for ever). If it still fails after `stall_exit_s`, the worker exits
-        non-zero (`stall_exit`): an orchestrator restarts it, and a human sees why.
+        non-zero (`stall_exit`): an orchestrator restarts it, and a human sees why. A batch is
+        neither decided during a rebalance nor after one that happened since it began: it is
+        dropped unacked, and Faust delivers its records again.
         """
         delay, failing_since, revocations = RETRY_FIRST_S, None, self.revocations
         while True:
+            if self.faust.rebalancing or self.revocations != revocations:
+                # Decided only over tables recovered for the assignment it was taken under. During a
+                # rebalance they are being recovered, and after one another worker may have decided
+                # these records meanwhile (the fault soak: a worker back from a full disk and a lost
+                # session decided them again over a half-recovered store, and its rows landed after
+                # the other worker's). Faust delivers them again from the committed offsets.
+                log.warning("a batch of %s is dropped: %s (its records are delivered again once the tables have "
+                            "recovered)", _where(batch), "a rebalance since it began" if self.revocations != revocations
+                            else "a rebalance is in progress")
+                self.failing_since = None
+                return
             seen = self._deciding = dict(self._seen)
             self.deciding_since, self._reported_slow = time.monotonic(), False
             try:
@@ -307,13 +320,7 @@ class GateWorker:
                     self.failing_since = None
                     return
                 if self.revocations != revocations:
-                    # Its partitions moved and came back (a worker frozen past its session): another
-                    # worker may have decided these records meanwhile, and the tables recover its
-                    # writes only now. Faust delivers the records again from the committed offsets.
-                    log.warning("a failing batch of %s is dropped: a rebalance since it began (its records are "
-                                "delivered again once the tables have recovered)", _where(batch))
-                    self.failing_since = None
-                    return
+                    continue  # dropped at the top of the loop, without a backoff
                 now = time.monotonic()
                 failing_since = self.failing_since = failing_since or now
                 where = _where(batch)
