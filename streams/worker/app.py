@@ -30,8 +30,8 @@ from ..logs import faust_logging_config
 from ..kafka import committed_offsets, read_log
 from .outbox import Headers, Outbox, partition_for
 from .faust_internals import (assigned, channel_queue, commit_at, committed_offset, dispatch_inline, highwater,
-                              inner_producer, keep_fetched_changelog, keep_recovery_end, member_alive_at,
-                              recovery_state)
+                              inner_producer, keep_fetched_changelog, keep_paused_on_buffer_drop, keep_recovery_end,
+                              member_alive_at, recovery_state)
 from .metrics import BatchTally, GateMetrics
 from .checkpoint import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
 from .operations import register_operations
@@ -612,6 +612,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
     state.on_recover(worker.on_recover)
     keep_recovery_end(faust_app)  # a recovery that caught up before Faust waited for it would never end
     keep_fetched_changelog(faust_app)  # else the end of a recovery drops the standby records fetched meanwhile
+    keep_paused_on_buffer_drop(faust_app)  # else a drained queue lets events in while the tables recover
 
     @faust_app.on_partitions_revoked.connect
     async def _forget_decided_offsets(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
