@@ -407,10 +407,11 @@ class SenderState(Row):
                 self._start += 1
             n -= 1
         if self._start + n == len(self._rows):  # no room after the last: move to the front, or grow
-            size = len(self._rows) if n < len(self._rows) // 2 else 2 * len(self._rows)
+            # (`length`, not `size`: that is the new text's, stored with its cluster below)
+            length = len(self._rows) if n < len(self._rows) // 2 else 2 * len(self._rows)
             for name in ("_rows", "_union", "_last", "_rank", "_size", "_usize"):
                 old = getattr(self, name)
-                moved = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
+                moved = np.zeros((length, *old.shape[1:]), dtype=old.dtype)
                 moved[:n] = old[self._start:self._start + n]
                 setattr(self, name, moved)
             self._start = 0

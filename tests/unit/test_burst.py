@@ -643,3 +643,31 @@ def test_at_most_max_clusters_and_singletons_are_evicted_before_templates():
     assert (again_c.cluster_id, again_c.similar_recipients) == (one_c.cluster_id, 2)
     stored = h.gate.sender(h.store, "app1", "S1")
     assert len(stored.clusters) == 3 and stored.sketches.shape == (3, 128)
+
+
+# --- a sender held decoded in memory decides as one read back from its rows ----------------------
+# (the 30-minute soak: a cluster started just as the arrays moved or grew kept the arrays' length
+# as its text's size, so the worker holding it joined variants a fresh decode would not: replay
+# and live differed by which of them still held the sender decoded)
+WORDS = ("parcel table invoice dentist survey flight order pizza meeting reminder account refund booking garden "
+         "ticket concert lesson payment delivery voucher").split()
+CALL_LATER, IN_MEETING = "Sorry, I'll call later", "Sorry,in meeting I'll call later"
+
+
+def decided_with(docs: list[dict], decode_every_time: bool) -> list[tuple]:
+    gate, store, out = Gate(), MemoryStore(), []
+    for doc in docs:
+        if decode_every_time:
+            gate._decoded_senders.clear()  # every sender read back from its rows, as after a restart
+        out += [(r.request_id, r.outcome, r.reason, r.similarity, r.similar_recipients, r.cluster_id)
+                for r in gate.handle_in_one_log(validate(doc, T), store) if isinstance(r, Decision)]
+    return out
+
+
+@pytest.mark.parametrize("before", range(70))
+def test_a_sender_held_in_memory_decides_as_one_read_from_its_rows(before):
+    rng = random.Random(before)  # `before` unrelated texts, then a template and a variant of it
+    texts = [" ".join(rng.choice(WORDS) for _ in range(8)) + f" {i}" for i in range(before)]
+    texts += [CALL_LATER, CALL_LATER, IN_MEETING, IN_MEETING]
+    docs = established() + [send(f"u{i}", at=i, text=text) for i, text in enumerate(texts)]
+    assert decided_with(docs, decode_every_time=False) == decided_with(docs, decode_every_time=True)
