@@ -17,7 +17,7 @@ import base64
 import hashlib
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -115,6 +115,125 @@ class JunkMatch:
 
 
 @dataclass(slots=True)
+class ClusterArrays:
+    """Per cluster, in numpy and in cluster order, what matching, expiry and eviction look at, so
+    that a send costs no Python loop over a sender's clusters (128 at the app level). The arrays
+    have room to grow at both ends: cluster i is at row `start + i`, and evicting the oldest moves
+    `start`, no row. The rules that fill them are SenderState's."""
+
+    firsts: np.ndarray  # uint32 rows: each cluster's first text's sketch (its representative)
+    unions: np.ndarray  # uint32 rows: the union of its free copies' sketches (SenderState._learn)
+    shingles: np.ndarray  # float64: the estimated shingles of `firsts` (containment divides by them)
+    union_shingles: np.ndarray  # float64: ... of `unions`
+    last_ts: np.ndarray  # int64
+    rank: np.ndarray  # int64: the eviction order, least first
+    start: int = 0
+    n: int = 0  # clusters held
+
+    ARRAYS: ClassVar = ("firsts", "unions", "shingles", "union_shingles", "last_ts", "rank")
+
+    @classmethod
+    def of(cls, firsts: np.ndarray | None, unions: np.ndarray | None, num_perm: int) -> "ClusterArrays":
+        """The arrays of clusters read from rows (`firsts` and `unions`: a row each, or None for none)."""
+        n = 0 if firsts is None else len(firsts)
+        length = max(8, 2 * n)
+        rows = np.zeros((length, num_perm), dtype=np.uint32)
+        arrays = cls(
+            rows,
+            np.zeros_like(rows),
+            np.zeros(length),
+            np.zeros(length),
+            np.zeros(length, dtype=np.int64),
+            np.zeros(length, dtype=np.int64),
+            n=n,
+        )
+        if firsts is not None:
+            arrays.firsts[:n] = firsts
+            arrays.unions[:n] = firsts if unions is None else unions
+            arrays.shingles[:n] = sizes(firsts)
+            arrays.union_shingles[:n] = sizes(arrays.unions[:n])
+        return arrays
+
+    @property
+    def live(self) -> slice:
+        """The rows of the clusters held."""
+        return slice(self.start, self.start + self.n)
+
+    def views(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The first texts' and the unions' sketches of the clusters held (None: no cluster)."""
+        if not self.n:
+            return None, None
+        live = self.live
+        return self.firsts[live], self.unions[live]
+
+    def mark(self, i: int, last_ts: int, rank: int) -> None:
+        at = self.start + i
+        self.last_ts[at], self.rank[at] = last_ts, rank
+
+    def set_union(self, i: int, union: np.ndarray, shingles: float) -> None:
+        at = self.start + i
+        self.unions[at], self.union_shingles[at] = union, shingles
+
+    def keep(self, kept: np.ndarray) -> None:
+        """Keep only the clusters at these indices (in order), from the front."""
+        for name in self.ARRAYS:
+            array = getattr(self, name)
+            array[: len(kept)] = array[self.start + kept]
+        self.start, self.n = 0, len(kept)
+
+    def remove(self, i: int) -> None:
+        """Remove cluster i, closing the gap from the shorter side."""
+        start, n = self.start, self.n
+        for name in self.ARRAYS:
+            array = getattr(self, name)
+            if i < n // 2:
+                array[start + 1 : start + i + 1] = array[start : start + i].copy()
+            else:
+                array[start + i : start + n - 1] = array[start + i + 1 : start + n].copy()
+        if i < n // 2:
+            self.start += 1
+        self.n -= 1
+
+    def append(self, sketch: np.ndarray, shingles: float) -> int:
+        """Add a cluster of one text after the last (moving them to the front, or growing, when
+        there is no room after it); its index."""
+        n = self.n
+        if self.start + n == len(self.firsts):
+            length = len(self.firsts) if n < len(self.firsts) // 2 else 2 * len(self.firsts)
+            for name in self.ARRAYS:
+                old = getattr(self, name)
+                moved = np.zeros((length, *old.shape[1:]), dtype=old.dtype)
+                moved[:n] = old[self.live]
+                setattr(self, name, moved)
+            self.start = 0
+        at = self.start + n
+        self.firsts[at] = self.unions[at] = sketch
+        self.shingles[at] = self.union_shingles[at] = shingles
+        self.n += 1
+        return n
+
+
+@dataclass(slots=True)
+class CountTaken:
+    """What the last `SenderState.decide` took, given back when the send is refused after all
+    (`undo`): its cluster's counts as they were before the send counted, and the union sketch
+    before the copy joined it (`_learn`; `union` None: it did not)."""
+
+    at: int  # the cluster's index
+    count: int
+    paced: int
+    next_slot: int
+    recipients: list[int]
+    union: np.ndarray | None = None
+    union_shingles: float = 0.0
+    union_row: bytes | None = None  # the cluster's sketch row waiting to be written, if any
+
+    def window_restarted(self) -> None:
+        """The cluster's window ended before the send counted: a refusal leaves it new."""
+        self.count, self.paced, self.recipients = 0, 0, []
+
+
+@dataclass(slots=True)
 class SenderState(Row):
     registered_ts: int | None = None
     conversing: int = 0  # distinct userkeys that wrote to this sender (counted up to a cap)
@@ -130,25 +249,16 @@ class SenderState(Row):
     # the app-wide counts of all its sender names (models/gate/burst.py WHOLE_APP), not a sender: no
     # young-sender rule and no reputation (each sender keeps its own); set when read, not stored
     whole_app: bool = field(default=False, compare=False, repr=False)
-    # the last decide's cluster (its index) as it was before the send counted (`undo`)
-    _before: tuple | None = field(default=None, compare=False, repr=False)
+    _taken: CountTaken | None = field(default=None, compare=False, repr=False)  # by the last decide (`undo`)
     # what changed since the rows were read or written: clusters changed (by id), new (id -> its
     # sketch row), ids removed
     _changed: dict[str, BurstCluster] = field(default_factory=dict, compare=False, repr=False)
     _new: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
     _removed: set[str] = field(default_factory=set, compare=False, repr=False)
-    # Per cluster, in numpy and parallel to `clusters`, what matching, expiry and eviction look at,
-    # so that a send costs no Python loop over a sender's clusters (128 at the app level). The
-    # arrays have room to grow at both ends: cluster i is at `_start + i` (evicting the oldest
-    # moves `_start`, no row); `sketches` is a view of `_rows`. Built on first use.
-    _rows: np.ndarray | None = field(default=None, compare=False, repr=False)
-    _last: np.ndarray | None = field(default=None, compare=False, repr=False)  # int64: last_ts
-    _rank: np.ndarray | None = field(default=None, compare=False, repr=False)  # int64: eviction order
-    _union: np.ndarray | None = field(default=None, compare=False, repr=False)  # uint32: `unions`
-    _size: np.ndarray | None = field(default=None, compare=False, repr=False)  # float64: estimated shingles
-    _usize: np.ndarray | None = field(default=None, compare=False, repr=False)  # ... of the unions
-    _start: int = field(default=0, compare=False, repr=False)
-    _ids: list[str] = field(default_factory=list, compare=False, repr=False)  # cluster ids, in order
+    # parallel to `clusters`: what matching, expiry and eviction look at (`sketches` and `unions`
+    # are views of it), and the cluster ids. Built on first use (`_index`).
+    _arrays: ClusterArrays | None = field(default=None, compare=False, repr=False)
+    _ids: list[str] = field(default_factory=list, compare=False, repr=False)
 
     # The head row. v1: [registered_ts, conversing, suspicious_until, seq, clusters, sketches], one
     # row holding everything; v2: [registered_ts, conversing, suspicious_until, seq, stamp, ids],
@@ -219,12 +329,12 @@ class SenderState(Row):
         """Place one send in its cluster and say whether it goes now, later or not at all; a
         request whose slot would come after `valid_until` is refused and takes no slot. A send
         that may not go before `not_before` (quiet hours) is paced from then."""
-        self._index(sketch.shape[0])
-        self._expire(ts, policy)
-        at, similarity = self._join(ts, sketch, policy)
+        arrays = self._index(sketch.shape[0])
+        self._expire(arrays, ts, policy)
+        at, similarity = self._join(arrays, ts, sketch, policy)
         cluster = self.clusters[at]
         count = cluster.count
-        self._before = (at, count, cluster.paced, cluster.next_slot, list(cluster.recipients), None)
+        self._taken = CountTaken(at, count, cluster.paced, cluster.next_slot, list(cluster.recipients))
         verdict = self._place(cluster, ts, recipient, similarity, policy, junk, valid_until, not_before or ts)
         # a copy that holds all of its cluster (similarity 1.0: a new cluster, or the first text
         # padded) has nothing to teach but padding; Jaccard compares first texts only
@@ -234,27 +344,27 @@ class SenderState(Row):
             and similarity < 1.0
             and policy.similarity_measure == "containment"
         ):
-            self._learn(at, sketch)
-        self._mark(at)
+            self._learn(arrays, at, sketch)
+        self._mark(arrays, at)
         return verdict
 
-    def _learn(self, at: int, sketch: np.ndarray) -> None:
+    def _learn(self, arrays: ClusterArrays, at: int, sketch: np.ndarray) -> None:
         """A free recipient's copy joins its cluster's union sketch (a MinHash of a union is the
         element-wise minimum): the words a spintax varies are all in it after a few copies, so a
         later copy is contained in it. Learned only from the free allowance, so a sketch row is
         rewritten at most that many times. The first text's sketch stays: a padded copy is
         contained in it (or it in the copy) better than in a union of pads."""
-        i = self._start + at
-        union = self._union[i]
+        i = arrays.start + at
+        union = arrays.unions[i]
         merged = np.minimum(union, sketch)
-        size = float(sizes(merged))
-        if np.array_equal(merged, union) or size > LEARN_GROWTH * self._size[i]:
+        shingles = float(sizes(merged))
+        if np.array_equal(merged, union) or shingles > LEARN_GROWTH * arrays.shingles[i]:
             return
-        cid = self._ids[at]
-        self._before = (*self._before[:5], (union.copy(), self._usize[i], self._new.get(cid)))
-        union[:] = merged
-        self._usize[i] = size
-        self._new[cid] = self._rows[i].astype("<u4").tobytes() + merged.astype("<u4").tobytes()
+        cid, taken = self._ids[at], self._taken
+        assert taken is not None, "a copy joins the cluster that decide took"
+        taken.union, taken.union_shingles, taken.union_row = union.copy(), arrays.union_shingles[i], self._new.get(cid)
+        arrays.set_union(at, merged, shingles)
+        self._new[cid] = arrays.firsts[i].astype("<u4").tobytes() + merged.astype("<u4").tobytes()
 
     def _place(
         self,
@@ -273,7 +383,8 @@ class SenderState(Row):
         if ts - cluster.window_start >= window_ms and ts >= cluster.next_slot:
             self._blast_over(cluster, ts, policy)
             cluster.window_start, cluster.recipients, cluster.count, cluster.paced = ts, [], 0, 0
-            self._before = (*self._before[:1], 0, 0, cluster.next_slot, [], None)
+            assert self._taken is not None
+            self._taken.window_restarted()
         risk = None if self.whole_app else self.risk(ts, policy)
         standing = 1.0 if self.whole_app else self.reputation.effect(ts, policy)
         factor = (policy.risky_interval_factor if (risk or junk) else 1.0) / standing
@@ -368,19 +479,19 @@ class SenderState(Row):
     def undo(self) -> None:
         """Take back the last `decide`'s count and slot: the send was refused after all (by the
         app-wide count, the recipient's limits or its validity), and a refused send takes no slot."""
-        if self._before is not None:
-            at, *before, learned = self._before
-            cluster = self.clusters[at]
-            cluster.count, cluster.paced, cluster.next_slot, cluster.recipients = before
-            if learned is not None:  # nor does it join the cluster's sketch
-                union, size, written = learned
-                self._union[self._start + at], self._usize[self._start + at] = union, size
-                if written is None:
+        taken, arrays = self._taken, self._arrays
+        if taken is not None and arrays is not None:
+            cluster = self.clusters[taken.at]
+            cluster.count, cluster.paced, cluster.next_slot = taken.count, taken.paced, taken.next_slot
+            cluster.recipients = taken.recipients
+            if taken.union is not None:  # nor does it join the cluster's sketch
+                arrays.set_union(taken.at, taken.union, taken.union_shingles)
+                if taken.union_row is None:
                     del self._new[cluster.cluster_id]
                 else:
-                    self._new[cluster.cluster_id] = written
-            self._mark(at)
-            self._before = None
+                    self._new[cluster.cluster_id] = taken.union_row
+            self._mark(arrays, taken.at)
+            self._taken = None
 
     # --- cluster bookkeeping -----------------------------------------------------------------
     def _blast_over(self, cluster: BurstCluster, ts: int, policy: Policy) -> None:
@@ -390,43 +501,27 @@ class SenderState(Row):
         if cluster.paced and not self.whole_app:
             self.reputation.record("paced_blast", ts, policy, cluster.paced / max(policy.free_recipients, 1))
 
-    def _index(self, num_perm: int) -> None:
-        """Build the per-cluster arrays of a state read from rows (or new)."""
-        if self._last is not None:
-            return
-        n = len(self.clusters)
-        self._rows = np.zeros((max(8, 2 * n), num_perm), dtype=np.uint32)
-        self._last = np.zeros(len(self._rows), dtype=np.int64)
-        self._rank = np.zeros(len(self._rows), dtype=np.int64)
-        self._union = np.zeros_like(self._rows)
-        self._size = np.zeros(len(self._rows), dtype=np.float64)
-        self._usize = np.zeros(len(self._rows), dtype=np.float64)
-        self._start, self._ids = 0, list(map(_CLUSTER_ID, self.clusters))
-        if n:
-            self._rows[:n] = self.sketches
-            self._union[:n] = self.sketches if self.unions is None else self.unions
-            self._size[:n] = sizes(self.sketches)
-            self._usize[:n] = sizes(self._union[:n])
-        for i in range(n):
-            self._mark(i)
-        self._view()
+    def _index(self, num_perm: int) -> ClusterArrays:
+        """The per-cluster arrays, built for a state read from rows (or new) on first use."""
+        if self._arrays is not None:
+            return self._arrays
+        self._arrays = arrays = ClusterArrays.of(self.sketches, self.unions, num_perm)
+        self._ids = list(map(_CLUSTER_ID, self.clusters))
+        for i in range(len(self.clusters)):
+            self._mark(arrays, i)
+        self.sketches, self.unions = arrays.views()
+        return arrays
 
-    def _mark(self, i: int) -> None:
-        """Cluster i's last_ts or count changed."""
-        c, at = self.clusters[i], self._start + i
-        self._last[at], self._rank[at] = c.last_ts, c.last_ts + (_TEMPLATE if c.count > 1 else 0)
+    def _mark(self, arrays: ClusterArrays, i: int) -> None:
+        """Cluster i's last_ts or count changed: one-off texts are evicted before templates."""
+        c = self.clusters[i]
+        arrays.mark(i, c.last_ts, c.last_ts + (_TEMPLATE if c.count > 1 else 0))
 
-    def _view(self) -> None:
-        n = len(self.clusters)
-        self.sketches = self._rows[self._start : self._start + n] if n else None
-        self.unions = self._union[self._start : self._start + n] if n else None
-
-    def _expire(self, ts: int, policy: Policy) -> None:
-        n, start = len(self.clusters), self._start
+    def _expire(self, arrays: ClusterArrays, ts: int, policy: Policy) -> None:
         idle_ms = policy.cluster_idle_s * 1000
-        if not n or ts - int(np.minimum.reduce(self._last[start : start + n])) < idle_ms:  # the common case
+        if not arrays.n or ts - int(np.minimum.reduce(arrays.last_ts[arrays.live])) < idle_ms:  # the common case
             return
-        keep = np.flatnonzero(ts - self._last[start : start + n] < idle_ms)
+        keep = np.flatnonzero(ts - arrays.last_ts[arrays.live] < idle_ms)
         kept = set(keep.tolist())
         for i, c in enumerate(self.clusters):
             if i not in kept:
@@ -434,21 +529,20 @@ class SenderState(Row):
                 self._removed.add(c.cluster_id)
         self.clusters = [self.clusters[i] for i in keep]
         self._ids = [self._ids[i] for i in keep]
-        for array in (self._rows, self._union, self._last, self._rank, self._size, self._usize):
-            array[: len(keep)] = array[start + keep]
-        self._start = 0
-        self._view()
+        arrays.keep(keep)
+        self.sketches, self.unions = arrays.views()
 
-    def _join(self, ts: int, sketch: np.ndarray, policy: Policy) -> tuple[int, float]:
+    def _join(self, arrays: ClusterArrays, ts: int, sketch: np.ndarray, policy: Policy) -> tuple[int, float]:
         """The index of the cluster the text joins (a new one if none is similar enough), and its similarity."""
         n = len(self.clusters)
-        size = float(sizes(sketch))
+        shingles = float(sizes(sketch))
         if n:
+            assert self.sketches is not None and self.unions is not None
             if policy.similarity_measure == "containment":  # with the first text or the union, the closer
-                at = slice(self._start, self._start + n)
+                live = arrays.live
                 sims = np.maximum(
-                    containments(sketch, size, self.sketches, self._size[at]),
-                    containments(sketch, size, self.unions, self._usize[at]),
+                    containments(sketch, shingles, self.sketches, arrays.shingles[live]),
+                    containments(sketch, shingles, self.unions, arrays.union_shingles[live]),
                 )
             else:
                 sims = similarities(sketch, self.sketches)
@@ -458,53 +552,27 @@ class SenderState(Row):
         if n >= (policy.app_max_clusters if self.whole_app else policy.max_clusters):
             # Evict one-off texts before templates, least recently used first (the first such on a
             # tie), so that a blast cannot be pushed out of memory by interleaving unrelated texts.
-            victim = int(np.argmin(self._rank[self._start : self._start + n]))
+            victim = int(np.argmin(arrays.rank[arrays.live]))
             self._removed.add(self.clusters[victim].cluster_id)
             self._blast_over(self.clusters[victim], ts, policy)
             del self.clusters[victim]
             del self._ids[victim]
-            start = self._start
-            for array in (
-                self._rows,
-                self._union,
-                self._last,
-                self._rank,
-                self._size,
-                self._usize,
-            ):  # close the gap from the shorter side
-                if victim < n // 2:
-                    array[start + 1 : start + victim + 1] = array[start : start + victim].copy()
-                else:
-                    array[start + victim : start + n - 1] = array[start + victim + 1 : start + n].copy()
-            if victim < n // 2:
-                self._start += 1
-            n -= 1
-        if self._start + n == len(self._rows):  # no room after the last: move to the front, or grow
-            # (`length`, not `size`: that is the new text's, stored with its cluster below)
-            length = len(self._rows) if n < len(self._rows) // 2 else 2 * len(self._rows)
-            for name in ("_rows", "_union", "_last", "_rank", "_size", "_usize"):
-                old = getattr(self, name)
-                moved = np.zeros((length, *old.shape[1:]), dtype=old.dtype)
-                moved[:n] = old[self._start : self._start + n]
-                setattr(self, name, moved)
-            self._start = 0
+            arrays.remove(victim)
         self.seq += 1
         cluster = BurstCluster(cluster_id=f"c{self.seq}", window_start=ts, last_ts=ts)
         self._new[cluster.cluster_id] = sketch.astype("<u4").tobytes()
         self.clusters.append(cluster)
         self._ids.append(cluster.cluster_id)
-        self._rows[self._start + n] = sketch
-        self._union[self._start + n] = sketch
-        self._size[self._start + n] = self._usize[self._start + n] = size
-        self._mark(n)
-        self._view()
-        return n, 1.0
+        at = arrays.append(sketch, shingles)
+        self._mark(arrays, at)
+        self.sketches, self.unions = arrays.views()
+        return at, 1.0
 
     # --- stored form ---------------------------------------------------------------------------
     def to_rows(self) -> tuple[bytes, dict[str, bytes | None], dict[str, bytes | None]]:
         """The head row, and the cluster rows and sketch rows (by cluster id) that changed since
         the state was read (None: delete the row). Marks the state as written."""
-        ids = self._ids if self._last is not None else list(map(_CLUSTER_ID, self.clusters))
+        ids = self._ids if self._arrays is not None else list(map(_CLUSTER_ID, self.clusters))
         clusters: dict[str, bytes | None] = {}
         sketches: dict[str, bytes | None] = {}
         removed = self._removed
