@@ -39,6 +39,7 @@ _ANSWER = (
     "cluster_id",
     "reply",
 )  # the Decision fields a repeat restores; the rest come from the retry itself
+_OUTCOME, _REASON, _TS = (_ANSWER.index(name) for name in ("outcome", "reason", "ts"))
 
 
 def said_digest(*parts: str) -> str:
@@ -59,8 +60,16 @@ class AnsweredRequest(Row):
         return cls(digest, [getattr(decision, name) for name in _ANSWER])
 
     @property
+    def outcome(self) -> str:
+        return self.answer[_OUTCOME]
+
+    @property
+    def reason(self) -> str:
+        return self.answer[_REASON]
+
+    @property
     def ts(self) -> int:
-        return self.answer[3]
+        return self.answer[_TS]
 
     def again(self, request_id: str, app: str, sender: str, userkey: str, network: str) -> Decision:
         """The first decision, as it was (the retry carries the fields the row does not keep)."""

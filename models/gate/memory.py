@@ -43,8 +43,8 @@ def said_before(gate: Gate, e: ev.Event, said: Said | None, at: int, store: Stor
             e,
             Outcome.REJECTED,
             Reason.REQUEST_ID_REUSED,
-            f"request_id '{e.request_id}' was answered at {iso(answered.ts)} ({answered.answer[0]}/"
-            f"{answered.answer[1]}) for another request (another sender, userkey, network, text or "
+            f"request_id '{e.request_id}' was answered at {iso(answered.ts)} ({answered.outcome}/"
+            f"{answered.reason}) for another request (another sender, userkey, network, text or "
             f"reply_to); a retry repeats its request exactly, a new request needs a new request_id "
             f"(ids are remembered for request_memory_s = {gate.policy.request_memory_s} s)",
             at,
