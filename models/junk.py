@@ -2,9 +2,10 @@
 
 Each reported template is one `JunkTemplate` row (sketch plus the hashed reporters, at most as
 many as it takes to reject). `JunkIndex` is the in-memory view a worker matches sends against.
-A `JunkReport` is one report as the index applies it (`JunkIndex.apply`): with several workers
-the reports go to one owner, which alone writes the rows (streams/worker/junk.py), so that no two
-workers' read-modify-writes of one row can lose a reporter.
+A `JunkReport` is one report as the index applies it (`JunkIndex.apply`): a decided report is
+shared as a `junk_shared` event on every partition, and each partition applies it to its own
+index (table `junk`, models/gate/signals.py) where its log shows it, so that a replay matches each
+send as the live run did, whichever partition it reads first.
 """
 
 from __future__ import annotations
