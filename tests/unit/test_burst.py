@@ -38,7 +38,14 @@ from sendgate.models import events as ev
 from sendgate.models.decisions import Decision, JunkShare
 from sendgate.models.events import validate
 from sendgate.models.gate import Gate, MemoryStore
-from sendgate.models.burst import BurstCluster, SenderState, ordinal, pace_interval_ms, recipient_hash
+from sendgate.models.burst import (
+    BurstCluster,
+    ClusterArrays,
+    SenderState,
+    ordinal,
+    pace_interval_ms,
+    recipient_hash,
+)
 from sendgate.models.policy import Policy
 from sendgate.models.similarity import Sketcher
 
@@ -325,6 +332,36 @@ def test_a_v1_row_holding_everything_is_read_and_its_first_write_writes_every_ro
         assert sorted(rows.clusters) == sorted(rows.sketches) == sorted(c.cluster_id for c in s.clusters)
         again = rows.read()
         assert again.clusters == s.clusters and np.array_equal(again.sketches, s.sketches)
+
+
+def test_cluster_arrays_keep_the_clusters_in_order_through_moves_growth_and_removals():
+    # the storage alone, against a list: appends past the end move to the front or grow, a removal
+    # closes the gap from the shorter side, expiry keeps some from the front
+    rng = random.Random(3)
+    first = np.array([[1, 1]], dtype=np.uint32)
+    arrays = ClusterArrays.of(first, None, 2)
+    held = [(1, float(arrays.shingles[0]))]  # (sketch value, its shingles) per cluster
+    for step in range(400):
+        op = rng.random() if step < 200 else step % 2 * 0.9  # then a steady churn: new in, oldest out
+        if op < 0.55 or not held:
+            held.append((step + 2, float(step)))
+            assert arrays.append(np.full(2, step + 2, dtype=np.uint32), float(step)) == len(held) - 1
+        elif op < 0.95:
+            i = rng.randrange(len(held)) if step < 200 else 0
+            del held[i]
+            arrays.remove(i)
+        else:
+            kept = sorted(rng.sample(range(len(held)), len(held) // 2))
+            held = [held[i] for i in kept]
+            arrays.keep(np.array(kept, dtype=np.int64))
+        firsts, unions = arrays.views()
+        assert arrays.n == len(held) and arrays.start + arrays.n <= len(arrays.firsts)
+        if held:
+            assert firsts[:, 0].tolist() == unions[:, 1].tolist() == [value for value, _ in held]
+            assert arrays.shingles[arrays.live].tolist() == [shingles for _, shingles in held]
+        else:
+            assert firsts is None and unions is None
+    assert len(arrays.firsts) > 8  # it grew
 
 
 def test_sender_state_round_trip_when_empty():
