@@ -166,6 +166,28 @@ class ClusterArrays:
         live = self.live
         return self.firsts[live], self.unions[live]
 
+    def similarity(self, sketch: np.ndarray, shingles: float, measure: str) -> np.ndarray:
+        """A text's similarity (its sketch and shingles) to each cluster: by `containment` with the
+        cluster's first text or its union, the closer; by Jaccard with its first text."""
+        live = self.live
+        if measure == "containment":
+            return np.maximum(
+                containments(sketch, shingles, self.firsts[live], self.shingles[live]),
+                containments(sketch, shingles, self.unions[live], self.union_shingles[live]),
+            )
+        return similarities(sketch, self.firsts[live])
+
+    def used_after(self, since: int) -> np.ndarray | None:
+        """The indices of the clusters last used after `since`, or None when all were (the common case)."""
+        last_ts = self.last_ts[self.live]
+        if not self.n or int(np.minimum.reduce(last_ts)) > since:
+            return None
+        return np.flatnonzero(last_ts > since)
+
+    def least_ranked(self) -> int:
+        """The index of the cluster of the least rank (the first such on a tie)."""
+        return int(np.argmin(self.rank[self.live]))
+
     def mark(self, i: int, last_ts: int, rank: int) -> None:
         at = self.start + i
         self.last_ts[at], self.rank[at] = last_ts, rank
@@ -518,10 +540,9 @@ class SenderState(Row):
         arrays.mark(i, c.last_ts, c.last_ts + (_TEMPLATE if c.count > 1 else 0))
 
     def _expire(self, arrays: ClusterArrays, ts: int, policy: Policy) -> None:
-        idle_ms = policy.cluster_idle_s * 1000
-        if not arrays.n or ts - int(np.minimum.reduce(arrays.last_ts[arrays.live])) < idle_ms:  # the common case
+        keep = arrays.used_after(ts - policy.cluster_idle_s * 1000)
+        if keep is None:
             return
-        keep = np.flatnonzero(ts - arrays.last_ts[arrays.live] < idle_ms)
         kept = set(keep.tolist())
         for i, c in enumerate(self.clusters):
             if i not in kept:
@@ -537,22 +558,14 @@ class SenderState(Row):
         n = len(self.clusters)
         shingles = float(sizes(sketch))
         if n:
-            assert self.sketches is not None and self.unions is not None
-            if policy.similarity_measure == "containment":  # with the first text or the union, the closer
-                live = arrays.live
-                sims = np.maximum(
-                    containments(sketch, shingles, self.sketches, arrays.shingles[live]),
-                    containments(sketch, shingles, self.unions, arrays.union_shingles[live]),
-                )
-            else:
-                sims = similarities(sketch, self.sketches)
+            sims = arrays.similarity(sketch, shingles, policy.similarity_measure)
             best = int(np.argmax(sims))
             if sims[best] >= policy.similarity_threshold:
                 return best, float(sims[best])
         if n >= (policy.app_max_clusters if self.whole_app else policy.max_clusters):
             # Evict one-off texts before templates, least recently used first (the first such on a
             # tie), so that a blast cannot be pushed out of memory by interleaving unrelated texts.
-            victim = int(np.argmin(arrays.rank[arrays.live]))
+            victim = arrays.least_ranked()
             self._removed.add(self.clusters[victim].cluster_id)
             self._blast_over(self.clusters[victim], ts, policy)
             del self.clusters[victim]
