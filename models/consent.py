@@ -139,6 +139,10 @@ class Userkey(Row):
             ) if reply_to is None else ""
         return True, ""
 
+    def confirm(self) -> None:
+        """The one confirmation of the opt-out goes out (`confirmation_check`): none may follow it."""
+        self.confirmed = True
+
     def to_bytes(self) -> bytes:
         return self.pack(
             [

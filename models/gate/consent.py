@@ -140,7 +140,7 @@ def opted_out(c: SendContext) -> list[Record] | None:
         e.reply_to, c.answered is not None, e.ts, p.opt_out_confirmation_s * 1000
     )
     if confirms:
-        user.confirmed = True
+        user.confirm()
         c.store.set(USERKEYS, key(e.app, c.user_id), user.to_bytes())
         decision = c.decide(
             Outcome.ACCEPTED,
