@@ -1,8 +1,10 @@
 """Burst pacing: a sender's recent texts as clusters of near-identical sends.
 
 A `SenderState` per (app, sender) holds the sender's profile, risk marks and at most
-`max_clusters` `BurstCluster`s. Windows are explicit event-time fields here (not Faust windowed
-tables), so expiry is a pure function of the log and survives rebalances and recovery.
+`max_clusters` `BurstCluster`s, and decides by its rules; what matching, expiry and eviction look
+at is in numpy, a row per cluster (`ClusterArrays`). Windows are explicit event-time fields here
+(not Faust windowed tables), so expiry is a pure function of the log and survives rebalances and
+recovery.
 
 Stored form (`to_rows` / `from_rows`): a small head row (profile, risk, the cluster ids and a
 stamp), one row per cluster (~50-300 B) and one row per cluster sketch (512 B: its first text's;
