@@ -132,11 +132,12 @@ class ClusterArrays:
     start: int = 0
     n: int = 0  # clusters held
 
-    ARRAYS: ClassVar = ("firsts", "unions", "shingles", "union_shingles", "last_ts", "rank")
+    ARRAYS: ClassVar[tuple[str, ...]] = ("firsts", "unions", "shingles", "union_shingles", "last_ts", "rank")
 
     @classmethod
     def of(cls, firsts: np.ndarray | None, unions: np.ndarray | None, num_perm: int) -> "ClusterArrays":
-        """The arrays of clusters read from rows (`firsts` and `unions`: a row each, or None for none)."""
+        """The arrays of clusters read from rows: `firsts` a row each (None: no cluster), `unions`
+        a row each or None (then the first texts: no copy learned yet)."""
         n = 0 if firsts is None else len(firsts)
         length = max(8, 2 * n)
         rows = np.zeros((length, num_perm), dtype=np.uint32)
