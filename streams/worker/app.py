@@ -30,8 +30,8 @@ from ..logs import faust_logging_config
 from ..kafka import committed_offsets, read_log
 from .outbox import Headers, Outbox, partition_for
 from .faust_internals import (assigned, channel_queue, commit_at, committed_offset, dispatch_inline, highwater,
-                              inner_producer, keep_fetched_changelog, keep_recovery_end, member_alive_at,
-                              recovery_state)
+                              inner_producer, keep_fetched_changelog, keep_paused_on_buffer_drop, keep_recovery_end,
+                              member_alive_at, recovery_state)
 from .metrics import BatchTally, GateMetrics
 from .checkpoint import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
 from .operations import register_operations
@@ -270,8 +270,6 @@ class GateWorker:
     async def on_recover(self) -> None:
         self._seen.clear()  # partitions may have moved; Faust starts each from the committed offset
         self.next_offsets.clear()
-        events_topic = self.events.get_topic_name()
-        self.store.keep_unsent_commits({tp.partition for tp in assigned(self.faust) if tp.topic == events_topic})
 
     def abort(self, seen: dict[int, int]) -> None:
         """Forget a batch that failed half-way: its writes, and how far the stream had got (`seen`,
@@ -287,10 +285,23 @@ class GateWorker:
         retries) or something inside the worker fails. None of it then counts; it is decided again
         from the same records, with backoff, without waiting for more records to arrive (a quiet
         partition would wait for ever). If it still fails after `stall_exit_s`, the worker exits
-        non-zero (`stall_exit`): an orchestrator restarts it, and a human sees why.
+        non-zero (`stall_exit`): an orchestrator restarts it, and a human sees why. A batch is
+        neither decided during a rebalance nor after one that happened since it began: it is
+        dropped unacked, and Faust delivers its records again.
         """
         delay, failing_since, revocations = RETRY_FIRST_S, None, self.revocations
         while True:
+            if self.faust.rebalancing or self.revocations != revocations:
+                # Decided only over tables recovered for the assignment it was taken under. During a
+                # rebalance they are being recovered, and after one another worker may have decided
+                # these records meanwhile (the fault soak: a worker back from a full disk and a lost
+                # session decided them again over a half-recovered store, and its rows landed after
+                # the other worker's). Faust delivers them again from the committed offsets.
+                log.warning("a batch of %s is dropped: %s (its records are delivered again once the tables have "
+                            "recovered)", _where(batch), "a rebalance since it began" if self.revocations != revocations
+                            else "a rebalance is in progress")
+                self.failing_since = None
+                return
             seen = self._deciding = dict(self._seen)
             self.deciding_since, self._reported_slow = time.monotonic(), False
             try:
@@ -309,13 +320,7 @@ class GateWorker:
                     self.failing_since = None
                     return
                 if self.revocations != revocations:
-                    # Its partitions moved and came back (a worker frozen past its session): another
-                    # worker may have decided these records meanwhile, and the tables recover its
-                    # writes only now. Faust delivers the records again from the committed offsets.
-                    log.warning("a failing batch of %s is dropped: a rebalance since it began (its records are "
-                                "delivered again once the tables have recovered)", _where(batch))
-                    self.failing_since = None
-                    return
+                    continue  # dropped at the top of the loop, without a backoff
                 now = time.monotonic()
                 failing_since = self.failing_since = failing_since or now
                 where = _where(batch)
@@ -600,6 +605,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
     state.on_recover(worker.on_recover)
     keep_recovery_end(faust_app)  # a recovery that caught up before Faust waited for it would never end
     keep_fetched_changelog(faust_app)  # else the end of a recovery drops the standby records fetched meanwhile
+    keep_paused_on_buffer_drop(faust_app)  # else a drained queue lets events in while the tables recover
 
     @faust_app.on_partitions_revoked.connect
     async def _forget_decided_offsets(sender: Any, revoked: set[TP], **kwargs: Any) -> None:

@@ -353,7 +353,7 @@ class CheckpointStore:
         because recovery applies rows only up to a commit record: until the batch's commit record
         is in the changelog, a crash leaves them orphans, dropped and rewritten, and the batch is
         decided again over the state before it. A commit record whose send failed stays unsent
-        and goes first in the batch's next attempt.
+        and goes first in the batch's next attempt, until a rebalance (`_on_recover`).
         """
         changelog = self.table.changelog_topic.get_topic_name()
         for partition, value in self._unsent_commits.items():
@@ -386,11 +386,6 @@ class CheckpointStore:
             self.table.data.apply_changelog_batch(local, to_key=_same, to_value=_same)
             self._remember((w.key, w.value) for w in local)
         self._written_locally()
-
-    def keep_unsent_commits(self, partitions: set[int]) -> None:
-        """After a rebalance: the commit records of partitions that moved to another worker are its
-        to write (it decides their last batch again)."""
-        self._unsent_commits = {p: v for p, v in self._unsent_commits.items() if p in partitions}
 
     def _persisted(self, partition: int) -> int:
         offset = self.table.data.persisted_offset(TP(self.table.changelog_topic.get_topic_name(), partition))
@@ -463,6 +458,11 @@ class CheckpointStore:
     # --- after a rebalance ------------------------------------------------------------------
     async def _on_recover(self) -> None:
         # Partitions may have moved: forget what this worker knew of them, read the table again.
+        # Unsent commit records too: the recovery dropped their rows as orphans unless the local
+        # store had them (not on a full disk), and another worker may have written the partition
+        # since (it moved and came back). Rows the store did keep are committed in the changelog
+        # by the partition's next commit record, which follows them.
+        self._unsent_commits = {}
         self._handled.clear()
         self._cache.clear()
         self._junk.clear()

@@ -160,15 +160,31 @@ def test_abort_forgets_the_batch_its_offsets_and_the_homes_it_claimed():
     assert w.stage() == [] and w.apps == {}
 
 
-def test_after_a_rebalance_only_the_commit_records_of_kept_partitions_are_sent():
+@pytest.mark.parametrize("meanwhile", ["another worker decided it", "no other writer"])
+def test_a_commit_record_left_unsent_is_not_written_after_a_rebalance(meanwhile):
+    """The fault soak: a batch's rows were sent, but the local store could not take them (a full
+    disk), so its commit record was still unsent when the worker lost its partition and got it
+    back. Its recovery reads the changelog: the rows are orphans (no commit record follows them),
+    dropped and rewritten, and another worker may have decided the partition further meanwhile.
+    The old commit record written now would say the batch's events are handled, over state without
+    their rows, or take the partition back behind the other worker's commit. So a rebalance forgets
+    it: the changelog's last commit record stands, and the batch is decided again from there."""
     w = Worker()
-    for partition in (0, 1):
-        with w.store.handling(at(partition, 5)):
-            w.store.set(USERKEYS, key(APP, f"u{partition}"), b"x")
-    w.store.stage(Outbox())
-    w.store.written({(w.changelog, 0): 1, (w.changelog, 1): 2})
-    w.store.keep_unsent_commits({1})  # partition 0 moved: its new owner decides its last batch again
-    assert w.stage() == [(commit_key(1), b"5", 1)]
+    row = PREFIX[USERKEYS] + key(APP, "u")
+    with w.store.handling(at(1, 5)):
+        w.store.set(USERKEYS, key(APP, "u"), b"this worker's")
+    sent = w.stage()
+    write = w.table.data.apply_changelog_batch
+    w.table.data.apply_changelog_batch = lambda *a, **kw: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+    with pytest.raises(OSError):
+        w.store.written({(w.changelog, 1): next(w.offsets)})
+    w.table.data.apply_changelog_batch = write
+    w.store.abort()  # the batch failed
+    others = [(1, row, None), (1, row, b"the other worker's"), (1, commit_key(1), b"9")]  # rewrite, rows, commit
+    w.recover([(p, k, v) for k, v, p in sent] + (others if meanwhile == "another worker decided it" else []))
+    assert w.stage() == []
+    assert w.store.handled(1) == (9 if meanwhile == "another worker decided it" else -1)
+    assert w.rows.get(row) == (b"the other worker's" if meanwhile == "another worker decided it" else None)
 
 
 def test_the_memory_store_keeps_no_offsets_so_a_checkpoint_after_other_records_warns_of_nothing(caplog):
