@@ -18,6 +18,7 @@ Workloads (the method of each: throughput.py, latency.py, worker_memory.py):
               bench/run --only soak
 Benchmarks are not tests: a missed target is reported, not failed; a broken workload exits 1.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -48,9 +49,17 @@ from ._common import ROOT, cli, fmt, md_table, out_path, write_report
 INPROCESS = ("steps", "state_size", "detection")
 BROKER_WORKLOADS = ("throughput", "replay", "latency", "profile", "memory")  # on the suite's broker
 WORKLOADS = (*BROKER_WORKLOADS, "inprocess", "soak")
-BROKER_KEYS = ("num.network.threads", "num.io.threads", "log.flush.interval.messages", "log.segment.bytes",
-               "message.max.bytes", "compression.type", "group.initial.rebalance.delay.ms",
-               "offsets.topic.num.partitions", "auto.create.topics.enable")
+BROKER_KEYS = (
+    "num.network.threads",
+    "num.io.threads",
+    "log.flush.interval.messages",
+    "log.segment.bytes",
+    "message.max.bytes",
+    "compression.type",
+    "group.initial.rebalance.delay.ms",
+    "offsets.topic.num.partitions",
+    "auto.create.topics.enable",
+)
 
 
 def log(msg: str) -> None:
@@ -136,9 +145,11 @@ async def phase_throughput(r: Report) -> None:
         if label == "B":
             log("sendgate worker ...")
             w = r.worker_run = await tp.worker_pass(settings, r.work, r.expected.decisions, n)
-            log(f"worker: {w.decisions.records:,} decisions in {w.decisions.seconds:.1f} s = "
+            log(
+                f"worker: {w.decisions.records:,} decisions in {w.decisions.seconds:.1f} s = "
                 f"{fmt(w.decisions.rate)} decisions/s, {fmt(w.events_rate)} events/s, dead letters {w.deadletters}"
-                + (f"; PROBLEM {w.problem}" if w.problem else ""))
+                + (f"; PROBLEM {w.problem}" if w.problem else "")
+            )
             if w.problem:
                 r.errors.append(f"throughput worker: {w.problem}")
         log(f"pass-through {label} ...")
@@ -162,11 +173,14 @@ async def phase_latency(r: Report) -> None:
     settings = r.settings("lat", tick_interval_s=1.0)
     hook = None
     if "profile" not in a.skip and pyspy.pyspy():
-        hook = lambda pid: pyspy.record(pid, 10, a.outdir / f"{a.stem}-profile-1000rps.txt",  # noqa: E731
-                                        "the worker at 1,000 requests/s")
+        hook = lambda pid: pyspy.record(
+            pid,
+            10,
+            a.outdir / f"{a.stem}-profile-1000rps.txt",  # noqa: E731
+            "the worker at 1,000 requests/s",
+        )
     log("raw aiokafka echo baseline ...")
-    echo = await lat.run_echo(r.settings("echo"), r.work, a.rates, a.latency_seconds, a.latency_warmup, a.seed,
-                              a.quick)
+    echo = await lat.run_echo(r.settings("echo"), r.work, a.rates, a.latency_seconds, a.latency_warmup, a.seed, a.quick)
     log("sendgate worker ...")
     r.latency = await lat.run(settings, r.work, a.rates, a.latency_seconds, a.latency_warmup, a.seed, a.quick, hook)
     r.latency.echo = echo
@@ -184,9 +198,12 @@ async def phase_profile(r: Report) -> None:
     worker = await tp.start_worker(settings, r.work / f"worker-{settings.group_id}.log", tp.first_decision(settings))
     with tp.stopping(worker):
         log(f"py-spy on the worker (pid {worker.process.pid}) for {seconds:.0f} s ({n:,} events published) ...")
-        r.profile_tp = await pyspy.record(worker.process.pid, seconds,
-                                          r.args.outdir / f"{r.args.stem}-profile-saturated.txt",
-                                          "the saturated worker (the throughput log, fresh prefix)")
+        r.profile_tp = await pyspy.record(
+            worker.process.pid,
+            seconds,
+            r.args.outdir / f"{r.args.stem}-profile-saturated.txt",
+            "the saturated worker (the throughput log, fresh prefix)",
+        )
 
 
 async def phase_memory(r: Report) -> None:
@@ -217,8 +234,9 @@ def run_inprocess(r: Report) -> None:
         started = time.monotonic()
         with open(r.work / f"inprocess-{name}.log", "wb") as fh:
             try:
-                rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                                    timeout=600 if r.args.quick else 3600).returncode
+                rc = subprocess.run(
+                    cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=600 if r.args.quick else 3600
+                ).returncode
             except subprocess.TimeoutExpired:
                 rc = -1
         if rc != 0:
@@ -257,11 +275,20 @@ def summary_rows(r: Report) -> list[list[str]]:
     w = r.worker_run
     if w is not None:
         ratio = w.decisions.rate / pt_rate if pt_rate else 0.0
-        row("throughput: decisions/s, one worker process", fmt(w.decisions.rate),
+        row(
+            "throughput: decisions/s, one worker process",
+            fmt(w.decisions.rate),
             f"pass-through {fmt(pt_rate)} records/s (" + ", ".join(fmt(p.rate) for p in pt) + ")",
-            f"{ratio:.2f}", ">= 0.40", verdict(ratio >= 0.40 if pt_rate else None))
-        row("throughput: events/s (all types), one worker", fmt(w.events_rate),
-            f"pass-through {fmt(pt_rate)} records/s", f"{w.events_rate / pt_rate:.2f}" if pt_rate else "")
+            f"{ratio:.2f}",
+            ">= 0.40",
+            verdict(ratio >= 0.40 if pt_rate else None),
+        )
+        row(
+            "throughput: events/s (all types), one worker",
+            fmt(w.events_rate),
+            f"pass-through {fmt(pt_rate)} records/s",
+            f"{w.events_rate / pt_rate:.2f}" if pt_rate else "",
+        )
     if r.expected is not None:
         row("in-process ceiling: Gate.handle_record events/s (MemoryStore, no Kafka)", fmt(r.expected.rate))
     if r.latency is not None:
@@ -271,156 +298,289 @@ def summary_rows(r: Report) -> list[list[str]]:
                 row(f"latency at {res.rate:,}/s", "no decisions")
                 continue
             e, target = echo.get(res.rate), res.rate == 1000
-            row(f"latency at {res.rate:,}/s offered ({fmt(res.achieved_rate)}/s achieved): p50 / p99 / max ms",
-                res.summary(), f"raw aiokafka echo {e.summary()}" if e is not None and len(e.lat_ms) else "",
-                "", "p99 <= 25 ms" if target else "", verdict(res.pct(res.lat_ms, 99) <= 25.0) if target else "")
+            row(
+                f"latency at {res.rate:,}/s offered ({fmt(res.achieved_rate)}/s achieved): p50 / p99 / max ms",
+                res.summary(),
+                f"raw aiokafka echo {e.summary()}" if e is not None and len(e.lat_ms) else "",
+                "",
+                "p99 <= 25 ms" if target else "",
+                verdict(res.pct(res.lat_ms, 99) <= 25.0) if target else "",
+            )
     if r.replay is not None and w is not None:
         rr = r.replay.result.rate
-        row("replay: events/s of `sendgate replay` on the same log", fmt(rr),
-            f"live worker {fmt(w.events_rate)} events/s", f"{rr / w.events_rate:.2f}" if w.events_rate else "")
+        row(
+            "replay: events/s of `sendgate replay` on the same log",
+            fmt(rr),
+            f"live worker {fmt(w.events_rate)} events/s",
+            f"{rr / w.events_rate:.2f}" if w.events_rate else "",
+        )
     base = next((h for h in r.held if h.userkeys == 0), None)
     for h in r.held:
         if h.userkeys and base is not None:
-            row(f"memory: worker RSS holding {h.userkeys:,} userkeys (MB; bytes per userkey)",
+            row(
+                f"memory: worker RSS holding {h.userkeys:,} userkeys (MB; bytes per userkey)",
                 f"{h.rss_mb:.0f}; {(h.rss_mb - base.rss_mb) * 2**20 / h.userkeys:,.0f} B",
-                f"worker holding none: {base.rss_mb:.0f} MB; changelog {h.userkey_bytes / h.userkeys:.0f} B/userkey")
+                f"worker holding none: {base.rss_mb:.0f} MB; changelog {h.userkey_bytes / h.userkeys:.0f} B/userkey",
+            )
     for h in r.held:  # issue 14's targets, at every N but the baseline
         if not h.userkeys:
             continue
         if h.disk_lost_s is not None:
             restored, took = h.restore or (0, 0.0)
             rate = restored / took if took else 0.0
-            row(f"recovery: empty store (disk lost), {h.userkeys:,} userkeys, "
+            row(
+                f"recovery: empty store (disk lost), {h.userkeys:,} userkeys, "
                 f"{sum(v[0] for v in h.changelog.values()):,} rows: new process to the probe decided s; "
                 "rows/s of the restore (its own log line)",
                 f"{fmt_s(h.disk_lost_s)}; {fmt(rate)} ({restored:,} rows in {took:.1f} s)",
                 f"Faust's own restore (before): {fmt_s(h.recovered_s)} s to the probe decided",
-                f"{h.recovered_s / h.disk_lost_s:.1f}x" if h.disk_lost_s else "", "<= 60 s at 1M; >= 50,000 rows/s",
-                verdict(rate >= 50_000 and (h.userkeys < 1_000_000 or h.disk_lost_s <= 60)) if h.restore else "n/a")
+                f"{h.recovered_s / h.disk_lost_s:.1f}x" if h.disk_lost_s else "",
+                "<= 60 s at 1M; >= 50,000 rows/s",
+                verdict(rate >= 50_000 and (h.userkeys < 1_000_000 or h.disk_lost_s <= 60)) if h.restore else "n/a",
+            )
         for label, took, limit in (("after kill -9", h.after_kill_s, 30.0), ("after SIGTERM", h.after_stop_s, 15.0)):
             if took is not None:
-                row(f"recovery: restart {label}, {h.userkeys:,} userkeys: new process to the probe decided s",
-                    fmt_s(took), "", "", f"<= {limit:g} s", verdict(took <= limit))
+                row(
+                    f"recovery: restart {label}, {h.userkeys:,} userkeys: new process to the probe decided s",
+                    fmt_s(took),
+                    "",
+                    "",
+                    f"<= {limit:g} s",
+                    verdict(took <= limit),
+                )
     for h in r.held:
         for f in h.failovers:
-            row(f"fail-over: one of two workers killed, {h.userkeys:,} userkeys, session timeout "
+            row(
+                f"fail-over: one of two workers killed, {h.userkeys:,} userkeys, session timeout "
                 f"{f.session_timeout_s:g} s: kill to the survivor's first / last decision s",
                 f"{fmt_s(f.first_s)} / {fmt_s(f.last_s)}"
                 + ("" if f.decided == f.probe else f" ({f.decided:,} of {f.probe:,} decided)"),
                 f"rebalance seen {fmt_s(f.marks.get('heartbeat: rebalancing'))} s after the kill; "
-                f"{sum(f.restored.values()):,} changelog record(s) restored", "", "<= 30 s",
-                verdict(f.last_s <= 30 and f.decided == f.probe if f.last_s is not None else None))
+                f"{sum(f.restored.values()):,} changelog record(s) restored",
+                "",
+                "<= 30 s",
+                verdict(f.last_s <= 30 and f.decided == f.probe if f.last_s is not None else None),
+            )
     return rows
 
 
 def settings_md(r: Report) -> str:
-    return "\n\n".join([
-        "## Settings", "Broker: " + r.broker.get("_where", "?"),
-        md_table(["broker config", "value"], [[k, v] for k, v in r.broker.items() if not k.startswith("_")]),
-        "Worker (`sendgate worker` in a child process, `WorkerProcess`; as the integration tests run it):",
-        md_table(["sendgate setting", "value"], list(r.worker.items())),
-        "Faust settings in effect (read from the worker's `App.conf`; sendgate sets acks, guarantee, store and group "
-        "timings, the rest are Faust defaults):", md_table(["Faust setting", "value"], list(r.faust.items())),
-        "Clients: log publisher aiokafka acks=all, linger 20 ms, batch 256 KiB; pass-through consumer (group, manual "
-        "commit) and producer acks=all, linger 0, batch 16 KiB (as Faust's producer); latency request producer "
-        f"{lat.PRODUCER} (no Publisher validation on the hot path), subscriber {lat.SUBSCRIBER}, no group, every "
-        "partition, from the end."])
+    return "\n\n".join(
+        [
+            "## Settings",
+            "Broker: " + r.broker.get("_where", "?"),
+            md_table(["broker config", "value"], [[k, v] for k, v in r.broker.items() if not k.startswith("_")]),
+            "Worker (`sendgate worker` in a child process, `WorkerProcess`; as the integration tests run it):",
+            md_table(["sendgate setting", "value"], list(r.worker.items())),
+            "Faust settings in effect (read from the worker's `App.conf`; sendgate sets acks, guarantee, store and group "
+            "timings, the rest are Faust defaults):",
+            md_table(["Faust setting", "value"], list(r.faust.items())),
+            "Clients: log publisher aiokafka acks=all, linger 20 ms, batch 256 KiB; pass-through consumer (group, manual "
+            "commit) and producer acks=all, linger 0, batch 16 KiB (as Faust's producer); latency request producer "
+            f"{lat.PRODUCER} (no Publisher validation on the hot path), subscriber {lat.SUBSCRIBER}, no group, every "
+            "partition, from the end.",
+        ]
+    )
 
 
 def throughput_md(r: Report) -> str:
     rows = [[p.label, fmt(p.records), f"{p.seconds:.1f}", fmt(p.rate), ""] for p in r.passthrough]
     if (w := r.worker_run) is not None:
-        rows.append(["sendgate worker: decisions", fmt(w.decisions.records), f"{w.decisions.seconds:.1f}",
-                     fmt(w.decisions.rate), f"events/s over the same span: {fmt(w.events_rate)}; dead letters "
-                     f"{w.deadletters}; worker start to last decision {w.wall_s:.1f} s"
-                     + (f"; PROBLEM: {w.problem}" if w.problem else "")])
-    parts = ["## Throughput", "Log: " + tp.describe(r.log) + f"\nPublished up front in {r.publish_s:.1f} s to one "
-             "events topic of 8 partitions, keys = app.",
-             f"Expected decisions (in-process pass over the same log) = {fmt(r.expected.decisions)} "
-             f"({fmt(r.log.types['send'])} sends + releases and cancellations of paced requests); in-process pass took "
-             f"{r.expected.seconds:.1f} s.",
-             md_table(["run", "records", "span s (first to last)", "per second", "note"], rows), method(tp),
-             "Outcome counts (the live worker and replay must reproduce the in-process pass):"]
-    cols = [(n, c) for n, c in (("in-process", r.expected.outcomes), ("live worker", w and w.outcomes),
-                                ("replay", r.replay and r.replay.outcomes)) if c is not None]
+        rows.append(
+            [
+                "sendgate worker: decisions",
+                fmt(w.decisions.records),
+                f"{w.decisions.seconds:.1f}",
+                fmt(w.decisions.rate),
+                f"events/s over the same span: {fmt(w.events_rate)}; dead letters "
+                f"{w.deadletters}; worker start to last decision {w.wall_s:.1f} s"
+                + (f"; PROBLEM: {w.problem}" if w.problem else ""),
+            ]
+        )
+    parts = [
+        "## Throughput",
+        "Log: " + tp.describe(r.log) + f"\nPublished up front in {r.publish_s:.1f} s to one "
+        "events topic of 8 partitions, keys = app.",
+        f"Expected decisions (in-process pass over the same log) = {fmt(r.expected.decisions)} "
+        f"({fmt(r.log.types['send'])} sends + releases and cancellations of paced requests); in-process pass took "
+        f"{r.expected.seconds:.1f} s.",
+        md_table(["run", "records", "span s (first to last)", "per second", "note"], rows),
+        method(tp),
+        "Outcome counts (the live worker and replay must reproduce the in-process pass):",
+    ]
+    cols = [
+        (n, c)
+        for n, c in (
+            ("in-process", r.expected.outcomes),
+            ("live worker", w and w.outcomes),
+            ("replay", r.replay and r.replay.outcomes),
+        )
+        if c is not None
+    ]
     keys = sorted(set().union(*[set(c) for _, c in cols]), key=lambda k: -max(c.get(k, 0) for _, c in cols))
     rows = [[k] + [fmt(c.get(k, 0)) for _, c in cols] for k in keys]
     rows.append(["**total**"] + [fmt(sum(c.values())) for _, c in cols])
     same = all(c == cols[0][1] for _, c in cols)
-    parts += [md_table(["outcome/reason"] + [n for n, _ in cols], rows),
-              f"Identical outcome counts across {', '.join(n for n, _ in cols)}: **{'yes' if same else 'NO'}**"]
+    parts += [
+        md_table(["outcome/reason"] + [n for n, _ in cols], rows),
+        f"Identical outcome counts across {', '.join(n for n, _ in cols)}: **{'yes' if same else 'NO'}**",
+    ]
     if r.replay is not None:
         rr = r.replay.result
-        parts += ["## Replay", "`sendgate.streams.ops.replay.replay(settings, 'bench', policy)` (what `sendgate "
-                  f"replay --name bench` runs) over the same log: {fmt(rr.events)} events, {fmt(rr.decisions)} decisions, "
-                  f"{rr.deadlettered} invalid, {rr.seconds:.1f} s = **{fmt(rr.rate)} events/s** (includes reading the "
-                  f"log and producing the decisions to `{r.replay.topic}`, acks=all, linger 20 ms). "
-                  + (f"Live worker on the same log: {fmt(w.events_rate)} events/s." if w else "")]
+        parts += [
+            "## Replay",
+            "`sendgate.streams.ops.replay.replay(settings, 'bench', policy)` (what `sendgate "
+            f"replay --name bench` runs) over the same log: {fmt(rr.events)} events, {fmt(rr.decisions)} decisions, "
+            f"{rr.deadlettered} invalid, {rr.seconds:.1f} s = **{fmt(rr.rate)} events/s** (includes reading the "
+            f"log and producing the decisions to `{r.replay.topic}`, acks=all, linger 20 ms). "
+            + (f"Live worker on the same log: {fmt(w.events_rate)} events/s." if w else ""),
+        ]
     return "\n\n".join(parts)
 
 
 def latency_md(r: Report) -> str:
     a, rows = r.args, []
-    for who, res in [("sendgate worker", x) for x in r.latency.results] + [("raw aiokafka echo", x)
-                                                                           for x in r.latency.echo]:
+    for who, res in [("sendgate worker", x) for x in r.latency.results] + [
+        ("raw aiokafka echo", x) for x in r.latency.echo
+    ]:
         if not len(res.lat_ms):
             rows.append([who, f"{res.rate:,}", fmt(res.sent)] + [""] * 10 + [res.note])
             continue
         q = res.pct
-        rows.append([who, f"{res.rate:,}", fmt(res.sent), fmt(res.achieved_rate), fmt(res.decided),
-                     fmt(res.decided_rate), *(f"{q(res.lat_ms, p):.1f}" for p in (50, 90, 99, 99.9)),
-                     f"{res.lat_ms.max():.1f}", f"{q(res.in_ms, 50):.1f} / {q(res.in_ms, 99):.1f}",
-                     f"{q(res.out_ms, 50):.1f} / {q(res.out_ms, 99):.1f}", res.note])
-    parts = ["## Latency",
-             f"One worker (same settings, but the wall-clock ticker on at 1 s as in production) on a fresh prefix; "
-             f"{r.latency.setup_events:,} setup events. Each rate: {a.latency_warmup:g} s warm-up (not counted) + "
-             f"{a.latency_seconds:g} s measured. " + method(lat),
-             md_table(["path", "offered /s", "requests", "achieved /s", "decided", "decided /s", "p50 ms", "p90 ms",
-                       "p99 ms", "p99.9 ms", "max ms", "in p50 / p99 ms", "out p50 / p99 ms", "note"], rows)]
+        rows.append(
+            [
+                who,
+                f"{res.rate:,}",
+                fmt(res.sent),
+                fmt(res.achieved_rate),
+                fmt(res.decided),
+                fmt(res.decided_rate),
+                *(f"{q(res.lat_ms, p):.1f}" for p in (50, 90, 99, 99.9)),
+                f"{res.lat_ms.max():.1f}",
+                f"{q(res.in_ms, 50):.1f} / {q(res.in_ms, 99):.1f}",
+                f"{q(res.out_ms, 50):.1f} / {q(res.out_ms, 99):.1f}",
+                res.note,
+            ]
+        )
+    parts = [
+        "## Latency",
+        f"One worker (same settings, but the wall-clock ticker on at 1 s as in production) on a fresh prefix; "
+        f"{r.latency.setup_events:,} setup events. Each rate: {a.latency_warmup:g} s warm-up (not counted) + "
+        f"{a.latency_seconds:g} s measured. " + method(lat),
+        md_table(
+            [
+                "path",
+                "offered /s",
+                "requests",
+                "achieved /s",
+                "decided",
+                "decided /s",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "p99.9 ms",
+                "max ms",
+                "in p50 / p99 ms",
+                "out p50 / p99 ms",
+                "note",
+            ],
+            rows,
+        ),
+    ]
     if r.latency.profile is not None and len((res := r.latency.profile[1]).lat_ms):
-        parts.append(f"Profiled window (1,000/s for 10 s with py-spy attached, not part of the figures above): "
-                     f"p50 {res.pct(res.lat_ms, 50):.1f} ms, p99 {res.pct(res.lat_ms, 99):.1f} ms.")
+        parts.append(
+            f"Profiled window (1,000/s for 10 s with py-spy attached, not part of the figures above): "
+            f"p50 {res.pct(res.lat_ms, 50):.1f} ms, p99 {res.pct(res.lat_ms, 99):.1f} ms."
+        )
     return "\n\n".join(parts)
 
 
 def memory_md(r: Report) -> str:
     parts = ["## Memory", method(mem)]
     base = next((h for h in r.held if h.userkeys == 0), None)
-    rows = [[fmt(h.userkeys), f"{h.rss_mb:.1f}",
-             f"{(h.rss_mb - base.rss_mb) * 2**20 / h.userkeys:,.0f}" if base is not None and h.userkeys else "",
-             f"{h.userkey_bytes / h.userkeys:.0f}" if h.userkeys else "",
-             ", ".join(f"{k} {v[0]:,} rows / {v[1]:,} B" for k, v in sorted(h.changelog.items())),
-             f"{h.store_bytes / 2**20:.1f}", f"{h.rebuild_s:.0f}", f"{h.recovered_s:.1f}",
-             fmt_s(h.disk_lost_s), fmt_s(h.after_kill_s), fmt_s(h.after_stop_s)] for h in r.held]
-    parts.append(md_table(["userkeys", "worker RSS MB", "RSS bytes/userkey (vs 0)", "changelog bytes/userkey",
-                           "state changelog (last value per key)", "RocksDB dir MB", "rebuild s",
-                           "empty store, Faust's restore (before): start to probe decided s",
-                           "empty store, streams/worker/restore.py: start to probe decided s",
-                           "after kill -9: restart to probe decided s", "after SIGTERM: restart to probe decided s"],
-                          rows))
+    rows = [
+        [
+            fmt(h.userkeys),
+            f"{h.rss_mb:.1f}",
+            f"{(h.rss_mb - base.rss_mb) * 2**20 / h.userkeys:,.0f}" if base is not None and h.userkeys else "",
+            f"{h.userkey_bytes / h.userkeys:.0f}" if h.userkeys else "",
+            ", ".join(f"{k} {v[0]:,} rows / {v[1]:,} B" for k, v in sorted(h.changelog.items())),
+            f"{h.store_bytes / 2**20:.1f}",
+            f"{h.rebuild_s:.0f}",
+            f"{h.recovered_s:.1f}",
+            fmt_s(h.disk_lost_s),
+            fmt_s(h.after_kill_s),
+            fmt_s(h.after_stop_s),
+        ]
+        for h in r.held
+    ]
+    parts.append(
+        md_table(
+            [
+                "userkeys",
+                "worker RSS MB",
+                "RSS bytes/userkey (vs 0)",
+                "changelog bytes/userkey",
+                "state changelog (last value per key)",
+                "RocksDB dir MB",
+                "rebuild s",
+                "empty store, Faust's restore (before): start to probe decided s",
+                "empty store, streams/worker/restore.py: start to probe decided s",
+                "after kill -9: restart to probe decided s",
+                "after SIGTERM: restart to probe decided s",
+            ],
+            rows,
+        )
+    )
     if failovers := [(h, f) for h in r.held for f in h.failovers]:
-        rows = [[fmt(h.userkeys), f"{f.session_timeout_s:g}", ", ".join(map(str, f.moved)),
-                 fmt(f.probe) if f.decided == f.probe else f"**{fmt(f.decided)} of {fmt(f.probe)}** (lag {f.lag})",
-                 fmt_s(f.first_s), fmt_s(f.last_s), *(fmt_s(f.marks.get(m)) for m in mem.FAILOVER_MARKS),
-                 "yes" if set(f.moved) <= set(f.standbys) else
-                 f"no ({', '.join(map(str, sorted(f.standbys)))})" if f.standbys else "no (none)",
-                 fmt(sum(f.written.values())) if f.written else "", fmt(sum(f.restored.values())), fmt(f.reread)]
-                for h, f in failovers]
-        parts += ["Fail-over (one of two workers killed; s after the kill):",
-                  md_table(["userkeys", "session timeout s", "killed worker's partitions", "probe decisions",
-                            "first decision", "last decision", *(f"survivor: {m}" for m in mem.FAILOVER_MARKS),
-                            "survivor held them as standbys", "changelog records written to them since its standby "
-                            "offsets", "changelog records it restored after the kill",
-                            "events it read again (its stream skipped them)"], rows),
-                  "The survivor learns of the death at its first heartbeat after the coordinator's session timeout "
-                  "(counted from the dead worker's last heartbeat), so `heartbeat: rebalancing` is the session "
-                  "timeout give or take one heartbeat interval (3 s); rejoin, assignment and recovery follow. The "
-                  "workers' group timings are those of the fail-over round (the Faust settings table above is that "
-                  "of the other workers); standby replicas are Faust's `table_standby_replicas`."]
+        rows = [
+            [
+                fmt(h.userkeys),
+                f"{f.session_timeout_s:g}",
+                ", ".join(map(str, f.moved)),
+                fmt(f.probe) if f.decided == f.probe else f"**{fmt(f.decided)} of {fmt(f.probe)}** (lag {f.lag})",
+                fmt_s(f.first_s),
+                fmt_s(f.last_s),
+                *(fmt_s(f.marks.get(m)) for m in mem.FAILOVER_MARKS),
+                "yes"
+                if set(f.moved) <= set(f.standbys)
+                else f"no ({', '.join(map(str, sorted(f.standbys)))})"
+                if f.standbys
+                else "no (none)",
+                fmt(sum(f.written.values())) if f.written else "",
+                fmt(sum(f.restored.values())),
+                fmt(f.reread),
+            ]
+            for h, f in failovers
+        ]
+        parts += [
+            "Fail-over (one of two workers killed; s after the kill):",
+            md_table(
+                [
+                    "userkeys",
+                    "session timeout s",
+                    "killed worker's partitions",
+                    "probe decisions",
+                    "first decision",
+                    "last decision",
+                    *(f"survivor: {m}" for m in mem.FAILOVER_MARKS),
+                    "survivor held them as standbys",
+                    "changelog records written to them since its standby offsets",
+                    "changelog records it restored after the kill",
+                    "events it read again (its stream skipped them)",
+                ],
+                rows,
+            ),
+            "The survivor learns of the death at its first heartbeat after the coordinator's session timeout "
+            "(counted from the dead worker's last heartbeat), so `heartbeat: rebalancing` is the session "
+            "timeout give or take one heartbeat interval (3 s); rejoin, assignment and recovery follow. The "
+            "workers' group timings are those of the fail-over round (the Faust settings table above is that "
+            "of the other workers); standby replicas are Faust's `table_standby_replicas`.",
+        ]
     if (lr := r.long_run) is not None and lr.samples:
         rss = [x[2] for x in lr.samples]
         done = [x for x in lr.samples if x[1] >= lr.decisions / 2]
-        second_half = (max(rss[-len(done):]) - done[0][2]) if done else 0.0
+        second_half = (max(rss[-len(done) :]) - done[0][2]) if done else 0.0
         clusters, sizes = sorted(c for c, _ in lr.sender_rows), [b for _, b in lr.sender_rows]
         parts.append(
             f"Long run: {lr.log.senders} senders in 4 apps, {len(lr.log.records):,} events "
@@ -430,18 +590,23 @@ def memory_md(r: Report) -> str:
             f"decisions {second_half:+.1f} MB. Senders at the end (changelog): {len(sizes)} holding "
             f"{clusters[0] if clusters else 0}-{clusters[-1] if clusters else 0} clusters, "
             f"{sum(sizes) / len(sizes) if sizes else 0:,.0f} B a sender (its head, cluster and sketch rows) "
-            f"on average. Plot: `{r.args.stem}-memory.png`.")
+            f"on average. Plot: `{r.args.stem}-memory.png`."
+        )
     return "\n\n".join(parts)
 
 
 def write_markdown(r: Report, path: Path) -> str:
-    sections = ["## Summary", md_table(["figure", "sendgate", "baseline (same run)", "ratio", "target", ""],
-                                       summary_rows(r))]
+    sections = [
+        "## Summary",
+        md_table(["figure", "sendgate", "baseline (same run)", "ratio", "target", ""], summary_rows(r)),
+    ]
     if r.errors:
         sections += ["## Errors"] + [f"```\n{e}\n```" for e in r.errors]
     if tp.STARTS:
-        sections.append("Worker restarts needed at start-up (a worker that had not joined and recovered in 45 s was "
-                        "stopped and started again; it had processed nothing): " + "; ".join(tp.STARTS))
+        sections.append(
+            "Worker restarts needed at start-up (a worker that had not joined and recovered in 45 s was "
+            "stopped and started again; it had processed nothing): " + "; ".join(tp.STARTS)
+        )
     sections.append(settings_md(r))
     if r.log is not None:
         sections.append(throughput_md(r))
@@ -449,8 +614,11 @@ def write_markdown(r: Report, path: Path) -> str:
         sections.append(latency_md(r))
     if r.held or r.long_run is not None:
         sections.append(memory_md(r))
-    sections += ["## Where the worker's time goes", "### Saturated (the throughput log, fresh prefix, py-spy attached)",
-                 pyspy.profile_md(r.profile_tp)]
+    sections += [
+        "## Where the worker's time goes",
+        "### Saturated (the throughput log, fresh prefix, py-spy attached)",
+        pyspy.profile_md(r.profile_tp),
+    ]
     if r.latency is not None and r.latency.profile is not None:
         sections += ["### At 1,000 requests/s", pyspy.profile_md(r.latency.profile[0])]
     if r.plots:
@@ -461,16 +629,26 @@ def write_markdown(r: Report, path: Path) -> str:
         sections.append("## In-process benchmarks")
         for name, rc, secs, text in r.inprocess:
             sections += [f"### bench.{name} (exit {rc}, {secs:.0f} s)", re.sub(r"^(#+)", r"\1##", text, flags=re.M)]
-    return write_report(path, "sendgate benchmarks: broker workloads" + (" (quick smoke run)" if r.args.quick else ""),
-                 "bench/run", [f"wall time {r.wall_s / 60:.1f} min; Apache Kafka {KAFKA_VERSION}",
-                               "a shared machine: the broker, the worker, the bench process and other jobs compete for "
-                               "the same cores, so absolute figures are noisy; the side-by-side ratios are the "
-                               "figures to compare"], sections, bootstrap=True, echo=False)
+    return write_report(
+        path,
+        "sendgate benchmarks: broker workloads" + (" (quick smoke run)" if r.args.quick else ""),
+        "bench/run",
+        [
+            f"wall time {r.wall_s / 60:.1f} min; Apache Kafka {KAFKA_VERSION}",
+            "a shared machine: the broker, the worker, the bench process and other jobs compete for "
+            "the same cores, so absolute figures are noisy; the side-by-side ratios are the "
+            "figures to compare",
+        ],
+        sections,
+        bootstrap=True,
+        echo=False,
+    )
 
 
 def plots(r: Report, stem: str, where: Path) -> list[str]:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         import numpy as np
@@ -494,10 +672,20 @@ def plots(r: Report, stem: str, where: Path) -> list[str]:
             if p.per_second:
                 ax.plot(range(len(p.per_second)), p.per_second, "o-", ms=3, label=f"{p.label} (records/s)", alpha=0.8)
         if r.worker_run is not None and (s := r.worker_run.decisions.per_second):
-            ax.plot(range(len(s)), s, "o-" if len(s) < 30 else "-", ms=3, label="sendgate worker (decisions/s)",
-                    color="black")
-        ax.set(xlabel="seconds since the first output record", ylabel="records per second (1 s bins)", yscale="log",
-               title="Throughput over time, same events topic")
+            ax.plot(
+                range(len(s)),
+                s,
+                "o-" if len(s) < 30 else "-",
+                ms=3,
+                label="sendgate worker (decisions/s)",
+                color="black",
+            )
+        ax.set(
+            xlabel="seconds since the first output record",
+            ylabel="records per second (1 s bins)",
+            yscale="log",
+            title="Throughput over time, same events topic",
+        )
         ax.legend()
         ax.grid(True, which="both", alpha=0.3)
         save(fig, "throughput")
@@ -510,8 +698,13 @@ def plots(r: Report, stem: str, where: Path) -> list[str]:
                 for t, ms in res.timeline:
                     bins[int(t)].append(ms)
                 for q, style in ((99, "-"), (50, "--")):
-                    axes[1].plot(sorted(bins), [np.percentile(bins[t], q) for t in sorted(bins)], style,
-                                 color=f"C{k}", label=f"{res.rate:,}/s p{q}")
+                    axes[1].plot(
+                        sorted(bins),
+                        [np.percentile(bins[t], q) for t in sorted(bins)],
+                        style,
+                        color=f"C{k}",
+                        label=f"{res.rate:,}/s p{q}",
+                    )
         for k, res in enumerate(r.latency.echo):
             if len(res.lat_ms):
                 cdf(axes[0], res.lat_ms, ":", f"C{k}", f"raw aiokafka echo {res.rate:,}/s")
@@ -526,9 +719,13 @@ def plots(r: Report, stem: str, where: Path) -> list[str]:
     if (lr := r.long_run) is not None and lr.samples:
         fig, ax = plt.subplots(figsize=(9, 4.5))
         ax.plot([x[1] for x in lr.samples], [x[2] for x in lr.samples], "-", color="black")
-        ax.set(xlabel=f"decisions made (of {lr.decisions:,}; {lr.log.event_hours:g} h of event time, clusters expire "
-               "after 24 h idle)", ylabel="worker VmRSS MB", title="Worker memory over a long run with cluster expiry",
-               ylim=(0, None))
+        ax.set(
+            xlabel=f"decisions made (of {lr.decisions:,}; {lr.log.event_hours:g} h of event time, clusters expire "
+            "after 24 h idle)",
+            ylabel="worker VmRSS MB",
+            title="Worker memory over a long run with cluster expiry",
+            ylim=(0, None),
+        )
         ax.grid(True, alpha=0.3)
         save(fig, "memory")
     return made
@@ -537,13 +734,20 @@ def plots(r: Report, stem: str, where: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = cli(__doc__, "seconds-long smoke version (CI)", "latest", "quick.md")
     ap.add_argument("--events", type=int, help="events in the throughput/replay log (default 200,000; quick 5,000)")
-    ap.add_argument("--rates", help="offered request rates per second (default 100,1000,3000: 100/s shows the "
-                                    "latency without queueing; quick 1000,3000)")
+    ap.add_argument(
+        "--rates",
+        help="offered request rates per second (default 100,1000,3000: 100/s shows the "
+        "latency without queueing; quick 1000,3000)",
+    )
     ap.add_argument("--latency-seconds", type=float, help="measured seconds per rate (default 20; quick 3)")
     ap.add_argument("--userkeys", help="userkeys held in the memory workload (default 0,100000,1000000; quick 0,10000)")
-    ap.add_argument("--no-restarts", dest="restarts", action="store_false",
-                    help="memory workload: time only the first start, not the disk-lost, kill -9 and SIGTERM restarts "
-                         "nor the fail-over")
+    ap.add_argument(
+        "--no-restarts",
+        dest="restarts",
+        action="store_false",
+        help="memory workload: time only the first start, not the disk-lost, kill -9 and SIGTERM restarts "
+        "nor the fail-over",
+    )
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--skip", default="", help=f"comma list of: {', '.join(WORKLOADS)}")
     ap.add_argument("--only", default="", help="comma list of the workloads to run (the others skipped)")
@@ -553,8 +757,9 @@ def main(argv: list[str] | None = None) -> int:
     a.latency_seconds = a.latency_seconds or (3.0 if a.quick else 20.0)
     a.latency_warmup = 0.5 if a.quick else 2.0
     a.rates = [int(x) for x in (a.rates or ("1000,3000" if a.quick else "100,1000,3000")).split(",") if x.strip()]
-    a.userkeys = [int(x) for x in (a.userkeys or ("0,10000" if a.quick else "0,100000,1000000")).split(",")
-                  if x.strip()]
+    a.userkeys = [
+        int(x) for x in (a.userkeys or ("0,10000" if a.quick else "0,100000,1000000")).split(",") if x.strip()
+    ]
     a.skip = {s.strip() for s in a.skip.split(",") if s.strip()}
     if only := {s.strip() for s in a.only.split(",") if s.strip()}:
         if unknown := only - set(WORKLOADS):
@@ -577,18 +782,28 @@ def main(argv: list[str] | None = None) -> int:
         log(f"starting a local Kafka {KAFKA_VERSION} broker ...")
     with contextlib.nullcontext() if external or not on_broker else LocalKafka() as kafka:
         r.bootstrap = external or (kafka.bootstrap if kafka else "")
-        r.broker["_where"] = "" if not on_broker else (
-                              f"external, SENDGATE_BOOTSTRAP={external} (its own settings; shared with whatever else "
-                              "uses it)" if external else
-                              f"started by the bench: `sendgate.streams.local.broker.LocalKafka`, Apache Kafka "
-                              f"{KAFKA_VERSION}, one KRaft broker+controller on {r.bootstrap}, -Xmx{kafka.heap}, "
-                              "G1GC, data in a temporary directory, replication 1")
+        r.broker["_where"] = (
+            ""
+            if not on_broker
+            else (
+                f"external, SENDGATE_BOOTSTRAP={external} (its own settings; shared with whatever else uses it)"
+                if external
+                else f"started by the bench: `sendgate.streams.local.broker.LocalKafka`, Apache Kafka "
+                f"{KAFKA_VERSION}, one KRaft broker+controller on {r.bootstrap}, -Xmx{kafka.heap}, "
+                "G1GC, data in a temporary directory, replication 1"
+            )
+        )
         if on_broker:
             r.broker.update(asyncio.run(admin(r.bootstrap, broker_configs)))
         if on_broker:
             log(f"broker {r.bootstrap}: {r.broker}")
-        for name, phase in (("throughput", phase_throughput), ("replay", phase_replay), ("latency", phase_latency),
-                            ("profile", phase_profile), ("memory", phase_memory)):
+        for name, phase in (
+            ("throughput", phase_throughput),
+            ("replay", phase_replay),
+            ("latency", phase_latency),
+            ("profile", phase_profile),
+            ("memory", phase_memory),
+        ):
             if name not in a.skip:
                 try:
                     asyncio.run(phase(r))
@@ -622,6 +837,7 @@ def main(argv: list[str] | None = None) -> int:
         print(write_markdown(r, out).split("## Settings")[0])
     except Exception:  # keep the figures of a long run: dump the raw report next to the scratch files
         import pickle
+
         (r.work / "report.pickle").write_bytes(pickle.dumps(r))
         log(f"writing {out} failed; raw report pickled to {r.work / 'report.pickle'}:\n{traceback.format_exc()}")
         return 1

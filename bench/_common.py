@@ -3,6 +3,7 @@
 Nothing here talks to Kafka. Every generator is seeded; every timing is a median of repeats,
 because the benchmark machines are small and shared.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,6 +38,7 @@ DAY = 24 * HOUR
 
 # --- corpus and texts ----------------------------------------------------------------------------
 
+
 def load_corpus(path: Path = DATA) -> list[tuple[str, str]]:
     """(label, text) pairs of the SMS Spam Collection, in file order (header skipped)."""
     if not path.exists():
@@ -45,8 +47,9 @@ def load_corpus(path: Path = DATA) -> list[tuple[str, str]]:
         header = fh.readline().rstrip("\n").split("\t")
         if header[:2] != ["Label", "SMS"]:
             sys.exit(f"{path}: unexpected header {header!r}")
-        return [(label, text) for raw in fh if (line := raw.rstrip("\r\n"))
-                for label, _, text in [line.partition("\t")]]
+        return [
+            (label, text) for raw in fh if (line := raw.rstrip("\r\n")) for label, _, text in [line.partition("\t")]
+        ]
 
 
 def labelled(corpus: list[tuple[str, str]], label: str) -> list[str]:
@@ -58,6 +61,7 @@ def distinct_texts(texts: list[str], count: int, sketcher=None, max_sim: float =
     import numpy as np
 
     from sendgate.models.similarity import Sketcher, similarities
+
     sketcher = sketcher or Sketcher()
     chosen, rows = [], []
     for text in texts:
@@ -73,11 +77,42 @@ def distinct_texts(texts: list[str], count: int, sketcher=None, max_sim: float =
     raise RuntimeError(f"only {len(chosen)} distinct texts found")
 
 
-FIRST_NAMES = ("Anna", "Ben", "Chloe", "Dev", "Emma", "Finn", "Grace", "Hugo", "Isla", "Jack", "Kofi", "Lena",
-               "Mohammed", "Nadia", "Oliver", "Priya", "Quentin", "Rosa", "Sam", "Tariq", "Ursula", "Viktor",
-               "Wen", "Xavier", "Yasmin", "Zoe", "Alexandra", "Christopher", "Jo", "Li")
-LINK = re.compile(r"(?:https?://|www\.)\S+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|co\.uk|uk|ly|io|biz|info)\b\S*",
-                  re.IGNORECASE)
+FIRST_NAMES = (
+    "Anna",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Emma",
+    "Finn",
+    "Grace",
+    "Hugo",
+    "Isla",
+    "Jack",
+    "Kofi",
+    "Lena",
+    "Mohammed",
+    "Nadia",
+    "Oliver",
+    "Priya",
+    "Quentin",
+    "Rosa",
+    "Sam",
+    "Tariq",
+    "Ursula",
+    "Viktor",
+    "Wen",
+    "Xavier",
+    "Yasmin",
+    "Zoe",
+    "Alexandra",
+    "Christopher",
+    "Jo",
+    "Li",
+)
+LINK = re.compile(
+    r"(?:https?://|www\.)\S+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|co\.uk|uk|ly|io|biz|info)\b\S*",
+    re.IGNORECASE,
+)
 
 
 def random_link(rng: random.Random) -> str:
@@ -98,11 +133,12 @@ def variant(rng: random.Random, template: str) -> str:
         return greeting + text
     cut = max(text.find(". "), text.find("! "))  # else the name after the first sentence, or at the end
     if cut > 0:
-        return f"{text[:cut + 2]}{rng.choice(FIRST_NAMES)}, {text[cut + 2:]}"
+        return f"{text[: cut + 2]}{rng.choice(FIRST_NAMES)}, {text[cut + 2 :]}"
     return f"{text} - {rng.choice(FIRST_NAMES)}"
 
 
 # --- the workload generator: events as JSON records, or as model events in time order --------------
+
 
 def doc(type_: str, id_: str, app: str, ts: int | None = None, **fields) -> dict:
     """An event as its JSON carries it; `id_` is a send's request_id, any other event's event_id."""
@@ -115,6 +151,7 @@ def doc(type_: str, id_: str, app: str, ts: int | None = None, **fields) -> dict
 @dataclass
 class Log:
     """A generated event log: (key = app, JSON value) records in publish order, counted by type."""
+
     seed: int = 0
     records: list[tuple[bytes, bytes]] = field(default_factory=list)
     types: Counter = field(default_factory=Counter)
@@ -142,8 +179,10 @@ class Timeline(list):
 
 # --- timing and memory -------------------------------------------------------------------------------
 
-def median_us(fn: Callable[[], object], number: int, repeat: int = 7,
-              setup: Callable[[], object] | None = None, per: int = 1) -> float:
+
+def median_us(
+    fn: Callable[[], object], number: int, repeat: int = 7, setup: Callable[[], object] | None = None, per: int = 1
+) -> float:
     """Median over `repeat` timeit runs of µs per call of `fn` (each run calls it `number` times);
     `per` divides further when one call handles `per` items."""
     timer = timeit.Timer(fn, setup=setup) if setup is not None else timeit.Timer(fn)
@@ -152,14 +191,17 @@ def median_us(fn: Callable[[], object], number: int, repeat: int = 7,
 
 def each_us(fn: Callable, items: Sequence, repeat: int, *args, setup=None) -> float:
     """Median µs per item of `fn(item, *args)` over all the items, in a plain loop."""
+
     def run():
         for item in items:
             fn(item, *args)
+
     return median_us(run, 1, repeat, setup=setup, per=len(items))
 
 
-def side_by_side(fns: dict[str, Callable[[], object]], number: int, repeat: int = 7,
-                 per: int = 1) -> dict[str, list[float]]:
+def side_by_side(
+    fns: dict[str, Callable[[], object]], number: int, repeat: int = 7, per: int = 1
+) -> dict[str, list[float]]:
     """Time several callables alternately (A, B, C, A, B, C, ...): µs per item of each run.
     Ratios taken per repeat are robust against a neighbour that loads the machine for a while."""
     out: dict[str, list[float]] = {name: [] for name in fns}
@@ -188,6 +230,7 @@ def loadavg() -> str:
 
 # --- the results files -------------------------------------------------------------------------------
 
+
 def fmt(x: float, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
@@ -195,6 +238,7 @@ def fmt(x: float, digits: int = 0) -> str:
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     def line(cells: Iterable[object]) -> str:
         return "| " + " | ".join(str(v).replace("|", "\\|") for v in cells) + " |"
+
     return "\n".join([line(headers), "|" + "|".join("---" for _ in headers) + "|", *map(line, rows)])
 
 
@@ -202,8 +246,11 @@ def cli(doc: str, quick: str, name: str, quick_name: str = "") -> argparse.Argum
     """The options every benchmark takes: --quick (what it shrinks to) and --out."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help=quick)
-    ap.add_argument("--out", help=f"results file (default bench/results/{name}.md; --quick: "
-                                  f"{SCRATCH / (quick_name or name + '.quick.md')}, the committed results untouched)")
+    ap.add_argument(
+        "--out",
+        help=f"results file (default bench/results/{name}.md; --quick: "
+        f"{SCRATCH / (quick_name or name + '.quick.md')}, the committed results untouched)",
+    )
     return ap
 
 
@@ -214,20 +261,44 @@ def out_path(out: str | None, quick: bool, name: str, quick_name: str = "") -> P
 _LOAD_AT_START = loadavg()
 
 
-def write_report(path: Path, title: str, prog: str, facts: Sequence[str], sections: Sequence[str],
-                 bootstrap: bool = False, echo: bool = True) -> str:
+def write_report(
+    path: Path,
+    title: str,
+    prog: str,
+    facts: Sequence[str],
+    sections: Sequence[str],
+    bootstrap: bool = False,
+    echo: bool = True,
+) -> str:
     """The one results format: the title, what ran (command, where, when, versions), the sections."""
     cmd = f"{prog} {' '.join(sys.argv[1:])}".strip()
     if bootstrap and os.environ.get("SENDGATE_BOOTSTRAP"):
         cmd = f"SENDGATE_BOOTSTRAP={os.environ['SENDGATE_BOOTSTRAP']} {cmd}"
     installed = {d.metadata["Name"].lower(): d.version for d in md.distributions()}
-    versions = [f"{p} {installed[p]}" for p in ("faust-streaming", "aiokafka", "orjson", "datasketch", "numpy",
-                                                  "confusable-homoglyphs", "rocksdict", "matplotlib") if p in installed]
-    head = [f"# {title}", "", f"- command: `{cmd}` (from the project root)",
-            f"- date: {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S UTC}",
-            f"- nproc: {len(os.sched_getaffinity(0))}; load average at start {_LOAD_AT_START}, at end {loadavg()}",
-            f"- Python {platform.python_version()} ({platform.python_implementation()}); {', '.join(versions)}",
-            f"- machine: {platform.machine()}, {platform.system()} {platform.release()}", *(f"- {f}" for f in facts)]
+    versions = [
+        f"{p} {installed[p]}"
+        for p in (
+            "faust-streaming",
+            "aiokafka",
+            "orjson",
+            "datasketch",
+            "numpy",
+            "confusable-homoglyphs",
+            "rocksdict",
+            "matplotlib",
+        )
+        if p in installed
+    ]
+    head = [
+        f"# {title}",
+        "",
+        f"- command: `{cmd}` (from the project root)",
+        f"- date: {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S UTC}",
+        f"- nproc: {len(os.sched_getaffinity(0))}; load average at start {_LOAD_AT_START}, at end {loadavg()}",
+        f"- Python {platform.python_version()} ({platform.python_implementation()}); {', '.join(versions)}",
+        f"- machine: {platform.machine()}, {platform.system()} {platform.release()}",
+        *(f"- {f}" for f in facts),
+    ]
     text = "\n".join(head) + "\n\n" + "\n\n".join(s.strip() for s in sections if s) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

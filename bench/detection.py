@@ -22,6 +22,7 @@ Metrics: pacing recall = share of blast sends with index >= free_recipients (10)
 sends delayed or rejected; agreement of MinHash-estimated similarity decisions with exact Jaccard
 on the same shingles.
 """
+
 from __future__ import annotations
 
 import random
@@ -39,8 +40,24 @@ from sendgate.models.policy import Policy
 from sendgate.models.reading import as_seen
 from sendgate.models.similarity import Sketcher, normalize, shingles, similarities
 
-from ._common import (DAY, HOUR, MINUTE, SECOND, T0, Timeline, campaign, cli, each_us, fmt, labelled, load_corpus,
-                      md_table, out_path, variant, write_report)
+from ._common import (
+    DAY,
+    HOUR,
+    MINUTE,
+    SECOND,
+    T0,
+    Timeline,
+    campaign,
+    cli,
+    each_us,
+    fmt,
+    labelled,
+    load_corpus,
+    md_table,
+    out_path,
+    variant,
+    write_report,
+)
 
 NAME = "detection"
 THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8)
@@ -50,8 +67,25 @@ DURATION = 2 * HOUR
 
 
 # --- disguises: each copy of a blast made to differ while it reads the same ----------------------------
-LOOKALIKES = {"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "i": "і", "s": "ѕ", "A": "Α", "B": "Β",
-              "E": "Ε", "H": "Η", "K": "Κ", "M": "Μ", "O": "Ο", "P": "Ρ", "T": "Τ"}
+LOOKALIKES = {
+    "a": "а",
+    "e": "е",
+    "o": "о",
+    "p": "р",
+    "c": "с",
+    "x": "х",
+    "i": "і",
+    "s": "ѕ",
+    "A": "Α",
+    "B": "Β",
+    "E": "Ε",
+    "H": "Η",
+    "K": "Κ",
+    "M": "Μ",
+    "O": "Ο",
+    "P": "Ρ",
+    "T": "Τ",
+}
 INVISIBLE = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad")
 NOISE = ("!!", "...", "*", "~", "🔥", "🎉", "💰", "👉", "✅", "⭐", "😀", "!!!")
 
@@ -79,12 +113,15 @@ def spaced(rng: random.Random, text: str) -> str:
 def spintax(rng: random.Random, text: str, vocabulary: list[str]) -> list[list[str]]:
     """A campaign's spintax ({Hi|Hello|Hey} ...): about one word in four a slot of three choices,
     the word itself and two other words of the corpus's spam."""
-    return [[w, rng.choice(vocabulary), rng.choice(vocabulary)] if rng.random() < 0.25 else [w]
-            for w in text.split(" ")]
+    return [
+        [w, rng.choice(vocabulary), rng.choice(vocabulary)] if rng.random() < 0.25 else [w] for w in text.split(" ")
+    ]
 
 
 def spin(rng: random.Random, slots: list[list[str]]) -> str:
-    return " ".join(slot[0] if len(slot) == 1 else rng.choice(slot) for slot in slots)  # (no draw: same copies as before)
+    return " ".join(
+        slot[0] if len(slot) == 1 else rng.choice(slot) for slot in slots
+    )  # (no draw: same copies as before)
 
 
 def padded(rng: random.Random, text: str, vocabulary: list[str], ham: list[str]) -> str:
@@ -109,14 +146,22 @@ def noisy(rng: random.Random, text: str) -> str:
     return " ".join(f"{w}{rng.choice(NOISE)}" if rng.random() < 0.25 else w for w in text.split(" "))
 
 
-FAMILIES = ("look-alikes + invisible characters", "letter spacing", "spintax", "padding", "sentence shuffle",
-            "emoji + punctuation noise", "all combined")
+FAMILIES = (
+    "look-alikes + invisible characters",
+    "letter spacing",
+    "spintax",
+    "padding",
+    "sentence shuffle",
+    "emoji + punctuation noise",
+    "all combined",
+)
 TARGETS = {"look-alikes + invisible characters": 0.99, "letter spacing": 0.99, "spintax": 0.95, "padding": 0.95}
 
 
 @dataclass
 class Disguise:
     """How each copy of a blast is disguised: `family` one of FAMILIES (None: not at all)."""
+
     family: str | None
     vocabulary: list[str]
     ham: list[str]
@@ -156,9 +201,18 @@ SPREAD_NAMES, SPREAD_EACH = 6, 8
 BURST_REASONS = ("burst_paced", "burst_limit", "junk_similar")
 
 
-def build(corpus: list[tuple[str, str]], seed: int, spam_limit: int | None, ham_limit: int | None,
-          ham_senders: int = 300, with_blasts: bool = True, with_ham: bool = True, spread: bool = False,
-          ham_apps: int = N_APPS, disguise: str | None = None) -> Scenario:
+def build(
+    corpus: list[tuple[str, str]],
+    seed: int,
+    spam_limit: int | None,
+    ham_limit: int | None,
+    ham_senders: int = 300,
+    with_blasts: bool = True,
+    with_ham: bool = True,
+    spread: bool = False,
+    ham_apps: int = N_APPS,
+    disguise: str | None = None,
+) -> Scenario:
     rng = random.Random(seed)
     spam, ham = labelled(corpus, "spam")[:spam_limit], labelled(corpus, "ham")[:ham_limit]
     vocabulary = sorted({w for t in labelled(corpus, "spam") for w in t.split() if w.isalpha()})
@@ -180,8 +234,17 @@ def build(corpus: list[tuple[str, str]], seed: int, spam_limit: int | None, ham_
                 profile(app, sender)
             for j in range(SPREAD_NAMES * SPREAD_EACH):
                 sender, user = names[j % SPREAD_NAMES], f"+44771{i:04d}{j:03d}"
-                add(ev.Inbound(f"sin-{i}-{j}", app, sender, user, "sms", rng.choice(("hi", "thanks", "?")),
-                               start - rng.randint(16 * MINUTE, 120 * MINUTE)))
+                add(
+                    ev.Inbound(
+                        f"sin-{i}-{j}",
+                        app,
+                        sender,
+                        user,
+                        "sms",
+                        rng.choice(("hi", "thanks", "?")),
+                        start - rng.randint(16 * MINUTE, 120 * MINUTE),
+                    )
+                )
                 rid = f"spread-{i}-{j}"
                 add(ev.Send(rid, app, sender, user, "sms", variant(rng, template), None, start + j * 2500))
                 sc.blast_index[rid] = j
@@ -199,9 +262,17 @@ def build(corpus: list[tuple[str, str]], seed: int, spam_limit: int | None, ham_
             ts = start
             for j in range(n):
                 user = f"+44770{i:04d}{j:03d}"
-                add(ev.Inbound(f"bin-{i}-{j}", app, sender, user, "sms",
-                               rng.choice(("hi", "thanks", "yes please", "?")),
-                               start - rng.randint(16 * MINUTE, 120 * MINUTE)))
+                add(
+                    ev.Inbound(
+                        f"bin-{i}-{j}",
+                        app,
+                        sender,
+                        user,
+                        "sms",
+                        rng.choice(("hi", "thanks", "yes please", "?")),
+                        start - rng.randint(16 * MINUTE, 120 * MINUTE),
+                    )
+                )
                 rid = f"blast-{i}-{j}"
                 add(ev.Send(rid, app, sender, user, "sms", disguised.copy(rng, template), None, ts))
                 sc.blast_index[rid] = j
@@ -259,8 +330,13 @@ def run(sc: Scenario, policy: Policy) -> Outcome:
     for e in sc.events:
         out = gate.handle(e, store)
         if isinstance(e, ev.Send):
-            decided[e.request_id] = next(r for r in out if isinstance(r, Decision) and r.request_id == e.request_id
-                                         and r.outcome in ("accepted", "delayed", "rejected"))
+            decided[e.request_id] = next(
+                r
+                for r in out
+                if isinstance(r, Decision)
+                and r.request_id == e.request_id
+                and r.outcome in ("accepted", "delayed", "rejected")
+            )
     seconds = time.perf_counter() - t0
     free = policy.free_recipients
     beyond = [rid for rid, j in sc.blast_index.items() if j >= free]
@@ -269,10 +345,22 @@ def run(sc: Scenario, policy: Policy) -> Outcome:
     ham_paced = sum(decided[r].outcome in ("delayed", "rejected") for r in sc.ham_ids)
     ham_burst = sum(not decided[r].reply for r in sc.ham_ids)
     hr = Counter(f"{decided[r].outcome} {decided[r].reason}" for r in sc.ham_ids)
-    by_burst = sum(decided[r].outcome in ("delayed", "rejected") and decided[r].reason in BURST_REASONS
-                   for r in sc.ham_ids)
-    return Outcome(paced / len(beyond) if beyond else float("nan"), len(beyond), len(beyond) - paced, bo,
-                   len(sc.ham_ids), ham_paced, ham_burst, hr, by_burst, seconds, len(sc.events))
+    by_burst = sum(
+        decided[r].outcome in ("delayed", "rejected") and decided[r].reason in BURST_REASONS for r in sc.ham_ids
+    )
+    return Outcome(
+        paced / len(beyond) if beyond else float("nan"),
+        len(beyond),
+        len(beyond) - paced,
+        bo,
+        len(sc.ham_ids),
+        ham_paced,
+        ham_burst,
+        hr,
+        by_burst,
+        seconds,
+        len(sc.events),
+    )
 
 
 # --- MinHash vs exact Jaccard --------------------------------------------------------------------
@@ -287,8 +375,9 @@ def text_pairs(corpus: list[tuple[str, str]], seed: int, n_variant: int, n_rando
     return variants, randoms
 
 
-def near_pairs(corpus: list[tuple[str, str]], shingle_size: int, low: float = 0.3,
-               limit: int | None = None) -> list[tuple[str, str]]:
+def near_pairs(
+    corpus: list[tuple[str, str]], shingle_size: int, low: float = 0.3, limit: int | None = None
+) -> list[tuple[str, str]]:
     """Distinct spam texts of the corpus whose exact Jaccard is >= `low`: near-duplicates from
     different campaigns, the pairs whose decision sits near the thresholds."""
     spam = sorted({t for lbl, t in corpus if lbl == "spam"})[:limit]
@@ -309,8 +398,9 @@ def jaccard(a: set, b: set) -> float:
 
 def agreement(pairs: list[tuple[str, str]], shingle_size: int) -> dict:
     """exact Jaccard per pair, and estimated similarity per pair for each num_perm."""
-    exact = np.array([jaccard(shingles(normalize(a), shingle_size), shingles(normalize(b), shingle_size))
-                      for a, b in pairs])
+    exact = np.array(
+        [jaccard(shingles(normalize(a), shingle_size), shingles(normalize(b), shingle_size)) for a, b in pairs]
+    )
     est = {}
     for num_perm in NUM_PERMS:
         sk = Sketcher(num_perm, shingle_size)
@@ -330,10 +420,15 @@ def disguised_blasts(corpus: list[tuple[str, str]], seed: int, spam_limit: int |
         got = {m: run(sc, Policy(similarity_measure=m)) for m in ("jaccard", "containment")}
         target = TARGETS.get(family)
         recall = got["containment"].recall
-        rows.append([family, *(f"{100 * got[m].recall:.2f} %" for m in got),
-                     f"{got['containment'].missed:,} / {got['containment'].beyond:,}",
-                     f">= {100 * target:.0f} %" if target else "(none)",
-                     ("met" if recall >= target else "MISSED") if target else ""])
+        rows.append(
+            [
+                family,
+                *(f"{100 * got[m].recall:.2f} %" for m in got),
+                f"{got['containment'].missed:,} / {got['containment'].beyond:,}",
+                f">= {100 * target:.0f} %" if target else "(none)",
+                ("met" if recall >= target else "MISSED") if target else "",
+            ]
+        )
         misses.append([family, ", ".join(f"{k}: {v:,}" for k, v in got["containment"].beyond_outcomes.most_common())])
         print(" | ".join(rows[-1]), flush=True)
     return rows, misses
@@ -346,10 +441,18 @@ def costs(corpus: list[tuple[str, str]], seed: int, repeat: int) -> list[list]:
     disguised = [lookalikes(rng, t) for t in texts]
     sk = Sketcher()
     rows = []
-    for name, items in (("corpus texts (mostly ASCII)", texts), ("the same, look-alikes + invisible characters",
-                                                                 disguised)):
-        rows.append([name, fmt(each_us(as_seen, items, repeat), 2), fmt(each_us(normalize, items, repeat), 2),
-                     fmt(each_us(sk.sketch, items, repeat), 1)])
+    for name, items in (
+        ("corpus texts (mostly ASCII)", texts),
+        ("the same, look-alikes + invisible characters", disguised),
+    ):
+        rows.append(
+            [
+                name,
+                fmt(each_us(as_seen, items, repeat), 2),
+                fmt(each_us(normalize, items, repeat), 2),
+                fmt(each_us(sk.sketch, items, repeat), 1),
+            ]
+        )
     return rows
 
 
@@ -360,49 +463,66 @@ def main() -> None:
     started = time.perf_counter()
     corpus = load_corpus()
     spam_limit, ham_limit, n_variant, n_random = (30, 400, 100, 300) if args.quick else (None, None, 747, 3000)
-    configs = ([(0.5, 64), (0.6, 128), (0.8, 128), (0.6, 256)] if args.quick
-               else [(t, p) for t in THRESHOLDS for p in NUM_PERMS])
+    configs = (
+        [(0.5, 64), (0.6, 128), (0.8, 128), (0.6, 256)]
+        if args.quick
+        else [(t, p) for t in THRESHOLDS for p in NUM_PERMS]
+    )
     sc = build(corpus, args.seed, spam_limit, ham_limit)
     dense = build(corpus, args.seed + 1, spam_limit, ham_limit, ham_senders=30, with_blasts=False)
     spread = build(corpus, args.seed + 2, spam_limit, None, with_blasts=False, with_ham=False, spread=True)
     one_app = build(corpus, args.seed + 3, spam_limit, ham_limit, with_blasts=False, ham_apps=1)
-    scenario = (f"{sc.n_blasts} blasts (one sender per spam text), {len(sc.blast_index):,} blast sends, recipients per "
-                f"blast {min(sc.blast_sizes)}-{max(sc.blast_sizes)} (mean {np.mean(sc.blast_sizes):.0f}); "
-                f"{len(sc.ham_ids):,} ham sends through 300 senders; {len(sc.events):,} events")
+    scenario = (
+        f"{sc.n_blasts} blasts (one sender per spam text), {len(sc.blast_index):,} blast sends, recipients per "
+        f"blast {min(sc.blast_sizes)}-{max(sc.blast_sizes)} (mean {np.mean(sc.blast_sizes):.0f}); "
+        f"{len(sc.ham_ids):,} ham sends through 300 senders; {len(sc.events):,} events"
+    )
     print(f"scenario: {scenario}", flush=True)
     variants, randoms = text_pairs(corpus, args.seed, n_variant, n_random)
     shingle_size = Policy().shingle_size
     near = near_pairs(corpus, shingle_size, limit=150 if args.quick else None)
     agv, agr, agn = (agreement(pairs, shingle_size) for pairs in (variants, randoms, near))
-    both = {"exact": np.concatenate([agv["exact"], agr["exact"]]),
-            "est": {p: np.concatenate([agv["est"][p], agr["est"][p]]) for p in NUM_PERMS}}
+    both = {
+        "exact": np.concatenate([agv["exact"], agr["exact"]]),
+        "est": {p: np.concatenate([agv["est"][p], agr["est"][p]]) for p in NUM_PERMS},
+    }
 
     rows, details = [], []
     for threshold, num_perm in configs:
         policy = Policy(similarity_threshold=threshold, num_perm=num_perm)
         o, d = run(sc, policy), run(dense, policy)
-        rows.append([threshold, num_perm, f"{100 * o.recall:.2f} %", f"{o.missed:,} / {o.beyond:,}",
-                     f"{100 * o.ham_paced / o.ham:.2f} %",
-                     f"{o.ham_paced} / {o.ham:,} ({o.ham_burst_step:,} non-replies)",
-                     f"{100 * d.ham_paced / d.ham:.2f} %",
-                     *(f"{100 * agree(a, threshold, num_perm):.1f} %" for a in (agv, agr, both, agn)),
-                     fmt(1e6 * o.seconds / o.events)])
+        rows.append(
+            [
+                threshold,
+                num_perm,
+                f"{100 * o.recall:.2f} %",
+                f"{o.missed:,} / {o.beyond:,}",
+                f"{100 * o.ham_paced / o.ham:.2f} %",
+                f"{o.ham_paced} / {o.ham:,} ({o.ham_burst_step:,} non-replies)",
+                f"{100 * d.ham_paced / d.ham:.2f} %",
+                *(f"{100 * agree(a, threshold, num_perm):.1f} %" for a in (agv, agr, both, agn)),
+                fmt(1e6 * o.seconds / o.events),
+            ]
+        )
         details.append((threshold, num_perm, o, d))
         print(" | ".join(map(str, rows[-1])), flush=True)
     exact_v, exact_r = agv["exact"], agr["exact"]
     # where do misses and false pacing come from, at the default policy (or the first config)
-    t, p, o, d = next((x for x in details if x[:2] == (Policy().similarity_threshold, Policy().num_perm)),
-                      details[0])
+    t, p, o, d = next((x for x in details if x[:2] == (Policy().similarity_threshold, Policy().num_perm)), details[0])
     policy = Policy(similarity_threshold=t, num_perm=p)
     sp, oa = run(spread, policy), run(one_app, policy)
-    print(f"spread: recall {100 * sp.recall:.2f} % ({sp.missed} of {sp.beyond} missed); one app of 300 senders: "
-          f"false pacing {100 * oa.ham_paced / oa.ham:.2f} % ({oa.ham_burst_paced} by the burst step)", flush=True)
+    print(
+        f"spread: recall {100 * sp.recall:.2f} % ({sp.missed} of {sp.beyond} missed); one app of 300 senders: "
+        f"false pacing {100 * oa.ham_paced / oa.ham:.2f} % ({oa.ham_burst_paced} by the burst step)",
+        flush=True,
+    )
 
     families, family_misses = disguised_blasts(corpus, args.seed, spam_limit)
     cost = costs(corpus[::10] if args.quick else corpus, args.seed, 3 if args.quick else 7)
 
     def counts(what: str, counter: Counter) -> str:
         return md_table([what, "count"], counter.most_common())
+
     sections = [
         "## Disguised blasts",
         f"Every spam text{'' if spam_limit is None else f' (the first {spam_limit})'} sent as a blast as above (each "
@@ -416,8 +536,17 @@ def main() -> None:
         "(every one of these on each copy). Jaccard: the estimated Jaccard similarity with each cluster's first text "
         "(the measure before, here over the new normalisation); containment: the share of the shorter text's shingles in the longer, with the "
         "cluster's first text or with the union of its free copies, whichever is closer (the default).",
-        md_table(["disguise family", "pacing recall, Jaccard", "pacing recall, containment (default)",
-                  "missed / beyond allowance (containment)", "target", "met?"], families),
+        md_table(
+            [
+                "disguise family",
+                "pacing recall, Jaccard",
+                "pacing recall, containment (default)",
+                "missed / beyond allowance (containment)",
+                "target",
+                "met?",
+            ],
+            families,
+        ),
         md_table(["disguise family", "outcome of blast sends beyond the allowance (containment)"], family_misses),
         "Cost of the reader's view (`models/reading.py` `as_seen`), of the sketch normalisation that calls it "
         "(`similarity.normalize`) and of the whole sketch (`Sketcher.sketch`, normalisation included), µs per text "
@@ -430,10 +559,23 @@ def main() -> None:
         f"shingle_size {shingle_size}).",
         "Pacing recall = share of blast sends at index >= 10 within their blast that were delayed or rejected "
         "(target >= 99 %). False pacing = share of ham sends delayed or rejected (target <= 0.5 %).",
-        md_table(["threshold", "num_perm", "pacing recall", "missed / beyond allowance", "false pacing",
-                  "ham paced / ham sends", "false pacing, dense ham (30 senders)", "agree: variant pairs",
-                  "agree: random pairs", "agree: variant + random", "agree: near-duplicate corpus pairs", "µs/event"],
-                 rows),
+        md_table(
+            [
+                "threshold",
+                "num_perm",
+                "pacing recall",
+                "missed / beyond allowance",
+                "false pacing",
+                "ham paced / ham sends",
+                "false pacing, dense ham (30 senders)",
+                "agree: variant pairs",
+                "agree: random pairs",
+                "agree: variant + random",
+                "agree: near-duplicate corpus pairs",
+                "µs/event",
+            ],
+            rows,
+        ),
         f"Pairs: {len(variants)} same-template variant pairs (exact Jaccard median {np.median(exact_v):.2f}, "
         f"{np.mean(exact_v < 0.6) * 100:.0f} % below 0.6, min {exact_v.min():.2f}) and {len(randoms)} random corpus "
         f"pairs (exact Jaccard median {np.median(exact_r):.2f}, {np.mean(exact_r >= 0.4) * 100:.1f} % at or above "
@@ -441,9 +583,10 @@ def main() -> None:
         f"{np.median(agn['exact']):.2f}): different campaigns' near-copies, where decisions sit close to the "
         "thresholds. Agreement = share of pairs where (MinHash estimate >= threshold) == (exact Jaccard >= "
         "threshold), exact Jaccard on the same normalised 4-byte shingles.",
-        md_table(["num_perm", "mean abs(estimate - exact), variant pairs", "random pairs", "near-duplicate pairs"],
-                 [[p] + [f"{np.mean(np.abs(a['est'][p] - a['exact'])):.3f}" for a in (agv, agr, agn)]
-                  for p in NUM_PERMS]),
+        md_table(
+            ["num_perm", "mean abs(estimate - exact), variant pairs", "random pairs", "near-duplicate pairs"],
+            [[p] + [f"{np.mean(np.abs(a['est'][p] - a['exact'])):.3f}" for a in (agv, agr, agn)] for p in NUM_PERMS],
+        ),
         f"Breakdown at threshold {t}, num_perm {p}:",
         counts("outcome of blast sends beyond the allowance", o.beyond_outcomes),
         counts("outcome of ham sends (300 senders)", o.ham_reasons),
@@ -451,17 +594,32 @@ def main() -> None:
         f"Blasts spread over sender names, and an app with many senders (threshold {t}, num_perm {p}; "
         f"{spread.n_blasts} spread blasts; near-identical texts are counted per sender and across the app's "
         f"sender names, the stricter holding):",
-        md_table(["workload", "result", "count"],
-                 [["spread blasts: 6 names x 8 recipients, 48 sends in 2 min", f"pacing recall {100 * sp.recall:.2f} %",
-                   f"{sp.missed:,} missed / {sp.beyond:,} beyond the app's allowance"],
-                  ["ham of one app, 300 sender names", f"false pacing {100 * oa.ham_paced / oa.ham:.2f} %",
-                   f"{oa.ham_paced} / {oa.ham:,} ham sends delayed or rejected, {oa.ham_burst_paced} of them by the "
-                   "burst step (the rest: opted out)"]]),
+        md_table(
+            ["workload", "result", "count"],
+            [
+                [
+                    "spread blasts: 6 names x 8 recipients, 48 sends in 2 min",
+                    f"pacing recall {100 * sp.recall:.2f} %",
+                    f"{sp.missed:,} missed / {sp.beyond:,} beyond the app's allowance",
+                ],
+                [
+                    "ham of one app, 300 sender names",
+                    f"false pacing {100 * oa.ham_paced / oa.ham:.2f} %",
+                    f"{oa.ham_paced} / {oa.ham:,} ham sends delayed or rejected, {oa.ham_burst_paced} of them by the "
+                    "burst step (the rest: opted out)",
+                ],
+            ],
+        ),
         counts("outcome of spread sends beyond the app's allowance", sp.beyond_outcomes),
-        counts("outcome of ham sends (one app, 300 senders)", oa.ham_reasons)]
-    write_report(out_path(args.out, args.quick, NAME), "sendgate: detection quality on the SMS Spam Collection",
-                 "python -m bench.detection",
-                 [f"wall time {time.perf_counter() - started:.0f} s; seed {args.seed}"], sections)
+        counts("outcome of ham sends (one app, 300 senders)", oa.ham_reasons),
+    ]
+    write_report(
+        out_path(args.out, args.quick, NAME),
+        "sendgate: detection quality on the SMS Spam Collection",
+        "python -m bench.detection",
+        [f"wall time {time.perf_counter() - started:.0f} s; seed {args.seed}"],
+        sections,
+    )
 
 
 if __name__ == "__main__":

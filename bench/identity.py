@@ -11,6 +11,7 @@ bench's generated log (bench/throughput.py `generate`, texts of the shared SMS c
 
     .venv/bin/python -m bench.identity [--events 60000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,11 +26,22 @@ from sendgate.models.policy import Policy
 
 from .throughput import generate, record_time
 
-STRICT = Policy(recipient_limits=((2, 1800), (4, 86400)), default_valid_for_s=1200, duplicate_text_limit=2,
-                duplicate_text_window_s=900, contact_list_networks=("xmpp",), conversation_horizon_days=1,
-                loop_repeats=2, loop_reject_repeats=4, loop_delay_s=60, request_memory_s=600,
-                grant_revoke_junk_reports=3, grant_revoke_refused_blasts=5, grant_revoke_min_results=5,
-                max_delay_s=1800)
+STRICT = Policy(
+    recipient_limits=((2, 1800), (4, 86400)),
+    default_valid_for_s=1200,
+    duplicate_text_limit=2,
+    duplicate_text_window_s=900,
+    contact_list_networks=("xmpp",),
+    conversation_horizon_days=1,
+    loop_repeats=2,
+    loop_reject_repeats=4,
+    loop_delay_s=60,
+    request_memory_s=600,
+    grant_revoke_junk_reports=3,
+    grant_revoke_refused_blasts=5,
+    grant_revoke_min_results=5,
+    max_delay_s=1800,
+)
 
 
 class Digest:
@@ -91,15 +103,26 @@ def strict_events(records: list[tuple[bytes, bytes]]) -> list[tuple[ev.Event, in
             out.append((ev.Send(f"x-{i}", s.app, s.sender, s.userkey, "xmpp", s.text, None, e.ts), None))
         elif roll < 0.11:  # HELP, then its answer
             out.append((ev.Inbound(f"help-{i}", s.app, s.sender, s.userkey, "sms", "HELP", e.ts), None))
-            out.append((ev.Send(f"hr-{i}", s.app, s.sender, s.userkey, "sms", "Reply STOP to stop", f"help-{i}",
-                                e.ts + 1), None))
+            out.append(
+                (
+                    ev.Send(f"hr-{i}", s.app, s.sender, s.userkey, "sms", "Reply STOP to stop", f"help-{i}", e.ts + 1),
+                    None,
+                )
+            )
         elif roll < 0.14 and inbounds:  # the same text again and again, answered each time: the loop guard
             n = inbounds[-1]
             for j in range(6):
-                out.append((ev.Inbound(f"lp-{i}-{j}", n.app, n.sender, n.userkey, n.network, "auto: away", e.ts + j),
-                            None))
-                out.append((ev.Send(f"lr-{i}-{j}", n.app, n.sender, n.userkey, n.network, "thanks!", f"lp-{i}-{j}",
-                                    e.ts + j), None))
+                out.append(
+                    (ev.Inbound(f"lp-{i}-{j}", n.app, n.sender, n.userkey, n.network, "auto: away", e.ts + j), None)
+                )
+                out.append(
+                    (
+                        ev.Send(
+                            f"lr-{i}-{j}", n.app, n.sender, n.userkey, n.network, "thanks!", f"lp-{i}-{j}", e.ts + j
+                        ),
+                        None,
+                    )
+                )
         elif roll < 0.16:
             out.append((ev.Cancel(s.request_id, s.app, e.ts), None))
         elif roll < 0.18:  # a producer retry, and a request id reused for another text
@@ -108,8 +131,7 @@ def strict_events(records: list[tuple[bytes, bytes]]) -> list[tuple[ev.Event, in
         elif roll < 0.20:
             out.append((ev.Tick(s.app, e.ts + rng.randrange(3_600_000)), None))
         elif roll < 0.21:  # event time trailing its record time: decided at the app's clock, with a note
-            out.append((ev.Send(f"sk-{i}", s.app, s.sender, s.userkey, s.network, s.text, None, e.ts - 900_000),
-                        e.ts))
+            out.append((ev.Send(f"sk-{i}", s.app, s.sender, s.userkey, s.network, s.text, None, e.ts - 900_000), e.ts))
         else:  # the same text to the same userkey again, and with a validity
             out.append((ev.Send(f"dup-{i}", s.app, s.sender, s.userkey, s.network, s.text, None, e.ts, 60), None))
     return out

@@ -11,6 +11,7 @@ cannot keep up. Baseline, same rates and requests in the same run: a raw aiokafk
 produce acks=all linger 0) between the same producer and the same kind of subscriber: what Kafka
 and one Python hop cost on this machine.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -159,15 +160,27 @@ def _request(setup: Setup, rng: random.Random, rid: str) -> tuple[bytes, bytes]:
     return app.encode(), orjson.dumps(d)
 
 
-async def offer(producer: AIOKafkaProducer, sub: Subscriber, setup: Setup, rng: random.Random, topic: str,
-                rate: int, seconds: float, warmup_s: float, drain_s: float, tag: str,
-                alive=lambda: True) -> LatencyResult:
+async def offer(
+    producer: AIOKafkaProducer,
+    sub: Subscriber,
+    setup: Setup,
+    rng: random.Random,
+    topic: str,
+    rate: int,
+    seconds: float,
+    warmup_s: float,
+    drain_s: float,
+    tag: str,
+    alive=lambda: True,
+) -> LatencyResult:
     """Offer `rate` requests/s for warmup_s + seconds; wait for the decisions; compute the figures."""
     total, n_warm = int(rate * (warmup_s + seconds)), int(rate * warmup_s)
     ids = [f"{tag}-{i:07d}" for i in range(total)]
     signer = sub.settings.signing_key()  # the echo baseline moves the same signed records
-    payloads = [(key, value, signer.headers(value) if signer else None)  # built and signed before the clock runs
-                for key, value in (_request(setup, rng, rid) for rid in ids)]
+    payloads = [
+        (key, value, signer.headers(value) if signer else None)  # built and signed before the clock runs
+        for key, value in (_request(setup, rng, rid) for rid in ids)
+    ]
     sent_at: list[float] = [0.0] * total
     t0 = time.perf_counter()
     i = 0
@@ -196,13 +209,32 @@ async def offer(producer: AIOKafkaProducer, sub: Subscriber, setup: Setup, rng: 
     decided = len(lat)
     last_arrival = max((sub.seen[rid][0] for rid in measured if rid in sub.seen), default=start)
     note = "" if ok else f"{len(measured) - decided} decision(s) had not arrived {drain_s:.0f} s after the last send"
-    return LatencyResult(rate, len(measured), (len(measured) - 1) / span if span > 0 else 0.0, decided,
-                         np.array(lat), np.array(lin), np.array(lout), timeline, note,
-                         decided / (last_arrival - start) if last_arrival > start else 0.0)
+    return LatencyResult(
+        rate,
+        len(measured),
+        (len(measured) - 1) / span if span > 0 else 0.0,
+        decided,
+        np.array(lat),
+        np.array(lin),
+        np.array(lout),
+        timeline,
+        note,
+        decided / (last_arrival - start) if last_arrival > start else 0.0,
+    )
 
 
-async def offer_rates(producer, sub, setup: Setup, rng: random.Random, topic: str, rates: list[int],
-                      seconds: float, warmup_s: float, who: str, alive) -> list[LatencyResult]:
+async def offer_rates(
+    producer,
+    sub,
+    setup: Setup,
+    rng: random.Random,
+    topic: str,
+    rates: list[int],
+    seconds: float,
+    warmup_s: float,
+    who: str,
+    alive,
+) -> list[LatencyResult]:
     results = []
     for rate in rates:
         drain = max(60.0, rate * (seconds + warmup_s) / 100)  # generous: a saturated worker drains slowly
@@ -226,8 +258,10 @@ async def echo_main(bootstrap: str, in_topic: str, out_topic: str) -> None:
     """The baseline, in its own process: read every partition of `in_topic` from its end (no group),
     orjson decode + re-encode each value, produce it to `out_topic` (acks=all, linger 0, as Faust)."""
     partitions = await partitions_of(Settings(bootstrap=bootstrap), in_topic, 60.0)
-    async with (AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False) as consumer,
-                AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0) as producer):
+    async with (
+        AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False) as consumer,
+        AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0) as producer,
+    ):
         tps = [TopicPartition(in_topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
@@ -238,16 +272,22 @@ async def echo_main(bootstrap: str, in_topic: str, out_topic: str) -> None:
                     await producer.send(out_topic, value=orjson.dumps(orjson.loads(m.value)), key=m.key)
 
 
-async def run_echo(settings: Settings, log_dir: Path, rates: list[int], seconds: float, warmup_s: float, seed: int,
-                   quick: bool) -> list[LatencyResult]:
+async def run_echo(
+    settings: Settings, log_dir: Path, rates: list[int], seconds: float, warmup_s: float, seed: int, quick: bool
+) -> list[LatencyResult]:
     """The same offered load through the echo process: requests to `<prefix>events`, the echo's
     output read from `<prefix>echo` by the same kind of subscriber."""
     rng, setup = random.Random(seed), make_setup(seed, quick)
     in_topic, out_topic = settings.topic("events"), settings.topic("echo")
     await ensure_topics(settings, [in_topic, out_topic])
     with open(log_dir / f"echo-{settings.group_id}.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.latency", "echo", settings.bootstrap, in_topic,
-                                 out_topic], stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.latency", "echo", settings.bootstrap, in_topic, out_topic],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
     try:
         async with clients(settings, out_topic) as (producer, sub):
             for i in range(60):  # until the echo process is reading (it starts from the end)
@@ -258,8 +298,9 @@ async def run_echo(settings: Settings, log_dir: Path, rates: list[int], seconds:
                     break
             else:
                 raise RuntimeError("the echo process did not answer in 60 s")
-            return await offer_rates(producer, sub, setup, rng, in_topic, rates, seconds, warmup_s, "echo",
-                                     lambda: proc.poll() is None)
+            return await offer_rates(
+                producer, sub, setup, rng, in_topic, rates, seconds, warmup_s, "echo", lambda: proc.poll() is None
+            )
     finally:
         proc.terminate()
         try:
@@ -269,8 +310,16 @@ async def run_echo(settings: Settings, log_dir: Path, rates: list[int], seconds:
             proc.wait()
 
 
-async def run(settings: Settings, log_dir: Path, rates: list[int], seconds: float, warmup_s: float, seed: int,
-              quick: bool, profile_hook=None) -> LatencyRun:
+async def run(
+    settings: Settings,
+    log_dir: Path,
+    rates: list[int],
+    seconds: float,
+    warmup_s: float,
+    seed: int,
+    quick: bool,
+    profile_hook=None,
+) -> LatencyRun:
     """Start a worker, publish the setup, then offer each rate in turn (then the optional profiled
     window: `profile_hook(worker_pid)` returns an awaitable run while 1,000/s are offered)."""
     rng, setup, topic = random.Random(seed), make_setup(seed, quick), settings.topic("events")
@@ -294,18 +343,23 @@ async def run(settings: Settings, log_dir: Path, rates: list[int], seconds: floa
         for app in setup.senders:  # ready when one request per app, sent before it starts, is decided
             await probe(f"probe-{app}", app, setup.replies[0][2])
         await producer.flush()
-        worker = await start_worker(settings, log_dir / f"worker-{settings.group_id}.log",
-                                    lambda timeout: sub.wait_for(["probe-first"], timeout))
+        worker = await start_worker(
+            settings,
+            log_dir / f"worker-{settings.group_id}.log",
+            lambda timeout: sub.wait_for(["probe-first"], timeout),
+        )
         with stopping(worker):
             if not await sub.wait_for([f"probe-{app}" for app in setup.senders], 300.0, lambda: worker.running):
                 raise RuntimeError(f"the latency worker did not decide the setup in 300 s:\n{worker.log_tail()}")
-            out.results = await offer_rates(producer, sub, setup, rng, topic, rates, seconds, warmup_s, "lat",
-                                            lambda: worker.running)
+            out.results = await offer_rates(
+                producer, sub, setup, rng, topic, rates, seconds, warmup_s, "lat", lambda: worker.running
+            )
             if profile_hook is not None:
                 profiled = asyncio.ensure_future(profile_hook(worker.process.pid))
                 await asyncio.sleep(0.5)
-                window = await offer(producer, sub, setup, rng, topic, 1000, 10.0, 0.5, 300.0, "latprof",
-                                     alive=lambda: worker.running)
+                window = await offer(
+                    producer, sub, setup, rng, topic, 1000, 10.0, 0.5, 300.0, "latprof", alive=lambda: worker.running
+                )
                 out.profile = (await profiled, window)
     return out
 

@@ -37,6 +37,7 @@ recovery at its next start would make it. lost, conflicting, delivered twice or 
 0, or a store that differs, fail the run (exit 1); the other targets (recovery times, memory) are
 reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -130,9 +131,15 @@ class Counts:
         """What fails the run: lost, conflicting, delivered twice, and requests the replay decides
         otherwise (this workload has no cross-app junk reports, so replay must equal live: a change
         is a request the live gate decided from the wrong state, which no other count shows)."""
-        return [f"{name}: {len(items)}" for name, items in (("lost", self.lost), ("conflicting", self.conflicting),
-                                                              ("delivered twice", self.delivered_twice)) if items] + (
-            [f"replay changed: {self.replay_changed}"] if self.replay_changed else [])
+        return [
+            f"{name}: {len(items)}"
+            for name, items in (
+                ("lost", self.lost),
+                ("conflicting", self.conflicting),
+                ("delivered twice", self.delivered_twice),
+            )
+            if items
+        ] + ([f"replay changed: {self.replay_changed}"] if self.replay_changed else [])
 
 
 class Soak:
@@ -185,8 +192,11 @@ class Soak:
         if os.geteuid() != 0:
             self.tmpfs_note = "not root: cannot mount a tmpfs, no full-disk fault"
             return
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.a.tmpfs_mb}m", "tmpfs", str(where)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.a.tmpfs_mb}m", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             self.tmpfs_note = f"mount -t tmpfs failed ({done.stderr.strip()}): no full-disk fault"
             return
@@ -212,8 +222,9 @@ class Soak:
                 self.app[i] = int(key[-3:])
                 try:
                     future = await producer.send(topic, value=value, key=key, headers=signer.headers(value))
-                    future.add_done_callback(lambda f, i=i: self.acked.__setitem__(
-                        i, 2 if f.cancelled() or f.exception() is not None else 1))
+                    future.add_done_callback(
+                        lambda f, i=i: self.acked.__setitem__(i, 2 if f.cancelled() or f.exception() is not None else 1)
+                    )
                 except Exception as exc:  # the producer gave up (e.g. its buffer stayed full past its timeout)
                     self.acked[i] = 2
                     if not self.problems or "producer" not in self.problems[-1]:
@@ -238,7 +249,7 @@ class Soak:
         self.arrivals.setdefault(partition, array("d")).append(arrival)
         if not rid.startswith(PREFIX):
             return
-        i = int(rid[len(PREFIX):])
+        i = int(rid[len(PREFIX) :])
         if np.isnan(self.first[i]):
             self.first[i] = arrival
         kind = self.answers if d["outcome"] in FIRST_ANSWERS else self.endings
@@ -248,8 +259,12 @@ class Soak:
     async def subscribe(self) -> None:
         topic = self.settings.topic("decisions")
         partitions = await partitions_of(self.settings, topic, 60.0)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
-                                    fetch_max_wait_ms=100, max_poll_records=5000)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            max_poll_records=5000,
+        )
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in partitions]
@@ -281,11 +296,15 @@ class Soak:
                 if label not in self.busy and not w.running and w.process is not None:
                     code = w.process.returncode
                     lines = w.log_tail(200_000).splitlines()
-                    why = next((ln for ln in reversed(lines) if "[CRITICAL]" in ln),
-                               next((ln for ln in reversed(lines) if "[ERROR]" in ln), ""))
+                    why = next(
+                        (ln for ln in reversed(lines) if "[CRITICAL]" in ln),
+                        next((ln for ln in reversed(lines) if "[ERROR]" in ln), ""),
+                    )
                     self.exits.append(Exit(label, time.time(), code, why[:600]))
-                    log(f"worker {label} exited on its own with code {code}: started again; log tail:\n"
-                        f"{w.log_tail(1500)}")
+                    log(
+                        f"worker {label} exited on its own with code {code}: started again; log tail:\n"
+                        f"{w.log_tail(1500)}"
+                    )
                     self.workers[label] = self.worker(label)
             if time.time() >= next_rss:
                 next_rss = time.time() + 5.0
@@ -331,8 +350,10 @@ class Soak:
             await asyncio.sleep(DISK_FULL_S)  # holds the fault for a minute
             filler.unlink()
             f.end = time.time()
-            f.note = (f"{filled / 2**20:,.0f} MB written to fill it ({free.f_bavail * free.f_frsize // 1024} kB "
-                      f"left), removed after {DISK_FULL_S:g} s")
+            f.note = (
+                f"{filled / 2**20:,.0f} MB written to fill it ({free.f_bavail * free.f_frsize // 1024} kB "
+                f"left), removed after {DISK_FULL_S:g} s"
+            )
         log(f"fault over: {kind}: {f.note}")
         return f
 
@@ -358,11 +379,17 @@ class Soak:
                 await asyncio.to_thread(w.wait_ready, 300)
             await asyncio.to_thread(wait_for_split, list(self.workers.values()), self.settings.partitions, 300)
             self.setup_s = time.monotonic() - started
-            log(f"two workers ready, partitions split ({self.setup_s:.0f} s); load {self.a.rate:,}/s for "
-                f"{self.a.minutes:g} min ({self.total:,} requests)")
-            async with AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all",
-                                        enable_idempotence=True, linger_ms=5, request_timeout_ms=120_000,
-                                        ) as producer:
+            log(
+                f"two workers ready, partitions split ({self.setup_s:.0f} s); load {self.a.rate:,}/s for "
+                f"{self.a.minutes:g} min ({self.total:,} requests)"
+            )
+            async with AIOKafkaProducer(
+                bootstrap_servers=self.settings.bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                request_timeout_ms=120_000,
+            ) as producer:
                 self.t0 = time.time()
                 sub = asyncio.create_task(self.subscribe())
                 sup = asyncio.create_task(self.supervise())
@@ -390,10 +417,12 @@ class Soak:
     async def progress(self) -> None:
         while True:
             await asyncio.sleep(30)
-            decided = int((~np.isnan(self.first[:self.sent])).sum())
-            log(f"{time.time() - self.t0:5.0f} s: {self.sent:,} sent, {decided:,} decided, "
+            decided = int((~np.isnan(self.first[: self.sent])).sum())
+            log(
+                f"{time.time() - self.t0:5.0f} s: {self.sent:,} sent, {decided:,} decided, "
                 f"{len(self.seen):,} decision ids, worker pids "
-                f"{[w.process.pid if w.process else None for w in self.workers.values()]}")
+                f"{[w.process.pid if w.process else None for w in self.workers.values()]}"
+            )
 
     async def drain(self, sub: asyncio.Task) -> None:
         """Until every acknowledged request is decided, or nothing changed for 240 s (the workers'
@@ -408,9 +437,14 @@ class Soak:
             if undecided != last:
                 last, changed = undecided, time.monotonic()
             elif time.monotonic() - changed > 240 or time.monotonic() > deadline:
-                log(f"drain: {undecided:,} acknowledged request(s) still without a decision ("
-                    + ("none decided for 240 s)" if time.monotonic() - changed > 240 else
-                       f"the drain's limit of {self.a.drain_s:g} s)"))
+                log(
+                    f"drain: {undecided:,} acknowledged request(s) still without a decision ("
+                    + (
+                        "none decided for 240 s)"
+                        if time.monotonic() - changed > 240
+                        else f"the drain's limit of {self.a.drain_s:g} s)"
+                    )
+                )
                 return
             await asyncio.sleep(0.5)  # poll interval
 
@@ -441,11 +475,25 @@ class Soak:
         self.replay_s = time.monotonic() - started
 
     def _replay(self, c: Counts) -> None:
-        out = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", "replay", "--name", "soak", "--compare",
-                              "--changed-out", str(self.work / "replay-soak-changed.jsonl")],
-                             env={**os.environ, **self.settings.to_env()}, capture_output=True, text=True,
-                             cwd=self.work, timeout=self.a.replay_timeout_s)
-        c.replay = (out.stdout.strip() or out.stderr.strip()[-2000:])
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sendgate.streams.cli",
+                "replay",
+                "--name",
+                "soak",
+                "--compare",
+                "--changed-out",
+                str(self.work / "replay-soak-changed.jsonl"),
+            ],
+            env={**os.environ, **self.settings.to_env()},
+            capture_output=True,
+            text=True,
+            cwd=self.work,
+            timeout=self.a.replay_timeout_s,
+        )
+        c.replay = out.stdout.strip() or out.stderr.strip()[-2000:]
         m = re.search(r"requests: \d+ live, \d+ replayed, (\d+) changed", out.stdout)
         c.replay_changed = int(m.group(1)) if m else None
         if out.returncode != 0 or m is None:
@@ -469,8 +517,8 @@ class Soak:
             return best, where
 
         bounds = [f.start for f in self.faults] + [self.load_end]
-        intended = self.intended[:self.sent]  # increasing
-        lat = np.where(self.acked[:self.sent] == 1, (self.first[:self.sent] - intended) * 1000, 0.0)
+        intended = self.intended[: self.sent]  # increasing
+        lat = np.where(self.acked[: self.sent] == 1, (self.first[: self.sent] - intended) * 1000, 0.0)
         first_fault = self.faults[0].start if self.faults else self.load_end
         a, b = np.searchsorted(intended, [self.t0 + 30, first_fault])
         calm = lat[a:b][~np.isnan(lat[a:b])]
@@ -494,20 +542,30 @@ class Soak:
     def counts(self) -> Counts:
         n = self.sent
         acked, first = self.acked[:n], self.first[:n]
-        c = Counts(requests=n, acked=int((acked == 1).sum()), not_acked=int((acked != 1).sum()),
-                   decided=int((~np.isnan(first)).sum()), conflicting=list(self.conflicts),
-                   decision_records=self.records, decision_repeats=self.records - len(self.seen),
-                   outcomes=self.outcomes)
+        c = Counts(
+            requests=n,
+            acked=int((acked == 1).sum()),
+            not_acked=int((acked != 1).sum()),
+            decided=int((~np.isnan(first)).sum()),
+            conflicting=list(self.conflicts),
+            decision_records=self.records,
+            decision_repeats=self.records - len(self.seen),
+            outcomes=self.outcomes,
+        )
         lost = np.flatnonzero((acked == 1) & np.isnan(first))
-        c.lost = [f"lat-app-{self.app[i]:03d}/{PREFIX}{i:08d} (events partition "
-                  f"{partition_for(f'lat-app-{self.app[i]:03d}'.encode(), self.settings.partitions)}, intended "
-                  f"{time.strftime('%H:%M:%S', time.gmtime(self.intended[i]))})" for i in lost]
+        c.lost = [
+            f"lat-app-{self.app[i]:03d}/{PREFIX}{i:08d} (events partition "
+            f"{partition_for(f'lat-app-{self.app[i]:03d}'.encode(), self.settings.partitions)}, intended "
+            f"{time.strftime('%H:%M:%S', time.gmtime(self.intended[i]))})"
+            for i in lost
+        ]
         by_partition: dict[int, list[int]] = {}
         for i in lost:
             p = partition_for(f"lat-app-{self.app[i]:03d}".encode(), self.settings.partitions)
             by_partition.setdefault(p, []).append(i)
-        c.lost_by_partition = {p: (len(ix), self.intended[ix[0]], self.intended[ix[-1]])
-                               for p, ix in sorted(by_partition.items())}
+        c.lost_by_partition = {
+            p: (len(ix), self.intended[ix[0]], self.intended[ix[-1]]) for p, ix in sorted(by_partition.items())
+        }
         return c
 
 
@@ -574,8 +632,14 @@ async def store_divergence(settings: Settings, tables: Path) -> list[list[str]]:
                 differ[kind(k)] += 1
         extra.update(kind(k) for k, v in recovered.items() if v is not None and k not in want and k not in uncommitted)
         if missing or differ or extra:
-            rows.append([str(p), fmt(held), fmt(len(have)), *(", ".join(f"{k} {n}" for k, n in c.most_common()) or "0"
-                                                            for c in (missing, differ, extra))])
+            rows.append(
+                [
+                    str(p),
+                    fmt(held),
+                    fmt(len(have)),
+                    *(", ".join(f"{k} {n}" for k, n in c.most_common()) or "0" for c in (missing, differ, extra)),
+                ]
+            )
     return rows
 
 
@@ -621,8 +685,17 @@ def rss_rows(s: Soak) -> tuple[list[list[str]], str, bool | None]:
     by_pid: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for t, label, pid, mb in s.rss:
         by_pid.setdefault((label, pid), []).append((t, mb))
-    rows = [[label, str(pid), f"{(xs[0][0] - s.t0) / 60:.1f}-{(xs[-1][0] - s.t0) / 60:.1f}", f"{xs[0][1]:.0f}",
-             f"{xs[-1][1]:.0f}", f"{max(m for _, m in xs):.0f}"] for (label, pid), xs in by_pid.items()]
+    rows = [
+        [
+            label,
+            str(pid),
+            f"{(xs[0][0] - s.t0) / 60:.1f}-{(xs[-1][0] - s.t0) / 60:.1f}",
+            f"{xs[0][1]:.0f}",
+            f"{xs[-1][1]:.0f}",
+            f"{max(m for _, m in xs):.0f}",
+        ]
+        for (label, pid), xs in by_pid.items()
+    ]
     if not by_pid:
         return rows, "no RSS samples", None
     (label, pid), xs = max(by_pid.items(), key=lambda kv: kv[1][-1][0] - kv[1][0][0])
@@ -633,9 +706,15 @@ def rss_rows(s: Soak) -> tuple[list[list[str]], str, bool | None]:
     slope = float(np.polyfit(ts, warm, 1)[0]) if len(ts) > 2 else 0.0
     growth = warm[-1] - warm[0]
     flat = growth <= max(0.10 * warm[0], 20.0)
-    return rows, (f"worker {label} (pid {pid}, the longest-lived process, {(xs[-1][0] - xs[0][0]) / 60:.0f} min): "
-                  f"{warm[0]:.0f} MB 5 min into the load, {warm[-1]:.0f} MB at the end ({growth:+.0f} MB; "
-                  f"fit {slope:+.2f} MB/min); flat = grew at most 10 % or 20 MB"), flat
+    return (
+        rows,
+        (
+            f"worker {label} (pid {pid}, the longest-lived process, {(xs[-1][0] - xs[0][0]) / 60:.0f} min): "
+            f"{warm[0]:.0f} MB 5 min into the load, {warm[-1]:.0f} MB at the end ({growth:+.0f} MB; "
+            f"fit {slope:+.2f} MB/min); flat = grew at most 10 % or 20 MB"
+        ),
+        flat,
+    )
 
 
 def verdict(ok: bool | None) -> str:
@@ -649,115 +728,212 @@ def markdown(s: Soak, c: Counts, baseline: tuple[float, int], plot: str | None, 
     slow = [f for f in s.faults if f.gap_s > RECOVERED_WITHIN_S]
     achieved = (n - 1) / (s.load_end - s.t0) if s.load_end > s.t0 else 0.0
     counts = [
-        ["requests produced (open loop)", fmt(n), f"{s.a.rate:,}/s offered for {s.a.minutes:g} min; "
-                                                   f"{achieved:,.0f}/s produced", ""],
-        ["acknowledged by the broker", fmt(c.acked), f"{fmt(c.not_acked)} not acknowledged (the producer gave up)",
-         ""],
+        [
+            "requests produced (open loop)",
+            fmt(n),
+            f"{s.a.rate:,}/s offered for {s.a.minutes:g} min; {achieved:,.0f}/s produced",
+            "",
+        ],
+        ["acknowledged by the broker", fmt(c.acked), f"{fmt(c.not_acked)} not acknowledged (the producer gave up)", ""],
         ["decided (at least one decision)", fmt(c.decided), "", ""],
         ["**lost**: acknowledged, no decision", fmt(len(c.lost)), "0", verdict(not c.lost)],
-        ["**conflicting**: two different first answers or endings", fmt(len(c.conflicting)), "0",
-         verdict(not c.conflicting)],
+        [
+            "**conflicting**: two different first answers or endings",
+            fmt(len(c.conflicting)),
+            "0",
+            verdict(not c.conflicting),
+        ],
         ["requests delivered", fmt(c.delivered), "", ""],
         ["**delivered twice** (two decision ids)", fmt(len(c.delivered_twice)), "0", verdict(not c.delivered_twice)],
-        ["delivery records repeated with their own decision id (subscribers drop them)", fmt(c.delivery_repeats),
-         "", ""],
-        ["decision records; repeated with their own decision id", f"{fmt(c.decision_records)}; "
-                                                                  f"{fmt(c.decision_repeats)}", "", ""],
-        ["**replay** (`sendgate replay --compare`): requests changed",
-         "?" if c.replay_changed is None else fmt(c.replay_changed), "0",
-         verdict(None if c.replay_changed is None else c.replay_changed == 0)],
-        ["**decisions again within 60 s of every fault** (longest partition gap)",
-         f"{max((f.gap_s for f in s.faults), default=0):.1f} s at most", "<= 60 s",
-         verdict(not slow if s.faults else None)],
-        ["worker processes that exited on their own (started again)", str(len(s.exits)),
-         "; ".join(f"{e.worker} at {(e.at - s.t0) / 60:.1f} min, code {e.code}" for e in s.exits), ""],
+        [
+            "delivery records repeated with their own decision id (subscribers drop them)",
+            fmt(c.delivery_repeats),
+            "",
+            "",
+        ],
+        [
+            "decision records; repeated with their own decision id",
+            f"{fmt(c.decision_records)}; {fmt(c.decision_repeats)}",
+            "",
+            "",
+        ],
+        [
+            "**replay** (`sendgate replay --compare`): requests changed",
+            "?" if c.replay_changed is None else fmt(c.replay_changed),
+            "0",
+            verdict(None if c.replay_changed is None else c.replay_changed == 0),
+        ],
+        [
+            "**decisions again within 60 s of every fault** (longest partition gap)",
+            f"{max((f.gap_s for f in s.faults), default=0):.1f} s at most",
+            "<= 60 s",
+            verdict(not slow if s.faults else None),
+        ],
+        [
+            "worker processes that exited on their own (started again)",
+            str(len(s.exits)),
+            "; ".join(f"{e.worker} at {(e.at - s.t0) / 60:.1f} min, code {e.code}" for e in s.exits),
+            "",
+        ],
         ["latency p99 before the first fault (from 30 s in) ms", f"{s.calm_p99:,.0f}", "", ""],
         ["**flat memory**", rss_note, "", verdict(flat)],
-        ["latency from the intended send time, acknowledged requests: p50 / p99 / p99.9 / max ms",
-         percentiles(lat), "", ""],
+        [
+            "latency from the intended send time, acknowledged requests: p50 / p99 / p99.9 / max ms",
+            percentiles(lat),
+            "",
+            "",
+        ],
     ]
-    faults = [[str(k + 1), f.kind, f"{(f.start - s.t0) / 60:.1f}", f"{f.end - f.start:.1f}",
-               f"{f.gap_s:.1f} (p{f.gap_partition})",
-               "not within the window" if f.caught_up_s is None else f"{f.caught_up_s:.0f}",
-               verdict(f.gap_s <= RECOVERED_WITHIN_S), f.note] for k, f in enumerate(s.faults)]
-    parts = ["## Counts", md_table(["figure", "count", "target / note", ""], counts),
-             "## Faults",
-             f"Before the first fault (from 30 s into the load), the longest gap of a decisions partition was "
-             f"{baseline[0]:.2f} s (p{baseline[1]}).",
-             md_table(["#", "fault", "at min", "fault lasted s", "longest partition gap from its start s",
-                       f"requests due after it back to p99 <= {s.caught_up_ms / 1000:.1f} s (all decided), from its "
-                       "start s", "<= 60 s", "note"], faults),
-             "Longest partition gap: for each decisions partition, the longest time without a new decision "
-             "that began between the fault's start and the next fault, up to that partition's next decision "
-             "however late (or the end of the run); the table names the partition. Back to p99: the first "
-             "second of intended send time after the fault whose requests were all decided with a p99 at most "
-             "max(1 s, twice the p99 before the first fault)."]
+    faults = [
+        [
+            str(k + 1),
+            f.kind,
+            f"{(f.start - s.t0) / 60:.1f}",
+            f"{f.end - f.start:.1f}",
+            f"{f.gap_s:.1f} (p{f.gap_partition})",
+            "not within the window" if f.caught_up_s is None else f"{f.caught_up_s:.0f}",
+            verdict(f.gap_s <= RECOVERED_WITHIN_S),
+            f.note,
+        ]
+        for k, f in enumerate(s.faults)
+    ]
+    parts = [
+        "## Counts",
+        md_table(["figure", "count", "target / note", ""], counts),
+        "## Faults",
+        f"Before the first fault (from 30 s into the load), the longest gap of a decisions partition was "
+        f"{baseline[0]:.2f} s (p{baseline[1]}).",
+        md_table(
+            [
+                "#",
+                "fault",
+                "at min",
+                "fault lasted s",
+                "longest partition gap from its start s",
+                f"requests due after it back to p99 <= {s.caught_up_ms / 1000:.1f} s (all decided), from its start s",
+                "<= 60 s",
+                "note",
+            ],
+            faults,
+        ),
+        "Longest partition gap: for each decisions partition, the longest time without a new decision "
+        "that began between the fault's start and the next fault, up to that partition's next decision "
+        "however late (or the end of the run); the table names the partition. Back to p99: the first "
+        "second of intended send time after the fault whose requests were all decided with a p99 at most "
+        "max(1 s, twice the p99 before the first fault).",
+    ]
     if s.exits:
-        parts += ["Worker processes that exited on their own (the last critical or error line of each log):",
-                  "\n".join(f"- {e.worker} at {(e.at - s.t0) / 60:.1f} min, exit code {e.code}: `{e.why}`"
-                            for e in s.exits)]
+        parts += [
+            "Worker processes that exited on their own (the last critical or error line of each log):",
+            "\n".join(f"- {e.worker} at {(e.at - s.t0) / 60:.1f} min, exit code {e.code}: `{e.why}`" for e in s.exits),
+        ]
     parts += [
-             "## Worker RSS",
-             md_table(["worker", "pid", "alive min (of the load)", "first MB", "last MB", "max MB"], rows),
-             rss_note]
+        "## Worker RSS",
+        md_table(["worker", "pid", "alive min (of the load)", "first MB", "last MB", "max MB"], rows),
+        rss_note,
+    ]
     if plot:
         parts += ["## Plot", f"![decisions per second, latency and RSS over time, faults marked]({plot})"]
     problems = []
     if c.lost_by_partition:
-        problems.append("lost by events partition (count; intended send times of the first and last):\n" + "\n".join(
-            f"- p{p}: {n:,}; {time.strftime('%H:%M:%S', time.gmtime(a))} - {time.strftime('%H:%M:%S', time.gmtime(b))}"
-            for p, (n, a, b) in c.lost_by_partition.items()))
+        problems.append(
+            "lost by events partition (count; intended send times of the first and last):\n"
+            + "\n".join(
+                f"- p{p}: {n:,}; {time.strftime('%H:%M:%S', time.gmtime(a))} - {time.strftime('%H:%M:%S', time.gmtime(b))}"
+                for p, (n, a, b) in c.lost_by_partition.items()
+            )
+        )
     for name, items in (("lost", c.lost), ("conflicting", c.conflicting), ("delivered twice", c.delivered_twice)):
         if items:
             problems.append(f"{name} ({len(items)}), the first 20:\n```\n" + "\n".join(items[:20]) + "\n```")
     if problems or s.problems:
         parts += ["## Problems"] + problems + [f"```\n{p}\n```" for p in s.problems]
     parts.append(divergence_md(s.divergence))
-    parts += ["## Outcomes (distinct decisions)",
-              md_table(["outcome/reason", "decisions"], [[k, fmt(v)] for k, v in c.outcomes.most_common()]),
-              "## Replay against live", f"```\n{c.replay}\n```",
-              "## Settings",
-              md_table(["setting", "value"], [
-                  ["broker", f"`LocalKafka` Apache Kafka {KAFKA_VERSION} on {s.settings.bootstrap}, data dir in the "
-                             f"work dir, -Xmx{s.kafka.heap}; killed with SIGKILL to its process group and started "
-                             "again on the same port and data dir"],
-                  ["workers", f"2 `sendgate worker` processes, group `{s.settings.group_id}`, "
-                              f"{s.settings.partitions} partitions, store {s.settings.store}, processing guarantee "
-                              f"{s.settings.processing_guarantee}, session / heartbeat / rebalance "
-                              f"{s.settings.session_timeout_s:g} / {s.settings.heartbeat_interval_s:g} / "
-                              f"{s.settings.rebalance_timeout_s:g} s, ticker {s.settings.tick_interval_s:g} s"],
-                  ["worker B's store", s.tmpfs_note],
-                  ["rate", f"{s.a.rate:,} requests/s; one worker's capacity on this mix was 1,806 decisions/s "
-                           "(bench/results/latest.md, latency at 3,000/s offered: decided /s), so at least half "
-                           "of it" if s.a.rate >= 903 else f"{s.a.rate:,} requests/s"],
-                  ["faults", f"every {s.a.fault_every_s:g} s from {s.a.first_fault_s:g} s, in rotation: "
-                             + ", ".join(s.a.rotation)],
-                  ["phases", f"set-up {s.setup_s:.0f} s, drain {s.drain_s:.0f} s, replay {s.replay_s:.0f} s; "
-                             f"wall time {wall_s / 60:.1f} min"],
-              ])]
+    parts += [
+        "## Outcomes (distinct decisions)",
+        md_table(["outcome/reason", "decisions"], [[k, fmt(v)] for k, v in c.outcomes.most_common()]),
+        "## Replay against live",
+        f"```\n{c.replay}\n```",
+        "## Settings",
+        md_table(
+            ["setting", "value"],
+            [
+                [
+                    "broker",
+                    f"`LocalKafka` Apache Kafka {KAFKA_VERSION} on {s.settings.bootstrap}, data dir in the "
+                    f"work dir, -Xmx{s.kafka.heap}; killed with SIGKILL to its process group and started "
+                    "again on the same port and data dir",
+                ],
+                [
+                    "workers",
+                    f"2 `sendgate worker` processes, group `{s.settings.group_id}`, "
+                    f"{s.settings.partitions} partitions, store {s.settings.store}, processing guarantee "
+                    f"{s.settings.processing_guarantee}, session / heartbeat / rebalance "
+                    f"{s.settings.session_timeout_s:g} / {s.settings.heartbeat_interval_s:g} / "
+                    f"{s.settings.rebalance_timeout_s:g} s, ticker {s.settings.tick_interval_s:g} s",
+                ],
+                ["worker B's store", s.tmpfs_note],
+                [
+                    "rate",
+                    f"{s.a.rate:,} requests/s; one worker's capacity on this mix was 1,806 decisions/s "
+                    "(bench/results/latest.md, latency at 3,000/s offered: decided /s), so at least half "
+                    "of it"
+                    if s.a.rate >= 903
+                    else f"{s.a.rate:,} requests/s",
+                ],
+                [
+                    "faults",
+                    f"every {s.a.fault_every_s:g} s from {s.a.first_fault_s:g} s, in rotation: "
+                    + ", ".join(s.a.rotation),
+                ],
+                [
+                    "phases",
+                    f"set-up {s.setup_s:.0f} s, drain {s.drain_s:.0f} s, replay {s.replay_s:.0f} s; "
+                    f"wall time {wall_s / 60:.1f} min",
+                ],
+            ],
+        ),
+    ]
     return parts
 
 
 def divergence_md(divergence: dict[str, list[list[str]]]) -> str:
     if not divergence:
         return ""
-    parts = ["## Local stores against the changelog",
-             "After the run (workers stopped), each worker's local `state` store, partition by partition, as the "
-             "recovery at its next start makes it (the changelog applied from the offset the store says it holds, "
-             "Faust's persisted offset, up to the last commit record), against the changelog's committed rows: a "
-             "store that a worker decides from must hold exactly those rows, and a difference fails the run. Rows "
-             "by kind (models/gate/tables.py; `h:` an app's home)."]
+    parts = [
+        "## Local stores against the changelog",
+        "After the run (workers stopped), each worker's local `state` store, partition by partition, as the "
+        "recovery at its next start makes it (the changelog applied from the offset the store says it holds, "
+        "Faust's persisted offset, up to the last commit record), against the changelog's committed rows: a "
+        "store that a worker decides from must hold exactly those rows, and a difference fails the run. Rows "
+        "by kind (models/gate/tables.py; `h:` an app's home).",
+    ]
     for label, rows in divergence.items():
-        parts.append(f"Worker {label}:\n\n" + ("every partition's store holds the changelog's rows." if not rows else
-                                            md_table(["partition", "persisted offset", "store rows",
-                                                      "missing (the changelog has them)",
-                                                      "other value", "extra (deleted or never written)"], rows)))
+        parts.append(
+            f"Worker {label}:\n\n"
+            + (
+                "every partition's store holds the changelog's rows."
+                if not rows
+                else md_table(
+                    [
+                        "partition",
+                        "persisted offset",
+                        "store rows",
+                        "missing (the changelog has them)",
+                        "other value",
+                        "extra (deleted or never written)",
+                    ],
+                    rows,
+                )
+            )
+        )
     return "\n\n".join(parts)
 
 
 def plot(s: Soak, path: Path) -> str | None:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -793,8 +969,14 @@ def plot(s: Soak, path: Path) -> str | None:
         for f in s.faults:
             ax.axvspan((f.start - s.t0) / 60, (max(f.end, f.start + 2) - s.t0) / 60, color=colors[f.kind], alpha=0.25)
     for f in s.faults:
-        axes[0].annotate(f.kind.split(" (")[0], ((f.start - s.t0) / 60, axes[0].get_ylim()[1]), fontsize=7,
-                         rotation=90, va="top", ha="right")
+        axes[0].annotate(
+            f.kind.split(" (")[0],
+            ((f.start - s.t0) / 60, axes[0].get_ylim()[1]),
+            fontsize=7,
+            rotation=90,
+            va="top",
+            ha="right",
+        )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -816,10 +998,17 @@ def run(a: argparse.Namespace) -> tuple[Path, list[str]]:
     try:
         s.start_broker()
         d = Settings()
-        s.settings = bench_settings(s.kafka.bootstrap, work, "soak", web_enabled=True, tick_interval_s=1.0,
-                                    log_level="info", session_timeout_s=d.session_timeout_s,
-                                    heartbeat_interval_s=d.heartbeat_interval_s,
-                                    rebalance_timeout_s=d.rebalance_timeout_s)
+        s.settings = bench_settings(
+            s.kafka.bootstrap,
+            work,
+            "soak",
+            web_enabled=True,
+            tick_interval_s=1.0,
+            log_level="info",
+            session_timeout_s=d.session_timeout_s,
+            heartbeat_interval_s=d.heartbeat_interval_s,
+            rebalance_timeout_s=d.rebalance_timeout_s,
+        )
         try:
             asyncio.run(s.run())
         except Exception:
@@ -828,8 +1017,10 @@ def run(a: argparse.Namespace) -> tuple[Path, list[str]]:
         if s.t0:
             c = s.counts()
             asyncio.run(s.deliveries(c))
-            log(f"counts: {len(c.lost)} lost, {len(c.conflicting)} conflicting, {len(c.delivered_twice)} delivered "
-                f"twice; replay ...")
+            log(
+                f"counts: {len(c.lost)} lost, {len(c.conflicting)} conflicting, {len(c.delivered_twice)} delivered "
+                f"twice; replay ..."
+            )
             s.replay(c)
             baseline = s.gaps()
             s.divergence = check_stores(s.settings, work)
@@ -849,37 +1040,56 @@ def run(a: argparse.Namespace) -> tuple[Path, list[str]]:
         except Exception:
             s.problems.append("plot: " + traceback.format_exc())
     wall = time.monotonic() - started
-    write_report(out, "sendgate fault soak" + (" (short version)" if a.quick else ""),
-                 getattr(a, "prog", "python -m bench.soak"),
-                 [f"work dir {work} (worker logs)", "a shared machine (2 cores; the broker, two workers, the load "
-                  "generator and other engineers' jobs compete for them): latencies and recovery times are those of "
-                  "a loaded host"], markdown(s, c, baseline, svg, wall) if s.t0 else
-                 ["## Problems"] + [f"```\n{p}\n```" for p in s.problems])
+    write_report(
+        out,
+        "sendgate fault soak" + (" (short version)" if a.quick else ""),
+        getattr(a, "prog", "python -m bench.soak"),
+        [
+            f"work dir {work} (worker logs)",
+            "a shared machine (2 cores; the broker, two workers, the load "
+            "generator and other engineers' jobs compete for them): latencies and recovery times are those of "
+            "a loaded host",
+        ],
+        markdown(s, c, baseline, svg, wall) if s.t0 else ["## Problems"] + [f"```\n{p}\n```" for p in s.problems],
+    )
     problems = c.correctness + ([] if s.t0 else ["the soak did not start: " + "; ".join(s.problems)[-2000:]])
     problems += [p for p in s.problems if p.startswith("the run")]
-    problems += [f"worker {label}'s local store differs from the changelog in {len(rows)} partition(s)"
-                 for label, rows in s.divergence.items() if rows]
+    problems += [
+        f"worker {label}'s local store differs from the changelog in {len(rows)} partition(s)"
+        for label, rows in s.divergence.items()
+        if rows
+    ]
     return out, problems
 
 
 def parser(ap: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     from ._common import cli
+
     ap = ap or cli(__doc__, "the short version (about 5 minutes, 3 faults), for CI", "soak")
     ap.add_argument("--minutes", type=float, help="load duration (default 30; quick 3.5)")
-    ap.add_argument("--rate", type=int,
-                    help="requests per second (default 910: half of one worker's 1,806/s; quick 300)")
-    ap.add_argument("--fault-every", dest="fault_every_s", type=float, help="seconds between faults (default 240; "
-                                                                           "quick 55)")
+    ap.add_argument(
+        "--rate", type=int, help="requests per second (default 910: half of one worker's 1,806/s; quick 300)"
+    )
+    ap.add_argument(
+        "--fault-every", dest="fault_every_s", type=float, help="seconds between faults (default 240; quick 55)"
+    )
     ap.add_argument("--first-fault", dest="first_fault_s", type=float, help="seconds (default 150; quick 40)")
     ap.add_argument("--broker-port", type=int, help="the soak broker's port (default: a free one)")
     ap.add_argument("--tmpfs-mb", type=int, default=2048, help="size of worker B's store tmpfs")
     ap.add_argument("--no-tmpfs", action="store_true", help="no tmpfs, no full-disk fault")
-    ap.add_argument("--faults", help="the rotation, a comma list of: kill (kill -9 worker A), stop (SIGSTOP worker "
-                                      "B), broker (kill -9), disk (B's store full) (default kill,stop,broker,disk; "
-                                      "quick kill,stop,broker)")
-    ap.add_argument("--drain", dest="drain_s", type=float,
-                    help="at most this long for the last decisions after the load (default 600 s; quick 90 s: the "
-                         "short version stays under 6 minutes)")
+    ap.add_argument(
+        "--faults",
+        help="the rotation, a comma list of: kill (kill -9 worker A), stop (SIGSTOP worker "
+        "B), broker (kill -9), disk (B's store full) (default kill,stop,broker,disk; "
+        "quick kill,stop,broker)",
+    )
+    ap.add_argument(
+        "--drain",
+        dest="drain_s",
+        type=float,
+        help="at most this long for the last decisions after the load (default 600 s; quick 90 s: the "
+        "short version stays under 6 minutes)",
+    )
     ap.add_argument("--replay-timeout", dest="replay_timeout_s", type=float, default=1500.0)
     ap.add_argument("--seed", type=int, default=20240601)
     return ap
@@ -894,8 +1104,9 @@ def defaults(a: argparse.Namespace) -> argparse.Namespace:
     a.broker_port = a.broker_port or free_port()
     a.drain_s = a.drain_s or (90.0 if q else 600.0)
     names = {"kill": KILL, "stop": STOP, "broker": BROKER, "disk": DISK}
-    a.rotation = ([names[f.strip()] for f in a.faults.split(",")] if a.faults
-                  else list(QUICK_ROTATION if q else ROTATION))
+    a.rotation = (
+        [names[f.strip()] for f in a.faults.split(",")] if a.faults else list(QUICK_ROTATION if q else ROTATION)
+    )
     return a
 
 
@@ -912,8 +1123,11 @@ def check_kept(work: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser()
-    ap.add_argument("--check-stores", metavar="WORK_DIR", help="only compare the local stores of a kept work dir "
-                                                               "with its changelog (markdown on stdout)")
+    ap.add_argument(
+        "--check-stores",
+        metavar="WORK_DIR",
+        help="only compare the local stores of a kept work dir with its changelog (markdown on stdout)",
+    )
     a = ap.parse_args(argv)
     if a.check_stores:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

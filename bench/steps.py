@@ -3,6 +3,7 @@
 Every figure is the median of several timeit repeats. Ratios against the naive datasketch
 baseline are taken repeat by repeat, with both sides run alternately in the same process.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,8 +33,28 @@ from sendgate.models.reading import as_seen
 from sendgate.models.similarity import SEED, Sketcher, normalize, shingles, similarities
 from sendgate.models.sources import APP as APP_ROLE, Keyring, SigningKey
 
-from ._common import (DAY, MINUTE, SECOND, T0, Timeline, campaign, cli, distinct_texts, doc, each_us, fmt, labelled,
-                      load_corpus, md_table, median, median_us, out_path, side_by_side, variant, write_report)
+from ._common import (
+    DAY,
+    MINUTE,
+    SECOND,
+    T0,
+    Timeline,
+    campaign,
+    cli,
+    distinct_texts,
+    doc,
+    each_us,
+    fmt,
+    labelled,
+    load_corpus,
+    md_table,
+    median,
+    median_us,
+    out_path,
+    side_by_side,
+    variant,
+    write_report,
+)
 
 NAME = "steps"
 APP, SENDER = "app-0", "sender-0"
@@ -41,13 +62,25 @@ APP, SENDER = "app-0", "sender-0"
 
 def bench_decode(texts: list[str], repeat: int, n: int) -> list[list]:
     rng = random.Random(1)
-    docs = [doc("send", f"req-{i:08d}", f"app-{rng.randrange(100)}", T0 + i * 100,
-                sender=f"sender-{rng.randrange(1000):04d}", userkey=f"+4477009{rng.randrange(10**5):05d}",
-                text=texts[i % len(texts)], reply_to=None if rng.random() < 0.7 else f"in-{i:08d}") for i in range(n)]
+    docs = [
+        doc(
+            "send",
+            f"req-{i:08d}",
+            f"app-{rng.randrange(100)}",
+            T0 + i * 100,
+            sender=f"sender-{rng.randrange(1000):04d}",
+            userkey=f"+4477009{rng.randrange(10**5):05d}",
+            text=texts[i % len(texts)],
+            reply_to=None if rng.random() < 0.7 else f"in-{i:08d}",
+        )
+        for i in range(n)
+    ]
     raws = [orjson.dumps(d) for d in docs]
     # sources (models/sources.py): each record signed by an app key, verified by the gate's decoder
-    keyring = Keyring(SigningKey(f"key-{d['app']}", APP_ROLE, f"secret-of-{d['app']}-0123456789".encode(), d["app"])
-                      for d in {d["app"]: d for d in docs}.values())
+    keyring = Keyring(
+        SigningKey(f"key-{d['app']}", APP_ROLE, f"secret-of-{d['app']}-0123456789".encode(), d["app"])
+        for d in {d["app"]: d for d in docs}.values()
+    )
     records = [(d["app"].encode(), raw, keyring.keys[f"key-{d['app']}"].headers(raw)) for d, raw in zip(docs, raws)]
     signed, unsigned, store = Gate(keyring=keyring), Gate(), MemoryStore()
 
@@ -57,20 +90,38 @@ def bench_decode(texts: list[str], repeat: int, n: int) -> list[list]:
 
     # the verified and the unverified decoder alternately, so that the difference is the
     # verification's cost and not the machine's load meanwhile
-    runs = side_by_side({"off": lambda: decode_all(unsigned, False), "on": lambda: decode_all(signed, True),
-                         "verify": lambda: [keyring.verify(h, raw) for _, raw, h in records]},
-                        number=1, repeat=repeat * 3, per=len(records))
+    runs = side_by_side(
+        {
+            "off": lambda: decode_all(unsigned, False),
+            "on": lambda: decode_all(signed, True),
+            "verify": lambda: [keyring.verify(h, raw) for _, raw, h in records],
+        },
+        number=1,
+        repeat=repeat * 3,
+        per=len(records),
+    )
     extra = median(on - off for on, off in zip(runs["on"], runs["off"]))
-    return [["decode_event (orjson.loads + validate) of a send", fmt(each_us(decode_event, raws, repeat, T0), 2),
-             f"{len(raws)} distinct send JSONs, mean {sum(map(len, raws)) / len(raws):.0f} bytes"],
-            ["  of which orjson.loads", fmt(each_us(orjson.loads, raws, repeat), 2), ""],
-            ["  of which validate (decoded dict -> Send)", fmt(each_us(validate, docs, repeat, T0), 2), ""],
-            ["Gate.decode of a send, keyring off (SENDGATE_AUTH=off)", fmt(median(runs["off"]), 2),
-             "timed alternately with the next two rows"],
-            ["Gate.decode of a signed send, verified", fmt(median(runs["on"]), 2),
-             f"HMAC-SHA-256 + rights + the app's clock; {len(keyring.keys)} app keys"],
-            ["  verification's cost (verified - off, per repeat)", fmt(extra, 2), "the sources check (models/sources.py)"],
-            ["  of which Keyring.verify (headers, HMAC, compare)", fmt(median(runs["verify"]), 2), ""]]
+    return [
+        [
+            "decode_event (orjson.loads + validate) of a send",
+            fmt(each_us(decode_event, raws, repeat, T0), 2),
+            f"{len(raws)} distinct send JSONs, mean {sum(map(len, raws)) / len(raws):.0f} bytes",
+        ],
+        ["  of which orjson.loads", fmt(each_us(orjson.loads, raws, repeat), 2), ""],
+        ["  of which validate (decoded dict -> Send)", fmt(each_us(validate, docs, repeat, T0), 2), ""],
+        [
+            "Gate.decode of a send, keyring off (SENDGATE_AUTH=off)",
+            fmt(median(runs["off"]), 2),
+            "timed alternately with the next two rows",
+        ],
+        [
+            "Gate.decode of a signed send, verified",
+            fmt(median(runs["on"]), 2),
+            f"HMAC-SHA-256 + rights + the app's clock; {len(keyring.keys)} app keys",
+        ],
+        ["  verification's cost (verified - off, per repeat)", fmt(extra, 2), "the sources check (models/sources.py)"],
+        ["  of which Keyring.verify (headers, HMAC, compare)", fmt(median(runs["verify"]), 2), ""],
+    ]
 
 
 def bench_consent(texts: list[str], repeat: int, n: int) -> tuple[list[list], list[list]]:
@@ -85,36 +136,80 @@ def bench_consent(texts: list[str], repeat: int, n: int) -> tuple[list[list], li
         gate.handle(ev.OptOut(f"oo-{i}", APP, f"o{i}", "web-form", ts_in), store)
     streams = {}
     for name, reason, rid, user, reply_to in (
-            ("reply (last inbound < 15 min ago, no reply_to)", "reply", "r", "u", None),
-            ("reply (reply_to names a recent inbound)", "reply", "rt", "u", "in-"),
-            ("rejected opted_out", "opted_out", "o", "o", None),
-            ("rejected no_conversation", "no_conversation", "n", "n", None)):
-        streams[name] = [ev.Send(f"{rid}-{i}", APP, SENDER, f"{user}{i}", "sms", texts[i % len(texts)],
-                                 reply_to and f"{reply_to}{i}", ts_send) for i in range(n)]
+        ("reply (last inbound < 15 min ago, no reply_to)", "reply", "r", "u", None),
+        ("reply (reply_to names a recent inbound)", "reply", "rt", "u", "in-"),
+        ("rejected opted_out", "opted_out", "o", "o", None),
+        ("rejected no_conversation", "no_conversation", "n", "n", None),
+    ):
+        streams[name] = [
+            ev.Send(
+                f"{rid}-{i}",
+                APP,
+                SENDER,
+                f"{user}{i}",
+                "sms",
+                texts[i % len(texts)],
+                reply_to and f"{reply_to}{i}",
+                ts_send,
+            )
+            for i in range(n)
+        ]
         out = gate.handle(streams[name][0], store)
         assert out[0].reason == reason, (name, out[0].reason, out[0].detail)
-    rows = [[f"Gate.handle: {name}", fmt(each_us(gate.handle, sends, repeat, store), 2), f"{n} userkeys"]
-            for name, sends in streams.items()]
+    rows = [
+        [f"Gate.handle: {name}", fmt(each_us(gate.handle, sends, repeat, store), 2), f"{n} userkeys"]
+        for name, sends in streams.items()
+    ]
     # consent-step decisions per second on an interleaved stream of the three kinds
-    mixed = [e for trio in zip(*(streams[k] for k in (next(iter(streams)), "rejected opted_out",
-                                                      "rejected no_conversation"))) for e in trio]
+    mixed = [
+        e
+        for trio in zip(*(streams[k] for k in (next(iter(streams)), "rejected opted_out", "rejected no_conversation")))
+        for e in trio
+    ]
     us = each_us(gate.handle, mixed, repeat, store)
-    return rows, [["consent-only stream (reply / opted_out / no_conversation, 1:1:1)", fmt(us, 2), f"{1e6 / us:,.0f}",
-                   f"{len(mixed)} sends"]]
+    return rows, [
+        [
+            "consent-only stream (reply / opted_out / no_conversation, 1:1:1)",
+            fmt(us, 2),
+            f"{1e6 / us:,.0f}",
+            f"{len(mixed)} sends",
+        ]
+    ]
 
 
 def bench_sketch(corpus: list[tuple[str, str]], repeat: int, subset_step: int) -> tuple[list[list], list[list]]:
     all_texts = [t for _, t in corpus]
     sk = Sketcher()
-    rows = [[f"Sketcher.sketch, {name} texts (num_perm 128)", fmt(each_us(sk.sketch, texts, repeat), 1),
-             f"{len(texts)} texts, mean {sum(map(len, texts)) / len(texts):.0f} chars"]
-            for name, texts in (("all", all_texts), ("ham", labelled(corpus, "ham")), ("spam", labelled(corpus, "spam")))]
-    rows += [[f"Sketcher.sketch, all texts (num_perm {p})", fmt(each_us(Sketcher(num_perm=p).sketch, all_texts, repeat), 1),
-              ""] for p in (64, 256)]
-    rows.append(["  of which normalize + shingles",
-                 fmt(each_us(lambda text: shingles(normalize(text), 4), all_texts, repeat), 1), ""])
-    rows.append(["  of which as_seen (the reader's view: look-alikes, invisible characters, spacing)",
-                 fmt(each_us(as_seen, all_texts, repeat), 1), "models/reading.py"])
+    rows = [
+        [
+            f"Sketcher.sketch, {name} texts (num_perm 128)",
+            fmt(each_us(sk.sketch, texts, repeat), 1),
+            f"{len(texts)} texts, mean {sum(map(len, texts)) / len(texts):.0f} chars",
+        ]
+        for name, texts in (("all", all_texts), ("ham", labelled(corpus, "ham")), ("spam", labelled(corpus, "spam")))
+    ]
+    rows += [
+        [
+            f"Sketcher.sketch, all texts (num_perm {p})",
+            fmt(each_us(Sketcher(num_perm=p).sketch, all_texts, repeat), 1),
+            "",
+        ]
+        for p in (64, 256)
+    ]
+    rows.append(
+        [
+            "  of which normalize + shingles",
+            fmt(each_us(lambda text: shingles(normalize(text), 4), all_texts, repeat), 1),
+            "",
+        ]
+    )
+    rows.append(
+        [
+            "  of which as_seen (the reader's view: look-alikes, invisible characters, spacing)",
+            fmt(each_us(as_seen, all_texts, repeat), 1),
+            "models/reading.py",
+        ]
+    )
 
     # Side by side against datasketch, on a subset (the naive path is slow).
     subset = all_texts[::subset_step]
@@ -150,20 +245,36 @@ def bench_sketch(corpus: list[tuple[str, str]], repeat: int, subset_step: int) -
         for _ in subset:
             MinHash()
 
-    runs = side_by_side({"ours": ours, "naive": naive, "fresh_batch_sha1": fresh_batch_sha1,
-                         "fresh_batch_crc": fresh_batch_crc, "shared_batch_crc": shared_batch_crc,
-                         "construct_only": construct_only}, number=1, repeat=repeat, per=len(subset))
-    base = [[label, fmt(median(runs[name]), 1), f"{median(b / a for a, b in zip(runs['ours'], runs[name])):.1f}x"]
-            for label, name in (
-                ("Sketcher.sketch (crc32 of 4-grams by table lookups, permutations in numpy)", "ours"),
-                ("datasketch: one MinHash(crc32, affine32), clear() + update_batch per message (the previous "
-                 "Sketcher)", "shared_batch_crc"),
-                ("naive: MinHash() per message (sha1) + update() per shingle", "naive"),
-                ("MinHash() per message (sha1) + update_batch", "fresh_batch_sha1"),
-                ("MinHash(crc32, affine32) per message + update_batch", "fresh_batch_crc"),
-                ("MinHash() constructor alone", "construct_only"))]
-    base.append([f"(subset: every {subset_step}th text, {len(subset)} texts; ratio = median of per-repeat ratios)",
-                 "", ""])
+    runs = side_by_side(
+        {
+            "ours": ours,
+            "naive": naive,
+            "fresh_batch_sha1": fresh_batch_sha1,
+            "fresh_batch_crc": fresh_batch_crc,
+            "shared_batch_crc": shared_batch_crc,
+            "construct_only": construct_only,
+        },
+        number=1,
+        repeat=repeat,
+        per=len(subset),
+    )
+    base = [
+        [label, fmt(median(runs[name]), 1), f"{median(b / a for a, b in zip(runs['ours'], runs[name])):.1f}x"]
+        for label, name in (
+            ("Sketcher.sketch (crc32 of 4-grams by table lookups, permutations in numpy)", "ours"),
+            (
+                "datasketch: one MinHash(crc32, affine32), clear() + update_batch per message (the previous Sketcher)",
+                "shared_batch_crc",
+            ),
+            ("naive: MinHash() per message (sha1) + update() per shingle", "naive"),
+            ("MinHash() per message (sha1) + update_batch", "fresh_batch_sha1"),
+            ("MinHash(crc32, affine32) per message + update_batch", "fresh_batch_crc"),
+            ("MinHash() constructor alone", "construct_only"),
+        )
+    ]
+    base.append(
+        [f"(subset: every {subset_step}th text, {len(subset)} texts; ratio = median of per-repeat ratios)", "", ""]
+    )
     return rows, base
 
 
@@ -194,10 +305,13 @@ def bench_clusters(texts: list[str], repeat: int, copies: int) -> list[list]:
 
         def counted(st=st, hit=hit, j=j):
             st.decide(probe_ts, recipient_hash(f"u{j}"), hit, policy, None)
+
         v = st.decide(probe_ts, recipient_hash(f"u{j}"), hit, policy, None)
         assert v.outcome == "accepted" and "already counted" in v.detail, v.detail
-        rows += [[k, "similarities() alone (k x num_perm compare)", fmt(median_us(sims, 5000, repeat), 2)],
-                 [k, "decide: hit, recipient already counted (pure lookup)", fmt(median_us(counted, 2000, repeat), 2)]]
+        rows += [
+            [k, "similarities() alone (k x num_perm compare)", fmt(median_us(sims, 5000, repeat), 2)],
+            [k, "decide: hit, recipient already counted (pure lookup)", fmt(median_us(counted, 2000, repeat), 2)],
+        ]
 
         # Paths that change the row: each call gets its own fresh copy, decoded outside the timing.
         pool: list[SenderState] = []
@@ -215,12 +329,19 @@ def bench_clusters(texts: list[str], repeat: int, copies: int) -> list[list]:
             st10.decide(T0 + 35 * SECOND + r, recipient_hash(f"f{r}"), hit, policy, None)
         probe = copy.deepcopy(st10).decide(probe_ts, recipient_hash("u-new"), hit, policy, None)
         assert probe.reason == "burst_paced" and probe.outcome == "delayed", (probe.reason, probe.detail)
-        for label, fn, start in (("decide: hit, new recipient (free)", new_recipient, st),
-                                 ("decide: miss -> new cluster" + (" (evicts one)" if k == policy.max_clusters else ""),
-                                  miss_new_cluster, st),
-                                 ("decide: hit, paced (11th recipient, delayed)", new_recipient, st10)):
+        for label, fn, start in (
+            ("decide: hit, new recipient (free)", new_recipient, st),
+            (
+                "decide: miss -> new cluster" + (" (evicts one)" if k == policy.max_clusters else ""),
+                miss_new_cluster,
+                st,
+            ),
+            ("decide: hit, paced (11th recipient, delayed)", new_recipient, st10),
+        ):
+
             def fresh(pool=pool, start=start):
                 pool[:] = [copy.deepcopy(start) for _ in range(copies)]
+
             rows.append([k, label, fmt(median_us(fn, 1, repeat, setup=fresh, per=copies), 2)])
     return rows
 
@@ -239,6 +360,7 @@ def bench_junk_match(texts: list[str], repeat: int) -> list[list]:
 
         def run(index=index):
             index.match(probe, policy.similarity_threshold)
+
         rows.append([f"JunkIndex.match, {n:,} templates", fmt(median_us(run, 200 if n >= 1000 else 2000, repeat), 1)])
     return rows
 
@@ -258,13 +380,21 @@ def bench_rows(texts: list[str], repeat: int) -> list[list]:
                 last = st.clusters[-1]
                 st._changed[last.cluster_id] = last
             return st.to_rows()
+
         written = one_send()
         per_send = len(written[0]) + sum(len(v) for v in written[1].values() if v)
         enc = median_us(one_send, 2000, repeat)
-        dec = median_us(lambda: SenderState.from_rows(head, clusters.get, sketch_rows.get, policy.num_perm), 2000,
-                        repeat)
-        rows.append([f"SenderState, {k} clusters (all rows; written by one send)", f"{whole:,}; {per_send:,}",
-                     fmt(enc, 2), fmt(dec, 2)])
+        dec = median_us(
+            lambda: SenderState.from_rows(head, clusters.get, sketch_rows.get, policy.num_perm), 2000, repeat
+        )
+        rows.append(
+            [
+                f"SenderState, {k} clusters (all rows; written by one send)",
+                f"{whole:,}; {per_send:,}",
+                fmt(enc, 2),
+                fmt(dec, 2),
+            ]
+        )
     u = Userkey()
     u.opt_out(T0, "keyword STOP to sender 'sender-0001'")
     c = Conversation()
@@ -272,8 +402,14 @@ def bench_rows(texts: list[str], repeat: int) -> list[list]:
         c.record_inbound(f"in-{i:08d}", T0 + i)
     for name, obj in (("Userkey (opted out by keyword)", u), ("Conversation, 8 recent inbounds", c)):
         raw = obj.to_bytes()
-        rows.append([name, len(raw), fmt(median_us(obj.to_bytes, 5000, repeat), 2),
-                     fmt(median_us(lambda raw=raw, cls=type(obj): cls.from_bytes(raw), 5000, repeat), 2)])
+        rows.append(
+            [
+                name,
+                len(raw),
+                fmt(median_us(obj.to_bytes, 5000, repeat), 2),
+                fmt(median_us(lambda raw=raw, cls=type(obj): cls.from_bytes(raw), 5000, repeat), 2),
+            ]
+        )
     return rows
 
 
@@ -282,9 +418,12 @@ def bench_retention(n: int) -> list[list]:
     out. Past day 400 the app's events sweep the lapsed conversations: the rows left, what a sweep
     costs per conversation removed, and what indexing costs the inbounds (horizon 400 vs 0 days,
     the same inbounds, run alternately)."""
+
     def inbounds(users: range, ts: int, text: str = "hello") -> list[ev.Event]:
-        return [validate(doc("inbound", f"in-{ts}-{u}", "a", ts, sender="s", userkey=f"user-{u:07d}", text=text), 0)
-                for u in users]
+        return [
+            validate(doc("inbound", f"in-{ts}-{u}", "a", ts, sender="s", userkey=f"user-{u:07d}", text=text), 0)
+            for u in users
+        ]
 
     day0 = inbounds(range(n), T0)
     renewed = inbounds(range(0, n, 10), T0 + 300 * DAY)
@@ -320,21 +459,31 @@ def bench_retention(n: int) -> list[list]:
     rows_after, bytes_after = size()
     removed = convs_before - len(store.tables[CONVERSATIONS])
     return [
-        ["rows (all kinds) before the sweep; after", f"{rows_before:,}; {rows_after:,}",
-         f"{n:,} userkeys, {len(renewed):,} wrote again on day 300, {len(stops):,} opted out (kept)"],
-        ["bytes (key + value) before; after", f"{bytes_before:,}; {bytes_after:,}",
-         f"{1 - bytes_after / bytes_before:.0%} less to restore"],
-        ["conversations removed; events that swept them", f"{removed:,}; {ticks:,}",
-         "one bucket row (<= 256 conversations) per event of the app"],
+        [
+            "rows (all kinds) before the sweep; after",
+            f"{rows_before:,}; {rows_after:,}",
+            f"{n:,} userkeys, {len(renewed):,} wrote again on day 300, {len(stops):,} opted out (kept)",
+        ],
+        [
+            "bytes (key + value) before; after",
+            f"{bytes_before:,}; {bytes_after:,}",
+            f"{1 - bytes_after / bytes_before:.0%} less to restore",
+        ],
+        [
+            "conversations removed; events that swept them",
+            f"{removed:,}; {ticks:,}",
+            "one bucket row (<= 256 conversations) per event of the app",
+        ],
         ["sweep: µs per conversation removed", fmt(swept_s / max(1, removed) * 1e6, 2), "read, check, delete"],
-        ["inbound (first of the day) µs: horizon 400 d; 0 d (no index)",
-         f"{fmt(median(costs[400]), 1)}; {fmt(median(costs[0]), 1)}",
-         f"ratio {median(a / b for a, b in zip(costs[400], costs[0])):.2f} (alternate loads, 3 each)"],
+        [
+            "inbound (first of the day) µs: horizon 400 d; 0 d (no index)",
+            f"{fmt(median(costs[400]), 1)}; {fmt(median(costs[0]), 1)}",
+            f"ratio {median(a / b for a, b in zip(costs[400], costs[0])):.2f} (alternate loads, 3 each)",
+        ],
     ]
 
 
-def mixed_stream(corpus: list[tuple[str, str]], n_events: int,
-                 seed: int = 42) -> tuple[list[ev.Event], list[ev.Event]]:
+def mixed_stream(corpus: list[tuple[str, str]], n_events: int, seed: int = 42) -> tuple[list[ev.Event], list[ev.Event]]:
     """A seeded stream of one busy deployment, 10 apps x 20 senders: (history, live).
 
     The history (before T0: sender profiles, opt-outs, and 100 users per sender who wrote 20 min
@@ -392,8 +541,11 @@ def mixed_stream(corpus: list[tuple[str, str]], n_events: int,
         start = rng.randint(T0 + 10 * MINUTE, max(T0 + 10 * MINUTE, end - n * 2 * SECOND))
         t = start
         for j in range(n):
-            out.add(ev.Inbound(f"bin-{b}-{j}", a, s, f"b{b}-{j}", "sms", "info please",
-                               start - rng.randint(20, 60) * MINUTE))
+            out.add(
+                ev.Inbound(
+                    f"bin-{b}-{j}", a, s, f"b{b}-{j}", "sms", "info please", start - rng.randint(20, 60) * MINUTE
+                )
+            )
             out.add(ev.Send(f"bl-{b}-{j}", a, s, f"b{b}-{j}", "sms", variant(rng, template), None, t))
             t += rng.randint(500, 3000)
         b += 1
@@ -404,8 +556,11 @@ def mixed_stream(corpus: list[tuple[str, str]], n_events: int,
 def classify(e: ev.Event, out: list) -> str:
     if not isinstance(e, ev.Send):
         return type(e).__name__
-    d = next(r for r in out if isinstance(r, Decision) and r.request_id == e.request_id
-             and r.outcome not in ("released", "cancelled"))
+    d = next(
+        r
+        for r in out
+        if isinstance(r, Decision) and r.request_id == e.request_id and r.outcome not in ("released", "cancelled")
+    )
     if d.reason in ("conversation", "opt_in", "unrestricted"):
         return "send: burst step, accepted free"
     if d.reason in ("burst_paced", "burst_limit", "junk_similar"):
@@ -431,10 +586,17 @@ def bench_mixed(history: list[ev.Event], events: list[ev.Event], repeat: int) ->
         gate, store = ctx["gate"], ctx["store"]
         for e in events:
             gate.handle(e, store)
+
     us = median_us(run, 1, repeat, setup=fresh, per=len(events))
-    total = [["mixed stream, all live events", len(events), fmt(us, 1), f"{1e6 / us:,.0f}"],
-             ["  per send (total time / sends)", n_sends, fmt(us * len(events) / n_sends, 1),
-              f"{1e6 / (us * len(events) / n_sends):,.0f}"]]
+    total = [
+        ["mixed stream, all live events", len(events), fmt(us, 1), f"{1e6 / us:,.0f}"],
+        [
+            "  per send (total time / sends)",
+            n_sends,
+            fmt(us * len(events) / n_sends, 1),
+            f"{1e6 / (us * len(events) / n_sends):,.0f}",
+        ],
+    ]
     # per-category timings: a few instrumented passes, median per category
     per_cat: dict[str, list[float]] = defaultdict(list)
     counts: dict[str, int] = {}
@@ -450,8 +612,10 @@ def bench_mixed(history: list[ev.Event], events: list[ev.Event], repeat: int) ->
             per_cat[cat].append(statistics.mean(xs) / 1000)
             per_cat[cat + "#median"].append(statistics.median(xs) / 1000)
             counts[cat] = len(xs)
-    return total, [[cat, counts[cat], fmt(median(per_cat[cat]), 1), fmt(median(per_cat[cat + "#median"]), 1)]
-                   for cat in sorted(counts, key=lambda c: -counts[c])]
+    return total, [
+        [cat, counts[cat], fmt(median(per_cat[cat]), 1), fmt(median(per_cat[cat + "#median"]), 1)]
+        for cat in sorted(counts, key=lambda c: -counts[c])
+    ]
 
 
 def bench_metrics(history: list[ev.Event], events: list[ev.Event], repeat: int, batch: int = 500) -> list[list]:
@@ -462,8 +626,16 @@ def bench_metrics(history: list[ev.Event], events: list[ev.Event], repeat: int, 
     gate, store = loaded(history)
     chunk = events[:batch]
     outputs = [gate.handle(e, store) for e in chunk]
-    scrape = {"partitions": [], "pending": 0, "next_due": None, "overdue_s": 0.0, "recovering": False,
-              "recovery_remaining": 0, "rebalancing": False, "reasons": []}
+    scrape = {
+        "partitions": [],
+        "pending": 0,
+        "next_due": None,
+        "overdue_s": 0.0,
+        "recovering": False,
+        "recovery_remaining": 0,
+        "rebalancing": False,
+        "reasons": [],
+    }
     metrics = GateMetrics(("sms",), lambda: scrape)
 
     def tally_and_apply():
@@ -482,9 +654,15 @@ def bench_metrics(history: list[ev.Event], events: list[ev.Event], repeat: int, 
 
     runs = side_by_side({"metrics": tally_and_apply, "decide": decide}, 1, repeat)
     m_us, d_us = median(runs["metrics"]), median(runs["decide"])
-    return [[f"tally + apply, a batch of {len(chunk)} events", fmt(m_us), fmt(m_us / len(chunk), 2),
-             f"{median(a / b for a, b in zip(runs['metrics'], runs['decide'])):.1%} of deciding it"],
-            [f"Gate.handle of the same {len(chunk)} events (fresh store)", fmt(d_us), fmt(d_us / len(chunk), 2), ""]]
+    return [
+        [
+            f"tally + apply, a batch of {len(chunk)} events",
+            fmt(m_us),
+            fmt(m_us / len(chunk), 2),
+            f"{median(a / b for a, b in zip(runs['metrics'], runs['decide'])):.1%} of deciding it",
+        ],
+        [f"Gate.handle of the same {len(chunk)} events (fresh store)", fmt(d_us), fmt(d_us / len(chunk), 2), ""],
+    ]
 
 
 PROFILE_PARTS = (  # (file suffix, function name, label)
@@ -523,7 +701,11 @@ def profile_sends(history: list[ev.Event], events: list[ev.Event], top: int = 22
     st.sort_stats("tottime").print_stats(top)
     lines = buf.getvalue().splitlines()
     start = next(i for i, line in enumerate(lines) if "ncalls" in line)
-    raw = next(line for line in lines if "function calls" in line).strip() + "\n" + "\n".join(lines[start:start + top + 1])
+    raw = (
+        next(line for line in lines if "function calls" in line).strip()
+        + "\n"
+        + "\n".join(lines[start : start + top + 1])
+    )
     cum: dict[tuple[str, str], tuple[int, float]] = {}
     for (filename, _, func), (_, ncalls, _, ct, _) in st.stats.items():
         for suffix, name, _ in PROFILE_PARTS:
@@ -534,7 +716,9 @@ def profile_sends(history: list[ev.Event], events: list[ev.Event], top: int = 22
     table = []
     for suffix, name, label in PROFILE_PARTS:
         calls, t = cum.get((suffix, name), (0, 0.0))
-        table.append([label, f"{calls:,}", fmt(t, 2), f"{100 * t / total:.0f} %", fmt(1e6 * t / calls if calls else 0, 1)])
+        table.append(
+            [label, f"{calls:,}", fmt(t, 2), f"{100 * t / total:.0f} %", fmt(1e6 * t / calls if calls else 0, 1)]
+        )
     return raw, table
 
 
@@ -551,43 +735,72 @@ def main() -> None:
     def section(title: str, *parts) -> None:
         print(f"done: {title}", flush=True)
         sections.append(f"## {title}\n\n" + "\n\n".join(parts))
+
     sections: list[str] = []
 
-    section("Decode and validate", md_table(["step", "µs/message", "note"], bench_decode(texts, repeat,
-                                                                                        300 if quick else 2000)))
+    section(
+        "Decode and validate",
+        md_table(["step", "µs/message", "note"], bench_decode(texts, repeat, 300 if quick else 2000)),
+    )
     cons, rate = bench_consent(texts, repeat, 300 if quick else 2000)
-    section("Consent-only path (no burst step)", md_table(["step", "µs/send", "note"], cons),
-            "Consent-step decisions per second (one core, Gate.handle, MemoryStore):",
-            md_table(["stream", "µs/send", "decisions/s", "note"], rate))
+    section(
+        "Consent-only path (no burst step)",
+        md_table(["step", "µs/send", "note"], cons),
+        "Consent-step decisions per second (one core, Gate.handle, MemoryStore):",
+        md_table(["stream", "µs/send", "decisions/s", "note"], rate),
+    )
     sk_rows, base = bench_sketch(corpus[::10] if quick else corpus, repeat, 25 if quick else 5)
-    section("Sketching (normalize + shingles + MinHash)", md_table(["step", "µs/text", "note"], sk_rows),
-            "Baseline, measured alternately in the same run on the same texts:",
-            md_table(["how", "µs/text", "vs Sketcher"], base))
-    section("Cluster lookup: SenderState.decide with pre-computed sketches (no sketching)",
-            md_table(["clusters", "step", "µs/call"], bench_clusters(texts, repeat, 100 if quick else 500)),
-            "Junk index lookup (every send that reaches the burst step does this once):",
-            md_table(["step", "µs/call"], bench_junk_match(texts, repeat)))
-    section("Row encode / decode", md_table(["row", "bytes", "encode µs (to_bytes / to_rows)",
-                                             "decode µs (from_bytes / from_rows)"], bench_rows(texts, repeat)))
-    section("Retention: lapsed conversations swept (models/retention.py)",
-            md_table(["figure", "value", "note"], bench_retention(5_000 if quick else 100_000)))
+    section(
+        "Sketching (normalize + shingles + MinHash)",
+        md_table(["step", "µs/text", "note"], sk_rows),
+        "Baseline, measured alternately in the same run on the same texts:",
+        md_table(["how", "µs/text", "vs Sketcher"], base),
+    )
+    section(
+        "Cluster lookup: SenderState.decide with pre-computed sketches (no sketching)",
+        md_table(["clusters", "step", "µs/call"], bench_clusters(texts, repeat, 100 if quick else 500)),
+        "Junk index lookup (every send that reaches the burst step does this once):",
+        md_table(["step", "µs/call"], bench_junk_match(texts, repeat)),
+    )
+    section(
+        "Row encode / decode",
+        md_table(
+            ["row", "bytes", "encode µs (to_bytes / to_rows)", "decode µs (from_bytes / from_rows)"],
+            bench_rows(texts, repeat),
+        ),
+    )
+    section(
+        "Retention: lapsed conversations swept (models/retention.py)",
+        md_table(["figure", "value", "note"], bench_retention(5_000 if quick else 100_000)),
+    )
     stream = mixed_stream(corpus, 3000 if quick else 30_000)
     total, cats = bench_mixed(*stream, max(3, repeat - 2))
-    section("Full Gate.handle on a mixed stream (pre-decoded events, fresh MemoryStore per repeat)",
-            md_table(["stream", "events", "µs/event", "events/s"], total),
-            "By category (instrumented passes; perf_counter_ns around each call):",
-            md_table(["category", "events", "mean µs", "median µs"], cats))
-    section("Metrics (per batch: tally while deciding, apply once)",
-            md_table(["step", "µs/batch", "µs/event", "share"], bench_metrics(*stream, repeat)))
+    section(
+        "Full Gate.handle on a mixed stream (pre-decoded events, fresh MemoryStore per repeat)",
+        md_table(["stream", "events", "µs/event", "events/s"], total),
+        "By category (instrumented passes; perf_counter_ns around each call):",
+        md_table(["category", "events", "mean µs", "median µs"], cats),
+    )
+    section(
+        "Metrics (per batch: tally while deciding, apply once)",
+        md_table(["step", "µs/batch", "µs/event", "share"], bench_metrics(*stream, repeat)),
+    )
     if not quick:
         raw, table = profile_sends(*stream)
-        section("cProfile of Gate.handle over the live mixed stream",
-                "Cumulative time per function (cProfile inflates functions with many small calls; the shares are "
-                "indicative):", md_table(["function", "calls", "cum s", "share of handle", "µs/call"], table),
-                "Top functions by own time:\n\n```\n" + raw + "\n```")
-    write_report(out_path(args.out, quick, NAME), "sendgate: µs per step (in-process)", "python -m bench.steps",
-                 [f"repeats: {repeat} (median reported); wall time {time.perf_counter() - started:.0f} s"],
-                 sections)
+        section(
+            "cProfile of Gate.handle over the live mixed stream",
+            "Cumulative time per function (cProfile inflates functions with many small calls; the shares are "
+            "indicative):",
+            md_table(["function", "calls", "cum s", "share of handle", "µs/call"], table),
+            "Top functions by own time:\n\n```\n" + raw + "\n```",
+        )
+    write_report(
+        out_path(args.out, quick, NAME),
+        "sendgate: µs per step (in-process)",
+        "python -m bench.steps",
+        [f"repeats: {repeat} (median reported); wall time {time.perf_counter() - started:.0f} s"],
+        sections,
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ and group joins are not counted. The worker's events/s counts every event of the
 decisions' span (events before the first and after the last decision are few). Replay: the
 function `sendgate replay --name bench` runs (default policy), in this process, over the same log.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,42 +57,100 @@ def bench_settings(bootstrap: str, data_dir: Path, tag: str, **overrides: Any) -
     run = uuid.uuid4().hex[:6]
     keyring = data_dir / f"{tag}-{run}-keyring.toml"  # records are signed and verified, as in production
     write_local_keyring(keyring)
-    return Settings(bootstrap=bootstrap, topic_prefix=f"bench-{tag}-{run}.", group_id=f"bench-{tag}-{run}",
-                    partitions=8, store="rocksdb://", data_dir=str(data_dir / f"{tag}-{run}"), web_enabled=False,
-                    tick_interval_s=0, session_timeout_s=6.0, heartbeat_interval_s=1.0, rebalance_timeout_s=3.0,
-                    log_level="warning", keyring_file=str(keyring), key_id=LOCAL_KEYS[OPERATOR]).with_(**overrides)
+    return Settings(
+        bootstrap=bootstrap,
+        topic_prefix=f"bench-{tag}-{run}.",
+        group_id=f"bench-{tag}-{run}",
+        partitions=8,
+        store="rocksdb://",
+        data_dir=str(data_dir / f"{tag}-{run}"),
+        web_enabled=False,
+        tick_interval_s=0,
+        session_timeout_s=6.0,
+        heartbeat_interval_s=1.0,
+        rebalance_timeout_s=3.0,
+        log_level="warning",
+        keyring_file=str(keyring),
+        key_id=LOCAL_KEYS[OPERATOR],
+    ).with_(**overrides)
 
 
-FAUST_SETTINGS = ("processing_guarantee", "store", "producer_acks", "producer_linger", "producer_max_batch_size",
-                  "producer_compression_type", "broker_commit_every", "broker_commit_interval",
-                  "broker_max_poll_records", "consumer_max_fetch_size", "stream_buffer_maxsize", "stream_wait_empty",
-                  "broker_session_timeout", "broker_heartbeat_interval", "broker_rebalance_timeout",
-                  "topic_partitions", "table_standby_replicas")
+FAUST_SETTINGS = (
+    "processing_guarantee",
+    "store",
+    "producer_acks",
+    "producer_linger",
+    "producer_max_batch_size",
+    "producer_compression_type",
+    "broker_commit_every",
+    "broker_commit_interval",
+    "broker_max_poll_records",
+    "consumer_max_fetch_size",
+    "stream_buffer_maxsize",
+    "stream_wait_empty",
+    "broker_session_timeout",
+    "broker_heartbeat_interval",
+    "broker_rebalance_timeout",
+    "topic_partitions",
+    "table_standby_replicas",
+)
 
 
 def faust_settings(settings: Settings) -> dict[str, str]:
     """The Faust settings the worker actually runs with (read from its App in a child process)."""
-    script = ("import json; from sendgate.streams.worker.app import build_worker; "
-              "from sendgate.streams.config import Settings; c = build_worker(Settings.from_env()).faust.conf; "
-              f"print(json.dumps({{n: str(getattr(c, n)) for n in {FAUST_SETTINGS!r}}}))")
-    out = subprocess.run([sys.executable, "-c", script], env={**os.environ, **settings.to_env()},
-                         capture_output=True, text=True, timeout=120)
+    script = (
+        "import json; from sendgate.streams.worker.app import build_worker; "
+        "from sendgate.streams.config import Settings; c = build_worker(Settings.from_env()).faust.conf; "
+        f"print(json.dumps({{n: str(getattr(c, n)) for n in {FAUST_SETTINGS!r}}}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **settings.to_env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if out.returncode != 0:
         return {"error": out.stderr.strip()[-300:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def worker_settings_table(s: Settings) -> dict[str, str]:
-    return {"partitions": str(s.partitions), "store": s.store, "tick_interval_s": str(s.tick_interval_s),
-            "web": str(s.web_enabled),
-            "session/heartbeat/rebalance s": f"{s.session_timeout_s}/{s.heartbeat_interval_s}/{s.rebalance_timeout_s}",
-            "log_level": s.log_level, "agent concurrency": "1 (one `gate` agent)"}
+    return {
+        "partitions": str(s.partitions),
+        "store": s.store,
+        "tick_interval_s": str(s.tick_interval_s),
+        "web": str(s.web_enabled),
+        "session/heartbeat/rebalance s": f"{s.session_timeout_s}/{s.heartbeat_interval_s}/{s.rebalance_timeout_s}",
+        "log_level": s.log_level,
+        "agent concurrency": "1 (one `gate` agent)",
+    }
 
 
 # --- the generated log ---------------------------------------------------------------------------
 
-NAMES = ["Anna", "Ben", "Chloe", "David", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kemal", "Lena",
-         "Mia", "Noah", "Olga", "Pavel", "Quinn", "Rosa", "Sam", "Tara"]
+NAMES = [
+    "Anna",
+    "Ben",
+    "Chloe",
+    "David",
+    "Emma",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kemal",
+    "Lena",
+    "Mia",
+    "Noah",
+    "Olga",
+    "Pavel",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tara",
+]
 
 
 def generate(n: int, seed: int = 20240601, n_apps: int = 50) -> Log:
@@ -126,8 +185,17 @@ def generate(n: int, seed: int = 20240601, n_apps: int = 50) -> Log:
         sender = rng.choice(senders[app])
         recipients = rng.sample(range(pool[app]), min(blast_size, pool[app]))
         start = int(n * (b + 0.5) / (n_blasts + 0.5)) - blast_span // 2
-        blasts.append({"app": app, "sender": sender, "template": rng.choice(spam), "recipients": recipients,
-                       "start": max(0, start), "next": 0, "p": len(recipients) / blast_span})
+        blasts.append(
+            {
+                "app": app,
+                "sender": sender,
+                "template": rng.choice(spam),
+                "recipients": recipients,
+                "start": max(0, start),
+                "next": 0,
+                "p": len(recipients) / blast_span,
+            }
+        )
     to_opt_in = [(bl["app"], r) for bl in blasts for r in bl["recipients"]]
     rng.shuffle(to_opt_in)
 
@@ -145,8 +213,9 @@ def generate(n: int, seed: int = 20240601, n_apps: int = 50) -> Log:
             r = bl["recipients"][bl["next"]]
             bl["next"] += 1
             text = f"{rng.choice(NAMES)}, {bl['template']}" if rng.random() < 0.7 else bl["template"]
-            log.emit("send", f"req-{seq:08d}", bl["app"], ts, sender=bl["sender"], userkey=userkey(bl["app"], r),
-                     text=text)
+            log.emit(
+                "send", f"req-{seq:08d}", bl["app"], ts, sender=bl["sender"], userkey=userkey(bl["app"], r), text=text
+            )
             continue
         app = rng.choices(apps, cum_weights=cum_weights, k=1)[0]
         roll = rng.random()
@@ -159,8 +228,11 @@ def generate(n: int, seed: int = 20240601, n_apps: int = 50) -> Log:
                 sender, uk = rng.choice(pairs[app])
                 fields = dict(sender=sender, userkey=userkey(app, uk), text=rng.choice(ham))
             else:  # cold: a userkey that may never have written (no_conversation unless opted in)
-                fields = dict(sender=rng.choice(senders[app]), userkey=userkey(app, rng.randrange(pool[app])),
-                              text=rng.choice(spam if rng.random() < 0.5 else ham))
+                fields = dict(
+                    sender=rng.choice(senders[app]),
+                    userkey=userkey(app, rng.randrange(pool[app])),
+                    text=rng.choice(spam if rng.random() < 0.5 else ham),
+                )
             log.emit("send", f"req-{seq:08d}", app, ts, **fields)
         elif roll < 0.88:  # inbound
             if pairs[app] and rng.random() < 0.4:
@@ -194,10 +266,12 @@ def generate(n: int, seed: int = 20240601, n_apps: int = 50) -> Log:
 def describe(log: Log) -> str:
     n = len(log.records)
     mix = ", ".join(f"{t} {c:,} ({100 * c / n:.1f} %)" for t, c in log.types.most_common())
-    return (f"{n:,} events (seed {log.seed}): {mix}. {log.apps} apps (Zipf-like volume), {log.senders} senders, "
-            f"{log.userkeys:,} userkeys; {len(log.blasts)} blasts of one spam template each, personalised "
-            f"({'; '.join(f'{a}/{s} x{r}' for a, s, r in log.blasts)}); event time spans "
-            f"{log.event_hours * 60:,.0f} min (explicit `ts`).")
+    return (
+        f"{n:,} events (seed {log.seed}): {mix}. {log.apps} apps (Zipf-like volume), {log.senders} senders, "
+        f"{log.userkeys:,} userkeys; {len(log.blasts)} blasts of one spam template each, personalised "
+        f"({'; '.join(f'{a}/{s} x{r}' for a, s, r in log.blasts)}); event time spans "
+        f"{log.event_hours * 60:,.0f} min (explicit `ts`)."
+    )
 
 
 # --- in-process expectation ----------------------------------------------------------------------
@@ -246,12 +320,18 @@ async def publish_records(settings: Settings, records: list[tuple[bytes, bytes]]
     topic = settings.topic("events")
     await ensure_topics(settings, [topic])
     started, last = time.monotonic(), None
-    async with AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
-                                max_batch_size=256 * 1024) as producer:
+    async with AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024
+    ) as producer:
         signer = settings.signing_key()
         for key, value in records:
-            last = await producer.send(topic, value=value, key=key, timestamp_ms=record_time(value),
-                                       headers=signer.headers(value) if signer else None)
+            last = await producer.send(
+                topic,
+                value=value,
+                key=key,
+                timestamp_ms=record_time(value),
+                headers=signer.headers(value) if signer else None,
+            )
         await producer.flush()
         if last is not None:
             await last
@@ -266,8 +346,9 @@ async def topic_total(settings: Settings, topic: str) -> int:
         return 0
 
 
-async def wait_for_count(settings: Settings, topic: str, count: int, worker: WorkerProcess | None,
-                         stall_s: float = 90.0, poll_s: float = 0.5) -> tuple[int, str | None]:
+async def wait_for_count(
+    settings: Settings, topic: str, count: int, worker: WorkerProcess | None, stall_s: float = 90.0, poll_s: float = 0.5
+) -> tuple[int, str | None]:
     """Poll the end offsets of `topic` until it holds `count` records. Returns (records, problem):
     problem says why it stopped early (no progress for `stall_s`, the worker exited)."""
     await partitions_of(settings, topic, 120.0)
@@ -308,8 +389,9 @@ def bins_per_second(times: list[float], second: float = 1.0) -> list[int]:
 STARTS: list[str] = []  # one line per worker start that needed a restart (reported with the results)
 
 
-async def start_worker(settings: Settings, log_path: Path, ready, ready_s: float = 45.0,
-                       attempts: int = 3) -> WorkerProcess:
+async def start_worker(
+    settings: Settings, log_path: Path, ready, ready_s: float = 45.0, attempts: int = 3
+) -> WorkerProcess:
     """Start a worker and wait until `await ready(timeout_s)` says it is processing; the caller has
     published something to decide. One that is not processing after `ready_s` has decided nothing and
     is started again (on fresh brokers the group leader can assign before its metadata lists the
@@ -320,15 +402,21 @@ async def start_worker(settings: Settings, log_path: Path, ready, ready_s: float
             return worker
         stuck = "Ignoring missing topic" in worker.log_tail(200_000)
         worker.stop()
-        STARTS.append(f"{settings.group_id}: no decision {ready_s:.0f} s after the worker started (attempt {attempt}"
-                      + ("; its log says 'Ignoring missing topic'" if stuck else "") + "), restarted")
+        STARTS.append(
+            f"{settings.group_id}: no decision {ready_s:.0f} s after the worker started (attempt {attempt}"
+            + ("; its log says 'Ignoring missing topic'" if stuck else "")
+            + "), restarted"
+        )
         print(f"  {STARTS[-1]}", flush=True)
-    raise RuntimeError(f"{settings.group_id}: the worker did not start in {attempts} attempts; log tail:\n"
-                       f"{Path(log_path).read_text(errors='replace')[-3000:]}")
+    raise RuntimeError(
+        f"{settings.group_id}: the worker did not start in {attempts} attempts; log tail:\n"
+        f"{Path(log_path).read_text(errors='replace')[-3000:]}"
+    )
 
 
 def first_decision(settings: Settings):
     """A `ready` for start_worker: the decisions topic holds at least one record."""
+
     async def ready(timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -336,6 +424,7 @@ def first_decision(settings: Settings):
                 return True
             await asyncio.sleep(0.5)
         return False
+
     return ready
 
 
@@ -377,10 +466,18 @@ async def passthrough(settings: Settings, label: str, expected_records: int) -> 
     await ensure_topics(settings, [out_topic])
     done, sent_at = 0, []
     previous: tuple[list, dict] | None = None
-    async with (AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                                 group_id=f"{settings.group_id}-pt-{label}", auto_offset_reset="earliest") as consumer,
-                AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=0,
-                                 max_batch_size=16384) as producer):
+    async with (
+        AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=settings.bootstrap,
+            enable_auto_commit=False,
+            group_id=f"{settings.group_id}-pt-{label}",
+            auto_offset_reset="earliest",
+        ) as consumer,
+        AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap, acks="all", linger_ms=0, max_batch_size=16384
+        ) as producer,
+    ):
         while done < expected_records:
             batch = await consumer.getmany(timeout_ms=1000)
             futures, offsets = [], {}
@@ -413,23 +510,31 @@ class WorkerRun:
     wall_s: float  # worker start to the last decision seen by the poller (includes start-up)
 
 
-async def worker_pass(settings: Settings, log_dir: Path, expected_decisions: int, n_events: int,
-                      stall_s: float = 120.0) -> WorkerRun:
+async def worker_pass(
+    settings: Settings, log_dir: Path, expected_decisions: int, n_events: int, stall_s: float = 120.0
+) -> WorkerRun:
     """Start one worker over the (already written) events topic; wait for every decision."""
     started = time.monotonic()
     await declare_outputs(settings)
     worker = await start_worker(settings, log_dir / f"worker-{settings.group_id}.log", first_decision(settings))
     with stopping(worker):
-        _, problem = await wait_for_count(settings, settings.topic("decisions"), expected_decisions, worker,
-                                          stall_s=stall_s)
+        _, problem = await wait_for_count(
+            settings, settings.topic("decisions"), expected_decisions, worker, stall_s=stall_s
+        )
         wall = time.monotonic() - started
         await asyncio.sleep(1.0)  # anything beyond the expected count (duplicates) would show now
     records = await read_all(settings, settings.topic("decisions"))
     ts = [t for t, _ in records]
     span = (max(ts) - min(ts)) / 1000 if ts else 0.0
     dead = await topic_total(settings, settings.topic("deadletter"))
-    return WorkerRun(RateResult("sendgate worker", len(records), span, bins_per_second(ts, 1000)),
-                     n_events / span if span else 0.0, dead, outcomes(records), problem, wall)
+    return WorkerRun(
+        RateResult("sendgate worker", len(records), span, bins_per_second(ts, 1000)),
+        n_events / span if span else 0.0,
+        dead,
+        outcomes(records),
+        problem,
+        wall,
+    )
 
 
 @dataclass

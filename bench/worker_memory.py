@@ -27,6 +27,7 @@ Method:
    (`cluster_idle_s`), so a sender holds about 24 (`max_clusters` is 32). One worker decides the
    whole log; its VmRSS and the decisions so far are sampled every second from the first decision.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,8 +56,17 @@ from sendgate.streams.worker.outbox import partition_for
 from sendgate.streams.worker.checkpoint import COMMIT, HOME, KIND, PREFIX, STATE
 
 from ._common import HOUR, T0, Log, labelled, load_corpus, proc_kb
-from .throughput import (NAMES, bench_settings, declare_outputs, expected, publish_records, read_all, stopping,
-                         topic_total, wait_for_count)
+from .throughput import (
+    NAMES,
+    bench_settings,
+    declare_outputs,
+    expected,
+    publish_records,
+    read_all,
+    stopping,
+    topic_total,
+    wait_for_count,
+)
 
 PROBE_USERKEYS = 1_000
 FAILOVER_SESSION_TIMEOUTS = (10.0, 30.0)  # the default, and the default before
@@ -74,8 +84,15 @@ def userkeys_log(n: int, first: int = 0, ts: int = T0) -> Log:
     """Userkeys first..first+n-1 write START, spread over 100 apps x 10 senders."""
     log = Log()
     for i in range(first, first + n):
-        log.emit("inbound", f"uk-{i:08d}", f"app-{i % 100:03d}", ts + i, sender=f"sender-{i // 100 % 10}",
-                 userkey=f"+1555{i:08d}", text="START")
+        log.emit(
+            "inbound",
+            f"uk-{i:08d}",
+            f"app-{i % 100:03d}",
+            ts + i,
+            sender=f"sender-{i // 100 % 10}",
+            userkey=f"+1555{i:08d}",
+            text="START",
+        )
     return log
 
 
@@ -83,8 +100,15 @@ def probe_log(first: int, ts: int) -> list[tuple[bytes, bytes]]:
     """PROBE_USERKEYS new userkeys write, then each is answered: one decision per userkey."""
     log = userkeys_log(PROBE_USERKEYS, first, ts)
     for i in range(first, first + PROBE_USERKEYS):
-        log.emit("send", f"probe-{i:08d}", f"app-{i % 100:03d}", ts + 10**6, sender=f"sender-{i // 100 % 10}",
-                 userkey=f"+1555{i:08d}", text=f"Your code is {i % 997:03d}")
+        log.emit(
+            "send",
+            f"probe-{i:08d}",
+            f"app-{i % 100:03d}",
+            ts + 10**6,
+            sender=f"sender-{i // 100 % 10}",
+            userkey=f"+1555{i:08d}",
+            text=f"Your code is {i % 997:03d}",
+        )
     return log.records
 
 
@@ -92,8 +116,9 @@ async def commit_end(settings: Settings) -> None:
     """Set the worker group's offsets on the events topic to its end (as after a worker decided it)."""
     topic = settings.topic("events")
     ends = {TopicPartition(topic, p): end for p, end in (await end_offsets(settings, topic)).items()}
-    async with AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.group_id,
-                                enable_auto_commit=False) as consumer:
+    async with AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap, group_id=settings.group_id, enable_auto_commit=False
+    ) as consumer:
         consumer.assign(list(ends))
         if any(ends.values()):
             await consumer.commit({tp: end for tp, end in ends.items() if end > 0})
@@ -157,8 +182,16 @@ async def held_state(bootstrap: str, work: Path, n: int, restarts: bool = True) 
         await publish_records(s, probe_log(n, T0 + n + 10))
         _, problem = await wait_for_count(s, s.topic("decisions"), PROBE_USERKEYS, worker, stall_s=300)
         recovered_s = time.monotonic() - started
-        held = HeldState(s.group_id, n, rebuild_s, changelog, recovered_s, vmrss_mb(worker.process.pid),
-                         dir_bytes(Path(s.data_dir)), problem)
+        held = HeldState(
+            s.group_id,
+            n,
+            rebuild_s,
+            changelog,
+            recovered_s,
+            vmrss_mb(worker.process.pid),
+            dir_bytes(Path(s.data_dir)),
+            problem,
+        )
         for round_, how in enumerate(("disk_lost", "after_kill", "after_stop") if restarts else (), start=2):
             worker.kill() if how == "after_kill" else worker.stop()
             if how == "disk_lost":  # a new machine: nothing local
@@ -184,8 +217,10 @@ async def held_state(bootstrap: str, work: Path, n: int, restarts: bool = True) 
     return held
 
 
-RESTORE_LINE = re.compile(r"local state store up to its changelog's last commit records: ([\d,]+) row\(s\) applied "
-                          r"of [\d,]+ read in ([\d.]+) s")
+RESTORE_LINE = re.compile(
+    r"local state store up to its changelog's last commit records: ([\d,]+) row\(s\) applied "
+    r"of [\d,]+ read in ([\d.]+) s"
+)
 
 
 def restore_logged(log: str) -> tuple[int, float] | None:
@@ -214,10 +249,12 @@ class FailOver:
 
 
 # What the survivor logs after the kill (Faust and aiokafka at level info), first occurrence each
-FAILOVER_MARKS = {"heartbeat: rebalancing": re.compile(r"Heartbeat failed .* rebalancing"),
-                  "joined": re.compile(r"Joined group"),
-                  "assigned": re.compile(r"Setting newly assigned partitions"),
-                  "recovered": re.compile(r"Recovery complete")}
+FAILOVER_MARKS = {
+    "heartbeat: rebalancing": re.compile(r"Heartbeat failed .* rebalancing"),
+    "joined": re.compile(r"Joined group"),
+    "assigned": re.compile(r"Setting newly assigned partitions"),
+    "recovered": re.compile(r"Recovery complete"),
+}
 _SKIPPED = re.compile(r"the stream skipped .* read (\d+) record\(s\) from Kafka")  # GateWorker's gap fill
 _LOG_ENTRY = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[\w+\] ", re.M)
 
@@ -226,9 +263,13 @@ def log_entries(path: Path) -> list[tuple[float, str]]:
     """(wall time, message with its continuation lines) of each entry of a worker's log."""
     text = path.read_text(errors="replace")
     found = list(_LOG_ENTRY.finditer(text))
-    return [(_dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp(),
-             text[m.end():after.start() if after else len(text)].rstrip())
-            for m, after in zip(found, found[1:] + [None])]
+    return [
+        (
+            _dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp(),
+            text[m.end() : after.start() if after else len(text)].rstrip(),
+        )
+        for m, after in zip(found, found[1:] + [None])
+    ]
 
 
 def log_table(message: str, topic: str) -> dict[int, int]:
@@ -261,8 +302,11 @@ def wait_for_split(workers: list[WorkerProcess], partitions: int, timeout: float
     while True:
         docs = [worker_status(w.settings.web_port) for w in workers]
         owned = [sorted(p["partition"] for p in doc["partitions"]) if doc else [] for doc in docs]
-        if (all(doc and doc["state"]["ready"] for doc in docs) and all(owned)
-                and sorted(p for ps in owned for p in ps) == list(range(partitions))):
+        if (
+            all(doc and doc["state"]["ready"] for doc in docs)
+            and all(owned)
+            and sorted(p for ps in owned for p in ps) == list(range(partitions))
+        ):
             return owned
         for w in workers:
             if not w.running:
@@ -275,11 +319,21 @@ def wait_for_split(workers: list[WorkerProcess], partitions: int, timeout: float
 async def fail_over(s: Settings, work: Path, first: int, ts: int, session_timeout_s: float) -> FailOver:
     """Fail-over (the module docstring, 2.): a probe of userkeys from `first`, then the kill."""
     d = Settings()  # the production group timings, but the session timeout
-    runs = [s.with_(web_enabled=True, web_port=free_port(), data_dir=s.data_dir + ("-2" if i else ""),
-                    session_timeout_s=session_timeout_s, heartbeat_interval_s=d.heartbeat_interval_s,
-                    rebalance_timeout_s=d.rebalance_timeout_s) for i in range(2)]
-    workers = [WorkerProcess(run, work / f"worker-{s.group_id}-failover{session_timeout_s:g}-{i}.log").start()
-               for i, run in enumerate(runs)]
+    runs = [
+        s.with_(
+            web_enabled=True,
+            web_port=free_port(),
+            data_dir=s.data_dir + ("-2" if i else ""),
+            session_timeout_s=session_timeout_s,
+            heartbeat_interval_s=d.heartbeat_interval_s,
+            rebalance_timeout_s=d.rebalance_timeout_s,
+        )
+        for i in range(2)
+    ]
+    workers = [
+        WorkerProcess(run, work / f"worker-{s.group_id}-failover{session_timeout_s:g}-{i}.log").start()
+        for i, run in enumerate(runs)
+    ]
     survivor, victim = workers
     changelog, decisions = s.changelog_topic(STATE), s.topic("decisions")
     with stopping(*workers):
@@ -289,8 +343,11 @@ async def fail_over(s: Settings, work: Path, first: int, ts: int, session_timeou
         decided = await topic_total(s, decisions)
         await publish_records(s, probe_log(first, ts))
         decided, problem = await wait_for_count(s, decisions, decided + PROBE_USERKEYS, survivor, stall_s=120)
-        standbys = [log_table(m, changelog) for _, m in log_entries(survivor.log_path)
-                    if "standby offsets at start of reading" in m.split("\n", 1)[0]]
+        standbys = [
+            log_table(m, changelog)
+            for _, m in log_entries(survivor.log_path)
+            if "standby offsets at start of reading" in m.split("\n", 1)[0]
+        ]
         moved = owned[1]
         probe = [r for r in probe_log(first + PROBE_USERKEYS, ts + 5) if partition_for(r[0], s.partitions) in moved]
         ids = {doc["request_id"] for doc in map(orjson.loads, (v for _, v in probe)) if doc["type"] == "send"}
@@ -302,24 +359,31 @@ async def fail_over(s: Settings, work: Path, first: int, ts: int, session_timeou
         times = {doc["request_id"]: t for t, doc in await read_all(s, decisions) if doc["request_id"] in ids}
         result.decided = len(times)
         if times:
-            result.first_s, result.last_s = (min(times.values()) / 1000 - killed_at,
-                                             max(times.values()) / 1000 - killed_at)
+            result.first_s, result.last_s = (
+                min(times.values()) / 1000 - killed_at,
+                max(times.values()) / 1000 - killed_at,
+            )
         if result.decided < len(ids):  # the lag says where (Faust commits every few seconds: only now a sign)
             status = worker_status(survivor.settings.web_port)
             result.lag = {p["partition"]: p["lag"] for p in (status or {}).get("partitions", []) if p["lag"]}
-            result.problem = (f"fail-over: {result.decided:,} of {len(ids):,} probe decisions after the kill "
-                              f"({result.problem or 'the count was reached with decisions of other requests'}); "
-                              f"the survivor's lag by partition {result.lag}, readiness {(status or {}).get('state')}")
+            result.problem = (
+                f"fail-over: {result.decided:,} of {len(ids):,} probe decisions after the kill "
+                f"({result.problem or 'the count was reached with decisions of other requests'}); "
+                f"the survivor's lag by partition {result.lag}, readiness {(status or {}).get('state')}"
+            )
         after = [(t, m) for t, m in log_entries(survivor.log_path) if t >= killed_at]
         for what, pattern in FAILOVER_MARKS.items():
             result.marks[what] = next((t - killed_at for t, m in after if pattern.search(m)), None)
         result.reread = sum(int(m.group(1)) for _, line in after for m in [_SKIPPED.search(line)] if m)
-        tables = {title: [log_table(m, changelog) for _, m in after if title in m.split("\n", 1)[0]]
-                  for title in ("Highwater for active changelog partitions", "active offsets at start of reading")}
+        tables = {
+            title: [log_table(m, changelog) for _, m in after if title in m.split("\n", 1)[0]]
+            for title in ("Highwater for active changelog partitions", "active offsets at start of reading")
+        }
         highwaters, starts = (t[0] if t else {} for t in tables.values())  # the first recovery after the kill
         result.restored = {p: highwaters[p] - starts[p] for p in moved if p in highwaters and p in starts}
-        result.written = {p: highwaters[p] - result.standbys[p] for p in moved
-                          if p in highwaters and p in result.standbys}
+        result.written = {
+            p: highwaters[p] - result.standbys[p] for p in moved if p in highwaters and p in result.standbys
+        }
         return result
 
 
@@ -350,8 +414,16 @@ def long_run_log(hours: int, senders: int, seed: int) -> Log:
             at, seq = base + k * step, len(log.records)
             if kind == "talk":
                 log.emit("inbound", f"in-{seq:08d}", app, at, sender=sender, userkey=user, text=rng.choice(ham))
-                log.emit("send", f"req-{seq + 1:08d}", app, at + step // 2, sender=sender, userkey=user, text=text,
-                         reply_to=f"in-{seq:08d}")
+                log.emit(
+                    "send",
+                    f"req-{seq + 1:08d}",
+                    app,
+                    at + step // 2,
+                    sender=sender,
+                    userkey=user,
+                    text=text,
+                    reply_to=f"in-{seq:08d}",
+                )
             else:
                 log.emit("send", f"req-{seq:08d}", app, at, sender=sender, userkey=user, text=text)
     return log
@@ -385,8 +457,9 @@ async def long_run(bootstrap: str, work: Path, hours: int, senders: int, seed: i
                 result.samples.append((time.monotonic() - started, decided, vmrss_mb(worker.process.pid)))
             await asyncio.wait([waiter], timeout=1.0)
         _, result.problem = waiter.result()
-        result.samples.append((time.monotonic() - started, await topic_total(s, decisions),
-                               vmrss_mb(worker.process.pid)))
+        result.samples.append(
+            (time.monotonic() - started, await topic_total(s, decisions), vmrss_mb(worker.process.pid))
+        )
     found = Counter(d["outcome"] for _, d in await read_all(s, decisions))
     if sum(found.values()) != want:
         result.problem = (result.problem or "") + f" decisions {sum(found.values())} != expected {want}"
@@ -394,13 +467,17 @@ async def long_run(bootstrap: str, work: Path, hours: int, senders: int, seed: i
     rows = await changelog_rows(s)
 
     def row(table: str, head_key: bytes, cid: str) -> bytes | None:  # a cluster's row, keyed after its head's key
-        return rows.get(PREFIX[table] + head_key[len(PREFIX[SENDERS]):] + b"\x1f" + cid.encode())
+        return rows.get(PREFIX[table] + head_key[len(PREFIX[SENDERS]) :] + b"\x1f" + cid.encode())
 
     for k, v in rows.items():
         if k.startswith(PREFIX[SENDERS]) and v is not None:
-            state = SenderState.from_rows(v, lambda cid, k=k: row(CLUSTERS, k, cid),
-                                          lambda cid, k=k: row(SKETCHES, k, cid), policy.num_perm)
-            size = len(k) + len(v) + sum(len(row(t, k, c.cluster_id)) + len(k) for t in (CLUSTERS, SKETCHES)
-                                         for c in state.clusters)
+            state = SenderState.from_rows(
+                v, lambda cid, k=k: row(CLUSTERS, k, cid), lambda cid, k=k: row(SKETCHES, k, cid), policy.num_perm
+            )
+            size = (
+                len(k)
+                + len(v)
+                + sum(len(row(t, k, c.cluster_id)) + len(k) for t in (CLUSTERS, SKETCHES) for c in state.clusters)
+            )
             result.sender_rows.append((len(state.clusters), size))
     return result

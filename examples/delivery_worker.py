@@ -16,6 +16,7 @@ After the API answers, it tells the gate how the delivery went: a `delivery_stat
 (delivered, failed or not_delivered: the answer's `status` field, else delivered) on
 `<prefix>events`, which moves the sender's reputation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,7 @@ def status_id(delivery: Delivery) -> str:
     return "status-" + hashlib.blake2b(delivery.decision_id.encode(), digest_size=16).hexdigest()
 
 
-async def post_until_accepted(http: aiohttp.ClientSession, url: str, delivery: Delivery,
-                              where: str) -> tuple[int, str]:
+async def post_until_accepted(http: aiohttp.ClientSession, url: str, delivery: Delivery, where: str) -> tuple[int, str]:
     """POST `delivery` until the API answers 2xx; returns the number of attempts and the delivery
     status the answer reports (its JSON `status`, when it is one the gate knows; else delivered)."""
     body = delivery.to_json()
@@ -113,20 +113,25 @@ async def run(args: argparse.Namespace) -> int:
     # refresh (5 min), so wait for the topic to exist first.
     await partitions_of(settings, topic, args.wait_topic)
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.bootstrap, group_id=group,
-        enable_auto_commit=False,        # we commit each record ourselves, after its 2xx
-        auto_offset_reset="earliest",    # a new group delivers what was let through before it started
+        topic,
+        bootstrap_servers=settings.bootstrap,
+        group_id=group,
+        enable_auto_commit=False,  # we commit each record ourselves, after its 2xx
+        auto_offset_reset="earliest",  # a new group delivers what was let through before it started
         isolation_level="read_committed",  # never deliver a record of an aborted gate transaction
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
         rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
-        **settings.kafka_options())      # TLS / SASL from SENDGATE_SECURITY_PROTOCOL and friends
+        **settings.kafka_options(),
+    )  # TLS / SASL from SENDGATE_SECURITY_PROTOCOL and friends
     # the SDK's window of recent ids (what `decisions()` drops repeats with)
     delivered_ids, delivered = RecentIds(REMEMBER_IDS), 0
     await consumer.start()
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, \
-                Publisher(settings) as gate_events:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            Publisher(settings) as gate_events,
+        ):
             # One record at a time: a partition's deliveries go out in the gate's order (one app's
             # sends stay in sequence) and "committed" always means "everything before it was delivered".
             async for message in consumer:
@@ -141,13 +146,22 @@ async def run(args: argparse.Namespace) -> int:
                 else:
                     attempts, status = await post_until_accepted(http, url, delivery, where)
                     # before the commit: a crash in between reports the status again, never loses it
-                    await gate_events.publish({"type": "delivery_status", "event_id": status_id(delivery),
-                                               "app": delivery.app, "sender": delivery.sender,
-                                               "userkey": delivery.userkey, "request_id": delivery.request_id,
-                                               "status": status})
+                    await gate_events.publish(
+                        {
+                            "type": "delivery_status",
+                            "event_id": status_id(delivery),
+                            "app": delivery.app,
+                            "sender": delivery.sender,
+                            "userkey": delivery.userkey,
+                            "request_id": delivery.request_id,
+                            "status": status,
+                        }
+                    )
                     delivered += 1
-                    line = (f"delivered {delivery.request_id} app={delivery.app} sender={delivery.sender} "
-                            f"to={delivery.userkey} attempts={attempts} status={status} ({where})")
+                    line = (
+                        f"delivered {delivery.request_id} app={delivery.app} sender={delivery.sender} "
+                        f"to={delivery.userkey} attempts={attempts} status={status} ({where})"
+                    )
                 try:
                     # offset + 1: the committed offset is the next record to read.
                     await consumer.commit({TopicPartition(message.topic, message.partition): message.offset + 1})
@@ -180,14 +194,29 @@ def main(argv: list[str] | None = None) -> int:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--stub", action="store_true", help="start a stub delivery API on 127.0.0.1")
     target.add_argument("--api-url", help="POST deliveries to this URL instead")
-    parser.add_argument("--fail-first", type=int, default=0, metavar="N",
-                        help="the stub answers 503 to its first N requests (shows the retries)")
-    parser.add_argument("--stub-status", choices=DELIVERY_STATUSES, default="delivered",
-                        help="the delivery status the stub reports (default delivered)")
-    parser.add_argument("--max-messages", type=int, default=0, metavar="M",
-                        help="exit after M deliveries (0: run until stopped)")
-    parser.add_argument("--wait-topic", type=float, default=120.0, metavar="S",
-                        help="how long to wait for the gate to create the topic (default 120 s)")
+    parser.add_argument(
+        "--fail-first",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the stub answers 503 to its first N requests (shows the retries)",
+    )
+    parser.add_argument(
+        "--stub-status",
+        choices=DELIVERY_STATUSES,
+        default="delivered",
+        help="the delivery status the stub reports (default delivered)",
+    )
+    parser.add_argument(
+        "--max-messages", type=int, default=0, metavar="M", help="exit after M deliveries (0: run until stopped)"
+    )
+    parser.add_argument(
+        "--wait-topic",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="how long to wait for the gate to create the topic (default 120 s)",
+    )
     args = parser.parse_args(argv)
     if args.fail_first and not args.stub:
         parser.error("--fail-first needs --stub")

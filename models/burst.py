@@ -10,6 +10,7 @@ stamp), one row per cluster (~50-300 B) and one row per cluster sketch (512 B: i
 rewrites the head and its one cluster, not the sender's whole state (19-25 KB at 32 clusters in
 the single row of v1, which is still read). Head and cluster rows are versioned (models/rows.py).
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,7 +38,9 @@ _CLUSTER_ID = attrgetter("cluster_id")
 # A union learns a copy only while it stays within this many times its first text's shingles: a
 # spintax's alternatives add a little, and a union of unrelated texts that joined one another
 # would contain ever more texts (the app-wide count of 300 ham senders paced 2.15 % of ham unbounded)
-LEARN_GROWTH = 1.5  # (bench.detection: 1.3 -> 1.5 -> 2.0 spintax recall 95.7, 97.4, 98.6 %; that app 0.17, 0.17, 0.70 %)
+LEARN_GROWTH = (
+    1.5  # (bench.detection: 1.3 -> 1.5 -> 2.0 spintax recall 95.7, 97.4, 98.6 %; that app 0.17, 0.17, 0.70 %)
+)
 
 
 def recipient_hash(userkey: str, secret: bytes | None = None) -> int:
@@ -75,8 +78,15 @@ class BurstCluster(Row):
     untagged = by_field_count({6: 1})
 
     def to_list(self) -> list:
-        return [self.cluster_id, self.window_start, self.last_ts, self.next_slot, self.recipients,
-                self.count, self.paced]
+        return [
+            self.cluster_id,
+            self.window_start,
+            self.last_ts,
+            self.next_slot,
+            self.recipients,
+            self.count,
+            self.paced,
+        ]
 
     def to_bytes(self) -> bytes:
         return self.pack(self.to_list()[1:])
@@ -193,12 +203,19 @@ class SenderState(Row):
         if age_days < policy.young_sender_days:
             return f"it was registered {max(age_days, 0):.0f} days ago (younger than {policy.young_sender_days} days)"
         if self.conversing < policy.min_conversations:
-            return (f"only {self.conversing} userkey(s) have written to it "
-                    f"(fewer than {policy.min_conversations})")
+            return f"only {self.conversing} userkey(s) have written to it (fewer than {policy.min_conversations})"
         return None
 
-    def decide(self, ts: int, recipient: int, sketch: np.ndarray, policy: Policy,
-               junk: JunkMatch | None, valid_until: int | None = None, not_before: int | None = None) -> BurstVerdict:
+    def decide(
+        self,
+        ts: int,
+        recipient: int,
+        sketch: np.ndarray,
+        policy: Policy,
+        junk: JunkMatch | None,
+        valid_until: int | None = None,
+        not_before: int | None = None,
+    ) -> BurstVerdict:
         """Place one send in its cluster and say whether it goes now, later or not at all; a
         request whose slot would come after `valid_until` is refused and takes no slot. A send
         that may not go before `not_before` (quiet hours) is paced from then."""
@@ -211,8 +228,12 @@ class SenderState(Row):
         verdict = self._place(cluster, ts, recipient, similarity, policy, junk, valid_until, not_before or ts)
         # a copy that holds all of its cluster (similarity 1.0: a new cluster, or the first text
         # padded) has nothing to teach but padding; Jaccard compares first texts only
-        if (verdict.reason == BURST_FREE and cluster.count > count and similarity < 1.0
-                and policy.similarity_measure == "containment"):
+        if (
+            verdict.reason == BURST_FREE
+            and cluster.count > count
+            and similarity < 1.0
+            and policy.similarity_measure == "containment"
+        ):
             self._learn(at, sketch)
         self._mark(at)
         return verdict
@@ -235,8 +256,17 @@ class SenderState(Row):
         self._usize[i] = size
         self._new[cid] = self._rows[i].astype("<u4").tobytes() + merged.astype("<u4").tobytes()
 
-    def _place(self, cluster: BurstCluster, ts: int, recipient: int, similarity: float, policy: Policy,
-               junk: JunkMatch | None, valid_until: int | None, start: int) -> BurstVerdict:
+    def _place(
+        self,
+        cluster: BurstCluster,
+        ts: int,
+        recipient: int,
+        similarity: float,
+        policy: Policy,
+        junk: JunkMatch | None,
+        valid_until: int | None,
+        start: int,
+    ) -> BurstVerdict:
         self._changed[cluster.cluster_id] = cluster
         cluster.last_ts = max(cluster.last_ts, ts)
         window_ms = policy.burst_window_s * 1000
@@ -254,52 +284,86 @@ class SenderState(Row):
             if risk:
                 detail += f"; stricter limits apply because {risk}"
             if standing < 1.0:
-                detail += (f"; its reputation is {standing:.2f} ({self.reputation.reasons()}), so its free "
-                           f"allowance is scaled by {standing:.2f} and its pacing intervals by {1 / standing:.2f}")
+                detail += (
+                    f"; its reputation is {standing:.2f} ({self.reputation.reasons()}), so its free "
+                    f"allowance is scaled by {standing:.2f} and its pacing intervals by {1 / standing:.2f}"
+                )
             return BurstVerdict(outcome, reason, detail, cluster.cluster_id, similar, cluster.count, **extra)
 
         if junk is not None and junk.reporters >= policy.junk_reject_reporters:
-            return verdict(Outcome.REJECTED, Reason.JUNK_SIMILAR,
-                           f"text is {junk.similarity:.2f} similar to a text that {junk.reporters} recipients "
-                           f"reported as junk; such texts are not delivered")
+            return verdict(
+                Outcome.REJECTED,
+                Reason.JUNK_SIMILAR,
+                f"text is {junk.similarity:.2f} similar to a text that {junk.reporters} recipients "
+                f"reported as junk; such texts are not delivered",
+            )
         who = recipient
         if who in cluster.recipients:
-            return verdict(Outcome.ACCEPTED, BURST_FREE,
-                           f"recipient already counted for this text in the current {window_min}-minute window")
-        allowance = 0 if junk else math.floor((policy.risky_free_recipients if risk else policy.free_recipients)
-                                              * standing)
+            return verdict(
+                Outcome.ACCEPTED,
+                BURST_FREE,
+                f"recipient already counted for this text in the current {window_min}-minute window",
+            )
+        allowance = (
+            0 if junk else math.floor((policy.risky_free_recipients if risk else policy.free_recipients) * standing)
+        )
         if cluster.count < allowance:
             cluster.recipients.append(who)
             cluster.count += 1
             cluster.next_slot = max(cluster.next_slot, start + pace_interval_ms(policy, cluster.paced, factor))
-            return verdict(Outcome.ACCEPTED, BURST_FREE,
-                           f"{ordinal(cluster.count)} recipient of this text within {window_min} minutes; "
-                           f"up to {allowance} go out without pacing")
+            return verdict(
+                Outcome.ACCEPTED,
+                BURST_FREE,
+                f"{ordinal(cluster.count)} recipient of this text within {window_min} minutes; "
+                f"up to {allowance} go out without pacing",
+            )
         interval = pace_interval_ms(policy, cluster.paced, factor)
         gap_s = pace_interval_ms(policy, max(cluster.paced - 1, 0), factor) / 1000  # since the previous slot
         slot = max(cluster.next_slot, start)
         wait_ms = slot - ts
         nth = ordinal(cluster.count + 1)
-        why = (f"text is {junk.similarity:.2f} similar to a text reported as junk ({junk.reporters} reporter(s)), "
-               f"so it is paced from its first recipient" if junk else
-               f"{nth} recipient of a near-identical text (similarity {similar:.2f}) within {window_min} minutes")
+        why = (
+            f"text is {junk.similarity:.2f} similar to a text reported as junk ({junk.reporters} reporter(s)), "
+            f"so it is paced from its first recipient"
+            if junk
+            else f"{nth} recipient of a near-identical text (similarity {similar:.2f}) within {window_min} minutes"
+        )
         too_far = Reason.JUNK_SIMILAR if junk else Reason.BURST_LIMIT
-        refused = slot_refusal(why, slot, start, valid_until, policy.max_delay_s, too_far, "its paced slot",
-                               ", so it is not sent and takes no slot")
+        refused = slot_refusal(
+            why,
+            slot,
+            start,
+            valid_until,
+            policy.max_delay_s,
+            too_far,
+            "its paced slot",
+            ", so it is not sent and takes no slot",
+        )
         if refused is not None:
-            return verdict(Outcome.REJECTED, refused.reason, refused.detail, deliver_at=refused.deliver_at,
-                           retry_after_s=refused.retry_after_s)
+            return verdict(
+                Outcome.REJECTED,
+                refused.reason,
+                refused.detail,
+                deliver_at=refused.deliver_at,
+                retry_after_s=refused.retry_after_s,
+            )
         cluster.count += 1
         cluster.paced += 1
         cluster.next_slot = slot + interval
         reason = Reason.JUNK_SIMILAR if junk else Reason.BURST_PACED
         if wait_ms == 0:
-            return verdict(Outcome.ACCEPTED, reason,
-                           f"{why}; paced to one send per {gap_s:.0f} s and this slot is free now",
-                           deliver_at=slot)
-        return verdict(Outcome.DELAYED, reason,
-                       f"{why}; paced to one send per {gap_s:.0f} s; deliver at {iso(slot)}",
-                       deliver_at=slot)
+            return verdict(
+                Outcome.ACCEPTED,
+                reason,
+                f"{why}; paced to one send per {gap_s:.0f} s and this slot is free now",
+                deliver_at=slot,
+            )
+        return verdict(
+            Outcome.DELAYED,
+            reason,
+            f"{why}; paced to one send per {gap_s:.0f} s; deliver at {iso(slot)}",
+            deliver_at=slot,
+        )
 
     def undo(self) -> None:
         """Take back the last `decide`'s count and slot: the send was refused after all (by the
@@ -354,15 +418,15 @@ class SenderState(Row):
 
     def _view(self) -> None:
         n = len(self.clusters)
-        self.sketches = self._rows[self._start:self._start + n] if n else None
-        self.unions = self._union[self._start:self._start + n] if n else None
+        self.sketches = self._rows[self._start : self._start + n] if n else None
+        self.unions = self._union[self._start : self._start + n] if n else None
 
     def _expire(self, ts: int, policy: Policy) -> None:
         n, start = len(self.clusters), self._start
         idle_ms = policy.cluster_idle_s * 1000
-        if not n or ts - int(np.minimum.reduce(self._last[start:start + n])) < idle_ms:  # the common case
+        if not n or ts - int(np.minimum.reduce(self._last[start : start + n])) < idle_ms:  # the common case
             return
-        keep = np.flatnonzero(ts - self._last[start:start + n] < idle_ms)
+        keep = np.flatnonzero(ts - self._last[start : start + n] < idle_ms)
         kept = set(keep.tolist())
         for i, c in enumerate(self.clusters):
             if i not in kept:
@@ -371,7 +435,7 @@ class SenderState(Row):
         self.clusters = [self.clusters[i] for i in keep]
         self._ids = [self._ids[i] for i in keep]
         for array in (self._rows, self._union, self._last, self._rank, self._size, self._usize):
-            array[:len(keep)] = array[start + keep]
+            array[: len(keep)] = array[start + keep]
         self._start = 0
         self._view()
 
@@ -382,8 +446,10 @@ class SenderState(Row):
         if n:
             if policy.similarity_measure == "containment":  # with the first text or the union, the closer
                 at = slice(self._start, self._start + n)
-                sims = np.maximum(containments(sketch, size, self.sketches, self._size[at]),
-                                  containments(sketch, size, self.unions, self._usize[at]))
+                sims = np.maximum(
+                    containments(sketch, size, self.sketches, self._size[at]),
+                    containments(sketch, size, self.unions, self._usize[at]),
+                )
             else:
                 sims = similarities(sketch, self.sketches)
             best = int(np.argmax(sims))
@@ -392,17 +458,24 @@ class SenderState(Row):
         if n >= (policy.app_max_clusters if self.whole_app else policy.max_clusters):
             # Evict one-off texts before templates, least recently used first (the first such on a
             # tie), so that a blast cannot be pushed out of memory by interleaving unrelated texts.
-            victim = int(np.argmin(self._rank[self._start:self._start + n]))
+            victim = int(np.argmin(self._rank[self._start : self._start + n]))
             self._removed.add(self.clusters[victim].cluster_id)
             self._blast_over(self.clusters[victim], ts, policy)
             del self.clusters[victim]
             del self._ids[victim]
             start = self._start
-            for array in (self._rows, self._union, self._last, self._rank, self._size, self._usize):  # close the gap from the shorter side
+            for array in (
+                self._rows,
+                self._union,
+                self._last,
+                self._rank,
+                self._size,
+                self._usize,
+            ):  # close the gap from the shorter side
                 if victim < n // 2:
-                    array[start + 1:start + victim + 1] = array[start:start + victim].copy()
+                    array[start + 1 : start + victim + 1] = array[start : start + victim].copy()
                 else:
-                    array[start + victim:start + n - 1] = array[start + victim + 1:start + n].copy()
+                    array[start + victim : start + n - 1] = array[start + victim + 1 : start + n].copy()
             if victim < n // 2:
                 self._start += 1
             n -= 1
@@ -412,7 +485,7 @@ class SenderState(Row):
             for name in ("_rows", "_union", "_last", "_rank", "_size", "_usize"):
                 old = getattr(self, name)
                 moved = np.zeros((length, *old.shape[1:]), dtype=old.dtype)
-                moved[:n] = old[self._start:self._start + n]
+                moved[:n] = old[self._start : self._start + n]
                 setattr(self, name, moved)
             self._start = 0
         self.seq += 1
@@ -452,8 +525,13 @@ class SenderState(Row):
         return head, clusters, sketches
 
     @classmethod
-    def from_rows(cls, head: bytes | None, cluster_row: Callable[[str], bytes | None],
-                  sketch_row: Callable[[str], bytes | None], num_perm: int) -> "SenderState":
+    def from_rows(
+        cls,
+        head: bytes | None,
+        cluster_row: Callable[[str], bytes | None],
+        sketch_row: Callable[[str], bytes | None],
+        num_perm: int,
+    ) -> "SenderState":
         """The state from its head row and the rows it names (`cluster_row`, `sketch_row`: by
         cluster id)."""
         if head is None:

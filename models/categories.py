@@ -8,6 +8,7 @@ consent to marketing (an opt-in that names it). Consent to a kind covers the kin
 What a consent covers is a small int of one bit per kind (as a Userkey row stores an opt-in's):
 a plain int, because the check runs on every send.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ def names(covered: int) -> list[str]:
 class LastSent(Row):
     """The kind of the last message that went (or goes) to a userkey: what a STOP answers, under
     Policy.opt_out_scope "category". [category, ts]."""
+
     category: str = ""
     ts: int = 0
 

@@ -11,6 +11,7 @@ pacing. Two bounds hold it:
   bend; history published with record timestamps equal to its `ts` (backfill) is unaffected.
 (`max_ts_ahead_s`, the bound the other way, is checked by the decoder: such an event is refused.)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

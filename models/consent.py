@@ -5,6 +5,7 @@ Scope: opt-in and opt-out are per (app, userkey) -> `Userkey`; conversation is p
 Each is a small row with explicit transitions; `to_bytes`/`from_bytes` are its stored form, versioned
 (models/rows.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ HELP_ANSWERED = "help_answered"
 class Stored:
     """A part of a row kept in the row as a JSON array (its stored form, `to_list`): it equals
     that form too, so that a row compares with the fields it was read from."""
+
     __slots__ = ()
 
     def to_list(self) -> list:
@@ -39,6 +41,7 @@ class Stored:
 class RecentInbound(Stored):
     """One of a conversation's latest inbound messages: [event_id, ts], or [event_id, ts, mark]
     for a HELP (one reply to it is allowed, whatever the consent)."""
+
     event_id: str
     ts: int
     mark: str = ""  # "" | HELP_MARK: a HELP not answered yet | HELP_ANSWERED
@@ -59,6 +62,7 @@ class LoopRun(Stored):
     """The run of same-text inbound messages the user's latest belongs to (the auto-reply loop
     guard, Policy.loop_*): [digest] for a run of one (12 bytes a row), [digest, repeats, answered,
     since] once the text repeats (models/controls.py inbound_digest)."""
+
     digest: int
     repeats: int = 1  # same-text messages in the run
     answered: int = 0  # replies the app sent during it
@@ -124,16 +128,30 @@ class Userkey(Row):
         if self.confirmed:
             return False, "; the one confirmation of this opt-out was already sent" if names_it else ""
         if ts - self.changed_ts > window_ms:
-            return False, (f"; a confirmation must follow the opt-out within {window_ms // 1000} s, this one "
-                           f"came {(ts - self.changed_ts) // 1000} s after it") if names_it else ""
+            return False, (
+                f"; a confirmation must follow the opt-out within {window_ms // 1000} s, this one "
+                f"came {(ts - self.changed_ts) // 1000} s after it"
+            ) if names_it else ""
         if not names_it:
-            return False, (f"; only a send whose reply_to names the opt-out message ('{self.opt_out_inbound}') may "
-                           f"be its one confirmation") if reply_to is None else ""
+            return False, (
+                f"; only a send whose reply_to names the opt-out message ('{self.opt_out_inbound}') may "
+                f"be its one confirmation"
+            ) if reply_to is None else ""
         return True, ""
 
     def to_bytes(self) -> bytes:
-        return self.pack([self.opted_out, self.opted_in, self.changed_ts, self.how, self.opt_out_inbound,
-                          self.confirmed, self.covered, self.stopped])
+        return self.pack(
+            [
+                self.opted_out,
+                self.opted_in,
+                self.changed_ts,
+                self.how,
+                self.opt_out_inbound,
+                self.confirmed,
+                self.covered,
+                self.stopped,
+            ]
+        )
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "Userkey":
@@ -238,14 +256,25 @@ class Conversation(Row):
                 age = ts - entry.ts
                 if 0 <= age <= window_ms:
                     return True, f"answers inbound '{reply_to}' from {age // 1000} s ago"
-                return False, (f"reply_to '{reply_to}' is {age // 1000} s old, outside the "
-                               f"{window_min}-minute reply window, so it is not treated as a reply")
-        return False, (f"reply_to '{reply_to}' does not name a recent inbound message from this userkey "
-                       f"to this sender (unknown, or from another user), so it is not treated as a reply")
+                return False, (
+                    f"reply_to '{reply_to}' is {age // 1000} s old, outside the "
+                    f"{window_min}-minute reply window, so it is not treated as a reply"
+                )
+        return False, (
+            f"reply_to '{reply_to}' does not name a recent inbound message from this userkey "
+            f"to this sender (unknown, or from another user), so it is not treated as a reply"
+        )
 
     def to_bytes(self) -> bytes:
-        return self.pack([self.first_ts, self.last_ts, [entry.to_list() for entry in self.recent], self.conversed,
-                          None if self.loop is None else self.loop.to_list()])
+        return self.pack(
+            [
+                self.first_ts,
+                self.last_ts,
+                [entry.to_list() for entry in self.recent],
+                self.conversed,
+                None if self.loop is None else self.loop.to_list(),
+            ]
+        )
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "Conversation":
@@ -263,6 +292,7 @@ class GrantWatch(Stored):
     """What may make sendgate revoke an app's grant (Policy.grant_revoke_*): the signals counted
     in the current window, stored as [window_start, junk_reports, refused_blasts, results,
     not_delivered, revoking]."""
+
     window_start: int
     junk_reports: int = 0
     refused_blasts: int = 0
@@ -275,8 +305,14 @@ class GrantWatch(Stored):
         return {signal: getattr(self, signal) for signal in WATCHED}
 
     def to_list(self) -> list:
-        return [self.window_start, self.junk_reports, self.refused_blasts, self.results, self.not_delivered,
-                self.revoking]
+        return [
+            self.window_start,
+            self.junk_reports,
+            self.refused_blasts,
+            self.results,
+            self.not_delivered,
+            self.revoking,
+        ]
 
     @classmethod
     def of(cls, stored: list | None) -> "GrantWatch | None":
@@ -325,8 +361,15 @@ class AppGrant(Row):
         self.watch.revoking = True
 
     def to_bytes(self) -> bytes:
-        return self.pack([self.unrestricted, self.since_ts, self.reason,
-                          None if self.watch is None else self.watch.to_list(), self.revoked_by_sendgate])
+        return self.pack(
+            [
+                self.unrestricted,
+                self.since_ts,
+                self.reason,
+                None if self.watch is None else self.watch.to_list(),
+                self.revoked_by_sendgate,
+            ]
+        )
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "AppGrant":
@@ -334,5 +377,3 @@ class AppGrant(Row):
             return cls()
         unrestricted, since_ts, reason, watch, by_sendgate = cls.unpack(raw)
         return cls(unrestricted, since_ts, reason, GrantWatch.of(watch), by_sendgate)
-
-

@@ -9,6 +9,7 @@ the same text sent again and again (a runaway job) is refused beyond `duplicate_
 The loop guard's state is part of the `Conversation` row (models/consent.py); `inbound_digest`
 is what it compares.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -45,6 +46,7 @@ class RecentTexts(Row):
     """The texts recently sent to one (app, userkey): [digest, ts] pairs, oldest first, only those
     within `duplicate_text_window_s`, at most KEPT_PER_COUNT x `duplicate_text_limit` of them (a
     few hundred bytes), so that a runaway job repeating one text is seen."""
+
     sent: list[list[int]] = field(default_factory=list)
 
     row_version = 1  # [sent] (models/rows.py)
@@ -56,7 +58,7 @@ class RecentTexts(Row):
 
     def record(self, digest: int, now: int, window_s: int, limit: int) -> None:
         since = now - window_s * 1000
-        self.sent = [entry for entry in self.sent if entry[1] > since][-(KEPT_PER_COUNT * limit - 1):]
+        self.sent = [entry for entry in self.sent if entry[1] > since][-(KEPT_PER_COUNT * limit - 1) :]
         self.sent.append([digest, now])
 
     def to_bytes(self) -> bytes:
@@ -107,7 +109,7 @@ class RecipientSends(Row):
         are all kept (the windows hold them to max_delay_s / window x count)."""
         bisect.insort(self.times, at)
         longest = max(w for _, w in limits) * 1000
-        del self.times[:bisect.bisect_right(self.times, now - longest)]
+        del self.times[: bisect.bisect_right(self.times, now - longest)]
         extra = bisect.bisect_right(self.times, now) - KEPT_PER_COUNT * max(c for c, _ in limits)
         if extra > 0:
             del self.times[:extra]

@@ -1,4 +1,5 @@
 """Output records: the decision on a send request, and the delivery a network worker acts on."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import orjson
 
 class Outcome(StrEnum):
     """What is done with a send request (str-valued: the JSON says the value)."""
+
     ACCEPTED = "accepted"  # delivered now
     DELAYED = "delayed"  # held until deliver_at
     REJECTED = "rejected"  # not delivered (a cancel that found nothing to cancel is rejected too)
@@ -26,6 +28,7 @@ class Reason(StrEnum):
     """Why: the machine-readable reason of a decision (models/schemas/decision.json lists the same).
     Each is decided in one module of models/gate/ (its docstring's table), burst pacing's in
     models/burst.py, `expired_before_slot` by models/slots.py."""
+
     # accepted within the free allowance, named after the consent basis
     REPLY = "reply"  # answers the user's own recent message (never paced)
     CONVERSATION = "conversation"  # the userkey has written to the sender
@@ -74,8 +77,18 @@ class Decision:
     @classmethod
     def on(cls, request: Any, outcome: Outcome, reason: Reason | str, detail: str, ts: int, **extra: Any) -> Decision:
         """The decision on `request`, a send request (its request_id, app, sender, userkey, network)."""
-        return cls(request.request_id, request.app, request.sender, request.userkey, request.network, outcome, reason,
-                   detail, ts, **extra)
+        return cls(
+            request.request_id,
+            request.app,
+            request.sender,
+            request.userkey,
+            request.network,
+            outcome,
+            reason,
+            detail,
+            ts,
+            **extra,
+        )
 
     @property
     def decision_id(self) -> str:
@@ -102,6 +115,7 @@ class Decision:
 @dataclass(slots=True)
 class Delivery:
     """A send request as it should be delivered now; `ts` is the deciding event's time."""
+
     request_id: str
     app: str
     sender: str
@@ -127,6 +141,7 @@ class Delivery:
 class ConsentRecord:
     """One entry of the consent audit trail (`<prefix>consent`): a consent change, or an inbound
     whose wording was ambiguous (an opt-out word negated or in another sense), for review."""
+
     app: str
     userkey: str  # as the tables key it: the HMAC-SHA-256 of the userkey when a secret is set
     kind: str  # opt_out | opt_in | ambiguous
@@ -169,6 +184,7 @@ class GrantRevocation:
     worker sends it to `<prefix>grants` for operators and appends it to the app's log as an
     `app_policy` event (`policy_event`), which takes effect when it is decided: the log holds the
     revocation, so replay reproduces it."""
+
     app: str
     reason: str  # what crossed which threshold, with the numbers
     counts: dict[str, int]
@@ -179,8 +195,14 @@ class GrantRevocation:
         return f"{REVOCATION_ID}{self.ts}"  # decided again after a crash: the same id
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "grant_revocation", "revocation_id": f"{scoped_app(self.app)}:{self.event_id}",
-                "app": self.app, "reason": self.reason, "counts": self.counts, "ts": self.ts}
+        return {
+            "type": "grant_revocation",
+            "revocation_id": f"{scoped_app(self.app)}:{self.event_id}",
+            "app": self.app,
+            "reason": self.reason,
+            "counts": self.counts,
+            "ts": self.ts,
+        }
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
@@ -190,8 +212,16 @@ class GrantRevocation:
         return cls(doc["app"], doc["reason"], doc["counts"], doc["ts"])
 
     def policy_event(self) -> bytes:
-        return orjson.dumps({"type": "app_policy", "event_id": self.event_id, "app": self.app, "unrestricted": False,
-                             "reason": self.reason, "ts": self.ts})
+        return orjson.dumps(
+            {
+                "type": "app_policy",
+                "event_id": self.event_id,
+                "app": self.app,
+                "unrestricted": False,
+                "reason": self.reason,
+                "ts": self.ts,
+            }
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +229,7 @@ class JunkShare:
     """A junk report to append to every partition of the events log, as a `junk_shared` event
     (`to_json`): each partition counts it in its own junk index where its log shows it, so the
     index a send is matched against is a function of that partition's log alone (models/junk.py)."""
+
     event_id: str
     app: str
     reporter: int
@@ -206,8 +237,16 @@ class JunkShare:
     ts: int
 
     def to_json(self) -> bytes:
-        return orjson.dumps({"type": "junk_shared", "event_id": self.event_id, "app": self.app,
-                             "reporter": self.reporter, "text": self.text, "ts": self.ts})
+        return orjson.dumps(
+            {
+                "type": "junk_shared",
+                "event_id": self.event_id,
+                "app": self.app,
+                "reporter": self.reporter,
+                "text": self.text,
+                "ts": self.ts,
+            }
+        )
 
 
 # every record the gate outputs (models/gate/)
@@ -217,7 +256,7 @@ Record = Decision | Delivery | ConsentRecord | GrantRevocation | JunkShare
 def revocation_made_at(event_id: str) -> int | None:
     """When sendgate made the revocation an app_policy event carries (its event_id), or None for an
     operator's event (an id that only looks like one counts as an operator's)."""
-    made_at = event_id[len(REVOCATION_ID):] if event_id.startswith(REVOCATION_ID) else ""
+    made_at = event_id[len(REVOCATION_ID) :] if event_id.startswith(REVOCATION_ID) else ""
     return int(made_at) if made_at.isascii() and made_at.isdigit() and len(made_at) <= 16 else None
 
 

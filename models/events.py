@@ -3,6 +3,7 @@
 The worker, `sendgate publish` and the client all call `decode_event`, so a record the CLI accepts
 is a record the worker accepts. Errors name the field and what is wrong with it.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,6 +27,7 @@ MAX_TS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 class Refusal(StrEnum):
     """Why a record is dead-lettered, as a bounded code (metrics count by it, the dead letter says
     it); the message says the rest."""
+
     NOT_JSON = "not_json"  # not UTF-8 JSON, or not an object
     NO_VALUE = "no_value"
     TOO_LARGE = "too_large"  # over MAX_RECORD_BYTES
@@ -60,6 +62,7 @@ class Inbound:
 @dataclass(frozen=True, slots=True)
 class ConsentChange:
     """What opt_in and opt_out events carry; the gate tells them apart by their type."""
+
     event_id: str
     app: str
     userkey: str
@@ -129,6 +132,7 @@ class JunkReport:
 @dataclass(frozen=True, slots=True)
 class DeliveryStatus:
     """What the network API answered for a delivered request (examples/delivery_worker.py)."""
+
     event_id: str
     app: str
     sender: str
@@ -142,6 +146,7 @@ class DeliveryStatus:
 class Contact:
     """Whether the app's bot is on the userkey's contact list of `network` (networks that deliver
     only to users who authorized the bot: the policy's `contact_list_networks`)."""
+
     event_id: str
     app: str
     userkey: str
@@ -154,6 +159,7 @@ class Contact:
 class RecipientProfile:
     """Where a userkey is, said by the platform: the zone and region its quiet hours are read in
     (models/quiet_hours.py). Without one, an E.164 userkey is placed by its number."""
+
     event_id: str
     app: str
     userkey: str
@@ -173,6 +179,7 @@ class JunkShared:
     """A junk report as every partition's log carries it (models/decisions.py JunkShare): the
     junk index a send is matched against is the one its own partition's log has built, so that
     replay decides as live did, whichever partition it reads first."""
+
     event_id: str  # the report's
     app: str  # the reporting app's
     reporter: int  # the reporting recipient, hashed (models/burst.py recipient_hash)
@@ -187,8 +194,21 @@ class Cancel:
     ts: int
 
 
-Event = Union[Inbound, OptIn, OptOut, Send, AppPolicy, SenderProfile, JunkReport, DeliveryStatus, Contact, Tick,
-              Cancel, JunkShared, RecipientProfile]
+Event = Union[
+    Inbound,
+    OptIn,
+    OptOut,
+    Send,
+    AppPolicy,
+    SenderProfile,
+    JunkReport,
+    DeliveryStatus,
+    Contact,
+    Tick,
+    Cancel,
+    JunkShared,
+    RecipientProfile,
+]
 
 
 def _id(name: str, value: Any) -> str:
@@ -243,7 +263,7 @@ def _status(name: str, value: Any) -> str:
 
 
 def _reporter(name: str, value: Any) -> int:
-    if type(value) is not int or not 0 <= value < 2 ** 64:
+    if type(value) is not int or not 0 <= value < 2**64:
         raise InvalidEvent(f"field '{name}' must be an integer 0..2^64-1 (a hashed recipient), got {value!r:.60}")
     return value
 
@@ -279,49 +299,87 @@ def _evidence(name: str, value: Any) -> str:
 
 def _zone(name: str, value: Any) -> str:
     if not isinstance(value, str) or len(value) > 64 or not is_zone(value):
-        raise InvalidEvent(f"field '{name}' must be an IANA time zone name such as America/New_York (tzdata), "
-                           f"got {value!r:.60}")
+        raise InvalidEvent(
+            f"field '{name}' must be an IANA time zone name such as America/New_York (tzdata), got {value!r:.60}"
+        )
     return value
 
 
 def _region(name: str, value: Any) -> str:
     if not isinstance(value, str) or not _REGION_RE.match(value):
-        raise InvalidEvent(f"field '{name}' must be a country (ISO 3166-1, e.g. GB) or region (ISO 3166-2, "
-                           f"e.g. US-FL), got {value!r:.60}")
+        raise InvalidEvent(
+            f"field '{name}' must be a country (ISO 3166-1, e.g. GB) or region (ISO 3166-2, "
+            f"e.g. US-FL), got {value!r:.60}"
+        )
     return value
 
 
 Check = Callable[[str, Any], Any]
 # type -> (record class, required fields, optional fields); `ts` is handled for every type.
 _KINDS: dict[str, tuple[type, tuple[tuple[str, Check], ...], tuple[tuple[str, Check], ...]]] = {
-    "inbound": (Inbound, (("event_id", _id), ("app", _id), ("sender", _id), ("userkey", _id),
-                          ("network", _network), ("text", _text)), ()),
-    "opt_in": (OptIn, (("event_id", _id), ("app", _id), ("userkey", _id)),
-               (("source", _text), ("categories", _categories), ("method", _evidence), ("consent_text", _evidence),
-                ("consent_version", _evidence), ("location", _evidence))),
+    "inbound": (
+        Inbound,
+        (("event_id", _id), ("app", _id), ("sender", _id), ("userkey", _id), ("network", _network), ("text", _text)),
+        (),
+    ),
+    "opt_in": (
+        OptIn,
+        (("event_id", _id), ("app", _id), ("userkey", _id)),
+        (
+            ("source", _text),
+            ("categories", _categories),
+            ("method", _evidence),
+            ("consent_text", _evidence),
+            ("consent_version", _evidence),
+            ("location", _evidence),
+        ),
+    ),
     "opt_out": (OptOut, (("event_id", _id), ("app", _id), ("userkey", _id)), (("source", _text),)),
-    "send": (Send, (("request_id", _id), ("app", _id), ("sender", _id), ("userkey", _id),
-                    ("network", _network), ("text", _text)), (("reply_to", _optional_id),
-                                                              ("valid_for_s", _valid_for),
-                                                              ("category", _category))),
+    "send": (
+        Send,
+        (("request_id", _id), ("app", _id), ("sender", _id), ("userkey", _id), ("network", _network), ("text", _text)),
+        (("reply_to", _optional_id), ("valid_for_s", _valid_for), ("category", _category)),
+    ),
     "app_policy": (AppPolicy, (("event_id", _id), ("app", _id), ("unrestricted", _bool)), (("reason", _text),)),
-    "sender_profile": (SenderProfile, (("event_id", _id), ("app", _id), ("sender", _id),
-                                       ("registered_ts", _ts)), ()),
-    "junk_report": (JunkReport, (("event_id", _id), ("app", _id), ("sender", _id), ("userkey", _id),
-                                 ("text", _text)), (("request_id", _optional_id),)),
-    "delivery_status": (DeliveryStatus, (("event_id", _id), ("app", _id), ("sender", _id), ("userkey", _id),
-                                         ("request_id", _id), ("status", _status)), ()),
-    "contact": (Contact, (("event_id", _id), ("app", _id), ("userkey", _id), ("network", _network),
-                          ("authorized", _bool)), ()),
+    "sender_profile": (SenderProfile, (("event_id", _id), ("app", _id), ("sender", _id), ("registered_ts", _ts)), ()),
+    "junk_report": (
+        JunkReport,
+        (("event_id", _id), ("app", _id), ("sender", _id), ("userkey", _id), ("text", _text)),
+        (("request_id", _optional_id),),
+    ),
+    "delivery_status": (
+        DeliveryStatus,
+        (("event_id", _id), ("app", _id), ("sender", _id), ("userkey", _id), ("request_id", _id), ("status", _status)),
+        (),
+    ),
+    "contact": (
+        Contact,
+        (("event_id", _id), ("app", _id), ("userkey", _id), ("network", _network), ("authorized", _bool)),
+        (),
+    ),
     "tick": (Tick, (("app", _id),), ()),
     "cancel": (Cancel, (("request_id", _id), ("app", _id)), ()),
     "junk_shared": (JunkShared, (("event_id", _id), ("app", _id), ("reporter", _reporter), ("text", _text)), ()),
-    "recipient_profile": (RecipientProfile, (("event_id", _id), ("app", _id), ("userkey", _id),
-                                             ("timezone", _zone)), (("region", _region),)),
+    "recipient_profile": (
+        RecipientProfile,
+        (("event_id", _id), ("app", _id), ("userkey", _id), ("timezone", _zone)),
+        (("region", _region),),
+    ),
 }
-_OPTIONAL_DEFAULTS = {"source": "", "reason": "", "reply_to": None, "request_id": None, "valid_for_s": None,
-                      "category": None, "categories": None, "method": "", "consent_text": "", "consent_version": "",
-                      "location": "", "region": None}
+_OPTIONAL_DEFAULTS = {
+    "source": "",
+    "reason": "",
+    "reply_to": None,
+    "request_id": None,
+    "valid_for_s": None,
+    "category": None,
+    "categories": None,
+    "method": "",
+    "consent_text": "",
+    "consent_version": "",
+    "location": "",
+    "region": None,
+}
 EVENT_TYPES = tuple(_KINDS)
 
 
@@ -337,8 +395,9 @@ def validate(doc: Any, record_ts: int, max_ahead_ms: int | None = None) -> Event
     kind = doc.get("type")
     spec = _KINDS.get(kind) if isinstance(kind, str) else None
     if spec is None:
-        raise InvalidEvent(f"field 'type' must be one of {', '.join(EVENT_TYPES)}, got {kind!r:.60}",
-                           Refusal.UNKNOWN_TYPE)
+        raise InvalidEvent(
+            f"field 'type' must be one of {', '.join(EVENT_TYPES)}, got {kind!r:.60}", Refusal.UNKNOWN_TYPE
+        )
     cls, required, optional = spec
     values: dict[str, Any] = {}
     for name, check in required:
@@ -351,8 +410,11 @@ def validate(doc: Any, record_ts: int, max_ahead_ms: int | None = None) -> Event
     ts = doc.get("ts")
     values["ts"] = _ts("ts", record_ts if ts is None else ts)
     if max_ahead_ms is not None and values["ts"] - record_ts > max_ahead_ms:
-        raise InvalidEvent(f"field 'ts' is {(values['ts'] - record_ts) // 1000} s ahead of the record's timestamp; "
-                           f"the limit is {max_ahead_ms // 1000} s (max_ts_ahead_s)", Refusal.TS_AHEAD)
+        raise InvalidEvent(
+            f"field 'ts' is {(values['ts'] - record_ts) // 1000} s ahead of the record's timestamp; "
+            f"the limit is {max_ahead_ms // 1000} s (max_ts_ahead_s)",
+            Refusal.TS_AHEAD,
+        )
     return cls(**values)
 
 

@@ -6,6 +6,7 @@ A `JunkReport` is one report as the index applies it (`JunkIndex.apply`): with s
 the reports go to one owner, which alone writes the rows (streams/worker/junk.py), so that no two
 workers' read-modify-writes of one row can lose a reporter.
 """
+
 from __future__ import annotations
 
 import base64
@@ -54,8 +55,9 @@ class JunkReport(Row):
     untagged = version_first
 
     def to_bytes(self) -> bytes:
-        return self.pack([self.template_id, base64.b64encode(self.sketch.astype("<u4").tobytes()).decode(),
-                          self.reporter, self.ts])
+        return self.pack(
+            [self.template_id, base64.b64encode(self.sketch.astype("<u4").tobytes()).decode(), self.reporter, self.ts]
+        )
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "JunkReport":
@@ -104,8 +106,9 @@ class JunkIndex:
     def oldest(self) -> str:
         return min(self._templates, key=lambda k: self._templates[k].last_ts)
 
-    def apply(self, report: JunkReport, threshold: float, reject_reporters: int,
-              max_templates: int) -> dict[str, JunkTemplate | None]:
+    def apply(
+        self, report: JunkReport, threshold: float, reject_reporters: int, max_templates: int
+    ) -> dict[str, JunkTemplate | None]:
         """Count a report: on the most similar template, or on a new one (evicting the least
         recently reported when the index is full). Returns the rows it changed (None: evicted).
         Applying the same report again changes nothing but the row's rewrite."""

@@ -17,6 +17,7 @@ each event of the app removes one bucket's rows (`AppClock.forget_at` says when)
 honoured only while its answer is younger than the memory, so whether a sweep has run yet never
 changes a decision.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,18 @@ from .decisions import Decision
 from .rows import Row
 
 REQUEST, EVENT = "r", "e"  # kinds of `seen` rows
-_ANSWER = ("outcome", "reason", "detail", "ts", "deliver_at", "retry_after_s", "similarity", "similar_recipients",
-           "cluster_id", "reply")  # the Decision fields a repeat restores; the rest come from the retry itself
+_ANSWER = (
+    "outcome",
+    "reason",
+    "detail",
+    "ts",
+    "deliver_at",
+    "retry_after_s",
+    "similarity",
+    "similar_recipients",
+    "cluster_id",
+    "reply",
+)  # the Decision fields a repeat restores; the rest come from the retry itself
 
 
 def said_digest(*parts: str) -> str:

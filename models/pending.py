@@ -8,6 +8,7 @@ due in one minute are 79 rows, not one of ~1 MB). Every pending request is due w
 `max_delay_s` of the event that delayed it, so the schedule lists at most max_delay_s / 60 + 1
 minutes (361 by default) however many requests wait.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -45,8 +46,23 @@ class PendingRequest(Row):
 
     def to_bytes(self) -> bytes:
         s = self.send
-        return self.pack([s.request_id, s.app, s.sender, s.userkey, s.network, s.text, s.reply_to, s.ts,
-                          s.valid_for_s, s.category, self.deliver_at, self.cluster_id, self.decision])
+        return self.pack(
+            [
+                s.request_id,
+                s.app,
+                s.sender,
+                s.userkey,
+                s.network,
+                s.text,
+                s.reply_to,
+                s.ts,
+                s.valid_for_s,
+                s.category,
+                self.deliver_at,
+                self.cluster_id,
+                self.decision,
+            ]
+        )
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "PendingRequest":

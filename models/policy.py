@@ -1,4 +1,5 @@
 """Every threshold of the consent and burst rules, in one frozen settings object."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,8 +31,7 @@ def load_toml(path: str, what: str, error: type[ValueError]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Policy:
     # consent
-    opt_out_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT",
-                                         "OPTOUT", "REVOKE")
+    opt_out_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE")
     opt_in_keywords: tuple[str, ...] = ("START", "UNSTOP", "YES")
     help_keywords: tuple[str, ...] = ("HELP", "INFO")
     consent_locales: tuple[str, ...] = ("en",)  # word lists of models/wording.py: en, es, fr
@@ -131,33 +131,79 @@ class Policy:
     subject_window_s: int = 24 * 3600
 
     def __post_init__(self) -> None:
-        positive_ints = ("reply_window_s", "opt_out_confirmation_s", "shingle_size", "num_perm", "burst_window_s", "max_delay_s",
-                         "cluster_idle_s", "max_clusters", "app_max_clusters", "young_sender_days", "junk_reject_reporters",
-                         "reputation_half_life_s", "max_junk_templates", "max_ts_ahead_s", "max_ts_behind_s",
-                         "loop_repeats", "loop_window_s", "loop_delay_s", "loop_reject_repeats",
-                         "grant_revoke_window_s", "grant_revoke_junk_reports", "grant_revoke_refused_blasts",
-                         "grant_revoke_min_results", "duplicate_text_window_s", "subject_window_s")
+        positive_ints = (
+            "reply_window_s",
+            "opt_out_confirmation_s",
+            "shingle_size",
+            "num_perm",
+            "burst_window_s",
+            "max_delay_s",
+            "cluster_idle_s",
+            "max_clusters",
+            "app_max_clusters",
+            "young_sender_days",
+            "junk_reject_reporters",
+            "reputation_half_life_s",
+            "max_junk_templates",
+            "max_ts_ahead_s",
+            "max_ts_behind_s",
+            "loop_repeats",
+            "loop_window_s",
+            "loop_delay_s",
+            "loop_reject_repeats",
+            "grant_revoke_window_s",
+            "grant_revoke_junk_reports",
+            "grant_revoke_refused_blasts",
+            "grant_revoke_min_results",
+            "duplicate_text_window_s",
+            "subject_window_s",
+        )
         for name in positive_ints:
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
                 raise PolicyError(f"policy '{name}' must be a positive integer, got {value!r}")
-        for name in ("free_recipients", "min_conversations", "risky_free_recipients", "conversation_horizon_days",
-                     "default_valid_for_s", "request_memory_s", "duplicate_text_limit", "subject_limit"):
+        for name in (
+            "free_recipients",
+            "min_conversations",
+            "risky_free_recipients",
+            "conversation_horizon_days",
+            "default_valid_for_s",
+            "request_memory_s",
+            "duplicate_text_limit",
+            "subject_limit",
+        ):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise PolicyError(f"policy '{name}' must be a non-negative integer, got {value!r}")
-        for name in ("pace_interval_s", "pace_growth_sends", "risky_interval_factor", "reputation_junk_report",
-                     "reputation_not_delivered", "reputation_failed", "reputation_paced_blast", "reputation_delivered",
-                     "reputation_conversation"):
+        for name in (
+            "pace_interval_s",
+            "pace_growth_sends",
+            "risky_interval_factor",
+            "reputation_junk_report",
+            "reputation_not_delivered",
+            "reputation_failed",
+            "reputation_paced_blast",
+            "reputation_delivered",
+            "reputation_conversation",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise PolicyError(f"policy '{name}' must be a positive number, got {value!r}")
-        for name in ("reputation_junk_report", "reputation_not_delivered", "reputation_failed", "reputation_paced_blast"):
+        for name in (
+            "reputation_junk_report",
+            "reputation_not_delivered",
+            "reputation_failed",
+            "reputation_paced_blast",
+        ):
             if getattr(self, name) > 1:
-                raise PolicyError(f"policy '{name}' lowers a reputation: it must be in (0, 1], got {getattr(self, name)!r}")
+                raise PolicyError(
+                    f"policy '{name}' lowers a reputation: it must be in (0, 1], got {getattr(self, name)!r}"
+                )
         for name in ("reputation_delivered", "reputation_conversation"):
             if getattr(self, name) < 1:
-                raise PolicyError(f"policy '{name}' raises a reputation: it must be at least 1, got {getattr(self, name)!r}")
+                raise PolicyError(
+                    f"policy '{name}' raises a reputation: it must be at least 1, got {getattr(self, name)!r}"
+                )
         for name in ("similarity_threshold", "grant_revoke_not_delivered_rate"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
@@ -171,45 +217,62 @@ class Policy:
             raise PolicyError("policy: a keyword cannot be both an opt-out and an opt-in keyword")
         locales = self.consent_locales
         if not isinstance(locales, (list, tuple)) or not locales or any(code not in LOCALES for code in locales):
-            raise PolicyError(f"policy 'consent_locales' must be a non-empty list of {', '.join(sorted(LOCALES))}, "
-                              f"got {locales!r}")
+            raise PolicyError(
+                f"policy 'consent_locales' must be a non-empty list of {', '.join(sorted(LOCALES))}, got {locales!r}"
+            )
         object.__setattr__(self, "consent_locales", tuple(locales))
         if self.default_valid_for_s > MAX_VALID_FOR_S:
-            raise PolicyError(f"policy 'default_valid_for_s' must be at most {MAX_VALID_FOR_S} (0: none), "
-                              f"got {self.default_valid_for_s}")
+            raise PolicyError(
+                f"policy 'default_valid_for_s' must be at most {MAX_VALID_FOR_S} (0: none), "
+                f"got {self.default_valid_for_s}"
+            )
         if self.loop_reject_repeats <= self.loop_repeats:
-            raise PolicyError(f"policy 'loop_reject_repeats' ({self.loop_reject_repeats}) must be more than "
-                              f"'loop_repeats' ({self.loop_repeats})")
+            raise PolicyError(
+                f"policy 'loop_reject_repeats' ({self.loop_reject_repeats}) must be more than "
+                f"'loop_repeats' ({self.loop_repeats})"
+            )
         if self.similarity_measure not in ("containment", "jaccard"):
-            raise PolicyError(f"policy 'similarity_measure' must be containment or jaccard, got {self.similarity_measure!r}")
+            raise PolicyError(
+                f"policy 'similarity_measure' must be containment or jaccard, got {self.similarity_measure!r}"
+            )
         limits = self.recipient_limits
         if not isinstance(limits, (list, tuple)) or not all(
-                isinstance(w, (list, tuple)) and len(w) == 2 and all(type(n) is int and n > 0 for n in w)
-                for w in limits):
-            raise PolicyError(f"policy 'recipient_limits' must be a list of [count, window_s] pairs of positive "
-                              f"integers, got {limits!r:.80}")
+            isinstance(w, (list, tuple)) and len(w) == 2 and all(type(n) is int and n > 0 for n in w) for w in limits
+        ):
+            raise PolicyError(
+                f"policy 'recipient_limits' must be a list of [count, window_s] pairs of positive "
+                f"integers, got {limits!r:.80}"
+            )
         object.__setattr__(self, "recipient_limits", tuple(sorted((c, w) for c, w in limits)))
         networks = self.contact_list_networks
-        if not isinstance(networks, (list, tuple)) or not all(isinstance(n, str) and NETWORK_RE.match(n)
-                                                              for n in networks):
-            raise PolicyError(f"policy 'contact_list_networks' must be a list of network names ([a-z0-9_-]{{1,32}}), "
-                              f"got {networks!r:.80}")
+        if not isinstance(networks, (list, tuple)) or not all(
+            isinstance(n, str) and NETWORK_RE.match(n) for n in networks
+        ):
+            raise PolicyError(
+                f"policy 'contact_list_networks' must be a list of network names ([a-z0-9_-]{{1,32}}), "
+                f"got {networks!r:.80}"
+            )
         object.__setattr__(self, "contact_list_networks", tuple(networks))
         if self.default_category not in CATEGORIES:
-            raise PolicyError(f"policy 'default_category' must be one of {', '.join(CATEGORIES)}, "
-                              f"got {self.default_category!r:.60}")
+            raise PolicyError(
+                f"policy 'default_category' must be one of {', '.join(CATEGORIES)}, got {self.default_category!r:.60}"
+            )
         if self.opt_out_scope not in ("all", "category"):
             raise PolicyError(f"policy 'opt_out_scope' must be all or category, got {self.opt_out_scope!r:.60}")
         kinds = self.quiet_hours_categories
         if not isinstance(kinds, (list, tuple)) or any(k not in CATEGORIES for k in kinds):
-            raise PolicyError(f"policy 'quiet_hours_categories' must be a list of {', '.join(CATEGORIES)}, "
-                              f"got {kinds!r:.80}")
+            raise PolicyError(
+                f"policy 'quiet_hours_categories' must be a list of {', '.join(CATEGORIES)}, got {kinds!r:.80}"
+            )
         object.__setattr__(self, "quiet_hours_categories", tuple(kinds))
         windows = self.quiet_hours_windows
         if not isinstance(windows, (list, tuple)) or not all(
-                isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(x, str) for x in w) for w in windows):
-            raise PolicyError(f"policy 'quiet_hours_windows' must be a list of [region, window] pairs such as "
-                              f"[\"US-FL\", \"08:00-20:00\"], got {windows!r:.80}")
+            isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(x, str) for x in w) for w in windows
+        ):
+            raise PolicyError(
+                f"policy 'quiet_hours_windows' must be a list of [region, window] pairs such as "
+                f'["US-FL", "08:00-20:00"], got {windows!r:.80}'
+            )
         object.__setattr__(self, "quiet_hours_windows", tuple((r, w) for r, w in windows))
         try:
             QuietHours(self.quiet_hours_windows)

@@ -11,6 +11,7 @@ Time zones come from the `tzdata` package, never from the machine (`zone`): a re
 machine, with other system zone files, decides the same. The package's version is pinned in
 pyproject.toml; a new version changes decisions only where the zone rules themselves changed.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .rows import Row
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_SPAN = re.compile(r"(?:(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(?:-(Mon|Tue|Wed|Thu|Fri|Sat|Sun))?\s+)?"
-                   r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)\Z")
+_SPAN = re.compile(
+    r"(?:(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(?:-(Mon|Tue|Wed|Thu|Fri|Sat|Sun))?\s+)?"
+    r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)\Z"
+)
 
 # The windows that apply without a policy, and the law each comes from (README, Rules).
 DEFAULT_WINDOWS: tuple[tuple[str, str, str], ...] = (
@@ -66,6 +69,7 @@ def is_zone(name: str) -> bool:
 class Window:
     """The hours texts may reach a place, per local weekday (Monday first): (start, end) in
     minutes after midnight, end excluded, or None for a day with no allowed hours."""
+
     region: str
     days: tuple[tuple[int, int] | None, ...]
     source: str = ""  # the law or the policy it comes from, for the decision's detail
@@ -81,8 +85,9 @@ class Window:
         for part in parts:
             m = _SPAN.match(part)
             if m is None:
-                raise QuietHoursError(f"quiet hours of {region}: {part!r} is not a window such as '08:00-21:00' "
-                                      f"or 'Mon-Sat 09:00-21:00'")
+                raise QuietHoursError(
+                    f"quiet hours of {region}: {part!r} is not a window such as '08:00-21:00' or 'Mon-Sat 09:00-21:00'"
+                )
             first, last, h1, m1, h2, m2 = m.groups()
             start, end = int(h1) * 60 + int(m1), int(h2) * 60 + int(m2)
             if end > 24 * 60 or start >= end:
@@ -103,8 +108,9 @@ class Window:
                 runs.append((d, d, span))
         if len(runs) == 1 and runs[0][2] is not None:
             return _hhmm(runs[0][2])
-        return ", ".join(f"{DAYS[a]}{'-' + DAYS[b] if b != a else ''} {_hhmm(span)}"
-                         for a, b, span in runs if span is not None)
+        return ", ".join(
+            f"{DAYS[a]}{'-' + DAYS[b] if b != a else ''} {_hhmm(span)}" for a, b, span in runs if span is not None
+        )
 
     def opens_at(self, ts_ms: int, tz: ZoneInfo) -> int | None:
         """The first instant at or after `ts_ms` inside the window in `tz`; None if it never opens."""
@@ -136,6 +142,7 @@ def _at(day: date, minute: int, tz: ZoneInfo) -> datetime:
 class Place:
     """Where a recipient may be: the zones (several when a number's area spans them) and the
     region whose window applies, and how it was learned (`recipient_profile` or `number`)."""
+
     zones: tuple[str, ...]
     region: str | None
     source: str
@@ -147,26 +154,31 @@ class Place:
 @dataclass(frozen=True)
 class Opening:
     """When a send may reach its recipient under quiet hours."""
+
     at: int | None  # the first allowed instant (== the send's time: now); None: never
     window: Window
     place: Place
 
     def describe(self) -> str:
         source = f" ({self.window.source})" if self.window.source else ""
-        return f"quiet hours of {self.window.region}: texts {self.window.describe()} local time{source}, " \
-               f"recipient in {self.place.describe()}"
+        return (
+            f"quiet hours of {self.window.region}: texts {self.window.describe()} local time{source}, "
+            f"recipient in {self.place.describe()}"
+        )
 
 
 class QuietHours:
     """The windows by region: the defaults, overridden and extended by the policy's table."""
 
     def __init__(self, table: Iterable[tuple[str, str]] = ()) -> None:
-        self.windows: dict[str, Window] = {region: Window.parse(region, spec, source)
-                                           for region, spec, source in DEFAULT_WINDOWS}
+        self.windows: dict[str, Window] = {
+            region: Window.parse(region, spec, source) for region, spec, source in DEFAULT_WINDOWS
+        }
         for region, spec in table:
             if not re.fullmatch(r"[A-Z]{2}(?:-[A-Z0-9]{1,3})?", region):
-                raise QuietHoursError(f"quiet hours: {region!r} is not a country (ISO 3166-1, e.g. GB) or region "
-                                      f"(ISO 3166-2, e.g. US-FL)")
+                raise QuietHoursError(
+                    f"quiet hours: {region!r} is not a country (ISO 3166-1, e.g. GB) or region (ISO 3166-2, e.g. US-FL)"
+                )
             self.windows[region] = Window.parse(region, spec, "policy")
 
     def window_for(self, region: str | None) -> Window | None:
@@ -247,6 +259,7 @@ def regions_table(mapping: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
 @dataclass(slots=True)
 class RecipientPlace(Row):
     """Where the platform said a userkey is (a `recipient_profile` event): [timezone, region, ts]."""
+
     timezone: str = ""
     region: str | None = None
     ts: int = 0

@@ -18,6 +18,7 @@ Only non-ASCII letters are folded: an ASCII letter is what it is ("I" and "l" st
 all-ASCII texts skip the table). A letter of another script that has no Latin look-alike is kept,
 so two different Russian or Greek texts stay as different as they were.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,9 +80,17 @@ def _table() -> dict[int, str | None]:
             ch = chr(code)
             category = unicodedata.category(ch)
             # only these can read as something else: most letters (CJK, Hangul, ...) skip `fold`
-            if code < 0x80 or category in ("Cn", "Cs", "Co") or not (
-                    category[0] in "CMS" or ch in prototypes or ch in _FILLERS or ch.casefold() != ch
-                    or unicodedata.decomposition(ch)):
+            if (
+                code < 0x80
+                or category in ("Cn", "Cs", "Co")
+                or not (
+                    category[0] in "CMS"
+                    or ch in prototypes
+                    or ch in _FILLERS
+                    or ch.casefold() != ch
+                    or unicodedata.decomposition(ch)
+                )
+            ):
                 continue
             seen = ch
             for _ in range(3):  # a prototype may itself decompose or fold: to a fixed point

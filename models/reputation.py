@@ -9,6 +9,7 @@ same score. It scales the burst step: the free allowance by the score, the pacin
 inverse, in steps of 0.05 (`effect`), so a sender at 0.5 gets the limits a junk-reported sender
 had before the score existed (5 instead of 10, intervals x 2).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,9 +18,14 @@ from .policy import Policy
 
 # the signals, in the order of their counts in the row
 SIGNALS = ("junk_report", "not_delivered", "failed", "paced_blast", "delivered", "conversation")
-LABELS = {"junk_report": "junk report(s)", "not_delivered": "not-delivered result(s)",
-          "failed": "failed deliveries", "paced_blast": "paced blast(s)", "delivered": "deliveries",
-          "conversation": "new conversation(s)"}
+LABELS = {
+    "junk_report": "junk report(s)",
+    "not_delivered": "not-delivered result(s)",
+    "failed": "failed deliveries",
+    "paced_blast": "paced blast(s)",
+    "delivered": "deliveries",
+    "conversation": "new conversation(s)",
+}
 STEP = 20  # the score takes effect in steps of 1/20
 FLOOR = 0.05
 
@@ -40,7 +46,7 @@ class Reputation:
         if self.score >= 1.0 or ts <= self.at:
             return self.score
         halves = (ts - self.at) / (policy.reputation_half_life_s * 1000)
-        return 1.0 - (1.0 - self.score) * 0.5 ** halves
+        return 1.0 - (1.0 - self.score) * 0.5**halves
 
     def record(self, signal: str, ts: int, policy: Policy, weight: float = 1.0) -> None:
         """One signal at `ts`; `weight` scales its effect (the factor is raised to it)."""

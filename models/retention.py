@@ -15,6 +15,7 @@ bucket row (`AppClock.sweep_at` says when, so an event that sweeps nothing costs
 comparison), deleting the conversations whose last inbound is still that old. At most
 horizon + 1 days are listed, so the index row stays small however many users an app has.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -79,6 +80,7 @@ class LapseBucket(Row):
     """Up to LAPSE_CHUNK conversations of one app and day, as (sender, userkey). Stored as its
     version and one `\x1e sender \x1f userkey` entry each (ids hold no control characters), so
     that an inbound appends to it without decoding it."""
+
     body: bytes = b""
 
     row_version = 1  # the body is the fields (models/rows.py); every bucket was written with its version
@@ -93,8 +95,11 @@ class LapseBucket(Row):
 
     @property
     def entries(self) -> list[tuple[str, str]]:
-        return [(sender, userkey) for entry in self.body.split(b"\x1e")[1:]
-                for sender, userkey in [entry.decode().split("\x1f")]]
+        return [
+            (sender, userkey)
+            for entry in self.body.split(b"\x1e")[1:]
+            for sender, userkey in [entry.decode().split("\x1f")]
+        ]
 
     def to_bytes(self) -> bytes:
         return self.pack(self.body)

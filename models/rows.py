@@ -38,6 +38,7 @@ Not versioned: a sketch row (raw uint32, its length set by the policy's num_perm
 another kind could not be upcast, only recomputed from texts long gone) and a contacts row (its
 presence is the value, `1`).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, ClassVar
@@ -54,6 +55,7 @@ class NewerRow(ValueError):
 
 class Row:
     """Mixed into each stored row kind; see the module docstring."""
+
     __slots__ = ()
     row_version: ClassVar[int] = 1
     # the body of the fields and back; a kind whose fields are already bytes replaces both
@@ -95,9 +97,11 @@ class Row:
         if type(version) is not int or version < 1:
             raise ValueError(f"{cls.__name__} row of version {version!r}: not a version")
         if version > cls.row_version:
-            raise NewerRow(f"{cls.__name__} row of version {version}, newer than this build's {cls.row_version}: "
-                           f"a newer sendgate wrote it, and only such a build may decide over it")
-        for step in cls._upcasts[version - 1:]:
+            raise NewerRow(
+                f"{cls.__name__} row of version {version}, newer than this build's {cls.row_version}: "
+                f"a newer sendgate wrote it, and only such a build may decide over it"
+            )
+        for step in cls._upcasts[version - 1 :]:
             fields = step(fields)
         return fields
 
@@ -110,12 +114,16 @@ class Row:
 
 def by_field_count(versions: dict[int, int]) -> classmethod:
     """`untagged` for a kind whose fields were only ever appended: the version by the field count."""
+
     def untagged(cls: type[Row], raw: bytes) -> tuple[int, list]:
         fields = orjson.loads(raw)
         if len(fields) not in versions:
-            raise ValueError(f"{cls.__name__} row of {len(fields)} fields from before versions; such rows had "
-                             f"{' or '.join(map(str, versions))}")
+            raise ValueError(
+                f"{cls.__name__} row of {len(fields)} fields from before versions; such rows had "
+                f"{' or '.join(map(str, versions))}"
+            )
         return versions[len(fields)], fields
+
     return classmethod(untagged)
 
 

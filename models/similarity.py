@@ -7,6 +7,7 @@ datasketch hashes shingle by shingle in Python; `Sketcher` computes the same val
 numpy operations per text (bit-identical, tests/unit/test_similarity.py): the crc32 of a 4-byte
 string is affine in its bytes, so the crc32 of every 4-gram is four table lookups XORed.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,9 @@ from datasketch import MinHash
 
 from .reading import as_seen
 
-_URL_RE = re.compile(r"(?:https?://|www\.)\S+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|co\.uk|uk|ly|io|biz|info)\b\S*")
+_URL_RE = re.compile(
+    r"(?:https?://|www\.)\S+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|co\.uk|uk|ly|io|biz|info)\b\S*"
+)
 _EMAIL_RE = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _DIGITS_RE = re.compile(r"\d+")
 _PUNCTUATION_RE = re.compile(r"[^\w\s]+|_+")  # noise a spammer sprinkles ("!!", "...", "*"); words remain
@@ -47,7 +50,7 @@ def shingles(text: str, size: int) -> set[bytes]:
     data = text.encode()
     if len(data) <= size:
         return {data}
-    return {data[i:i + size] for i in range(len(data) - size + 1)}
+    return {data[i : i + size] for i in range(len(data) - size + 1)}
 
 
 def _crc32_tables(size: int) -> tuple[np.ndarray, int]:
@@ -87,7 +90,7 @@ class Sketcher:
             x = np.frombuffer(data, dtype=np.uint8)
             hv = self._tables[0][x[:n]]
             for i in range(1, self.shingle_size):
-                hv ^= self._tables[i][x[i:i + n]]
+                hv ^= self._tables[i][x[i : i + n]]
             hv ^= self._zero
         hv ^= hv >> _S16
         hv *= _M1
@@ -111,7 +114,7 @@ CONTAINED_RATIO = 0.4
 def sizes(sketches: np.ndarray) -> np.ndarray:
     """Estimated distinct shingles of each sketch's text, from its minima alone (k minimum values of
     uniform hashes sum to ~k/n: (k - 1) / sum is unbiased; ~9 % error at 128 permutations)."""
-    return (sketches.shape[-1] - 1) / (sketches.astype(np.float64) / 2.0 ** 32).sum(axis=-1)
+    return (sketches.shape[-1] - 1) / (sketches.astype(np.float64) / 2.0**32).sum(axis=-1)
 
 
 def containments(sketch: np.ndarray, size: float, others: np.ndarray, other_sizes: np.ndarray) -> np.ndarray:

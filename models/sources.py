@@ -11,6 +11,7 @@ timestamp, the event's `ts` and its app's clock (which only moves forward), so a
 revoked key decides history in a replay exactly as it did live, and a producer holding a revoked
 key cannot backdate its records past an app's clock.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -65,8 +66,17 @@ class Unauthorized(ev.InvalidEvent):
 
 
 # The rules a record can break, for metrics and docs (each raised in exactly one place below).
-RULES = ("unsigned", "unknown_key", "bad_signature", "key_not_valid_yet", "key_expired", "role", "other_app",
-         "grants_only_revoked", "no_consent_evidence")
+RULES = (
+    "unsigned",
+    "unknown_key",
+    "bad_signature",
+    "key_not_valid_yet",
+    "key_expired",
+    "role",
+    "other_app",
+    "grants_only_revoked",
+    "no_consent_evidence",
+)
 
 
 def signature(secret: bytes, value: bytes | None) -> str:
@@ -91,7 +101,9 @@ class SigningKey:
         return [(KEY_HEADER, self.id.encode()), (SIG_HEADER, signature(self.secret, value).encode())]
 
     def valid_at(self, at_ms: int) -> bool:
-        return (self.not_before is None or at_ms >= self.not_before) and (self.not_after is None or at_ms <= self.not_after)
+        return (self.not_before is None or at_ms >= self.not_before) and (
+            self.not_after is None or at_ms <= self.not_after
+        )
 
 
 class KeyringError(ValueError):
@@ -102,6 +114,7 @@ class KeyringError(ValueError):
 class ApiKey:
     """An app's key to the HTTP API (`sendgate api`): the keyring keeps its SHA-256 only, so a
     leaked keyring file does not hand out the keys themselves."""
+
     app: str
     sha256: str  # lowercase hex of SHA-256 over the key's UTF-8 bytes
     # where the app's later outcomes (released, cancelled, expired) are POSTed, signed with the
@@ -138,11 +151,14 @@ class Keyring:
         doc = load_toml(path, "keyring", KeyringError)
         unknown = set(doc) - {"keys", "api_keys"}
         if unknown:
-            raise KeyringError(f"keyring {path}: unknown table(s) {', '.join(sorted(unknown))} "
-                               f"(expected [[keys]] and [[api_keys]])")
+            raise KeyringError(
+                f"keyring {path}: unknown table(s) {', '.join(sorted(unknown))} (expected [[keys]] and [[api_keys]])"
+            )
         env = os.environ if env is None else env
-        return cls((_key(entry, i, env, path) for i, entry in enumerate(doc.get("keys", []))),
-                   (_api_key(entry, i, path) for i, entry in enumerate(doc.get("api_keys", []))))
+        return cls(
+            (_key(entry, i, env, path) for i, entry in enumerate(doc.get("keys", []))),
+            (_api_key(entry, i, path) for i, entry in enumerate(doc.get("api_keys", []))),
+        )
 
     def verify(self, headers: Iterable[tuple[str, bytes]] | None, value: bytes | None) -> SigningKey:
         """The key that signed `value`, or `Unauthorized`. Checked before the value is parsed."""
@@ -153,36 +169,50 @@ class Keyring:
             elif name == SIG_HEADER:
                 sig = data
         if key_id is None or sig is None:
-            raise Unauthorized("unsigned", f"the record has no {KEY_HEADER} and {SIG_HEADER} headers; sign its value "
-                                           f"with HMAC-SHA-256 under a key of the keyring (docs/security-and-privacy.md, Sources)")
+            raise Unauthorized(
+                "unsigned",
+                f"the record has no {KEY_HEADER} and {SIG_HEADER} headers; sign its value "
+                f"with HMAC-SHA-256 under a key of the keyring (docs/security-and-privacy.md, Sources)",
+            )
         shown = key_id.decode(errors="replace")[:64]
         key = self.keys.get(shown)
         if key is None:
             raise Unauthorized("unknown_key", f"key {shown!r} is not in the worker's keyring")
         if not hmac.compare_digest(signature(key.secret, value).encode(), sig):
-            raise Unauthorized("bad_signature", f"{SIG_HEADER} is not the HMAC-SHA-256 of the record's value under "
-                                                f"key {shown!r}")
+            raise Unauthorized(
+                "bad_signature", f"{SIG_HEADER} is not the HMAC-SHA-256 of the record's value under key {shown!r}"
+            )
         return key
 
     def authorize(self, key: SigningKey, event: ev.Event, at_ms: int) -> None:
         """Raise `Unauthorized` unless `key` may say `event` at event time `at_ms`."""
         if key.not_before is not None and at_ms < key.not_before:
-            raise Unauthorized("key_not_valid_yet", f"key {key.id!r} is valid from {iso(key.not_before)}; "
-                                                    f"the record's event time is {iso(at_ms)}")
+            raise Unauthorized(
+                "key_not_valid_yet",
+                f"key {key.id!r} is valid from {iso(key.not_before)}; the record's event time is {iso(at_ms)}",
+            )
         if key.not_after is not None and at_ms > key.not_after:
-            raise Unauthorized("key_expired", f"key {key.id!r} was valid until {iso(key.not_after)}; "
-                                              f"the record's event time is {iso(at_ms)}")
+            raise Unauthorized(
+                "key_expired",
+                f"key {key.id!r} was valid until {iso(key.not_after)}; the record's event time is {iso(at_ms)}",
+            )
         kind = ev.event_type(event)
         if kind not in RIGHTS[key.role]:
-            raise Unauthorized("role", f"a {key.role} key ({key.id!r}) may not say {kind}; a {key.role} key may say "
-                                       f"{', '.join(sorted(RIGHTS[key.role]))}")
+            raise Unauthorized(
+                "role",
+                f"a {key.role} key ({key.id!r}) may not say {kind}; a {key.role} key may say "
+                f"{', '.join(sorted(RIGHTS[key.role]))}",
+            )
         if key.role == APP and event.app != key.app:
             raise Unauthorized("other_app", f"key {key.id!r} speaks for app {key.app!r}, not {event.app!r}")
         if key.role == WORKER and isinstance(event, ev.AppPolicy) and event.unrestricted:
             raise Unauthorized("grants_only_revoked", f"a worker key ({key.id!r}) may revoke a grant, never give one")
         if key.role in (APP, GATEWAY) and isinstance(event, ev.OptIn) and not event.source:
-            raise Unauthorized("no_consent_evidence", "an app's opt_in must say where the consent was given "
-                                                      "(field 'source'): the sender must be able to prove it")
+            raise Unauthorized(
+                "no_consent_evidence",
+                "an app's opt_in must say where the consent was given "
+                "(field 'source'): the sender must be able to prove it",
+            )
 
     def signing_key(self, role: str, at_ms: int) -> SigningKey:
         """A key of `role` valid at `at_ms` to sign with (the one valid since latest: rotation)."""
@@ -209,8 +239,14 @@ def _key(entry: Any, i: int, env: Any, path: str) -> SigningKey:
     if role not in RIGHTS:
         raise KeyringError(f"{where}: 'role' must be one of {', '.join(ROLES)}, got {role!r}")
     if (role == APP) != (app is not None):
-        raise KeyringError(f"{where}: " + ("an app key must name its 'app'" if role == APP else
-                                           f"only app keys name an 'app' (a {role} key speaks for every app)"))
+        raise KeyringError(
+            f"{where}: "
+            + (
+                "an app key must name its 'app'"
+                if role == APP
+                else f"only app keys name an 'app' (a {role} key speaks for every app)"
+            )
+        )
     if app is not None and not isinstance(app, str):
         raise KeyringError(f"{where}: 'app' must be a string")
     sources = [name for name in ("secret", "secret_env", "secret_file") if name in entry]
@@ -232,8 +268,10 @@ def _key(entry: Any, i: int, env: Any, path: str) -> SigningKey:
         except OSError as exc:
             raise KeyringError(f"{where}: cannot read secret_file {source}: {exc.strerror}") from None
     if len(secret) < MIN_SECRET_BYTES:
-        raise KeyringError(f"{where}: the secret is {len(secret)} bytes; at least {MIN_SECRET_BYTES} are needed "
-                           f"(e.g. `openssl rand -hex 32`)")
+        raise KeyringError(
+            f"{where}: the secret is {len(secret)} bytes; at least {MIN_SECRET_BYTES} are needed "
+            f"(e.g. `openssl rand -hex 32`)"
+        )
     not_before, not_after = (_instant(entry.get(name), name, where) for name in ("not_before", "not_after"))
     if not_before is not None and not_after is not None and not_after < not_before:
         raise KeyringError(f"{where}: not_after is before not_before")
@@ -249,14 +287,18 @@ def _api_key(entry: Any, i: int, path: str) -> ApiKey:
         raise KeyringError(f"{where} must be a table")
     unknown = set(entry) - {"app", "sha256", "webhook_url", "webhook_secret_env"}
     if unknown:
-        raise KeyringError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} "
-                           f"(expected app, sha256, webhook_url, webhook_secret_env)")
+        raise KeyringError(
+            f"{where}: unknown field(s) {', '.join(sorted(unknown))} "
+            f"(expected app, sha256, webhook_url, webhook_secret_env)"
+        )
     app, digest = entry.get("app"), entry.get("sha256")
     if not isinstance(app, str) or not 1 <= len(app) <= ev.MAX_ID_CHARS:
         raise KeyringError(f"{where}: 'app' must be the app's id (a string of 1-{ev.MAX_ID_CHARS} characters)")
     if not isinstance(digest, str) or not _SHA256_RE.match(digest):
-        raise KeyringError(f"{where}: 'sha256' must be the lowercase hex SHA-256 of the API key (64 characters); "
-                           f"the key itself is never stored (`sendgate keys add-api-key APP` writes the entry)")
+        raise KeyringError(
+            f"{where}: 'sha256' must be the lowercase hex SHA-256 of the API key (64 characters); "
+            f"the key itself is never stored (`sendgate keys add-api-key APP` writes the entry)"
+        )
     url, secret_env = entry.get("webhook_url"), entry.get("webhook_secret_env")
     if (url is None) != (secret_env is None):
         raise KeyringError(f"{where}: give webhook_url and webhook_secret_env together (a webhook is always signed)")
@@ -275,5 +317,7 @@ def _instant(value: Any, name: str, where: str) -> int | None:
         return value
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return int(value.timestamp() * 1000)
-    raise KeyringError(f"{where}: '{name}' must be a date-time with an offset (2027-01-01T00:00:00Z) "
-                       f"or epoch milliseconds, got {value!r}")
+    raise KeyringError(
+        f"{where}: '{name}' must be a date-time with an offset (2027-01-01T00:00:00Z) "
+        f"or epoch milliseconds, got {value!r}"
+    )

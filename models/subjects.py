@@ -5,6 +5,7 @@ A subject is burst pacing's cluster of near-identical texts across all of an app
 (models/gate/burst.py WHOLE_APP): a cluster lives while its texts keep coming (cluster_idle_s,
 24 h by default), so a subject keeps its id over the window.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ MAX_SUBJECT_SENDS = 64
 @dataclass(slots=True)
 class SubjectSends(Row):
     """[subject, at] pairs: when each promotional send to the userkey went (or goes) out, oldest first."""
+
     sent: list[list] = field(default_factory=list)
 
     row_version = 1  # [sent] (models/rows.py)
@@ -31,7 +33,7 @@ class SubjectSends(Row):
 
     def record(self, subject: str, at: int, now: int, window_s: int) -> None:
         since = now - window_s * 1000
-        self.sent = [entry for entry in self.sent if entry[1] > since][-(MAX_SUBJECT_SENDS - 1):]
+        self.sent = [entry for entry in self.sent if entry[1] > since][-(MAX_SUBJECT_SENDS - 1) :]
         self.sent.append([subject, at])
 
     def to_bytes(self) -> bytes:

@@ -24,6 +24,7 @@ are tried in this order, the first that matches deciding (`classify`):
 Word lists are per locale: English ships on; Spanish ("es") and French ("fr") are switched on
 with the policy's `consent_locales`.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,8 +41,12 @@ _SOFTENERS = frozenset("please pls just really ever".split())
 # Every dash and apostrophe maps to ASCII before punctuation is dropped.
 _DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d\u2e3a\u2e3b"), "-")
 _APOSTROPHES = dict.fromkeys(map(ord, "\u2018\u2019\u201b\u02bc\u02b9\u2032\u0060\u00b4\uff07"), "'")
-_JOINED = ((re.compile(r"\bopt out\b"), "optout"), (re.compile(r"\bopt in\b"), "optin"),
-           (re.compile(r"\bstop all\b"), "stopall"), (re.compile(r"\bun subscribe\b"), "unsubscribe"))
+_JOINED = (
+    (re.compile(r"\bopt out\b"), "optout"),
+    (re.compile(r"\bopt in\b"), "optin"),
+    (re.compile(r"\bstop all\b"), "stopall"),
+    (re.compile(r"\bun subscribe\b"), "unsubscribe"),
+)
 
 
 # ASCII text (most messages) needs none of the Unicode steps: one translate table does the rest.
@@ -71,13 +76,16 @@ def normalize(text: str) -> str:
 @dataclass(frozen=True)
 class Wording:
     """One locale's words (all normalised)."""
-    opt_out: frozenset[str]        # per se when they are the whole message
-    unambiguous: frozenset[str]    # opt-out words with no other common sense: a request wherever they stand
-    phrases: tuple[str, ...]       # curated opt-out phrases without a keyword
-    list_phrases: tuple[str, ...]  # phrases that opt out only about a list ("remove me", not "remove me from the class")
-    list_words: frozenset[str]     # what such a phrase must be about, if anything follows it
+
+    opt_out: frozenset[str]  # per se when they are the whole message
+    unambiguous: frozenset[str]  # opt-out words with no other common sense: a request wherever they stand
+    phrases: tuple[str, ...]  # curated opt-out phrases without a keyword
+    list_phrases: tuple[
+        str, ...
+    ]  # phrases that opt out only about a list ("remove me", not "remove me from the class")
+    list_words: frozenset[str]  # what such a phrase must be about, if anything follows it
     about_messages: frozenset[str]  # words that make an opt-out word a request about messages
-    fillers: frozenset[str]        # words that may surround a bare request ("stop please", "ok stop")
+    fillers: frozenset[str]  # words that may surround a bare request ("stop please", "ok stop")
     negations: frozenset[str]
     opt_in: frozenset[str]
     help: frozenset[str]
@@ -91,18 +99,40 @@ LOCALES: dict[str, Wording] = {
     "en": Wording(
         opt_out=_words("stop stopall unsubscribe cancel end quit optout revoke"),
         unambiguous=_words("stopall unsubscribe optout revoke unsub"),
-        phrases=("no more texts", "no more messages", "no more text", "any more texts", "any more messages",
-                 "anymore texts", "anymore messages", "dont text me", "dont message me", "dont contact me",
-                 "do not text me", "do not message me", "do not contact me", "dont send me", "do not send me",
-                 "opt me out", "leave me alone", "delete my number", "lose my number"),
+        phrases=(
+            "no more texts",
+            "no more messages",
+            "no more text",
+            "any more texts",
+            "any more messages",
+            "anymore texts",
+            "anymore messages",
+            "dont text me",
+            "dont message me",
+            "dont contact me",
+            "do not text me",
+            "do not message me",
+            "do not contact me",
+            "dont send me",
+            "do not send me",
+            "opt me out",
+            "leave me alone",
+            "delete my number",
+            "lose my number",
+        ),
         list_phrases=("remove me", "take me off", "unlist me"),
-        list_words=_words("list lists mailing texts messages sms this these your contacts database number numbers "
-                          "here it"),
-        about_messages=_words("texting text texts txt txts texted messaging message messages msg msgs sms sending "
-                              "send receiving getting contacting contact calling emailing notifications alerts "
-                              "reminders updates spam marketing promos promotions subscription"),
-        fillers=_words("please pls plz now ok okay no just thanks thank you thx asap immediately i said so "
-                       "already right away it me this these them all that us"),
+        list_words=_words(
+            "list lists mailing texts messages sms this these your contacts database number numbers here it"
+        ),
+        about_messages=_words(
+            "texting text texts txt txts texted messaging message messages msg msgs sms sending "
+            "send receiving getting contacting contact calling emailing notifications alerts "
+            "reminders updates spam marketing promos promotions subscription"
+        ),
+        fillers=_words(
+            "please pls plz now ok okay no just thanks thank you thx asap immediately i said so "
+            "already right away it me this these them all that us"
+        ),
         negations=_words("dont not never wont doesnt didnt cant cannot shouldnt wouldnt without"),
         opt_in=_words("start unstop yes optin subscribe"),
         help=_words("help info"),
@@ -110,8 +140,16 @@ LOCALES: dict[str, Wording] = {
     "es": Wording(
         opt_out=_words("alto parar baja cancelar detener basta"),
         unambiguous=_words("desuscribir desuscribirme"),
-        phrases=("darme de baja", "dame de baja", "no me envien mas", "no me manden mas", "no mas mensajes",
-                 "no quiero recibir", "quitame de la lista", "eliminame de la lista"),
+        phrases=(
+            "darme de baja",
+            "dame de baja",
+            "no me envien mas",
+            "no me manden mas",
+            "no mas mensajes",
+            "no quiero recibir",
+            "quitame de la lista",
+            "eliminame de la lista",
+        ),
         list_phrases=(),
         list_words=frozenset(),
         about_messages=_words("mensajes mensaje textos texto sms enviar envien mandar"),
@@ -123,8 +161,15 @@ LOCALES: dict[str, Wording] = {
     "fr": Wording(
         opt_out=_words("arret arreter stop desabonner desinscrire"),
         unambiguous=_words("desabonner desinscrire desabonnement desinscription"),
-        phrases=("plus recevoir", "plus de messages", "plus de sms", "desabonnez moi", "desinscrivez moi",
-                 "menvoyez plus", "menvoyez pas"),
+        phrases=(
+            "plus recevoir",
+            "plus de messages",
+            "plus de sms",
+            "desabonnez moi",
+            "desinscrivez moi",
+            "menvoyez plus",
+            "menvoyez pas",
+        ),
         list_phrases=("retirez moi",),
         list_words=_words("liste listes messages sms"),
         about_messages=_words("messages message sms textos envoyer envois envoi"),
@@ -138,9 +183,9 @@ LOCALES: dict[str, Wording] = {
 
 @dataclass(frozen=True)
 class ConsentSignal:
-    kind: str        # opt_out | opt_in | help | none
-    rule: str        # the rule that decided it (see the module docstring)
-    matched: str     # the word or phrase that matched ("" for none)
+    kind: str  # opt_out | opt_in | help | none
+    rule: str  # the rule that decided it (see the module docstring)
+    matched: str  # the word or phrase that matched ("" for none)
     normalized: str  # the message as the rules read it
 
     @property
@@ -151,8 +196,13 @@ class ConsentSignal:
 class ConsentClassifier:
     """The rules over the words of the enabled locales plus the policy's own keywords."""
 
-    def __init__(self, opt_out_keywords: tuple[str, ...] = (), opt_in_keywords: tuple[str, ...] = (),
-                 help_keywords: tuple[str, ...] = (), locales: tuple[str, ...] = ("en",)) -> None:
+    def __init__(
+        self,
+        opt_out_keywords: tuple[str, ...] = (),
+        opt_in_keywords: tuple[str, ...] = (),
+        help_keywords: tuple[str, ...] = (),
+        locales: tuple[str, ...] = ("en",),
+    ) -> None:
         unknown = sorted(set(locales) - set(LOCALES))
         if unknown:
             raise ValueError(f"unknown consent locale(s) {', '.join(unknown)}; known: {', '.join(sorted(LOCALES))}")
@@ -174,8 +224,9 @@ class ConsentClassifier:
         self.list_words = union("list_words")
         # Each phrase in the order the rules try them, indexed by its first word: a clause is read
         # once, not once per phrase.
-        self._phrases = tuple((phrase, tuple(phrase.split()), phrase in self.list_phrases)
-                              for phrase in self.phrases + self.list_phrases)
+        self._phrases = tuple(
+            (phrase, tuple(phrase.split()), phrase in self.list_phrases) for phrase in self.phrases + self.list_phrases
+        )
         self._phrase_starts: dict[str, list[int]] = {}
         for order, (_, words, _) in enumerate(self._phrases):
             self._phrase_starts.setdefault(words[0], []).append(order)
@@ -217,7 +268,7 @@ class ConsentClassifier:
         """(kind, rule, matched) for one clause's words: an opt-out, a doubt, or None."""
         doubt = None
         for phrase, at, is_list in self._phrases_in(words):
-            after = words[at + len(phrase.split()):]
+            after = words[at + len(phrase.split()) :]
             if is_list and after and not any(w in self.list_words for w in after[:4]):
                 doubt = doubt or (NONE, "other_sense", phrase)  # "take me off the waitlist"
             elif self._negated(words, at):
@@ -246,7 +297,7 @@ class ConsentClassifier:
             for order in starts.get(word, ()):
                 if order not in first:
                     phrase_words = self._phrases[order][1]
-                    if tuple(words[i:i + len(phrase_words)]) == phrase_words:
+                    if tuple(words[i : i + len(phrase_words)]) == phrase_words:
                         first[order] = i
         return [(self._phrases[order][0], first[order], self._phrases[order][2]) for order in sorted(first)]
 
@@ -261,6 +312,6 @@ class ConsentClassifier:
     def _is_request(self, words: list[str], i: int) -> bool:
         """An opt-out word that needs context reads as a request about messages: a word about
         messages follows it closely, or the clause is only opt-out words and fillers."""
-        if any(w in self.about_messages for w in words[i + 1:i + 4]):
+        if any(w in self.about_messages for w in words[i + 1 : i + 4]):
             return True
         return all(w in self.opt_out or w in self.fillers for w in words)

@@ -7,6 +7,7 @@ that cannot be republished), or an unexpected error with its traceback (a bug, o
 mid-run); 2 nothing done: a usage error, a setting, a file or a worker or broker that cannot be
 reached, said in one line; 70 a worker stalled (STALL_EXIT_CODE); 130 interrupted (Ctrl-C).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,16 +46,24 @@ class Deprecated(argparse.Action):
         super().__init__(option_strings, dest, help=f"deprecated spelling of {replacement}", **kwargs)
         self.replacement = replacement
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         print(f"sendgate: {option_string} is deprecated and will go; use {self.replacement}", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env().with_(
-        bootstrap=getattr(args, "bootstrap", None), partitions=getattr(args, "partitions", None),
-        policy_file=getattr(args, "policy", None), store=getattr(args, "store", None))
+        bootstrap=getattr(args, "bootstrap", None),
+        partitions=getattr(args, "partitions", None),
+        policy_file=getattr(args, "policy", None),
+        store=getattr(args, "store", None),
+    )
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -68,15 +77,22 @@ def cmd_broker(args: argparse.Namespace) -> int:
         print("sendgate: --sasl-port has no effect without --scram (no SASL listener is started)", file=sys.stderr)
     kafka = LocalKafka(port=args.port, data_dir=args.data_dir, scram=scram, sasl_port=args.sasl_port or 9093)
     kafka.start()
-    print(f"Kafka {kafka.bootstrap} is up (data: {kafka.data_dir}, log: {kafka.log_file}); Ctrl-C stops it.",
-          flush=True)
+    print(
+        f"Kafka {kafka.bootstrap} is up (data: {kafka.data_dir}, log: {kafka.log_file}); Ctrl-C stops it.", flush=True
+    )
     print(f"export SENDGATE_BOOTSTRAP={kafka.bootstrap}", flush=True)
     if scram:
-        print(f"SASL_PLAINTEXT listener with SCRAM-SHA-256 for user {scram[0]!r} on {kafka.sasl_bootstrap}; "
-              f"clients log in with:", flush=True)
-        print(f"export SENDGATE_BOOTSTRAP={kafka.sasl_bootstrap} SENDGATE_SECURITY_PROTOCOL=SASL_PLAINTEXT "
-              f"SENDGATE_SASL_MECHANISM=SCRAM-SHA-256 SENDGATE_SASL_USERNAME={scram[0]} "
-              f"SENDGATE_SASL_PASSWORD=<the password>", flush=True)
+        print(
+            f"SASL_PLAINTEXT listener with SCRAM-SHA-256 for user {scram[0]!r} on {kafka.sasl_bootstrap}; "
+            f"clients log in with:",
+            flush=True,
+        )
+        print(
+            f"export SENDGATE_BOOTSTRAP={kafka.sasl_bootstrap} SENDGATE_SECURITY_PROTOCOL=SASL_PLAINTEXT "
+            f"SENDGATE_SASL_MECHANISM=SCRAM-SHA-256 SENDGATE_SASL_USERNAME={scram[0]} "
+            f"SENDGATE_SASL_PASSWORD=<the password>",
+            flush=True,
+        )
     stop = {"now": False}
 
     def on_signal(*_: object) -> None:
@@ -126,9 +142,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     with _quiet("aiokafka"):  # it logs every refused connection; the command says what is wrong in one line
         asyncio.run(topics_ready())
     gate_worker = build_worker(settings)
-    print(f"sendgate worker: {settings.topic('events')} ({settings.partitions} partitions) on {settings.bootstrap}, "
-          f"app id {settings.group_id}, store {settings.store}, policy {settings.policy_file or 'defaults'}",
-          flush=True)
+    print(
+        f"sendgate worker: {settings.topic('events')} ({settings.partitions} partitions) on {settings.bootstrap}, "
+        f"app id {settings.group_id}, store {settings.store}, policy {settings.policy_file or 'defaults'}",
+        flush=True,
+    )
     # A worker killed mid-write can leave a local store ahead of its changelog (Faust's table path
     # writes the store first), and Faust would replay the changelog over it into a state that
     # never existed. The marker file tells the next start that the last stop was not clean: the
@@ -148,13 +166,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if marker.exists():
         keep = settings.processing_guarantee == "at_least_once"
         removed = after_unclean_stop(Path(settings.data_dir) / settings.group_id, keep)
-        print("sendgate worker: the last worker on this store did not stop cleanly; "
-              + ("the state table's local store is kept, " if keep else "")
-              + f"{len(removed)} other local store(s) removed: they recover from their changelogs", flush=True)
-    if settings.fast_restore and settings.store.startswith("rocksdb") and settings.processing_guarantee == "at_least_once":
+        print(
+            "sendgate worker: the last worker on this store did not stop cleanly; "
+            + ("the state table's local store is kept, " if keep else "")
+            + f"{len(removed)} other local store(s) removed: they recover from their changelogs",
+            flush=True,
+        )
+    if (
+        settings.fast_restore
+        and settings.store.startswith("rocksdb")
+        and settings.processing_guarantee == "at_least_once"
+    ):
         applied, read, seconds = asyncio.run(restore_state(settings))  # streams/worker/restore.py
-        print(f"sendgate worker: local state store up to its changelog's last commit records: {applied:,} row(s) "
-              f"applied of {read:,} read in {seconds:.1f} s", flush=True)
+        print(
+            f"sendgate worker: local state store up to its changelog's last commit records: {applied:,} row(s) "
+            f"applied of {read:,} read in {seconds:.1f} s",
+            flush=True,
+        )
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
     worker = Worker(gate_worker.faust, loglevel=settings.log_level, quiet=True)
@@ -215,8 +243,11 @@ async def _publish(args: argparse.Namespace) -> int:
     try:
         async with Publisher(settings, wait_for_topic_s=10) as publisher:
             if publisher.key is None:
-                print("sendgate publish: SENDGATE_KEY_ID is not set, so the records are not signed; a worker with a "
-                      "keyring dead-letters them as unauthorized (README, Sources)", file=sys.stderr)
+                print(
+                    "sendgate publish: SENDGATE_KEY_ID is not set, so the records are not signed; a worker with a "
+                    "keyring dead-letters them as unauthorized (README, Sources)",
+                    file=sys.stderr,
+                )
             for number, read, line in _read_lines(stream):
                 try:
                     futures.append(await publisher.send(line))
@@ -235,8 +266,11 @@ async def _publish(args: argparse.Namespace) -> int:
         stream.close()
     bar.finish()
     elapsed = time.monotonic() - started
-    print(f"published {sent} event(s) to {settings.topic('events')} in {elapsed:.1f} s; "
-          f"{invalid} invalid line(s) not sent", file=sys.stderr)
+    print(
+        f"published {sent} event(s) to {settings.topic('events')} in {elapsed:.1f} s; "
+        f"{invalid} invalid line(s) not sent",
+        file=sys.stderr,
+    )
     return NOT_ALL_RIGHT if invalid else OK
 
 
@@ -258,8 +292,10 @@ def _ask_worker(args: argparse.Namespace, path: str, body: dict | None = None) -
     except urllib.error.HTTPError as exc:  # the worker's own error message
         raise ConfigError(_json_answer(url, exc.code, exc.read()).get("error", str(exc))) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise ConfigError(f"no worker answers at {url} ({getattr(exc, 'reason', exc)}): is it running with its "
-                          f"web server on (SENDGATE_WEB, SENDGATE_WEB_PORT), or pass --url") from None
+        raise ConfigError(
+            f"no worker answers at {url} ({getattr(exc, 'reason', exc)}): is it running with its "
+            f"web server on (SENDGATE_WEB, SENDGATE_WEB_PORT), or pass --url"
+        ) from None
 
 
 def _json_answer(url: str, status: int, body: bytes) -> dict:
@@ -270,9 +306,11 @@ def _json_answer(url: str, status: int, body: bytes) -> dict:
         doc = None
     if not isinstance(doc, dict):
         text = " ".join(body.decode("utf-8", "replace").split())[:120]
-        raise ConfigError(f"{url} answered HTTP {status} with something other than a sendgate worker's JSON "
-                          f"({text!r}): is --url (or SENDGATE_WEB_HOST:SENDGATE_WEB_PORT) the worker's web "
-                          f"address, and not a proxy in trouble?")
+        raise ConfigError(
+            f"{url} answered HTTP {status} with something other than a sendgate worker's JSON "
+            f"({text!r}): is --url (or SENDGATE_WEB_HOST:SENDGATE_WEB_PORT) the worker's web "
+            f"address, and not a proxy in trouble?"
+        )
     return doc
 
 
@@ -285,11 +323,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """A campaign pre-flight: what the gate would decide for each recipient now (writes nothing)."""
-    body: dict = {"sender": args.sender, "text": args.text, "network": args.network, "ts": args.at,
-                  "valid_for_s": args.valid_for, "category": args.category}
+    body: dict = {
+        "sender": args.sender,
+        "text": args.text,
+        "network": args.network,
+        "ts": args.at,
+        "valid_for_s": args.valid_for,
+        "category": args.category,
+    }
     if args.recipients:
         try:
-            with (sys.stdin if args.recipients == "-" else open(args.recipients, encoding="utf-8")) as fh:
+            with sys.stdin if args.recipients == "-" else open(args.recipients, encoding="utf-8") as fh:
                 body["recipients"] = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
         except OSError as exc:
             raise ConfigError(f"--recipients {args.recipients}: {exc.strerror}") from None
@@ -309,16 +353,25 @@ def _iso(ms: int) -> str:
 
 def format_check(doc: dict) -> str:
     s = doc["summary"]
-    lines = [f"{doc['app']} / {doc['sender']} on {doc['network']} at {_iso(doc['ts'])}: {s['now']} now, "
-             f"{s['paced']} paced" + (f" (the last at {_iso(s['last_slot'])})" if s["last_slot"] else "")
-             + f", {s['refused']} refused"
-             + (" (" + ", ".join(f"{r} {n}" for r, n in s["refused_by_reason"].items()) + ")" if s["refused"] else ""),
-             f"{'userkey':<24} {'outcome':<9} {'reason':<20} {'goes out':<20} detail"]
+    lines = [
+        f"{doc['app']} / {doc['sender']} on {doc['network']} at {_iso(doc['ts'])}: {s['now']} now, "
+        f"{s['paced']} paced"
+        + (f" (the last at {_iso(s['last_slot'])})" if s["last_slot"] else "")
+        + f", {s['refused']} refused"
+        + (" (" + ", ".join(f"{r} {n}" for r, n in s["refused_by_reason"].items()) + ")" if s["refused"] else ""),
+        f"{'userkey':<24} {'outcome':<9} {'reason':<20} {'goes out':<20} detail",
+    ]
     for r in doc["recipients"]:
-        when = (_iso(r["deliver_at"]) if r["outcome"] == "delayed" else "now" if r["outcome"] == "accepted" else
-                f"retry in {r['retry_after_s']} s" if r["retry_after_s"] else "-")
-        lines.append(f"{r['userkey'][:24]:<24} {r['outcome']:<9} {r['reason'][:20]:<20} {when:<20} "
-                     f"{r['detail'][:100]}")
+        when = (
+            _iso(r["deliver_at"])
+            if r["outcome"] == "delayed"
+            else "now"
+            if r["outcome"] == "accepted"
+            else f"retry in {r['retry_after_s']} s"
+            if r["retry_after_s"]
+            else "-"
+        )
+        lines.append(f"{r['userkey'][:24]:<24} {r['outcome']:<9} {r['reason'][:20]:<20} {when:<20} {r['detail'][:100]}")
     return "\n".join(lines) + "\n"
 
 
@@ -335,18 +388,28 @@ def format_status(doc: dict) -> str:
     lines.append("consent: " + ", ".join(f"{k} {n:,}" for k, n in doc["consent"].items()))
     lines.append("lag: " + (", ".join(f"p{p['partition']} {p['lag']:,}" for p in doc["partitions"]) or "no partitions"))
     b = doc["batches"]
-    lines.append(f"batches: {b['count']:,}, failed attempts {b['failed']:,}; "
-                 + ", ".join(f"{stage} {t['last_ms']} ms" for stage, t in b["stages"].items() if t["last_ms"] is not None))
+    lines.append(
+        f"batches: {b['count']:,}, failed attempts {b['failed']:,}; "
+        + ", ".join(f"{stage} {t['last_ms']} ms" for stage, t in b["stages"].items() if t["last_ms"] is not None)
+    )
     return "\n".join(lines) + "\n"
 
 
 # what `tail` follows: topic (under the prefix), the id that drops repeats, the typed record
-TAIL = {"decisions": ("decisions", "decision_id"), "consent": ("consent", "record_id"),
-        "grants": ("grants", "revocation_id"), "deadletter": ("deadletter", None)}
+TAIL = {
+    "decisions": ("decisions", "decision_id"),
+    "consent": ("consent", "record_id"),
+    "grants": ("grants", "revocation_id"),
+    "deadletter": ("deadletter", None),
+}
 # tail's filters: flag -> (the record field it matches, the topics it applies to)
-TAIL_FILTERS = {"app": ("app", tuple(TAIL)), "outcome": ("outcome", ("decisions",)),
-                "kind": ("kind", ("consent",)), "request_id": ("request_id", ("decisions",)),
-                "sender": ("sender", ("decisions", "consent"))}
+TAIL_FILTERS = {
+    "app": ("app", tuple(TAIL)),
+    "outcome": ("outcome", ("decisions",)),
+    "kind": ("kind", ("consent",)),
+    "request_id": ("request_id", ("decisions",)),
+    "sender": ("sender", ("decisions", "consent")),
+}
 
 
 def _tail_source(args: argparse.Namespace) -> str:
@@ -358,9 +421,11 @@ def _check_tail(args: argparse.Namespace) -> None:
     source = _tail_source(args)
     for flag, (_, applies) in TAIL_FILTERS.items():
         if getattr(args, flag) is not None and source not in applies:
-            args.parser.error(f"--{flag.replace('_', '-')} filters " + " and ".join(
-                "decisions" if a == "decisions" else f"--{a}" for a in applies)
-                + f", not {'decisions' if source == 'decisions' else '--' + source}")
+            args.parser.error(
+                f"--{flag.replace('_', '-')} filters "
+                + " and ".join("decisions" if a == "decisions" else f"--{a}" for a in applies)
+                + f", not {'decisions' if source == 'decisions' else '--' + source}"
+            )
     if args.exit and args.group:
         args.parser.error("--exit reads every partition to its end without a group; drop --group")
     if args.max_messages is not None and args.max_messages < 1:
@@ -372,8 +437,11 @@ def _check_tail(args: argparse.Namespace) -> None:
 def tail_filter(args: argparse.Namespace) -> Any:
     """The record filter of tail's flags; a dead letter's app is its key (events are keyed by app)."""
     source = _tail_source(args)
-    wanted = {("key" if source == "deadletter" and flag == "app" else field): getattr(args, flag)
-              for flag, (field, _) in TAIL_FILTERS.items() if getattr(args, flag) is not None}
+    wanted = {
+        ("key" if source == "deadletter" and flag == "app" else field): getattr(args, flag)
+        for flag, (field, _) in TAIL_FILTERS.items()
+        if getattr(args, flag) is not None
+    }
     return lambda doc: all(doc.get(field) == value for field, value in wanted.items())
 
 
@@ -393,8 +461,16 @@ async def _tail(args: argparse.Namespace) -> int:
     source = _tail_source(args)
     topic, unique = TAIL[source]
     printed = 0
-    reader = records(settings, settings.topic(topic), group_id=args.group, from_beginning=args.from_beginning,
-                     keep=tail_filter(args), unique=unique, to_end=args.exit, idle_timeout_s=args.timeout)
+    reader = records(
+        settings,
+        settings.topic(topic),
+        group_id=args.group,
+        from_beginning=args.from_beginning,
+        keep=tail_filter(args),
+        unique=unique,
+        to_end=args.exit,
+        idle_timeout_s=args.timeout,
+    )
     async with contextlib.aclosing(reader) as docs:
         async for doc in docs:
             sys.stdout.buffer.write(orjson.dumps(_typed(source, doc)) + b"\n")
@@ -423,8 +499,10 @@ async def _replay(args: argparse.Namespace) -> int:
     settings = _settings(args)
     policy = Policy.from_toml(args.replay_policy) if args.replay_policy else settings.policy()
     result = await replay(settings, args.name, policy, _until(args.until_offsets))
-    print(f"replay {args.name}: {result.events} events, {result.decisions} decisions, {result.deadlettered} invalid, "
-          f"{result.seconds:.1f} s ({result.rate:,.0f} events/s) -> {settings.topic(f'replay.{args.name}.decisions')}")
+    print(
+        f"replay {args.name}: {result.events} events, {result.decisions} decisions, {result.deadlettered} invalid, "
+        f"{result.seconds:.1f} s ({result.rate:,.0f} events/s) -> {settings.topic(f'replay.{args.name}.decisions')}"
+    )
     if args.compare:
         live = await read_decisions(settings, settings.topic("decisions"))
         replayed = await read_decisions(settings, settings.topic(f"replay.{args.name}.decisions"), result.start)
@@ -449,10 +527,16 @@ def cmd_config(args: argparse.Namespace) -> int:
     """Print the effective settings: every variable, its value (secrets masked) and where it came from."""
     settings = _settings(args)
     settings.policy()  # a policy file that does not load is an error here too
-    flags = {name: flag for name, flag, value in (
-        ("SENDGATE_BOOTSTRAP", "--bootstrap-server", args.bootstrap), ("SENDGATE_PARTITIONS", "--partitions",
-                                                                        args.partitions),
-        ("SENDGATE_POLICY", "--policy", args.policy), ("SENDGATE_STORE", "--store", args.store)) if value is not None}
+    flags = {
+        name: flag
+        for name, flag, value in (
+            ("SENDGATE_BOOTSTRAP", "--bootstrap-server", args.bootstrap),
+            ("SENDGATE_PARTITIONS", "--partitions", args.partitions),
+            ("SENDGATE_POLICY", "--policy", args.policy),
+            ("SENDGATE_STORE", "--store", args.store),
+        )
+        if value is not None
+    }
     rows = settings.describe(os.environ, flags)
     if args.json:
         doc = {name: {"value": value, "source": source} for name, value, source in rows}
@@ -472,9 +556,15 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         return NOT_ALL_RIGHT
     defaults = Policy().as_dict()
     changed = {k: v for k, v in policy.as_dict().items() if v != defaults[k]}
-    print(f"{args.file}: a valid policy; " + (f"{len(changed)} setting(s) differ from the defaults: "
-                                             + ", ".join(f"{k} = {v!r}" for k, v in changed.items())
-                                             if changed else "every setting is the default"))
+    print(
+        f"{args.file}: a valid policy; "
+        + (
+            f"{len(changed)} setting(s) differ from the defaults: "
+            + ", ".join(f"{k} = {v!r}" for k, v in changed.items())
+            if changed
+            else "every setting is the default"
+        )
+    )
     return OK
 
 
@@ -483,8 +573,9 @@ def _place(spec: str) -> tuple[int, int]:
     try:
         return int(partition), int(offset)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{spec!r} is not PARTITION@OFFSET (as `deadletter list` shows it, "
-                                         f"e.g. 0@12)") from None
+        raise argparse.ArgumentTypeError(
+            f"{spec!r} is not PARTITION@OFFSET (as `deadletter list` shows it, e.g. 0@12)"
+        ) from None
 
 
 async def _deadletter_list(args: argparse.Namespace) -> int:
@@ -496,10 +587,15 @@ async def _deadletter_list(args: argparse.Namespace) -> int:
         if args.json:
             sys.stdout.buffer.write(orjson.dumps(d.to_dict()) + b"\n")
         else:
-            print(f"{d.partition}@{d.offset}  {d.source}  key {_text(d.key)}  "
-                  f"{'signed by ' + d.signed_by if d.signed_by else 'unsigned'}  {d.error[:200]}")
-    print(f"{len(letters)} dead letter(s) in {settings.topic('deadletter')}"
-          + (" match" if args.error or args.app else ""), file=sys.stderr)
+            print(
+                f"{d.partition}@{d.offset}  {d.source}  key {_text(d.key)}  "
+                f"{'signed by ' + d.signed_by if d.signed_by else 'unsigned'}  {d.error[:200]}"
+            )
+    print(
+        f"{len(letters)} dead letter(s) in {settings.topic('deadletter')}"
+        + (" match" if args.error or args.app else ""),
+        file=sys.stderr,
+    )
     return OK
 
 
@@ -523,15 +619,22 @@ async def _deadletter_republish(args: argparse.Namespace) -> int:
         print(f"not republished: {d.where}: {why}", file=sys.stderr)
     if args.dry_run:
         for d in good:
-            print(f"would republish {d.where} ({d.source}, key {_text(d.key)}, "
-                  f"{'signed by ' + d.signed_by if d.signed_by else 'unsigned'}) to {d.topic}")
+            print(
+                f"would republish {d.where} ({d.source}, key {_text(d.key)}, "
+                f"{'signed by ' + d.signed_by if d.signed_by else 'unsigned'}) to {d.topic}"
+            )
     else:
         for d, meta in zip(good, await republish(settings, good)):
-            print(f"republished {d.where} ({d.source}, key {_text(d.key)}, "
-                  f"{'signed by ' + d.signed_by if d.signed_by else 'unsigned'}) -> "
-                  f"{meta.topic}[{meta.partition}]@{meta.offset}")
-    print(f"{'would republish' if args.dry_run else 'republished'} {len(good)} of {len(chosen)} selected dead "
-          f"letter(s); {settings.topic('deadletter')} keeps them all (it is a log)", file=sys.stderr)
+            print(
+                f"republished {d.where} ({d.source}, key {_text(d.key)}, "
+                f"{'signed by ' + d.signed_by if d.signed_by else 'unsigned'}) -> "
+                f"{meta.topic}[{meta.partition}]@{meta.offset}"
+            )
+    print(
+        f"{'would republish' if args.dry_run else 'republished'} {len(good)} of {len(chosen)} selected dead "
+        f"letter(s); {settings.topic('deadletter')} keeps them all (it is a log)",
+        file=sys.stderr,
+    )
     return NOT_ALL_RIGHT if refused or missing else OK
 
 
@@ -544,8 +647,10 @@ def cmd_keyring_init(args: argparse.Namespace) -> int:
     keyring = write_local_keyring(args.file, args.app)
     print(f"wrote {args.file} (mode 600) with keys: {', '.join(keyring.keys)}", file=sys.stderr)
     print(f"export SENDGATE_KEYRING={os.path.abspath(args.file)}")
-    print(f"export SENDGATE_KEY_ID={LOCAL_KEYS['operator']}  # publish as the operator; an app publishes with "
-          + (app_key_id(args.app[0]) if args.app else "its own app key"))
+    print(
+        f"export SENDGATE_KEY_ID={LOCAL_KEYS['operator']}  # publish as the operator; an app publishes with "
+        + (app_key_id(args.app[0]) if args.app else "its own app key")
+    )
     return 0
 
 
@@ -564,8 +669,11 @@ def cmd_api(args: argparse.Namespace) -> int:
             await require_topic(settings, settings.topic(name), 30)
 
     asyncio.run(topics_ready())
-    print(f"sendgate api: http://{args.host}:{args.port} (OpenAPI at /openapi.json, docs at /docs), decisions of "
-          f"{settings.topic('decisions')} on {settings.bootstrap}", flush=True)
+    print(
+        f"sendgate api: http://{args.host}:{args.port} (OpenAPI at /openapi.json, docs at /docs), decisions of "
+        f"{settings.topic('decisions')} on {settings.bootstrap}",
+        flush=True,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level, server_header=False)
     return 0
 
@@ -577,8 +685,10 @@ def cmd_add_api_key(args: argparse.Namespace) -> int:
     if not path:
         raise ConfigError("name the keyring: --keyring FILE or SENDGATE_KEYRING")
     key = add_api_key(path, args.app, args.webhook_url, args.webhook_secret_env)
-    print(f"added an API key of app {args.app!r} to {path} (only its SHA-256 is kept there); the key, shown "
-          f"this once:", file=sys.stderr)
+    print(
+        f"added an API key of app {args.app!r} to {path} (only its SHA-256 is kept there); the key, shown this once:",
+        file=sys.stderr,
+    )
     print(key)
     return 0
 
@@ -598,10 +708,16 @@ def _version() -> str:
 
 def _kafka(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The flag every command that talks to Kafka takes, spelt as Kafka's own tools and kcat spell it."""
-    p.add_argument("-b", "--bootstrap-server", dest="bootstrap", metavar="HOST:PORT[,...]",
-                   help="Kafka bootstrap servers (default: SENDGATE_BOOTSTRAP, else 127.0.0.1:9092)")
-    p.add_argument("--bootstrap", dest="bootstrap", metavar="HOST:PORT[,...]", action=Deprecated,
-                   replacement="--bootstrap-server")
+    p.add_argument(
+        "-b",
+        "--bootstrap-server",
+        dest="bootstrap",
+        metavar="HOST:PORT[,...]",
+        help="Kafka bootstrap servers (default: SENDGATE_BOOTSTRAP, else 127.0.0.1:9092)",
+    )
+    p.add_argument(
+        "--bootstrap", dest="bootstrap", metavar="HOST:PORT[,...]", action=Deprecated, replacement="--bootstrap-server"
+    )
     return p
 
 
@@ -620,9 +736,12 @@ def _run(coroutine_function: Any) -> Any:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sendgate", description="Outbound-message gate on Kafka (docs/command-line.md; "
-                                "exit codes: 0 done, 1 done but not all right, 2 nothing done: usage, settings or "
-                                "no broker, 70 a worker stalled, 130 interrupted).")
+    p = argparse.ArgumentParser(
+        prog="sendgate",
+        description="Outbound-message gate on Kafka (docs/command-line.md; "
+        "exit codes: 0 done, 1 done but not all right, 2 nothing done: usage, settings or "
+        "no broker, 70 a worker stalled, 130 interrupted).",
+    )
     p.add_argument("--version", action="version", version=f"sendgate {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -634,35 +753,55 @@ def parser() -> argparse.ArgumentParser:
     b = command("broker", "run a local single-node Kafka (KRaft) on 127.0.0.1", cmd_broker)
     b.add_argument("--port", type=int, default=9092, help="port of the PLAINTEXT listener (default 9092)")
     b.add_argument("--data-dir", help="keep the log here between runs (default: a temporary directory)")
-    b.add_argument("--scram", metavar="USER:PASSWORD",
-                   help="also listen for SASL_PLAINTEXT clients with SCRAM-SHA-256, as this user")
+    b.add_argument(
+        "--scram",
+        metavar="USER:PASSWORD",
+        help="also listen for SASL_PLAINTEXT clients with SCRAM-SHA-256, as this user",
+    )
     b.add_argument("--sasl-port", type=int, help="port of the --scram listener (default 9093)")
 
     w = _kafka(command("worker", "run the gate worker (Faust)", cmd_worker))
     _worker_flags(w)
 
-    pub = _kafka(command("publish", "validate JSON lines, sign them and publish them to <prefix>events",
-                         _run(_publish)))
+    pub = _kafka(
+        command("publish", "validate JSON lines, sign them and publish them to <prefix>events", _run(_publish))
+    )
     pub.add_argument("file", help="a file of JSON lines, or - for standard input")
 
-    t = _kafka(command("tail", "print decisions (or the consent trail, grant revocations or dead letters) as JSON "
-                               "lines", _run(_tail)))
+    t = _kafka(
+        command(
+            "tail",
+            "print decisions (or the consent trail, grant revocations or dead letters) as JSON lines",
+            _run(_tail),
+        )
+    )
     source = t.add_mutually_exclusive_group()
-    source.add_argument("--consent", action="store_true", help="follow <prefix>consent: consent changes and "
-                                                               "ambiguous inbounds")
-    source.add_argument("--grants", action="store_true", help="follow <prefix>grants: unrestricted grants "
-                                                              "sendgate revoked, and why")
-    source.add_argument("--deadletter", action="store_true", help="follow <prefix>deadletter: records the worker "
-                                                                  "could not decide, and why")
+    source.add_argument(
+        "--consent", action="store_true", help="follow <prefix>consent: consent changes and ambiguous inbounds"
+    )
+    source.add_argument(
+        "--grants", action="store_true", help="follow <prefix>grants: unrestricted grants sendgate revoked, and why"
+    )
+    source.add_argument(
+        "--deadletter",
+        action="store_true",
+        help="follow <prefix>deadletter: records the worker could not decide, and why",
+    )
     t.add_argument("--app", help="only this app's records (a dead letter's: its key)")
-    t.add_argument("--outcome", choices=["accepted", "delayed", "rejected", "released", "cancelled"],
-                   help="decisions: only this outcome")
+    t.add_argument(
+        "--outcome",
+        choices=["accepted", "delayed", "rejected", "released", "cancelled"],
+        help="decisions: only this outcome",
+    )
     t.add_argument("--request-id", help="decisions: only this request's")
     t.add_argument("--sender", help="decisions and --consent: only this sender's")
     t.add_argument("--kind", choices=["opt_out", "opt_in", "ambiguous"], help="with --consent: only this kind")
     t.add_argument("--from-beginning", action="store_true", help="start at the oldest record (default: new ones only)")
-    t.add_argument("--group", help="consumer group: share partitions with its members, commit offsets (default: "
-                                   "none, every partition, nothing committed)")
+    t.add_argument(
+        "--group",
+        help="consumer group: share partitions with its members, commit offsets (default: "
+        "none, every partition, nothing committed)",
+    )
     t.add_argument("--max-messages", type=int, metavar="N", help="stop after printing N records")
     t.add_argument("--exit", action="store_true", help="stop at the end: the last record there was on starting")
     t.add_argument("--timeout", type=float, metavar="S", help="stop when no record came for S seconds")
@@ -686,63 +825,94 @@ def parser() -> argparse.ArgumentParser:
 
     r = _kafka(command("replay", "decide the event log again into <prefix>replay.NAME.decisions", _run(_replay)))
     r.add_argument("--name", required=True, help="names the output topic (letters, digits, _ and -)")
-    r.add_argument("--policy", dest="replay_policy", metavar="FILE",
-                   help="policy TOML to replay with (default: the live policy, SENDGATE_POLICY)")
+    r.add_argument(
+        "--policy",
+        dest="replay_policy",
+        metavar="FILE",
+        help="policy TOML to replay with (default: the live policy, SENDGATE_POLICY)",
+    )
     r.add_argument("--config", dest="replay_policy", metavar="FILE", action=Deprecated, replacement="--policy")
     r.add_argument("--until-offsets", default="now", help="'now' (end offsets at start) or a JSON file")
     r.add_argument("--compare", action="store_true", help="compare with the live decisions by request_id")
-    r.add_argument("--changed-out", help="with --compare: where it writes the changed requests (JSON lines; "
-                                         "default replay-NAME-changed.jsonl)")
+    r.add_argument(
+        "--changed-out",
+        help="with --compare: where it writes the changed requests (JSON lines; default replay-NAME-changed.jsonl)",
+    )
 
     rb = _kafka(command("rebuild", "rebuild the live tables from the event log (workers stopped)", _run(_rebuild)))
-    rb.add_argument("--new-userkey-secret", action="store_true",
-                    help="rebuild under this SENDGATE_USERKEY_SECRET, replacing the one that built the state")
+    rb.add_argument(
+        "--new-userkey-secret",
+        action="store_true",
+        help="rebuild under this SENDGATE_USERKEY_SECRET, replacing the one that built the state",
+    )
 
-    dl = command("deadletter", "the records the worker could not decide: list them, republish chosen ones",
-                 lambda a: a.parser.error("say what: list or republish"))
+    dl = command(
+        "deadletter",
+        "the records the worker could not decide: list them, republish chosen ones",
+        lambda a: a.parser.error("say what: list or republish"),
+    )
     dlsub = dl.add_subparsers(dest="deadletter_command", required=True, metavar="{list,republish}")
-    dll = _kafka(dlsub.add_parser("list", help="print every dead letter: where it is, where it came from, why",
-                                  description="Print every dead letter: where it is, where it came from, why."))
+    dll = _kafka(
+        dlsub.add_parser(
+            "list",
+            help="print every dead letter: where it is, where it came from, why",
+            description="Print every dead letter: where it is, where it came from, why.",
+        )
+    )
     dll.set_defaults(func=_run(_deadletter_list), parser=dll)
-    dlr = _kafka(dlsub.add_parser("republish", help="send chosen dead letters back to <prefix>events with their "
-                                                    "key, value and signing headers",
-                                  description="Send chosen dead letters back to <prefix>events with their key, "
-                                              "value and signing headers; the dead-letter topic keeps them."))
+    dlr = _kafka(
+        dlsub.add_parser(
+            "republish",
+            help="send chosen dead letters back to <prefix>events with their key, value and signing headers",
+            description="Send chosen dead letters back to <prefix>events with their key, "
+            "value and signing headers; the dead-letter topic keeps them.",
+        )
+    )
     dlr.set_defaults(func=_run(_deadletter_republish), parser=dlr)
     for d in (dll, dlr):
         d.add_argument("--error", metavar="TEXT", help="only dead letters whose error contains TEXT")
         d.add_argument("--app", help="only dead letters keyed by this app")
     dll.add_argument("--json", action="store_true", help="one JSON object a line, with the record")
-    dlr.add_argument("--at", type=_place, action="append", metavar="PARTITION@OFFSET",
-                     help="the dead letter at this place of the dead-letter topic (repeatable)")
+    dlr.add_argument(
+        "--at",
+        type=_place,
+        action="append",
+        metavar="PARTITION@OFFSET",
+        help="the dead letter at this place of the dead-letter topic (repeatable)",
+    )
     dlr.add_argument("--all", action="store_true", help="every dead letter the other flags select")
     dlr.add_argument("--dry-run", action="store_true", help="say what would be republished, send nothing")
 
-    cf = _kafka(command("config", "print the effective settings (secrets masked) and where each came from",
-                        cmd_config))
+    cf = _kafka(command("config", "print the effective settings (secrets masked) and where each came from", cmd_config))
     _worker_flags(cf)
     cf.add_argument("--json", action="store_true", help="as a JSON object")
 
     pol = command("policy", "policy files", lambda a: a.parser.error("say what: check"))
     polsub = pol.add_subparsers(dest="policy_command", required=True, metavar="{check}")
-    pc = polsub.add_parser("check", help="load a policy file as the worker would, and say what it changes",
-                           description="Load a policy file as the worker would, and say what it changes; "
-                                       "exit 1 if it is invalid.")
+    pc = polsub.add_parser(
+        "check",
+        help="load a policy file as the worker would, and say what it changes",
+        description="Load a policy file as the worker would, and say what it changes; exit 1 if it is invalid.",
+    )
     pc.add_argument("file", help="the policy TOML file")
     pc.set_defaults(func=cmd_policy_check, parser=pc)
 
-    k = command("keyring", "keyring files: who may publish what (README, Sources)",
-                lambda a: a.parser.error("say what: init"))
+    k = command(
+        "keyring", "keyring files: who may publish what (README, Sources)", lambda a: a.parser.error("say what: init")
+    )
     ksub = k.add_subparsers(dest="keyring_command", required=True, metavar="{init}")
-    ki = ksub.add_parser("init", help="write a keyring with a fresh key of each role (operator, worker, network, "
-                                      "gateway) and one per --app")
+    ki = ksub.add_parser(
+        "init",
+        help="write a keyring with a fresh key of each role (operator, worker, network, gateway) and one per --app",
+    )
     ki.add_argument("file", help="the keyring file to write (mode 600)")
     ki.add_argument("--app", action="append", default=[], help="also a key for this app (repeatable)")
     ki.add_argument("--force", action="store_true", help="replace an existing file")
     ki.set_defaults(func=cmd_keyring_init, parser=ki)
 
-    a = _kafka(command("api", "serve the HTTP API: apps POST a message and get its decision (README, HTTP API)",
-                       cmd_api))
+    a = _kafka(
+        command("api", "serve the HTTP API: apps POST a message and get its decision (README, HTTP API)", cmd_api)
+    )
     a.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     a.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
 
@@ -752,8 +922,11 @@ def parser() -> argparse.ArgumentParser:
     ka.add_argument("app", help="the app the key speaks for")
     ka.add_argument("--keyring", help="the keyring file (default: SENDGATE_KEYRING)")
     ka.add_argument("--webhook-url", help="POST the app's later outcomes (released, cancelled, expired) here")
-    ka.add_argument("--webhook-secret-env", metavar="NAME", help="the environment variable holding the secret "
-                                                                  "the webhook's requests are signed with")
+    ka.add_argument(
+        "--webhook-secret-env",
+        metavar="NAME",
+        help="the environment variable holding the secret the webhook's requests are signed with",
+    )
     ka.set_defaults(func=cmd_add_api_key, parser=ka)
 
     command("demo", "start Kafka and a worker, run a small scenario, print the decisions", cmd_demo)

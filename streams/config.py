@@ -3,6 +3,7 @@
 CLI flags override the environment for the command they are given to. Defaults suit one
 worker on a laptop; production values are noted in README.md.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -38,8 +39,15 @@ class BrokerUnreachable(ConfigError):
     """No broker answers at SENDGATE_BOOTSTRAP (a ConfigError: the fix is a broker, or the setting)."""
 
 
-def _number(env: dict, name: str, default: Any, parse: Callable[[str], Any], what: str, minimum: float,
-            maximum: float | None = None) -> Any:
+def _number(
+    env: dict,
+    name: str,
+    default: Any,
+    parse: Callable[[str], Any],
+    what: str,
+    minimum: float,
+    maximum: float | None = None,
+) -> Any:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -52,8 +60,9 @@ def _number(env: dict, name: str, default: Any, parse: Callable[[str], Any], wha
     if maximum is not None and not minimum <= value <= maximum:
         raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
     if value < minimum:
-        raise ConfigError(f"{name} must " + (f"be at least {minimum}" if minimum else "not be negative")
-                          + f", got {value}")
+        raise ConfigError(
+            f"{name} must " + (f"be at least {minimum}" if minimum else "not be negative") + f", got {value}"
+        )
     return value
 
 
@@ -133,23 +142,55 @@ def is_loopback(host: str) -> bool:
 
 
 # Every setting's variable and the Settings field it fills, in the order `sendgate config` shows them.
-VARIABLES: tuple[tuple[str, str], ...] = tuple((f"SENDGATE_{name.upper()}", field) for name, field in (
-    ("bootstrap", "bootstrap"), ("topic_prefix", "topic_prefix"), ("group_id", "group_id"),
-    ("partitions", "partitions"), ("replication_factor", "replication_factor"), ("store", "store"),
-    ("data_dir", "data_dir"), ("policy", "policy_file"), ("tick_interval_s", "tick_interval_s"),
-    ("web", "web_enabled"), ("web_port", "web_port"), ("web_bind", "web_bind"), ("web_host", "web_host"),
-    ("session_timeout_s", "session_timeout_s"), ("heartbeat_interval_s", "heartbeat_interval_s"),
-    ("rebalance_timeout_s", "rebalance_timeout_s"), ("group_instance_id", "group_instance_id"),
-    ("log_level", "log_level"), ("log_format", "log_format"), ("processing_guarantee", "processing_guarantee"), ("batch_max", "batch_max"),
-    ("linger_ms", "linger_ms"), ("stall_exit_s", "stall_exit_s"), ("fast_restore", "fast_restore"),
-    ("events_timestamp_type", "events_timestamp_type"), ("metrics_networks", "metrics_networks"),
-    ("security_protocol", "security_protocol"), ("sasl_mechanism", "sasl_mechanism"),
-    ("sasl_username", "sasl_username"), ("sasl_password", "sasl_password"), ("ssl_cafile", "ssl_cafile"),
-    ("ssl_certfile", "ssl_certfile"), ("ssl_keyfile", "ssl_keyfile"), ("keyring", "keyring_file"),
-    ("auth", "auth"), ("key_id", "key_id"), ("key_secret", "key_secret"), ("operator_token", "operator_token"),
-    ("userkey_secret", "userkey_secret"), ("api_wait_s", "api_wait_s"), ("api_rate", "api_rate"),
-    ("api_burst", "api_burst"), ("api_max_body", "api_max_body"), ("api_memory", "api_memory"),
-))
+VARIABLES: tuple[tuple[str, str], ...] = tuple(
+    (f"SENDGATE_{name.upper()}", field)
+    for name, field in (
+        ("bootstrap", "bootstrap"),
+        ("topic_prefix", "topic_prefix"),
+        ("group_id", "group_id"),
+        ("partitions", "partitions"),
+        ("replication_factor", "replication_factor"),
+        ("store", "store"),
+        ("data_dir", "data_dir"),
+        ("policy", "policy_file"),
+        ("tick_interval_s", "tick_interval_s"),
+        ("web", "web_enabled"),
+        ("web_port", "web_port"),
+        ("web_bind", "web_bind"),
+        ("web_host", "web_host"),
+        ("session_timeout_s", "session_timeout_s"),
+        ("heartbeat_interval_s", "heartbeat_interval_s"),
+        ("rebalance_timeout_s", "rebalance_timeout_s"),
+        ("group_instance_id", "group_instance_id"),
+        ("log_level", "log_level"),
+        ("log_format", "log_format"),
+        ("processing_guarantee", "processing_guarantee"),
+        ("batch_max", "batch_max"),
+        ("linger_ms", "linger_ms"),
+        ("stall_exit_s", "stall_exit_s"),
+        ("fast_restore", "fast_restore"),
+        ("events_timestamp_type", "events_timestamp_type"),
+        ("metrics_networks", "metrics_networks"),
+        ("security_protocol", "security_protocol"),
+        ("sasl_mechanism", "sasl_mechanism"),
+        ("sasl_username", "sasl_username"),
+        ("sasl_password", "sasl_password"),
+        ("ssl_cafile", "ssl_cafile"),
+        ("ssl_certfile", "ssl_certfile"),
+        ("ssl_keyfile", "ssl_keyfile"),
+        ("keyring", "keyring_file"),
+        ("auth", "auth"),
+        ("key_id", "key_id"),
+        ("key_secret", "key_secret"),
+        ("operator_token", "operator_token"),
+        ("userkey_secret", "userkey_secret"),
+        ("api_wait_s", "api_wait_s"),
+        ("api_rate", "api_rate"),
+        ("api_burst", "api_burst"),
+        ("api_max_body", "api_max_body"),
+        ("api_memory", "api_memory"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -223,8 +264,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.match(self.topic_prefix):
-            raise ConfigError("SENDGATE_TOPIC_PREFIX must be letters, digits, '.', '_' or '-' and end with '.', "
-                              f"got {self.topic_prefix!r}")
+            raise ConfigError(
+                "SENDGATE_TOPIC_PREFIX must be letters, digits, '.', '_' or '-' and end with '.', "
+                f"got {self.topic_prefix!r}"
+            )
         if not _GROUP_ID_RE.match(self.group_id):
             raise ConfigError(f"SENDGATE_GROUP_ID must be letters, digits, '.', '_' or '-', got {self.group_id!r}")
         if self.store not in ("rocksdb://", "memory://"):
@@ -232,8 +275,10 @@ class Settings:
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"SENDGATE_LOG_FORMAT must be text or json, got {self.log_format!r}")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
-            raise ConfigError("SENDGATE_PROCESSING_GUARANTEE must be at_least_once or exactly_once, "
-                              f"got {self.processing_guarantee!r}")
+            raise ConfigError(
+                "SENDGATE_PROCESSING_GUARANTEE must be at_least_once or exactly_once, "
+                f"got {self.processing_guarantee!r}"
+            )
         if not self.bootstrap:
             raise ConfigError("SENDGATE_BOOTSTRAP must name at least one host:port")
         for name, value in self._numbers():
@@ -243,53 +288,83 @@ class Settings:
             raise ConfigError(f"SENDGATE_WEB_PORT must be between 0 and 65535, got {self.web_port}")
         _check_log_level(self.log_level)
         if self.stall_exit_s < 1:
-            raise ConfigError(f"SENDGATE_STALL_EXIT_S must be at least 1 (seconds of failures before the worker "
-                              f"exits), got {self.stall_exit_s}")
+            raise ConfigError(
+                f"SENDGATE_STALL_EXIT_S must be at least 1 (seconds of failures before the worker "
+                f"exits), got {self.stall_exit_s}"
+            )
         if self.events_timestamp_type not in TIMESTAMP_TYPES:
-            raise ConfigError(f"SENDGATE_EVENTS_TIMESTAMP_TYPE must be one of {', '.join(TIMESTAMP_TYPES)}, "
-                              f"got {self.events_timestamp_type!r}")
+            raise ConfigError(
+                f"SENDGATE_EVENTS_TIMESTAMP_TYPE must be one of {', '.join(TIMESTAMP_TYPES)}, "
+                f"got {self.events_timestamp_type!r}"
+            )
         if type(self.replication_factor) is not int or self.replication_factor < 1:
-            raise ConfigError(f"SENDGATE_REPLICATION_FACTOR must be a positive integer, got {self.replication_factor!r}")
+            raise ConfigError(
+                f"SENDGATE_REPLICATION_FACTOR must be a positive integer, got {self.replication_factor!r}"
+            )
         self._check_security()
 
     def _numbers(self) -> list[tuple[str, float]]:
-        return [(f"SENDGATE_{name.upper()}", getattr(self, name)) for name in (
-            "tick_interval_s", "session_timeout_s", "heartbeat_interval_s", "rebalance_timeout_s", "linger_ms",
-            "stall_exit_s", "api_wait_s", "api_rate")]
+        return [
+            (f"SENDGATE_{name.upper()}", getattr(self, name))
+            for name in (
+                "tick_interval_s",
+                "session_timeout_s",
+                "heartbeat_interval_s",
+                "rebalance_timeout_s",
+                "linger_ms",
+                "stall_exit_s",
+                "api_wait_s",
+                "api_rate",
+            )
+        ]
 
     def check_web_addresses(self) -> None:
         """Refuse a worker whose web server other machines can reach while it tells the other
         workers to reach it on loopback: each would then forward a key's request to itself."""
         if self.web_enabled and not is_loopback(self.web_bind) and is_loopback(self.web_host):
-            raise ConfigError(f"SENDGATE_WEB_BIND={self.web_bind} serves other machines, but SENDGATE_WEB_HOST="
-                              f"{self.web_host} (the address other workers are told to reach this one at) is "
-                              f"loopback: set SENDGATE_WEB_HOST to this machine's address (a pod's IP), or bind "
-                              f"127.0.0.1")
+            raise ConfigError(
+                f"SENDGATE_WEB_BIND={self.web_bind} serves other machines, but SENDGATE_WEB_HOST="
+                f"{self.web_host} (the address other workers are told to reach this one at) is "
+                f"loopback: set SENDGATE_WEB_HOST to this machine's address (a pod's IP), or bind "
+                f"127.0.0.1"
+            )
 
     def _check_security(self) -> None:
         # A security setting the chosen protocol would ignore is refused rather than dropped
         # silently: it almost always means the protocol is not the one intended.
         protocol = self.security_protocol
         if protocol not in SECURITY_PROTOCOLS:
-            raise ConfigError(f"SENDGATE_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, "
-                              f"got {protocol!r}")
-        sasl = {"SENDGATE_SASL_MECHANISM": self.sasl_mechanism, "SENDGATE_SASL_USERNAME": self.sasl_username,
-                "SENDGATE_SASL_PASSWORD": self.sasl_password}
+            raise ConfigError(
+                f"SENDGATE_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, got {protocol!r}"
+            )
+        sasl = {
+            "SENDGATE_SASL_MECHANISM": self.sasl_mechanism,
+            "SENDGATE_SASL_USERNAME": self.sasl_username,
+            "SENDGATE_SASL_PASSWORD": self.sasl_password,
+        }
         if protocol.startswith("SASL_"):
             missing = [name for name, value in sasl.items() if not value]
             if missing:
                 raise ConfigError(f"SENDGATE_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)}")
             if self.sasl_mechanism not in SASL_MECHANISMS:
-                raise ConfigError(f"SENDGATE_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, "
-                                  f"got {self.sasl_mechanism!r}")
+                raise ConfigError(
+                    f"SENDGATE_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, got {self.sasl_mechanism!r}"
+                )
         elif any(sasl.values()):
-            raise ConfigError(f"{', '.join(n for n, v in sasl.items() if v)} set, but SENDGATE_SECURITY_PROTOCOL="
-                              f"{protocol} does not use SASL (SASL_PLAINTEXT or SASL_SSL does)")
-        tls = {"SENDGATE_SSL_CAFILE": self.ssl_cafile, "SENDGATE_SSL_CERTFILE": self.ssl_certfile,
-               "SENDGATE_SSL_KEYFILE": self.ssl_keyfile}
+            raise ConfigError(
+                f"{', '.join(n for n, v in sasl.items() if v)} set, but SENDGATE_SECURITY_PROTOCOL="
+                f"{protocol} does not use SASL (SASL_PLAINTEXT or SASL_SSL does)"
+            )
+        tls = {
+            "SENDGATE_SSL_CAFILE": self.ssl_cafile,
+            "SENDGATE_SSL_CERTFILE": self.ssl_certfile,
+            "SENDGATE_SSL_KEYFILE": self.ssl_keyfile,
+        }
         if not protocol.endswith("SSL") and any(tls.values()):
-            raise ConfigError(f"{', '.join(n for n, v in tls.items() if v)} set, but SENDGATE_SECURITY_PROTOCOL="
-                              f"{protocol} does not use TLS (SSL or SASL_SSL does)")
+            raise ConfigError(
+                f"{', '.join(n for n, v in tls.items() if v)} set, but SENDGATE_SECURITY_PROTOCOL="
+                f"{protocol} does not use TLS (SSL or SASL_SSL does)"
+            )
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("SENDGATE_SSL_KEYFILE needs SENDGATE_SSL_CERTFILE (the client certificate)")
 
@@ -300,7 +375,9 @@ class Settings:
         return cls(
             bootstrap=env.get("SENDGATE_BOOTSTRAP") or d.bootstrap,
             topic_prefix=env.get("SENDGATE_TOPIC_PREFIX") or d.topic_prefix,
-            group_id=env.get("SENDGATE_GROUP_ID") or env.get("SENDGATE_APP_ID") or d.group_id,  # APP_ID: its former name
+            group_id=env.get("SENDGATE_GROUP_ID")
+            or env.get("SENDGATE_APP_ID")
+            or d.group_id,  # APP_ID: its former name
             partitions=_int(env, "SENDGATE_PARTITIONS", d.partitions, minimum=1),
             store=env.get("SENDGATE_STORE") or d.store,
             data_dir=env.get("SENDGATE_DATA_DIR") or d.data_dir,
@@ -322,7 +399,8 @@ class Settings:
             replication_factor=_int(env, "SENDGATE_REPLICATION_FACTOR", d.replication_factor, minimum=1),
             events_timestamp_type=env.get("SENDGATE_EVENTS_TIMESTAMP_TYPE") or d.events_timestamp_type,
             metrics_networks=tuple(n.strip() for n in env["SENDGATE_METRICS_NETWORKS"].split(",") if n.strip())
-            if env.get("SENDGATE_METRICS_NETWORKS") else d.metrics_networks,
+            if env.get("SENDGATE_METRICS_NETWORKS")
+            else d.metrics_networks,
             security_protocol=env.get("SENDGATE_SECURITY_PROTOCOL") or d.security_protocol,
             sasl_mechanism=env.get("SENDGATE_SASL_MECHANISM") or None,
             sasl_username=env.get("SENDGATE_SASL_USERNAME") or None,
@@ -347,8 +425,11 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes `Settings.from_env` return these settings (for child processes)."""
-        return {name: value for name, value in ((name, self._env_value(attribute)) for name, attribute in VARIABLES)
-                if value is not None}
+        return {
+            name: value
+            for name, value in ((name, self._env_value(attribute)) for name, attribute in VARIABLES)
+            if value is not None
+        }
 
     def _env_value(self, field: str) -> str | None:
         value = getattr(self, field)
@@ -388,8 +469,11 @@ class Settings:
         options: dict[str, Any] = {"security_protocol": self.security_protocol}
         if self.security_protocol.startswith("SASL_"):
             # aiokafka names them sasl_plain_* for SCRAM too
-            options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                           sasl_plain_password=self.sasl_password)
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
         if self.security_protocol.endswith("SSL"):
             options["ssl_context"] = self._ssl_context()
         return options
@@ -401,8 +485,12 @@ class Settings:
         options = self.kafka_options()
         if self.security_protocol.startswith("SASL_"):
             # with an ssl_context Faust speaks SASL_SSL, without one SASL_PLAINTEXT
-            return faust.SASLCredentials(username=self.sasl_username, password=self.sasl_password,
-                                         mechanism=self.sasl_mechanism, ssl_context=options.get("ssl_context"))
+            return faust.SASLCredentials(
+                username=self.sasl_username,
+                password=self.sasl_password,
+                mechanism=self.sasl_mechanism,
+                ssl_context=options.get("ssl_context"),
+            )
         if self.security_protocol == "SSL":
             return faust.SSLCredentials(options["ssl_context"])
         return None
@@ -414,8 +502,10 @@ class Settings:
             # verifies the broker's certificate and host name; presents ours when one is configured
             return create_ssl_context(cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile)
         except OSError as exc:  # a missing file, or ssl.SSLError (bad PEM, a key that does not match)
-            raise ConfigError(f"cannot load TLS files (SENDGATE_SSL_CAFILE={self.ssl_cafile}, SENDGATE_SSL_CERTFILE="
-                              f"{self.ssl_certfile}, SENDGATE_SSL_KEYFILE={self.ssl_keyfile}): {exc}") from None
+            raise ConfigError(
+                f"cannot load TLS files (SENDGATE_SSL_CAFILE={self.ssl_cafile}, SENDGATE_SSL_CERTFILE="
+                f"{self.ssl_certfile}, SENDGATE_SSL_KEYFILE={self.ssl_keyfile}): {exc}"
+            ) from None
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -443,8 +533,10 @@ class Settings:
         if not self.auth:
             return None
         if not self.keyring_file:
-            raise ConfigError("no keyring: set SENDGATE_KEYRING to the keyring file that says who may publish what "
-                              "(README, Sources), or SENDGATE_AUTH=off to take every producer at its word")
+            raise ConfigError(
+                "no keyring: set SENDGATE_KEYRING to the keyring file that says who may publish what "
+                "(README, Sources), or SENDGATE_AUTH=off to take every producer at its word"
+            )
         try:
             return Keyring.from_toml(self.keyring_file)
         except KeyringError as exc:
@@ -457,8 +549,10 @@ class Settings:
         if self.key_secret:
             return SigningKey(self.key_id, "", self.key_secret.encode())
         if not self.keyring_file:
-            raise ConfigError(f"SENDGATE_KEY_ID={self.key_id} needs its secret: SENDGATE_KEY_SECRET, or "
-                              f"SENDGATE_KEYRING with that key")
+            raise ConfigError(
+                f"SENDGATE_KEY_ID={self.key_id} needs its secret: SENDGATE_KEY_SECRET, or "
+                f"SENDGATE_KEYRING with that key"
+            )
         try:
             key = Keyring.from_toml(self.keyring_file).keys.get(self.key_id)
         except KeyringError as exc:

@@ -6,6 +6,7 @@ earlier opt-outs: it would accept sends to users who said STOP. So the first wor
 writes a fingerprint of its secret (an HMAC of a fixed label, never the secret) to the compacted
 topic `<group_id>-identity`, and every worker, replay and rebuild compares its own before it starts.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,12 @@ async def write_fingerprint(settings: Settings) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", **settings.kafka_options())
     await start_client(producer, settings)
     try:
-        await producer.send_and_wait(identity_topic(settings), key=SECRET_KEY, partition=0,
-                                     value=orjson.dumps({"fingerprint": fingerprint(settings.userkey_secret)}))
+        await producer.send_and_wait(
+            identity_topic(settings),
+            key=SECRET_KEY,
+            partition=0,
+            value=orjson.dumps({"fingerprint": fingerprint(settings.userkey_secret)}),
+        )
     finally:
         await producer.stop()
 
@@ -70,4 +75,5 @@ async def check_userkey_secret(settings: Settings, who: str, adopt: bool = True)
             f"{who}: the state of group {settings.group_id} was built {built}, and {given}: the tables key "
             f"userkeys by that secret, so this {who} would find none of the earlier opt-outs. Start it with the "
             f"secret that built the state; to change the secret, stop the workers and rebuild the state from the "
-            f"log under the new one (`sendgate rebuild --new-userkey-secret`)")
+            f"log under the new one (`sendgate rebuild --new-userkey-secret`)"
+        )

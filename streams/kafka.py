@@ -4,6 +4,7 @@ waiting for partitions, and reading a log directly (offsets, records).
 Replay and rebuild read the log from offset 0 with `read_log`, so they need no durable state of
 their own: no consumer group, no changelog, no local store, and nothing a live worker could notice.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,8 +16,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import create_conn
-from aiokafka.errors import (KafkaConnectionError, KafkaError, SaslAuthenticationFailed, TopicAlreadyExistsError,
-                             UnsupportedSaslMechanismError, for_code)
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+    for_code,
+)
 
 from .config import BrokerUnreachable, ConfigError, KafkaAuthError, Settings
 
@@ -37,7 +44,8 @@ async def start_client(client: Any, settings: Settings) -> None:
                     raise KafkaAuthError(
                         f"authentication failed at {host}:{port} for user {settings.sasl_username!r}: "
                         f"{exc.args[0] if exc.args else exc} (check SENDGATE_SASL_MECHANISM, "
-                        f"SENDGATE_SASL_USERNAME and SENDGATE_SASL_PASSWORD)") from None
+                        f"SENDGATE_SASL_USERNAME and SENDGATE_SASL_PASSWORD)"
+                    ) from None
                 except (OSError, KafkaError, asyncio.TimeoutError):
                     continue  # not a login problem: the original error stands
                 conn.close()
@@ -46,12 +54,15 @@ async def start_client(client: Any, settings: Settings) -> None:
 
 def unreachable(settings: Settings) -> str:
     """The one line a user sees when no broker answers at the configured address."""
-    return (f"cannot reach Kafka at {settings.bootstrap}: start one with `sendgate broker`, or point "
-            f"SENDGATE_BOOTSTRAP (or -b/--bootstrap-server) at a running broker")
+    return (
+        f"cannot reach Kafka at {settings.bootstrap}: start one with `sendgate broker`, or point "
+        f"SENDGATE_BOOTSTRAP (or -b/--bootstrap-server) at a running broker"
+    )
 
 
-async def ensure_topics(settings: Settings, names: list[str], partitions: int | None = None,
-                        compact: bool = False) -> None:
+async def ensure_topics(
+    settings: Settings, names: list[str], partitions: int | None = None, compact: bool = False
+) -> None:
     """Create missing topics (the broker does not auto-create), with the configured partition count
     unless `partitions` is given; `compact` for changelogs."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_options())
@@ -61,19 +72,31 @@ async def ensure_topics(settings: Settings, names: list[str], partitions: int | 
         missing = set(names) - set(await admin.list_topics())
         if missing:
             try:
-                response = await admin.create_topics([
-                    NewTopic(name, partitions or settings.partitions, settings.replication_factor,
-                             topic_configs={**compaction, **settings.topic_configs(name)})
-                    for name in sorted(missing)])
+                response = await admin.create_topics(
+                    [
+                        NewTopic(
+                            name,
+                            partitions or settings.partitions,
+                            settings.replication_factor,
+                            topic_configs={**compaction, **settings.topic_configs(name)},
+                        )
+                        for name in sorted(missing)
+                    ]
+                )
             except TopicAlreadyExistsError:  # another process won the race
                 return
             # the response holds an error per topic; one that exists already is another process's win
-            refused = [f"{name}: {message or for_code(code).__name__}" for name, code, *rest in response.topic_errors
-                       for message in [rest[0] if rest else None]
-                       if code not in (0, TopicAlreadyExistsError.errno)]
+            refused = [
+                f"{name}: {message or for_code(code).__name__}"
+                for name, code, *rest in response.topic_errors
+                for message in [rest[0] if rest else None]
+                if code not in (0, TopicAlreadyExistsError.errno)
+            ]
             if refused:
-                raise ConfigError(f"the broker at {settings.bootstrap} refused to create {'; '.join(refused)} "
-                                  f"(SENDGATE_REPLICATION_FACTOR={settings.replication_factor})")
+                raise ConfigError(
+                    f"the broker at {settings.bootstrap} refused to create {'; '.join(refused)} "
+                    f"(SENDGATE_REPLICATION_FACTOR={settings.replication_factor})"
+                )
     finally:
         await admin.close()
 
@@ -92,16 +115,19 @@ async def check_events_clock(settings: Settings) -> None:
         await admin.close()
     refused = [for_code(code).__name__ for code, _, _, name, _ in response.resources if name == topic and code]
     if refused:  # e.g. TopicAuthorizationFailedError: no DescribeConfigs ACL (docs/security-and-privacy.md, "Kafka ACLs per role")
-        raise ConfigError(f"SENDGATE_EVENTS_TIMESTAMP_TYPE=LogAppendTime, but the configs of topic {topic} "
-                          f"cannot be read at {settings.bootstrap}: {refused[0]}")
-    values = {entry[0]: entry[1] for _, _, _, name, entries in response.resources if name == topic
-              for entry in entries}
+        raise ConfigError(
+            f"SENDGATE_EVENTS_TIMESTAMP_TYPE=LogAppendTime, but the configs of topic {topic} "
+            f"cannot be read at {settings.bootstrap}: {refused[0]}"
+        )
+    values = {entry[0]: entry[1] for _, _, _, name, entries in response.resources if name == topic for entry in entries}
     actual = values.get("message.timestamp.type")
     if actual != "LogAppendTime":
-        raise ConfigError(f"SENDGATE_EVENTS_TIMESTAMP_TYPE=LogAppendTime, but topic {topic} has "
-                          f"message.timestamp.type={actual}: its records keep the producers' timestamps. Set it "
-                          f"(kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config "
-                          f"message.timestamp.type=LogAppendTime) or unset the variable")
+        raise ConfigError(
+            f"SENDGATE_EVENTS_TIMESTAMP_TYPE=LogAppendTime, but topic {topic} has "
+            f"message.timestamp.type={actual}: its records keep the producers' timestamps. Set it "
+            f"(kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config "
+            f"message.timestamp.type=LogAppendTime) or unset the variable"
+        )
 
 
 async def partitions_of(settings: Settings, topic: str, wait_s: float) -> list[int]:
@@ -123,7 +149,6 @@ async def partitions_of(settings: Settings, topic: str, wait_s: float) -> list[i
         await admin.close()
 
 
-
 @dataclass(slots=True)
 class LogRecord:
     partition: int
@@ -137,8 +162,9 @@ class LogRecord:
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """The current end (next offset to be written) of every partition of `topic`."""
     partitions = await partitions_of(settings, topic, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                                **settings.kafka_options())
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap, enable_auto_commit=False, **settings.kafka_options()
+    )
     await consumer.start()
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
@@ -160,9 +186,13 @@ async def committed_offsets(settings: Settings, group: str, topic: str) -> dict[
     return {p: committed.get(p, 0) for p in partitions}
 
 
-async def read_log(settings: Settings, topic: str, until: dict[int, int],
-                   progress: Callable[[int, int], None] | None = None,
-                   start: dict[int, int] | None = None) -> AsyncIterator[LogRecord]:
+async def read_log(
+    settings: Settings,
+    topic: str,
+    until: dict[int, int],
+    progress: Callable[[int, int], None] | None = None,
+    start: dict[int, int] | None = None,
+) -> AsyncIterator[LogRecord]:
     """Every record of `topic` from offset `start[partition]` (default 0) up to (not including)
     `until[partition]`, each partition in order. Partitions interleave as they are fetched, as they
     do in a live worker."""
@@ -170,8 +200,13 @@ async def read_log(settings: Settings, topic: str, until: dict[int, int],
     todo = {p: end for p, end in until.items() if end > start.get(p, 0)}
     if not todo:
         return
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_poll_records=2000, **settings.kafka_options())
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=2000,
+        **settings.kafka_options(),
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in todo]

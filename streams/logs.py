@@ -9,6 +9,7 @@ name apps, topics, partitions and offsets, never a userkey or a text (docs/opera
 The worker gets it through Faust's logging config (`faust.App(logging_config=...)`, read by Faust's
 `Worker` when it sets up logging); every other command through `configure()`.
 """
+
 from __future__ import annotations
 
 import logging

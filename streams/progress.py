@@ -1,5 +1,6 @@
 """A progress line for long-running commands (publish, replay, rebuild): bar, rate and ETA, on a
 terminal only (redirected output gets the final summary alone)."""
+
 from __future__ import annotations
 
 import sys
@@ -25,8 +26,10 @@ class Progress:
         eta = (elapsed / share - elapsed) if share > 0 else float("inf")
         if eta == float("inf"):
             return f"{self.what}: [{bar:<20}]  0.0%"
-        return (f"{self.what}: [{bar:<20}] {share:5.1%} {done:,}/{self.total:,} {self.unit}, {rate:,.0f} {per}, "
-                f"ETA {eta:,.0f} s")
+        return (
+            f"{self.what}: [{bar:<20}] {share:5.1%} {done:,}/{self.total:,} {self.unit}, {rate:,.0f} {per}, "
+            f"ETA {eta:,.0f} s"
+        )
 
     def update(self, done: int, rate_done: int | None = None) -> None:
         now = time.monotonic()

@@ -3,6 +3,7 @@
 Send steps: `pace` (the sender's clusters, and the same rules over all of the app's sender
 names: the stricter verdict holds) and `count` (a refused send takes no slot in either count).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,10 +34,16 @@ def pace(c: SendContext) -> list[Record] | None:
         c.counted.append((WHOLE_APP, whole))
         c.subject = f"app-{w.cluster_id}"  # the text's subject across the app's sender names (subjects)
         if w.outcome == Outcome.REJECTED or (w.deliver_at or e.ts) > (v.deliver_at or e.ts):
-            v = dataclasses.replace(w, cluster_id=f"app-{w.cluster_id}",
-                                    detail=f"counted across all of the app's sender names: {w.detail}")
-    burst = dict(similarity=v.similarity, similar_recipients=v.similar_recipients, cluster_id=v.cluster_id,
-                 deliver_at=v.deliver_at, retry_after_s=v.retry_after_s)
+            v = dataclasses.replace(
+                w, cluster_id=f"app-{w.cluster_id}", detail=f"counted across all of the app's sender names: {w.detail}"
+            )
+    burst = dict(
+        similarity=v.similarity,
+        similar_recipients=v.similar_recipients,
+        cluster_id=v.cluster_id,
+        deliver_at=v.deliver_at,
+        retry_after_s=v.retry_after_s,
+    )
     if v.outcome == Outcome.ACCEPTED and v.reason == BURST_FREE:  # free of pacing: it goes on its consent
         if c.not_before:  # ... when the recipient's window opens
             c.decision = quiet.held(c, f"{c.because}; {v.detail}", **burst)

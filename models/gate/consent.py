@@ -4,6 +4,7 @@ Send steps: `opted_out` (an opted-out userkey gets nothing but the one confirmat
 opt-out), `category` (the consent held must cover the send's kind of message) and `basis` (a
 send that is no reply needs a conversation, an opt-in or the app's unrestricted grant).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -48,8 +49,19 @@ def inbound(gate: Gate, e: ev.Inbound, store: Store) -> list[Record]:
         retention.index_lapse(e.app, e.sender, user_id, conv.last_ts // DAY_MS, horizon, store)
 
     def audit(kind: str, categories: int | None = None) -> ConsentRecord:
-        return ConsentRecord(e.app, user_id, kind, said.rule, "inbound", e.event_id, e.sender, said.normalized,
-                             said.matched, e.ts, categories=None if categories is None else names(categories))
+        return ConsentRecord(
+            e.app,
+            user_id,
+            kind,
+            said.rule,
+            "inbound",
+            e.event_id,
+            e.sender,
+            said.normalized,
+            said.matched,
+            e.ts,
+            categories=None if categories is None else names(categories),
+        )
 
     if said.kind in (OPT_OUT, OPT_IN):
         user_key = key(e.app, user_id)
@@ -96,9 +108,22 @@ def opt_change(gate: Gate, e: ev.OptIn | ev.OptOut, store: Store) -> list[Record
         user.opt_out(e.ts, how)
         categories = names(user.stopped)
     store.set(USERKEYS, user_key, user.to_bytes())
-    return [ConsentRecord(app=e.app, userkey=user_id, kind=kind, rule=f"{kind}_event", source=how,
-                          source_event_id=e.event_id, sender="", text="", matched="", ts=e.ts,
-                          categories=categories, evidence=evidence)]
+    return [
+        ConsentRecord(
+            app=e.app,
+            userkey=user_id,
+            kind=kind,
+            rule=f"{kind}_event",
+            source=how,
+            source_event_id=e.event_id,
+            sender="",
+            text="",
+            matched="",
+            ts=e.ts,
+            categories=categories,
+            evidence=evidence,
+        )
+    ]
 
 
 EVIDENCE = ("method", "consent_text", "consent_version", "location")  # an opt_in event's, for the audit trail
@@ -111,27 +136,42 @@ def opted_out(c: SendContext) -> list[Record] | None:
         return None
     # only a send that says it answers the opt-out may confirm it: the gate cannot read a
     # text's intent, so it does not infer it from timing (an implicit reply)
-    confirms, why_not = user.confirmation_check(e.reply_to, c.answered is not None, e.ts,
-                                                p.opt_out_confirmation_s * 1000)
+    confirms, why_not = user.confirmation_check(
+        e.reply_to, c.answered is not None, e.ts, p.opt_out_confirmation_s * 1000
+    )
     if confirms:
         user.confirmed = True
         c.store.set(USERKEYS, key(e.app, c.user_id), user.to_bytes())
-        decision = c.decide(Outcome.ACCEPTED, Reason.OPT_OUT_CONFIRMATION,
-                            f"the one confirmation allowed after the opt-out at {iso(user.changed_ts)} "
-                            f"({user.how}), within {p.opt_out_confirmation_s} s (FCC 47 CFR 64.1200(a)(12)); "
-                            f"it must carry no marketing, and nothing may follow it", reply=True)
+        decision = c.decide(
+            Outcome.ACCEPTED,
+            Reason.OPT_OUT_CONFIRMATION,
+            f"the one confirmation allowed after the opt-out at {iso(user.changed_ts)} "
+            f"({user.how}), within {p.opt_out_confirmation_s} s (FCC 47 CFR 64.1200(a)(12)); "
+            f"it must carry no marketing, and nothing may follow it",
+            reply=True,
+        )
         return [decision, c.gate.delivery(e, decision)]
-    stopped = ("nothing may be sent to it" if user.stopped == ALL else
-               f"no {' or '.join(names(user.stopped))} message may be sent to it (policy opt_out_scope: category)")
-    return [c.decide(Outcome.REJECTED, Reason.OPTED_OUT,
-                     f"userkey opted out at {iso(user.changed_ts)} ({user.how}); {stopped} until it opts in "
-                     f"again (opt_in event or a keyword such as START){why_not}")]
+    stopped = (
+        "nothing may be sent to it"
+        if user.stopped == ALL
+        else f"no {' or '.join(names(user.stopped))} message may be sent to it (policy opt_out_scope: category)"
+    )
+    return [
+        c.decide(
+            Outcome.REJECTED,
+            Reason.OPTED_OUT,
+            f"userkey opted out at {iso(user.changed_ts)} ({user.how}); {stopped} until it opts in "
+            f"again (opt_in event or a keyword such as START){why_not}",
+        )
+    ]
 
 
 # the consent each kind of message needs, in words (models/categories.py)
-NEEDS = {Category.INFORMATIONAL: "the user to have written to the sender, an opt-in, or the app's grant",
-         Category.PROMOTIONAL: "express consent to marketing: an opt-in that names promotional messages "
-                               "(an opt_in event with categories including promotional, or a keyword such as START)"}
+NEEDS = {
+    Category.INFORMATIONAL: "the user to have written to the sender, an opt-in, or the app's grant",
+    Category.PROMOTIONAL: "express consent to marketing: an opt-in that names promotional messages "
+    "(an opt_in event with categories including promotional, or a keyword such as START)",
+}
 
 
 def category(c: SendContext) -> list[Record] | None:
@@ -153,17 +193,22 @@ def category(c: SendContext) -> list[Record] | None:
         return None
     if c.grant().allows(e.ts):
         covered |= GRANTED
-        held.append(f"the app holds an unrestricted-outbound grant, which covers {' and '.join(names(GRANTED))} "
-                    f"messages")
+        held.append(
+            f"the app holds an unrestricted-outbound grant, which covers {' and '.join(names(GRANTED))} messages"
+        )
         if covers(covered, kind):
             return None
     if not held and kind != Category.PROMOTIONAL:
         return None
     has = "; the userkey " + "; ".join(held) if held else "; the userkey has given no consent"
-    return [c.decide(Outcome.REJECTED, Reason.NO_CONSENT_FOR_CATEGORY,
-                     f"a {kind} message needs {NEEDS[kind]}{has}" + (
-                         f" (the send's category: {e.category})" if e.category else
-                         f" (the policy's default_category: {kind})"))]
+    return [
+        c.decide(
+            Outcome.REJECTED,
+            Reason.NO_CONSENT_FOR_CATEGORY,
+            f"a {kind} message needs {NEEDS[kind]}{has}"
+            + (f" (the send's category: {e.category})" if e.category else f" (the policy's default_category: {kind})"),
+        )
+    ]
 
 
 def basis(c: SendContext) -> list[Record] | None:
@@ -180,10 +225,17 @@ def basis(c: SendContext) -> list[Record] | None:
     else:
         note = f" ({c.reply_why})" if c.reply_why else ""
         if grant.revoked_by_sendgate:
-            note += (f"; the app lost its unrestricted-outbound grant at {iso(grant.since_ts)}: {grant.reason}; "
-                     f"an operator's app_policy event restores it")
-        return [c.decide(Outcome.REJECTED, Reason.NO_CONVERSATION,
-                         f"userkey has not written to sender '{e.sender}' and has not opted in to app "
-                         f"'{e.app}'{note}{c.lapse_note}; the user must message this sender first, or opt in "
-                         f"(opt_in event or a keyword such as START)")]
+            note += (
+                f"; the app lost its unrestricted-outbound grant at {iso(grant.since_ts)}: {grant.reason}; "
+                f"an operator's app_policy event restores it"
+            )
+        return [
+            c.decide(
+                Outcome.REJECTED,
+                Reason.NO_CONVERSATION,
+                f"userkey has not written to sender '{e.sender}' and has not opted in to app "
+                f"'{e.app}'{note}{c.lapse_note}; the user must message this sender first, or opt in "
+                f"(opt_in event or a keyword such as START)",
+            )
+        ]
     return None

@@ -3,6 +3,7 @@
 
 Send step: `contact_list` (refused where the userkey has not authorized the bot).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -26,11 +27,19 @@ def contact(gate: Gate, e: ev.Contact, store: Store) -> None:
 
 def contact_list(c: SendContext) -> list[Record] | None:
     e = c.e
-    if (e.network not in c.policy.contact_list_networks or c.user.stops(c.category)
-            or c.store.get(CONTACTS, key(e.app, c.user_id, e.network)) is not None):
+    if (
+        e.network not in c.policy.contact_list_networks
+        or c.user.stops(c.category)
+        or c.store.get(CONTACTS, key(e.app, c.user_id, e.network)) is not None
+    ):
         return None
-    return [c.decide(Outcome.REJECTED, Reason.NOT_IN_CONTACTS,
-                     f"network '{e.network}' delivers only to users who put the bot on their contact list "
-                     f"(policy contact_list_networks), and this userkey has not: it has not written on "
-                     f"{e.network} and no contact event authorizes it; ask the user to add the bot, then "
-                     f"publish a contact event with authorized: true (or wait for the user to write)")]
+    return [
+        c.decide(
+            Outcome.REJECTED,
+            Reason.NOT_IN_CONTACTS,
+            f"network '{e.network}' delivers only to users who put the bot on their contact list "
+            f"(policy contact_list_networks), and this userkey has not: it has not written on "
+            f"{e.network} and no contact event authorizes it; ask the user to add the bot, then "
+            f"publish a contact event with authorized: true (or wait for the user to write)",
+        )
+    ]

@@ -1,4 +1,5 @@
 """What the steps of one send request share: the request, its rows, and what earlier steps found."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -50,9 +51,17 @@ class SendContext:
     @classmethod
     def of(cls, gate: Gate, e: ev.Send, store: Store) -> SendContext:
         user_id = gate.stored_userkey(e.userkey)
-        return cls(gate, store, e, gate.policy, user_id, Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id))),
-                   Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id))),
-                   gate.valid_until(e), gate.category_of(e))
+        return cls(
+            gate,
+            store,
+            e,
+            gate.policy,
+            user_id,
+            Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id))),
+            Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id))),
+            gate.valid_until(e),
+            gate.category_of(e),
+        )
 
     def grant(self) -> AppGrant:
         """The app's unrestricted-outbound grant, read once per send (consent.category and basis)."""
@@ -64,5 +73,11 @@ class SendContext:
         return Decision.on(self.e, outcome, reason, detail, self.e.ts, **extra)
 
     def refuse(self, refusal: SlotRefusal, **extra: Any) -> Decision:
-        return self.decide(Outcome.REJECTED, refusal.reason, refusal.detail, deliver_at=refusal.deliver_at,
-                           retry_after_s=refusal.retry_after_s, **extra)
+        return self.decide(
+            Outcome.REJECTED,
+            refusal.reason,
+            refusal.detail,
+            deliver_at=refusal.deliver_at,
+            retry_after_s=refusal.retry_after_s,
+            **extra,
+        )

@@ -4,6 +4,7 @@
 app said before gets its first answer again, and any other goes to its handler (`HANDLERS`), a
 small function in the module of its concept.
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,8 +32,9 @@ CHECK_ID = "\x00check-"  # request ids of a check's sends: a control character, 
 
 
 class Gate:
-    def __init__(self, policy: Policy | None = None, userkey_secret: bytes | None = None,
-                 keyring: Keyring | None = None) -> None:
+    def __init__(
+        self, policy: Policy | None = None, userkey_secret: bytes | None = None, keyring: Keyring | None = None
+    ) -> None:
         self.policy = policy or Policy()
         # With a keyring, only a record signed by a key whose role may say it is decided
         # (models/sources.py); None: every record is taken at its word (SENDGATE_AUTH=off).
@@ -66,17 +68,30 @@ class Gate:
 
     @staticmethod
     def delivery(e: ev.Send, decision: Decision) -> Delivery:
-        return Delivery(e.request_id, e.app, e.sender, e.userkey, e.network, e.text, e.reply_to, decision.ts,
-                        decision.decision_id)
+        return Delivery(
+            e.request_id, e.app, e.sender, e.userkey, e.network, e.text, e.reply_to, decision.ts, decision.decision_id
+        )
 
-    def handle_record(self, key: bytes | None, value: bytes | None, record_ts: int, store: Store,
-                      headers: Iterable[tuple[str, bytes]] | None = None) -> list[Record]:
+    def handle_record(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        record_ts: int,
+        store: Store,
+        headers: Iterable[tuple[str, bytes]] | None = None,
+    ) -> list[Record]:
         """Verify, decode, validate and handle one record of the events topic; raises `InvalidEvent`
         for a record refused (any other exception is a fault, not bad input)."""
         return self.handle(self.decode(key, value, record_ts, headers, store), store, record_ts)
 
-    def decode(self, key: bytes | None, value: bytes | None, record_ts: int,
-               headers: Iterable[tuple[str, bytes]] | None = None, store: Store | None = None) -> ev.Event:
+    def decode(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        record_ts: int,
+        headers: Iterable[tuple[str, bytes]] | None = None,
+        store: Store | None = None,
+    ) -> ev.Event:
         """The record's event, or `InvalidEvent` with the reason it is dead-lettered. With a keyring
         the signature is checked before the value is parsed, and the key's rights after; `store`
         gives the app's clock, the event time a key's validity is judged at (models/sources.py)."""
@@ -85,8 +100,11 @@ class Gate:
         event = ev.decode_event(value, record_ts, self.policy.max_ts_ahead_s * 1000)
         if key != event.app.encode():
             shown = key.decode(errors="replace") if key is not None else None
-            raise ev.InvalidEvent(f"record key {shown!r} must be the event's app {event.app!r}: events are keyed "
-                                  f"by app so that each app's log is totally ordered", ev.Refusal.WRONG_KEY)
+            raise ev.InvalidEvent(
+                f"record key {shown!r} must be the event's app {event.app!r}: events are keyed "
+                f"by app so that each app's log is totally ordered",
+                ev.Refusal.WRONG_KEY,
+            )
         if keyring is not None and signer is not None:
             at = max(record_ts, event.ts)
             if store is not None:
@@ -94,9 +112,16 @@ class Gate:
             keyring.authorize(signer, event, at)
         return event
 
-    def admit(self, key: bytes | None, value: bytes | None, record_ts: int, partition: int,
-              home: Callable[[str, int], int], headers: Iterable[tuple[str, bytes]] | None = None,
-              store: Store | None = None) -> ev.Event:
+    def admit(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        record_ts: int,
+        partition: int,
+        home: Callable[[str, int], int],
+        headers: Iterable[tuple[str, bytes]] | None = None,
+        store: Store | None = None,
+    ) -> ev.Event:
         """A record of the events log as every reader of the log takes it (the worker, replay,
         rebuild): its event, or `InvalidEvent`, refused by `decode` or read on another partition
         than its app's home. `home(app, partition)` says where the app lives (the first partition
@@ -110,7 +135,9 @@ class Gate:
                 f"app {event.app!r} lives on partition {lives_on} of the events topic, but this record is on partition "
                 f"{partition}: a producer with another partitioner split the app over two partitions, which would "
                 f"break its order and split its state; publish every event of the app to partition {lives_on} "
-                f"(Java's murmur2 partitioner, or that partition explicitly)", ev.Refusal.SPLIT_APP)
+                f"(Java's murmur2 partitioner, or that partition explicitly)",
+                ev.Refusal.SPLIT_APP,
+            )
         return event
 
     def handle(self, event: ev.Event, store: Store, record_ts: int | None = None) -> list[Record]:
@@ -144,12 +171,16 @@ class Gate:
         decided = HANDLERS[type(event)](self, event, store) or []
         if skewed:
             assert record_ts is not None, "only a record's timestamp bounds the skew"
-            note = (f"; event time: ts {iso(stamped)} trailed its record's timestamp by "
-                    f"{(record_ts - stamped) // 1000} s, more than max_ts_behind_s = {self.policy.max_ts_behind_s} s, "
-                    f"so it was decided at {iso(at)}")
+            note = (
+                f"; event time: ts {iso(stamped)} trailed its record's timestamp by "
+                f"{(record_ts - stamped) // 1000} s, more than max_ts_behind_s = {self.policy.max_ts_behind_s} s, "
+                f"so it was decided at {iso(at)}"
+            )
             # (a repeated earlier decision keeps its own time, and its detail)
-            decided = [dataclasses.replace(r, detail=r.detail + note) if isinstance(r, Decision) and r.ts == at else r
-                       for r in decided]
+            decided = [
+                dataclasses.replace(r, detail=r.detail + note) if isinstance(r, Decision) and r.ts == at else r
+                for r in decided
+            ]
         memory.remember(self, event, said, decided, at, store)
         out.extend(decided)
         return out
@@ -163,8 +194,18 @@ class Gate:
                 self.handle(ev.decode_event(record.to_json(), record.ts), store, record_ts)
         return out
 
-    def check(self, app: str, sender: str, text: str, userkeys: list[str], ts: int, store: OverlayStore,
-              network: str = "sms", valid_for_s: int | None = None, category: str | None = None) -> list[Decision]:
+    def check(
+        self,
+        app: str,
+        sender: str,
+        text: str,
+        userkeys: list[str],
+        ts: int,
+        store: OverlayStore,
+        network: str = "sms",
+        valid_for_s: int | None = None,
+        category: str | None = None,
+    ) -> list[Decision]:
         """What sending `text` from `sender` to each of `userkeys`, in order, at `ts` would decide
         now: the campaign pre-flight. The sends are decided exactly as the worker decides them,
         over `store`, which keeps the writes (an OverlayStore), so nothing live changes. A copy of
@@ -188,8 +229,12 @@ class Gate:
         hit = self._decoded_senders.pop(row_key, None)
         if hit is not None and raw is not None and hit[0] == raw:
             return hit[1]
-        return SenderState.from_rows(raw, lambda cid: store.get(CLUSTERS, key(app, sender, cid)),
-                                     lambda cid: store.get(SKETCHES, key(app, sender, cid)), self.policy.num_perm)
+        return SenderState.from_rows(
+            raw,
+            lambda cid: store.get(CLUSTERS, key(app, sender, cid)),
+            lambda cid: store.get(SKETCHES, key(app, sender, cid)),
+            self.policy.num_perm,
+        )
 
     def put_sender(self, store: Store, app: str, sender: str, state: SenderState) -> None:
         row_key = key(app, sender)
@@ -209,8 +254,16 @@ class Gate:
 
 # each event type's handler: (gate, event, store) -> the records it decides (None: none)
 HANDLERS: dict[type, Callable[..., list[Record] | None]] = {
-    ev.Inbound: consent.inbound, ev.OptIn: consent.opt_change, ev.OptOut: consent.opt_change, ev.Send: send.send,
-    ev.AppPolicy: grants.app_policy, ev.SenderProfile: signals.sender_profile, ev.JunkReport: signals.junk_report,
-    ev.DeliveryStatus: signals.delivery_status, ev.Contact: contacts.contact, ev.Tick: pending.tick,
-    ev.Cancel: pending.cancel, ev.RecipientProfile: quiet.recipient_profile,
+    ev.Inbound: consent.inbound,
+    ev.OptIn: consent.opt_change,
+    ev.OptOut: consent.opt_change,
+    ev.Send: send.send,
+    ev.AppPolicy: grants.app_policy,
+    ev.SenderProfile: signals.sender_profile,
+    ev.JunkReport: signals.junk_report,
+    ev.DeliveryStatus: signals.delivery_status,
+    ev.Contact: contacts.contact,
+    ev.Tick: pending.tick,
+    ev.Cancel: pending.cancel,
+    ev.RecipientProfile: quiet.recipient_profile,
 }

@@ -1,5 +1,6 @@
 """Grants: an app's unrestricted-outbound grant, set by operators and revoked by sendgate when
 the app's signals cross the policy's thresholds (models/consent.py AppGrant)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -36,17 +37,26 @@ def watch(gate: Gate, app: str, signals: tuple[str, ...], ts: int, store: Store)
         counts = grant.count(signal, ts, p.grant_revoke_window_s * 1000)
     results, lost = counts["results"], counts["not_delivered"]
     junk, refused = counts["junk_reports"], counts["refused_blasts"]
-    why = (f"{junk} junk reports" if junk >= p.grant_revoke_junk_reports else
-           f"{refused} blast sends refused" if refused >= p.grant_revoke_refused_blasts
-           else f"{lost} of {results} delivery results not delivered ({lost / results:.0%})"
-           if results >= p.grant_revoke_min_results and lost >= p.grant_revoke_not_delivered_rate * results
-           else None)
+    why = (
+        f"{junk} junk reports"
+        if junk >= p.grant_revoke_junk_reports
+        else f"{refused} blast sends refused"
+        if refused >= p.grant_revoke_refused_blasts
+        else f"{lost} of {results} delivery results not delivered ({lost / results:.0%})"
+        if results >= p.grant_revoke_min_results and lost >= p.grant_revoke_not_delivered_rate * results
+        else None
+    )
     if why is not None:
         grant.mark_revoking()
     store.set(GRANTS, key(app), grant.to_bytes())
     if why is None:
         return []
-    return [GrantRevocation(app, f"sendgate revoked the unrestricted-outbound grant: {why} within "
-                                 f"{duration(p.grant_revoke_window_s)} of event time (policy grant_revoke_*)",
-                            counts, ts)]
-
+    return [
+        GrantRevocation(
+            app,
+            f"sendgate revoked the unrestricted-outbound grant: {why} within "
+            f"{duration(p.grant_revoke_window_s)} of event time (policy grant_revoke_*)",
+            counts,
+            ts,
+        )
+    ]

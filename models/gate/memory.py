@@ -1,5 +1,6 @@
 """What the app said before (models/memory.py): a retried request gets its first answer again,
 and a repeated event changes nothing, for `request_memory_s`."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -37,11 +38,18 @@ def said_before(gate: Gate, e: ev.Event, said: Said | None, at: int, store: Stor
         return None
     if answered.digest == digest:
         return [answered.again(e.request_id, e.app, e.sender, e.userkey, e.network)]
-    return [Decision.on(e, Outcome.REJECTED, Reason.REQUEST_ID_REUSED,
-                        f"request_id '{e.request_id}' was answered at {iso(answered.ts)} ({answered.answer[0]}/"
-                        f"{answered.answer[1]}) for another request (another sender, userkey, network, text or "
-                        f"reply_to); a retry repeats its request exactly, a new request needs a new request_id "
-                        f"(ids are remembered for request_memory_s = {gate.policy.request_memory_s} s)", at)]
+    return [
+        Decision.on(
+            e,
+            Outcome.REJECTED,
+            Reason.REQUEST_ID_REUSED,
+            f"request_id '{e.request_id}' was answered at {iso(answered.ts)} ({answered.answer[0]}/"
+            f"{answered.answer[1]}) for another request (another sender, userkey, network, text or "
+            f"reply_to); a retry repeats its request exactly, a new request needs a new request_id "
+            f"(ids are remembered for request_memory_s = {gate.policy.request_memory_s} s)",
+            at,
+        )
+    ]
 
 
 def remember(gate: Gate, e: ev.Event, said: Said | None, decided: list[Record], at: int, store: Store) -> None:
@@ -63,11 +71,13 @@ def memory_key(gate: Gate, e: ev.Event) -> Said | None:
         return None
     if isinstance(e, ev.Send):
         category = () if e.category is None else (e.category,)  # (digests of sends without one are unchanged)
-        return REQUEST, e.request_id, said_digest(e.sender, gate.stored_userkey(e.userkey), e.network, e.text,
-                                                   e.reply_to or "", *category)
+        return (
+            REQUEST,
+            e.request_id,
+            said_digest(e.sender, gate.stored_userkey(e.userkey), e.network, e.text, e.reply_to or "", *category),
+        )
     if isinstance(e, ev.Inbound):
-        return EVENT, e.event_id, said_digest("inbound", e.sender, gate.stored_userkey(e.userkey), e.network,
-                                              e.text)
+        return EVENT, e.event_id, said_digest("inbound", e.sender, gate.stored_userkey(e.userkey), e.network, e.text)
     if isinstance(e, ev.ConsentChange):
         return EVENT, e.event_id, said_digest(ev.event_type(e), gate.stored_userkey(e.userkey), e.source)
     return None
@@ -75,7 +85,8 @@ def memory_key(gate: Gate, e: ev.Event) -> Said | None:
 
 def forget_seen(gate: Gate, app: str, ts: int, store: Store) -> int:
     """Remove one bucket's remembered requests and events; returns when the next sweep is due."""
+
     def forget(kind: str, id_: str) -> None:
         store.delete(SEEN, key(app, kind, id_))
-    return retention.sweep_by_day(SEEN_BY_DAY, app, ts, gate.memory_ms, store, forget)
 
+    return retention.sweep_by_day(SEEN_BY_DAY, app, ts, gate.memory_ms, store, forget)

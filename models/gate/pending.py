@@ -4,6 +4,7 @@ Send step: `repeated_request` (the same request again while it is held gets its 
 no second slot). The handlers of `cancel` and `tick` events are here, and `release_due`, which
 `Gate.handle` runs before every event.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -102,21 +103,43 @@ def release(gate: Gate, pending: PendingRequest, ts: int, store: Store) -> list[
     if valid_until is not None and ts > valid_until:
         recipients.forget_slot(gate, s, pending.deliver_at, store)
         # (its slot was before valid_until: event time reached it late, e.g. after an outage)
-        return [Decision.on(s, Outcome.CANCELLED, Reason.EXPIRED,
-                            f"the request stopped being valid at {iso(valid_until)} (valid_for_s) while it waited "
-                            f"for its slot {iso(pending.deliver_at)}; event time reached the slot only at "
-                            f"{iso(ts)}, so it was not delivered", ts, deliver_at=pending.deliver_at,
-                            cluster_id=pending.cluster_id)]
+        return [
+            Decision.on(
+                s,
+                Outcome.CANCELLED,
+                Reason.EXPIRED,
+                f"the request stopped being valid at {iso(valid_until)} (valid_for_s) while it waited "
+                f"for its slot {iso(pending.deliver_at)}; event time reached the slot only at "
+                f"{iso(ts)}, so it was not delivered",
+                ts,
+                deliver_at=pending.deliver_at,
+                cluster_id=pending.cluster_id,
+            )
+        ]
     user_id, category = gate.stored_userkey(s.userkey), gate.category_of(s)
     user = Userkey.from_bytes(store.get(USERKEYS, key(s.app, user_id)))
     if user.stops(category):
         recipients.forget_slot(gate, s, pending.deliver_at, store)
-        return [Decision.on(s, Outcome.CANCELLED, Reason.OPTED_OUT,
-                            f"userkey opted out at {iso(user.changed_ts)} ({user.how}) while the request waited "
-                            f"for its slot; it was not delivered", ts, cluster_id=pending.cluster_id)]
-    decision = Decision.on(s, Outcome.RELEASED, Reason.SLOT_REACHED,
-                           f"paced slot {iso(pending.deliver_at)} reached; delivered", ts,
-                           deliver_at=pending.deliver_at, cluster_id=pending.cluster_id)
+        return [
+            Decision.on(
+                s,
+                Outcome.CANCELLED,
+                Reason.OPTED_OUT,
+                f"userkey opted out at {iso(user.changed_ts)} ({user.how}) while the request waited "
+                f"for its slot; it was not delivered",
+                ts,
+                cluster_id=pending.cluster_id,
+            )
+        ]
+    decision = Decision.on(
+        s,
+        Outcome.RELEASED,
+        Reason.SLOT_REACHED,
+        f"paced slot {iso(pending.deliver_at)} reached; delivered",
+        ts,
+        deliver_at=pending.deliver_at,
+        cluster_id=pending.cluster_id,
+    )
     consent.remember_sent(gate, s.app, user_id, category, ts, store)
     return [decision, gate.delivery(s, decision)]
 
@@ -125,10 +148,20 @@ def cancel(gate: Gate, e: ev.Cancel, store: Store) -> list[Record]:
     pending_key = key(e.app, e.request_id)
     raw = store.get(PENDING, pending_key)
     if raw is None:
-        return [Decision(request_id=e.request_id, app=e.app, sender="", userkey="", network="",
-                         outcome=Outcome.REJECTED, reason=Reason.NOT_PENDING,
-                         detail=f"cancel of request '{e.request_id}': it is not pending (unknown, already released, "
-                                f"or already cancelled), so nothing was cancelled", ts=e.ts)]
+        return [
+            Decision(
+                request_id=e.request_id,
+                app=e.app,
+                sender="",
+                userkey="",
+                network="",
+                outcome=Outcome.REJECTED,
+                reason=Reason.NOT_PENDING,
+                detail=f"cancel of request '{e.request_id}': it is not pending (unknown, already released, "
+                f"or already cancelled), so nothing was cancelled",
+                ts=e.ts,
+            )
+        ]
     store.delete(PENDING, pending_key)  # its schedule entry is skipped when it comes due
     schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(e.app)))
     schedule.held = max(0, schedule.held - 1)
@@ -136,10 +169,16 @@ def cancel(gate: Gate, e: ev.Cancel, store: Store) -> list[Record]:
     held = PendingRequest.from_bytes(raw)
     s = held.send
     recipients.forget_slot(gate, s, held.deliver_at, store)
-    return [Decision.on(s, Outcome.CANCELLED, Reason.CANCELLED_BY_APP,
-                        "the app cancelled this pending request; it will not be delivered", e.ts)]
+    return [
+        Decision.on(
+            s,
+            Outcome.CANCELLED,
+            Reason.CANCELLED_BY_APP,
+            "the app cancelled this pending request; it will not be delivered",
+            e.ts,
+        )
+    ]
 
 
 def tick(gate: Gate, e: ev.Tick, store: Store) -> None:
     """A tick only moves event time forward; `handle` has already released what it made due."""
-

@@ -7,6 +7,7 @@ there (so a night's blast is paced from the opening, not released at once); a se
 validity ends first is refused. A reply is never held: the user wrote at that hour.
 Handler: `recipient_profile`, where the platform says a userkey is.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,14 +42,25 @@ def quiet_hours(c: SendContext) -> list[Record] | None:
     if opening is None or opening.at == e.ts:
         return None
     if opening.at is None:
-        return [c.decide(Outcome.REJECTED, Reason.QUIET_HOURS,
-                         f"{opening.describe()}: the window is never open in all of the recipient's zones at once, "
-                         f"so a {c.category} message cannot reach it")]
+        return [
+            c.decide(
+                Outcome.REJECTED,
+                Reason.QUIET_HOURS,
+                f"{opening.describe()}: the window is never open in all of the recipient's zones at once, "
+                f"so a {c.category} message cannot reach it",
+            )
+        ]
     if c.valid_until is not None and opening.at > c.valid_until:
-        return [c.decide(Outcome.REJECTED, Reason.QUIET_HOURS,
-                         f"{opening.describe()}: a {c.category} message may reach it from {iso(opening.at)}, after "
-                         f"the request stops being valid at {iso(c.valid_until)} (valid_for_s)",
-                         deliver_at=opening.at, retry_after_s=math.ceil((opening.at - e.ts) / 1000))]
+        return [
+            c.decide(
+                Outcome.REJECTED,
+                Reason.QUIET_HOURS,
+                f"{opening.describe()}: a {c.category} message may reach it from {iso(opening.at)}, after "
+                f"the request stops being valid at {iso(c.valid_until)} (valid_for_s)",
+                deliver_at=opening.at,
+                retry_after_s=math.ceil((opening.at - e.ts) / 1000),
+            )
+        ]
     c.not_before, c.opening = opening.at, opening
     return None
 

@@ -5,6 +5,7 @@ Send steps: `duplicate_text` (the same text to the userkey too often: a job repe
 `recipient_slot` (the text's own slot is free but the userkey's limits are not: it waits for
 theirs) and `count` (what the send took is counted).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,12 +34,17 @@ def duplicate_text(c: SendContext) -> list[Record] | None:
         return None
     # when enough of the repeats have left the window for one more to fit
     retry = math.ceil((times[len(times) - p.duplicate_text_limit] + p.duplicate_text_window_s * 1000 - e.ts) / 1000)
-    return [c.decide(Outcome.REJECTED, Reason.DUPLICATE_TEXT,
-                     f"the same text already went to this userkey {len(times)} times since "
-                     f"{iso(times[0])}; at most {p.duplicate_text_limit} in "
-                     f"{p.duplicate_text_window_s // 60} min (policy duplicate_text_limit), so this "
-                     f"looks like a job repeating itself; retry in {retry} s if it is meant",
-                     retry_after_s=retry)]
+    return [
+        c.decide(
+            Outcome.REJECTED,
+            Reason.DUPLICATE_TEXT,
+            f"the same text already went to this userkey {len(times)} times since "
+            f"{iso(times[0])}; at most {p.duplicate_text_limit} in "
+            f"{p.duplicate_text_window_s // 60} min (policy duplicate_text_limit), so this "
+            f"looks like a job repeating itself; retry in {retry} s if it is meant",
+            retry_after_s=retry,
+        )
+    ]
 
 
 def recipient_limits(c: SendContext) -> list[Record] | None:
@@ -61,9 +67,15 @@ def recipient_slot(c: SendContext) -> list[Record] | None:
     if window is not None:  # the text's own slot is free, the recipient's limits are not
         refused = past_limits(c, at, window)
         c.decision = refused or c.decide(
-            Outcome.DELAYED, Reason.RECIPIENT_LIMIT, f"{limit_text(window)}: deliver at {iso(at)}; {decision.detail}",
-            similarity=decision.similarity, similar_recipients=decision.similar_recipients,
-            cluster_id=decision.cluster_id, deliver_at=at, retry_after_s=decision.retry_after_s)
+            Outcome.DELAYED,
+            Reason.RECIPIENT_LIMIT,
+            f"{limit_text(window)}: deliver at {iso(at)}; {decision.detail}",
+            similarity=decision.similarity,
+            similar_recipients=decision.similar_recipients,
+            cluster_id=decision.cluster_id,
+            deliver_at=at,
+            retry_after_s=decision.retry_after_s,
+        )
     return None
 
 
@@ -110,6 +122,7 @@ def past_limits(c: SendContext, at: int, window: tuple[int, int] | None) -> Deci
     if window is None:
         return None
     # (a send quiet hours hold waits from the window's opening, as burst pacing measures it)
-    refused = slot_refusal(limit_text(window), at, c.not_before or c.e.ts, c.valid_until, c.policy.max_delay_s,
-                           Reason.RECIPIENT_LIMIT)
+    refused = slot_refusal(
+        limit_text(window), at, c.not_before or c.e.ts, c.valid_until, c.policy.max_delay_s, Reason.RECIPIENT_LIMIT
+    )
     return None if refused is None else c.refuse(refused)

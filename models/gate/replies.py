@@ -4,6 +4,7 @@ Send steps: `help_reply` (a HELP is answered once, whatever the user's consent) 
 reply is never paced, but is held, then refused, when the user's messages look like another
 bot's auto-replies to the app's own: the loop guard).
 """
+
 from __future__ import annotations
 
 from ..decisions import Outcome, Reason, Record
@@ -19,10 +20,14 @@ def help_reply(c: SendContext) -> list[Record] | None:
     if answered is None or not answered.asks_help:
         return None
     # CTIA 5.1.3: HELP is answered whether or not the user is subscribed
-    decision = c.decide(Outcome.ACCEPTED, Reason.HELP_REPLY,
-                        f"answers the user's HELP message '{answered.event_id}' from {(e.ts - answered.ts) // 1000} s "
-                        f"ago; one help reply is allowed even after an opt-out, is never paced and gives no "
-                        f"consent", reply=True)
+    decision = c.decide(
+        Outcome.ACCEPTED,
+        Reason.HELP_REPLY,
+        f"answers the user's HELP message '{answered.event_id}' from {(e.ts - answered.ts) // 1000} s "
+        f"ago; one help reply is allowed even after an opt-out, is never paced and gives no "
+        f"consent",
+        reply=True,
+    )
     answered.answer_help()
     c.store.set(CONVERSATIONS, key(e.app, e.sender, c.user_id), c.conv.to_bytes())
     consent.remember_sent(c.gate, e.app, c.user_id, c.category, e.ts, c.store)
@@ -40,24 +45,38 @@ def reply(c: SendContext) -> list[Record] | None:
     deliver_at = e.ts
     # the app answered the repeats before this one (replies are counted from the second message on)
     if repeats > p.loop_repeats and answered >= p.loop_repeats - 1:
-        counts = (f"the user sent the same text {repeats} times within {p.loop_window_s // 60} min and the app "
-                  f"replied to {answered} of the repeats")
+        counts = (
+            f"the user sent the same text {repeats} times within {p.loop_window_s // 60} min and the app "
+            f"replied to {answered} of the repeats"
+        )
         if repeats >= p.loop_reject_repeats:
-            return [c.decide(Outcome.REJECTED, Reason.LOOP_SUSPECTED,
-                             f"{counts}: an auto-reply loop; from {p.loop_reject_repeats} repeats on replies to "
-                             f"this user are refused until it writes something else", reply=True)]
+            return [
+                c.decide(
+                    Outcome.REJECTED,
+                    Reason.LOOP_SUSPECTED,
+                    f"{counts}: an auto-reply loop; from {p.loop_reject_repeats} repeats on replies to "
+                    f"this user are refused until it writes something else",
+                    reply=True,
+                )
+            ]
         deliver_at = e.ts + p.loop_delay_s * 1000
-        refused = slot_refusal(f"{counts}, so replies wait {p.loop_delay_s} s", deliver_at, e.ts, c.valid_until,
-                               slot_name="that slot")
+        refused = slot_refusal(
+            f"{counts}, so replies wait {p.loop_delay_s} s", deliver_at, e.ts, c.valid_until, slot_name="that slot"
+        )
         if refused is not None:
             return [c.refuse(refused, reply=True)]
-        decision = c.decide(Outcome.DELAYED, Reason.LOOP_SUSPECTED,
-                            f"{counts}: a possible auto-reply loop, so the reply waits {p.loop_delay_s} s "
-                            f"(loop_delay_s); a different message from the user ends it", reply=True,
-                            deliver_at=deliver_at)
+        decision = c.decide(
+            Outcome.DELAYED,
+            Reason.LOOP_SUSPECTED,
+            f"{counts}: a possible auto-reply loop, so the reply waits {p.loop_delay_s} s "
+            f"(loop_delay_s); a different message from the user ends it",
+            reply=True,
+            deliver_at=deliver_at,
+        )
     else:
-        decision = c.decide(Outcome.ACCEPTED, Reason.REPLY,
-                            f"reply: {c.reply_why}; replies are exempt from burst pacing", reply=True)
+        decision = c.decide(
+            Outcome.ACCEPTED, Reason.REPLY, f"reply: {c.reply_why}; replies are exempt from burst pacing", reply=True
+        )
     if conv.loop_answered():
         c.store.set(CONVERSATIONS, key(e.app, e.sender, c.user_id), conv.to_bytes())
     if p.recipient_limits:

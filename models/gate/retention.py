@@ -4,6 +4,7 @@ rows go (models/retention.py); the same day lists sweep the requests the memory 
 Send step: `lapsed_conversation` (a lapsed conversation gives no consent: the send meets the
 rules as if the user had never written).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -18,9 +19,11 @@ from .tables import CLOCKS, CONVERSATIONS, LAPSES_BY_DAY, DayLists, Store, key
 
 def lapsed_conversation(c: SendContext) -> list[Record] | None:
     if lapsed(c.conv.last_ts, c.e.ts, c.gate.horizon_ms):
-        c.lapse_note = (f"; its conversation with this sender lapsed: the user last wrote at "
-                        f"{iso(c.conv.last_ts)}, more than conversation_horizon_days = "
-                        f"{c.policy.conversation_horizon_days} days before")
+        c.lapse_note = (
+            f"; its conversation with this sender lapsed: the user last wrote at "
+            f"{iso(c.conv.last_ts)}, more than conversation_horizon_days = "
+            f"{c.policy.conversation_horizon_days} days before"
+        )
         c.conv = Conversation()
     return None
 
@@ -30,15 +33,13 @@ def index_lapse(app: str, sender: str, user_id: str, day: int, horizon: int, sto
     list_by_day(LAPSES_BY_DAY, app, (sender, user_id), day, horizon, store)
 
 
-def list_by_day(tables: DayLists, app: str, entry: tuple[str, str], day: int, after_ms: int,
-                store: Store) -> None:
+def list_by_day(tables: DayLists, app: str, entry: tuple[str, str], day: int, after_ms: int, store: Store) -> None:
     """Append `entry` to the app's bucket of `day` in `tables`; the first day listed sets when
     the app's clock next sweeps them (`after_ms` past the day's end)."""
     index = LapseIndex.from_bytes(store.get(tables.index, key(app)))
     was_empty = not index.days
     chunks = index.chunk_count(day)
-    bucket = LapseBucket.from_bytes(store.get(tables.buckets, key(app, str(day), str(chunks - 1)))) \
-        if chunks else None
+    bucket = LapseBucket.from_bytes(store.get(tables.buckets, key(app, str(day), str(chunks - 1)))) if chunks else None
     if bucket is None or bucket.full:
         chunk, bucket = index.open_chunk(day), LapseBucket()
         store.set(tables.index, key(app), index.to_bytes())
@@ -52,8 +53,9 @@ def list_by_day(tables: DayLists, app: str, entry: tuple[str, str], day: int, af
         store.set(CLOCKS, key(app), clock.to_bytes())
 
 
-def sweep_by_day(tables: DayLists, app: str, ts: int, after_ms: int, store: Store,
-                 forget: Callable[[str, str], None]) -> int:
+def sweep_by_day(
+    tables: DayLists, app: str, ts: int, after_ms: int, store: Store, forget: Callable[[str, str], None]
+) -> int:
     """Call `forget` on each entry of the app's oldest due bucket in `tables`, then drop the
     bucket; returns when the next sweep is due (0: nothing listed)."""
     index = LapseIndex.from_bytes(store.get(tables.index, key(app)))
@@ -73,10 +75,11 @@ def sweep_by_day(tables: DayLists, app: str, ts: int, after_ms: int, store: Stor
 
 def sweep_lapsed(app: str, ts: int, horizon: int, store: Store) -> int:
     """Remove the lapsed conversations of one bucket row; returns when the next sweep is due."""
+
     def forget(sender: str, user_id: str) -> None:
         conv_key = key(app, sender, user_id)
         raw = store.get(CONVERSATIONS, conv_key)
         if raw is not None and lapsed(Conversation.from_bytes(raw).last_ts, ts, horizon):
             store.delete(CONVERSATIONS, conv_key)  # else it wrote again, and is listed under a later day
-    return sweep_by_day(LAPSES_BY_DAY, app, ts, horizon, store, forget)
 
+    return sweep_by_day(LAPSES_BY_DAY, app, ts, horizon, store, forget)

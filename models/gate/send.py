@@ -4,6 +4,7 @@ Each step reads the `SendContext` and either answers (the records the send decid
 ends there) or adds what it found and passes (None). From `burst.pace` on, a decision exists and
 the later steps refine it, count it, and answer.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable

@@ -2,6 +2,7 @@
 results), counted in the sender's reputation (models/reputation.py) and against the app's grant.
 A junk report reaches the junk index through the log: its `JunkShare` comes back to every
 partition as a `junk_shared` event (`Gate.handle` applies it before any app's rows)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -35,8 +36,9 @@ def junk_report(gate: Gate, e: ev.JunkReport, store: Store) -> list[Record]:
 
 
 def junk_shared(gate: Gate, e: ev.JunkShared, store: Store) -> None:
-    store.report_junk(JunkReport(f"{e.app}\x1f{e.event_id}", gate.sketcher.sketch(e.text), e.reporter, e.ts),
-                      gate.policy)
+    store.report_junk(
+        JunkReport(f"{e.app}\x1f{e.event_id}", gate.sketcher.sketch(e.text), e.reporter, e.ts), gate.policy
+    )
 
 
 def delivery_status(gate: Gate, e: ev.DeliveryStatus, store: Store) -> list[Record]:
@@ -45,4 +47,3 @@ def delivery_status(gate: Gate, e: ev.DeliveryStatus, store: Store) -> list[Reco
     gate.put_sender(store, e.app, e.sender, sender)
     signals = ("results", "not_delivered") if e.status == "not_delivered" else ("results",)
     return grants.watch(gate, e.app, signals, e.ts, store)
-

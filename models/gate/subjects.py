@@ -4,6 +4,7 @@
 Send steps: `subject_limit` (after burst pacing has placed the send in its cluster, the subject;
 a refused send takes no slot) and `count` (a promotional send that goes, now or later, counts).
 """
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,13 @@ from .tables import SUBJECTS, key
 
 def subject_limit(c: SendContext) -> list[Record] | None:
     e, p, decision = c.e, c.policy, c.decision
-    if (not p.subject_limit or c.category != Category.PROMOTIONAL or not c.subject or decision is None
-            or decision.outcome == Outcome.REJECTED):
+    if (
+        not p.subject_limit
+        or c.category != Category.PROMOTIONAL
+        or not c.subject
+        or decision is None
+        or decision.outcome == Outcome.REJECTED
+    ):
         return None
     c.subjects = SubjectSends.from_bytes(c.store.get(SUBJECTS, key(e.app, c.user_id)))
     at = decision.deliver_at or e.ts
@@ -26,13 +32,18 @@ def subject_limit(c: SendContext) -> list[Record] | None:
     if len(times) < p.subject_limit:
         return None
     retry = math.ceil((times[len(times) - p.subject_limit] + p.subject_window_s * 1000 - e.ts) / 1000)
-    c.decision = c.decide(Outcome.REJECTED, Reason.SUBJECT_LIMIT,
-                          f"{len(times)} promotional message(s) on this subject (near-identical texts, cluster "
-                          f"{c.subject}) already go to this userkey within {duration(p.subject_window_s)}, the "
-                          f"first at {iso(times[0])}; at most {p.subject_limit} (policy subject_limit; Florida, "
-                          f"Oklahoma and Maryland allow 3 in 24 h); retry in {retry} s",
-                          retry_after_s=retry, similarity=decision.similarity,
-                          similar_recipients=decision.similar_recipients, cluster_id=decision.cluster_id)
+    c.decision = c.decide(
+        Outcome.REJECTED,
+        Reason.SUBJECT_LIMIT,
+        f"{len(times)} promotional message(s) on this subject (near-identical texts, cluster "
+        f"{c.subject}) already go to this userkey within {duration(p.subject_window_s)}, the "
+        f"first at {iso(times[0])}; at most {p.subject_limit} (policy subject_limit; Florida, "
+        f"Oklahoma and Maryland allow 3 in 24 h); retry in {retry} s",
+        retry_after_s=retry,
+        similarity=decision.similarity,
+        similar_recipients=decision.similar_recipients,
+        cluster_id=decision.cluster_id,
+    )
     return None
 
 

@@ -4,6 +4,7 @@
 (streams/worker/checkpoint.py), a `MemoryStore` in unit tests and benchmarks, an `OverlayStore`
 for a what-if check.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,35 +15,58 @@ from ..pending import DueBucket, ReleaseSchedule
 from ..policy import Policy
 
 # Tables (name -> key): one small row per key, never one row per app holding all its userkeys.
-USERKEYS = "userkeys"            # (app, userkey)          -> Userkey
+USERKEYS = "userkeys"  # (app, userkey)          -> Userkey
 CONVERSATIONS = "conversations"  # (app, sender, userkey)  -> Conversation
-GRANTS = "grants"                # app                     -> AppGrant
-SENDERS = "senders"              # (app, sender)           -> SenderState's head (profile, risk, cluster ids)
-CLUSTERS = "clusters"            # (app, sender, cluster)  -> one BurstCluster of the sender
-SKETCHES = "sketches"            # (app, sender, cluster)  -> the cluster's sketch (written once)
-PENDING = "pending"              # (app, request_id)       -> PendingRequest
-SCHEDULES = "schedules"          # app                     -> ReleaseSchedule
-DUE = "due"                      # (app, minute[, chunk])  -> DueBucket (<= DUE_CHUNK entries)
-CLOCKS = "clocks"                # app                     -> AppClock
-LAPSE_DAYS = "lapse_days"        # app                     -> LapseIndex (models/retention.py)
-LAPSES = "lapses"                # (app, day, chunk)       -> LapseBucket (<= LAPSE_CHUNK conversations)
-RECIPIENTS = "recipients"        # (app, userkey)          -> RecipientSends (only with recipient_limits)
-CONTACTS = "contacts"            # (app, userkey, network) -> b"1": the bot is on the user's contact list there
-SEEN = "seen"                    # (app, kind, id)         -> AnsweredRequest | SeenEvent (models/memory.py)
-SEEN_DAYS = "seen_days"          # app                     -> LapseIndex of the days `seen` rows were written
-SEEN_LISTS = "seen_lists"        # (app, day, chunk)       -> LapseBucket of (kind, id)
-TEXTS = "texts"                  # (app, userkey)          -> RecentTexts (the texts sent to it lately)
-JUNK = "junk"                    # template id             -> JunkTemplate (each partition's own index)
-PLACES = "places"                # (app, userkey)          -> RecipientPlace (a recipient_profile event's)
-SUBJECTS = "subjects"            # (app, userkey)          -> SubjectSends (promotional sends by subject)
-LAST_SENT = "last_sent"          # (app, userkey)          -> LastSent (with opt_out_scope "category")
-TABLES = (USERKEYS, CONVERSATIONS, GRANTS, SENDERS, CLUSTERS, SKETCHES, PENDING, SCHEDULES, DUE, CLOCKS, LAPSE_DAYS,
-          LAPSES, RECIPIENTS, CONTACTS, SEEN, SEEN_DAYS, SEEN_LISTS, TEXTS, JUNK, PLACES, SUBJECTS, LAST_SENT)
+GRANTS = "grants"  # app                     -> AppGrant
+SENDERS = "senders"  # (app, sender)           -> SenderState's head (profile, risk, cluster ids)
+CLUSTERS = "clusters"  # (app, sender, cluster)  -> one BurstCluster of the sender
+SKETCHES = "sketches"  # (app, sender, cluster)  -> the cluster's sketch (written once)
+PENDING = "pending"  # (app, request_id)       -> PendingRequest
+SCHEDULES = "schedules"  # app                     -> ReleaseSchedule
+DUE = "due"  # (app, minute[, chunk])  -> DueBucket (<= DUE_CHUNK entries)
+CLOCKS = "clocks"  # app                     -> AppClock
+LAPSE_DAYS = "lapse_days"  # app                     -> LapseIndex (models/retention.py)
+LAPSES = "lapses"  # (app, day, chunk)       -> LapseBucket (<= LAPSE_CHUNK conversations)
+RECIPIENTS = "recipients"  # (app, userkey)          -> RecipientSends (only with recipient_limits)
+CONTACTS = "contacts"  # (app, userkey, network) -> b"1": the bot is on the user's contact list there
+SEEN = "seen"  # (app, kind, id)         -> AnsweredRequest | SeenEvent (models/memory.py)
+SEEN_DAYS = "seen_days"  # app                     -> LapseIndex of the days `seen` rows were written
+SEEN_LISTS = "seen_lists"  # (app, day, chunk)       -> LapseBucket of (kind, id)
+TEXTS = "texts"  # (app, userkey)          -> RecentTexts (the texts sent to it lately)
+JUNK = "junk"  # template id             -> JunkTemplate (each partition's own index)
+PLACES = "places"  # (app, userkey)          -> RecipientPlace (a recipient_profile event's)
+SUBJECTS = "subjects"  # (app, userkey)          -> SubjectSends (promotional sends by subject)
+LAST_SENT = "last_sent"  # (app, userkey)          -> LastSent (with opt_out_scope "category")
+TABLES = (
+    USERKEYS,
+    CONVERSATIONS,
+    GRANTS,
+    SENDERS,
+    CLUSTERS,
+    SKETCHES,
+    PENDING,
+    SCHEDULES,
+    DUE,
+    CLOCKS,
+    LAPSE_DAYS,
+    LAPSES,
+    RECIPIENTS,
+    CONTACTS,
+    SEEN,
+    SEEN_DAYS,
+    SEEN_LISTS,
+    TEXTS,
+    JUNK,
+    PLACES,
+    SUBJECTS,
+    LAST_SENT,
+)
 
 
 @dataclass(frozen=True)
 class DayLists:
     """Rows listed by the UTC day they are due to go from, swept by the app's clock (models/retention.py)."""
+
     index: str  # app -> LapseIndex
     buckets: str  # (app, day, chunk) -> LapseBucket of two-part entries
     clock_field: str  # the AppClock field that says when the next bucket is due
@@ -62,11 +86,15 @@ def due_key(app: str, minute: int, chunk: int) -> bytes:
     return key(app, str(minute)) if chunk == 0 else key(app, str(minute), str(chunk))
 
 
-def due_entries(get: Callable[[str, bytes], bytes | None], app: str, schedule: ReleaseSchedule,
-                minute: int) -> list[list]:
+def due_entries(
+    get: Callable[[str, bytes], bytes | None], app: str, schedule: ReleaseSchedule, minute: int
+) -> list[list]:
     """Every [deliver_at, request_id] of a minute of the app's schedule; `get` reads a row."""
-    return [entry for chunk in range(schedule.chunk_count(minute))
-            for entry in DueBucket.from_bytes(get(DUE, due_key(app, minute, chunk))).entries]
+    return [
+        entry
+        for chunk in range(schedule.chunk_count(minute))
+        for entry in DueBucket.from_bytes(get(DUE, due_key(app, minute, chunk))).entries
+    ]
 
 
 class Store(Protocol):
@@ -111,8 +139,9 @@ class MemoryStore:
         self.tables[table].pop(key, None)
 
     def report_junk(self, report: JunkReport, policy: Policy) -> None:
-        changed = self.junk.apply(report, policy.similarity_threshold, policy.junk_reject_reporters,
-                                  policy.max_junk_templates)
+        changed = self.junk.apply(
+            report, policy.similarity_threshold, policy.junk_reject_reporters, policy.max_junk_templates
+        )
         for template_id, template in changed.items():
             row = key(str(self.partition), template_id)
             if template is None:

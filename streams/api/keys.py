@@ -1,4 +1,5 @@
 """API keys: made here, shown once, kept in the keyring by their SHA-256 only."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,10 @@ def add_api_key(path: str, app: str, webhook_url: str | None = None, webhook_sec
     key = "sg_" + secrets.token_urlsafe(32)
     entry = f'\n[[api_keys]]\napp = {_toml_string(app)}\nsha256 = "{api_key_digest(key)}"\n'
     if webhook_url is not None or webhook_secret_env is not None:
-        entry += (f"webhook_url = {_toml_string(webhook_url or '')}\n"
-                  f"webhook_secret_env = {_toml_string(webhook_secret_env or '')}\n")
+        entry += (
+            f"webhook_url = {_toml_string(webhook_url or '')}\n"
+            f"webhook_secret_env = {_toml_string(webhook_secret_env or '')}\n"
+        )
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(entry)
     try:

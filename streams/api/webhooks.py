@@ -11,6 +11,7 @@ Each POST is signed like Stripe's: header `Sendgate-Signature: t=<unix seconds>,
 HMAC-SHA-256 of "<t>.<body>" under the app's webhook secret>`; the receiver recomputes it and
 refuses an old `t` (a replayed request).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,8 +55,10 @@ def hooks_of(keyring: Keyring, env: dict | None = None) -> dict[str, Hook]:
         if entry.webhook_url and entry.app not in hooks:
             secret = env.get(entry.webhook_secret_env or "")
             if not secret:
-                raise ConfigError(f"the webhook of app {entry.app!r} is signed with the secret in "
-                                  f"{entry.webhook_secret_env}, which is not set")
+                raise ConfigError(
+                    f"the webhook of app {entry.app!r} is signed with the secret in "
+                    f"{entry.webhook_secret_env}, which is not set"
+                )
             hooks[entry.app] = Hook(entry.webhook_url, secret.encode())
     return hooks
 
@@ -76,10 +79,14 @@ class WebhookDispatcher:
         self.settings, self.hooks = settings, hooks
         self.topic = settings.topic("decisions")
         # a new group starts at the end: outcomes decided before the first API ran are not pushed
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap,
-                                          group_id=f"{settings.group_id}-webhooks", enable_auto_commit=False,
-                                          auto_offset_reset="latest", isolation_level="read_committed",
-                                          **settings.kafka_options())
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap,
+            group_id=f"{settings.group_id}-webhooks",
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            isolation_level="read_committed",
+            **settings.kafka_options(),
+        )
         self._joined = _Joined()
         self._task: asyncio.Task | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -124,9 +131,15 @@ class WebhookDispatcher:
         while True:
             t = int(time.time())
             try:
-                async with self._http.post(hook.url, data=body, headers={
-                        "Content-Type": "application/json", SIGNATURE_HEADER: sign(hook.secret, body, t),
-                        "Sendgate-Decision-Id": d.decision_id}) as answer:
+                async with self._http.post(
+                    hook.url,
+                    data=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        SIGNATURE_HEADER: sign(hook.secret, body, t),
+                        "Sendgate-Decision-Id": d.decision_id,
+                    },
+                ) as answer:
                     if 200 <= answer.status < 300:
                         return
                     why = f"HTTP {answer.status}"

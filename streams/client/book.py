@@ -10,6 +10,7 @@ It reads every partition without a consumer group: several processes (API server
 book of their own and need no shared state. What it keeps is bounded: the decisions of the last
 `size` requests it saw, oldest forgotten first.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,8 +45,7 @@ def answers_cancel(d: Decision) -> bool:
 class DecisionBook:
     """The decisions of recent requests, read as they arrive; `expect` before publishing."""
 
-    def __init__(self, settings: Settings | None = None, size: int = 50_000, *,
-                 wait_for_topic_s: float = 30.0) -> None:
+    def __init__(self, settings: Settings | None = None, size: int = 50_000, *, wait_for_topic_s: float = 30.0) -> None:
         self.settings = settings or Settings.from_env()
         self.size = size
         self.topic = self.settings.topic("decisions")
@@ -58,9 +58,13 @@ class DecisionBook:
 
     async def __aenter__(self) -> "DecisionBook":
         partitions = await require_topic(self.settings, self.topic, self.wait_for_topic_s)  # the workers make it
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
-                                          isolation_level="read_committed", fetch_max_wait_ms=100,
-                                          **self.settings.kafka_options())
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=100,
+            **self.settings.kafka_options(),
+        )
         try:
             await start_client(self._consumer, self.settings)
             tps = [TopicPartition(self.topic, p) for p in partitions]
@@ -115,13 +119,16 @@ class DecisionBook:
         seen = self._requests.get((app, request_id))
         return None if seen is None else list(seen)
 
-    async def ask(self, publish: Callable[[], object], app: str, request_id: str, match: Match,
-                  timeout: float) -> Decision | None:
+    async def ask(
+        self, publish: Callable[[], object], app: str, request_id: str, match: Match, timeout: float
+    ) -> Decision | None:
         """Register a waiter for (app, request_id), run `publish` (an awaitable factory), and wait
         up to `timeout` s for a decision that `match`es; None when none came in time."""
         if not self.healthy:
-            raise RuntimeError(f"the decisions reader of {self.topic} has stopped: "
-                               f"{self._task.exception() if self._task and self._task.done() else 'not started'}")
+            raise RuntimeError(
+                f"the decisions reader of {self.topic} has stopped: "
+                f"{self._task.exception() if self._task and self._task.done() else 'not started'}"
+            )
         key = (app, request_id)
         self._entry(key)  # asked: known here from now on, decided or not
         future = asyncio.get_running_loop().create_future()
@@ -138,8 +145,9 @@ class DecisionBook:
                 del self._waiters[key]
 
 
-async def submit(send: dict, settings: Settings | None = None, *, key: SigningKey | None = None,
-                 timeout: float = 10.0) -> Decision:
+async def submit(
+    send: dict, settings: Settings | None = None, *, key: SigningKey | None = None, timeout: float = 10.0
+) -> Decision:
     """Publish one send and return its decision (the SDK's `await submit(send)`); a send without
     `request_id` gets one. TimeoutError when no decision comes within `timeout` s. For many
     sends, keep a `Publisher` and a `DecisionBook` open and call `book.ask` for each."""
@@ -149,9 +157,12 @@ async def submit(send: dict, settings: Settings | None = None, *, key: SigningKe
     send.setdefault("request_id", uuid.uuid4().hex)
     settings = settings or Settings.from_env()
     async with Publisher(settings, key=key) as publisher, DecisionBook(settings, size=16) as book:
-        decision = await book.ask(lambda: publisher.publish(send), send["app"], send["request_id"], answers_send,
-                                  timeout)
+        decision = await book.ask(
+            lambda: publisher.publish(send), send["app"], send["request_id"], answers_send, timeout
+        )
     if decision is None:
-        raise TimeoutError(f"no decision for request {send['request_id']!r} within {timeout} s: is a worker running "
-                           f"on {settings.topic('events')}?")
+        raise TimeoutError(
+            f"no decision for request {send['request_id']!r} within {timeout} s: is a worker running "
+            f"on {settings.topic('events')}?"
+        )
     return decision

@@ -4,6 +4,7 @@
 `LocalKafka`. The jars are fetched once with Maven (`dependency:copy-dependencies` on a generated
 pom) into ~/.cache/sendgate/kafka-<version>/libs.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,11 +45,15 @@ class BrokerError(RuntimeError):
 
 
 def require_tools() -> None:
-    for tool, package in (("java", "a Java 17 runtime (Debian: apt-get install openjdk-17-jre-headless)"),
-                          ("mvn", "Maven (Debian: apt-get install maven)")):
+    for tool, package in (
+        ("java", "a Java 17 runtime (Debian: apt-get install openjdk-17-jre-headless)"),
+        ("mvn", "Maven (Debian: apt-get install maven)"),
+    ):
         if shutil.which(tool) is None:
-            raise BrokerError(f"'{tool}' is not on PATH: install {package} to run the local Kafka broker, "
-                              f"or set SENDGATE_BOOTSTRAP=host:port to use an existing one")
+            raise BrokerError(
+                f"'{tool}' is not on PATH: install {package} to run the local Kafka broker, "
+                f"or set SENDGATE_BOOTSTRAP=host:port to use an existing one"
+            )
 
 
 def kafka_jars(version: str = KAFKA_VERSION) -> Path:
@@ -64,9 +69,19 @@ def kafka_jars(version: str = KAFKA_VERSION) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"sendgate: fetching Apache Kafka {version} jars from Maven Central into {libs} (once)", file=sys.stderr)
     result = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
-         "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"],
-        capture_output=True, text=True)
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(work / "pom.xml"),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise BrokerError(f"mvn could not fetch Kafka {version}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
     shutil.rmtree(libs, ignore_errors=True)
@@ -83,41 +98,57 @@ def free_port() -> int:
 AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"  # KRaft's ACL authorizer
 
 
-def server_properties(port: int, controller_port: int, log_dir: Path, sasl_port: int | None = None,
-                      super_users: tuple[str, ...] = ()) -> str:
+def server_properties(
+    port: int, controller_port: int, log_dir: Path, sasl_port: int | None = None, super_users: tuple[str, ...] = ()
+) -> str:
     """With `super_users` (principals, `User:NAME`) the broker authorizes every request with ACLs."""
     # The SASL listener is an extra door for clients; the broker itself keeps talking PLAINTEXT.
     sasl = f",SASL_PLAINTEXT://127.0.0.1:{sasl_port}" if sasl_port else ""
-    return "\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{sasl}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}{sasl}",
-        "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-        "inter.broker.listener.name=PLAINTEXT",
-        *([f"sasl.enabled.mechanisms={SCRAM}",
-           # the broker side of SCRAM needs no credentials of its own: they are checked against the metadata log
-           f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config="
-           "org.apache.kafka.common.security.scram.ScramLoginModule required;"] if sasl_port else []),
-        *([f"authorizer.class.name={AUTHORIZER}", f"super.users={';'.join(super_users)}",
-           "allow.everyone.if.no.acl.found=false"] if super_users else []),
-        f"log.dirs={log_dir}",
-        # One node: internal topics cannot have more than one replica.
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=8",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        # A lone consumer should not wait for others to join.
-        "group.initial.rebalance.delay.ms=0",
-        # The app creates its topics with explicit partition counts.
-        "auto.create.topics.enable=false",
-        "num.partitions=1",
-        "",
-    ])
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{sasl}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}{sasl}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            *(
+                [
+                    f"sasl.enabled.mechanisms={SCRAM}",
+                    # the broker side of SCRAM needs no credentials of its own: they are checked against the metadata log
+                    f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config="
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                ]
+                if sasl_port
+                else []
+            ),
+            *(
+                [
+                    f"authorizer.class.name={AUTHORIZER}",
+                    f"super.users={';'.join(super_users)}",
+                    "allow.everyone.if.no.acl.found=false",
+                ]
+                if super_users
+                else []
+            ),
+            f"log.dirs={log_dir}",
+            # One node: internal topics cannot have more than one replica.
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=8",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            # A lone consumer should not wait for others to join.
+            "group.initial.rebalance.delay.ms=0",
+            # The app creates its topics with explicit partition counts.
+            "auto.create.topics.enable=false",
+            "num.partitions=1",
+            "",
+        ]
+    )
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -151,8 +182,9 @@ async def wait_for_metadata(bootstrap: str, deadline: float, **client_options: A
 def _check_scram_user(user: str, password: str) -> None:
     # Kafka's SCRAM syntax (`SCRAM-SHA-256=[name=U,password=P]`) has no quoting.
     if not user or not password or any(c in user + password for c in ",[]") or "=" in user:
-        raise BrokerError("SCRAM user and password must be non-empty, without ',', '[' or ']' "
-                          "(and no '=' in the user name)")
+        raise BrokerError(
+            "SCRAM user and password must be non-empty, without ',', '[' or ']' (and no '=' in the user name)"
+        )
 
 
 async def create_acls(settings: Settings, acls: list[Acl]) -> None:
@@ -186,12 +218,21 @@ class LocalKafka:
     the admin that adds the ACLs.
     """
 
-    def __init__(self, port: int | None = None, data_dir: str | os.PathLike | None = None,
-                 heap: str = "512m", scram: tuple[str, str] | None = None, sasl_port: int | None = None,
-                 users: dict[str, str] | None = None, authorizer: bool = False) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        data_dir: str | os.PathLike | None = None,
+        heap: str = "512m",
+        scram: tuple[str, str] | None = None,
+        sasl_port: int | None = None,
+        users: dict[str, str] | None = None,
+        authorizer: bool = False,
+    ) -> None:
         if (users or authorizer) and scram is None:
-            raise BrokerError("SCRAM users and the authorizer need scram=(admin user, password): the SASL "
-                              "listener they log in on, and the super user that adds ACLs")
+            raise BrokerError(
+                "SCRAM users and the authorizer need scram=(admin user, password): the SASL "
+                "listener they log in on, and the super user that adds ACLs"
+            )
         self.scram_users = {scram[0]: scram[1], **(users or {})} if scram else {}
         for user, password in self.scram_users.items():
             _check_scram_user(user, password)
@@ -231,8 +272,12 @@ class LocalKafka:
 
     def login(self, user: str) -> dict[str, str]:
         """The `Settings` fields that log in on `sasl_bootstrap` as SCRAM user `user`."""
-        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": SCRAM,
-                "sasl_username": user, "sasl_password": self.scram_users[user]}
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": SCRAM,
+            "sasl_username": user,
+            "sasl_password": self.scram_users[user],
+        }
 
     @property
     def log_file(self) -> Path:
@@ -244,27 +289,42 @@ class LocalKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
         controller_port = free_port()
-        props.write_text(server_properties(self.port, controller_port, self.data_dir / "logs", self.sasl_port,
-                                           self.super_users))
+        props.write_text(
+            server_properties(self.port, controller_port, self.data_dir / "logs", self.sasl_port, self.super_users)
+        )
         classpath = f"{libs}/*"
-        java = ["java", f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC",
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", classpath]
+        java = [
+            "java",
+            f"-Xmx{self.heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp",
+            classpath,
+        ]
         formatted_now = not (self.data_dir / "logs" / "meta.properties").exists()
         if formatted_now:
             cluster_id = "-"
             while cluster_id.startswith("-"):  # as Kafka's own Uuid.randomUuid: "-..." reads as an option
                 cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             # SCRAM credentials live in the metadata log; the first ones can be written with it.
-            scram = [arg for user, password in self.scram_users.items()
-                     for arg in ("--add-scram", f"{SCRAM}=[name={user},password={password}]")]
-            fmt = subprocess.run(java + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-                                         *scram], capture_output=True, text=True)
+            scram = [
+                arg
+                for user, password in self.scram_users.items()
+                for arg in ("--add-scram", f"{SCRAM}=[name={user},password={password}]")
+            ]
+            fmt = subprocess.run(
+                java + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), *scram],
+                capture_output=True,
+                text=True,
+            )
             if fmt.returncode != 0:
                 raise BrokerError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
         log = open(self.log_file, "ab")
         # Own session: stop() can signal the whole group, and no java outlives us by accident.
-        self.process = subprocess.Popen(java + ["kafka.Kafka", str(props)], stdout=log, stderr=log,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            java + ["kafka.Kafka", str(props)], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         log.close()
         deadline = time.monotonic() + timeout
         try:
@@ -282,10 +342,23 @@ class LocalKafka:
         return self
 
     def _alter_scram(self, java: list[str], user: str, password: str) -> None:
-        result = subprocess.run(java + ["kafka.admin.ConfigCommand", "--bootstrap-server", self.bootstrap, "--alter",
-                                        "--add-config", f"{SCRAM}=[password={password}]",
-                                        "--entity-type", "users", "--entity-name", user],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            java
+            + [
+                "kafka.admin.ConfigCommand",
+                "--bootstrap-server",
+                self.bootstrap,
+                "--alter",
+                "--add-config",
+                f"{SCRAM}=[password={password}]",
+                "--entity-type",
+                "users",
+                "--entity-name",
+                user,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise BrokerError(f"adding SCRAM user {user!r} failed:\n{result.stdout}{result.stderr}")
 

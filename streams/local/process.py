@@ -1,4 +1,5 @@
 """A worker (or an API server) as a child process: how the demo, the tests and the benchmarks run them."""
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,14 @@ class WorkerProcess:
     def start(self) -> "WorkerProcess":
         env = {**os.environ, **self.settings.to_env()}
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "sendgate.streams.cli", self.command, *self.args],
-                                        env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sendgate.streams.cli", self.command, *self.args],
+            env=env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         return self
 
@@ -98,6 +104,7 @@ class WorkerProcess:
 class ApiProcess(WorkerProcess):
     """`sendgate api` on 127.0.0.1:`port`; ready once its /readyz answers 200 (its decisions
     reader positioned: a send posted then cannot miss its decision)."""
+
     command = "api"
 
     def __init__(self, settings: Settings, log_path: str | os.PathLike, port: int) -> None:

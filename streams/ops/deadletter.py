@@ -7,6 +7,7 @@ The dead-letter topic is a log: republishing removes nothing from it (`list` sti
 records), and republishing the same record twice publishes it twice (the worker decides a repeated
 `request_id` or `event_id` as it decides any repeat).
 """
+
 from __future__ import annotations
 
 import base64
@@ -48,10 +49,18 @@ class DeadLetter:
         return next((v.decode("utf-8", "replace") for n, v in self.headers if n == KEY_HEADER), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"deadletter_partition": self.partition, "deadletter_offset": self.offset, "error": self.error,
-                "topic": self.topic, "partition": self.from_partition, "offset": self.from_offset,
-                "key": _text(self.key), "raw": _text(self.value), "signed_by": self.signed_by,
-                "headers": [name for name, _ in self.headers]}
+        return {
+            "deadletter_partition": self.partition,
+            "deadletter_offset": self.offset,
+            "error": self.error,
+            "topic": self.topic,
+            "partition": self.from_partition,
+            "offset": self.from_offset,
+            "key": _text(self.key),
+            "raw": _text(self.value),
+            "signed_by": self.signed_by,
+            "headers": [name for name, _ in self.headers],
+        }
 
 
 def _text(data: bytes | None) -> str | None:
@@ -71,12 +80,29 @@ def parse(record: LogRecord) -> DeadLetter:
         doc = orjson.loads(record.value or b"")
         if not isinstance(doc, dict):
             raise ValueError("not an object")
-        return DeadLetter(record.partition, record.offset, str(doc.get("error", "")), doc.get("topic"),
-                          doc.get("partition"), doc.get("offset"), _bytes(doc, "key"), _bytes(doc, "raw"),
-                          tuple(record.headers or ()))
+        return DeadLetter(
+            record.partition,
+            record.offset,
+            str(doc.get("error", "")),
+            doc.get("topic"),
+            doc.get("partition"),
+            doc.get("offset"),
+            _bytes(doc, "key"),
+            _bytes(doc, "raw"),
+            tuple(record.headers or ()),
+        )
     except (ValueError, TypeError) as exc:  # not written by a worker: shown, never republished
-        return DeadLetter(record.partition, record.offset, f"not a dead-letter record: {exc}", None, None, None,
-                          record.key, record.value, tuple(record.headers or ()))
+        return DeadLetter(
+            record.partition,
+            record.offset,
+            f"not a dead-letter record: {exc}",
+            None,
+            None,
+            None,
+            record.key,
+            record.value,
+            tuple(record.headers or ()),
+        )
 
 
 async def dead_letters(settings: Settings) -> list[DeadLetter]:
@@ -87,20 +113,29 @@ async def dead_letters(settings: Settings) -> list[DeadLetter]:
     return sorted(letters, key=lambda d: (d.partition, d.offset))
 
 
-def select(letters: list[DeadLetter], at: list[tuple[int, int]] | None = None, error: str | None = None,
-           app: str | None = None) -> list[DeadLetter]:
+def select(
+    letters: list[DeadLetter], at: list[tuple[int, int]] | None = None, error: str | None = None, app: str | None = None
+) -> list[DeadLetter]:
     """The dead letters at one of the `at` (partition, offset) places, whose error contains
     `error`, keyed by `app`; a criterion that is None selects all."""
     places = set(at) if at else None
-    return [d for d in letters if (places is None or (d.partition, d.offset) in places)
-            and (error is None or error in d.error) and (app is None or d.key == app.encode())]
+    return [
+        d
+        for d in letters
+        if (places is None or (d.partition, d.offset) in places)
+        and (error is None or error in d.error)
+        and (app is None or d.key == app.encode())
+    ]
 
 
 def refusal(settings: Settings, letter: DeadLetter) -> str | None:
     """Why a dead letter cannot be republished, or None."""
     if letter.topic != settings.topic("events"):
-        return (f"it came from {letter.topic}, not {settings.topic('events')}" if letter.topic else
-                "it is not a dead-letter record")
+        return (
+            f"it came from {letter.topic}, not {settings.topic('events')}"
+            if letter.topic
+            else "it is not a dead-letter record"
+        )
     if letter.value is None:
         return "it has no value"
     return None
@@ -118,16 +153,23 @@ def record_time(value: bytes) -> int | None:
 async def republish(settings: Settings, letters: list[DeadLetter]) -> list[RecordMetadata]:
     """Send each dead letter back to its topic (the events topic) with its key, value and headers;
     the partition is the producer's default for the key, as for any producer's record."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True,
-                                **settings.kafka_options())
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, **settings.kafka_options()
+    )
     try:
         await start_client(producer, settings)
         sent = []
         for letter in letters:
             assert letter.topic is not None and letter.value is not None  # refusal() said so
-            sent.append(await producer.send_and_wait(letter.topic, value=letter.value, key=letter.key,
-                                                     headers=list(letter.headers) or None,
-                                                     timestamp_ms=record_time(letter.value)))
+            sent.append(
+                await producer.send_and_wait(
+                    letter.topic,
+                    value=letter.value,
+                    key=letter.key,
+                    headers=list(letter.headers) or None,
+                    timestamp_ms=record_time(letter.value),
+                )
+            )
         return sent
     finally:
         await producer.stop()

@@ -16,6 +16,7 @@ grow: a worker anywhere, whatever local store it kept, reads the rebuilt rows an
 its persisted offset and holds exactly the new tables. The group's offsets are left as they were,
 so the workers resume where they stopped and emit no decision twice.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -96,13 +97,20 @@ async def _check_stopped_and_declare(settings: Settings, partitions: dict[str, i
         groups = await admin.describe_consumer_groups([settings.group_id])
         members = [m for g in groups for grp in g.groups for m in grp[5]] if groups else []
         if members:
-            raise ConfigError(f"consumer group {settings.group_id} has {len(members)} active member(s): "
-                              f"stop every worker before rebuilding")
+            raise ConfigError(
+                f"consumer group {settings.group_id} has {len(members)} active member(s): "
+                f"stop every worker before rebuilding"
+            )
         missing = set(partitions) - set(await admin.list_topics())
         if missing:
-            await admin.create_topics([NewTopic(name, partitions[name], settings.replication_factor,
-                                                topic_configs={"cleanup.policy": "compact"})
-                                       for name in sorted(missing)])
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        name, partitions[name], settings.replication_factor, topic_configs={"cleanup.policy": "compact"}
+                    )
+                    for name in sorted(missing)
+                ]
+            )
     finally:
         await admin.close()
     for name in sorted(missing):  # a new topic has no leader for a moment; its end offsets are read next
@@ -131,13 +139,17 @@ async def rebuild(settings: Settings, policy: Policy, new_userkey_secret: bool =
         shutil.rmtree(scratch, ignore_errors=True)
     if new_userkey_secret:
         await write_fingerprint(settings)
-    print(f"rebuild: {sum(until.values())} events up to the committed offsets of group {settings.group_id}; "
-          f"rows: {written}", file=sys.stderr)
+    print(
+        f"rebuild: {sum(until.values())} events up to the committed offsets of group {settings.group_id}; "
+        f"rows: {written}",
+        file=sys.stderr,
+    )
     return written
 
 
-async def _decide(settings: Settings, policy: Policy, store: SpooledRows, events_topic: str,
-                  until: dict[int, int]) -> dict[str, int]:
+async def _decide(
+    settings: Settings, policy: Policy, store: SpooledRows, events_topic: str, until: dict[int, int]
+) -> dict[str, int]:
     """Run the gate over the log into `store`; returns the apps' homes (app -> events partition)."""
     gate = settings.gate(policy)
     homes: dict[str, int] = {}
@@ -145,8 +157,9 @@ async def _decide(settings: Settings, policy: Policy, store: SpooledRows, events
     async for record in read_log(settings, events_topic, until, lambda done, total: bar.update(done)):
         store.partition = record.partition
         try:
-            event = gate.admit(record.key, record.value, record.timestamp, record.partition, homes.setdefault,
-                               record.headers, store)
+            event = gate.admit(
+                record.key, record.value, record.timestamp, record.partition, homes.setdefault, record.headers, store
+            )
         except InvalidEvent:
             continue  # dead-lettered by the live worker already; it changed no state
         gate.handle(event, store, record.timestamp)
@@ -156,10 +169,21 @@ async def _decide(settings: Settings, policy: Policy, store: SpooledRows, events
     return homes
 
 
-async def _write(settings: Settings, store: SpooledRows, homes: dict[str, int], changelogs: dict[str, str],
-                 old_ends: dict[str, dict[int, int]], until: dict[int, int]) -> dict[str, int]:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
-                                enable_idempotence=True, **settings.kafka_options())
+async def _write(
+    settings: Settings,
+    store: SpooledRows,
+    homes: dict[str, int],
+    changelogs: dict[str, str],
+    old_ends: dict[str, dict[int, int]],
+    until: dict[int, int],
+) -> dict[str, int]:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        acks="all",
+        linger_ms=20,
+        enable_idempotence=True,
+        **settings.kafka_options(),
+    )
     await producer.start()
     written: dict[str, int] = {}
     touched = {p for p, end in until.items() if end > 0}  # state partitions that get a commit record
@@ -180,16 +204,25 @@ async def _write(settings: Settings, store: SpooledRows, homes: dict[str, int], 
         written["removed"] = removed
         await producer.flush()  # every row and tombstone is written before any commit record
         for partition in sorted(touched):  # last: the tables now hold the log up to here
-            await producer.send(changelogs[STATE], key=commit_key(partition),
-                                value=str(until.get(partition, 0) - 1).encode(), partition=partition)
+            await producer.send(
+                changelogs[STATE],
+                key=commit_key(partition),
+                value=str(until.get(partition, 0) - 1).encode(),
+                partition=partition,
+            )
         await producer.flush()
     finally:
         await producer.stop()
     return written
 
 
-async def _old_rows_to_remove(settings: Settings, store: SpooledRows, homes: dict[str, int],
-                              changelogs: dict[str, str], old_ends: dict[str, dict[int, int]]):
+async def _old_rows_to_remove(
+    settings: Settings,
+    store: SpooledRows,
+    homes: dict[str, int],
+    changelogs: dict[str, str],
+    old_ends: dict[str, dict[int, int]],
+):
     """(topic, partition, key) of each row of the old changelogs that the new tables do not hold
     in that partition, once each. Reads the old changelogs as a stream."""
     for name, topic in changelogs.items():

@@ -1,5 +1,6 @@
 """`sendgate replay`: run the gate over the event log again, optionally under another policy,
 write the decisions to `<prefix>replay.<name>.decisions` and compare them with the live ones."""
+
 from __future__ import annotations
 
 import re
@@ -46,8 +47,9 @@ class ReplayResult:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-async def replay(settings: Settings, name: str, policy: Policy, until: dict[int, int] | None = None,
-                 quiet: bool = False) -> ReplayResult:
+async def replay(
+    settings: Settings, name: str, policy: Policy, until: dict[int, int] | None = None, quiet: bool = False
+) -> ReplayResult:
     """Decide every event of the log up to `until` (default: the end offsets now) with `policy`."""
     await check_userkey_secret(settings, "replay", adopt=False)  # its consent records must match the live ones
     out_topic = replay_topic(settings, name)
@@ -56,8 +58,13 @@ async def replay(settings: Settings, name: str, policy: Policy, until: dict[int,
     await ensure_topics(settings, [out_topic])
     start = await end_offsets(settings, out_topic)
     gate, store = settings.gate(policy), MemoryStore()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
-                                enable_idempotence=True, **settings.kafka_options())
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        acks="all",
+        linger_ms=20,
+        enable_idempotence=True,
+        **settings.kafka_options(),
+    )
     await producer.start()
     started = time.monotonic()
     events = decisions = dead = 0
@@ -69,8 +76,15 @@ async def replay(settings: Settings, name: str, policy: Policy, until: dict[int,
             events += 1
             store.partition = record.partition  # each partition's junk index is its own, as in the worker
             try:
-                event = gate.admit(record.key, record.value, record.timestamp, record.partition, homes.setdefault,
-                                   record.headers, store)
+                event = gate.admit(
+                    record.key,
+                    record.value,
+                    record.timestamp,
+                    record.partition,
+                    homes.setdefault,
+                    record.headers,
+                    store,
+                )
             except InvalidEvent:
                 dead += 1  # the live worker dead-lettered it too; replay writes no dead letters
                 continue
@@ -89,8 +103,9 @@ async def replay(settings: Settings, name: str, policy: Policy, until: dict[int,
 
 async def read_decisions(settings: Settings, topic: str, start: dict[int, int] | None = None) -> list[dict]:
     """The decisions of `topic` up to its end now, from `start` (partition -> offset; default 0)."""
-    return [orjson.loads(r.value)
-            async for r in read_log(settings, topic, await end_offsets(settings, topic), start=start)]
+    return [
+        orjson.loads(r.value) async for r in read_log(settings, topic, await end_offsets(settings, topic), start=start)
+    ]
 
 
 def _by_request(decisions: list[dict]) -> dict[tuple[str, str], list[tuple[str, str]]]:

@@ -2,6 +2,7 @@
 
 `build_worker` wires the pure `Gate` (sendgate.models.gate) to Kafka. It holds no rule of its own.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,9 +30,20 @@ from ..config import ConfigError, Settings
 from ..logs import faust_logging_config
 from ..kafka import committed_offsets, read_log
 from .outbox import Headers, Outbox, partition_for
-from .faust_internals import (assigned, channel_queue, commit_at, committed_offset, dispatch_inline, highwater,
-                              inner_producer, keep_fetched_changelog, keep_paused_on_buffer_drop, keep_recovery_end,
-                              member_alive_at, recovery_state)
+from .faust_internals import (
+    assigned,
+    channel_queue,
+    commit_at,
+    committed_offset,
+    dispatch_inline,
+    highwater,
+    inner_producer,
+    keep_fetched_changelog,
+    keep_paused_on_buffer_drop,
+    keep_recovery_end,
+    member_alive_at,
+    recovery_state,
+)
 from .metrics import BatchTally, GateMetrics
 from .checkpoint import APPS, STATE, CheckpointStore, GlobalIndexTable, StateTable
 from .operations import register_operations
@@ -58,6 +70,7 @@ def faust_broker_url(bootstrap: str) -> str:
 @dataclass(eq=False)  # hashed by identity, as Faust's consumer keeps messages in sets
 class LoggedMessage:
     """The parts of a Faust message the worker reads, for records read from Kafka directly."""
+
     topic: str
     partition: int
     offset: int
@@ -81,6 +94,7 @@ class LoggedEvent:
 class QuietHoles:
     """Put in the agent's queue by `GateWorker.check_quiet_partitions`: events partitions whose
     records after `_seen` Faust has not delivered, to be read from Kafka by the agent itself."""
+
     partitions: tuple[TP, ...]
 
 
@@ -99,8 +113,9 @@ class GateWorker:
     deadletter: Any
     consent: Any  # the consent audit trail
     grants: Any  # sendgate's revocations of unrestricted grants, for operators
-    counts: dict[str, int] = field(default_factory=lambda: {"events": 0, "decisions": 0, "deadlettered": 0,
-                                                              "skipped": 0, "hole_records": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"events": 0, "decisions": 0, "deadlettered": 0, "skipped": 0, "hole_records": 0}
+    )
     _delivery_topics: dict[str, Any] = field(default_factory=dict)
     _seen: dict[int, int] = field(default_factory=dict)  # partition -> last offset the stream delivered
     next_offsets: dict[TP, int] = field(default_factory=dict)  # events partition -> offset to commit (commit_at)
@@ -120,11 +135,17 @@ class GateWorker:
     # when the group coordinator last confirmed this worker a member (faust_internals.member_alive_at)
     alive_at: Callable[[], float | None] = lambda: None
     revocations: int = 0  # rebalances that revoked this worker's partitions (a failing batch spanning one is dropped)
-    events_partitions: list[int] = field(default_factory=list)  # every partition of the events topic (junk shares go to each)
+    events_partitions: list[int] = field(
+        default_factory=list
+    )  # every partition of the events topic (junk shares go to each)
 
     def __post_init__(self) -> None:
-        self.metrics = GateMetrics(self.settings.metrics_networks, self.status_now, self.gate.keyring is not None,
-                                   topic_partitions=self.settings.partitions)
+        self.metrics = GateMetrics(
+            self.settings.metrics_networks,
+            self.status_now,
+            self.gate.keyring is not None,
+            topic_partitions=self.settings.partitions,
+        )
 
     def not_ready(self) -> list[str]:
         """Why the worker should not get traffic yet (empty: ready), for /readyz and the metrics."""
@@ -150,14 +171,21 @@ class GateWorker:
                 continue
             end = highwater(self.faust, tp)
             committed = committed_offset(self.faust, tp) or 0
-            partitions.append({"partition": tp.partition, "end": end, "committed": committed,
-                               "lag": max(0, end - committed)})
+            partitions.append(
+                {"partition": tp.partition, "end": end, "committed": committed, "lag": max(0, end - committed)}
+            )
         next_due = min(self.store.due.values(), default=None)
         in_progress, remaining = recovery_state(self.faust)
-        return {"partitions": partitions, "pending": sum(self.store.held.values()), "next_due": next_due,
-                "overdue_s": max(0.0, time.time() - next_due / 1000) if next_due is not None else 0.0,
-                "recovering": in_progress, "recovery_remaining": remaining,
-                "rebalancing": bool(self.faust.rebalancing), "reasons": self.not_ready()}
+        return {
+            "partitions": partitions,
+            "pending": sum(self.store.held.values()),
+            "next_due": next_due,
+            "overdue_s": max(0.0, time.time() - next_due / 1000) if next_due is not None else 0.0,
+            "recovering": in_progress,
+            "recovery_remaining": remaining,
+            "rebalancing": bool(self.faust.rebalancing),
+            "reasons": self.not_ready(),
+        }
 
     async def process_batch(self, batch: list[Any], quiet: tuple[TP, ...] = ()) -> None:
         """Decide a batch of records of sendgate.events; never raises for bad input. `quiet`:
@@ -212,8 +240,11 @@ class GateWorker:
             self.store.stage(self.outbox)
             self.check_membership()
             self.store.written(await asyncio.wait_for(self.outbox.send(producer), PRODUCE_TIMEOUT_S))
-        tally.durations_s = {"decide": decided - started, "produce": produced - decided,
-                             "checkpoint": time.perf_counter() - produced}
+        tally.durations_s = {
+            "decide": decided - started,
+            "produce": produced - decided,
+            "checkpoint": time.perf_counter() - produced,
+        }
         self._unacked.extend(filled)  # the agent acks the batch's own events; these Faust never had
 
     def check_membership(self) -> None:
@@ -227,9 +258,11 @@ class GateWorker:
         lease_s = self.settings.session_timeout_s - self.settings.heartbeat_interval_s
         if alive_at is None or time.monotonic() - alive_at > lease_s:
             since = "never" if alive_at is None else f"{time.monotonic() - alive_at:.1f} s ago"
-            raise MembershipLapsed(f"the group last confirmed this worker a member {since}, more than "
-                                   f"{lease_s:.1f} s (session timeout less a heartbeat interval): its partitions may "
-                                   f"have moved, so the batch is not written")
+            raise MembershipLapsed(
+                f"the group last confirmed this worker a member {since}, more than "
+                f"{lease_s:.1f} s (session timeout less a heartbeat interval): its partitions may "
+                f"have moved, so the batch is not written"
+            )
 
     async def seen_before(self, tp: TP) -> int:
         """The last offset of `tp` the stream delivered; for a partition it has delivered nothing
@@ -241,7 +274,9 @@ class GateWorker:
         if seen is None:
             committed = committed_offset(self.faust, tp)
             if committed is None:
-                committed = (await committed_offsets(self.settings, self.settings.group_id, tp.topic)).get(tp.partition, 0)
+                committed = (await committed_offsets(self.settings, self.settings.group_id, tp.topic)).get(
+                    tp.partition, 0
+                )
             seen = self._seen[tp.partition] = committed - 1
         return seen
 
@@ -262,8 +297,15 @@ class GateWorker:
                 decided += 1
                 self.counts["events"] += 1
                 sent += await self.process(LoggedEvent(message, r.value))
-        log.warning("the stream skipped %s[%s] offsets %s..%s; read %d record(s) from Kafka and decided %d",
-                    tp.topic, tp.partition, start, end - 1, len(found), decided)
+        log.warning(
+            "the stream skipped %s[%s] offsets %s..%s; read %d record(s) from Kafka and decided %d",
+            tp.topic,
+            tp.partition,
+            start,
+            end - 1,
+            len(found),
+            decided,
+        )
         self.counts["hole_records"] += decided
         return found
 
@@ -297,9 +339,11 @@ class GateWorker:
                 # these records meanwhile (the fault soak: a worker back from a full disk and a lost
                 # session decided them again over a half-recovered store, and its rows landed after
                 # the other worker's). Faust delivers them again from the committed offsets.
-                log.warning("a batch of %s is dropped: %s (its records are delivered again once the tables have "
-                            "recovered)", _where(batch), "a rebalance since it began" if self.revocations != revocations
-                            else "a rebalance is in progress")
+                log.warning(
+                    "a batch of %s is dropped: %s (its records are delivered again once the tables have recovered)",
+                    _where(batch),
+                    "a rebalance since it began" if self.revocations != revocations else "a rebalance is in progress",
+                )
                 self.failing_since = None
                 return
             seen = self._deciding = dict(self._seen)
@@ -312,11 +356,15 @@ class GateWorker:
                 self._deciding = self.deciding_since = None
                 self.abort(seen)
                 self.metrics.batch_failed()
-                lost = {(e.message.topic, e.message.partition) for e in batch} - {(tp.topic, tp.partition)
-                                                                                   for tp in assigned(self.faust)}
+                lost = {(e.message.topic, e.message.partition) for e in batch} - {
+                    (tp.topic, tp.partition) for tp in assigned(self.faust)
+                }
                 if lost:  # revoked meanwhile: the new owner decides these records; retrying would be a zombie
-                    log.warning("a failing batch of %s is dropped: partition(s) %s moved to another worker",
-                                _where(batch), sorted(p for _, p in lost))
+                    log.warning(
+                        "a failing batch of %s is dropped: partition(s) %s moved to another worker",
+                        _where(batch),
+                        sorted(p for _, p in lost),
+                    )
                     self.failing_since = None
                     return
                 if self.revocations != revocations:
@@ -325,20 +373,33 @@ class GateWorker:
                 failing_since = self.failing_since = failing_since or now
                 where = _where(batch)
                 if now - failing_since >= self.settings.stall_exit_s:
-                    log.critical("a batch of %s has failed for %.0f s (SENDGATE_STALL_EXIT_S); the worker stops: "
-                                 "%s: %s", where, now - failing_since, type(exc).__name__, exc)
+                    log.critical(
+                        "a batch of %s has failed for %.0f s (SENDGATE_STALL_EXIT_S); the worker stops: %s: %s",
+                        where,
+                        now - failing_since,
+                        type(exc).__name__,
+                        exc,
+                    )
                     self.stall_exit()
                     return
-                log.error("a batch of %s failed (%s: %s); deciding it again in %.1f s (the worker exits after "
-                          "%.0f s of failures)", where, type(exc).__name__, exc, delay, self.settings.stall_exit_s,
-                          exc_info=not isinstance(exc, (KafkaError, MembershipLapsed)))
+                log.error(
+                    "a batch of %s failed (%s: %s); deciding it again in %.1f s (the worker exits after "
+                    "%.0f s of failures)",
+                    where,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    self.settings.stall_exit_s,
+                    exc_info=not isinstance(exc, (KafkaError, MembershipLapsed)),
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
         self.metrics.batch_done(self.tally, len(batch))
         if failing_since is not None:
             self.failing_since = None
-            log.warning("the batch of %s succeeded after %.1f s of failures", _where(batch),
-                        time.monotonic() - failing_since)
+            log.warning(
+                "the batch of %s succeeded after %.1f s of failures", _where(batch), time.monotonic() - failing_since
+            )
         # Every offset up to `_seen` is now decided (or dead-lettered, or was decided before) and
         # its commit records are written: the group may commit past it. The events are acked too,
         # so that Faust's stream and its waits for a rebalance see them done.
@@ -359,8 +420,14 @@ class GateWorker:
         worker's last records undecided until the app's next event (the bench's fail-over round
         saw minutes). So a partition whose end has stayed past the last record seen for
         QUIET_HOLE_S, with the agent idle and nothing queued, is read directly."""
-        if (not self.agent_running or self.deciding_since is not None or self.queue is None
-                or not self.queue.empty() or self.faust.rebalancing or recovery_state(self.faust)[0]):
+        if (
+            not self.agent_running
+            or self.deciding_since is not None
+            or self.queue is None
+            or not self.queue.empty()
+            or self.faust.rebalancing
+            or recovery_state(self.faust)[0]
+        ):
             self._quiet.clear()
             return
         now, events_topic, holes = time.monotonic(), self.events.get_topic_name(), []
@@ -388,8 +455,11 @@ class GateWorker:
         if since is None or self._reported_slow or time.monotonic() - since < SLOW_BATCH_S:
             return
         self._reported_slow = True
-        log.warning("a batch has been deciding for %.0f s; the gate agent waits in:\n%s",
-                    time.monotonic() - since, awaiting(self.agent_task))
+        log.warning(
+            "a batch has been deciding for %.0f s; the gate agent waits in:\n%s",
+            time.monotonic() - since,
+            awaiting(self.agent_task),
+        )
 
     def ack(self, events: list[Any]) -> None:
         """Ack events, or messages read from Kafka directly (Faust never had those). Unfiltered:
@@ -422,8 +492,9 @@ class GateWorker:
         message, value = event.message, event.value
         record_ts = round(message.timestamp * 1000) if message.timestamp else 0  # Faust gives float seconds
         try:
-            decoded = self.gate.admit(message.key, value, record_ts, message.partition, self.store.home,
-                                      message.headers, self.store)
+            decoded = self.gate.admit(
+                message.key, value, record_ts, message.partition, self.store.home, message.headers, self.store
+            )
         except InvalidEvent as exc:
             if exc.code == Refusal.SPLIT_APP:  # its producers' fault, and the operator's to fix
                 log.error("%s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
@@ -444,8 +515,14 @@ class GateWorker:
                 # effect when it is decided; and to the operators' topic
                 # (its record timestamp is its event time: the decoder bounds how far ts may run ahead of it)
                 revoke = record.policy_event()
-                sent += await self.send(self.events, record.app.encode(), revoke, message.partition, record.ts,
-                                        self.signed(revoke, record.ts))
+                sent += await self.send(
+                    self.events,
+                    record.app.encode(),
+                    revoke,
+                    message.partition,
+                    record.ts,
+                    self.signed(revoke, record.ts),
+                )
                 topic = self.grants
             elif isinstance(record, JunkShare):
                 # into every partition's log, where each partition's junk index counts it (models/junk.py)
@@ -459,14 +536,28 @@ class GateWorker:
             sent += await self.send(topic, record.app.encode(), record.to_json())
         return sent
 
-    async def send(self, topic: Any, key: bytes | None, value: bytes, partition: int | None = None,
-                   timestamp_ms: int | None = None, headers: Headers = None) -> list[Any]:
+    async def send(
+        self,
+        topic: Any,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Headers = None,
+    ) -> list[Any]:
         """Queue one output record for the batch's outbox (to `partition`, else by key; with the
         producer's timestamp unless given); under exactly_once, send it now through Faust
         (Topic.send puts it in its partition's transaction) and return its future."""
         if self.faust.in_transaction:
-            return [await topic.send(key=key, value=value, partition=partition, headers=headers,
-                                     timestamp=None if timestamp_ms is None else timestamp_ms / 1000)]
+            return [
+                await topic.send(
+                    key=key,
+                    value=value,
+                    partition=partition,
+                    headers=headers,
+                    timestamp=None if timestamp_ms is None else timestamp_ms / 1000,
+                )
+            ]
         self.outbox.add(topic.get_topic_name(), key, value, partition, timestamp_ms, headers)
         return []
 
@@ -480,21 +571,27 @@ class GateWorker:
         topic = self._delivery_topics.get(network)
         if topic is None:
             # `network` is validated ([a-z0-9_-]{1,32}) so it cannot name an unexpected topic.
-            topic = self.faust.topic(self.settings.topic(f"deliveries.{network}"),
-                                   partitions=self.settings.partitions, **RAW)
+            topic = self.faust.topic(
+                self.settings.topic(f"deliveries.{network}"), partitions=self.settings.partitions, **RAW
+            )
             await topic.maybe_declare()
             await partitions_of(self.settings, topic.get_topic_name(), 60)
             self._delivery_topics[network] = topic
         return topic
 
-    async def dead_letter(self, message: Any, value: bytes | None, error: str, code: Refusal,
-                          rule: str | None = None) -> list[Any]:
+    async def dead_letter(
+        self, message: Any, value: bytes | None, error: str, code: Refusal, rule: str | None = None
+    ) -> list[Any]:
         self.counts["deadlettered"] += 1
         self.tally.dead_letter(code, rule)
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
         # with the record's own headers (its signature): `sendgate deadletter republish` sends it back as it came
-        return await self.send(self.deadletter, message.key, dead_letter_record(message, value, error, code),
-                               headers=list(message.headers or ()) or None)
+        return await self.send(
+            self.deadletter,
+            message.key,
+            dead_letter_record(message, value, error, code),
+            headers=list(message.headers or ()) or None,
+        )
 
 
 def awaiting(task: asyncio.Task | None) -> str:
@@ -519,13 +616,19 @@ def _where(batch: list[Any]) -> str:
         span[0], span[1] = min(span[0], m.offset), max(span[1], m.offset)
     return f"{len(batch)} event(s) at " + ", ".join(
         f"{topic}[{partition}]@{first}" + (f"..{last}" if last != first else "")
-        for (topic, partition), (first, last) in sorted(spans.items()))
+        for (topic, partition), (first, last) in sorted(spans.items())
+    )
 
 
 def dead_letter_record(message: Any, value: bytes | None, error: str, code: Refusal) -> bytes:
     """The dead-letter topic's value for a record: the reason, its code, where it was, and the record itself."""
-    doc: dict[str, Any] = {"error": error, "code": code, "topic": message.topic, "partition": message.partition,
-                           "offset": message.offset}
+    doc: dict[str, Any] = {
+        "error": error,
+        "code": code,
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+    }
     for name, data in (("key", message.key), ("raw", value)):
         text, is_base64 = _text_or_b64(data)
         doc[name] = text
@@ -547,14 +650,18 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
     policy = settings.policy()
     gate = settings.gate(policy)  # refuses to start without a keyring unless SENDGATE_AUTH=off
     if gate.keyring is None:
-        log.warning("SENDGATE_AUTH=off: records are not verified; any producer that can write to %s may say "
-                    "anything for any app (docs/security-and-privacy.md, Sources)", settings.topic("events"))
+        log.warning(
+            "SENDGATE_AUTH=off: records are not verified; any producer that can write to %s may say "
+            "anything for any app (docs/security-and-privacy.md, Sources)",
+            settings.topic("events"),
+        )
     else:
         try:  # the key the worker signs its ticks and revocations with
             gate.keyring.signing_key(WORKER, int(time.time() * 1000))
         except KeyringError as exc:
-            raise ConfigError(f"SENDGATE_KEYRING: {exc}; the worker signs its ticks and grant revocations with "
-                              f"a key of role worker") from None
+            raise ConfigError(
+                f"SENDGATE_KEYRING: {exc}; the worker signs its ticks and grant revocations with a key of role worker"
+            ) from None
     os.makedirs(settings.data_dir, exist_ok=True)
     faust_app = faust.App(
         settings.group_id,
@@ -586,19 +693,36 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
         web_host=settings.web_host,
         logging_config=faust_logging_config(settings.log_format),  # SENDGATE_LOG_FORMAT=json: JSON lines
     )
-    events = faust_app.topic(settings.topic("events"), partitions=settings.partitions,
-                       config=settings.topic_configs(settings.topic("events")), **RAW)
+    events = faust_app.topic(
+        settings.topic("events"),
+        partitions=settings.partitions,
+        config=settings.topic_configs(settings.topic("events")),
+        **RAW,
+    )
     decisions = faust_app.topic(settings.topic("decisions"), partitions=settings.partitions, **RAW)
     deadletter = faust_app.topic(settings.topic("deadletter"), partitions=settings.partitions, **RAW)
     consent = faust_app.topic(settings.topic("consent"), partitions=settings.partitions, **RAW)
     grants = faust_app.topic(settings.topic("grants"), partitions=settings.partitions, **RAW)
-    state = faust_app.tables.add(StateTable(faust_app, name=STATE, default=None, beacon=faust_app.tables.beacon,
-                                      partitions=settings.partitions, **RAW))
+    state = faust_app.tables.add(
+        StateTable(
+            faust_app, name=STATE, default=None, beacon=faust_app.tables.beacon, partitions=settings.partitions, **RAW
+        )
+    )
     # Where each app lives crosses partitions, so every worker holds all of it (a global table, one
     # partition; Faust advises partitions=1 and recovery_buffer_size=1 for global tables with several workers).
-    apps_table = faust_app.tables.add(GlobalIndexTable(
-        faust_app, name=APPS, default=None, beacon=faust_app.tables.beacon, partitions=1, standby_buffer_size=1,
-        recovery_buffer_size=1, is_global=True, **RAW))
+    apps_table = faust_app.tables.add(
+        GlobalIndexTable(
+            faust_app,
+            name=APPS,
+            default=None,
+            beacon=faust_app.tables.beacon,
+            partitions=1,
+            standby_buffer_size=1,
+            recovery_buffer_size=1,
+            is_global=True,
+            **RAW,
+        )
+    )
     store = CheckpointStore(state, apps_table)
     worker = GateWorker(settings, faust_app, gate, store, events, decisions, deadletter, consent, grants)
     worker.alive_at = member_alive_at(faust_app)
@@ -651,8 +775,9 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
             while len(items) < settings.batch_max and not queue.empty():
                 items.append(queue.get_nowait())
             quiet = tuple(tp for item in items if isinstance(item, QuietHoles) for tp in item.partitions)
-            await worker.run_batch([item for item in items if not isinstance(item, QuietHoles)] if quiet else items,
-                                     quiet)
+            await worker.run_batch(
+                [item for item in items if not isinstance(item, QuietHoles)] if quiet else items, quiet
+            )
 
     @faust_app.timer(interval=SLOW_BATCH_S / 3)
     async def watch_batches() -> None:
@@ -663,6 +788,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
         worker.check_quiet_partitions()
 
     if ticker and settings.tick_interval_s > 0:
+
         @faust_app.timer(interval=settings.tick_interval_s)
         async def tick() -> None:
             # Wall-clock time enters the log only as tick events; decisions are made from them.
@@ -678,7 +804,6 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
                         # partitioner puts it, as ticks always went; its next event records its home.
                         partition = partition_for(app_key, settings.partitions)
                     tick = orjson.dumps({"type": "tick", "app": app_name, "ts": now})
-                    await events.send(key=app_key, value=tick, partition=partition,
-                                      headers=worker.signed(tick, now))
+                    await events.send(key=app_key, value=tick, partition=partition, headers=worker.signed(tick, now))
 
     return worker

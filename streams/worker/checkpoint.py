@@ -32,6 +32,7 @@ Each partition's junk index is rows of that partition like any other (`j:` + par
 built by the `junk_shared` events of its own log, so it is covered too; the worker keeps it decoded
 in memory (`junk_index`) and decodes it again from the rows when a batch or an event fails.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,9 +49,31 @@ from faust.stores.memory import Store as MemoryStore
 from faust.tables.globaltable import GlobalTable
 from faust.types import TP, EventT
 
-from sendgate.models.gate import (CLOCKS, CLUSTERS, CONTACTS, CONVERSATIONS, DUE, GRANTS, JUNK, LAPSE_DAYS, LAPSES, LAST_SENT,
-                                  PENDING, PLACES, RECIPIENTS, SCHEDULES, SEEN, SEEN_DAYS, SEEN_LISTS, SENDERS, SKETCHES,
-                                  SUBJECTS, TEXTS, USERKEYS, key)
+from sendgate.models.gate import (
+    CLOCKS,
+    CLUSTERS,
+    CONTACTS,
+    CONVERSATIONS,
+    DUE,
+    GRANTS,
+    JUNK,
+    LAPSE_DAYS,
+    LAPSES,
+    LAST_SENT,
+    PENDING,
+    PLACES,
+    RECIPIENTS,
+    SCHEDULES,
+    SEEN,
+    SEEN_DAYS,
+    SEEN_LISTS,
+    SENDERS,
+    SKETCHES,
+    SUBJECTS,
+    TEXTS,
+    USERKEYS,
+    key,
+)
 from sendgate.models.junk import JunkIndex, JunkReport, JunkTemplate
 from sendgate.models.policy import Policy
 from sendgate.models.pending import ReleaseSchedule
@@ -63,10 +86,30 @@ log = logging.getLogger("sendgate.state")
 STATE = "state"  # the table's name: its changelog is <app id>-state-changelog
 APPS = "apps"  # the global table of app -> the events partition its log lives on
 # A short prefix per row kind keeps the kinds apart in one key space (2 bytes a row).
-PREFIX = {USERKEYS: b"u:", CONVERSATIONS: b"c:", GRANTS: b"g:", SENDERS: b"s:", CLUSTERS: b"b:", SKETCHES: b"m:",
-          PENDING: b"p:", SCHEDULES: b"t:", DUE: b"d:", CLOCKS: b"k:", LAPSE_DAYS: b"x:", LAPSES: b"l:",
-          RECIPIENTS: b"r:", CONTACTS: b"a:", SEEN: b"n:", SEEN_DAYS: b"y:", SEEN_LISTS: b"z:", TEXTS: b"w:",
-          JUNK: b"j:", PLACES: b"o:", SUBJECTS: b"v:", LAST_SENT: b"q:"}
+PREFIX = {
+    USERKEYS: b"u:",
+    CONVERSATIONS: b"c:",
+    GRANTS: b"g:",
+    SENDERS: b"s:",
+    CLUSTERS: b"b:",
+    SKETCHES: b"m:",
+    PENDING: b"p:",
+    SCHEDULES: b"t:",
+    DUE: b"d:",
+    CLOCKS: b"k:",
+    LAPSE_DAYS: b"x:",
+    LAPSES: b"l:",
+    RECIPIENTS: b"r:",
+    CONTACTS: b"a:",
+    SEEN: b"n:",
+    SEEN_DAYS: b"y:",
+    SEEN_LISTS: b"z:",
+    TEXTS: b"w:",
+    JUNK: b"j:",
+    PLACES: b"o:",
+    SUBJECTS: b"v:",
+    LAST_SENT: b"q:",
+}
 KIND = {prefix: name for name, prefix in PREFIX.items()}
 HOME = b"h:"  # + app: the events partition the app lives on (also in the global apps table)
 COMMITTED_CACHE_ROWS = 100_000  # committed rows kept in memory (`CheckpointStore._committed`): ~20 MB
@@ -82,6 +125,7 @@ class _Written:
     """A changelog record the broker has acknowledged, as `Store.apply_changelog_batch` reads it
     (an event and its message in one). `offset` is the partition's last offset of the checkpoint:
     the store keeps the highest as its persisted offset, where recovery resumes."""
+
     tp: TP
     partition: int
     offset: int
@@ -141,8 +185,13 @@ class StateTable(faust.Table):
             if tail:
                 keys = {e.message.key for e in tail}
                 self.orphans.setdefault(tp.partition, set()).update(keys)
-                log.warning("%s: dropped %d changelog record(s) after the last commit (an unfinished "
-                            "checkpoint); %d key(s) are rewritten at the next checkpoint", tp, len(tail), len(keys))
+                log.warning(
+                    "%s: dropped %d changelog record(s) after the last commit (an unfinished "
+                    "checkpoint); %d key(s) are rewritten at the next checkpoint",
+                    tp,
+                    len(tail),
+                    len(keys),
+                )
         await super().on_recovery_completed(active_tps, standby_tps)
 
 
@@ -233,8 +282,9 @@ class CheckpointStore:
 
     def report_junk(self, report: JunkReport, policy: Policy) -> None:
         partition = self._partition
-        changed = self.junk.apply(report, policy.similarity_threshold, policy.junk_reject_reporters,
-                                  policy.max_junk_templates)
+        changed = self.junk.apply(
+            report, policy.similarity_threshold, policy.junk_reject_reporters, policy.max_junk_templates
+        )
         self._junk_changed.add(partition)
         for template_id, template in changed.items():
             row = key(str(partition), template_id)
@@ -262,7 +312,7 @@ class CheckpointStore:
                 rows.update((row, value) for row, value in self._event_rows.items() if row.startswith(prefix))
             for row, value in rows.items():
                 if value is not None:
-                    index.put(row[len(prefix):].decode(), JunkTemplate.from_bytes(value))
+                    index.put(row[len(prefix) :].decode(), JunkTemplate.from_bytes(value))
         return index
 
     def read(self, table: str, key: bytes) -> bytes | None:
@@ -372,10 +422,15 @@ class CheckpointStore:
         changelog = self.table.changelog_topic.get_topic_name()
         sent, self._unsent_commits = self._unsent_commits, {}
         rows_of = {partition: rows for partition, rows, _ in self._staged}
-        upto = {p: self._held_to(p, last.get((changelog, p)), (p in sent) + len(rows_of.get(p, ())))
-                for p in sent.keys() | rows_of.keys()}
-        local = [_Written(TP(changelog, p), p, upto[p], commit_key(p), value) for p, value in sent.items()
-                 if (changelog, p) in last]
+        upto = {
+            p: self._held_to(p, last.get((changelog, p)), (p in sent) + len(rows_of.get(p, ())))
+            for p in sent.keys() | rows_of.keys()
+        }
+        local = [
+            _Written(TP(changelog, p), p, upto[p], commit_key(p), value)
+            for p, value in sent.items()
+            if (changelog, p) in last
+        ]
         for partition, rows, commit in self._staged:
             offset = upto[partition]
             local += [_Written(TP(changelog, partition), partition, offset, row, value) for row, value in rows.items()]
@@ -412,10 +467,15 @@ class CheckpointStore:
             return last
         if partition not in self._behind:
             self._behind.add(partition)
-            log.warning("changelog partition %d holds %d record(s) its local store did not get before this worker's "
-                        "batch at offset %d (another worker's, or a failed send's): the store keeps offset %d, and the "
-                        "next recovery reads from there",
-                        partition, last - records - known, last, persisted)
+            log.warning(
+                "changelog partition %d holds %d record(s) its local store did not get before this worker's "
+                "batch at offset %d (another worker's, or a failed send's): the store keeps offset %d, and the "
+                "next recovery reads from there",
+                partition,
+                last - records - known,
+                last,
+                persisted,
+            )
         return persisted
 
     def _written_locally(self) -> None:
@@ -424,7 +484,7 @@ class CheckpointStore:
             self.table.orphans.pop(partition, None)
             for row, value in rows.items():
                 if row.startswith(PREFIX[SCHEDULES]):
-                    self._index_schedule(row[len(PREFIX[SCHEDULES]):], value)
+                    self._index_schedule(row[len(PREFIX[SCHEDULES]) :], value)
         self._written = {}
         self._junk_changed.clear()
         self._write_homes()
@@ -470,7 +530,7 @@ class CheckpointStore:
         self.due, self.held = {}, {}
         # once per rebalance, the schedule rows only; the ticker then reads `due` only
         for row, value in list(rows_with_prefix(self.table, PREFIX[SCHEDULES])):
-            self._index_schedule(row[len(PREFIX[SCHEDULES]):], value)
+            self._index_schedule(row[len(PREFIX[SCHEDULES]) :], value)
 
     def _index_schedule(self, app: bytes, raw: bytes | None) -> None:
         schedule = ReleaseSchedule.from_bytes(raw)
@@ -496,4 +556,3 @@ def after_unclean_stop(store_dir: Path, keep_state: bool) -> list[str]:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         removed.append(path.name)
     return removed
-

@@ -5,6 +5,7 @@ bench/run --profile) and where Faust's routing assumes Java's partitioner. What 
 not Faust's public API, so pyproject.toml pins the tested range (faust-streaming 0.15.x) and
 tests/unit/streams/worker/test_faust_internals.py fails loudly when an upgrade changes one of them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -91,8 +92,12 @@ async def route_to_owner(app: Any, table_name: str, partition: int, web: Any, re
             if router._urlident(dest) == router._urlident(app.conf.canonical_url):
                 return None
             body = await request.read()
-            async with app.http_client.request(method=request.method, headers=request.headers, data=body or None,
-                                               url=request.url.with_host(dest.host).with_port(int(dest.port))) as answer:
+            async with app.http_client.request(
+                method=request.method,
+                headers=request.headers,
+                data=body or None,
+                url=request.url.with_host(dest.host).with_port(int(dest.port)),
+            ) as answer:
                 return web.text(await answer.text(), content_type=answer.content_type, status=answer.status)
     return None
 
@@ -115,9 +120,15 @@ def dispatch_inline(app: Any) -> None:
     channels = app.topics._topics  # the subscribed channels, whose queues the conductor fills
 
     async def wait_first(*coros: Any, timeout: Any = None) -> Any:
-        if (len(coros) == 2 and timeout is None and getattr(coros[1], "cr_code", None) is _EVENT_WAIT
-                and consumer.flow_active and not consumer.suspend_flow.is_set() and not consumer.should_stop
-                and not any(channel.queue.full() for channel in channels)):
+        if (
+            len(coros) == 2
+            and timeout is None
+            and getattr(coros[1], "cr_code", None) is _EVENT_WAIT
+            and consumer.flow_active
+            and not consumer.suspend_flow.is_set()
+            and not consumer.should_stop
+            and not any(channel.queue.full() for channel in channels)
+        ):
             coros[1].close()  # the suspension's wait, never started
             return WaitResults([coros[0]], [await coros[0]], False)
         return await race(*coros, timeout=timeout)
@@ -280,7 +291,6 @@ def rows_with_prefix(table: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]
             yield key, read(key)
 
 
-
 _ALIVE_AT = "_sendgate_alive_at"
 
 
@@ -291,6 +301,7 @@ def _record_alive(method: Callable[..., Any]) -> Callable[..., Any]:
         if ok:
             setattr(self, _ALIVE_AT, sent_at)
         return ok
+
     wrapper.__wrapped__ = method  # type: ignore[attr-defined]
     return wrapper
 
@@ -311,4 +322,5 @@ def member_alive_at(app: Any) -> Callable[[], float | None]:
     def alive_at() -> float | None:
         consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
         return getattr(getattr(consumer, "_coordinator", None), _ALIVE_AT, None)
+
     return alive_at

@@ -7,6 +7,7 @@ Offsets and lag are read at scrape time. Names follow Prometheus' conventions: t
 prefix, base units (seconds), counters ending in `_total`, and bounded labels only (never a
 userkey, sender or request id; networks outside `SENDGATE_METRICS_NETWORKS` count as `other`).
 """
+
 from __future__ import annotations
 
 import time
@@ -16,8 +17,15 @@ from typing import Any, Callable, Iterator
 
 from importlib.metadata import PackageNotFoundError, version as dist_version
 
-from prometheus_client import (CollectorRegistry, Counter as PromCounter, Gauge, GCCollector, Histogram,
-                               ProcessCollector, disable_created_metrics)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter as PromCounter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 from sendgate.models.decisions import ConsentRecord, Decision, Delivery
@@ -30,6 +38,7 @@ RISKY_SENDERS = 1000  # senders tracked for "riskiest", the least paced dropped 
 
 disable_created_metrics()  # no `_created` series beside every counter: half the scrape, nothing an alert uses
 
+
 def build_version() -> str:
     try:
         return dist_version("sendgate")
@@ -40,6 +49,7 @@ def build_version() -> str:
 @dataclass
 class BatchTally:
     """What one batch decided, counted while it is decided, applied to the metrics once."""
+
     events: Counter = field(default_factory=Counter)  # by type
     decisions: Counter = field(default_factory=Counter)  # by (outcome, reason)
     deliveries: Counter = field(default_factory=Counter)  # by network (raw; mapped when applied)
@@ -66,8 +76,7 @@ class BatchTally:
                 self.lateness_s.append((record.ts - record.deliver_at) / 1000)
             if record.reason in ("burst_paced", "burst_limit", "junk_similar"):
                 self.paced[record.app, record.sender] += 1
-            self.latest.append((record.ts, record.app, record.sender, record.request_id, record.outcome,
-                                record.reason))
+            self.latest.append((record.ts, record.app, record.sender, record.request_id, record.outcome, record.reason))
         elif isinstance(record, Delivery):
             self.deliveries[record.network] += 1
         elif isinstance(record, ConsentRecord):
@@ -82,49 +91,85 @@ class BatchTally:
 class GateMetrics:
     """The worker's metrics (its own registry) and the in-process history the dashboard draws."""
 
-    def __init__(self, networks: tuple[str, ...], scrape: Callable[[], dict[str, Any]], auth: bool = True,
-                 topic_partitions: int = 0) -> None:
+    def __init__(
+        self,
+        networks: tuple[str, ...],
+        scrape: Callable[[], dict[str, Any]],
+        auth: bool = True,
+        topic_partitions: int = 0,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.networks = frozenset(networks)
         r = self.registry
         # the standard process_* (RSS, CPU, open files) and python_gc_* series, under their usual names
         ProcessCollector(registry=r)
         GCCollector(registry=r)
-        Gauge("sendgate_build_info", "Always 1; the sendgate version this worker runs", ["version"],
-              registry=r).labels(version=build_version()).set(1)
+        Gauge("sendgate_build_info", "Always 1; the sendgate version this worker runs", ["version"], registry=r).labels(
+            version=build_version()
+        ).set(1)
         # what the topic has, so an alert can see partitions that no worker holds (SENDGATE_PARTITIONS)
-        Gauge("sendgate_events_topic_partitions", "Partitions of the events topic the workers declare",
-              registry=r).set(topic_partitions)
+        Gauge("sendgate_events_topic_partitions", "Partitions of the events topic the workers declare", registry=r).set(
+            topic_partitions
+        )
         self.events = PromCounter("sendgate_events", "Events decided, by type", ["type"], registry=r)
-        self.decisions = PromCounter("sendgate_decisions", "Decisions, by outcome and reason", ["outcome", "reason"],
-                                     registry=r)
+        self.decisions = PromCounter(
+            "sendgate_decisions", "Decisions, by outcome and reason", ["outcome", "reason"], registry=r
+        )
         self.deliveries = PromCounter("sendgate_deliveries", "Deliveries, by network", ["network"], registry=r)
-        self.dead_letters = PromCounter("sendgate_dead_letters", "Records dead-lettered, by kind of refusal (models/events.py Refusal)", ["error"],
-                                        registry=r)
-        self.consent = PromCounter("sendgate_consent_changes", "Consent audit records, by kind and source",
-                                   ["kind", "source"], registry=r)
+        self.dead_letters = PromCounter(
+            "sendgate_dead_letters",
+            "Records dead-lettered, by kind of refusal (models/events.py Refusal)",
+            ["error"],
+            registry=r,
+        )
+        self.consent = PromCounter(
+            "sendgate_consent_changes", "Consent audit records, by kind and source", ["kind", "source"], registry=r
+        )
         self.junk_reports = PromCounter("sendgate_junk_reports", "Junk reports decided", registry=r)
-        self.unauthorized = PromCounter("sendgate_unauthorized_records", "Records refused for their source, by the "
-                                        "rule broken (models/sources.py)", ["rule"], registry=r)
-        Gauge("sendgate_auth_enabled", "1 when records are verified against the keyring, 0 with SENDGATE_AUTH=off",
-              registry=r).set(int(auth))
-        self.delay = Histogram("sendgate_delay_seconds", "Delay given to delayed requests (deliver_at - event time)",
-                               buckets=(60, 120, 300, 600, 1800, 3600, 7200, 21600), registry=r)
-        self.lateness = Histogram("sendgate_release_lateness_seconds",
-                                  "Release time - deliver_at of released requests (event time)",
-                                  buckets=(0.5, 1, 2, 5, 10, 30, 60, 300), registry=r)
+        self.unauthorized = PromCounter(
+            "sendgate_unauthorized_records",
+            "Records refused for their source, by the rule broken (models/sources.py)",
+            ["rule"],
+            registry=r,
+        )
+        Gauge(
+            "sendgate_auth_enabled",
+            "1 when records are verified against the keyring, 0 with SENDGATE_AUTH=off",
+            registry=r,
+        ).set(int(auth))
+        self.delay = Histogram(
+            "sendgate_delay_seconds",
+            "Delay given to delayed requests (deliver_at - event time)",
+            buckets=(60, 120, 300, 600, 1800, 3600, 7200, 21600),
+            registry=r,
+        )
+        self.lateness = Histogram(
+            "sendgate_release_lateness_seconds",
+            "Release time - deliver_at of released requests (event time)",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=r,
+        )
         self.batches = PromCounter("sendgate_batches", "Batches decided", registry=r)
-        self.failed_batches = PromCounter("sendgate_batch_failures", "Batch attempts that failed (retried)",
-                                          registry=r)
-        self.batch_size = Histogram("sendgate_batch_events", "Events in a batch",
-                                    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r)
-        self.batch_duration = Histogram("sendgate_batch_duration_seconds", "Time a batch spent in each stage",
-                                        ["stage"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                            0.25, 0.5, 1, 2.5), registry=r)
-        self.lag = Histogram("sendgate_decision_lag_seconds", "Wall clock at the batch's end - record timestamp",
-                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
-        self.last_decision = Gauge("sendgate_last_decision_timestamp_seconds", "Wall clock of the last decision",
-                                   registry=r)
+        self.failed_batches = PromCounter("sendgate_batch_failures", "Batch attempts that failed (retried)", registry=r)
+        self.batch_size = Histogram(
+            "sendgate_batch_events", "Events in a batch", buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r
+        )
+        self.batch_duration = Histogram(
+            "sendgate_batch_duration_seconds",
+            "Time a batch spent in each stage",
+            ["stage"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.lag = Histogram(
+            "sendgate_decision_lag_seconds",
+            "Wall clock at the batch's end - record timestamp",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.last_decision = Gauge(
+            "sendgate_last_decision_timestamp_seconds", "Wall clock of the last decision", registry=r
+        )
         self.rebalances = PromCounter("sendgate_rebalances", "Rebalances this worker went through", registry=r)
         r.register(_ScrapeTime(scrape))
         # history for the dashboard (in process: it works without Prometheus)
@@ -198,20 +243,25 @@ class _ScrapeTime:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         now = self.scrape()
-        for name, doc, key in (("sendgate_events_end_offset", "End offset of an events partition", "end"),
-                               ("sendgate_events_committed_offset", "Committed offset of an events partition",
-                                "committed"),
-                               ("sendgate_events_lag", "End offset - committed offset of an events partition", "lag")):
+        for name, doc, key in (
+            ("sendgate_events_end_offset", "End offset of an events partition", "end"),
+            ("sendgate_events_committed_offset", "Committed offset of an events partition", "committed"),
+            ("sendgate_events_lag", "End offset - committed offset of an events partition", "lag"),
+        ):
             family = GaugeMetricFamily(name, doc, labels=["partition"])
             for p in now["partitions"]:
                 family.add_metric([str(p["partition"])], p[key])
             yield family
         for name, doc, value in (
-                ("sendgate_assigned_partitions", "Events partitions assigned to this worker", len(now["partitions"])),
-                ("sendgate_pending_requests", "Delayed requests held on this worker's partitions", now["pending"]),
-                ("sendgate_earliest_due_overdue_seconds", "Wall clock - the earliest deliver_at due, 0 if none is",
-                 now["overdue_s"]),
-                ("sendgate_recovery_in_progress", "1 while tables are recovering", int(now["recovering"])),
-                ("sendgate_recovery_rows_remaining", "Changelog rows left to recover", now["recovery_remaining"]),
-                ("sendgate_ready", "1 when /readyz would answer 200", int(not now["reasons"]))):
+            ("sendgate_assigned_partitions", "Events partitions assigned to this worker", len(now["partitions"])),
+            ("sendgate_pending_requests", "Delayed requests held on this worker's partitions", now["pending"]),
+            (
+                "sendgate_earliest_due_overdue_seconds",
+                "Wall clock - the earliest deliver_at due, 0 if none is",
+                now["overdue_s"],
+            ),
+            ("sendgate_recovery_in_progress", "1 while tables are recovering", int(now["recovering"])),
+            ("sendgate_recovery_rows_remaining", "Changelog rows left to recover", now["recovery_remaining"]),
+            ("sendgate_ready", "1 when /readyz would answer 200", int(not now["reasons"])),
+        ):
             yield GaugeMetricFamily(name, doc, value=value)

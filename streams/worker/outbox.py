@@ -6,6 +6,7 @@ and the accumulator for every decision. A batch of events already waits for all 
 before its state is written (streams/worker/checkpoint.py), so its outputs can as well go out together:
 aiokafka's `create_batch`/`send_batch`, one future per topic partition.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,14 +26,22 @@ def partition_for(key: bytes | None, partitions: int) -> int:
 class Outbox:
     def __init__(self) -> None:
         # topic -> (key, value, partition: None to route by key, timestamp: None for the producer's, headers)
-        self._records: dict[str, list[tuple[bytes | None, bytes | None, int | None, int | None, Headers]]] = \
+        self._records: dict[str, list[tuple[bytes | None, bytes | None, int | None, int | None, Headers]]] = (
             defaultdict(list)
+        )
 
     def clear(self) -> None:
         self._records.clear()
 
-    def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
-            timestamp_ms: int | None = None, headers: Headers = None) -> None:
+    def add(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Headers = None,
+    ) -> None:
         self._records[topic].append((key, value, partition, timestamp_ms, headers))
 
     async def send(self, producer: Any) -> dict[tuple[str, int], int]:
@@ -49,9 +58,16 @@ class Outbox:
             await producer.client.add_topic(topic)
             partitions = len(await producer.partitions_for(topic))
             by_partition: dict[int, list[tuple[bytes | None, bytes | None, int | None, Headers]]] = defaultdict(list)
-            for key, value, partition, timestamp, headers in items:  # in order within a partition: an app's records stay ordered
+            for (
+                key,
+                value,
+                partition,
+                timestamp,
+                headers,
+            ) in items:  # in order within a partition: an app's records stay ordered
                 by_partition[partition_for(key, partitions) if partition is None else partition].append(
-                    (key, value, timestamp, headers))
+                    (key, value, timestamp, headers)
+                )
             for partition, pending in by_partition.items():
                 batch, n = producer.create_batch(), 0
                 for key, value, timestamp, headers in pending:

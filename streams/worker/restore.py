@@ -12,6 +12,7 @@ Every partition is restored, not only those the worker will be assigned (it does
 yet): a later rebalance then finds a warm store and reads only the changelog written since.
 Under exactly_once the changelog holds transactional records Faust must filter, so this is skipped.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,9 +51,14 @@ async def restore_state(settings: Settings) -> tuple[int, int, float]:
         if start[partition] > ends[partition]:
             # Ahead of its changelog: the topic was deleted and created again since this store
             # was written (never by sendgate), so the store is another log's. Start it afresh.
-            log.warning("the local store of %s[%d] has rows up to offset %d, but the changelog ends at %d: "
-                        "it was written from an older copy of the topic; it is removed and restored",
-                        topic, partition, start[partition] - 1, ends[partition])
+            log.warning(
+                "the local store of %s[%d] has rows up to offset %d, but the changelog ends at %d: "
+                "it was written from an older copy of the topic; it is removed and restored",
+                topic,
+                partition,
+                start[partition] - 1,
+                ends[partition],
+            )
             db.close()
             rocksdict.Rdict.destroy(str(path))
             db = dbs[partition] = RocksDBOptions().open(path)

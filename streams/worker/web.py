@@ -12,6 +12,7 @@ They show personal data (consent state, pending userkeys) and `check` decides up
 on the event loop, so they answer only an operator: `Authorization: Bearer <SENDGATE_OPERATOR_TOKEN>`.
 Without a token set they answer on a loopback address only (`OperatorDoor`).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -29,8 +30,20 @@ from sendgate.models.burst import SenderState
 from sendgate.models.categories import ALL, names
 from sendgate.models.consent import AppGrant, Conversation, Userkey
 from sendgate.models.events import InvalidEvent, validate
-from sendgate.models.gate import (CLUSTERS, CONVERSATIONS, GRANTS, PENDING, SCHEDULES, SENDERS, SKETCHES, USERKEYS,
-                                  Gate, OverlayStore, due_entries, key)
+from sendgate.models.gate import (
+    CLUSTERS,
+    CONVERSATIONS,
+    GRANTS,
+    PENDING,
+    SCHEDULES,
+    SENDERS,
+    SKETCHES,
+    USERKEYS,
+    Gate,
+    OverlayStore,
+    due_entries,
+    key,
+)
 from sendgate.models.pending import PendingRequest, ReleaseSchedule
 from sendgate.models.reputation import SIGNALS
 
@@ -52,8 +65,10 @@ class OperatorDoor:
         if self._expected is None:
             if self.open_locally:
                 return None
-            return 403, (f"inspection is off: the web port is bound to {self.bind}, a non-loopback address, and "
-                         f"SENDGATE_OPERATOR_TOKEN is not set; set it and send Authorization: Bearer <token>")
+            return 403, (
+                f"inspection is off: the web port is bound to {self.bind}, a non-loopback address, and "
+                f"SENDGATE_OPERATOR_TOKEN is not set; set it and send Authorization: Bearer <token>"
+            )
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, self._expected):
             return 401, "this view needs the operator token: Authorization: Bearer <SENDGATE_OPERATOR_TOKEN>"
@@ -91,6 +106,7 @@ def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore, doo
 
     class OwnedView(View):
         """Answered by the worker that owns the app's partition (forwarded there if not this one)."""
+
         async def get(self, request: Request, app_name: str, **path: str) -> Response:
             answer = await owner_answer(self, request, app_name)
             return self.local(request, app_name, **path) if answer is None else answer
@@ -103,25 +119,42 @@ def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore, doo
             sender = request.query.get("sender")
             conv_raw = read(CONVERSATIONS, key(app_name, sender, stored)) if sender else None
             if raw is None and conv_raw is None:
-                return error(self, 404, f"no consent state for userkey {userkey!r} in app {app_name!r}"
-                                        + (f" and sender {sender!r}" if sender else ""))
+                return error(
+                    self,
+                    404,
+                    f"no consent state for userkey {userkey!r} in app {app_name!r}"
+                    + (f" and sender {sender!r}" if sender else ""),
+                )
             user = Userkey.from_bytes(raw)
             grant = AppGrant.from_bytes(read(GRANTS, key(app_name)))
             body: dict[str, Any] = {
-                "app": app_name, "userkey": userkey, "opted_out": user.opted_out, "opted_in": user.opted_in,
-                "changed_ts": user.changed_ts or None, "how": user.how or None,
-                "app_unrestricted": grant.unrestricted, "grant_since_ts": grant.since_ts or None,
+                "app": app_name,
+                "userkey": userkey,
+                "opted_out": user.opted_out,
+                "opted_in": user.opted_in,
+                "changed_ts": user.changed_ts or None,
+                "how": user.how or None,
+                "app_unrestricted": grant.unrestricted,
+                "grant_since_ts": grant.since_ts or None,
             }
             if sender:
                 conv = Conversation.from_bytes(conv_raw)
-                body["conversation"] = {"sender": sender, "exists": conv.exists, "first_ts": conv.first_ts or None,
-                                        "last_ts": conv.last_ts or None,
-                                        "recent_inbound_ids": conv.inbound_ids}
+                body["conversation"] = {
+                    "sender": sender,
+                    "exists": conv.exists,
+                    "first_ts": conv.first_ts or None,
+                    "last_ts": conv.last_ts or None,
+                    "recent_inbound_ids": conv.inbound_ids,
+                }
             stopped = "nothing may be sent" if user.stopped == ALL else f"no {' or '.join(names(user.stopped))} message"
-            body["why"] = (f"opted out: {stopped}" if user.opted_out else
-                           "opted in to the app" if user.opted_in else
-                           "no app-wide consent; a sender may message it only after it wrote to that sender"
-                           + (" (the app holds an unrestricted grant)" if grant.unrestricted else ""))
+            body["why"] = (
+                f"opted out: {stopped}"
+                if user.opted_out
+                else "opted in to the app"
+                if user.opted_in
+                else "no app-wide consent; a sender may message it only after it wrote to that sender"
+                + (" (the app holds an unrestricted grant)" if grant.unrestricted else "")
+            )
             return self.json(body)
 
     @faust_app.page("/sendgate/senders/{app_name}/{sender}")
@@ -134,22 +167,41 @@ def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore, doo
                 at = int(request.query.get("ts") or time.time() * 1000)
             except ValueError:
                 return error(self, 400, "query parameter ts must be epoch milliseconds")
-            state = SenderState.from_rows(raw, lambda cid: read(CLUSTERS, key(app_name, sender, cid)),
-                                          lambda cid: read(SKETCHES, key(app_name, sender, cid)), gate.policy.num_perm)
-            return self.json({
-                "app": app_name, "sender": sender, "registered_ts": state.registered_ts,
-                "conversing_userkeys": state.conversing,
-                "risk_at": at, "risk": state.risk(at, gate.policy),
-                "reputation": {"score": state.reputation.effect(at, gate.policy),
-                               "exact": round(state.reputation.now(at, gate.policy), 4),
-                               "reasons": state.reputation.reasons(),
-                               "signals": dict(zip(SIGNALS, state.reputation.counts)),
-                               "last_signal_ts": state.reputation.at or None},
-                "clusters": [{"cluster_id": c.cluster_id, "recipients": c.count, "paced": c.paced,
-                              "window_start": c.window_start, "next_slot": c.next_slot, "last_ts": c.last_ts}
-                             for c in state.clusters],
-                "pending": _pending_of(read, app_name, sender),
-            })
+            state = SenderState.from_rows(
+                raw,
+                lambda cid: read(CLUSTERS, key(app_name, sender, cid)),
+                lambda cid: read(SKETCHES, key(app_name, sender, cid)),
+                gate.policy.num_perm,
+            )
+            return self.json(
+                {
+                    "app": app_name,
+                    "sender": sender,
+                    "registered_ts": state.registered_ts,
+                    "conversing_userkeys": state.conversing,
+                    "risk_at": at,
+                    "risk": state.risk(at, gate.policy),
+                    "reputation": {
+                        "score": state.reputation.effect(at, gate.policy),
+                        "exact": round(state.reputation.now(at, gate.policy), 4),
+                        "reasons": state.reputation.reasons(),
+                        "signals": dict(zip(SIGNALS, state.reputation.counts)),
+                        "last_signal_ts": state.reputation.at or None,
+                    },
+                    "clusters": [
+                        {
+                            "cluster_id": c.cluster_id,
+                            "recipients": c.count,
+                            "paced": c.paced,
+                            "window_start": c.window_start,
+                            "next_slot": c.next_slot,
+                            "last_ts": c.last_ts,
+                        }
+                        for c in state.clusters
+                    ],
+                    "pending": _pending_of(read, app_name, sender),
+                }
+            )
 
     @faust_app.page("/sendgate/check/{app_name}")
     class CheckView(View):
@@ -171,8 +223,7 @@ def register_views(faust_app: faust.App, gate: Gate, store: CheckpointStore, doo
 MAX_CHECK_RECIPIENTS = 5_000  # decided in the event loop, like a batch: ~0.1-0.5 ms a recipient
 
 
-def check_answer(gate: Gate, read: Callable[[str, bytes], bytes | None], junk: Any, app_name: str,
-                 body: Any) -> dict:
+def check_answer(gate: Gate, read: Callable[[str, bytes], bytes | None], junk: Any, app_name: str, body: Any) -> dict:
     """The pre-flight of a campaign described by a /sendgate/check body; ValueError says what is
     wrong with the body."""
     if not isinstance(body, dict):
@@ -188,25 +239,61 @@ def check_answer(gate: Gate, read: Callable[[str, bytes], bytes | None], junk: A
         raise ValueError(f"at most {MAX_CHECK_RECIPIENTS} recipients per check, got {len(userkeys)}")
     ts = body.get("ts")
     ts = int(time.time() * 1000) if ts is None else ts
-    doc = {"type": "send", "request_id": "check", "app": app_name, "sender": body.get("sender"),
-           "network": body.get("network", "sms"), "text": body.get("text"), "valid_for_s": body.get("valid_for_s"),
-           "category": body.get("category"), "ts": ts}
+    doc = {
+        "type": "send",
+        "request_id": "check",
+        "app": app_name,
+        "sender": body.get("sender"),
+        "network": body.get("network", "sms"),
+        "text": body.get("text"),
+        "valid_for_s": body.get("valid_for_s"),
+        "category": body.get("category"),
+        "ts": ts,
+    }
     try:
         sends = [validate({**doc, "userkey": userkey}, ts) for userkey in userkeys]
     except InvalidEvent as exc:
         raise ValueError(str(exc)) from None
     first = sends[0]
-    decided = gate.check(app_name, first.sender, first.text, [s.userkey for s in sends], first.ts,
-                         OverlayStore(read, junk), first.network, first.valid_for_s, first.category)
-    rows = [{"userkey": d.userkey, "outcome": d.outcome, "reason": d.reason, "deliver_at": d.deliver_at,
-             "retry_after_s": d.retry_after_s, "detail": d.detail} for d in decided]
+    decided = gate.check(
+        app_name,
+        first.sender,
+        first.text,
+        [s.userkey for s in sends],
+        first.ts,
+        OverlayStore(read, junk),
+        first.network,
+        first.valid_for_s,
+        first.category,
+    )
+    rows = [
+        {
+            "userkey": d.userkey,
+            "outcome": d.outcome,
+            "reason": d.reason,
+            "deliver_at": d.deliver_at,
+            "retry_after_s": d.retry_after_s,
+            "detail": d.detail,
+        }
+        for d in decided
+    ]
     now = [d for d in decided if d.outcome == "accepted"]
     paced = [d for d in decided if d.outcome == "delayed"]
     refused = [d for d in decided if d.outcome == "rejected"]
-    return {"app": app_name, "sender": first.sender, "network": first.network, "ts": first.ts, "recipients": rows,
-            "summary": {"now": len(now), "paced": len(paced), "refused": len(refused),
-                        "last_slot": max((d.deliver_at for d in paced), default=None),
-                        "refused_by_reason": dict(Counter(d.reason for d in refused))}}
+    return {
+        "app": app_name,
+        "sender": first.sender,
+        "network": first.network,
+        "ts": first.ts,
+        "recipients": rows,
+        "summary": {
+            "now": len(now),
+            "paced": len(paced),
+            "refused": len(refused),
+            "last_slot": max((d.deliver_at for d in paced), default=None),
+            "refused_by_reason": dict(Counter(d.reason for d in refused)),
+        },
+    }
 
 
 def _pending_of(read: Callable[[str, bytes], bytes | None], app_name: str, sender: str) -> list[dict]:
@@ -220,6 +307,12 @@ def _pending_of(read: Callable[[str, bytes], bytes | None], app_name: str, sende
                 continue
             held = PendingRequest.from_bytes(raw)
             if held.send.sender == sender:
-                found.append({"request_id": request_id, "userkey": held.send.userkey, "deliver_at": deliver_at,
-                              "cluster_id": held.cluster_id})
+                found.append(
+                    {
+                        "request_id": request_id,
+                        "userkey": held.send.userkey,
+                        "deliver_at": deliver_at,
+                        "cluster_id": held.cluster_id,
+                    }
+                )
     return found

@@ -1,4 +1,5 @@
 """Fixtures for tests against a real Kafka broker (see harness.py for the helpers)."""
+
 from __future__ import annotations
 
 import os
@@ -46,5 +47,3 @@ def workers(tmp_path):
 @pytest.fixture
 def worker(workers, settings):
     return workers.start(settings)
-
-

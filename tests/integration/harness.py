@@ -1,5 +1,6 @@
 """Helpers for tests against a real Kafka broker: isolated settings, worker processes, publishing
 through the CLI, and reading topics with a deadline (never a sleep). Users can reuse them."""
+
 from __future__ import annotations
 
 import asyncio
@@ -34,12 +35,23 @@ def make_settings(bootstrap: str, data_dir: Path, **overrides) -> Settings:
     keyring = Path(data_dir).parent / "keyring.toml"
     if not keyring.exists():
         write_local_keyring(keyring)
-    base = Settings(bootstrap=bootstrap, topic_prefix=f"t{run}.", group_id=f"t{run}", partitions=4,
-                    keyring_file=str(keyring), key_id=LOCAL_KEYS[OPERATOR],
-                    data_dir=str(data_dir), web_enabled=True, web_port=free_port(), tick_interval_s=0,
-                    session_timeout_s=6.0,
-                    heartbeat_interval_s=1.0, rebalance_timeout_s=3.0, log_level="info",
-                    processing_guarantee=os.environ.get("SENDGATE_PROCESSING_GUARANTEE", "at_least_once"))
+    base = Settings(
+        bootstrap=bootstrap,
+        topic_prefix=f"t{run}.",
+        group_id=f"t{run}",
+        partitions=4,
+        keyring_file=str(keyring),
+        key_id=LOCAL_KEYS[OPERATOR],
+        data_dir=str(data_dir),
+        web_enabled=True,
+        web_port=free_port(),
+        tick_interval_s=0,
+        session_timeout_s=6.0,
+        heartbeat_interval_s=1.0,
+        rebalance_timeout_s=3.0,
+        log_level="info",
+        processing_guarantee=os.environ.get("SENDGATE_PROCESSING_GUARANTEE", "at_least_once"),
+    )
     return base.with_(**overrides)
 
 
@@ -68,8 +80,13 @@ class Workers:
 def publish(settings: Settings, events: list[dict | bytes], expect_rc: int = 0) -> subprocess.CompletedProcess:
     """Publish JSON lines with `sendgate publish -`, as a user would."""
     lines = b"\n".join(e if isinstance(e, bytes) else orjson.dumps(e) for e in events) + b"\n"
-    result = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", "publish", "-"], input=lines,
-                            env={**os.environ, **settings.to_env()}, capture_output=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "sendgate.streams.cli", "publish", "-"],
+        input=lines,
+        env={**os.environ, **settings.to_env()},
+        capture_output=True,
+        timeout=60,
+    )
     assert result.returncode == expect_rc, result.stderr.decode()
     return result
 
@@ -89,16 +106,23 @@ def produce_raw(settings: Settings, records: list[tuple[bytes | None, bytes | No
         await producer.start()
         try:
             for key, value in records:
-                await producer.send_and_wait(settings.topic("events"), value=value, key=key,
-                                             headers=signed(settings, value))
+                await producer.send_and_wait(
+                    settings.topic("events"), value=value, key=key, headers=signed(settings, value)
+                )
         finally:
             await producer.stop()
 
     asyncio.run(run())
 
 
-def collect(settings: Settings, topic: str, until: Callable[[list[dict]], bool],
-            timeout: float = DEADLINE_S, with_partition: bool = False, json: bool = True) -> list[dict]:
+def collect(
+    settings: Settings,
+    topic: str,
+    until: Callable[[list[dict]], bool],
+    timeout: float = DEADLINE_S,
+    with_partition: bool = False,
+    json: bool = True,
+) -> list[dict]:
     """Read `topic` from the beginning until `until(records)` holds; fail at the deadline.
     `json=False`: values stay bytes (a changelog holds binary rows: sketches, lapse buckets)."""
 
@@ -153,6 +177,7 @@ from dataclasses import dataclass  # noqa: E402
 @dataclass(frozen=True)
 class Invalid:
     """A record the worker must dead-letter, written byte for byte (key defaults to the value's app)."""
+
     value: bytes | None
     key: bytes | None = None
     note: str = ""
@@ -161,6 +186,7 @@ class Invalid:
 @dataclass
 class Sent:
     """One record as written to the events topic: the event (dict) or an `Invalid`, and where it went."""
+
     item: dict | Invalid
     partition: int
     offset: int
@@ -188,13 +214,17 @@ def send_events(settings: Settings, items: list[dict | Invalid | bytes]) -> list
 
     async def run() -> list[Sent]:
         await ensure_topics(settings, [settings.topic("events")])
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True,
-                                    linger_ms=5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+        )
         await producer.start()
         try:
-            futures = [await producer.send(settings.topic("events"), key=key, value=value, timestamp_ms=ts,
-                                           headers=signed(settings, value))
-                       for _, key, value, ts in records]
+            futures = [
+                await producer.send(
+                    settings.topic("events"), key=key, value=value, timestamp_ms=ts, headers=signed(settings, value)
+                )
+                for _, key, value, ts in records
+            ]
             metas = [await f for f in futures]
         finally:
             await producer.stop()
@@ -219,8 +249,14 @@ def read_topic(settings: Settings, topic: str, with_partition: bool = False) -> 
                     raise
                 doc = None  # not JSON: the raw bytes are in "raw"
             if with_partition:
-                doc = {"partition": r.partition, "offset": r.offset, "key": r.key, "value": doc, "raw": r.value,
-                       "timestamp": r.timestamp}
+                doc = {
+                    "partition": r.partition,
+                    "offset": r.offset,
+                    "key": r.key,
+                    "value": doc,
+                    "raw": r.value,
+                    "timestamp": r.timestamp,
+                }
             by_partition.setdefault(r.partition, []).append(doc)
         return [doc for p in sorted(by_partition) for doc in by_partition[p]]
 
@@ -248,8 +284,10 @@ def wait_consumed(settings: Settings, timeout: float = DEADLINE_S) -> dict[int, 
     first = lag = consumer_lag(settings)
     while any(v > 0 for v in lag.values()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"deadline: worker group {settings.group_id} still lags on "
-                                 f"{settings.topic('events')}: {lag} (end - committed per partition)")
+            raise AssertionError(
+                f"deadline: worker group {settings.group_id} still lags on "
+                f"{settings.topic('events')}: {lag} (end - committed per partition)"
+            )
         time.sleep(0.25)  # a poll interval, not a wait for a result: the loop checks the condition
         lag = consumer_lag(settings)
     return first
@@ -264,23 +302,30 @@ def _dead_letter_raw(doc: dict) -> bytes | None:
 
 @dataclass
 class Accounting:
-    records: int        # records written to the events topic by the test
-    decided: int        # send/cancel requests with at least one decision
+    records: int  # records written to the events topic by the test
+    decided: int  # send/cancel requests with at least one decision
     dead_lettered: int  # invalid records with their dead letter
-    applied: int        # state events (inbound, opt_in, ...) consumed, i.e. below the committed offsets
-    decisions: int      # decision records read (duplicates included)
-    duplicates: int     # decision records beyond the first with the same decision_id
+    applied: int  # state events (inbound, opt_in, ...) consumed, i.e. below the committed offsets
+    decisions: int  # decision records read (duplicates included)
+    duplicates: int  # decision records beyond the first with the same decision_id
 
     def __str__(self) -> str:
-        return (f"records={self.records} decided={self.decided} dead_lettered={self.dead_lettered} "
-                f"applied={self.applied} decisions={self.decisions} duplicates={self.duplicates}")
+        return (
+            f"records={self.records} decided={self.decided} dead_lettered={self.dead_lettered} "
+            f"applied={self.applied} decisions={self.decisions} duplicates={self.duplicates}"
+        )
 
 
 REQUEST_TYPES = ("send", "cancel")
 
 
-def account(settings: Settings, published: list[dict | bytes | Invalid | Sent], decisions: list[dict],
-            dead_letters: list[dict], timeout: float = DEADLINE_S) -> Accounting:
+def account(
+    settings: Settings,
+    published: list[dict | bytes | Invalid | Sent],
+    decisions: list[dict],
+    dead_letters: list[dict],
+    timeout: float = DEADLINE_S,
+) -> Accounting:
     """Assert that every input record is accounted for, and return the counts.
 
     - every `send`/`cancel` has at least one decision with its (app, request_id);
@@ -322,20 +367,25 @@ def account(settings: Settings, published: list[dict | bytes | Invalid | Sent], 
     for d in dead_letters:
         assert d["topic"] == events_topic, d
         dead[(d["partition"], d["offset"])] = d  # a dead letter seen twice (after a crash) counts once
-    missing = [(where, raw) for where, raw in invalid_at.items()
-               if where not in dead or _dead_letter_raw(dead[where]) != raw]
+    missing = [
+        (where, raw) for where, raw in invalid_at.items() if where not in dead or _dead_letter_raw(dead[where]) != raw
+    ]
     assert not missing, f"{len(missing)} invalid record(s) without their dead letter: {missing[:10]}"
     by_raw: dict[bytes | None, int] = Counter(_dead_letter_raw(d) for w, d in dead.items() if w not in invalid_at)
     wanted = Counter(invalid_raw)
     short = {raw: n for raw, n in wanted.items() if by_raw.get(raw, 0) < n}
     assert not short, f"invalid record(s) without their dead letter (raw -> count): {short}"
     extra = {raw: n - wanted.get(raw, 0) for raw, n in by_raw.items() if n > wanted.get(raw, 0)}
-    assert not extra, ("dead letters that match no invalid record (a valid event was dead-lettered): "
-                       f"{[d for d in dead.values() if _dead_letter_raw(d) in extra][:5]}")
+    assert not extra, (
+        "dead letters that match no invalid record (a valid event was dead-lettered): "
+        f"{[d for d in dead.values() if _dead_letter_raw(d) in extra][:5]}"
+    )
 
     async def offsets() -> tuple[dict[int, int], dict[int, int]]:
-        return (await end_offsets(settings, events_topic),
-                await committed_offsets(settings, settings.group_id, events_topic))
+        return (
+            await end_offsets(settings, events_topic),
+            await committed_offsets(settings, settings.group_id, events_topic),
+        )
 
     deadline = time.monotonic() + timeout
     ends, committed = asyncio.run(offsets())
@@ -346,9 +396,14 @@ def account(settings: Settings, published: list[dict | bytes | Invalid | Sent], 
         ends, committed = asyncio.run(offsets())
 
     ids = Counter(d["decision_id"] for d in decisions)
-    return Accounting(records=len(published), decided=len(requests) - len(undecided),
-                      dead_lettered=len(invalid_at) + len(invalid_raw), applied=len(state),
-                      decisions=len(decisions), duplicates=sum(n - 1 for n in ids.values()))
+    return Accounting(
+        records=len(published),
+        decided=len(requests) - len(undecided),
+        dead_lettered=len(invalid_at) + len(invalid_raw),
+        applied=len(state),
+        decisions=len(decisions),
+        duplicates=sum(n - 1 for n in ids.values()),
+    )
 
 
 def uninterrupted(events: list[dict | bytes | Invalid | Sent]) -> list[dict]:
@@ -441,8 +496,9 @@ class DecisionWatcher:
             if pred(records):
                 return records
             if time.monotonic() > deadline:
-                raise AssertionError(f"deadline: {len(records)} decision(s) read, condition not met; "
-                                     f"last: {records[-3:]}")
+                raise AssertionError(
+                    f"deadline: {len(records)} decision(s) read, condition not met; last: {records[-3:]}"
+                )
             time.sleep(0.05)  # poll interval of a condition on data the watcher thread collects
 
     def _fire(self) -> None:
@@ -460,8 +516,9 @@ class DecisionWatcher:
         async def run() -> None:
             topic = self.settings.topic("decisions")
             partitions = await partitions_of(self.settings, topic, self.timeout)
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
-                                        fetch_max_wait_ms=50)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+            )
             await consumer.start()
             try:
                 tps = [TopicPartition(topic, p) for p in partitions]
@@ -518,8 +575,9 @@ def group_assignment(settings: Settings) -> tuple[str, dict[str, list[int]]]:
     return asyncio.run(run())
 
 
-def wait_for_group(settings: Settings, pred: Callable[[str, dict[str, list[int]]], bool],
-                   timeout: float = DEADLINE_S) -> dict[str, list[int]]:
+def wait_for_group(
+    settings: Settings, pred: Callable[[str, dict[str, list[int]]], bool], timeout: float = DEADLINE_S
+) -> dict[str, list[int]]:
     """Poll the worker group's assignment until `pred(state, members)` holds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -1,5 +1,6 @@
 """Producing events with chosen record timestamps (CreateTime) and partitions, and reading topic
 configs: for tests of event time, where the record's own timestamp is part of the input."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,6 +21,7 @@ from sendgate.streams.config import Settings
 class Rec:
     """One record for the events topic: the event and, optionally, its record timestamp (epoch ms,
     None = the producer's default, the wall clock at send time) and partition (None = by key)."""
+
     event: dict
     timestamp_ms: int | None = None
     partition: int | None = None
@@ -30,7 +32,7 @@ class Produced:
     event: dict
     partition: int
     offset: int
-    timestamp: int       # as the broker acknowledged it: the append time on a LogAppendTime topic
+    timestamp: int  # as the broker acknowledged it: the append time on a LogAppendTime topic
     timestamp_type: int  # 0 CreateTime, 1 LogAppendTime
 
 
@@ -54,18 +56,29 @@ def produce(settings: Settings, records: list[Rec | dict], create_topic: bool = 
         if create_topic:
             await ensure_topics(settings, [topic])
         await partitions_of(settings, topic, 60.0)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True,
-                                    linger_ms=5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+        )
         await producer.start()
         try:
-            futures = [await producer.send(topic, value=raw, key=event["app"].encode(), partition=rec.partition,
-                                           timestamp_ms=rec.timestamp_ms, headers=signed(settings, raw))
-                       for event, raw, rec in prepared]
+            futures = [
+                await producer.send(
+                    topic,
+                    value=raw,
+                    key=event["app"].encode(),
+                    partition=rec.partition,
+                    timestamp_ms=rec.timestamp_ms,
+                    headers=signed(settings, raw),
+                )
+                for event, raw, rec in prepared
+            ]
             metas = [await f for f in futures]
         finally:
             await producer.stop()
-        return [Produced(event, m.partition, m.offset, m.timestamp, m.timestamp_type)
-                for (event, _, _), m in zip(prepared, metas)]
+        return [
+            Produced(event, m.partition, m.offset, m.timestamp, m.timestamp_type)
+            for (event, _, _), m in zip(prepared, metas)
+        ]
 
     return asyncio.run(run())
 

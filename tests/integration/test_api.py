@@ -1,6 +1,7 @@
 """The HTTP API (`sendgate api`) over real HTTP, with a real broker and worker: API keys, each
 outcome's status and body, an Idempotency-Key retry answered with its first decision and
 delivered once, cancel and release seen by GET, `undecided` and then GET, rate limiting."""
+
 from __future__ import annotations
 
 import asyncio
@@ -29,13 +30,26 @@ class Http:
     def __init__(self, url: str, key: str | None) -> None:
         self.url, self.key = url, key
 
-    def __call__(self, method: str, path: str, body: dict | bytes | None = None, key: str | None = "",
-                 headers: dict | None = None) -> tuple[int, dict, dict]:
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        body: dict | bytes | None = None,
+        key: str | None = "",
+        headers: dict | None = None,
+    ) -> tuple[int, dict, dict]:
         key = self.key if key == "" else key
         data = body if isinstance(body, bytes) or body is None else orjson.dumps(body)
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers={
-            **({"Authorization": f"Bearer {key}"} if key else {}), "Content-Type": "application/json",
-            **(headers or {})})
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=data,
+            method=method,
+            headers={
+                **({"Authorization": f"Bearer {key}"} if key else {}),
+                "Content-Type": "application/json",
+                **(headers or {}),
+            },
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as answer:
                 status, head, raw = answer.status, dict(answer.headers), answer.read()
@@ -106,8 +120,12 @@ def test_each_outcome_over_http(settings, workers, apis, tmp_path):
 
     # no consent yet: rejected, as a problem that says what to do
     status, head, doc = http("POST", "/v1/messages", send("u0"))
-    assert (status, head["content-type"], doc["outcome"], doc["reason"]) == (403, PROBLEM, "rejected",
-                                                                            "no_conversation"), doc
+    assert (status, head["content-type"], doc["outcome"], doc["reason"]) == (
+        403,
+        PROBLEM,
+        "rejected",
+        "no_conversation",
+    ), doc
     assert doc["type"] == "urn:sendgate:problem:no_conversation" and doc["title"] and doc["decision_id"]
     assert "consent" in doc["detail"] or "opt" in doc["detail"], doc["detail"]
 
@@ -133,8 +151,9 @@ def test_each_outcome_over_http(settings, workers, apis, tmp_path):
     deliveries = [d for d in read_topic(settings, settings.topic("deliveries.sms")) if d["request_id"] == "k1"]
     assert len(deliveries) == 1, deliveries
     # the same key for another message: refused, 409
-    status, head, doc = http("POST", "/v1/messages", send("u1", text="Another message"),
-                             headers={"Idempotency-Key": "k1"})
+    status, head, doc = http(
+        "POST", "/v1/messages", send("u1", text="Another message"), headers={"Idempotency-Key": "k1"}
+    )
     assert (status, head["content-type"], doc["reason"]) == (409, PROBLEM, "request_id_reused"), doc
 
     # the same text to a second user: delayed, 202 with deliver_at; a third: past the pacing limit, 429
@@ -153,8 +172,11 @@ def test_each_outcome_over_http(settings, workers, apis, tmp_path):
     status, _, doc = http("DELETE", "/v1/messages/k2")
     assert (status, doc["outcome"], doc["reason"]) == (200, "cancelled", "cancelled_by_app"), doc
     status, _, doc = http("GET", "/v1/messages/k2")
-    assert (status, doc["outcome"], [d["outcome"] for d in doc["decisions"]]) == (200, "cancelled",
-                                                                                 ["delayed", "cancelled"]), doc
+    assert (status, doc["outcome"], [d["outcome"] for d in doc["decisions"]]) == (
+        200,
+        "cancelled",
+        ["delayed", "cancelled"],
+    ), doc
     assert http("DELETE", "/v1/messages/k2")[0] == 409  # no longer pending
 
     # the app's own rights: an opt-out stops what follows; an opt-in needs its evidence
@@ -185,8 +207,12 @@ def test_undecided_then_get(settings, workers, apis):
     topics_of_a_worker(settings)
     http = Http(apis(settings).url, key)
     status, head, doc = http("POST", "/v1/messages", send("u1"), headers={"Idempotency-Key": "late"})
-    assert (status, doc["outcome"], doc["status_url"], head["location"]) == (202, "undecided", "/v1/messages/late",
-                                                                            "/v1/messages/late"), doc
+    assert (status, doc["outcome"], doc["status_url"], head["location"]) == (
+        202,
+        "undecided",
+        "/v1/messages/late",
+        "/v1/messages/late",
+    ), doc
     status, _, doc = http("GET", "/v1/messages/late")
     assert (status, doc["outcome"], doc["decisions"]) == (200, "undecided", []), doc
     workers.start(settings)

@@ -1,5 +1,6 @@
 """The same over Kafka: `await submit(send)` returns the send's decision, and a `DecisionBook`
 is positioned when it returns, so a decision published right after is not missed."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,9 @@ def test_submit_returns_the_decision_and_a_book_misses_none(settings, worker):
     async def many() -> list:
         async with Publisher(settings) as pub, DecisionBook(settings, size=2) as book:
             sends = [{"type": "send", **cold, "request_id": f"m{i}", "userkey": f"u{i}"} for i in range(5)]
-            answers = await asyncio.gather(*(book.ask(lambda s=s: pub.publish(s), "shop", s["request_id"],
-                                                      answers_send, 60) for s in sends))
+            answers = await asyncio.gather(
+                *(book.ask(lambda s=s: pub.publish(s), "shop", s["request_id"], answers_send, 60) for s in sends)
+            )
             # bounded: only the last two requests are kept
             return answers, [book.history("shop", f"m{i}") is not None for i in range(5)]
 

@@ -1,6 +1,7 @@
 """Fuzz the running HTTP API from its own OpenAPI description (schemathesis): whatever a client
 sends, on every operation, the answer is never a 5xx. Real broker, worker and API process;
 bounded: a few dozen examples an operation."""
+
 from __future__ import annotations
 
 import hypothesis
@@ -41,8 +42,9 @@ def test_no_input_gets_a_server_error(running_api):
     for operation in operations:
 
         @hypothesis.given(case=operation.as_strategy())
-        @hypothesis.settings(max_examples=40, deadline=None, database=None,
-                             suppress_health_check=list(hypothesis.HealthCheck))
+        @hypothesis.settings(
+            max_examples=40, deadline=None, database=None, suppress_health_check=list(hypothesis.HealthCheck)
+        )
         def fuzz(case) -> None:
             # the app's key; generated headers (Idempotency-Key) as they come
             headers = {"Authorization": f"Bearer {key}", **(case.headers or {})}

@@ -6,6 +6,7 @@ its ACLs alone, and the producer and the subscriber are refused what their role 
 Every refusal is checked against a principal that is allowed the same call (the check itself
 works), and every client is given the SASL listener only: the PLAINTEXT one is the super user's.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,8 +53,11 @@ def deployment(tmp_path_factory):
         # LogAppendTime: the broker stamps the records of producers it does not trust (and the
         # worker checks that the topic does, with one more ACL)
         base = make_settings(kafka.sasl_bootstrap, tmp / "worker", events_timestamp_type="LogAppendTime")
-        kafka.add_acls(acls.producer(base, "User:app") + acls.worker(base, "User:worker")
-                       + acls.subscriber(base, "User:auditor", AUDITORS))
+        kafka.add_acls(
+            acls.producer(base, "User:app")
+            + acls.worker(base, "User:worker")
+            + acls.subscriber(base, "User:auditor", AUDITORS)
+        )
         deployment = Deployment(kafka, base)
         # creates its topics and changelogs, joins its group
         deployment.worker_log = pool.start(deployment.as_("worker")).log_path
@@ -70,8 +74,9 @@ def run(coro):
 async def read(settings: Settings, topic: str) -> list:
     """Fetch from the beginning of `topic`, as `settings`' principal, outside any group: the
     metadata is refused without Describe, the fetch without Read."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                                **settings.kafka_options())
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap, enable_auto_commit=False, **settings.kafka_options()
+    )
     await consumer.start()
     try:
         # aiokafka's own: raises TopicAuthorizationFailedError (an assigned topic the metadata
@@ -88,8 +93,9 @@ async def read(settings: Settings, topic: str) -> list:
 
 async def join(settings: Settings, group: str) -> None:
     """Join `group` on the events topic and poll once (the join and the offset fetch are checked)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group, enable_auto_commit=False,
-                                **settings.kafka_options())
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap, group_id=group, enable_auto_commit=False, **settings.kafka_options()
+    )
     await consumer.start()
     try:
         consumer.subscribe([settings.topic("events")])
@@ -110,23 +116,36 @@ async def write(settings: Settings, topic: str) -> None:
 def test_a_worker_decides_a_send_with_its_acls_alone(deployment):
     """A producer publishes, the worker decides and checkpoints, a subscriber reads the decision
     and the delivery in its own group."""
+
     async def scenario() -> list:
         async with Publisher(deployment.as_("app")) as pub:  # the producer principal
-            await pub.publish(ev("inbound", event_id="i1", app="acme", sender="s", userkey="u1", network="sms",
-                                 text="hi", ts=T0))
-            await pub.publish(ev("send", request_id="r1", app="acme", sender="s", userkey="u1", network="sms",
-                                 text="hello back", reply_to="i1", ts=T0 + 1))
+            await pub.publish(
+                ev("inbound", event_id="i1", app="acme", sender="s", userkey="u1", network="sms", text="hi", ts=T0)
+            )
+            await pub.publish(
+                ev(
+                    "send",
+                    request_id="r1",
+                    app="acme",
+                    sender="s",
+                    userkey="u1",
+                    network="sms",
+                    text="hello back",
+                    reply_to="i1",
+                    ts=T0 + 1,
+                )
+            )
         # the subscriber principal, in its own group (joins, commits)
-        async for decision in decisions(deployment.as_("auditor"), group_id=AUDITORS, from_beginning=True,
-                                        app="acme"):
+        async for decision in decisions(deployment.as_("auditor"), group_id=AUDITORS, from_beginning=True, app="acme"):
             return [decision]
 
     got = run(scenario())
     assert [(d.request_id, d.outcome, d.reason) for d in got] == [("r1", "accepted", "reply")]
 
     async def delivered() -> list:
-        async for delivery in deliveries("sms", deployment.as_("auditor"), group_id=AUDITORS, from_beginning=True,
-                                         app="acme"):
+        async for delivery in deliveries(
+            "sms", deployment.as_("auditor"), group_id=AUDITORS, from_beginning=True, app="acme"
+        ):
             return [delivery]
 
     assert [d.request_id for d in run(delivered())] == ["r1"]
@@ -134,16 +153,24 @@ def test_a_worker_decides_a_send_with_its_acls_alone(deployment):
     # after them: a refused changelog write shows here.
     wait_consumed(deployment.as_("worker"), DEADLINE_S)
     # Faust only logs some refusals (a transactional producer it could not start, under exactly_once)
-    refused = [line for line in deployment.worker_log.read_text().splitlines()
-               if "AuthorizationFailed" in line or "Authorization failed" in line]
+    refused = [
+        line
+        for line in deployment.worker_log.read_text().splitlines()
+        if "AuthorizationFailed" in line or "Authorization failed" in line
+    ]
     assert not refused, refused[:5]
 
 
 # what the worker writes and the producers must not read (the worker reads all of them)
-PRIVATE = {"events": lambda s: s.topic("events"), "state-changelog": lambda s: s.changelog_topic(STATE),
-           "decisions": lambda s: s.topic("decisions"),
-           "consent": lambda s: s.topic("consent"), "grants": lambda s: s.topic("grants"),
-           "deadletter": lambda s: s.topic("deadletter"), "deliveries": lambda s: s.topic("deliveries.sms")}
+PRIVATE = {
+    "events": lambda s: s.topic("events"),
+    "state-changelog": lambda s: s.changelog_topic(STATE),
+    "decisions": lambda s: s.topic("decisions"),
+    "consent": lambda s: s.topic("consent"),
+    "grants": lambda s: s.topic("grants"),
+    "deadletter": lambda s: s.topic("deadletter"),
+    "deliveries": lambda s: s.topic("deliveries.sms"),
+}
 
 
 @pytest.mark.parametrize("name", PRIVATE)

@@ -1,4 +1,5 @@
 """The burst gate on a real broker: a paced blast, ticks, junk across apps, a restart."""
+
 from __future__ import annotations
 
 import random
@@ -10,24 +11,61 @@ NAMES = ["Anna", "Ben", "Chloe", "Dmitri", "Eva", "Farid", "Grace", "Hugo", "Ine
 
 def audience(app: str, sender: str, count: int, ts: int) -> list[dict]:
     """An established sender whose `count` users wrote to it an hour before `ts`."""
-    events = [ev("sender_profile", event_id=f"{sender}-p", app=app, sender=sender, registered_ts=ts - 400 * DAY,
-                 ts=ts - 2 * 60 * MIN)]
-    events += [ev("inbound", event_id=f"{sender}-i{i}", app=app, sender=sender, userkey=f"user{i}", network="sms",
-                  text=f"question {i}", ts=ts - 60 * MIN) for i in range(count)]
+    events = [
+        ev(
+            "sender_profile",
+            event_id=f"{sender}-p",
+            app=app,
+            sender=sender,
+            registered_ts=ts - 400 * DAY,
+            ts=ts - 2 * 60 * MIN,
+        )
+    ]
+    events += [
+        ev(
+            "inbound",
+            event_id=f"{sender}-i{i}",
+            app=app,
+            sender=sender,
+            userkey=f"user{i}",
+            network="sms",
+            text=f"question {i}",
+            ts=ts - 60 * MIN,
+        )
+        for i in range(count)
+    ]
     return events
 
 
 def blast(app: str, sender: str, count: int, ts: int, prefix: str = "b") -> list[dict]:
-    return [ev("send", request_id=f"{prefix}{i:02d}", app=app, sender=sender, userkey=f"user{i}", network="sms",
-               text=f"Hi {NAMES[i % 10]}! Your code {1000 + 37 * i} gets 25% off today at http://shop.example/{i}",
-               ts=ts + i * 1000) for i in range(count)]
+    return [
+        ev(
+            "send",
+            request_id=f"{prefix}{i:02d}",
+            app=app,
+            sender=sender,
+            userkey=f"user{i}",
+            network="sms",
+            text=f"Hi {NAMES[i % 10]}! Your code {1000 + 37 * i} gets 25% off today at http://shop.example/{i}",
+            ts=ts + i * 1000,
+        )
+        for i in range(count)
+    ]
 
 
 def test_blast_is_paced_and_released_in_order_as_ticks_arrive(settings, worker):
     t = T0 + 3 * 60 * MIN
     sends = blast("acme", "s1", 40, t)
-    unrelated = ev("send", request_id="note", app="acme", sender="s1", userkey="user3", network="sms",
-                   text="Your parcel 77 is at the pickup point until Friday", ts=t + 20_500)
+    unrelated = ev(
+        "send",
+        request_id="note",
+        app="acme",
+        sender="s1",
+        userkey="user3",
+        network="sms",
+        text="Your parcel 77 is at the pickup point until Friday",
+        ts=t + 20_500,
+    )
     publish(settings, audience("acme", "s1", 40, t) + sends[:21] + [unrelated] + sends[21:])
     got = decisions(settings, 41)
     by_id = {d["request_id"]: d for d in got}
@@ -57,19 +95,46 @@ def test_blast_is_paced_and_released_in_order_as_ticks_arrive(settings, worker):
 def test_junk_reported_template_is_paced_from_its_first_recipient_in_another_app(settings, worker):
     t = T0 + 3 * 60 * MIN
     template = "Congratulations {}! You have won a 2000 prize. Call 0906{} now to claim, T&C apply"
-    reports = [ev("junk_report", event_id=f"j{i}", app="other", sender="spammy", userkey=f"victim{i}",
-                  request_id=f"x{i}", text=template.format(NAMES[i], 1000 + i), ts=t) for i in range(2)]
+    reports = [
+        ev(
+            "junk_report",
+            event_id=f"j{i}",
+            app="other",
+            sender="spammy",
+            userkey=f"victim{i}",
+            request_id=f"x{i}",
+            text=template.format(NAMES[i], 1000 + i),
+            ts=t,
+        )
+        for i in range(2)
+    ]
     # A decision in the same app after the reports proves the reports were processed first.
-    probe = [ev("opt_in", event_id="po", app="other", userkey="p", ts=t),
-             ev("send", request_id="probe", app="other", sender="x", userkey="p", network="sms", text="ok", ts=t)]
+    probe = [
+        ev("opt_in", event_id="po", app="other", userkey="p", ts=t),
+        ev("send", request_id="probe", app="other", sender="x", userkey="p", network="sms", text="ok", ts=t),
+    ]
     publish(settings, reports + probe)
     assert outcomes(decisions(settings, 1)) == [("probe", "accepted", "opt_in")]
-    sends = [ev("send", request_id=f"s{i}", app="acme", sender="brand", userkey=f"user{i}", network="sms",
-                text=template.format(NAMES[i + 3], 2000 + i), ts=t + i) for i in range(3)]
+    sends = [
+        ev(
+            "send",
+            request_id=f"s{i}",
+            app="acme",
+            sender="brand",
+            userkey=f"user{i}",
+            network="sms",
+            text=template.format(NAMES[i + 3], 2000 + i),
+            ts=t + i,
+        )
+        for i in range(3)
+    ]
     publish(settings, audience("acme", "brand", 3, t) + sends)
     got = [d for d in decisions(settings, 4) if d["app"] == "acme"]
-    assert [(d["outcome"], d["reason"]) for d in got] == [("accepted", "junk_similar"), ("delayed", "junk_similar"),
-                                                          ("delayed", "junk_similar")]
+    assert [(d["outcome"], d["reason"]) for d in got] == [
+        ("accepted", "junk_similar"),
+        ("delayed", "junk_similar"),
+        ("delayed", "junk_similar"),
+    ]
     # the junk match makes the intervals those of a risky sender: doubled (60 s -> 120 s, 61.2 s -> 122.4 s)
     assert got[1]["deliver_at"] == t + 120_000 and got[2]["deliver_at"] == t + 120_000 + 122_400
 
@@ -85,9 +150,22 @@ def test_restart_loses_no_pending_request_and_releases_none_twice(settings, work
     assert [d["outcome"] for d in decisions(settings, 23)[20:]] == ["released"] * 3
     assert first.stop() == 0  # a clean stop commits: nothing may be decided twice
     workers.start(settings.with_(data_dir=str(tmp_path / "fresh-store")))
-    publish(settings, [ev("tick", app="acme", ts=delayed[-1]["deliver_at"] + 1),
-                       ev("send", request_id="after", app="acme", sender="s1", userkey="user0", network="sms",
-                          text="A different message entirely, about your invoice", ts=delayed[-1]["deliver_at"] + 2)])
+    publish(
+        settings,
+        [
+            ev("tick", app="acme", ts=delayed[-1]["deliver_at"] + 1),
+            ev(
+                "send",
+                request_id="after",
+                app="acme",
+                sender="s1",
+                userkey="user0",
+                network="sms",
+                text="A different message entirely, about your invoice",
+                ts=delayed[-1]["deliver_at"] + 2,
+            ),
+        ],
+    )
     # "after" is the app's last event, so any duplicate release would stand before its decision.
     everything = collect(settings, settings.topic("decisions"), lambda r: any(d["request_id"] == "after" for d in r))
     released = [d["request_id"] for d in everything if d["outcome"] == "released"]
@@ -95,8 +173,25 @@ def test_restart_loses_no_pending_request_and_releases_none_twice(settings, work
     assert len(everything) == 31 and everything[-1]["request_id"] == "after"
 
 
-LOOKALIKES = {"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "i": "і", "s": "ѕ", "A": "Α", "B": "Β",
-              "E": "Ε", "H": "Η", "K": "Κ", "M": "Μ", "O": "Ο", "P": "Ρ", "T": "Τ"}
+LOOKALIKES = {
+    "a": "а",
+    "e": "е",
+    "o": "о",
+    "p": "р",
+    "c": "с",
+    "x": "х",
+    "i": "і",
+    "s": "ѕ",
+    "A": "Α",
+    "B": "Β",
+    "E": "Ε",
+    "H": "Η",
+    "K": "Κ",
+    "M": "Μ",
+    "O": "Ο",
+    "P": "Ρ",
+    "T": "Τ",
+}
 INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"]
 
 
@@ -115,8 +210,19 @@ def disguised(text: str, seed: int) -> str:
 def test_a_blast_disguised_with_look_alikes_and_invisible_characters_is_paced(settings, worker):
     t = T0 + 3 * 60 * MIN
     text = "MEGA SALE at Ace Shop! Take 50% off every Pick of the Season: visit shop.example/sale today"
-    sends = [ev("send", request_id=f"d{i:02d}", app="sly", sender="s1", userkey=f"user{i}", network="sms",
-                text=disguised(text, i), ts=t + i * 1000) for i in range(40)]
+    sends = [
+        ev(
+            "send",
+            request_id=f"d{i:02d}",
+            app="sly",
+            sender="s1",
+            userkey=f"user{i}",
+            network="sms",
+            text=disguised(text, i),
+            ts=t + i * 1000,
+        )
+        for i in range(40)
+    ]
     assert len({s["text"] for s in sends}) == 40  # to the gate of before, 40 different texts
     publish(settings, audience("sly", "s1", 40, t) + sends)
     got = {d["request_id"]: d for d in decisions(settings, 40)}

@@ -1,4 +1,5 @@
 """The integrator's side on a real broker: the typed client and the inspection endpoints."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,10 +43,30 @@ def test_publisher_validates_keys_by_app_and_subscribers_filter(settings, worker
             assert meta.topic == settings.topic("events") and meta.offset == 0
             await pub.publish(ev("opt_in", event_id="o2", app="beta", userkey="u1", ts=T0))
             for app in ("acme", "beta"):
-                await pub.publish(ev("send", request_id=f"{app}-r1", app=app, sender="s", userkey="u1",
-                                     network="sms", text="hello", ts=T0 + 1))
-                await pub.publish(ev("send", request_id=f"{app}-r2", app=app, sender="s", userkey="nobody",
-                                     network="sms", text="hello", ts=T0 + 2))
+                await pub.publish(
+                    ev(
+                        "send",
+                        request_id=f"{app}-r1",
+                        app=app,
+                        sender="s",
+                        userkey="u1",
+                        network="sms",
+                        text="hello",
+                        ts=T0 + 1,
+                    )
+                )
+                await pub.publish(
+                    ev(
+                        "send",
+                        request_id=f"{app}-r2",
+                        app=app,
+                        sender="s",
+                        userkey="nobody",
+                        network="sms",
+                        text="hello",
+                        ts=T0 + 2,
+                    )
+                )
         beta_rejected = await first(subscribe(settings, from_beginning=True, app="beta", outcome="rejected"), 1)
         assert isinstance(beta_rejected[0], Decision)
         assert (beta_rejected[0].request_id, beta_rejected[0].reason) == ("beta-r2", "no_conversation")
@@ -78,12 +99,44 @@ def test_inspection_endpoints_answer_from_the_owning_worker(settings, workers):
     workers.start(settings.with_(web_enabled=True, web_port=port))
     t = T0 + 3 * 60 * MIN
     events = [ev("sender_profile", event_id="p", app="acme", sender="s1", registered_ts=t - 400 * DAY, ts=t - 61 * MIN)]
-    events += [ev("inbound", event_id=f"i{i}", app="acme", sender="s1", userkey=f"u{i}", network="sms",
-                  text="hi", ts=t - 60 * MIN) for i in range(12)]
-    events += [ev("inbound", event_id="stop", app="acme", sender="s1", userkey="u0", network="sms", text="STOP",
-                  ts=t - 30 * MIN)]
-    events += [ev("send", request_id=f"b{i}", app="acme", sender="s1", userkey=f"u{i}", network="sms",
-                  text=f"Hi u{i}, our summer sale starts now: code {i * 11}", ts=t + i) for i in range(1, 12)]
+    events += [
+        ev(
+            "inbound",
+            event_id=f"i{i}",
+            app="acme",
+            sender="s1",
+            userkey=f"u{i}",
+            network="sms",
+            text="hi",
+            ts=t - 60 * MIN,
+        )
+        for i in range(12)
+    ]
+    events += [
+        ev(
+            "inbound",
+            event_id="stop",
+            app="acme",
+            sender="s1",
+            userkey="u0",
+            network="sms",
+            text="STOP",
+            ts=t - 30 * MIN,
+        )
+    ]
+    events += [
+        ev(
+            "send",
+            request_id=f"b{i}",
+            app="acme",
+            sender="s1",
+            userkey=f"u{i}",
+            network="sms",
+            text=f"Hi u{i}, our summer sale starts now: code {i * 11}",
+            ts=t + i,
+        )
+        for i in range(1, 12)
+    ]
     publish(settings, events)
     decisions(settings, 11)
     base = f"http://127.0.0.1:{port}/sendgate"

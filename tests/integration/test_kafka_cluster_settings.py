@@ -1,4 +1,5 @@
 """Settings a cluster needs: the replication factor reaches every topic sendgate creates."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,12 +24,18 @@ def replicas(settings: Settings, topic: str) -> list[int]:
             return [len(p["replicas"]) for p in described["partitions"]]
         finally:
             await admin.close()
+
     return asyncio.run(run())
 
 
 def run_cli(settings: Settings, *args: str, stdin: bytes = b"", timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sendgate.streams.cli", *args], input=stdin,
-                          env={**os.environ, **settings.to_env()}, capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sendgate.streams.cli", *args],
+        input=stdin,
+        env={**os.environ, **settings.to_env()},
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def test_a_replication_factor_the_cluster_cannot_hold_is_refused_by_name(settings):
@@ -44,8 +51,12 @@ def test_a_replication_factor_the_cluster_cannot_hold_is_refused_by_name(setting
 
 def test_the_worker_creates_its_new_topics_with_the_configured_replication_factor(settings, workers):
     workers.start(settings)  # the apps changelog must exist before the group forms
-    for topic in (settings.topic("events"), settings.topic("decisions"),
-                  settings.changelog_topic("state"), settings.changelog_topic("apps")):
+    for topic in (
+        settings.topic("events"),
+        settings.topic("decisions"),
+        settings.changelog_topic("state"),
+        settings.changelog_topic("apps"),
+    ):
         assert set(replicas(settings, topic)) == {settings.replication_factor}, topic
 
 

@@ -1,5 +1,6 @@
 """The operators' endpoints on a real worker: /metrics, /livez, /readyz, and /dashboard in a real
 browser (headless Chromium), whose rendered numbers must be the ones /metrics reports."""
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,11 @@ def get(settings, path: str) -> tuple[int, bytes, str]:
 
 def samples(settings) -> dict[tuple[str, tuple], float]:
     _, body, _ = get(settings, "/metrics")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
 
 
 def total(metrics: dict, name: str, **labels: str) -> float:
@@ -65,25 +69,64 @@ def render(settings) -> Texts:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         pytest.fail("this test needs Chromium: apt-get install chromium (.ci/run installs it)")
-    dom = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                          "--virtual-time-budget=5000", "--dump-dom",
-                          f"http://127.0.0.1:{settings.web_port}/dashboard"],
-                         capture_output=True, timeout=90, check=True).stdout.decode()
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            f"http://127.0.0.1:{settings.web_port}/dashboard",
+        ],
+        capture_output=True,
+        timeout=90,
+        check=True,
+    ).stdout.decode()
     page = Texts()
     page.feed(dom)
     return page
 
 
 SCENARIO = [
-    *[ev("inbound", event_id=f"i{i}", app="shop", sender="s1", userkey=f"u{i}", network="sms", text="hi",
-         ts=T0 + i) for i in range(14)],
-    ev("inbound", event_id="stop", app="shop", sender="s1", userkey="u0", network="sms",
-       text="please stop texting me", ts=T0 + 20 * MIN),
-    ev("inbound", event_id="amb", app="shop", sender="s1", userkey="u13", network="sms",
-       text="I will stop by at noon", ts=T0 + 20 * MIN),
-    *[ev("send", request_id=f"b{i}", app="shop", sender="s1", userkey=f"u{i}", network="sms",
-         text=f"Hi u{i}, our summer sale starts now: 30% off at shop.example", ts=T0 + 40 * MIN)
-      for i in range(13)],
+    *[
+        ev("inbound", event_id=f"i{i}", app="shop", sender="s1", userkey=f"u{i}", network="sms", text="hi", ts=T0 + i)
+        for i in range(14)
+    ],
+    ev(
+        "inbound",
+        event_id="stop",
+        app="shop",
+        sender="s1",
+        userkey="u0",
+        network="sms",
+        text="please stop texting me",
+        ts=T0 + 20 * MIN,
+    ),
+    ev(
+        "inbound",
+        event_id="amb",
+        app="shop",
+        sender="s1",
+        userkey="u13",
+        network="sms",
+        text="I will stop by at noon",
+        ts=T0 + 20 * MIN,
+    ),
+    *[
+        ev(
+            "send",
+            request_id=f"b{i}",
+            app="shop",
+            sender="s1",
+            userkey=f"u{i}",
+            network="sms",
+            text=f"Hi u{i}, our summer sale starts now: 30% off at shop.example",
+            ts=T0 + 40 * MIN,
+        )
+        for i in range(13)
+    ],
 ]
 
 
@@ -118,7 +161,9 @@ def test_health_readiness_and_metrics(settings, worker):
     assert total(m, "sendgate_decisions_total", outcome="accepted") == 5  # a young sender's allowance
     assert total(m, "sendgate_decisions_total", outcome="delayed", reason="burst_paced") == 7
     assert total(m, "sendgate_deliveries_total", network="sms") == 5
-    assert total(m, "sendgate_events_total", type="inbound") == 16 and total(m, "sendgate_events_total", type="send") == 13
+    assert (
+        total(m, "sendgate_events_total", type="inbound") == 16 and total(m, "sendgate_events_total", type="send") == 13
+    )
     assert total(m, "sendgate_consent_changes_total", kind="opt_out", source="inbound") == 1
     assert total(m, "sendgate_consent_changes_total", kind="ambiguous", source="inbound") == 1
     assert total(m, "sendgate_pending_requests") == 7
@@ -131,9 +176,23 @@ def test_health_readiness_and_metrics(settings, worker):
     for (name, labels), _ in m.items():
         if name.startswith(("process_", "python_")):  # prometheus-client's process, GC and platform collectors
             continue
-        assert name.startswith("sendgate_") and all(k in ("outcome", "reason", "network", "type", "error", "kind",
-                                                          "source", "stage", "partition", "le", "version")
-                                                     for k, _ in labels), (name, labels)
+        assert name.startswith("sendgate_") and all(
+            k
+            in (
+                "outcome",
+                "reason",
+                "network",
+                "type",
+                "error",
+                "kind",
+                "source",
+                "stage",
+                "partition",
+                "le",
+                "version",
+            )
+            for k, _ in labels
+        ), (name, labels)
 
 
 def test_the_dashboard_in_a_browser_shows_what_metrics_report(settings, worker):
@@ -158,9 +217,13 @@ def test_sendgate_status_prints_the_worker_state_for_a_terminal(settings, worker
     published(settings)
     import os
     import sys
-    out = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", "status", "--url",
-                          f"http://127.0.0.1:{settings.web_port}"], capture_output=True, timeout=30,
-                         env={**os.environ, **settings.to_env()})
+
+    out = subprocess.run(
+        [sys.executable, "-m", "sendgate.streams.cli", "status", "--url", f"http://127.0.0.1:{settings.web_port}"],
+        capture_output=True,
+        timeout=30,
+        env={**os.environ, **settings.to_env()},
+    )
     assert out.returncode == 0, out.stderr.decode()
     text = out.stdout.decode()
     assert "worker: ready" in text and "pending: 7 delayed request(s)" in text, text

@@ -7,6 +7,7 @@ decision_id (the client does by default) silently lose the second app's decision
 app, so that an app name containing ':' cannot forge another app's ids; deliveries carry the
 decision's id.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,9 +29,11 @@ def same_request_in_every_app(settings) -> None:
     events = []
     for app, marker in MARKERS.items():
         common = dict(app=app, sender="s1", userkey="u1", network="sms")
-        events += [ev("inbound", event_id="i1", text="Is my order shipped?", ts=t, **common),
-                   ev("send", request_id="order-1", text="Yes, it left today.", reply_to="i1", ts=t + 1000, **common),
-                   ev("send", request_id=marker, text="Anything else?", reply_to="i1", ts=t + 2000, **common)]
+        events += [
+            ev("inbound", event_id="i1", text="Is my order shipped?", ts=t, **common),
+            ev("send", request_id="order-1", text="Yes, it left today.", reply_to="i1", ts=t + 1000, **common),
+            ev("send", request_id=marker, text="Anything else?", reply_to="i1", ts=t + 2000, **common),
+        ]
     publish(settings, events)
 
 
@@ -39,10 +42,12 @@ def test_decision_ids_name_their_app_and_deliveries_carry_them(settings, worker)
     got = decisions(settings, 2 * len(APPS))
     orders = {d["app"]: d for d in got if d["request_id"] == "order-1"}
     assert {app: (d["outcome"], d["reason"]) for app, d in orders.items()} == {
-        app: ("accepted", "reply") for app in APPS}
+        app: ("accepted", "reply") for app in APPS
+    }
     ids = {app: d["decision_id"] for app, d in orders.items()}
     assert ids == {app: f"{written}:order-1:accepted:reply" for app, written in APPS.items()}, (
-        f"decision ids of order-1 per app: {ids}")
+        f"decision ids of order-1 per app: {ids}"
+    )
     assert len({d["decision_id"] for d in got}) == len(got), sorted(d["decision_id"] for d in got)
     assert orders["shop"]["decision_id"] == "shop:order-1:accepted:reply"
     assert orders["a:b"]["decision_id"] == "a%3Ab:order-1:accepted:reply"
@@ -70,6 +75,8 @@ def test_deduplicating_subscriber_yields_the_same_request_id_of_every_app(settin
 
     seen = asyncio.run(read())
     orders = sorted(d.app for d in seen if d.request_id == "order-1")
-    assert orders == sorted(APPS), (f"the client yielded order-1 of {orders} only, of {sorted(APPS)}: it dropped "
-                                    f"the others as duplicates of {[d.decision_id for d in seen][:2]}")
+    assert orders == sorted(APPS), (
+        f"the client yielded order-1 of {orders} only, of {sorted(APPS)}: it dropped "
+        f"the others as duplicates of {[d.decision_id for d in seen][:2]}"
+    )
     assert len({d.decision_id for d in seen}) == len(seen) == 2 * len(APPS)

@@ -12,6 +12,7 @@ The attack these tests are about: a sender with a real (old) inbound history rep
 exempt from consent beyond the reply window and from burst pacing, so without a bound on `ts`
 a marketing blast to 40 people passes as 40 replies.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,10 +32,48 @@ from sendgate.streams.config import Settings
 HOUR = 60 * MIN
 BEHIND_MS = 600 * 1000  # the contract's default max_ts_behind_s
 APP, SENDER = "shop", "shop-promo"
-NAMES = ["Anna", "Ben", "Chloe", "Dmitri", "Eva", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kira", "Liam", "Maya",
-         "Noah", "Olga", "Pedro", "Quinn", "Rosa", "Sami", "Tara", "Uma", "Victor", "Wanda", "Xavier", "Yara", "Zeno",
-         "Aiko", "Bruno", "Carla", "Dario", "Elif", "Femi", "Gita", "Hana", "Ivan", "Jade", "Kofi", "Lena", "Marco",
-         "Nina"]
+NAMES = [
+    "Anna",
+    "Ben",
+    "Chloe",
+    "Dmitri",
+    "Eva",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kira",
+    "Liam",
+    "Maya",
+    "Noah",
+    "Olga",
+    "Pedro",
+    "Quinn",
+    "Rosa",
+    "Sami",
+    "Tara",
+    "Uma",
+    "Victor",
+    "Wanda",
+    "Xavier",
+    "Yara",
+    "Zeno",
+    "Aiko",
+    "Bruno",
+    "Carla",
+    "Dario",
+    "Elif",
+    "Femi",
+    "Gita",
+    "Hana",
+    "Ivan",
+    "Jade",
+    "Kofi",
+    "Lena",
+    "Marco",
+    "Nina",
+]
 TEMPLATE = "Hi {name}, our summer sale ends tonight: 30% off everything at shop.example/sale"
 COUNT = 40
 # The sender has no sender_profile, so it counts as young, hence risky: 5 free recipients, then paced
@@ -48,16 +87,35 @@ def wall_ms() -> int:
 
 def history(base: int) -> list[dict]:
     """40 users who each wrote to the sender once, at `base` (+ i ms, to keep the log ordered)."""
-    return [ev("inbound", event_id=f"i{i:02d}", app=APP, sender=SENDER, userkey=f"+1555000{i:04d}", network="sms",
-               text=f"Where is my order {1000 + i}?", ts=base + i) for i in range(COUNT)]
+    return [
+        ev(
+            "inbound",
+            event_id=f"i{i:02d}",
+            app=APP,
+            sender=SENDER,
+            userkey=f"+1555000{i:04d}",
+            network="sms",
+            text=f"Where is my order {1000 + i}?",
+            ts=base + i,
+        )
+        for i in range(COUNT)
+    ]
 
 
 def blast(base: int, reply_to: bool) -> list[dict]:
     """One near-identical text to the same 40 users, each back-dated to 1 s after its user's inbound."""
     out = []
     for i in range(COUNT):
-        send = ev("send", request_id=f"r{i:02d}", app=APP, sender=SENDER, userkey=f"+1555000{i:04d}", network="sms",
-                  text=TEMPLATE.format(name=NAMES[i]), ts=base + i + 1000)
+        send = ev(
+            "send",
+            request_id=f"r{i:02d}",
+            app=APP,
+            sender=SENDER,
+            userkey=f"+1555000{i:04d}",
+            network="sms",
+            text=TEMPLATE.format(name=NAMES[i]),
+            ts=base + i + 1000,
+        )
         if reply_to:
             send["reply_to"] = f"i{i:02d}"
         out.append(send)
@@ -98,20 +156,27 @@ def assert_paced_not_replies(settings: Settings, got: dict[str, dict]) -> None:
     """The blast's decisions: none a reply, 5 accepted then 35 paced, at their effective times."""
     replies = [d for d in got.values() if d["reason"] == "reply"]
     example = replies[0] if replies else None
-    assert len(replies) == 0, (f"{len(replies)} of {COUNT} back-dated sends were decided as replies (exempt from "
-                         f"pacing); e.g. {example['request_id']}: ts={example['ts']} detail={example['detail']!r}")
+    assert len(replies) == 0, (
+        f"{len(replies)} of {COUNT} back-dated sends were decided as replies (exempt from "
+        f"pacing); e.g. {example['request_id']}: ts={example['ts']} detail={example['detail']!r}"
+    )
     counts = Counter((d["outcome"], d["reason"]) for d in got.values())
     assert counts == PACED, f"outcomes of the blast: {dict(counts)}; expected {dict(PACED)}"
     expected, bounded = effective_times(events_log(settings))
     wrong = {rid: (got[rid]["ts"], want) for rid, want in expected.items() if got[rid]["ts"] != want}
-    assert not wrong, f"decision ts != effective time (request: (decision ts, expected)): {dict(list(wrong.items())[:5])}"
+    assert not wrong, (
+        f"decision ts != effective time (request: (decision ts, expected)): {dict(list(wrong.items())[:5])}"
+    )
     assert "r00" in bounded  # the first send is the one the bound moves for sure (later ones may tie the clock)
     unexplained = [rid for rid in sorted(bounded) if "max_ts_behind_s" not in got[rid]["detail"]]
-    assert not unexplained, (f"decisions moved by the skew bound whose detail does not say so: {unexplained[:5]}; "
-                             f"e.g. {got[unexplained[0]]['detail']!r}")
+    assert not unexplained, (
+        f"decisions moved by the skew bound whose detail does not say so: {unexplained[:5]}; "
+        f"e.g. {got[unexplained[0]]['detail']!r}"
+    )
 
 
 # --- A: back-dated ts, current record timestamp ----------------------------------------------
+
 
 def test_back_dated_sends_are_decided_at_their_bounded_time_and_paced(settings, worker):
     """Honest history 9 h ago (record timestamps = ts), then a blast whose `ts` claims to be 1 s after
@@ -126,6 +191,7 @@ def test_back_dated_sends_are_decided_at_their_bounded_time_and_paced(settings, 
 
 # --- B: an honest backfill is decided as before -------------------------------------------------
 
+
 def test_honest_backfill_keeps_its_event_times_and_replies(settings, worker):
     """The same history and sends, but each send's record timestamp is its `ts` (as `publish` of a
     backfill writes it): the bound does not apply, so all 40 are replies decided at their own ts."""
@@ -138,6 +204,7 @@ def test_honest_backfill_keeps_its_event_times_and_replies(settings, worker):
 
 
 # --- C: an app's clock never moves backwards -----------------------------------------------------
+
 
 def test_the_app_clock_never_moves_backwards(settings, worker):
     """An inbound at T, then sends that claim earlier times (within the skew bound, record timestamps
@@ -156,9 +223,13 @@ def test_the_app_clock_never_moves_backwards(settings, worker):
     times = {rid: got[rid]["ts"] for rid in ("r1", "r2", "r3")}
     assert times == {"r1": t, "r2": t, "r3": t + 2000}, (
         f"decision ts relative to the inbound at T: { {rid: ts - t for rid, ts in times.items()} } ms; "
-        f"expected r1: 0, r2: 0, r3: 2000 (the clock stays at T until an event moves it on)")
+        f"expected r1: 0, r2: 0, r3: 2000 (the clock stays at T until an event moves it on)"
+    )
     assert [(rid, got[rid]["outcome"], got[rid]["reason"]) for rid in ("r1", "r2", "r3")] == [
-        ("r1", "accepted", "reply"), ("r2", "accepted", "reply"), ("r3", "accepted", "reply")]
+        ("r1", "accepted", "reply"),
+        ("r2", "accepted", "reply"),
+        ("r3", "accepted", "reply"),
+    ]
 
 
 # --- D: LogAppendTime ---------------------------------------------------------------------------
@@ -213,7 +284,8 @@ def test_log_append_time_setting_makes_back_dated_record_times_useless(settings,
     workers.start(settings)  # the worker creates the events topic
     configs = topic_configs(settings, settings.topic("events"))
     assert configs.get("message.timestamp.type") == "LogAppendTime", (
-        f"events topic created by the worker has message.timestamp.type={configs.get('message.timestamp.type')}")
+        f"events topic created by the worker has message.timestamp.type={configs.get('message.timestamp.type')}"
+    )
     log_append_time_attack(settings)
 
 
@@ -231,13 +303,22 @@ def test_the_worker_creates_the_events_topic_with_the_configured_timestamp_type(
     missing topic): with SENDGATE_EVENTS_TIMESTAMP_TYPE=LogAppendTime it has
     message.timestamp.type=LogAppendTime, and without it CreateTime (the default)."""
     event = orjson.dumps(ev("opt_in", event_id="o1", app=APP, userkey="+15550001")) + b"\n"
-    for prefix_tag, env_value, expected in (("lat", "LogAppendTime", "LogAppendTime"), ("ct", "CreateTime", "CreateTime")):
+    for prefix_tag, env_value, expected in (
+        ("lat", "LogAppendTime", "LogAppendTime"),
+        ("ct", "CreateTime", "CreateTime"),
+    ):
         s = settings.with_(topic_prefix=f"{settings.topic_prefix}{prefix_tag}.", events_timestamp_type=env_value)
-        result = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", "publish", "-"], input=event,
-                                env={**os.environ, **s.to_env()}, capture_output=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "sendgate.streams.cli", "publish", "-"],
+            input=event,
+            env={**os.environ, **s.to_env()},
+            capture_output=True,
+            timeout=60,
+        )
         assert result.returncode == 2 and b"does not exist" in result.stderr, result.stderr.decode()
         workers.start(s).stop()
         configs = topic_configs(s, s.topic("events"))
         assert configs.get("message.timestamp.type") == expected, (
             f"SENDGATE_EVENTS_TIMESTAMP_TYPE={env_value}: the worker created {s.topic('events')} with "
-            f"message.timestamp.type={configs.get('message.timestamp.type')}, expected {expected}")
+            f"message.timestamp.type={configs.get('message.timestamp.type')}, expected {expected}"
+        )

@@ -1,4 +1,5 @@
 """The examples run as a user runs them: a subprocess against a real broker and a real worker."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,21 +23,47 @@ RUN_DEADLINE_S = 120.0
 
 def conversation(user: str, n: int) -> list[dict]:
     """The user writes first, the app replies: an accepted reply, hence one sms delivery."""
-    return [ev("inbound", event_id=f"in-{user}", app="acme", sender="shop", userkey=user, network="sms",
-               text="is my order on its way?", ts=T0 + n * 1000),
-            ev("send", request_id=f"reply-{user}", app="acme", sender="shop", userkey=user, network="sms",
-               text="yes, it ships today", reply_to=f"in-{user}", ts=T0 + n * 1000 + 500)]
+    return [
+        ev(
+            "inbound",
+            event_id=f"in-{user}",
+            app="acme",
+            sender="shop",
+            userkey=user,
+            network="sms",
+            text="is my order on its way?",
+            ts=T0 + n * 1000,
+        ),
+        ev(
+            "send",
+            request_id=f"reply-{user}",
+            app="acme",
+            sender="shop",
+            userkey=user,
+            network="sms",
+            text="yes, it ships today",
+            reply_to=f"in-{user}",
+            ts=T0 + n * 1000 + 500,
+        ),
+    ]
 
 
 def run_delivery_worker(settings, *args: str) -> list[str]:
     """Run the example to completion (it exits by itself after --max-messages); its stdout lines."""
     cmd = [sys.executable, str(DELIVERY_WORKER), "--network", "sms", "--stub", *args]
     try:
-        result = subprocess.run(cmd, env={**os.environ, **settings.to_env()}, cwd=ROOT, capture_output=True,
-                                text=True, timeout=RUN_DEADLINE_S)
+        result = subprocess.run(
+            cmd,
+            env={**os.environ, **settings.to_env()},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=RUN_DEADLINE_S,
+        )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{' '.join(args)}: no exit within {RUN_DEADLINE_S:.0f} s\nstdout:\n{exc.stdout}\n"
-                    f"stderr:\n{exc.stderr}")
+        pytest.fail(
+            f"{' '.join(args)}: no exit within {RUN_DEADLINE_S:.0f} s\nstdout:\n{exc.stdout}\nstderr:\n{exc.stderr}"
+        )
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     print(result.stdout)
     return result.stdout.splitlines()
@@ -60,8 +87,9 @@ def test_delivery_worker_retries_deduplicates_and_commits_only_what_it_delivered
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
         await producer.start()
         try:
-            await producer.send_and_wait(topic, value=orjson.dumps(first["value"]),
-                                         key=first["key"], partition=first["partition"])
+            await producer.send_and_wait(
+                topic, value=orjson.dumps(first["value"]), key=first["key"], partition=first["partition"]
+            )
         finally:
             await producer.stop()
 
@@ -90,22 +118,25 @@ def test_delivery_worker_retries_deduplicates_and_commits_only_what_it_delivered
 
 def sender_view(settings, app: str, sender: str) -> dict:
     import urllib.request
-    with urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/sendgate/senders/{app}/{sender}",
-                                timeout=10) as answer:
+
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{settings.web_port}/sendgate/senders/{app}/{sender}", timeout=10
+    ) as answer:
         return orjson.loads(answer.read())
 
 
-def test_the_delivery_worker_reports_each_delivery_and_a_refused_one_lowers_the_senders_reputation(settings,
-                                                                                                    worker):
+def test_the_delivery_worker_reports_each_delivery_and_a_refused_one_lowers_the_senders_reputation(settings, worker):
     publish(settings, [e for n, user in enumerate(("v1", "v2", "v3"), 1) for e in conversation(user, n)])
     lines = run_delivery_worker(settings, "--stub-status", "not_delivered", "--max-messages", "3")
     assert sorted(delivered(lines)) == ["reply-v1", "reply-v2", "reply-v3"]
     assert all("status=not_delivered" in line for line in lines if line.startswith("delivered "))
-    reports = collect(settings, settings.topic("events"),
-                      lambda r: sum(e.get("type") == "delivery_status" for e in r) >= 3)
+    reports = collect(
+        settings, settings.topic("events"), lambda r: sum(e.get("type") == "delivery_status" for e in r) >= 3
+    )
     statuses = [e for e in reports if e.get("type") == "delivery_status"]
-    assert sorted((e["request_id"], e["status"], e["sender"]) for e in statuses) == \
-           [(f"reply-{u}", "not_delivered", "shop") for u in ("v1", "v2", "v3")]
+    assert sorted((e["request_id"], e["status"], e["sender"]) for e in statuses) == [
+        (f"reply-{u}", "not_delivered", "shop") for u in ("v1", "v2", "v3")
+    ]
     # three conversations (x 1.05 each, capped at 1) then three refusals: 0.9 ** 3 = 0.729 -> 0.75
     deadline = time.monotonic() + 60
     view = sender_view(settings, "acme", "shop")

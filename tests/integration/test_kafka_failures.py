@@ -12,6 +12,7 @@ undoes as quickly. Contract:
   worker log an error naming the partition and offset and exit with a non-zero code;
 - only records the decoder refuses are dead-lettered; any other exception fails the batch.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,6 +35,7 @@ APP = "acme"
 
 # --- helpers ------------------------------------------------------------------------------------
 
+
 def create_topics(settings: Settings) -> None:
     """The worker's input and outputs, before it starts (so the test can configure them)."""
     asyncio.run(ensure_topics(settings, [settings.topic(n) for n in ("events", "decisions", "deadletter")]))
@@ -47,12 +49,14 @@ def set_max_message_bytes(settings: Settings, topic: str, value: str, timeout: f
         await admin.start()
         try:
             [response] = await admin.alter_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": value})])
+                [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": value})]
+            )
             assert all(r[0] == 0 for r in response.resources), f"alter_configs of {topic}: {response}"
             deadline = time.monotonic() + timeout
             while True:
                 [described] = await admin.describe_configs(
-                    [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None})])
+                    [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None})]
+                )
                 values = {entry[0]: entry[1] for resource in described.resources for entry in resource[4]}
                 if values.get("max.message.bytes") == value:
                     return
@@ -67,14 +71,23 @@ def set_max_message_bytes(settings: Settings, topic: str, value: str, timeout: f
 
 def send(tag: str, ts: int) -> dict:
     """A send to a userkey that opted in at warm-up: accepted (reason opt_in)."""
-    return ev("send", request_id=f"{APP}-{tag}", app=APP, sender="s1", userkey="fan", network="sms",
-              text=f"Thanks for joining ({tag})!", ts=ts)
+    return ev(
+        "send",
+        request_id=f"{APP}-{tag}",
+        app=APP,
+        sender="s1",
+        userkey="fan",
+        network="sms",
+        text=f"Thanks for joining ({tag})!",
+        ts=ts,
+    )
 
 
 def decided(settings: Settings, request_id: str, timeout: float) -> list[dict]:
     """The decisions of `request_id`, waiting up to `timeout` for the first one."""
-    records = collect(settings, settings.topic("decisions"), lambda r: any(d["request_id"] == request_id for d in r),
-                      timeout=timeout)
+    records = collect(
+        settings, settings.topic("decisions"), lambda r: any(d["request_id"] == request_id for d in r), timeout=timeout
+    )
     return [d for d in records if d["request_id"] == request_id]
 
 
@@ -118,8 +131,9 @@ def wait_for_log(worker, start: int, pattern: re.Pattern, timeout: float) -> str
         if pattern.search(text):
             return text
         if not worker.running:
-            raise AssertionError(f"worker exited ({worker.process.returncode}) before logging {pattern.pattern!r}:\n"
-                                 f"{worker.log_tail()}")
+            raise AssertionError(
+                f"worker exited ({worker.process.returncode}) before logging {pattern.pattern!r}:\n{worker.log_tail()}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"no log line matching {pattern.pattern!r} within {timeout:.0f} s:\n{text[-3000:]}")
         time.sleep(0.2)  # poll interval
@@ -136,6 +150,7 @@ def wait_exit(worker, timeout: float) -> float | None:
 
 
 # --- a refused batch is retried by itself -------------------------------------------------------------
+
 
 def send_while_decisions_are_refused(settings, workers, rid: str):
     """A warm worker, the decisions topic refusing every batch, then one send: (worker, where its log
@@ -160,21 +175,29 @@ def test_a_refused_batch_is_decided_again_without_a_new_record(settings, workers
         got = decided(settings, f"{APP}-refused", timeout=30)
     except AssertionError:
         seen = [d["decision_id"] for d in read_topic(settings, settings.topic("decisions"))]
-        problems.append(f"the refused send ({where}) was not decided within 30 s of the broker accepting writes "
-                        f"again, with no new record published; decisions: {seen}")
+        problems.append(
+            f"the refused send ({where}) was not decided within 30 s of the broker accepting writes "
+            f"again, with no new record published; decisions: {seen}"
+        )
     else:
         print(f"decided {time.monotonic() - restored:.1f} s after the broker accepted writes again")
         assert [(d["outcome"], d["reason"]) for d in got][:1] == [("accepted", "opt_in")], got
     # The failure is logged (as a warning or an error) naming where the batch is stuck.
-    logged = [message_of(line) for line in log_since(worker, start).splitlines()
-              if any(level in line for level in ("[WARNING]", "[ERROR]", "[CRITICAL]"))]
+    logged = [
+        message_of(line)
+        for line in log_since(worker, start).splitlines()
+        if any(level in line for level in ("[WARNING]", "[ERROR]", "[CRITICAL]"))
+    ]
     if not any(names_position(line, sent.partition, sent.offset) for line in logged):
-        problems.append(f"no warning or error in the worker log names the events partition {sent.partition} and "
-                        f"offset {sent.offset} (e.g. {where}); they were: {[line[:160] for line in logged[:4]]}")
+        problems.append(
+            f"no warning or error in the worker log names the events partition {sent.partition} and "
+            f"offset {sent.offset} (e.g. {where}); they were: {[line[:160] for line in logged[:4]]}"
+        )
     assert not problems, "\n".join(problems)
 
 
 # --- a batch that keeps failing ends the worker ----------------------------------------------------------
+
 
 def test_a_batch_failing_for_stall_exit_s_ends_the_worker_with_an_error(settings, workers):
     settings = settings.with_(stall_exit_s=STALL_EXIT_S)
@@ -182,19 +205,23 @@ def test_a_batch_failing_for_stall_exit_s_ends_the_worker_with_an_error(settings
     published = time.monotonic()
     gone = wait_exit(worker, timeout=STALL_EXIT_S + 35)
     if gone is None:
-        raise AssertionError(f"the worker still runs {time.monotonic() - published:.0f} s after its batch ({where}) "
-                             f"began to fail, with stall_exit_s={STALL_EXIT_S}; log:\n"
-                             f"{log_since(worker, start)[-1500:]}")
+        raise AssertionError(
+            f"the worker still runs {time.monotonic() - published:.0f} s after its batch ({where}) "
+            f"began to fail, with stall_exit_s={STALL_EXIT_S}; log:\n"
+            f"{log_since(worker, start)[-1500:]}"
+        )
     returncode = worker.process.returncode
     text = log_since(worker, start)
     assert returncode != 0, f"the stalled worker exited with {returncode}:\n{text[-2000:]}"
     assert gone - published >= STALL_EXIT_S - 0.5, (
         f"the worker exited {gone - published:.1f} s after the record was published, before stall_exit_s="
-        f"{STALL_EXIT_S}:\n{text[-2000:]}")
+        f"{STALL_EXIT_S}:\n{text[-2000:]}"
+    )
     errors = [message_of(line) for line in text.splitlines() if "[ERROR]" in line or "[CRITICAL]" in line]
     assert any(names_position(line, sent.partition, sent.offset) for line in errors), (
         f"no ERROR line names the stalled batch's partition {sent.partition} and offset {sent.offset} ({where}): "
-        f"{[line[:200] for line in errors[-5:]]}")
+        f"{[line[:200] for line in errors[-5:]]}"
+    )
     assert not decided_now(settings, f"{APP}-stalled")
     # the setting: default 300 s, and SENDGATE_STALL_EXIT_S
     assert Settings().stall_exit_s == 300
@@ -207,6 +234,7 @@ def decided_now(settings: Settings, request_id: str) -> list[dict]:
 
 
 # --- an internal error is not bad input -------------------------------------------------------------------
+
 
 def write_corrupt_clock_rows(settings: Settings, apps: tuple[str, ...]) -> None:
     """A clock row of each app that its reader cannot decode (a bug, or a row of another format),
@@ -240,17 +268,37 @@ def test_an_internal_error_fails_the_batch_and_never_dead_letters_valid_records(
     t = T0 + 60_000
     valid = []
     for app in ("acme", "bolt", "cargo"):
-        valid += [ev("inbound", event_id=f"{app}-i1", app=app, sender="s1", userkey="u1", network="sms",
-                     text="Is my order shipped?", ts=t),
-                  ev("send", request_id=f"{app}-r1", app=app, sender="s1", userkey="u1", network="sms",
-                     text="Yes, it left today.", reply_to=f"{app}-i1", ts=t + 1000)]
+        valid += [
+            ev(
+                "inbound",
+                event_id=f"{app}-i1",
+                app=app,
+                sender="s1",
+                userkey="u1",
+                network="sms",
+                text="Is my order shipped?",
+                ts=t,
+            ),
+            ev(
+                "send",
+                request_id=f"{app}-r1",
+                app=app,
+                sender="s1",
+                userkey="u1",
+                network="sms",
+                text="Yes, it left today.",
+                reply_to=f"{app}-i1",
+                ts=t + 1000,
+            ),
+        ]
     sent = send_events(settings, valid)
     published = time.monotonic()
     positions = {(s.partition, s.offset) for s in sent}
 
     def dead_letters_of_valid() -> list[dict]:
-        return [d for d in read_topic(settings, settings.topic("deadletter"))
-                if (d["partition"], d["offset"]) in positions]
+        return [
+            d for d in read_topic(settings, settings.topic("deadletter")) if (d["partition"], d["offset"]) in positions
+        ]
 
     # Poll until the worker has exited, or a valid record has been dead-lettered (today's bug).
     deadline = published + STALL_EXIT_S + 35
@@ -259,8 +307,12 @@ def test_an_internal_error_fails_the_batch_and_never_dead_letters_valid_records(
         time.sleep(0.5)  # poll interval
         dead = dead_letters_of_valid()
     dead = dead or dead_letters_of_valid()  # the worker may have exited just after writing some
-    assert not dead, (f"{len(dead)} of {len(sent)} valid record(s) were dead-lettered because of a corrupt row: "
-                      f"{[(d['partition'], d['offset'], d['error'][:120]) for d in dead[:3]]}")
-    assert not worker.running, (f"the worker still runs {time.monotonic() - published:.0f} s after its batch began "
-                                f"to fail, with stall_exit_s={STALL_EXIT_S}:\n{worker.log_tail(1500)}")
+    assert not dead, (
+        f"{len(dead)} of {len(sent)} valid record(s) were dead-lettered because of a corrupt row: "
+        f"{[(d['partition'], d['offset'], d['error'][:120]) for d in dead[:3]]}"
+    )
+    assert not worker.running, (
+        f"the worker still runs {time.monotonic() - published:.0f} s after its batch began "
+        f"to fail, with stall_exit_s={STALL_EXIT_S}:\n{worker.log_tail(1500)}"
+    )
     assert worker.process.returncode != 0, worker.log_tail(2000)

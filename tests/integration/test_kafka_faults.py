@@ -4,6 +4,7 @@ for (decided, dead-lettered or applied) and the decisions are those of one unint
 
 Seeded: set SENDGATE_FAULT_SEED to explore other kill points (the default is the one CI runs).
 """
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,25 @@ import time
 import orjson
 from aiokafka.partitioner import murmur2
 
-from harness import (DAY, MIN, T0, DecisionWatcher, Invalid, account, collect, create_events_topic, duplicates, ev,
-                     ids_by_request, make_settings, read_topic, send_events, uninterrupted, wait_consumed,
-                     wait_for_group)
+from harness import (
+    DAY,
+    MIN,
+    T0,
+    DecisionWatcher,
+    Invalid,
+    account,
+    collect,
+    create_events_topic,
+    duplicates,
+    ev,
+    ids_by_request,
+    make_settings,
+    read_topic,
+    send_events,
+    uninterrupted,
+    wait_consumed,
+    wait_for_group,
+)
 
 from sendgate.models.pending import ReleaseSchedule
 from sendgate.streams.local.broker import LocalKafka
@@ -27,13 +44,18 @@ TEMPLATES = [
     "Hi {}! Flash sale: code {} gives 30% off at http://shop.example/{} until midnight",
     "Dear {}, your loyalty points ({}) expire soon. Redeem them now: http://points.example/{}",
 ]
-PLAIN = ["Your parcel {} is at the pickup point until Friday", "Thanks for your payment of {} EUR",
-         "Your table for {} is booked, see you tonight", "Password changed on device {}",
-         "Reminder: dentist appointment at {} tomorrow"]
+PLAIN = [
+    "Your parcel {} is at the pickup point until Friday",
+    "Thanks for your payment of {} EUR",
+    "Your table for {} is booked, see you tonight",
+    "Password changed on device {}",
+    "Reminder: dentist appointment at {} tomorrow",
+]
 JUNK = "You WON a free cruise to the Bahamas!! Call 09061234567 now to claim your prize, reply {}"
 
 
 # --- the scenario ---------------------------------------------------------------------------------
+
 
 def app_segments(app: str, users: int = 30, blast: int = 30, second: int = 20, junk: bool = False) -> list[list]:
     """Four segments of one app's events, every event with an explicit ts:
@@ -45,17 +67,47 @@ def app_segments(app: str, users: int = 30, blast: int = 30, second: int = 20, j
     2. a tick releasing more, a START that undoes the STOP, a second paced template, a tick;
     3. the final tick (everything due) and probes of the consent state: sends to opted-out users.
     """
-    def send(rid: str, user: str, text: str, ts: int, **extra) -> dict:
-        return ev("send", request_id=f"{app}-{rid}", app=app, sender="s1", userkey=user, network="sms", text=text,
-                  ts=ts, **extra)
 
-    seg0 = [ev("sender_profile", event_id=f"{app}-p", app=app, sender="s1", registered_ts=T - 400 * DAY,
-               ts=T - 120 * MIN)]
-    seg0 += [ev("inbound", event_id=f"{app}-i{i}", app=app, sender="s1", userkey=f"u{i}", network="sms",
-                text=f"question {i}", ts=T - 60 * MIN) for i in range(users)]
+    def send(rid: str, user: str, text: str, ts: int, **extra) -> dict:
+        return ev(
+            "send",
+            request_id=f"{app}-{rid}",
+            app=app,
+            sender="s1",
+            userkey=user,
+            network="sms",
+            text=text,
+            ts=ts,
+            **extra,
+        )
+
+    seg0 = [
+        ev("sender_profile", event_id=f"{app}-p", app=app, sender="s1", registered_ts=T - 400 * DAY, ts=T - 120 * MIN)
+    ]
     seg0 += [
-        ev("inbound", event_id=f"{app}-stop3", app=app, sender="s1", userkey="u3", network="sms", text=" stop ",
-           ts=T - 50 * MIN),
+        ev(
+            "inbound",
+            event_id=f"{app}-i{i}",
+            app=app,
+            sender="s1",
+            userkey=f"u{i}",
+            network="sms",
+            text=f"question {i}",
+            ts=T - 60 * MIN,
+        )
+        for i in range(users)
+    ]
+    seg0 += [
+        ev(
+            "inbound",
+            event_id=f"{app}-stop3",
+            app=app,
+            sender="s1",
+            userkey="u3",
+            network="sms",
+            text=" stop ",
+            ts=T - 50 * MIN,
+        ),
         ev("opt_in", event_id=f"{app}-o1", app=app, userkey="fan", source="web", ts=T - 40 * MIN),
         ev("app_policy", event_id=f"{app}-g1", app=app, unrestricted=True, reason="verified", ts=T - 30 * MIN),
         send("cold1", "stranger", "Welcome aboard", T - 29 * MIN),
@@ -63,11 +115,22 @@ def app_segments(app: str, users: int = 30, blast: int = 30, second: int = 20, j
         send("cold2", "stranger2", "Welcome aboard", T - 27 * MIN),
         send("stopped", "u3", "We miss you", T - 26 * MIN),
     ]
-    seg0 += [send(f"plain{k}", f"u{users - 1 - k}", text.format(100 + k), T - 25 * MIN + k * 1000)
-             for k, text in enumerate(PLAIN)]
+    seg0 += [
+        send(f"plain{k}", f"u{users - 1 - k}", text.format(100 + k), T - 25 * MIN + k * 1000)
+        for k, text in enumerate(PLAIN)
+    ]
     if junk:  # the junk-similar send comes in segment 3, once the report's share is in the log (the test waits)
-        seg0 += [ev("junk_report", event_id=f"{app}-j1", app=app, sender="s2", userkey="u7", text=JUNK.format("YES"),
-                    ts=T - 20 * MIN)]
+        seg0 += [
+            ev(
+                "junk_report",
+                event_id=f"{app}-j1",
+                app=app,
+                sender="s2",
+                userkey="u7",
+                text=JUNK.format("YES"),
+                ts=T - 20 * MIN,
+            )
+        ]
     sends = [send(f"b{i:02d}", f"u{i}", TEMPLATES[0].format(f"N{i}", 100 + i, i), T + i * 1000) for i in range(blast)]
     half = blast // 2
     seg0 += sends[:half]
@@ -76,20 +139,35 @@ def app_segments(app: str, users: int = 30, blast: int = 30, second: int = 20, j
         ev("opt_out", event_id=f"{app}-o2", app=app, userkey="u20", source="support", ts=T + 5 * MIN),
         ev("cancel", request_id=f"{app}-b21", app=app, ts=T + 5 * MIN),
         ev("cancel", request_id=f"{app}-nope", app=app, ts=T + 5 * MIN),
-        ev("inbound", event_id=f"{app}-q5", app=app, sender="s1", userkey="u5", network="sms", text="when?",
-           ts=T + 5 * MIN),
+        ev(
+            "inbound",
+            event_id=f"{app}-q5",
+            app=app,
+            sender="s1",
+            userkey="u5",
+            network="sms",
+            text="when?",
+            ts=T + 5 * MIN,
+        ),
         send("fan1", "fan", "Thanks for subscribing", T + 6 * MIN),
         send("r-u5", "u5", "Re: tomorrow at 10", T + 6 * MIN, reply_to=f"{app}-q5"),
     ]
     t2 = T + 14 * MIN
     seg2 = [
         ev("tick", app=app, ts=T + 12 * MIN),
-        ev("inbound", event_id=f"{app}-start3", app=app, sender="s1", userkey="u3", network="sms", text="START",
-           ts=T + 13 * MIN),
+        ev(
+            "inbound",
+            event_id=f"{app}-start3",
+            app=app,
+            sender="s1",
+            userkey="u3",
+            network="sms",
+            text="START",
+            ts=T + 13 * MIN,
+        ),
         send("again3", "u3", "Welcome back!", T + 13 * MIN),
     ]
-    seg2 += [send(f"d{i:02d}", f"u{i}", TEMPLATES[1].format(f"N{i}", 500 + i, i), t2 + i * 1000)
-             for i in range(second)]
+    seg2 += [send(f"d{i:02d}", f"u{i}", TEMPLATES[1].format(f"N{i}", 500 + i, i), t2 + i * 1000) for i in range(second)]
     seg2 += [ev("tick", app=app, ts=T + 20 * MIN)]
     seg3 = [
         ev("tick", app=app, ts=T + 90 * MIN),
@@ -107,9 +185,11 @@ def invalid_records(app: str, n: int) -> list[Invalid]:
     """Records the worker must dead-letter: not JSON, keyed by another app, ts far ahead of the record."""
     good = ev("opt_in", event_id=f"{app}-bad{n}", app=app, userkey="nobody", ts=T)
     ahead = {**good, "ts": int(time.time() * 1000) + 3 * 60 * MIN}
-    return [Invalid(b"\xff not json " + f"{app}-{n}".encode(), key=app.encode(), note="not json"),
-            Invalid(orjson.dumps(good), key=b"someone-else", note="mis-keyed"),
-            Invalid(orjson.dumps(ahead), key=app.encode(), note="ts ahead")]
+    return [
+        Invalid(b"\xff not json " + f"{app}-{n}".encode(), key=app.encode(), note="not json"),
+        Invalid(orjson.dumps(good), key=b"someone-else", note="mis-keyed"),
+        Invalid(orjson.dumps(ahead), key=app.encode(), note="ts ahead"),
+    ]
 
 
 def merge(rng: random.Random, streams: list[list]) -> list:
@@ -143,6 +223,7 @@ def apps_on_partitions(partitions: int, per_partition: int) -> list[str]:
 
 
 # --- comparing with the uninterrupted run ---------------------------------------------------------
+
 
 def compare_ids(live: list[dict], expected: list[dict]) -> list[str]:
     """Requests whose set of decision ids differs from the uninterrupted run's, described."""
@@ -205,12 +286,15 @@ class Outcome:
 
     def report(self, expected: list[dict], started: float) -> str:
         extra = sum(self.duplicates.values()) - len(self.duplicates)
-        return (f"accounting: {self.counts}; expected decisions {len(expected)}; lag when the wait began: "
-                f"{self.lag}; run {time.monotonic() - started:.1f} s\n"
-                f"duplicates: {len(self.duplicates)} decision ids seen more than once, {extra} extra records")
+        return (
+            f"accounting: {self.counts}; expected decisions {len(expected)}; lag when the wait began: "
+            f"{self.lag}; run {time.monotonic() - started:.1f} s\n"
+            f"duplicates: {len(self.duplicates)} decision ids seen more than once, {extra} extra records"
+        )
 
 
 # --- 1. kill -9 ---------------------------------------------------------------------------------------
+
 
 def _clock(ms: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
@@ -223,14 +307,20 @@ def changelog_rows(settings, table: str, app: str) -> list[dict]:
     rows = []
     for r in read_topic(settings, settings.changelog_topic(STATE), with_partition=True):
         if r["key"].startswith(kind):
-            r["key"] = r["key"][len(kind):]
+            r["key"] = r["key"][len(kind) :]
             if r["key"] == app.encode() or r["key"].startswith(app.encode() + b"\x1f"):
                 rows.append(r)
     return rows
 
 
-def explain(settings, lost: dict[tuple[str, str], set[str]], changed: dict[tuple[str, str], set[str]],
-            live: list[dict], expected: list[dict], kills: list[dict]) -> str:
+def explain(
+    settings,
+    lost: dict[tuple[str, str], set[str]],
+    changed: dict[tuple[str, str], set[str]],
+    live: list[dict],
+    expected: list[dict],
+    kills: list[dict],
+) -> str:
     """What was lost or changed, with the offsets and times of the records that show how."""
     from sendgate.models.pending import MINUTE_MS
 
@@ -239,36 +329,48 @@ def explain(settings, lost: dict[tuple[str, str], set[str]], changed: dict[tuple
     slot = {(d["app"], d["request_id"]): d["deliver_at"] for d in expected if d["outcome"] == "delayed"}
 
     def decisions_of(rid: str) -> list[str]:
-        return [f"    decision  p{r['partition']}@{r['offset']} {_clock(r['timestamp'])} {r['value']['decision_id']}"
-                f" deliver_at={r['value'].get('deliver_at')}" for r in live if r["value"]["request_id"] == rid]
+        return [
+            f"    decision  p{r['partition']}@{r['offset']} {_clock(r['timestamp'])} {r['value']['decision_id']}"
+            f" deliver_at={r['value'].get('deliver_at')}"
+            for r in live
+            if r["value"]["request_id"] == rid
+        ]
 
     def row(table: str, r: dict, text: str) -> str:
         return f"    {table:9s} p{r['partition']}@{r['offset']} {_clock(r['timestamp'])} {text}"
 
     if lost:
-        lines.append(f"[LOST] {sum(map(len, lost.values()))} decision(s) of the uninterrupted run were never "
-                     "emitted:")
+        lines.append(f"[LOST] {sum(map(len, lost.values()))} decision(s) of the uninterrupted run were never emitted:")
     for (app, rid), ids in sorted(lost.items()):
         lines.append(f"  {rid}: missing {sorted(ids)}")
         lines += decisions_of(rid)
         if (app, rid) not in slot:
             continue
         minute = slot[(app, rid)] // MINUTE_MS
-        pending = [row("pending", r, "row" if r["raw"] else "tombstone")
-                   for r in changelog_rows(settings, "pending", app) if r["key"].endswith(b"\x1f" + rid.encode())]
+        pending = [
+            row("pending", r, "row" if r["raw"] else "tombstone")
+            for r in changelog_rows(settings, "pending", app)
+            if r["key"].endswith(b"\x1f" + rid.encode())
+        ]
         lines += pending or [f"    pending   no changelog record for {rid}"]
         due_key = f"{app}\x1f{minute}".encode()
-        due = [row("due", r, (r["raw"] or b"tombstone").decode()[:100])
-               for r in changelog_rows(settings, "due", app) if r["key"] == due_key]
+        due = [
+            row("due", r, (r["raw"] or b"tombstone").decode()[:100])
+            for r in changelog_rows(settings, "due", app)
+            if r["key"] == due_key
+        ]
         lines += due or [f"    due       no changelog record for minute {minute}"]
         schedules = changelog_rows(settings, "schedules", app)
-        listing = [f"p{r['partition']}@{r['offset']}" for r in schedules
-                   if r["raw"] and minute in ReleaseSchedule.from_bytes(r["raw"]).minutes]
-        lines.append(f"    schedules rows listing minute {minute}: {listing or 'none ever'} "
-                     f"(of {len(schedules)} rows of {app})")
+        listing = [
+            f"p{r['partition']}@{r['offset']}"
+            for r in schedules
+            if r["raw"] and minute in ReleaseSchedule.from_bytes(r["raw"]).minutes
+        ]
+        lines.append(
+            f"    schedules rows listing minute {minute}: {listing or 'none ever'} (of {len(schedules)} rows of {app})"
+        )
     if changed:
-        lines.append(f"[CHANGED] {sum(map(len, changed.values()))} decision id(s) the uninterrupted run does not "
-                     "make:")
+        lines.append(f"[CHANGED] {sum(map(len, changed.values()))} decision id(s) the uninterrupted run does not make:")
     for (app, rid), ids in sorted(changed.items()):
         lines.append(f"  {rid}: unexpected {sorted(ids)}; the uninterrupted run: {sorted(want.get((app, rid), []))}")
         lines += decisions_of(rid)
@@ -296,7 +398,7 @@ def test_sigkill_mid_stream_loses_nothing(settings, workers):
         segments.append(merged)
     everything = [e for seg in segments for e in seg]
     expected = uninterrupted(everything)
-    upto = [len(uninterrupted([e for seg in segments[:k + 1] for e in seg])) for k in range(4)]
+    upto = [len(uninterrupted([e for seg in segments[: k + 1] for e in seg])) for k in range(4)]
     new_per_segment = [b - a for a, b in zip([0, *upto], upto)]
 
     sent = []
@@ -319,8 +421,12 @@ def test_sigkill_mid_stream_loses_nothing(settings, workers):
 
                 killed = watcher.when(at, crash)
             if k == 3:  # the junk report's share must precede the junk-similar send in the log
-                collect(settings, settings.topic("events"), lambda r: any(b'"type":"junk_shared"' in (x or b"") for x in r),
-                        json=False)
+                collect(
+                    settings,
+                    settings.topic("events"),
+                    lambda r: any(b'"type":"junk_shared"' in (x or b"") for x in r),
+                    json=False,
+                )
             for chunk in chunks(rng, segment, 3):
                 sent += send_events(settings, chunk)
             if killed is not None:
@@ -339,10 +445,13 @@ def test_sigkill_mid_stream_loses_nothing(settings, workers):
     changed = {rid: got[rid] - want.get(rid, set()) for rid in got if got[rid] - want.get(rid, set())}
     # No delayed request released (or cancelled) twice with different decisions.
     twice = two_different_endings(live)
-    print(f"re-decided differently: {sum(map(len, changed.values()))} decision id(s) of {len(changed)} request(s); "
-          f"released twice with different slots: {len(twice)}")
+    print(
+        f"re-decided differently: {sum(map(len, changed.values()))} decision id(s) of {len(changed)} request(s); "
+        f"released twice with different slots: {len(twice)}"
+    )
     assert not (out.problems or lost or changed or twice), "\n".join(
-        out.problems + [explain(settings, lost, changed, records, expected, kills)] + twice)
+        out.problems + [explain(settings, lost, changed, records, expected, kills)] + twice
+    )
     assert not divergent(live, expected), "\n".join(divergent(live, expected))
     if settings.processing_guarantee == "at_least_once":  # each restart started on the killed worker's state
         for w in restarted:
@@ -351,13 +460,17 @@ def test_sigkill_mid_stream_loses_nothing(settings, workers):
     got_ids = by_id(live)
     for app in apps:
         assert f"{app}:{app}-probe-u20:rejected:opted_out" in got_ids  # opt-out of segment 1, crashes since
-        assert f"{app}:{app}-probe-u7:rejected:opted_out" in got_ids   # opt-out of the last segment
+        assert f"{app}:{app}-probe-u7:rejected:opted_out" in got_ids  # opt-out of the last segment
         assert f"{app}:{app}-probe-u3:accepted:conversation" in got_ids  # STOP then START
-        assert f"{app}:{app}-b20:cancelled:opted_out" in got_ids and f"{app}:{app}-b21:cancelled:cancelled_by_app" in got_ids
+        assert (
+            f"{app}:{app}-b20:cancelled:opted_out" in got_ids
+            and f"{app}:{app}-b21:cancelled:cancelled_by_app" in got_ids
+        )
     assert len(kills) == 3 and out.counts.records == len(everything)
 
 
 # --- 2. broker restart ------------------------------------------------------------------------------
+
 
 def test_worker_reconnects_after_a_broker_restart_and_catches_up(tmp_path, workers):
     """A dedicated broker is stopped (SIGTERM) while the worker is deciding the first part of the
@@ -390,15 +503,20 @@ def test_worker_reconnects_after_a_broker_restart_and_catches_up(tmp_path, worke
             assert stopped.wait(120), f"{watcher.count} decisions, broker never stopped"
         assert worker.running, "worker exited when the broker stopped:\n" + worker.log_tail()
         kafka.start()  # same data dir, same port
-        print(f"\nbroker stopped after {stop['seen']}/{n1} decisions of part 1; the stop took {stop['took']:.1f} s, "
-              f"the broker was back {time.monotonic() - stop['began']:.1f} s after the stop began")
+        print(
+            f"\nbroker stopped after {stop['seen']}/{n1} decisions of part 1; the stop took {stop['took']:.1f} s, "
+            f"the broker was back {time.monotonic() - stop['began']:.1f} s after the stop began"
+        )
         assert worker.running, "worker exited while the broker was down:\n" + worker.log_tail()
         sent += send_events(settings, part2)
         out = Outcome(settings, sent, timeout=150)
         print(out.report(expected, started))
         print("same id, other fields (detail aside):", *divergent(out.live, expected), sep="\n  ")
-        problems = out.problems + compare_ids(out.live, expected) + [
-            f"[RELEASED TWICE, DIFFERENTLY] {t}" for t in two_different_endings(out.live)]
+        problems = (
+            out.problems
+            + compare_ids(out.live, expected)
+            + [f"[RELEASED TWICE, DIFFERENTLY] {t}" for t in two_different_endings(out.live)]
+        )
         assert worker.running, "worker exited:\n" + worker.log_tail()
         assert not problems, "decisions differ from the uninterrupted run:\n" + "\n".join(problems)
     finally:
@@ -408,6 +526,7 @@ def test_worker_reconnects_after_a_broker_restart_and_catches_up(tmp_path, worke
 
 
 # --- 3. two workers, a rebalance --------------------------------------------------------------------
+
 
 def test_rebalance_between_two_workers_keeps_per_app_order_and_state(settings, workers, tmp_path):
     """Worker A alone, then B joins (own store), then A stops gracefully: 8 apps on 4 partitions.
@@ -419,11 +538,13 @@ def test_rebalance_between_two_workers_keeps_per_app_order_and_state(settings, w
     started = time.monotonic()
     apps = apps_on_partitions(settings.partitions, 2)
     per_app = [app_segments(app) for app in apps]
-    parts = [merge(rng, [s[0] for s in per_app]),
-             merge(rng, [s[1] + s[2] for s in per_app]) + invalid_records(apps[0], 2),
-             merge(rng, [s[3] for s in per_app]) + invalid_records(apps[5], 3)]
+    parts = [
+        merge(rng, [s[0] for s in per_app]),
+        merge(rng, [s[1] + s[2] for s in per_app]) + invalid_records(apps[0], 2),
+        merge(rng, [s[3] for s in per_app]) + invalid_records(apps[5], 3),
+    ]
     expected = uninterrupted([e for p in parts for e in p])
-    n = [len(uninterrupted([e for p in parts[:k + 1] for e in p])) for k in range(3)]
+    n = [len(uninterrupted([e for p in parts[: k + 1] for e in p])) for k in range(3)]
 
     create_events_topic(settings)
     a = workers.start(settings)
@@ -466,25 +587,31 @@ def test_rebalance_between_two_workers_keeps_per_app_order_and_state(settings, w
         want = [d for d in expected if d["app"] == app]
         got_ids, want_ids = [d["decision_id"] for d in sequence], [d["decision_id"] for d in want]
         if got_ids != want_ids:
-            first = next((i for i, (g, w) in enumerate(zip(got_ids, want_ids)) if g != w),
-                         min(len(got_ids), len(want_ids)))
-            problems.append(f"{app}: sequence differs at {first}: live {got_ids[first:first + 4]} "
-                            f"expected {want_ids[first:first + 4]} ({len(got_ids)} vs {len(want_ids)} decisions)")
+            first = next(
+                (i for i, (g, w) in enumerate(zip(got_ids, want_ids)) if g != w), min(len(got_ids), len(want_ids))
+            )
+            problems.append(
+                f"{app}: sequence differs at {first}: live {got_ids[first : first + 4]} "
+                f"expected {want_ids[first : first + 4]} ({len(got_ids)} vs {len(want_ids)} decisions)"
+            )
         elif sequence != want:
-            problems += [f"{app}: {g['decision_id']} differs: {g} != {w}"
-                         for g, w in zip(sequence, want) if g != w][:3]
+            problems += [f"{app}: {g['decision_id']} differs: {g} != {w}" for g, w in zip(sequence, want) if g != w][:3]
     assert not problems, "per-app decisions differ from the uninterrupted run:\n" + "\n".join(problems)
     # State followed the partitions: consent and pending requests decided after the moves.
     got = by_id(out.live)
     for app in apps:
-        assert f"{app}:{app}-probe-u20:rejected:opted_out" in got and f"{app}:{app}-probe-u3:accepted:conversation" in got
+        assert (
+            f"{app}:{app}-probe-u20:rejected:opted_out" in got and f"{app}:{app}-probe-u3:accepted:conversation" in got
+        )
         assert f"{app}:{app}-b20:cancelled:opted_out" in got and f"{app}:{app}-b21:cancelled:cancelled_by_app" in got
-        released_last = [d for d in expected if d["app"] == app and d["outcome"] == "released"
-                         and d["ts"] == T + 90 * MIN]
+        released_last = [
+            d for d in expected if d["app"] == app and d["outcome"] == "released" and d["ts"] == T + 90 * MIN
+        ]
         assert released_last and all(d["decision_id"] in got for d in released_last)
 
 
 # --- 4. one of two workers killed -----------------------------------------------------------------
+
 
 def test_the_survivor_decides_what_reached_the_killed_workers_partitions(settings, workers, tmp_path):
     """Two workers, B killed (kill -9) with a 30 s session timeout; then every app gets traffic.
@@ -503,10 +630,28 @@ def test_the_survivor_decides_what_reached_the_killed_workers_partitions(setting
 
     def conversation(app: str, i: int, at: int) -> list[dict]:
         user = f"{app}-u{i}-{at}"
-        return [ev("inbound", event_id=f"in-{user}", app=app, sender="s1", userkey=user, network="sms",
-                   text="hello", ts=T + at),
-                ev("send", request_id=f"r-{user}", app=app, sender="s1", userkey=user, network="sms",
-                   text=f"Re: order {i}", ts=T + at + 1000)]
+        return [
+            ev(
+                "inbound",
+                event_id=f"in-{user}",
+                app=app,
+                sender="s1",
+                userkey=user,
+                network="sms",
+                text="hello",
+                ts=T + at,
+            ),
+            ev(
+                "send",
+                request_id=f"r-{user}",
+                app=app,
+                sender="s1",
+                userkey=user,
+                network="sms",
+                text=f"Re: order {i}",
+                ts=T + at + 1000,
+            ),
+        ]
 
     warmup = [e for app in apps for i in range(5) for e in conversation(app, i, 0)]
     with DecisionWatcher(settings, timeout=120) as watcher:

@@ -6,6 +6,7 @@ it as a `junk_shared` event to every partition of the events log; each partition
 it where that partition's log shows it (so no two workers write one row, and the index a send
 sees is a function of its own partition's log).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,13 +42,22 @@ def produce_at(settings, records: list[tuple[int, dict]]) -> list[tuple[int, int
 
     async def run() -> list[tuple[int, int]]:
         await ensure_topics(settings, [settings.topic("events")])
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True,
-                                    linger_ms=5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+        )
         await producer.start()
         try:
-            futures = [await producer.send(settings.topic("events"), key=event["app"].encode(), value=raw,
-                                           partition=partition, headers=signed(settings, raw))
-                       for partition, event in records for raw in [orjson.dumps(event)]]
+            futures = [
+                await producer.send(
+                    settings.topic("events"),
+                    key=event["app"].encode(),
+                    value=raw,
+                    partition=partition,
+                    headers=signed(settings, raw),
+                )
+                for partition, event in records
+                for raw in [orjson.dumps(event)]
+            ]
             metas = [await f for f in futures]
         finally:
             await producer.stop()
@@ -75,11 +85,17 @@ def test_concurrent_junk_reports_on_two_workers_all_count(settings, workers, tmp
     by_worker = [[app for app, part in apps.items() if part in parts] for parts in owned]
     assert all(len(a) >= REPORTERS // 2 for a in by_worker), (members, apps)
     # Six distinct reporters (app, userkey), half of them on each worker's partitions.
-    reporters = [app for group in by_worker for app in group[:REPORTERS // 2]]
+    reporters = [app for group in by_worker for app in group[: REPORTERS // 2]]
     t = now_ms()
-    reports = [(apps[app], ev("junk_report", event_id=f"{app}-j{k}", app=app, sender=f"{app}-s", userkey=f"victim{k}",
-                              text=JUNK, ts=t))
-               for k, app in enumerate(reporters)]
+    reports = [
+        (
+            apps[app],
+            ev(
+                "junk_report", event_id=f"{app}-j{k}", app=app, sender=f"{app}-s", userkey=f"victim{k}", text=JUNK, ts=t
+            ),
+        )
+        for k, app in enumerate(reporters)
+    ]
     produce_at(settings, reports)
 
     # Probe with the reported text every couple of seconds, alternately in an app of each worker,
@@ -101,15 +117,35 @@ def test_concurrent_junk_reports_on_two_workers_all_count(settings, workers, tmp
                     f"no probe of the reported text was rejected as junk_similar on worker(s) "
                     f"{sorted(set(range(len(probe_apps))) - set(rejected))} within {DEADLINE_S:.0f} s, after "
                     f"{REPORTERS} reports from distinct (app, userkey) pairs over both workers' partitions "
-                    f"{owned}; {len(probes)} probe(s), the last: {seen}")
+                    f"{owned}; {len(probes)} probe(s), the last: {seen}"
+                )
             app = probe_apps[worker_index]
             rid = f"probe{n}"
             ts = now_ms()
-            produce_at(settings, [(apps[app], ev("opt_in", event_id=f"{rid}-o", app=app, userkey=rid, ts=ts)),
-                                  (apps[app], ev("send", request_id=rid, app=app, sender="probe-sender", userkey=rid,
-                                                 network="sms", text=JUNK, ts=ts))])
-            [decision] = [d for d in watcher.wait_until(lambda r: any(d["request_id"] == rid for d in r), timeout=30)
-                          if d["request_id"] == rid][:1]
+            produce_at(
+                settings,
+                [
+                    (apps[app], ev("opt_in", event_id=f"{rid}-o", app=app, userkey=rid, ts=ts)),
+                    (
+                        apps[app],
+                        ev(
+                            "send",
+                            request_id=rid,
+                            app=app,
+                            sender="probe-sender",
+                            userkey=rid,
+                            network="sms",
+                            text=JUNK,
+                            ts=ts,
+                        ),
+                    ),
+                ],
+            )
+            [decision] = [
+                d
+                for d in watcher.wait_until(lambda r: any(d["request_id"] == rid for d in r), timeout=30)
+                if d["request_id"] == rid
+            ][:1]
             probes.append((worker_index, decision))
             if (decision["outcome"], decision["reason"]) == ("rejected", "junk_similar"):
                 rejected[worker_index] = decision
@@ -133,16 +169,35 @@ def test_replay_matches_each_send_against_the_junk_index_its_own_partition_showe
     t = now_ms() - 60_000
     blaster, reporter, n = "blaster", "reporter", 240
     consent = [(0, ev("opt_in", event_id=f"o{i}", app=blaster, userkey=f"u{i}", source="web", ts=t)) for i in range(n)]
-    blast = [(0, ev("send", request_id=f"b{i}", app=blaster, sender="s", userkey=f"u{i}", network="sms",
-                    text=JUNK.replace("1000", str(1000 + i)), ts=t + 1 + i)) for i in range(n)]
-    reports = [(1, ev("junk_report", event_id=f"j{k}", app=reporter, sender="r", userkey=f"victim{k}", text=JUNK,
-                      ts=t)) for k in range(3)]
+    blast = [
+        (
+            0,
+            ev(
+                "send",
+                request_id=f"b{i}",
+                app=blaster,
+                sender="s",
+                userkey=f"u{i}",
+                network="sms",
+                text=JUNK.replace("1000", str(1000 + i)),
+                ts=t + 1 + i,
+            ),
+        )
+        for i in range(n)
+    ]
+    reports = [
+        (1, ev("junk_report", event_id=f"j{k}", app=reporter, sender="r", userkey=f"victim{k}", text=JUNK, ts=t))
+        for k in range(3)
+    ]
     # the reports in flight with the first half of the blast; the second half once partition 0 shows them
-    produce_at(settings, consent + blast[:n // 2] + reports)
+    produce_at(settings, consent + blast[: n // 2] + reports)
     collect(settings, settings.topic("events"), lambda r: sum(x["type"] == "junk_shared" for x in r) >= 2 * 3)
-    produce_at(settings, blast[n // 2:])
-    live = collect(settings, settings.topic("decisions"), lambda r: {d["request_id"] for d in r} >= {b["request_id"]
-                                                                                                   for _, b in blast})
+    produce_at(settings, blast[n // 2 :])
+    live = collect(
+        settings,
+        settings.topic("decisions"),
+        lambda r: {d["request_id"] for d in r} >= {b["request_id"] for _, b in blast},
+    )
     reasons = {d["reason"] for d in live if d["request_id"] in {f"b{i}" for i in range(n // 2, n)}}
     assert reasons == {"junk_similar"}, reasons  # the second half came after the reports in partition 0's log
     for run in range(2):  # the issue saw 2 runs of 3 differ

@@ -9,6 +9,7 @@ the second one is dead-lettered and the worker logs an error naming the app and 
 Every test writes the app's events with an explicit partition, chosen so that it is NOT the one
 murmur2 gives (`sendgate.streams.worker.outbox.partition_for`).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,6 +47,7 @@ risky_interval_factor = 1.0
 
 # --- helpers ------------------------------------------------------------------------------------
 
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -62,9 +64,18 @@ def produce_at(settings, records: list[tuple[int, dict, int | None]]) -> list[tu
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True)
         await producer.start()
         try:
-            futures = [await producer.send(settings.topic("events"), key=event["app"].encode(), value=raw,
-                                           partition=partition, timestamp_ms=timestamp, headers=signed(settings, raw))
-                       for partition, event, timestamp in records for raw in [orjson.dumps(event)]]
+            futures = [
+                await producer.send(
+                    settings.topic("events"),
+                    key=event["app"].encode(),
+                    value=raw,
+                    partition=partition,
+                    timestamp_ms=timestamp,
+                    headers=signed(settings, raw),
+                )
+                for partition, event, timestamp in records
+                for raw in [orjson.dumps(event)]
+            ]
             metas = [await f for f in futures]
         finally:
             await producer.stop()
@@ -87,13 +98,35 @@ def fast_policy(tmp_path: Path) -> str:
 
 def audience(app: str, userkeys: list[str], ts: int) -> list[dict]:
     """Inbounds an hour old: conversations, but too old for a later send to count as a reply."""
-    return [ev("inbound", event_id=f"{app}-in-{u}", app=app, sender=SENDER, userkey=u, network="sms",
-               text=f"question from {u}", ts=ts) for u in userkeys]
+    return [
+        ev(
+            "inbound",
+            event_id=f"{app}-in-{u}",
+            app=app,
+            sender=SENDER,
+            userkey=u,
+            network="sms",
+            text=f"question from {u}",
+            ts=ts,
+        )
+        for u in userkeys
+    ]
 
 
 def blast(app: str, userkeys: list[str], ts: int) -> list[dict]:
-    return [ev("send", request_id=f"{app}-b{i}", app=app, sender=SENDER, userkey=u, network="sms",
-               text=TEXT.format(u, 100 + i), ts=ts) for i, u in enumerate(userkeys)]
+    return [
+        ev(
+            "send",
+            request_id=f"{app}-b{i}",
+            app=app,
+            sender=SENDER,
+            userkey=u,
+            network="sms",
+            text=TEXT.format(u, 100 + i),
+            ts=ts,
+        )
+        for i, u in enumerate(userkeys)
+    ]
 
 
 def http_get(port: int, path: str) -> tuple[int, bytes]:
@@ -106,8 +139,9 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
         return 0, repr(exc).encode()
 
 
-def get_until_ok(port: int, path: str, timeout: float = 20.0,
-                 holds=lambda doc: True) -> tuple[int, bytes, list[tuple[int, bytes]]]:
+def get_until_ok(
+    port: int, path: str, timeout: float = 20.0, holds=lambda doc: True
+) -> tuple[int, bytes, list[tuple[int, bytes]]]:
     """GET `path` until it answers 200 with a body for which `holds` (the state is written just
     after the decision, so a view may lag it by a checkpoint), or the deadline passes; returns the
     last answer and the distinct answers seen (status, first bytes of the body), for the failure
@@ -142,11 +176,11 @@ def logged_error(line: str) -> str | None:
 
 def line_names(line: str, *words: str) -> bool:
     """Whether `line` contains every word, numbers as whole numbers."""
-    return all(re.search(rf"(?<![0-9]){re.escape(w)}(?![0-9])", line) if w.isdigit() else w in line
-               for w in words)
+    return all(re.search(rf"(?<![0-9]){re.escape(w)}(?![0-9])", line) if w.isdigit() else w in line for w in words)
 
 
 # --- the ticker and the inspection views follow the app's partition -------------------------------
+
 
 def test_ticker_and_inspection_follow_the_partition_the_app_lives_on(settings, workers, tmp_path):
     """A librdkafka-style producer put every event of "shop" on a partition murmur2 would not pick.
@@ -171,22 +205,28 @@ def test_ticker_and_inspection_follow_the_partition_the_app_lives_on(settings, w
     try:
         got = collect(settings, settings.topic("decisions"), done, timeout=30)
     except AssertionError:
-        so_far = [(d["request_id"], d["outcome"], d["reason"]) for d in read_topic(settings, settings.topic("decisions"))]
+        so_far = [
+            (d["request_id"], d["outcome"], d["reason"]) for d in read_topic(settings, settings.topic("decisions"))
+        ]
         raise AssertionError(
             f"the delayed sends of {APP!r} (events on partition {p}; murmur2 would say {murmur}) were not released "
             f"within 30 s by the worker's ticker: decisions {so_far}; "
-            f"the ticker's ticks per partition: {tick_partitions(settings, APP)}") from None
+            f"the ticker's ticks per partition: {tick_partitions(settings, APP)}"
+        ) from None
     assert [(d["request_id"], d["outcome"], d["reason"]) for d in got if d["outcome"] != "released"] == [
-        (f"{APP}-b0", "accepted", "conversation"), (f"{APP}-b1", "delayed", "burst_paced"),
-        (f"{APP}-b2", "delayed", "burst_paced")]
+        (f"{APP}-b0", "accepted", "conversation"),
+        (f"{APP}-b1", "delayed", "burst_paced"),
+        (f"{APP}-b2", "delayed", "burst_paced"),
+    ]
     released = [d for d in got if d["outcome"] == "released"]
     assert sorted({d["request_id"] for d in released}) == [f"{APP}-b1", f"{APP}-b2"]
     ticks = tick_partitions(settings, APP)
     assert set(ticks) == {p}, f"ticks of {APP!r} went to partitions {ticks}, its events are on {p}"
 
     status, body, seen = get_until_ok(port, f"/sendgate/senders/{APP}/{SENDER}")
-    assert status == 200, (f"GET /sendgate/senders/{APP}/{SENDER} (app on partition {p}, murmur2 says {murmur}) "
-                           f"answered {seen}")
+    assert status == 200, (
+        f"GET /sendgate/senders/{APP}/{SENDER} (app on partition {p}, murmur2 says {murmur}) answered {seen}"
+    )
     view = orjson.loads(body)
     assert view["app"] == APP and view["sender"] == SENDER and view["conversing_userkeys"] == 3, view
     status, body, seen = get_until_ok(port, f"/sendgate/userkeys/{APP}/{users[0]}?sender={SENDER}")
@@ -199,8 +239,10 @@ def test_every_worker_answers_for_an_app_on_a_partition_murmur2_would_not_pick(s
     murmur2's partition for it: the inspection views on both workers answer 200 (the owner
     answers; the other routes the request to the owner)."""
     ports = [free_port(), free_port()]
-    runs = [settings.with_(web_enabled=True, web_port=port, data_dir=str(tmp_path / f"store-{i}"))
-            for i, port in enumerate(ports)]
+    runs = [
+        settings.with_(web_enabled=True, web_port=port, data_dir=str(tmp_path / f"store-{i}"))
+        for i, port in enumerate(ports)
+    ]
     create_events_topic(settings)
     for run in runs:
         workers.start(run)
@@ -219,12 +261,15 @@ def test_every_worker_answers_for_an_app_on_a_partition_murmur2_would_not_pick(s
     answers = {}
     for port in ports:
         for path in (f"/sendgate/senders/{APP}/{SENDER}", f"/sendgate/userkeys/{APP}/{users[1]}?sender={SENDER}"):
-            status, body, seen = get_until_ok(port, path, timeout=10,
-                                              holds=lambda doc: doc.get("clusters", [None]) != [])
+            status, body, seen = get_until_ok(
+                port, path, timeout=10, holds=lambda doc: doc.get("clusters", [None]) != []
+            )
             answers[(port, path)] = (status, body, seen)
     bad = {k: v[2] for k, v in answers.items() if v[0] != 200}
-    assert not bad, (f"app {APP!r} lives on partition {p} (members {members}; murmur2 says {murmur}); "
-                     f"answers that were not 200: {bad}")
+    assert not bad, (
+        f"app {APP!r} lives on partition {p} (members {members}; murmur2 says {murmur}); "
+        f"answers that were not 200: {bad}"
+    )
     for (port, path), (_, body, _) in answers.items():
         doc = orjson.loads(body)
         assert doc["app"] == APP, (port, path, doc)
@@ -235,38 +280,96 @@ def test_every_worker_answers_for_an_app_on_a_partition_murmur2_would_not_pick(s
 
 
 def test_an_app_seen_on_a_second_partition_is_dead_lettered_and_logged(settings, worker):
-    """"shop" lives on partition p (its state is there); one more event of it arrives on q: a
+    """ "shop" lives on partition p (its state is there); one more event of it arrives on q: a
     producer with another partitioner, or a partition count changed under a keyed topic. Deciding
     it over q's (empty) state would silently break the app's total order: it is dead-lettered with
     an error naming the app and both partitions, and the worker logs an error naming them."""
     murmur, p = not_murmur(APP, settings.partitions)
     q = murmur  # e.g. a Java client with the default partitioner
     t = now_ms()
-    produce_at(settings, [(p, ev("opt_in", event_id="o1", app=APP, userkey="fan", ts=t), None),
-                          (p, ev("send", request_id="r1", app=APP, sender=SENDER, userkey="fan", network="sms",
-                                 text="Welcome to the club", ts=t), None)])
+    produce_at(
+        settings,
+        [
+            (p, ev("opt_in", event_id="o1", app=APP, userkey="fan", ts=t), None),
+            (
+                p,
+                ev(
+                    "send",
+                    request_id="r1",
+                    app=APP,
+                    sender=SENDER,
+                    userkey="fan",
+                    network="sms",
+                    text="Welcome to the club",
+                    ts=t,
+                ),
+                None,
+            ),
+        ],
+    )
     first = collect(settings, settings.topic("decisions"), lambda r: len(r) >= 1, timeout=30)
     assert [(d["request_id"], d["outcome"], d["reason"]) for d in first] == [("r1", "accepted", "opt_in")]
 
-    [(_, stray_offset)] = produce_at(settings, [(q, ev("send", request_id="r2", app=APP, sender=SENDER, userkey="fan",
-                                                       network="sms", text="Second message", ts=t + 1), None)])
+    [(_, stray_offset)] = produce_at(
+        settings,
+        [
+            (
+                q,
+                ev(
+                    "send",
+                    request_id="r2",
+                    app=APP,
+                    sender=SENDER,
+                    userkey="fan",
+                    network="sms",
+                    text="Second message",
+                    ts=t + 1,
+                ),
+                None,
+            )
+        ],
+    )
     # A marker of another app after it on q: once its decision is out, the stray record was handled
     # (its dead letter, if any, went out in the same batch or an earlier one).
-    marker = produce_at(settings, [(q, ev("opt_in", event_id="m1", app="marker-app", userkey="m", ts=t), None),
-                                   (q, ev("send", request_id="m-r1", app="marker-app", sender="m", userkey="m",
-                                          network="sms", text="marker", ts=t), None)])
+    marker = produce_at(
+        settings,
+        [
+            (q, ev("opt_in", event_id="m1", app="marker-app", userkey="m", ts=t), None),
+            (
+                q,
+                ev(
+                    "send",
+                    request_id="m-r1",
+                    app="marker-app",
+                    sender="m",
+                    userkey="m",
+                    network="sms",
+                    text="marker",
+                    ts=t,
+                ),
+                None,
+            ),
+        ],
+    )
     assert [part for part, _ in marker] == [q, q]
-    got = collect(settings, settings.topic("decisions"), lambda r: any(d["request_id"] == "m-r1" for d in r),
-                  timeout=30)
-    dead = [d for d in read_topic(settings, settings.topic("deadletter"))
-            if d["partition"] == q and d["offset"] == stray_offset]
+    got = collect(
+        settings, settings.topic("decisions"), lambda r: any(d["request_id"] == "m-r1" for d in r), timeout=30
+    )
+    dead = [
+        d
+        for d in read_topic(settings, settings.topic("deadletter"))
+        if d["partition"] == q and d["offset"] == stray_offset
+    ]
     decided = [(d["request_id"], d["outcome"], d["reason"]) for d in got if d["request_id"] == "r2"]
-    assert dead, (f"the event of {APP!r} on partition {q} (offset {stray_offset}), while {APP!r} lives on {p}, "
-                  f"was not dead-lettered; its decisions: {decided}")
+    assert dead, (
+        f"the event of {APP!r} on partition {q} (offset {stray_offset}), while {APP!r} lives on {p}, "
+        f"was not dead-lettered; its decisions: {decided}"
+    )
     assert not decided, f"the stray event was dead-lettered and also decided: {decided}"
     error = dead[0]["error"]
     assert line_names(error, APP, str(p), str(q)), f"dead letter error does not name {APP!r}, {p} and {q}: {error!r}"
     log = worker.log_path.read_text(errors="replace").splitlines()
     errors = [message for message in map(logged_error, log) if message is not None]
     assert any(line_names(message, APP, str(p), str(q)) for message in errors), (
-        f"no ERROR line in the worker log names {APP!r} and partitions {p} and {q}; ERROR lines: {errors[-5:]}")
+        f"no ERROR line in the worker log names {APP!r} and partitions {p} and {q}; ERROR lines: {errors[-5:]}"
+    )

@@ -1,4 +1,5 @@
 """The walking skeleton on a real broker: publish -> worker -> decisions, deliveries, dead letters."""
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,23 @@ from harness import T0, collect, decisions, ev, produce_raw, publish
 
 
 def test_published_send_comes_back_as_decision_and_delivery(settings, worker):
-    publish(settings, [
-        ev("inbound", event_id="i1", app="acme", sender="s1", userkey="u1", network="sms", text="hi", ts=T0),
-        ev("send", request_id="r1", app="acme", sender="s1", userkey="u1", network="sms", text="hello!",
-           reply_to="i1", ts=T0 + 1000),
-    ])
+    publish(
+        settings,
+        [
+            ev("inbound", event_id="i1", app="acme", sender="s1", userkey="u1", network="sms", text="hi", ts=T0),
+            ev(
+                "send",
+                request_id="r1",
+                app="acme",
+                sender="s1",
+                userkey="u1",
+                network="sms",
+                text="hello!",
+                reply_to="i1",
+                ts=T0 + 1000,
+            ),
+        ],
+    )
     [decision] = decisions(settings, 1)
     assert decision["request_id"] == "r1" and decision["outcome"] == "accepted"
     assert decision["decision_id"] == "acme:r1:accepted:reply" and decision["ts"] == T0 + 1000
@@ -77,8 +90,14 @@ def _demo_processes() -> list[str]:
 
 def test_demo_exits_zero_and_leaves_no_process_behind(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENDGATE_") or k == "SENDGATE_CACHE"}
-    result = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", "demo"], env=env,
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "sendgate.streams.cli", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "22 decisions" in result.stdout
     assert "released  slot_reached" in result.stdout

@@ -1,5 +1,6 @@
 """The event log is the source of truth: replay reproduces the live decisions field by field, and
 rebuild recomputes the live tables so that workers resume as if nothing had happened."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,18 +29,47 @@ def send(rid, user, text, ts, **extra):
 
 def part_one() -> list[dict]:
     """Consent changes, a junk report, a blast that is paced, and a tick that releases some of it."""
-    events = [ev("sender_profile", event_id="p", app="acme", sender="s1", registered_ts=T - 400 * DAY, ts=T - 2 * 60 * MIN)]
-    events += [ev("inbound", event_id=f"i{i}", app="acme", sender="s1", userkey=f"u{i}", network="sms",
-                  text=f"hello {i}", ts=T - 60 * MIN) for i in range(30)]
+    events = [
+        ev("sender_profile", event_id="p", app="acme", sender="s1", registered_ts=T - 400 * DAY, ts=T - 2 * 60 * MIN)
+    ]
     events += [
-        ev("inbound", event_id="stop3", app="acme", sender="s1", userkey="u3", network="sms", text="STOP", ts=T - 50 * MIN),
+        ev(
+            "inbound",
+            event_id=f"i{i}",
+            app="acme",
+            sender="s1",
+            userkey=f"u{i}",
+            network="sms",
+            text=f"hello {i}",
+            ts=T - 60 * MIN,
+        )
+        for i in range(30)
+    ]
+    events += [
+        ev(
+            "inbound",
+            event_id="stop3",
+            app="acme",
+            sender="s1",
+            userkey="u3",
+            network="sms",
+            text="STOP",
+            ts=T - 50 * MIN,
+        ),
         ev("opt_in", event_id="o1", app="acme", userkey="fan", source="web", ts=T - 40 * MIN),
         ev("app_policy", event_id="g1", app="acme", unrestricted=True, reason="verified", ts=T - 30 * MIN),
         send("cold1", "stranger", "Welcome aboard", T - 29 * MIN),
         ev("app_policy", event_id="g2", app="acme", unrestricted=False, reason="abuse", ts=T - 28 * MIN),
         send("cold2", "stranger2", "Welcome aboard", T - 27 * MIN),
-        ev("junk_report", event_id="j1", app="acme", sender="s2", userkey="u7",
-           text="You WON a free cruise! Call 09061234567 to claim", ts=T - 20 * MIN),
+        ev(
+            "junk_report",
+            event_id="j1",
+            app="acme",
+            sender="s2",
+            userkey="u7",
+            text="You WON a free cruise! Call 09061234567 to claim",
+            ts=T - 20 * MIN,
+        ),
         send("cruise", "u8", "You WON a free cruise!! Call 09069999999 to claim", T - 19 * MIN),
     ]
     events += [send(f"b{i:02d}", f"u{i}", TEMPLATE.format(f"N{i}", 100 + i, i), T + i * 1000) for i in range(25)]
@@ -70,8 +100,13 @@ def expected_decisions(events: list[dict]) -> list[dict]:
 
 
 def cli(settings, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", *args], capture_output=True, text=True,
-                            env={**os.environ, **settings.to_env()}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "sendgate.streams.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **settings.to_env()},
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -82,8 +117,13 @@ def run_part_one_and_stop(settings, workers) -> None:
     decisions(settings, len(expected_decisions(part_one())))
     # part one's junk report comes back as a junk_shared event on every partition, after the
     # decisions: wait for its row, or a stop before it leaves it to the next start (and the rows unequal)
-    collect(settings, settings.changelog_topic(STATE), lambda r: any(x["key"].startswith(PREFIX[JUNK]) for x in r),
-            with_partition=True, json=False)
+    collect(
+        settings,
+        settings.changelog_topic(STATE),
+        lambda r: any(x["key"].startswith(PREFIX[JUNK]) for x in r),
+        with_partition=True,
+        json=False,
+    )
     assert first.stop() == 0  # a clean stop commits: nothing may be decided twice
 
 
@@ -108,8 +148,17 @@ def test_replay_reproduces_live_decisions_field_by_field_across_a_restart(settin
 
     what_if = tmp_path / "what-if.toml"
     what_if.write_text("[burst]\nfree_recipients = 20\n")
-    result = cli(settings, "replay", "--name", "whatif", "--policy", str(what_if), "--compare",
-                 "--changed-out", str(tmp_path / "changed2.jsonl"))
+    result = cli(
+        settings,
+        "replay",
+        "--name",
+        "whatif",
+        "--policy",
+        str(what_if),
+        "--compare",
+        "--changed-out",
+        str(tmp_path / "changed2.jsonl"),
+    )
     assert "0 changed" not in result.stdout
     changed = (tmp_path / "changed2.jsonl").read_text().splitlines()
     assert len(changed) >= 10  # b10..b19 are no longer paced
@@ -121,6 +170,7 @@ def test_replay_reproduces_live_decisions_field_by_field_across_a_restart(settin
 def snapshot(settings) -> dict[str, dict[bytes, tuple[int, bytes]]]:
     """Every kind of row as the changelogs say (the last value per key, with its partition), and
     the commit records under "commit"."""
+
     async def run() -> dict[str, dict[bytes, tuple[int, bytes]]]:
         tables: dict[str, dict[bytes, tuple[int, bytes]]] = {name: {} for name in (*TABLES, APPS, "homes", "commit")}
         for topic in (settings.changelog_topic(STATE), settings.changelog_topic(APPS)):
@@ -166,8 +216,13 @@ def test_rebuild_removes_a_wrong_row_even_from_the_store_a_worker_kept_on_anothe
     _, committed = before["commit"][commit_key(partition)]
     wrong = Userkey()
     wrong.opt_out(T, "not in the log")
-    write_changelog(settings, [(partition, PREFIX[USERKEYS] + key("acme", "u5"), wrong.to_bytes()),
-                               (partition, commit_key(partition), committed)])
+    write_changelog(
+        settings,
+        [
+            (partition, PREFIX[USERKEYS] + key("acme", "u5"), wrong.to_bytes()),
+            (partition, commit_key(partition), committed),
+        ],
+    )
     assert workers.start(settings).stop() == 0  # the worker's kept store now holds the wrong row
 
     # The operator rebuilds from another machine: the worker's store is not there to be removed.

@@ -13,6 +13,7 @@ changelogs at start; when Faust's changelog reader caught up before the recovery
 it, the end of the recovery was signalled and cleared unseen, and the worker waited in "Restoring
 state from changelog topics" for ever (streams/worker/faust_internals.py, keep_recovery_end).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -33,9 +34,21 @@ def test_every_restart_decides_again_within_30_s(settings, tmp_path):
 
     def send(tag: str) -> str:
         request_id = f"r{round_}-{tag}"
-        send_events(settings, [ev("send", request_id=request_id, app=f"app{round_ % 5}", sender="s1",
-                                  userkey=f"u{round_}", network="sms", text="Your code is 1234",
-                                  ts=T0 + round_ * MIN)])
+        send_events(
+            settings,
+            [
+                ev(
+                    "send",
+                    request_id=request_id,
+                    app=f"app{round_ % 5}",
+                    sender="s1",
+                    userkey=f"u{round_}",
+                    network="sms",
+                    text="Your code is 1234",
+                    ts=T0 + round_ * MIN,
+                )
+            ],
+        )
         return request_id
 
     current = settings  # the store the next worker starts on
@@ -64,11 +77,14 @@ def test_every_restart_decides_again_within_30_s(settings, tmp_path):
                         f"restart {round_} ({way}): {sorted(want - {d['request_id'] for d in watcher.snapshot()})} "
                         f"not decided {DECIDE_S:.0f} s after the start; restarts so far: "
                         f"{ {w: [round(t, 1) for t in ts] for w, ts in took.items()} }\n"
-                        f"--- {worker.log_path.name} ---\n{worker.log_tail(12000)}") from None
+                        f"--- {worker.log_path.name} ---\n{worker.log_tail(12000)}"
+                    ) from None
                 took[way].append(time.monotonic() - started)
     finally:
         worker.stop()
     every = [t for ts in took.values() for t in ts]
-    print(f"\n{len(every)} restarts; start to decided s: max {max(every):.1f}, median {statistics.median(every):.1f}; "
-          + "; ".join(f"{way}: max {max(ts):.1f}, median {statistics.median(ts):.1f}" for way, ts in took.items()))
+    print(
+        f"\n{len(every)} restarts; start to decided s: max {max(every):.1f}, median {statistics.median(every):.1f}; "
+        + "; ".join(f"{way}: max {max(ts):.1f}, median {statistics.median(ts):.1f}" for way, ts in took.items())
+    )
     assert len(every) == RESTARTS

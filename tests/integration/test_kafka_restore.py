@@ -1,5 +1,6 @@
 """restore.py: a worker's state stores are restored from the changelog in write batches, whole
 checkpoints only (streams/worker/checkpoint.py), before Faust reads the tail after the last commit record."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,6 +17,7 @@ from sendgate.streams.worker.checkpoint import STATE, commit_key
 
 def write_changelog(settings, records: list[tuple[int, bytes, bytes | None]]) -> dict[int, list[int]]:
     """Produce (partition, key, value) records to the state changelog; returns their offsets."""
+
     async def run() -> dict[int, list[int]]:
         topic = settings.changelog_topic(STATE)
         await ensure_topics(settings, [topic], compact=True)
@@ -29,6 +31,7 @@ def write_changelog(settings, records: list[tuple[int, bytes, bytes | None]]) ->
         finally:
             await producer.stop()
         return offsets
+
     return asyncio.run(run())
 
 
@@ -41,12 +44,19 @@ def stored(settings, partition: int) -> dict[bytes, bytes]:
 
 
 def test_whole_checkpoints_are_restored_with_their_offset_and_the_tail_is_left_to_faust(settings):
-    offsets = write_changelog(settings, [
-        (0, b"u:a\x1fu1", b"one"), (0, b"u:a\x1fu2", b"two"), (0, commit_key(0), b"10"),
-        (0, b"u:a\x1fu2", None), (0, b"c:a\x1fs\x1fu1", b"conv"), (0, commit_key(0), b"12"),
-        (0, b"u:a\x1fu3", b"orphan"),  # after the last commit record: an unfinished checkpoint
-        (1, b"u:b\x1fu9", b"orphan too"),  # a partition without any commit record
-    ])
+    offsets = write_changelog(
+        settings,
+        [
+            (0, b"u:a\x1fu1", b"one"),
+            (0, b"u:a\x1fu2", b"two"),
+            (0, commit_key(0), b"10"),
+            (0, b"u:a\x1fu2", None),
+            (0, b"c:a\x1fs\x1fu1", b"conv"),
+            (0, commit_key(0), b"12"),
+            (0, b"u:a\x1fu3", b"orphan"),  # after the last commit record: an unfinished checkpoint
+            (1, b"u:b\x1fu9", b"orphan too"),  # a partition without any commit record
+        ],
+    )
     applied, read, _ = asyncio.run(restore_state(settings))
     assert (applied, read) == (6, 8)
     rows = stored(settings, 0)
@@ -78,6 +88,7 @@ def test_a_store_ahead_of_a_changelog_created_again_is_restored_afresh(settings)
                 await asyncio.sleep(0.2)
         finally:
             await admin.close()
+
     asyncio.run(delete_changelog())
     write_changelog(settings, [(0, b"u:a\x1fu1", b"new"), (0, commit_key(0), b"3")])  # ends at 2, the store at 3
 

@@ -5,6 +5,7 @@ its SASL_PLAINTEXT listener is the only address the clients are given, so the wo
 the admin calls and the subscriber all have to log in. The settings themselves (SASL and TLS, with a
 real TLS handshake) are unit-tested in tests/unit/streams/test_config_security.py.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -43,10 +44,22 @@ def test_scram_login_publish_decide_subscribe(scram_kafka, workers, tmp_path):
 
     async def run() -> list:
         async with Publisher(settings) as pub:
-            await pub.publish(ev("inbound", event_id="i1", app="acme", sender="s", userkey="u1", network="sms",
-                                 text="hi", ts=T0))
-            await pub.publish(ev("send", request_id="r1", app="acme", sender="s", userkey="u1", network="sms",
-                                 text="hello back", reply_to="i1", ts=T0 + 1))
+            await pub.publish(
+                ev("inbound", event_id="i1", app="acme", sender="s", userkey="u1", network="sms", text="hi", ts=T0)
+            )
+            await pub.publish(
+                ev(
+                    "send",
+                    request_id="r1",
+                    app="acme",
+                    sender="s",
+                    userkey="u1",
+                    network="sms",
+                    text="hello back",
+                    reply_to="i1",
+                    ts=T0 + 1,
+                )
+            )
         got = []
         async for decision in decisions(settings, from_beginning=True, app="acme"):
             got.append(decision)
@@ -56,9 +69,15 @@ def test_scram_login_publish_decide_subscribe(scram_kafka, workers, tmp_path):
     assert [(d.request_id, d.outcome, d.reason) for d in got] == [("r1", "accepted", "reply")]
 
 
-@pytest.mark.parametrize("override", [{"sasl_password": "wrong"}, {"sasl_username": "nobody"},
-                                      {"sasl_mechanism": "SCRAM-SHA-512"}],  # the broker enables only 256
-                         ids=["wrong-password", "unknown-user", "mechanism-not-enabled"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"sasl_password": "wrong"},
+        {"sasl_username": "nobody"},
+        {"sasl_mechanism": "SCRAM-SHA-512"},
+    ],  # the broker enables only 256
+    ids=["wrong-password", "unknown-user", "mechanism-not-enabled"],
+)
 def test_refused_login_fails_fast_and_says_so(scram_kafka, tmp_path, override):
     settings = sasl_settings(scram_kafka, tmp_path / "worker", **override)
 

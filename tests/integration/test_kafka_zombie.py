@@ -6,6 +6,7 @@ Not asserted, because it does not hold yet (docs/guarantees.md, "Zombies"): that
 holds what a rebuild from the log writes. A worker frozen inside the send of a batch's commit
 records lands them after the new owner's writes, and a rebuild differs from the changelog in that
 batch's rows (seen with this seed at 15 s: pending, due and cluster rows of one app)."""
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,10 @@ def test_a_worker_frozen_past_its_session_and_resumed_corrupts_nothing(settings,
     sent = []
     with DecisionWatcher(settings, timeout=180) as watcher:
         # half-way through what the first half of the traffic decides
-        frozen = watcher.when(len(uninterrupted([e for part in parts[:5] for e in part])) // 2, lambda: os.kill(a.process.pid, signal.SIGSTOP))
+        frozen = watcher.when(
+            len(uninterrupted([e for part in parts[:5] for e in part])) // 2,
+            lambda: os.kill(a.process.pid, signal.SIGSTOP),
+        )
         for part in parts[:5]:  # load: the freeze lands while both workers decide
             sent += send_events(settings, part)
         assert frozen.wait(120), f"the freeze point was never reached: {watcher.count} of {len(expected)} decisions"
@@ -63,8 +67,11 @@ def test_a_worker_frozen_past_its_session_and_resumed_corrupts_nothing(settings,
     want: dict[tuple[str, str], list[dict]] = {}
     for d in expected:
         want.setdefault((d["app"], d["request_id"]), []).append(d)
-    conflicting = {k: ([d["decision_id"] for d in firsts.get(k, [])], [d["decision_id"] for d in v])
-                   for k, v in want.items() if firsts.get(k) != v}
+    conflicting = {
+        k: ([d["decision_id"] for d in firsts.get(k, [])], [d["decision_id"] for d in v])
+        for k, v in want.items()
+        if firsts.get(k) != v
+    }
     assert not conflicting, f"{len(conflicting)} request(s) decided otherwise: {list(conflicting.items())[:5]}"
 
     # no second delivery: one decision id per delivered request

@@ -4,6 +4,7 @@ Every time is event time: `T` plus an offset in milliseconds. Nothing here reads
 Expected values in the tests are computed from the rules (see `paced_slots`), never copied from
 the code's output.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -51,10 +52,19 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "junk_shared": {"app": APP, "reporter": 1, "text": "junk"},
     "recipient_profile": {"app": APP, "userkey": "u1", "timezone": "America/New_York", "region": "US-NY"},
 }
-_ID_FIELD = {"inbound": "event_id", "opt_in": "event_id", "opt_out": "event_id", "send": "request_id",
-             "app_policy": "event_id", "sender_profile": "event_id", "junk_report": "event_id",
-             "contact": "event_id", "delivery_status": "event_id", "junk_shared": "event_id",
-             "recipient_profile": "event_id"}
+_ID_FIELD = {
+    "inbound": "event_id",
+    "opt_in": "event_id",
+    "opt_out": "event_id",
+    "send": "request_id",
+    "app_policy": "event_id",
+    "sender_profile": "event_id",
+    "junk_report": "event_id",
+    "contact": "event_id",
+    "delivery_status": "event_id",
+    "junk_shared": "event_id",
+    "recipient_profile": "event_id",
+}
 _ids = itertools.count(1)
 
 
@@ -82,14 +92,16 @@ def recipients(n: int, start: int = 1) -> list[str]:
     return [f"u{i:02d}" for i in range(start, start + n)]
 
 
-def established(app: str = APP, sender: str = SENDER, *, registered_ts: int = T - 365 * DAY,
-                conversers: int = 3, grant: bool = True) -> list[dict[str, Any]]:
+def established(
+    app: str = APP, sender: str = SENDER, *, registered_ts: int = T - 365 * DAY, conversers: int = 3, grant: bool = True
+) -> list[dict[str, Any]]:
     """Events that make `sender` a non-risky sender (profile older than 90 days, `conversers`
     distinct userkeys that wrote to it a day before T, outside any reply window) and, with
     `grant`, give the app an unrestricted grant so that any recipient may be messaged."""
     docs = [event("sender_profile", -2 * DAY, app=app, sender=sender, registered_ts=registered_ts)]
-    docs += [event("inbound", -DAY, app=app, sender=sender, userkey=f"conv{i}", text="hi")
-             for i in range(1, conversers + 1)]
+    docs += [
+        event("inbound", -DAY, app=app, sender=sender, userkey=f"conv{i}", text="hi") for i in range(1, conversers + 1)
+    ]
     if grant:
         docs.append(event("app_policy", -DAY, app=app, unrestricted=True, reason="test grant"))
     return docs

@@ -8,6 +8,7 @@ conversing userkeys, junk-reported within 7 days) get 5 free recipients and gaps
 to reported junk are paced from the first recipient (gaps x2) and rejected after 3 reporters.
 Clusters expire after 24 h idle; at most max_clusters per sender, singletons evicted first.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,13 +18,27 @@ import random
 import numpy as np
 import pytest
 
-from conftest import (DAY, HOUR, MINUTE, PARCEL, SECOND, T, TEMPLATE, UNRELATED, Harness, established,
-                      event, paced_slots, recipients, send)
+from conftest import (
+    DAY,
+    HOUR,
+    MINUTE,
+    PARCEL,
+    SECOND,
+    T,
+    TEMPLATE,
+    UNRELATED,
+    Harness,
+    established,
+    event,
+    paced_slots,
+    recipients,
+    send,
+)
 from sendgate.models import events as ev
 from sendgate.models.decisions import Decision, JunkShare
 from sendgate.models.events import validate
 from sendgate.models.gate import Gate, MemoryStore
-from sendgate.models.burst import (BurstCluster, SenderState, ordinal, pace_interval_ms, recipient_hash)
+from sendgate.models.burst import BurstCluster, SenderState, ordinal, pace_interval_ms, recipient_hash
 from sendgate.models.policy import Policy
 from sendgate.models.similarity import Sketcher
 
@@ -67,9 +82,24 @@ def test_pace_interval_is_exact_for_every_paced_send():
     assert got == {k: 60_000 + 1_200 * k for k in range(200)}
 
 
-@pytest.mark.parametrize("n, text", [(1, "1st"), (2, "2nd"), (3, "3rd"), (4, "4th"), (10, "10th"), (11, "11th"),
-                                     (12, "12th"), (13, "13th"), (21, "21st"), (22, "22nd"), (101, "101st"),
-                                     (111, "111th"), (112, "112th")])
+@pytest.mark.parametrize(
+    "n, text",
+    [
+        (1, "1st"),
+        (2, "2nd"),
+        (3, "3rd"),
+        (4, "4th"),
+        (10, "10th"),
+        (11, "11th"),
+        (12, "12th"),
+        (13, "13th"),
+        (21, "21st"),
+        (22, "22nd"),
+        (101, "101st"),
+        (111, "111th"),
+        (112, "112th"),
+    ],
+)
 def test_ordinal(n, text):
     assert ordinal(n) == text
 
@@ -190,16 +220,27 @@ def test_a_refused_send_does_not_join_the_union():
     assert s.to_rows()[2] == {}  # nor is its sketch row rewritten
 
 
-PADDED = [f"{PARCEL} {pad}" for pad in (
-    "ok see you at the station around six then, bring the umbrella please",
-    "lovely weather today isnt it, shall we walk the dog later this afternoon",
-    "remember grandma is visiting on sunday so tidy up your room before lunch")]
-SPUN = [TEMPLATE.format(name=name, num=num, url="https://t.example/x").replace("out for delivery", out)
-        .replace("Track it", track).replace("for help", end)
-        for name, num, out, track, end in (
-            ("Anna", 1, "on its way", "Follow it", "for assistance"), ("Ben", 2, "dispatched", "Trace it", "for support"),
-            ("Cleo", 3, "out for delivery", "Follow it", "for support"), ("Dan", 4, "dispatched", "Track it", "for assistance"),
-            ("Eve", 5, "on its way", "Trace it", "for help"))]
+PADDED = [
+    f"{PARCEL} {pad}"
+    for pad in (
+        "ok see you at the station around six then, bring the umbrella please",
+        "lovely weather today isnt it, shall we walk the dog later this afternoon",
+        "remember grandma is visiting on sunday so tidy up your room before lunch",
+    )
+]
+SPUN = [
+    TEMPLATE.format(name=name, num=num, url="https://t.example/x")
+    .replace("out for delivery", out)
+    .replace("Track it", track)
+    .replace("for help", end)
+    for name, num, out, track, end in (
+        ("Anna", 1, "on its way", "Follow it", "for assistance"),
+        ("Ben", 2, "dispatched", "Trace it", "for support"),
+        ("Cleo", 3, "out for delivery", "Follow it", "for support"),
+        ("Dan", 4, "dispatched", "Track it", "for assistance"),
+        ("Eve", 5, "on its way", "Trace it", "for help"),
+    )
+]
 
 
 @pytest.mark.parametrize("copies", [PADDED, SPUN], ids=["padding", "spintax"])
@@ -208,8 +249,10 @@ def test_padded_and_spun_copies_join_one_cluster_by_containment_not_by_jaccard(c
     for measure, joined in (("containment", {"c1"}), ("jaccard", None)):
         p = Policy(similarity_measure=measure)
         s = SenderState(registered_ts=T - 100 * DAY, conversing=4)
-        ids = {s.decide(T + i, recipient_hash(f"u{i}"), sk.sketch(text), p, None).cluster_id
-               for i, text in enumerate(copies)}
+        ids = {
+            s.decide(T + i, recipient_hash(f"u{i}"), sk.sketch(text), p, None).cluster_id
+            for i, text in enumerate(copies)
+        }
         if joined:
             assert ids == joined
         else:
@@ -265,6 +308,7 @@ def test_a_v1_row_holding_everything_is_read_and_its_first_write_writes_every_ro
     import base64
 
     import orjson
+
     p, sk = Policy(), Sketcher()
     s = SenderState(conversing=1)
     for i in range(4):
@@ -321,8 +365,14 @@ def test_tenth_recipient_is_free_and_eleventh_is_delayed_one_interval(establishe
 def test_paced_slots_grow_from_60_s(established_gate):
     ds = established_gate.sends(recipients(16))
     assert [d.deliver_at for d in ds[10:]] == paced_slots(T + MINUTE, 6)
-    assert [d.deliver_at for d in ds[10:]] == [T + 60_000, T + 120_000, T + 181_200, T + 243_600, T + 307_200,
-                                               T + 372_000]
+    assert [d.deliver_at for d in ds[10:]] == [
+        T + 60_000,
+        T + 120_000,
+        T + 181_200,
+        T + 243_600,
+        T + 307_200,
+        T + 372_000,
+    ]
     assert all(d.outcome == "delayed" for d in ds[10:])
 
 
@@ -388,8 +438,11 @@ def test_a_blast_spread_over_six_sender_names_is_paced_as_one():
     names = [f"S{i}" for i in range(1, 7)]
     h.feed(*[e for name in names for e in established(sender=name)])
     # the seed's case: one template through 6 names, 8 recipients each, 48 texts in 2 minutes
-    out = [h.decide(send(f"{name}-u{j}", at=(i * 8 + j) * 2500, text=variant(i * 8 + j), sender=name))
-           for i, name in enumerate(names) for j in range(8)]
+    out = [
+        h.decide(send(f"{name}-u{j}", at=(i * 8 + j) * 2500, text=variant(i * 8 + j), sender=name))
+        for i, name in enumerate(names)
+        for j in range(8)
+    ]
     assert [d.outcome for d in out] == ["accepted"] * 10 + ["delayed"] * 38
     assert all(d.cluster_id.startswith("app-") for d in out[10:])
     slots = [d.deliver_at for d in out[10:]]
@@ -432,9 +485,9 @@ def test_delay_beyond_6_hours_is_rejected_with_retry_after(established_gate):
     last_ok = max(i for i, s in enumerate(slots) if s - T <= SIX_HOURS)
     ds = established_gate.sends(recipients(10 + last_ok + 3))
     paced = ds[10:]
-    assert all(d.outcome == "delayed" for d in paced[:last_ok + 1])
+    assert all(d.outcome == "delayed" for d in paced[: last_ok + 1])
     retry = math.ceil((slots[last_ok + 1] - T - SIX_HOURS) / 1000)
-    for d in paced[last_ok + 1:]:  # a rejection does not take the slot, so the next one is rejected alike
+    for d in paced[last_ok + 1 :]:  # a rejection does not take the slot, so the next one is rejected alike
         assert (d.outcome, d.reason, d.retry_after_s, d.deliver_at) == ("rejected", "burst_limit", retry, None)
         assert f"retry in {retry} s" in d.detail
     assert (last_ok, retry) == (146, 158)  # from the rule: 60000*(n+1) + 600*n*(n-1) <= 6 h
@@ -445,10 +498,13 @@ def test_late_paced_slots_follow_the_rule_exactly(established_gate):
     assert [d.deliver_at for d in ds[10:]] == paced_slots(T + MINUTE, 40)
 
 
-@pytest.mark.parametrize("at, expected", [
-    (1_200, ("delayed", "burst_paced", T + 181_200, None)),  # wait exactly the limit: allowed
-    (1_199, ("rejected", "burst_limit", None, 1)),  # 1 ms more than the limit
-])
+@pytest.mark.parametrize(
+    "at, expected",
+    [
+        (1_200, ("delayed", "burst_paced", T + 181_200, None)),  # wait exactly the limit: allowed
+        (1_199, ("rejected", "burst_limit", None, 1)),  # 1 ms more than the limit
+    ],
+)
 def test_delay_limit_is_inclusive(at, expected):
     h = Harness(Policy(max_delay_s=180))
     h.feed(*established())
@@ -490,8 +546,10 @@ def test_fewer_than_3_conversing_userkeys_is_risky(conversers, free):
 
 def test_conversing_userkeys_are_counted_once_each():
     h = Harness()
-    h.feed(*established(conversers=1),  # conv1 writes three times: still one conversing userkey
-           *[event("inbound", -DAY + i * MINUTE, userkey="conv1", text=f"msg {i}") for i in (1, 2)])
+    h.feed(
+        *established(conversers=1),  # conv1 writes three times: still one conversing userkey
+        *[event("inbound", -DAY + i * MINUTE, userkey="conv1", text=f"msg {i}") for i in (1, 2)],
+    )
     ds = h.sends(recipients(6))
     assert [d.outcome for d in ds] == ["accepted"] * 5 + ["delayed"]
     assert "only 1 userkey(s) have written to it" in ds[0].detail
@@ -532,11 +590,14 @@ def test_unrelated_text_is_not_affected_by_a_junk_report_against_another_sender(
     assert (d.outcome, d.reason) == ("accepted", "unrestricted")
 
 
-@pytest.mark.parametrize("reporters, outcome", [
-    (["v1", "v2"], "accepted"),
-    (["v1", "v1", "v1"], "accepted"),  # one reporter three times is still one reporter
-    (["v1", "v2", "v3"], "rejected"),
-])
+@pytest.mark.parametrize(
+    "reporters, outcome",
+    [
+        (["v1", "v2"], "accepted"),
+        (["v1", "v1", "v1"], "accepted"),  # one reporter three times is still one reporter
+        (["v1", "v2", "v3"], "rejected"),
+    ],
+)
 def test_three_distinct_reporters_reject_similar_texts(established_gate, reporters, outcome):
     established_gate.feed(*[junk_report(r, text=variant(i)) for i, r in enumerate(reporters)])
     d = established_gate.decide(send("u01", text=variant(9)))
@@ -559,8 +620,12 @@ def test_a_report_on_another_partition_counts_where_the_senders_partition_shows_
     see the index its own partition's log built, so both orders decide alike."""
     gate = Gate()
     reports = [validate(junk_report(r, app="other-app", sender="X", event_id=f"jr-{r}"), T) for r in ("v1", "v2", "v3")]
-    shares = [ev.decode_event(out.to_json(), T) for report in reports
-              for out in gate.handle(report, MemoryStore()) if isinstance(out, JunkShare)]
+    shares = [
+        ev.decode_event(out.to_json(), T)
+        for report in reports
+        for out in gate.handle(report, MemoryStore())
+        if isinstance(out, JunkShare)
+    ]
     sends = [validate(send(u, at=i * SECOND, text=variant(i)), T) for i, u in enumerate(recipients(4))]
     logs = {0: [*(validate(doc, T) for doc in established()), *sends[:2], *shares, *sends[2:]], 1: reports}
 
@@ -569,24 +634,33 @@ def test_a_report_on_another_partition_counts_where_the_senders_partition_shows_
         for partition in (first, 1 - first):
             store.partition = partition
             for e in logs[partition]:
-                decided += [(d.request_id, d.outcome, d.reason) for d in gate.handle(e, store) if isinstance(d, Decision)]
+                decided += [
+                    (d.request_id, d.outcome, d.reason) for d in gate.handle(e, store) if isinstance(d, Decision)
+                ]
         return sorted(decided)
 
     assert decide(0) == decide(1)
     assert [(o, r) for rid, o, r in decide(1) if rid.startswith("r-u")] == [
-        ("accepted", "unrestricted"), ("accepted", "unrestricted"), ("rejected", "junk_similar"), ("rejected", "junk_similar")]
+        ("accepted", "unrestricted"),
+        ("accepted", "unrestricted"),
+        ("rejected", "junk_similar"),
+        ("rejected", "junk_similar"),
+    ]
 
 
-@pytest.mark.parametrize("after, free, interval", [
-    (MINUTE, 5, 2 * MINUTE),  # score 0.5: half the allowance, twice the interval
-    (DAY, 7, 80 * SECOND),  # the deficit halves in a day: 0.75
-    (7 * DAY, 10, MINUTE),  # 0.996: clean again (steps of 0.05)
-])
+@pytest.mark.parametrize(
+    "after, free, interval",
+    [
+        (MINUTE, 5, 2 * MINUTE),  # score 0.5: half the allowance, twice the interval
+        (DAY, 7, 80 * SECOND),  # the deficit halves in a day: 0.75
+        (7 * DAY, 10, MINUTE),  # 0.996: clean again (steps of 0.05)
+    ],
+)
 def test_a_junk_reported_senders_limits_recover_as_its_reputation_does(after, free, interval):
     h = Harness()
     h.feed(*established(), junk_report("v1", at=0, text=UNRELATED[3], sender="S1"))
     ds = h.sends(recipients(11), at=after)  # PARCEL is not like the reported text
-    assert [d.outcome for d in ds[:free + 1]] == ["accepted"] * free + ["delayed"]
+    assert [d.outcome for d in ds[: free + 1]] == ["accepted"] * free + ["delayed"]
     assert ds[free].deliver_at == T + after + interval
     assert ("1 junk report(s)" in ds[0].detail) is (free < 10)
 
@@ -649,8 +723,10 @@ def test_at_most_max_clusters_and_singletons_are_evicted_before_templates():
 # (the 30-minute soak: a cluster started just as the arrays moved or grew kept the arrays' length
 # as its text's size, so the worker holding it joined variants a fresh decode would not: replay
 # and live differed by which of them still held the sender decoded)
-WORDS = ("parcel table invoice dentist survey flight order pizza meeting reminder account refund booking garden "
-         "ticket concert lesson payment delivery voucher").split()
+WORDS = (
+    "parcel table invoice dentist survey flight order pizza meeting reminder account refund booking garden "
+    "ticket concert lesson payment delivery voucher"
+).split()
 CALL_LATER, IN_MEETING = "Sorry, I'll call later", "Sorry,in meeting I'll call later"
 
 
@@ -659,8 +735,11 @@ def decided_with(docs: list[dict], decode_every_time: bool) -> list[tuple]:
     for doc in docs:
         if decode_every_time:
             gate._decoded_senders.clear()  # every sender read back from its rows, as after a restart
-        out += [(r.request_id, r.outcome, r.reason, r.similarity, r.similar_recipients, r.cluster_id)
-                for r in gate.handle_in_one_log(validate(doc, T), store) if isinstance(r, Decision)]
+        out += [
+            (r.request_id, r.outcome, r.reason, r.similarity, r.similar_recipients, r.cluster_id)
+            for r in gate.handle_in_one_log(validate(doc, T), store)
+            if isinstance(r, Decision)
+        ]
     return out
 
 

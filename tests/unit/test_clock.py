@@ -1,4 +1,5 @@
 """clock.py and the gate's event time: no producer can move an app's clock back or bend it far."""
+
 from __future__ import annotations
 
 import orjson

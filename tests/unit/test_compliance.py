@@ -1,5 +1,6 @@
 """Compliance by kind of message and by the recipient's clock (issue 32): categories and the
 consent each needs, quiet hours in the recipient's local time, and the per-subject cap."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -54,8 +55,12 @@ def test_a_promotional_send_needs_an_opt_in_that_names_marketing():
 
 def test_an_opt_in_covers_the_kinds_it_names_and_those_that_need_less():
     g = Gate()
-    g.feed(*established(grant=False), opted_in("info", -HOUR, categories=["informational"]), opted_in("all", -HOUR),
-           event("inbound", -HOUR, userkey="keyword", text="START"))
+    g.feed(
+        *established(grant=False),
+        opted_in("info", -HOUR, categories=["informational"]),
+        opted_in("all", -HOUR),
+        event("inbound", -HOUR, userkey="keyword", text="START"),
+    )
     assert g.decide(send("info", text=OFFER, category="promotional")).reason == "no_consent_for_category"
     assert g.decide(send("info", at=1, text="Your order shipped", category="informational")).reason == "opt_in"
     assert g.decide(send("info", at=2, text="Thanks for writing", category="conversational")).reason == "opt_in"
@@ -74,8 +79,7 @@ def test_a_grant_lifts_the_conversation_rule_but_is_no_consent_to_marketing():
 def test_a_promotional_reply_needs_marketing_consent_too():
     g = Gate()
     g.feed(*established(grant=False), event("inbound", -MINUTE, userkey="u1", text="what's new?", event_id="in-1"))
-    assert g.decide(send("u1", text=OFFER, category="promotional", reply_to="in-1")).reason == \
-        "no_consent_for_category"
+    assert g.decide(send("u1", text=OFFER, category="promotional", reply_to="in-1")).reason == "no_consent_for_category"
     assert g.decide(send("u1", at=1, text="We are open until 9", reply_to="in-1")).reason == "reply"
 
 
@@ -88,13 +92,24 @@ def test_the_policy_default_kind_applies_to_a_send_without_one():
 
 def test_the_audit_trail_keeps_the_kinds_and_the_evidence_of_an_opt_in():
     g = Gate()
-    g.feed(opted_in("u1", 0, categories=["promotional", "informational"], method="web_form",
-                    consent_text="Yes, text me offers", location="https://shop.example/join"),
-           event("inbound", 1, userkey="u2", text="START"))
+    g.feed(
+        opted_in(
+            "u1",
+            0,
+            categories=["promotional", "informational"],
+            method="web_form",
+            consent_text="Yes, text me offers",
+            location="https://shop.example/join",
+        ),
+        event("inbound", 1, userkey="u2", text="START"),
+    )
     trail = [r for r in g.records if type(r).__name__ == "ConsentRecord"]
     assert trail[0].categories == ["informational", "promotional"]
-    assert trail[0].evidence == {"method": "web_form", "consent_text": "Yes, text me offers",
-                                 "location": "https://shop.example/join"}
+    assert trail[0].evidence == {
+        "method": "web_form",
+        "consent_text": "Yes, text me offers",
+        "location": "https://shop.example/join",
+    }
     assert trail[1].categories == ["conversational", "informational", "promotional"] and trail[1].evidence is None
 
 
@@ -103,16 +118,22 @@ def profiled(user: str, tz: str, region: str | None, when: int) -> dict:
     return event("recipient_profile", when, userkey=user, timezone=tz, region=region)
 
 
-@pytest.mark.parametrize("tz, region, sent, opens", [
-    (NY, "US-NY", "2026-12-07 22:30", "Tue 2026-12-08 08:00"),  # federal: 08:00-21:00
-    (NY, "US-FL", "2026-12-07 20:30", "Tue 2026-12-08 08:00"),  # Florida: 08:00-20:00
-    (CHICAGO, "US-TX", "2026-12-06 10:00", "Sun 2026-12-06 12:00"),  # Texas: Sunday from noon
-])
+@pytest.mark.parametrize(
+    "tz, region, sent, opens",
+    [
+        (NY, "US-NY", "2026-12-07 22:30", "Tue 2026-12-08 08:00"),  # federal: 08:00-21:00
+        (NY, "US-FL", "2026-12-07 20:30", "Tue 2026-12-08 08:00"),  # Florida: 08:00-20:00
+        (CHICAGO, "US-TX", "2026-12-06 10:00", "Sun 2026-12-06 12:00"),  # Texas: Sunday from noon
+    ],
+)
 def test_a_promotional_send_outside_the_recipients_window_waits_for_its_opening(tz, region, sent, opens):
     g = Gate()
     t = at(sent, tz)
-    g.feed(*[dict(e, ts=e["ts"] + t) for e in established(grant=False)], opted_in("u1", t - HOUR),
-           profiled("u1", tz, region, t - HOUR))
+    g.feed(
+        *[dict(e, ts=e["ts"] + t) for e in established(grant=False)],
+        opted_in("u1", t - HOUR),
+        profiled("u1", tz, region, t - HOUR),
+    )
     d = g.decide(send("u1", at=t, text=OFFER, category="promotional"))
     assert (d.outcome, d.reason, local(d.deliver_at, tz)) == ("delayed", "quiet_hours", opens)
     window = region if region in ("US-FL", "US-TX") else "US"  # New York has the federal window
@@ -134,15 +155,20 @@ def test_a_number_places_its_recipient_when_no_profile_says_where_it_is():
     assert "(from its number)" in d.detail
     # a profile that says otherwise wins: the user lives in Los Angeles (20:00 there)
     g.feed(profiled(number, "America/Los_Angeles", "US-CA", t + 1))
-    assert g.decide(send(number, at=t + 2, text="Weekend menu: 2 for 1 on pasta", category="promotional")).outcome \
+    assert (
+        g.decide(send(number, at=t + 2, text="Weekend menu: 2 for 1 on pasta", category="promotional")).outcome
         == "accepted"
+    )
 
 
 def test_a_send_whose_validity_ends_before_the_window_opens_is_refused():
     g = Gate()
     t = at("2026-12-07 22:30", NY)
-    g.feed(*[dict(e, ts=e["ts"] + t) for e in established(grant=False)], opted_in("u1", t - HOUR),
-           profiled("u1", NY, "US-NY", t - HOUR))
+    g.feed(
+        *[dict(e, ts=e["ts"] + t) for e in established(grant=False)],
+        opted_in("u1", t - HOUR),
+        profiled("u1", NY, "US-NY", t - HOUR),
+    )
     d = g.decide(send("u1", at=t, text=OFFER, category="promotional", valid_for_s=3600))
     assert (d.outcome, d.reason) == ("rejected", "quiet_hours") and "stops being valid" in d.detail
     assert d.retry_after_s == (at("2026-12-08 08:00", NY) - t) // 1000
@@ -152,10 +178,14 @@ def test_a_nights_blast_is_paced_from_the_windows_opening_not_released_at_once()
     g = Gate()
     t = at("2026-12-07 23:00", NY)
     users = [f"u{i:02d}" for i in range(25)]
-    g.feed(*[dict(e, ts=e["ts"] + t) for e in established(grant=False)],
-           *[opted_in(u, t - HOUR) for u in users], *[profiled(u, NY, "US-NY", t - HOUR) for u in users])
-    decided = [g.decide(send(u, at=t + i, text=PARCEL.replace("Anna", u), category="promotional"))
-               for i, u in enumerate(users)]
+    g.feed(
+        *[dict(e, ts=e["ts"] + t) for e in established(grant=False)],
+        *[opted_in(u, t - HOUR) for u in users],
+        *[profiled(u, NY, "US-NY", t - HOUR) for u in users],
+    )
+    decided = [
+        g.decide(send(u, at=t + i, text=PARCEL.replace("Anna", u), category="promotional")) for i, u in enumerate(users)
+    ]
     opening = at("2026-12-08 08:00", NY) + T
     assert [(d.reason, d.deliver_at) for d in decided[:10]] == [("quiet_hours", opening)] * 10
     assert [d.reason for d in decided[10:]] == ["burst_paced"] * 15
@@ -166,8 +196,11 @@ def test_a_nights_blast_is_paced_from_the_windows_opening_not_released_at_once()
 def test_the_recipients_limits_place_a_held_send_from_the_windows_opening():
     g = Gate(Policy(recipient_limits=((1, 3600),)))
     t = at("2026-12-07 22:30", NY)
-    g.feed(*[dict(e, ts=e["ts"] + t) for e in established(grant=False)], opted_in("u1", t - 2 * HOUR),
-           profiled("u1", NY, "US-NY", t - 2 * HOUR))
+    g.feed(
+        *[dict(e, ts=e["ts"] + t) for e in established(grant=False)],
+        opted_in("u1", t - 2 * HOUR),
+        profiled("u1", NY, "US-NY", t - 2 * HOUR),
+    )
     assert g.decide(send("u1", at=t - 2 * HOUR, text="Your order shipped")).outcome == "accepted"  # 20:30
     first = g.decide(send("u1", at=t, text=OFFER, category="promotional"))
     second = g.decide(send("u1", at=t + 1, text="Weekend menu: 2 for 1 on pasta", category="promotional"))
@@ -181,18 +214,25 @@ def test_the_recipients_limits_place_a_held_send_from_the_windows_opening():
 def test_a_reply_is_not_held_by_quiet_hours():
     g = Gate()
     t = at("2026-12-07 23:30", NY)
-    g.feed(*[dict(e, ts=e["ts"] + t) for e in established(grant=False)], opted_in("u1", t - HOUR),
-           profiled("u1", NY, "US-NY", t - HOUR), event("inbound", t - MINUTE, userkey="u1", text="any deals?",
-                                                        event_id="late"))
+    g.feed(
+        *[dict(e, ts=e["ts"] + t) for e in established(grant=False)],
+        opted_in("u1", t - HOUR),
+        profiled("u1", NY, "US-NY", t - HOUR),
+        event("inbound", t - MINUTE, userkey="u1", text="any deals?", event_id="late"),
+    )
     assert g.decide(send("u1", at=t, text=OFFER, category="promotional", reply_to="late")).reason == "reply"
 
 
 def test_quiet_hours_windows_of_the_policy_override_and_extend_the_defaults():
-    g = Gate(Policy(quiet_hours_windows=(("GB", "09:00-20:00"),), quiet_hours_categories=("promotional",
-                                                                                           "informational")))
+    g = Gate(
+        Policy(quiet_hours_windows=(("GB", "09:00-20:00"),), quiet_hours_categories=("promotional", "informational"))
+    )
     t = at("2026-12-07 08:30", "Europe/London")
-    g.feed(*[dict(e, ts=e["ts"] + t) for e in established(grant=False)], opted_in("u1", t - HOUR),
-           profiled("u1", "Europe/London", "GB", t - HOUR))
+    g.feed(
+        *[dict(e, ts=e["ts"] + t) for e in established(grant=False)],
+        opted_in("u1", t - HOUR),
+        profiled("u1", "Europe/London", "GB", t - HOUR),
+    )
     d = g.decide(send("u1", at=t, text="Your order shipped"))  # informational, held by this policy
     assert (d.reason, local(d.deliver_at, "Europe/London")) == ("quiet_hours", "Mon 2026-12-07 09:00")
     with pytest.raises(PolicyError, match="quiet_hours_windows"):
@@ -206,20 +246,30 @@ def test_the_fourth_promotional_message_on_one_subject_in_24_hours_is_refused():
     g = Gate()
     g.feed(*established(grant=False), opted_in("u1", -HOUR))
     texts = [OFFER.replace("30%", f"{n}%") for n in (30, 35, 40, 45)]
-    decided = [g.decide(send("u1", at=i * 2 * HOUR, text=text, category="promotional"))
-               for i, text in enumerate(texts)]
+    decided = [g.decide(send("u1", at=i * 2 * HOUR, text=text, category="promotional")) for i, text in enumerate(texts)]
     assert [d.outcome for d in decided[:3]] == ["accepted"] * 3
     fourth = decided[3]
     assert (fourth.outcome, fourth.reason) == ("rejected", "subject_limit")
     assert fourth.retry_after_s == (T + DAY - (T + 6 * HOUR)) // 1000
     assert "at most 3" in fourth.detail
     # another subject is not counted against it; informational texts are not counted at all
-    assert g.decide(send("u1", at=6 * HOUR + 1, text="Your table for two at Luigi's is confirmed for Friday",
-                         category="promotional")).outcome == "accepted"
+    assert (
+        g.decide(
+            send(
+                "u1",
+                at=6 * HOUR + 1,
+                text="Your table for two at Luigi's is confirmed for Friday",
+                category="promotional",
+            )
+        ).outcome
+        == "accepted"
+    )
     assert g.decide(send("u1", at=6 * HOUR + 2, text=texts[3])).outcome == "accepted"
     # once the first has left the window, the subject may be sent again
-    assert g.decide(send("u1", at=DAY + 1, text=texts[3].replace("45", "50"), category="promotional")).outcome \
+    assert (
+        g.decide(send("u1", at=DAY + 1, text=texts[3].replace("45", "50"), category="promotional")).outcome
         == "accepted"
+    )
 
 
 def test_a_refused_promotion_takes_no_burst_slot():
@@ -235,8 +285,10 @@ def test_a_refused_promotion_takes_no_burst_slot():
     assert g.decide(send("u2", at=3 * MINUTE, text=OFFER, category="promotional")).outcome == "accepted"
     assert clusters() != before  # a send that goes takes its place in the cluster
     before = clusters()
-    assert g.decide(send("u1", at=4 * MINUTE, text=OFFER.replace("30", "39"), category="promotional")).reason == \
-        "subject_limit"
+    assert (
+        g.decide(send("u1", at=4 * MINUTE, text=OFFER.replace("30", "39"), category="promotional")).reason
+        == "subject_limit"
+    )
     assert clusters() == before
 
 
@@ -244,8 +296,10 @@ def test_the_subject_row_is_bounded():
     row = SubjectSends()
     for i in range(3 * MAX_SUBJECT_SENDS):
         row.record(f"app-c{i}", T + i, T + i, 86_400)
-    assert len(row.sent) == MAX_SUBJECT_SENDS and row.sent[-1] == [f"app-c{3 * MAX_SUBJECT_SENDS - 1}",
-                                                                 T + 3 * MAX_SUBJECT_SENDS - 1]
+    assert len(row.sent) == MAX_SUBJECT_SENDS and row.sent[-1] == [
+        f"app-c{3 * MAX_SUBJECT_SENDS - 1}",
+        T + 3 * MAX_SUBJECT_SENDS - 1,
+    ]
     row.record("app-c0", T + 2 * DAY, T + 2 * DAY, 86_400)  # a day later the others have left the window
     assert row.sent == [["app-c0", T + 2 * DAY]]
 
@@ -253,11 +307,13 @@ def test_the_subject_row_is_bounded():
 def test_the_pre_flight_check_decides_the_kind_of_message_as_the_worker_does():
     g = Gate()
     g.feed(*established(grant=False), event("inbound", -DAY, userkey="talker", text="hi"), opted_in("fan", -DAY))
-    decided = g.gate.check(APP, SENDER, OFFER, ["talker", "fan"], T, OverlayStore(g.store.get, g.store.junk),
-                           category="promotional")
+    decided = g.gate.check(
+        APP, SENDER, OFFER, ["talker", "fan"], T, OverlayStore(g.store.get, g.store.junk), category="promotional"
+    )
     assert [d.reason for d in decided] == ["no_consent_for_category", "opt_in"]
-    assert [d.reason for d in g.gate.check(APP, SENDER, OFFER, ["talker"], T,
-                                           OverlayStore(g.store.get, g.store.junk))] == ["conversation"]
+    assert [
+        d.reason for d in g.gate.check(APP, SENDER, OFFER, ["talker"], T, OverlayStore(g.store.get, g.store.junk))
+    ] == ["conversation"]
 
 
 # --- 2. opt-out scope ------------------------------------------------------------------------
@@ -285,9 +341,12 @@ def test_with_scope_category_a_stop_stops_the_kind_of_the_message_it_answers_and
     assert g.decide(send("all", text=OFFER, category="promotional")).outcome == "accepted"
     g.feed(stop("promo", MINUTE), stop("info", MINUTE), stop("all", MINUTE, "stop all"), stop("none", MINUTE))
     trail = {r.userkey: r.categories for r in g.records if type(r).__name__ == "ConsentRecord" and r.kind == "opt_out"}
-    assert trail == {"promo": ["promotional"], "info": ["informational", "promotional"],
-                     "all": ["conversational", "informational", "promotional"],
-                     "none": ["conversational", "informational", "promotional"]}  # it answered nothing known
+    assert trail == {
+        "promo": ["promotional"],
+        "info": ["informational", "promotional"],
+        "all": ["conversational", "informational", "promotional"],
+        "none": ["conversational", "informational", "promotional"],
+    }  # it answered nothing known
 
     def outcome(user: str, at: int, category: str) -> str:
         return g.decide(send(user, at=at, text=f"A message for you, {at}", category=category)).outcome
@@ -300,8 +359,9 @@ def test_with_scope_category_a_stop_stops_the_kind_of_the_message_it_answers_and
     assert outcome("all", 7 * MINUTE, "conversational") == "rejected"
     assert outcome("none", 8 * MINUTE, "conversational") == "rejected"
     refused = g.decide(send("promo", at=9 * MINUTE, text=OFFER.replace("30", "20"), category="promotional"))
-    assert "no promotional message may be sent" in refused.detail and "answering a promotional message" in \
-        refused.detail
+    assert (
+        "no promotional message may be sent" in refused.detail and "answering a promotional message" in refused.detail
+    )
     # START restores every kind
     g.feed(event("inbound", 10 * MINUTE, userkey="promo", text="START"))
     assert outcome("promo", 11 * MINUTE, "promotional") == "accepted"

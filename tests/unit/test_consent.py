@@ -4,6 +4,7 @@ Rule: a send is allowed if the userkey has not opted out AND (it wrote to the se
 to the app, or the app holds an unrestricted grant). Opt-out wins over everything, replies too.
 A reply answers the same user's inbound to the same sender within the reply window (inclusive).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -180,9 +181,22 @@ def test_a_send_stamped_before_a_revocation_cannot_use_the_revoked_grant(gate: H
 
 
 # --- opt-out ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("text", [
-    "  Stop ", "stop", "STOP", "\tSTOP\n", "stopall", "Unsubscribe", "cancel", "END", " quit", "OptOut", "revoke",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "  Stop ",
+        "stop",
+        "STOP",
+        "\tSTOP\n",
+        "stopall",
+        "Unsubscribe",
+        "cancel",
+        "END",
+        " quit",
+        "OptOut",
+        "revoke",
+    ],
+)
 def test_opt_out_keyword_case_and_whitespace_insensitive(gate: Harness, text):
     gate.feed(event("app_policy", -DAY), event("inbound", 0, event_id="in1", userkey="u1", text=text))
     d = gate.decide(send("u1", at=6 * MINUTE))  # an implicit reply, past the confirmation window; app unrestricted
@@ -207,8 +221,10 @@ def test_a_text_merely_containing_an_opt_out_word_is_not_an_opt_out(gate: Harnes
 
 @pytest.mark.parametrize("reply_to", ["in1", None])
 def test_opt_out_then_reply_is_rejected(gate: Harness, reply_to):
-    gate.feed(event("inbound", 0, event_id="in1", userkey="u1", text="what time do you open?"),
-              event("opt_out", 1 * MINUTE, userkey="u1", source="web-form"))
+    gate.feed(
+        event("inbound", 0, event_id="in1", userkey="u1", text="what time do you open?"),
+        event("opt_out", 1 * MINUTE, userkey="u1", source="web-form"),
+    )
     d = gate.decide(send("u1", at=2 * MINUTE, reply_to=reply_to))
     assert (d.outcome, d.reason, d.reply) == ("rejected", "opted_out", False)
     assert gate.deliveries == []
@@ -233,8 +249,10 @@ def test_opt_out_is_per_app(gate: Harness):
 
 
 def test_inbound_after_opt_out_keeps_the_user_opted_out_until_opt_in(gate: Harness):
-    gate.feed(event("inbound", 0, userkey="u1", text="STOP"),
-              event("inbound", MINUTE, event_id="in2", userkey="u1", text="hello again, what is my balance?"))
+    gate.feed(
+        event("inbound", 0, userkey="u1", text="STOP"),
+        event("inbound", MINUTE, event_id="in2", userkey="u1", text="hello again, what is my balance?"),
+    )
     for d in (gate.decide(send("u1", at=2 * MINUTE, reply_to="in2")), gate.decide(send("u1", at=3 * MINUTE))):
         assert (d.outcome, d.reason) == ("rejected", "opted_out")
     gate.feed(event("opt_in", 4 * MINUTE, userkey="u1"))
@@ -284,9 +302,11 @@ def test_reply_to_another_users_inbound_is_not_a_reply(gate: Harness):
 
 def test_reply_to_another_users_inbound_falls_back_to_normal_rules(gate: Harness):
     # uB wrote too (a day ago, and just now), but names uA's message: not a reply.
-    gate.feed(event("inbound", -DAY, userkey="uB"),
-              event("inbound", 0, event_id="in-a", userkey="uA"),
-              event("inbound", 0, event_id="in-b", userkey="uB"))
+    gate.feed(
+        event("inbound", -DAY, userkey="uB"),
+        event("inbound", 0, event_id="in-a", userkey="uA"),
+        event("inbound", 0, event_id="in-b", userkey="uB"),
+    )
     d = gate.decide(send("uB", at=MINUTE, reply_to="in-a"))
     assert (d.outcome, d.reason, d.reply) == ("accepted", "conversation", False)
 
@@ -304,12 +324,20 @@ def test_reply_to_unknown_inbound_is_not_a_reply(gate: Harness):
     assert (d.outcome, d.reason, d.reply) == ("accepted", "opt_in", False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DOCUMENTED LIMIT: a conversation keeps at most RECENT_INBOUNDS (32) inbound ids of the reply "
-    "window, so a reply_to naming the 33rd-newest is not recognised as a reply"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "DOCUMENTED LIMIT: a conversation keeps at most RECENT_INBOUNDS (32) inbound ids of the reply "
+        "window, so a reply_to naming the 33rd-newest is not recognised as a reply"
+    ),
+)
 def test_reply_to_an_inbound_within_the_window_is_a_reply_even_after_a_chatty_user(gate: Harness):
-    gate.feed(*[event("inbound", i * SECOND, event_id=f"in{i}", userkey="u1", text=f"line {i}")
-                for i in range(RECENT_INBOUNDS + 1)])
+    gate.feed(
+        *[
+            event("inbound", i * SECOND, event_id=f"in{i}", userkey="u1", text=f"line {i}")
+            for i in range(RECENT_INBOUNDS + 1)
+        ]
+    )
     d = gate.decide(send("u1", at=MINUTE, reply_to="in0"))
     assert (d.reason, d.reply) == ("reply", True)
 

@@ -1,5 +1,6 @@
 """The consent rules the law adds to STOP: one confirmation after an opt-out (FCC 64.1200(a)(12)),
 HELP always answered (CTIA 5.1.3), and an audit record of every consent change."""
+
 from __future__ import annotations
 
 import orjson
@@ -17,7 +18,9 @@ def audit(h: Harness) -> list[ConsentRecord]:
 
 def test_one_confirmation_answers_the_opt_out_and_nothing_after_it(gate: Harness):
     gate.feed(event("inbound", 0, event_id="in-stop", userkey="u1", text="Stop texting me"))
-    first = gate.decide(send("u1", at=30 * SECOND, reply_to="in-stop", text="You're unsubscribed. Reply START to rejoin."))
+    first = gate.decide(
+        send("u1", at=30 * SECOND, reply_to="in-stop", text="You're unsubscribed. Reply START to rejoin.")
+    )
     assert (first.outcome, first.reason, first.reply) == ("accepted", "opt_out_confirmation", True)
     assert len(gate.last_deliveries) == 1
     second = gate.decide(send("u1", at=MINUTE, reply_to="in-stop"))
@@ -25,8 +28,21 @@ def test_one_confirmation_answers_the_opt_out_and_nothing_after_it(gate: Harness
     assert "already sent" in second.detail
 
 
-STOP_WORDINGS = ("Stop.", "STOP", "stop", "Stop!", "unsubscribe", "Stop texting me", "please stop", "STOP ALL",
-                 "cancel", "end", "quit", "opt out", "Remove me")
+STOP_WORDINGS = (
+    "Stop.",
+    "STOP",
+    "stop",
+    "Stop!",
+    "unsubscribe",
+    "Stop texting me",
+    "please stop",
+    "STOP ALL",
+    "cancel",
+    "end",
+    "quit",
+    "opt out",
+    "Remove me",
+)
 
 
 def test_a_send_that_does_not_name_the_stop_is_no_confirmation_however_soon():
@@ -62,16 +78,22 @@ def test_an_opt_out_event_has_no_inbound_to_confirm(gate: Harness):
 
 
 def test_a_send_answering_another_inbound_is_no_confirmation(gate: Harness):
-    gate.feed(event("inbound", 0, event_id="in1", userkey="u1", text="what is my balance?"),
-              event("inbound", SECOND, event_id="in-stop", userkey="u1", text="STOP"))
+    gate.feed(
+        event("inbound", 0, event_id="in1", userkey="u1", text="what is my balance?"),
+        event("inbound", SECOND, event_id="in-stop", userkey="u1", text="STOP"),
+    )
     d = gate.decide(send("u1", at=MINUTE, reply_to="in1"))
     assert (d.outcome, d.reason) == ("rejected", "opted_out")
 
 
 def test_help_is_answered_even_after_an_opt_out(gate: Harness):
-    gate.feed(event("inbound", 0, userkey="u1", text="STOP"),
-              event("inbound", MINUTE, event_id="in-help", userkey="u1", text="HELP"))
-    d = gate.decide(send("u1", at=2 * MINUTE, reply_to="in-help", text="Acme alerts. Reply STOP to end, START to rejoin."))
+    gate.feed(
+        event("inbound", 0, userkey="u1", text="STOP"),
+        event("inbound", MINUTE, event_id="in-help", userkey="u1", text="HELP"),
+    )
+    d = gate.decide(
+        send("u1", at=2 * MINUTE, reply_to="in-help", text="Acme alerts. Reply STOP to end, START to rejoin.")
+    )
     assert (d.outcome, d.reason, d.reply) == ("accepted", "help_reply", True)
     for later in (send("u1", at=3 * MINUTE, text=PARCEL, reply_to="in-help"), send("u1", at=4 * MINUTE, text=PARCEL)):
         d = gate.decide(later)  # one answer per HELP: marketing cannot ride on it
@@ -94,11 +116,13 @@ def test_help_replies_are_never_paced(gate: Harness):
 
 
 def test_every_consent_change_and_every_ambiguous_inbound_is_audited(gate: Harness):
-    gate.feed(event("inbound", 0, event_id="i-stop", userkey="u1", sender="S2", text="Please stop texting me"),
-              event("inbound", SECOND, event_id="i-amb", userkey="u2", text="I will stop by at noon"),
-              event("inbound", 2 * SECOND, event_id="i-start", userkey="u1", text="START"),
-              event("opt_out", 3 * SECOND, event_id="o-web", userkey="u3", source="web-form"),
-              event("inbound", 4 * SECOND, event_id="i-hi", userkey="u4", text="hello"))
+    gate.feed(
+        event("inbound", 0, event_id="i-stop", userkey="u1", sender="S2", text="Please stop texting me"),
+        event("inbound", SECOND, event_id="i-amb", userkey="u2", text="I will stop by at noon"),
+        event("inbound", 2 * SECOND, event_id="i-start", userkey="u1", text="START"),
+        event("opt_out", 3 * SECOND, event_id="o-web", userkey="u3", source="web-form"),
+        event("inbound", 4 * SECOND, event_id="i-hi", userkey="u4", text="hello"),
+    )
     got = [(r.userkey, r.kind, r.rule, r.source, r.source_event_id, r.sender, r.matched) for r in audit(gate)]
     assert got == [
         ("u1", "opt_out", "request", "inbound", "i-stop", "S2", "stop"),
@@ -119,7 +143,7 @@ def test_with_a_userkey_secret_the_audit_holds_the_hashed_userkey():
 
 
 def test_rows_written_before_these_rules_still_read():
-    old_user = Userkey.from_bytes(b'[true,false,1700000000000,"keyword STOP to sender \'S1\'"]')
+    old_user = Userkey.from_bytes(b"[true,false,1700000000000,\"keyword STOP to sender 'S1'\"]")
     assert old_user.opted_out and old_user.opt_out_inbound == "" and old_user.confirmed is False
     old_conv = Conversation.from_bytes(b'[1700000000000,1700000000000,[["in1",1700000000000]]]')
     assert old_conv.exists and old_conv.conversed is None and old_conv.inbound_ids == ["in1"]

@@ -3,12 +3,27 @@ per-recipient limits over several windows, the auto-reply loop guard and contact
 
 Expected slots are computed from the rules stated in each test, not copied from the output.
 """
+
 from __future__ import annotations
 
 import pytest
 
-from conftest import APP, DAY, HOUR, MINUTE, PARCEL, SECOND, SENDER, T, UNRELATED, Harness, established, event, \
-    recipients, send
+from conftest import (
+    APP,
+    DAY,
+    HOUR,
+    MINUTE,
+    PARCEL,
+    SECOND,
+    SENDER,
+    T,
+    UNRELATED,
+    Harness,
+    established,
+    event,
+    recipients,
+    send,
+)
 from sendgate.models.consent import Conversation
 from sendgate.models.controls import RecentTexts, RecipientSends, inbound_digest
 from sendgate.models.gate import CONTACTS, RECIPIENTS, TEXTS, OverlayStore, key
@@ -52,8 +67,10 @@ def test_a_pending_request_whose_validity_ends_before_event_time_reaches_its_slo
     h.decide(send("u12", text=PARCEL))  # no validity: waits for its slot at T + 120 s
     # no tick came between the slot (T + 60 s) and the end of validity (T + 90 s): an outage
     out = h.feed(event("tick", 3 * MINUTE))
-    assert summary(out) == [("r-u11-0", "cancelled", "expired", T + MINUTE),
-                            ("r-u12-0", "released", "slot_reached", T + 2 * MINUTE)]
+    assert summary(out) == [
+        ("r-u11-0", "cancelled", "expired", T + MINUTE),
+        ("r-u12-0", "released", "slot_reached", T + 2 * MINUTE),
+    ]
     assert [d.request_id for d in h.last_deliveries] == ["r-u12-0"]
 
 
@@ -62,8 +79,7 @@ def test_a_pending_request_released_in_time_is_delivered():
     h.feed(*established())
     h.sends(recipients(10))
     h.decide(send("u11", text=PARCEL, valid_for_s=90))
-    assert summary(h.feed(event("tick", MINUTE + 5 * SECOND))) == [("r-u11-0", "released", "slot_reached",
-                                                                     T + MINUTE)]
+    assert summary(h.feed(event("tick", MINUTE + 5 * SECOND))) == [("r-u11-0", "released", "slot_reached", T + MINUTE)]
 
 
 # --- 2. per-recipient limits -----------------------------------------------------------------------
@@ -130,8 +146,11 @@ def test_sends_beyond_a_recipients_window_are_delayed_to_its_next_slot_and_repli
     later = h.decide(send("fan", at=30 * MINUTE, text="A survey about your last order"))  # not a reply
     # 5 a day: 3 at 0-2 min, the delayed one at 1 h, the reply at 12 min fill the day: its slot T + 1 day
     # is more than max_delay_s (6 h) away
-    assert (later.outcome, later.reason, later.retry_after_s) == ("rejected", "recipient_limit",
-                                                                  (DAY - 30 * MINUTE - 6 * HOUR) // 1000)
+    assert (later.outcome, later.reason, later.retry_after_s) == (
+        "rejected",
+        "recipient_limit",
+        (DAY - 30 * MINUTE - 6 * HOUR) // 1000,
+    )
 
 
 def test_a_send_delayed_by_the_recipients_limits_is_released_at_its_slot():
@@ -163,8 +182,9 @@ def test_without_recipient_limits_no_row_is_written():
 
 
 # --- 3. the auto-reply loop guard --------------------------------------------------------------------
-def loop(h: Harness, n: int, text: str = "Thanks for your message! We will reply soon. (auto-reply #{i})",
-         start: int = 0) -> list:
+def loop(
+    h: Harness, n: int, text: str = "Thanks for your message! We will reply soon. (auto-reply #{i})", start: int = 0
+) -> list:
     """The user's bot sends the same text n times, a minute apart; the app answers each one."""
     out = []
     for i in range(n):
@@ -268,8 +288,12 @@ def test_the_same_text_disguised_counts_as_the_same_and_other_texts_or_userkeys_
     h = Harness(Policy(duplicate_text_limit=2))
     h.feed(*established())
     assert h.decide(send("u1", at=0, text=REMINDER)).outcome == "accepted"
-    assert h.decide(send("u1", at=1, text="Rеmіndеr:\u200b your appointment is tomorrow at 10:00. "
-                                          "Reply C to confirm")).outcome == "accepted"  # look-alikes
+    assert (
+        h.decide(
+            send("u1", at=1, text="Rеmіndеr:\u200b your appointment is tomorrow at 10:00. Reply C to confirm")
+        ).outcome
+        == "accepted"
+    )  # look-alikes
     assert h.decide(send("u2", at=2, text=REMINDER)).outcome == "accepted"  # another userkey
     assert h.decide(send("u1", at=3, text=REMINDER.replace("10:00", "11:00"))).outcome == "accepted"  # new time
     assert h.decide(send("u1", at=4, text=REMINDER.upper())).reason == "duplicate_text"
@@ -305,15 +329,18 @@ def test_the_recent_texts_row_stays_small():
 
 
 # --- the policy settings ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("values, message", [
-    ({"recipient_limits": [[3]]}, "recipient_limits"),
-    ({"recipient_limits": [[0, 60]]}, "recipient_limits"),
-    ({"contact_list_networks": ["XMPP"]}, "contact_list_networks"),
-    ({"default_valid_for_s": 36_001}, "default_valid_for_s"),
-    ({"loop_repeats": 5, "loop_reject_repeats": 5}, "loop_reject_repeats"),
-    ({"duplicate_text_limit": -1}, "duplicate_text_limit"),
-    ({"duplicate_text_window_s": 0}, "duplicate_text_window_s"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"recipient_limits": [[3]]}, "recipient_limits"),
+        ({"recipient_limits": [[0, 60]]}, "recipient_limits"),
+        ({"contact_list_networks": ["XMPP"]}, "contact_list_networks"),
+        ({"default_valid_for_s": 36_001}, "default_valid_for_s"),
+        ({"loop_repeats": 5, "loop_reject_repeats": 5}, "loop_reject_repeats"),
+        ({"duplicate_text_limit": -1}, "duplicate_text_limit"),
+        ({"duplicate_text_window_s": 0}, "duplicate_text_window_s"),
+    ],
+)
 def test_bad_control_settings_are_refused_with_the_key(values, message):
     with pytest.raises(PolicyError, match=message):
         Policy.from_mapping(values)
@@ -338,8 +365,9 @@ def test_check_answers_what_the_gate_then_decides_and_writes_nothing():
     checked = h.gate.check(APP, SENDER, PARCEL, audience, T, OverlayStore(h.store.get, h.store.junk))
     assert {name: dict(rows) for name, rows in h.store.tables.items()} == before  # nothing live changed
     real = h.sends(audience, at=0)
-    assert [(d.userkey, d.outcome, d.reason, d.deliver_at, d.detail) for d in checked] == \
-           [(d.userkey, d.outcome, d.reason, d.deliver_at, d.detail) for d in real]
+    assert [(d.userkey, d.outcome, d.reason, d.deliver_at, d.detail) for d in checked] == [
+        (d.userkey, d.outcome, d.reason, d.deliver_at, d.detail) for d in real
+    ]
     outcomes = {d.outcome for d in checked}
     assert outcomes == {"accepted", "delayed", "rejected"}  # the list exercises every answer
     assert all(d.request_id == "" for d in checked)

@@ -1,4 +1,5 @@
 """decisions.py: the output records, their stable ids and their JSON forms."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,9 +13,21 @@ from sendgate.models.slots import slot_refusal
 
 
 def decision(**overrides) -> Decision:
-    fields = dict(request_id="r1", app="app1", sender="S1", userkey="u1", network="sms", outcome="delayed",
-                  reason="burst_paced", detail="11th recipient", ts=T, deliver_at=T + 60_000, similarity=0.82,
-                  similar_recipients=11, cluster_id="c1")
+    fields = dict(
+        request_id="r1",
+        app="app1",
+        sender="S1",
+        userkey="u1",
+        network="sms",
+        outcome="delayed",
+        reason="burst_paced",
+        detail="11th recipient",
+        ts=T,
+        deliver_at=T + 60_000,
+        similarity=0.82,
+        similar_recipients=11,
+        cluster_id="c1",
+    )
     return Decision(**{**fields, **overrides})
 
 
@@ -29,8 +42,10 @@ def test_decision_id_does_not_depend_on_time_or_wording():
 
 
 def test_decision_id_differs_per_outcome():
-    ids = {decision(outcome=o, reason=r).decision_id for o, r in
-           [("delayed", "burst_paced"), ("released", "slot_reached"), ("cancelled", "opted_out")]}
+    ids = {
+        decision(outcome=o, reason=r).decision_id
+        for o, r in [("delayed", "burst_paced"), ("released", "slot_reached"), ("cancelled", "opted_out")]
+    }
     assert len(ids) == 3
 
 
@@ -39,18 +54,44 @@ def test_outcomes():
 
 
 def test_to_dict_has_type_and_id_and_omits_unset_fields():
-    d = decision(outcome="rejected", reason="no_conversation", deliver_at=None, similarity=None,
-                 similar_recipients=None, cluster_id=None)
-    assert d.to_dict() == {"type": "decision", "decision_id": "app1:r1:rejected:no_conversation", "request_id": "r1",
-                           "app": "app1", "sender": "S1", "userkey": "u1", "network": "sms",
-                           "outcome": "rejected", "reason": "no_conversation", "detail": "11th recipient",
-                           "ts": T, "reply": False}
+    d = decision(
+        outcome="rejected",
+        reason="no_conversation",
+        deliver_at=None,
+        similarity=None,
+        similar_recipients=None,
+        cluster_id=None,
+    )
+    assert d.to_dict() == {
+        "type": "decision",
+        "decision_id": "app1:r1:rejected:no_conversation",
+        "request_id": "r1",
+        "app": "app1",
+        "sender": "S1",
+        "userkey": "u1",
+        "network": "sms",
+        "outcome": "rejected",
+        "reason": "no_conversation",
+        "detail": "11th recipient",
+        "ts": T,
+        "reply": False,
+    }
 
 
 def test_decision_json_round_trip():
-    for d in (decision(), decision(outcome="accepted", reason="reply", reply=True, deliver_at=None,
-                                   similarity=None, similar_recipients=None, cluster_id=None),
-              decision(outcome="rejected", reason="burst_limit", retry_after_s=158, deliver_at=None)):
+    for d in (
+        decision(),
+        decision(
+            outcome="accepted",
+            reason="reply",
+            reply=True,
+            deliver_at=None,
+            similarity=None,
+            similar_recipients=None,
+            cluster_id=None,
+        ),
+        decision(outcome="rejected", reason="burst_limit", retry_after_s=158, deliver_at=None),
+    ):
         doc = orjson.loads(d.to_json())
         assert doc["decision_id"] == d.decision_id
         assert Decision.from_dict(doc) == d

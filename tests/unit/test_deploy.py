@@ -2,6 +2,7 @@
 in .ci/check-deploy): the image's constraints pin every runtime dependency within pyproject.toml's
 range, the Dockerfile installs them in a layer of their own, the build context leaves secrets and
 venvs out, and the Kubernetes manifests hold what the production checklist promises."""
+
 from __future__ import annotations
 
 import re

@@ -1,6 +1,7 @@
 """docs/: the generated pages are what the code says (docs/generate.py), the configuration page
 names every setting and every policy key, every relative link points at a file (and heading) that
 exists, and the README stays a front page that names the test command CI runs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,10 +50,19 @@ def test_every_variable_the_code_reads_is_on_the_configuration_page():
 
 def test_the_settings_variables_are_the_ones_from_env_reads():
     # a row's variable must be the one Settings.from_env reads for its field: set it, and the field changes
-    values = {"SENDGATE_WEB": "0", "SENDGATE_FAST_RESTORE": "0", "SENDGATE_AUTH": "off",
-              "SENDGATE_STORE": "memory://", "SENDGATE_PROCESSING_GUARANTEE": "exactly_once",
-              "SENDGATE_EVENTS_TIMESTAMP_TYPE": "LogAppendTime", "SENDGATE_LOG_FORMAT": "json",
-              "SENDGATE_TOPIC_PREFIX": "x.", "SENDGATE_SECURITY_PROTOCOL": "SSL", "SENDGATE_API_MAX_BODY": "2048", "SENDGATE_LOG_LEVEL": "debug"}
+    values = {
+        "SENDGATE_WEB": "0",
+        "SENDGATE_FAST_RESTORE": "0",
+        "SENDGATE_AUTH": "off",
+        "SENDGATE_STORE": "memory://",
+        "SENDGATE_PROCESSING_GUARANTEE": "exactly_once",
+        "SENDGATE_EVENTS_TIMESTAMP_TYPE": "LogAppendTime",
+        "SENDGATE_LOG_FORMAT": "json",
+        "SENDGATE_TOPIC_PREFIX": "x.",
+        "SENDGATE_SECURITY_PROTOCOL": "SSL",
+        "SENDGATE_API_MAX_BODY": "2048",
+        "SENDGATE_LOG_LEVEL": "debug",
+    }
     skip = {"SENDGATE_SASL_MECHANISM", "SENDGATE_SASL_USERNAME", "SENDGATE_SASL_PASSWORD", "SENDGATE_SSL_KEYFILE"}
     for name, field, _ in env_rows():
         if not field or name in skip:
@@ -114,6 +124,18 @@ def test_the_readme_is_a_front_page_that_names_the_test_command():
     assert len(readme.splitlines()) < 200
     assert ".venv/bin/python -m pytest" in readme and ".venv/bin/python -m pytest" in (ROOT / ".ci" / "run").read_text()
     assert "deliveries.<network>" in readme and "delivers nothing" in readme
-    for page in ("getting-started", "concepts", "event-contract", "rules", "configuration", "command-line", "client",
-                 "operations", "deployment", "guarantees", "security-and-privacy", "performance"):
+    for page in (
+        "getting-started",
+        "concepts",
+        "event-contract",
+        "rules",
+        "configuration",
+        "command-line",
+        "client",
+        "operations",
+        "deployment",
+        "guarantees",
+        "security-and-privacy",
+        "performance",
+    ):
         assert f"(docs/{page}.md)" in readme, page

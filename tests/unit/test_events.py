@@ -1,4 +1,5 @@
 """events.py: decoding and validation of v1 input events; errors name the field and the problem."""
+
 from __future__ import annotations
 
 import orjson
@@ -8,8 +9,21 @@ from conftest import T, event
 from sendgate.models import events as ev
 from sendgate.models.events import InvalidEvent, decode_event, encode_event, validate
 
-ALL_KINDS = ("inbound", "opt_in", "opt_out", "send", "app_policy", "sender_profile", "junk_report", "delivery_status", "contact", "tick",
-             "cancel", "junk_shared", "recipient_profile")
+ALL_KINDS = (
+    "inbound",
+    "opt_in",
+    "opt_out",
+    "send",
+    "app_policy",
+    "sender_profile",
+    "junk_report",
+    "delivery_status",
+    "contact",
+    "tick",
+    "cancel",
+    "junk_shared",
+    "recipient_profile",
+)
 
 
 def invalid(doc, record_ts: int = T) -> str:
@@ -45,8 +59,9 @@ def test_event_types_are_exactly_the_contract_v1_types():
 
 
 def test_send_fields_are_carried_over():
-    e = validate(event("send", 5, request_id="r9", userkey="u7", sender="S2", network="whatsapp",
-                       text="Hi", reply_to="in-3"), 0)
+    e = validate(
+        event("send", 5, request_id="r9", userkey="u7", sender="S2", network="whatsapp", text="Hi", reply_to="in-3"), 0
+    )
     assert e == ev.Send("r9", "app1", "S2", "u7", "whatsapp", "Hi", "in-3", T + 5)
 
 
@@ -93,21 +108,40 @@ def test_invalid_record_ts_is_reported_when_it_is_used():
 
 
 # --- fields -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind, field", [
-    ("send", "request_id"), ("send", "app"), ("send", "sender"), ("send", "userkey"), ("send", "network"),
-    ("send", "text"), ("inbound", "event_id"), ("inbound", "text"), ("opt_out", "userkey"),
-    ("app_policy", "unrestricted"), ("sender_profile", "registered_ts"), ("junk_report", "text"),
-    ("tick", "app"), ("cancel", "request_id"),
-])
+@pytest.mark.parametrize(
+    "kind, field",
+    [
+        ("send", "request_id"),
+        ("send", "app"),
+        ("send", "sender"),
+        ("send", "userkey"),
+        ("send", "network"),
+        ("send", "text"),
+        ("inbound", "event_id"),
+        ("inbound", "text"),
+        ("opt_out", "userkey"),
+        ("app_policy", "unrestricted"),
+        ("sender_profile", "registered_ts"),
+        ("junk_report", "text"),
+        ("tick", "app"),
+        ("cancel", "request_id"),
+    ],
+)
 def test_missing_required_field_is_named(kind, field):
     doc = event(kind)
     del doc[field]
     assert invalid(doc) == f"{kind}: missing required field '{field}'"
 
 
-@pytest.mark.parametrize("field, value, got", [
-    ("userkey", 42, "int"), ("app", None, "NoneType"), ("text", ["hi"], "list"), ("sender", 1.0, "float"),
-])
+@pytest.mark.parametrize(
+    "field, value, got",
+    [
+        ("userkey", 42, "int"),
+        ("app", None, "NoneType"),
+        ("text", ["hi"], "list"),
+        ("sender", 1.0, "float"),
+    ],
+)
 def test_wrong_type_is_named(field, value, got):
     assert invalid({**event("send"), field: value}) == f"field '{field}' must be a string, got {got}"
 
@@ -119,7 +153,8 @@ def test_unrestricted_must_be_a_boolean_not_a_truthy_value():
 
 def test_registered_ts_is_checked_like_ts():
     assert invalid(event("sender_profile", registered_ts="2020-01-01")) == (
-        "field 'registered_ts' must be an integer of epoch milliseconds, got str")
+        "field 'registered_ts' must be an integer of epoch milliseconds, got str"
+    )
 
 
 def test_text_at_the_limit_is_accepted_and_one_more_character_is_not():
@@ -153,13 +188,16 @@ def test_bad_network_value_in_message_is_truncated():
     assert len(msg) < 120
 
 
-@pytest.mark.parametrize("value, problem", [
-    ("", "must be 1-256 characters, got 0"),
-    ("x" * 257, "must be 1-256 characters, got 257"),
-    ("a\x1fb", "must not contain control characters"),
-    ("a\nb", "must not contain control characters"),
-    ("a\x7fb", "must not contain control characters"),
-])
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("", "must be 1-256 characters, got 0"),
+        ("x" * 257, "must be 1-256 characters, got 257"),
+        ("a\x1fb", "must not contain control characters"),
+        ("a\nb", "must not contain control characters"),
+        ("a\x7fb", "must not contain control characters"),
+    ],
+)
 def test_id_fields_are_bounded_and_free_of_control_characters(value, problem):
     assert invalid(event("send", userkey=value)) == f"field 'userkey' {problem}"
 
@@ -184,8 +222,10 @@ def test_unknown_fields_are_ignored():
 # --- type and document shape ------------------------------------------------------------------
 def test_unknown_type_lists_the_known_types():
     msg = invalid({**event("tick"), "type": "unsubscribe"})
-    assert msg == ("field 'type' must be one of inbound, opt_in, opt_out, send, app_policy, sender_profile, "
-                   "junk_report, delivery_status, contact, tick, cancel, junk_shared, recipient_profile, got 'unsubscribe'")
+    assert msg == (
+        "field 'type' must be one of inbound, opt_in, opt_out, send, app_policy, sender_profile, "
+        "junk_report, delivery_status, contact, tick, cancel, junk_shared, recipient_profile, got 'unsubscribe'"
+    )
 
 
 @pytest.mark.parametrize("kind", [None, 3, ["send"]])

@@ -3,13 +3,13 @@
 Order per send: release what is due -> consent -> burst pacing (replies skip it) -> decision
 (+ delivery when accepted, or a pending row when delayed). Event time is the only clock.
 """
+
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from conftest import (APP, DAY, MINUTE, PARCEL, SECOND, T, UNRELATED, Harness, established, event, recipients,
-                      run, send)
+from conftest import APP, DAY, MINUTE, PARCEL, SECOND, T, UNRELATED, Harness, established, event, recipients, run, send
 from sendgate.models.decisions import Decision, Delivery
 from sendgate.models.events import InvalidEvent, Refusal, validate
 from sendgate.models.gate import TABLES, Gate, MemoryStore, key
@@ -98,8 +98,11 @@ def test_event_time_is_the_only_clock():
     later = Harness()
     later.feed(*[shifted(d) for d in scenario()], record_ts=T)
     a = [(d.request_id, d.outcome, d.reason, d.deliver_at) for d in base.records if isinstance(d, Decision)]
-    b = [(d.request_id, d.outcome, d.reason, d.deliver_at and d.deliver_at - shift)
-         for d in later.records if isinstance(d, Decision)]
+    b = [
+        (d.request_id, d.outcome, d.reason, d.deliver_at and d.deliver_at - shift)
+        for d in later.records
+        if isinstance(d, Decision)
+    ]
     assert a == b
 
 
@@ -137,12 +140,17 @@ def test_replies_are_not_checked_against_the_junk_index():
 
 def test_sends_without_consent_do_not_take_burst_allowance():
     h = Harness()
-    h.feed(*established(grant=False), *[event("opt_in", -DAY, userkey=u) for u in recipients(11)],
-           event("opt_out", -DAY, userkey="u05"), event("opt_in", -DAY, userkey="gone"),
-           event("opt_out", -DAY + 1, userkey="gone"))
+    h.feed(
+        *established(grant=False),
+        *[event("opt_in", -DAY, userkey=u) for u in recipients(11)],
+        event("opt_out", -DAY, userkey="u05"),
+        event("opt_in", -DAY, userkey="gone"),
+        event("opt_out", -DAY + 1, userkey="gone"),
+    )
     ds = [h.decide(send(u, text=PARCEL)) for u in ["x1", "x2", "gone", *recipients(11)]]
     assert [(d.outcome, d.reason) for d in ds[:3]] == [("rejected", "no_conversation")] * 2 + [
-        ("rejected", "opted_out")]
+        ("rejected", "opted_out")
+    ]
     assert [d.cluster_id for d in ds[:3]] == [None] * 3
     rest = {d.userkey: d for d in ds[3:]}
     assert rest["u05"].reason == "opted_out"
@@ -186,18 +194,24 @@ def test_delivery_carries_the_request(network):
     h.feed(event("app_policy", 0))
     d = h.decide(send("u1", at=SECOND, text="Your code is 1234", network=network, request_id="req-9"))
     [x] = h.last_deliveries
-    assert x == Delivery("req-9", "app1", "S1", "u1", network, "Your code is 1234", None, T + SECOND,
-                         d.decision_id)
+    assert x == Delivery("req-9", "app1", "S1", "u1", network, "Your code is 1234", None, T + SECOND, d.decision_id)
 
 
 def test_policy_thresholds_are_honoured():
-    h = Harness(Policy.from_mapping({"free_recipients": 2, "reply_window_s": 60, "pace_interval_s": 30,
-                                     "opt_out_keywords": ["basta"]}))
-    h.feed(*established(), event("inbound", 0, event_id="in-1", userkey="u1", text="ciao"),
-           event("inbound", 0, userkey="u2", text=" Basta "))
+    h = Harness(
+        Policy.from_mapping(
+            {"free_recipients": 2, "reply_window_s": 60, "pace_interval_s": 30, "opt_out_keywords": ["basta"]}
+        )
+    )
+    h.feed(
+        *established(),
+        event("inbound", 0, event_id="in-1", userkey="u1", text="ciao"),
+        event("inbound", 0, userkey="u2", text=" Basta "),
+    )
     assert h.decide(send("u1", at=60 * SECOND, text="ok", reply_to="in-1")).reason == "reply"
     assert h.decide(send("u1", at=60 * SECOND + 1, text="ok", reply_to="in-1", request_id="r2")).reason == (
-        "conversation")
+        "conversation"
+    )
     assert h.decide(send("u2", at=MINUTE, text=PARCEL)).reason == "opted_out"
     ds = h.sends(recipients(4, start=3), at=2 * MINUTE)
     assert [d.outcome for d in ds] == ["accepted", "accepted", "delayed", "delayed"]

@@ -1,5 +1,6 @@
 """Property tests: whatever bytes arrive, the decoder and the gate answer with an event, a decision
 or a precise InvalidEvent, and nothing else (the worker dead-letters InvalidEvent and goes on)."""
+
 from __future__ import annotations
 
 import orjson
@@ -14,14 +15,30 @@ RECORD_TS = 1_700_000_000_000
 GATE = Gate()
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False) | st.text(max_size=50),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=50),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
     max_leaves=20,
 )
 field_values = st.one_of(json_values, st.text(max_size=300), st.sampled_from(["sms", "SMS", "", "a" * 257]))
-FIELDS = ["event_id", "request_id", "app", "sender", "userkey", "network", "text", "reply_to", "source",
-          "reason", "unrestricted", "registered_ts", "ts"]
+FIELDS = [
+    "event_id",
+    "request_id",
+    "app",
+    "sender",
+    "userkey",
+    "network",
+    "text",
+    "reply_to",
+    "source",
+    "reason",
+    "unrestricted",
+    "registered_ts",
+    "ts",
+]
 event_like = st.fixed_dictionaries(
     {"type": st.sampled_from(EVENT_TYPES + ("bogus",))},
     optional={name: field_values for name in FIELDS},
@@ -55,16 +72,21 @@ def test_event_shaped_documents_are_decided_or_refused_precisely(doc, key):
     decide(raw, key)
 
 
-@pytest.mark.parametrize("raw, reason", [
-    (b"[" * 100_000, "the limit is 65536"),  # huge
-    (b"[" * 5_000 + b"]" * 5_000, "not valid UTF-8 JSON"),  # deep: orjson refuses past 1024 levels
-    (b"\xff\xfe{}", "not valid UTF-8 JSON"),
-    (None, "record has no value"),
-    (b'{"type":"tick","app":"a","ts":-5}', "between 0 and"),
-    (b'{"type":"tick","app":"a","ts":1e3}', "must be an integer"),
-    (b'{"type":"send","request_id":"r","app":"a","sender":"s","userkey":"u","network":"sms","text":5}',
-     "field 'text' must be a string"),
-])
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b"[" * 100_000, "the limit is 65536"),  # huge
+        (b"[" * 5_000 + b"]" * 5_000, "not valid UTF-8 JSON"),  # deep: orjson refuses past 1024 levels
+        (b"\xff\xfe{}", "not valid UTF-8 JSON"),
+        (None, "record has no value"),
+        (b'{"type":"tick","app":"a","ts":-5}', "between 0 and"),
+        (b'{"type":"tick","app":"a","ts":1e3}', "must be an integer"),
+        (
+            b'{"type":"send","request_id":"r","app":"a","sender":"s","userkey":"u","network":"sms","text":5}',
+            "field 'text' must be a string",
+        ),
+    ],
+)
 def test_hostile_records_get_precise_reasons(raw, reason):
     assert reason in decide(raw)
 

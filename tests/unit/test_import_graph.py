@@ -3,6 +3,7 @@ nothing of each other, and only the command line sees every room.
 
 Every `import` (at module level or inside a function) of every module under models/ and streams/
 is read from its syntax tree, so a lazy import counts as much as one at the top."""
+
 from __future__ import annotations
 
 import ast
@@ -23,12 +24,24 @@ ALLOWED = {
     "sendgate.streams.ops": {"sendgate.models", SHARED, "sendgate.streams.worker"},
     "sendgate.streams.local": {"sendgate.models", SHARED, "sendgate.streams.client"},
     "sendgate.streams.api": {"sendgate.models", SHARED, "sendgate.streams.client"},
-    "sendgate.streams.cli": {"sendgate.models", SHARED, "sendgate.streams.client", "sendgate.streams.worker",
-                             "sendgate.streams.ops", "sendgate.streams.local", "sendgate.streams.api"},
+    "sendgate.streams.cli": {
+        "sendgate.models",
+        SHARED,
+        "sendgate.streams.client",
+        "sendgate.streams.worker",
+        "sendgate.streams.ops",
+        "sendgate.streams.local",
+        "sendgate.streams.api",
+    },
 }
-SHARED_MODULES = {"sendgate.streams.config", "sendgate.streams.kafka", "sendgate.streams.progress",
-                  "sendgate.streams.identity", "sendgate.streams.logs",
-                  "sendgate.streams"}
+SHARED_MODULES = {
+    "sendgate.streams.config",
+    "sendgate.streams.kafka",
+    "sendgate.streams.progress",
+    "sendgate.streams.identity",
+    "sendgate.streams.logs",
+    "sendgate.streams",
+}
 
 
 def modules() -> dict[str, Path]:
@@ -82,8 +95,11 @@ def test_every_module_belongs_to_a_room():
 
 
 def test_the_rooms_import_one_way():
-    wrong = [f"{module} imports {target}" for module, target in edges()
-             if room(target) != room(module) and room(target) not in ALLOWED[room(module)]]
+    wrong = [
+        f"{module} imports {target}"
+        for module, target in edges()
+        if room(target) != room(module) and room(target) not in ALLOWED[room(module)]
+    ]
     assert wrong == []
 
 
@@ -95,11 +111,14 @@ def test_the_graph_is_read_for_real():
     assert ("sendgate.streams.ops.rebuild", "sendgate.streams.worker.checkpoint") in found
 
 
-@pytest.mark.parametrize("module,target,allowed", [
-    ("sendgate.streams.client", "sendgate.streams.worker.app", False),
-    ("sendgate.models.gate", "sendgate.streams.config", False),
-    ("sendgate.streams.worker.app", "sendgate.streams.client", False),
-    ("sendgate.streams.local.demo", "sendgate.streams.client", True),
-])
+@pytest.mark.parametrize(
+    "module,target,allowed",
+    [
+        ("sendgate.streams.client", "sendgate.streams.worker.app", False),
+        ("sendgate.models.gate", "sendgate.streams.config", False),
+        ("sendgate.streams.worker.app", "sendgate.streams.client", False),
+        ("sendgate.streams.local.demo", "sendgate.streams.client", True),
+    ],
+)
 def test_the_rule_itself(module, target, allowed):
     assert (room(target) == room(module) or room(target) in ALLOWED[room(module)]) is allowed

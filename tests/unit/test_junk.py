@@ -1,4 +1,5 @@
 """junk.py: reported templates (distinct reporters, capped) and the shared index sends match against."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """What an app said before (models/memory.py): a retried request gets its first answer and is
 delivered once; an id reused for another request is refused; a repeated inbound or consent event
 counts once; and what is remembered is forgotten by event time, so the rows stay bounded."""
+
 from __future__ import annotations
 
 from conftest import APP, DAY, MINUTE, PARCEL, SECOND, SENDER, T, Harness, event, established, recipients, send
@@ -88,16 +89,20 @@ def test_a_repeated_inbound_counts_once_in_the_loop_guard_and_the_senders_conver
 def test_the_same_event_id_with_other_content_is_another_event():
     # an id clash (or one made on purpose to suppress a user's STOP) does not swallow the event
     h = Harness()
-    h.feed(event("opt_in", 0, event_id="e-1", userkey="u1", source="form"),
-           event("inbound", SECOND, event_id="e-1", userkey="u1", text="STOP"))
+    h.feed(
+        event("opt_in", 0, event_id="e-1", userkey="u1", source="form"),
+        event("inbound", SECOND, event_id="e-1", userkey="u1", text="STOP"),
+    )
     assert Userkey.from_bytes(h.store.get(USERKEYS, key(APP, "u1"))).opted_out
 
 
 def test_a_repeated_opt_out_does_not_move_when_the_user_opted_out():
     h = Harness()
-    h.feed(event("inbound", 0, event_id="in-1", userkey="u1", text="hi"),
-           event("opt_out", MINUTE, event_id="o-1", userkey="u1", source="call"),
-           event("opt_out", 9 * MINUTE, event_id="o-1", userkey="u1", source="call"))
+    h.feed(
+        event("inbound", 0, event_id="in-1", userkey="u1", text="hi"),
+        event("opt_out", MINUTE, event_id="o-1", userkey="u1", source="call"),
+        event("opt_out", 9 * MINUTE, event_id="o-1", userkey="u1", source="call"),
+    )
     assert Userkey.from_bytes(h.store.get(USERKEYS, key(APP, "u1"))).changed_ts == T + MINUTE
 
 
@@ -114,8 +119,12 @@ def test_what_is_remembered_is_forgotten_by_event_time_and_the_rows_stay_bounded
 
 
 def test_replay_of_retries_decides_the_same():
-    docs = [event("opt_in", 0, userkey="u1", source="form"), send("u1", at=SECOND, request_id="r-1"),
-            send("u1", at=MINUTE, request_id="r-1"), send("u2", at=2 * MINUTE, request_id="r-1")]
+    docs = [
+        event("opt_in", 0, userkey="u1", source="form"),
+        send("u1", at=SECOND, request_id="r-1"),
+        send("u1", at=MINUTE, request_id="r-1"),
+        send("u2", at=2 * MINUTE, request_id="r-1"),
+    ]
     a, b = Harness(), Harness()
     a.feed(*docs)
     b.feed(*docs)

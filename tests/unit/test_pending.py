@@ -5,6 +5,7 @@ of the same app whose ts >= deliver_at, in deliver_at order. A user who opted ou
 `cancelled`/`opted_out`. A `cancel` event cancels a pending request (`cancelled_by_app`); cancelling
 an unknown, released or already cancelled request yields `rejected`/`not_pending`.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,14 @@ R11 = "r-u11-0"  # its request id
 # === aggregates ===============================================================================
 @pytest.mark.parametrize("reply_to", [None, "in-1"])
 def test_pending_request_round_trip(reply_to):
-    decision = {"type": "decision", "decision_id": "r1:delayed:burst_paced", "request_id": "r1", "ts": T,
-                "deliver_at": T + 5, "reply": False}
+    decision = {
+        "type": "decision",
+        "decision_id": "r1:delayed:burst_paced",
+        "request_id": "r1",
+        "ts": T,
+        "deliver_at": T + 5,
+        "reply": False,
+    }
     p = PendingRequest(Send("r1", "app1", "S1", "u1", "sms", "Hi é", reply_to, T), T + 5, "c3", decision)
     assert PendingRequest.from_bytes(p.to_bytes()) == p
 
@@ -64,11 +71,11 @@ def test_schedule_round_trip():
 
 def test_schedule_rows_of_version_1_are_read_as_one_bucket_a_minute():
     m = T // MINUTE_MS
-    old = b'[[%d,%d],%d]' % (m, m + 2, T + 30)  # [minutes, next_due], as written before chunks
+    old = b"[[%d,%d],%d]" % (m, m + 2, T + 30)  # [minutes, next_due], as written before chunks
     s = ReleaseSchedule.from_bytes(old)
     assert (s.minutes, s.chunks, s.next_due) == ([m, m + 2], [1, 1], T + 30)
     with pytest.raises(ValueError, match="version 3"):
-        ReleaseSchedule.from_bytes(b'[3,[],[],null]')
+        ReleaseSchedule.from_bytes(b"[3,[],[],null]")
 
 
 def test_20000_requests_due_in_one_minute_of_one_app_keep_every_row_bounded():
@@ -79,8 +86,9 @@ def test_20000_requests_due_in_one_minute_of_one_app_keep_every_row_bounded():
         request_id = f"req-{i:05d}-" + "x" * 40  # long ids: ~60 bytes an entry
         deliver_at = minute_start + (i * 7919) % MINUTE_MS  # spread over the minute, out of order
         decision = {"type": "decision", "request_id": request_id, "outcome": "delayed"}
-        pending = PendingRequest(Send(request_id, "app1", "S1", f"u{i}", "sms", "hi", None, T), deliver_at, "c",
-                                 decision)
+        pending = PendingRequest(
+            Send(request_id, "app1", "S1", f"u{i}", "sms", "hi", None, T), deliver_at, "c", decision
+        )
         store.set(PENDING, key("app1", request_id), pending.to_bytes())
         put_in_schedule(gate, "app1", request_id, deliver_at, store)
     rows = store.tables[DUE]
@@ -115,10 +123,13 @@ def test_tick_before_the_slot_releases_nothing_and_at_the_slot_releases(delayed)
     assert delayed.last == []
     ds = delayed.feed(event("tick", SLOT - T))
     assert [(d.request_id, d.outcome, d.reason, d.deliver_at, d.ts) for d in ds] == [
-        (R11, "released", "slot_reached", SLOT, SLOT)]
+        (R11, "released", "slot_reached", SLOT, SLOT)
+    ]
     assert ds[0].userkey == "u11" and ds[0].sender == "S1" and ds[0].cluster_id is not None
     [delivery] = delayed.last_deliveries
-    assert delivery == Delivery(R11, "app1", "S1", "u11", "sms", PARCEL, None, SLOT, f"app1:{R11}:released:slot_reached")
+    assert delivery == Delivery(
+        R11, "app1", "S1", "u11", "sms", PARCEL, None, SLOT, f"app1:{R11}:released:slot_reached"
+    )
 
 
 def test_release_happens_once(delayed):
@@ -137,16 +148,20 @@ def test_events_of_another_app_do_not_release(delayed):
     assert delayed.feed(event("tick", DAY, app="app2"), event("inbound", DAY, app="app2")) == []
 
 
-@pytest.mark.parametrize("doc", [
-    event("inbound", MINUTE, userkey="someone", text="hello"),
-    event("opt_in", MINUTE, userkey="someone"),
-    event("opt_out", MINUTE, userkey="someone"),
-    event("app_policy", MINUTE),
-    event("sender_profile", MINUTE, sender="S2"),
-    event("junk_report", MINUTE, sender="S7", userkey="v1", text="unrelated junk"),
-    event("cancel", MINUTE, request_id="nothing-like-it"),
-    send("u99", at=MINUTE, text=UNRELATED[0]),
-], ids=lambda d: d["type"])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        event("inbound", MINUTE, userkey="someone", text="hello"),
+        event("opt_in", MINUTE, userkey="someone"),
+        event("opt_out", MINUTE, userkey="someone"),
+        event("app_policy", MINUTE),
+        event("sender_profile", MINUTE, sender="S2"),
+        event("junk_report", MINUTE, sender="S7", userkey="v1", text="unrelated junk"),
+        event("cancel", MINUTE, request_id="nothing-like-it"),
+        send("u99", at=MINUTE, text=UNRELATED[0]),
+    ],
+    ids=lambda d: d["type"],
+)
 def test_any_later_event_of_the_app_releases_first(delayed, doc):
     ds = delayed.feed(doc)
     assert (ds[0].request_id, ds[0].outcome, ds[0].ts) == (R11, "released", SLOT)
@@ -178,10 +193,14 @@ def test_a_tick_releases_only_what_is_due(gate: Harness):
     assert [d.deliver_at for d in third] == slots[3:]
 
 
-@pytest.mark.parametrize("opt_out", [
-    event("opt_out", SECOND, userkey="u11"),
-    event("inbound", SECOND, userkey="u11", sender="S1", text=" stop"),
-], ids=["event", "keyword"])
+@pytest.mark.parametrize(
+    "opt_out",
+    [
+        event("opt_out", SECOND, userkey="u11"),
+        event("inbound", SECOND, userkey="u11", sender="S1", text=" stop"),
+    ],
+    ids=["event", "keyword"],
+)
 def test_user_who_opted_out_meanwhile_is_cancelled_on_release(delayed, opt_out):
     delayed.feed(opt_out)
     ds = delayed.feed(event("tick", SLOT - T))
@@ -225,7 +244,9 @@ def test_cancel_after_release_is_not_pending(delayed):
 def test_cancel_at_the_slot_comes_too_late(delayed):
     ds = delayed.feed(event("cancel", MINUTE, request_id=R11))
     assert [(d.request_id, d.outcome, d.reason) for d in ds] == [
-        (R11, "released", "slot_reached"), (R11, "rejected", "not_pending")]
+        (R11, "released", "slot_reached"),
+        (R11, "rejected", "not_pending"),
+    ]
 
 
 def test_cancel_unknown_request(gate: Harness):
@@ -253,4 +274,6 @@ def test_cancelling_one_of_several_keeps_the_others(gate: Harness):
     assert [d.deliver_at for d in ds[10:]] == [T + 60_000, T + 120_000, T + 181_200]
     out = gate.feed(event("tick", 10 * MINUTE))
     assert [(d.request_id, d.outcome, d.deliver_at) for d in out] == [
-        ("r-u11-0", "released", T + 60_000), ("r-u13-0", "released", T + 181_200)]
+        ("r-u11-0", "released", T + 60_000),
+        ("r-u13-0", "released", T + 181_200),
+    ]

@@ -1,4 +1,5 @@
 """policy.py: the frozen settings object, its validation and its TOML loading."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -80,7 +81,9 @@ def test_from_mapping_rejects_unknown_keys_and_lists_them():
 
 
 def test_from_toml_reads_flat_keys_and_sections(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         max_delay_s = 7200
 
         [consent]
@@ -91,7 +94,8 @@ def test_from_toml_reads_flat_keys_and_sections(tmp_path):
         free_recipients = 20
         pace_interval_s = 30.5
         similarity_threshold = 0.8
-    """)
+    """,
+    )
     p = Policy.from_toml(path)
     assert (p.max_delay_s, p.reply_window_s, p.free_recipients) == (7200, 600, 20)
     assert p.pace_interval_s == 30.5
@@ -109,34 +113,40 @@ def test_toml_unknown_key_names_file_and_key(tmp_path):
     assert msg.startswith(f"policy file {path}: policy: unknown key(s) free_recipeints; known keys: ")
 
 
-@pytest.mark.parametrize("body, expected", [
-    ("free_recipients = -1", "policy 'free_recipients' must be a non-negative integer, got -1"),
-    ("free_recipients = 2.5", "policy 'free_recipients' must be a non-negative integer, got 2.5"),
-    ("free_recipients = true", "policy 'free_recipients' must be a non-negative integer, got True"),
-    ("reply_window_s = 0", "policy 'reply_window_s' must be a positive integer, got 0"),
-    ("reply_window_s = 900.0", "policy 'reply_window_s' must be a positive integer, got 900.0"),
-    ("max_delay_s = '6h'", "policy 'max_delay_s' must be a positive integer, got '6h'"),
-    ("pace_interval_s = 0", "policy 'pace_interval_s' must be a positive number, got 0"),
-    ("pace_interval_s = true", "policy 'pace_interval_s' must be a positive number, got True"),
-    ("risky_interval_factor = -2.0", "policy 'risky_interval_factor' must be a positive number, got -2.0"),
-    ("similarity_threshold = 0", "policy 'similarity_threshold' must be in (0, 1], got 0"),
-    ("similarity_threshold = 1.5", "policy 'similarity_threshold' must be in (0, 1], got 1.5"),
-    ("similarity_threshold = '0.6'", "policy 'similarity_threshold' must be in (0, 1], got '0.6'"),
-    ("similarity_measure = 'cosine'", "policy 'similarity_measure' must be containment or jaccard, got 'cosine'"),
-    ("opt_out_keywords = ['STOP', '']", "policy 'opt_out_keywords' must be a list of non-empty strings"),
-    ("opt_in_keywords = [1, 2]", "policy 'opt_in_keywords' must be a list of non-empty strings"),
-    ("opt_in_keywords = ['START', 'STOP']", "policy: a keyword cannot be both an opt-out and an opt-in keyword"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("free_recipients = -1", "policy 'free_recipients' must be a non-negative integer, got -1"),
+        ("free_recipients = 2.5", "policy 'free_recipients' must be a non-negative integer, got 2.5"),
+        ("free_recipients = true", "policy 'free_recipients' must be a non-negative integer, got True"),
+        ("reply_window_s = 0", "policy 'reply_window_s' must be a positive integer, got 0"),
+        ("reply_window_s = 900.0", "policy 'reply_window_s' must be a positive integer, got 900.0"),
+        ("max_delay_s = '6h'", "policy 'max_delay_s' must be a positive integer, got '6h'"),
+        ("pace_interval_s = 0", "policy 'pace_interval_s' must be a positive number, got 0"),
+        ("pace_interval_s = true", "policy 'pace_interval_s' must be a positive number, got True"),
+        ("risky_interval_factor = -2.0", "policy 'risky_interval_factor' must be a positive number, got -2.0"),
+        ("similarity_threshold = 0", "policy 'similarity_threshold' must be in (0, 1], got 0"),
+        ("similarity_threshold = 1.5", "policy 'similarity_threshold' must be in (0, 1], got 1.5"),
+        ("similarity_threshold = '0.6'", "policy 'similarity_threshold' must be in (0, 1], got '0.6'"),
+        ("similarity_measure = 'cosine'", "policy 'similarity_measure' must be containment or jaccard, got 'cosine'"),
+        ("opt_out_keywords = ['STOP', '']", "policy 'opt_out_keywords' must be a list of non-empty strings"),
+        ("opt_in_keywords = [1, 2]", "policy 'opt_in_keywords' must be a list of non-empty strings"),
+        ("opt_in_keywords = ['START', 'STOP']", "policy: a keyword cannot be both an opt-out and an opt-in keyword"),
+    ],
+)
 def test_toml_bad_value_names_file_key_and_value(tmp_path, body, expected):
     path, msg = load_error(tmp_path, body)
     assert msg == f"policy file {path}: {expected}"
 
 
-@pytest.mark.parametrize("body, key", [
-    ("opt_out_keywords = 'STOP'", "opt_out_keywords"),  # once iterated as the keywords S, T, O, P
-    ("opt_in_keywords = 5", "opt_in_keywords"),  # once a TypeError
-    ("similarity_threshold = true", "similarity_threshold"),  # once accepted as threshold 1
-])
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        ("opt_out_keywords = 'STOP'", "opt_out_keywords"),  # once iterated as the keywords S, T, O, P
+        ("opt_in_keywords = 5", "opt_in_keywords"),  # once a TypeError
+        ("similarity_threshold = true", "similarity_threshold"),  # once accepted as threshold 1
+    ],
+)
 def test_toml_values_of_the_wrong_kind_are_policy_errors(tmp_path, body, key):
     path, msg = load_error(tmp_path, body)
     assert msg.startswith(f"policy file {path}: policy '{key}' must be")

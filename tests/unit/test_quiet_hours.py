@@ -1,12 +1,20 @@
 """models/quiet_hours.py: windows in the recipient's local time, places from numbers, the pinned zones."""
+
 from __future__ import annotations
 
 from datetime import datetime
 
 import pytest
 
-from sendgate.models.quiet_hours import (DEFAULT_WINDOWS, Place, QuietHours, QuietHoursError, Window, place_of_number,
-                                         zone)
+from sendgate.models.quiet_hours import (
+    DEFAULT_WINDOWS,
+    Place,
+    QuietHours,
+    QuietHoursError,
+    Window,
+    place_of_number,
+    zone,
+)
 
 NY, CHICAGO = "America/New_York", "America/Chicago"
 
@@ -23,18 +31,21 @@ def local(ts: int, tz: str) -> str:
 HOURS = QuietHours()
 
 
-@pytest.mark.parametrize("region, tz, sent, opens", [
-    ("US-NY", NY, "2026-12-07 22:30", "Tue 2026-12-08 08:00"),  # federal: 08:00-21:00
-    ("US-NY", NY, "2026-12-07 07:59", "Mon 2026-12-07 08:00"),
-    ("US-NY", NY, "2026-12-07 20:59", "Mon 2026-12-07 20:59"),  # inside: now
-    ("US-FL", NY, "2026-12-07 20:30", "Tue 2026-12-08 08:00"),  # Florida: 08:00-20:00
-    ("US-CT", NY, "2026-12-07 08:30", "Mon 2026-12-07 09:00"),  # Connecticut: 09:00-20:00
-    ("US-TX", CHICAGO, "2026-12-06 10:00", "Sun 2026-12-06 12:00"),  # Texas: Sunday from noon
-    ("US-TX", CHICAGO, "2026-12-05 10:00", "Sat 2026-12-05 10:00"),  # Saturday from nine
-    ("US-TX", CHICAGO, "2026-12-05 21:30", "Sun 2026-12-06 12:00"),
-    ("US-OK", CHICAGO, "2026-12-07 20:00", "Tue 2026-12-08 08:00"),  # the end is excluded
-    ("US-MD", NY, "2026-12-07 19:59", "Mon 2026-12-07 19:59"),
-])
+@pytest.mark.parametrize(
+    "region, tz, sent, opens",
+    [
+        ("US-NY", NY, "2026-12-07 22:30", "Tue 2026-12-08 08:00"),  # federal: 08:00-21:00
+        ("US-NY", NY, "2026-12-07 07:59", "Mon 2026-12-07 08:00"),
+        ("US-NY", NY, "2026-12-07 20:59", "Mon 2026-12-07 20:59"),  # inside: now
+        ("US-FL", NY, "2026-12-07 20:30", "Tue 2026-12-08 08:00"),  # Florida: 08:00-20:00
+        ("US-CT", NY, "2026-12-07 08:30", "Mon 2026-12-07 09:00"),  # Connecticut: 09:00-20:00
+        ("US-TX", CHICAGO, "2026-12-06 10:00", "Sun 2026-12-06 12:00"),  # Texas: Sunday from noon
+        ("US-TX", CHICAGO, "2026-12-05 10:00", "Sat 2026-12-05 10:00"),  # Saturday from nine
+        ("US-TX", CHICAGO, "2026-12-05 21:30", "Sun 2026-12-06 12:00"),
+        ("US-OK", CHICAGO, "2026-12-07 20:00", "Tue 2026-12-08 08:00"),  # the end is excluded
+        ("US-MD", NY, "2026-12-07 19:59", "Mon 2026-12-07 19:59"),
+    ],
+)
 def test_a_send_outside_its_recipients_window_opens_when_the_local_window_does(region, tz, sent, opens):
     opening = HOURS.opening(ms(sent, tz), Place((tz,), region, "recipient_profile"))
     assert local(opening.at, tz) == opens
@@ -87,21 +98,27 @@ def test_window_specs_parse_describe_and_refuse_nonsense():
     assert [r for r, _, _ in DEFAULT_WINDOWS] == ["US", "US-FL", "US-OK", "US-MD", "US-CT", "US-TX"]
 
 
-@pytest.mark.parametrize("number, place", [
-    ("+13055551234", Place((NY,), "US-FL", "number")),  # Florida by its area code
-    ("+12145551234", Place((CHICAGO,), "US-TX", "number")),
-    ("+14155551234", Place(("America/Los_Angeles",), "US-CA", "number")),  # "San Francisco, CA"
-    ("+18605551234", Place((NY,), "US-CT", "number")),
-    ("+61212345678", Place(("Australia/Sydney",), "AU-NSW", "number")),
-    ("+447700900123", None),  # a reserved (fictional) range: not a valid number
-    ("u-42", None), ("+1 305 555 1234", None), ("+", None),
-])
+@pytest.mark.parametrize(
+    "number, place",
+    [
+        ("+13055551234", Place((NY,), "US-FL", "number")),  # Florida by its area code
+        ("+12145551234", Place((CHICAGO,), "US-TX", "number")),
+        ("+14155551234", Place(("America/Los_Angeles",), "US-CA", "number")),  # "San Francisco, CA"
+        ("+18605551234", Place((NY,), "US-CT", "number")),
+        ("+61212345678", Place(("Australia/Sydney",), "AU-NSW", "number")),
+        ("+447700900123", None),  # a reserved (fictional) range: not a valid number
+        ("u-42", None),
+        ("+1 305 555 1234", None),
+        ("+", None),
+    ],
+)
 def test_a_number_says_where_it_was_registered(number, place):
     assert place_of_number(number) == place
 
 
 def test_zones_come_from_the_pinned_tzdata_package_not_the_machine(monkeypatch):
     import zoneinfo
+
     zone.cache_clear()
     zoneinfo.reset_tzpath(to=[])  # no system zone files at all
     try:

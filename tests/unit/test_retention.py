@@ -1,5 +1,6 @@
 """Conversations lapse after `conversation_horizon_days` without an inbound, and their rows go;
 opt-outs and opt-ins never do (models/retention.py)."""
+
 from __future__ import annotations
 
 import pytest

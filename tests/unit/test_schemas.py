@@ -6,6 +6,7 @@ records that `Decision`, `Delivery` and `GateWorker.dead_letter` produce conform
 `delivery.json` and `deadletter.json`. The known differences are asserted as such (see
 `test_known_difference_*`), so a change on either side shows up here.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,21 @@ from sendgate.models.policy import Policy
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "models" / "schemas"
 BASE = "https://sendgate.example/schemas/v1/"
-KINDS = ("inbound", "opt_in", "opt_out", "send", "app_policy", "sender_profile", "junk_report", "delivery_status", "contact", "tick",
-         "cancel", "junk_shared", "recipient_profile")
+KINDS = (
+    "inbound",
+    "opt_in",
+    "opt_out",
+    "send",
+    "app_policy",
+    "sender_profile",
+    "junk_report",
+    "delivery_status",
+    "contact",
+    "tick",
+    "cancel",
+    "junk_shared",
+    "recipient_profile",
+)
 OUTPUTS = ("decision", "delivery", "deadletter", "consent", "grant_revocation")
 
 SCHEMAS: dict[str, dict[str, Any]] = {p.stem: json.loads(p.read_text("utf-8")) for p in SCHEMA_DIR.glob("*.json")}
@@ -90,127 +104,332 @@ def test_schema_limits_are_the_validator_constants():
 
 # --- input events: the agreement table --------------------------------------------------------------
 FULL: dict[str, dict[str, Any]] = {
-    "inbound": {"type": "inbound", "event_id": "in-1", "app": APP, "sender": SENDER, "userkey": "u1",
-                "network": "sms", "text": "hello", "ts": T},
-    "opt_in": {"type": "opt_in", "event_id": "oi-1", "app": APP, "userkey": "u1", "source": "web-form",
-               "categories": ["informational", "promotional"], "method": "web_form", "consent_text": "Yes, send me offers",
-               "consent_version": "v3", "location": "https://shop.example/signup", "ts": T},
-    "opt_out": {"type": "opt_out", "event_id": "oo-1", "app": APP, "userkey": "u1", "source": "support call",
-                "ts": T},
-    "send": {"type": "send", "request_id": "r1", "app": APP, "sender": SENDER, "userkey": "u1",
-             "network": "whatsapp", "text": "Hi there", "reply_to": "in-1", "valid_for_s": 600, "ts": T},
-    "app_policy": {"type": "app_policy", "event_id": "ap-1", "app": APP, "unrestricted": True,
-                   "reason": "contract signed", "ts": T},
-    "sender_profile": {"type": "sender_profile", "event_id": "sp-1", "app": APP, "sender": SENDER,
-                       "registered_ts": T - 365 * DAY, "ts": T},
-    "junk_report": {"type": "junk_report", "event_id": "jr-1", "app": APP, "sender": SENDER, "userkey": "u1",
-                    "request_id": "r1", "text": "win a prize now", "ts": T},
-    "delivery_status": {"type": "delivery_status", "event_id": "ds-1", "app": APP, "sender": SENDER, "userkey": "u1",
-                        "request_id": "r1", "status": "not_delivered", "ts": T},
-    "contact": {"type": "contact", "event_id": "ct-1", "app": APP, "userkey": "u1", "network": "xmpp",
-                "authorized": True, "ts": T},
+    "inbound": {
+        "type": "inbound",
+        "event_id": "in-1",
+        "app": APP,
+        "sender": SENDER,
+        "userkey": "u1",
+        "network": "sms",
+        "text": "hello",
+        "ts": T,
+    },
+    "opt_in": {
+        "type": "opt_in",
+        "event_id": "oi-1",
+        "app": APP,
+        "userkey": "u1",
+        "source": "web-form",
+        "categories": ["informational", "promotional"],
+        "method": "web_form",
+        "consent_text": "Yes, send me offers",
+        "consent_version": "v3",
+        "location": "https://shop.example/signup",
+        "ts": T,
+    },
+    "opt_out": {"type": "opt_out", "event_id": "oo-1", "app": APP, "userkey": "u1", "source": "support call", "ts": T},
+    "send": {
+        "type": "send",
+        "request_id": "r1",
+        "app": APP,
+        "sender": SENDER,
+        "userkey": "u1",
+        "network": "whatsapp",
+        "text": "Hi there",
+        "reply_to": "in-1",
+        "valid_for_s": 600,
+        "ts": T,
+    },
+    "app_policy": {
+        "type": "app_policy",
+        "event_id": "ap-1",
+        "app": APP,
+        "unrestricted": True,
+        "reason": "contract signed",
+        "ts": T,
+    },
+    "sender_profile": {
+        "type": "sender_profile",
+        "event_id": "sp-1",
+        "app": APP,
+        "sender": SENDER,
+        "registered_ts": T - 365 * DAY,
+        "ts": T,
+    },
+    "junk_report": {
+        "type": "junk_report",
+        "event_id": "jr-1",
+        "app": APP,
+        "sender": SENDER,
+        "userkey": "u1",
+        "request_id": "r1",
+        "text": "win a prize now",
+        "ts": T,
+    },
+    "delivery_status": {
+        "type": "delivery_status",
+        "event_id": "ds-1",
+        "app": APP,
+        "sender": SENDER,
+        "userkey": "u1",
+        "request_id": "r1",
+        "status": "not_delivered",
+        "ts": T,
+    },
+    "contact": {
+        "type": "contact",
+        "event_id": "ct-1",
+        "app": APP,
+        "userkey": "u1",
+        "network": "xmpp",
+        "authorized": True,
+        "ts": T,
+    },
     "tick": {"type": "tick", "app": APP, "ts": T},
     "cancel": {"type": "cancel", "request_id": "r1", "app": APP, "ts": T},
-    "junk_shared": {"type": "junk_shared", "event_id": "jr-1", "app": APP, "reporter": 2 ** 64 - 1,
-                    "text": "win a prize now", "ts": T},
-    "recipient_profile": {"type": "recipient_profile", "event_id": "rp-1", "app": APP, "userkey": "u1",
-                          "timezone": "America/New_York", "region": "US-FL", "ts": T},
+    "junk_shared": {
+        "type": "junk_shared",
+        "event_id": "jr-1",
+        "app": APP,
+        "reporter": 2**64 - 1,
+        "text": "win a prize now",
+        "ts": T,
+    },
+    "recipient_profile": {
+        "type": "recipient_profile",
+        "event_id": "rp-1",
+        "app": APP,
+        "userkey": "u1",
+        "timezone": "America/New_York",
+        "region": "US-FL",
+        "ts": T,
+    },
 }
-FIELD_KIND = {"event_id": "id", "app": "id", "sender": "id", "userkey": "id", "request_id": "id",
-              "network": "network", "text": "text", "unrestricted": "bool", "registered_ts": "epoch",
-              "source": "opt_text", "reason": "opt_text", "reply_to": "opt_id", "authorized": "bool",
-              "valid_for_s": "valid_for", "status": "status", "reporter": "reporter", "category": "category",
-              "categories": "categories", "method": "evidence", "consent_text": "evidence",
-              "consent_version": "evidence", "location": "evidence", "timezone": "zone", "region": "region"}
-OPTIONAL = {"opt_in": ("source", "categories", "method", "consent_text", "consent_version", "location"),
-            "opt_out": ("source",), "send": ("reply_to", "valid_for_s", "category"),
-            "recipient_profile": ("region",),
-            "app_policy": ("reason",),
-            "junk_report": ("request_id",)}
+FIELD_KIND = {
+    "event_id": "id",
+    "app": "id",
+    "sender": "id",
+    "userkey": "id",
+    "request_id": "id",
+    "network": "network",
+    "text": "text",
+    "unrestricted": "bool",
+    "registered_ts": "epoch",
+    "source": "opt_text",
+    "reason": "opt_text",
+    "reply_to": "opt_id",
+    "authorized": "bool",
+    "valid_for_s": "valid_for",
+    "status": "status",
+    "reporter": "reporter",
+    "category": "category",
+    "categories": "categories",
+    "method": "evidence",
+    "consent_text": "evidence",
+    "consent_version": "evidence",
+    "location": "evidence",
+    "timezone": "zone",
+    "region": "region",
+}
+OPTIONAL = {
+    "opt_in": ("source", "categories", "method", "consent_text", "consent_version", "location"),
+    "opt_out": ("source",),
+    "send": ("reply_to", "valid_for_s", "category"),
+    "recipient_profile": ("region",),
+    "app_policy": ("reason",),
+    "junk_report": ("request_id",),
+}
 MAX_TS = 253_402_300_799_999
 
 # Values by field kind: (label, value, valid?). Text lengths count code points, like Python's len.
 ID_VALUES = [
-    ("ascii", "abc-123", True), ("one-char", "x", True), ("256-chars", "x" * 256, True),
-    ("256-astral", "\U0001F600" * 256, True), ("non-ascii", "Zoë-Ärger", True), ("space", "a b", True),
+    ("ascii", "abc-123", True),
+    ("one-char", "x", True),
+    ("256-chars", "x" * 256, True),
+    ("256-astral", "\U0001f600" * 256, True),
+    ("non-ascii", "Zoë-Ärger", True),
+    ("space", "a b", True),
     ("c1-control-U+0085", "a\x85b", True),  # the contract's control characters are U+0000-U+001F, U+007F only
-    ("empty", "", False), ("257-chars", "x" * 257, False), ("257-astral", "\U0001F600" * 257, False),
-    ("newline", "a\nb", False), ("trailing-newline", "abc\n", False), ("nul", "a\x00", False),
-    ("tab", "a\tb", False), ("unit-sep", "a\x1fb", False), ("del", "a\x7fb", False),
-    ("int", 42, False), ("bool", True, False), ("null", None, False), ("list", ["a"], False), ("object", {}, False),
+    ("empty", "", False),
+    ("257-chars", "x" * 257, False),
+    ("257-astral", "\U0001f600" * 257, False),
+    ("newline", "a\nb", False),
+    ("trailing-newline", "abc\n", False),
+    ("nul", "a\x00", False),
+    ("tab", "a\tb", False),
+    ("unit-sep", "a\x1fb", False),
+    ("del", "a\x7fb", False),
+    ("int", 42, False),
+    ("bool", True, False),
+    ("null", None, False),
+    ("list", ["a"], False),
+    ("object", {}, False),
 ]
 TEXT_VALUES = [
-    ("empty", "", True), ("10000-chars", "x" * 10_000, True), ("10000-astral", "\U0001F600" * 10_000, True),
+    ("empty", "", True),
+    ("10000-chars", "x" * 10_000, True),
+    ("10000-astral", "\U0001f600" * 10_000, True),
     ("control-chars-allowed", "line1\nline2\ttab\x00", True),
-    ("10001-chars", "x" * 10_001, False), ("10001-astral", "\U0001F600" * 10_001, False),
-    ("int", 42, False), ("bool", False, False), ("null", None, False), ("list", [], False),
+    ("10001-chars", "x" * 10_001, False),
+    ("10001-astral", "\U0001f600" * 10_001, False),
+    ("int", 42, False),
+    ("bool", False, False),
+    ("null", None, False),
+    ("list", [], False),
 ]
 NETWORK_VALUES = [
-    ("sms", "sms", True), ("all-classes", "a-z_0-9", True), ("32-chars", "n" * 32, True), ("digit", "5", True),
-    ("SMS!", "SMS!", False), ("upper", "SMS", False), ("empty", "", False), ("33-chars", "n" * 33, False),
-    ("trailing-newline", "sms\n", False), ("leading-newline", "\nsms", False), ("space", "sm s", False),
-    ("dot", "sms.eu", False), ("accent", "smś", False), ("int", 7, False), ("null", None, False),
+    ("sms", "sms", True),
+    ("all-classes", "a-z_0-9", True),
+    ("32-chars", "n" * 32, True),
+    ("digit", "5", True),
+    ("SMS!", "SMS!", False),
+    ("upper", "SMS", False),
+    ("empty", "", False),
+    ("33-chars", "n" * 33, False),
+    ("trailing-newline", "sms\n", False),
+    ("leading-newline", "\nsms", False),
+    ("space", "sm s", False),
+    ("dot", "sms.eu", False),
+    ("accent", "smś", False),
+    ("int", 7, False),
+    ("null", None, False),
 ]
 EPOCH_VALUES = [
-    ("zero", 0, True), ("now", T, True), ("max", MAX_TS, True),
-    ("negative", -1, False), ("above-max", MAX_TS + 1, False), ("float", 1.5, False),
+    ("zero", 0, True),
+    ("now", T, True),
+    ("max", MAX_TS, True),
+    ("negative", -1, False),
+    ("above-max", MAX_TS + 1, False),
+    ("float", 1.5, False),
     ("float-big", 1.7e12 + 0.5, False),
-    ("true", True, False), ("false", False, False), ("string", "1700000000000", False), ("list", [T], False),
+    ("true", True, False),
+    ("false", False, False),
+    ("string", "1700000000000", False),
+    ("list", [T], False),
 ]
 BOOL_VALUES = [
-    ("true", True, True), ("false", False, True),
-    ("int-1", 1, False), ("int-0", 0, False), ("string", "true", False), ("null", None, False),
+    ("true", True, True),
+    ("false", False, True),
+    ("int-1", 1, False),
+    ("int-0", 0, False),
+    ("string", "true", False),
+    ("null", None, False),
 ]
 VALID_FOR_VALUES = [
-    ("null", None, True), ("one", 1, True), ("max", 36_000, True), ("zero", 0, False), ("above-max", 36_001, False),
-    ("negative", -5, False), ("float", 60.5, False), ("true", True, False), ("string", "60", False),
+    ("null", None, True),
+    ("one", 1, True),
+    ("max", 36_000, True),
+    ("zero", 0, False),
+    ("above-max", 36_001, False),
+    ("negative", -5, False),
+    ("float", 60.5, False),
+    ("true", True, False),
+    ("string", "60", False),
 ]
 STATUS_VALUES = [
-    ("delivered", "delivered", True), ("failed", "failed", True), ("not_delivered", "not_delivered", True),
-    ("upper", "DELIVERED", False), ("other", "read", False), ("empty", "", False), ("null", None, False),
+    ("delivered", "delivered", True),
+    ("failed", "failed", True),
+    ("not_delivered", "not_delivered", True),
+    ("upper", "DELIVERED", False),
+    ("other", "read", False),
+    ("empty", "", False),
+    ("null", None, False),
     ("int", 1, False),
 ]
 OPT_ID_VALUES = [("null", None, True)] + [v for v in ID_VALUES if v[0] != "null"]
 OPT_TEXT_VALUES = [("null", None, True)] + [v for v in TEXT_VALUES if v[0] != "null"]
 TS_VALUES = [("null", None, True)] + EPOCH_VALUES  # ts: null means "use the record timestamp"
 REPORTER_VALUES = [
-    ("zero", 0, True), ("max", 2 ** 64 - 1, True), ("2^64", 2 ** 64, False), ("negative", -1, False),
-    ("float", 1.5, False), ("string", "1", False), ("bool", True, False), ("null", None, False),
+    ("zero", 0, True),
+    ("max", 2**64 - 1, True),
+    ("2^64", 2**64, False),
+    ("negative", -1, False),
+    ("float", 1.5, False),
+    ("string", "1", False),
+    ("bool", True, False),
+    ("null", None, False),
 ]
 CATEGORY_VALUES = [
-    ("null", None, True), ("conversational", "conversational", True), ("informational", "informational", True),
-    ("promotional", "promotional", True), ("upper", "PROMOTIONAL", False), ("other", "marketing", False),
-    ("empty", "", False), ("int", 1, False), ("list", ["promotional"], False),
+    ("null", None, True),
+    ("conversational", "conversational", True),
+    ("informational", "informational", True),
+    ("promotional", "promotional", True),
+    ("upper", "PROMOTIONAL", False),
+    ("other", "marketing", False),
+    ("empty", "", False),
+    ("int", 1, False),
+    ("list", ["promotional"], False),
 ]
 CATEGORIES_VALUES = [
-    ("null", None, True), ("one", ["promotional"], True), ("all", ["conversational", "informational", "promotional"],
-                                                              True),
-    ("repeated", ["promotional", "promotional"], True), ("empty", [], False), ("other", ["marketing"], False),
-    ("string", "promotional", False), ("int", 1, False), ("list-of-int", [1], False),
+    ("null", None, True),
+    ("one", ["promotional"], True),
+    ("all", ["conversational", "informational", "promotional"], True),
+    ("repeated", ["promotional", "promotional"], True),
+    ("empty", [], False),
+    ("other", ["marketing"], False),
+    ("string", "promotional", False),
+    ("int", 1, False),
+    ("list-of-int", [1], False),
 ]
 EVIDENCE_VALUES = [
-    ("null", None, True), ("empty", "", True), ("2000-chars", "x" * 2000, True), ("2001-chars", "x" * 2001, False),
-    ("int", 1, False), ("list", ["x"], False),
+    ("null", None, True),
+    ("empty", "", True),
+    ("2000-chars", "x" * 2000, True),
+    ("2001-chars", "x" * 2001, False),
+    ("int", 1, False),
+    ("list", ["x"], False),
 ]
 ZONE_VALUES = [
-    ("new-york", "America/New_York", True), ("utc", "UTC", True), ("three-parts", "America/Argentina/Salta", True),
-    ("empty", "", False), ("65-chars", "x" * 65, False), ("null", None, False), ("int", 5, False),
+    ("new-york", "America/New_York", True),
+    ("utc", "UTC", True),
+    ("three-parts", "America/Argentina/Salta", True),
+    ("empty", "", False),
+    ("65-chars", "x" * 65, False),
+    ("null", None, False),
+    ("int", 5, False),
 ]
 REGION_VALUES = [
-    ("null", None, True), ("country", "GB", True), ("us-state", "US-FL", True), ("three", "FR-75C", True),
-    ("lower", "us-fl", False), ("empty", "", False), ("long", "US-FLOR", False), ("int", 1, False),
+    ("null", None, True),
+    ("country", "GB", True),
+    ("us-state", "US-FL", True),
+    ("three", "FR-75C", True),
+    ("lower", "us-fl", False),
+    ("empty", "", False),
+    ("long", "US-FLOR", False),
+    ("int", 1, False),
 ]
-VALUES = {"reporter": REPORTER_VALUES, "category": CATEGORY_VALUES, "categories": CATEGORIES_VALUES,
-          "evidence": EVIDENCE_VALUES, "zone": ZONE_VALUES, "region": REGION_VALUES, "id": ID_VALUES,
-          "text": TEXT_VALUES, "network": NETWORK_VALUES, "epoch": EPOCH_VALUES,
-          "bool": BOOL_VALUES, "opt_id": OPT_ID_VALUES, "opt_text": OPT_TEXT_VALUES, "valid_for": VALID_FOR_VALUES,
-          "status": STATUS_VALUES}
+VALUES = {
+    "reporter": REPORTER_VALUES,
+    "category": CATEGORY_VALUES,
+    "categories": CATEGORIES_VALUES,
+    "evidence": EVIDENCE_VALUES,
+    "zone": ZONE_VALUES,
+    "region": REGION_VALUES,
+    "id": ID_VALUES,
+    "text": TEXT_VALUES,
+    "network": NETWORK_VALUES,
+    "epoch": EPOCH_VALUES,
+    "bool": BOOL_VALUES,
+    "opt_id": OPT_ID_VALUES,
+    "opt_text": OPT_TEXT_VALUES,
+    "valid_for": VALID_FOR_VALUES,
+    "status": STATUS_VALUES,
+}
 
 
 # Every value list runs in full on the first field of its kind in each event type; other fields of
 # the same kind get the values that tell the definitions apart (enough to catch a wrong $ref).
-SIGNATURE = {"empty", "256-chars", "257-chars", "trailing-newline", "10001-chars", "control-chars-allowed",
-             "SMS!", "int", "null"}
+SIGNATURE = {
+    "empty",
+    "256-chars",
+    "257-chars",
+    "trailing-newline",
+    "10001-chars",
+    "control-chars-allowed",
+    "SMS!",
+    "int",
+    "null",
+}
 
 
 def _case_groups() -> dict[str, list[tuple[str, Any, bool]]]:
@@ -225,8 +444,7 @@ def _case_groups() -> dict[str, list[tuple[str, Any, bool]]]:
         required = [f for f in full if f not in ("type", "ts") and f not in optional]
         add(f"{kind}/document", "full", full, True)
         add(f"{kind}/document", "minimal", {"type": kind, **{f: full[f] for f in required}}, True)
-        add(f"{kind}/document", "extra-fields", {**full, "x_trace": {"id": 1}, "priority": None, "tags": ["a"]},
-            True)
+        add(f"{kind}/document", "extra-fields", {**full, "x_trace": {"id": 1}, "priority": None, "tags": ["a"]}, True)
         # Fields of other kinds, with values invalid there, are unknown fields here: ignored.
         foreign = {"unrestricted": "no", "registered_ts": -1, "network": "SMS!", "text": 5, "reply_to": ""}
         add(f"{kind}/document", "invalid-fields-of-other-kinds", {**foreign, **full}, True)
@@ -249,8 +467,14 @@ def _case_groups() -> dict[str, list[tuple[str, Any, bool]]]:
         for label, value, ok in TS_VALUES:
             add(f"{kind}/ts", label, {**full, "ts": value}, ok)
         add(f"{kind}/type", "missing", {k: v for k, v in full.items() if k != "type"}, False)
-        for label, value in [("unknown", "sms"), ("upper-case", kind.upper()), ("int", 5), ("null", None),
-                             ("list", [kind]), ("padded", f" {kind}")]:
+        for label, value in [
+            ("unknown", "sms"),
+            ("upper-case", kind.upper()),
+            ("int", 5),
+            ("null", None),
+            ("list", [kind]),
+            ("padded", f" {kind}"),
+        ]:
             add(f"{kind}/type", label, {**full, "type": value}, False)
     for label, doc in [("list", [FULL["tick"]]), ("string", "tick"), ("null", None), ("int", 5), ("empty", {})]:
         add("not-an-object", label, doc, False)
@@ -304,11 +528,14 @@ def test_canonical_encoding_of_a_full_event_conforms(kind):
     assert schema_accepts("event", orjson.loads(encode_event(validate(FULL[kind], 0))))
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"type":"tick","app":"app1","ts":1700000000000.0}',
-    b'{"type":"tick","app":"app1","ts":1.7e12}',
-    b'{"type":"sender_profile","event_id":"e","app":"a","sender":"s","registered_ts":0.0}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"tick","app":"app1","ts":1700000000000.0}',
+        b'{"type":"tick","app":"app1","ts":1.7e12}',
+        b'{"type":"sender_profile","event_id":"e","app":"a","sender":"s","registered_ts":0.0}',
+    ],
+)
 def test_known_difference_integral_float_literals(raw):
     # KNOWN DIFFERENCE: JSON Schema's "integer" is a mathematical integer, so 1700000000000.0 and
     # 1.7e12 conform; models/events.py requires a JSON integer literal (orjson decodes these to
@@ -342,20 +569,46 @@ def test_record_size_limit_is_outside_the_schema():
 # --- outputs --------------------------------------------------------------------------------------
 BURST = dict(similarity=0.875, similar_recipients=11, cluster_id="c3")
 DECISIONS = {
-    "accepted": Decision("r1", APP, SENDER, "u1", "sms", "accepted", "conversation",
-                         "userkey has written to sender 'S1'; 1st recipient of this text", T,
-                         similarity=1.0, similar_recipients=1, cluster_id="c1"),
-    "accepted-reply": Decision("r2", APP, SENDER, "u1", "sms", "accepted", "reply", "reply: answers in-1", T,
-                               reply=True),
-    "accepted-paced-now": Decision("r3", APP, SENDER, "u9", "sms", "accepted", "burst_paced", "slot is free now",
-                                   T, deliver_at=T, **BURST),
-    "delayed": Decision("r4", APP, SENDER, "u12", "sms", "delayed", "burst_paced", "deliver at ...", T,
-                        deliver_at=T + 61_200, **BURST),
-    "rejected-burst-limit": Decision("r5", APP, SENDER, "u13", "sms", "rejected", "burst_limit", "retry in 42 s",
-                                     T, retry_after_s=42, **BURST),
+    "accepted": Decision(
+        "r1",
+        APP,
+        SENDER,
+        "u1",
+        "sms",
+        "accepted",
+        "conversation",
+        "userkey has written to sender 'S1'; 1st recipient of this text",
+        T,
+        similarity=1.0,
+        similar_recipients=1,
+        cluster_id="c1",
+    ),
+    "accepted-reply": Decision(
+        "r2", APP, SENDER, "u1", "sms", "accepted", "reply", "reply: answers in-1", T, reply=True
+    ),
+    "accepted-paced-now": Decision(
+        "r3", APP, SENDER, "u9", "sms", "accepted", "burst_paced", "slot is free now", T, deliver_at=T, **BURST
+    ),
+    "delayed": Decision(
+        "r4", APP, SENDER, "u12", "sms", "delayed", "burst_paced", "deliver at ...", T, deliver_at=T + 61_200, **BURST
+    ),
+    "rejected-burst-limit": Decision(
+        "r5", APP, SENDER, "u13", "sms", "rejected", "burst_limit", "retry in 42 s", T, retry_after_s=42, **BURST
+    ),
     "rejected-no-conversation": Decision("r6", APP, SENDER, "u2", "sms", "rejected", "no_conversation", "...", T),
-    "released": Decision("r4", APP, SENDER, "u12", "sms", "released", "slot_reached", "delivered", T + MINUTE,
-                         deliver_at=T + 61_200, cluster_id="c3"),
+    "released": Decision(
+        "r4",
+        APP,
+        SENDER,
+        "u12",
+        "sms",
+        "released",
+        "slot_reached",
+        "delivered",
+        T + MINUTE,
+        deliver_at=T + 61_200,
+        cluster_id="c3",
+    ),
     "cancelled": Decision("r7", APP, SENDER, "u2", "sms", "cancelled", "cancelled_by_app", "cancelled", T),
     "rejected-cancel-not-pending": Decision("r8", APP, "", "", "", "rejected", "not_pending", "not pending", T),
 }
@@ -377,11 +630,24 @@ def test_decision_fields_are_all_declared():
     assert set(required) == set(props) - optional
 
 
-@pytest.mark.parametrize(("change", "drop"), [
-    ({"outcome": "maybe"}, ()), ({"reply": None}, ()), ({"deliver_at": None}, ()), ({"ts": 1.5}, ()),
-    ({"similarity": 1.5}, ()), ({"retry_after_s": 0}, ()), ({"network": "SMS"}, ()), ({"type": "delivery"}, ()),
-    ({}, ("deliver_at",)), ({}, ("reply",)), ({}, ("decision_id",)), ({"decision_id": "r4"}, ()),
-], ids=lambda v: repr(v))
+@pytest.mark.parametrize(
+    ("change", "drop"),
+    [
+        ({"outcome": "maybe"}, ()),
+        ({"reply": None}, ()),
+        ({"deliver_at": None}, ()),
+        ({"ts": 1.5}, ()),
+        ({"similarity": 1.5}, ()),
+        ({"retry_after_s": 0}, ()),
+        ({"network": "SMS"}, ()),
+        ({"type": "delivery"}, ()),
+        ({}, ("deliver_at",)),
+        ({}, ("reply",)),
+        ({}, ("decision_id",)),
+        ({"decision_id": "r4"}, ()),
+    ],
+    ids=lambda v: repr(v),
+)
 def test_decision_schema_rejects_malformed_records(change, drop):
     doc = {**DECISIONS["delayed"].to_dict(), **change}
     for name in drop:
@@ -393,18 +659,27 @@ def test_the_request_controls_decisions_conform():
     h = Harness(Policy(recipient_limits=[[1, 3600]], contact_list_networks=["xmpp"], max_delay_s=1800))
     h.feed(event("app_policy", -DAY, unrestricted=True), event("sender_profile", -DAY, registered_ts=T - 400 * DAY))
     h.feed(*[send(f"u{i}", text="Your parcel is out for delivery") for i in range(11)])
-    h.feed(send("u11", text="Your parcel is out for delivery", valid_for_s=30),  # its slot is 60 s away
-           send("u12", text="Your parcel is out for delivery", valid_for_s=1000),  # paced, but nothing comes in time
-           send("u0", at=1, text="A second text within the hour"),  # 1 an hour: beyond max_delay_s
-           send("u1", at=1, network="xmpp"))
+    h.feed(
+        send("u11", text="Your parcel is out for delivery", valid_for_s=30),  # its slot is 60 s away
+        send("u12", text="Your parcel is out for delivery", valid_for_s=1000),  # paced, but nothing comes in time
+        send("u0", at=1, text="A second text within the hour"),  # 1 an hour: beyond max_delay_s
+        send("u1", at=1, network="xmpp"),
+    )
     for i in range(6):  # the user's bot repeats itself
-        h.feed(event("inbound", 30 * MINUTE + i, event_id=f"bot-{i}", userkey="bot", text="I am away (auto-reply)"),
-               send("bot", at=30 * MINUTE + i, text=f"ok {i}", reply_to=f"bot-{i}"))
+        h.feed(
+            event("inbound", 30 * MINUTE + i, event_id=f"bot-{i}", userkey="bot", text="I am away (auto-reply)"),
+            send("bot", at=30 * MINUTE + i, text=f"ok {i}", reply_to=f"bot-{i}"),
+        )
     h.feed(event("tick", 60 * MINUTE))
     decisions = [r for r in h.records if isinstance(r, Decision)]
     reasons = {(d.outcome, d.reason) for d in decisions}
-    assert {("rejected", "expired_before_slot"), ("cancelled", "expired"), ("rejected", "recipient_limit"),
-            ("rejected", "not_in_contacts"), ("delayed", "loop_suspected")} <= reasons, reasons
+    assert {
+        ("rejected", "expired_before_slot"),
+        ("cancelled", "expired"),
+        ("rejected", "recipient_limit"),
+        ("rejected", "not_in_contacts"),
+        ("delayed", "loop_suspected"),
+    } <= reasons, reasons
     assert all(schema_accepts("decision", orjson.loads(d.to_json())) for d in decisions)
 
 
@@ -430,23 +705,40 @@ def test_every_record_of_a_gate_run_conforms():
     cancelled, and the deliveries, from one short run through the gate."""
     h = Harness(Policy(free_recipients=1, max_delay_s=150))
     text = "Your parcel 123 is out for delivery today, track it at https://t.example/123"
-    h.feed(event("app_policy", -DAY, unrestricted=True, reason="test"),
-           event("sender_profile", -DAY, registered_ts=T - 365 * DAY),
-           *[event("inbound", -DAY, userkey=f"conv{i}", text="hi") for i in range(3)])
+    h.feed(
+        event("app_policy", -DAY, unrestricted=True, reason="test"),
+        event("sender_profile", -DAY, registered_ts=T - 365 * DAY),
+        *[event("inbound", -DAY, userkey=f"conv{i}", text="hi") for i in range(3)],
+    )
     h.feed(*[event("send", i, request_id=f"r{i}", userkey=f"u{i}", text=text) for i in range(4)])
-    h.feed(event("cancel", 10, request_id="r2"), event("cancel", 11, request_id="nope"),
-           event("opt_out", 12, userkey="u9"), event("send", 13, request_id="r9", userkey="u9"),
-           event("tick", 2 * MINUTE))
+    h.feed(
+        event("cancel", 10, request_id="r2"),
+        event("cancel", 11, request_id="nope"),
+        event("opt_out", 12, userkey="u9"),
+        event("send", 13, request_id="r9", userkey="u9"),
+        event("tick", 2 * MINUTE),
+    )
     decisions = [r for r in h.records if isinstance(r, Decision)]
     seen = {(d.outcome, d.reason) for d in decisions}
-    assert {("accepted", "unrestricted"), ("delayed", "burst_paced"), ("rejected", "burst_limit"),
-            ("cancelled", "cancelled_by_app"), ("rejected", "not_pending"), ("rejected", "opted_out"),
-            ("released", "slot_reached")} <= seen, seen
+    assert {
+        ("accepted", "unrestricted"),
+        ("delayed", "burst_paced"),
+        ("rejected", "burst_limit"),
+        ("cancelled", "cancelled_by_app"),
+        ("rejected", "not_pending"),
+        ("rejected", "opted_out"),
+        ("released", "slot_reached"),
+    } <= seen, seen
     assert len(h.deliveries) == 2
     assert any(isinstance(r, ConsentRecord) for r in h.records)
     for record in h.records:
-        name = ("decision" if isinstance(record, Decision) else "consent" if isinstance(record, ConsentRecord)
-                else "delivery")
+        name = (
+            "decision"
+            if isinstance(record, Decision)
+            else "consent"
+            if isinstance(record, ConsentRecord)
+            else "delivery"
+        )
         doc = orjson.loads(record.to_json())
         assert schema_accepts(name, doc), (name, doc, list(VALIDATORS[name].iter_errors(doc)))
 
@@ -460,11 +752,13 @@ def test_a_grant_revocation_and_the_app_policy_event_it_appends_conform():
     assert schema_accepts("grant_revocation", doc), list(VALIDATORS["grant_revocation"].iter_errors(doc))
     assert GrantRevocation.from_dict(doc) == revocation
     assert schema_accepts("event", orjson.loads(revocation.policy_event())) and python_accepts(
-        orjson.loads(revocation.policy_event()))
+        orjson.loads(revocation.policy_event())
+    )
 
 
-def _dead_letter(key: bytes | None, value: bytes | None, error: str,
-                 code: ev.Refusal = ev.Refusal.INVALID_FIELD) -> dict[str, Any]:
+def _dead_letter(
+    key: bytes | None, value: bytes | None, error: str, code: ev.Refusal = ev.Refusal.INVALID_FIELD
+) -> dict[str, Any]:
     """The record value the worker's real dead-letter code builds."""
     from sendgate.streams.worker.app import dead_letter_record  # imports faust: only this test pays for it
 
@@ -500,8 +794,15 @@ def test_dead_letter_records_conform():
     assert records["binary-key"]["key"] == "gIE="
 
     good = records["not-utf8"]
-    for broken in ({"raw_encoding": "hex"}, {"raw": None}, {"raw": "not base64!"}, {"partition": -1},
-                   {"offset": "12"}, {"key": 5}, {"error": None}):
+    for broken in (
+        {"raw_encoding": "hex"},
+        {"raw": None},
+        {"raw": "not base64!"},
+        {"partition": -1},
+        {"offset": "12"},
+        {"key": 5},
+        {"error": None},
+    ):
         assert not schema_accepts("deadletter", {**good, **broken}), broken
     for name in ("error", "topic", "partition", "offset", "key", "raw"):
         assert not schema_accepts("deadletter", {k: v for k, v in good.items() if k != name}), name

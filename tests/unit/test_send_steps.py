@@ -1,6 +1,7 @@
 """The send pipeline as documented, and one vocabulary: the step table of models/gate/ is
 `SEND_STEPS`, each reason of a send is decided in one module (`grep Reason.BURST_PACED` lands
 there), and the decisions schema lists exactly the `Outcome` and `Reason` enums."""
+
 from __future__ import annotations
 
 import ast
@@ -17,8 +18,7 @@ ROW = re.compile(r"^\| (\w+) \| (.+) \| (\w+) \|$")
 
 
 def table() -> list[tuple[str, str, str]]:
-    return [m.groups() for line in gate_package.__doc__.splitlines() if (m := ROW.match(line))
-            and m.group(1) != "step"]
+    return [m.groups() for line in gate_package.__doc__.splitlines() if (m := ROW.match(line)) and m.group(1) != "step"]
 
 
 def test_the_documented_table_is_the_send_steps_in_order():
@@ -30,9 +30,14 @@ def decided(path: Path) -> set[str]:
     """The reasons a module gives (`Reason.X`), not those it compares a decision's reason with."""
     tree = ast.parse(path.read_text())
     compared = {id(node) for cmp in ast.walk(tree) if isinstance(cmp, ast.Compare) for node in ast.walk(cmp)}
-    return {Reason[node.attr].value for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "Reason"
-            and id(node) not in compared}
+    return {
+        Reason[node.attr].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "Reason"
+        and id(node) not in compared
+    }
 
 
 def test_each_reason_of_a_send_is_decided_in_one_module():

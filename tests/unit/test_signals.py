@@ -3,6 +3,7 @@ results move a sender's reputation, and an abusive unrestricted app loses its gr
 
 Expected numbers follow from the policy's factors, stated in each test.
 """
+
 from __future__ import annotations
 
 import orjson
@@ -28,8 +29,7 @@ def test_signals_multiply_the_score_and_the_deficit_halves_with_event_time():
     assert r.now(T, P) == pytest.approx(0.81)
     assert r.now(T + DAY, P) == pytest.approx(1 - 0.19 / 2) and r.effect(T + DAY, P) == 0.9
     r.record("delivered", T + DAY, P)  # x 1.02 on the decayed score
-    assert r.score == pytest.approx(0.905 * 1.02, abs=1e-6) and r.reasons() == \
-        "2 not-delivered result(s), 1 deliveries"
+    assert r.score == pytest.approx(0.905 * 1.02, abs=1e-6) and r.reasons() == "2 not-delivered result(s), 1 deliveries"
     assert Reputation.from_list(orjson.loads(orjson.dumps(r.to_list()))) == r
 
 
@@ -64,9 +64,13 @@ def revocations(h: Harness) -> list[GrantRevocation]:
     return [r for r in h.records if isinstance(r, GrantRevocation)]
 
 
-OTHER = ("Your appointment is confirmed for Tuesday at 3pm", "Thanks for your order, it ships tomorrow",
-         "The library book you reserved is ready for pickup", "Your password was changed; call us if it was not you",
-         "Reminder: the team meeting moved to room 4")
+OTHER = (
+    "Your appointment is confirmed for Tuesday at 3pm",
+    "Thanks for your order, it ships tomorrow",
+    "The library book you reserved is ready for pickup",
+    "Your password was changed; call us if it was not you",
+    "Reminder: the team meeting moved to room 4",
+)
 
 
 def test_junk_reports_against_an_unrestricted_app_revoke_its_grant_through_the_log():
@@ -118,8 +122,14 @@ def test_refused_blasts_revoke_and_the_count_restarts_each_window():
 def test_the_revocation_event_is_an_app_policy_event_with_a_stable_id():
     r = GrantRevocation(APP, "why", {"junk_reports": 5}, T)
     doc = orjson.loads(r.policy_event())
-    assert doc == {"type": "app_policy", "event_id": f"{REVOCATION_ID}{T}", "app": APP, "unrestricted": False,
-                   "reason": "why", "ts": T}
+    assert doc == {
+        "type": "app_policy",
+        "event_id": f"{REVOCATION_ID}{T}",
+        "app": APP,
+        "unrestricted": False,
+        "reason": "why",
+        "ts": T,
+    }
     assert r.to_dict()["revocation_id"] == f"{APP}:{REVOCATION_ID}{T}"
 
 
@@ -130,11 +140,14 @@ def test_an_app_without_a_grant_is_never_revoked():
     assert not revocations(h)
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"reputation_junk_report": 1.5}, "lowers a reputation"),
-    ({"reputation_delivered": 0.9}, "raises a reputation"),
-    ({"grant_revoke_not_delivered_rate": 0}, "grant_revoke_not_delivered_rate"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"reputation_junk_report": 1.5}, "lowers a reputation"),
+        ({"reputation_delivered": 0.9}, "raises a reputation"),
+        ({"grant_revoke_not_delivered_rate": 0}, "grant_revoke_not_delivered_rate"),
+    ],
+)
 def test_bad_signal_settings_are_refused(values, message):
     with pytest.raises(PolicyError, match=message):
         Policy.from_mapping(values)

@@ -1,4 +1,5 @@
 """similarity.py: normalisation, shingles and MinHash sketches of near-identical texts."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,16 +30,19 @@ def sim(sketcher: Sketcher, a: str, b: str) -> float:
     return float(similarities(sketcher.sketch(a), sketcher.sketch(b).reshape(1, -1))[0])
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Hello  BOB,\tcall 0800 123 today", "hello bob call 0 0 today"),
-    ("  padded  ", "padded"),
-    ("mail A.B+x@Example.co.uk now", "mail e now"),
-    ("see https://x.co/a?b=1 and www.shop.com/x", "see u and u"),
-    ("visit bit.ly/xYz12 or shop.example.com/sale!", "visit u or u"),
-    ("code 12345, amount 9.99", "code 0 amount 0 0"),  # punctuation reads as a space
-    ("WIN!!! a *prize*... now~", "win a prize now"),
-    ("Ünïcode ÄÖ", "unicode ao"),  # accents are dropped (models/reading.py)
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Hello  BOB,\tcall 0800 123 today", "hello bob call 0 0 today"),
+        ("  padded  ", "padded"),
+        ("mail A.B+x@Example.co.uk now", "mail e now"),
+        ("see https://x.co/a?b=1 and www.shop.com/x", "see u and u"),
+        ("visit bit.ly/xYz12 or shop.example.com/sale!", "visit u or u"),
+        ("code 12345, amount 9.99", "code 0 amount 0 0"),  # punctuation reads as a space
+        ("WIN!!! a *prize*... now~", "win a prize now"),
+        ("Ünïcode ÄÖ", "unicode ao"),  # accents are dropped (models/reading.py)
+    ],
+)
 def test_normalize_folds_per_recipient_variation(text, expected):
     assert normalize(text) == expected
 
@@ -98,7 +102,7 @@ def test_unrelated_texts_are_not_similar(sketcher, other):
 
 def test_unrelated_texts_are_not_similar_to_each_other(sketcher):
     for i, a in enumerate(UNRELATED):
-        for b in UNRELATED[i + 1:]:
+        for b in UNRELATED[i + 1 :]:
             assert sim(sketcher, a, b) < 0.2
 
 
@@ -126,6 +130,7 @@ def _datasketch_sketch(text: str, num_perm: int, size: int) -> np.ndarray:
     import zlib
 
     from datasketch import MinHash
+
     minhash = MinHash(num_perm=num_perm, seed=1, hashfunc=zlib.crc32, scheme="affine32")
     minhash.update_batch(shingles(normalize(text), size))
     return minhash.hashvalues
@@ -134,6 +139,7 @@ def _datasketch_sketch(text: str, num_perm: int, size: int) -> np.ndarray:
 @pytest.mark.parametrize("num_perm, size", [(128, 4), (64, 3), (256, 5)])
 def test_sketches_are_bit_identical_to_datasketch(num_perm, size):
     import random
+
     rng = random.Random(num_perm)
     alphabet = "abcdefgh  0123.@/:ÄéΩ😀\t"
     texts = ["", "a", "abc", "abcd", "abcde", "aaaaaaaaaa", "Ünïcode ÄÖ 😀😀", *VARIANTS, PARCEL, *UNRELATED]

@@ -1,5 +1,6 @@
 """Who may say what (models/sources.py): the keyring file, signatures, the rights of each role,
 and a key's validity in event time -- through the gate's own decoder, as the worker calls it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,17 @@ import pytest
 
 from sendgate.models import events as ev
 from sendgate.models.gate import Gate, MemoryStore
-from sendgate.models.sources import (KEY_HEADER, RIGHTS, SIG_HEADER, Keyring, KeyringError, api_key_digest, SigningKey, Unauthorized,
-                                     signature)
+from sendgate.models.sources import (
+    KEY_HEADER,
+    RIGHTS,
+    SIG_HEADER,
+    Keyring,
+    KeyringError,
+    api_key_digest,
+    SigningKey,
+    Unauthorized,
+    signature,
+)
 
 T = 1_700_000_000_000
 DAY = 86_400_000
@@ -72,10 +82,26 @@ def decode(keyring: Keyring, event: dict, key_id: str | None, store: MemoryStore
     return Gate(keyring=keyring).decode(k, raw, event.get("ts", T), headers, store)
 
 
-INBOUND = {"type": "inbound", "event_id": "i1", "app": "acme", "sender": "s", "userkey": "u", "network": "sms",
-           "text": "hi", "ts": T}
-SEND = {"type": "send", "request_id": "r1", "app": "acme", "sender": "s", "userkey": "u", "network": "sms",
-        "text": "hello", "ts": T}
+INBOUND = {
+    "type": "inbound",
+    "event_id": "i1",
+    "app": "acme",
+    "sender": "s",
+    "userkey": "u",
+    "network": "sms",
+    "text": "hi",
+    "ts": T,
+}
+SEND = {
+    "type": "send",
+    "request_id": "r1",
+    "app": "acme",
+    "sender": "s",
+    "userkey": "u",
+    "network": "sms",
+    "text": "hello",
+    "ts": T,
+}
 GRANT = {"type": "app_policy", "event_id": "g1", "app": "acme", "unrestricted": True, "ts": T}
 
 
@@ -105,32 +131,75 @@ def test_each_role_says_what_it_may(keyring):
 
 
 SHARED = {"type": "junk_shared", "event_id": "j", "app": "acme", "reporter": 7, "text": "x", "ts": T}
-PROFILE = {"type": "recipient_profile", "event_id": "rp", "app": "acme", "userkey": "u",
-           "timezone": "Pacific/Kiritimati", "region": "KI", "ts": T}
+PROFILE = {
+    "type": "recipient_profile",
+    "event_id": "rp",
+    "app": "acme",
+    "userkey": "u",
+    "timezone": "Pacific/Kiritimati",
+    "region": "KI",
+    "ts": T,
+}
 
 
-@pytest.mark.parametrize("event,key_id,rule", [
-    (INBOUND, "acme-app", "role"),  # an app minting the conversation consent rests on
-    (INBOUND, "front", "role"),
-    (GRANT, "acme-app", "role"),  # an app granting itself unrestricted outbound
-    ({"type": "sender_profile", "event_id": "p", "app": "acme", "sender": "s", "registered_ts": 0, "ts": T},
-     "acme-app", "role"),
-    ({"type": "junk_report", "event_id": "j", "app": "rival", "sender": "s", "userkey": "u", "text": "x", "ts": T},
-     "acme-app", "role"),
-    ({"type": "delivery_status", "event_id": "d", "app": "acme", "sender": "s", "userkey": "u", "request_id": "r",
-      "status": "delivered", "ts": T}, "acme-app", "role"),
-    (SEND, "net", "role"),  # a network connector does not send for an app
-    (SHARED, "acme-app", "role"),  # an app blacklisting a rival's text in every partition's index
-    (SHARED, "net", "role"),  # a network reports junk_report, which the worker decides and shares
-    (PROFILE, "acme-app", "role"),  # an app moving its recipients out of their quiet hours
-    (PROFILE, "front", "role"),
-    ({**SEND, "app": "rival"}, "acme-app", "other_app"),
-    ({"type": "opt_in", "event_id": "o", "app": "rival", "userkey": "u", "source": "form", "ts": T}, "acme-app",
-     "other_app"),
-    ({"type": "opt_in", "event_id": "o", "app": "acme", "userkey": "u", "ts": T}, "acme-app", "no_consent_evidence"),
-    (GRANT, "worker-1", "grants_only_revoked"),
-    (SEND, None, "unsigned"),
-])
+@pytest.mark.parametrize(
+    "event,key_id,rule",
+    [
+        (INBOUND, "acme-app", "role"),  # an app minting the conversation consent rests on
+        (INBOUND, "front", "role"),
+        (GRANT, "acme-app", "role"),  # an app granting itself unrestricted outbound
+        (
+            {"type": "sender_profile", "event_id": "p", "app": "acme", "sender": "s", "registered_ts": 0, "ts": T},
+            "acme-app",
+            "role",
+        ),
+        (
+            {
+                "type": "junk_report",
+                "event_id": "j",
+                "app": "rival",
+                "sender": "s",
+                "userkey": "u",
+                "text": "x",
+                "ts": T,
+            },
+            "acme-app",
+            "role",
+        ),
+        (
+            {
+                "type": "delivery_status",
+                "event_id": "d",
+                "app": "acme",
+                "sender": "s",
+                "userkey": "u",
+                "request_id": "r",
+                "status": "delivered",
+                "ts": T,
+            },
+            "acme-app",
+            "role",
+        ),
+        (SEND, "net", "role"),  # a network connector does not send for an app
+        (SHARED, "acme-app", "role"),  # an app blacklisting a rival's text in every partition's index
+        (SHARED, "net", "role"),  # a network reports junk_report, which the worker decides and shares
+        (PROFILE, "acme-app", "role"),  # an app moving its recipients out of their quiet hours
+        (PROFILE, "front", "role"),
+        ({**SEND, "app": "rival"}, "acme-app", "other_app"),
+        (
+            {"type": "opt_in", "event_id": "o", "app": "rival", "userkey": "u", "source": "form", "ts": T},
+            "acme-app",
+            "other_app",
+        ),
+        (
+            {"type": "opt_in", "event_id": "o", "app": "acme", "userkey": "u", "ts": T},
+            "acme-app",
+            "no_consent_evidence",
+        ),
+        (GRANT, "worker-1", "grants_only_revoked"),
+        (SEND, None, "unsigned"),
+    ],
+)
 def test_what_a_role_may_not_say_is_refused_with_the_rule(keyring, event, key_id, rule):
     assert rule_of(keyring, event, key_id) == rule
 
@@ -174,30 +243,51 @@ def test_rights_name_only_event_types():
     assert RIGHTS["operator"] == frozenset(ev.EVENT_TYPES)
 
 
-@pytest.mark.parametrize("text,error", [
-    ('[[keys]]\nid = "a"\nrole = "king"\nsecret = "' + SECRET + '"', "'role' must be one of"),
-    ('[[keys]]\nid = "a"\nrole = "app"\nsecret = "' + SECRET + '"', "an app key must name its 'app'"),
-    ('[[keys]]\nid = "a"\nrole = "network"\napp = "x"\nsecret = "' + SECRET + '"', "only app keys name an 'app'"),
-    ('[[keys]]\nid = "a"\nrole = "network"\nsecret = "short"', "at least 16 are needed"),
-    ('[[keys]]\nid = "a"\nrole = "network"', "exactly one of secret"),
-    ('[[keys]]\nid = "a"\nrole = "network"\nsecret_env = "NOPE"', "NOPE (secret_env) is not set"),
-    ('[[keys]]\nid = "a"\nrole = "network"\nsecret_file = "/nonexistent/s"', "cannot read secret_file"),
-    ('[[keys]]\nid = "a"\nrole = "network"\nsecrets = "x"', "unknown field(s) secrets"),
-    ('[[keys]]\nid = "a"\nrole = "network"\nsecret = "' + SECRET + '"\nnot_after = 2020-01-01', "date-time with an offset"),
-    ('[[keys]]\nid = "a"\nrole = "network"\nsecret = "' + SECRET + '"\n[[keys]]\nid = "a"\nrole = "operator"\n'
-     'secret = "' + SECRET + '"', "appears twice"),
-    ('[key]\nid = "a"', "unknown table(s) key"),
-    ('[[api_keys]]\napp = "shop"\nsha256 = "abc"', "'sha256' must be the lowercase hex SHA-256"),
-    ('[[api_keys]]\nsha256 = "' + "a" * 64 + '"', "'app' must be the app's id"),
-    ('[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\nkey = "plain"', "unknown field(s) key"),
-    ('[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\n[[api_keys]]\napp = "rival"\nsha256 = "'
-     + "a" * 64 + '"', "appears twice"),
-    ('[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\nwebhook_url = "https://shop.example/hook"',
-     "give webhook_url and webhook_secret_env together"),
-    ('[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\nwebhook_url = "ftp://x"\nwebhook_secret_env = "S"',
-     "'webhook_url' must be an http(s) URL"),
-    ('[[keys]\n', "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text,error",
+    [
+        ('[[keys]]\nid = "a"\nrole = "king"\nsecret = "' + SECRET + '"', "'role' must be one of"),
+        ('[[keys]]\nid = "a"\nrole = "app"\nsecret = "' + SECRET + '"', "an app key must name its 'app'"),
+        ('[[keys]]\nid = "a"\nrole = "network"\napp = "x"\nsecret = "' + SECRET + '"', "only app keys name an 'app'"),
+        ('[[keys]]\nid = "a"\nrole = "network"\nsecret = "short"', "at least 16 are needed"),
+        ('[[keys]]\nid = "a"\nrole = "network"', "exactly one of secret"),
+        ('[[keys]]\nid = "a"\nrole = "network"\nsecret_env = "NOPE"', "NOPE (secret_env) is not set"),
+        ('[[keys]]\nid = "a"\nrole = "network"\nsecret_file = "/nonexistent/s"', "cannot read secret_file"),
+        ('[[keys]]\nid = "a"\nrole = "network"\nsecrets = "x"', "unknown field(s) secrets"),
+        (
+            '[[keys]]\nid = "a"\nrole = "network"\nsecret = "' + SECRET + '"\nnot_after = 2020-01-01',
+            "date-time with an offset",
+        ),
+        (
+            '[[keys]]\nid = "a"\nrole = "network"\nsecret = "' + SECRET + '"\n[[keys]]\nid = "a"\nrole = "operator"\n'
+            'secret = "' + SECRET + '"',
+            "appears twice",
+        ),
+        ('[key]\nid = "a"', "unknown table(s) key"),
+        ('[[api_keys]]\napp = "shop"\nsha256 = "abc"', "'sha256' must be the lowercase hex SHA-256"),
+        ('[[api_keys]]\nsha256 = "' + "a" * 64 + '"', "'app' must be the app's id"),
+        ('[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\nkey = "plain"', "unknown field(s) key"),
+        (
+            '[[api_keys]]\napp = "shop"\nsha256 = "'
+            + "a" * 64
+            + '"\n[[api_keys]]\napp = "rival"\nsha256 = "'
+            + "a" * 64
+            + '"',
+            "appears twice",
+        ),
+        (
+            '[[api_keys]]\napp = "shop"\nsha256 = "' + "a" * 64 + '"\nwebhook_url = "https://shop.example/hook"',
+            "give webhook_url and webhook_secret_env together",
+        ),
+        (
+            '[[api_keys]]\napp = "shop"\nsha256 = "'
+            + "a" * 64
+            + '"\nwebhook_url = "ftp://x"\nwebhook_secret_env = "S"',
+            "'webhook_url' must be an http(s) URL",
+        ),
+        ("[[keys]\n", "not valid TOML"),
+    ],
+)
 def test_a_keyring_that_cannot_be_used_says_where(tmp_path, text, error):
     path = tmp_path / "k.toml"
     path.write_text(text)

@@ -1,5 +1,6 @@
 """The keyed-hash option: tables hold no userkey (except delayed requests, which must be
 delivered), and the decisions are the same as without it."""
+
 from __future__ import annotations
 
 from sendgate.models.decisions import Decision
@@ -13,12 +14,34 @@ PHONE = "+15550001234"
 def scenario() -> list[dict]:
     users = [PHONE] + [f"+1555000{i:04d}" for i in range(12)]
     events = [{"type": "sender_profile", "event_id": "p", "app": "a", "sender": "s", "registered_ts": T - 10**11}]
-    events += [{"type": "inbound", "event_id": f"i{i}", "app": "a", "sender": "s", "userkey": u, "network": "sms",
-                "text": "hi"} for i, u in enumerate(users)]
-    events += [{"type": "junk_report", "event_id": "j", "app": "a", "sender": "s2", "userkey": PHONE,
-                "text": "free money now"}]
-    events += [{"type": "send", "request_id": f"r{i}", "app": "a", "sender": "s", "userkey": u, "network": "sms",
-                "text": f"Sale! code {i}", "ts": T + 3_600_000 + i} for i, u in enumerate(users)]
+    events += [
+        {
+            "type": "inbound",
+            "event_id": f"i{i}",
+            "app": "a",
+            "sender": "s",
+            "userkey": u,
+            "network": "sms",
+            "text": "hi",
+        }
+        for i, u in enumerate(users)
+    ]
+    events += [
+        {"type": "junk_report", "event_id": "j", "app": "a", "sender": "s2", "userkey": PHONE, "text": "free money now"}
+    ]
+    events += [
+        {
+            "type": "send",
+            "request_id": f"r{i}",
+            "app": "a",
+            "sender": "s",
+            "userkey": u,
+            "network": "sms",
+            "text": f"Sale! code {i}",
+            "ts": T + 3_600_000 + i,
+        }
+        for i, u in enumerate(users)
+    ]
     events += [{"type": "opt_out", "event_id": "o", "app": "a", "userkey": PHONE, "ts": T + 3_700_000}]
     return events
 

@@ -1,5 +1,6 @@
 """cli.py: the tables `check` and `status` print, the arguments it reads, and its errors: a
 command that meets no broker or worker says so in one line and exits 2 (no traceback)."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,19 @@ from sendgate.streams.local.broker import free_port
 T = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
 
-@pytest.mark.parametrize("command", [["publish", "-"], ["replay", "--name", "x"], ["rebuild"], ["tail"],
-                                     ["tail", "--deadletter", "--exit"], ["worker"], ["deadletter", "list"],
-                                     ["api", "--port", "0"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["publish", "-"],
+        ["replay", "--name", "x"],
+        ["rebuild"],
+        ["tail"],
+        ["tail", "--deadletter", "--exit"],
+        ["worker"],
+        ["deadletter", "list"],
+        ["api", "--port", "0"],
+    ],
+)
 def test_an_unreachable_broker_is_one_line_and_exit_2(command, tmp_path):
     from sendgate.streams.local.keyring import write_local_keyring
 
@@ -27,15 +38,24 @@ def test_an_unreachable_broker_is_one_line_and_exit_2(command, tmp_path):
 
     write_local_keyring(tmp_path / "keyring.toml")  # the API needs one, with an API key, whatever SENDGATE_AUTH says
     add_api_key(str(tmp_path / "keyring.toml"), "shop")
-    out = subprocess.run([sys.executable, "-m", "sendgate.streams.cli", *command],
-                         input=b'{"type":"opt_in","event_id":"o","app":"a","userkey":"u"}\n', capture_output=True,
-                         timeout=120, env={**os.environ, "SENDGATE_BOOTSTRAP": nobody, "SENDGATE_DATA_DIR": str(tmp_path),
-                                           "SENDGATE_AUTH": "on" if command[0] == "api" else "off",
-                                           "SENDGATE_KEYRING": str(tmp_path / "keyring.toml")})
+    out = subprocess.run(
+        [sys.executable, "-m", "sendgate.streams.cli", *command],
+        input=b'{"type":"opt_in","event_id":"o","app":"a","userkey":"u"}\n',
+        capture_output=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "SENDGATE_BOOTSTRAP": nobody,
+            "SENDGATE_DATA_DIR": str(tmp_path),
+            "SENDGATE_AUTH": "on" if command[0] == "api" else "off",
+            "SENDGATE_KEYRING": str(tmp_path / "keyring.toml"),
+        },
+    )
     assert out.returncode == 2, out.stderr.decode()
     assert out.stderr.decode().strip().splitlines() == [
         f"sendgate: cannot reach Kafka at {nobody}: start one with `sendgate broker`, or point SENDGATE_BOOTSTRAP "
-        f"(or -b/--bootstrap-server) at a running broker"]
+        f"(or -b/--bootstrap-server) at a running broker"
+    ]
 
 
 def test_no_worker_at_the_url_is_a_config_error_naming_it():
@@ -44,23 +64,49 @@ def test_no_worker_at_the_url_is_a_config_error_naming_it():
         _ask_worker(argparse.Namespace(url=url), "/sendgate/status")
 
 
-def recipient(userkey: str, outcome: str, reason: str, deliver_at: int | None = None,
-              retry_after_s: int | None = None, detail: str = "") -> dict:
-    return {"userkey": userkey, "outcome": outcome, "reason": reason, "deliver_at": deliver_at,
-            "retry_after_s": retry_after_s, "detail": detail}
+def recipient(
+    userkey: str,
+    outcome: str,
+    reason: str,
+    deliver_at: int | None = None,
+    retry_after_s: int | None = None,
+    detail: str = "",
+) -> dict:
+    return {
+        "userkey": userkey,
+        "outcome": outcome,
+        "reason": reason,
+        "deliver_at": deliver_at,
+        "retry_after_s": retry_after_s,
+        "detail": detail,
+    }
 
 
 def test_the_check_table_has_a_summary_and_a_line_per_recipient():
-    doc = {"app": "shop", "sender": "S1", "network": "sms", "ts": T,
-           "recipients": [recipient("alice", "accepted", "reply"),
-                          recipient("bob", "delayed", "burst_paced", deliver_at=T + 61_000),
-                          recipient("carol", "rejected", "burst_limit", retry_after_s=300, detail="x" * 150),
-                          recipient("dave-with-a-very-long-userkey", "rejected", "opted_out")],
-           "summary": {"now": 1, "paced": 1, "refused": 2, "last_slot": T + 61_000,
-                       "refused_by_reason": {"burst_limit": 1, "opted_out": 1}}}
+    doc = {
+        "app": "shop",
+        "sender": "S1",
+        "network": "sms",
+        "ts": T,
+        "recipients": [
+            recipient("alice", "accepted", "reply"),
+            recipient("bob", "delayed", "burst_paced", deliver_at=T + 61_000),
+            recipient("carol", "rejected", "burst_limit", retry_after_s=300, detail="x" * 150),
+            recipient("dave-with-a-very-long-userkey", "rejected", "opted_out"),
+        ],
+        "summary": {
+            "now": 1,
+            "paced": 1,
+            "refused": 2,
+            "last_slot": T + 61_000,
+            "refused_by_reason": {"burst_limit": 1, "opted_out": 1},
+        },
+    }
     lines = format_check(doc).splitlines()
-    assert lines[0] == ("shop / S1 on sms at 2023-11-14T22:13:20Z: 1 now, 1 paced (the last at "
-                        "2023-11-14T22:14:21Z), 2 refused (burst_limit 1, opted_out 1)")
+    assert lines[0] == (
+        "shop / S1 on sms at 2023-11-14T22:13:20Z: 1 now, 1 paced (the last at "
+        "2023-11-14T22:14:21Z), 2 refused (burst_limit 1, opted_out 1)"
+    )
     assert lines[1].split() == ["userkey", "outcome", "reason", "goes", "out", "detail"]
     assert lines[2].split() == ["alice", "accepted", "reply", "now"]
     assert lines[3].split() == ["bob", "delayed", "burst_paced", "2023-11-14T22:14:21Z"]
@@ -70,20 +116,33 @@ def test_the_check_table_has_a_summary_and_a_line_per_recipient():
 
 
 def test_a_check_with_nothing_paced_or_refused_says_only_what_goes_now():
-    doc = {"app": "shop", "sender": "S1", "network": "rcs", "ts": T, "recipients": [recipient("u1", "accepted", "ok")],
-           "summary": {"now": 1, "paced": 0, "refused": 0, "last_slot": None, "refused_by_reason": {}}}
+    doc = {
+        "app": "shop",
+        "sender": "S1",
+        "network": "rcs",
+        "ts": T,
+        "recipients": [recipient("u1", "accepted", "ok")],
+        "summary": {"now": 1, "paced": 0, "refused": 0, "last_slot": None, "refused_by_reason": {}},
+    }
     assert format_check(doc).splitlines()[0] == "shop / S1 on rcs at 2023-11-14T22:13:20Z: 1 now, 0 paced, 0 refused"
 
 
 def status_doc(**state) -> dict:
-    stages = {"decide": {"last_ms": 1.5, "max_ms": 3.0}, "produce": {"last_ms": 4.25, "max_ms": 9.0},
-              "checkpoint": {"last_ms": None, "max_ms": None}}
+    stages = {
+        "decide": {"last_ms": 1.5, "max_ms": 3.0},
+        "produce": {"last_ms": 4.25, "max_ms": 9.0},
+        "checkpoint": {"last_ms": None, "max_ms": None},
+    }
     history = [{"t": i, "accepted": 2, "delayed": 1, "rejected": 0} for i in range(90)]  # the last 60 s count
-    return {"state": {"ready": True, "reasons": [], **state}, "history": history,
-            "totals": {"accepted": 1234, "delayed": 56, "rejected": 0}, "pending": {"held": 1500, "next_release_ts": T},
-            "consent": {"opt_out": 3, "opt_in": 1, "ambiguous": 0},
-            "partitions": [{"partition": 0, "lag": 12_000}, {"partition": 5, "lag": 0}],
-            "batches": {"count": 4321, "failed": 2, "stages": stages}}
+    return {
+        "state": {"ready": True, "reasons": [], **state},
+        "history": history,
+        "totals": {"accepted": 1234, "delayed": 56, "rejected": 0},
+        "pending": {"held": 1500, "next_release_ts": T},
+        "consent": {"opt_out": 3, "opt_in": 1, "ambiguous": 0},
+        "partitions": [{"partition": 0, "lag": 12_000}, {"partition": 5, "lag": 0}],
+        "batches": {"count": 4321, "failed": 2, "stages": stages},
+    }
 
 
 def test_the_status_lines_of_a_ready_worker():
@@ -94,7 +153,8 @@ def test_the_status_lines_of_a_ready_worker():
         "pending: 1,500 delayed request(s), next release 2023-11-14T22:13:20Z",
         "consent: opt_out 3, opt_in 1, ambiguous 0",
         "lag: p0 12,000, p5 0",
-        "batches: 4,321, failed attempts 2; decide 1.5 ms, produce 4.25 ms"]
+        "batches: 4,321, failed attempts 2; decide 1.5 ms, produce 4.25 ms",
+    ]
 
 
 def test_a_worker_that_is_not_ready_says_why():
@@ -128,18 +188,30 @@ def test_flags_override_the_environment_and_absent_ones_leave_it(monkeypatch):
     settings = _settings(args)
     assert (settings.bootstrap, settings.partitions, settings.store) == ("kafka-1:9092", 4, "memory://")
     assert _settings(parser().parse_args(["tail"])).partitions == 16  # tail has no --partitions
-    for command in (["worker"], ["publish", "-"], ["tail"], ["replay", "--name", "x"], ["rebuild"],
-                    ["deadletter", "list"], ["deadletter", "republish", "--all"], ["config"], ["api"]):
+    for command in (
+        ["worker"],
+        ["publish", "-"],
+        ["tail"],
+        ["replay", "--name", "x"],
+        ["rebuild"],
+        ["deadletter", "list"],
+        ["deadletter", "republish", "--all"],
+        ["config"],
+        ["api"],
+    ):
         for flag in ("-b", "--bootstrap-server"):
             assert _settings(parser().parse_args([*command, flag, "kafka-2:9092"])).bootstrap == "kafka-2:9092"
 
 
-@pytest.mark.parametrize("argv", [
-    ["check", "--app", "a", "--sender", "s", "--text", "t"],  # neither --recipients nor --count
-    ["check", "--app", "a", "--sender", "s", "--text", "t", "--count", "3", "--recipients", "-"],
-    ["tail", "--outcome", "approved"],
-    ["worker", "--store", "redis://"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "--app", "a", "--sender", "s", "--text", "t"],  # neither --recipients nor --count
+        ["check", "--app", "a", "--sender", "s", "--text", "t", "--count", "3", "--recipients", "-"],
+        ["tail", "--outcome", "approved"],
+        ["worker", "--store", "redis://"],
+    ],
+)
 def test_arguments_the_commands_cannot_use_are_refused_before_anything_runs(argv, capsys):
     with pytest.raises(SystemExit) as exited:
         parser().parse_args(argv)
@@ -185,15 +257,20 @@ def test_publish_of_a_missing_file_is_one_line_before_any_broker(monkeypatch, tm
 def test_a_bad_log_level_is_one_line(monkeypatch, capsys):
     monkeypatch.setenv("SENDGATE_LOG_LEVEL", "loud")
     assert main(["config"]) == 2
-    assert only_line(capsys) == ("sendgate: SENDGATE_LOG_LEVEL must be one of debug, info, warning, error, critical, "
-                                 "got 'loud'")
+    assert only_line(capsys) == (
+        "sendgate: SENDGATE_LOG_LEVEL must be one of debug, info, warning, error, critical, got 'loud'"
+    )
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda tmp: {"policy": "garbage = [\n"}, "policy file .*bad.toml: not valid TOML"),
-    (lambda tmp: {"env": {"SENDGATE_AUTH": "on", "SENDGATE_KEYRING": str(tmp / "none.toml")}}, "SENDGATE_KEYRING"),
-    (lambda tmp: {"env": {"SENDGATE_WEB_BIND": "0.0.0.0"}}, "SENDGATE_WEB_BIND=0.0.0.0 serves other machines"),
-], ids=["policy", "keyring", "web-host"])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda tmp: {"policy": "garbage = [\n"}, "policy file .*bad.toml: not valid TOML"),
+        (lambda tmp: {"env": {"SENDGATE_AUTH": "on", "SENDGATE_KEYRING": str(tmp / "none.toml")}}, "SENDGATE_KEYRING"),
+        (lambda tmp: {"env": {"SENDGATE_WEB_BIND": "0.0.0.0"}}, "SENDGATE_WEB_BIND=0.0.0.0 serves other machines"),
+    ],
+    ids=["policy", "keyring", "web-host"],
+)
 def test_a_worker_reports_what_it_can_check_alone_before_it_connects(setup, message, monkeypatch, tmp_path, capsys):
     nobody_env(monkeypatch, tmp_path)
     given = setup(tmp_path)
@@ -243,10 +320,12 @@ def test_an_answer_that_is_not_a_workers_json_is_one_line(status, capsys):
         assert main(["status", "--url", proxy.url]) == 2
     finally:
         proxy.close()
-    assert only_line(capsys) == (f"sendgate: {proxy.url} answered HTTP {status} with something other than a sendgate "
-                                 f"worker's JSON ('<html><head><title>502 Bad Gateway</title></head> <body>nginx</body>"
-                                 f"</html>'): is --url (or SENDGATE_WEB_HOST:SENDGATE_WEB_PORT) the worker's web "
-                                 f"address, and not a proxy in trouble?")
+    assert only_line(capsys) == (
+        f"sendgate: {proxy.url} answered HTTP {status} with something other than a sendgate "
+        f"worker's JSON ('<html><head><title>502 Bad Gateway</title></head> <body>nginx</body>"
+        f"</html>'): is --url (or SENDGATE_WEB_HOST:SENDGATE_WEB_PORT) the worker's web "
+        f"address, and not a proxy in trouble?"
+    )
 
 
 def test_replay_takes_policy_as_the_worker_does_and_config_still_with_a_warning(capsys):
@@ -258,19 +337,25 @@ def test_replay_takes_policy_as_the_worker_does_and_config_still_with_a_warning(
     assert capsys.readouterr().err == "sendgate: --bootstrap is deprecated and will go; use --bootstrap-server\n"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["tail", "--consent", "--outcome", "accepted"], "--outcome filters decisions, not --consent"),
-    (["tail", "--grants", "--sender", "s"], "--sender filters decisions and --consent, not --grants"),
-    (["tail", "--kind", "opt_out"], "--kind filters --consent, not decisions"),
-    (["tail", "--deadletter", "--request-id", "r1"], "--request-id filters decisions, not --deadletter"),
-    (["tail", "--exit", "--group", "g"], "--exit reads every partition to its end without a group"),
-    (["tail", "--max-messages", "0"], "--max-messages must be at least 1"),
-    (["tail", "--timeout", "0"], "--timeout must be a positive number"),
-    (["tail", "--consent", "--grants"], "not allowed with argument"),
-    (["replay", "--name", "x", "--changed-out", "c.jsonl"], "--changed-out is where --compare writes"),
-    (["deadletter", "republish"], "say which dead letters: --at PARTITION@OFFSET, --error TEXT, --app APP, or --all"),
-    (["deadletter", "republish", "--at", "12"], "'12' is not PARTITION@OFFSET"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["tail", "--consent", "--outcome", "accepted"], "--outcome filters decisions, not --consent"),
+        (["tail", "--grants", "--sender", "s"], "--sender filters decisions and --consent, not --grants"),
+        (["tail", "--kind", "opt_out"], "--kind filters --consent, not decisions"),
+        (["tail", "--deadletter", "--request-id", "r1"], "--request-id filters decisions, not --deadletter"),
+        (["tail", "--exit", "--group", "g"], "--exit reads every partition to its end without a group"),
+        (["tail", "--max-messages", "0"], "--max-messages must be at least 1"),
+        (["tail", "--timeout", "0"], "--timeout must be a positive number"),
+        (["tail", "--consent", "--grants"], "not allowed with argument"),
+        (["replay", "--name", "x", "--changed-out", "c.jsonl"], "--changed-out is where --compare writes"),
+        (
+            ["deadletter", "republish"],
+            "say which dead letters: --at PARTITION@OFFSET, --error TEXT, --app APP, or --all",
+        ),
+        (["deadletter", "republish", "--at", "12"], "'12' is not PARTITION@OFFSET"),
+    ],
+)
 def test_flags_that_do_not_apply_are_refused_not_ignored(argv, message, capsys, monkeypatch, tmp_path):
     nobody_env(monkeypatch, tmp_path)
     with pytest.raises(SystemExit) as exited:
@@ -289,12 +374,14 @@ def every_action(p: argparse.ArgumentParser, path: str = "sendgate"):
 
 
 def test_every_flag_and_argument_has_help_and_there_is_a_version(capsys):
-    missing = [f"{path} {action.option_strings or action.dest}" for path, action in every_action(parser())
-               if not action.help]
+    missing = [
+        f"{path} {action.option_strings or action.dest}" for path, action in every_action(parser()) if not action.help
+    ]
     assert missing == []
     with pytest.raises(SystemExit) as exited:
         parser().parse_args(["--version"])
     from importlib.metadata import version
+
     assert exited.value.code == 0 and capsys.readouterr().out == f"sendgate {version('sendgate')}\n"
 
 
@@ -329,8 +416,9 @@ def test_config_prints_every_setting_with_its_source_and_masks_secrets(monkeypat
 def test_policy_check_says_what_a_valid_policy_changes_and_why_a_bad_one_is_refused(tmp_path, capsys):
     (tmp_path / "good.toml").write_text("[consent]\nreply_window_s = 600\n")
     assert main(["policy", "check", str(tmp_path / "good.toml")]) == 0
-    assert capsys.readouterr().out == (f"{tmp_path / 'good.toml'}: a valid policy; 1 setting(s) differ from the "
-                                       f"defaults: reply_window_s = 600\n")
+    assert capsys.readouterr().out == (
+        f"{tmp_path / 'good.toml'}: a valid policy; 1 setting(s) differ from the defaults: reply_window_s = 600\n"
+    )
     (tmp_path / "bad.toml").write_text("reply_windwo_s = 600\n")
     assert main(["policy", "check", str(tmp_path / "bad.toml")]) == 1
     assert only_line(capsys).startswith(f"sendgate: policy file {tmp_path / 'bad.toml'}: ")
@@ -342,7 +430,13 @@ def test_the_command_line_page_names_every_command_and_flag():
     from pathlib import Path
 
     page = (Path(__file__).resolve().parents[3] / "docs" / "command-line.md").read_text()
-    unnamed = sorted({path for path, _ in every_action(parser()) if path != "sendgate" and f"`{path}" not in page}
-                     | {f"{path} {flag}" for path, action in every_action(parser())
-                        for flag in action.option_strings if f"`{flag}" not in page})
+    unnamed = sorted(
+        {path for path, _ in every_action(parser()) if path != "sendgate" and f"`{path}" not in page}
+        | {
+            f"{path} {flag}"
+            for path, action in every_action(parser())
+            for flag in action.option_strings
+            if f"`{flag}" not in page
+        }
+    )
     assert unnamed == []

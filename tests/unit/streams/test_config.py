@@ -1,4 +1,5 @@
 """config.py: the settings a cluster needs (replication, the events clock, the stall exit)."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,13 @@ def test_defaults_suit_one_local_broker():
 
 
 def test_cluster_settings_come_from_the_environment_and_reach_child_processes():
-    env = {"SENDGATE_REPLICATION_FACTOR": "3", "SENDGATE_EVENTS_TIMESTAMP_TYPE": "LogAppendTime",
-           "SENDGATE_STALL_EXIT_S": "45", "SENDGATE_GROUP_INSTANCE_ID": "gate-0", "SENDGATE_FAST_RESTORE": "0"}
+    env = {
+        "SENDGATE_REPLICATION_FACTOR": "3",
+        "SENDGATE_EVENTS_TIMESTAMP_TYPE": "LogAppendTime",
+        "SENDGATE_STALL_EXIT_S": "45",
+        "SENDGATE_GROUP_INSTANCE_ID": "gate-0",
+        "SENDGATE_FAST_RESTORE": "0",
+    }
     s = Settings.from_env(env)
     assert (s.replication_factor, s.events_timestamp_type, s.stall_exit_s) == (3, "LogAppendTime", 45.0)
     assert s.group_instance_id == "gate-0" and Settings().group_instance_id is None
@@ -42,8 +48,10 @@ REFUSED = {
 }
 
 
-@pytest.mark.parametrize("name, value, message", [(name, value, message) for name, cases in REFUSED.items()
-                                                  for value, message in cases.items()])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [(name, value, message) for name, cases in REFUSED.items() for value, message in cases.items()],
+)
 def test_bad_values_are_refused_with_the_variable_named(name, value, message):
     with pytest.raises(ConfigError, match=f"^{name} {message}"):
         Settings.from_env({name: value})
@@ -57,8 +65,18 @@ def test_the_events_topic_is_created_with_its_clock_and_kept_for_ever():
 
 def test_an_empty_environment_gives_the_defaults_and_an_empty_value_counts_as_unset():
     assert Settings.from_env({}) == Settings()
-    assert Settings.from_env({"SENDGATE_PARTITIONS": "", "SENDGATE_BOOTSTRAP": "", "SENDGATE_LINGER_MS": "",
-                              "SENDGATE_POLICY": "", "SENDGATE_SASL_USERNAME": ""}) == Settings()
+    assert (
+        Settings.from_env(
+            {
+                "SENDGATE_PARTITIONS": "",
+                "SENDGATE_BOOTSTRAP": "",
+                "SENDGATE_LINGER_MS": "",
+                "SENDGATE_POLICY": "",
+                "SENDGATE_SASL_USERNAME": "",
+            }
+        )
+        == Settings()
+    )
 
 
 def test_the_group_id_is_read_under_its_former_name_too():
@@ -75,18 +93,52 @@ def test_the_group_id_is_read_under_its_former_name_too():
 
 
 def test_every_setting_reaches_a_child_process():
-    s = Settings(bootstrap="k1:9092,k2:9092", topic_prefix="acme.", group_id="gate-eu", partitions=12,
-                 store="memory://", data_dir="/srv/gate", policy_file="/etc/policy.toml", tick_interval_s=0.5,
-                 web_port=0, web_enabled=False, web_bind="0.0.0.0", web_host="gate-0.internal",
-                 session_timeout_s=12.5, heartbeat_interval_s=2.0, rebalance_timeout_s=30.0, log_level="info", log_format="json",
-                 processing_guarantee="exactly_once", batch_max=50, linger_ms=0.0, stall_exit_s=60.0,
-                 replication_factor=3, events_timestamp_type="LogAppendTime", metrics_networks=("sms", "rcs"),
-                 security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="gate",
-                 sasl_password="pw", group_instance_id="gate-0", fast_restore=False, userkey_secret="s3cret",
-                 ssl_cafile="/etc/ca.pem", ssl_certfile="/etc/cert.pem", ssl_keyfile="/etc/key.pem",
-                 keyring_file="/etc/sendgate/keyring.toml", auth=False, key_id="acme-1", key_secret="k" * 32,
-                 operator_token="t0ken", api_wait_s=0.5, api_rate=5.0, api_burst=7, api_max_body=4096,
-                 api_memory=10)
+    s = Settings(
+        bootstrap="k1:9092,k2:9092",
+        topic_prefix="acme.",
+        group_id="gate-eu",
+        partitions=12,
+        store="memory://",
+        data_dir="/srv/gate",
+        policy_file="/etc/policy.toml",
+        tick_interval_s=0.5,
+        web_port=0,
+        web_enabled=False,
+        web_bind="0.0.0.0",
+        web_host="gate-0.internal",
+        session_timeout_s=12.5,
+        heartbeat_interval_s=2.0,
+        rebalance_timeout_s=30.0,
+        log_level="info",
+        log_format="json",
+        processing_guarantee="exactly_once",
+        batch_max=50,
+        linger_ms=0.0,
+        stall_exit_s=60.0,
+        replication_factor=3,
+        events_timestamp_type="LogAppendTime",
+        metrics_networks=("sms", "rcs"),
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="gate",
+        sasl_password="pw",
+        group_instance_id="gate-0",
+        fast_restore=False,
+        userkey_secret="s3cret",
+        ssl_cafile="/etc/ca.pem",
+        ssl_certfile="/etc/cert.pem",
+        ssl_keyfile="/etc/key.pem",
+        keyring_file="/etc/sendgate/keyring.toml",
+        auth=False,
+        key_id="acme-1",
+        key_secret="k" * 32,
+        operator_token="t0ken",
+        api_wait_s=0.5,
+        api_rate=5.0,
+        api_burst=7,
+        api_max_body=4096,
+        api_memory=10,
+    )
     unset = [f for f in s.__dataclass_fields__ if getattr(s, f) == getattr(Settings(), f)]
     assert unset == [], "set every field to a value other than its default"
     assert Settings.from_env(s.to_env()) == s
@@ -98,8 +150,10 @@ def test_a_list_of_metrics_networks_is_trimmed():
     assert s.metrics_networks == ("sms", "rcs")
 
 
-@pytest.mark.parametrize("name, field", [("SENDGATE_WEB", "web_enabled"), ("SENDGATE_FAST_RESTORE", "fast_restore"),
-                                         ("SENDGATE_AUTH", "auth")])
+@pytest.mark.parametrize(
+    "name, field",
+    [("SENDGATE_WEB", "web_enabled"), ("SENDGATE_FAST_RESTORE", "fast_restore"), ("SENDGATE_AUTH", "auth")],
+)
 def test_switches_take_every_usual_spelling_of_on_and_off(name, field):
     for off in ("0", "false", "no", "off", "False", " OFF "):
         assert getattr(Settings.from_env({name: off}), field) is False, off
@@ -130,13 +184,25 @@ def test_with_changes_only_what_is_given():
     assert Settings(topic_prefix="acme.").topic("events") == "acme.events"
 
 
-@pytest.mark.parametrize("name, field", [("SENDGATE_KEY_SECRET", "key_secret"),
-                                         ("SENDGATE_OPERATOR_TOKEN", "operator_token"),
-                                         ("SENDGATE_USERKEY_SECRET", "userkey_secret"),
-                                         ("SENDGATE_SASL_PASSWORD", "sasl_password")])
+@pytest.mark.parametrize(
+    "name, field",
+    [
+        ("SENDGATE_KEY_SECRET", "key_secret"),
+        ("SENDGATE_OPERATOR_TOKEN", "operator_token"),
+        ("SENDGATE_USERKEY_SECRET", "userkey_secret"),
+        ("SENDGATE_SASL_PASSWORD", "sasl_password"),
+    ],
+)
 def test_a_secret_can_come_from_a_file_without_its_final_newline(name, field, tmp_path):
-    security = {"SENDGATE_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "SENDGATE_SASL_MECHANISM": "PLAIN",
-                "SENDGATE_SASL_USERNAME": "u"} if field == "sasl_password" else {}
+    security = (
+        {
+            "SENDGATE_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "SENDGATE_SASL_MECHANISM": "PLAIN",
+            "SENDGATE_SASL_USERNAME": "u",
+        }
+        if field == "sasl_password"
+        else {}
+    )
     (tmp_path / "secret").write_text("s3cret value\n")
     s = Settings.from_env({**security, f"{name}_FILE": str(tmp_path / "secret")})
     assert getattr(s, field) == "s3cret value"
@@ -149,15 +215,25 @@ def test_a_secret_can_come_from_a_file_without_its_final_newline(name, field, tm
         Settings.from_env({**security, f"{name}_FILE": str(tmp_path / "empty")})
 
 
-@pytest.mark.parametrize("bind, host, refused", [
-    ("0.0.0.0", "127.0.0.1", True), ("10.0.0.5", "localhost", True), ("::", "::1", True),
-    ("0.0.0.0", "10.0.0.5", False), ("0.0.0.0", "gate-0.gate.svc", False), ("127.0.0.1", "127.0.0.1", False),
-])
+@pytest.mark.parametrize(
+    "bind, host, refused",
+    [
+        ("0.0.0.0", "127.0.0.1", True),
+        ("10.0.0.5", "localhost", True),
+        ("::", "::1", True),
+        ("0.0.0.0", "10.0.0.5", False),
+        ("0.0.0.0", "gate-0.gate.svc", False),
+        ("127.0.0.1", "127.0.0.1", False),
+    ],
+)
 def test_a_worker_reachable_from_other_machines_must_not_advertise_loopback(bind, host, refused):
     s = Settings(web_bind=bind, web_host=host)
     if refused:
-        with pytest.raises(ConfigError, match=f"SENDGATE_WEB_BIND={bind} serves other machines, but "
-                                              f"SENDGATE_WEB_HOST={host} .* is loopback: set SENDGATE_WEB_HOST"):
+        with pytest.raises(
+            ConfigError,
+            match=f"SENDGATE_WEB_BIND={bind} serves other machines, but "
+            f"SENDGATE_WEB_HOST={host} .* is loopback: set SENDGATE_WEB_HOST",
+        ):
             s.check_web_addresses()
     else:
         s.check_web_addresses()
@@ -166,14 +242,20 @@ def test_a_worker_reachable_from_other_machines_must_not_advertise_loopback(bind
 
 def test_describe_names_every_variable_its_source_and_masks_secrets(tmp_path):
     (tmp_path / "token").write_text("t0ken")
-    env = {"SENDGATE_PARTITIONS": "4", "SENDGATE_OPERATOR_TOKEN_FILE": str(tmp_path / "token"),
-           "SENDGATE_KEY_SECRET": "k" * 32, "SENDGATE_APP_ID": "gate-old"}
+    env = {
+        "SENDGATE_PARTITIONS": "4",
+        "SENDGATE_OPERATOR_TOKEN_FILE": str(tmp_path / "token"),
+        "SENDGATE_KEY_SECRET": "k" * 32,
+        "SENDGATE_APP_ID": "gate-old",
+    }
     s = Settings.from_env(env).with_(bootstrap="k1:9092")
     rows = {name: (value, source) for name, value, source in s.describe(env, {"SENDGATE_BOOTSTRAP": "-b"})}
     assert rows["SENDGATE_BOOTSTRAP"] == ("k1:9092", "flag -b")
     assert rows["SENDGATE_PARTITIONS"] == ("4", "environment")
-    assert rows["SENDGATE_OPERATOR_TOKEN"] == ("******** (set)", f"file {tmp_path / 'token'} "
-                                                                 f"(SENDGATE_OPERATOR_TOKEN_FILE)")
+    assert rows["SENDGATE_OPERATOR_TOKEN"] == (
+        "******** (set)",
+        f"file {tmp_path / 'token'} (SENDGATE_OPERATOR_TOKEN_FILE)",
+    )
     assert rows["SENDGATE_KEY_SECRET"] == ("******** (set)", "environment")
     assert rows["SENDGATE_USERKEY_SECRET"] == ("(unset)", "default")
     assert rows["SENDGATE_GROUP_ID"] == ("gate-old", "environment (SENDGATE_APP_ID, its former name)")

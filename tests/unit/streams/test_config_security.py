@@ -1,6 +1,7 @@
 """Kafka security settings (streams/config.py): SASL and TLS options for aiokafka, Faust and child
 processes, refused combinations, and the SSL context `kafka_options()` builds, checked in a real TLS
 handshake with an in-process server (certificates made with openssl). No broker."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,32 +14,64 @@ import pytest
 
 from sendgate.streams.config import ConfigError, Settings
 
-@pytest.mark.parametrize("env, message", [
-    ({"SENDGATE_SECURITY_PROTOCOL": "TLS"}, "SENDGATE_SECURITY_PROTOCOL must be one of"),
-    ({"SENDGATE_SECURITY_PROTOCOL": "SASL_SSL", "SENDGATE_SASL_USERNAME": "u"},
-     "SASL_SSL needs SENDGATE_SASL_MECHANISM and SENDGATE_SASL_PASSWORD"),
-    ({"SENDGATE_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "SENDGATE_SASL_MECHANISM": "GSSAPI",
-      "SENDGATE_SASL_USERNAME": "u", "SENDGATE_SASL_PASSWORD": "p"}, "SENDGATE_SASL_MECHANISM must be one of"),
-    ({"SENDGATE_SASL_USERNAME": "u"}, "PLAINTEXT does not use SASL"),
-    ({"SENDGATE_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "SENDGATE_SASL_MECHANISM": "PLAIN",
-      "SENDGATE_SASL_USERNAME": "u", "SENDGATE_SASL_PASSWORD": "p", "SENDGATE_SSL_CAFILE": "ca.pem"},
-     "SASL_PLAINTEXT does not use TLS"),
-    ({"SENDGATE_SECURITY_PROTOCOL": "SSL", "SENDGATE_SSL_KEYFILE": "k.pem"}, "needs SENDGATE_SSL_CERTFILE"),
-])
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"SENDGATE_SECURITY_PROTOCOL": "TLS"}, "SENDGATE_SECURITY_PROTOCOL must be one of"),
+        (
+            {"SENDGATE_SECURITY_PROTOCOL": "SASL_SSL", "SENDGATE_SASL_USERNAME": "u"},
+            "SASL_SSL needs SENDGATE_SASL_MECHANISM and SENDGATE_SASL_PASSWORD",
+        ),
+        (
+            {
+                "SENDGATE_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "SENDGATE_SASL_MECHANISM": "GSSAPI",
+                "SENDGATE_SASL_USERNAME": "u",
+                "SENDGATE_SASL_PASSWORD": "p",
+            },
+            "SENDGATE_SASL_MECHANISM must be one of",
+        ),
+        ({"SENDGATE_SASL_USERNAME": "u"}, "PLAINTEXT does not use SASL"),
+        (
+            {
+                "SENDGATE_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "SENDGATE_SASL_MECHANISM": "PLAIN",
+                "SENDGATE_SASL_USERNAME": "u",
+                "SENDGATE_SASL_PASSWORD": "p",
+                "SENDGATE_SSL_CAFILE": "ca.pem",
+            },
+            "SASL_PLAINTEXT does not use TLS",
+        ),
+        ({"SENDGATE_SECURITY_PROTOCOL": "SSL", "SENDGATE_SSL_KEYFILE": "k.pem"}, "needs SENDGATE_SSL_CERTFILE"),
+    ],
+)
 def test_inconsistent_security_settings_are_refused(env, message):
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
 
 
 def test_sasl_settings_for_aiokafka_faust_and_child_processes():
-    env = {"SENDGATE_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "SENDGATE_SASL_MECHANISM": "SCRAM-SHA-512",
-           "SENDGATE_SASL_USERNAME": "u", "SENDGATE_SASL_PASSWORD": "p"}
+    env = {
+        "SENDGATE_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "SENDGATE_SASL_MECHANISM": "SCRAM-SHA-512",
+        "SENDGATE_SASL_USERNAME": "u",
+        "SENDGATE_SASL_PASSWORD": "p",
+    }
     settings = Settings.from_env(env)
-    assert settings.kafka_options() == {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
-                                        "sasl_plain_username": "u", "sasl_plain_password": "p"}
+    assert settings.kafka_options() == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "u",
+        "sasl_plain_password": "p",
+    }
     creds = settings.broker_credentials()
-    assert (creds.protocol.value, creds.mechanism.value, creds.username, creds.password) == \
-        ("SASL_PLAINTEXT", "SCRAM-SHA-512", "u", "p")
+    assert (creds.protocol.value, creds.mechanism.value, creds.username, creds.password) == (
+        "SASL_PLAINTEXT",
+        "SCRAM-SHA-512",
+        "u",
+        "p",
+    )
     assert Settings.from_env(settings.to_env()) == settings  # what a worker process receives
     assert "'p'" not in repr(settings)
     assert Settings().kafka_options() == {"security_protocol": "PLAINTEXT"} and Settings().broker_credentials() is None
@@ -54,15 +87,58 @@ def certs(tmp_path) -> Path:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not on PATH: the TLS context was only checked for argument validation")
     for name, cn in (("ca", "sendgate-test-ca"), ("other-ca", "someone-else")):
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
-                "-days", "2", "-subj", f"/CN={cn}", cwd=tmp_path)
-    for name, cn, ext in (("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
-                          ("client", "sendgate-client", "extendedKeyUsage=clientAuth\n")):
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={cn}",
+            cwd=tmp_path,
+        )
+    for name, cn, ext in (
+        ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("client", "sendgate-client", "extendedKeyUsage=clientAuth\n"),
+    ):
         (tmp_path / f"{name}.ext").write_text(ext)
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={cn}", cwd=tmp_path)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=tmp_path)
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={cn}",
+            cwd=tmp_path,
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            f"{name}.pem",
+            cwd=tmp_path,
+        )
     return tmp_path
 
 
@@ -94,8 +170,12 @@ async def tls_handshake(client_context: ssl.SSLContext, certs: Path) -> str | No
 
 
 def test_tls_context_verifies_the_broker_and_presents_the_client_certificate(certs):
-    settings = Settings(security_protocol="SSL", ssl_cafile=str(certs / "ca.pem"),
-                        ssl_certfile=str(certs / "client.pem"), ssl_keyfile=str(certs / "client.key"))
+    settings = Settings(
+        security_protocol="SSL",
+        ssl_cafile=str(certs / "ca.pem"),
+        ssl_certfile=str(certs / "client.pem"),
+        ssl_keyfile=str(certs / "client.key"),
+    )
     options = settings.kafka_options()
     assert options["security_protocol"] == "SSL"
     context = options["ssl_context"]
@@ -109,17 +189,27 @@ def test_tls_context_verifies_the_broker_and_presents_the_client_certificate(cer
 
     # Faust gets the same: SSL alone, or SASL over TLS
     assert settings.broker_credentials().protocol.value == "SSL"
-    sasl_ssl = settings.with_(security_protocol="SASL_SSL", sasl_mechanism="PLAIN", sasl_username="u",
-                              sasl_password="p")
-    assert set(sasl_ssl.kafka_options()) == {"security_protocol", "sasl_mechanism", "sasl_plain_username",
-                                             "sasl_plain_password", "ssl_context"}
+    sasl_ssl = settings.with_(
+        security_protocol="SASL_SSL", sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p"
+    )
+    assert set(sasl_ssl.kafka_options()) == {
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        "ssl_context",
+    }
     creds = sasl_ssl.broker_credentials()
     assert creds.protocol.value == "SASL_SSL" and isinstance(creds.ssl_context, ssl.SSLContext)
 
 
 def test_unusable_tls_files_are_a_config_error(certs):
-    mismatched = Settings(security_protocol="SSL", ssl_cafile=str(certs / "ca.pem"),
-                          ssl_certfile=str(certs / "client.pem"), ssl_keyfile=str(certs / "server.key"))
+    mismatched = Settings(
+        security_protocol="SSL",
+        ssl_cafile=str(certs / "ca.pem"),
+        ssl_certfile=str(certs / "client.pem"),
+        ssl_keyfile=str(certs / "server.key"),
+    )
     with pytest.raises(ConfigError, match="cannot load TLS files"):
         mismatched.kafka_options()
     with pytest.raises(ConfigError, match="cannot load TLS files"):

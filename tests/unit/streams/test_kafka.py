@@ -1,5 +1,6 @@
 """kafka.py: what needs no broker (reading a log from a broker: tests/integration/test_kafka_replay.py
 and test_kafka_restore.py; the line a user sees when no broker answers: test_cli.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,4 +17,3 @@ def test_reading_a_log_that_holds_nothing_past_the_start_needs_no_broker():
         return [r async for r in read_log(nobody, "sendgate.events", {0: 5, 1: 0, 2: 3}, start={0: 5, 2: 9})]
 
     assert asyncio.run(read()) == []
-

@@ -1,5 +1,6 @@
 """logs.py: SENDGATE_LOG_FORMAT=json gives one JSON object per line, through Faust's own logging
 set-up for the worker, and never carries a caller's extra fields (a userkey, a text)."""
+
 from __future__ import annotations
 
 import io
@@ -49,8 +50,12 @@ def test_a_line_is_one_object_with_time_level_logger_and_message():
 
 
 def test_extra_fields_with_personal_data_are_dropped_and_bounded_ones_kept():
-    doc = line({"args": ("refused",), "extra": {"userkey": "+15550001", "text": "Is my order shipped?",
-                                                 "app": "shop", "partition": 2}})
+    doc = line(
+        {
+            "args": ("refused",),
+            "extra": {"userkey": "+15550001", "text": "Is my order shipped?", "app": "shop", "partition": 2},
+        }
+    )
     assert "+15550001" not in json.dumps(doc) and "order" not in json.dumps(doc)
     assert doc["app"] == "shop" and doc["partition"] == 2
 

@@ -1,4 +1,5 @@
 """progress.py: the line long-running commands show on a terminal."""
+
 from __future__ import annotations
 
 import re

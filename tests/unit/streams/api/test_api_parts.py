@@ -1,5 +1,6 @@
 """The HTTP API's parts that need no broker: the token bucket, the OpenAPI body schemas taken from
 the contract, API keys written to a keyring, and a failure answered without leaking what was asked."""
+
 from __future__ import annotations
 
 import logging

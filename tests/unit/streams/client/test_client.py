@@ -1,6 +1,7 @@
 """client: what the Publisher sends and refuses (before any broker), the subscribers' filters and
 `RecentIds`, the window that drops the repeats of at-least-once processing (publishing and
 subscribing against a broker: tests/integration/test_kafka_client.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -57,11 +58,15 @@ def test_an_event_is_keyed_by_its_app_and_stamped_with_its_own_time_and_a_bad_on
     now = int(time.time() * 1000)
     backfill = {"type": "opt_in", "event_id": "e1", "app": "acme", "userkey": "u1", "ts": now - 86_400_000}
     as_text = '{"type": "opt_out", "event_id": "e2", "app": "globex", "userkey": "u2"}'
-    results, sent = publish_each(Settings(topic_prefix="t1.", policy_file=str(policy)), [
-        backfill, as_text.encode(),
-        {"type": "opt_in", "event_id": "e3", "app": "acme"},  # no userkey
-        {**backfill, "event_id": "e4", "ts": now + 3_600_000},  # an hour ahead: beyond the policy's 60 s
-    ])
+    results, sent = publish_each(
+        Settings(topic_prefix="t1.", policy_file=str(policy)),
+        [
+            backfill,
+            as_text.encode(),
+            {"type": "opt_in", "event_id": "e3", "app": "acme"},  # no userkey
+            {**backfill, "event_id": "e4", "ts": now + 3_600_000},  # an hour ahead: beyond the policy's 60 s
+        ],
+    )
     assert results[:2] == ["a future of its metadata"] * 2
     assert "missing required field 'userkey'" in str(results[2]) and "the limit is 60 s" in str(results[3])
     assert [(r["topic"], r["key"]) for r in sent] == [("t1.events", b"acme"), ("t1.events", b"globex")]
@@ -71,8 +76,11 @@ def test_an_event_is_keyed_by_its_app_and_stamped_with_its_own_time_and_a_bad_on
 
 
 def test_subscribers_filter_on_app_and_outcome_or_kind():
-    docs = [{"app": "acme", "outcome": "accepted", "kind": "opt_out"}, {"app": "acme", "outcome": "delayed"},
-            {"app": "globex", "outcome": "accepted"}]
+    docs = [
+        {"app": "acme", "outcome": "accepted", "kind": "opt_out"},
+        {"app": "acme", "outcome": "delayed"},
+        {"app": "globex", "outcome": "accepted"},
+    ]
     assert [d for d in docs if _filter(None, None)(d)] == docs
     assert [d for d in docs if _filter("acme", None)(d)] == docs[:2]
     assert [d for d in docs if _filter(None, "accepted")(d)] == [docs[0], docs[2]]
@@ -107,8 +115,17 @@ def test_publisher_and_decision_book_are_built_without_an_event_loop():
 def test_a_publisher_sends_typed_event_records_as_their_canonical_json():
     now = int(time.time() * 1000)
     opt_in = OptIn(event_id="e1", app="acme", userkey="u1", ts=now, source="web form")
-    send = Send(request_id="r1", app="acme", sender="s", userkey="u1", network="sms", text="hi", ts=now,
-                reply_to=None, valid_for_s=None)
+    send = Send(
+        request_id="r1",
+        app="acme",
+        sender="s",
+        userkey="u1",
+        network="sms",
+        text="hi",
+        ts=now,
+        reply_to=None,
+        valid_for_s=None,
+    )
     results, sent = publish_each(Settings(), [opt_in, send])
     assert [r["value"] for r in sent] == [encode_event(opt_in), encode_event(send)]
     assert [r["key"] for r in sent] == [b"acme", b"acme"] and sent[0]["timestamp_ms"] == now
@@ -140,7 +157,10 @@ def test_a_missing_topic_is_an_error_and_no_client_creates_one(enter, monkeypatc
         async with enter(Settings(topic_prefix="sendgtae.")):
             pass
 
-    with pytest.raises(MissingTopic, match=r"^topic sendgtae\.(events|decisions) does not exist at 127.0.0.1:9092: "
-                                           r"the workers create it .*check SENDGATE_TOPIC_PREFIX='sendgtae.'"):
+    with pytest.raises(
+        MissingTopic,
+        match=r"^topic sendgtae\.(events|decisions) does not exist at 127.0.0.1:9092: "
+        r"the workers create it .*check SENDGATE_TOPIC_PREFIX='sendgtae.'",
+    ):
         asyncio.run(run())
     assert len(asked) == 1

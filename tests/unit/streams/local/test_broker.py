@@ -1,5 +1,6 @@
 """local/broker.py: the broker's configuration and what LocalKafka refuses before starting anything
 (a broker started: every integration test, through tests/integration/conftest.py)."""
+
 from __future__ import annotations
 
 import socket
@@ -34,11 +35,17 @@ def test_the_scram_listener_is_one_more_door_for_clients():
 
 def test_the_scram_user_logs_in_with_the_settings_it_gives(tmp_path):
     kafka = LocalKafka(port=9092, data_dir=tmp_path, scram=("gate", "s3cret"), sasl_port=9093)
-    assert (kafka.bootstrap, kafka.sasl_bootstrap, kafka.log_file) == ("127.0.0.1:9092", "127.0.0.1:9093",
-                                                                       tmp_path / "broker.log")
+    assert (kafka.bootstrap, kafka.sasl_bootstrap, kafka.log_file) == (
+        "127.0.0.1:9092",
+        "127.0.0.1:9093",
+        tmp_path / "broker.log",
+    )
     settings = Settings(bootstrap=kafka.sasl_bootstrap, **kafka.scram_settings)  # refused if incomplete
     assert (settings.security_protocol, settings.sasl_mechanism, settings.sasl_username) == (
-        "SASL_PLAINTEXT", "SCRAM-SHA-256", "gate")
+        "SASL_PLAINTEXT",
+        "SCRAM-SHA-256",
+        "gate",
+    )
     plain = LocalKafka(data_dir=tmp_path)
     assert plain.sasl_bootstrap is None and plain.scram_settings == {}
 

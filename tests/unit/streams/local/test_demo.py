@@ -1,5 +1,6 @@
 """local/demo.py scenario: the decisions `sendgate demo` waits for are the ones the gate makes (the
 demo end to end, with a broker and a worker: `sendgate demo`)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -19,8 +20,12 @@ def test_the_demo_waits_for_exactly_the_decisions_its_events_and_the_ticker_make
         decided += [r for r in gate.handle(validate(doc, NOW), store) if isinstance(r, Decision)]
     assert len(decided) == expected
     outcome = {d.request_id: d.outcome for d in decided if d.outcome != "released"}
-    assert ((outcome["reply-alice"], outcome["cold-bob"], outcome["news-carol"], outcome["after-stop-dave"])
-            == ("accepted", "rejected", "accepted", "rejected"))
+    assert (outcome["reply-alice"], outcome["cold-bob"], outcome["news-carol"], outcome["after-stop-dave"]) == (
+        "accepted",
+        "rejected",
+        "accepted",
+        "rejected",
+    )
     assert {d.request_id: d.reason for d in decided}["after-stop-dave"] == "opted_out"
     blast = Counter(d.outcome for d in decided if d.request_id.startswith("blast-"))
     assert blast == {"accepted": 10, "delayed": 4, "released": 4}  # as the scenario's comment says

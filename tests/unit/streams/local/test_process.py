@@ -1,5 +1,6 @@
 """local/process.py WorkerProcess: when a worker counts as ready, and what a stopped one answers
 (real worker processes: tests/integration/harness.py)."""
+
 from __future__ import annotations
 
 from sendgate.streams.config import Settings

@@ -2,6 +2,7 @@
 `awaiting`, where a suspended task waits, for the slow-batch warning (a stall is never silent),
 and which batches `run_batch` decides around a rebalance (on a worker as built, never started).
 The agent and the batch protocol against a broker: tests/integration/test_kafka_*.py."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +16,14 @@ from faust.types import TP
 from sendgate.models.events import Refusal
 from sendgate.streams.config import Settings
 from sendgate.streams.worker import app as worker_app
-from sendgate.streams.worker.app import LoggedMessage, _where, awaiting, build_worker, dead_letter_record, faust_broker_url
+from sendgate.streams.worker.app import (
+    LoggedMessage,
+    _where,
+    awaiting,
+    build_worker,
+    dead_letter_record,
+    faust_broker_url,
+)
 
 
 async def _innermost(event: asyncio.Event) -> None:
@@ -47,29 +55,47 @@ def test_awaiting_without_a_task():
 
 def test_a_dead_letter_names_the_reason_the_place_and_keeps_the_record_as_text():
     message = LoggedMessage("sendgate.events", 3, 41, b"acme", 1_700_000_000.0)
-    doc = orjson.loads(dead_letter_record(message, '{"type": "shout", "text": "héllo"}'.encode(),
-                                          "field 'type' must be one of ...", Refusal.UNKNOWN_TYPE))
-    assert doc == {"error": "field 'type' must be one of ...", "code": "unknown_type", "topic": "sendgate.events",
-                   "partition": 3,
-                   "offset": 41, "key": "acme", "raw": '{"type": "shout", "text": "héllo"}'}
+    doc = orjson.loads(
+        dead_letter_record(
+            message,
+            '{"type": "shout", "text": "héllo"}'.encode(),
+            "field 'type' must be one of ...",
+            Refusal.UNKNOWN_TYPE,
+        )
+    )
+    assert doc == {
+        "error": "field 'type' must be one of ...",
+        "code": "unknown_type",
+        "topic": "sendgate.events",
+        "partition": 3,
+        "offset": 41,
+        "key": "acme",
+        "raw": '{"type": "shout", "text": "héllo"}',
+    }
 
 
 def test_bytes_that_are_not_utf8_are_kept_in_base64_and_say_so():
     raw, key = b"\xff\xfe{not json", b"\xc3\x28"  # invalid UTF-8 in both
-    doc = orjson.loads(dead_letter_record(LoggedMessage("t", 0, 7, key, 0.0), raw, "not valid UTF-8 JSON", Refusal.NOT_JSON))
+    doc = orjson.loads(
+        dead_letter_record(LoggedMessage("t", 0, 7, key, 0.0), raw, "not valid UTF-8 JSON", Refusal.NOT_JSON)
+    )
     assert base64.b64decode(doc["raw"]) == raw and doc["raw_encoding"] == "base64"
     assert base64.b64decode(doc["key"]) == key and doc["key_encoding"] == "base64"
 
 
 def test_a_record_without_key_or_value_is_dead_lettered_with_nulls():
-    doc = orjson.loads(dead_letter_record(LoggedMessage("t", 1, 0, None, 0.0), None, "record has no value", Refusal.NO_VALUE))
+    doc = orjson.loads(
+        dead_letter_record(LoggedMessage("t", 1, 0, None, 0.0), None, "record has no value", Refusal.NO_VALUE)
+    )
     assert doc["key"] is None and doc["raw"] is None
     assert "key_encoding" not in doc and "raw_encoding" not in doc
 
 
 def test_a_batch_is_named_by_its_span_on_each_partition():
-    batch = [SimpleNamespace(message=LoggedMessage("events", p, o, None, 0.0))
-             for p, o in ((1, 9), (0, 5), (1, 7), (0, 6), (2, 3))]
+    batch = [
+        SimpleNamespace(message=LoggedMessage("events", p, o, None, 0.0))
+        for p, o in ((1, 9), (0, 5), (1, 7), (0, 6), (2, 3))
+    ]
     assert _where(batch) == "5 event(s) at events[0]@5..6, events[1]@7..9, events[2]@3"
     assert LoggedMessage("events", 2, 3, None, 0.0).tp == TP("events", 2)
 
@@ -94,8 +120,9 @@ class Event:
 def worker(tmp_path, monkeypatch):
     """A worker as built (never started: no broker), owning events partition 1, whose
     `process_batch` records each attempt and fails the first with a full disk."""
-    worker = build_worker(Settings(data_dir=str(tmp_path), group_id="gate-rebalance", web_enabled=False,
-                                   auth=False), ticker=False)
+    worker = build_worker(
+        Settings(data_dir=str(tmp_path), group_id="gate-rebalance", web_enabled=False, auth=False), ticker=False
+    )
     events = worker.events.get_topic_name()
     monkeypatch.setattr(worker_app, "assigned", lambda app: {TP(events, 1)})
     worker.attempts = []

@@ -5,6 +5,7 @@ ticker reads, and `after_unclean_stop`.
 
 The state table is a real `StateTable` of a Faust app that is never started, on the memory store:
 no broker. The protocol against a broker and kill -9: tests/integration/test_kafka_faults.py."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,18 @@ from sendgate.models.policy import Policy
 from sendgate.streams.worker.app import LoggedEvent, LoggedMessage
 from sendgate.streams.worker.faust_internals import processing
 from sendgate.streams.worker.outbox import Outbox
-from sendgate.streams.worker.checkpoint import (COMMIT, HOME, KIND, PREFIX, STATE, CheckpointStore, StateTable, _Written,
-                                           after_unclean_stop, commit_key)
+from sendgate.streams.worker.checkpoint import (
+    COMMIT,
+    HOME,
+    KIND,
+    PREFIX,
+    STATE,
+    CheckpointStore,
+    StateTable,
+    _Written,
+    after_unclean_stop,
+    commit_key,
+)
 
 _apps = itertools.count()
 
@@ -34,10 +45,16 @@ class Worker:
     """A CheckpointStore over a real StateTable (memory store) and a dict as the apps table."""
 
     def __init__(self) -> None:
-        self.faust = faust.App(f"unit-state-{next(_apps)}", broker="kafka://127.0.0.1:1", store="memory://",
-                               autodiscover=False, web_enabled=False)  # never started: no broker needed
-        self.table = self.faust.tables.add(StateTable(self.faust, name=STATE, default=None, partitions=4,
-                                                      key_type=bytes, value_type=bytes))
+        self.faust = faust.App(
+            f"unit-state-{next(_apps)}",
+            broker="kafka://127.0.0.1:1",
+            store="memory://",
+            autodiscover=False,
+            web_enabled=False,
+        )  # never started: no broker needed
+        self.table = self.faust.tables.add(
+            StateTable(self.faust, name=STATE, default=None, partitions=4, key_type=bytes, value_type=bytes)
+        )
         self.apps: dict[bytes, bytes] = {}
         self.store = CheckpointStore(self.table, self.apps)
         self.changelog = self.table.changelog_topic.get_topic_name()
@@ -68,8 +85,9 @@ class Worker:
 
     def recover(self, records: list[tuple[int, bytes, bytes | None]]) -> None:
         """A rebalance: the changelog read back (partition, key, value), then recovery completes."""
-        self.table.apply_changelog_batch([_Written(TP(self.changelog, p), p, next(self.offsets), k, v)
-                                          for p, k, v in records])
+        self.table.apply_changelog_batch(
+            [_Written(TP(self.changelog, p), p, next(self.offsets), k, v) for p, k, v in records]
+        )
         partitions = {TP(self.changelog, p) for p in range(4)}
         asyncio.run(self.table.on_recovery_completed(partitions, set()))
 
@@ -125,9 +143,14 @@ def test_rows_go_with_the_outputs_and_each_commit_record_in_the_next_send():
             w.store.set(USERKEYS, key(APP, user), user.encode())
     assert w.store.home(APP, 2) == 2 and w.store.home(APP, 3) == 2  # the first partition seen is its home
     first = w.stage()
-    assert sorted(first) == sorted([(PREFIX[USERKEYS] + key(APP, "u1"), b"u1", 2), (HOME + APP.encode(), b"2", 2),
-                                    (PREFIX[USERKEYS] + key(APP, "u3"), b"u3", 2),
-                                    (PREFIX[USERKEYS] + key(APP, "u2"), b"u2", 3)])
+    assert sorted(first) == sorted(
+        [
+            (PREFIX[USERKEYS] + key(APP, "u1"), b"u1", 2),
+            (HOME + APP.encode(), b"2", 2),
+            (PREFIX[USERKEYS] + key(APP, "u3"), b"u3", 2),
+            (PREFIX[USERKEYS] + key(APP, "u2"), b"u2", 3),
+        ]
+    )
     w.store.written({(w.changelog, 2): 40, (w.changelog, 3): 41})
     # acknowledged: the local store holds the rows with their commit records, the apps table the home
     assert w.rows[commit_key(2)] == b"8" and w.rows[commit_key(3)] == b"4" and w.apps == {APP.encode(): b"2"}
@@ -199,9 +222,14 @@ def test_the_memory_store_keeps_no_offsets_so_a_checkpoint_after_other_records_w
 def test_recovery_applies_whole_checkpoints_and_the_next_checkpoint_rewrites_the_orphans():
     w = Worker()
     good, orphan, other = PREFIX[USERKEYS] + key(APP, "u1"), PREFIX[USERKEYS] + key(APP, "u2"), b"u:elsewhere"
-    w.recover([(0, good, b"kept"), (0, commit_key(0), b"20"),  # a whole checkpoint
-               (0, orphan, b"lost"),  # a crash before its commit record
-               (1, other, b"lost too")])  # a partition with no commit record at all
+    w.recover(
+        [
+            (0, good, b"kept"),
+            (0, commit_key(0), b"20"),  # a whole checkpoint
+            (0, orphan, b"lost"),  # a crash before its commit record
+            (1, other, b"lost too"),
+        ]
+    )  # a partition with no commit record at all
     assert w.rows == {good: b"kept", commit_key(0): b"20"}
     assert w.table.orphans == {0: {orphan}, 1: {other}}
     assert w.store.handled(0) == 20 and w.store.handled(1) == -1
@@ -234,8 +262,11 @@ def test_the_ticker_sees_a_schedule_once_its_rows_are_written_and_after_every_re
 
 
 def test_the_gate_over_checkpointed_batches_decides_as_over_one_dict():
-    docs = [*established(), *(send(u, at=i * 1_000, text=PARCEL) for i, u in enumerate(recipients(14))),
-            event("tick", 20 * MINUTE)]
+    docs = [
+        *established(),
+        *(send(u, at=i * 1_000, text=PARCEL) for i, u in enumerate(recipients(14))),
+        event("tick", 20 * MINUTE),
+    ]
     reference, expected = Gate(), []
     memory = MemoryStore()
     for doc in docs:
@@ -264,7 +295,9 @@ def test_each_partition_has_its_own_junk_index_held_in_its_rows_and_a_failed_bat
         gate.handle(shared[0], w.store)
     w.checkpoint()
     assert reporters(w.store.junk_index(2)) == [1] and reporters(w.store.junk_index(1)) == []
-    assert [k for k in w.rows if k.startswith(PREFIX[JUNK])] == [PREFIX[JUNK] + key("2", f"{APP}\x1f{shared[0].event_id}")]
+    assert [k for k in w.rows if k.startswith(PREFIX[JUNK])] == [
+        PREFIX[JUNK] + key("2", f"{APP}\x1f{shared[0].event_id}")
+    ]
     with w.store.handling(at(2, 1)):  # a batch that fails: its report must not count when it is decided again
         gate.handle(shared[1], w.store)
     w.store.abort()
@@ -337,8 +370,11 @@ def test_a_standby_store_holds_every_row_up_to_its_persisted_offset_when_a_recov
 
     def checkpoint(n: int) -> None:
         """A checkpoint of partition 6 as the changelog holds it: two rows, then its commit record."""
-        for row, value in ((f"c:app-{n}".encode(), b"conversation"), (f"n:app-{n}".encode(), b"seen"),
-                           (commit_key(6), str(n).encode())):
+        for row, value in (
+            (f"c:app-{n}".encode(), b"conversation"),
+            (f"n:app-{n}".encode(), b"seen"),
+            (commit_key(6), str(n).encode()),
+        ):
             log.append(_Written(tp, 6, len(log), row, value))
             queue.put_nowait(log[-1])  # fetched: the conductor hands it to the changelog queue
 
@@ -404,8 +440,9 @@ def test_a_batch_written_after_records_this_worker_never_read_leaves_the_store_s
     tp = TP(changelog, 4)
     assert table.data.persisted_offset(tp) == owned_up_to
     # the next recovery reads from there: the new owner's records, then the late batch's own
-    table.apply_changelog_batch([_Written(tp, 4, o, commit_key(4) if o == end else b"u:o%d" % o, b"1")
-                                 for o in range(owned_up_to + 1, end + 1)])
+    table.apply_changelog_batch(
+        [_Written(tp, 4, o, commit_key(4) if o == end else b"u:o%d" % o, b"1") for o in range(owned_up_to + 1, end + 1)]
+    )
     assert table.data.persisted_offset(tp) == end
     batch(12, b"next")  # right after what recovery read: the store holds all of it again
     assert table.data.persisted_offset(tp) == end
@@ -430,5 +467,7 @@ def test_changelog_records_whose_write_failed_are_applied_when_recovery_hands_th
         w.table.apply_changelog_batch(buffer)
     w.table.data.apply_changelog_batch = write
     w.table.apply_changelog_batch(buffer)  # the same buffer again, as Faust's recovery hands it over
-    assert w.rows[PREFIX[USERKEYS] + key(APP, "u1")] == b"kept" and w.rows[PREFIX[USERKEYS] + key(APP, "u3")] == b"three"
+    assert (
+        w.rows[PREFIX[USERKEYS] + key(APP, "u1")] == b"kept" and w.rows[PREFIX[USERKEYS] + key(APP, "u3")] == b"three"
+    )
     assert PREFIX[USERKEYS] + key(APP, "u2") not in w.rows and w.rows[commit_key(2)] == b"7"

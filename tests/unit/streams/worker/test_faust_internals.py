@@ -1,6 +1,7 @@
 """faust_internals.py: the private faust-streaming internals the worker relies on are still there,
 in the shape they were read (faust-streaming 0.15). A failure here means an upgrade changed one:
 read the new faust source before widening the pin in pyproject.toml."""
+
 from __future__ import annotations
 
 import asyncio
@@ -29,6 +30,7 @@ def test_the_installed_faust_is_the_tested_minor_version():
 
 def test_the_current_event_is_a_context_variable_of_weak_references():
     from faust.streams import _current_event, current_event
+
     assert isinstance(_current_event, contextvars.ContextVar)
     assert "_current_event.get" in inspect.getsource(current_event)
 
@@ -72,12 +74,19 @@ def test_the_producer_hands_out_its_aiokafka_producer():
 
 def test_stores_have_a_raw_read_and_a_batch_write_that_sets_offsets():
     from faust.stores.rocksdb import Store as RocksStore
+
     assert params(SerializedStore._get) == ["key"]
     assert params(RocksStore._get) == ["key"]
     assert params(RocksStore.apply_changelog_batch) == ["batch", "to_key", "to_value"]
     source = inspect.getsource(RocksStore.apply_changelog_batch)
-    for attribute in ("event.message.tp", "event.message.offset", "msg.partition", "msg.key", "msg.value",
-                      "set_persisted_offset"):
+    for attribute in (
+        "event.message.tp",
+        "event.message.offset",
+        "msg.partition",
+        "msg.key",
+        "msg.value",
+        "set_persisted_offset",
+    ):
         assert attribute in source, attribute
 
 
@@ -90,6 +99,7 @@ def test_tables_recover_through_the_hooks_the_state_table_overrides():
 def test_the_router_names_hosts_by_url_identity_and_lists_table_metadata():
     from faust.app.router import Router
     from yarl import URL
+
     assert params(Router._urlident) == ["url"]
     assert Router._urlident(None, URL("http://10.0.0.1:6066")) == ("10.0.0.1", 6066)
     assert params(Router.table_metadata) == ["table_name"]
@@ -174,8 +184,13 @@ def test_keep_fetched_changelog_keeps_the_standby_records_on_a_resume_and_clears
             self.message = Message(tp, offset)
 
     def after(keep: bool) -> tuple[list[tuple[int, int]], int, int]:
-        app = faust.App(f"test-keep-changelog-{keep}", broker="kafka://127.0.0.1:1", store="memory://",
-                        autodiscover=False, web_enabled=False)
+        app = faust.App(
+            f"test-keep-changelog-{keep}",
+            broker="kafka://127.0.0.1:1",
+            store="memory://",
+            autodiscover=False,
+            web_enabled=False,
+        )
         if keep:
             faust_internals.keep_fetched_changelog(app)
         app.tables.recovery.standby_tps.add(standby)
@@ -206,8 +221,9 @@ def test_keep_paused_on_buffer_drop_keeps_a_rebalance_s_pause_when_a_full_stream
     paused, other = TP("events", 0), TP("events", 1)
 
     async def active_after(keep: bool) -> tuple[set[TP], set[TP]]:
-        app = faust.App(f"test-keep-paused-{keep}", broker="kafka://127.0.0.1:1", autodiscover=False,
-                        web_enabled=False)  # never started: no broker needed
+        app = faust.App(
+            f"test-keep-paused-{keep}", broker="kafka://127.0.0.1:1", autodiscover=False, web_enabled=False
+        )  # never started: no broker needed
         if keep:
             faust_internals.keep_paused_on_buffer_drop(app)
         consumer = app.consumer
@@ -216,8 +232,11 @@ def test_keep_paused_on_buffer_drop_keeps_a_rebalance_s_pause_when_a_full_stream
         drops = {tp: consumer.on_buffer_drop for tp in (paused, other)}  # as the conductor's handlers bind it
         for i in range(queue.pressure_high_size + 1):  # the agent takes nothing: the queue fills
             for tp in (paused, other):
-                queue.put_nowait_enhanced(i, on_pressure_high=lambda tp=tp: consumer.on_buffer_full(tp),
-                                          on_pressure_drop=lambda tp=tp: drops[tp](tp))
+                queue.put_nowait_enhanced(
+                    i,
+                    on_pressure_high=lambda tp=tp: consumer.on_buffer_full(tp),
+                    on_pressure_drop=lambda tp=tp: drops[tp](tp),
+                )
         consumer.pause_partitions({paused})  # a rebalance: paused until the tables have recovered
         app.flow_control.clear()
         get = asyncio.ensure_future(queue.get())  # the agent's next batch
@@ -231,9 +250,21 @@ def test_keep_paused_on_buffer_drop_keeps_a_rebalance_s_pause_when_a_full_stream
     assert asyncio.run(active_after(True)) == ({other}, {paused, other})
 
 
-@pytest.mark.parametrize("name", ["commit_at", "committed_offset", "inner_producer", "channel_queue", "processing",
-                                  "keep_recovery_end", "keep_fetched_changelog", "keep_paused_on_buffer_drop",
-                                  "raw_reader", "route_to_owner"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "commit_at",
+        "committed_offset",
+        "inner_producer",
+        "channel_queue",
+        "processing",
+        "keep_recovery_end",
+        "keep_fetched_changelog",
+        "keep_paused_on_buffer_drop",
+        "raw_reader",
+        "route_to_owner",
+    ],
+)
 def test_the_module_offers_each_internal(name):
     assert callable(getattr(faust_internals, name))
 
@@ -250,14 +281,20 @@ def test_the_drain_loop_races_each_record_against_the_flow_suspension_with_wait_
     assert "await self.wait_first(\n" in source and "callback(message), self.suspend_flow.wait()" in source
     assert "self.suspend_flow = Event()" in inspect.getsource(Consumer.__init__)
     from faust.transport import consumer as consumer_module
+
     assert consumer_module.Event is asyncio.Event
     for name in ("flow_active", "should_stop"):
         assert name in inspect.getsource(Consumer) or hasattr(Consumer, name), name
     from faust.transport.conductor import Conductor
+
     assert "self._topics = set()" in inspect.getsource(Conductor.__init__)
     compiled = inspect.getsource(faust.transport.conductor.ConductorCompiler.build)
-    for step in ("await acquire_flow_control()", "await wait_until_producer_ebb()", "queue.put_nowait_enhanced(",
-                 "if queue.full():"):
+    for step in (
+        "await acquire_flow_control()",
+        "await wait_until_producer_ebb()",
+        "queue.put_nowait_enhanced(",
+        "if queue.full():",
+    ):
         assert step in compiled, step
 
 
@@ -305,10 +342,10 @@ def test_dispatch_inline_awaits_the_record_inline_only_when_nothing_can_block():
     asyncio.run(run())
 
 
-
 def test_rows_with_prefix_seeks_each_active_rocksdb_store(tmp_path):
     import rocksdict
     from faust.stores.rocksdb import Store as RocksStore
+
     assert params(RocksStore._dbs_for_actives) == [] and "use_rocksdict" in inspect.getsource(RocksStore.__init__)
     dbs = []
     for p, keys in enumerate([[b"s:a", b"t:b", b"t:a", b"u:x"], [b"c:1", b"t:\xff", b"tt"]]):
@@ -328,7 +365,10 @@ def test_rows_with_prefix_seeks_each_active_rocksdb_store(tmp_path):
 
     try:
         assert list(faust_internals.rows_with_prefix(Table, b"t:")) == [
-            (b"t:a", b"vt:a"), (b"t:b", b"vt:b"), (b"t:\xff", b"vt:\xff")]
+            (b"t:a", b"vt:a"),
+            (b"t:b", b"vt:b"),
+            (b"t:\xff", b"vt:\xff"),
+        ]
     finally:
         for db in dbs:
             db.close()

@@ -2,6 +2,7 @@
 scrape-time gauges, bounded label values, the process and GC collectors and the build info; and
 deploy/prometheus/alerts.yml: every rule parses, names only metrics a worker exports and links its
 runbook in docs/operations.md."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -22,8 +23,16 @@ from sendgate.streams.worker.metrics import LATEST, RISKY_SENDERS, BatchTally, G
 ROOT = Path(__file__).resolve().parents[4]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 STANDARD = ("process_", "python_gc_")  # prometheus_client's process and GC collectors, under their usual names
-SCRAPE = {"partitions": [{"partition": 0, "end": 5, "committed": 3, "lag": 2}], "pending": 1, "next_due": None,
-          "overdue_s": 0.0, "recovering": False, "recovery_remaining": 0, "rebalancing": False, "reasons": []}
+SCRAPE = {
+    "partitions": [{"partition": 0, "end": 5, "committed": 3, "lag": 2}],
+    "pending": 1,
+    "next_due": None,
+    "overdue_s": 0.0,
+    "recovering": False,
+    "recovery_remaining": 0,
+    "rebalancing": False,
+    "reasons": [],
+}
 T = 1_700_000_000_000
 
 
@@ -46,9 +55,16 @@ def rules() -> list[dict]:
 
 def test_every_rule_parses_and_uses_exported_metrics():
     assert {r["alert"] for r in rules()} >= {
-        "SendgateNoWorkerUp", "SendgateWorkerDown", "SendgatePartitionsUnassigned", "SendgateConsumerStalled",
-        "SendgateFallingBehind", "SendgateBatchesFailing", "SendgateDeadLetters", "SendgateReleaseOverdue",
-        "SendgateRecoveryStuck"}
+        "SendgateNoWorkerUp",
+        "SendgateWorkerDown",
+        "SendgatePartitionsUnassigned",
+        "SendgateConsumerStalled",
+        "SendgateFallingBehind",
+        "SendgateBatchesFailing",
+        "SendgateDeadLetters",
+        "SendgateReleaseOverdue",
+        "SendgateRecoveryStuck",
+    }
     names = exported()
     for rule in rules():
         used = set(re.findall(r"\bsendgate_[a-z_]+", rule["expr"]))
@@ -59,8 +75,8 @@ def test_every_rule_parses_and_uses_exported_metrics():
 
 def test_a_total_outage_and_unheld_partitions_fire():
     by_name = {r["alert"]: r for r in rules()}
-    assert "absent(up{job=\"sendgate\"} == 1)" in by_name["SendgateNoWorkerUp"]["expr"]  # no series at all
-    assert by_name["SendgateWorkerDown"]["expr"] == "up{job=\"sendgate\"} == 0"
+    assert 'absent(up{job="sendgate"} == 1)' in by_name["SendgateNoWorkerUp"]["expr"]  # no series at all
+    assert by_name["SendgateWorkerDown"]["expr"] == 'up{job="sendgate"} == 0'
     unheld = by_name["SendgatePartitionsUnassigned"]["expr"]
     assert "sendgate_assigned_partitions" in unheld and "sendgate_events_topic_partitions" in unheld
     assert by_name["SendgateBatchesFailing"].get("for"), "one failed attempt is retried: alert on failures that last"
@@ -95,8 +111,9 @@ def test_rss_gc_and_the_version_are_exported():
     assert build.value == 1 and build.labels["version"] == importlib.metadata.version("sendgate")
 
 
-def decision(outcome: str, reason: str, *, sender: str = "S1", ts: int = T, deliver_at: int | None = None,
-             request_id: str = "r1") -> Decision:
+def decision(
+    outcome: str, reason: str, *, sender: str = "S1", ts: int = T, deliver_at: int | None = None, request_id: str = "r1"
+) -> Decision:
     return Decision(request_id, "app1", sender, "u1", "sms", outcome, reason, "", ts, deliver_at=deliver_at)
 
 
@@ -108,18 +125,24 @@ def sample(metrics: GateMetrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    (b"app1", b"{not json", "not_json"),
-    (b"app1", b"[1, 2]", "not_json"),
-    (b"app1", None, "no_value"),
-    (b"app1", b" " * (64 * 1024 + 1), "too_large"),
-    (b"app1", b'{"type": "shout"}', "unknown_type"),
-    (b"app1", b'{"type": "opt_in", "app": "app1"}', "missing_field"),
-    (b"other", b'{"type": "opt_in", "event_id": "e", "app": "app1", "userkey": "u"}', "wrong_key"),
-    (b"app1", orjson.dumps({"type": "opt_in", "event_id": "e", "app": "app1", "userkey": "u", "ts": T + 86_400_000}),
-     "ts_ahead"),
-    (b"app1", b'{"type": "opt_in", "event_id": 7, "app": "app1", "userkey": "u"}', "invalid_field"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        (b"app1", b"{not json", "not_json"),
+        (b"app1", b"[1, 2]", "not_json"),
+        (b"app1", None, "no_value"),
+        (b"app1", b" " * (64 * 1024 + 1), "too_large"),
+        (b"app1", b'{"type": "shout"}', "unknown_type"),
+        (b"app1", b'{"type": "opt_in", "app": "app1"}', "missing_field"),
+        (b"other", b'{"type": "opt_in", "event_id": "e", "app": "app1", "userkey": "u"}', "wrong_key"),
+        (
+            b"app1",
+            orjson.dumps({"type": "opt_in", "event_id": "e", "app": "app1", "userkey": "u", "ts": T + 86_400_000}),
+            "ts_ahead",
+        ),
+        (b"app1", b'{"type": "opt_in", "event_id": 7, "app": "app1", "userkey": "u"}', "invalid_field"),
+    ],
+)
 def test_each_reason_the_decoder_gives_has_its_own_bounded_code(key, value, expected):
     with pytest.raises(InvalidEvent) as refused:
         Gate().decode(key, value, T)
@@ -191,10 +214,18 @@ def test_the_dashboard_keeps_the_latest_decisions_and_the_most_paced_senders_onl
 
 
 def test_offsets_lag_and_readiness_are_read_when_prometheus_scrapes():
-    now = {**SCRAPE, "partitions": [{"partition": 0, "end": 5, "committed": 3, "lag": 2},
-                                    {"partition": 3, "end": 9, "committed": 9, "lag": 0}],
-           "pending": 7, "overdue_s": 4.5, "recovering": True, "recovery_remaining": 12,
-           "reasons": ["recovering tables: 12 changelog row(s) left"]}
+    now = {
+        **SCRAPE,
+        "partitions": [
+            {"partition": 0, "end": 5, "committed": 3, "lag": 2},
+            {"partition": 3, "end": 9, "committed": 9, "lag": 0},
+        ],
+        "pending": 7,
+        "overdue_s": 4.5,
+        "recovering": True,
+        "recovery_remaining": 12,
+        "reasons": ["recovering tables: 12 changelog row(s) left"],
+    }
     metrics = GateMetrics(("sms",), lambda: now)
     assert sample(metrics, "sendgate_events_lag", partition="0") == 2
     assert sample(metrics, "sendgate_events_committed_offset", partition="3") == 9
@@ -232,17 +263,22 @@ def test_the_grafana_dashboard_is_valid_and_queries_only_exported_metrics():
             assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"), expr
             selected = set(re.findall(r"\b([a-z_][a-z0-9_]*)\{", expr))
             anywhere = set(re.findall(r"\b((?:sendgate|process|python_gc)_[a-z0-9_]+)\b", expr))
-            assert anywhere <= selected, f"every metric is selected with job=\"$job\": {expr}"
+            assert anywhere <= selected, f'every metric is selected with job="$job": {expr}'
             assert all('job="$job"' in part for part in re.findall(r"\{[^}]*\}", expr)), expr
             assert selected <= names, (panel["title"], selected - names)
 
 
 def test_the_dashboard_shows_the_fleet():
     queries = "\n".join(dashboard_queries())
-    for needed in ("sum by (outcome) (rate(sendgate_decisions_total", "sendgate_events_lag",
-                   "sendgate_batch_failures_total", "process_resident_memory_bytes",
-                   "histogram_quantile(0.99, sum by (le) (rate(sendgate_decision_lag_seconds_bucket",
-                   "sendgate_assigned_partitions", "sendgate_events_topic_partitions"):
+    for needed in (
+        "sum by (outcome) (rate(sendgate_decisions_total",
+        "sendgate_events_lag",
+        "sendgate_batch_failures_total",
+        "process_resident_memory_bytes",
+        "histogram_quantile(0.99, sum by (le) (rate(sendgate_decision_lag_seconds_bucket",
+        "sendgate_assigned_partitions",
+        "sendgate_events_topic_partitions",
+    ):
         assert needed in queries, needed
 
 

@@ -1,5 +1,6 @@
 """operations.py status: the dashboard's JSON, from a worker's metrics and what it reads at scrape
 time (the routes themselves, on a running worker: tests/integration/test_kafka_dashboard.py)."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -28,20 +29,35 @@ def tally_of(*decided: tuple[str, str, str], durations: dict[str, float]) -> Bat
 
 
 def test_the_status_adds_up_the_batches_and_shows_no_userkey():
-    scrape = {"partitions": [{"partition": 1, "end": 4, "committed": 4, "lag": 0}], "pending": 3,
-              "next_due": T + 60_000, "overdue_s": 0.0, "recovering": False, "recovery_remaining": 0,
-              "rebalancing": False, "reasons": []}
-    first = tally_of(("s1", "accepted", "reply"), ("s1", "delayed", "burst_paced"),
-                     durations={"decide": 0.001, "produce": 0.010, "checkpoint": 0.002})
-    second = tally_of(("s2", "delayed", "burst_paced"), ("s2", "rejected", "burst_limit"),
-                      ("s1", "delayed", "burst_paced"),
-                      durations={"decide": 0.003, "produce": 0.005, "checkpoint": 0.001})
+    scrape = {
+        "partitions": [{"partition": 1, "end": 4, "committed": 4, "lag": 0}],
+        "pending": 3,
+        "next_due": T + 60_000,
+        "overdue_s": 0.0,
+        "recovering": False,
+        "recovery_remaining": 0,
+        "rebalancing": False,
+        "reasons": [],
+    }
+    first = tally_of(
+        ("s1", "accepted", "reply"),
+        ("s1", "delayed", "burst_paced"),
+        durations={"decide": 0.001, "produce": 0.010, "checkpoint": 0.002},
+    )
+    second = tally_of(
+        ("s2", "delayed", "burst_paced"),
+        ("s2", "rejected", "burst_limit"),
+        ("s1", "delayed", "burst_paced"),
+        durations={"decide": 0.003, "produce": 0.005, "checkpoint": 0.001},
+    )
     doc = status(worker_with(scrape, first, second))
     assert doc["state"] == {"ready": True, "recovering": False, "rebalancing": False, "reasons": []}
     assert set(doc["totals"]) == set(OUTCOMES) and doc["totals"]["delayed"] == 3 and doc["totals"]["cancelled"] == 0
     assert doc["top_reasons"][0] == {"reason": "delayed/burst_paced", "count": 3}
-    assert doc["riskiest_senders"] == [{"app": "shop", "sender": "s1", "paced": 2},
-                                       {"app": "shop", "sender": "s2", "paced": 2}]
+    assert doc["riskiest_senders"] == [
+        {"app": "shop", "sender": "s1", "paced": 2},
+        {"app": "shop", "sender": "s2", "paced": 2},
+    ]
     assert doc["pending"] == {"held": 3, "next_release_ts": T + 60_000}
     assert doc["batches"]["count"] == 2 and doc["batches"]["failed"] == 0
     assert doc["batches"]["stages"]["produce"] == {"last_ms": 5.0, "max_ms": 10.0}
@@ -51,10 +67,19 @@ def test_the_status_adds_up_the_batches_and_shows_no_userkey():
 
 
 def test_before_the_first_batch_the_stages_have_no_times_and_the_reasons_say_why_not_ready():
-    scrape = {"partitions": [], "pending": 0, "next_due": None, "overdue_s": 0.0, "recovering": True,
-              "recovery_remaining": 5, "rebalancing": False, "reasons": ["recovering tables: 5 changelog row(s) left"]}
+    scrape = {
+        "partitions": [],
+        "pending": 0,
+        "next_due": None,
+        "overdue_s": 0.0,
+        "recovering": True,
+        "recovery_remaining": 5,
+        "rebalancing": False,
+        "reasons": ["recovering tables: 5 changelog row(s) left"],
+    }
     doc = status(worker_with(scrape))
     assert doc["state"]["ready"] is False and doc["state"]["reasons"] == scrape["reasons"]
-    assert doc["batches"]["stages"] == {stage: {"last_ms": None, "max_ms": None}
-                                        for stage in ("decide", "produce", "checkpoint")}
+    assert doc["batches"]["stages"] == {
+        stage: {"last_ms": None, "max_ms": None} for stage in ("decide", "produce", "checkpoint")
+    }
     assert doc["history"] == [] and doc["latest"] == [] and doc["riskiest_senders"] == []

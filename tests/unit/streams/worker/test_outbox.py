@@ -1,6 +1,7 @@
 """outbox.py: a batch's outputs grouped into one Kafka record batch per topic partition, in order,
 with the last offset written to each (the batches through a real producer and broker: every
 tests/integration/test_kafka_*.py)."""
+
 from __future__ import annotations
 
 import asyncio

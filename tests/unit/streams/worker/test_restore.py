@@ -1,5 +1,6 @@
 """restore.py store_path: the fast restore writes the stores the worker's Faust app opens, and a
 restart after kill -9 keeps (restoring from a changelog on a broker: tests/integration/test_kafka_restore.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path
