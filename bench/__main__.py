@@ -173,12 +173,10 @@ async def phase_latency(r: Report) -> None:
     settings = r.settings("lat", tick_interval_s=1.0)
     hook = None
     if "profile" not in a.skip and pyspy.pyspy():
-        hook = lambda pid: pyspy.record(
-            pid,
-            10,
-            a.outdir / f"{a.stem}-profile-1000rps.txt",  # noqa: E731
-            "the worker at 1,000 requests/s",
-        )
+
+        def hook(pid):
+            pyspy.record(pid, 10, a.outdir / f"{a.stem}-profile-1000rps.txt", "the worker at 1,000 requests/s")
+
     log("raw aiokafka echo baseline ...")
     echo = await lat.run_echo(r.settings("echo"), r.work, a.rates, a.latency_seconds, a.latency_warmup, a.seed, a.quick)
     log("sendgate worker ...")

@@ -196,6 +196,7 @@ class GateWorker:
         """
         sent: list[Any] = []
         filled: list[LoggedMessage] = []
+        epoch = self.faust.consumer_generation_id  # its commit records' (checkpoint.py, `CheckpointLog`)
         self.tally = tally = BatchTally()
         started = time.perf_counter()
         owned = assigned(self.faust) if quiet else set()
@@ -232,20 +233,46 @@ class GateWorker:
             # The outputs and the rows together; then the commit records, so that the batch is
             # whole on the broker before its events are acked (a clean stop commits all of it).
             producer = inner_producer(self.faust)
-            self.store.stage(self.outbox)
+            self.store.stage(self.outbox, epoch)
             self.check_membership()
             last = await asyncio.wait_for(self.outbox.send(producer), PRODUCE_TIMEOUT_S)
             produced = time.perf_counter()
             self.store.written(last)
-            self.store.stage(self.outbox)
+            self.store.stage(self.outbox, epoch)
             self.check_membership()
             self.store.written(await asyncio.wait_for(self.outbox.send(producer), PRODUCE_TIMEOUT_S))
+            if self.store.foreign:
+                await self.rewrite_foreign_rows()
         tally.durations_s = {
             "decide": decided - started,
             "produce": produced - decided,
             "checkpoint": time.perf_counter() - produced,
         }
         self._unacked.extend(filled)  # the agent acks the batch's own events; these Faust never had
+
+    async def rewrite_foreign_rows(self) -> None:
+        """Read the records another worker wrote into a changelog partition this one writes (a
+        zombie's late send, found by `CheckpointStore._held_to`): recovery never commits them
+        (`CheckpointLog`), and their keys are rewritten at the partition's next checkpoint, so that
+        compaction cannot leave one as a key's last value."""
+        changelog = self.store.table.changelog_topic.get_topic_name()
+        found, self.store.foreign = self.store.foreign, {}
+        for partition, (start, end) in found.items():
+            records = [
+                (r.key, r.headers)
+                async for r in read_log(self.settings, changelog, {partition: end}, start={partition: start})
+            ]
+            keys = self.store.rewrite(partition, records)
+            log.warning(
+                "%s[%d] offsets %d..%d: %d record(s) another worker wrote (a zombie's); %d key(s) are rewritten "
+                "at the next checkpoint",
+                changelog,
+                partition,
+                start,
+                end - 1,
+                len(records),
+                keys,
+            )
 
     def check_membership(self) -> None:
         """Write a batch only while the group surely counts this worker a member: its coordinator

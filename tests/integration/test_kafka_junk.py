@@ -201,5 +201,6 @@ def test_replay_matches_each_send_against_the_junk_index_its_own_partition_showe
     reasons = {d["reason"] for d in live if d["request_id"] in {f"b{i}" for i in range(n // 2, n)}}
     assert reasons == {"junk_similar"}, reasons  # the second half came after the reports in partition 0's log
     for run in range(2):  # the issue saw 2 runs of 3 differ
-        result = cli(settings, "replay", "--name", f"junk{run}", "--compare")
+        changed = str(tmp_path / f"junk{run}-changed.jsonl")
+        result = cli(settings, "replay", "--name", f"junk{run}", "--compare", "--changed-out", changed)
         assert f"requests: {n} live, {n} replayed, 0 changed" in result.stdout, result.stdout
