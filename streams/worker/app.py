@@ -339,6 +339,8 @@ class GateWorker:
     async def on_recover(self) -> None:
         self._seen.clear()  # partitions may have moved; Faust starts each from the committed offset
         self.next_offsets.clear()
+        events_topic = self.events.get_topic_name()
+        self.store.keep_unsent_commits({tp.partition for tp in assigned(self.faust) if tp.topic == events_topic})
 
     def abort(self, seen: dict[int, int]) -> None:
         """Forget a batch that failed half-way: its writes, and how far the stream had got (`seen`,

@@ -509,7 +509,7 @@ class CheckpointStore:
         because recovery applies rows only up to a commit record: until the batch's commit record
         is in the changelog, a crash leaves them orphans, dropped and rewritten, and the batch is
         decided again over the state before it. A commit record whose send failed stays unsent
-        and goes first in the batch's next attempt, until a rebalance (`_on_recover`). Each partition's rows carry a new checkpoint
+        and goes first in the batch's next attempt, also after a rebalance that kept the partition. Each partition's rows carry a new checkpoint
         token, which its commit record names with the writer's epoch (`CheckpointLog`): never
         below the partition's last commit record's, so that a generation the broker numbered
         afresh (a group deleted and created again) cannot fence the partition's new owner.
@@ -533,9 +533,12 @@ class CheckpointStore:
     def written(self, last: dict[tuple[str, int], int]) -> None:
         """The outbox of `stage` is acknowledged (`last`: its last offset per topic partition):
         the rows reach the local store in one write batch with their commit records, whose copies
-        in the changelog wait for the next `stage`."""
+        in the changelog wait for the next `stage`: only once the store holds the rows, so that a
+        commit record never commits rows the store lacks (a full disk: the batch is decided again,
+        and the rows sent are orphans no commit record names)."""
         changelog = self.table.changelog_topic.get_topic_name()
         sent, self._unsent_commits = self._unsent_commits, {}
+        unsent: dict[int, bytes] = {}
         rows_of = {partition: rows for partition, rows, _ in self._staged}
         upto = {
             p: self._held_to(p, last.get((changelog, p)), (p in sent) + len(rows_of.get(p, ())))
@@ -550,12 +553,20 @@ class CheckpointStore:
             offset = upto[partition]
             local += [_Written(TP(changelog, partition), partition, offset, row, value) for row, value in rows.items()]
             local.append(_Written(TP(changelog, partition), partition, offset, commit_key(partition), commit))
-            self._unsent_commits[partition] = commit
+            unsent[partition] = commit
         self._staged = []
         if local:  # the local store, and its persisted changelog offsets
             self.table.data.apply_changelog_batch(local, to_key=_same, to_value=_same)
             self._remember((w.key, w.value) for w in local)
+        self._unsent_commits = unsent
         self._written_locally()
+
+    def keep_unsent_commits(self, partitions: set[int]) -> None:
+        """After a rebalance: the commit records of partitions that moved to another worker are its
+        to write (it decides their last batch again). A kept one still commits its rows, which the
+        local store holds, even after the partition moved and came back: recovery then drops it,
+        below the epoch of the other worker's commit records (`CheckpointLog`)."""
+        self._unsent_commits = {p: v for p, v in self._unsent_commits.items() if p in partitions}
 
     def _persisted(self, partition: int) -> int:
         offset = self.table.data.persisted_offset(TP(self.table.changelog_topic.get_topic_name(), partition))
@@ -647,11 +658,6 @@ class CheckpointStore:
     # --- after a rebalance ------------------------------------------------------------------
     async def _on_recover(self) -> None:
         # Partitions may have moved: forget what this worker knew of them, read the table again.
-        # Unsent commit records too: the recovery dropped their rows as orphans unless the local
-        # store had them (not on a full disk), and another worker may have written the partition
-        # since (it moved and came back). Rows the store did keep are committed in the changelog
-        # by the partition's next commit record, which follows them.
-        self._unsent_commits = {}
         self._handled.clear()
         self._cache.clear()
         self._junk.clear()

@@ -96,4 +96,5 @@ def test_a_worker_frozen_past_its_session_and_resumed_corrupts_nothing(settings,
     cli(settings, "rebuild")
     rebuilt = committed_state(settings)
     differ = {k for k in live.keys() | rebuilt.keys() if live.get(k) != rebuilt.get(k)}
-    assert not differ, f"{len(differ)} row(s) differ from a rebuild, e.g. {sorted(differ)[:5]}"
+    shown = [(k, live.get(k, (None, b""))[1][:40], rebuilt.get(k, (None, b""))[1][:40]) for k in sorted(differ)[:5]]
+    assert not differ, f"{len(differ)} row(s) differ from a rebuild (key, live, rebuilt), e.g. {shown}"
