@@ -583,7 +583,7 @@ async def store_divergence(settings: Settings, tables: Path) -> list[list[str]]:
     it would hold that the changelog deleted or never committed, by kind."""
     import rocksdict
 
-    from sendgate.streams.worker.checkpoint import COMMIT, KIND, STATE
+    from sendgate.streams.worker.checkpoint import KIND, STATE, CheckpointLog, Commit, checkpoint_token, commit_key
 
     topic = settings.changelog_topic(STATE)
     ends = await end_offsets(settings, topic)
@@ -603,17 +603,26 @@ async def store_divergence(settings: Settings, tables: Path) -> list[list[str]]:
             finally:
                 db.close()
         held = int(raw) if raw is not None else -1
-        log_records = [(r.offset, r.key, r.value) async for r in read_log(settings, topic, {p: ends[p]})]
-        last_commit = max((o for o, k, _ in log_records if k is not None and k.startswith(COMMIT)), default=-1)
+        log_records = [
+            (r.offset, r.key, r.value, checkpoint_token(r.headers))
+            async for r in read_log(settings, topic, {p: ends[p]})
+        ]
+        # the committed view (every checkpoint its commit record commits, `CheckpointLog`), and the
+        # store as recovery makes it: the changelog read on from its offset, from its last commit's epoch
         want: dict[bytes, bytes | None] = {}
         recovered: dict[bytes, bytes | None] = dict(have)
-        for offset, k, v in log_records:
-            if offset > last_commit:
-                break
-            want[k] = v
-            if offset > held:  # what recovery applies over the store
-                recovered[k] = v
-        uncommitted = {k for o, k, _ in log_records if o > last_commit}
+        uncommitted: set[bytes] = set()  # orphans: recovery drops them and a checkpoint rewrites their keys
+        whole, resumed = (
+            CheckpointLog(),
+            CheckpointLog(Commit.from_bytes(have[commit_key(p)]).epoch if commit_key(p) in have else 0),
+        )
+        for offset, k, v, token in log_records:
+            applied, orphans = whole.read((k, v), k, v, token)
+            want.update(applied)
+            uncommitted.update(key for key, _ in orphans)
+            if offset > held:
+                recovered.update(resumed.read((k, v), k, v, token)[0])
+        uncommitted.update(key for (key, _), _ in whole.held)
         missing, differ, extra = Counter(), Counter(), Counter()
 
         def kind(k: bytes) -> str:

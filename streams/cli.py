@@ -177,7 +177,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         and settings.store.startswith("rocksdb")
         and settings.processing_guarantee == "at_least_once"
     ):
-        applied, read, seconds = asyncio.run(restore_state(settings))  # streams/worker/restore.py
+        applied, read, seconds = asyncio.run(restore_state(settings, gate_worker.store.table.orphans))  # restore.py
         print(
             f"sendgate worker: local state store up to its changelog's last commit records: {applied:,} row(s) "
             f"applied of {read:,} read in {seconds:.1f} s",

@@ -39,6 +39,7 @@ from .faust_internals import (
     highwater,
     inner_producer,
     keep_fetched_changelog,
+    keep_paused_on_buffer_drop,
     keep_recovery_end,
     member_alive_at,
     recovery_state,
@@ -195,6 +196,7 @@ class GateWorker:
         """
         sent: list[Any] = []
         filled: list[LoggedMessage] = []
+        epoch = self.faust.consumer_generation_id  # its commit records' (checkpoint.py, `CheckpointLog`)
         self.tally = tally = BatchTally()
         started = time.perf_counter()
         owned = assigned(self.faust) if quiet else set()
@@ -231,20 +233,46 @@ class GateWorker:
             # The outputs and the rows together; then the commit records, so that the batch is
             # whole on the broker before its events are acked (a clean stop commits all of it).
             producer = inner_producer(self.faust)
-            self.store.stage(self.outbox)
+            self.store.stage(self.outbox, epoch)
             self.check_membership()
             last = await asyncio.wait_for(self.outbox.send(producer), PRODUCE_TIMEOUT_S)
             produced = time.perf_counter()
             self.store.written(last)
-            self.store.stage(self.outbox)
+            self.store.stage(self.outbox, epoch)
             self.check_membership()
             self.store.written(await asyncio.wait_for(self.outbox.send(producer), PRODUCE_TIMEOUT_S))
+            if self.store.foreign:
+                await self.rewrite_foreign_rows()
         tally.durations_s = {
             "decide": decided - started,
             "produce": produced - decided,
             "checkpoint": time.perf_counter() - produced,
         }
         self._unacked.extend(filled)  # the agent acks the batch's own events; these Faust never had
+
+    async def rewrite_foreign_rows(self) -> None:
+        """Read the records another worker wrote into a changelog partition this one writes (a
+        zombie's late send, found by `CheckpointStore._held_to`): recovery never commits them
+        (`CheckpointLog`), and their keys are rewritten at the partition's next checkpoint, so that
+        compaction cannot leave one as a key's last value."""
+        changelog = self.store.table.changelog_topic.get_topic_name()
+        found, self.store.foreign = self.store.foreign, {}
+        for partition, (start, end) in found.items():
+            records = [
+                (r.key, r.headers)
+                async for r in read_log(self.settings, changelog, {partition: end}, start={partition: start})
+            ]
+            keys = self.store.rewrite(partition, records)
+            log.warning(
+                "%s[%d] offsets %d..%d: %d record(s) another worker wrote (a zombie's); %d key(s) are rewritten "
+                "at the next checkpoint",
+                changelog,
+                partition,
+                start,
+                end - 1,
+                len(records),
+                keys,
+            )
 
     def check_membership(self) -> None:
         """Write a batch only while the group surely counts this worker a member: its coordinator
@@ -328,10 +356,25 @@ class GateWorker:
         retries) or something inside the worker fails. None of it then counts; it is decided again
         from the same records, with backoff, without waiting for more records to arrive (a quiet
         partition would wait for ever). If it still fails after `stall_exit_s`, the worker exits
-        non-zero (`stall_exit`): an orchestrator restarts it, and a human sees why.
+        non-zero (`stall_exit`): an orchestrator restarts it, and a human sees why. A batch is
+        neither decided during a rebalance nor after one that happened since it began: it is
+        dropped unacked, and Faust delivers its records again.
         """
         delay, failing_since, revocations = RETRY_FIRST_S, None, self.revocations
         while True:
+            if self.faust.rebalancing or self.revocations != revocations:
+                # Decided only over tables recovered for the assignment it was taken under. During a
+                # rebalance they are being recovered, and after one another worker may have decided
+                # these records meanwhile (the fault soak: a worker back from a full disk and a lost
+                # session decided them again over a half-recovered store, and its rows landed after
+                # the other worker's). Faust delivers them again from the committed offsets.
+                log.warning(
+                    "a batch of %s is dropped: %s (its records are delivered again once the tables have recovered)",
+                    _where(batch),
+                    "a rebalance since it began" if self.revocations != revocations else "a rebalance is in progress",
+                )
+                self.failing_since = None
+                return
             seen = self._deciding = dict(self._seen)
             self.deciding_since, self._reported_slow = time.monotonic(), False
             try:
@@ -354,16 +397,7 @@ class GateWorker:
                     self.failing_since = None
                     return
                 if self.revocations != revocations:
-                    # Its partitions moved and came back (a worker frozen past its session): another
-                    # worker may have decided these records meanwhile, and the tables recover its
-                    # writes only now. Faust delivers the records again from the committed offsets.
-                    log.warning(
-                        "a failing batch of %s is dropped: a rebalance since it began (its records are "
-                        "delivered again once the tables have recovered)",
-                        _where(batch),
-                    )
-                    self.failing_since = None
-                    return
+                    continue  # dropped at the top of the loop, without a backoff
                 now = time.monotonic()
                 failing_since = self.failing_since = failing_since or now
                 where = _where(batch)
@@ -724,6 +758,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
     state.on_recover(worker.on_recover)
     keep_recovery_end(faust_app)  # a recovery that caught up before Faust waited for it would never end
     keep_fetched_changelog(faust_app)  # else the end of a recovery drops the standby records fetched meanwhile
+    keep_paused_on_buffer_drop(faust_app)  # else a drained queue lets events in while the tables recover
 
     @faust_app.on_partitions_revoked.connect
     async def _forget_decided_offsets(sender: Any, revoked: set[TP], **kwargs: Any) -> None:

@@ -19,6 +19,14 @@ Rows written after the last commit record (a crash mid-checkpoint) are orphans. 
 them, and the first checkpoint of that partition rewrites their keys with the committed values,
 so that log compaction can never leave an orphan as a key's last value.
 
+A commit record commits only its own checkpoint's rows, and only while its writer still owns the
+partition (`Commit`, `CheckpointLog`). Each checkpoint's rows carry its token in a header, which
+its commit record names, so a checkpoint that failed half-way, or another worker's rows landing in
+between (a zombie: a worker frozen inside a send while its partition moved), are orphans even when
+a later commit record follows them. Each commit record carries its writer's epoch (the group
+generation its batch began in, never below the partition's last commit's), and recovery drops a
+commit record, and its rows, below the epoch it has already read: a zombie's whole late checkpoint.
+
 After a crash (kill -9) the local store of `state` is kept (`after_unclean_stop`): rows enter it
 only once the broker has acknowledged them together with their batch's outputs, each batch in one
 RocksDB write batch with its commit record, so it holds whole batches whose decisions are out,
@@ -36,6 +44,7 @@ in memory (`junk_index`) and decodes it again from the rows when a batch or an e
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -120,6 +129,82 @@ def commit_key(partition: int) -> bytes:
     return COMMIT + str(partition).encode()
 
 
+CHECKPOINT_HEADER = "sg-cp"  # a row's header: the token of the checkpoint it belongs to
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A commit record's value: the offset of the partition's last event whose rows are written,
+    the token its checkpoint's rows carry, and its writer's epoch, as `b"<offset> <token hex>
+    <epoch>"`. A bare `b"<offset>"` (written before tokens, by `sendgate rebuild`, or through
+    Faust's transaction under exactly_once) commits every row before it."""
+
+    offset: int
+    token: bytes | None = None
+    epoch: int = 0
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Commit:
+        parts = raw.split(b" ")
+        if len(parts) == 1:
+            return cls(int(raw))
+        return cls(int(parts[0]), bytes.fromhex(parts[1].decode()), int(parts[2]))
+
+    def to_bytes(self) -> bytes:
+        if self.token is None:
+            return str(self.offset).encode()
+        return b"%d %s %d" % (self.offset, self.token.hex().encode(), self.epoch)
+
+
+def checkpoint_token(headers: Any) -> bytes | None:
+    """The checkpoint token among a changelog record's headers (None: a row written without one)."""
+    for name, value in headers or ():
+        if name == CHECKPOINT_HEADER:
+            return value
+    return None
+
+
+class CheckpointLog:
+    """One changelog partition read in order, as recovery applies it.
+
+    Rows are held until the commit record that names their token (`Commit`); rows without a token
+    go with the next commit record without one. A token is its writer's id (8 bytes, one per
+    process) and a sequence number (8 bytes), so a commit record also orphans the rows of its
+    writer's earlier attempts that never committed (a batch that failed half-way). Rows of another
+    writer wait for their own commit record, or stay orphans when none comes (a zombie's). A commit
+    record below the epoch already read is a zombie's whole checkpoint: it and its rows are orphans.
+    `restore.py` and the fault soak's store check read the changelog through this too."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = epoch  # the epoch of the last commit record applied
+        self.held: list[tuple[Any, bytes | None]] = []  # (record, its token), in changelog order
+
+    def read(self, record: Any, key: bytes, value: bytes | None, token: bytes | None) -> tuple[list[Any], list[Any]]:
+        """Returns (records to apply, in order, the commit record last; orphaned rows)."""
+        if not key.startswith(COMMIT) or value is None:
+            self.held.append((record, token))
+            return [], []
+        commit = Commit.from_bytes(value)
+        accepted = commit.token is None or commit.epoch >= self.epoch
+        mine: list[Any] = []
+        orphans: list[Any] = []
+        kept: list[tuple[Any, bytes | None]] = []
+        ctoken = commit.token
+        for held, htoken in self.held:
+            if htoken == ctoken:
+                mine.append(held)
+            elif ctoken is not None and htoken is not None and htoken[:8] == ctoken[:8] and htoken < ctoken:
+                orphans.append(held)  # its writer's attempt that failed before its commit record
+            else:
+                kept.append((held, htoken))
+        self.held = kept
+        if not accepted:
+            return [], orphans + mine
+        # one without a token starts over (`sendgate rebuild`): its writers' epochs start from 0 again
+        self.epoch = commit.epoch
+        return [*mine, record], orphans
+
+
 @dataclass(frozen=True)
 class _Written:
     """A changelog record the broker has acknowledged, as `Store.apply_changelog_batch` reads it
@@ -131,6 +216,7 @@ class _Written:
     offset: int
     key: bytes
     value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
 
     @property
     def message(self) -> "_Written":
@@ -146,52 +232,68 @@ class StateTable(faust.Table):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._held: dict[TP, list[EventT]] = {}
+        self._logs: dict[TP, CheckpointLog] = {}  # each changelog partition being read
+        self._unwritten: list[EventT] = []  # committed records the store failed to write (a full disk)
         self.orphans: dict[int, set[bytes]] = {}  # partition -> keys to rewrite at its next checkpoint
         # the last changelog offset recovery handed over per partition, applied, held or dropped
         # later as an orphan: a checkpoint written right after it follows everything the store knows
         self.read_to: dict[TP, int] = {}
 
+    def _log(self, event: EventT) -> CheckpointLog:
+        tp = event.message.tp
+        log_ = self._logs.get(tp)
+        if log_ is None:  # resumed where the store's last commit record left it: at its epoch
+            with processing(event):
+                raw = raw_reader(self)(commit_key(tp.partition))
+            log_ = self._logs[tp] = CheckpointLog(Commit.from_bytes(raw).epoch if raw is not None else 0)
+        return log_
+
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
-        ready: list[EventT] = []
+        ready, self._unwritten = self._unwritten, []
         read_to = self.read_to
         for event in batch:
-            tp = event.message.tp
-            if event.message.offset > read_to.get(tp, -1):
-                read_to[tp] = event.message.offset
-            held = self._held.setdefault(tp, [])
-            held.append(event)
-            if event.message.key.startswith(COMMIT):
-                ready += held
-                held.clear()
+            message = event.message
+            if message.offset > read_to.get(message.tp, -1):
+                read_to[message.tp] = message.offset
+            applied, orphans = self._log(event).read(
+                event, message.key, message.value, checkpoint_token(getattr(message, "headers", None))
+            )
+            ready += applied
+            if orphans:
+                self._orphan(message.tp, orphans, "another checkpoint's (a zombie's, or an attempt that failed)")
         if ready:
             try:
                 super().apply_changelog_batch(ready)
             except BaseException:
-                # Not written (a full disk): hold them again, in front of what came after them. Faust's
-                # recovery only logs the error and keeps its buffer, which it hands over again with
-                # the next one; the records of earlier buffers are only here, and dropping them would
-                # leave the store without rows its persisted offset later claims (the fault soak).
-                returned: dict[TP, list[EventT]] = {}
-                for event in ready:
-                    returned.setdefault(event.message.tp, []).append(event)
-                for tp, events in returned.items():
-                    self._held[tp] = events + self._held.get(tp, [])
+                # Not written (a full disk): written first with the next buffer. Faust's recovery only
+                # logs the error and keeps its buffer, which it hands over again with the next one;
+                # the records of earlier buffers are only here, and dropping them would leave the store
+                # without rows its persisted offset later claims (the fault soak).
+                self._unwritten = ready
                 raise
 
+    def _orphan(self, tp: TP, records: list[EventT], whose: str) -> None:
+        keys = {e.message.key for e in records}
+        self.orphans.setdefault(tp.partition, set()).update(keys)
+        log.warning(
+            "%s: dropped %d changelog record(s) no commit record of theirs commits (%s); %d key(s) are "
+            "rewritten at the next checkpoint",
+            tp,
+            len(records),
+            whose,
+            len(keys),
+        )
+
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        unwritten = {e.message.tp for e in self._unwritten}
         for tp in active_tps:
-            tail = self._held.pop(tp, [])
+            log_ = self._logs.pop(tp, None)
+            tail = [e for e, _ in log_.held] if log_ is not None else []
+            if tp in unwritten:  # the store could not take them: its persisted offset stays before them
+                tail += [e for e in self._unwritten if e.message.tp == tp]
             if tail:
-                keys = {e.message.key for e in tail}
-                self.orphans.setdefault(tp.partition, set()).update(keys)
-                log.warning(
-                    "%s: dropped %d changelog record(s) after the last commit (an unfinished "
-                    "checkpoint); %d key(s) are rewritten at the next checkpoint",
-                    tp,
-                    len(tail),
-                    len(keys),
-                )
+                self._orphan(tp, tail, "after the last commit record: an unfinished checkpoint")
+        self._unwritten = [e for e in self._unwritten if e.message.tp not in active_tps]
         await super().on_recovery_completed(active_tps, standby_tps)
 
 
@@ -232,6 +334,10 @@ class CheckpointStore:
         self._staged: list[tuple[int, dict[bytes, bytes | None], bytes]] = []  # partition, rows, commit record
         self._unsent_commits: dict[int, bytes] = {}  # partition -> its commit record, written locally only
         self._behind: set[int] = set()  # partitions whose store missed another writer's records (logged once)
+        self._writer = os.urandom(8)  # the first half of this process's checkpoint tokens (`CheckpointLog`)
+        self._checkpoint_seq = 0
+        self.foreign: dict[int, tuple[int, int]] = {}  # partition -> [start, end) of another writer's records
+        self._foreign_seen: dict[int, int] = {}  # partition -> the changelog offset looked at up to
         # Committed rows as the local store holds them, the most recent first to stay: an app's
         # clock, schedule and sender heads are read by every event, and a RocksDB read through
         # rocksdict costs more than the dict. Written rows update it (`_remember`); a rebalance clears it.
@@ -343,7 +449,7 @@ class CheckpointStore:
         """The offset of the last event of `partition` handled: committed, or in this batch (-1: none)."""
         if partition not in self._handled:
             raw = self._committed(commit_key(partition))
-            self._handled[partition] = int(raw) if raw is not None else -1
+            self._handled[partition] = Commit.from_bytes(raw).offset if raw is not None else -1
         return self._handled[partition]
 
     @contextmanager
@@ -394,33 +500,45 @@ class CheckpointStore:
         self._written_locally()
 
     # --- at_least_once: rows with the outputs, then the commit records ---------------------------------------------------
-    def stage(self, outbox: Outbox) -> None:
+    def stage(self, outbox: Outbox, epoch: int) -> None:
         """Add to `outbox` the commit records still unsent (`written`), then the batch's rows; the
-        outbox also holds the batch's outputs.
+        outbox also holds the batch's outputs. `epoch`: the group generation the batch began in.
 
         `GateWorker.process_batch` calls stage, send, written twice: the first send carries the
         outputs and rows, the second the commit records. The rows may travel with the outputs
         because recovery applies rows only up to a commit record: until the batch's commit record
         is in the changelog, a crash leaves them orphans, dropped and rewritten, and the batch is
         decided again over the state before it. A commit record whose send failed stays unsent
-        and goes first in the batch's next attempt.
+        and goes first in the batch's next attempt, also after a rebalance that kept the partition. Each partition's rows carry a new checkpoint
+        token, which its commit record names with the writer's epoch (`CheckpointLog`): never
+        below the partition's last commit record's, so that a generation the broker numbered
+        afresh (a group deleted and created again) cannot fence the partition's new owner.
         """
         changelog = self.table.changelog_topic.get_topic_name()
         for partition, value in self._unsent_commits.items():
             outbox.add(changelog, commit_key(partition), value, partition)
         self._staged = []
-        for partition, _, rows in self._checkpoints():
-            commit = rows.pop(commit_key(partition))
-            self._staged.append((partition, rows, commit))
+        for partition, event, rows in self._checkpoints():
+            offset = Commit.from_bytes(rows.pop(commit_key(partition))).offset
+            with processing(event):
+                last = self._committed(commit_key(partition))
+            self._checkpoint_seq += 1
+            token = self._writer + self._checkpoint_seq.to_bytes(8, "big")
+            commit = Commit(offset, token, max(epoch, Commit.from_bytes(last).epoch if last is not None else 0))
+            self._staged.append((partition, rows, commit.to_bytes()))
+            headers = [(CHECKPOINT_HEADER, token)]
             for row, value in rows.items():
-                outbox.add(changelog, row, value, partition)
+                outbox.add(changelog, row, value, partition, headers=headers)
 
     def written(self, last: dict[tuple[str, int], int]) -> None:
         """The outbox of `stage` is acknowledged (`last`: its last offset per topic partition):
         the rows reach the local store in one write batch with their commit records, whose copies
-        in the changelog wait for the next `stage`."""
+        in the changelog wait for the next `stage`: only once the store holds the rows, so that a
+        commit record never commits rows the store lacks (a full disk: the batch is decided again,
+        and the rows sent are orphans no commit record names)."""
         changelog = self.table.changelog_topic.get_topic_name()
         sent, self._unsent_commits = self._unsent_commits, {}
+        unsent: dict[int, bytes] = {}
         rows_of = {partition: rows for partition, rows, _ in self._staged}
         upto = {
             p: self._held_to(p, last.get((changelog, p)), (p in sent) + len(rows_of.get(p, ())))
@@ -435,16 +553,19 @@ class CheckpointStore:
             offset = upto[partition]
             local += [_Written(TP(changelog, partition), partition, offset, row, value) for row, value in rows.items()]
             local.append(_Written(TP(changelog, partition), partition, offset, commit_key(partition), commit))
-            self._unsent_commits[partition] = commit
+            unsent[partition] = commit
         self._staged = []
         if local:  # the local store, and its persisted changelog offsets
             self.table.data.apply_changelog_batch(local, to_key=_same, to_value=_same)
             self._remember((w.key, w.value) for w in local)
+        self._unsent_commits = unsent
         self._written_locally()
 
     def keep_unsent_commits(self, partitions: set[int]) -> None:
         """After a rebalance: the commit records of partitions that moved to another worker are its
-        to write (it decides their last batch again)."""
+        to write (it decides their last batch again). A kept one still commits its rows, which the
+        local store holds, even after the partition moved and came back: recovery then drops it,
+        below the epoch of the other worker's commit records (`CheckpointLog`)."""
         self._unsent_commits = {p: v for p, v in self._unsent_commits.items() if p in partitions}
 
     def _persisted(self, partition: int) -> int:
@@ -470,6 +591,10 @@ class CheckpointStore:
         known = max(persisted, self.table.read_to.get(TP(self.table.changelog_topic.get_topic_name(), partition), -1))
         if last - records == known:
             return last
+        start = max(known, self._foreign_seen.get(partition, -1)) + 1
+        if start <= last - records:  # to read (`foreign_rows`): their keys are rewritten with this worker's
+            self.foreign[partition] = (start, last - records + 1)
+        self._foreign_seen[partition] = last
         if partition not in self._behind:
             self._behind.add(partition)
             log.warning(
@@ -482,6 +607,16 @@ class CheckpointStore:
                 persisted,
             )
         return persisted
+
+    def rewrite(self, partition: int, records: Iterable[tuple[bytes, Any]]) -> int:
+        """Another writer's changelog records in `partition` (a zombie's late send, `foreign`): the
+        keys of those not written by this process are rewritten with this worker's committed values
+        at the partition's next checkpoint, so that compaction cannot keep a zombie's row as a key's
+        last value. Returns how many keys."""
+        keys = {key for key, headers in records if (checkpoint_token(headers) or b"")[:8] != self._writer}
+        keys = {key for key in keys if not key.startswith(COMMIT)}
+        self.table.orphans.setdefault(partition, set()).update(keys)
+        return len(keys)
 
     def _written_locally(self) -> None:
         # Written: only now may the batch's schedules reach the ticker and its orphans be forgotten.
@@ -527,6 +662,8 @@ class CheckpointStore:
         self._cache.clear()
         self._junk.clear()
         self._behind.clear()
+        self.foreign.clear()
+        self._foreign_seen.clear()
         self.due, self.held = {}, {}
         # once per rebalance, the schedule rows only; the ticker then reads `due` only
         for row, value in list(rows_with_prefix(self.table, PREFIX[SCHEDULES])):

@@ -202,6 +202,35 @@ def keep_fetched_changelog(app: Any) -> None:
     flow.resume = resume_keeping_standby_records
 
 
+def keep_paused_on_buffer_drop(app: Any) -> None:
+    """Leave a paused partition paused when the stream buffer that was full of its records drains.
+
+    When an agent's queue fills up, Faust stops fetching the partition (`Consumer.on_buffer_full`)
+    and registers a callback that starts fetching it again once the queue drains
+    (`on_buffer_drop`). That callback also re-activates a partition that a rebalance paused
+    in the meantime. Flow control clears the queue but keeps the callback, and the next `get`
+    from the empty queue runs it. A rebalance pauses the events partitions until the tables have
+    recovered, so the stream then delivered events during the recovery. In the fault soak, a
+    worker whose agent had been stuck on a full disk lost its session, got its partitions back,
+    and decided 11,000 records over a half-recovered store (`GateWorker.run_batch` also refuses to
+    decide during a rebalance). So a paused partition only leaves the buffered set here, and is
+    fetched again only when it is resumed.
+
+    Patch before the worker starts: the conductor's handlers keep the callback they were built
+    with.
+    """
+    consumer = app.consumer
+    drop = consumer.on_buffer_drop
+
+    def on_buffer_drop(tp: TP) -> None:
+        if tp in consumer._paused_partitions:
+            consumer._buffered_partitions.discard(tp)
+        else:
+            drop(tp)
+
+    consumer.on_buffer_drop = on_buffer_drop
+
+
 def commit_at(app: Any, next_offsets: Mapping[TP, int]) -> None:
     """Have Faust commit each partition of `next_offsets` at the offset given there (the first
     record not yet decided and written), not at the first gap in its own acks.

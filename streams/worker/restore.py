@@ -3,10 +3,10 @@
 Why. Faust restores a changelog record by record (a wait_for, debug formatting and offset
 bookkeeping each: ~4,000-8,000 rows/s), so a worker on an empty disk took minutes to decide again
 at a million userkeys. This reads every partition of the changelog in large fetches and writes
-RocksDB write batches, keeping the rule of streams/worker/checkpoint.py: rows are applied only up to a commit
-record, each checkpoint in one write batch together with the store's persisted offset (the
-commit record's), so Faust itself then reads only what follows the last commit record, where an
-unfinished checkpoint's rows are dropped as orphans as before.
+RocksDB write batches, keeping the rule of streams/worker/checkpoint.py (`CheckpointLog`): a commit
+record applies its own checkpoint's rows, each checkpoint in one write batch together with the
+store's persisted offset (the commit record's), so Faust itself then reads only what follows the
+last commit record, where an unfinished checkpoint's rows are dropped as orphans as before.
 
 Every partition is restored, not only those the worker will be assigned (it does not know them
 yet): a later rebalance then finds a warm store and reads only the changelog written since.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import rocksdict
@@ -25,9 +24,15 @@ from faust.stores.rocksdb import RocksDBOptions, Store
 
 from ..config import Settings
 from ..kafka import end_offsets, read_log
-from .checkpoint import COMMIT, STATE
+from .checkpoint import STATE, CheckpointLog, Commit, checkpoint_token, commit_key
 
 log = logging.getLogger("sendgate.restore")
+
+
+def _epoch(db: rocksdict.Rdict, partition: int) -> int:
+    """The epoch of the store's last commit record, from which its changelog is read on."""
+    raw = db.get(commit_key(partition))
+    return Commit.from_bytes(raw).epoch if raw is not None else 0
 
 
 def store_path(settings: Settings, partition: int) -> Path:
@@ -35,9 +40,11 @@ def store_path(settings: Settings, partition: int) -> Path:
     return Path(settings.data_dir) / settings.group_id / "v1" / "tables" / f"{STATE}-{partition}.db"
 
 
-async def restore_state(settings: Settings) -> tuple[int, int, float]:
+async def restore_state(settings: Settings, orphans: dict[int, set[bytes]]) -> tuple[int, int, float]:
     """Bring every partition's local store up to its changelog's last commit record. Returns
-    (rows applied, records read, seconds)."""
+    (rows applied, records read, seconds); adds to `orphans` (`StateTable.orphans`) the keys of
+    rows no commit record committed that are followed by one that did (a zombie's), which the
+    partition's next checkpoint rewrites."""
     started = time.monotonic()
     topic = settings.changelog_topic(STATE)
     ends = await end_offsets(settings, topic)
@@ -63,14 +70,18 @@ async def restore_state(settings: Settings) -> tuple[int, int, float]:
             rocksdict.Rdict.destroy(str(path))
             db = dbs[partition] = RocksDBOptions().open(path)
             start[partition] = 0
-    held: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
+    logs = {p: CheckpointLog(_epoch(db, p)) for p, db in dbs.items()}
     applied = read = 0
     try:
         async for record in read_log(settings, topic, ends, start=start):
             read += 1
-            rows = held[record.partition]
-            rows.append((record.key, record.value))
-            if record.key.startswith(COMMIT):
+            p = record.partition
+            rows, dropped = logs[p].read(
+                (record.key, record.value), record.key, record.value, checkpoint_token(record.headers)
+            )
+            if dropped:
+                orphans.setdefault(p, set()).update(key for key, _ in dropped)
+            if rows:
                 batch = rocksdict.WriteBatch(raw_mode=True)
                 for key, value in rows:
                     if value is None:
@@ -78,9 +89,8 @@ async def restore_state(settings: Settings) -> tuple[int, int, float]:
                     else:
                         batch.put(key, value)
                 batch.put(Store.offset_key, str(record.offset).encode())
-                dbs[record.partition].write(batch)
+                dbs[p].write(batch)
                 applied += len(rows)
-                rows.clear()
     finally:
         for db in dbs.values():
             db.close()

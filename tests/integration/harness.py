@@ -18,9 +18,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sendgate.models.sources import OPERATOR
 from sendgate.streams.local.broker import free_port
 from sendgate.streams.local.keyring import LOCAL_KEYS, write_local_keyring
-from sendgate.streams.kafka import ensure_topics, partitions_of
+from sendgate.streams.kafka import end_offsets, ensure_topics, partitions_of, read_log
 from sendgate.streams.config import Settings
 from sendgate.streams.local.process import WorkerProcess
+from sendgate.streams.worker.checkpoint import COMMIT, STATE, CheckpointLog, checkpoint_token
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z: event time in tests is explicit, never the wall clock
 MIN = 60_000
@@ -587,3 +588,27 @@ def wait_for_group(
         if time.monotonic() > deadline:
             raise AssertionError(f"deadline: group {settings.group_id} is {state} with {members}")
         time.sleep(0.25)  # poll interval
+
+
+def committed_state(settings: Settings) -> dict[bytes, tuple[int, bytes]]:
+    """The state changelog as every recovery and restore reads it (streams/worker/checkpoint.py,
+    `CheckpointLog`): each row's last committed value, with its partition; commit records left out."""
+
+    async def run() -> dict[bytes, tuple[int, bytes]]:
+        topic = settings.changelog_topic(STATE)
+        logs: dict[int, CheckpointLog] = {}
+        rows: dict[bytes, tuple[int, bytes]] = {}
+        async for r in read_log(settings, topic, await end_offsets(settings, topic)):
+            applied, _ = logs.setdefault(r.partition, CheckpointLog()).read(
+                r, r.key, r.value, checkpoint_token(r.headers)
+            )
+            for a in applied:
+                if a.key.startswith(COMMIT):
+                    continue
+                if a.value is None:
+                    rows.pop(a.key, None)
+                else:
+                    rows[a.key] = (a.partition, a.value)
+        return rows
+
+    return asyncio.run(run())

@@ -12,11 +12,12 @@ from faust.stores.rocksdb import RocksDBOptions, Store
 
 from sendgate.streams.kafka import ensure_topics
 from sendgate.streams.worker.restore import restore_state, store_path
-from sendgate.streams.worker.checkpoint import STATE, commit_key
+from sendgate.streams.worker.checkpoint import CHECKPOINT_HEADER, STATE, Commit, commit_key
 
 
-def write_changelog(settings, records: list[tuple[int, bytes, bytes | None]]) -> dict[int, list[int]]:
-    """Produce (partition, key, value) records to the state changelog; returns their offsets."""
+def write_changelog(settings, records: list[tuple]) -> dict[int, list[int]]:
+    """Produce (partition, key, value[, checkpoint token]) records to the state changelog; returns
+    their offsets."""
 
     async def run() -> dict[int, list[int]]:
         topic = settings.changelog_topic(STATE)
@@ -25,8 +26,9 @@ def write_changelog(settings, records: list[tuple[int, bytes, bytes | None]]) ->
         await producer.start()
         offsets: dict[int, list[int]] = {}
         try:
-            for partition, key, value in records:
-                meta = await producer.send_and_wait(topic, value, key=key, partition=partition)
+            for partition, key, value, *token in records:
+                headers = [(CHECKPOINT_HEADER, token[0])] if token else None
+                meta = await producer.send_and_wait(topic, value, key=key, partition=partition, headers=headers)
                 offsets.setdefault(partition, []).append(meta.offset)
         finally:
             await producer.stop()
@@ -57,7 +59,7 @@ def test_whole_checkpoints_are_restored_with_their_offset_and_the_tail_is_left_t
             (1, b"u:b\x1fu9", b"orphan too"),  # a partition without any commit record
         ],
     )
-    applied, read, _ = asyncio.run(restore_state(settings))
+    applied, read, _ = asyncio.run(restore_state(settings, {}))
     assert (applied, read) == (6, 8)
     rows = stored(settings, 0)
     assert rows.pop(Store.offset_key) == str(offsets[0][5]).encode()  # the last commit record's offset
@@ -66,14 +68,14 @@ def test_whole_checkpoints_are_restored_with_their_offset_and_the_tail_is_left_t
 
     # A second start reads only what follows the persisted offsets.
     write_changelog(settings, [(0, b"u:a\x1fu3", b"three"), (0, commit_key(0), b"14")])
-    applied, read, _ = asyncio.run(restore_state(settings))
+    applied, read, _ = asyncio.run(restore_state(settings, {}))
     assert (applied, read) == (3, 4)  # u3's orphan, its rewrite and the commit record; partition 1 again
     assert stored(settings, 0)[b"u:a\x1fu3"] == b"three"
 
 
 def test_a_store_ahead_of_a_changelog_created_again_is_restored_afresh(settings):
     write_changelog(settings, [(0, b"u:a\x1fu1", b"old"), (0, b"u:a\x1fu2", b"old"), (0, commit_key(0), b"10")])
-    asyncio.run(restore_state(settings))
+    asyncio.run(restore_state(settings, {}))
     assert stored(settings, 0)[b"u:a\x1fu2"] == b"old"
 
     async def delete_changelog() -> None:
@@ -92,8 +94,31 @@ def test_a_store_ahead_of_a_changelog_created_again_is_restored_afresh(settings)
     asyncio.run(delete_changelog())
     write_changelog(settings, [(0, b"u:a\x1fu1", b"new"), (0, commit_key(0), b"3")])  # ends at 2, the store at 3
 
-    applied, read, _ = asyncio.run(restore_state(settings))
+    applied, read, _ = asyncio.run(restore_state(settings, {}))
     assert (applied, read) == (2, 2)
     rows = stored(settings, 0)
     assert rows.pop(Store.offset_key) == b"1"
     assert rows == {b"u:a\x1fu1": b"new", commit_key(0): b"3"}  # nothing of the old store is left
+
+
+def test_a_zombie_s_rows_and_late_checkpoint_are_not_restored_and_their_keys_are_rewritten(settings):
+    """The fast restore reads the changelog as recovery does (checkpoint.py, `CheckpointLog`): the
+    owner's commit record commits only its own rows, and a zombie's late commit record, below the
+    owner's epoch, commits nothing; the zombie's keys are handed to the worker to rewrite."""
+    owner, zombie = b"A" * 8 + bytes(7) + b"\x01", b"Z" * 8 + bytes(7) + b"\x01"
+    write_changelog(
+        settings,
+        [
+            (0, b"u:a\x1fu1", b"owner", owner),
+            (0, b"s:a\x1fs1", b"zombie head", zombie),  # landed between the owner's rows and commit
+            (0, commit_key(0), Commit(10, owner, 5).to_bytes()),
+            (0, b"u:a\x1fu2", b"zombie", zombie),
+            (0, commit_key(0), Commit(8, zombie, 4).to_bytes()),  # the zombie's whole late checkpoint
+        ],
+    )
+    orphans: dict[int, set[bytes]] = {}
+    applied, read, _ = asyncio.run(restore_state(settings, orphans))
+    rows = stored(settings, 0)
+    rows.pop(Store.offset_key)
+    assert rows == {b"u:a\x1fu1": b"owner", commit_key(0): Commit(10, owner, 5).to_bytes()}
+    assert orphans == {0: {b"s:a\x1fs1", b"u:a\x1fu2"}} and (applied, read) == (2, 5)

@@ -1,5 +1,6 @@
-"""app.py: the dead-letter record, where a batch is (for error lines), the broker URL, and
-`awaiting`, where a suspended task waits, for the slow-batch warning (a stall is never silent).
+"""app.py: the dead-letter record, where a batch is (for error lines), the broker URL,
+`awaiting`, where a suspended task waits, for the slow-batch warning (a stall is never silent),
+and which batches `run_batch` decides around a rebalance (on a worker as built, never started).
 The agent and the batch protocol against a broker: tests/integration/test_kafka_*.py."""
 
 from __future__ import annotations
@@ -9,10 +10,20 @@ import base64
 from types import SimpleNamespace
 
 import orjson
+import pytest
 from faust.types import TP
 
 from sendgate.models.events import Refusal
-from sendgate.streams.worker.app import LoggedMessage, _where, awaiting, dead_letter_record, faust_broker_url
+from sendgate.streams.config import Settings
+from sendgate.streams.worker import app as worker_app
+from sendgate.streams.worker.app import (
+    LoggedMessage,
+    _where,
+    awaiting,
+    build_worker,
+    dead_letter_record,
+    faust_broker_url,
+)
 
 
 async def _innermost(event: asyncio.Event) -> None:
@@ -92,3 +103,69 @@ def test_a_batch_is_named_by_its_span_on_each_partition():
 def test_every_bootstrap_host_becomes_a_faust_broker_url():
     assert faust_broker_url("10.0.0.1:9092") == "kafka://10.0.0.1:9092"
     assert faust_broker_url(" a:9092, b:9093 ,") == "kafka://a:9092;kafka://b:9093"
+
+
+class Event:
+    """A record of the events topic as the agent takes it from its queue."""
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.message = LoggedMessage(topic, partition, offset, b"app", 0.0)
+        self.acked = False
+
+    def ack(self) -> None:
+        self.acked = True
+
+
+@pytest.fixture
+def worker(tmp_path, monkeypatch):
+    """A worker as built (never started: no broker), owning events partition 1, whose
+    `process_batch` records each attempt and fails the first with a full disk."""
+    worker = build_worker(
+        Settings(data_dir=str(tmp_path), group_id="gate-rebalance", web_enabled=False, auth=False), ticker=False
+    )
+    events = worker.events.get_topic_name()
+    monkeypatch.setattr(worker_app, "assigned", lambda app: {TP(events, 1)})
+    worker.attempts = []
+
+    async def process_batch(batch, quiet=()):
+        worker.attempts.append([e.message.offset for e in batch])
+        if len(worker.attempts) == 1:
+            raise OSError(28, "No space left on device")  # the local store's write, after the send
+
+    worker.process_batch = process_batch
+    worker.event = Event(events, 1, 2144)
+    return worker
+
+
+def test_a_batch_taken_while_a_rebalance_recovers_the_tables_is_not_decided(worker):
+    """The tables of a new assignment are being recovered: a batch decided now would read a
+    half-recovered store (the fault soak decided 11,000 records so, records another worker had
+    already decided, and its rows overwrote that worker's). Dropped unacked, its records come
+    again from the committed offsets once the recovery is over."""
+    worker.faust.rebalancing = True
+    asyncio.run(worker.run_batch([worker.event]))
+    assert worker.attempts == [] and not worker.event.acked and worker.next_offsets == {}
+
+
+@pytest.mark.parametrize("recovered", [False, True], ids=["retried-while-recovering", "retried-after"])
+def test_a_failing_batch_is_not_decided_again_after_a_rebalance_in_its_backoff(worker, recovered):
+    """The fault soak: a batch failed on a full disk; while it waited to be decided again the
+    worker lost its session, and got its partitions back from the other worker, which had decided
+    their records meanwhile. The retry succeeded (the disk was free again) over a store that had
+    not read the other worker's writes, and its rows and commit record landed after them. A batch
+    does not outlive a rebalance, whether it is retried during the recovery or after it."""
+
+    async def run() -> None:
+        batch = asyncio.ensure_future(worker.run_batch([worker.event]))
+        deadline = asyncio.get_running_loop().time() + 10
+        while worker.failing_since is None:  # the first attempt failed: the batch waits to be retried
+            assert asyncio.get_running_loop().time() < deadline and not batch.done()
+            await asyncio.sleep(0)
+        worker.faust.rebalancing = True  # its session expired; the group gives it the partition back
+        await worker.faust.on_partitions_revoked.send({TP(worker.events.get_topic_name(), 1)})
+        worker.faust.rebalancing = not recovered
+        await asyncio.wait_for(batch, 10)
+
+    asyncio.run(run())
+    assert worker.attempts == [[2144]] and not worker.event.acked and worker.next_offsets == {}
+    assert worker.failing_since is None

@@ -19,15 +19,18 @@ from faust.types import TP
 from conftest import APP, MINUTE, PARCEL, T, established, event, recipients, send
 from sendgate.models.decisions import Decision
 from sendgate.models.events import validate
-from sendgate.models.gate import JUNK, SCHEDULES, TABLES, USERKEYS, Gate, MemoryStore, key
+from sendgate.models.gate import CLUSTERS, JUNK, SCHEDULES, SENDERS, TABLES, USERKEYS, Gate, MemoryStore, key
 from sendgate.models.pending import ReleaseSchedule
 from sendgate.models.policy import Policy
 from sendgate.streams.worker.app import LoggedEvent, LoggedMessage
 from sendgate.streams.worker.faust_internals import processing
 from sendgate.streams.worker.outbox import Outbox
 from sendgate.streams.worker.checkpoint import (
+    CHECKPOINT_HEADER,
     COMMIT,
     HOME,
+    CheckpointLog,
+    Commit,
     KIND,
     PREFIX,
     STATE,
@@ -35,6 +38,7 @@ from sendgate.streams.worker.checkpoint import (
     StateTable,
     _Written,
     after_unclean_stop,
+    checkpoint_token,
     commit_key,
 )
 
@@ -59,37 +63,60 @@ class Worker:
         self.store = CheckpointStore(self.table, self.apps)
         self.changelog = self.table.changelog_topic.get_topic_name()
         self.offsets = itertools.count(100)  # the changelog's next offsets, across its partitions
+        self.commits: dict[int, Commit] = {}  # partition -> its last commit record staged
+        self.tokens: dict[bytes, bytes | None] = {}  # row key -> the token it was last staged with
 
     @property
     def rows(self) -> dict[bytes, bytes]:
-        """The local store: what the table holds once written."""
-        return dict(self.table.data.data)
+        """The local store: what the table holds once written (a commit record: its offset)."""
+        return {
+            k: str(Commit.from_bytes(v).offset).encode() if k.startswith(COMMIT) else v
+            for k, v in self.table.data.data.items()
+        }
 
-    def stage(self) -> list[tuple[bytes, bytes | None, int]]:
-        """(key, value, partition) of what `stage` puts in the outbox for the changelog, in order."""
+    def stage(self, epoch: int = 1) -> list[tuple[bytes, bytes | None, int]]:
+        """(key, value, partition) of what `stage` puts in the outbox for the changelog, in order;
+        a commit record's value is its offset (its token and epoch are in `self.commits`, each row's
+        token in `self.tokens`)."""
         outbox = Outbox()
-        self.store.stage(outbox)
+        self.store.stage(outbox, epoch)
         records = outbox._records.pop(self.changelog, [])
         assert not outbox._records, "stage writes the changelog only"
-        return [(k, v, p) for k, v, p, _, _ in records]
+        staged = []
+        for k, v, p, _, headers in records:
+            if k.startswith(COMMIT):
+                commit = self.commits[p] = Commit.from_bytes(v)
+                v = str(commit.offset).encode()
+            else:
+                self.tokens[k] = checkpoint_token(headers)
+            staged.append((k, v, p))
+        return staged
 
-    def checkpoint(self) -> list[tuple[bytes, bytes | None, int]]:
+    def checkpoint(self, epoch: int = 1) -> list[tuple[bytes, bytes | None, int]]:
         """One batch's two sends (`GateWorker.process_batch`), acknowledged; returns what was sent."""
         sent = []
         for _ in range(2):
-            staged = self.stage()
+            staged = self.stage(epoch)
             last = {(self.changelog, p): next(self.offsets) for _, _, p in staged}
             self.store.written(last)
             sent += staged
         return sent
 
-    def recover(self, records: list[tuple[int, bytes, bytes | None]]) -> None:
-        """A rebalance: the changelog read back (partition, key, value), then recovery completes."""
+    def recover(self, records: list[tuple[int, bytes, bytes | None] | tuple[int, bytes, bytes | None, bytes]]) -> None:
+        """A rebalance: the changelog read back (partition, key, value[, checkpoint token]), then
+        recovery completes."""
         self.table.apply_changelog_batch(
-            [_Written(TP(self.changelog, p), p, next(self.offsets), k, v) for p, k, v in records]
+            [
+                _Written(TP(self.changelog, r[0]), r[0], next(self.offsets), r[1], r[2], written_by(*r[3:]))
+                for r in records
+            ]
         )
         partitions = {TP(self.changelog, p) for p in range(4)}
         asyncio.run(self.table.on_recovery_completed(partitions, set()))
+
+
+def written_by(token: bytes | None = None) -> list[tuple[str, bytes]] | None:
+    return [(CHECKPOINT_HEADER, token)] if token is not None else None
 
 
 def at(partition: int, offset: int) -> LoggedEvent:
@@ -163,7 +190,7 @@ def test_a_commit_record_whose_send_failed_goes_first_in_the_next_batch():
     w = Worker()
     with w.store.handling(at(0, 3)):
         w.store.set(USERKEYS, key(APP, "u1"), b"x")
-    w.store.stage(Outbox())
+    w.store.stage(Outbox(), 1)
     w.store.written({(w.changelog, 0): 10})
     w.stage()  # the commit records' send is refused: abort, and the batch after it stages again
     w.store.abort()
@@ -184,14 +211,48 @@ def test_abort_forgets_the_batch_its_offsets_and_the_homes_it_claimed():
 
 
 def test_after_a_rebalance_only_the_commit_records_of_kept_partitions_are_sent():
+    """A batch's rows are in the changelog and the local store, its commit record not yet sent, when
+    a rebalance comes. Kept, the partition's commit record goes first in the next batch: without
+    it, recovery would never commit those rows (a commit record commits its own checkpoint's
+    only), though the store holds them and the worker skips their events as handled. The zombie
+    test's 60 s pause saw cluster and due rows differ from a rebuild."""
     w = Worker()
     for partition in (0, 1):
         with w.store.handling(at(partition, 5)):
             w.store.set(USERKEYS, key(APP, f"u{partition}"), b"x")
-    w.store.stage(Outbox())
+    rows = w.stage()
     w.store.written({(w.changelog, 0): 1, (w.changelog, 1): 2})
     w.store.keep_unsent_commits({1})  # partition 0 moved: its new owner decides its last batch again
     assert w.stage() == [(commit_key(1), b"5", 1)]
+    assert w.tokens[PREFIX[USERKEYS] + key(APP, "u1")] == w.commits[1].token  # it commits the rows sent
+    assert len(rows) == 2
+
+
+@pytest.mark.parametrize("meanwhile", ["another worker decided it", "no other writer"])
+def test_a_commit_record_left_unsent_is_not_written_after_a_rebalance(meanwhile):
+    """The fault soak: a batch's rows were sent, but the local store could not take them (a full
+    disk), so its commit record was still unsent when the worker lost its partition and got it
+    back. Its recovery reads the changelog: the rows are orphans (no commit record follows them),
+    dropped and rewritten, and another worker may have decided the partition further meanwhile.
+    The old commit record written now would say the batch's events are handled, over state without
+    their rows, or take the partition back behind the other worker's commit. So a rebalance forgets
+    it: the changelog's last commit record stands, and the batch is decided again from there."""
+    w = Worker()
+    row = PREFIX[USERKEYS] + key(APP, "u")
+    with w.store.handling(at(1, 5)):
+        w.store.set(USERKEYS, key(APP, "u"), b"this worker's")
+    sent = w.stage()
+    write = w.table.data.apply_changelog_batch
+    w.table.data.apply_changelog_batch = lambda *a, **kw: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+    with pytest.raises(OSError):
+        w.store.written({(w.changelog, 1): next(w.offsets)})
+    w.table.data.apply_changelog_batch = write
+    w.store.abort()  # the batch failed
+    others = [(1, row, None), (1, row, b"the other worker's"), (1, commit_key(1), b"9")]  # rewrite, rows, commit
+    w.recover([(p, k, v) for k, v, p in sent] + (others if meanwhile == "another worker decided it" else []))
+    assert w.stage() == []
+    assert w.store.handled(1) == (9 if meanwhile == "another worker decided it" else -1)
+    assert w.rows.get(row) == (b"the other worker's" if meanwhile == "another worker decided it" else None)
 
 
 def test_the_memory_store_keeps_no_offsets_so_a_checkpoint_after_other_records_warns_of_nothing(caplog):
@@ -233,7 +294,7 @@ def test_the_ticker_sees_a_schedule_once_its_rows_are_written_and_after_every_re
     with w.store.handling(at(0, 1)):
         w.store.set(SCHEDULES, key("a1"), schedule(T + MINUTE, 3))
         w.store.set(SCHEDULES, key("a2"), schedule(T + 2 * MINUTE, 1))
-    w.store.stage(Outbox())
+    w.store.stage(Outbox(), 1)
     assert w.store.due == {} and w.store.held == {}  # not written yet: a release must not run ahead of its rows
     w.store.written({(w.changelog, 0): 10})
     assert w.store.due == {b"a1": T + MINUTE, b"a2": T + 2 * MINUTE} and w.store.held == {b"a1": 3, b"a2": 1}
@@ -391,6 +452,80 @@ def test_a_standby_store_holds_every_row_up_to_its_persisted_offset_when_a_recov
     assert have == want
 
 
+def test_a_commit_record_commits_only_its_own_checkpoint_s_rows_not_a_zombie_s_in_between():
+    """A worker frozen inside a send while its partition moved (a zombie) lands its rows between
+    the new owner's checkpoints. The new owner's next commit record follows them, yet a recovery
+    must not take them for the owner's: they are orphans, and the owner's next checkpoint rewrites
+    their keys with the committed values (the fault soak: a zombie's sender head naming burst
+    clusters the owner had never written stalled the partition for good)."""
+    owner, zombie = b"A" * 8, b"Z" * 8
+    head, cluster, userkey = PREFIX[SENDERS] + key(APP, "s1"), PREFIX[CLUSTERS] + key(APP, "s1", "c9"), b"u:x"
+    w = Worker()
+    w.recover(
+        [
+            (1, userkey, b"owner-1", owner + bytes(7) + b"\x01"),
+            (1, commit_key(1), Commit(7, owner + bytes(7) + b"\x01", 3).to_bytes()),
+            (1, head, b"zombie's head naming c9", zombie + bytes(7) + b"\x05"),  # never committed
+            (1, userkey, b"owner-2", owner + bytes(7) + b"\x02"),
+            (1, commit_key(1), Commit(9, owner + bytes(7) + b"\x02", 3).to_bytes()),
+            (1, cluster, b"zombie's cluster", zombie + bytes(7) + b"\x05"),  # after the last commit
+        ]
+    )
+    assert w.rows == {userkey: b"owner-2", commit_key(1): b"9"}
+    assert w.table.orphans[1] == {head, cluster}
+    with w.store.handling(at(1, 10)):
+        w.store.set(USERKEYS, key(APP, "u2"), b"y")
+    staged = w.checkpoint()
+    assert (head, None, 1) in staged and (cluster, None, 1) in staged  # tombstones: nothing committed
+    assert w.tokens[head] == w.commits[1].token  # rewritten inside the owner's own checkpoint
+
+
+def test_a_zombie_s_whole_late_checkpoint_below_the_epoch_read_is_dropped_and_the_owner_s_stays():
+    """A zombie frozen inside the send of its commit records lands a whole checkpoint after the
+    new owner's: its epoch (the group generation it began in) is below the owner's, so recovery
+    drops it, rows and commit record."""
+    owner, zombie = b"A" * 8 + bytes(8), b"Z" * 8 + bytes(8)
+    w = Worker()
+    w.recover(
+        [
+            (2, b"u:x", b"owner", owner),
+            (2, commit_key(2), Commit(20, owner, 4).to_bytes()),
+            (2, b"u:x", b"zombie", zombie),
+            (2, b"u:y", b"zombie", zombie),
+            (2, commit_key(2), Commit(18, zombie, 3).to_bytes()),
+        ]
+    )
+    assert w.rows == {b"u:x": b"owner", commit_key(2): b"20"}
+    assert w.table.orphans[2] == {b"u:x", b"u:y"}
+
+
+def test_the_epoch_of_a_checkpoint_never_falls_below_its_partition_s_last_commit_record():
+    """A group deleted and created again numbers its generations afresh: the new owner's commit
+    records must still not fall below the changelog's, or every recovery would drop them."""
+    w = Worker()
+    w.recover([(3, b"u:x", b"old", b"O" * 16), (3, commit_key(3), Commit(5, b"O" * 16, 41).to_bytes())])
+    with w.store.handling(at(3, 6)):
+        w.store.set(USERKEYS, key(APP, "u1"), b"new")
+    w.checkpoint(epoch=2)
+    assert w.commits[3].epoch == 41 and w.commits[3].offset == 6
+
+
+def test_a_checkpoint_log_orphans_its_writer_s_failed_attempts_and_keeps_another_writer_s_rows_waiting():
+    log_ = CheckpointLog()
+    a1, a2, b1 = b"A" * 8 + bytes(7) + b"\x01", b"A" * 8 + bytes(7) + b"\x02", b"B" * 8 + bytes(7) + b"\x01"
+    assert log_.read("a1 row", b"u:1", b"v", a1) == ([], [])  # an attempt that failed before its commit
+    assert log_.read("b1 row", b"u:2", b"v", b1) == ([], [])  # another writer's, committed later
+    assert log_.read("a2 row", b"u:3", b"v", a2) == ([], [])
+    a2_commit = Commit(5, a2, 1).to_bytes()
+    assert log_.read("a2 commit", commit_key(0), a2_commit, None) == (["a2 row", "a2 commit"], ["a1 row"])
+    b1_commit = Commit(6, b1, 1).to_bytes()
+    assert log_.read("b1 commit", commit_key(0), b1_commit, None) == (["b1 row", "b1 commit"], [])
+    # rows without a token go with a commit record without one (an older worker's, `sendgate rebuild`'s)
+    assert log_.read("old row", b"u:4", b"v", None) == ([], [])
+    assert log_.read("old commit", commit_key(0), b"7", None) == (["old row", "old commit"], [])
+    assert Commit.from_bytes(b"7") == Commit(7) and Commit.from_bytes(a2_commit) == Commit(5, a2, 1)
+
+
 def test_a_batch_written_after_records_this_worker_never_read_leaves_the_store_s_offset_before_them(tmp_path):
     """A zombie's batch (the fault soak: frozen past its session in the middle of a send, resumed
     after another worker took the partition and wrote to its changelog) is acknowledged at an
@@ -412,7 +547,7 @@ def test_a_batch_written_after_records_this_worker_never_read_leaves_the_store_s
             store.set(USERKEYS, row, b"v")
         for _ in range(2):  # the rows, then the commit record
             outbox = Outbox()
-            store.stage(outbox)
+            store.stage(outbox, 1)
             end += len(outbox._records.pop(changelog, []))
             store.written({(changelog, 4): end})
 
@@ -423,6 +558,13 @@ def test_a_batch_written_after_records_this_worker_never_read_leaves_the_store_s
     batch(11, b"late")
     tp = TP(changelog, 4)
     assert table.data.persisted_offset(tp) == owned_up_to
+    # the records in between are read (GateWorker.rewrite_foreign_rows); their keys, but not this
+    # process's own, are rewritten at the next checkpoint
+    assert store.foreign == {4: (owned_up_to + 1, owned_up_to + 6)}
+    own = [(CHECKPOINT_HEADER, store._writer + bytes(8))]
+    found = [(b"u:z", [(CHECKPOINT_HEADER, b"Z" * 16)]), (b"u:old", None), (b"u:own", own), (commit_key(4), None)]
+    assert store.rewrite(4, found) == 2 and table.orphans[4] == {b"u:z", b"u:old"}
+    store.foreign.clear()
     # the next recovery reads from there: the new owner's records, then the late batch's own
     table.apply_changelog_batch(
         [_Written(tp, 4, o, commit_key(4) if o == end else b"u:o%d" % o, b"1") for o in range(owned_up_to + 1, end + 1)]

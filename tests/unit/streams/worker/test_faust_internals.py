@@ -207,6 +207,49 @@ def test_keep_fetched_changelog_keeps_the_standby_records_on_a_resume_and_clears
     assert after(True) == ([(1, 5), (1, 6)], 0, 0)
 
 
+def test_keep_paused_on_buffer_drop_keeps_a_rebalance_s_pause_when_a_full_stream_buffer_drains():
+    """The fault soak's path to deciding during a recovery: an agent stuck on a full disk lets its
+    queue fill, so Faust stops fetching the partition and leaves a callback to fetch it again once
+    the queue drains. A rebalance pauses the partition and clears the queue (`App._on_partitions_
+    revoked` and `_on_partitions_assigned`), but the callback stays, and the agent's next `get`
+    from the empty queue runs it. Faust alone: the partition is fetched again while the tables
+    recover. Kept: it stays paused until the recovery resumes it; one not paused is fetched again."""
+    from faust.transport.conductor import ConductorCompiler
+
+    assert "consumer_on_buffer_drop = app.consumer.on_buffer_drop" in inspect.getsource(ConductorCompiler.build)
+    assert "self._paused_partitions.intersection_update(assigned)" in inspect.getsource(Consumer.on_partitions_assigned)
+    paused, other = TP("events", 0), TP("events", 1)
+
+    async def active_after(keep: bool) -> tuple[set[TP], set[TP]]:
+        app = faust.App(
+            f"test-keep-paused-{keep}", broker="kafka://127.0.0.1:1", autodiscover=False, web_enabled=False
+        )  # never started: no broker needed
+        if keep:
+            faust_internals.keep_paused_on_buffer_drop(app)
+        consumer = app.consumer
+        consumer._set_active_tps({paused, other})
+        queue = faust_internals.channel_queue(app.stream(app.channel()))
+        drops = {tp: consumer.on_buffer_drop for tp in (paused, other)}  # as the conductor's handlers bind it
+        for i in range(queue.pressure_high_size + 1):  # the agent takes nothing: the queue fills
+            for tp in (paused, other):
+                queue.put_nowait_enhanced(
+                    i,
+                    on_pressure_high=lambda tp=tp: consumer.on_buffer_full(tp),
+                    on_pressure_drop=lambda tp=tp: drops[tp](tp),
+                )
+        consumer.pause_partitions({paused})  # a rebalance: paused until the tables have recovered
+        app.flow_control.clear()
+        get = asyncio.ensure_future(queue.get())  # the agent's next batch
+        await asyncio.sleep(0)
+        recovering = set(consumer._get_active_partitions())
+        get.cancel()
+        consumer.resume_partitions({paused})  # the end of the recovery
+        return recovering, set(consumer._get_active_partitions())
+
+    assert asyncio.run(active_after(False)) == ({paused, other}, {paused, other})  # Faust alone
+    assert asyncio.run(active_after(True)) == ({other}, {paused, other})
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -217,6 +260,7 @@ def test_keep_fetched_changelog_keeps_the_standby_records_on_a_resume_and_clears
         "processing",
         "keep_recovery_end",
         "keep_fetched_changelog",
+        "keep_paused_on_buffer_drop",
         "raw_reader",
         "route_to_owner",
     ],
