@@ -112,9 +112,6 @@ class GateWorker:
     deadletter: Any
     consent: Any  # the consent audit trail
     grants: Any  # sendgate's revocations of unrestricted grants, for operators
-    counts: dict[str, int] = field(
-        default_factory=lambda: {"events": 0, "decisions": 0, "deadlettered": 0, "skipped": 0, "hole_records": 0}
-    )
     _delivery_topics: dict[str, Any] = field(default_factory=dict)
     _seen: dict[int, int] = field(default_factory=dict)  # partition -> last offset the stream delivered
     next_offsets: dict[TP, int] = field(default_factory=dict)  # events partition -> offset to commit (commit_at)
@@ -125,7 +122,6 @@ class GateWorker:
     tally: BatchTally = field(default_factory=BatchTally)
     metrics: GateMetrics = field(init=False)
     _unacked: list[Any] = field(default_factory=list)  # records read to fill a hole, acked with their batch
-    _deciding: dict[int, int] | None = None  # while a batch is decided: `_seen` as it was before it
     deciding_since: float | None = None  # monotonic time the batch being decided began
     _reported_slow: bool = False
     agent_task: asyncio.Task | None = None
@@ -218,9 +214,8 @@ class GateWorker:
             self._seen[message.partition] = max(seen, message.offset)
             if message.offset <= self.store.handled(message.partition):
                 # Decided before a crash or rebalance, and its rows committed: its outputs are out.
-                self.counts["skipped"] += 1
+                tally.skipped += 1
                 continue
-            self.counts["events"] += 1
             sent += await self.process(event)
         decided = time.perf_counter()
         if self.faust.in_transaction:
@@ -294,7 +289,6 @@ class GateWorker:
             found.append(message)
             if r.offset > self.store.handled(r.partition):
                 decided += 1
-                self.counts["events"] += 1
                 sent += await self.process(LoggedEvent(message, r.value))
         log.warning(
             "the stream skipped %s[%s] offsets %s..%s; read %d record(s) from Kafka and decided %d",
@@ -305,7 +299,6 @@ class GateWorker:
             len(found),
             decided,
         )
-        self.counts["hole_records"] += decided
         return found
 
     async def on_recover(self) -> None:
@@ -332,14 +325,14 @@ class GateWorker:
         """
         delay, failing_since, revocations = RETRY_FIRST_S, None, self.revocations
         while True:
-            seen = self._deciding = dict(self._seen)
+            seen = dict(self._seen)
             self.deciding_since, self._reported_slow = time.monotonic(), False
             try:
                 await self.process_batch(batch, quiet)
-                self._deciding = self.deciding_since = None
+                self.deciding_since = None
                 break
             except Exception as exc:
-                self._deciding = self.deciding_since = None
+                self.deciding_since = None
                 self.abort(seen)
                 self.metrics.batch_failed()
                 lost = {(e.message.topic, e.message.partition) for e in batch} - {
@@ -501,7 +494,6 @@ class GateWorker:
         for record in records:
             self.tally.output(record)
             if isinstance(record, Decision):
-                self.counts["decisions"] += 1
                 topic = self.decisions
             elif isinstance(record, ConsentRecord):
                 topic = self.consent
@@ -577,7 +569,6 @@ class GateWorker:
     async def dead_letter(
         self, message: Any, value: bytes | None, error: str, code: Refusal, rule: str | None = None
     ) -> list[Any]:
-        self.counts["deadlettered"] += 1
         self.tally.dead_letter(code, rule)
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
         # with the record's own headers (its signature): `sendgate deadletter republish` sends it back as it came
