@@ -111,7 +111,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
-    from .worker.app import STALL_EXIT_CODE, build_worker
+    from .worker.app import build_worker
+    from .worker.batch import STALL_EXIT_CODE
     from .identity import check_userkey_secret
     from .kafka import check_events_clock, ensure_topics, partitions_of
     from .worker.restore import restore_state

@@ -106,7 +106,7 @@ def test_the_rooms_import_one_way():
 def test_the_graph_is_read_for_real():
     """The reader finds the imports it must: a check that reads nothing would pass anything."""
     found = set(edges())
-    assert ("sendgate.streams.worker.app", "sendgate.models.gate") in found
+    assert ("sendgate.streams.worker.batch", "sendgate.models.gate") in found
     assert ("sendgate.streams.client", "sendgate.streams.config") in found
     assert ("sendgate.streams.ops.rebuild", "sendgate.streams.worker.checkpoint") in found
 

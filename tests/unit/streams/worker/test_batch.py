@@ -1,5 +1,5 @@
-"""app.py: the dead-letter record, where a batch is (for error lines), the broker URL, and
-`awaiting`, where a suspended task waits, for the slow-batch warning (a stall is never silent).
+"""batch.py: the dead-letter record, where a batch is (for error lines), and `awaiting`, where a
+suspended task waits, for the slow-batch warning (a stall is never silent).
 The agent and the batch protocol against a broker: tests/integration/test_kafka_*.py."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import orjson
 from faust.types import TP
 
 from sendgate.models.events import Refusal
-from sendgate.streams.worker.app import LoggedMessage, _where, awaiting, dead_letter_record, faust_broker_url
+from sendgate.streams.worker.batch import _where, awaiting, dead_letter_record
+from sendgate.streams.worker.holes import LoggedMessage
 
 
 async def _innermost(event: asyncio.Event) -> None:
@@ -87,8 +88,3 @@ def test_a_batch_is_named_by_its_span_on_each_partition():
     ]
     assert _where(batch) == "5 event(s) at events[0]@5..6, events[1]@7..9, events[2]@3"
     assert LoggedMessage("events", 2, 3, None, 0.0).tp == TP("events", 2)
-
-
-def test_every_bootstrap_host_becomes_a_faust_broker_url():
-    assert faust_broker_url("10.0.0.1:9092") == "kafka://10.0.0.1:9092"
-    assert faust_broker_url(" a:9092, b:9093 ,") == "kafka://a:9092;kafka://b:9093"
