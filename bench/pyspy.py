@@ -53,7 +53,8 @@ CROSS_CUTTING = [  # shares that cut across the categories (a sample may be in s
     ),
     ("sketching: Sketcher.sketch (normalise, shingles, MinHash)", lambda fn, fp: fn == "Sketcher.sketch"),
 ]
-ROOT_FRAMES = ("mode/worker.py", "streams/cli.py", "<frozen runpy>")  # in every stack of the main thread
+# in every stack of the main thread
+ROOT_FRAMES = ("mode/worker.py", "streams/cli.py", "streams/worker/lifecycle.py", "<frozen runpy>")
 GENERIC_FRAMES = ROOT_FRAMES + ("asyncio/base_events.py", "asyncio/events.py")
 
 

@@ -2,7 +2,7 @@
 
 `build_worker` wires the pure `Gate` (sendgate.models.gate) to Kafka. It holds no rule of its own:
 the batch is in batch.py, the holes Faust leaves in holes.py, the topics and tables in
-topology.py, the ticker in ticker.py.
+topology.py, the ticker in ticker.py, and the process around it in lifecycle.py.
 """
 
 from __future__ import annotations
