@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from faust.types import TP
+from faust.types import TP, StreamT
 
 from sendgate.models.sources import WORKER, KeyringError
 
@@ -78,7 +78,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
         register_operations(app, worker, door)
 
     @app.agent(topics.events, name="gate")
-    async def gate_agent(stream: Any) -> None:
+    async def gate_agent(stream: StreamT) -> None:
         # The agent takes its batches from the channel's queue itself instead of iterating the
         # stream: a batch is whatever has arrived (up to batch_max), taken at once, with no timer.
         # Faust's per-event stream path cost more than the gate (bench/run --profile), and
