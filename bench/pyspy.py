@@ -29,7 +29,10 @@ CATEGORIES = [  # first match over the stack (without its root frames) wins
     ("input: aiokafka consumer, fetch, record parsing", ("aiokafka/consumer/", "aiokafka/record/")),
     ("Faust stream, agent, event and commit machinery", ("faust/",)),
     ("aiokafka client and connections (other)", ("aiokafka/",)),
-    ("sendgate.streams glue (GateWorker.process itself)", ("streams/worker/app.py",)),
+    (
+        "sendgate.streams glue (GateWorker.process itself)",
+        ("streams/worker/app.py", "streams/worker/batch.py", "streams/worker/holes.py", "streams/worker/ticker.py"),
+    ),
     ("mode services, threads and timers", ("mode/",)),
 ]
 CROSS_CUTTING = [  # shares that cut across the categories (a sample may be in several)
@@ -50,7 +53,8 @@ CROSS_CUTTING = [  # shares that cut across the categories (a sample may be in s
     ),
     ("sketching: Sketcher.sketch (normalise, shingles, MinHash)", lambda fn, fp: fn == "Sketcher.sketch"),
 ]
-ROOT_FRAMES = ("mode/worker.py", "streams/cli.py", "<frozen runpy>")  # in every stack of the main thread
+# in every stack of the main thread
+ROOT_FRAMES = ("mode/worker.py", "streams/cli.py", "streams/worker/lifecycle.py", "<frozen runpy>")
 GENERIC_FRAMES = ROOT_FRAMES + ("asyncio/base_events.py", "asyncio/events.py")
 
 

@@ -224,7 +224,7 @@ RESTORE_LINE = re.compile(
 
 
 def restore_logged(log: str) -> tuple[int, float] | None:
-    """(rows applied, seconds) of the last restore a worker logged (streams/cli.py, restore.py)."""
+    """(rows applied, seconds) of the last restore a worker logged (streams/worker/lifecycle.py, restore.py)."""
     found = RESTORE_LINE.findall(log)
     return (int(found[-1][0].replace(",", "")), float(found[-1][1])) if found else None
 

@@ -19,8 +19,7 @@ import signal
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
-from typing import IO, Any, Iterator
-from pathlib import Path
+from typing import IO, Any
 from urllib.parse import quote
 
 import orjson
@@ -109,105 +108,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import faust
+    from .worker.lifecycle import run_worker  # imports Faust: only the worker pays for it
 
-    from .worker.app import STALL_EXIT_CODE, build_worker
-    from .identity import check_userkey_secret
-    from .kafka import check_events_clock, ensure_topics, partitions_of
-    from .worker.restore import restore_state
-    from .worker.checkpoint import APPS, STATE, after_unclean_stop
-
-    settings = _settings(args)
-    events = settings.topic("events")
-    # what can be checked without Kafka is checked first: a bad policy or keyring, or a web address
-    # other workers cannot use, is reported at once and not after the broker answered
-    settings.check_web_addresses()
-    settings.gate()  # loads and checks the policy and the keyring
-
-    async def topics_ready() -> None:
-        # The consumer's first metadata must list every topic it subscribes to: a topic that Faust
-        # creates while the group forms is left out of the assignment until the next metadata
-        # refresh (5 minutes), so the worker would idle, or wait that long to recover a table.
-        changelogs = [settings.changelog_topic(STATE)]
-        singles = [settings.changelog_topic(APPS)]
-        await ensure_topics(settings, [events])
-        await check_events_clock(settings)
-        await check_userkey_secret(settings, "worker")
-        await ensure_topics(settings, changelogs, compact=True)
-        await ensure_topics(settings, singles, partitions=1, compact=True)
-        await ensure_topics(settings, [f"{settings.group_id}-__assignor-__leader"], partitions=1)
-        for topic in [events, *changelogs, *singles]:
-            await partitions_of(settings, topic, 60)
-
-    with _quiet("aiokafka"):  # it logs every refused connection; the command says what is wrong in one line
-        asyncio.run(topics_ready())
-    gate_worker = build_worker(settings)
-    print(
-        f"sendgate worker: {settings.topic('events')} ({settings.partitions} partitions) on {settings.bootstrap}, "
-        f"app id {settings.group_id}, store {settings.store}, policy {settings.policy_file or 'defaults'}",
-        flush=True,
-    )
-    # A worker killed mid-write can leave a local store ahead of its changelog (Faust's table path
-    # writes the store first), and Faust would replay the changelog over it into a state that
-    # never existed. The marker file tells the next start that the last stop was not clean: the
-    # `state` table's store is kept (it holds only what the broker acknowledged: streams/worker/checkpoint.py),
-    # the others recover from their changelogs.
-    marker = Path(settings.data_dir) / f"{settings.group_id}.running"
-
-    class Worker(faust.Worker):  # the name shows in its log lines ("[^Worker]: Ready")
-        """No terminal spinner: for it Faust sets the root logger to DEBUG whatever the log level,
-        and every debug call of Faust and aiokafka then builds a LogRecord (profiled: 11 % of the
-        worker's busy time)."""
-
-        def on_setup_root_logger(self, logger: Any, level: int) -> None:
-            self.spinner = None
-            super().on_setup_root_logger(logger, level)
-
-    if marker.exists():
-        keep = settings.processing_guarantee == "at_least_once"
-        removed = after_unclean_stop(Path(settings.data_dir) / settings.group_id, keep)
-        print(
-            "sendgate worker: the last worker on this store did not stop cleanly; "
-            + ("the state table's local store is kept, " if keep else "")
-            + f"{len(removed)} other local store(s) removed: they recover from their changelogs",
-            flush=True,
-        )
-    if (
-        settings.fast_restore
-        and settings.store.startswith("rocksdb")
-        and settings.processing_guarantee == "at_least_once"
-    ):
-        applied, read, seconds = asyncio.run(restore_state(settings, gate_worker.store.table.orphans))  # restore.py
-        print(
-            f"sendgate worker: local state store up to its changelog's last commit records: {applied:,} row(s) "
-            f"applied of {read:,} read in {seconds:.1f} s",
-            flush=True,
-        )
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    worker = Worker(gate_worker.faust, loglevel=settings.log_level, quiet=True)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        if exc.code in (0, None):
-            marker.unlink(missing_ok=True)  # a clean stop, also after a stall: the store is whole
-            if gate_worker.stalled:
-                raise SystemExit(STALL_EXIT_CODE) from None
-        raise
-    marker.unlink(missing_ok=True)
-    return STALL_EXIT_CODE if gate_worker.stalled else 0
-
-
-@contextlib.contextmanager
-def _quiet(logger: str) -> Iterator[None]:
-    """The logger says nothing below CRITICAL meanwhile."""
-    log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
+    return run_worker(_settings(args))
 
 
 def _open_input(path: str) -> IO[bytes]:

@@ -75,7 +75,7 @@ def _bytes(doc: dict, name: str) -> bytes | None:
 
 
 def parse(record: LogRecord) -> DeadLetter:
-    """The dead letter a record of the dead-letter topic holds (streams/worker/app.py writes them)."""
+    """The dead letter a record of the dead-letter topic holds (streams/worker/batch.py writes them)."""
     try:
         doc = orjson.loads(record.value or b"")
         if not isinstance(doc, dict):

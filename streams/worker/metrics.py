@@ -61,6 +61,7 @@ class BatchTally:
     record_ts_ms: list[int] = field(default_factory=list)  # of the decided events: decision lag
     latest: list[tuple] = field(default_factory=list)
     paced: Counter = field(default_factory=Counter)  # by (app, sender): paced or refused by the burst step
+    skipped: int = 0  # records delivered again that were decided before (their outputs are out)
     durations_s: dict[str, float] = field(default_factory=dict)
 
     def count(self, kind: str, record_ts_ms: int) -> None:
@@ -126,6 +127,12 @@ class GateMetrics:
             "sendgate_consent_changes", "Consent audit records, by kind and source", ["kind", "source"], registry=r
         )
         self.junk_reports = PromCounter("sendgate_junk_reports", "Junk reports decided", registry=r)
+        self.skipped = PromCounter(
+            "sendgate_records_skipped",
+            "Records of the events topic delivered again (after a restart or rebalance) that were "
+            "decided before, skipped: their outputs are out",
+            registry=r,
+        )
         self.unauthorized = PromCounter(
             "sendgate_unauthorized_records",
             "Records refused for their source, by the rule broken (models/sources.py)",
@@ -201,6 +208,7 @@ class GateMetrics:
             self.events.labels(kind).inc(n)
             if kind == "junk_report":
                 self.junk_reports.inc(n)
+        self.skipped.inc(tally.skipped)
         for (outcome, reason), n in tally.decisions.items():
             self.decisions.labels(outcome, reason).inc(n)
             self.totals[outcome] += n

@@ -20,13 +20,14 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from sendgate.models.decisions import OUTCOMES
 
+from .batch import GateWorker
 from .web import OperatorDoor
 
 RISKIEST = 10  # senders the dashboard lists
 STATIC = {"dashboard.html": "text/html", "dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 
 
-def status(worker: Any, per_sender: bool = True) -> dict[str, Any]:
+def status(worker: GateWorker, per_sender: bool = True) -> dict[str, Any]:
     """What the dashboard polls: the in-process history of the metrics and the scrape-time state;
     without `per_sender` (no operator token), no app, sender or request id."""
     m = worker.metrics
@@ -70,7 +71,7 @@ def status(worker: Any, per_sender: bool = True) -> dict[str, Any]:
     }
 
 
-def register_operations(faust_app: faust.App, worker: Any, door: OperatorDoor) -> None:
+def register_operations(faust_app: faust.App, worker: GateWorker, door: OperatorDoor) -> None:
     metrics_handler = make_aiohttp_handler(worker.metrics.registry)
 
     @faust_app.page("/metrics")

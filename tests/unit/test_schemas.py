@@ -760,7 +760,7 @@ def _dead_letter(
     key: bytes | None, value: bytes | None, error: str, code: ev.Refusal = ev.Refusal.INVALID_FIELD
 ) -> dict[str, Any]:
     """The record value the worker's real dead-letter code builds."""
-    from sendgate.streams.worker.app import dead_letter_record  # imports faust: only this test pays for it
+    from sendgate.streams.worker.batch import dead_letter_record  # imports faust: only this test pays for it
 
     message = SimpleNamespace(topic="sendgate.events", partition=3, offset=1234, key=key)
     return orjson.loads(dead_letter_record(message, value, error, code))

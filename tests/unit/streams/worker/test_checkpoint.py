@@ -22,7 +22,7 @@ from sendgate.models.events import validate
 from sendgate.models.gate import CLUSTERS, JUNK, SCHEDULES, SENDERS, TABLES, USERKEYS, Gate, MemoryStore, key
 from sendgate.models.pending import ReleaseSchedule
 from sendgate.models.policy import Policy
-from sendgate.streams.worker.app import LoggedEvent, LoggedMessage
+from sendgate.streams.worker.holes import LoggedEvent, LoggedMessage
 from sendgate.streams.worker.faust_internals import processing
 from sendgate.streams.worker.outbox import Outbox
 from sendgate.streams.worker.checkpoint import (

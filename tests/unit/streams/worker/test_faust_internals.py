@@ -269,8 +269,8 @@ def test_the_module_offers_each_internal(name):
     assert callable(getattr(faust_internals, name))
 
 
-def test_the_worker_sets_up_its_spinner_in_the_hook_cli_overrides():
-    # streams/cli.py drops the spinner there: with it Faust sets the root logger to DEBUG
+def test_the_worker_sets_up_its_spinner_in_the_hook_lifecycle_overrides():
+    # streams/worker/lifecycle.py drops the spinner there: with it Faust sets the root logger to DEBUG
     assert params(faust.Worker.on_setup_root_logger) == ["logger", "level"]
     assert "if self.spinner:" in inspect.getsource(faust.Worker._setup_spinner_handler)
 

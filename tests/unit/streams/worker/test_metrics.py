@@ -161,6 +161,7 @@ def test_a_batch_tally_reaches_the_counters_histograms_and_history():
     tally.output(consent("opt_out", "inbound"))
     tally.output(consent("opt_in", "opt_in event"))
     tally.dead_letter(Refusal.NO_VALUE)
+    tally.skipped = 2
     tally.durations_s = {"decide": 0.002, "produce": 0.004, "checkpoint": 0.001}
     metrics.batch_done(tally, 4)
 
@@ -171,6 +172,7 @@ def test_a_batch_tally_reaches_the_counters_histograms_and_history():
     assert sample(metrics, "sendgate_deliveries_total", network="other") == 1  # not a label of its own
     assert sample(metrics, "sendgate_deliveries_total", network="carrier-pigeon") is None
     assert sample(metrics, "sendgate_dead_letters_total", error="no_value") == 1
+    assert sample(metrics, "sendgate_records_skipped_total") == 2
     assert sample(metrics, "sendgate_consent_changes_total", kind="opt_out", source="inbound") == 1
     assert sample(metrics, "sendgate_consent_changes_total", kind="opt_in", source="event") == 1
     assert sample(metrics, "sendgate_delay_seconds_sum") == 120.0

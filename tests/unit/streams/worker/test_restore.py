@@ -18,6 +18,6 @@ def test_the_restored_store_of_a_partition_is_the_one_faust_opens_and_survives_a
     assert path == worker.store.table.data.partition_path(5)
     path.mkdir(parents=True)
     (path.parent / "junk-0.db").mkdir()
-    # the worker's store directory after kill -9 (streams/cli.py), under at_least_once
+    # the worker's store directory after kill -9 (streams/worker/lifecycle.py), under at_least_once
     removed = after_unclean_stop(Path(settings.data_dir) / settings.group_id, keep_state=True)
     assert "junk-0.db" in removed and path.is_dir() and path.name not in removed

@@ -1,6 +1,6 @@
-"""app.py: the dead-letter record, where a batch is (for error lines), the broker URL,
-`awaiting`, where a suspended task waits, for the slow-batch warning (a stall is never silent),
-and which batches `run_batch` decides around a rebalance (on a worker as built, never started).
+"""batch.py: the dead-letter record, where a batch is (for error lines), `awaiting`, where a
+suspended task waits, for the slow-batch warning (a stall is never silent), and which batches
+`run_batch` decides around a rebalance (on a worker as built, never started).
 The agent and the batch protocol against a broker: tests/integration/test_kafka_*.py."""
 
 from __future__ import annotations
@@ -15,15 +15,10 @@ from faust.types import TP
 
 from sendgate.models.events import Refusal
 from sendgate.streams.config import Settings
-from sendgate.streams.worker import app as worker_app
-from sendgate.streams.worker.app import (
-    LoggedMessage,
-    _where,
-    awaiting,
-    build_worker,
-    dead_letter_record,
-    faust_broker_url,
-)
+from sendgate.streams.worker import batch as worker_batch
+from sendgate.streams.worker.app import build_worker
+from sendgate.streams.worker.batch import _where, awaiting, dead_letter_record
+from sendgate.streams.worker.holes import LoggedMessage
 
 
 async def _innermost(event: asyncio.Event) -> None:
@@ -100,11 +95,6 @@ def test_a_batch_is_named_by_its_span_on_each_partition():
     assert LoggedMessage("events", 2, 3, None, 0.0).tp == TP("events", 2)
 
 
-def test_every_bootstrap_host_becomes_a_faust_broker_url():
-    assert faust_broker_url("10.0.0.1:9092") == "kafka://10.0.0.1:9092"
-    assert faust_broker_url(" a:9092, b:9093 ,") == "kafka://a:9092;kafka://b:9093"
-
-
 class Event:
     """A record of the events topic as the agent takes it from its queue."""
 
@@ -123,14 +113,15 @@ def worker(tmp_path, monkeypatch):
     worker = build_worker(
         Settings(data_dir=str(tmp_path), group_id="gate-rebalance", web_enabled=False, auth=False), ticker=False
     )
-    events = worker.events.get_topic_name()
-    monkeypatch.setattr(worker_app, "assigned", lambda app: {TP(events, 1)})
+    events = worker.topics.events.get_topic_name()
+    monkeypatch.setattr(worker_batch, "assigned", lambda app: {TP(events, 1)})
     worker.attempts = []
 
     async def process_batch(batch, quiet=()):
         worker.attempts.append([e.message.offset for e in batch])
         if len(worker.attempts) == 1:
             raise OSError(28, "No space left on device")  # the local store's write, after the send
+        return []
 
     worker.process_batch = process_batch
     worker.event = Event(events, 1, 2144)
@@ -162,7 +153,7 @@ def test_a_failing_batch_is_not_decided_again_after_a_rebalance_in_its_backoff(w
             assert asyncio.get_running_loop().time() < deadline and not batch.done()
             await asyncio.sleep(0)
         worker.faust.rebalancing = True  # its session expired; the group gives it the partition back
-        await worker.faust.on_partitions_revoked.send({TP(worker.events.get_topic_name(), 1)})
+        await worker.faust.on_partitions_revoked.send({TP(worker.topics.events.get_topic_name(), 1)})
         worker.faust.rebalancing = not recovered
         await asyncio.wait_for(batch, 10)
 
