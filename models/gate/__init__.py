@@ -70,8 +70,8 @@ from .tables import (
     MemoryStore,
     OverlayStore,
     Store,
+    Table,
     due_entries,
-    due_key,
     key,
 )
 
@@ -112,7 +112,7 @@ __all__ = [
     "OverlayStore",
     "Record",
     "Store",
+    "Table",
     "due_entries",
-    "due_key",
     "key",
 ]

@@ -18,7 +18,7 @@ from ..retention import DAY_MS, lapsed
 from ..wording import HELP, OPT_IN, OPT_OUT
 from . import retention
 from .context import SendContext
-from .tables import CONTACTS, CONVERSATIONS, LAST_SENT, USERKEYS, Store, key
+from .tables import CONTACTS, CONVERSATIONS, LAST_SENT, USERKEYS, Store
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -27,8 +27,7 @@ if TYPE_CHECKING:
 def inbound(gate: Gate, e: ev.Inbound, store: Store) -> list[Record]:
     said = gate.wording.classify(e.text)  # models/wording.py: opt-out > opt-in > help > none
     user_id = gate.stored_userkey(e.userkey)
-    conv_key = key(e.app, e.sender, user_id)
-    conv = Conversation.from_bytes(store.get(CONVERSATIONS, conv_key))
+    conv = CONVERSATIONS.get(store, e.app, e.sender, user_id) or Conversation()
     horizon = gate.horizon_ms
     if lapsed(conv.last_ts, e.ts, horizon):
         conv = Conversation()  # a lapsed conversation starts again
@@ -42,9 +41,9 @@ def inbound(gate: Gate, e: ev.Inbound, store: Store) -> list[Record]:
         gate.put_sender(store, e.app, e.sender, sender)
     conv.record_text(inbound_digest(e.text), e.ts, gate.policy.loop_window_s * 1000)
     if e.network in gate.policy.contact_list_networks:  # the platform accepted the user writing first
-        store.set(CONTACTS, key(e.app, user_id, e.network), b"1")
+        CONTACTS.put(store, b"1", e.app, user_id, e.network)
     conv.record_inbound(e.event_id, e.ts, gate.policy.reply_window_s * 1000, asks_help)
-    store.set(CONVERSATIONS, conv_key, conv.to_bytes())
+    CONVERSATIONS.put(store, conv, e.app, e.sender, user_id)
     if horizon and conv.last_ts // DAY_MS != day:
         retention.index_lapse(e.app, e.sender, user_id, conv.last_ts // DAY_MS, horizon, store)
 
@@ -64,22 +63,21 @@ def inbound(gate: Gate, e: ev.Inbound, store: Store) -> list[Record]:
         )
 
     if said.kind in (OPT_OUT, OPT_IN):
-        user_key = key(e.app, user_id)
-        user = Userkey.from_bytes(store.get(USERKEYS, user_key))
+        user = USERKEYS.get(store, e.app, user_id) or Userkey()
         how = f"inbound '{said.matched}' to sender '{e.sender}' (rule {said.rule})"
         if said.kind == OPT_OUT:
-            stopped, answered = stopped_by(gate, said.matched, key(e.app, user_id), store)
+            stopped, answered = stopped_by(gate, said.matched, e.app, user_id, store)
             user.opt_out(e.ts, how + answered, e.event_id, stopped)
         else:
             user.opt_in(e.ts, how)
-        store.set(USERKEYS, user_key, user.to_bytes())
+        USERKEYS.put(store, user, e.app, user_id)
         return [audit(said.kind, user.stopped if said.kind == OPT_OUT else user.covered)]
     return [audit("ambiguous")] if said.ambiguous else []
 
 
-def stopped_by(gate: Gate, matched: str, user_row: bytes, store: Store) -> tuple[int, str]:
+def stopped_by(gate: Gate, matched: str, app: str, user_id: str, store: Store) -> tuple[int, str]:
     """What an opt-out inbound stops (Policy.opt_out_scope), and the message it answered in words."""
-    last = LastSent.from_bytes(store.get(LAST_SENT, user_row)) if gate.policy.opt_out_scope == "category" else None
+    last = LAST_SENT.get(store, app, user_id) if gate.policy.opt_out_scope == "category" else None
     if last is None or matched == "stopall":  # "stop all", or no message known to answer: everything
         return ALL, ""
     return COVERING[Category(last.category)], f", answering a {last.category} message of {iso(last.ts)}"
@@ -89,13 +87,12 @@ def remember_sent(gate: Gate, app: str, user_id: str, category: Category, ts: in
     """The kind of a message that goes out to the userkey now (accepted, or released), what a STOP
     answers under opt_out_scope "category" (a held one the user has not seen yet)."""
     if gate.policy.opt_out_scope == "category":
-        store.set(LAST_SENT, key(app, user_id), LastSent(category.value, ts).to_bytes())
+        LAST_SENT.put(store, LastSent(category.value, ts), app, user_id)
 
 
 def opt_change(gate: Gate, e: ev.OptIn | ev.OptOut, store: Store) -> list[Record]:
     user_id = gate.stored_userkey(e.userkey)
-    user_key = key(e.app, user_id)
-    user = Userkey.from_bytes(store.get(USERKEYS, user_key))
+    user = USERKEYS.get(store, e.app, user_id) or Userkey()
     kind = ev.event_type(e)
     how = f"{kind} event" + (f" ({e.source})" if e.source else "")
     categories, evidence = None, None
@@ -107,7 +104,7 @@ def opt_change(gate: Gate, e: ev.OptIn | ev.OptOut, store: Store) -> list[Record
     else:
         user.opt_out(e.ts, how)
         categories = names(user.stopped)
-    store.set(USERKEYS, user_key, user.to_bytes())
+    USERKEYS.put(store, user, e.app, user_id)
     return [
         ConsentRecord(
             app=e.app,
@@ -141,7 +138,7 @@ def opted_out(c: SendContext) -> list[Record] | None:
     )
     if confirms:
         user.confirmed = True
-        c.store.set(USERKEYS, key(e.app, c.user_id), user.to_bytes())
+        USERKEYS.put(c.store, user, e.app, c.user_id)
         decision = c.decide(
             Outcome.ACCEPTED,
             Reason.OPT_OUT_CONFIRMATION,

@@ -15,7 +15,7 @@ from ..policy import Policy
 from ..quiet_hours import Opening
 from ..slots import SlotRefusal
 from ..subjects import SubjectSends
-from .tables import CONVERSATIONS, GRANTS, USERKEYS, Store, key
+from .tables import CONVERSATIONS, GRANTS, USERKEYS, Store
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -57,8 +57,8 @@ class SendContext:
             e,
             gate.policy,
             user_id,
-            Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id))),
-            Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id))),
+            USERKEYS.get(store, e.app, user_id) or Userkey(),
+            CONVERSATIONS.get(store, e.app, e.sender, user_id) or Conversation(),
             gate.valid_until(e),
             gate.category_of(e),
         )
@@ -66,7 +66,7 @@ class SendContext:
     def grant(self) -> AppGrant:
         """The app's unrestricted-outbound grant, read once per send (consent.category and basis)."""
         if self.read_grant is None:
-            self.read_grant = AppGrant.from_bytes(self.store.get(GRANTS, key(self.e.app)))
+            self.read_grant = GRANTS.get(self.store, self.e.app) or AppGrant()
         return self.read_grant
 
     def decide(self, outcome: Outcome, reason: Reason | str, detail: str, **extra: Any) -> Decision:

@@ -107,8 +107,9 @@ class Gate:
             )
         if keyring is not None and signer is not None:
             at = max(record_ts, event.ts)
-            if store is not None:
-                at = max(at, AppClock.from_bytes(store.get(CLOCKS, key)).ts)
+            clock = CLOCKS.get(store, event.app) if store is not None else None
+            if clock is not None:
+                at = max(at, clock.ts)
             keyring.authorize(signer, event, at)
         return event
 
@@ -146,9 +147,8 @@ class Gate:
         if type(event) is ev.JunkShared:  # on every partition, of any app: it touches no app's rows
             signals.junk_shared(self, event, store)
             return []
-        clock_key = key(event.app)
-        raw = store.get(CLOCKS, clock_key)
-        clock = AppClock.from_bytes(raw)
+        stored = CLOCKS.get(store, event.app)
+        clock = stored or AppClock()
         floor = record_ts - self.policy.max_ts_behind_s * 1000 if record_ts else None
         stamped, before = event.ts, clock.ts
         at, skewed = clock.advance(stamped, floor)
@@ -158,8 +158,8 @@ class Gate:
         forgets = self.memory_ms > 0 and 0 < clock.forget_at <= at
         if forgets:
             clock.forget_at = memory.forget_seen(self, event.app, at, store)
-        if raw is None or at != before or sweeps or forgets:
-            store.set(CLOCKS, clock_key, clock.to_bytes())
+        if stored is None or at != before or sweeps or forgets:
+            CLOCKS.put(store, clock, event.app)
         if at != stamped:
             event = dataclasses.replace(event, ts=at)
         out = pending.release_due(self, event.app, at, store)
@@ -224,30 +224,28 @@ class Gate:
         only while the stored head row is still the bytes it was written as (its stamp vouches
         for the cluster rows), and is taken out while in use, so a transition that fails half-way
         (its rows never written) leaves nothing stale behind."""
-        row_key = key(app, sender)
-        raw = store.get(SENDERS, row_key)
-        hit = self._decoded_senders.pop(row_key, None)
+        raw = SENDERS.get(store, app, sender)
+        hit = self._decoded_senders.pop(key(app, sender), None)
         if hit is not None and raw is not None and hit[0] == raw:
             return hit[1]
         return SenderState.from_rows(
             raw,
-            lambda cid: store.get(CLUSTERS, key(app, sender, cid)),
-            lambda cid: store.get(SKETCHES, key(app, sender, cid)),
+            lambda cid: CLUSTERS.get(store, app, sender, cid),
+            lambda cid: SKETCHES.get(store, app, sender, cid),
             self.policy.num_perm,
         )
 
     def put_sender(self, store: Store, app: str, sender: str, state: SenderState) -> None:
-        row_key = key(app, sender)
         head, clusters, sketches = state.to_rows()
         for table, rows in ((CLUSTERS, clusters), (SKETCHES, sketches)):
             for cid, raw in rows.items():
                 if raw is None:
-                    store.delete(table, key(app, sender, cid))
+                    table.delete(store, app, sender, cid)
                 else:
-                    store.set(table, key(app, sender, cid), raw)
-        store.set(SENDERS, row_key, head)
+                    table.put(store, raw, app, sender, cid)
+        SENDERS.put(store, head, app, sender)
         decoded = self._decoded_senders
-        decoded[row_key] = (head, state)
+        decoded[key(app, sender)] = (head, state)
         if len(decoded) > DECODED_SENDERS:
             del decoded[next(iter(decoded))]  # the least recently written
 

@@ -10,7 +10,7 @@ from ..decisions import Decision, Outcome, Reason, Record, iso
 from ..memory import EVENT, REQUEST, AnsweredRequest, SeenEvent, said_digest
 from ..retention import DAY_MS
 from . import retention
-from .tables import SEEN, SEEN_BY_DAY, Store, key
+from .tables import SEEN, SEEN_BY_DAY, Store
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -26,7 +26,7 @@ def said_before(gate: Gate, e: ev.Event, said: Said | None, at: int, store: Stor
     if said is None:
         return None
     kind, id_, digest = said
-    raw = store.get(SEEN, key(e.app, kind, id_))
+    raw = SEEN.get(store, e.app, kind, id_)
     if raw is None:
         return None
     if not isinstance(e, ev.Send):  # an inbound or consent event (EVENT)
@@ -61,7 +61,7 @@ def remember(gate: Gate, e: ev.Event, said: Said | None, decided: list[Record], 
         row = AnsweredRequest.of(digest, first).to_bytes()
     else:
         row = SeenEvent(digest, at).to_bytes()
-    store.set(SEEN, key(e.app, kind, id_), row)
+    SEEN.put(store, row, e.app, kind, id_)
     retention.list_by_day(SEEN_BY_DAY, e.app, (kind, id_), at // DAY_MS, gate.memory_ms, store)
 
 
@@ -87,6 +87,6 @@ def forget_seen(gate: Gate, app: str, ts: int, store: Store) -> int:
     """Remove one bucket's remembered requests and events; returns when the next sweep is due."""
 
     def forget(kind: str, id_: str) -> None:
-        store.delete(SEEN, key(app, kind, id_))
+        SEEN.delete(store, app, kind, id_)
 
     return retention.sweep_by_day(SEEN_BY_DAY, app, ts, gate.memory_ms, store, forget)

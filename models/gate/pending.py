@@ -16,18 +16,18 @@ from ..decisions import Decision, Outcome, Reason, Record, iso
 from ..pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
 from . import consent, recipients
 from .context import SendContext
-from .tables import DUE, PENDING, SCHEDULES, USERKEYS, Store, due_entries, due_key, key
+from .tables import DUE, PENDING, SCHEDULES, USERKEYS, Store, due_entries, due_parts
 
 if TYPE_CHECKING:
     from .gate import Gate
 
 
 def repeated_request(c: SendContext) -> list[Record] | None:
-    held = c.store.get(PENDING, key(c.e.app, c.e.request_id))
+    held = PENDING.get(c.store, c.e.app, c.e.request_id)
     if held is None:
         return None
     # The same request again (a producer retry): same decision, no second slot.
-    return [Decision.from_dict(PendingRequest.from_bytes(held).decision)]
+    return [Decision.from_dict(held.decision)]
 
 
 def hold(gate: Gate, e: ev.Send, decision: Decision, store: Store) -> None:
@@ -36,29 +36,28 @@ def hold(gate: Gate, e: ev.Send, decision: Decision, store: Store) -> None:
     if valid_until is not None and e.valid_for_s is None:
         e = dataclasses.replace(e, valid_for_s=(valid_until - e.ts) // 1000)
     held = PendingRequest(e, decision.deliver_at, decision.cluster_id, decision.to_dict())
-    store.set(PENDING, key(e.app, e.request_id), held.to_bytes())
+    PENDING.put(store, held, e.app, e.request_id)
     put_in_schedule(gate, e.app, e.request_id, decision.deliver_at, store)
 
 
 def put_in_schedule(gate: Gate, app: str, request_id: str, deliver_at: int, store: Store) -> None:
     """Put a pending request in its app's release schedule."""
-    raw = store.get(SCHEDULES, key(app))
-    schedule = ReleaseSchedule.from_bytes(raw)
+    schedule = SCHEDULES.get(store, app) or ReleaseSchedule()
     minute = schedule.add(deliver_at)  # adds the minute only if missing
     chunk = schedule.chunk_count(minute) - 1  # the minute's last bucket row takes new entries
-    bucket = DueBucket.from_bytes(store.get(DUE, due_key(app, minute, chunk)))
+    bucket = DUE.get(store, *due_parts(app, minute, chunk)) or DueBucket()
     if [deliver_at, request_id] in bucket.entries:
         return
     if len(bucket.entries) >= DUE_CHUNK:
         chunk, bucket = schedule.new_chunk(minute), DueBucket()
     bucket.entries.append([deliver_at, request_id])
-    store.set(DUE, due_key(app, minute, chunk), bucket.to_bytes())
+    DUE.put(store, bucket, *due_parts(app, minute, chunk))
     schedule.held += 1
-    store.set(SCHEDULES, key(app), schedule.to_bytes())
+    SCHEDULES.put(store, schedule, app)
 
 
 def release_due(gate: Gate, app: str, ts: int, store: Store) -> list[Record]:
-    schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(app)))
+    schedule = SCHEDULES.get(store, app) or ReleaseSchedule()
     if not schedule.is_due(ts):
         return []
     due: list[list] = []
@@ -66,17 +65,17 @@ def release_due(gate: Gate, app: str, ts: int, store: Store) -> list[Record]:
     while schedule.minutes and schedule.minutes[0] <= ts // MINUTE_MS:
         minute = schedule.minutes[0]
         for chunk in range(schedule.chunks[0]):
-            bucket_key = due_key(app, minute, chunk)
-            raw = store.get(DUE, bucket_key)
-            if raw is None:  # emptied by an earlier release; the minute keeps its numbering
+            parts = due_parts(app, minute, chunk)
+            bucket = DUE.get(store, *parts)
+            if bucket is None:  # emptied by an earlier release; the minute keeps its numbering
                 continue
-            now, later = DueBucket.from_bytes(raw).split(ts)
+            now, later = bucket.split(ts)
             if now:
                 due.extend(now)
                 if later:
-                    store.set(DUE, bucket_key, DueBucket(later).to_bytes())
+                    DUE.put(store, DueBucket(later), *parts)
                 else:
-                    store.delete(DUE, bucket_key)
+                    DUE.delete(store, *parts)
             waiting.extend(later)
         if waiting:
             break
@@ -86,14 +85,13 @@ def release_due(gate: Gate, app: str, ts: int, store: Store) -> list[Record]:
     schedule.next_due = min(e[0] for e in waiting) if waiting else None
     out: list[Record] = []
     for deliver_at, request_id in sorted(due):
-        pending_key = key(app, request_id)
-        raw = store.get(PENDING, pending_key)
-        if raw is None:  # cancelled meanwhile
+        held = PENDING.get(store, app, request_id)
+        if held is None:  # cancelled meanwhile
             continue
-        store.delete(PENDING, pending_key)
+        PENDING.delete(store, app, request_id)
         schedule.held = max(0, schedule.held - 1)
-        out.extend(release(gate, PendingRequest.from_bytes(raw), ts, store))
-    store.set(SCHEDULES, key(app), schedule.to_bytes())
+        out.extend(release(gate, held, ts, store))
+    SCHEDULES.put(store, schedule, app)
     return out
 
 
@@ -117,7 +115,7 @@ def release(gate: Gate, pending: PendingRequest, ts: int, store: Store) -> list[
             )
         ]
     user_id, category = gate.stored_userkey(s.userkey), gate.category_of(s)
-    user = Userkey.from_bytes(store.get(USERKEYS, key(s.app, user_id)))
+    user = USERKEYS.get(store, s.app, user_id) or Userkey()
     if user.stops(category):
         recipients.forget_slot(gate, s, pending.deliver_at, store)
         return [
@@ -145,9 +143,8 @@ def release(gate: Gate, pending: PendingRequest, ts: int, store: Store) -> list[
 
 
 def cancel(gate: Gate, e: ev.Cancel, store: Store) -> list[Record]:
-    pending_key = key(e.app, e.request_id)
-    raw = store.get(PENDING, pending_key)
-    if raw is None:
+    held = PENDING.get(store, e.app, e.request_id)
+    if held is None:
         return [
             Decision(
                 request_id=e.request_id,
@@ -162,11 +159,10 @@ def cancel(gate: Gate, e: ev.Cancel, store: Store) -> list[Record]:
                 ts=e.ts,
             )
         ]
-    store.delete(PENDING, pending_key)  # its schedule entry is skipped when it comes due
-    schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(e.app)))
+    PENDING.delete(store, e.app, e.request_id)  # its schedule entry is skipped when it comes due
+    schedule = SCHEDULES.get(store, e.app) or ReleaseSchedule()
     schedule.held = max(0, schedule.held - 1)
-    store.set(SCHEDULES, key(e.app), schedule.to_bytes())
-    held = PendingRequest.from_bytes(raw)
+    SCHEDULES.put(store, schedule, e.app)
     s = held.send
     recipients.forget_slot(gate, s, held.deliver_at, store)
     return [

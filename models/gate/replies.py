@@ -11,7 +11,7 @@ from ..decisions import Outcome, Reason, Record
 from ..slots import slot_refusal
 from . import consent, pending, recipients
 from .context import SendContext
-from .tables import CONVERSATIONS, key
+from .tables import CONVERSATIONS
 
 
 def help_reply(c: SendContext) -> list[Record] | None:
@@ -29,7 +29,7 @@ def help_reply(c: SendContext) -> list[Record] | None:
         reply=True,
     )
     answered.answer_help()
-    c.store.set(CONVERSATIONS, key(e.app, e.sender, c.user_id), c.conv.to_bytes())
+    CONVERSATIONS.put(c.store, c.conv, e.app, e.sender, c.user_id)
     consent.remember_sent(c.gate, e.app, c.user_id, c.category, e.ts, c.store)
     return [decision, c.gate.delivery(e, decision)]
 
@@ -78,7 +78,7 @@ def reply(c: SendContext) -> list[Record] | None:
             Outcome.ACCEPTED, Reason.REPLY, f"reply: {c.reply_why}; replies are exempt from burst pacing", reply=True
         )
     if conv.loop_answered():
-        c.store.set(CONVERSATIONS, key(e.app, e.sender, c.user_id), conv.to_bytes())
+        CONVERSATIONS.put(c.store, conv, e.app, e.sender, c.user_id)
     if p.recipient_limits:
         recipients.take_slot(c, deliver_at)
     if decision.outcome == Outcome.DELAYED:

@@ -14,7 +14,7 @@ from ..consent import Conversation
 from ..decisions import Record, iso
 from ..retention import LapseBucket, LapseIndex, lapsed
 from .context import SendContext
-from .tables import CLOCKS, CONVERSATIONS, LAPSES_BY_DAY, DayLists, Store, key
+from .tables import CLOCKS, CONVERSATIONS, LAPSES_BY_DAY, DayLists, Store
 
 
 def lapsed_conversation(c: SendContext) -> list[Record] | None:
@@ -36,21 +36,21 @@ def index_lapse(app: str, sender: str, user_id: str, day: int, horizon: int, sto
 def list_by_day(tables: DayLists, app: str, entry: tuple[str, str], day: int, after_ms: int, store: Store) -> None:
     """Append `entry` to the app's bucket of `day` in `tables`; the first day listed sets when
     the app's clock next sweeps them (`after_ms` past the day's end)."""
-    index = LapseIndex.from_bytes(store.get(tables.index, key(app)))
+    index = tables.index.get(store, app) or LapseIndex()
     was_empty = not index.days
     chunks = index.chunk_count(day)
-    bucket = LapseBucket.from_bytes(store.get(tables.buckets, key(app, str(day), str(chunks - 1)))) if chunks else None
+    bucket = (tables.buckets.get(store, app, str(day), str(chunks - 1)) or LapseBucket()) if chunks else None
     if bucket is None or bucket.full:
         chunk, bucket = index.open_chunk(day), LapseBucket()
-        store.set(tables.index, key(app), index.to_bytes())
+        tables.index.put(store, index, app)
     else:
         chunk = chunks - 1
     bucket.add(*entry)
-    store.set(tables.buckets, key(app, str(day), str(chunk)), bucket.to_bytes())
+    tables.buckets.put(store, bucket, app, str(day), str(chunk))
     if was_empty:  # days are listed in clock order: only a first one moves the next sweep
-        clock = AppClock.from_bytes(store.get(CLOCKS, key(app)))
+        clock = CLOCKS.get(store, app) or AppClock()
         setattr(clock, tables.clock_field, index.sweep_at(after_ms))
-        store.set(CLOCKS, key(app), clock.to_bytes())
+        CLOCKS.put(store, clock, app)
 
 
 def sweep_by_day(
@@ -58,18 +58,18 @@ def sweep_by_day(
 ) -> int:
     """Call `forget` on each entry of the app's oldest due bucket in `tables`, then drop the
     bucket; returns when the next sweep is due (0: nothing listed)."""
-    index = LapseIndex.from_bytes(store.get(tables.index, key(app)))
+    index = tables.index.get(store, app) or LapseIndex()
     if not index.days or ts < index.sweep_at(after_ms):  # (the setting was raised since it was due)
         return index.sweep_at(after_ms)
     day, chunk = index.take_last_chunk()
-    bucket_key = key(app, str(day), str(chunk))
-    for first, second in LapseBucket.from_bytes(store.get(tables.buckets, bucket_key)).entries:
+    bucket = (str(day), str(chunk))
+    for first, second in (tables.buckets.get(store, app, *bucket) or LapseBucket()).entries:
         forget(first, second)
-    store.delete(tables.buckets, bucket_key)
+    tables.buckets.delete(store, app, *bucket)
     if index.days:
-        store.set(tables.index, key(app), index.to_bytes())
+        tables.index.put(store, index, app)
     else:
-        store.delete(tables.index, key(app))
+        tables.index.delete(store, app)
     return index.sweep_at(after_ms)
 
 
@@ -77,9 +77,8 @@ def sweep_lapsed(app: str, ts: int, horizon: int, store: Store) -> int:
     """Remove the lapsed conversations of one bucket row; returns when the next sweep is due."""
 
     def forget(sender: str, user_id: str) -> None:
-        conv_key = key(app, sender, user_id)
-        raw = store.get(CONVERSATIONS, conv_key)
-        if raw is not None and lapsed(Conversation.from_bytes(raw).last_ts, ts, horizon):
-            store.delete(CONVERSATIONS, conv_key)  # else it wrote again, and is listed under a later day
+        conv = CONVERSATIONS.get(store, app, sender, user_id)
+        if conv is not None and lapsed(conv.last_ts, ts, horizon):
+            CONVERSATIONS.delete(store, app, sender, user_id)  # else it wrote again, and is listed under a later day
 
     return sweep_by_day(LAPSES_BY_DAY, app, ts, horizon, store, forget)

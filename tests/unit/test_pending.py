@@ -139,9 +139,9 @@ def test_release_happens_once(delayed):
 
 def test_release_cleans_up_its_rows(delayed):
     delayed.feed(event("tick", 2 * MINUTE))
-    assert delayed.store.tables["pending"] == {}
-    assert delayed.store.tables["due"] == {}
-    assert ReleaseSchedule.from_bytes(delayed.store.get("schedules", b"app1")) == ReleaseSchedule([], None)
+    assert delayed.store.tables[PENDING] == {}
+    assert delayed.store.tables[DUE] == {}
+    assert ReleaseSchedule.from_bytes(delayed.store.get(SCHEDULES, b"app1")) == ReleaseSchedule([], None)
 
 
 def test_events_of_another_app_do_not_release(delayed):
