@@ -16,7 +16,8 @@ from ..controls import RecentTexts, RecipientSends, text_digest
 from ..decisions import Decision, Outcome, Reason, Record, duration, iso
 from ..slots import slot_refusal
 from .context import SendContext
-from .tables import RECIPIENTS, TEXTS, Store
+from .tables import RECIPIENTS, TEXTS
+from .unit import UnitOfWork
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -28,7 +29,7 @@ def duplicate_text(c: SendContext) -> list[Record] | None:
     if not p.duplicate_text_limit:
         return None
     c.digest = text_digest(e.text)
-    c.recent = TEXTS.get(c.store, e.app, c.user_id) or RecentTexts()
+    c.recent = c.rows.get(TEXTS, e.app, c.user_id) or RecentTexts()
     times = c.recent.repeats(c.digest, e.ts, p.duplicate_text_window_s)
     if len(times) < p.duplicate_text_limit:
         return None
@@ -52,7 +53,7 @@ def recipient_limits(c: SendContext) -> list[Record] | None:
     e, limits = c.e, c.policy.recipient_limits
     if not limits:
         return None
-    c.sends = RECIPIENTS.get(c.store, e.app, c.user_id) or RecipientSends()
+    c.sends = c.rows.get(RECIPIENTS, e.app, c.user_id) or RecipientSends()
     at, window = c.sends.slot(c.not_before or e.ts, limits)
     refused = past_limits(c, at, window)
     return None if refused is None else [refused]
@@ -88,27 +89,27 @@ def count(c: SendContext) -> list[Record] | None:
         take_slot(c, decision.deliver_at or e.ts)
     if c.recent is not None:
         c.recent.record(c.digest, e.ts, p.duplicate_text_window_s, p.duplicate_text_limit)
-        TEXTS.put(c.store, c.recent, e.app, c.user_id)
+        c.rows.put(TEXTS, c.recent, e.app, c.user_id)
     return None
 
 
 def take_slot(c: SendContext, at: int) -> None:
     """Count a send going out at `at` against the recipient's limits."""
     e = c.e
-    sends = c.sends or RECIPIENTS.get(c.store, e.app, c.user_id) or RecipientSends()
+    sends = c.sends or c.rows.get(RECIPIENTS, e.app, c.user_id) or RecipientSends()
     sends.record(at, e.ts, c.policy.recipient_limits)
-    RECIPIENTS.put(c.store, sends, e.app, c.user_id)
+    c.rows.put(RECIPIENTS, sends, e.app, c.user_id)
 
 
-def forget_slot(gate: Gate, s: ev.Send, deliver_at: int, store: Store) -> None:
+def forget_slot(gate: Gate, s: ev.Send, deliver_at: int, rows: UnitOfWork) -> None:
     """A held send that will not go out stops counting against its recipient's limits."""
     if not gate.policy.recipient_limits:
         return
     user_id = gate.stored_userkey(s.userkey)
-    sends = RECIPIENTS.get(store, s.app, user_id)
+    sends = rows.get(RECIPIENTS, s.app, user_id)
     if sends is not None:
         sends.forget(deliver_at)
-        RECIPIENTS.put(store, sends, s.app, user_id)
+        rows.put(RECIPIENTS, sends, s.app, user_id)
 
 
 def limit_text(window: tuple[int, int]) -> str:

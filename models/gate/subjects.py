@@ -26,7 +26,7 @@ def subject_limit(c: SendContext) -> list[Record] | None:
         or decision.outcome == Outcome.REJECTED
     ):
         return None
-    c.subjects = SUBJECTS.get(c.store, e.app, c.user_id) or SubjectSends()
+    c.subjects = c.rows.get(SUBJECTS, e.app, c.user_id) or SubjectSends()
     at = decision.deliver_at or e.ts
     times = c.subjects.times(c.subject, at, p.subject_window_s)
     if len(times) < p.subject_limit:
@@ -52,5 +52,5 @@ def count(c: SendContext) -> list[Record] | None:
     if subjects is None or decision is None or decision.outcome == Outcome.REJECTED:
         return None
     subjects.record(c.subject, decision.deliver_at or c.e.ts, c.e.ts, c.policy.subject_window_s)
-    SUBJECTS.put(c.store, subjects, c.e.app, c.user_id)
+    c.rows.put(SUBJECTS, subjects, c.e.app, c.user_id)
     return None

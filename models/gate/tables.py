@@ -1,8 +1,8 @@
 """The tables the gate keeps, how their keys are made, and the stores that hold them.
 
 Each table is declared once here (`Table`: its name, its key's parts, its row class), and
-`TABLES` lists them: the gate reads and writes rows through them, and every `Store` keeps rows
-by them: the worker's Faust table (streams/worker/checkpoint.py, one key prefix per table, which
+`TABLES` lists them: the gate reads and writes rows of them (through an event's unit of work,
+unit.py), and every `Store` keeps rows by them: the worker's Faust table (streams/worker/checkpoint.py, one key prefix per table, which
 rebuild writes too), a `MemoryStore` in unit tests, benchmarks and replay, an `OverlayStore` for
 a what-if check.
 """
@@ -59,15 +59,10 @@ class Table(Generic[R]):
         return self.name
 
     def get(self, store: Store, *parts: str) -> R | None:
-        """The row, decoded; None if there is none."""
+        """The row as `store` holds it, decoded; None if there is none. (An event reads and writes
+        rows through its unit of work, models/gate/unit.py.)"""
         raw = store.get(self, key(*parts))
         return None if raw is None else self.row.from_bytes(raw)
-
-    def put(self, store: Store, row: R, *parts: str) -> None:
-        store.set(self, key(*parts), self.row.to_bytes(row))
-
-    def delete(self, store: Store, *parts: str) -> None:
-        store.delete(self, key(*parts))
 
 
 # One small row per key, never one row per app holding all its userkeys.
