@@ -9,7 +9,7 @@ a what-if check.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Generic, Protocol, TypeVar
 
 from ..categories import LastSent
@@ -54,6 +54,13 @@ class Table(Generic[R]):
     name: str
     parts: tuple[str, ...]  # the key's ids, in order, joined by `key`
     row: RowCodec[R]
+    # the row class's own functions, found once (every row read and write): None encodes a Raw row
+    decode: Callable[[bytes], R] = field(init=False, repr=False)
+    encode: Callable[[R], bytes] | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decode", self.row.from_bytes)
+        object.__setattr__(self, "encode", None if self.row is Raw else self.row.to_bytes)
 
     def __str__(self) -> str:
         return self.name

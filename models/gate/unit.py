@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any, Hashable, TypeVar
 
 from ..burst import SenderState
-from .tables import CLUSTERS, SENDERS, SKETCHES, Raw, Store, Table, key
+from .tables import CLUSTERS, SENDERS, SKETCHES, Store, Table
 
 R = TypeVar("R")
-_UNREAD: Any = object()  # not read yet in this event
 
 DECODED_ROWS = 4096  # rows kept decoded across events (`Decoded`): each app's clock, schedule, day lists...
 DECODED_SENDERS = 256  # sender states kept decoded: a few MB at 32 clusters a state
@@ -57,37 +56,38 @@ class UnitOfWork:
     and hands out the same object after; `put` and `delete` say what changed, and `commit` writes
     each changed row once, in the order of its first change."""
 
-    __slots__ = ("store", "decoded", "_rows", "_changed")
+    __slots__ = ("store", "decoded", "_read", "_held", "_rows", "_changed")
 
     def __init__(self, store: Store, decoded: Decoded) -> None:
         self.store = store
         self.decoded = decoded
+        self._read = store.get  # (bound once an event: every row read goes through them)
+        self._held = decoded.rows.held
         self._rows: dict[tuple[Table, bytes], Any] = {}  # (table, key) -> the row as the event has it (None: none)
         self._changed: dict[tuple[Table, bytes], Any] = {}  # ... those to write, in the order of their first change
 
     def get(self, table: Table[R], *parts: str) -> R | None:
         """The row, decoded (once per event); None if there is none."""
         slot = (table, "\x1f".join(parts).encode())  # (`key`, inline: every row read)
-        row = self._rows.get(slot, _UNREAD)
-        if row is _UNREAD:
-            raw = self.store.get(table, slot[1])
-            hit = self.decoded.rows.held.pop(slot, None)  # (`Held.take`, inline)
-            if raw is None:
-                row = None
-            elif hit is not None and hit[0] == raw:
-                row = hit[1]
-            else:
-                row = table.row.from_bytes(raw)
-            self._rows[slot] = row
+        rows = self._rows
+        if slot in rows:
+            return rows[slot]
+        raw = self._read(table, slot[1])
+        if raw is None:
+            row = None  # (an object held for the slot stays: it is used only if its row comes back)
+        else:
+            hit = self._held.pop(slot, None)  # (`Held.take`, inline)
+            row = hit[1] if hit is not None and hit[0] == raw else table.decode(raw)
+        rows[slot] = row
         return row
 
     def put(self, table: Table[R], row: R, *parts: str) -> None:
         """`row` changed (it is written as it is at `commit`)."""
-        slot = (table, key(*parts))
+        slot = (table, "\x1f".join(parts).encode())
         self._rows[slot] = self._changed[slot] = row
 
     def delete(self, table: Table, *parts: str) -> None:
-        slot = (table, key(*parts))
+        slot = (table, "\x1f".join(parts).encode())
         self._rows[slot] = self._changed[slot] = None
 
     def sender(self, app: str, sender: str) -> SenderState:
@@ -117,14 +117,22 @@ class UnitOfWork:
     def commit(self) -> None:
         """Write each changed row once, encoded as it is now, and keep it decoded for the next events
         (rows kept as bytes need no decoding)."""
-        store, held = self.store, self.decoded.rows
-        for slot, row in self._changed.items():
-            table = slot[0]
+        changed = self._changed
+        if not changed:
+            return
+        store, held = self.store, self._held
+        most = self.decoded.rows.most
+        for slot, row in changed.items():
+            table, row_key = slot
             if row is None:
-                store.delete(table, slot[1])
-            elif table.row is Raw:
-                store.set(table, slot[1], row)
-            else:
-                raw = table.row.to_bytes(row)
-                store.set(table, slot[1], raw)
-                held.keep(slot, raw, row)
+                store.delete(table, row_key)
+                continue
+            encode = table.encode
+            if encode is None:  # (Raw)
+                store.set(table, row_key, row)
+                continue
+            raw = encode(row)
+            store.set(table, row_key, raw)
+            held[slot] = (raw, row)  # (`Held.keep`, inline)
+            if len(held) > most:
+                del held[next(iter(held))]  # the least recently written
