@@ -68,17 +68,18 @@ class UnitOfWork:
 
     def get(self, table: Table[R], *parts: str) -> R | None:
         """The row, decoded (once per event); None if there is none."""
-        slot = (table, "\x1f".join(parts).encode())  # (`key`, inline: every row read)
+        row_key = "\x1f".join(parts).encode()  # (`key`, inline: every row read)
+        slot = (table, row_key)
         rows = self._rows
         if slot in rows:
             return rows[slot]
-        raw = self._read(table, slot[1])
+        raw = self._read(table, row_key)
         if raw is None:
-            row = None  # (an object held for the slot stays: it is used only if its row comes back)
-        else:
-            hit = self._held.pop(slot, None)  # (`Held.take`, inline)
-            row = hit[1] if hit is not None and hit[0] == raw else table.decode(raw)
-        rows[slot] = row
+            # (not kept: the store changes only at `commit`; an object held for the slot stays,
+            # used only if its row comes back)
+            return None
+        hit = self._held.pop(slot, None)  # (`Held.take`, inline)
+        row = rows[slot] = hit[1] if hit is not None and hit[0] == raw else table.decode(raw)
         return row
 
     def put(self, table: Table[R], row: R, *parts: str) -> None:
