@@ -58,7 +58,7 @@ class Digest:
         h = hashlib.sha256()
         for table in (*TABLES, JUNK):
             for k, v in sorted(store.tables[table].items()):
-                h.update(table.encode() + b"\x00" + k + b"\x00" + v + b"\n")
+                h.update(table.name.encode() + b"\x00" + k + b"\x00" + v + b"\n")
         return h.hexdigest()
 
 

@@ -1,10 +1,12 @@
 """The rule pipeline: one event in, the decisions and deliveries it causes out.
 
 `Gate.handle` (gate.py) is a pure function of the event and the rows it reads through a `Store`
-(tables.py); the worker gives it Faust tables, unit tests give it a `MemoryStore`. Each event
-type has a handler in the module of its concept; before any of them, what has come due is
-released (pending.py) and an event the app said before gets its first answer (memory.py). A
-`junk_shared` event touches no app's rows: it goes to the partition's junk index (signals.py).
+(tables.py); the worker gives it Faust tables, unit tests give it a `MemoryStore`. An event reads
+and writes rows through its unit of work (unit.py): each row decoded once, each changed row
+written once, when the event is decided. Each event type has a handler in the module of its
+concept; before any of them, what has come due is released (pending.py) and an event the app
+said before gets its first answer (memory.py). A `junk_shared` event touches no app's rows: it
+goes to the partition's junk index (signals.py).
 
 A send request goes through `SEND_STEPS` (send.py) in order; the first step that answers ends
 it. "Why was this request rejected?": find its reason below (a test checks this table against
@@ -38,7 +40,7 @@ it. "Why was this request rejected?": find its reason below (a test checks this 
 
 from ..decisions import Record
 from .burst import WHOLE_APP
-from .gate import CHECK_ID, DECODED_SENDERS, HANDLERS, Gate
+from .gate import CHECK_ID, HANDLERS, Gate
 from .send import SEND_STEPS
 from .tables import (
     CLOCKS,
@@ -70,10 +72,11 @@ from .tables import (
     MemoryStore,
     OverlayStore,
     Store,
+    Table,
     due_entries,
-    due_key,
     key,
 )
+from .unit import DECODED_ROWS, DECODED_SENDERS, Decoded, UnitOfWork
 
 __all__ = [
     "CHECK_ID",
@@ -81,6 +84,7 @@ __all__ = [
     "CLUSTERS",
     "CONTACTS",
     "CONVERSATIONS",
+    "DECODED_ROWS",
     "DECODED_SENDERS",
     "DUE",
     "GRANTS",
@@ -107,12 +111,14 @@ __all__ = [
     "USERKEYS",
     "WHOLE_APP",
     "DayLists",
+    "Decoded",
     "Gate",
     "MemoryStore",
     "OverlayStore",
     "Record",
     "Store",
+    "Table",
+    "UnitOfWork",
     "due_entries",
-    "due_key",
     "key",
 ]

@@ -19,16 +19,16 @@ WHOLE_APP = "\x00app"
 
 
 def pace(c: SendContext) -> list[Record] | None:
-    e, p, gate, store = c.e, c.policy, c.gate, c.store
+    e, p, gate, rows = c.e, c.policy, c.gate, c.rows
     sketch = gate.sketcher.sketch(e.text)
-    found = store.junk.match(sketch, p.similarity_threshold)
+    found = rows.store.junk.match(sketch, p.similarity_threshold)
     junk = JunkMatch(found[2], len(found[1].reporters)) if found else None
     recipient = recipient_hash(e.userkey, gate.secret)
-    sender = gate.sender(store, e.app, e.sender)
+    sender = rows.sender(e.app, e.sender)
     v = sender.decide(e.ts, recipient, sketch, p, junk, c.valid_until, c.not_before)
     c.counted = [(e.sender, sender)]
     if v.outcome != Outcome.REJECTED:  # the same rules over all the app's sender names: the stricter holds
-        whole = gate.sender(store, e.app, WHOLE_APP)
+        whole = rows.sender(e.app, WHOLE_APP)
         whole.whole_app = True
         w = whole.decide(e.ts, recipient, sketch, p, junk, c.valid_until, c.not_before)
         c.counted.append((WHOLE_APP, whole))
@@ -60,5 +60,5 @@ def count(c: SendContext) -> list[Record] | None:
     for name, state in c.counted:
         if refused:
             state.undo()  # a refused send takes no slot in either count
-        c.gate.put_sender(c.store, c.e.app, name, state)
+        c.rows.put_sender(c.e.app, name, state)
     return None

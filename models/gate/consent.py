@@ -18,17 +18,17 @@ from ..retention import DAY_MS, lapsed
 from ..wording import HELP, OPT_IN, OPT_OUT
 from . import retention
 from .context import SendContext
-from .tables import CONTACTS, CONVERSATIONS, LAST_SENT, USERKEYS, Store, key
+from .tables import CONTACTS, CONVERSATIONS, LAST_SENT, USERKEYS
+from .unit import UnitOfWork
 
 if TYPE_CHECKING:
     from .gate import Gate
 
 
-def inbound(gate: Gate, e: ev.Inbound, store: Store) -> list[Record]:
+def inbound(gate: Gate, e: ev.Inbound, rows: UnitOfWork) -> list[Record]:
     said = gate.wording.classify(e.text)  # models/wording.py: opt-out > opt-in > help > none
     user_id = gate.stored_userkey(e.userkey)
-    conv_key = key(e.app, e.sender, user_id)
-    conv = Conversation.from_bytes(store.get(CONVERSATIONS, conv_key))
+    conv = rows.get(CONVERSATIONS, e.app, e.sender, user_id) or Conversation()
     horizon = gate.horizon_ms
     if lapsed(conv.last_ts, e.ts, horizon):
         conv = Conversation()  # a lapsed conversation starts again
@@ -36,17 +36,17 @@ def inbound(gate: Gate, e: ev.Inbound, store: Store) -> list[Record]:
     asks_help = said.kind == HELP  # answered always, but no consent
     # HELP and STOP are no conversation a sender may count towards being an established one
     if not conv.exists and said.kind not in (HELP, OPT_OUT):
-        sender = gate.sender(store, e.app, e.sender)
+        sender = rows.sender(e.app, e.sender)
         sender.record_conversation()
         sender.record_signal("conversation", e.ts, gate.policy)
-        gate.put_sender(store, e.app, e.sender, sender)
+        rows.put_sender(e.app, e.sender, sender)
     conv.record_text(inbound_digest(e.text), e.ts, gate.policy.loop_window_s * 1000)
     if e.network in gate.policy.contact_list_networks:  # the platform accepted the user writing first
-        store.set(CONTACTS, key(e.app, user_id, e.network), b"1")
+        rows.put(CONTACTS, b"1", e.app, user_id, e.network)
     conv.record_inbound(e.event_id, e.ts, gate.policy.reply_window_s * 1000, asks_help)
-    store.set(CONVERSATIONS, conv_key, conv.to_bytes())
+    rows.put(CONVERSATIONS, conv, e.app, e.sender, user_id)
     if horizon and conv.last_ts // DAY_MS != day:
-        retention.index_lapse(e.app, e.sender, user_id, conv.last_ts // DAY_MS, horizon, store)
+        retention.index_lapse(e.app, e.sender, user_id, conv.last_ts // DAY_MS, horizon, rows)
 
     def audit(kind: str, categories: int | None = None) -> ConsentRecord:
         return ConsentRecord(
@@ -64,38 +64,36 @@ def inbound(gate: Gate, e: ev.Inbound, store: Store) -> list[Record]:
         )
 
     if said.kind in (OPT_OUT, OPT_IN):
-        user_key = key(e.app, user_id)
-        user = Userkey.from_bytes(store.get(USERKEYS, user_key))
+        user = rows.get(USERKEYS, e.app, user_id) or Userkey()
         how = f"inbound '{said.matched}' to sender '{e.sender}' (rule {said.rule})"
         if said.kind == OPT_OUT:
-            stopped, answered = stopped_by(gate, said.matched, key(e.app, user_id), store)
+            stopped, answered = stopped_by(gate, said.matched, e.app, user_id, rows)
             user.opt_out(e.ts, how + answered, e.event_id, stopped)
         else:
             user.opt_in(e.ts, how)
-        store.set(USERKEYS, user_key, user.to_bytes())
+        rows.put(USERKEYS, user, e.app, user_id)
         return [audit(said.kind, user.stopped if said.kind == OPT_OUT else user.covered)]
     return [audit("ambiguous")] if said.ambiguous else []
 
 
-def stopped_by(gate: Gate, matched: str, user_row: bytes, store: Store) -> tuple[int, str]:
+def stopped_by(gate: Gate, matched: str, app: str, user_id: str, rows: UnitOfWork) -> tuple[int, str]:
     """What an opt-out inbound stops (Policy.opt_out_scope), and the message it answered in words."""
-    last = LastSent.from_bytes(store.get(LAST_SENT, user_row)) if gate.policy.opt_out_scope == "category" else None
+    last = rows.get(LAST_SENT, app, user_id) if gate.policy.opt_out_scope == "category" else None
     if last is None or matched == "stopall":  # "stop all", or no message known to answer: everything
         return ALL, ""
     return COVERING[Category(last.category)], f", answering a {last.category} message of {iso(last.ts)}"
 
 
-def remember_sent(gate: Gate, app: str, user_id: str, category: Category, ts: int, store: Store) -> None:
+def remember_sent(gate: Gate, app: str, user_id: str, category: Category, ts: int, rows: UnitOfWork) -> None:
     """The kind of a message that goes out to the userkey now (accepted, or released), what a STOP
     answers under opt_out_scope "category" (a held one the user has not seen yet)."""
     if gate.policy.opt_out_scope == "category":
-        store.set(LAST_SENT, key(app, user_id), LastSent(category.value, ts).to_bytes())
+        rows.put(LAST_SENT, LastSent(category.value, ts), app, user_id)
 
 
-def opt_change(gate: Gate, e: ev.OptIn | ev.OptOut, store: Store) -> list[Record]:
+def opt_change(gate: Gate, e: ev.OptIn | ev.OptOut, rows: UnitOfWork) -> list[Record]:
     user_id = gate.stored_userkey(e.userkey)
-    user_key = key(e.app, user_id)
-    user = Userkey.from_bytes(store.get(USERKEYS, user_key))
+    user = rows.get(USERKEYS, e.app, user_id) or Userkey()
     kind = ev.event_type(e)
     how = f"{kind} event" + (f" ({e.source})" if e.source else "")
     categories, evidence = None, None
@@ -107,7 +105,7 @@ def opt_change(gate: Gate, e: ev.OptIn | ev.OptOut, store: Store) -> list[Record
     else:
         user.opt_out(e.ts, how)
         categories = names(user.stopped)
-    store.set(USERKEYS, user_key, user.to_bytes())
+    rows.put(USERKEYS, user, e.app, user_id)
     return [
         ConsentRecord(
             app=e.app,
@@ -141,7 +139,7 @@ def opted_out(c: SendContext) -> list[Record] | None:
     )
     if confirms:
         user.confirm()
-        c.store.set(USERKEYS, key(e.app, c.user_id), user.to_bytes())
+        c.rows.put(USERKEYS, user, e.app, c.user_id)
         decision = c.decide(
             Outcome.ACCEPTED,
             Reason.OPT_OUT_CONFIRMATION,

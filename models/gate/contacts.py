@@ -11,18 +11,19 @@ from typing import TYPE_CHECKING
 from .. import events as ev
 from ..decisions import Outcome, Reason, Record
 from .context import SendContext
-from .tables import CONTACTS, Store, key
+from .tables import CONTACTS
+from .unit import UnitOfWork
 
 if TYPE_CHECKING:
     from .gate import Gate
 
 
-def contact(gate: Gate, e: ev.Contact, store: Store) -> None:
-    row = key(e.app, gate.stored_userkey(e.userkey), e.network)
+def contact(gate: Gate, e: ev.Contact, rows: UnitOfWork) -> None:
+    user_id = gate.stored_userkey(e.userkey)
     if e.authorized:
-        store.set(CONTACTS, row, b"1")
+        rows.put(CONTACTS, b"1", e.app, user_id, e.network)
     else:
-        store.delete(CONTACTS, row)
+        rows.delete(CONTACTS, e.app, user_id, e.network)
 
 
 def contact_list(c: SendContext) -> list[Record] | None:
@@ -30,7 +31,7 @@ def contact_list(c: SendContext) -> list[Record] | None:
     if (
         e.network not in c.policy.contact_list_networks
         or c.user.stops(c.category)
-        or c.store.get(CONTACTS, key(e.app, c.user_id, e.network)) is not None
+        or c.rows.get(CONTACTS, e.app, c.user_id, e.network) is not None
     ):
         return None
     return [

@@ -15,7 +15,8 @@ from ..policy import Policy
 from ..quiet_hours import Opening
 from ..slots import SlotRefusal
 from ..subjects import SubjectSends
-from .tables import CONVERSATIONS, GRANTS, USERKEYS, Store, key
+from .tables import CONVERSATIONS, GRANTS, USERKEYS
+from .unit import UnitOfWork
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 @dataclass(slots=True)
 class SendContext:
     gate: Gate
-    store: Store
+    rows: UnitOfWork
     e: ev.Send
     policy: Policy
     user_id: str  # the userkey as tables key it (Gate.stored_userkey)
@@ -46,28 +47,25 @@ class SendContext:
     opening: Opening | None = None  # ... the window that does, in words
     subject: str = ""  # the app-wide cluster of near-identical texts the send joined (burst.pace)
     subjects: SubjectSends | None = None  # the userkey's promotional sends by subject (with subject_limit)
-    read_grant: AppGrant | None = None  # the app's grant row, once read (`grant`)
 
     @classmethod
-    def of(cls, gate: Gate, e: ev.Send, store: Store) -> SendContext:
+    def of(cls, gate: Gate, e: ev.Send, rows: UnitOfWork) -> SendContext:
         user_id = gate.stored_userkey(e.userkey)
         return cls(
             gate,
-            store,
+            rows,
             e,
             gate.policy,
             user_id,
-            Userkey.from_bytes(store.get(USERKEYS, key(e.app, user_id))),
-            Conversation.from_bytes(store.get(CONVERSATIONS, key(e.app, e.sender, user_id))),
+            rows.get(USERKEYS, e.app, user_id) or Userkey(),
+            rows.get(CONVERSATIONS, e.app, e.sender, user_id) or Conversation(),
             gate.valid_until(e),
             gate.category_of(e),
         )
 
     def grant(self) -> AppGrant:
-        """The app's unrestricted-outbound grant, read once per send (consent.category and basis)."""
-        if self.read_grant is None:
-            self.read_grant = AppGrant.from_bytes(self.store.get(GRANTS, key(self.e.app)))
-        return self.read_grant
+        """The app's unrestricted-outbound grant (consent.category and basis)."""
+        return self.rows.get(GRANTS, self.e.app) or AppGrant()
 
     def decide(self, outcome: Outcome, reason: Reason | str, detail: str, **extra: Any) -> Decision:
         return Decision.on(self.e, outcome, reason, detail, self.e.ts, **extra)

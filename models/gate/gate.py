@@ -7,14 +7,12 @@ small function in the module of its concept.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import hmac
 from typing import Callable, Iterable
 
 from .. import events as ev
-from ..burst import SenderState
 from ..categories import Category
 from ..clock import AppClock
 from ..decisions import Decision, Delivery, JunkShare, Record, iso
@@ -25,9 +23,9 @@ from ..similarity import Sketcher
 from ..sources import Keyring
 from ..wording import ConsentClassifier
 from . import consent, contacts, grants, memory, pending, quiet, retention, send, signals
-from .tables import CLOCKS, CLUSTERS, SENDERS, SKETCHES, OverlayStore, Store, key
+from .tables import CLOCKS, OverlayStore, Store
+from .unit import Decoded, UnitOfWork
 
-DECODED_SENDERS = 256  # sender rows kept decoded (`Gate.sender`): a few MB at 32 clusters a row
 CHECK_ID = "\x00check-"  # request ids of a check's sends: a control character, so no real id can match
 
 
@@ -45,7 +43,7 @@ class Gate:
         self.sketcher = Sketcher(self.policy.num_perm, self.policy.shingle_size)
         p = self.policy
         self.wording = ConsentClassifier(p.opt_out_keywords, p.opt_in_keywords, p.help_keywords, p.consent_locales)
-        self._decoded_senders: dict[bytes, tuple[bytes, SenderState]] = {}  # row key -> (row, its state)
+        self.decoded = Decoded(self.policy.num_perm)  # the live store's rows, across its events
         self.horizon_ms = self.policy.conversation_horizon_days * DAY_MS  # models/retention.py; 0: never
         self.memory_ms = self.policy.request_memory_s * 1000  # models/memory.py; 0: nothing remembered
         self.quiet_hours = QuietHours(p.quiet_hours_windows)  # models/quiet_hours.py
@@ -107,8 +105,9 @@ class Gate:
             )
         if keyring is not None and signer is not None:
             at = max(record_ts, event.ts)
-            if store is not None:
-                at = max(at, AppClock.from_bytes(store.get(CLOCKS, key)).ts)
+            clock = CLOCKS.get(store, event.app) if store is not None else None
+            if clock is not None:
+                at = max(at, clock.ts)
             keyring.authorize(signer, event, at)
         return event
 
@@ -140,35 +139,44 @@ class Gate:
             )
         return event
 
-    def handle(self, event: ev.Event, store: Store, record_ts: int | None = None) -> list[Record]:
+    def handle(
+        self, event: ev.Event, store: Store, record_ts: int | None = None, decoded: Decoded | None = None
+    ) -> list[Record]:
         """Decide one event at its app's clock (models/clock.py); `record_ts` (ms), when given,
-        bounds how far the event's `ts` may trail its record's timestamp."""
+        bounds how far the event's `ts` may trail its record's timestamp. Its rows are written
+        once it is decided (models/gate/unit.py); `decoded`: where rows stay decoded across events,
+        if not in the gate's own (a what-if check)."""
         if type(event) is ev.JunkShared:  # on every partition, of any app: it touches no app's rows
             signals.junk_shared(self, event, store)
             return []
-        clock_key = key(event.app)
-        raw = store.get(CLOCKS, clock_key)
-        clock = AppClock.from_bytes(raw)
+        rows = UnitOfWork(store, self.decoded if decoded is None else decoded)
+        out = self._decide(event, rows, record_ts)
+        rows.commit()
+        return out
+
+    def _decide(self, event: ev.Event, rows: UnitOfWork, record_ts: int | None) -> list[Record]:
+        stored = rows.get(CLOCKS, event.app)
+        clock = stored or AppClock()
         floor = record_ts - self.policy.max_ts_behind_s * 1000 if record_ts else None
         stamped, before = event.ts, clock.ts
         at, skewed = clock.advance(stamped, floor)
         sweeps = self.horizon_ms > 0 and 0 < clock.sweep_at <= at
         if sweeps:
-            clock.sweep_at = retention.sweep_lapsed(event.app, at, self.horizon_ms, store)
+            clock.sweep_at = retention.sweep_lapsed(event.app, at, self.horizon_ms, rows)
         forgets = self.memory_ms > 0 and 0 < clock.forget_at <= at
         if forgets:
-            clock.forget_at = memory.forget_seen(self, event.app, at, store)
-        if raw is None or at != before or sweeps or forgets:
-            store.set(CLOCKS, clock_key, clock.to_bytes())
+            clock.forget_at = memory.forget_seen(self, event.app, at, rows)
+        if stored is None or at != before or sweeps or forgets:
+            rows.put(CLOCKS, clock, event.app)
         if at != stamped:
             event = dataclasses.replace(event, ts=at)
-        out = pending.release_due(self, event.app, at, store)
+        out = pending.release_due(self, event.app, at, rows)
         said = memory.memory_key(self, event)
-        again = memory.said_before(self, event, said, at, store)
+        again = memory.said_before(self, event, said, at, rows)
         if again is not None:  # a retry, or a repeated event: its first answer, nothing applied twice
             out.extend(again)
             return out
-        decided = HANDLERS[type(event)](self, event, store) or []
+        decided = HANDLERS[type(event)](self, event, rows) or []
         if skewed:
             assert record_ts is not None, "only a record's timestamp bounds the skew"
             note = (
@@ -181,7 +189,7 @@ class Gate:
                 dataclasses.replace(r, detail=r.detail + note) if isinstance(r, Decision) and r.ts == at else r
                 for r in decided
             ]
-        memory.remember(self, event, said, decided, at, store)
+        memory.remember(self, event, said, decided, at, rows)
         out.extend(decided)
         return out
 
@@ -208,51 +216,22 @@ class Gate:
     ) -> list[Decision]:
         """What sending `text` from `sender` to each of `userkeys`, in order, at `ts` would decide
         now: the campaign pre-flight. The sends are decided exactly as the worker decides them,
-        over `store`, which keeps the writes (an OverlayStore), so nothing live changes. A copy of
-        the gate keeps the live gate's decoded rows out of it."""
-        what_if = copy.copy(self)
-        what_if._decoded_senders = {}
+        over `store`, which keeps the writes (an OverlayStore), so nothing live changes; the sender
+        rows it keeps decoded are its own."""
+        decoded = Decoded(self.policy.num_perm)
         out = []
         for i, userkey in enumerate(userkeys):
             e = ev.Send(f"{CHECK_ID}{i}", app, sender, userkey, network, text, None, ts, valid_for_s, category)
-            decided = [r for r in what_if.handle(e, store) if isinstance(r, Decision) and r.request_id == e.request_id]
+            decided = [
+                r
+                for r in self.handle(e, store, decoded=decoded)
+                if isinstance(r, Decision) and r.request_id == e.request_id
+            ]
             out.append(dataclasses.replace(decided[-1], request_id=""))
         return out
 
-    def sender(self, store: Store, app: str, sender: str) -> SenderState:
-        """The sender's state, decoded. The last states written stay decoded: an entry is used
-        only while the stored head row is still the bytes it was written as (its stamp vouches
-        for the cluster rows), and is taken out while in use, so a transition that fails half-way
-        (its rows never written) leaves nothing stale behind."""
-        row_key = key(app, sender)
-        raw = store.get(SENDERS, row_key)
-        hit = self._decoded_senders.pop(row_key, None)
-        if hit is not None and raw is not None and hit[0] == raw:
-            return hit[1]
-        return SenderState.from_rows(
-            raw,
-            lambda cid: store.get(CLUSTERS, key(app, sender, cid)),
-            lambda cid: store.get(SKETCHES, key(app, sender, cid)),
-            self.policy.num_perm,
-        )
 
-    def put_sender(self, store: Store, app: str, sender: str, state: SenderState) -> None:
-        row_key = key(app, sender)
-        head, clusters, sketches = state.to_rows()
-        for table, rows in ((CLUSTERS, clusters), (SKETCHES, sketches)):
-            for cid, raw in rows.items():
-                if raw is None:
-                    store.delete(table, key(app, sender, cid))
-                else:
-                    store.set(table, key(app, sender, cid), raw)
-        store.set(SENDERS, row_key, head)
-        decoded = self._decoded_senders
-        decoded[row_key] = (head, state)
-        if len(decoded) > DECODED_SENDERS:
-            del decoded[next(iter(decoded))]  # the least recently written
-
-
-# each event type's handler: (gate, event, store) -> the records it decides (None: none)
+# each event type's handler: (gate, event, its unit of work) -> the records it decides (None: none)
 HANDLERS: dict[type, Callable[..., list[Record] | None]] = {
     ev.Inbound: consent.inbound,
     ev.OptIn: consent.opt_change,

@@ -8,29 +8,27 @@ from typing import TYPE_CHECKING
 from .. import events as ev
 from ..consent import AppGrant
 from ..decisions import GrantRevocation, Record, duration, revocation_made_at
-from .tables import GRANTS, Store, key
+from .tables import GRANTS
+from .unit import UnitOfWork
 
 if TYPE_CHECKING:
     from .gate import Gate
 
 
-def app_policy(gate: Gate, e: ev.AppPolicy, store: Store) -> None:
-    grant = AppGrant.from_bytes(store.get(GRANTS, key(e.app)))
+def app_policy(gate: Gate, e: ev.AppPolicy, rows: UnitOfWork) -> None:
+    grant = rows.get(GRANTS, e.app) or AppGrant()
     made_at = revocation_made_at(e.event_id)
     if made_at is not None and grant.since_ts > made_at:
         return  # an operator decided after the revocation was made (or this is a copy of it, decided again)
     grant.set(e.unrestricted, e.ts, e.reason, made_at is not None)
-    store.set(GRANTS, key(e.app), grant.to_bytes())
+    rows.put(GRANTS, grant, e.app)
 
 
-def watch(gate: Gate, app: str, signals: tuple[str, ...], ts: int, store: Store) -> list[Record]:
+def watch(gate: Gate, app: str, signals: tuple[str, ...], ts: int, rows: UnitOfWork) -> list[Record]:
     """Count signals against the app's unrestricted grant (models/consent.py WATCHED); the
     revocation, once, when they cross one of the policy's thresholds."""
-    raw = store.get(GRANTS, key(app))
-    if raw is None:
-        return []
-    grant = AppGrant.from_bytes(raw)
-    if not grant.allows(ts) or grant.revoking:
+    grant = rows.get(GRANTS, app)
+    if grant is None or not grant.allows(ts) or grant.revoking:
         return []
     p = gate.policy
     for signal in signals:
@@ -48,7 +46,7 @@ def watch(gate: Gate, app: str, signals: tuple[str, ...], ts: int, store: Store)
     )
     if why is not None:
         grant.mark_revoking()
-    store.set(GRANTS, key(app), grant.to_bytes())
+    rows.put(GRANTS, grant, app)
     if why is None:
         return []
     return [

@@ -10,7 +10,8 @@ from ..decisions import Decision, Outcome, Reason, Record, iso
 from ..memory import EVENT, REQUEST, AnsweredRequest, SeenEvent, said_digest
 from ..retention import DAY_MS
 from . import retention
-from .tables import SEEN, SEEN_BY_DAY, Store, key
+from .tables import SEEN, SEEN_BY_DAY
+from .unit import UnitOfWork
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -19,14 +20,14 @@ if TYPE_CHECKING:
 Said = tuple[str, str, str]  # (kind, id, digest of what the event says): `memory_key`
 
 
-def said_before(gate: Gate, e: ev.Event, said: Said | None, at: int, store: Store) -> list[Record] | None:
+def said_before(gate: Gate, e: ev.Event, said: Said | None, at: int, rows: UnitOfWork) -> list[Record] | None:
     """The answer to an event the app sent within request_memory_s: a send's first decision
     again (or a refusal of its id reused for another request), nothing for a repeated inbound
     or consent event; None for an event not seen within the memory."""
     if said is None:
         return None
     kind, id_, digest = said
-    raw = store.get(SEEN, key(e.app, kind, id_))
+    raw = rows.get(SEEN, e.app, kind, id_)
     if raw is None:
         return None
     if not isinstance(e, ev.Send):  # an inbound or consent event (EVENT)
@@ -52,7 +53,7 @@ def said_before(gate: Gate, e: ev.Event, said: Said | None, at: int, store: Stor
     ]
 
 
-def remember(gate: Gate, e: ev.Event, said: Said | None, decided: list[Record], at: int, store: Store) -> None:
+def remember(gate: Gate, e: ev.Event, said: Said | None, decided: list[Record], at: int, rows: UnitOfWork) -> None:
     if said is None:
         return
     kind, id_, digest = said
@@ -61,8 +62,8 @@ def remember(gate: Gate, e: ev.Event, said: Said | None, decided: list[Record], 
         row = AnsweredRequest.of(digest, first).to_bytes()
     else:
         row = SeenEvent(digest, at).to_bytes()
-    store.set(SEEN, key(e.app, kind, id_), row)
-    retention.list_by_day(SEEN_BY_DAY, e.app, (kind, id_), at // DAY_MS, gate.memory_ms, store)
+    rows.put(SEEN, row, e.app, kind, id_)
+    retention.list_by_day(SEEN_BY_DAY, e.app, (kind, id_), at // DAY_MS, gate.memory_ms, rows)
 
 
 def memory_key(gate: Gate, e: ev.Event) -> Said | None:
@@ -83,10 +84,10 @@ def memory_key(gate: Gate, e: ev.Event) -> Said | None:
     return None
 
 
-def forget_seen(gate: Gate, app: str, ts: int, store: Store) -> int:
+def forget_seen(gate: Gate, app: str, ts: int, rows: UnitOfWork) -> int:
     """Remove one bucket's remembered requests and events; returns when the next sweep is due."""
 
     def forget(kind: str, id_: str) -> None:
-        store.delete(SEEN, key(app, kind, id_))
+        rows.delete(SEEN, app, kind, id_)
 
-    return retention.sweep_by_day(SEEN_BY_DAY, app, ts, gate.memory_ms, store, forget)
+    return retention.sweep_by_day(SEEN_BY_DAY, app, ts, gate.memory_ms, rows, forget)

@@ -16,49 +16,49 @@ from ..decisions import Decision, Outcome, Reason, Record, iso
 from ..pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
 from . import consent, recipients
 from .context import SendContext
-from .tables import DUE, PENDING, SCHEDULES, USERKEYS, Store, due_entries, due_key, key
+from .tables import DUE, PENDING, SCHEDULES, USERKEYS, due_entries, due_parts
+from .unit import UnitOfWork
 
 if TYPE_CHECKING:
     from .gate import Gate
 
 
 def repeated_request(c: SendContext) -> list[Record] | None:
-    held = c.store.get(PENDING, key(c.e.app, c.e.request_id))
+    held = c.rows.get(PENDING, c.e.app, c.e.request_id)
     if held is None:
         return None
     # The same request again (a producer retry): same decision, no second slot.
-    return [Decision.from_dict(PendingRequest.from_bytes(held).decision)]
+    return [Decision.from_dict(held.decision)]
 
 
-def hold(gate: Gate, e: ev.Send, decision: Decision, store: Store) -> None:
+def hold(gate: Gate, e: ev.Send, decision: Decision, rows: UnitOfWork) -> None:
     assert decision.deliver_at is not None, "a delayed decision says when"
     valid_until = gate.valid_until(e)  # resolved now: a later policy change does not move it
     if valid_until is not None and e.valid_for_s is None:
         e = dataclasses.replace(e, valid_for_s=(valid_until - e.ts) // 1000)
     held = PendingRequest(e, decision.deliver_at, decision.cluster_id, decision.to_dict())
-    store.set(PENDING, key(e.app, e.request_id), held.to_bytes())
-    put_in_schedule(gate, e.app, e.request_id, decision.deliver_at, store)
+    rows.put(PENDING, held, e.app, e.request_id)
+    put_in_schedule(gate, e.app, e.request_id, decision.deliver_at, rows)
 
 
-def put_in_schedule(gate: Gate, app: str, request_id: str, deliver_at: int, store: Store) -> None:
+def put_in_schedule(gate: Gate, app: str, request_id: str, deliver_at: int, rows: UnitOfWork) -> None:
     """Put a pending request in its app's release schedule."""
-    raw = store.get(SCHEDULES, key(app))
-    schedule = ReleaseSchedule.from_bytes(raw)
+    schedule = rows.get(SCHEDULES, app) or ReleaseSchedule()
     minute = schedule.add(deliver_at)  # adds the minute only if missing
     chunk = schedule.chunk_count(minute) - 1  # the minute's last bucket row takes new entries
-    bucket = DueBucket.from_bytes(store.get(DUE, due_key(app, minute, chunk)))
+    bucket = rows.get(DUE, *due_parts(app, minute, chunk)) or DueBucket()
     if [deliver_at, request_id] in bucket.entries:
         return
     if len(bucket.entries) >= DUE_CHUNK:
         chunk, bucket = schedule.new_chunk(minute), DueBucket()
     bucket.entries.append([deliver_at, request_id])
-    store.set(DUE, due_key(app, minute, chunk), bucket.to_bytes())
+    rows.put(DUE, bucket, *due_parts(app, minute, chunk))
     schedule.held += 1
-    store.set(SCHEDULES, key(app), schedule.to_bytes())
+    rows.put(SCHEDULES, schedule, app)
 
 
-def release_due(gate: Gate, app: str, ts: int, store: Store) -> list[Record]:
-    schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(app)))
+def release_due(gate: Gate, app: str, ts: int, rows: UnitOfWork) -> list[Record]:
+    schedule = rows.get(SCHEDULES, app) or ReleaseSchedule()
     if not schedule.is_due(ts):
         return []
     due: list[list] = []
@@ -66,42 +66,42 @@ def release_due(gate: Gate, app: str, ts: int, store: Store) -> list[Record]:
     while schedule.minutes and schedule.minutes[0] <= ts // MINUTE_MS:
         minute = schedule.minutes[0]
         for chunk in range(schedule.chunks[0]):
-            bucket_key = due_key(app, minute, chunk)
-            raw = store.get(DUE, bucket_key)
-            if raw is None:  # emptied by an earlier release; the minute keeps its numbering
+            parts = due_parts(app, minute, chunk)
+            bucket = rows.get(DUE, *parts)
+            if bucket is None:  # emptied by an earlier release; the minute keeps its numbering
                 continue
-            now, later = DueBucket.from_bytes(raw).split(ts)
+            now, later = bucket.split(ts)
             if now:
                 due.extend(now)
                 if later:
-                    store.set(DUE, bucket_key, DueBucket(later).to_bytes())
+                    rows.put(DUE, DueBucket(later), *parts)
                 else:
-                    store.delete(DUE, bucket_key)
+                    rows.delete(DUE, *parts)
             waiting.extend(later)
         if waiting:
             break
         schedule.pop_first()
     if not waiting and schedule.minutes:
-        waiting = due_entries(store.get, app, schedule, schedule.minutes[0])
+        # (from the store: release_due runs first in an event, so no bucket is changed yet)
+        waiting = due_entries(rows.store.get, app, schedule, schedule.minutes[0])
     schedule.next_due = min(e[0] for e in waiting) if waiting else None
     out: list[Record] = []
     for deliver_at, request_id in sorted(due):
-        pending_key = key(app, request_id)
-        raw = store.get(PENDING, pending_key)
-        if raw is None:  # cancelled meanwhile
+        held = rows.get(PENDING, app, request_id)
+        if held is None:  # cancelled meanwhile
             continue
-        store.delete(PENDING, pending_key)
+        rows.delete(PENDING, app, request_id)
         schedule.held = max(0, schedule.held - 1)
-        out.extend(release(gate, PendingRequest.from_bytes(raw), ts, store))
-    store.set(SCHEDULES, key(app), schedule.to_bytes())
+        out.extend(release(gate, held, ts, rows))
+    rows.put(SCHEDULES, schedule, app)
     return out
 
 
-def release(gate: Gate, pending: PendingRequest, ts: int, store: Store) -> list[Record]:
+def release(gate: Gate, pending: PendingRequest, ts: int, rows: UnitOfWork) -> list[Record]:
     s = pending.send
     valid_until = s.ts + s.valid_for_s * 1000 if s.valid_for_s else None  # as admitted (`hold`)
     if valid_until is not None and ts > valid_until:
-        recipients.forget_slot(gate, s, pending.deliver_at, store)
+        recipients.forget_slot(gate, s, pending.deliver_at, rows)
         # (its slot was before valid_until: event time reached it late, e.g. after an outage)
         return [
             Decision.on(
@@ -117,9 +117,9 @@ def release(gate: Gate, pending: PendingRequest, ts: int, store: Store) -> list[
             )
         ]
     user_id, category = gate.stored_userkey(s.userkey), gate.category_of(s)
-    user = Userkey.from_bytes(store.get(USERKEYS, key(s.app, user_id)))
+    user = rows.get(USERKEYS, s.app, user_id) or Userkey()
     if user.stops(category):
-        recipients.forget_slot(gate, s, pending.deliver_at, store)
+        recipients.forget_slot(gate, s, pending.deliver_at, rows)
         return [
             Decision.on(
                 s,
@@ -140,14 +140,13 @@ def release(gate: Gate, pending: PendingRequest, ts: int, store: Store) -> list[
         deliver_at=pending.deliver_at,
         cluster_id=pending.cluster_id,
     )
-    consent.remember_sent(gate, s.app, user_id, category, ts, store)
+    consent.remember_sent(gate, s.app, user_id, category, ts, rows)
     return [decision, gate.delivery(s, decision)]
 
 
-def cancel(gate: Gate, e: ev.Cancel, store: Store) -> list[Record]:
-    pending_key = key(e.app, e.request_id)
-    raw = store.get(PENDING, pending_key)
-    if raw is None:
+def cancel(gate: Gate, e: ev.Cancel, rows: UnitOfWork) -> list[Record]:
+    held = rows.get(PENDING, e.app, e.request_id)
+    if held is None:
         return [
             Decision(
                 request_id=e.request_id,
@@ -162,13 +161,12 @@ def cancel(gate: Gate, e: ev.Cancel, store: Store) -> list[Record]:
                 ts=e.ts,
             )
         ]
-    store.delete(PENDING, pending_key)  # its schedule entry is skipped when it comes due
-    schedule = ReleaseSchedule.from_bytes(store.get(SCHEDULES, key(e.app)))
+    rows.delete(PENDING, e.app, e.request_id)  # its schedule entry is skipped when it comes due
+    schedule = rows.get(SCHEDULES, e.app) or ReleaseSchedule()
     schedule.held = max(0, schedule.held - 1)
-    store.set(SCHEDULES, key(e.app), schedule.to_bytes())
-    held = PendingRequest.from_bytes(raw)
+    rows.put(SCHEDULES, schedule, e.app)
     s = held.send
-    recipients.forget_slot(gate, s, held.deliver_at, store)
+    recipients.forget_slot(gate, s, held.deliver_at, rows)
     return [
         Decision.on(
             s,
@@ -180,5 +178,5 @@ def cancel(gate: Gate, e: ev.Cancel, store: Store) -> list[Record]:
     ]
 
 
-def tick(gate: Gate, e: ev.Tick, store: Store) -> None:
+def tick(gate: Gate, e: ev.Tick, rows: UnitOfWork) -> None:
     """A tick only moves event time forward; `handle` has already released what it made due."""

@@ -17,20 +17,21 @@ from .. import events as ev
 from ..decisions import Decision, Outcome, Reason, Record, iso
 from ..quiet_hours import Place, RecipientPlace, place_of_number
 from .context import SendContext
-from .tables import PLACES, Store, key
+from .tables import PLACES
+from .unit import UnitOfWork
 
 if TYPE_CHECKING:
     from .gate import Gate
 
 
-def recipient_profile(gate: Gate, e: ev.RecipientProfile, store: Store) -> None:
+def recipient_profile(gate: Gate, e: ev.RecipientProfile, rows: UnitOfWork) -> None:
     """What the platform said last replaces what it said before (the app's log orders them)."""
-    store.set(PLACES, key(e.app, gate.stored_userkey(e.userkey)), RecipientPlace(e.timezone, e.region, e.ts).to_bytes())
+    rows.put(PLACES, RecipientPlace(e.timezone, e.region, e.ts), e.app, gate.stored_userkey(e.userkey))
 
 
 def place(c: SendContext) -> Place | None:
     """Where the recipient is: as the platform said (recipient_profile), else as its number says."""
-    said = RecipientPlace.from_bytes(c.store.get(PLACES, key(c.e.app, c.user_id)))
+    said = c.rows.get(PLACES, c.e.app, c.user_id)
     return said.place() if said is not None else place_of_number(c.e.userkey)
 
 

@@ -16,7 +16,8 @@ from ..controls import RecentTexts, RecipientSends, text_digest
 from ..decisions import Decision, Outcome, Reason, Record, duration, iso
 from ..slots import slot_refusal
 from .context import SendContext
-from .tables import RECIPIENTS, TEXTS, Store, key
+from .tables import RECIPIENTS, TEXTS
+from .unit import UnitOfWork
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -28,7 +29,7 @@ def duplicate_text(c: SendContext) -> list[Record] | None:
     if not p.duplicate_text_limit:
         return None
     c.digest = text_digest(e.text)
-    c.recent = RecentTexts.from_bytes(c.store.get(TEXTS, key(e.app, c.user_id)))
+    c.recent = c.rows.get(TEXTS, e.app, c.user_id) or RecentTexts()
     times = c.recent.repeats(c.digest, e.ts, p.duplicate_text_window_s)
     if len(times) < p.duplicate_text_limit:
         return None
@@ -52,7 +53,7 @@ def recipient_limits(c: SendContext) -> list[Record] | None:
     e, limits = c.e, c.policy.recipient_limits
     if not limits:
         return None
-    c.sends = RecipientSends.from_bytes(c.store.get(RECIPIENTS, key(e.app, c.user_id)))
+    c.sends = c.rows.get(RECIPIENTS, e.app, c.user_id) or RecipientSends()
     at, window = c.sends.slot(c.not_before or e.ts, limits)
     refused = past_limits(c, at, window)
     return None if refused is None else [refused]
@@ -88,28 +89,27 @@ def count(c: SendContext) -> list[Record] | None:
         take_slot(c, decision.deliver_at or e.ts)
     if c.recent is not None:
         c.recent.record(c.digest, e.ts, p.duplicate_text_window_s, p.duplicate_text_limit)
-        c.store.set(TEXTS, key(e.app, c.user_id), c.recent.to_bytes())
+        c.rows.put(TEXTS, c.recent, e.app, c.user_id)
     return None
 
 
 def take_slot(c: SendContext, at: int) -> None:
     """Count a send going out at `at` against the recipient's limits."""
-    e, row = c.e, key(c.e.app, c.user_id)
-    sends = c.sends or RecipientSends.from_bytes(c.store.get(RECIPIENTS, row))
+    e = c.e
+    sends = c.sends or c.rows.get(RECIPIENTS, e.app, c.user_id) or RecipientSends()
     sends.record(at, e.ts, c.policy.recipient_limits)
-    c.store.set(RECIPIENTS, row, sends.to_bytes())
+    c.rows.put(RECIPIENTS, sends, e.app, c.user_id)
 
 
-def forget_slot(gate: Gate, s: ev.Send, deliver_at: int, store: Store) -> None:
+def forget_slot(gate: Gate, s: ev.Send, deliver_at: int, rows: UnitOfWork) -> None:
     """A held send that will not go out stops counting against its recipient's limits."""
     if not gate.policy.recipient_limits:
         return
-    row = key(s.app, gate.stored_userkey(s.userkey))
-    raw = store.get(RECIPIENTS, row)
-    if raw is not None:
-        sends = RecipientSends.from_bytes(raw)
+    user_id = gate.stored_userkey(s.userkey)
+    sends = rows.get(RECIPIENTS, s.app, user_id)
+    if sends is not None:
         sends.forget(deliver_at)
-        store.set(RECIPIENTS, row, sends.to_bytes())
+        rows.put(RECIPIENTS, sends, s.app, user_id)
 
 
 def limit_text(window: tuple[int, int]) -> str:

@@ -11,7 +11,7 @@ from ..decisions import Outcome, Reason, Record
 from ..slots import slot_refusal
 from . import consent, pending, recipients
 from .context import SendContext
-from .tables import CONVERSATIONS, key
+from .tables import CONVERSATIONS
 
 
 def help_reply(c: SendContext) -> list[Record] | None:
@@ -29,8 +29,8 @@ def help_reply(c: SendContext) -> list[Record] | None:
         reply=True,
     )
     answered.answer_help()
-    c.store.set(CONVERSATIONS, key(e.app, e.sender, c.user_id), c.conv.to_bytes())
-    consent.remember_sent(c.gate, e.app, c.user_id, c.category, e.ts, c.store)
+    c.rows.put(CONVERSATIONS, c.conv, e.app, e.sender, c.user_id)
+    consent.remember_sent(c.gate, e.app, c.user_id, c.category, e.ts, c.rows)
     return [decision, c.gate.delivery(e, decision)]
 
 
@@ -78,10 +78,10 @@ def reply(c: SendContext) -> list[Record] | None:
             Outcome.ACCEPTED, Reason.REPLY, f"reply: {c.reply_why}; replies are exempt from burst pacing", reply=True
         )
     if conv.loop_answered():
-        c.store.set(CONVERSATIONS, key(e.app, e.sender, c.user_id), conv.to_bytes())
+        c.rows.put(CONVERSATIONS, conv, e.app, e.sender, c.user_id)
     if p.recipient_limits:
         recipients.take_slot(c, deliver_at)
     if decision.outcome == Outcome.DELAYED:
-        pending.hold(c.gate, e, decision, c.store)
+        pending.hold(c.gate, e, decision, c.rows)
         return [decision]
     return [decision, c.gate.delivery(e, decision)]

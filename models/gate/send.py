@@ -13,7 +13,7 @@ from .. import events as ev
 from ..decisions import Outcome, Reason, Record
 from . import burst, consent, contacts, grants, pending, quiet, recipients, replies, retention, subjects
 from .context import SendContext
-from .tables import Store
+from .unit import UnitOfWork
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -25,12 +25,12 @@ def answer(c: SendContext) -> list[Record] | None:
     decision = c.decision
     assert decision is not None, "burst.pace decides every send that reaches it"
     if decision.outcome == Outcome.ACCEPTED:
-        consent.remember_sent(c.gate, c.e.app, c.user_id, c.category, c.e.ts, c.store)
+        consent.remember_sent(c.gate, c.e.app, c.user_id, c.category, c.e.ts, c.rows)
         return [decision, c.gate.delivery(c.e, decision)]
     if decision.reason in (Reason.BURST_LIMIT, Reason.JUNK_SIMILAR) and decision.outcome == Outcome.REJECTED:
-        return [decision, *grants.watch(c.gate, c.e.app, ("refused_blasts",), c.e.ts, c.store)]
+        return [decision, *grants.watch(c.gate, c.e.app, ("refused_blasts",), c.e.ts, c.rows)]
     if decision.outcome == Outcome.DELAYED:
-        pending.hold(c.gate, c.e, decision, c.store)
+        pending.hold(c.gate, c.e, decision, c.rows)
     return [decision]
 
 
@@ -56,8 +56,8 @@ SEND_STEPS: tuple[Callable[[SendContext], list[Record] | None], ...] = (
 )
 
 
-def send(gate: Gate, e: ev.Send, store: Store) -> list[Record]:
-    c = SendContext.of(gate, e, store)
+def send(gate: Gate, e: ev.Send, rows: UnitOfWork) -> list[Record]:
+    c = SendContext.of(gate, e, rows)
     for step in SEND_STEPS:
         out = step(c)
         if out is not None:

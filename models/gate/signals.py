@@ -13,26 +13,27 @@ from ..decisions import JunkShare, Record
 from ..junk import JunkReport
 from . import grants
 from .tables import Store
+from .unit import UnitOfWork
 
 if TYPE_CHECKING:
     from .gate import Gate
 
 
-def sender_profile(gate: Gate, e: ev.SenderProfile, store: Store) -> None:
-    sender = gate.sender(store, e.app, e.sender)
+def sender_profile(gate: Gate, e: ev.SenderProfile, rows: UnitOfWork) -> None:
+    sender = rows.sender(e.app, e.sender)
     sender.set_profile(e.registered_ts)
-    gate.put_sender(store, e.app, e.sender, sender)
+    rows.put_sender(e.app, e.sender, sender)
 
 
-def junk_report(gate: Gate, e: ev.JunkReport, store: Store) -> list[Record]:
+def junk_report(gate: Gate, e: ev.JunkReport, rows: UnitOfWork) -> list[Record]:
     """The reported text joins the junk index of every partition through the log (`JunkShare`),
     not here: a send on another partition must see it where its own log shows it."""
     p = gate.policy
     share = JunkShare(e.event_id, e.app, recipient_hash(f"{e.app}\x1f{e.userkey}", gate.secret), e.text, e.ts)
-    sender = gate.sender(store, e.app, e.sender)
+    sender = rows.sender(e.app, e.sender)
     sender.record_signal("junk_report", e.ts, p)
-    gate.put_sender(store, e.app, e.sender, sender)
-    return [share, *grants.watch(gate, e.app, ("junk_reports",), e.ts, store)]
+    rows.put_sender(e.app, e.sender, sender)
+    return [share, *grants.watch(gate, e.app, ("junk_reports",), e.ts, rows)]
 
 
 def junk_shared(gate: Gate, e: ev.JunkShared, store: Store) -> None:
@@ -41,9 +42,9 @@ def junk_shared(gate: Gate, e: ev.JunkShared, store: Store) -> None:
     )
 
 
-def delivery_status(gate: Gate, e: ev.DeliveryStatus, store: Store) -> list[Record]:
-    sender = gate.sender(store, e.app, e.sender)
+def delivery_status(gate: Gate, e: ev.DeliveryStatus, rows: UnitOfWork) -> list[Record]:
+    sender = rows.sender(e.app, e.sender)
     sender.record_signal(e.status, e.ts, gate.policy)
-    gate.put_sender(store, e.app, e.sender, sender)
+    rows.put_sender(e.app, e.sender, sender)
     signals = ("results", "not_delivered") if e.status == "not_delivered" else ("results",)
-    return grants.watch(gate, e.app, signals, e.ts, store)
+    return grants.watch(gate, e.app, signals, e.ts, rows)

@@ -13,7 +13,7 @@ from ..categories import Category
 from ..decisions import Outcome, Reason, Record, duration, iso
 from ..subjects import SubjectSends
 from .context import SendContext
-from .tables import SUBJECTS, key
+from .tables import SUBJECTS
 
 
 def subject_limit(c: SendContext) -> list[Record] | None:
@@ -26,7 +26,7 @@ def subject_limit(c: SendContext) -> list[Record] | None:
         or decision.outcome == Outcome.REJECTED
     ):
         return None
-    c.subjects = SubjectSends.from_bytes(c.store.get(SUBJECTS, key(e.app, c.user_id)))
+    c.subjects = c.rows.get(SUBJECTS, e.app, c.user_id) or SubjectSends()
     at = decision.deliver_at or e.ts
     times = c.subjects.times(c.subject, at, p.subject_window_s)
     if len(times) < p.subject_limit:
@@ -52,5 +52,5 @@ def count(c: SendContext) -> list[Record] | None:
     if subjects is None or decision is None or decision.outcome == Outcome.REJECTED:
         return None
     subjects.record(c.subject, decision.deliver_at or c.e.ts, c.e.ts, c.policy.subject_window_s)
-    c.store.set(SUBJECTS, key(c.e.app, c.user_id), subjects.to_bytes())
+    c.rows.put(SUBJECTS, subjects, c.e.app, c.user_id)
     return None

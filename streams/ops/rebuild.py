@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from sendgate.models.events import InvalidEvent
-from sendgate.models.gate import MemoryStore
+from sendgate.models.gate import MemoryStore, Table
 from sendgate.models.policy import Policy
 
 from ..kafka import partitions_of
@@ -52,22 +52,22 @@ class SpooledRows(MemoryStore):
         self.removed = _open(path / "removed")  # the old rows `_old_rows_to_remove` has tombstoned
 
     @staticmethod
-    def _where(table: str, key: bytes) -> tuple[str, bytes]:
+    def _where(table: Table, key: bytes) -> tuple[str, bytes]:
         return STATE, PREFIX[table] + key
 
-    def get(self, table: str, key: bytes) -> bytes | None:
+    def get(self, table: Table, key: bytes) -> bytes | None:
         changelog, row = self._where(table, key)
         value = self.rows[changelog].get(row)
         return None if value is None else value[2:]
 
-    def set(self, table: str, key: bytes, value: bytes) -> None:
+    def set(self, table: Table, key: bytes, value: bytes) -> None:
         changelog, row = self._where(table, key)
         self.put(changelog, row, self.partition, value)
 
     def put(self, changelog: str, row: bytes, partition: int, value: bytes) -> None:
         self.rows[changelog][row] = partition.to_bytes(2, "big") + value
 
-    def delete(self, table: str, key: bytes) -> None:
+    def delete(self, table: Table, key: bytes) -> None:
         changelog, row = self._where(table, key)
         self.rows[changelog].delete(row)
 

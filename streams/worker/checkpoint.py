@@ -81,6 +81,7 @@ from sendgate.models.gate import (
     SUBJECTS,
     TEXTS,
     USERKEYS,
+    Table,
     key,
 )
 from sendgate.models.junk import JunkIndex, JunkReport, JunkTemplate
@@ -119,7 +120,7 @@ PREFIX = {
     SUBJECTS: b"v:",
     LAST_SENT: b"q:",
 }
-KIND = {prefix: name for name, prefix in PREFIX.items()}
+KIND = {prefix: table.name for table, prefix in PREFIX.items()}  # a row's kind, by name (rebuild, benches)
 HOME = b"h:"  # + app: the events partition the app lives on (also in the global apps table)
 COMMITTED_CACHE_ROWS = 100_000  # committed rows kept in memory (`CheckpointStore._committed`): ~20 MB
 COMMIT = b"\x00commit\x1f"  # + partition: the offset of the last event whose rows are all written
@@ -367,7 +368,7 @@ class CheckpointStore:
         return raw_reader(self.table)
 
     # --- the Store interface (models.gate) --------------------------------------------------
-    def get(self, table: str, key: bytes) -> bytes | None:
+    def get(self, table: Table, key: bytes) -> bytes | None:
         row = PREFIX[table] + key
         if row in self._event_rows:
             return self._event_rows[row]
@@ -376,10 +377,10 @@ class CheckpointStore:
             return batch[row]
         return self._committed(row)
 
-    def set(self, table: str, key: bytes, value: bytes) -> None:
+    def set(self, table: Table, key: bytes, value: bytes) -> None:
         self._event_rows[PREFIX[table] + key] = value
 
-    def delete(self, table: str, key: bytes) -> None:
+    def delete(self, table: Table, key: bytes) -> None:
         self._event_rows[PREFIX[table] + key] = None
 
     @property
@@ -421,7 +422,7 @@ class CheckpointStore:
                     index.put(row[len(prefix) :].decode(), JunkTemplate.from_bytes(value))
         return index
 
-    def read(self, table: str, key: bytes) -> bytes | None:
+    def read(self, table: Table, key: bytes) -> bytes | None:
         """A committed row (for the inspection views)."""
         return self._committed(PREFIX[table] + key)
 

@@ -34,6 +34,7 @@ from harness import (
     wait_for_group,
 )
 
+from sendgate.models.gate import DUE, PENDING, SCHEDULES, Table
 from sendgate.models.pending import ReleaseSchedule
 from sendgate.streams.local.broker import LocalKafka
 from sendgate.streams.worker.checkpoint import PREFIX, STATE
@@ -300,7 +301,7 @@ def _clock(ms: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
 
 
-def changelog_rows(settings, table: str, app: str) -> list[dict]:
+def changelog_rows(settings, table: Table, app: str) -> list[dict]:
     """The state changelog's records of one kind of row whose key belongs to `app`, in order (keys
     without the kind's prefix)."""
     kind = PREFIX[table]
@@ -349,18 +350,18 @@ def explain(
         minute = slot[(app, rid)] // MINUTE_MS
         pending = [
             row("pending", r, "row" if r["raw"] else "tombstone")
-            for r in changelog_rows(settings, "pending", app)
+            for r in changelog_rows(settings, PENDING, app)
             if r["key"].endswith(b"\x1f" + rid.encode())
         ]
         lines += pending or [f"    pending   no changelog record for {rid}"]
         due_key = f"{app}\x1f{minute}".encode()
         due = [
             row("due", r, (r["raw"] or b"tombstone").decode()[:100])
-            for r in changelog_rows(settings, "due", app)
+            for r in changelog_rows(settings, DUE, app)
             if r["key"] == due_key
         ]
         lines += due or [f"    due       no changelog record for minute {minute}"]
-        schedules = changelog_rows(settings, "schedules", app)
+        schedules = changelog_rows(settings, SCHEDULES, app)
         listing = [
             f"p{r['partition']}@{r['offset']}"
             for r in schedules

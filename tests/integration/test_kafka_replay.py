@@ -172,7 +172,9 @@ def snapshot(settings) -> dict[str, dict[bytes, tuple[int, bytes]]]:
     the commit records' offsets under "commit"."""
 
     async def run() -> dict[str, dict[bytes, tuple[int, bytes]]]:
-        tables: dict[str, dict[bytes, tuple[int, bytes]]] = {name: {} for name in (*TABLES, APPS, "homes", "commit")}
+        tables: dict[str, dict[bytes, tuple[int, bytes]]] = {
+            name: {} for name in (*(t.name for t in TABLES), APPS, "homes", "commit")
+        }
         for topic in (settings.changelog_topic(STATE), settings.changelog_topic(APPS)):
             async for r in read_log(settings, topic, await end_offsets(settings, topic)):
                 if topic.endswith(f"-{APPS}-changelog"):

@@ -14,7 +14,8 @@ import pytest
 
 from sendgate.models.decisions import Decision, Delivery
 from sendgate.models.events import validate
-from sendgate.models.gate import Gate, MemoryStore
+from sendgate.models.burst import SenderState
+from sendgate.models.gate import Gate, MemoryStore, UnitOfWork
 from sendgate.models.policy import Policy
 
 T = 1_700_000_000_000  # 2023-11-14T22:13:20Z, the base event time of every test
@@ -145,6 +146,10 @@ class Harness:
     def sends(self, userkeys: list[str], at: int = 0, text: str = PARCEL, **fields: Any) -> list[Decision]:
         """One send of `text` to each userkey at T + `at`; returns the decision on each send."""
         return [self.decide(send(u, at=at, text=text, **fields)) for u in userkeys]
+
+    def sender(self, app: str, name: str) -> SenderState:
+        """A sender's state, as the gate reads it."""
+        return UnitOfWork(self.store, self.gate.decoded).sender(app, name)
 
     @property
     def deliveries(self) -> list[Delivery]:

@@ -37,7 +37,7 @@ from conftest import (
 from sendgate.models import events as ev
 from sendgate.models.decisions import Decision, JunkShare
 from sendgate.models.events import validate
-from sendgate.models.gate import Gate, MemoryStore
+from sendgate.models.gate import Decoded, Gate, MemoryStore
 from sendgate.models.burst import (
     BurstCluster,
     ClusterArrays,
@@ -752,7 +752,7 @@ def test_at_most_max_clusters_and_singletons_are_evicted_before_templates():
     assert again_a.similar_recipients == 1
     again_c = h.decide(send("u08", at=6 * SECOND, text=UNRELATED[2]))
     assert (again_c.cluster_id, again_c.similar_recipients) == (one_c.cluster_id, 2)
-    stored = h.gate.sender(h.store, "app1", "S1")
+    stored = h.sender("app1", "S1")
     assert len(stored.clusters) == 3 and stored.sketches.shape == (3, 128)
 
 
@@ -771,7 +771,7 @@ def decided_with(docs: list[dict], decode_every_time: bool) -> list[tuple]:
     gate, store, out = Gate(), MemoryStore(), []
     for doc in docs:
         if decode_every_time:
-            gate._decoded_senders.clear()  # every sender read back from its rows, as after a restart
+            gate.decoded = Decoded(gate.policy.num_perm)  # every row read back, as after a restart
         out += [
             (r.request_id, r.outcome, r.reason, r.similarity, r.similar_recipients, r.cluster_id)
             for r in gate.handle_in_one_log(validate(doc, T), store)

@@ -279,7 +279,7 @@ def test_a_refused_promotion_takes_no_burst_slot():
         g.decide(send("u1", at=i * MINUTE, text=OFFER.replace("30", str(30 + i)), category="promotional"))
 
     def clusters() -> list[tuple[int, list[int], int]]:
-        return [(c.count, list(c.recipients), c.next_slot) for c in g.gate.sender(g.store, APP, SENDER).clusters]
+        return [(c.count, list(c.recipients), c.next_slot) for c in g.sender(APP, SENDER).clusters]
 
     before = clusters()
     assert g.decide(send("u2", at=3 * MINUTE, text=OFFER, category="promotional")).outcome == "accepted"

@@ -8,7 +8,7 @@ import orjson
 from conftest import APP, MINUTE, PARCEL, SECOND, SENDER, Harness, event, recipients, send
 from sendgate.models.consent import Conversation, Userkey
 from sendgate.models.decisions import ConsentRecord
-from sendgate.models.gate import Gate, MemoryStore
+from sendgate.models.gate import USERKEYS, Gate, MemoryStore
 from sendgate.models.events import validate
 
 
@@ -53,7 +53,7 @@ def test_a_send_that_does_not_name_the_stop_is_no_confirmation_however_soon():
     for wording in STOP_WORDINGS:
         h = Harness()
         h.feed(event("inbound", 0, event_id="in-stop", userkey="u1", text=wording))
-        if not Userkey.from_bytes(h.store.get("userkeys", f"{APP}\x1fu1".encode())).opted_out:
+        if not Userkey.from_bytes(h.store.get(USERKEYS, f"{APP}\x1fu1".encode())).opted_out:
             continue  # not an opt-out in these words (models/wording.py decides that)
         d = h.decide(send("u1", at=2 * SECOND, text="Reminder: your appointment is tomorrow at 10"))
         assert (d.outcome, d.reason) == ("rejected", "opted_out"), wording

@@ -171,7 +171,7 @@ def test_a_recipients_slot_beyond_max_delay_is_refused_with_retry_after():
     assert (refused.outcome, refused.reason) == ("rejected", "recipient_limit")
     assert refused.retry_after_s == (DAY - MINUTE - HOUR) // 1000
     # refused: counted nowhere; its text took no burst slot (no cluster for it)
-    assert h.store.tables[RECIPIENTS][key(APP, "fan")] and len(h.gate.sender(h.store, APP, SENDER).clusters) == 1
+    assert h.store.tables[RECIPIENTS][key(APP, "fan")] and len(h.sender(APP, SENDER).clusters) == 1
 
 
 def test_without_recipient_limits_no_row_is_written():
@@ -376,10 +376,12 @@ def test_check_answers_what_the_gate_then_decides_and_writes_nothing():
 def test_check_does_not_touch_the_live_gates_decoded_rows():
     h = Harness()
     audience = campaign_history(h)
-    cached = dict(h.gate._decoded_senders)
+    decoded = h.gate.decoded
+    cached = {kind: dict(held.held) for kind, held in (("rows", decoded.rows), ("senders", decoded.senders))}
     h.gate.check(APP, SENDER, PARCEL, audience, T, OverlayStore(h.store.get, h.store.junk))
-    assert h.gate._decoded_senders.keys() == cached.keys()
-    assert all(h.gate._decoded_senders[k][0] == cached[k][0] for k in cached)
+    for kind, held in (("rows", decoded.rows), ("senders", decoded.senders)):
+        assert held.held.keys() == cached[kind].keys()
+        assert all(held.held[k][0] == cached[kind][k][0] for k in cached[kind])
 
 
 def test_a_send_refused_after_the_burst_step_takes_no_slot_in_its_senders_count():
@@ -389,7 +391,7 @@ def test_a_send_refused_after_the_burst_step_takes_no_slot_in_its_senders_count(
     refused = [h.decide(send(f"v{i}", text=PARCEL, sender="S2", valid_for_s=30)) for i in range(3)]
     # S2's own count had room, the app-wide slot (60 s away) comes after the validity: refused
     assert {(d.outcome, d.reason) for d in refused} == {("rejected", "expired_before_slot")}
-    s2 = h.gate.sender(h.store, APP, "S2")
+    s2 = h.sender(APP, "S2")
     assert [c.count for c in s2.clusters] == [0] and [c.paced for c in s2.clusters] == [0]
     ok = h.decide(send("w1", text=PARCEL, sender="S2"))
     assert (ok.outcome, ok.deliver_at) == ("delayed", T + MINUTE)  # the first free app-wide slot

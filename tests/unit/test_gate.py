@@ -12,7 +12,7 @@ import pytest
 from conftest import APP, DAY, MINUTE, PARCEL, SECOND, T, UNRELATED, Harness, established, event, recipients, run, send
 from sendgate.models.decisions import Decision, Delivery
 from sendgate.models.events import InvalidEvent, Refusal, validate
-from sendgate.models.gate import TABLES, Gate, MemoryStore, key
+from sendgate.models.gate import CONVERSATIONS, PENDING, TABLES, USERKEYS, Gate, MemoryStore, key
 from sendgate.models.policy import Policy
 
 
@@ -166,9 +166,9 @@ def test_state_is_stored_as_bytes_in_small_rows():
         for k, v in h.store.tables[name].items():
             assert isinstance(k, bytes) and isinstance(v, bytes)
     assert key("app1", "u1") == b"app1\x1fu1"
-    assert set(h.store.tables["userkeys"]) == {key("app1", "quitter")}
-    assert key("app1", "S1", "fan") in h.store.tables["conversations"]
-    assert h.store.tables["pending"].keys() == {key("app1", "r-u11-1000")}  # u12 was cancelled
+    assert set(h.store.tables[USERKEYS]) == {key("app1", "quitter")}
+    assert key("app1", "S1", "fan") in h.store.tables[CONVERSATIONS]
+    assert h.store.tables[PENDING].keys() == {key("app1", "r-u11-1000")}  # u12 was cancelled
 
 
 def test_handle_with_a_fresh_store_per_event_forgets_everything():

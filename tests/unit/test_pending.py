@@ -13,7 +13,7 @@ import pytest
 from conftest import DAY, MINUTE, PARCEL, SECOND, T, UNRELATED, Harness, established, event, recipients, send
 from sendgate.models.decisions import Decision, Delivery
 from sendgate.models.events import Send, Tick
-from sendgate.models.gate import DUE, PENDING, SCHEDULES, Gate, MemoryStore, key
+from sendgate.models.gate import DUE, PENDING, SCHEDULES, Gate, MemoryStore, UnitOfWork, key
 from sendgate.models.gate.pending import put_in_schedule
 from sendgate.models.pending import DUE_CHUNK, MINUTE_MS, DueBucket, PendingRequest, ReleaseSchedule
 
@@ -90,7 +90,9 @@ def test_20000_requests_due_in_one_minute_of_one_app_keep_every_row_bounded():
             Send(request_id, "app1", "S1", f"u{i}", "sms", "hi", None, T), deliver_at, "c", decision
         )
         store.set(PENDING, key("app1", request_id), pending.to_bytes())
-        put_in_schedule(gate, "app1", request_id, deliver_at, store)
+        unit = UnitOfWork(store, gate.decoded)
+        put_in_schedule(gate, "app1", request_id, deliver_at, unit)
+        unit.commit()
     rows = store.tables[DUE]
     assert len(rows) == -(-n // DUE_CHUNK)  # the minute spans ceil(n / DUE_CHUNK) rows
     assert max(map(len, rows.values())) <= DUE_CHUNK * 70  # 69-byte entries: ~18 KB, far below 1 MB
@@ -139,9 +141,9 @@ def test_release_happens_once(delayed):
 
 def test_release_cleans_up_its_rows(delayed):
     delayed.feed(event("tick", 2 * MINUTE))
-    assert delayed.store.tables["pending"] == {}
-    assert delayed.store.tables["due"] == {}
-    assert ReleaseSchedule.from_bytes(delayed.store.get("schedules", b"app1")) == ReleaseSchedule([], None)
+    assert delayed.store.tables[PENDING] == {}
+    assert delayed.store.tables[DUE] == {}
+    assert ReleaseSchedule.from_bytes(delayed.store.get(SCHEDULES, b"app1")) == ReleaseSchedule([], None)
 
 
 def test_events_of_another_app_do_not_release(delayed):

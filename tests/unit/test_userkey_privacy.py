@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sendgate.models.decisions import Decision
 from sendgate.models.events import validate
-from sendgate.models.gate import PENDING, Gate, MemoryStore
+from sendgate.models.gate import PENDING, USERKEYS, Gate, MemoryStore
 
 T = 1_700_000_000_000
 PHONE = "+15550001234"
@@ -70,7 +70,7 @@ def test_no_table_outside_pending_holds_a_userkey():
             if table != PENDING:
                 assert digits not in k and digits not in v, (table, k, v)
     _, plain_store = run(Gate())
-    assert any(digits in k for k in plain_store.tables["userkeys"])  # the check above can fail
+    assert any(digits in k for k in plain_store.tables[USERKEYS])  # the check above can fail
 
 
 def test_the_stored_userkey_is_a_keyed_hash():

@@ -126,7 +126,7 @@ def at(partition: int, offset: int) -> LoggedEvent:
 def test_each_kind_of_row_has_its_own_two_byte_prefix_and_commit_records_sort_first():
     assert set(PREFIX) == set(TABLES)
     assert len(set(PREFIX.values())) == len(PREFIX) and {len(p) for p in PREFIX.values()} == {2}
-    assert {KIND[p]: p for p in KIND} == PREFIX and HOME not in KIND
+    assert {KIND[p]: p for p in KIND} == {table.name: p for table, p in PREFIX.items()} and HOME not in KIND
     assert commit_key(0) == b"\x00commit\x1f0" and commit_key(12) == COMMIT + b"12"
     rows = sorted([*(p + b"app" for p in PREFIX.values()), HOME + b"app", commit_key(3)])
     assert rows[0] == commit_key(3)  # below every row: a commit record is never taken for one

@@ -1,0 +1,139 @@
+"""One event's unit of work: the rows it reads, each decoded once, and the rows it changes, each
+written once, when the event is decided.
+
+`Gate.handle` makes one per event over its `Store` and commits it when the event is decided; an
+event that fails commits nothing, so no half of a transition is ever stored. A what-if check
+decides over an `OverlayStore` the same way (`Gate.check`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, TypeVar
+
+from ..burst import SenderState
+from .tables import CLUSTERS, SENDERS, SKETCHES, Store, Table
+
+R = TypeVar("R")
+
+DECODED_ROWS = 4096  # rows kept decoded across events (`Decoded`): each app's clock, schedule, day lists...
+DECODED_SENDERS = 256  # sender states kept decoded: a few MB at 32 clusters a state
+
+
+class Held:
+    """Objects kept decoded across events, each with the row it was written as: one is used only
+    while the stored row is still those bytes, and is taken out while an event uses it, so an
+    event that fails half-way (its rows never written) leaves nothing stale behind."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.held: dict[Hashable, tuple[bytes, Any]] = {}  # slot -> (row, its object)
+
+    def take(self, slot: Hashable, raw: bytes | None) -> Any:
+        """The object held for `slot` if its stored row is still `raw`, else None."""
+        hit = self.held.pop(slot, None)
+        return hit[1] if hit is not None and raw is not None and hit[0] == raw else None
+
+    def keep(self, slot: Hashable, raw: bytes, row: Any) -> None:
+        held = self.held
+        held[slot] = (raw, row)
+        if len(held) > self.most:
+            del held[next(iter(held))]  # the least recently written
+
+
+class Decoded:
+    """What the events over one store keep decoded for the next: the rows they wrote, and sender
+    states (a head row and up to 32 clusters and their sketches; the head's stamp vouches for the
+    cluster rows). A what-if check keeps its own (`Gate.check`)."""
+
+    def __init__(self, num_perm: int) -> None:
+        self.num_perm = num_perm  # a sender state's sketch length
+        self.rows = Held(DECODED_ROWS)
+        self.senders = Held(DECODED_SENDERS)
+
+
+class UnitOfWork:
+    """The rows of one event over `store`: `get` decodes a row once (or takes it from `decoded`)
+    and hands out the same object after; `put` and `delete` say what changed, and `commit` writes
+    each changed row once, in the order of its first change."""
+
+    __slots__ = ("store", "decoded", "_read", "_held", "_rows", "_changed")
+
+    def __init__(self, store: Store, decoded: Decoded) -> None:
+        self.store = store
+        self.decoded = decoded
+        self._read = store.get  # (bound once an event: every row read goes through them)
+        self._held = decoded.rows.held
+        self._rows: dict[tuple[Table, bytes], Any] = {}  # (table, key) -> the row as the event has it (None: none)
+        self._changed: dict[tuple[Table, bytes], Any] = {}  # ... those to write, in the order of their first change
+
+    def get(self, table: Table[R], *parts: str) -> R | None:
+        """The row, decoded (once per event); None if there is none."""
+        row_key = "\x1f".join(parts).encode()  # (`key`, inline: every row read)
+        slot = (table, row_key)
+        rows = self._rows
+        if slot in rows:
+            return rows[slot]
+        raw = self._read(table, row_key)
+        if raw is None:
+            # (not kept: the store changes only at `commit`; an object held for the slot stays,
+            # used only if its row comes back)
+            return None
+        hit = self._held.pop(slot, None)  # (`Held.take`, inline)
+        row = rows[slot] = hit[1] if hit is not None and hit[0] == raw else table.decode(raw)
+        return row
+
+    def put(self, table: Table[R], row: R, *parts: str) -> None:
+        """`row` changed (it is written as it is at `commit`)."""
+        slot = (table, "\x1f".join(parts).encode())
+        self._rows[slot] = self._changed[slot] = row
+
+    def delete(self, table: Table, *parts: str) -> None:
+        slot = (table, "\x1f".join(parts).encode())
+        self._rows[slot] = self._changed[slot] = None
+
+    def sender(self, app: str, sender: str) -> SenderState:
+        """The sender's state, decoded: kept from an earlier event if its rows are as it wrote them."""
+        head = self.get(SENDERS, app, sender)
+        state = self.decoded.senders.take((app, sender), head)
+        if state is not None:
+            return state
+        return SenderState.from_rows(
+            head,
+            lambda cid: self.get(CLUSTERS, app, sender, cid),
+            lambda cid: self.get(SKETCHES, app, sender, cid),
+            self.decoded.num_perm,
+        )
+
+    def put_sender(self, app: str, sender: str, state: SenderState) -> None:
+        head, clusters, sketches = state.to_rows()
+        for table, rows in ((CLUSTERS, clusters), (SKETCHES, sketches)):
+            for cid, raw in rows.items():
+                if raw is None:
+                    self.delete(table, app, sender, cid)
+                else:
+                    self.put(table, raw, app, sender, cid)
+        self.put(SENDERS, head, app, sender)
+        self.decoded.senders.keep((app, sender), head, state)
+
+    def commit(self) -> None:
+        """Write each changed row once, encoded as it is now, and keep it decoded for the next events
+        (rows kept as bytes need no decoding)."""
+        changed = self._changed
+        if not changed:
+            return
+        store, held = self.store, self._held
+        most = self.decoded.rows.most
+        for slot, row in changed.items():
+            table, row_key = slot
+            if row is None:
+                store.delete(table, row_key)
+                continue
+            encode = table.encode
+            if encode is None:  # (Raw)
+                store.set(table, row_key, row)
+                continue
+            raw = encode(row)
+            store.set(table, row_key, raw)
+            held[slot] = (raw, row)  # (`Held.keep`, inline)
+            if len(held) > most:
+                del held[next(iter(held))]  # the least recently written
