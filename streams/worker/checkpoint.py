@@ -13,7 +13,7 @@ release lost). So the worker keeps three rules:
    none of it, so rows whose decisions may not be out never count.
 3. An event at or below its partition's committed offset is skipped: its decisions are out. An
    event above the next expected offset means Faust dropped records (faust-streaming #596):
-   `GateWorker` reads the missing ones from Kafka and decides them first, in order.
+   `Holes` (streams/worker/holes.py) reads the missing ones from Kafka and decides them first, in order.
 
 Rows written after the last commit record (a crash mid-checkpoint) are orphans. Recovery drops
 them, and the first checkpoint of that partition rewrites their keys with the committed values,
@@ -93,7 +93,7 @@ from .outbox import Outbox
 
 log = logging.getLogger("sendgate.state")
 
-STATE = "state"  # the table's name: its changelog is <app id>-state-changelog
+STATE = "state"  # the table's name: its changelog is <group id>-state-changelog
 APPS = "apps"  # the global table of app -> the events partition its log lives on
 # A short prefix per row kind keeps the kinds apart in one key space (2 bytes a row).
 PREFIX = {

@@ -80,8 +80,8 @@ async def route_to_owner(app: Any, table_name: str, partition: int, web: Any, re
     answer; None when that is this worker (or no assignment is known yet: answer locally).
 
     Faust's own `table_route` computes the partition from the key with Java's partitioner; the
-    worker finds it from state instead (streams/worker/checkpoint.py, AppHomes), so it asks the assignor's
-    table metadata which host holds that partition. Faust's `Router._route_req` forwards no
+    worker finds it from state instead (the apps table and the `h:` rows, checkpoint.py), so it
+    asks the assignor's table metadata which host holds that partition. Faust's `Router._route_req` forwards no
     body, so the request goes on here as Faust would send it, with its body (`/sendgate/check`).
     """
     changelog = app.tables[table_name].changelog_topic.get_topic_name()

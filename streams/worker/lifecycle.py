@@ -50,7 +50,7 @@ def run_worker(settings: Settings) -> int:
     gate_worker = build_worker(settings)
     print(
         f"sendgate worker: {settings.topic('events')} ({settings.partitions} partitions) on {settings.bootstrap}, "
-        f"app id {settings.group_id}, store {settings.store}, policy {settings.policy_file or 'defaults'}",
+        f"group id {settings.group_id}, store {settings.store}, policy {settings.policy_file or 'defaults'}",
         flush=True,
     )
     # The `state` table's store is kept after an unclean stop (it holds only what the broker
