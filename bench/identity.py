@@ -92,7 +92,7 @@ def strict_events(records: list[tuple[bytes, bytes]]) -> list[tuple[ev.Event, in
             continue
         s = rng.choice(sends[-200:])
         if roll < 0.03:
-            out.append((ev.JunkReport(f"jr-{i}", s.app, s.sender, s.userkey, s.request_id, s.text, e.ts), None))
+            out.append((ev.JunkReport(f"jr-{i}", s.app, s.sender, s.userkey, s.text, s.request_id, e.ts), None))
         elif roll < 0.07:
             status = rng.choice(("delivered", "not_delivered", "failed"))
             out.append((ev.DeliveryStatus(f"ds-{i}", s.app, s.sender, s.userkey, s.request_id, status, e.ts), None))

@@ -189,7 +189,7 @@ def row_sizes(corpus: list[tuple[str, str]]) -> tuple[list[list], list[list]]:
     gate, store = Gate(), MemoryStore()
     for r in range(3):
         eid = uid(rng)
-        gate.handle_in_one_log(ev.JunkReport(eid, APP, SENDER, f"+4477009{r:05d}", uid(rng), text160, T0 + r), store)
+        gate.handle_in_one_log(ev.JunkReport(eid, APP, SENDER, f"+4477009{r:05d}", text160, uid(rng), T0 + r), store)
         if r == 0:
             first = key(str(store.partition), f"{APP}\x1f{eid}")
         if r in (0, 2):

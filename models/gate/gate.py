@@ -12,6 +12,8 @@ import hashlib
 import hmac
 from typing import Callable, Iterable
 
+import msgspec
+
 from .. import events as ev
 from ..categories import Category
 from ..clock import AppClock
@@ -169,7 +171,7 @@ class Gate:
         if stored is None or at != before or sweeps or forgets:
             rows.put(CLOCKS, clock, event.app)
         if at != stamped:
-            event = dataclasses.replace(event, ts=at)
+            event = msgspec.structs.replace(event, ts=at)
         out = pending.release_due(self, event.app, at, rows)
         said = memory.memory_key(self, event)
         again = memory.said_before(self, event, said, at, rows)
@@ -212,7 +214,7 @@ class Gate:
         store: OverlayStore,
         network: str = "sms",
         valid_for_s: int | None = None,
-        category: str | None = None,
+        category: ev.CategoryName | None = None,
     ) -> list[Decision]:
         """What sending `text` from `sender` to each of `userkeys`, in order, at `ts` would decide
         now: the campaign pre-flight. The sends are decided exactly as the worker decides them,

@@ -7,8 +7,9 @@ no second slot). The handlers of `cancel` and `tick` events are here, and `relea
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from .. import events as ev
 from ..consent import Userkey
@@ -35,7 +36,7 @@ def hold(gate: Gate, e: ev.Send, decision: Decision, rows: UnitOfWork) -> None:
     assert decision.deliver_at is not None, "a delayed decision says when"
     valid_until = gate.valid_until(e)  # resolved now: a later policy change does not move it
     if valid_until is not None and e.valid_for_s is None:
-        e = dataclasses.replace(e, valid_for_s=(valid_until - e.ts) // 1000)
+        e = msgspec.structs.replace(e, valid_for_s=(valid_until - e.ts) // 1000)
     held = PendingRequest(e, decision.deliver_at, decision.cluster_id, decision.to_dict())
     rows.put(PENDING, held, e.app, e.request_id)
     put_in_schedule(gate, e.app, e.request_id, decision.deliver_at, rows)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from typing import get_args
+
 import orjson
 import pytest
 
 from conftest import T, event
 from sendgate.models import events as ev
+from sendgate.models.categories import CATEGORIES
 from sendgate.models.events import InvalidEvent, decode_event, encode_event, validate
 
 ALL_KINDS = (
@@ -278,3 +282,59 @@ def test_decode_reports_validation_errors_too():
 
 def test_invalid_event_is_a_value_error():
     assert issubclass(InvalidEvent, ValueError)
+
+
+# --- the msgspec decoder and the explanation agree -----------------------------------------------
+def test_the_category_names_are_the_categories():
+    assert get_args(ev.CategoryName) == CATEGORIES
+
+
+def outcome(call):
+    try:
+        return call()
+    except InvalidEvent as exc:
+        return exc.code, str(exc)
+
+
+# Records the msgspec decoder refuses or passes on to the checks after it: each must come out of
+# decode_event as it comes out of validate (the same event, or the same code and message).
+AGREEMENT = [
+    event("send"),
+    event("send", userkey="a\nb"),  # an escape: the id is scanned
+    event("send", text="line\none", userkey="a\x7fb"),  # DEL travels unescaped
+    event("send", text='say "hi"'),  # an escape, and no control character in an id
+    event("send", reply_to=None, valid_for_s=None, category=None),  # null is absent
+    event("send", category="urgent"),
+    event("opt_out", source=None),
+    event("opt_in", categories=["promotional", "informational", "promotional"]),
+    event("opt_in", categories=[]),
+    event("junk_shared", reporter=2**64 - 1),
+    event("junk_shared", reporter=-1),  # (2**64 reads as a float in orjson: refused as one)
+    event("recipient_profile", timezone="Mars/Olympus_Mons"),
+    event("recipient_profile", region="gb"),
+    {**event("tick", at=None), "ts": None},
+    event("tick", at=None),
+    {"type": "send", "request_id": 5},  # the first field at fault is named, not a missing later one
+    {"type": "send", "request_id": "a\tb"},
+    {"type": "cancel", "app": "a", "request_id": "r", "ts": 2.0},
+]
+
+
+@pytest.mark.parametrize("doc", AGREEMENT)
+@pytest.mark.parametrize("ascii", [False, True])  # True: non-ASCII escaped, as Python's json writes it
+def test_decode_event_says_what_validate_says(doc, ascii):
+    raw = json.dumps(doc, ensure_ascii=ascii).encode()
+    assert outcome(lambda: decode_event(raw, T)) == outcome(lambda: validate(doc, T))
+
+
+def test_a_record_nested_deeper_than_the_stack_is_read_as_orjson_reads_it():
+    # msgspec raises RecursionError near the interpreter's limit; orjson reads 1,024 levels
+    nested = b"[" * 1000 + b"]" * 1000
+    raw = b'{"type": "tick", "app": "a", "x": ' + nested + b"}"
+    assert decode_event(raw, T) == ev.Tick("a", T)
+
+
+def test_a_number_beyond_a_double_in_an_unknown_field_is_ignored_with_the_field():
+    # A change with msgspec: orjson refused the whole record (not_json); msgspec skips the field.
+    assert decode_event(b'{"type": "tick", "app": "a", "x": 1e999}', T) == ev.Tick("a", T)
+    assert "not valid UTF-8 JSON" in decode_error(b'{"type": "tick", "app": "a", "ts": 1e999}')
