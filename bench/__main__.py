@@ -116,6 +116,8 @@ class Report:
         self.profile_tp = self.long_run = None
         self.publish_s, self.wall_s = 0.0, 0.0
         self.passthrough, self.held, self.inprocess, self.errors, self.plots = [], [], [], [], []
+        self.anchors: list[tp.AnchorRun] = []  # do-nothing Faust agents over the throughput log
+        self.inprocess_logs: list[tuple[str, tp.Log, tp.Expected]] = []  # the gate in-process on other logs
         self.soak: Path | None = None  # the soak's results file
 
     def settings(self, tag: str, **overrides):
@@ -141,8 +143,10 @@ async def phase_throughput(r: Report) -> None:
     r.publish_s = await tp.publish_records(settings, r.log.records)
     log(f"published in {r.publish_s:.1f} s to {settings.topic('events')}")
     n = len(r.log.records)
+    inprocess_checks(r)
     for label in ("A", "B"):
         if label == "B":
+            await anchor(r, settings, "each")
             log("sendgate worker ...")
             w = r.worker_run = await tp.worker_pass(settings, r.work, r.expected.decisions, n)
             log(
@@ -152,11 +156,35 @@ async def phase_throughput(r: Report) -> None:
             )
             if w.problem:
                 r.errors.append(f"throughput worker: {w.problem}")
+            await anchor(r, settings, "take")
         log(f"pass-through {label} ...")
         res = await tp.passthrough(settings, label, n)
         r.passthrough.append(res)
         log(f"pass-through {label}: {res.records:,} records in {res.seconds:.1f} s = {fmt(res.rate)} records/s")
     r.tp_settings = settings
+
+
+async def anchor(r: Report, settings, mode: str) -> None:
+    log(f"do-nothing Faust agent ({mode}) ...")
+    a = await tp.faust_anchor_pass(settings, r.work, mode, len(r.log.records))
+    r.anchors.append(a)
+    log(f"Faust agent {mode}: {a.echoes.records:,} echoes in {a.echoes.seconds:.1f} s = {fmt(a.echoes.rate)}/s")
+    if a.problem:
+        r.errors.append(f"Faust agent {mode}: {a.problem}")
+
+
+def inprocess_checks(r: Report) -> None:
+    """The gate in-process on other logs: the second mix (same size), and the 60,000-event log when
+    the run's is bigger (cost per event must not grow with the state)."""
+    a = r.args
+    logs = [(f"{tp.MIXES['many-senders'].name} mix, {a.events:,} events", a.events, tp.MIXES["many-senders"])]
+    if a.events > 60_000:
+        logs.insert(0, ("bench mix, 60,000 events", 60_000, tp.MIXES["bench"]))
+    for label, n, mix in logs:
+        generated = tp.generate(n, a.seed, mix)
+        e = tp.expected(generated)
+        r.inprocess_logs.append((label, generated, e))
+        log(f"in-process, {label}: {fmt(e.rate)} events/s")
 
 
 async def phase_replay(r: Report) -> None:
@@ -271,24 +299,76 @@ def summary_rows(r: Report) -> list[list[str]]:
     pt = [p for p in r.passthrough if p.records]
     pt_rate = sum(p.rate for p in pt) / len(pt) if pt else 0.0
     w = r.worker_run
+    pt_named = f"pass-through {fmt(pt_rate)} records/s (" + ", ".join(fmt(p.rate) for p in pt) + ")"
+
+    def against(
+        figure: str, rate: float, base: str, base_rate: float, target: float | None = None, at_most: bool = False
+    ) -> None:
+        ratio = rate / base_rate if base_rate else None
+        met = None if ratio is None or target is None else ratio <= target if at_most else ratio >= target
+        row(
+            figure,
+            fmt(rate),
+            base,
+            f"{ratio:.2f}" if ratio is not None else "",
+            "" if target is None else f"{'<=' if at_most else '>='} {target:.2f}",
+            verdict(met) if target is not None else "",
+        )
+
+    if r.expected is not None:
+        against(
+            "in-process gate: Gate.handle_record events/s (MemoryStore, no Kafka)",
+            r.expected.rate,
+            pt_named,
+            pt_rate,
+            1.0,
+        )
+    for label, g, e in r.inprocess_logs:
+        if g.mix is tp.MIXES["bench"]:  # the run's log against a smaller one: cost per event must not grow
+            against(
+                f"in-process gate, {label}: events/s (ratio: µs per event on the run's log / on this one, "
+                f"{1e6 / r.expected.rate:.1f} / {1e6 / e.rate:.1f})",
+                e.rate,
+                f"the run's log ({fmt(r.expected.events)} events): {fmt(r.expected.rate)} events/s",
+                r.expected.rate,
+                1.20,
+                at_most=True,
+            )
+        else:
+            against(
+                f"in-process gate, {label}: events/s",
+                e.rate,
+                f"bench log {fmt(r.expected.rate)} events/s",
+                r.expected.rate,
+            )
     if w is not None:
-        ratio = w.decisions.rate / pt_rate if pt_rate else 0.0
+        against("throughput: events/s (all types), one worker process", w.events_rate, pt_named, pt_rate, 0.40)
+        if r.replay is not None:
+            rr = r.replay.result.rate
+            against(
+                "throughput: worker events/s against `sendgate replay` on the same log",
+                w.events_rate,
+                f"replay {fmt(rr)} events/s",
+                rr,
+                0.90,
+            )
+        each = next((a for a in r.anchors if a.mode == "each" and a.echoes.records), None)
+        if each is not None:
+            against(
+                "throughput: worker events/s against a do-nothing Faust agent",
+                w.events_rate,
+                f"Faust agent (`async for`) {fmt(each.echoes.rate)} events/s",
+                each.echoes.rate,
+                5.0,
+            )
         row(
             "throughput: decisions/s, one worker process",
             fmt(w.decisions.rate),
-            f"pass-through {fmt(pt_rate)} records/s (" + ", ".join(fmt(p.rate) for p in pt) + ")",
-            f"{ratio:.2f}",
-            ">= 0.40",
-            verdict(ratio >= 0.40 if pt_rate else None),
-        )
-        row(
-            "throughput: events/s (all types), one worker",
-            fmt(w.events_rate),
             f"pass-through {fmt(pt_rate)} records/s",
-            f"{w.events_rate / pt_rate:.2f}" if pt_rate else "",
+            f"{w.decisions.rate / pt_rate:.2f}" if pt_rate else "",
         )
-    if r.expected is not None:
-        row("in-process ceiling: Gate.handle_record events/s (MemoryStore, no Kafka)", fmt(r.expected.rate))
+    for a in r.anchors:
+        against(f"do-nothing Faust agent ({a.mode}): events/s", a.echoes.rate, f"pass-through {fmt(pt_rate)}", pt_rate)
     if r.latency is not None:
         echo = {e.rate: e for e in r.latency.echo}
         for res in r.latency.results:
@@ -304,14 +384,8 @@ def summary_rows(r: Report) -> list[list[str]]:
                 "p99 <= 25 ms" if target else "",
                 verdict(res.pct(res.lat_ms, 99) <= 25.0) if target else "",
             )
-    if r.replay is not None and w is not None:
-        rr = r.replay.result.rate
-        row(
-            "replay: events/s of `sendgate replay` on the same log",
-            fmt(rr),
-            f"live worker {fmt(w.events_rate)} events/s",
-            f"{rr / w.events_rate:.2f}" if w.events_rate else "",
-        )
+    if r.replay is not None:
+        against("replay: events/s of `sendgate replay` on the same log", r.replay.result.rate, pt_named, pt_rate)
     base = next((h for h in r.held if h.userkeys == 0), None)
     for h in r.held:
         if h.userkeys and base is not None:
@@ -383,6 +457,10 @@ def settings_md(r: Report) -> str:
 
 def throughput_md(r: Report) -> str:
     rows = [[p.label, fmt(p.records), f"{p.seconds:.1f}", fmt(p.rate), ""] for p in r.passthrough]
+    rows += [
+        [a.echoes.label, fmt(a.echoes.records), f"{a.echoes.seconds:.1f}", fmt(a.echoes.rate), a.problem or ""]
+        for a in r.anchors
+    ]
     if (w := r.worker_run) is not None:
         rows.append(
             [
@@ -404,6 +482,24 @@ def throughput_md(r: Report) -> str:
         f"{r.expected.seconds:.1f} s.",
         md_table(["run", "records", "span s (first to last)", "per second", "note"], rows),
         method(tp),
+        method(tp.faust_anchor),
+        "Run order: pass-through A, Faust agent `each`, the worker, Faust agent `take`, pass-through B.",
+    ]
+    if r.inprocess_logs:
+        parts += [
+            "The gate in-process (`Gate.handle_record`, MemoryStore) on other logs, in this process "
+            "right after the bench log's pass:",
+            md_table(
+                ["log", "events", "decisions", "s", "events/s", "µs/event"],
+                [
+                    [label, fmt(e.events), fmt(e.decisions), f"{e.seconds:.1f}", fmt(e.rate), f"{1e6 / e.rate:.1f}"]
+                    for label, e in [("bench mix (the run's log)", r.expected)]
+                    + [(label, e) for label, _, e in r.inprocess_logs]
+                ],
+            ),
+            *(f"{label}: " + tp.describe(g) for label, g, _ in r.inprocess_logs),
+        ]
+    parts += [
         "Outcome counts (the live worker and replay must reproduce the in-process pass):",
     ]
     cols = [

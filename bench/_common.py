@@ -160,6 +160,7 @@ class Log:
     userkeys: int = 0
     blasts: list[tuple[str, str, int]] = field(default_factory=list)  # (app, sender, recipients)
     event_hours: float = 0.0
+    mix: object = None  # the throughput generator's Mix that shaped it
 
     def emit(self, *args, **fields) -> None:
         d = doc(*args, **fields)

@@ -46,6 +46,7 @@ from sendgate.streams.local.keyring import LOCAL_KEYS, write_local_keyring
 from sendgate.streams.local.process import WorkerProcess
 from sendgate.streams.ops.replay import ReplayResult, replay, replay_topic
 
+from . import faust_anchor
 from ._common import DAY, T0, Log, labelled, load_corpus
 
 # --- settings ------------------------------------------------------------------------------------
@@ -153,9 +154,29 @@ NAMES = [
 ]
 
 
-def generate(n: int, seed: int = 20240601, n_apps: int = 50) -> Log:
-    """A deterministic realistic mix of `n` events (see the module docstring)."""
+@dataclass(frozen=True)
+class Mix:
+    """The shape of a generated log: how many apps, senders per app and blasts."""
+
+    name: str
+    n_apps: int
+    senders_per_app: tuple[int, int]
+    events_per_blast: int  # one blast per this many events (at least 2)
+    blast_size: tuple[int, int]  # recipients: n // 40 clamped to this range
+
+
+MIXES = {
+    # the log everything is tuned and compared on
+    "bench": Mix("bench", 50, (2, 8), 40_000, (30, 250)),
+    # a check that a gain is not tuned to the bench log: many senders, many burst clusters
+    "many-senders": Mix("many-senders", 400, (4, 16), 1_500, (12, 40)),
+}
+
+
+def generate(n: int, seed: int = 20240601, mix: Mix = MIXES["bench"]) -> Log:
+    """A deterministic realistic mix of `n` events (see the module docstring), shaped by `mix`."""
     rng = random.Random(seed)
+    n_apps = mix.n_apps
     corpus = load_corpus()
     ham, spam = ([t for t in labelled(corpus, label) if t.strip()] for label in ("ham", "spam"))
     apps = [f"app-{i:03d}" for i in range(n_apps)]
@@ -166,7 +187,7 @@ def generate(n: int, seed: int = 20240601, n_apps: int = 50) -> Log:
     pool: dict[str, int] = {}  # userkeys per app
     registered: dict[tuple[str, str], int] = {}
     for app, w in zip(apps, weights):
-        senders[app] = [f"sender-{j}" for j in range(rng.randint(2, 8))]
+        senders[app] = [f"sender-{j}" for j in range(rng.randint(*mix.senders_per_app))]
         pool[app] = max(20, int(n_userkeys * w / sum(weights)))
         for s in senders[app]:
             young = rng.random() < 0.2  # registered < 90 days ago: a risky sender
@@ -177,11 +198,12 @@ def generate(n: int, seed: int = 20240601, n_apps: int = 50) -> Log:
         return f"{area[app]}{i:07d}"
 
     # blasts: planned up front so that opt_in events can target their recipients beforehand
-    n_blasts, blast_size = max(2, round(n / 40_000)), max(30, min(250, n // 40))
+    n_blasts = max(2, round(n / mix.events_per_blast))
+    blast_size = max(mix.blast_size[0], min(mix.blast_size[1], n // 40))
     blast_span = max(blast_size * 4, n // 60)  # events over which a blast's sends are spread
     blasts = []
     for b in range(n_blasts):
-        app = rng.choices(apps[:10], k=1)[0]
+        app = rng.choices(apps[: max(10, n_apps // 10)], k=1)[0]
         sender = rng.choice(senders[app])
         recipients = rng.sample(range(pool[app]), min(blast_size, pool[app]))
         start = int(n * (b + 0.5) / (n_blasts + 0.5)) - blast_span // 2
@@ -202,7 +224,7 @@ def generate(n: int, seed: int = 20240601, n_apps: int = 50) -> Log:
     recent: dict[str, deque] = {app: deque(maxlen=50) for app in apps}  # (event_id, sender, userkey)
     pairs: dict[str, list[tuple[str, int]]] = {app: [] for app in apps}  # (sender, userkey index) that wrote
     pair_seen: set[tuple[str, str, int]] = set()
-    log = Log(seed, apps=n_apps, senders=sum(len(s) for s in senders.values()), userkeys=sum(pool.values()))
+    log = Log(seed, apps=n_apps, senders=sum(len(s) for s in senders.values()), userkeys=sum(pool.values()), mix=mix)
     ts = T0
     for i in range(n):
         ts += int(rng.expovariate(1 / 150)) + 1  # ~150 ms of event time per event on average
@@ -535,6 +557,34 @@ async def worker_pass(
         problem,
         wall,
     )
+
+
+@dataclass
+class AnchorRun:
+    mode: str
+    echoes: RateResult
+    problem: str | None
+
+
+async def faust_anchor_pass(settings: Settings, log_dir: Path, mode: str, n_events: int) -> AnchorRun:
+    """A do-nothing Faust agent (bench/faust_anchor.py) in a child process over the same log, in its
+    own group: what Faust itself costs per record. Span from its echoes' record timestamps."""
+    anchor = settings.with_(group_id=f"{settings.group_id}-anchor-{mode}")
+    out = faust_anchor.output_topic(settings, mode)
+    await ensure_topics(settings, [out])
+    process = AnchorProcess(anchor, log_dir / f"anchor-{mode}.log", mode).start()
+    with stopping(process):
+        _, problem = await wait_for_count(settings, out, n_events, process, stall_s=120.0)
+    ts = [r.timestamp async for r in read_log(settings, out, await end_offsets(settings, out))]
+    span = (max(ts) - min(ts)) / 1000 if ts else 0.0
+    return AnchorRun(mode, RateResult(f"Faust agent, {mode}", len(ts), span, bins_per_second(ts, 1000)), problem)
+
+
+class AnchorProcess(WorkerProcess):
+    """`python -m bench.faust_anchor MODE` with the worker's environment."""
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "bench.faust_anchor", *self.args]
 
 
 @dataclass

@@ -22,11 +22,14 @@ class WorkerProcess:
         self.args = args
         self.process: subprocess.Popen | None = None
 
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "sendgate.streams.cli", self.command, *self.args]
+
     def start(self) -> "WorkerProcess":
         env = {**os.environ, **self.settings.to_env()}
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sendgate.streams.cli", self.command, *self.args],
+            self.argv(),
             env=env,
             stdout=log,
             stderr=log,
