@@ -7,6 +7,7 @@
 Workloads (the method of each: throughput.py, latency.py, worker_memory.py):
   throughput  one worker process vs a raw aiokafka pass-through on the same generated log
   replay      `sendgate replay` over the same log, next to the live worker's events/s
+  scale       two workers in one group against one, next to two pass-through consumers against one
   latency     fixed offered rates (1,000 and 3,000 requests/s): produce -> decision at a subscriber
   profile     py-spy samples of the worker (saturated, and at 1,000/s), when py-spy is installed
   memory      worker RSS holding 100k and 1M userkeys, changelog bytes, restarts and fail-over (one of two
@@ -41,13 +42,14 @@ from sendgate.streams.local.broker import KAFKA_VERSION, LocalKafka
 
 from . import latency as lat
 from . import pyspy
+from . import scaling as sc
 from . import soak
 from . import throughput as tp
 from . import worker_memory as mem
 from ._common import ROOT, cli, fmt, md_table, out_path, write_report
 
 INPROCESS = ("steps", "state_size", "detection")
-BROKER_WORKLOADS = ("throughput", "replay", "latency", "profile", "memory")  # on the suite's broker
+BROKER_WORKLOADS = ("throughput", "replay", "scale", "latency", "profile", "memory")  # on the suite's broker
 WORKLOADS = (*BROKER_WORKLOADS, "inprocess", "soak")
 BROKER_KEYS = (
     "num.network.threads",
@@ -116,6 +118,7 @@ class Report:
         self.profile_tp = self.long_run = None
         self.publish_s, self.wall_s = 0.0, 0.0
         self.passthrough, self.held, self.inprocess, self.errors, self.plots = [], [], [], [], []
+        self.scaling: sc.Scaling | None = None
         self.anchors: list[tp.AnchorRun] = []  # do-nothing Faust agents over the throughput log
         self.inprocess_logs: list[tuple[str, tp.Log, tp.Expected]] = []  # the gate in-process on other logs
         self.soak: Path | None = None  # the soak's results file
@@ -193,6 +196,21 @@ async def phase_replay(r: Report) -> None:
         r.replay = await tp.replay_speed(r.tp_settings)
         rr = r.replay.result
         log(f"replay: {rr.events:,} events in {rr.seconds:.1f} s = {fmt(rr.rate)} events/s")
+
+
+async def phase_scale(r: Report) -> None:
+    if r.tp_settings is None or r.worker_run is None:
+        return
+    log("scaling: pass-through 1, 2, 1 process(es), then two workers ...")
+    fresh = r.settings("scale")
+    r.scaling = s = await sc.scaling(r.tp_settings, fresh, r.work, r.log, r.expected.decisions)
+    log(
+        "scaling: pass-through "
+        + ", ".join(f"{fmt(x.rate)}/s" for x in (s.passthrough_one[0], s.passthrough_two, s.passthrough_one[1]))
+        + (f"; two workers {fmt(s.workers_two.rate)} decisions/s" if s.workers_two else f"; PROBLEM {s.problem}")
+    )
+    if s.problem:
+        r.errors.append(f"scale: {s.problem}")
 
 
 async def phase_latency(r: Report) -> None:
@@ -367,6 +385,17 @@ def summary_rows(r: Report) -> list[list[str]]:
             f"pass-through {fmt(pt_rate)} records/s",
             f"{w.decisions.rate / pt_rate:.2f}" if pt_rate else "",
         )
+    if (s := r.scaling) is not None and s.workers_two is not None and w is not None:
+        gain = s.workers_two.rate / w.decisions.rate if w.decisions.rate else 0.0
+        ratio = gain / s.passthrough_gain if s.passthrough_gain else 0.0
+        row(
+            "scaling: decisions/s of two workers in one group / of one",
+            f"{gain:.2f}x ({fmt(s.workers_two.rate)} / {fmt(w.decisions.rate)})",
+            f"two pass-through processes / one: {s.passthrough_gain:.2f}x",
+            f"{ratio:.2f}",
+            ">= 0.80",
+            verdict(ratio >= 0.80),
+        )
     for a in r.anchors:
         against(f"do-nothing Faust agent ({a.mode}): events/s", a.echoes.rate, f"pass-through {fmt(pt_rate)}", pt_rate)
     if r.latency is not None:
@@ -529,6 +558,19 @@ def throughput_md(r: Report) -> str:
             f"log and producing the decisions to `{r.replay.topic}`, acks=all, linger 20 ms). "
             + (f"Live worker on the same log: {fmt(w.events_rate)} events/s." if w else ""),
         ]
+    if (sc_ := r.scaling) is not None:
+        runs = [*sc_.passthrough_one[:1], sc_.passthrough_two, *sc_.passthrough_one[1:]]
+        runs += [sc_.workers_two] if sc_.workers_two is not None else []
+        parts += [
+            "## Scaling",
+            method(sc),
+            md_table(
+                ["run", "records", "span s", "per second"],
+                [[x.label, fmt(x.records), f"{x.seconds:.1f}", fmt(x.rate)] for x in runs],
+            ),
+        ]
+        if sc_.problem:
+            parts.append(f"Two workers: **{sc_.problem}**")
     return "\n\n".join(parts)
 
 
@@ -894,6 +936,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, phase in (
             ("throughput", phase_throughput),
             ("replay", phase_replay),
+            ("scale", phase_scale),
             ("latency", phase_latency),
             ("profile", phase_profile),
             ("memory", phase_memory),
