@@ -12,7 +12,7 @@ from datasketch import MinHash
 from hypothesis import given, settings, strategies as st
 
 from bench._common import DATA, load_corpus
-from conftest import PARCEL, TEMPLATE, UNRELATED
+from conftest import PARCEL, TEMPLATE, UNRELATED, Harness, established, send
 from sendgate.models import similarity
 from sendgate.models.reading import as_seen
 from sendgate.models.similarity import BATCH_SHINGLES, TEXT_ROWS, Sketcher, normalize, shingles, similarities
@@ -214,3 +214,55 @@ def test_every_text_of_the_sms_corpus_sketches_as_datasketch_does():
     for batch in (10, 500):
         got = np.concatenate([sketcher.sketch_many(texts[i : i + batch]) for i in range(0, len(texts), batch)])
         assert np.array_equal(got, alone)
+
+
+def test_presketched_texts_are_taken_from_the_batch_and_equal_what_sketch_makes():
+    sketcher, fresh = Sketcher(), Sketcher()
+    batch = [PARCEL, *VARIANTS, PARCEL]
+    sketcher.presketch(batch)
+    for text in batch:
+        got = sketcher.sketch(text)
+        assert np.array_equal(got, fresh.sketch(text))
+        assert not got.flags.writeable  # shared by every caller that asks for the text
+    assert sketcher.sketch(PARCEL) is sketcher.sketch(PARCEL)
+    assert sketcher.sketch(UNRELATED[0]).flags.writeable  # not in the batch: made alone
+    sketcher.presketch([UNRELATED[1]])  # the next batch replaces the memo
+    assert sketcher.sketch(PARCEL) is not sketcher.sketch(PARCEL)
+
+
+def test_presketch_pauses_after_a_batch_whose_texts_were_mostly_not_asked_for():
+    sketcher = Sketcher()
+    read: list[int] = []
+
+    def texts(batch: int):
+        read.append(batch)
+        yield from (f"text {batch} {i}" for i in range(10))
+
+    sketcher.presketch(texts(0))
+    for i in range(7):  # 7 of 10: it paid
+        sketcher.sketch(f"text 0 {i}")
+    sketcher.presketch(texts(1))
+    sketcher.sketch("text 1 0")  # 1 of 10: it did not
+    for batch in range(2, 3 + similarity.PRESKETCH_PAUSE):
+        sketcher.presketch(texts(batch))
+    assert read == [0, 1, 2 + similarity.PRESKETCH_PAUSE]  # the paused batches' texts were never read
+    assert np.array_equal(sketcher.sketch("text 2 0"), Sketcher().sketch("text 2 0"))
+
+
+def test_presketching_each_batch_of_sends_changes_no_decision():
+    """Two gates take the same events in batches; one presketches each batch's send texts."""
+    docs = established(conversers=3) + established(sender="S2", conversers=3)
+    for at in range(0, 40):  # blasts of a template's variants, a few unrelated texts, over two senders
+        text = (VARIANTS + [PARCEL] + list(UNRELATED))[at % 7]
+        docs.append(send(f"u{at:02d}", at=at * 5_000, text=text, sender="S1" if at % 3 else "S2"))
+    plain, batched = Harness(), Harness()
+    plain.feed(*docs)
+    taken = 0
+    for i in range(0, len(docs), 8):
+        batch = docs[i : i + 8]
+        batched.gate.sketcher.presketch(d["text"] for d in batch if d["type"] == "send")
+        batched.feed(*batch)
+        taken += batched.gate.sketcher._taken
+    assert taken > 30  # the burst step took its sketches from the batches
+    assert batched.records == plain.records
+    assert batched.store.tables == plain.store.tables
