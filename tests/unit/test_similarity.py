@@ -226,8 +226,9 @@ def test_presketched_texts_are_taken_from_the_batch_and_equal_what_sketch_makes(
         assert not got.flags.writeable  # shared by every caller that asks for the text
     assert sketcher.sketch(PARCEL) is sketcher.sketch(PARCEL)
     assert sketcher.sketch(UNRELATED[0]).flags.writeable  # not in the batch: made alone
-    sketcher.presketch([UNRELATED[1]])  # the next batch replaces the memo
+    sketcher.presketch(UNRELATED[:3])  # the next batch replaces the memo; so few texts are sketched alone
     assert sketcher.sketch(PARCEL) is not sketcher.sketch(PARCEL)
+    assert sketcher.sketch(UNRELATED[1]).flags.writeable
 
 
 def test_presketch_pauses_after_a_batch_whose_texts_were_mostly_not_asked_for():
