@@ -30,7 +30,7 @@ from sendgate.models.gate import CLOCKS, CONVERSATIONS, Gate, MemoryStore, key
 from sendgate.models.junk import JunkIndex, JunkTemplate
 from sendgate.models.policy import Policy
 from sendgate.models.reading import as_seen
-from sendgate.models.similarity import SEED, Sketcher, normalize, shingles, similarities
+from sendgate.models.similarity import SEED, Sketcher, normalize, normalized_bytes, shingles, similarities
 from sendgate.models.sources import APP as APP_ROLE, Keyring, SigningKey
 
 from ._common import (
@@ -198,6 +198,13 @@ def bench_sketch(corpus: list[tuple[str, str]], repeat: int, subset_step: int) -
     ]
     rows.append(
         [
+            "  of which normalized_bytes (what shingles are cut from)",
+            fmt(each_us(normalized_bytes, all_texts, repeat), 1),
+            "",
+        ]
+    )
+    rows.append(
+        [
             "  of which normalize + shingles",
             fmt(each_us(lambda text: shingles(normalize(text), 4), all_texts, repeat), 1),
             "",
@@ -276,6 +283,31 @@ def bench_sketch(corpus: list[tuple[str, str]], repeat: int, subset_step: int) -
         [f"(subset: every {subset_step}th text, {len(subset)} texts; ratio = median of per-repeat ratios)", "", ""]
     )
     return rows, base
+
+
+def bench_sketch_batches(texts: list[str], repeat: int) -> list[list]:
+    """Sketcher.sketch_many over consecutive batches of the texts, alternately with Sketcher.sketch
+    text by text (what the burst step does unless a batch was presketched)."""
+    sk = Sketcher()
+    sizes = (1, 10, 100, 500)
+
+    def alone():
+        for text in texts:
+            sk.sketch(text)
+
+    def batches(size: int):
+        chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+        return lambda: [sk.sketch_many(chunk) for chunk in chunks]
+
+    runs = side_by_side({"alone": alone, **{f"{n}": batches(n) for n in sizes}}, 1, repeat, len(texts))
+    return [["Sketcher.sketch, text by text", fmt(median(runs["alone"]), 1), "1.00"]] + [
+        [
+            f"Sketcher.sketch_many, batches of {n}",
+            fmt(median(runs[f"{n}"]), 1),
+            f"{median(b / a for a, b in zip(runs['alone'], runs[f'{n}'])):.2f}",
+        ]
+        for n in sizes
+    ]
 
 
 def sender_with_clusters(policy: Policy, sketches: list[np.ndarray], k: int) -> SenderState:
@@ -670,7 +702,7 @@ PROFILE_PARTS = (  # (file suffix, function name, label)
     ("gate/send.py", "send", "  send: the SEND_STEPS (sends)"),
     ("gate/burst.py", "pace", "    burst.pace (sends that reach the burst step)"),
     ("similarity.py", "sketch", "      Sketcher.sketch"),
-    ("similarity.py", "normalize", "        normalize (4 regex passes)"),
+    ("similarity.py", "normalized_bytes", "        normalized_bytes (as_seen + patterns)"),
     ("similarity.py", "shingles", "        shingles"),
     ("minhash.py", "update_batch", "        MinHash.update_batch (crc32 per shingle + fmix + permute + min)"),
     ("junk.py", "match", "      JunkIndex.match"),
@@ -755,6 +787,9 @@ def main() -> None:
         md_table(["step", "µs/text", "note"], sk_rows),
         "Baseline, measured alternately in the same run on the same texts:",
         md_table(["how", "µs/text", "vs Sketcher"], base),
+        "A batch at once (`Sketcher.sketch_many`; `presketch` fills a per-batch memo with it), measured "
+        "alternately with text by text, all texts:",
+        md_table(["how", "µs/text", "vs text by text"], bench_sketch_batches([t for _, t in corpus], repeat)),
     )
     section(
         "Cluster lookup: SenderState.decide with pre-computed sketches (no sketching)",

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import random
+import zlib
+
 import numpy as np
 import pytest
+from datasketch import MinHash
+from hypothesis import given, settings, strategies as st
 
-from conftest import PARCEL, TEMPLATE, UNRELATED
-from sendgate.models.similarity import Sketcher, normalize, shingles, similarities
+from bench._common import DATA, load_corpus
+from conftest import PARCEL, TEMPLATE, UNRELATED, Harness, established, send
+from sendgate.models import similarity
+from sendgate.models.reading import as_seen
+from sendgate.models.similarity import BATCH_SHINGLES, TEXT_ROWS, Sketcher, normalize, shingles, similarities
 
 VARIANTS = [
     TEMPLATE.format(name="Christopher", num="7", url="http://t.co/xyz"),
@@ -127,25 +136,134 @@ def test_shingle_size_and_num_perm_are_honoured():
 
 def _datasketch_sketch(text: str, num_perm: int, size: int) -> np.ndarray:
     """The reference: datasketch hashing shingle by shingle (what stored sketches were made with)."""
-    import zlib
-
-    from datasketch import MinHash
-
-    minhash = MinHash(num_perm=num_perm, seed=1, hashfunc=zlib.crc32, scheme="affine32")
+    minhash = _datasketch_minhash(num_perm)
+    minhash.clear()
     minhash.update_batch(shingles(normalize(text), size))
-    return minhash.hashvalues
+    return minhash.hashvalues.copy()
 
 
-@pytest.mark.parametrize("num_perm, size", [(128, 4), (64, 3), (256, 5)])
+@functools.cache
+def _datasketch_minhash(num_perm: int) -> MinHash:  # (making one draws its permutations: 0.2 ms)
+    return MinHash(num_perm=num_perm, seed=1, hashfunc=zlib.crc32, scheme="affine32")
+
+
+def _normalize_by_definition(text: str) -> str:
+    """normalize's definition: every pattern on every text, as str (no shortcut: `normalize` skips
+    patterns that cannot match, and folds an ASCII text's bytes by a table)."""
+    text = similarity._EMAIL_RE.sub("e", as_seen(text))
+    text = similarity._URL_RE.sub("u", text)
+    text = similarity._DIGITS_RE.sub("0", similarity._PUNCTUATION_RE.sub(" ", text))
+    return " ".join(text.split())
+
+
+# Texts that reach every branch: shorter than a shingle, control characters and the whitespace only
+# str.split knows (\x1c-\x1f), link and address pieces, non-ASCII digits and letters, emoji; and
+# texts longer than a per-text tile (TEXT_ROWS) and than a batch's pass (BATCH_SHINGLES).
+ALPHABET = "abcdefgh  0123.@/:_!?-*\t\n\x00\x1c\x1f\x7fÄéΩ٣😀"
+PIECES = ["www.", "http://", "https://x.co/", ".com", ".co.uk", ".ly ", "a@b.org", "ab.cd.io/x", "£5.99"]
+
+
+def generated_texts(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    texts = ["", "a", "abc", "abcd", "abcde", "aaaaaaaaaa", "Ünïcode ÄÖ 😀😀", "é", *VARIANTS, PARCEL, *UNRELATED]
+    texts += ["word " * (TEXT_ROWS // 2), "x" * (BATCH_SHINGLES + 7), "ab " * BATCH_SHINGLES]
+    for _ in range(count):
+        parts = [rng.choice(ALPHABET) if rng.random() < 0.9 else rng.choice(PIECES) for _ in range(rng.randint(0, 60))]
+        texts.append("".join(parts))
+    return texts
+
+
+@pytest.mark.parametrize("num_perm, size", [(128, 4), (64, 3), (256, 5), (16, 1), (32, 2)])
 def test_sketches_are_bit_identical_to_datasketch(num_perm, size):
-    import random
-
-    rng = random.Random(num_perm)
-    alphabet = "abcdefgh  0123.@/:ÄéΩ😀\t"
-    texts = ["", "a", "abc", "abcd", "abcde", "aaaaaaaaaa", "Ünïcode ÄÖ 😀😀", *VARIANTS, PARCEL, *UNRELATED]
-    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120))) for _ in range(300)]
     sketcher = Sketcher(num_perm, size)
-    for text in texts:
+    for text in generated_texts(num_perm, 300):
         got = sketcher.sketch(text)
         assert got.dtype == np.uint32 and got.shape == (num_perm,)
         assert np.array_equal(got, _datasketch_sketch(text, num_perm, size)), repr(text)
+
+
+@pytest.mark.parametrize("num_perm, size", [(128, 4), (64, 3), (16, 1)])
+def test_a_batch_sketches_each_text_as_sketch_does(num_perm, size):
+    sketcher = Sketcher(num_perm, size)
+    texts = generated_texts(size, 600)
+    alone = np.stack([sketcher.sketch(t) for t in texts])
+    random.Random(size).shuffle(order := list(range(len(texts))))
+    for batch in (1, 2, 7, 100, len(texts)):
+        for i in range(0, len(texts), batch):
+            picked = order[i : i + batch]
+            got = sketcher.sketch_many([texts[j] for j in picked])
+            assert got.dtype == np.uint32 and got.flags.c_contiguous
+            assert np.array_equal(got, alone[picked]), (batch, i)
+    assert sketcher.sketch_many([]).shape == (0, num_perm)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(ALPHABET) | st.sampled_from(PIECES) | st.characters(), max_size=60).map("".join))
+def test_normalize_is_its_definition(text):
+    assert normalize(text) == _normalize_by_definition(text)
+
+
+@pytest.mark.skipif(not DATA.exists(), reason=f"the SMS corpus is not at {DATA} (shared data, never in the project)")
+def test_every_text_of_the_sms_corpus_sketches_as_datasketch_does():
+    texts = [text for _, text in load_corpus()]
+    sketcher = Sketcher()
+    alone = np.stack([sketcher.sketch(t) for t in texts])
+    for text, got in zip(texts, alone):
+        assert normalize(text) == _normalize_by_definition(text), repr(text)
+        assert np.array_equal(got, _datasketch_sketch(text, 128, 4)), repr(text)
+    for batch in (10, 500):
+        got = np.concatenate([sketcher.sketch_many(texts[i : i + batch]) for i in range(0, len(texts), batch)])
+        assert np.array_equal(got, alone)
+
+
+def test_presketched_texts_are_taken_from_the_batch_and_equal_what_sketch_makes():
+    sketcher, fresh = Sketcher(), Sketcher()
+    batch = [PARCEL, *VARIANTS, PARCEL]
+    sketcher.presketch(batch)
+    for text in batch:
+        got = sketcher.sketch(text)
+        assert np.array_equal(got, fresh.sketch(text))
+        assert not got.flags.writeable  # shared by every caller that asks for the text
+    assert sketcher.sketch(PARCEL) is sketcher.sketch(PARCEL)
+    assert sketcher.sketch(UNRELATED[0]).flags.writeable  # not in the batch: made alone
+    sketcher.presketch(UNRELATED[:3])  # the next batch replaces the memo; so few texts are sketched alone
+    assert sketcher.sketch(PARCEL) is not sketcher.sketch(PARCEL)
+    assert sketcher.sketch(UNRELATED[1]).flags.writeable
+
+
+def test_presketch_pauses_after_a_batch_whose_texts_were_mostly_not_asked_for():
+    sketcher = Sketcher()
+    read: list[int] = []
+
+    def texts(batch: int):
+        read.append(batch)
+        yield from (f"text {batch} {i}" for i in range(10))
+
+    sketcher.presketch(texts(0))
+    for i in range(7):  # 7 of 10: it paid
+        sketcher.sketch(f"text 0 {i}")
+    sketcher.presketch(texts(1))
+    sketcher.sketch("text 1 0")  # 1 of 10: it did not
+    for batch in range(2, 3 + similarity.PRESKETCH_PAUSE):
+        sketcher.presketch(texts(batch))
+    assert read == [0, 1, 2 + similarity.PRESKETCH_PAUSE]  # the paused batches' texts were never read
+    assert np.array_equal(sketcher.sketch("text 2 0"), Sketcher().sketch("text 2 0"))
+
+
+def test_presketching_each_batch_of_sends_changes_no_decision():
+    """Two gates take the same events in batches; one presketches each batch's send texts."""
+    docs = established(conversers=3) + established(sender="S2", conversers=3)
+    for at in range(0, 40):  # blasts of a template's variants, a few unrelated texts, over two senders
+        text = (VARIANTS + [PARCEL] + list(UNRELATED))[at % 7]
+        docs.append(send(f"u{at:02d}", at=at * 5_000, text=text, sender="S1" if at % 3 else "S2"))
+    plain, batched = Harness(), Harness()
+    plain.feed(*docs)
+    taken = 0
+    for i in range(0, len(docs), 8):
+        batch = docs[i : i + 8]
+        batched.gate.sketcher.presketch(d["text"] for d in batch if d["type"] == "send")
+        batched.feed(*batch)
+        taken += batched.gate.sketcher._taken
+    assert taken > 30  # the burst step took its sketches from the batches
+    assert batched.records == plain.records
+    assert batched.store.tables == plain.store.tables
