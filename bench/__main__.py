@@ -40,6 +40,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from sendgate.streams.local.broker import KAFKA_VERSION, LocalKafka
 
+from . import faust_anchor
 from . import latency as lat
 from . import pyspy
 from . import scaling as sc
@@ -511,7 +512,7 @@ def throughput_md(r: Report) -> str:
         f"{r.expected.seconds:.1f} s.",
         md_table(["run", "records", "span s (first to last)", "per second", "note"], rows),
         method(tp),
-        method(tp.faust_anchor),
+        method(faust_anchor),
         "Run order: pass-through A, Faust agent `each`, the worker, Faust agent `take`, pass-through B.",
     ]
     if r.inprocess_logs:

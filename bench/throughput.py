@@ -46,7 +46,6 @@ from sendgate.streams.local.keyring import LOCAL_KEYS, write_local_keyring
 from sendgate.streams.local.process import WorkerProcess
 from sendgate.streams.ops.replay import ReplayResult, replay, replay_topic
 
-from . import faust_anchor
 from ._common import DAY, T0, Log, labelled, load_corpus
 
 # --- settings ------------------------------------------------------------------------------------
@@ -569,6 +568,8 @@ class AnchorRun:
 async def faust_anchor_pass(settings: Settings, log_dir: Path, mode: str, n_events: int) -> AnchorRun:
     """A do-nothing Faust agent (bench/faust_anchor.py) in a child process over the same log, in its
     own group: what Faust itself costs per record. Span from its echoes' record timestamps."""
+    from . import faust_anchor  # imports Faust: not for the in-process users of this module (bench.identity)
+
     anchor = settings.with_(group_id=f"{settings.group_id}-anchor-{mode}")
     out = faust_anchor.output_topic(settings, mode)
     await ensure_topics(settings, [out])
