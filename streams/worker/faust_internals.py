@@ -273,6 +273,14 @@ def commit_at(app: Any, next_offsets: Mapping[TP, int]) -> None:
     consumer._commit_offsets = _commit_offsets
 
 
+def forget_recovery_offset(app: Any, tp: TP) -> None:
+    """Make Faust's next recovery read changelog partition `tp` from the store's persisted offset,
+    or from the beginning without one: it keeps the offset it last read to when the store has none."""
+    recovery = app.tables.recovery
+    recovery.active_offsets.pop(tp, None)
+    recovery.standby_offsets.pop(tp, None)
+
+
 def rows_with_prefix(table: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     """The rows of `table` on this worker's active partitions whose key starts with `prefix`: in
     RocksDB one seek per partition store (keys are sorted), not a scan of every row; in the
