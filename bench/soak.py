@@ -18,7 +18,8 @@ the beginning) - the request's intended send time, so an outage counts in full f
 it delays. Faults in rotation, the first after 2.5 minutes (quick: 40 s):
 kill -9 of worker A, then a new process on its store at once; SIGSTOP of worker B for the session
 timeout + 10 s, then SIGCONT; kill -9 of the broker, then the broker again on the same port and data
-dir; worker B's store dir is a tmpfs mounted for the run, filled with a file for 60 s, then the
+dir; worker B's store dir is a tmpfs mounted for the run, filled at once by one file (fallocate:
+the fault lasts as long as the disk is full, plus the fill's few seconds) kept 60 s, then the
 file is removed. A worker process that exits on its own is started again at once, as an
 orchestrator would (counted, with its exit code). After the load: wait until every acknowledged
 request has a decision (at most 600 s, quick 90 s, or 240 s without a new one), stop the workers,
@@ -32,7 +33,8 @@ counted apart); replay changed = requests whose chain of decisions the replay de
 Per fault: the longest time any decisions partition went without a new decision, from the fault's
 start to the next fault (the same figure before the first fault is the baseline), and the time
 until the requests due after the fault are decided within 1 s again. RSS (VmRSS) of each worker
-process every 5 s. Last, each worker's local `state` store is compared with the changelog, as the
+process every 5 s, and the part of it RocksDB holds outside Python (the worker's
+`sendgate_store_memory_bytes`: memtables, table readers, block cache). Last, each worker's local `state` store is compared with the changelog, as the
 recovery at its next start would make it. lost, conflicting, delivered twice or replay changed above
 0, or a store that differs, fail the run (exit 1); the other targets (recovery times, memory) are
 reported.
@@ -55,6 +57,7 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.request
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -163,7 +166,8 @@ class Soak:
         self.outcomes: Counter = Counter()
         self.faults: list[Fault] = []
         self.exits: list[Exit] = []
-        self.rss: list[tuple[float, str, int, float]] = []  # (t, worker, pid, MB)
+        # (t, worker, pid, RSS MB, MB of it RocksDB's: memtables, table readers, block cache; nan: not read)
+        self.rss: list[tuple[float, str, int, float, float]] = []
         self.busy: set[str] = set()  # workers a fault is handling (not restarted by the supervisor)
         self.t0 = 0.0
         self.load_end = 0.0
@@ -308,10 +312,11 @@ class Soak:
                     self.workers[label] = self.worker(label)
             if time.time() >= next_rss:
                 next_rss = time.time() + 5.0
-                for label, w in self.workers.items():
+                for label, w in list(self.workers.items()):
                     with contextlib.suppress(Exception):
                         if w.process is not None:
-                            self.rss.append((time.time(), label, w.process.pid, vmrss_mb(w.process.pid)))
+                            rocks = await asyncio.to_thread(store_memory_mb, self.ports[label])
+                            self.rss.append((time.time(), label, w.process.pid, vmrss_mb(w.process.pid), rocks))
             await asyncio.sleep(0.5)  # poll interval
 
     async def fault(self, kind: str) -> Fault:
@@ -346,13 +351,14 @@ class Soak:
         elif kind == DISK:
             filler = Path(self.tmpfs) / "fill.bin"
             filled = await asyncio.to_thread(fill, filler)
+            fill_s = time.time() - f.start
             free = os.statvfs(self.tmpfs)
             await asyncio.sleep(DISK_FULL_S)  # holds the fault for a minute
             filler.unlink()
             f.end = time.time()
             f.note = (
-                f"{filled / 2**20:,.0f} MB written to fill it ({free.f_bavail * free.f_frsize // 1024} kB "
-                f"left), removed after {DISK_FULL_S:g} s"
+                f"filled in {fill_s:.1f} s by one file of {filled / 2**20:,.0f} MB (fallocate; "
+                f"{free.f_bavail * free.f_frsize // 1024} kB left), removed after {DISK_FULL_S:g} s"
             )
         log(f"fault over: {kind}: {f.note}")
         return f
@@ -661,22 +667,42 @@ def check_stores(settings: Settings, work: Path) -> dict[str, list[list[str]]]:
     return out
 
 
+def store_memory_mb(port: int) -> float:
+    """A worker's `sendgate_store_memory_bytes` (its /metrics), in MB; nan when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return float("nan")
+    found = re.search(r"^sendgate_store_memory_bytes ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(found.group(1)) / 2**20 if found else float("nan")
+
+
 def fill(path: Path) -> int:
-    """Write `path` until the filesystem is full; returns the bytes written."""
-    chunk, written = b"\0" * (4 << 20), 0
+    """Fill the filesystem of `path` at once with one file; returns its size in bytes. fallocate
+    takes the free space in one call (a write loop took ~30 s of a 2 GB tmpfs on a loaded host, so
+    the fault lasted half a minute longer than the disk stayed full); a worker writing meanwhile can
+    take some of it, so it asks a little less each time until it fits, then writes the last few kB."""
     with open(path, "wb", buffering=0) as fh:
+        margin = 0
         while True:
+            st = os.statvfs(path.parent)
+            size = os.fstat(fh.fileno()).st_size
+            ask = st.f_bavail * st.f_frsize - margin
+            if ask < 1 << 20:
+                break
             try:
-                written += fh.write(chunk)
+                os.posix_fallocate(fh.fileno(), size, ask)
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise
-                break
-        while True:  # the last few kB
+                margin += 1 << 20  # taken meanwhile
+        fh.seek(0, os.SEEK_END)
+        while True:  # the last kB
             try:
-                written += fh.write(b"\0" * 4096)
+                fh.write(b"\0" * 4096)
             except OSError:
-                return written
+                return os.fstat(fh.fileno()).st_size
 
 
 # --- the results -------------------------------------------------------------------------------
@@ -689,11 +715,24 @@ def percentiles(lat: np.ndarray) -> str:
 
 
 def rss_rows(s: Soak) -> tuple[list[list[str]], str, bool | None]:
-    """Per worker process: RSS at its first and last sample and its maximum; the flat-memory verdict
-    on the longest-lived process (its growth from 5 minutes into the load to the end)."""
+    """Per worker process: RSS at its first and last sample and its maximum, RocksDB's part of it at
+    its first and last reading, and how much the rest grew between those two readings; the
+    flat-memory verdict on the longest-lived process (its growth from 5 minutes into the load to
+    the end)."""
     by_pid: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    for t, label, pid, mb in s.rss:
+    read: dict[tuple[str, int], list[tuple[float, float, float]]] = {}  # (t, RSS, RocksDB's) where it answered
+    for t, label, pid, mb, rocks in s.rss:
         by_pid.setdefault((label, pid), []).append((t, mb))
+        if rocks == rocks:  # not nan
+            read.setdefault((label, pid), []).append((t, mb, rocks))
+
+    def rocksdb(key: tuple[str, int]) -> list[str]:
+        xs = read.get(key)
+        if not xs:
+            return ["-", "-", "-"]
+        rest = (xs[-1][1] - xs[-1][2]) - (xs[0][1] - xs[0][2])
+        return [f"{xs[0][2]:.0f}", f"{xs[-1][2]:.0f}", f"{rest:+.0f}"]
+
     rows = [
         [
             label,
@@ -702,6 +741,7 @@ def rss_rows(s: Soak) -> tuple[list[list[str]], str, bool | None]:
             f"{xs[0][1]:.0f}",
             f"{xs[-1][1]:.0f}",
             f"{max(m for _, m in xs):.0f}",
+            *rocksdb((label, pid)),
         ]
         for (label, pid), xs in by_pid.items()
     ]
@@ -715,12 +755,15 @@ def rss_rows(s: Soak) -> tuple[list[list[str]], str, bool | None]:
     slope = float(np.polyfit(ts, warm, 1)[0]) if len(ts) > 2 else 0.0
     growth = warm[-1] - warm[0]
     flat = growth <= max(0.10 * warm[0], 20.0)
+    rocks = [r for t, _, r in read.get((label, pid), []) if t >= s.t0 + 300] or [float("nan")]
     return (
         rows,
         (
             f"worker {label} (pid {pid}, the longest-lived process, {(xs[-1][0] - xs[0][0]) / 60:.0f} min): "
             f"{warm[0]:.0f} MB 5 min into the load, {warm[-1]:.0f} MB at the end ({growth:+.0f} MB; "
-            f"fit {slope:+.2f} MB/min); flat = grew at most 10 % or 20 MB"
+            f"fit {slope:+.2f} MB/min), of which RocksDB's (memtables, table readers, block cache) "
+            f"{rocks[0]:.0f} MB then and {rocks[-1]:.0f} MB at the end: the rest grew {growth - (rocks[-1] - rocks[0]):+.0f} MB; "
+            f"flat = grew at most 10 % or 20 MB"
         ),
         flat,
     )
@@ -838,7 +881,20 @@ def markdown(s: Soak, c: Counts, baseline: tuple[float, int], plot: str | None, 
         ]
     parts += [
         "## Worker RSS",
-        md_table(["worker", "pid", "alive min (of the load)", "first MB", "last MB", "max MB"], rows),
+        md_table(
+            [
+                "worker",
+                "pid",
+                "alive min (of the load)",
+                "first MB",
+                "last MB",
+                "max MB",
+                "RocksDB first MB",
+                "RocksDB last MB",
+                "the rest grew MB",
+            ],
+            rows,
+        ),
         rss_note,
     ]
     if plot:
@@ -968,7 +1024,7 @@ def plot(s: Soak, path: Path) -> str | None:
     axes[1].set(yscale="log", ylabel="latency ms (5 s bins of intended send time)")
     axes[1].legend(loc="upper right", fontsize=8)
     for label in ("A", "B"):
-        pts = [(t - s.t0, mb) for t, lbl, _, mb in s.rss if lbl == label]
+        pts = [(t - s.t0, mb) for t, lbl, _, mb, _ in s.rss if lbl == label]
         axes[2].plot([t / 60 for t, _ in pts], [mb for _, mb in pts], ".", ms=2, label=f"worker {label}")
     axes[2].set(ylabel="VmRSS MB", xlabel="minutes since the load began", ylim=(0, None))
     axes[2].legend(loc="lower right", fontsize=8)

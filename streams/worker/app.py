@@ -18,6 +18,7 @@ from sendgate.models.sources import WORKER, KeyringError
 
 from ..config import ConfigError, Settings
 from .batch import SLOW_BATCH_S, GateWorker
+from .checkpoint import STORE_RETRY_S
 from .faust_internals import (
     channel_queue,
     commit_at,
@@ -104,6 +105,10 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
     @app.timer(interval=SLOW_BATCH_S / 3)
     async def watch_batches() -> None:
         worker.report_slow_batch()
+
+    @app.timer(interval=STORE_RETRY_S)
+    async def retry_store() -> None:
+        store.table.retry_unwritten()
 
     @app.timer(interval=QUIET_CHECK_S)
     async def watch_quiet_partitions() -> None:

@@ -29,7 +29,7 @@ from sendgate.models.sources import WORKER
 from ..config import Settings
 from ..kafka import read_log
 from .checkpoint import CheckpointStore
-from .faust_internals import assigned, committed_offset, highwater, inner_producer, recovery_state
+from .faust_internals import assigned, committed_offset, highwater, inner_producer, recovery_state, store_memory_bytes
 from .holes import Event, Holes, LoggedMessage, Message
 from .metrics import BatchTally, GateMetrics
 from .outbox import Headers, Outbox
@@ -117,6 +117,8 @@ class GateWorker:
             "recovering": in_progress,
             "recovery_remaining": remaining,
             "rebalancing": bool(self.faust.rebalancing),
+            "store_unwritten_rows": self.store.table.unwritten.size,
+            "store_memory_bytes": store_memory_bytes(self.store.table),
             "reasons": self.not_ready(),
         }
 

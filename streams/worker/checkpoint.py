@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ from sendgate.models.junk import JunkIndex, JunkReport, JunkTemplate
 from sendgate.models.policy import Policy
 from sendgate.models.pending import ReleaseSchedule
 
-from .faust_internals import processing, raw_reader, rows_with_prefix
+from .faust_internals import forget_recovery_offset, processing, raw_reader, rows_with_prefix
 from .outbox import Outbox
 
 log = logging.getLogger("sendgate.state")
@@ -228,13 +229,70 @@ def _same(x: Any) -> Any:
     return x
 
 
+class StoreUnwritable(Exception):
+    """The local store has refused writes for so long that the rows held over it (`Unwritten`)
+    reached UNWRITTEN_MAX_ROWS: batches fail until it takes them (and the worker stops after
+    SENDGATE_STALL_EXIT_S of failures)."""
+
+
+class Unwritten:
+    """Committed rows the local store refused (a full disk), per partition, held in memory over it
+    until it takes them.
+
+    Safe because each of them is durable already: the changelog holds it (the broker acknowledged
+    it before the store was written), and the store's persisted offset stays before the first one
+    it refused, so a crash, or a recovery at a rebalance, reads them from the changelog again. While
+    some are held, every write joins them (the store never gets a later row, nor a later persisted
+    offset, before an earlier one), reads see them first (`StateTable.committed`), and the store is
+    tried again at most every STORE_RETRY_S with all of them, in one go per partition (the last
+    value of each row, and the highest offset)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, dict[bytes, bytes | None]] = {}  # partition -> row -> value (None: deleted)
+        self.offsets: dict[TP, int] = {}  # changelog partition -> the offset its rows take the store to
+        self.since: float | None = None  # monotonic time the store first refused (None: it takes writes)
+        self.retry_at = 0.0
+        self.logged_at = 0.0
+        self.size = 0  # rows held, all partitions
+
+    def hold(self, records: Iterable[Any]) -> None:
+        for event in records:
+            message = event.message
+            rows = self.rows.setdefault(message.partition, {})
+            self.size += message.key not in rows
+            rows[message.key] = message.value
+            if message.offset > self.offsets.get(message.tp, -1):
+                self.offsets[message.tp] = message.offset
+
+    def records(self) -> list[_Written]:
+        return [
+            _Written(tp, tp.partition, offset, row, value)
+            for tp, offset in self.offsets.items()
+            for row, value in self.rows.get(tp.partition, {}).items()
+        ]
+
+    def drop(self, partition: int) -> None:
+        self.size -= len(self.rows.pop(partition, ()))
+        self.offsets = {tp: offset for tp, offset in self.offsets.items() if tp.partition != partition}
+
+
+UNWRITTEN_MAX_ROWS = 500_000  # rows held over a store that refuses writes (`Unwritten`): ~100-150 MB
+STORE_RETRY_S = 1.0  # a store that refused a write is tried again at most this often
+STORE_LOG_S = 10.0  # and said so in the log this often
+_MISSING = object()
+
+
 class StateTable(faust.Table):
-    """A Faust table that recovers only committed checkpoints (see the module docstring)."""
+    """A Faust table that recovers only committed checkpoints (see the module docstring), and
+    whose local store may refuse writes for a while without stopping decisions (`Unwritten`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._logs: dict[TP, CheckpointLog] = {}  # each changelog partition being read
-        self._unwritten: list[EventT] = []  # committed records the store failed to write (a full disk)
+        self.unwritten = Unwritten()
+        # standby partitions whose copy stopped when the store refused a write: their records are read
+        # again from the store's persisted offset at the next rebalance (`on_rebalance`)
+        self.paused_standbys: set[TP] = set()
         self.orphans: dict[int, set[bytes]] = {}  # partition -> keys to rewrite at its next checkpoint
         # the last changelog offset recovery handed over per partition, applied, held or dropped
         # later as an orphan: a checkpoint written right after it follows everything the store knows
@@ -245,15 +303,102 @@ class StateTable(faust.Table):
         log_ = self._logs.get(tp)
         if log_ is None:  # resumed where the store's last commit record left it: at its epoch
             with processing(event):
-                raw = raw_reader(self)(commit_key(tp.partition))
+                raw = self.committed(commit_key(tp.partition))
             log_ = self._logs[tp] = CheckpointLog(Commit.from_bytes(raw).epoch if raw is not None else 0)
         return log_
 
+    def committed(self, row: bytes) -> bytes | None:
+        """A row as the store holds it, or holds it once it takes the rows it refused: in the
+        database of the current event's partition (`processing`)."""
+        if self.unwritten.size:
+            for rows in self.unwritten.rows.values():  # a row's key names its partition's app: in one at most
+                value = rows.get(row, _MISSING)
+                if value is not _MISSING:
+                    return value  # type: ignore[return-value]
+        return self._read(row)
+
+    @cached_property
+    def _read(self) -> Callable[[bytes], bytes | None]:
+        return raw_reader(self)
+
+    def with_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The rows of this worker's active partitions whose key starts with `prefix`, with those
+        held over the store (`Unwritten`)."""
+        rows = dict(rows_with_prefix(self, prefix))
+        for held in self.unwritten.rows.values():
+            for row, value in held.items():
+                if row.startswith(prefix):
+                    if value is None:
+                        rows.pop(row, None)
+                    else:
+                        rows[row] = value
+        return iter(rows.items())
+
+    def held_to(self, tp: TP) -> int:
+        """The changelog offset the local store holds `tp` up to, with the rows held over it (-1: none)."""
+        offset = self.unwritten.offsets.get(tp)
+        if offset is None:
+            offset = self.data.persisted_offset(tp)
+        return -1 if offset is None else offset
+
+    def write(self, records: list[Any]) -> None:
+        """Write committed changelog records (events, or `_Written`) into the local store, in
+        order, with their partitions' persisted offsets; if it refuses them (a full disk), hold
+        them over it (`Unwritten`) and go on. Never raises for the store: a fault in Faust's recovery
+        loop makes it keep its buffer and hand all of it over again with each record it reads."""
+        unwritten = self.unwritten
+        if unwritten.since is None:
+            try:
+                self.data.apply_changelog_batch(records, to_key=_same, to_value=_same)
+                return
+            except Exception as exc:  # rocksdict raises Exception("IO error: No space left on device: ...")
+                unwritten.since = unwritten.logged_at = time.monotonic()
+                unwritten.retry_at = unwritten.since + STORE_RETRY_S
+                log.error(
+                    "the local store refused a write (%s): its rows, committed in the changelog, are held in "
+                    "memory over it until it takes them (at most %d rows; past that batches fail), and "
+                    "standby copies pause until the next rebalance; decisions go on",
+                    exc,
+                    UNWRITTEN_MAX_ROWS,
+                )
+        unwritten.hold(records)
+        self.retry_unwritten()
+
+    def retry_unwritten(self) -> None:
+        """Write the rows held over the store (`Unwritten`) if it refused the last try more than
+        STORE_RETRY_S ago; also called every STORE_RETRY_S (a timer): a worker that has no batch
+        to write must not keep them in memory once the disk has room."""
+        unwritten = self.unwritten
+        now = time.monotonic()
+        if unwritten.since is None or now < unwritten.retry_at:
+            return
+        try:
+            self.data.apply_changelog_batch(unwritten.records(), to_key=_same, to_value=_same)
+        except Exception as exc:
+            unwritten.retry_at = now + STORE_RETRY_S
+            if now - unwritten.logged_at >= STORE_LOG_S:
+                unwritten.logged_at = now
+                log.error(
+                    "the local store has refused writes for %.0f s (%s): %d row(s) held in memory over it",
+                    now - unwritten.since,
+                    exc,
+                    unwritten.size,
+                )
+            return
+        log.warning(
+            "the local store took the %d row(s) held over it after %.1f s of refusals",
+            unwritten.size,
+            now - unwritten.since,
+        )
+        self.unwritten = Unwritten()
+
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
-        ready, self._unwritten = self._unwritten, []
-        read_to = self.read_to
+        ready: list[EventT] = []
+        read_to, paused = self.read_to, self.paused_standbys
         for event in batch:
             message = event.message
+            if message.tp in paused:
+                continue
             if message.offset > read_to.get(message.tp, -1):
                 read_to[message.tp] = message.offset
             applied, orphans = self._log(event).read(
@@ -262,16 +407,50 @@ class StateTable(faust.Table):
             ready += applied
             if orphans:
                 self._orphan(message.tp, orphans, "another checkpoint's (a zombie's, or an attempt that failed)")
+        if ready and self.unwritten.since is not None:
+            ready = self._pause_standbys(ready)
         if ready:
-            try:
-                super().apply_changelog_batch(ready)
-            except BaseException:
-                # Not written (a full disk): written first with the next buffer. Faust's recovery only
-                # logs the error and keeps its buffer, which it hands over again with the next one;
-                # the records of earlier buffers are only here, and dropping them would leave the store
-                # without rows its persisted offset later claims (the fault soak).
-                self._unwritten = ready
-                raise
+            self.write(ready)
+
+    def _pause_standbys(self, ready: list[EventT]) -> list[EventT]:
+        """While the store refuses writes, a standby copy is not held in memory (it would hold the
+        other worker's whole write rate): it stops, and the store's persisted offset stays where it
+        was, so that the next rebalance reads its records again from there."""
+        standbys = self.app.assignor.assigned_standbys()
+        kept = []
+        for event in ready:
+            tp = event.message.tp
+            if tp not in standbys:
+                kept.append(event)
+            elif tp not in self.paused_standbys:
+                self.paused_standbys.add(tp)
+                self._logs.pop(tp, None)  # read again from the store's last commit record
+                log.warning(
+                    "%s: the standby copy stops until the next rebalance (the local store refuses writes); "
+                    "its records are read again from offset %d then",
+                    tp,
+                    self.held_to(tp),
+                )
+        return kept
+
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        # Rows held for partitions this worker no longer decides are the new owner's to write; the
+        # store's persisted offset is before them, so if a partition comes back its recovery reads
+        # them again (with whatever was written since). Those kept are those of its own checkpoints,
+        # which the recovery now reads again too (the store's offset is before them), in order.
+        actives = {
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.changelog_topic.get_topic_name()
+        }
+        for partition in [p for p in self.unwritten.rows if p not in actives]:
+            self.unwritten.drop(partition)
+        for tp in self.paused_standbys:
+            forget_recovery_offset(self.app, tp)  # read again from the store's persisted offset
+        self.paused_standbys.clear()
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     def _orphan(self, tp: TP, records: list[EventT], whose: str) -> None:
         keys = {e.message.key for e in records}
@@ -286,15 +465,10 @@ class StateTable(faust.Table):
         )
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
-        unwritten = {e.message.tp for e in self._unwritten}
         for tp in active_tps:
             log_ = self._logs.pop(tp, None)
-            tail = [e for e, _ in log_.held] if log_ is not None else []
-            if tp in unwritten:  # the store could not take them: its persisted offset stays before them
-                tail += [e for e in self._unwritten if e.message.tp == tp]
-            if tail:
-                self._orphan(tp, tail, "after the last commit record: an unfinished checkpoint")
-        self._unwritten = [e for e in self._unwritten if e.message.tp not in active_tps]
+            if log_ is not None and log_.held:
+                self._orphan(tp, [e for e, _ in log_.held], "after the last commit record: an unfinished checkpoint")
         await super().on_recovery_completed(active_tps, standby_tps)
 
 
@@ -349,7 +523,7 @@ class CheckpointStore:
         cache = self._cache
         if row in cache:
             return cache[row]
-        value = cache[row] = self._read_store(row)
+        value = cache[row] = self.table.committed(row)
         if len(cache) > COMMITTED_CACHE_ROWS:
             del cache[next(iter(cache))]  # the oldest read or written
         return value
@@ -362,10 +536,6 @@ class CheckpointStore:
             cache[row] = value
         while len(cache) > COMMITTED_CACHE_ROWS:
             del cache[next(iter(cache))]
-
-    @cached_property
-    def _read_store(self) -> Callable[[bytes], bytes | None]:
-        return raw_reader(self.table)
 
     # --- the Store interface (models.gate) --------------------------------------------------
     def get(self, table: Table, key: bytes) -> bytes | None:
@@ -413,7 +583,7 @@ class CheckpointStore:
         if index is None:
             index = self._junk[partition] = JunkIndex()
             prefix = PREFIX[JUNK] + key(str(partition), "")
-            rows = dict(rows_with_prefix(self.table, prefix))
+            rows = dict(self.table.with_prefix(prefix))
             rows.update((row, value) for row, value in self._batch.get(partition, {}).items() if row.startswith(prefix))
             if partition == self._partition:
                 rows.update((row, value) for row, value in self._event_rows.items() if row.startswith(prefix))
@@ -515,6 +685,16 @@ class CheckpointStore:
         below the partition's last commit record's, so that a generation the broker numbered
         afresh (a group deleted and created again) cannot fence the partition's new owner.
         """
+        unwritten = self.table.unwritten
+        if unwritten.size >= UNWRITTEN_MAX_ROWS:
+            self.table.retry_unwritten()
+            unwritten = self.table.unwritten
+            if unwritten.size >= UNWRITTEN_MAX_ROWS:
+                raise StoreUnwritable(
+                    f"the local store has refused writes for {time.monotonic() - (unwritten.since or 0):.0f} s and "
+                    f"{unwritten.size} rows are held in memory over it (UNWRITTEN_MAX_ROWS): no batch is decided "
+                    f"until it takes them"
+                )
         changelog = self.table.changelog_topic.get_topic_name()
         for partition, value in self._unsent_commits.items():
             outbox.add(changelog, commit_key(partition), value, partition)
@@ -535,8 +715,10 @@ class CheckpointStore:
         """The outbox of `stage` is acknowledged (`last`: its last offset per topic partition):
         the rows reach the local store in one write batch with their commit records, whose copies
         in the changelog wait for the next `stage`: only once the store holds the rows, so that a
-        commit record never commits rows the store lacks (a full disk: the batch is decided again,
-        and the rows sent are orphans no commit record names)."""
+        commit record never commits rows the store lacks (a batch that fails before, e.g. its send,
+        is decided again, and the rows sent are orphans no commit record names). A store that
+        refuses them (a full disk) holds them in memory over it (`StateTable.write`, `Unwritten`):
+        the batch succeeds, and reads see its rows."""
         changelog = self.table.changelog_topic.get_topic_name()
         sent, self._unsent_commits = self._unsent_commits, {}
         unsent: dict[int, bytes] = {}
@@ -557,7 +739,7 @@ class CheckpointStore:
             unsent[partition] = commit
         self._staged = []
         if local:  # the local store, and its persisted changelog offsets
-            self.table.data.apply_changelog_batch(local, to_key=_same, to_value=_same)
+            self.table.write(local)
             self._remember((w.key, w.value) for w in local)
         self._unsent_commits = unsent
         self._written_locally()
@@ -568,10 +750,6 @@ class CheckpointStore:
         local store holds, even after the partition moved and came back: recovery then drops it,
         below the epoch of the other worker's commit records (`CheckpointLog`)."""
         self._unsent_commits = {p: v for p, v in self._unsent_commits.items() if p in partitions}
-
-    def _persisted(self, partition: int) -> int:
-        offset = self.table.data.persisted_offset(TP(self.table.changelog_topic.get_topic_name(), partition))
-        return -1 if offset is None else offset
 
     def _held_to(self, partition: int, last: int | None, records: int) -> int:
         """The offset the local store holds `partition`'s changelog up to once this send's
@@ -584,7 +762,7 @@ class CheckpointStore:
         rows the store never got (the fault soak: a standby copy missing the new owner's rows,
         decided from once it owned the partition again). Kept where it was, the next recovery
         reads them all, these rows again among them, in the changelog's order."""
-        persisted = self._persisted(partition)
+        persisted = self.table.held_to(TP(self.table.changelog_topic.get_topic_name(), partition))
         if last is None:  # nothing of this partition was sent: only its commit record waits
             return persisted
         if isinstance(self.table.data, MemoryStore):  # memory://: no persisted offsets, nothing to hold
@@ -653,7 +831,12 @@ class CheckpointStore:
         if self._new_homes and event is not None:
             with processing(event):  # a global table: any partition's context will do
                 for app, partition in self._new_homes.items():
-                    self.apps_table[app.encode()] = str(partition).encode()
+                    try:
+                        self.apps_table[app.encode()] = str(partition).encode()
+                    except Exception as exc:  # Faust sends the changelog record first; the `h:` row has it too
+                        log.warning(
+                            "the apps table's local store refused %r's home (%s); its changelog has it", app, exc
+                        )
         self._new_homes.clear()
 
     # --- after a rebalance ------------------------------------------------------------------
@@ -667,7 +850,7 @@ class CheckpointStore:
         self._foreign_seen.clear()
         self.due, self.held = {}, {}
         # once per rebalance, the schedule rows only; the ticker then reads `due` only
-        for row, value in list(rows_with_prefix(self.table, PREFIX[SCHEDULES])):
+        for row, value in list(self.table.with_prefix(PREFIX[SCHEDULES])):
             self._index_schedule(row[len(PREFIX[SCHEDULES]) :], value)
 
     def _index_schedule(self, app: bytes, raw: bytes | None) -> None:

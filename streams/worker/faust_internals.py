@@ -273,6 +273,31 @@ def commit_at(app: Any, next_offsets: Mapping[TP, int]) -> None:
     consumer._commit_offsets = _commit_offsets
 
 
+def store_memory_bytes(table: Any) -> int:
+    """Memory RocksDB holds outside Python for `table`'s open partition databases: memtables, table
+    readers (indexes and filters) and block cache (0 on the memory store)."""
+    store = table.data
+    if not getattr(store, "use_rocksdict", False):
+        return 0
+    total = 0
+    for db in list(store._dbs.values()):
+        for name in (
+            "rocksdb.cur-size-all-mem-tables",
+            "rocksdb.estimate-table-readers-mem",
+            "rocksdb.block-cache-usage",
+        ):
+            total += db.property_int_value(name) or 0
+    return total
+
+
+def forget_recovery_offset(app: Any, tp: TP) -> None:
+    """Make Faust's next recovery read changelog partition `tp` from the store's persisted offset,
+    or from the beginning without one: it keeps the offset it last read to when the store has none."""
+    recovery = app.tables.recovery
+    recovery.active_offsets.pop(tp, None)
+    recovery.standby_offsets.pop(tp, None)
+
+
 def rows_with_prefix(table: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     """The rows of `table` on this worker's active partitions whose key starts with `prefix`: in
     RocksDB one seek per partition store (keys are sorted), not a scan of every row; in the

@@ -271,5 +271,16 @@ class _ScrapeTime:
             ("sendgate_recovery_in_progress", "1 while tables are recovering", int(now["recovering"])),
             ("sendgate_recovery_rows_remaining", "Changelog rows left to recover", now["recovery_remaining"]),
             ("sendgate_ready", "1 when /readyz would answer 200", int(not now["reasons"])),
+            (
+                "sendgate_store_unwritten_rows",
+                "Rows the local store refused (a full disk), held in memory over it until it takes them; "
+                "above 0 the store is unwritable",
+                now["store_unwritten_rows"],
+            ),
+            (
+                "sendgate_store_memory_bytes",
+                "Memory RocksDB holds for the state table outside Python: memtables, table readers, block cache",
+                now["store_memory_bytes"],
+            ),
         ):
             yield GaugeMetricFamily(name, doc, value=value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -542,6 +543,27 @@ class DecisionWatcher:
         except BaseException as exc:  # reported to the test thread
             self._error = exc
             self._ready.set()
+
+
+def log_since(worker: WorkerProcess, start: int) -> str:
+    """The worker's log from byte `start` on."""
+    return worker.log_path.read_bytes()[start:].decode(errors="replace")
+
+
+def wait_for_log(worker: WorkerProcess, start: int, pattern: re.Pattern, timeout: float = DEADLINE_S) -> str:
+    """Poll the worker's log from byte `start` until a line matches `pattern`; returns that part of the log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log_since(worker, start)
+        if pattern.search(text):
+            return text
+        if not worker.running:
+            raise AssertionError(
+                f"worker exited ({worker.process.returncode}) before logging {pattern.pattern!r}:\n{worker.log_tail()}"
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no log line matching {pattern.pattern!r} within {timeout:.0f} s:\n{text[-3000:]}")
+        time.sleep(0.2)  # poll interval
 
 
 def create_events_topic(settings: Settings) -> None:

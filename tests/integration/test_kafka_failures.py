@@ -22,7 +22,7 @@ import time
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from harness import T0, collect, ev, read_topic, send_events
+from harness import T0, collect, ev, log_since, read_topic, send_events, wait_for_log
 
 from sendgate.streams.kafka import ensure_topics
 from sendgate.streams.config import Settings
@@ -110,10 +110,6 @@ def names_position(line: str, partition: int, offset: int) -> bool:
     return "partition" in line.lower() and str(partition) in numbers and str(offset) in numbers
 
 
-def log_since(worker, start: int) -> str:
-    return worker.log_path.read_bytes()[start:].decode(errors="replace")
-
-
 def message_of(line: str) -> str:
     """A worker log line without its time and pid prefix (`[2024-06-11 10:00:00,123] [4242] [LEVEL] ...`)."""
     match = re.match(r"\[[^\]]*\] \[[0-9]+\] (.*)", line)
@@ -122,21 +118,6 @@ def message_of(line: str) -> str:
 
 # How the worker's log shows a failed batch: a warning or an error, or words saying so.
 FAILURE = re.compile(r"\[WARNING\]|\[ERROR\]|\[CRITICAL\]|fail|refus|too ?large|retry", re.IGNORECASE)
-
-
-def wait_for_log(worker, start: int, pattern: re.Pattern, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = log_since(worker, start)
-        if pattern.search(text):
-            return text
-        if not worker.running:
-            raise AssertionError(
-                f"worker exited ({worker.process.returncode}) before logging {pattern.pattern!r}:\n{worker.log_tail()}"
-            )
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no log line matching {pattern.pattern!r} within {timeout:.0f} s:\n{text[-3000:]}")
-        time.sleep(0.2)  # poll interval
 
 
 def wait_exit(worker, timeout: float) -> float | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import faust
@@ -25,6 +26,7 @@ from sendgate.models.policy import Policy
 from sendgate.streams.worker.holes import LoggedEvent, LoggedMessage
 from sendgate.streams.worker.faust_internals import processing
 from sendgate.streams.worker.outbox import Outbox
+from sendgate.streams.worker import checkpoint
 from sendgate.streams.worker.checkpoint import (
     CHECKPOINT_HEADER,
     COMMIT,
@@ -36,6 +38,7 @@ from sendgate.streams.worker.checkpoint import (
     STATE,
     CheckpointStore,
     StateTable,
+    StoreUnwritable,
     _Written,
     after_unclean_stop,
     checkpoint_token,
@@ -229,30 +232,111 @@ def test_after_a_rebalance_only_the_commit_records_of_kept_partitions_are_sent()
 
 
 @pytest.mark.parametrize("meanwhile", ["another worker decided it", "no other writer"])
-def test_a_commit_record_left_unsent_is_not_written_after_a_rebalance(meanwhile):
-    """The fault soak: a batch's rows were sent, but the local store could not take them (a full
-    disk), so its commit record was still unsent when the worker lost its partition and got it
+def test_rows_sent_without_an_acknowledgement_are_orphans_after_a_rebalance(meanwhile):
+    """A batch's rows reached the changelog but their send failed (no acknowledgement), so the
+    batch failed before its commit record was staged, and the worker lost its partition and got it
     back. Its recovery reads the changelog: the rows are orphans (no commit record follows them),
     dropped and rewritten, and another worker may have decided the partition further meanwhile.
-    The old commit record written now would say the batch's events are handled, over state without
-    their rows, or take the partition back behind the other worker's commit. So a rebalance forgets
-    it: the changelog's last commit record stands, and the batch is decided again from there."""
+    Nothing of the failed batch is sent after the rebalance: the changelog's last commit record
+    stands, and the batch is decided again from there."""
     w = Worker()
     row = PREFIX[USERKEYS] + key(APP, "u")
     with w.store.handling(at(1, 5)):
         w.store.set(USERKEYS, key(APP, "u"), b"this worker's")
     sent = w.stage()
-    write = w.table.data.apply_changelog_batch
-    w.table.data.apply_changelog_batch = lambda *a, **kw: (_ for _ in ()).throw(OSError(28, "No space left on device"))
-    with pytest.raises(OSError):
-        w.store.written({(w.changelog, 1): next(w.offsets)})
-    w.table.data.apply_changelog_batch = write
     w.store.abort()  # the batch failed
     others = [(1, row, None), (1, row, b"the other worker's"), (1, commit_key(1), b"9")]  # rewrite, rows, commit
     w.recover([(p, k, v) for k, v, p in sent] + (others if meanwhile == "another worker decided it" else []))
     assert w.stage() == []
     assert w.store.handled(1) == (9 if meanwhile == "another worker decided it" else -1)
     assert w.rows.get(row) == (b"the other worker's" if meanwhile == "another worker decided it" else None)
+
+
+def refuse_writes(w: Worker) -> Callable[[], None]:
+    """Make the local store refuse every write (a full disk) until the returned function is called."""
+    write = w.table.data.apply_changelog_batch
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    w.table.data.apply_changelog_batch = refused
+    return lambda: setattr(w.table.data, "apply_changelog_batch", write)
+
+
+def test_rows_the_store_refuses_are_held_over_it_and_decided_from_until_it_takes_them(caplog, monkeypatch):
+    """The fault soak's full disk: every batch of the worker failed for as long as its store could
+    not be written (93 s without a decision on its partitions). The rows are in the changelog
+    already, so they are held in memory over the store, the commit record goes out as usual, reads
+    see them, and the store gets them all, in one go, once it takes writes again."""
+    monkeypatch.setattr(checkpoint, "STORE_RETRY_S", 0.0)
+    w = Worker()
+    u1, u2 = PREFIX[USERKEYS] + key(APP, "u1"), PREFIX[USERKEYS] + key(APP, "u2")
+    restore = refuse_writes(w)
+    with w.store.handling(at(1, 5)):
+        w.store.set(USERKEYS, key(APP, "u1"), b"one")
+        w.store.set(USERKEYS, key(APP, "u2"), b"two")
+    w.checkpoint()  # does not raise
+    assert "refused a write" in caplog.text and w.table.unwritten.size == 3  # two rows, the commit record
+    assert u1 not in w.rows and w.store.handled(1) == 5
+    w.store._cache.clear()  # read through the table, as after a rebalance
+    assert w.store.read(USERKEYS, key(APP, "u1")) == b"one" and w.store.handled(1) == 5
+    with w.store.handling(at(1, 6)):
+        assert w.store.get(USERKEYS, key(APP, "u1")) == b"one"
+        w.store.delete(USERKEYS, key(APP, "u2"))
+    w.checkpoint()
+    assert w.table.held_to(TP(w.changelog, 1)) == w.table.unwritten.offsets[TP(w.changelog, 1)]
+    restore()
+    with w.store.handling(at(1, 7)):
+        w.store.set(USERKEYS, key(APP, "u3"), b"three")
+    w.checkpoint()
+    assert w.table.unwritten.size == 0 and "took the" in caplog.text
+    assert w.rows[u1] == b"one" and u2 not in w.rows and w.rows[commit_key(1)] == b"7"
+
+
+def test_past_the_cap_no_batch_is_written_until_the_store_takes_the_rows(monkeypatch):
+    monkeypatch.setattr(checkpoint, "UNWRITTEN_MAX_ROWS", 2)
+    monkeypatch.setattr(checkpoint, "STORE_RETRY_S", 0.0)
+    w = Worker()
+    restore = refuse_writes(w)
+    with w.store.handling(at(0, 1)):
+        w.store.set(USERKEYS, key(APP, "u1"), b"one")
+    w.stage()
+    w.store.written({(w.changelog, 0): next(w.offsets)})  # the row and its commit record: 2 held
+    with pytest.raises(StoreUnwritable, match="refused writes"):
+        w.stage()  # before anything is sent
+    w.store.abort()
+    restore()
+    with w.store.handling(at(0, 2)):
+        w.store.set(USERKEYS, key(APP, "u2"), b"two")
+    w.checkpoint()
+    assert w.table.unwritten.size == 0 and w.rows[PREFIX[USERKEYS] + key(APP, "u2")] == b"two"
+    assert w.rows[commit_key(0)] == b"2"
+
+
+def test_a_rebalance_drops_the_held_rows_of_partitions_that_moved_and_standbys_pause_while_the_store_refuses(
+    monkeypatch,
+):
+    """Held rows of a partition this worker no longer decides are its new owner's to write (the
+    store's offset is before them: a recovery reads them again if it comes back). A standby copy is
+    not held in memory: it stops, and the next rebalance reads its records again."""
+    w = Worker()
+    standby = TP(w.changelog, 3)
+    monkeypatch.setattr(w.faust.assignor, "assigned_standbys", lambda: {standby})
+    monkeypatch.setattr(w.faust.assignor, "assigned_actives", lambda: {TP(w.changelog, 1)})
+    refuse_writes(w)
+    for partition in (0, 1):
+        with w.store.handling(at(partition, 5)):
+            w.store.set(USERKEYS, key(APP, f"u{partition}"), b"x")
+    w.checkpoint()
+    assert set(w.table.unwritten.rows) == {0, 1}
+    w.table.apply_changelog_batch(
+        [_Written(standby, 3, next(w.offsets), r, v) for r, v in ((b"u:other", b"v"), (commit_key(3), b"9"))]
+    )
+    assert w.table.paused_standbys == {standby} and set(w.table.unwritten.rows) == {0, 1}
+    w.faust.tables.recovery.standby_offsets[standby] = 200  # read to, in Faust's memory
+    asyncio.run(w.table.on_rebalance(set(), set(), set()))
+    assert set(w.table.unwritten.rows) == {1} and not w.table.paused_standbys
+    assert standby not in w.faust.tables.recovery.standby_offsets  # read again from the store's offset
 
 
 def test_the_memory_store_keeps_no_offsets_so_a_checkpoint_after_other_records_warns_of_nothing(caplog):
@@ -574,11 +658,15 @@ def test_a_batch_written_after_records_this_worker_never_read_leaves_the_store_s
     assert table.data.persisted_offset(tp) == end
 
 
-def test_changelog_records_whose_write_failed_are_applied_when_recovery_hands_them_over_again():
-    """A standby write that fails (a full disk: Faust's recovery only logs it and keeps its buffer)
-    must not lose the records held from the buffers before it: they go with the next attempt."""
+def test_changelog_records_recovery_could_not_write_are_held_and_written_first_with_the_next_buffer(monkeypatch):
+    """A recovery write that fails (a full disk) does not raise into Faust's recovery loop (which
+    would keep its buffer and hand all of it over again with every record it reads, spinning on
+    the error): the committed records are held over the store, and written first once it takes
+    writes, also those held from the buffers before it."""
+    monkeypatch.setattr(checkpoint, "STORE_RETRY_S", 0.0)
     w = Worker()
     tp = TP(w.changelog, 2)
+    monkeypatch.setattr(w.faust.assignor, "assigned_standbys", lambda: set())
 
     def records(*rows: tuple[int, bytes, bytes | None]) -> list[_Written]:
         return [_Written(tp, 2, offset, k, v) for offset, k, v in rows]
@@ -587,13 +675,13 @@ def test_changelog_records_whose_write_failed_are_applied_when_recovery_hands_th
     buffer = records((12, PREFIX[USERKEYS] + key(APP, "u3"), b"three"), (13, commit_key(2), b"7"))
     w.table.data.data[PREFIX[USERKEYS] + key(APP, "u2")] = b"deleted by offset 11"
     w.table.apply_changelog_batch(earlier)  # held: no commit record yet
-    write = w.table.data.apply_changelog_batch
-    w.table.data.apply_changelog_batch = lambda *a, **kw: (_ for _ in ()).throw(OSError(28, "No space left on device"))
-    with pytest.raises(OSError):
-        w.table.apply_changelog_batch(buffer)
-    w.table.data.apply_changelog_batch = write
-    w.table.apply_changelog_batch(buffer)  # the same buffer again, as Faust's recovery hands it over
+    restore = refuse_writes(w)
+    w.table.apply_changelog_batch(buffer)
+    assert w.table.unwritten.size == 4 and w.table.committed(PREFIX[USERKEYS] + key(APP, "u2")) is None
+    restore()
+    w.table.apply_changelog_batch(records((14, PREFIX[USERKEYS] + key(APP, "u4"), b"four"), (15, commit_key(2), b"8")))
+    assert w.table.unwritten.size == 0
     assert (
         w.rows[PREFIX[USERKEYS] + key(APP, "u1")] == b"kept" and w.rows[PREFIX[USERKEYS] + key(APP, "u3")] == b"three"
     )
-    assert PREFIX[USERKEYS] + key(APP, "u2") not in w.rows and w.rows[commit_key(2)] == b"7"
+    assert PREFIX[USERKEYS] + key(APP, "u2") not in w.rows and w.rows[commit_key(2)] == b"8"

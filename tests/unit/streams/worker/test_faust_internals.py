@@ -372,3 +372,30 @@ def test_rows_with_prefix_seeks_each_active_rocksdb_store(tmp_path):
     finally:
         for db in dbs:
             db.close()
+
+
+def test_recovery_starts_a_partition_from_its_offset_in_memory_unless_the_store_has_one():
+    """`forget_recovery_offset`: Faust's recovery keeps its offsets by tp, and at a rebalance takes
+    the store's persisted offset, or keeps the one in memory when the store has none."""
+    from faust.tables.recovery import Recovery
+
+    source = inspect.getsource(Recovery._add)
+    assert "persisted_offset" in source and "offsets.setdefault(tp, None)" in source
+    assert "self.active_offsets = Counter()" in inspect.getsource(Recovery.__init__)
+    assert "self.standby_offsets = Counter()" in inspect.getsource(Recovery.__init__)
+
+
+def test_the_rocksdb_store_keeps_its_open_databases_by_partition_and_they_report_their_memory(tmp_path):
+    """`store_memory_bytes` reads the properties of the databases in `RocksDBStore._dbs`."""
+    from faust.stores.rocksdb import Store
+    from rocksdict import Options, Rdict
+
+    assert "self._dbs[partition]" in inspect.getsource(Store._db_for_partition)
+    db = Rdict(str(tmp_path / "db"), options=Options(raw_mode=True))
+    try:
+        db[b"k"] = b"v" * 1000
+        assert db.property_int_value("rocksdb.cur-size-all-mem-tables") > 1000
+        assert db.property_int_value("rocksdb.estimate-table-readers-mem") is not None
+        assert db.property_int_value("rocksdb.block-cache-usage") is not None
+    finally:
+        db.close()

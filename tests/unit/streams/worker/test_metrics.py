@@ -31,6 +31,8 @@ SCRAPE = {
     "recovering": False,
     "recovery_remaining": 0,
     "rebalancing": False,
+    "store_unwritten_rows": 0,
+    "store_memory_bytes": 0,
     "reasons": [],
 }
 T = 1_700_000_000_000
@@ -226,6 +228,8 @@ def test_offsets_lag_and_readiness_are_read_when_prometheus_scrapes():
         "overdue_s": 4.5,
         "recovering": True,
         "recovery_remaining": 12,
+        "store_unwritten_rows": 41_426,
+        "store_memory_bytes": 3 << 20,
         "reasons": ["recovering tables: 12 changelog row(s) left"],
     }
     metrics = GateMetrics(("sms",), lambda: now)
@@ -238,6 +242,8 @@ def test_offsets_lag_and_readiness_are_read_when_prometheus_scrapes():
     assert sample(metrics, "sendgate_recovery_in_progress") == 1
     assert sample(metrics, "sendgate_recovery_rows_remaining") == 12
     assert sample(metrics, "sendgate_ready") == 0
+    assert sample(metrics, "sendgate_store_unwritten_rows") == 41_426
+    assert sample(metrics, "sendgate_store_memory_bytes") == 3 << 20
     now.update(SCRAPE)  # read again at the next scrape: recovered, ready
     assert sample(metrics, "sendgate_ready") == 1 and sample(metrics, "sendgate_events_lag", partition="3") is None
 

@@ -37,6 +37,8 @@ def test_the_status_adds_up_the_batches_and_shows_no_userkey():
         "recovering": False,
         "recovery_remaining": 0,
         "rebalancing": False,
+        "store_unwritten_rows": 0,
+        "store_memory_bytes": 0,
         "reasons": [],
     }
     first = tally_of(
