@@ -157,7 +157,11 @@ class Gate:
             signals.junk_shared(self, event, store)
             return []
         rows = UnitOfWork(store, self.decoded if decoded is None else decoded)
-        out = self._decide(event, rows, record_ts)
+        try:
+            out = self._decide(event, rows, record_ts)
+        except BaseException:
+            rows.forget()
+            raise
         rows.commit()
         return out
 
