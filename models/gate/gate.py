@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from typing import Callable, Iterable
+import operator
+from typing import Any, Callable, Iterable
 
 from .. import events as ev
 from ..categories import Category
@@ -180,7 +181,7 @@ class Gate:
         if stored is None or at != before or sweeps or forgets:
             rows.put(CLOCKS, clock, event.app)
         if at != stamped:
-            event = dataclasses.replace(event, ts=at)
+            event = retimed(event, at)
         out = pending.release_due(self, event.app, at, rows)
         said = memory.memory_key(self, event)
         again = memory.said_before(self, event, said, at, rows)
@@ -257,3 +258,20 @@ HANDLERS: dict[type, Callable[..., list[Record] | None]] = {
     ev.Cancel: pending.cancel,
     ev.RecipientProfile: quiet.recipient_profile,
 }
+
+
+def _fields_and_ts(cls: type) -> tuple[Callable[[Any], tuple], int]:
+    names = [f.name for f in dataclasses.fields(cls)]
+    return operator.attrgetter(*names), names.index("ts")
+
+
+_FIELDS = {cls: _fields_and_ts(cls) for cls in HANDLERS}  # each event type's fields, in order, and its ts among them
+
+
+def retimed(event: ev.Event, ts: int) -> ev.Event:
+    """`event` at time `ts`: `dataclasses.replace(event, ts=ts)` at half its cost (~33k instructions
+    for a send; an event the app's clock is ahead of is retimed, 40% of the identity bench's)."""
+    fields, at = _FIELDS[type(event)]
+    values = list(fields(event))
+    values[at] = ts
+    return type(event)(*values)

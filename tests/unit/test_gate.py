@@ -6,13 +6,16 @@ Order per send: release what is due -> consent -> burst pacing (replies skip it)
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import pytest
 
 from conftest import APP, DAY, MINUTE, PARCEL, SECOND, T, UNRELATED, Harness, established, event, recipients, run, send
 from sendgate.models.decisions import Decision, Delivery
-from sendgate.models.events import InvalidEvent, Refusal, validate
-from sendgate.models.gate import CONVERSATIONS, PENDING, TABLES, USERKEYS, Gate, MemoryStore, key
+from sendgate.models.events import EVENT_TYPES, InvalidEvent, Refusal, validate
+from sendgate.models.gate import CONVERSATIONS, HANDLERS, PENDING, TABLES, USERKEYS, Gate, MemoryStore, key
+from sendgate.models.gate.gate import retimed
 from sendgate.models.policy import Policy
 
 
@@ -261,3 +264,10 @@ def test_every_reader_of_the_log_refuses_an_app_split_over_two_partitions_but_no
     assert info.value.code == Refusal.SPLIT_APP
     shared = orjson.dumps({"type": "junk_shared", "event_id": "j1", "app": "shop", "reporter": 1, "text": "x", "ts": T})
     assert gate.admit(b"shop", shared, T, 5, homes.setdefault).app == "shop"  # on every partition
+
+
+@pytest.mark.parametrize("kind", [kind for kind in EVENT_TYPES if kind != "junk_shared"])
+def test_an_event_retimed_is_the_event_at_that_time(kind):
+    e = validate(event(kind, 0), T)
+    assert type(e) in HANDLERS
+    assert retimed(e, T + DAY) == dataclasses.replace(e, ts=T + DAY) and type(retimed(e, T + DAY)) is type(e)
