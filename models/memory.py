@@ -21,6 +21,7 @@ changes a decision.
 from __future__ import annotations
 
 import hashlib
+import operator
 from dataclasses import dataclass
 
 from .decisions import Decision
@@ -40,6 +41,7 @@ _ANSWER = (
     "reply",
 )  # the Decision fields a repeat restores; the rest come from the retry itself
 _OUTCOME, _REASON, _TS = (_ANSWER.index(name) for name in ("outcome", "reason", "ts"))
+_answer_fields = operator.attrgetter(*_ANSWER)  # (one call: every send's answer is remembered)
 
 
 def said_digest(*parts: str) -> str:
@@ -57,7 +59,7 @@ class AnsweredRequest(Row):
 
     @classmethod
     def of(cls, digest: str, decision: Decision) -> "AnsweredRequest":
-        return cls(digest, [getattr(decision, name) for name in _ANSWER])
+        return cls(digest, list(_answer_fields(decision)))
 
     @property
     def outcome(self) -> str:

@@ -8,7 +8,6 @@ small function in the module of its concept.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import hmac
 from typing import Callable, Iterable
 
@@ -29,6 +28,7 @@ from .tables import CLOCKS, OverlayStore, Store
 from .unit import Decoded, UnitOfWork
 
 CHECK_ID = "\x00check-"  # request ids of a check's sends: a control character, so no real id can match
+HASHED_USERKEYS = 4096  # userkeys kept with their HMAC (`Gate.stored_userkey`): an event hashes its userkey 2-3 times
 
 
 class Gate:
@@ -42,6 +42,7 @@ class Gate:
         # With a secret, tables key userkeys by HMAC-SHA-256 and clusters hold keyed hashes: the
         # state holds no userkey except inside pending (delayed) requests, which must be delivered.
         self.secret = userkey_secret
+        self._hashed: dict[str, str] = {}  # userkey -> its HMAC, the most recent last (an HMAC is ~25k instructions)
         self.sketcher = Sketcher(self.policy.num_perm, self.policy.shingle_size)
         p = self.policy
         self.wording = ConsentClassifier(p.opt_out_keywords, p.opt_in_keywords, p.help_keywords, p.consent_locales)
@@ -55,7 +56,13 @@ class Gate:
         """The userkey as tables key it: itself, or its HMAC-SHA-256 (hex) when a secret is set."""
         if self.secret is None:
             return userkey
-        return hmac.new(self.secret, userkey.encode(), hashlib.sha256).hexdigest()
+        hashed = self._hashed
+        stored = hashed.get(userkey)
+        if stored is None:
+            stored = hashed[userkey] = hmac.digest(self.secret, userkey.encode(), "sha256").hex()
+            if len(hashed) > HASHED_USERKEYS:
+                del hashed[next(iter(hashed))]  # the first hashed
+        return stored
 
     def valid_until(self, e: ev.Send) -> int | None:
         """When a send stops being worth sending (`valid_for_s`, or the policy's default), or None."""
@@ -152,7 +159,11 @@ class Gate:
             signals.junk_shared(self, event, store)
             return []
         rows = UnitOfWork(store, self.decoded if decoded is None else decoded)
-        out = self._decide(event, rows, record_ts)
+        try:
+            out = self._decide(event, rows, record_ts)
+        except BaseException:
+            rows.forget()
+            raise
         rows.commit()
         return out
 

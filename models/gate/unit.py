@@ -4,6 +4,14 @@ written once, when the event is decided.
 `Gate.handle` makes one per event over its `Store` and commits it when the event is decided; an
 event that fails commits nothing, so no half of a transition is ever stored. A what-if check
 decides over an `OverlayStore` the same way (`Gate.check`).
+
+Rows stay decoded across events (`Decoded`), the ones an event read as well as the ones it wrote:
+an app's clock, schedule and day lists are read by nearly every event of the app, and decoding a
+row costs more than reading it. A kept row is used only while the store still holds the bytes it
+was decoded from (the store is read once per row and event, so a batch the worker aborted, or
+rows another writer restored, are decoded again), and an event changes a row only to `put` or
+`delete` it (tests/unit/test_unit_of_work.py checks that over the identity bench's logs); an
+event that fails forgets the rows it read.
 """
 
 from __future__ import annotations
@@ -20,9 +28,10 @@ DECODED_SENDERS = 256  # sender states kept decoded: a few MB at 32 clusters a s
 
 
 class Held:
-    """Objects kept decoded across events, each with the row it was written as: one is used only
-    while the stored row is still those bytes, and is taken out while an event uses it, so an
-    event that fails half-way (its rows never written) leaves nothing stale behind."""
+    """Objects kept decoded across events, each with the row it was read or written as: one is used
+    only while the stored row is still those bytes. A sender state is taken out while an event
+    uses it (`take`), so an event that fails half-way (its rows never written) leaves nothing stale
+    behind; a row stays, and such an event forgets the rows it read (`UnitOfWork.forget`)."""
 
     def __init__(self, most: int) -> None:
         self.most = most
@@ -41,9 +50,9 @@ class Held:
 
 
 class Decoded:
-    """What the events over one store keep decoded for the next: the rows they wrote, and sender
-    states (a head row and up to 32 clusters and their sketches; the head's stamp vouches for the
-    cluster rows). A what-if check keeps its own (`Gate.check`)."""
+    """What the events over one store keep decoded for the next: the rows they read or wrote, and
+    sender states (a head row and up to 32 clusters and their sketches; the head's stamp vouches
+    for the cluster rows). A what-if check keeps its own (`Gate.check`)."""
 
     def __init__(self, num_perm: int) -> None:
         self.num_perm = num_perm  # a sender state's sketch length
@@ -67,7 +76,7 @@ class UnitOfWork:
         self._changed: dict[tuple[Table, bytes], Any] = {}  # ... those to write, in the order of their first change
 
     def get(self, table: Table[R], *parts: str) -> R | None:
-        """The row, decoded (once per event); None if there is none."""
+        """The row, decoded (once per event, and kept for the next events); None if there is none."""
         row_key = "\x1f".join(parts).encode()  # (`key`, inline: every row read)
         slot = (table, row_key)
         rows = self._rows
@@ -78,8 +87,16 @@ class UnitOfWork:
             # (not kept: the store changes only at `commit`; an object held for the slot stays,
             # used only if its row comes back)
             return None
-        hit = self._held.pop(slot, None)  # (`Held.take`, inline)
-        row = rows[slot] = hit[1] if hit is not None and hit[0] == raw else table.decode(raw)
+        held = self._held
+        hit = held.get(slot)
+        if hit is not None and hit[0] == raw:
+            row = rows[slot] = hit[1]
+            return row
+        row = rows[slot] = table.decode(raw)
+        if table.encode is not None:  # (a Raw row is its bytes: nothing to keep)
+            held[slot] = (raw, row)  # (`Held.keep`, inline)
+            if len(held) > DECODED_ROWS:
+                del held[next(iter(held))]  # the first kept
         return row
 
     def put(self, table: Table[R], row: R, *parts: str) -> None:
@@ -122,11 +139,11 @@ class UnitOfWork:
         if not changed:
             return
         store, held = self.store, self._held
-        most = self.decoded.rows.most
         for slot, row in changed.items():
             table, row_key = slot
             if row is None:
                 store.delete(table, row_key)
+                held.pop(slot, None)  # (read, perhaps changed, then deleted)
                 continue
             encode = table.encode
             if encode is None:  # (Raw)
@@ -135,5 +152,11 @@ class UnitOfWork:
             raw = encode(row)
             store.set(table, row_key, raw)
             held[slot] = (raw, row)  # (`Held.keep`, inline)
-            if len(held) > most:
-                del held[next(iter(held))]  # the least recently written
+            if len(held) > DECODED_ROWS:
+                del held[next(iter(held))]  # the first kept
+
+    def forget(self) -> None:
+        """The event failed: the rows it read may be half-changed, so none of them is kept decoded."""
+        held = self._held
+        for slot in self._rows:
+            held.pop(slot, None)

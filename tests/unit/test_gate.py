@@ -6,6 +6,7 @@ Order per send: release what is due -> consent -> burst pacing (replies skip it)
 
 from __future__ import annotations
 
+
 import orjson
 import pytest
 

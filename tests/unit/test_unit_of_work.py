@@ -1,6 +1,7 @@
 """models/gate/unit.py: an event's rows are decoded once and each changed row is written once, when
 the event is decided; an event that fails writes nothing; rows kept decoded across events decide
-as rows read back from the store."""
+as rows read back from the store, which holds only while an event changes a row only to put or
+delete it."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import pytest
 from conftest import APP, T, event
 from sendgate.models.clock import AppClock
 from sendgate.models.consent import Userkey
-from sendgate.models.gate import CLOCKS, USERKEYS, Decoded, Gate, MemoryStore, Table, UnitOfWork, key
+from bench import identity
+from bench.throughput import generate
+from sendgate.models.gate import CLOCKS, CONVERSATIONS, USERKEYS, Decoded, Gate, MemoryStore, Table, UnitOfWork, key
 from sendgate.models.events import validate
-from sendgate.models.gate import consent
+from sendgate.models.gate import consent, gate
 
 from test_gate import scenario
 
@@ -57,10 +60,15 @@ def test_an_event_that_fails_half_way_writes_nothing(monkeypatch):
     def fails(*args):
         raise RuntimeError("a fault after the event's first rows changed")
 
+    gate.handle(validate(event("inbound", 0, event_id="i0", text="hello"), T), store)
+    store.writes.clear()
+    conversation = (CONVERSATIONS, key(APP, "S1", "u1"))
+    assert conversation in gate.decoded.rows.held  # kept decoded for the next events
     monkeypatch.setattr(consent, "stopped_by", fails)  # an opt-out inbound, after its conversation row
     with pytest.raises(RuntimeError):
         gate.handle(validate(event("inbound", 0, text="STOP"), T), store)
     assert store.writes == []
+    assert conversation not in gate.decoded.rows.held  # changed in place, never written: forgotten
 
 
 def decided(docs: list[dict], keep_decoded: bool) -> tuple[list, dict]:
@@ -75,3 +83,36 @@ def decided(docs: list[dict], keep_decoded: bool) -> tuple[list, dict]:
 def test_rows_kept_decoded_across_events_decide_as_rows_read_back():
     docs = scenario()
     assert decided(docs, keep_decoded=True) == decided(docs, keep_decoded=False)
+
+
+class CheckedUnitOfWork(UnitOfWork):
+    """A unit of work that checks, when the event is decided, that each row it read and did not put
+    or delete is still what its stored bytes say: a row changed in place but never put would be
+    kept decoded, changed, for the next events, while the store holds it unchanged."""
+
+    __slots__ = ("raws",)
+
+    def __init__(self, store, decoded: Decoded) -> None:
+        super().__init__(store, decoded)
+        self.raws: dict[tuple[Table, bytes], bytes] = {}
+
+    def get(self, table, *parts):
+        row = super().get(table, *parts)
+        slot = (table, key(*parts))
+        if row is not None and table.encode is not None and slot not in self._changed:
+            self.raws.setdefault(slot, self.store.get(table, slot[1]))
+        return row
+
+    def commit(self) -> None:
+        for slot, raw in self.raws.items():
+            table, row_key = slot
+            if slot not in self._changed:
+                assert table.encode(self._rows[slot]) == raw, f"{table} {row_key!r}: changed, but not put"
+        super().commit()
+
+
+@pytest.mark.parametrize("run", [identity.run_default, identity.run_strict], ids=["default", "strict"])
+def test_an_event_changes_a_row_only_to_put_or_delete_it(monkeypatch, run):
+    monkeypatch.setattr(gate, "UnitOfWork", CheckedUnitOfWork)
+    digest, _, _ = run(generate(3000).records)
+    assert digest.count > 3000
