@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,7 @@ class GateWorker:
         started = time.perf_counter()
         holes = self.holes
         filled = await holes.fill_quiet(quiet, self.process, sent)
+        self.gate.sketcher.presketch(send_texts(batch))  # the burst step's sketches, a batch at once
         for event in batch:
             message = event.message
             seen = holes.seen.get(message.partition)
@@ -451,6 +452,18 @@ class GateWorker:
             dead_letter_record(message, value, error, code),
             headers=list(message.headers or ()) or None,
         )
+
+
+def send_texts(batch: list[Event]) -> Iterator[str]:
+    """The texts of a batch's sends as their records say: a hint for `Sketcher.presketch`, read
+    only when it asks (a record the gate later refuses costs a sketch, nothing more)."""
+    for event in batch:
+        try:
+            doc = orjson.loads(event.value)
+        except (ValueError, TypeError):  # not JSON, or no value (a tombstone): the gate says why
+            continue
+        if isinstance(doc, dict) and doc.get("type") == "send" and isinstance(text := doc.get("text"), str):
+            yield text
 
 
 def awaiting(task: asyncio.Task | None) -> str:

@@ -1,4 +1,4 @@
-"""batch.py: the dead-letter record, where a batch is (for error lines), `awaiting`, where a
+"""batch.py: the dead-letter record, the send texts a batch is presketched with, where a batch is (for error lines), `awaiting`, where a
 suspended task waits, for the slow-batch warning (a stall is never silent), and which batches
 `run_batch` decides around a rebalance (on a worker as built, never started).
 The agent and the batch protocol against a broker: tests/integration/test_kafka_*.py."""
@@ -17,7 +17,7 @@ from sendgate.models.events import Refusal
 from sendgate.streams.config import Settings
 from sendgate.streams.worker import batch as worker_batch
 from sendgate.streams.worker.app import build_worker
-from sendgate.streams.worker.batch import _where, awaiting, dead_letter_record
+from sendgate.streams.worker.batch import _where, awaiting, dead_letter_record, send_texts
 from sendgate.streams.worker.holes import LoggedMessage
 
 
@@ -160,3 +160,17 @@ def test_a_failing_batch_is_not_decided_again_after_a_rebalance_in_its_backoff(w
     asyncio.run(run())
     assert worker.attempts == [[2144]] and not worker.event.acked and worker.next_offsets == {}
     assert worker.failing_since is None
+
+
+def test_the_texts_presketched_are_the_sends_texts_and_a_bad_record_is_left_to_the_gate():
+    values = [
+        orjson.dumps({"type": "send", "text": "Hi Ann, 50% off today"}),
+        orjson.dumps({"type": "inbound", "text": "STOP"}),
+        orjson.dumps({"type": "send", "text": 42}),
+        orjson.dumps(["send"]),
+        b"{not json",
+        None,  # a tombstone
+        orjson.dumps({"type": "send", "text": "Hi Bo, 50% off today"}),
+    ]
+    batch = [SimpleNamespace(value=v) for v in values]
+    assert list(send_texts(batch)) == ["Hi Ann, 50% off today", "Hi Bo, 50% off today"]
