@@ -101,6 +101,14 @@ ENV_SECTIONS: list[tuple[str, list[Env]]] = [
                 "Faust's own restore, record by record",
             ),
             (
+                "SENDGATE_STORE_MEMORY_MB",
+                "store_memory_mb",
+                "RocksDB's memory per partition database (each active and standby partition of the `state` "
+                "table has one, on this worker): half a block cache, half two write buffers. Faust's own defaults "
+                "(a 2 GB cache and three 64 MB buffers a database) let a worker's memory grow with its state; "
+                "rows not cached are read from the OS page cache, which is not the worker's memory",
+            ),
+            (
                 "SENDGATE_TICK_INTERVAL_S",
                 "tick_interval_s",
                 "how often the ticker looks for due requests; `0` disables it",

@@ -169,6 +169,7 @@ VARIABLES: tuple[tuple[str, str], ...] = tuple(
         ("linger_ms", "linger_ms"),
         ("stall_exit_s", "stall_exit_s"),
         ("fast_restore", "fast_restore"),
+        ("store_memory_mb", "store_memory_mb"),
         ("events_timestamp_type", "events_timestamp_type"),
         ("metrics_networks", "metrics_networks"),
         ("security_protocol", "security_protocol"),
@@ -238,6 +239,10 @@ class Settings:
     # Restore the state table's stores from the changelog in write batches before joining the
     # group (streams/worker/restore.py); off: Faust's own restore, record by record.
     fast_restore: bool = True
+    # RocksDB's memory per partition database (each active and standby partition has one): half a
+    # block cache, half two write buffers. Faust's defaults (a 2 GB cache and three 64 MB buffers a
+    # database) let a worker's memory grow with its state; the OS page cache holds the rest.
+    store_memory_mb: int = 32
     userkey_secret: str | None = field(default=None, repr=False)
     ssl_cafile: str | None = None  # None with SSL: the system's CA store
     ssl_certfile: str | None = None  # client certificate (mutual TLS), PEM
@@ -411,6 +416,7 @@ class Settings:
             userkey_secret=_secret(env, "SENDGATE_USERKEY_SECRET"),
             group_instance_id=env.get("SENDGATE_GROUP_INSTANCE_ID") or None,
             fast_restore=_switch(env, "SENDGATE_FAST_RESTORE", d.fast_restore),
+            store_memory_mb=_int(env, "SENDGATE_STORE_MEMORY_MB", d.store_memory_mb, minimum=4),
             keyring_file=env.get("SENDGATE_KEYRING") or None,
             auth=_switch(env, "SENDGATE_AUTH", True),
             key_id=env.get("SENDGATE_KEY_ID") or None,
@@ -506,6 +512,11 @@ class Settings:
                 f"cannot load TLS files (SENDGATE_SSL_CAFILE={self.ssl_cafile}, SENDGATE_SSL_CERTFILE="
                 f"{self.ssl_certfile}, SENDGATE_SSL_KEYFILE={self.ssl_keyfile}): {exc}"
             ) from None
+
+    def rocksdb_options(self) -> dict[str, int]:
+        """Faust's RocksDB options for one partition database, within `store_memory_mb`."""
+        quarter = self.store_memory_mb * 1024 * 1024 // 4
+        return {"block_cache_size": 2 * quarter, "write_buffer_size": quarter, "max_write_buffer_number": 2}
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

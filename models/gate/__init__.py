@@ -76,7 +76,7 @@ from .tables import (
     due_entries,
     key,
 )
-from .unit import DECODED_ROWS, DECODED_SENDERS, Decoded, UnitOfWork
+from .unit import DECODED_ROWS, DECODED_SENDER_BYTES, Decoded, UnitOfWork
 
 __all__ = [
     "CHECK_ID",
@@ -85,7 +85,7 @@ __all__ = [
     "CONTACTS",
     "CONVERSATIONS",
     "DECODED_ROWS",
-    "DECODED_SENDERS",
+    "DECODED_SENDER_BYTES",
     "DUE",
     "GRANTS",
     "HANDLERS",

@@ -24,7 +24,10 @@ from .tables import CLUSTERS, SENDERS, SKETCHES, Store, Table
 R = TypeVar("R")
 
 DECODED_ROWS = 4096  # rows kept decoded across events (`Decoded`): each app's clock, schedule, day lists...
-DECODED_SENDERS = 256  # sender states kept decoded: a few MB at 32 clusters a state
+# Sender states kept decoded, by their bytes (`SenderState.nbytes`), not their count: a state is
+# 1-300 KB (mostly its clusters' sketches), and the bench log's 285 states (235 senders, 50 app-wide)
+# take 34 MB; kept by count (256), the least recent were decoded from their rows again and again.
+DECODED_SENDER_BYTES = 64 * 1024 * 1024
 
 
 class Held:
@@ -49,6 +52,36 @@ class Held:
             del held[next(iter(held))]  # the least recently written
 
 
+class HeldSenders(Held):
+    """Sender states kept decoded (as `Held`), at most `most_bytes` of them by `SenderState.nbytes`;
+    the least recently used go first."""
+
+    def __init__(self, most_bytes: int) -> None:
+        super().__init__(most=0)
+        self.most_bytes = most_bytes
+        self.bytes = 0
+        self.weights: dict[Hashable, int] = {}  # slot -> the state's bytes when it was kept
+
+    def take(self, slot: Hashable, raw: bytes | None) -> SenderState | None:
+        hit = self.held.pop(slot, None)
+        if hit is None:
+            return None
+        self.bytes -= self.weights.pop(slot)
+        return hit[1] if raw is not None and hit[0] == raw else None
+
+    def keep(self, slot: Hashable, raw: bytes, row: SenderState) -> None:
+        held, weights = self.held, self.weights
+        if held.pop(slot, None) is not None:  # (kept twice in one event)
+            self.bytes -= weights.pop(slot)
+        held[slot] = (raw, row)
+        weights[slot] = weight = row.nbytes
+        self.bytes += weight
+        while self.bytes > self.most_bytes and len(held) > 1:
+            first = next(iter(held))  # the least recently used
+            del held[first]
+            self.bytes -= weights.pop(first)
+
+
 class Decoded:
     """What the events over one store keep decoded for the next: the rows they read or wrote, and
     sender states (a head row and up to 32 clusters and their sketches; the head's stamp vouches
@@ -57,7 +90,7 @@ class Decoded:
     def __init__(self, num_perm: int) -> None:
         self.num_perm = num_perm  # a sender state's sketch length
         self.rows = Held(DECODED_ROWS)
-        self.senders = Held(DECODED_SENDERS)
+        self.senders = HeldSenders(DECODED_SENDER_BYTES)
 
 
 class UnitOfWork:

@@ -52,7 +52,7 @@ async def restore_state(settings: Settings, orphans: dict[int, set[bytes]]) -> t
     for partition in ends:
         path = store_path(settings, partition)
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = dbs[partition] = RocksDBOptions().open(path)
+        db = dbs[partition] = RocksDBOptions(**settings.rocksdb_options()).open(path)
         persisted = db.get(Store.offset_key)
         start[partition] = int(persisted) + 1 if persisted is not None else 0
         if start[partition] > ends[partition]:
@@ -68,7 +68,7 @@ async def restore_state(settings: Settings, orphans: dict[int, set[bytes]]) -> t
             )
             db.close()
             rocksdict.Rdict.destroy(str(path))
-            db = dbs[partition] = RocksDBOptions().open(path)
+            db = dbs[partition] = RocksDBOptions(**settings.rocksdb_options()).open(path)
             start[partition] = 0
     logs = {p: CheckpointLog(_epoch(db, p)) for p, db in dbs.items()}
     applied = read = 0

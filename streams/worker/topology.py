@@ -68,7 +68,15 @@ def faust_app(settings: Settings) -> faust.App:
 def checkpoint_store(app: faust.App, settings: Settings) -> CheckpointStore:
     """The two tables, and the store the gate reads and writes them through."""
     state = app.tables.add(
-        StateTable(app, name=STATE, default=None, beacon=app.tables.beacon, partitions=settings.partitions, **RAW)
+        StateTable(
+            app,
+            name=STATE,
+            default=None,
+            beacon=app.tables.beacon,
+            partitions=settings.partitions,
+            options=settings.rocksdb_options(),  # bounded memory per partition database
+            **RAW,
+        )
     )
     # Where each app lives crosses partitions, so every worker holds all of it (a global table, one
     # partition; Faust advises partitions=1 and recovery_buffer_size=1 for global tables with several workers).

@@ -116,3 +116,45 @@ def test_an_event_changes_a_row_only_to_put_or_delete_it(monkeypatch, run):
     monkeypatch.setattr(gate, "UnitOfWork", CheckedUnitOfWork)
     digest, _, _ = run(generate(3000).records)
     assert digest.count > 3000
+
+
+def test_sender_states_are_kept_by_their_bytes_not_their_count(monkeypatch):
+    """300 senders (the bench log has 285 sender states) send twice: the second round decodes no
+    state from its rows. Kept by count (256), the least recent 44 were decoded again each round."""
+    from sendgate.models.burst import SenderState
+
+    gate_, store = Gate(), MemoryStore()
+    senders = [f"sender-{i}" for i in range(300)]
+    for i, sender in enumerate(senders):
+        gate_.handle_in_one_log(validate(event("inbound", at=i, sender=sender, userkey=f"u{i}", text="hi"), T), store)
+    decoded = []
+    real = SenderState.from_rows.__func__
+    monkeypatch.setattr(SenderState, "from_rows", classmethod(lambda cls, *a: decoded.append(1) or real(cls, *a)))
+    for round_ in (1, 2):
+        decoded.clear()
+        for i, sender in enumerate(senders):
+            doc = event("send", at=10_000 * round_ + i, sender=sender, userkey=f"u{i}", text=f"hello {round_}")
+            gate_.handle_in_one_log(validate(doc, T), store)
+        if round_ == 2:
+            assert decoded == []
+    held = gate_.decoded.senders
+    assert len(held.held) >= 300 and held.bytes == sum(state.nbytes for _, state in held.held.values())
+
+
+def test_the_sender_states_kept_stay_within_their_bytes():
+    from sendgate.models.gate.unit import HeldSenders
+
+    gate_, store = Gate(), MemoryStore()
+    for i in range(40):
+        gate_.handle_in_one_log(validate(event("inbound", at=i, sender=f"s{i}", userkey=f"u{i}", text="hi"), T), store)
+        doc = event("send", at=1_000 + i, sender=f"s{i}", userkey=f"u{i}", text=f"text {i}")
+        gate_.handle_in_one_log(validate(doc, T), store)
+    states = list(gate_.decoded.senders.held.items())
+    weight = max(state.nbytes for _, (_, state) in states)
+    held = HeldSenders(most_bytes=10 * weight)
+    for slot, (raw, state) in states:
+        held.keep(slot, raw, state)
+        assert held.bytes <= 10 * weight
+    assert 10 <= len(held.held) < 40 and list(held.held) == [slot for slot, _ in states][-len(held.held) :]
+    raw, state = held.held[states[-1][0]]
+    assert held.take(states[-1][0], raw) is state and states[-1][0] not in held.weights

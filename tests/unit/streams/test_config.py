@@ -124,6 +124,7 @@ def test_every_setting_reaches_a_child_process():
         sasl_password="pw",
         group_instance_id="gate-0",
         fast_restore=False,
+        store_memory_mb=48,
         userkey_secret="s3cret",
         ssl_cafile="/etc/ca.pem",
         ssl_certfile="/etc/cert.pem",
