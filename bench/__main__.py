@@ -222,7 +222,7 @@ async def phase_latency(r: Report) -> None:
     if "profile" not in a.skip and pyspy.pyspy():
 
         def hook(pid):
-            pyspy.record(pid, 10, a.outdir / f"{a.stem}-profile-1000rps.txt", "the worker at 1,000 requests/s")
+            return pyspy.record(pid, 10, a.outdir / f"{a.stem}-profile-1000rps.txt", "the worker at 1,000 requests/s")
 
     log("raw aiokafka echo baseline ...")
     echo = await lat.run_echo(r.settings("echo"), r.work, a.rates, a.latency_seconds, a.latency_warmup, a.seed, a.quick)
