@@ -16,7 +16,8 @@ event that fails forgets the rows it read.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, TypeVar
+from operator import attrgetter
+from typing import Any, Callable, Hashable, TypeVar
 
 from ..burst import SenderState
 from .tables import CLUSTERS, SENDERS, SKETCHES, Store, Table
@@ -32,54 +33,40 @@ DECODED_SENDER_BYTES = 64 * 1024 * 1024
 
 class Held:
     """Objects kept decoded across events, each with the row it was read or written as: one is used
-    only while the stored row is still those bytes. A sender state is taken out while an event
+    only while the stored row is still those bytes. At most `most` of them by `weigh` (1 each
+    without it), the least recently kept going first. A sender state is taken out while an event
     uses it (`take`), so an event that fails half-way (its rows never written) leaves nothing stale
-    behind; a row stays, and such an event forgets the rows it read (`UnitOfWork.forget`)."""
+    behind. Rows are kept by `UnitOfWork` inline (one each, every row read); such an event forgets
+    the rows it read (`UnitOfWork.forget`)."""
 
-    def __init__(self, most: int) -> None:
+    def __init__(self, most: int, weigh: Callable[[Any], int] | None = None) -> None:
         self.most = most
+        self.weigh = weigh
         self.held: dict[Hashable, tuple[bytes, Any]] = {}  # slot -> (row, its object)
+        self.weights: dict[Hashable, int] = {}  # slot -> its weight when it was kept (with `weigh`)
+        self.total = 0  # ... their sum
 
     def take(self, slot: Hashable, raw: bytes | None) -> Any:
-        """The object held for `slot` if its stored row is still `raw`, else None."""
-        hit = self.held.pop(slot, None)
-        return hit[1] if hit is not None and raw is not None and hit[0] == raw else None
-
-    def keep(self, slot: Hashable, raw: bytes, row: Any) -> None:
-        held = self.held
-        held[slot] = (raw, row)
-        if len(held) > self.most:
-            del held[next(iter(held))]  # the least recently written
-
-
-class HeldSenders(Held):
-    """Sender states kept decoded (as `Held`), at most `most_bytes` of them by `SenderState.nbytes`;
-    the least recently used go first."""
-
-    def __init__(self, most_bytes: int) -> None:
-        super().__init__(most=0)
-        self.most_bytes = most_bytes
-        self.bytes = 0
-        self.weights: dict[Hashable, int] = {}  # slot -> the state's bytes when it was kept
-
-    def take(self, slot: Hashable, raw: bytes | None) -> SenderState | None:
+        """The object held for `slot` if its stored row is still `raw`, else None; no longer held."""
         hit = self.held.pop(slot, None)
         if hit is None:
             return None
-        self.bytes -= self.weights.pop(slot)
+        self.total -= self.weights.pop(slot, 1)
         return hit[1] if raw is not None and hit[0] == raw else None
 
-    def keep(self, slot: Hashable, raw: bytes, row: SenderState) -> None:
+    def keep(self, slot: Hashable, raw: bytes, row: Any) -> None:
         held, weights = self.held, self.weights
         if held.pop(slot, None) is not None:  # (kept twice in one event)
-            self.bytes -= weights.pop(slot)
+            self.total -= weights.pop(slot, 1)
         held[slot] = (raw, row)
-        weights[slot] = weight = row.nbytes
-        self.bytes += weight
-        while self.bytes > self.most_bytes and len(held) > 1:
-            first = next(iter(held))  # the least recently used
+        weight = 1
+        if self.weigh is not None:
+            weights[slot] = weight = self.weigh(row)
+        self.total += weight
+        while self.total > self.most and len(held) > 1:
+            first = next(iter(held))  # the least recently kept
             del held[first]
-            self.bytes -= weights.pop(first)
+            self.total -= weights.pop(first, 1)
 
 
 class Decoded:
@@ -90,7 +77,7 @@ class Decoded:
     def __init__(self, num_perm: int) -> None:
         self.num_perm = num_perm  # a sender state's sketch length
         self.rows = Held(DECODED_ROWS)
-        self.senders = HeldSenders(DECODED_SENDER_BYTES)
+        self.senders = Held(DECODED_SENDER_BYTES, weigh=attrgetter("nbytes"))
 
 
 class UnitOfWork:

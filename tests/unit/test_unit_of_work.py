@@ -138,11 +138,13 @@ def test_sender_states_are_kept_by_their_bytes_not_their_count(monkeypatch):
         if round_ == 2:
             assert decoded == []
     held = gate_.decoded.senders
-    assert len(held.held) >= 300 and held.bytes == sum(state.nbytes for _, state in held.held.values())
+    assert len(held.held) >= 300 and held.total == sum(state.nbytes for _, state in held.held.values())
 
 
 def test_the_sender_states_kept_stay_within_their_bytes():
-    from sendgate.models.gate.unit import HeldSenders
+    from operator import attrgetter
+
+    from sendgate.models.gate.unit import Held
 
     gate_, store = Gate(), MemoryStore()
     for i in range(40):
@@ -151,10 +153,10 @@ def test_the_sender_states_kept_stay_within_their_bytes():
         gate_.handle_in_one_log(validate(doc, T), store)
     states = list(gate_.decoded.senders.held.items())
     weight = max(state.nbytes for _, (_, state) in states)
-    held = HeldSenders(most_bytes=10 * weight)
+    held = Held(10 * weight, weigh=attrgetter("nbytes"))
     for slot, (raw, state) in states:
         held.keep(slot, raw, state)
-        assert held.bytes <= 10 * weight
+        assert held.total <= 10 * weight
     assert 10 <= len(held.held) < 40 and list(held.held) == [slot for slot, _ in states][-len(held.held) :]
     raw, state = held.held[states[-1][0]]
     assert held.take(states[-1][0], raw) is state and states[-1][0] not in held.weights
