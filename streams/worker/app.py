@@ -109,6 +109,7 @@ def build_worker(settings: Settings, *, ticker: bool = True) -> GateWorker:
     @app.timer(interval=STORE_RETRY_S)
     async def retry_store() -> None:
         store.table.retry_unwritten()
+        await store.table.resume_standbys()
 
     @app.timer(interval=QUIET_CHECK_S)
     async def watch_quiet_partitions() -> None:

@@ -118,6 +118,7 @@ class GateWorker:
             "recovery_remaining": remaining,
             "rebalancing": bool(self.faust.rebalancing),
             "store_unwritten_rows": self.store.table.unwritten.size,
+            "standbys": self.store.table.standbys_behind(),
             "store_memory_bytes": store_memory_bytes(self.store.table),
             "reasons": self.not_ready(),
         }

@@ -298,6 +298,32 @@ def forget_recovery_offset(app: Any, tp: TP) -> None:
     recovery.standby_offsets.pop(tp, None)
 
 
+def standby_read_to(app: Any, tp: TP) -> int | None:
+    """The changelog offset Faust's recovery has read standby partition `tp` to (None: not yet)."""
+    return app.tables.recovery.standby_offsets.get(tp)
+
+
+def read_standby_from(app: Any, tp: TP, offset: int) -> None:
+    """Make Faust's recovery take standby partition `tp`'s records past `offset` again: it takes
+    only those past the offset it last read to."""
+    app.tables.recovery.standby_offsets[tp] = offset
+
+
+def flush_recovery_buffers(app: Any) -> None:
+    """Apply the changelog records Faust's recovery holds in its buffers (it applies a standby's
+    `standby_buffer_size` at once, and the rest at a rebalance)."""
+    app.tables.recovery.flush_buffers()
+
+
+async def rewind_standbys(app: Any, offsets: Mapping[TP, int]) -> None:
+    """Read standby changelog partitions again from `offsets` (each the last offset the local store
+    holds), as Faust's recovery does at a rebalance: the consumer seeks there, and recovery takes
+    the records past it. Records fetched before the seek still arrive first (`StateTable._rewinds`)."""
+    for tp, offset in offsets.items():
+        read_standby_from(app, tp, offset)
+    await app.consumer.seek_wait({tp: max(offset, 0) for tp, offset in offsets.items()})
+
+
 def rows_with_prefix(table: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     """The rows of `table` on this worker's active partitions whose key starts with `prefix`: in
     RocksDB one seek per partition store (keys are sorted), not a scan of every row; in the

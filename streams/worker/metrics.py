@@ -260,6 +260,14 @@ class _ScrapeTime:
             for p in now["partitions"]:
                 family.add_metric([str(p["partition"])], p[key])
             yield family
+        behind = GaugeMetricFamily(
+            "sendgate_standby_records_behind",
+            "Changelog records of a standby partition its local copy has not applied yet (a failover reads them first)",
+            labels=["partition"],
+        )
+        for partition, records in now["standbys"].items():
+            behind.add_metric([str(partition)], records)
+        yield behind
         for name, doc, value in (
             ("sendgate_assigned_partitions", "Events partitions assigned to this worker", len(now["partitions"])),
             ("sendgate_pending_requests", "Delayed requests held on this worker's partitions", now["pending"]),

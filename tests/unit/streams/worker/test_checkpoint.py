@@ -339,6 +339,72 @@ def test_a_rebalance_drops_the_held_rows_of_partitions_that_moved_and_standbys_p
     assert standby not in w.faust.tables.recovery.standby_offsets  # read again from the store's offset
 
 
+def test_a_stopped_standby_copy_reads_its_records_again_once_the_store_takes_writes(monkeypatch):
+    """The 30-minute soak: a standby copy stopped by a full disk stayed stopped for minutes after the
+    disk had room, until a failover read 331,249 records (92 s without a decision). Once the store
+    takes writes, the copy is read again from the store's offset at once: what recovery buffered
+    meanwhile is dropped, records fetched before the seek (past what recovery had read, increasing)
+    are skipped, and the first record from the seek on is applied, in order."""
+    monkeypatch.setattr(checkpoint, "STORE_RETRY_S", 0.0)
+    w = Worker()
+    standby = TP(w.changelog, 3)
+    recovery = w.faust.tables.recovery
+    monkeypatch.setattr(w.faust.assignor, "assigned_standbys", lambda: {standby})
+    monkeypatch.setattr(w.faust.assignor, "assigned_actives", lambda: set())
+    seeks: list[dict[TP, int]] = []
+
+    async def rewind(app: object, offsets: dict[TP, int]) -> None:
+        seeks.append(dict(offsets))
+        for tp, offset in offsets.items():
+            recovery.standby_offsets[tp] = offset
+
+    monkeypatch.setattr(checkpoint, "rewind_standbys", rewind)
+
+    def records(*offsets_rows: tuple[int, bytes, bytes]) -> list[_Written]:
+        return [_Written(standby, 3, offset, row, value) for offset, row, value in offsets_rows]
+
+    restore = refuse_writes(w)
+    w.table.apply_changelog_batch(records((0, b"u:zero", b"0"), (1, commit_key(3), b"1")))  # held
+    w.table.apply_changelog_batch(records((2, b"u:two", b"2"), (3, commit_key(3), b"3")))  # stops the copy
+    assert w.table.paused_standbys == {standby}
+    recovery.standby_offsets[standby] = 7  # recovery read on while the copy was stopped
+    recovery.buffers[w.table] = records((6, b"u:six", b"6"), (7, commit_key(3), b"7"))  # and holds these
+    restore()
+    w.table.retry_unwritten()
+    assert w.rows[b"u:zero"] == b"0" and w.table.held_to(standby) == -1  # the memory store keeps no offset
+    asyncio.run(w.table.resume_standbys())
+    assert seeks == [{standby: -1}] and not w.table.paused_standbys and not recovery.buffers[w.table]
+    assert b"u:six" not in w.rows
+    w.table.apply_changelog_batch(records((8, b"u:eight", b"8"), (9, commit_key(3), b"9")))  # fetched before
+    assert b"u:eight" not in w.rows and recovery.standby_offsets[standby] == -1  # taken again after the seek
+    w.table.apply_changelog_batch(records((2, b"u:two", b"2"), (3, commit_key(3), b"3"), (6, b"u:six", b"6")))
+    w.table.apply_changelog_batch(records((7, commit_key(3), b"7"), (8, b"u:eight", b"8"), (9, commit_key(3), b"9")))
+    assert [w.rows.get(r) for r in (b"u:two", b"u:six", b"u:eight")] == [b"2", b"6", b"8"]
+
+
+def test_a_standby_copy_whose_seek_fails_stays_stopped_until_the_next_rebalance(monkeypatch):
+    monkeypatch.setattr(checkpoint, "STORE_RETRY_S", 0.0)
+    w = Worker()
+    standby = TP(w.changelog, 3)
+    monkeypatch.setattr(w.faust.assignor, "assigned_standbys", lambda: {standby})
+
+    async def rewind(app: object, offsets: dict[TP, int]) -> None:
+        raise TimeoutError
+
+    monkeypatch.setattr(checkpoint, "rewind_standbys", rewind)
+    restore = refuse_writes(w)
+    for offset in range(4):  # two checkpoints: the store refuses the first, the second stops the copy
+        w.table.apply_changelog_batch(
+            [_Written(standby, 3, offset, *((b"u:r", b"r"), (commit_key(3), b"1"))[offset % 2])]
+        )
+    assert w.table.paused_standbys == {standby}
+    w.faust.tables.recovery.standby_offsets[standby] = 5
+    restore()
+    w.table.retry_unwritten()
+    asyncio.run(w.table.resume_standbys())
+    assert w.table.paused_standbys == {standby} and not w.table._rewinds
+
+
 def test_the_memory_store_keeps_no_offsets_so_a_checkpoint_after_other_records_warns_of_nothing(caplog):
     w = Worker()  # its changelog offsets start at 100: records this worker never read come first
     with w.store.handling(at(0, 5)):

@@ -263,6 +263,10 @@ def test_keep_paused_on_buffer_drop_keeps_a_rebalance_s_pause_when_a_full_stream
         "keep_paused_on_buffer_drop",
         "raw_reader",
         "route_to_owner",
+        "standby_read_to",
+        "read_standby_from",
+        "rewind_standbys",
+        "flush_recovery_buffers",
     ],
 )
 def test_the_module_offers_each_internal(name):
@@ -383,6 +387,21 @@ def test_recovery_starts_a_partition_from_its_offset_in_memory_unless_the_store_
     assert "persisted_offset" in source and "offsets.setdefault(tp, None)" in source
     assert "self.active_offsets = Counter()" in inspect.getsource(Recovery.__init__)
     assert "self.standby_offsets = Counter()" in inspect.getsource(Recovery.__init__)
+
+
+def test_recovery_takes_a_standby_s_records_past_its_offset_and_applies_them_a_buffer_at_a_time():
+    """`rewind_standbys`, `read_standby_from`, `flush_recovery_buffers`: Faust's recovery loop takes
+    a record only past the offset it keeps for its tp, buffers it, hands the buffer to the table
+    at `standby_buffer_size`, and the consumer's `seek_wait` moves a partition's position."""
+    from faust.tables.recovery import Recovery
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
+
+    slurp = inspect.getsource(Recovery._slurp_changelogs.fun)
+    assert "if seen_offset is None or offset > seen_offset:" in slurp
+    assert "table.apply_changelog_batch(buf)" in slurp and "table.standby_buffer_size" in slurp
+    assert "table.apply_changelog_batch(buffer)" in inspect.getsource(Recovery.flush_buffers)
+    assert "consumer.seek(tp, offset)" in inspect.getsource(AIOKafkaConsumerThread._seek_wait)
+    assert callable(Consumer.seek_wait)
 
 
 def test_the_rocksdb_store_keeps_its_open_databases_by_partition_and_they_report_their_memory(tmp_path):

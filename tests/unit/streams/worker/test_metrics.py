@@ -33,6 +33,7 @@ SCRAPE = {
     "rebalancing": False,
     "store_unwritten_rows": 0,
     "store_memory_bytes": 0,
+    "standbys": {},
     "reasons": [],
 }
 T = 1_700_000_000_000
@@ -230,6 +231,7 @@ def test_offsets_lag_and_readiness_are_read_when_prometheus_scrapes():
         "recovery_remaining": 12,
         "store_unwritten_rows": 41_426,
         "store_memory_bytes": 3 << 20,
+        "standbys": {1: 0, 2: 331_249},
         "reasons": ["recovering tables: 12 changelog row(s) left"],
     }
     metrics = GateMetrics(("sms",), lambda: now)
@@ -244,6 +246,8 @@ def test_offsets_lag_and_readiness_are_read_when_prometheus_scrapes():
     assert sample(metrics, "sendgate_ready") == 0
     assert sample(metrics, "sendgate_store_unwritten_rows") == 41_426
     assert sample(metrics, "sendgate_store_memory_bytes") == 3 << 20
+    assert sample(metrics, "sendgate_standby_records_behind", partition="2") == 331_249
+    assert sample(metrics, "sendgate_standby_records_behind", partition="1") == 0
     now.update(SCRAPE)  # read again at the next scrape: recovered, ready
     assert sample(metrics, "sendgate_ready") == 1 and sample(metrics, "sendgate_events_lag", partition="3") is None
 

@@ -39,6 +39,7 @@ def test_the_status_adds_up_the_batches_and_shows_no_userkey():
         "rebalancing": False,
         "store_unwritten_rows": 0,
         "store_memory_bytes": 0,
+        "standbys": {},
         "reasons": [],
     }
     first = tally_of(
