@@ -295,12 +295,19 @@ class _Rewind:
     held: int
     seen: int
     last: int = -1
+    skipped: int = 0
 
     def stale(self, offset: int) -> bool:
         if offset > self.seen and offset > self.last:
             self.last = offset
+            self.skipped += 1
             return True
         return False
+
+
+# More records than fetches in flight can hold (a partition's fetch is at most 1 MiB): past that
+# many skipped, Faust's consumer dropped the records from the seek on, and the copy seeks again.
+REWIND_MAX_SKIPPED = 50_000
 
 
 UNWRITTEN_MAX_ROWS = 500_000  # rows held over a store that refuses writes (`Unwritten`): ~100-150 MB
@@ -469,7 +476,11 @@ class StateTable(faust.Table):
             if rewinds and message.tp in rewinds:
                 rewind = rewinds[message.tp]
                 if rewind.stale(message.offset):  # fetched before the seek: taken again after it
-                    read_standby_from(self.app, message.tp, rewind.held)
+                    if rewind.skipped > REWIND_MAX_SKIPPED:
+                        del rewinds[message.tp]
+                        paused.add(message.tp)  # `resume_standbys` seeks again
+                    else:
+                        read_standby_from(self.app, message.tp, rewind.held)
                     continue
                 del rewinds[message.tp]
             if message.offset > read_to.get(message.tp, -1):

@@ -304,9 +304,10 @@ def standby_read_to(app: Any, tp: TP) -> int | None:
 
 
 def read_standby_from(app: Any, tp: TP, offset: int) -> None:
-    """Make Faust's recovery take standby partition `tp`'s records past `offset` again: it takes
-    only those past the offset it last read to."""
+    """Make Faust take standby partition `tp`'s records past `offset` again: its recovery takes only
+    those past the offset it last read to, and its consumer drops those below the last it handed on."""
     app.tables.recovery.standby_offsets[tp] = offset
+    app.consumer._read_offset[tp] = offset if offset > 0 else None
 
 
 def flush_recovery_buffers(app: Any) -> None:

@@ -382,6 +382,40 @@ def test_a_stopped_standby_copy_reads_its_records_again_once_the_store_takes_wri
     assert [w.rows.get(r) for r in (b"u:two", b"u:six", b"u:eight")] == [b"2", b"6", b"8"]
 
 
+def test_a_rewind_that_skips_more_than_fetches_can_hold_seeks_again(monkeypatch):
+    """Faust's consumer drops records below the last offset it handed on: one fetched before the
+    seek and handed on after it can make it drop those from the seek on. Then only ever later
+    records come, each past the last skipped; past REWIND_MAX_SKIPPED of them the copy stops and
+    seeks again at the next try, rather than skip for ever."""
+    monkeypatch.setattr(checkpoint, "STORE_RETRY_S", 0.0)
+    monkeypatch.setattr(checkpoint, "REWIND_MAX_SKIPPED", 2)
+    w = Worker()
+    standby = TP(w.changelog, 3)
+    recovery = w.faust.tables.recovery
+    monkeypatch.setattr(w.faust.assignor, "assigned_standbys", lambda: {standby})
+    seeks: list[dict[TP, int]] = []
+
+    async def rewind(app: object, offsets: dict[TP, int]) -> None:
+        seeks.append(dict(offsets))
+
+    monkeypatch.setattr(checkpoint, "rewind_standbys", rewind)
+    restore = refuse_writes(w)
+    for offset in range(4):
+        w.table.apply_changelog_batch(
+            [_Written(standby, 3, offset, *((b"u:r", b"r"), (commit_key(3), b"1"))[offset % 2])]
+        )
+    recovery.standby_offsets[standby] = 5
+    restore()
+    w.table.retry_unwritten()
+    asyncio.run(w.table.resume_standbys())
+    for offset in range(6, 10):  # past what recovery had read: fetched before the seek, or dropped after it
+        w.table.apply_changelog_batch([_Written(standby, 3, offset, b"u:late", b"x")])
+        recovery.standby_offsets[standby] = offset  # as Faust's recovery loop does
+    assert w.table.paused_standbys == {standby} and b"u:late" not in w.rows
+    asyncio.run(w.table.resume_standbys())
+    assert seeks == [{standby: -1}, {standby: -1}]
+
+
 def test_a_standby_copy_whose_seek_fails_stays_stopped_until_the_next_rebalance(monkeypatch):
     monkeypatch.setattr(checkpoint, "STORE_RETRY_S", 0.0)
     w = Worker()

@@ -402,6 +402,8 @@ def test_recovery_takes_a_standby_s_records_past_its_offset_and_applies_them_a_b
     assert "table.apply_changelog_batch(buffer)" in inspect.getsource(Recovery.flush_buffers)
     assert "consumer.seek(tp, offset)" in inspect.getsource(AIOKafkaConsumerThread._seek_wait)
     assert callable(Consumer.seek_wait)
+    drain = inspect.getsource(Consumer._drain_messages)
+    assert "if r_offset is None or offset >= r_offset:" in drain and "set_read_offset(tp, offset)" in drain
 
 
 def test_the_rocksdb_store_keeps_its_open_databases_by_partition_and_they_report_their_memory(tmp_path):
