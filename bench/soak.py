@@ -210,7 +210,8 @@ class Soak:
     def worker(self, label: str) -> WorkerProcess:
         self.starts[label] += 1
         s = self.settings.with_(data_dir=str(self.work / f"store-{label.lower()}"), web_port=self.ports[label])
-        return WorkerProcess(s, self.work / f"worker-{label}-{self.starts[label]}.log").start()
+        env = dict(self.a.worker_a_env) if label == "A" else {}
+        return WorkerProcess(s, self.work / f"worker-{label}-{self.starts[label]}.log", env=env).start()
 
     # --- the load and the subscriber -------------------------------------------------------------
 
@@ -938,6 +939,7 @@ def markdown(s: Soak, c: Counts, baseline: tuple[float, int], plot: str | None, 
                     f"{s.settings.rebalance_timeout_s:g} s, ticker {s.settings.tick_interval_s:g} s",
                 ],
                 ["worker B's store", s.tmpfs_note],
+                ["worker A's own environment", ", ".join(f"{k}={v}" for k, v in s.a.worker_a_env) or "none"],
                 [
                     "rate",
                     f"{s.a.rate:,} requests/s; one worker's capacity on this mix was 1,806 decisions/s "
@@ -1154,6 +1156,15 @@ def parser(ap: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser
         type=float,
         help="at most this long for the last decisions after the load (default 600 s; quick 90 s: the "
         "short version stays under 6 minutes)",
+    )
+    ap.add_argument(
+        "--worker-a-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        type=lambda kv: tuple(kv.split("=", 1)),
+        help="an environment variable for worker A alone, to compare the two side by side (repeatable; "
+        "e.g. MALLOC_ARENA_MAX=2 with --first-fault past the load's end)",
     )
     ap.add_argument("--replay-timeout", dest="replay_timeout_s", type=float, default=1500.0)
     ap.add_argument("--seed", type=int, default=20240601)

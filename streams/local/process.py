@@ -16,17 +16,20 @@ from ..config import Settings
 class WorkerProcess:
     command = "worker"  # the `sendgate` subcommand it runs
 
-    def __init__(self, settings: Settings, log_path: str | os.PathLike, *args: str) -> None:
+    def __init__(
+        self, settings: Settings, log_path: str | os.PathLike, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.settings = settings
         self.log_path = Path(log_path)
         self.args = args
+        self.env = env or {}  # more environment, beside the settings' (e.g. glibc's MALLOC_ARENA_MAX)
         self.process: subprocess.Popen | None = None
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "sendgate.streams.cli", self.command, *self.args]
 
     def start(self) -> "WorkerProcess":
-        env = {**os.environ, **self.settings.to_env()}
+        env = {**os.environ, **self.settings.to_env(), **self.env}
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.argv(),

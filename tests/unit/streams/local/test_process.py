@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from sendgate.streams.config import Settings
 from sendgate.streams.local.broker import free_port
 from sendgate.streams.local.process import WorkerProcess
@@ -27,3 +29,17 @@ def test_a_worker_never_started_is_not_running_and_stops_at_once(tmp_path):
     assert worker.log_tail() == ""  # no log yet
     (tmp_path / "worker.log").write_text("x" * 10 + "the end")
     assert worker.log_tail(7) == "the end"
+
+
+def test_a_worker_process_gets_its_own_environment_beside_the_settings(tmp_path):
+    class Printer(WorkerProcess):
+        def argv(self) -> list[str]:
+            return [
+                sys.executable,
+                "-c",
+                "import os; print(os.environ['MALLOC_ARENA_MAX'], os.environ['SENDGATE_PARTITIONS'])",
+            ]
+
+    worker = Printer(Settings(partitions=3), tmp_path / "worker.log", env={"MALLOC_ARENA_MAX": "2"}).start()
+    assert worker.process.wait(timeout=30) == 0
+    assert worker.log_tail().split() == ["2", "3"]
