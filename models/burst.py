@@ -128,16 +128,25 @@ class ClusterArrays:
     have room to grow at both ends: cluster i is at row `start + i`, and evicting the oldest moves
     `start`, no row. The rules that fill them are SenderState's."""
 
-    firsts: np.ndarray  # uint32 rows: each cluster's first text's sketch (its representative)
-    unions: np.ndarray  # uint32 rows: the union of its free copies' sketches (SenderState._learn)
-    shingles: np.ndarray  # float64: the estimated shingles of `firsts` (containment divides by them)
-    union_shingles: np.ndarray  # float64: ... of `unions`
+    # uint32 rows of two sketches, side by side so that a text is matched against both in one
+    # pass (numpy's cost per call, not per row, is most of it): [0] the cluster's first text's (its
+    # representative), [1] the union of its free copies' (SenderState._learn)
+    sketches: np.ndarray
+    shingles: np.ndarray  # float64 rows of two: the estimated shingles of each (containment divides by them)
     last_ts: np.ndarray  # int64
     rank: np.ndarray  # int64: the eviction order, least first
     start: int = 0
     n: int = 0  # clusters held
 
-    ARRAYS: ClassVar[tuple[str, ...]] = ("firsts", "unions", "shingles", "union_shingles", "last_ts", "rank")
+    ARRAYS: ClassVar[tuple[str, ...]] = ("sketches", "shingles", "last_ts", "rank")
+
+    @property
+    def firsts(self) -> np.ndarray:
+        return self.sketches[:, 0]
+
+    @property
+    def unions(self) -> np.ndarray:
+        return self.sketches[:, 1]
 
     @property
     def nbytes(self) -> int:
@@ -149,21 +158,18 @@ class ClusterArrays:
         a row each or None (then the first texts: no copy learned yet)."""
         n = 0 if firsts is None else len(firsts)
         length = max(8, 2 * n)
-        rows = np.zeros((length, num_perm), dtype=np.uint32)
         arrays = cls(
-            rows,
-            np.zeros_like(rows),
-            np.zeros(length),
-            np.zeros(length),
+            np.zeros((length, 2, num_perm), dtype=np.uint32),
+            np.zeros((length, 2)),
             np.zeros(length, dtype=np.int64),
             np.zeros(length, dtype=np.int64),
             n=n,
         )
         if firsts is not None:
-            arrays.firsts[:n] = firsts
-            arrays.unions[:n] = firsts if unions is None else unions
-            arrays.shingles[:n] = sizes(firsts)
-            arrays.union_shingles[:n] = sizes(arrays.unions[:n])
+            arrays.sketches[:n, 0] = firsts
+            arrays.sketches[:n, 1] = firsts if unions is None else unions
+            arrays.shingles[:n, 0] = sizes(firsts)
+            arrays.shingles[:n, 1] = sizes(arrays.unions[:n])
         return arrays
 
     @property
@@ -175,19 +181,17 @@ class ClusterArrays:
         """The first texts' and the unions' sketches of the clusters held (None: no cluster)."""
         if not self.n:
             return None, None
-        live = self.live
-        return self.firsts[live], self.unions[live]
+        live = self.sketches[self.live]
+        return live[:, 0], live[:, 1]
 
     def similarity(self, sketch: np.ndarray, shingles: float, measure: str) -> np.ndarray:
         """A text's similarity (its sketch and shingles) to each cluster: by `containment` with the
         cluster's first text or its union, the closer; by Jaccard with its first text."""
         live = self.live
         if measure == "containment":
-            return np.maximum(
-                containments(sketch, shingles, self.firsts[live], self.shingles[live]),
-                containments(sketch, shingles, self.unions[live], self.union_shingles[live]),
-            )
-        return similarities(sketch, self.firsts[live])
+            both = containments(sketch, shingles, self.sketches[live], self.shingles[live])
+            return np.maximum(both[:, 0], both[:, 1])
+        return similarities(sketch, self.sketches[live, 0])
 
     def used_after(self, since: int) -> np.ndarray | None:
         """The indices of the clusters last used after `since`, or None when all were (the common case)."""
@@ -206,7 +210,7 @@ class ClusterArrays:
 
     def set_union(self, i: int, union: np.ndarray, shingles: float) -> None:
         at = self.start + i
-        self.unions[at], self.union_shingles[at] = union, shingles
+        self.sketches[at, 1], self.shingles[at, 1] = union, shingles
 
     def keep(self, kept: np.ndarray) -> None:
         """Keep only the clusters at these indices (in order), from the front."""
@@ -232,8 +236,8 @@ class ClusterArrays:
         """Add a cluster of one text after the last (moving them to the front, or growing, when
         there is no room after it); its index."""
         n = self.n
-        if self.start + n == len(self.firsts):
-            length = len(self.firsts) if n < len(self.firsts) // 2 else 2 * len(self.firsts)
+        if self.start + n == len(self.sketches):
+            length = len(self.sketches) if n < len(self.sketches) // 2 else 2 * len(self.sketches)
             for name in self.ARRAYS:
                 old = getattr(self, name)
                 moved = np.zeros((length, *old.shape[1:]), dtype=old.dtype)
@@ -241,8 +245,8 @@ class ClusterArrays:
                 setattr(self, name, moved)
             self.start = 0
         at = self.start + n
-        self.firsts[at] = self.unions[at] = sketch
-        self.shingles[at] = self.union_shingles[at] = shingles
+        self.sketches[at] = sketch  # (its first text and its union)
+        self.shingles[at] = shingles
         self.n += 1
         return n
 
@@ -293,6 +297,9 @@ class SenderState(Row):
     # are views of it), and the cluster ids. Built on first use (`_index`).
     _arrays: ClusterArrays | None = field(default=None, compare=False, repr=False)
     _ids: list[str] = field(default_factory=list, compare=False, repr=False)
+    # the ids as the head row writes them, serialized again only once a cluster is new or removed:
+    # a head is written on every send, and 128 strings scattered in memory cost ~6 us to serialize
+    _ids_json: orjson.Fragment | None = field(default=None, compare=False, repr=False)
 
     # The head row. v1: [registered_ts, conversing, suspicious_until, seq, clusters, sketches], one
     # row holding everything; v2: [registered_ts, conversing, suspicious_until, seq, stamp, ids],
@@ -392,11 +399,11 @@ class SenderState(Row):
         union = arrays.unions[i]
         merged = np.minimum(union, sketch)
         shingles = float(sizes(merged))
-        if np.array_equal(merged, union) or shingles > LEARN_GROWTH * arrays.shingles[i]:
+        if np.array_equal(merged, union) or shingles > LEARN_GROWTH * arrays.shingles[i, 0]:
             return
         cid, taken = self._ids[at], self._taken
         assert taken is not None, "a copy joins the cluster that decide took"
-        taken.union, taken.union_shingles, taken.union_row = union.copy(), arrays.union_shingles[i], self._new.get(cid)
+        taken.union, taken.union_shingles, taken.union_row = union.copy(), arrays.shingles[i, 1], self._new.get(cid)
         arrays.set_union(at, merged, shingles)
         self._new[cid] = arrays.firsts[i].astype("<u4").tobytes() + merged.astype("<u4").tobytes()
 
@@ -607,7 +614,9 @@ class SenderState(Row):
     def to_rows(self) -> tuple[bytes, dict[str, bytes | None], dict[str, bytes | None]]:
         """The head row, and the cluster rows and sketch rows (by cluster id) that changed since
         the state was read (None: delete the row). Marks the state as written."""
-        ids = self._ids if self._arrays is not None else list(map(_CLUSTER_ID, self.clusters))
+        if self._ids_json is None or self._new or self._removed:
+            ids = self._ids if self._arrays is not None else list(map(_CLUSTER_ID, self.clusters))
+            self._ids_json = orjson.Fragment(orjson.dumps(ids).decode())  # (a str of its own size: see Row.pack)
         clusters: dict[str, bytes | None] = {}
         sketches: dict[str, bytes | None] = {}
         removed = self._removed
@@ -624,7 +633,8 @@ class SenderState(Row):
             digest.update(cid.encode() + b"\0" + (clusters[cid] or b"-") + (sketches.get(cid) or b""))
         self.stamp = int.from_bytes(digest.digest(), "little")
         self._changed, self._new, self._removed = {}, {}, set()
-        head = self.pack([self.registered_ts, self.conversing, self.reputation.to_list(), self.seq, self.stamp, ids])
+        fields = [self.registered_ts, self.conversing, self.reputation.to_list(), self.seq, self.stamp, self._ids_json]
+        head = self.pack(fields)
         return head, clusters, sketches
 
     @classmethod

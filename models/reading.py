@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from functools import lru_cache
 from importlib import resources
 
 # default-ignorable letters that render as nothing (Unicode's DerivedCoreProperties)
@@ -110,6 +111,9 @@ def _unspace(match: re.Match) -> str:
     return _NOT_ALNUM.sub("", match.group())
 
 
+# Two rules of an event read its text: a send's sketch and duplicate check, an inbound's consent
+# wording and loop guard (a third of the calls over the bench log find the text just read).
+@lru_cache(maxsize=16)
 def as_seen(text: str) -> str:
     """The text as a reader sees it: casefolded, invisible characters and accents gone, look-alike
     letters folded to their Latin (TR39) prototypes, symbols and emoji as spaces, spaced-out

@@ -82,16 +82,19 @@ class LapseBucket(Row):
     that an inbound appends to it without decoding it."""
 
     body: bytes = b""
+    # its entries, counted once when read rather than on every append (most events append to one)
+    size: int = field(default=0, compare=False)
 
     row_version = 1  # the body is the fields (models/rows.py); every bucket was written with its version
     dump = load = staticmethod(bytes)  # type: ignore[assignment]
 
     @property
     def full(self) -> bool:
-        return self.body.count(b"\x1e") >= LAPSE_CHUNK
+        return self.size >= LAPSE_CHUNK
 
     def add(self, sender: str, userkey: str) -> None:
         self.body += f"\x1e{sender}\x1f{userkey}".encode()
+        self.size += 1
 
     @property
     def entries(self) -> list[tuple[str, str]]:
@@ -106,4 +109,7 @@ class LapseBucket(Row):
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "LapseBucket":
-        return cls() if raw is None else cls(cls.unpack(raw))
+        if raw is None:
+            return cls()
+        body = cls.unpack(raw)
+        return cls(body, body.count(b"\x1e"))

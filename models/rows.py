@@ -76,7 +76,9 @@ class Row:
 
     @classmethod
     def pack(cls, fields: Any) -> bytes:
-        """The stored row: the current version, then the fields."""
+        """The stored row: the current version, then the fields. (A new bytes of the row's own
+        size: orjson's output keeps a ~4 KB buffer however short the JSON, which made a million
+        small rows in a MemoryStore cost 8 GB instead of 0.4 GB.)"""
         return cls._tag + cls.dump(fields)
 
     @classmethod

@@ -248,9 +248,10 @@ def sizes(sketches: np.ndarray) -> np.ndarray:
 
 def containments(sketch: np.ndarray, size: float, others: np.ndarray, other_sizes: np.ndarray) -> np.ndarray:
     """Estimated share of the shorter text's shingles found in the longer, |A & B| / min(|A|, |B|),
-    for `sketch` with each row of `others`: |A & B| = J (|A| + |B|) / (1 + J). What a text shares
-    with its cluster's first text when either was padded; Jaccard where either is short or the
-    two differ in size by more than 2.5 times."""
+    for `sketch` with each sketch of `others` (`other_sizes`: their shingles, shaped as `others`
+    less num_perm): |A & B| = J (|A| + |B|) / (1 + J). What a text shares with its cluster's first
+    text when either was padded; Jaccard where either is short or the two differ in size by more
+    than 2.5 times."""
     jaccard = similarities(sketch, others)
     if len(others) == 0:
         return jaccard
@@ -260,8 +261,8 @@ def containments(sketch: np.ndarray, size: float, others: np.ndarray, other_size
 
 
 def similarities(sketch: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Estimated Jaccard similarity of `sketch` with each row of `others` (shape k x num_perm)."""
+    """Estimated Jaccard similarity of `sketch` with each sketch of `others` (shape ... x num_perm)."""
     if len(others) == 0:
-        return np.zeros(0)
+        return np.zeros(others.shape[:-1])
     # (a byte per comparison, summed in C: np.count_nonzero with an axis is several times slower)
-    return np.add.reduce((others == sketch).view(np.uint8), axis=1, dtype=np.uint16) / sketch.shape[0]
+    return np.add.reduce((others == sketch).view(np.uint8), axis=-1, dtype=np.uint16) / sketch.shape[0]

@@ -189,9 +189,9 @@ class MemoryStore:
         return self.tables[table].get(key)
 
     def set(self, table: Table, key: bytes, value: bytes) -> None:
-        # An exact-size copy: orjson's output keeps a ~4 KB buffer however short the JSON, which
-        # made a million small rows cost 8 GB instead of 0.4 GB.
-        self.tables[table][key] = bytes(memoryview(value))
+        # Kept as it is: the gate's rows are exact-size bytes (`Row.pack` concatenates), so no copy
+        # (orjson's own output keeps a ~4 KB buffer however short the JSON).
+        self.tables[table][key] = value
 
     def delete(self, table: Table, key: bytes) -> None:
         self.tables[table].pop(key, None)

@@ -29,6 +29,7 @@ DECODED_ROWS = 4096  # rows kept decoded across events (`Decoded`): each app's c
 # 1-300 KB (mostly its clusters' sketches), and the bench log's 285 states (235 senders, 50 app-wide)
 # take 34 MB; kept by count (256), the least recent were decoded from their rows again and again.
 DECODED_SENDER_BYTES = 64 * 1024 * 1024
+_UNREAD = object()  # a slot the event has not read (its rows hold None for a row it deleted)
 
 
 class Held:
@@ -100,8 +101,9 @@ class UnitOfWork:
         row_key = "\x1f".join(parts).encode()  # (`key`, inline: every row read)
         slot = (table, row_key)
         rows = self._rows
-        if slot in rows:
-            return rows[slot]
+        row = rows.get(slot, _UNREAD)
+        if row is not _UNREAD:
+            return row
         raw = self._read(table, row_key)
         if raw is None:
             # (not kept: the store changes only at `commit`; an object held for the slot stays,

@@ -340,7 +340,7 @@ def test_cluster_arrays_keep_the_clusters_in_order_through_moves_growth_and_remo
     rng = random.Random(3)
     first = np.array([[1, 1]], dtype=np.uint32)
     arrays = ClusterArrays.of(first, None, 2)
-    held = [(1, float(arrays.shingles[0]))]  # (sketch value, its shingles) per cluster
+    held = [(1, float(arrays.shingles[0, 0]))]  # (sketch value, its shingles) per cluster
     for step in range(400):
         op = rng.random() if step < 200 else step % 2 * 0.9  # then a steady churn: new in, oldest out
         if op < 0.55 or not held:
@@ -358,7 +358,7 @@ def test_cluster_arrays_keep_the_clusters_in_order_through_moves_growth_and_remo
         assert arrays.n == len(held) and arrays.start + arrays.n <= len(arrays.firsts)
         if held:
             assert firsts[:, 0].tolist() == unions[:, 1].tolist() == [value for value, _ in held]
-            assert arrays.shingles[arrays.live].tolist() == [shingles for _, shingles in held]
+            assert arrays.shingles[arrays.live, 0].tolist() == [shingles for _, shingles in held]
         else:
             assert firsts is None and unions is None
     assert len(arrays.firsts) > 8  # it grew

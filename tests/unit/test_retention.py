@@ -117,5 +117,6 @@ def test_the_rows_are_versioned():
     bucket.add(SENDER, "u2")
     assert bucket.to_bytes() == b"1\x1eS1\x1fu1\x1eS1\x1fu2"
     assert LapseBucket.from_bytes(bucket.to_bytes()).entries == [(SENDER, "u1"), (SENDER, "u2")]
+    assert LapseBucket.from_bytes(bucket.to_bytes()).size == bucket.size == 2  # (counted when read, not per append)
     with pytest.raises(ValueError, match="version"):
         LapseBucket.from_bytes(b"2")
