@@ -28,13 +28,14 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from sendgate.models.decisions import ConsentRecord, Decision, Delivery
+from sendgate.models.decisions import ConsentRecord, Decision, Delivery, Outcome, Reason
 from sendgate.models.events import Refusal
 
 STAGES = ("decide", "produce", "checkpoint")
 LATEST = 50  # decisions the dashboard's tail shows
 HISTORY_S = 300  # seconds of per-second outcome counts the dashboard draws
 RISKY_SENDERS = 1000  # senders tracked for "riskiest", the least paced dropped beyond it
+PACED = frozenset({Reason.BURST_PACED, Reason.BURST_LIMIT, Reason.JUNK_SIMILAR})  # what "riskiest" counts
 
 disable_created_metrics()  # no `_created` series beside every counter: half the scrape, nothing an alert uses
 
@@ -71,11 +72,11 @@ class BatchTally:
     def output(self, record: Any) -> None:
         if isinstance(record, Decision):
             self.decisions[record.outcome, record.reason] += 1
-            if record.outcome == "delayed" and record.deliver_at is not None:
+            if record.outcome == Outcome.DELAYED and record.deliver_at is not None:
                 self.delays_s.append((record.deliver_at - record.ts) / 1000)
-            elif record.outcome == "released" and record.deliver_at is not None:
+            elif record.outcome == Outcome.RELEASED and record.deliver_at is not None:
                 self.lateness_s.append((record.ts - record.deliver_at) / 1000)
-            if record.reason in ("burst_paced", "burst_limit", "junk_similar"):
+            if record.reason in PACED:
                 self.paced[record.app, record.sender] += 1
             self.latest.append((record.ts, record.app, record.sender, record.request_id, record.outcome, record.reason))
         elif isinstance(record, Delivery):
